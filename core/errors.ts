@@ -1,0 +1,169 @@
+/**
+ * meshid's errors: one base class with a stable `code`, and one table that maps every code to
+ * its gRPC status, HTTP status and whether a caller may retry. Errors are mapped to wire statuses
+ * only at the edges (the gRPC handler, the admin server, the CLI); the table is mirrored in
+ * docs/errors.md and a test keeps the two in step.
+ */
+
+/** gRPC status codes (numbers as on the wire; see grpc/doc/statuscodes.md). */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatusName = keyof typeof GrpcStatus;
+
+/** What each error code means on the wire. */
+export interface ErrorCodeInfo {
+  readonly grpc: GrpcStatusName;
+  readonly http: number;
+  readonly retryable: boolean;
+  readonly description: string;
+}
+
+/**
+ * The code table. Status beside code; see docs/errors.md for why each Certify refusal has the
+ * status it has (Linkerd's mapping, with the documented deviations).
+ */
+export const ERROR_CODES = {
+  ERR_REQUEST_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'a Certify field is empty, too large, or not well-formed',
+  },
+  ERR_IDENTITY_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'the requested identity is not a workload identity name of this trust domain',
+  },
+  ERR_CSR_MALFORMED: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'the CSR is not a DER-encoded PKCS#10 certification request',
+  },
+  ERR_CSR_POLICY: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 400,
+    retryable: false,
+    description: 'the CSR breaks a rule: key type, SANs, subject or proof of possession',
+  },
+  ERR_TOKEN_MALFORMED: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'the token is not a well-formed JWT, or its subject is not a service account',
+  },
+  ERR_TOKEN_UNAUTHENTICATED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 401,
+    retryable: false,
+    description: 'the token did not authenticate: signature, issuer, audience, expiry or binding',
+  },
+  ERR_TOKEN_VALIDATOR_UNAVAILABLE: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    retryable: true,
+    description: 'the token could not be checked now (keys or API server unreachable)',
+  },
+  ERR_IDENTITY_MISMATCH: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 403,
+    retryable: false,
+    description: "the requested identity is not the token's identity",
+  },
+  ERR_ISSUER_NOT_LOADED: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    retryable: true,
+    description: 'no issuer is loaded',
+  },
+  ERR_ISSUER_NOT_VALID_NOW: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 503,
+    retryable: true,
+    description: 'the loaded issuer or its chain is not valid at this time',
+  },
+  ERR_SIGNING_FAILED: {
+    grpc: 'INTERNAL',
+    http: 500,
+    retryable: true,
+    description: 'the leaf could not be signed',
+  },
+  ERR_ISSUER_INVALID: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'issuer material was refused: not a CA, key mismatch, not chaining, or expired',
+  },
+  ERR_ANCHORS_INVALID: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'a trust-anchor bundle was refused: unparseable, empty, or not CA certificates',
+  },
+  ERR_CONFIG_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'the configuration is invalid (every bad field is named)',
+  },
+  ERR_LOCAL_STATE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'the local state folder is missing material, or would be overwritten',
+  },
+  ERR_INTERNAL: {
+    grpc: 'INTERNAL',
+    http: 500,
+    retryable: false,
+    description: 'an unexpected failure; details are in the log, not in the response',
+  },
+} as const satisfies Record<string, ErrorCodeInfo>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * The base of every error meshid raises on purpose.
+ *
+ * @example
+ * ```ts
+ * throw new MeshidError('ERR_CSR_POLICY', 'CSR key must be ECDSA P-256, got RSA');
+ * ```
+ */
+export class MeshidError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'MeshidError';
+  }
+
+  /** The table entry of this error's code. */
+  get info(): ErrorCodeInfo {
+    return ERROR_CODES[this.code];
+  }
+}
+
+/** True when `err` is a MeshidError, optionally of the given code. */
+export function isMeshidError(err: unknown, code?: ErrorCode): err is MeshidError {
+  return err instanceof MeshidError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,6 @@
+/**
+ * core: primitives shared by every meshid component. npm imports only.
+ */
+export * from './errors.js';
+export * from './clock.js';
+export * from './duration.js';
