@@ -4,3 +4,4 @@
 export * from './errors.js';
 export * from './clock.js';
 export * from './duration.js';
+export * from './identity.js';
