@@ -5,3 +5,4 @@ export * from './errors.js';
 export * from './clock.js';
 export * from './duration.js';
 export * from './identity.js';
+export * from './logger.js';
