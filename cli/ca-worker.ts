@@ -1,0 +1,26 @@
+/**
+ * Entry of a CA worker process (forked by the primary in `meshid ca`). It gets its validated
+ * configuration from the primary over IPC and runs one Certify process.
+ */
+import 'reflect-metadata';
+import cluster from 'node:cluster';
+import { createRegistry, systemClock, systemRandom } from '../core/index.js';
+import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
+import { processLogger } from './runtime.js';
+
+const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
+const workerId = cluster.worker?.id ?? 0;
+const bootLogger = processLogger(bootstrapLevel, { component: 'identity-ca', worker: workerId });
+
+await runCertifyWorker(
+  (config, registry) =>
+    startCertifyProcess({
+      config,
+      registry,
+      logger: processLogger(config.logLevel, { component: 'identity-ca', worker: workerId }),
+      clock: systemClock,
+      random: systemRandom,
+    }),
+  () => createRegistry(),
+  bootLogger,
+);

@@ -1,0 +1,55 @@
+/**
+ * `meshid ca`: the identity CA. With no inputs given it runs against the local state folder
+ * (`--dir`, default .meshid) that `meshid init` writes.
+ */
+import { fileURLToPath } from 'node:url';
+import type { CaConfig, Logger } from '../core/index.js';
+import { formatAddress, loadConfig, systemClock, systemRandom } from '../core/index.js';
+import { startIdentityCa } from '../identity-ca/index.js';
+import type { RunningCa } from '../identity-ca/index.js';
+import { processLogger, untilStopSignal, workerCount } from './runtime.js';
+
+/** The worker process entry (compiled beside this file). */
+export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
+
+/**
+ * Starts the CA and logs the one "listening" line with the bound addresses.
+ *
+ * @example
+ * ```ts
+ * const ca = await startCa(config, logger);
+ * ```
+ */
+export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
+  const workers = workerCount(config.workers);
+  const ca = await startIdentityCa({
+    config,
+    workers,
+    logger,
+    clock: systemClock,
+    random: systemRandom,
+    workerEntry: CA_WORKER_ENTRY,
+  });
+  logger.info(
+    {
+      address: formatAddress(ca.address),
+      admin: formatAddress(ca.adminAddress),
+      identity: config.identityName,
+      workers,
+    },
+    'listening',
+  );
+  return ca;
+}
+
+/** `meshid ca` */
+export async function runCa(argv: string[]): Promise<number> {
+  const { config } = loadConfig('ca', { argv, env: process.env });
+  const logger = processLogger(config.logLevel, { component: 'identity-ca' });
+  const ca = await startCa(config, logger);
+  process.on('SIGHUP', () => void ca.reload());
+  const signal = await untilStopSignal();
+  logger.info({ signal }, 'shutting down');
+  await ca.close();
+  return 0;
+}

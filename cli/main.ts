@@ -1,0 +1,58 @@
+/**
+ * `meshid`: the only composition root. Parses the configuration, builds the dependencies
+ * (logger, clock, randomness) and dispatches to the components.
+ */
+import 'reflect-metadata';
+import { isMeshidError, settingsHelp } from '../core/index.js';
+import type { CommandName } from '../core/index.js';
+import { runCa } from './ca.js';
+import { runInit } from './init.js';
+import { runLocal } from './local.js';
+import { runToken } from './token.js';
+
+const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  init: { summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder', run: runInit },
+  token: { summary: 'print a ServiceAccount token signed by the local key (development only)', run: runToken },
+  ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
+  local: { summary: 'the embedded default: init if needed, run the CA, and show it issuing', run: runLocal },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  meshid ${name.padEnd(6)} ${c.summary}`);
+  return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
+}
+
+/**
+ * Runs the CLI; resolves with the process exit code.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await main(process.argv.slice(2));
+ * ```
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name as CommandName] : undefined;
+  if (command === undefined) {
+    process.stderr.write(`meshid: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`meshid ${name}: ${command.summary}\n\nSettings (flag, environment variable, and the camelCase key in a --config file):\n${settingsHelp(name as CommandName)}\n`);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    if (isMeshidError(err)) {
+      process.stderr.write(`meshid ${name}: ${err.message} [${err.code}]\n`);
+      return err.code === 'ERR_CONFIG_INVALID' ? 2 : 1;
+    }
+    process.stderr.write(`meshid ${name}: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,463 @@
+/**
+ * One configuration schema for every meshid command, validated once at start-up.
+ *
+ * Sources, lowest to highest precedence: a YAML or JSON file (`--config`), `MESHID_*`
+ * environment variables, command-line flags. Every setting has all three spellings, derived from
+ * one camelCase key: `certLifetime` ↔ `MESHID_CERT_LIFETIME` ↔ `--cert-lifetime`. Unknown keys,
+ * variables and flags are errors, never silent defaults. Every problem is reported at once with
+ * the field it concerns, and the result is frozen.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DEFAULTS } from './defaults.js';
+import { parseDuration } from './duration.js';
+import { MeshidError } from './errors.js';
+import { isDns1123Label, isDns1123Subdomain, namingProblems } from './identity.js';
+
+/** A `host:port` listen or dial address. */
+export interface Address {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** How a setting is written on the command line and in the environment. */
+type Kind = 'string' | 'boolean' | 'duration' | 'address' | 'integer';
+
+interface Setting {
+  readonly kind: Kind;
+  readonly help: string;
+}
+
+/** The settings every command shares. */
+const COMMON = {
+  config: { kind: 'string', help: 'YAML or JSON configuration file' },
+  logLevel: { kind: 'string', help: 'fatal|error|warn|info|debug|trace|silent' },
+  fips: { kind: 'boolean', help: 'FIPS mode (enforced by the components that support it)' },
+} as const satisfies Record<string, Setting>;
+
+const NAMING = {
+  trustDomain: { kind: 'string', help: 'trust domain (DNS-1123 subdomain)' },
+  controlPlaneNamespace: { kind: 'string', help: 'control-plane namespace in identity names' },
+} as const satisfies Record<string, Setting>;
+
+/** Settings per command. Flags are the kebab-case of the keys. */
+export const COMMAND_SETTINGS = {
+  init: {
+    ...COMMON,
+    dir: { kind: 'string', help: 'state folder to write' },
+    force: { kind: 'boolean', help: 'overwrite existing material' },
+    ...NAMING,
+  },
+  token: {
+    ...COMMON,
+    dir: { kind: 'string', help: 'state folder holding token-signing/key.pem' },
+    ns: { kind: 'string', help: 'namespace of the service account' },
+    sa: { kind: 'string', help: 'service account name' },
+    ttl: { kind: 'duration', help: 'token lifetime' },
+    audience: { kind: 'string', help: 'token audience' },
+  },
+  ca: {
+    ...COMMON,
+    dir: { kind: 'string', help: 'local state folder (written by meshid init)' },
+    trustAnchors: { kind: 'string', help: 'PEM bundle of trust anchors' },
+    issuerDir: { kind: 'string', help: 'folder with tls.crt, tls.key and optional ca.crt' },
+    jwks: { kind: 'string', help: 'JWKS file path or https URL of the token issuer' },
+    jwksCa: { kind: 'string', help: 'PEM CA bundle to trust for an https JWKS URL' },
+    tokenIssuer: { kind: 'string', help: 'expected token issuer (iss)' },
+    audience: { kind: 'string', help: 'expected token audience' },
+    ...NAMING,
+    identityName: { kind: 'string', help: "the CA's own TLS identity" },
+    certLifetime: { kind: 'duration', help: 'leaf certificate lifetime' },
+    clockSkew: { kind: 'duration', help: 'clock-skew allowance (back-dating, token leeway)' },
+    listen: { kind: 'address', help: 'gRPC listen address' },
+    admin: { kind: 'address', help: 'admin HTTP listen address' },
+    workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
+  },
+  local: {
+    ...COMMON,
+    dir: { kind: 'string', help: 'local state folder' },
+    listen: { kind: 'address', help: 'gRPC listen address' },
+    admin: { kind: 'address', help: 'admin HTTP listen address' },
+    workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
+  },
+} as const satisfies Record<string, Record<string, Setting>>;
+
+export type CommandName = keyof typeof COMMAND_SETTINGS;
+
+// ---- validated shapes -------------------------------------------------------------------------
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const nonEmpty = z.string().min(1, 'must not be empty');
+const label = nonEmpty.refine(isDns1123Label, 'must be a DNS-1123 label');
+const subdomain = nonEmpty.refine(isDns1123Subdomain, 'must be a DNS-1123 subdomain');
+const positiveMs = z.number().int().positive('must be a positive duration');
+const address = z.object({ host: z.string(), port: z.number().int().min(0).max(65535) });
+const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
+
+const commonShape = {
+  config: z.string().optional(),
+  logLevel,
+  fips: z.boolean(),
+};
+
+const SCHEMAS = {
+  init: z.strictObject({
+    ...commonShape,
+    dir: nonEmpty,
+    force: z.boolean(),
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+  }),
+  token: z.strictObject({
+    ...commonShape,
+    dir: nonEmpty,
+    ns: label,
+    sa: label,
+    ttl: positiveMs.max(7 * 24 * 3_600_000, 'must be at most 168h'),
+    audience: nonEmpty,
+  }),
+  ca: z
+    .strictObject({
+      ...commonShape,
+      dir: nonEmpty.optional(),
+      trustAnchors: nonEmpty,
+      issuerDir: nonEmpty,
+      jwks: nonEmpty,
+      jwksCa: nonEmpty.optional(),
+      tokenIssuer: nonEmpty,
+      audience: nonEmpty,
+      trustDomain: subdomain,
+      controlPlaneNamespace: label,
+      identityName: subdomain,
+      certLifetime: positiveMs
+        .min(60_000, 'must be at least 1m')
+        .max(366 * 24 * 3_600_000, 'must be at most 8784h'),
+      clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      listen: address,
+      admin: address,
+      workers,
+    })
+    .superRefine((c, ctx) => {
+      if (c.clockSkew >= c.certLifetime) {
+        ctx.addIssue({ code: 'custom', path: ['clockSkew'], message: 'must be less than certLifetime' });
+      }
+      if (/^https?:/i.test(c.jwks) && !/^https?:\/\/[^/]/i.test(c.jwks)) {
+        ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is not a valid URL' });
+      }
+    }),
+  local: z.strictObject({
+    ...commonShape,
+    dir: nonEmpty,
+    listen: address,
+    admin: address,
+    workers,
+  }),
+};
+
+export type InitConfig = Readonly<z.infer<typeof SCHEMAS.init>>;
+export type TokenConfig = Readonly<z.infer<typeof SCHEMAS.token>>;
+export type CaConfig = Readonly<z.infer<typeof SCHEMAS.ca>>;
+export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
+export interface CommandConfigs {
+  init: InitConfig;
+  token: TokenConfig;
+  ca: CaConfig;
+  local: LocalConfig;
+}
+
+// ---- spelling ---------------------------------------------------------------------------------
+
+/** `certLifetime` → `cert-lifetime`. */
+export function flagName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** `certLifetime` → `MESHID_CERT_LIFETIME`. */
+export function envName(key: string): string {
+  return `MESHID_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** Every `MESHID_*` name some command knows, so that a typo is caught wherever it is set. */
+const KNOWN_ENV = new Set(
+  Object.values(COMMAND_SETTINGS).flatMap((s) => Object.keys(s).map(envName)),
+);
+
+// ---- loading ----------------------------------------------------------------------------------
+
+/** Where the raw values come from; `env` and `argv` are passed in so tests control them. */
+export interface ConfigSources {
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Reads the `--config` file; defaults to the real file system. */
+  readonly readFile?: (path: string) => string;
+}
+
+interface Problem {
+  readonly field: string;
+  readonly message: string;
+}
+
+function parseValue(kind: Kind, raw: unknown): { value?: unknown; error?: string } {
+  switch (kind) {
+    case 'string':
+      return typeof raw === 'string' ? { value: raw } : { error: `must be a string, got ${describe(raw)}` };
+    case 'boolean':
+      if (typeof raw === 'boolean') return { value: raw };
+      if (raw === 'true' || raw === '1') return { value: true };
+      if (raw === 'false' || raw === '0' || raw === '') return { value: false };
+      return { error: `must be true or false, got ${describe(raw)}` };
+    case 'integer': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+      return Number.isInteger(n) ? { value: n } : { error: `must be a whole number, got ${describe(raw)}` };
+    }
+    case 'duration': {
+      const ms = typeof raw === 'string' ? parseDuration(raw) : undefined;
+      return ms === undefined
+        ? { error: `must be a duration such as 24h, 20s or 1h30m, got ${describe(raw)}` }
+        : { value: ms };
+    }
+    case 'address': {
+      const a = typeof raw === 'string' ? parseAddress(raw) : undefined;
+      return a === undefined
+        ? { error: `must be HOST:PORT (port 0-65535; [v6]:PORT), got ${describe(raw)}` }
+        : { value: a };
+    }
+  }
+}
+
+function describe(raw: unknown): string {
+  return typeof raw === 'string' ? JSON.stringify(raw) : JSON.stringify(raw) ?? String(raw);
+}
+
+/**
+ * Parses `host:port`, `[v6]:port`.
+ *
+ * @example
+ * ```ts
+ * parseAddress('127.0.0.1:8080'); // { host: '127.0.0.1', port: 8080 }
+ * ```
+ */
+export function parseAddress(text: string): Address | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
+  if (m === null) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** Formats an address for logs and dialing. */
+export function formatAddress(a: Address): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/**
+ * Loads, merges and validates the configuration of one command. Throws ERR_CONFIG_INVALID
+ * listing every problem with its field.
+ *
+ * @example
+ * ```ts
+ * const { config, positionals } = loadConfig('ca', { argv: ['--listen', '127.0.0.1:0'], env: process.env });
+ * ```
+ */
+export function loadConfig<C extends CommandName>(
+  command: C,
+  sources: ConfigSources,
+): { config: CommandConfigs[C]; positionals: string[] } {
+  const settings: Record<string, Setting> = COMMAND_SETTINGS[command];
+  const problems: Problem[] = [];
+  const raw: Record<string, unknown> = {};
+  const put = (key: string, value: unknown, where: string): void => {
+    const setting = settings[key];
+    if (setting === undefined) {
+      problems.push({ field: where, message: `unknown setting for "meshid ${command}"` });
+      return;
+    }
+    const parsed = parseValue(setting.kind, value);
+    if (parsed.error !== undefined) problems.push({ field: where, message: parsed.error });
+    else raw[key] = parsed.value;
+  };
+
+  // Flags are parsed first (to find --config) but applied last.
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const [key, s] of Object.entries(settings)) {
+    options[flagName(key)] = { type: s.kind === 'boolean' ? 'boolean' : 'string' };
+  }
+  let flags: Record<string, string | boolean | undefined> = {};
+  let positionals: string[] = [];
+  try {
+    const parsed = parseArgs({ args: [...sources.argv], options, strict: true, allowPositionals: true });
+    flags = parsed.values as Record<string, string | boolean | undefined>;
+    positionals = parsed.positionals;
+  } catch (err) {
+    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${(err as Error).message}`);
+  }
+
+  const configPath = (flags['config'] as string | undefined) ?? sources.env[envName('config')];
+  if (configPath !== undefined && configPath !== '') {
+    const read = sources.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+    let doc: unknown;
+    try {
+      doc = parseYaml(read(configPath));
+    } catch (err) {
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        `config file ${configPath}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) {
+        problems.push({ field: configPath, message: 'must be a mapping of settings' });
+      } else {
+        for (const [key, value] of Object.entries(doc)) {
+          if (key === 'config') problems.push({ field: `${configPath}: config`, message: 'cannot be set in a config file' });
+          else put(key, value, `${configPath}: ${key}`);
+        }
+      }
+    }
+  }
+
+  for (const [name, value] of Object.entries(sources.env)) {
+    if (!name.startsWith('MESHID_') || value === undefined) continue;
+    const key = Object.keys(settings).find((k) => envName(k) === name);
+    if (key === undefined) {
+      if (!KNOWN_ENV.has(name)) problems.push({ field: name, message: 'unknown MESHID_ environment variable' });
+      continue;
+    }
+    if (key !== 'config') put(key, value, name);
+  }
+
+  for (const [flag, value] of Object.entries(flags)) {
+    if (value === undefined || flag === 'config') continue;
+    const key = Object.keys(settings).find((k) => flagName(k) === flag)!;
+    put(key, value, `--${flag}`);
+  }
+
+  if (problems.length > 0) throw configError(command, problems);
+  const merged = applyDefaults(command, raw);
+  const result = SCHEMAS[command].safeParse(merged);
+  if (!result.success) {
+    throw configError(
+      command,
+      result.error.issues.map((i) => {
+        const key = String(i.path[0] ?? '');
+        return {
+          field: key === '' ? '(config)' : `${key} (--${flagName(key)}, ${envName(key)})`,
+          message: i.code === 'invalid_type' && i.input === undefined ? 'is required' : i.message,
+        };
+      }),
+    );
+  }
+  return { config: deepFreeze(result.data) as CommandConfigs[C], positionals };
+}
+
+function configError(command: string, problems: readonly Problem[]): MeshidError {
+  const lines = problems.map((p) => `  ${p.field}: ${p.message}`).join('\n');
+  return new MeshidError(
+    'ERR_CONFIG_INVALID',
+    `invalid configuration for "meshid ${command}" (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${lines}`,
+  );
+}
+
+/**
+ * Fills defaults. For `ca`, the local state folder stands in for the four inputs that `meshid
+ * init` writes when none of them is given; given ones override the folder's.
+ */
+function applyDefaults(command: CommandName, raw: Record<string, unknown>): Record<string, unknown> {
+  const d = DEFAULTS;
+  const withCommon = { logLevel: d.logLevel, fips: false, ...raw };
+  switch (command) {
+    case 'init':
+      return {
+        dir: d.stateDir,
+        force: false,
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace: d.controlPlaneNamespace,
+        ...withCommon,
+      };
+    case 'token':
+      return { dir: d.stateDir, ttl: d.tokenTtlMs, audience: d.audience, ...withCommon };
+    case 'local':
+      return { dir: d.stateDir, listen: d.caListen, admin: d.caAdmin, workers: 0, ...withCommon };
+    case 'ca': {
+      const explicit = ['trustAnchors', 'issuerDir', 'jwks', 'tokenIssuer'].some((k) => k in raw);
+      const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);
+      const fromDir = dir === undefined ? {} : caInputsFromDir(dir);
+      const trustDomain = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const controlPlaneNamespace =
+        (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const naming = { trustDomain, controlPlaneNamespace };
+      return {
+        ...fromDir,
+        audience: d.audience,
+        certLifetime: d.certLifetimeMs,
+        clockSkew: d.clockSkewMs,
+        listen: d.caListen,
+        admin: d.caAdmin,
+        workers: 0,
+        identityName: namingProblems(naming).length === 0 ? caIdentityName(naming) : 'invalid',
+        ...(dir === undefined ? {} : { dir }),
+        ...withCommon,
+      };
+    }
+  }
+}
+
+/**
+ * The four CA inputs inside a local state folder (the layout `meshid init` writes).
+ *
+ * @example
+ * ```ts
+ * localStateInputs('.meshid').issuerDir; // '.meshid/issuer'
+ * ```
+ */
+export function localStateInputs(dir: string): {
+  trustAnchors: string;
+  issuerDir: string;
+  jwks: string;
+  tokenIssuer: string;
+  tokenSigningKey: string;
+} {
+  return {
+    trustAnchors: `${dir}/trust-anchors.pem`,
+    issuerDir: `${dir}/issuer`,
+    jwks: `${dir}/token-signing/jwks.json`,
+    tokenSigningKey: `${dir}/token-signing/key.pem`,
+    tokenIssuer: DEFAULTS.localTokenIssuer,
+  };
+}
+
+function caInputsFromDir(dir: string): Record<string, string> {
+  const { trustAnchors, issuerDir, jwks, tokenIssuer } = localStateInputs(dir);
+  return { trustAnchors, issuerDir, jwks, tokenIssuer };
+}
+
+/** The CA's own identity name: `linkerd-identity.<cp>.serviceaccount.identity.<cp>.<td>`. */
+export function caIdentityName(naming: { trustDomain: string; controlPlaneNamespace: string }): string {
+  const cp = naming.controlPlaneNamespace;
+  return `linkerd-identity.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
+}
+
+/**
+ * One line per setting for `--help`.
+ *
+ * @example
+ * ```ts
+ * settingsHelp('ca'); // '  --trust-anchors  (MESHID_TRUST_ANCHORS)  PEM bundle of trust anchors\n...'
+ * ```
+ */
+export function settingsHelp(command: CommandName): string {
+  return Object.entries(COMMAND_SETTINGS[command] as Record<string, Setting>)
+    .map(([k, s]) => `  --${flagName(k).padEnd(26)} ${envName(k).padEnd(34)} ${s.help}`)
+    .join('\n');
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,25 @@
+/**
+ * Every default in one place (DESIGN.md, "Names and defaults").
+ */
+export const DEFAULTS = Object.freeze({
+  stateDir: '.meshid',
+  trustDomain: 'cluster.local',
+  controlPlaneNamespace: 'linkerd',
+  audience: 'identity.l5d.io',
+  certLifetimeMs: 24 * 3_600_000,
+  clockSkewMs: 20_000,
+  caListen: { host: '127.0.0.1', port: 8080 },
+  caAdmin: { host: '127.0.0.1', port: 9990 },
+  tokenTtlMs: 3_600_000,
+  logLevel: 'info' as const,
+  /** The `iss` of tokens minted by `meshid token` for local development. */
+  localTokenIssuer: 'meshid-local-development',
+  /** Upper bounds of one Certify request (the whole message, and each field). */
+  maxRequestBytes: 64 * 1024,
+  maxTokenBytes: 16 * 1024,
+  maxCsrBytes: 8 * 1024,
+  maxIdentityLength: 253,
+  trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
+  trustAnchorsKey: 'ca-bundle.crt',
+  issuerSecret: 'linkerd-identity-issuer',
+});

@@ -1,0 +1,224 @@
+/**
+ * One Certify process: issuer and anchors (watched, last good kept), token validator, the
+ * Certify server and its serving certificate. A multi-core CA runs one of these per worker
+ * process (cluster.ts); a single-core CA runs one in-process.
+ */
+import type { Address, CaConfig, Clock, Logger, Random, Readiness, Registry } from '../core/index.js';
+import { DEFAULTS, formatAddress } from '../core/index.js';
+import { FileIssuerSource } from './issuer/file-source.js';
+import type { IssuerCredentials } from './issuer/material.js';
+import { IssuerStore } from './issuer/store.js';
+import { createCertifyHandler, SignerCache } from './server/certify.js';
+import type { IssuedLeaf } from './server/certify.js';
+import { CertifyServer } from './server/grpc-server.js';
+import { registerCaMetrics } from './server/metrics.js';
+import { issueServingCertificate, servingCertNeedsRenewal } from './server/serving-cert.js';
+import type { ServingCertificate } from './server/serving-cert.js';
+import { JwksTokenValidator } from './token/jwks.js';
+import type { TokenValidator } from './token/validator.js';
+
+/** Everything one Certify process needs, built by the CLI. */
+export interface CertifyProcessDeps {
+  readonly config: CaConfig;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly registry: Registry;
+  /** Overrides the JWKS validator (the Kubernetes issue adds TokenReview). */
+  readonly tokens?: TokenValidator;
+  readonly onIssued?: (issued: IssuedLeaf) => void;
+}
+
+/** The state a worker reports to the primary (no secrets). */
+export interface CertifyStatus {
+  readonly issuerFingerprint?: string;
+  readonly issuerSubject?: string;
+  readonly issuerNotAfter?: number;
+  readonly chainNotBefore?: number;
+  readonly chainNotAfter?: number;
+  readonly servingNotAfter?: number;
+}
+
+/** A running Certify process. */
+export interface CertifyProcess {
+  readonly address: Address;
+  status(): CertifyStatus;
+  readiness(): Readiness;
+  /** Reloads the issuer and anchors from their files now (also done on every file change). */
+  reload(): Promise<void>;
+  /** Called whenever status() changes. */
+  onStatus(listener: (s: CertifyStatus) => void): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Readiness from a status: an issuer is loaded and its whole chain is valid now.
+ *
+ * @example
+ * ```ts
+ * readinessOf(process.status(), Date.now()); // { ready: true, reason: 'issuer CN=… valid until …' }
+ * ```
+ */
+export function readinessOf(s: CertifyStatus, now: number): Readiness {
+  if (s.chainNotAfter === undefined || s.chainNotBefore === undefined) {
+    return { ready: false, reason: 'no issuer loaded' };
+  }
+  if (now < s.chainNotBefore) return { ready: false, reason: `issuer chain not valid until ${iso(s.chainNotBefore)}` };
+  if (now >= s.chainNotAfter) return { ready: false, reason: `issuer chain expired at ${iso(s.chainNotAfter)}` };
+  return { ready: true, reason: `issuer ${s.issuerSubject ?? ''} valid until ${iso(s.chainNotAfter)}` };
+}
+
+/**
+ * Starts one Certify process. Rejects (the CA refuses to start) when the initial issuer or
+ * anchors are invalid, naming the problem.
+ *
+ * @example
+ * ```ts
+ * const ca = await startCertifyProcess({ config, logger, clock, random, registry });
+ * logger.info({ address: formatAddress(ca.address) }, 'listening');
+ * ```
+ */
+export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<CertifyProcess> {
+  const { config, clock, random } = deps;
+  const log = deps.logger;
+  const naming = { trustDomain: config.trustDomain, controlPlaneNamespace: config.controlPlaneNamespace };
+  const store = new IssuerStore({ clock, logger: log.child({ component: 'issuer' }) });
+  const current = (): IssuerCredentials | undefined => store.current();
+  const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
+  const source = new FileIssuerSource({
+    issuerDir: config.issuerDir,
+    trustAnchorsFile: config.trustAnchors,
+    store,
+    logger: log.child({ component: 'issuer-source' }),
+  });
+  await source.start();
+
+  let tokens: TokenValidator;
+  try {
+    tokens =
+      deps.tokens ??
+      (await JwksTokenValidator.create({
+        jwks: /^https?:/i.test(config.jwks)
+          ? { url: config.jwks, ...(config.jwksCa === undefined ? {} : { caPem: await readText(config.jwksCa) }) }
+          : { file: config.jwks },
+        issuer: config.tokenIssuer,
+        audience: config.audience,
+        clockSkewMs: config.clockSkew,
+        clock,
+        logger: log.child({ component: 'token' }),
+      }));
+  } catch (err) {
+    await source.close();
+    throw err;
+  }
+
+  const signers = new SignerCache();
+  const servingOpts = {
+    identityName: config.identityName,
+    naming,
+    lifetimeMs: config.certLifetime,
+    clockSkewMs: config.clockSkew,
+    clock,
+    random,
+    signers,
+  };
+  let serving: ServingCertificate = issueServingCertificate(store.current()!, servingOpts);
+  metrics.servingCertificate(serving.notAfter);
+
+  const server = new CertifyServer({
+    handler: createCertifyHandler(
+      {
+        currentIssuer: current,
+        tokens,
+        naming,
+        certLifetimeMs: config.certLifetime,
+        clockSkewMs: config.clockSkew,
+        clock,
+        random,
+        logger: log.child({ component: 'certify' }),
+        ...(deps.onIssued === undefined ? {} : { onIssued: deps.onIssued }),
+      },
+      signers,
+    ),
+    logger: log.child({ component: 'grpc' }),
+    maxRequestBytes: DEFAULTS.maxRequestBytes,
+    credentials: serving,
+    observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
+  });
+
+  const listeners: ((s: CertifyStatus) => void)[] = [];
+  const status = (): CertifyStatus => {
+    const i = store.current();
+    return i === undefined
+      ? {}
+      : {
+          issuerFingerprint: i.fingerprint,
+          issuerSubject: i.subject,
+          issuerNotAfter: i.notAfter,
+          chainNotBefore: i.chainNotBefore,
+          chainNotAfter: i.chainNotAfter,
+          servingNotAfter: serving.notAfter,
+        };
+  };
+  const publish = (): void => {
+    const s = status();
+    for (const l of listeners) l(s);
+  };
+
+  // Renew the serving certificate when the issuer changes or at 70% of its life. The timer
+  // only wakes the check; the decision reads the injected clock.
+  const renewIfDue = (): void => {
+    const issuer = store.current();
+    if (issuer === undefined || !servingCertNeedsRenewal(serving, issuer, clock.now())) return;
+    try {
+      serving = issueServingCertificate(issuer, servingOpts);
+      server.setCredentials(serving);
+      metrics.servingCertificate(serving.notAfter);
+      log.info({ serial: serving.serialHex, notAfter: iso(serving.notAfter) }, 'serving certificate renewed');
+      publish();
+    } catch (err) {
+      log.error({ err }, 'serving certificate renewal failed; keeping the current one');
+    }
+  };
+  const timer = setInterval(renewIfDue, Math.min(60_000, Math.max(1000, config.certLifetime / 20)));
+  timer.unref();
+
+  store.on('updated', () => {
+    metrics.issuerUpdate('accepted');
+    renewIfDue();
+    publish();
+  });
+  store.on('rejected', () => metrics.issuerUpdate('rejected'));
+
+  let address: Address;
+  try {
+    address = await server.listen(config.listen);
+  } catch (err) {
+    clearInterval(timer);
+    await Promise.all([source.close(), tokens.close()]);
+    throw err;
+  }
+  log.debug({ address: formatAddress(address) }, 'Certify server bound');
+
+  return {
+    address,
+    status,
+    readiness: () => readinessOf(status(), clock.now()),
+    reload: () => source.reload(),
+    onStatus: (l) => listeners.push(l),
+    async close() {
+      clearInterval(timer);
+      await server.close();
+      await Promise.all([source.close(), tokens.close()]);
+    },
+  };
+}
+
+async function readText(path: string): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  return readFile(path, 'utf8');
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

@@ -1,0 +1,83 @@
+/**
+ * A Certify client over gRPC/TLS: verifies the CA's chain against the trust anchors and its
+ * certificate against the CA's identity name (SAN), as a proxy does. Used by `meshid local`'s
+ * self-check and by tests; the proxy issue builds its identity client on the same calls.
+ */
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Address } from '../core/index.js';
+import { formatAddress } from '../core/index.js';
+import type { CertifyRequest, CertifyResponse } from './proto/codec.js';
+import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from './proto/codec.js';
+
+/** A gRPC failure as the client saw it. */
+export interface CertifyCallError extends Error {
+  readonly code: number;
+  readonly details: string;
+}
+
+const definition = {
+  certify: {
+    path: CERTIFY_PATH,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (r: CertifyRequest) => encodeCertifyRequest(r),
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => decodeCertifyResponse(b),
+  },
+} as const;
+
+const IdentityClient = grpc.makeGenericClientConstructor(definition, 'Identity');
+
+/**
+ * A client for one CA address.
+ *
+ * @example
+ * ```ts
+ * const client = new CertifyClient({ address, serverName: caIdentity, anchorsPem });
+ * const res = await client.certify({ identity, token, certificateSigningRequest: csr });
+ * client.close();
+ * ```
+ */
+export class CertifyClient {
+  readonly #client: grpc.Client;
+
+  constructor(opts: { address: Address; serverName: string; anchorsPem: string }) {
+    const creds = grpc.credentials.createSsl(Buffer.from(opts.anchorsPem), null, null, {
+      checkServerIdentity: (_host, cert) => {
+        const names = (cert.subjectaltname ?? '').split(', ');
+        return names.includes(`DNS:${opts.serverName}`)
+          ? undefined
+          : new Error(`CA certificate is not for ${opts.serverName} (SANs: ${cert.subjectaltname ?? 'none'})`);
+      },
+    });
+    this.#client = new IdentityClient(formatAddress(opts.address), creds, {
+      'grpc.ssl_target_name_override': opts.serverName,
+      'grpc.default_authority': opts.serverName,
+    });
+  }
+
+  /** Calls Certify; rejects with a CertifyCallError carrying the gRPC status. */
+  certify(req: CertifyRequest, deadlineMs = 10_000): Promise<CertifyResponse> {
+    return new Promise((resolve, reject) => {
+      const client = this.#client as unknown as {
+        certify(r: CertifyRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res?: CertifyResponse) => void): void;
+      };
+      client.certify(req, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        if (err !== null) reject(Object.assign(new Error(`Certify failed: ${err.details}`), { code: err.code, details: err.details }));
+        else resolve(res!);
+      });
+    });
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}
+
+/** The leaf of a response as node's X509Certificate, for display. */
+export function describeLeaf(res: CertifyResponse): { subjectAltName: string; serialNumber: string; validTo: string } {
+  const cert = new X509Certificate(res.leafCertificate);
+  return { subjectAltName: cert.subjectAltName ?? '', serialNumber: cert.serialNumber, validTo: cert.validTo };
+}

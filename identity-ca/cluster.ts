@@ -1,0 +1,185 @@
+/**
+ * The CA on every core: a primary process and one Certify worker process per core, sharing the
+ * listening socket (node:cluster hands connections out round-robin). Each worker loads and
+ * watches the issuer itself, so the issuer's private key is read by the processes that sign and
+ * never travels over IPC. The primary serves the admin port: it aggregates the workers' metrics
+ * and is ready only when every worker is.
+ *
+ * Workers need no coordination: serials are random, and state is only what the files say.
+ */
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
+import type { Address, CaConfig, Clock, Logger, Readiness, Registry } from '../core/index.js';
+import { MeshidError, formatAddress, isMeshidError, startAdminServer } from '../core/index.js';
+import type { CertifyProcess, CertifyStatus } from './ca.js';
+import { readinessOf } from './ca.js';
+
+type ToWorker = { t: 'meshid:config'; config: CaConfig } | { t: 'meshid:reload' };
+type FromWorker =
+  | { t: 'meshid:listening'; address: Address }
+  | { t: 'meshid:failed'; code: string; message: string }
+  | { t: 'meshid:status'; status: CertifyStatus };
+
+/** A running CA: its Certify address, its admin address, and how to stop it. */
+export interface RunningCa {
+  readonly address: Address;
+  readonly adminAddress: Address;
+  readiness(): Readiness;
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PrimaryDeps {
+  readonly config: CaConfig;
+  readonly workers: number;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** The worker's entry module (it calls runCertifyWorker). */
+  readonly workerEntry: string;
+}
+
+/**
+ * Starts the primary: forks the workers, waits until every one listens (or one fails, which
+ * fails the start), then serves the admin port. A worker that dies later is replaced.
+ *
+ * @example
+ * ```ts
+ * const ca = await startCaPrimary({ config, workers: 2, logger, clock, workerEntry });
+ * ```
+ */
+export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
+  const { config, logger: log, clock } = deps;
+  cluster.setupPrimary({ exec: deps.workerEntry, args: [], silent: false });
+  const aggregator = new AggregatorRegistry();
+  const statuses = new Map<number, CertifyStatus>();
+  let stopping = false;
+  let address: Address | undefined;
+
+  const fork = (): Promise<Worker> =>
+    new Promise((resolve, reject) => {
+      const worker = cluster.fork();
+      const onMessage = (m: FromWorker): void => {
+        if (m.t === 'meshid:status') statuses.set(worker.id, m.status);
+        else if (m.t === 'meshid:listening') {
+          address ??= m.address;
+          resolve(worker);
+        } else if (m.t === 'meshid:failed') {
+          reject(new MeshidError(m.code as MeshidError['code'], m.message));
+        }
+      };
+      worker.on('message', onMessage);
+      worker.once('online', () => worker.send({ t: 'meshid:config', config } satisfies ToWorker));
+      worker.once('exit', (code, signal) => {
+        statuses.delete(worker.id);
+        reject(new Error(`worker exited during start (code ${code}, signal ${signal})`));
+        if (!stopping && address !== undefined) {
+          log.error({ worker: worker.id, code, signal }, 'Certify worker died; starting a new one');
+          fork().catch((err: unknown) => log.error({ err }, 'replacement worker failed to start'));
+        }
+      });
+    });
+
+  const started = await Promise.allSettled(Array.from({ length: deps.workers }, fork));
+  const failure = started.find((r) => r.status === 'rejected');
+  if (failure !== undefined) {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
+    throw failure.reason;
+  }
+
+  const readiness = (): Readiness => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
+    if (workers.length < deps.workers) return { ready: false, reason: `${workers.length}/${deps.workers} workers running` };
+    for (const w of workers) {
+      const r = readinessOf(statuses.get(w.id) ?? {}, clock.now());
+      if (!r.ready) return { ready: false, reason: `worker ${w.id}: ${r.reason}` };
+    }
+    return readinessOf(statuses.values().next().value ?? {}, clock.now());
+  };
+  const admin = await startAdminServer(config.admin, {
+    logger: log,
+    readiness,
+    metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+  });
+
+  return {
+    address: address!,
+    adminAddress: admin.address,
+    readiness,
+    async reload() {
+      for (const w of Object.values(cluster.workers ?? {})) w?.send({ t: 'meshid:reload' } satisfies ToWorker);
+    },
+    async close() {
+      stopping = true;
+      await admin.close();
+      await Promise.all(
+        Object.values(cluster.workers ?? {}).map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              if (w === undefined || w.isDead()) return resolve();
+              w.once('exit', () => resolve());
+              w.process.kill('SIGTERM');
+            }),
+        ),
+      );
+    },
+  };
+}
+
+/**
+ * The worker side: waits for its configuration from the primary, starts a Certify process
+ * with `start`, reports listening (or the failure), then its status whenever it changes.
+ *
+ * @example
+ * ```ts
+ * await runCertifyWorker((config, registry) => startCertifyProcess({ config, registry, ... }), logger);
+ * ```
+ */
+export async function runCertifyWorker(
+  start: (config: CaConfig, registry: Registry) => Promise<CertifyProcess>,
+  registryFor: () => Registry,
+  logger: Logger,
+): Promise<void> {
+  const send = (m: FromWorker): void => {
+    process.send?.(m);
+  };
+  const config = await new Promise<CaConfig>((resolve) => {
+    const onMessage = (m: ToWorker): void => {
+      if (m.t === 'meshid:config') {
+        process.off('message', onMessage);
+        resolve(m.config);
+      }
+    };
+    process.on('message', onMessage);
+  });
+  const registry = registryFor();
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([registry]);
+  let ca: CertifyProcess;
+  try {
+    ca = await start(config, registry);
+  } catch (err) {
+    send({
+      t: 'meshid:failed',
+      code: isMeshidError(err) ? err.code : 'ERR_INTERNAL',
+      message: err instanceof Error ? err.message : String(err),
+    });
+    process.disconnect?.();
+    process.exitCode = 1;
+    return;
+  }
+  ca.onStatus((status) => send({ t: 'meshid:status', status }));
+  send({ t: 'meshid:status', status: ca.status() });
+  send({ t: 'meshid:listening', address: ca.address });
+  logger.debug({ address: formatAddress(ca.address) }, 'worker listening');
+  process.on('message', (m: ToWorker) => {
+    if (m.t === 'meshid:reload') void ca.reload();
+  });
+  process.once('SIGTERM', () => {
+    void ca.close().then(() => process.exit(0));
+  });
+  process.once('disconnect', () => {
+    void ca.close().then(() => process.exit(0));
+  });
+}

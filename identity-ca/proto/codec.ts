@@ -1,0 +1,253 @@
+/**
+ * Protobuf encoding of the two Certify messages (identity.proto beside this file), written by
+ * hand: they are three fields each, and a generic runtime would cost more than the rest of the
+ * message handling. The tests check this codec against protobufjs loading identity.proto.
+ */
+import { MeshidError } from '../../core/index.js';
+
+/** `io.linkerd.proxy.identity.CertifyRequest`. */
+export interface CertifyRequest {
+  readonly identity: string;
+  readonly token: Uint8Array;
+  readonly certificateSigningRequest: Uint8Array;
+}
+
+/** `io.linkerd.proxy.identity.CertifyResponse`. */
+export interface CertifyResponse {
+  readonly leafCertificate: Uint8Array;
+  readonly intermediateCertificates: readonly Uint8Array[];
+  /** `valid_until` as milliseconds since the epoch (a google.protobuf.Timestamp on the wire). */
+  readonly validUntil: number;
+}
+
+const WIRE_VARINT = 0;
+const WIRE_I64 = 1;
+const WIRE_LEN = 2;
+const WIRE_I32 = 5;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+class Reader {
+  pos = 0;
+  constructor(readonly buf: Uint8Array) {}
+
+  get done(): boolean {
+    return this.pos >= this.buf.length;
+  }
+
+  varint(): number {
+    let result = 0;
+    let shift = 0;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.buf.length) throw malformed('truncated varint');
+      const b = this.buf[this.pos++]!;
+      if (shift < 53) result += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return result;
+      shift += 7;
+    }
+    throw malformed('varint longer than 10 bytes');
+  }
+
+  bytes(): Uint8Array {
+    const len = this.varint();
+    if (len > this.buf.length - this.pos) throw malformed('length-delimited field overruns the message');
+    const out = this.buf.subarray(this.pos, this.pos + len);
+    this.pos += len;
+    return out;
+  }
+
+  skip(wireType: number): void {
+    switch (wireType) {
+      case WIRE_VARINT:
+        this.varint();
+        return;
+      case WIRE_I64:
+        this.advance(8);
+        return;
+      case WIRE_LEN:
+        this.bytes();
+        return;
+      case WIRE_I32:
+        this.advance(4);
+        return;
+      default:
+        throw malformed(`unsupported wire type ${wireType}`);
+    }
+  }
+
+  private advance(n: number): void {
+    if (n > this.buf.length - this.pos) throw malformed('fixed-width field overruns the message');
+    this.pos += n;
+  }
+}
+
+function malformed(what: string): MeshidError {
+  return new MeshidError('ERR_REQUEST_INVALID', `CertifyRequest is not valid protobuf: ${what}`);
+}
+
+/**
+ * Decodes a CertifyRequest. Unknown fields are skipped, as protobuf requires; a field of the
+ * wrong wire type or a string that is not UTF-8 is an error.
+ *
+ * @example
+ * ```ts
+ * const req = decodeCertifyRequest(encodeCertifyRequest({ identity, token, certificateSigningRequest }));
+ * ```
+ */
+export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
+  const r = new Reader(buf);
+  let identity: Uint8Array = new Uint8Array(0);
+  let token: Uint8Array = new Uint8Array(0);
+  let csr: Uint8Array = new Uint8Array(0);
+  while (!r.done) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wireType = tag & 7;
+    if (field === 0) throw malformed('field number 0');
+    if (field >= 1 && field <= 3) {
+      if (wireType !== WIRE_LEN) throw malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
+      const value = r.bytes();
+      if (field === 1) identity = value;
+      else if (field === 2) token = value;
+      else csr = value;
+    } else {
+      r.skip(wireType);
+    }
+  }
+  let identityText: string;
+  try {
+    identityText = utf8.decode(identity);
+  } catch {
+    throw malformed('identity is not valid UTF-8');
+  }
+  return { identity: identityText, token, certificateSigningRequest: csr };
+}
+
+// ---- encoding -----------------------------------------------------------------------------------
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+function writeVarint(buf: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    buf[pos++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  buf[pos++] = n;
+  return pos;
+}
+
+function lenFieldSize(field: number, len: number): number {
+  return varintSize(field * 8 + WIRE_LEN) + varintSize(len) + len;
+}
+
+function writeLenField(buf: Uint8Array, pos: number, field: number, value: Uint8Array): number {
+  pos = writeVarint(buf, pos, field * 8 + WIRE_LEN);
+  pos = writeVarint(buf, pos, value.length);
+  buf.set(value, pos);
+  return pos + value.length;
+}
+
+function timestamp(ms: number): Uint8Array {
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms - seconds * 1000) * 1_000_000;
+  const out = new Uint8Array(1 + varintSize(seconds) + (nanos > 0 ? 1 + varintSize(nanos) : 0));
+  let pos = writeVarint(out, 0, 1 * 8 + WIRE_VARINT);
+  pos = writeVarint(out, pos, seconds);
+  if (nanos > 0) {
+    pos = writeVarint(out, pos, 2 * 8 + WIRE_VARINT);
+    writeVarint(out, pos, nanos);
+  }
+  return out;
+}
+
+/**
+ * Encodes a CertifyResponse.
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeCertifyResponse({ leafCertificate, intermediateCertificates, validUntil });
+ * ```
+ */
+export function encodeCertifyResponse(res: CertifyResponse): Buffer {
+  const ts = timestamp(res.validUntil);
+  let size = lenFieldSize(1, res.leafCertificate.length) + lenFieldSize(3, ts.length);
+  for (const c of res.intermediateCertificates) size += lenFieldSize(2, c.length);
+  const out = Buffer.allocUnsafe(size);
+  let pos = writeLenField(out, 0, 1, res.leafCertificate);
+  for (const c of res.intermediateCertificates) pos = writeLenField(out, pos, 2, c);
+  writeLenField(out, pos, 3, ts);
+  return out;
+}
+
+/**
+ * Encodes a CertifyRequest (the client side: the proxy, the CLI and tests).
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeCertifyRequest({ identity, token, certificateSigningRequest: csrDer });
+ * ```
+ */
+export function encodeCertifyRequest(req: CertifyRequest): Buffer {
+  const identity = Buffer.from(req.identity, 'utf8');
+  const out = Buffer.allocUnsafe(
+    lenFieldSize(1, identity.length) +
+      lenFieldSize(2, req.token.length) +
+      lenFieldSize(3, req.certificateSigningRequest.length),
+  );
+  let pos = writeLenField(out, 0, 1, identity);
+  pos = writeLenField(out, pos, 2, req.token);
+  writeLenField(out, pos, 3, req.certificateSigningRequest);
+  return out;
+}
+
+/**
+ * Decodes a CertifyResponse (the client side).
+ *
+ * @example
+ * ```ts
+ * const { leafCertificate, validUntil } = decodeCertifyResponse(bytes);
+ * ```
+ */
+export function decodeCertifyResponse(buf: Uint8Array): CertifyResponse {
+  const r = new Reader(buf);
+  let leaf: Uint8Array = new Uint8Array(0);
+  const intermediates: Uint8Array[] = [];
+  let validUntil = 0;
+  while (!r.done) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wireType = tag & 7;
+    if ((field === 1 || field === 2 || field === 3) && wireType === WIRE_LEN) {
+      const value = r.bytes();
+      if (field === 1) leaf = value;
+      else if (field === 2) intermediates.push(value);
+      else validUntil = decodeTimestamp(value);
+    } else {
+      r.skip(wireType);
+    }
+  }
+  return { leafCertificate: leaf, intermediateCertificates: intermediates, validUntil };
+}
+
+function decodeTimestamp(buf: Uint8Array): number {
+  const r = new Reader(buf);
+  let seconds = 0;
+  let nanos = 0;
+  while (!r.done) {
+    const tag = r.varint();
+    if (tag === 1 * 8 + WIRE_VARINT) seconds = r.varint();
+    else if (tag === 2 * 8 + WIRE_VARINT) nanos = r.varint();
+    else r.skip(tag & 7);
+  }
+  return seconds * 1000 + Math.floor(nanos / 1_000_000);
+}
+
+/** The method path on the wire. */
+export const CERTIFY_PATH = '/io.linkerd.proxy.identity.Identity/Certify';

@@ -1,0 +1,178 @@
+/**
+ * The Certify decision: who asks, for which identity, with which key, and what they get.
+ *
+ * Checks run in the contract's order (docs/errors.md): issuer loaded → fields present and
+ * bounded → identity well-formed → CSR is DER PKCS#10 → issuer chain valid now → CSR policy
+ * (including proof of possession) → token authenticates → token identity equals the requested
+ * one → sign. Nothing is issued on any doubt; every refusal is a MeshidError whose code fixes the
+ * gRPC status.
+ */
+import { createHash } from 'node:crypto';
+import type { Clock, IdentityNaming, Logger, Random } from '../../core/index.js';
+import {
+  DEFAULTS,
+  LogKey,
+  MeshidError,
+  identityName,
+  parseCsr,
+  parseIdentityName,
+  spiffeId,
+} from '../../core/index.js';
+import { checkCsrPolicy } from '../issuer/csr-policy.js';
+import { LeafSigner, randomSerial } from '../issuer/leaf.js';
+import type { IssuerCredentials } from '../issuer/material.js';
+import type { CertifyRequest, CertifyResponse } from '../proto/codec.js';
+import type { TokenValidator } from '../token/validator.js';
+
+/** What the handler needs; all of it passed in. */
+export interface CertifyDeps {
+  /** The issuer in use now (the store's last good), or undefined before one is loaded. */
+  readonly currentIssuer: () => IssuerCredentials | undefined;
+  readonly tokens: TokenValidator;
+  readonly naming: IdentityNaming;
+  readonly certLifetimeMs: number;
+  readonly clockSkewMs: number;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly logger: Logger;
+  /** Called after each issuance (for Events in the Kubernetes issue). */
+  readonly onIssued?: (issued: IssuedLeaf) => void;
+}
+
+/** What was issued, for logs and events. Never holds a key or a token. */
+export interface IssuedLeaf {
+  readonly identity: string;
+  readonly serialHex: string;
+  readonly sha256: string;
+  readonly notAfter: number;
+}
+
+/**
+ * A signer per issuer, built once: the issuer's constant parts are encoded when it is loaded, not
+ * per request. Keyed weakly so a replaced issuer's signer goes with it.
+ */
+export class SignerCache {
+  readonly #signers = new WeakMap<IssuerCredentials, LeafSigner>();
+
+  get(issuer: IssuerCredentials): LeafSigner {
+    let signer = this.#signers.get(issuer);
+    if (signer === undefined) {
+      signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
+      this.#signers.set(issuer, signer);
+    }
+    return signer;
+  }
+}
+
+/**
+ * Makes the Certify handler.
+ *
+ * @example
+ * ```ts
+ * const certify = createCertifyHandler({ currentIssuer: () => store.current(), tokens, naming, ... });
+ * const res = await certify(request);
+ * ```
+ */
+export function createCertifyHandler(
+  deps: CertifyDeps,
+  signers: SignerCache = new SignerCache(),
+): (req: CertifyRequest) => Promise<CertifyResponse> {
+  const log = deps.logger;
+  return async (req) => {
+    // The issuer is taken once: a reload during this call does not change what it signs with.
+    const issuer = deps.currentIssuer();
+    if (issuer === undefined) {
+      throw new MeshidError('ERR_ISSUER_NOT_LOADED', 'no issuer is loaded; try again later');
+    }
+    checkFields(req);
+    const workload = parseIdentityName(req.identity, deps.naming);
+    const csr = parseCsr(req.certificateSigningRequest);
+
+    const now = deps.clock.now();
+    if (now < issuer.chainNotBefore || now >= issuer.chainNotAfter) {
+      throw new MeshidError(
+        'ERR_ISSUER_NOT_VALID_NOW',
+        `issuer chain is not valid now: valid from ${iso(issuer.chainNotBefore)} to ${iso(issuer.chainNotAfter)}`,
+      );
+    }
+    checkCsrPolicy(csr, req.identity);
+
+    const tokenIdentity = await deps.tokens.validate(req.token);
+    const tokenName = identityName(tokenIdentity, deps.naming);
+    if (tokenName !== req.identity) {
+      throw new MeshidError(
+        'ERR_IDENTITY_MISMATCH',
+        `token is for service account ${tokenIdentity.namespace}/${tokenIdentity.serviceAccount} (${tokenName}), not for the requested identity`,
+      );
+    }
+
+    // Whole seconds: X.509 times have no fractions, and valid_until must equal NotAfter.
+    const issuedAt = Math.floor(deps.clock.now() / 1000) * 1000;
+    const notBefore = Math.max(issuedAt - deps.clockSkewMs, issuer.chainNotBefore);
+    const notAfter = Math.min(issuedAt + deps.certLifetimeMs, Math.floor(issuer.chainNotAfter / 1000) * 1000);
+    const serial = randomSerial(deps.random);
+    let leaf: Buffer;
+    try {
+      leaf = signers.get(issuer).sign({
+        spki: csr.publicKey.spki,
+        dnsName: req.identity,
+        uri: spiffeId(workload, deps.naming),
+        serial,
+        notBefore,
+        notAfter,
+      });
+    } catch (err) {
+      if (err instanceof MeshidError && err.code !== 'ERR_INTERNAL') throw err;
+      log.error({ err }, 'signing failed');
+      throw new MeshidError('ERR_SIGNING_FAILED', 'the leaf certificate could not be signed', { cause: err });
+    }
+    const issued: IssuedLeaf = {
+      identity: req.identity,
+      serialHex: serial.toString('hex'),
+      sha256: createHash('sha256').update(leaf).digest('hex'),
+      notAfter,
+    };
+    log.info(
+      {
+        [LogKey.event]: 'issued',
+        [LogKey.identity]: issued.identity,
+        [LogKey.serial]: issued.serialHex,
+        [LogKey.sha256]: issued.sha256,
+        [LogKey.notAfter]: iso(notAfter),
+      },
+      'issued leaf certificate',
+    );
+    deps.onIssued?.(issued);
+    return { leafCertificate: leaf, intermediateCertificates: issuer.intermediatesDer, validUntil: notAfter };
+  };
+}
+
+function checkFields(req: CertifyRequest): void {
+  if (req.identity.length === 0) throw new MeshidError('ERR_REQUEST_INVALID', 'identity is empty');
+  if (req.token.length === 0) throw new MeshidError('ERR_REQUEST_INVALID', 'token is empty');
+  if (req.certificateSigningRequest.length === 0) {
+    throw new MeshidError('ERR_REQUEST_INVALID', 'certificate_signing_request is empty');
+  }
+  if (req.identity.length > DEFAULTS.maxIdentityLength) {
+    throw new MeshidError(
+      'ERR_REQUEST_INVALID',
+      `identity is ${req.identity.length} characters, over the limit of ${DEFAULTS.maxIdentityLength}`,
+    );
+  }
+  if (req.token.length > DEFAULTS.maxTokenBytes) {
+    throw new MeshidError(
+      'ERR_REQUEST_INVALID',
+      `token is ${req.token.length} bytes, over the limit of ${DEFAULTS.maxTokenBytes}`,
+    );
+  }
+  if (req.certificateSigningRequest.length > DEFAULTS.maxCsrBytes) {
+    throw new MeshidError(
+      'ERR_REQUEST_INVALID',
+      `certificate_signing_request is ${req.certificateSigningRequest.length} bytes, over the limit of ${DEFAULTS.maxCsrBytes}`,
+    );
+  }
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

@@ -1,0 +1,91 @@
+/**
+ * The CA's metrics. In a multi-process CA every worker has these on its own registry and the
+ * primary aggregates them: counters and histograms add up; the issuer gauges take the minimum
+ * across workers (the worst case is what an alert should see).
+ */
+import type { Clock, Registry } from '../../core/index.js';
+import { Counter, Gauge, GrpcStatus, Histogram } from '../../core/index.js';
+import type { IssuerCredentials } from '../issuer/material.js';
+
+const STATUS_NAMES = Object.fromEntries(Object.entries(GrpcStatus).map(([k, v]) => [v, k])) as Record<number, string>;
+
+/** The CA's instruments. */
+export interface CaMetrics {
+  /** Counts a finished Certify call and records its latency. */
+  observeCall(status: number, durationSeconds: number): void;
+  /** Counts an issuer update, accepted or rejected. */
+  issuerUpdate(result: 'accepted' | 'rejected'): void;
+  /** Records the serving certificate's expiry. */
+  servingCertificate(notAfter: number): void;
+}
+
+/**
+ * Registers the CA's metrics on `registry`.
+ *
+ * @example
+ * ```ts
+ * const metrics = registerCaMetrics(registry, { clock, currentIssuer: () => store.current() });
+ * ```
+ */
+export function registerCaMetrics(
+  registry: Registry,
+  deps: { clock: Clock; currentIssuer: () => IssuerCredentials | undefined },
+): CaMetrics {
+  const requests = new Counter({
+    name: 'meshid_certify_requests_total',
+    help: 'Certify calls by outcome (issued, refused, error) and gRPC status code.',
+    labelNames: ['outcome', 'code'] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'meshid_certify_duration_seconds',
+    help: 'Time to answer a Certify call, from request decoded to response ready.',
+    labelNames: ['outcome'] as const,
+    buckets: [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const issuerUpdates = new Counter({
+    name: 'meshid_issuer_updates_total',
+    help: 'Issuer or trust-anchor changes seen, by result.',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const issuerGauge = (name: string, help: string, value: (i: IssuerCredentials, now: number) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      aggregator: 'min',
+      collect() {
+        const issuer = deps.currentIssuer();
+        if (issuer === undefined) this.reset();
+        else this.set(value(issuer, deps.clock.now()));
+      },
+    });
+  };
+  issuerGauge('meshid_issuer_not_after_timestamp_seconds', 'NotAfter of the issuer in use (Unix seconds).', (i) => i.notAfter / 1000);
+  issuerGauge('meshid_issuer_cert_ttl_seconds', 'Seconds until the issuer in use expires.', (i, now) => (i.notAfter - now) / 1000);
+  issuerGauge('issuer_cert_ttl_seconds', 'Seconds until the issuer in use expires (Linkerd-compatible name).', (i, now) => (i.notAfter - now) / 1000);
+  issuerGauge('meshid_issuer_chain_not_after_timestamp_seconds', 'Earliest NotAfter over the issuer, its chain and its anchor (Unix seconds); leaves are clamped to it.', (i) => i.chainNotAfter / 1000);
+  issuerGauge('meshid_trust_anchors_earliest_not_after_timestamp_seconds', 'Earliest NotAfter among the loaded trust anchors (Unix seconds).', (i) => i.anchors.earliestNotAfter / 1000);
+  const serving = new Gauge({
+    name: 'meshid_serving_cert_not_after_timestamp_seconds',
+    help: "NotAfter of the CA's own serving certificate (Unix seconds).",
+    registers: [registry],
+    aggregator: 'min',
+  });
+
+  return {
+    observeCall(status, durationSeconds) {
+      const outcome = status === GrpcStatus.OK ? 'issued' : status === GrpcStatus.INTERNAL || status === GrpcStatus.UNKNOWN ? 'error' : 'refused';
+      requests.inc({ outcome, code: STATUS_NAMES[status] ?? String(status) });
+      latency.observe({ outcome }, durationSeconds);
+    },
+    issuerUpdate(result) {
+      issuerUpdates.inc({ result });
+    },
+    servingCertificate(notAfter) {
+      serving.set(notAfter / 1000);
+    },
+  };
+}
