@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
 import { parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
-import { isDns1123Label, isDns1123Subdomain, namingProblems } from './identity.js';
+import { isDns1123Label, isDns1123Subdomain, namingProblems, parseIdentityName } from './identity.js';
 
 /** A `host:port` listen or dial address. */
 export interface Address {
@@ -142,6 +142,11 @@ const SCHEMAS = {
     .superRefine((c, ctx) => {
       if (c.clockSkew >= c.certLifetime) {
         ctx.addIssue({ code: 'custom', path: ['clockSkew'], message: 'must be less than certLifetime' });
+      }
+      try {
+        parseIdentityName(c.identityName, c);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['identityName'], message: (err as Error).message });
       }
       if (/^https?:/i.test(c.jwks) && !/^https?:\/\/[^/]/i.test(c.jwks)) {
         ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is not a valid URL' });
@@ -397,6 +402,8 @@ function applyDefaults(command: CommandName, raw: Record<string, unknown>): Reco
         listen: d.caListen,
         admin: d.caAdmin,
         workers: 0,
+        trustDomain,
+        controlPlaneNamespace,
         identityName: namingProblems(naming).length === 0 ? caIdentityName(naming) : 'invalid',
         ...(dir === undefined ? {} : { dir }),
         ...withCommon,

@@ -1,0 +1,131 @@
+/**
+ * Runs `meshid` subcommands as real processes (the compiled CLI, as a user runs it) and reads the
+ * bound addresses from the "listening" log line.
+ */
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Address } from '../../core/index.js';
+import { parseAddress } from '../../core/index.js';
+
+export const MESHID_BIN = fileURLToPath(new URL('../../bin/meshid.js', import.meta.url));
+const execFileAsync = promisify(execFile);
+
+/** A running `meshid ca`. */
+export interface CaProcess {
+  readonly proc: ChildProcess;
+  readonly address: Address;
+  readonly admin: Address;
+  /** Every stdout line so far (JSON log lines). */
+  readonly lines: string[];
+  readonly stderr: () => string;
+  stop(): Promise<number | null>;
+}
+
+/** Starts `meshid ca` with `args` (listen and admin on 127.0.0.1:0 unless given). */
+export async function startCaProcess(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
+  const withPorts = [...args];
+  if (!args.includes('--listen')) withPorts.push('--listen', '127.0.0.1:0');
+  if (!args.includes('--admin')) withPorts.push('--admin', '127.0.0.1:0');
+  const proc = spawn(process.execPath, [MESHID_BIN, 'ca', ...withPorts], {
+    env: { PATH: process.env['PATH'] ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  let buffered = '';
+  const listening = new Promise<{ address: Address; admin: Address }>((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      for (const line of parts) {
+        lines.push(line);
+        try {
+          const rec = JSON.parse(line) as { msg?: string; address?: string; admin?: string };
+          if (rec.msg === 'listening' && rec.address !== undefined && rec.admin !== undefined) {
+            resolve({ address: parseAddress(rec.address)!, admin: parseAddress(rec.admin)! });
+          }
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`meshid ca exited with ${code} before listening:\n${stderr}\n${lines.join('\n')}`)));
+  });
+  const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  try {
+    const { address, admin } = await listening;
+    return {
+      proc,
+      address,
+      admin,
+      lines,
+      stderr: () => stderr,
+      async stop() {
+        if (proc.exitCode !== null) return proc.exitCode;
+        proc.kill('SIGTERM');
+        const [code] = (await once(proc, 'exit')) as [number | null];
+        return code;
+      },
+    };
+  } finally {
+    clearTimeout(timeout);
+  }
+}
+
+/** Runs a short-lived `meshid` command; resolves with its exit code and output. */
+export async function runMeshid(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [MESHID_BIN, ...args], {
+      env: { PATH: process.env['PATH'] ?? '', ...env },
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** GETs an admin path; resolves with status and body. */
+export async function adminGet(admin: Address, path: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://${admin.host}:${admin.port}${path}`);
+  return { status: res.status, body: await res.text() };
+}
+
+/** Sums a Prometheus sample family with the given labels from /metrics text. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  let seen = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const ok = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (!ok) continue;
+    seen = true;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return seen ? total : NaN;
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

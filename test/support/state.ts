@@ -1,0 +1,112 @@
+/**
+ * Test PKI and state folders laid out as the CA reads them, with the root kept in memory so
+ * tests can mint new issuers under it. The issuer folder is written the way the kubelet mounts
+ * a Secret: files are symlinks through `..data`, which is swapped atomically on every update.
+ */
+import { mkdtemp, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createIntermediateCa, createRootCa, systemClock } from '../../core/index.js';
+import { generateTokenSigningKey, mintDevelopmentToken } from '../../identity-ca/index.js';
+
+export type Ca = Awaited<ReturnType<typeof createRootCa>>;
+export const HOUR = 3_600_000;
+export const DAY = 24 * HOUR;
+export const TOKEN_ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
+let generation = 0;
+
+/** Writes issuer material into `issuerDir` by a kubelet-style `..data` symlink swap. */
+export async function writeIssuerDir(
+  issuerDir: string,
+  files: { 'tls.crt': string; 'tls.key': string; 'ca.crt'?: string },
+): Promise<void> {
+  await mkdir(issuerDir, { recursive: true });
+  const stamp = `..${Date.now()}_${process.pid}_${generation++}`;
+  const target = join(issuerDir, stamp);
+  await mkdir(target);
+  for (const [name, content] of Object.entries(files)) await writeFile(join(target, name), content, { mode: 0o600 });
+  await symlink(stamp, join(issuerDir, '..data_tmp'));
+  await rename(join(issuerDir, '..data_tmp'), join(issuerDir, '..data'));
+  for (const name of ['tls.crt', 'tls.key', 'ca.crt']) {
+    await symlink(join('..data', name), join(issuerDir, name)).catch(() => undefined);
+  }
+}
+
+/** A state folder with a root, an issuer, a token-signing key and helpers. */
+export interface TestState {
+  readonly dir: string;
+  readonly root: Ca;
+  readonly issuer: Ca;
+  readonly anchorsFile: string;
+  readonly issuerDir: string;
+  readonly jwksFile: string;
+  readonly caArgs: string[];
+  newIssuer(opts?: { root?: Ca; notAfter?: number; commonName?: string }): Promise<Ca>;
+  installIssuer(issuer: Ca, opts?: { root?: Ca; key?: string }): Promise<void>;
+  token(ns: string, sa: string, opts?: { ttlMs?: number; audience?: string; issuer?: string }): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Makes a fresh state folder. `caArgs` runs `meshid ca` against it with the token issuer a
+ * cluster would use.
+ */
+export async function makeTestState(): Promise<TestState> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshid-test-'));
+  const now = systemClock.now();
+  const root = await createRootCa({ commonName: 'root.linkerd.cluster.local', notBefore: now - HOUR, notAfter: now + 365 * DAY });
+  const newIssuer = (opts: { root?: Ca; notAfter?: number; commonName?: string } = {}): Promise<Ca> =>
+    createIntermediateCa({
+      issuer: opts.root ?? root,
+      commonName: opts.commonName ?? 'identity.linkerd.cluster.local',
+      notBefore: now - HOUR,
+      notAfter: opts.notAfter ?? now + 30 * DAY,
+      pathLength: 0,
+    });
+  const issuer = await newIssuer();
+  const signing = await generateTokenSigningKey();
+  const anchorsFile = join(dir, 'trust-anchors.pem');
+  const issuerDir = join(dir, 'issuer');
+  const jwksFile = join(dir, 'token-signing', 'jwks.json');
+  await writeFile(anchorsFile, root.certificatePem);
+  await mkdir(join(dir, 'token-signing'));
+  await writeFile(jwksFile, JSON.stringify(signing.jwks));
+  const installIssuer = async (i: Ca, opts: { root?: Ca; key?: string } = {}): Promise<void> =>
+    writeIssuerDir(issuerDir, {
+      'tls.crt': i.certificatePem,
+      'tls.key': opts.key ?? i.privateKeyPem,
+      'ca.crt': (opts.root ?? root).certificatePem,
+    });
+  await installIssuer(issuer);
+  return {
+    dir,
+    root,
+    issuer,
+    anchorsFile,
+    issuerDir,
+    jwksFile,
+    caArgs: ['--trust-anchors', anchorsFile, '--issuer-dir', issuerDir, '--jwks', jwksFile, '--token-issuer', TOKEN_ISSUER],
+    newIssuer,
+    installIssuer,
+    token: (ns, sa, opts = {}) =>
+      mintDevelopmentToken({
+        privateKeyPem: signing.privateKeyPem,
+        kid: signing.kid,
+        issuer: opts.issuer ?? TOKEN_ISSUER,
+        audience: opts.audience ?? 'identity.l5d.io',
+        namespace: ns,
+        serviceAccount: sa,
+        ttlMs: opts.ttlMs ?? HOUR,
+        clock: systemClock,
+      }),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/** The identity name of `<sa>.<ns>` under the default naming. */
+export function idOf(ns: string, sa: string): string {
+  return `${sa}.${ns}.serviceaccount.identity.linkerd.cluster.local`;
+}
+
+export const CA_IDENTITY = 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local';

@@ -1,0 +1,148 @@
+import { strict as assert } from 'node:assert';
+import { loadConfig, parseAddress, envName, flagName, isMeshidError } from '../../../core/index.js';
+import type { MeshidError } from '../../../core/index.js';
+
+const files: Record<string, string> = {};
+const readFile = (p: string): string => {
+  const f = files[p];
+  if (f === undefined) throw new Error(`ENOENT: ${p}`);
+  return f;
+};
+
+function configError(fn: () => unknown): MeshidError {
+  try {
+    fn();
+  } catch (err) {
+    if (isMeshidError(err, 'ERR_CONFIG_INVALID')) return err;
+    throw err;
+  }
+  assert.fail('expected ERR_CONFIG_INVALID');
+}
+
+describe('config', () => {
+  it('derives flag and environment names from camelCase keys', () => {
+    assert.equal(flagName('certLifetime'), 'cert-lifetime');
+    assert.equal(envName('certLifetime'), 'MESHID_CERT_LIFETIME');
+    assert.equal(envName('controlPlaneNamespace'), 'MESHID_CONTROL_PLANE_NAMESPACE');
+  });
+
+  it('fills the defaults of DESIGN.md for a CA run against the local state folder', () => {
+    const { config } = loadConfig('ca', { argv: [], env: {} });
+    assert.equal(config.trustAnchors, '.meshid/trust-anchors.pem');
+    assert.equal(config.issuerDir, '.meshid/issuer');
+    assert.equal(config.jwks, '.meshid/token-signing/jwks.json');
+    assert.equal(config.audience, 'identity.l5d.io');
+    assert.equal(config.certLifetime, 24 * 3_600_000);
+    assert.equal(config.clockSkew, 20_000);
+    assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
+    assert.deepEqual(config.admin, { host: '127.0.0.1', port: 9990 });
+    assert.equal(config.identityName, 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local');
+  });
+
+  it('gives flags precedence over environment variables, and those over the file', () => {
+    files['/c.yaml'] = 'certLifetime: 1h\nclockSkew: 5s\ntrustDomain: file.example\n';
+    const { config } = loadConfig('ca', {
+      argv: ['--config', '/c.yaml', '--cert-lifetime', '2h'],
+      env: { MESHID_CERT_LIFETIME: '3h', MESHID_CLOCK_SKEW: '7s' },
+      readFile,
+    });
+    assert.equal(config.certLifetime, 2 * 3_600_000);
+    assert.equal(config.clockSkew, 7_000);
+    assert.equal(config.trustDomain, 'file.example');
+    assert.equal(config.identityName, 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.file.example');
+  });
+
+  it('derives the CA identity from the trust domain and control-plane namespace', () => {
+    const { config } = loadConfig('ca', {
+      argv: ['--trust-domain', 'prod.example', '--control-plane-namespace', 'mesh'],
+      env: {},
+    });
+    assert.equal(config.identityName, 'linkerd-identity.mesh.serviceaccount.identity.mesh.prod.example');
+  });
+
+  it('refuses an unknown key in the config file', () => {
+    files['/bad.yaml'] = 'certLifetimee: 1h\n';
+    const err = configError(() => loadConfig('ca', { argv: ['--config', '/bad.yaml'], env: {}, readFile }));
+    assert.match(err.message, /\/bad\.yaml: certLifetimee: unknown setting/);
+  });
+
+  it('refuses an unknown MESHID_ environment variable', () => {
+    const err = configError(() => loadConfig('ca', { argv: [], env: { MESHID_CERT_LIFE: '1h' } }));
+    assert.match(err.message, /MESHID_CERT_LIFE: unknown MESHID_ environment variable/);
+  });
+
+  it('refuses an unknown flag', () => {
+    const err = configError(() => loadConfig('ca', { argv: ['--cert-life', '1h'], env: {} }));
+    assert.match(err.message, /Unknown option '--cert-life'/);
+  });
+
+  it('reports every bad field at once, each named', () => {
+    const err = configError(() =>
+      loadConfig('ca', {
+        argv: ['--cert-lifetime', 'forever', '--listen', 'nowhere', '--trust-domain', 'Not_A_Domain'],
+        env: {},
+      }),
+    );
+    assert.match(err.message, /--cert-lifetime: must be a duration/);
+    assert.match(err.message, /--listen: must be HOST:PORT/);
+    assert.match(err.message, /3 problems|2 problems/);
+  });
+
+  it('validates values after merging: trust domain, skew below lifetime', () => {
+    const err = configError(() =>
+      loadConfig('ca', { argv: ['--trust-domain', 'UPPER.case', '--cert-lifetime', '2m', '--clock-skew', '5m'], env: {} }),
+    );
+    assert.match(err.message, /trustDomain \(--trust-domain, MESHID_TRUST_DOMAIN\): must be a DNS-1123 subdomain/);
+    assert.match(err.message, /clockSkew .*: must be less than certLifetime/);
+  });
+
+  it('requires all four inputs when any is given without a state folder', () => {
+    const err = configError(() => loadConfig('ca', { argv: ['--trust-anchors', '/a.pem'], env: {} }));
+    assert.match(err.message, /issuerDir .*: is required/);
+    assert.match(err.message, /jwks .*: is required/);
+    assert.match(err.message, /tokenIssuer .*: is required/);
+  });
+
+  it('lets explicit inputs override the state folder', () => {
+    const { config } = loadConfig('ca', { argv: ['--dir', '/s', '--jwks', 'https://kube.example/openid/v1/jwks'], env: {} });
+    assert.equal(config.issuerDir, '/s/issuer');
+    assert.equal(config.jwks, 'https://kube.example/openid/v1/jwks');
+  });
+
+  it('parses boolean environment values and refuses others', () => {
+    assert.equal(loadConfig('init', { argv: [], env: { MESHID_FIPS: '1' } }).config.fips, true);
+    const err = configError(() => loadConfig('init', { argv: [], env: { MESHID_FIPS: 'yes' } }));
+    assert.match(err.message, /MESHID_FIPS: must be true or false/);
+  });
+
+  it('freezes the result', () => {
+    const { config } = loadConfig('ca', { argv: [], env: {} });
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.listen));
+  });
+
+  it('requires the service account and namespace of a token, as DNS-1123 labels', () => {
+    const err = configError(() => loadConfig('token', { argv: ['--ns', 'Default'], env: {} }));
+    assert.match(err.message, /ns .*: must be a DNS-1123 label/);
+    assert.match(err.message, /sa .*: is required/);
+  });
+
+  it('parses listen addresses, including IPv6 and port 0', () => {
+    assert.deepEqual(parseAddress('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(parseAddress('[::1]:8080'), { host: '::1', port: 8080 });
+    assert.equal(parseAddress('127.0.0.1:65536'), undefined);
+    assert.equal(parseAddress('127.0.0.1'), undefined);
+  });
+});
+
+describe('config: the CA identity', () => {
+  it('refuses a CA identity that is not a workload identity of the trust domain', () => {
+    try {
+      loadConfig('ca', { argv: ['--identity-name', 'ca.example.com'], env: {} });
+      assert.fail('expected ERR_CONFIG_INVALID');
+    } catch (err) {
+      assert.ok(isMeshidError(err, 'ERR_CONFIG_INVALID'));
+      assert.match(err.message, /identityName .*not of the form <sa>\.<ns>\.serviceaccount\.identity\.linkerd\.cluster\.local/);
+    }
+  });
+});
