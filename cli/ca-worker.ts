@@ -10,14 +10,14 @@ import { processLogger } from './runtime.js';
 
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
-const bootLogger = processLogger(bootstrapLevel, { component: 'identity-ca', worker: workerId });
+const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
   (config, registry) =>
     startCertifyProcess({
       config,
       registry,
-      logger: processLogger(config.logLevel, { component: 'identity-ca', worker: workerId }),
+      logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
       clock: systemClock,
       random: systemRandom,
     }),

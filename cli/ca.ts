@@ -45,7 +45,7 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
 /** `meshid ca` */
 export async function runCa(argv: string[]): Promise<number> {
   const { config } = loadConfig('ca', { argv, env: process.env });
-  const logger = processLogger(config.logLevel, { component: 'identity-ca' });
+  const logger = processLogger(config.logLevel, { service: 'identity-ca' });
   const ca = await startCa(config, logger);
   process.on('SIGHUP', () => void ca.reload());
   const signal = await untilStopSignal();

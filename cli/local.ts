@@ -73,7 +73,7 @@ export async function runLocal(argv: string[]): Promise<number> {
     argv: ['--dir', config.dir, '--listen', formatAddress(config.listen), '--admin', formatAddress(config.admin), '--workers', String(config.workers), '--log-level', config.logLevel === 'info' ? 'warn' : config.logLevel],
     env: {},
   });
-  const logger: Logger = processLogger(caConfig.logLevel, { component: 'identity-ca' });
+  const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
   const ca = await start(caConfig, logger);
   out(`meshid: CA listening on ${formatAddress(ca.address)} as ${caConfig.identityName}`);
   out(`meshid: admin on http://${formatAddress(ca.adminAddress)} (/metrics, /ready, /live)`);

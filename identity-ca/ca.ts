@@ -105,7 +105,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
         audience: config.audience,
         clockSkewMs: config.clockSkew,
         clock,
-        logger: log.child({ component: 'token' }),
+        logger: log,
       }));
   } catch (err) {
     await source.close();
@@ -204,7 +204,9 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     address,
     status,
     readiness: () => readinessOf(status(), clock.now()),
-    reload: () => source.reload(),
+    reload: async () => {
+      await source.reload();
+    },
     onStatus: (l) => listeners.push(l),
     async close() {
       clearInterval(timer);

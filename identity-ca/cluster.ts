@@ -17,6 +17,7 @@ import { readinessOf } from './ca.js';
 
 type ToWorker = { t: 'meshid:config'; config: CaConfig } | { t: 'meshid:reload' };
 type FromWorker =
+  | { t: 'meshid:hello' }
   | { t: 'meshid:listening'; address: Address }
   | { t: 'meshid:failed'; code: string; message: string }
   | { t: 'meshid:status'; status: CertifyStatus };
@@ -60,7 +61,10 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
     new Promise((resolve, reject) => {
       const worker = cluster.fork();
       const onMessage = (m: FromWorker): void => {
-        if (m.t === 'meshid:status') statuses.set(worker.id, m.status);
+        // The worker asks for its configuration once its listener is attached: a message sent
+        // on 'online' would arrive while its modules still load, and be lost.
+        if (m.t === 'meshid:hello') worker.send({ t: 'meshid:config', config } satisfies ToWorker);
+        else if (m.t === 'meshid:status') statuses.set(worker.id, m.status);
         else if (m.t === 'meshid:listening') {
           address ??= m.address;
           resolve(worker);
@@ -69,7 +73,6 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
         }
       };
       worker.on('message', onMessage);
-      worker.once('online', () => worker.send({ t: 'meshid:config', config } satisfies ToWorker));
       worker.once('exit', (code, signal) => {
         statuses.delete(worker.id);
         reject(new Error(`worker exited during start (code ${code}, signal ${signal})`));
@@ -152,6 +155,7 @@ export async function runCertifyWorker(
       }
     };
     process.on('message', onMessage);
+    send({ t: 'meshid:hello' });
   });
   const registry = registryFor();
   new AggregatorRegistry();
