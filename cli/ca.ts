@@ -46,9 +46,11 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
 export async function runCa(argv: string[]): Promise<number> {
   const { config } = loadConfig('ca', { argv, env: process.env });
   const logger = processLogger(config.logLevel, { service: 'identity-ca' });
+  // Handlers first: a stop signal during start-up must still stop the CA cleanly.
+  const stopped = untilStopSignal();
   const ca = await startCa(config, logger);
   process.on('SIGHUP', () => void ca.reload());
-  const signal = await untilStopSignal();
+  const signal = await stopped;
   logger.info({ signal }, 'shutting down');
   await ca.close();
   return 0;

@@ -7,7 +7,7 @@
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { CaConfig, Logger } from '../core/index.js';
+import type { Logger } from '../core/index.js';
 import {
   DEFAULTS,
   caIdentityName,
@@ -74,7 +74,8 @@ export async function runLocal(argv: string[]): Promise<number> {
     env: {},
   });
   const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
-  const ca = await start(caConfig, logger);
+  const stopped = untilStopSignal();
+  const ca = await startCa(caConfig, logger);
   out(`meshid: CA listening on ${formatAddress(ca.address)} as ${caConfig.identityName}`);
   out(`meshid: admin on http://${formatAddress(ca.adminAddress)} (/metrics, /ready, /live)`);
   for (const who of [
@@ -91,12 +92,8 @@ export async function runLocal(argv: string[]): Promise<number> {
   }
   out(`meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`);
   out('meshid: Ctrl-C stops the CA');
-  await untilStopSignal();
+  await stopped;
   out('meshid: stopping');
   await ca.close();
   return 0;
-}
-
-async function start(config: CaConfig, logger: Logger): Promise<RunningCa> {
-  return startCa(config, logger);
 }

@@ -37,7 +37,7 @@ describe('meshid CLI (real processes)', function () {
     const anchorBefore = await readFile(join(dir, 'trust-anchors.pem'), 'utf8');
     const r = await runMeshid(['init', '--dir', dir]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /refusing to overwrite existing material .*--force \[ERR_LOCAL_STATE\]/);
+    assert.match(r.stderr, /refusing to overwrite existing material .*pass --force to replace it \[ERR_LOCAL_STATE\]/);
     assert.equal(await readFile(join(dir, 'trust-anchors.pem'), 'utf8'), anchorBefore);
   });
 

@@ -68,7 +68,8 @@ export async function startCaProcess(args: string[], env: Record<string, string>
       async stop() {
         if (proc.exitCode !== null) return proc.exitCode;
         proc.kill('SIGTERM');
-        const [code] = (await once(proc, 'exit')) as [number | null];
+        const [code, signal] = (await once(proc, 'exit')) as [number | null, string | null];
+        if (code === null) throw new Error(`meshid ca was killed by ${signal}:\n${stderr}\n${lines.slice(-5).join('\n')}`);
         return code;
       },
     };
