@@ -30,7 +30,9 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
     random: systemRandom,
     workerEntry: CA_WORKER_ENTRY,
   });
-  logger.info(
+  // The one "listening" line is printed at any level but silent: tools and tests wait for it.
+  const announce = logger.isLevelEnabled('info') || logger.level === 'silent' ? logger : processLogger('info', { service: 'identity-ca' });
+  announce.info(
     {
       address: formatAddress(ca.address),
       admin: formatAddress(ca.adminAddress),

@@ -284,7 +284,7 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
       assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { issuer: 'https://evil.example' })) }), Status.FAILED_PRECONDITION, /issuer/);
     });
     it('expired token → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { ttlMs: -120_000 })) }), Status.FAILED_PRECONDITION, /expired/);
+      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { ttlMs: 3_600_000, issuedAgoMs: 2 * 3_600_000 })) }), Status.FAILED_PRECONDITION, /expired/);
     });
     it("token with alg none → FAILED_PRECONDITION or INVALID_ARGUMENT naming the algorithm", async () => {
       const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');

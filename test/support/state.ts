@@ -6,7 +6,7 @@
 import { mkdtemp, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createIntermediateCa, createRootCa, systemClock } from '../../core/index.js';
+import { ManualClock, createIntermediateCa, createRootCa, systemClock } from '../../core/index.js';
 import { generateTokenSigningKey, mintDevelopmentToken } from '../../identity-ca/index.js';
 
 export type Ca = Awaited<ReturnType<typeof createRootCa>>;
@@ -44,7 +44,7 @@ export interface TestState {
   readonly caArgs: string[];
   newIssuer(opts?: { root?: Ca; notAfter?: number; commonName?: string }): Promise<Ca>;
   installIssuer(issuer: Ca, opts?: { root?: Ca; key?: string }): Promise<void>;
-  token(ns: string, sa: string, opts?: { ttlMs?: number; audience?: string; issuer?: string }): Promise<string>;
+  token(ns: string, sa: string, opts?: { ttlMs?: number; audience?: string; issuer?: string; issuedAgoMs?: number }): Promise<string>;
   cleanup(): Promise<void>;
 }
 
@@ -98,7 +98,7 @@ export async function makeTestState(): Promise<TestState> {
         namespace: ns,
         serviceAccount: sa,
         ttlMs: opts.ttlMs ?? HOUR,
-        clock: systemClock,
+        clock: new ManualClock(systemClock.now() - (opts.issuedAgoMs ?? 0)),
       }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
