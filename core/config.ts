@@ -263,13 +263,13 @@ export function formatAddress(a: Address): string {
  *
  * @example
  * ```ts
- * const { config, positionals } = loadConfig('ca', { argv: ['--listen', '127.0.0.1:0'], env: process.env });
+ * const { config } = loadConfig('ca', { argv: ['--listen', '127.0.0.1:0'], env: process.env });
  * ```
  */
 export function loadConfig<C extends CommandName>(
   command: C,
   sources: ConfigSources,
-): { config: CommandConfigs[C]; positionals: string[] } {
+): { config: CommandConfigs[C] } {
   const settings: Record<string, Setting> = COMMAND_SETTINGS[command];
   const problems: Problem[] = [];
   const raw: Record<string, unknown> = {};
@@ -289,15 +289,7 @@ export function loadConfig<C extends CommandName>(
   for (const [key, s] of Object.entries(settings)) {
     options[flagName(key)] = { type: s.kind === 'boolean' ? 'boolean' : 'string' };
   }
-  let flags: Record<string, string | boolean | undefined> = {};
-  let positionals: string[] = [];
-  try {
-    const parsed = parseArgs({ args: [...sources.argv], options, strict: true, allowPositionals: true });
-    flags = parsed.values as Record<string, string | boolean | undefined>;
-    positionals = parsed.positionals;
-  } catch (err) {
-    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${(err as Error).message}`);
-  }
+  const flags = parseFlags(command, sources.argv, options);
 
   const configPath = (flags['config'] as string | undefined) ?? sources.env[envName('config')];
   if (configPath !== undefined && configPath !== '') {
@@ -355,7 +347,19 @@ export function loadConfig<C extends CommandName>(
       }),
     );
   }
-  return { config: deepFreeze(result.data) as CommandConfigs[C], positionals };
+  return { config: deepFreeze(result.data) as CommandConfigs[C] };
+}
+
+function parseFlags(
+  command: string,
+  argv: readonly string[],
+  options: Record<string, { type: 'string' | 'boolean' }>,
+): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${(err as Error).message}`);
+  }
 }
 
 function configError(command: string, problems: readonly Problem[]): MeshidError {

@@ -12,3 +12,5 @@ export * from './metrics.js';
 export * from './admin-server.js';
 export * from './pem.js';
 export * from './pki.js';
+export * from './der.js';
+export * from './csr.js';
