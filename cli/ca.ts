@@ -31,7 +31,10 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
     workerEntry: CA_WORKER_ENTRY,
   });
   // The one "listening" line is printed at any level but silent: tools and tests wait for it.
-  const announce = logger.isLevelEnabled('info') || logger.level === 'silent' ? logger : processLogger('info', { service: 'identity-ca' });
+  const announce =
+    logger.isLevelEnabled('info') || logger.level === 'silent'
+      ? logger
+      : processLogger('info', { service: 'identity-ca' });
   announce.info(
     {
       address: formatAddress(ca.address),

@@ -24,7 +24,10 @@ import { initLocalState } from './init.js';
 import { processLogger, untilStopSignal } from './runtime.js';
 import { localToken } from './token.js';
 
-const NAMING = { trustDomain: DEFAULTS.trustDomain, controlPlaneNamespace: DEFAULTS.controlPlaneNamespace };
+const NAMING = {
+  trustDomain: DEFAULTS.trustDomain,
+  controlPlaneNamespace: DEFAULTS.controlPlaneNamespace,
+};
 
 /**
  * Calls the CA once for a workload and checks the answer; resolves with a one-line summary.
@@ -34,26 +37,47 @@ const NAMING = { trustDomain: DEFAULTS.trustDomain, controlPlaneNamespace: DEFAU
  * const line = await selfCheck(ca, config.dir, { ns: 'default', sa: 'web' });
  * ```
  */
-export async function selfCheck(ca: RunningCa, dir: string, who: { ns: string; sa: string }): Promise<string> {
+export async function selfCheck(
+  ca: RunningCa,
+  dir: string,
+  who: { ns: string; sa: string },
+): Promise<string> {
   const inputs = localStateInputs(dir);
   const anchorsPem = await readFile(inputs.trustAnchors, 'utf8');
   const identity = identityName({ namespace: who.ns, serviceAccount: who.sa }, NAMING);
-  const token = await localToken({ dir, ns: who.ns, sa: who.sa, ttl: 600_000, audience: DEFAULTS.audience });
+  const token = await localToken({
+    dir,
+    ns: who.ns,
+    sa: who.sa,
+    ttl: 600_000,
+    audience: DEFAULTS.audience,
+  });
   // The workload's key is made here, in memory, and never leaves this process.
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const csr = createCsr({ privateKey, commonName: identity, dnsNames: [identity] });
-  const client = new CertifyClient({ address: ca.address, serverName: caIdentityName(NAMING), anchorsPem });
+  const client = new CertifyClient({
+    address: ca.address,
+    serverName: caIdentityName(NAMING),
+    anchorsPem,
+  });
   try {
-    const res = await client.certify({ identity, token: Buffer.from(token), certificateSigningRequest: csr });
+    const res = await client.certify({
+      identity,
+      token: Buffer.from(token),
+      certificateSigningRequest: csr,
+    });
     const leaf = new X509Certificate(res.leafCertificate);
     const chain = res.intermediateCertificates.map((d) => new X509Certificate(d));
-    const anchors = anchorsPem.split(/(?=-----BEGIN CERTIFICATE-----)/).map((p) => new X509Certificate(p));
+    const anchors = anchorsPem
+      .split(/(?=-----BEGIN CERTIFICATE-----)/)
+      .map((p) => new X509Certificate(p));
     let cursor = leaf;
     for (const next of [...chain]) {
       if (!cursor.verify(next.publicKey)) throw new Error('returned chain does not verify');
       cursor = next;
     }
-    if (!anchors.some((a) => cursor.verify(a.publicKey))) throw new Error('returned chain does not reach the anchors');
+    if (!anchors.some((a) => cursor.verify(a.publicKey)))
+      throw new Error('returned chain does not reach the anchors');
     return `issued ${identity}\n    ${leaf.subjectAltName}\n    serial ${leaf.serialNumber}, valid until ${new Date(res.validUntil).toISOString()}, chain verified to the trust anchor`;
   } finally {
     client.close();
@@ -67,10 +91,23 @@ export async function runLocal(argv: string[]): Promise<number> {
   const inputs = localStateInputs(config.dir);
   if (!existsSync(inputs.trustAnchors)) {
     await initLocalState({ dir: config.dir, force: false, ...NAMING });
-    out(`meshid: initialised local state in ${config.dir} (trust anchor, issuer, token-signing key)`);
+    out(
+      `meshid: initialised local state in ${config.dir} (trust anchor, issuer, token-signing key)`,
+    );
   }
   const { config: caConfig } = loadConfig('ca', {
-    argv: ['--dir', config.dir, '--listen', formatAddress(config.listen), '--admin', formatAddress(config.admin), '--workers', String(config.workers), '--log-level', config.logLevel === 'info' ? 'warn' : config.logLevel],
+    argv: [
+      '--dir',
+      config.dir,
+      '--listen',
+      formatAddress(config.listen),
+      '--admin',
+      formatAddress(config.admin),
+      '--workers',
+      String(config.workers),
+      '--log-level',
+      config.logLevel === 'info' ? 'warn' : config.logLevel,
+    ],
     env: {},
   });
   const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
@@ -90,7 +127,9 @@ export async function runLocal(argv: string[]): Promise<number> {
       return 1;
     }
   }
-  out(`meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`);
+  out(
+    `meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`,
+  );
   out('meshid: Ctrl-C stops the CA');
   await stopped;
   out('meshid: stopping');

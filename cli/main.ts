@@ -10,15 +10,27 @@ import { runInit } from './init.js';
 import { runLocal } from './local.js';
 import { runToken } from './token.js';
 
-const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> = {
-  init: { summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder', run: runInit },
-  token: { summary: 'print a ServiceAccount token signed by the local key (development only)', run: runToken },
-  ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
-  local: { summary: 'the embedded default: init if needed, run the CA, and show it issuing', run: runLocal },
-};
+const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
+  {
+    init: {
+      summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder',
+      run: runInit,
+    },
+    token: {
+      summary: 'print a ServiceAccount token signed by the local key (development only)',
+      run: runToken,
+    },
+    ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
+    local: {
+      summary: 'the embedded default: init if needed, run the CA, and show it issuing',
+      run: runLocal,
+    },
+  };
 
 function usage(): string {
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  meshid ${name.padEnd(6)} ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(
+    ([name, c]) => `  meshid ${name.padEnd(6)} ${c.summary}`,
+  );
   return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
 }
 
@@ -42,7 +54,9 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`meshid ${name}: ${command.summary}\n\nSettings (flag, environment variable, and the camelCase key in a --config file):\n${settingsHelp(name as CommandName)}\n`);
+    process.stdout.write(
+      `meshid ${name}: ${command.summary}\n\nSettings (flag, environment variable, and the camelCase key in a --config file):\n${settingsHelp(name as CommandName)}\n`,
+    );
     return 0;
   }
   try {
@@ -52,7 +66,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`meshid ${name}: ${err.message} [${err.code}]\n`);
       return err.code === 'ERR_CONFIG_INVALID' ? 2 : 1;
     }
-    process.stderr.write(`meshid ${name}: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(
+      `meshid ${name}: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     return 1;
   }
 }

@@ -14,7 +14,12 @@ import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
 import { parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
-import { isDns1123Label, isDns1123Subdomain, namingProblems, parseIdentityName } from './identity.js';
+import {
+  isDns1123Label,
+  isDns1123Subdomain,
+  namingProblems,
+  parseIdentityName,
+} from './identity.js';
 
 /** A `host:port` listen or dial address. */
 export interface Address {
@@ -141,7 +146,11 @@ const SCHEMAS = {
     })
     .superRefine((c, ctx) => {
       if (c.clockSkew >= c.certLifetime) {
-        ctx.addIssue({ code: 'custom', path: ['clockSkew'], message: 'must be less than certLifetime' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['clockSkew'],
+          message: 'must be less than certLifetime',
+        });
       }
       try {
         parseIdentityName(c.identityName, c);
@@ -207,15 +216,24 @@ interface Problem {
 function parseValue(kind: Kind, raw: unknown): { value?: unknown; error?: string } {
   switch (kind) {
     case 'string':
-      return typeof raw === 'string' ? { value: raw } : { error: `must be a string, got ${describe(raw)}` };
+      return typeof raw === 'string'
+        ? { value: raw }
+        : { error: `must be a string, got ${describe(raw)}` };
     case 'boolean':
       if (typeof raw === 'boolean') return { value: raw };
       if (raw === 'true' || raw === '1') return { value: true };
       if (raw === 'false' || raw === '0' || raw === '') return { value: false };
       return { error: `must be true or false, got ${describe(raw)}` };
     case 'integer': {
-      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
-      return Number.isInteger(n) ? { value: n } : { error: `must be a whole number, got ${describe(raw)}` };
+      const n =
+        typeof raw === 'number'
+          ? raw
+          : typeof raw === 'string' && /^\d+$/.test(raw)
+            ? Number(raw)
+            : NaN;
+      return Number.isInteger(n)
+        ? { value: n }
+        : { error: `must be a whole number, got ${describe(raw)}` };
     }
     case 'duration': {
       const ms = typeof raw === 'string' ? parseDuration(raw) : undefined;
@@ -233,7 +251,7 @@ function parseValue(kind: Kind, raw: unknown): { value?: unknown; error?: string
 }
 
 function describe(raw: unknown): string {
-  return typeof raw === 'string' ? JSON.stringify(raw) : JSON.stringify(raw) ?? String(raw);
+  return typeof raw === 'string' ? JSON.stringify(raw) : (JSON.stringify(raw) ?? String(raw));
 }
 
 /**
@@ -309,7 +327,11 @@ export function loadConfig<C extends CommandName>(
         problems.push({ field: configPath, message: 'must be a mapping of settings' });
       } else {
         for (const [key, value] of Object.entries(doc)) {
-          if (key === 'config') problems.push({ field: `${configPath}: config`, message: 'cannot be set in a config file' });
+          if (key === 'config')
+            problems.push({
+              field: `${configPath}: config`,
+              message: 'cannot be set in a config file',
+            });
           else put(key, value, `${configPath}: ${key}`);
         }
       }
@@ -320,7 +342,8 @@ export function loadConfig<C extends CommandName>(
     if (!name.startsWith('MESHID_') || value === undefined) continue;
     const key = Object.keys(settings).find((k) => envName(k) === name);
     if (key === undefined) {
-      if (!KNOWN_ENV.has(name)) problems.push({ field: name, message: 'unknown MESHID_ environment variable' });
+      if (!KNOWN_ENV.has(name))
+        problems.push({ field: name, message: 'unknown MESHID_ environment variable' });
       continue;
     }
     if (key !== 'config') put(key, value, name);
@@ -374,7 +397,10 @@ function configError(command: string, problems: readonly Problem[]): MeshidError
  * Fills defaults. For `ca`, the local state folder stands in for the four inputs that `meshid
  * init` writes when none of them is given; given ones override the folder's.
  */
-function applyDefaults(command: CommandName, raw: Record<string, unknown>): Record<string, unknown> {
+function applyDefaults(
+  command: CommandName,
+  raw: Record<string, unknown>,
+): Record<string, unknown> {
   const d = DEFAULTS;
   const withCommon = { logLevel: d.logLevel, fips: false, ...raw };
   switch (command) {
@@ -446,7 +472,10 @@ function caInputsFromDir(dir: string): Record<string, string> {
 }
 
 /** The CA's own identity name: `linkerd-identity.<cp>.serviceaccount.identity.<cp>.<td>`. */
-export function caIdentityName(naming: { trustDomain: string; controlPlaneNamespace: string }): string {
+export function caIdentityName(naming: {
+  trustDomain: string;
+  controlPlaneNamespace: string;
+}): string {
   const cp = naming.controlPlaneNamespace;
   return `linkerd-identity.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
 }

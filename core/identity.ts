@@ -90,7 +90,10 @@ export function spiffeId(w: WorkloadIdentity, naming: IdentityNaming): string {
 export function parseIdentityName(name: string, naming: IdentityNaming): WorkloadIdentity {
   const suffix = `.serviceaccount.identity.${naming.controlPlaneNamespace}.${naming.trustDomain}`;
   if (name.length > 253) {
-    throw new MeshidError('ERR_IDENTITY_INVALID', `identity is ${name.length} characters long, over 253`);
+    throw new MeshidError(
+      'ERR_IDENTITY_INVALID',
+      `identity is ${name.length} characters long, over 253`,
+    );
   }
   if (!name.endsWith(suffix)) {
     throw new MeshidError(
@@ -159,5 +162,8 @@ export function parseServiceAccountUsername(username: string): WorkloadIdentity 
 export function printable(s: string, max = 80): string {
   const cut = s.length > max ? `${s.slice(0, max)}…` : s;
   // eslint-disable-next-line no-control-regex
-  return cut.replace(/[\u0000-\u001f\u007f-\u009f"\\]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return cut.replace(
+    /[\u0000-\u001f\u007f-\u009f"\\]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }

@@ -3,7 +3,15 @@
  * Certify server and its serving certificate. A multi-core CA runs one of these per worker
  * process (cluster.ts); a single-core CA runs one in-process.
  */
-import type { Address, CaConfig, Clock, Logger, Random, Readiness, Registry } from '../core/index.js';
+import type {
+  Address,
+  CaConfig,
+  Clock,
+  Logger,
+  Random,
+  Readiness,
+  Registry,
+} from '../core/index.js';
 import { DEFAULTS, formatAddress } from '../core/index.js';
 import { FileIssuerSource } from './issuer/file-source.js';
 import type { IssuerCredentials } from './issuer/material.js';
@@ -63,9 +71,14 @@ export function readinessOf(s: CertifyStatus, now: number): Readiness {
   if (s.chainNotAfter === undefined || s.chainNotBefore === undefined) {
     return { ready: false, reason: 'no issuer loaded' };
   }
-  if (now < s.chainNotBefore) return { ready: false, reason: `issuer chain not valid until ${iso(s.chainNotBefore)}` };
-  if (now >= s.chainNotAfter) return { ready: false, reason: `issuer chain expired at ${iso(s.chainNotAfter)}` };
-  return { ready: true, reason: `issuer ${s.issuerSubject ?? ''} valid until ${iso(s.chainNotAfter)}` };
+  if (now < s.chainNotBefore)
+    return { ready: false, reason: `issuer chain not valid until ${iso(s.chainNotBefore)}` };
+  if (now >= s.chainNotAfter)
+    return { ready: false, reason: `issuer chain expired at ${iso(s.chainNotAfter)}` };
+  return {
+    ready: true,
+    reason: `issuer ${s.issuerSubject ?? ''} valid until ${iso(s.chainNotAfter)}`,
+  };
 }
 
 /**
@@ -81,7 +94,10 @@ export function readinessOf(s: CertifyStatus, now: number): Readiness {
 export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<CertifyProcess> {
   const { config, clock, random } = deps;
   const log = deps.logger;
-  const naming = { trustDomain: config.trustDomain, controlPlaneNamespace: config.controlPlaneNamespace };
+  const naming = {
+    trustDomain: config.trustDomain,
+    controlPlaneNamespace: config.controlPlaneNamespace,
+  };
   const store = new IssuerStore({ clock, logger: log.child({ component: 'issuer' }) });
   const current = (): IssuerCredentials | undefined => store.current();
   const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
@@ -99,7 +115,10 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       deps.tokens ??
       (await JwksTokenValidator.create({
         jwks: /^https?:/i.test(config.jwks)
-          ? { url: config.jwks, ...(config.jwksCa === undefined ? {} : { caPem: await readText(config.jwksCa) }) }
+          ? {
+              url: config.jwks,
+              ...(config.jwksCa === undefined ? {} : { caPem: await readText(config.jwksCa) }),
+            }
           : { file: config.jwks },
         issuer: config.tokenIssuer,
         audience: config.audience,
@@ -174,7 +193,10 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       serving = issueServingCertificate(issuer, servingOpts);
       server.setCredentials(serving);
       metrics.servingCertificate(serving.notAfter);
-      log.info({ serial: serving.serialHex, notAfter: iso(serving.notAfter) }, 'serving certificate renewed');
+      log.info(
+        { serial: serving.serialHex, notAfter: iso(serving.notAfter) },
+        'serving certificate renewed',
+      );
       publish();
     } catch (err) {
       log.error({ err }, 'serving certificate renewal failed; keeping the current one');

@@ -49,7 +49,9 @@ export class CertifyClient {
         const names = (cert.subjectaltname ?? '').split(', ');
         return names.includes(`DNS:${opts.serverName}`)
           ? undefined
-          : new Error(`CA certificate is not for ${opts.serverName} (SANs: ${cert.subjectaltname ?? 'none'})`);
+          : new Error(
+              `CA certificate is not for ${opts.serverName} (SANs: ${cert.subjectaltname ?? 'none'})`,
+            );
       },
     });
     this.#client = new IdentityClient(formatAddress(opts.address), creds, {
@@ -62,10 +64,20 @@ export class CertifyClient {
   certify(req: CertifyRequest, deadlineMs = 10_000): Promise<CertifyResponse> {
     return new Promise((resolve, reject) => {
       const client = this.#client as unknown as {
-        certify(r: CertifyRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res?: CertifyResponse) => void): void;
+        certify(
+          r: CertifyRequest,
+          o: grpc.CallOptions,
+          cb: (e: grpc.ServiceError | null, res?: CertifyResponse) => void,
+        ): void;
       };
       client.certify(req, { deadline: Date.now() + deadlineMs }, (err, res) => {
-        if (err !== null) reject(Object.assign(new Error(`Certify failed: ${err.details}`), { code: err.code, details: err.details }));
+        if (err !== null)
+          reject(
+            Object.assign(new Error(`Certify failed: ${err.details}`), {
+              code: err.code,
+              details: err.details,
+            }),
+          );
         else resolve(res!);
       });
     });
@@ -77,7 +89,15 @@ export class CertifyClient {
 }
 
 /** The leaf of a response as node's X509Certificate, for display. */
-export function describeLeaf(res: CertifyResponse): { subjectAltName: string; serialNumber: string; validTo: string } {
+export function describeLeaf(res: CertifyResponse): {
+  subjectAltName: string;
+  serialNumber: string;
+  validTo: string;
+} {
   const cert = new X509Certificate(res.leafCertificate);
-  return { subjectAltName: cert.subjectAltName ?? '', serialNumber: cert.serialNumber, validTo: cert.validTo };
+  return {
+    subjectAltName: cert.subjectAltName ?? '',
+    serialNumber: cert.serialNumber,
+    validTo: cert.validTo,
+  };
 }

@@ -93,7 +93,8 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
 
   const readiness = (): Readiness => {
     const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
-    if (workers.length < deps.workers) return { ready: false, reason: `${workers.length}/${deps.workers} workers running` };
+    if (workers.length < deps.workers)
+      return { ready: false, reason: `${workers.length}/${deps.workers} workers running` };
     for (const w of workers) {
       const r = readinessOf(statuses.get(w.id) ?? {}, clock.now());
       if (!r.ready) return { ready: false, reason: `worker ${w.id}: ${r.reason}` };
@@ -103,7 +104,10 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
   const admin = await startAdminServer(config.admin, {
     logger: log,
     readiness,
-    metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+    metrics: async () => ({
+      contentType: aggregator.contentType,
+      body: await aggregator.clusterMetrics(),
+    }),
   });
 
   return {
@@ -111,7 +115,8 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
     adminAddress: admin.address,
     readiness,
     async reload() {
-      for (const w of Object.values(cluster.workers ?? {})) w?.send({ t: 'meshid:reload' } satisfies ToWorker);
+      for (const w of Object.values(cluster.workers ?? {}))
+        w?.send({ t: 'meshid:reload' } satisfies ToWorker);
     },
     async close() {
       stopping = true;

@@ -50,7 +50,8 @@ class Reader {
 
   bytes(): Uint8Array {
     const len = this.varint();
-    if (len > this.buf.length - this.pos) throw malformed('length-delimited field overruns the message');
+    if (len > this.buf.length - this.pos)
+      throw malformed('length-delimited field overruns the message');
     const out = this.buf.subarray(this.pos, this.pos + len);
     this.pos += len;
     return out;
@@ -105,7 +106,8 @@ export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
     const wireType = tag & 7;
     if (field === 0) throw malformed('field number 0');
     if (field >= 1 && field <= 3) {
-      if (wireType !== WIRE_LEN) throw malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
+      if (wireType !== WIRE_LEN)
+        throw malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
       const value = r.bytes();
       if (field === 1) identity = value;
       else if (field === 2) token = value;

@@ -109,7 +109,10 @@ export function createCertifyHandler(
     // Whole seconds: X.509 times have no fractions, and valid_until must equal NotAfter.
     const issuedAt = Math.floor(deps.clock.now() / 1000) * 1000;
     const notBefore = Math.max(issuedAt - deps.clockSkewMs, issuer.chainNotBefore);
-    const notAfter = Math.min(issuedAt + deps.certLifetimeMs, Math.floor(issuer.chainNotAfter / 1000) * 1000);
+    const notAfter = Math.min(
+      issuedAt + deps.certLifetimeMs,
+      Math.floor(issuer.chainNotAfter / 1000) * 1000,
+    );
     const serial = randomSerial(deps.random);
     let leaf: Buffer;
     try {
@@ -124,7 +127,9 @@ export function createCertifyHandler(
     } catch (err) {
       if (err instanceof MeshidError && err.code !== 'ERR_INTERNAL') throw err;
       log.error({ err }, 'signing failed');
-      throw new MeshidError('ERR_SIGNING_FAILED', 'the leaf certificate could not be signed', { cause: err });
+      throw new MeshidError('ERR_SIGNING_FAILED', 'the leaf certificate could not be signed', {
+        cause: err,
+      });
     }
     const issued: IssuedLeaf = {
       identity: req.identity,
@@ -143,7 +148,11 @@ export function createCertifyHandler(
       'issued leaf certificate',
     );
     deps.onIssued?.(issued);
-    return { leafCertificate: leaf, intermediateCertificates: issuer.intermediatesDer, validUntil: notAfter };
+    return {
+      leafCertificate: leaf,
+      intermediateCertificates: issuer.intermediatesDer,
+      validUntil: notAfter,
+    };
   };
 }
 

@@ -77,24 +77,33 @@ export class CertifyServer {
       'grpc.keepalive_timeout_ms': 20_000,
     });
     this.#grpc.addService(certifyServiceDefinition, {
-      certify: (call: grpc.ServerUnaryCall<Buffer, CertifyResponse>, callback: grpc.sendUnaryData<CertifyResponse>) => {
+      certify: (
+        call: grpc.ServerUnaryCall<Buffer, CertifyResponse>,
+        callback: grpc.sendUnaryData<CertifyResponse>,
+      ) => {
         const started = process.hrtime.bigint();
         const finish = (status: number): void => {
-          opts.observe?.({ status, durationSeconds: Number(process.hrtime.bigint() - started) / 1e9 });
+          opts.observe?.({
+            status,
+            durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
+          });
         };
         // Decoded here rather than in the service definition: grpc-js reports a deserializer's
         // exception as INTERNAL, and a malformed request is the caller's INVALID_ARGUMENT.
-        Promise.resolve(call.request).then(decodeCertifyRequest).then(opts.handler).then(
-          (res) => {
-            finish(GrpcStatus.OK);
-            callback(null, res);
-          },
-          (err: unknown) => {
-            const status = toStatus(err, this.#log);
-            finish(status.code);
-            callback(status);
-          },
-        );
+        Promise.resolve(call.request)
+          .then(decodeCertifyRequest)
+          .then(opts.handler)
+          .then(
+            (res) => {
+              finish(GrpcStatus.OK);
+              callback(null, res);
+            },
+            (err: unknown) => {
+              const status = toStatus(err, this.#log);
+              finish(status.code);
+              callback(status);
+            },
+          );
       },
     });
     this.#injector = this.#grpc.createConnectionInjector(grpc.ServerCredentials.createInsecure());
@@ -135,7 +144,10 @@ export class CertifyServer {
     await once(this.#tls, 'listening');
     const bound = this.#tls.address();
     if (bound === null || typeof bound === 'string') throw new Error('TLS server has no address');
-    this.#log.debug({ address: formatAddress({ host: bound.address, port: bound.port }) }, 'TLS listener bound');
+    this.#log.debug(
+      { address: formatAddress({ host: bound.address, port: bound.port }) },
+      'TLS listener bound',
+    );
     return { host: bound.address, port: bound.port };
   }
 

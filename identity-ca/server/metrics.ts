@@ -7,7 +7,9 @@ import type { Clock, Registry } from '../../core/index.js';
 import { Counter, Gauge, GrpcStatus, Histogram } from '../../core/index.js';
 import type { IssuerCredentials } from '../issuer/material.js';
 
-const STATUS_NAMES = Object.fromEntries(Object.entries(GrpcStatus).map(([k, v]) => [v, k])) as Record<number, string>;
+const STATUS_NAMES = Object.fromEntries(
+  Object.entries(GrpcStatus).map(([k, v]) => [v, k]),
+) as Record<number, string>;
 
 /** The CA's instruments. */
 export interface CaMetrics {
@@ -50,7 +52,11 @@ export function registerCaMetrics(
     labelNames: ['result'] as const,
     registers: [registry],
   });
-  const issuerGauge = (name: string, help: string, value: (i: IssuerCredentials, now: number) => number): void => {
+  const issuerGauge = (
+    name: string,
+    help: string,
+    value: (i: IssuerCredentials, now: number) => number,
+  ): void => {
     new Gauge({
       name,
       help,
@@ -63,11 +69,31 @@ export function registerCaMetrics(
       },
     });
   };
-  issuerGauge('meshid_issuer_not_after_timestamp_seconds', 'NotAfter of the issuer in use (Unix seconds).', (i) => i.notAfter / 1000);
-  issuerGauge('meshid_issuer_cert_ttl_seconds', 'Seconds until the issuer in use expires.', (i, now) => (i.notAfter - now) / 1000);
-  issuerGauge('issuer_cert_ttl_seconds', 'Seconds until the issuer in use expires (Linkerd-compatible name).', (i, now) => (i.notAfter - now) / 1000);
-  issuerGauge('meshid_issuer_chain_not_after_timestamp_seconds', 'Earliest NotAfter over the issuer, its chain and its anchor (Unix seconds); leaves are clamped to it.', (i) => i.chainNotAfter / 1000);
-  issuerGauge('meshid_trust_anchors_earliest_not_after_timestamp_seconds', 'Earliest NotAfter among the loaded trust anchors (Unix seconds).', (i) => i.anchors.earliestNotAfter / 1000);
+  issuerGauge(
+    'meshid_issuer_not_after_timestamp_seconds',
+    'NotAfter of the issuer in use (Unix seconds).',
+    (i) => i.notAfter / 1000,
+  );
+  issuerGauge(
+    'meshid_issuer_cert_ttl_seconds',
+    'Seconds until the issuer in use expires.',
+    (i, now) => (i.notAfter - now) / 1000,
+  );
+  issuerGauge(
+    'issuer_cert_ttl_seconds',
+    'Seconds until the issuer in use expires (Linkerd-compatible name).',
+    (i, now) => (i.notAfter - now) / 1000,
+  );
+  issuerGauge(
+    'meshid_issuer_chain_not_after_timestamp_seconds',
+    'Earliest NotAfter over the issuer, its chain and its anchor (Unix seconds); leaves are clamped to it.',
+    (i) => i.chainNotAfter / 1000,
+  );
+  issuerGauge(
+    'meshid_trust_anchors_earliest_not_after_timestamp_seconds',
+    'Earliest NotAfter among the loaded trust anchors (Unix seconds).',
+    (i) => i.anchors.earliestNotAfter / 1000,
+  );
   const serving = new Gauge({
     name: 'meshid_serving_cert_not_after_timestamp_seconds',
     help: "NotAfter of the CA's own serving certificate (Unix seconds).",
@@ -77,7 +103,12 @@ export function registerCaMetrics(
 
   return {
     observeCall(status, durationSeconds) {
-      const outcome = status === GrpcStatus.OK ? 'issued' : status === GrpcStatus.INTERNAL || status === GrpcStatus.UNKNOWN ? 'error' : 'refused';
+      const outcome =
+        status === GrpcStatus.OK
+          ? 'issued'
+          : status === GrpcStatus.INTERNAL || status === GrpcStatus.UNKNOWN
+            ? 'error'
+            : 'refused';
       requests.inc({ outcome, code: STATUS_NAMES[status] ?? String(status) });
       latency.observe({ outcome }, durationSeconds);
     },

@@ -44,7 +44,10 @@ export const RENEW_AT_FRACTION = 0.7;
  * server.setCredentials(cert);
  * ```
  */
-export function issueServingCertificate(issuer: IssuerCredentials, opts: ServingCertOptions): ServingCertificate {
+export function issueServingCertificate(
+  issuer: IssuerCredentials,
+  opts: ServingCertOptions,
+): ServingCertificate {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const now = Math.floor(opts.clock.now() / 1000) * 1000;
   const notBefore = Math.max(now - opts.clockSkewMs, issuer.chainNotBefore);

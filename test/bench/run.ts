@@ -57,7 +57,12 @@ function microseconds(fn: () => void, ms = 300): number {
   return median(rounds);
 }
 
-function rawCrypto(): { signP256: number; verifyP256: number; verifyRs256: number; boundPerCore: number } {
+function rawCrypto(): {
+  signP256: number;
+  verifyP256: number;
+  verifyRs256: number;
+  boundPerCore: number;
+} {
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const data = Buffer.alloc(400, 7);
@@ -66,14 +71,26 @@ function rawCrypto(): { signP256: number; verifyP256: number; verifyRs256: numbe
   const signP256 = microseconds(() => sign('sha256', data, ec.privateKey));
   const verifyP256 = microseconds(() => verify('sha256', data, ec.publicKey, ecSig));
   const verifyRs256 = microseconds(() => verify('sha256', data, rsa.publicKey, rsaSig));
-  return { signP256, verifyP256, verifyRs256, boundPerCore: 1e6 / (signP256 + verifyP256 + verifyRs256) };
+  return {
+    signP256,
+    verifyP256,
+    verifyRs256,
+    boundPerCore: 1e6 / (signP256 + verifyP256 + verifyRs256),
+  };
 }
 
 function ensureH2load(): string {
   const found = spawnSync('sh', ['-c', 'command -v h2load'], { encoding: 'utf8' }).stdout.trim();
   if (found !== '') return found;
   out('installing h2load (Debian package nghttp2-client)…');
-  execFileSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null'], { stdio: 'inherit' });
+  execFileSync(
+    'sh',
+    [
+      '-c',
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null',
+    ],
+    { stdio: 'inherit' },
+  );
   return spawnSync('sh', ['-c', 'command -v h2load'], { encoding: 'utf8' }).stdout.trim();
 }
 
@@ -86,7 +103,13 @@ interface LoadResult {
   readonly refused: number;
 }
 
-async function loadCa(h2load: string, workers: number, body: string, dir: string, caArgs: string[]): Promise<LoadResult> {
+async function loadCa(
+  h2load: string,
+  workers: number,
+  body: string,
+  dir: string,
+  caArgs: string[],
+): Promise<LoadResult> {
   const ca = await startCaProcess([...caArgs, '--workers', String(workers), '--log-level', 'warn']);
   try {
     const metrics = async (): Promise<{ issued: number; refused: number }> => {
@@ -102,7 +125,26 @@ async function loadCa(h2load: string, workers: number, body: string, dir: string
     const url = `https://127.0.0.1:${ca.address.port}${CERTIFY_PATH}`;
     const res = spawnSync(
       h2load,
-      ['-D', String(SECONDS), '--warm-up-time', '1', '-c', '32', '-m', '4', '-t', '1', '-d', body, '-H', 'content-type: application/grpc', '-H', 'te: trailers', `--log-file=${log}`, url],
+      [
+        '-D',
+        String(SECONDS),
+        '--warm-up-time',
+        '1',
+        '-c',
+        '32',
+        '-m',
+        '4',
+        '-t',
+        '1',
+        '-d',
+        body,
+        '-H',
+        'content-type: application/grpc',
+        '-H',
+        'te: trailers',
+        `--log-file=${log}`,
+        url,
+      ],
       { encoding: 'utf8', timeout: (SECONDS + 30) * 1000 },
     );
     if (res.status !== 0) throw new Error(`h2load failed: ${res.stderr}\n${res.stdout}`);
@@ -132,12 +174,16 @@ async function loadCa(h2load: string, workers: number, body: string, dir: string
 async function main(): Promise<void> {
   const resultsDir = join(process.cwd(), 'bench-results');
   mkdirSync(resultsDir, { recursive: true });
-  out(`meshid bench — node ${process.version}, ${availableParallelism()} cores, ${ROUNDS} rounds × ${SECONDS}s per CA setting`);
+  out(
+    `meshid bench — node ${process.version}, ${availableParallelism()} cores, ${ROUNDS} rounds × ${SECONDS}s per CA setting`,
+  );
   out();
 
   const raw = rawCrypto();
   out('Raw crypto per Certify (node:crypto, synchronous, one core, median of 5)');
-  out(`  P-256 sign ${raw.signP256.toFixed(1)} µs | P-256 verify ${raw.verifyP256.toFixed(1)} µs | RS256 verify ${raw.verifyRs256.toFixed(1)} µs`);
+  out(
+    `  P-256 sign ${raw.signP256.toFixed(1)} µs | P-256 verify ${raw.verifyP256.toFixed(1)} µs | RS256 verify ${raw.verifyRs256.toFixed(1)} µs`,
+  );
   out(`  raw bound: ${raw.boundPerCore.toFixed(0)} Certify/s per core`);
   out();
 
@@ -153,7 +199,11 @@ async function main(): Promise<void> {
   const token = await state.token('bench', 'load', { ttlMs: 3_600_000 });
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const csr = createCsr({ privateKey, commonName: identity, dnsNames: [identity] });
-  const msg = encodeCertifyRequest({ identity, token: Buffer.from(token), certificateSigningRequest: csr });
+  const msg = encodeCertifyRequest({
+    identity,
+    token: Buffer.from(token),
+    certificateSigningRequest: csr,
+  });
   const frame = Buffer.alloc(5 + msg.length);
   frame.writeUInt32BE(msg.length, 1);
   msg.copy(frame, 5);
@@ -165,10 +215,14 @@ async function main(): Promise<void> {
     for (const workers of [1, 2]) {
       const res = await loadCa(h2load, workers, body, dir, state.caArgs);
       if (res.refused > 0 || res.issued < res.requests) {
-        throw new Error(`round ${r}, ${workers} workers: ${res.requests} requests but ${res.issued} issued and ${res.refused} refused`);
+        throw new Error(
+          `round ${r}, ${workers} workers: ${res.requests} requests but ${res.issued} issued and ${res.refused} refused`,
+        );
       }
       runs[workers]!.push(res);
-      out(`  round ${r + 1}, ${workers} worker(s): ${res.rps.toFixed(0)} cert/s, p50 ${res.p50ms.toFixed(2)} ms, p99 ${res.p99ms.toFixed(2)} ms (${res.issued} issued, ${res.refused} refused)`);
+      out(
+        `  round ${r + 1}, ${workers} worker(s): ${res.rps.toFixed(0)} cert/s, p50 ${res.p50ms.toFixed(2)} ms, p99 ${res.p99ms.toFixed(2)} ms (${res.issued} issued, ${res.refused} refused)`,
+      );
     }
   }
   await state.cleanup();
@@ -183,12 +237,21 @@ async function main(): Promise<void> {
   out();
   out('| CA setting | certificates/s | p50 ms | p99 ms | ÷ raw bound per core | vs 1 worker |');
   out('|---|---:|---:|---:|---:|---:|');
-  out(`| 1 worker  | ${one.rps.toFixed(0)} | ${one.p50.toFixed(2)} | ${one.p99.toFixed(2)} | ${(one.rps / raw.boundPerCore).toFixed(2)} | 1.00 |`);
-  out(`| 2 workers | ${two.rps.toFixed(0)} | ${two.p50.toFixed(2)} | ${two.p99.toFixed(2)} | ${(two.rps / 2 / raw.boundPerCore).toFixed(2)} per core | ${(two.rps / one.rps).toFixed(2)} |`);
+  out(
+    `| 1 worker  | ${one.rps.toFixed(0)} | ${one.p50.toFixed(2)} | ${one.p99.toFixed(2)} | ${(one.rps / raw.boundPerCore).toFixed(2)} | 1.00 |`,
+  );
+  out(
+    `| 2 workers | ${two.rps.toFixed(0)} | ${two.p50.toFixed(2)} | ${two.p99.toFixed(2)} | ${(two.rps / 2 / raw.boundPerCore).toFixed(2)} per core | ${(two.rps / one.rps).toFixed(2)} |`,
+  );
   out();
-  out(`targets: 1 worker ≥ 0.35 of the raw bound (${(0.35 * raw.boundPerCore).toFixed(0)}/s); 2 workers ≥ 1.6× one worker.`);
+  out(
+    `targets: 1 worker ≥ 0.35 of the raw bound (${(0.35 * raw.boundPerCore).toFixed(0)}/s); 2 workers ≥ 1.6× one worker.`,
+  );
   out('(the load generator, h2load, runs on the same two cores as the CA)');
-  writeFileSync(join(resultsDir, 'certify.json'), JSON.stringify({ raw, hot, runs, one, two }, null, 2));
+  writeFileSync(
+    join(resultsDir, 'certify.json'),
+    JSON.stringify({ raw, hot, runs, one, two }, null, 2),
+  );
 }
 
 await main();

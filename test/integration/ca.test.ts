@@ -20,18 +20,43 @@ import { linkerdLikeCertify } from '../support/linkerd-like-client.js';
 import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
-const Status = { OK: 0, INVALID_ARGUMENT: 3, FAILED_PRECONDITION: 9, RESOURCE_EXHAUSTED: 8 } as const;
+const Status = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  FAILED_PRECONDITION: 9,
+  RESOURCE_EXHAUSTED: 8,
+} as const;
 const WEB = idOf('emojivoto', 'web');
 
-function p256Csr(identity: string, extra: Parameters<typeof createCsr>[0] extends infer O ? Partial<O> : never = {}): Buffer {
+function p256Csr(
+  identity: string,
+  extra: Parameters<typeof createCsr>[0] extends infer O ? Partial<O> : never = {},
+): Buffer {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return createCsr({ privateKey, commonName: identity, dnsNames: [identity], ...extra });
 }
 
 function opensslCsr(keyArgs: string[], san: string): Buffer {
-  return execFileSync('openssl', ['req', '-new', ...keyArgs, '-nodes', '-keyout', '/dev/null', '-subj', '/', '-addext', `subjectAltName=${san}`, '-outform', 'DER'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  return execFileSync(
+    'openssl',
+    [
+      'req',
+      '-new',
+      ...keyArgs,
+      '-nodes',
+      '-keyout',
+      '/dev/null',
+      '-subj',
+      '/',
+      '-addext',
+      `subjectAltName=${san}`,
+      '-outform',
+      'DER',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
 }
 
 describe('meshid ca (real process, gRPC over TLS)', function () {
@@ -45,7 +70,15 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
   before(async () => {
     state = await makeTestState();
     anchorsPem = readFileSync(state.anchorsFile, 'utf8');
-    ca = await startCaProcess([...state.caArgs, '--workers', '2', '--cert-lifetime', '24h', '--clock-skew', '20s']);
+    ca = await startCaProcess([
+      ...state.caArgs,
+      '--workers',
+      '2',
+      '--cert-lifetime',
+      '24h',
+      '--clock-skew',
+      '20s',
+    ]);
     client = new CertifyClient({ address: ca.address, serverName: CA_IDENTITY, anchorsPem });
   });
   after(async () => {
@@ -54,10 +87,18 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
     await state?.cleanup();
   });
 
-  async function refusal(req: { identity?: string; token?: Uint8Array; csr?: Uint8Array }): Promise<CertifyCallError> {
+  async function refusal(req: {
+    identity?: string;
+    token?: Uint8Array;
+    csr?: Uint8Array;
+  }): Promise<CertifyCallError> {
     const token = req.token ?? Buffer.from(await state.token('emojivoto', 'web'));
     try {
-      await client.certify({ identity: req.identity ?? WEB, token, certificateSigningRequest: req.csr ?? p256Csr(WEB) });
+      await client.certify({
+        identity: req.identity ?? WEB,
+        token,
+        certificateSigningRequest: req.csr ?? p256Csr(WEB),
+      });
     } catch (err) {
       return err as CertifyCallError;
     }
@@ -72,7 +113,12 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
   it('logs one listening line with the bound addresses and worker count', () => {
     const listening = ca.lines.filter((l) => l.includes('"msg":"listening"'));
     assert.equal(listening.length, 1);
-    const rec = JSON.parse(listening[0]!) as { address: string; admin: string; workers: number; identity: string };
+    const rec = JSON.parse(listening[0]!) as {
+      address: string;
+      admin: string;
+      workers: number;
+      identity: string;
+    };
     assert.equal(rec.address, `127.0.0.1:${ca.address.port}`);
     assert.notEqual(ca.address.port, 0);
     assert.equal(rec.workers, 2);
@@ -91,11 +137,20 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
       const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
       const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
       const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-        { name: `CN=${WEB}`, keys, signingAlgorithm: alg, extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: WEB }])] },
+        {
+          name: `CN=${WEB}`,
+          keys,
+          signingAlgorithm: alg,
+          extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: WEB }])],
+        },
         webcrypto,
       );
       csrSpki = csr.publicKey.rawData;
-      res = await client.certify({ identity: WEB, token: Buffer.from(await state.token('emojivoto', 'web')), certificateSigningRequest: Buffer.from(csr.rawData) });
+      res = await client.certify({
+        identity: WEB,
+        token: Buffer.from(await state.token('emojivoto', 'web')),
+        certificateSigningRequest: Buffer.from(csr.rawData),
+      });
       leaf = new x509.X509Certificate(res.leafCertificate);
     });
 
@@ -103,16 +158,31 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
       const leafFile = join(tmp, 'leaf.pem');
       const chainFile = join(tmp, 'chain.pem');
       writeFileSync(leafFile, toPem(res.leafCertificate, 'CERTIFICATE'));
-      writeFileSync(chainFile, res.intermediateCertificates.map((d) => toPem(d, 'CERTIFICATE')).join(''));
+      writeFileSync(
+        chainFile,
+        res.intermediateCertificates.map((d) => toPem(d, 'CERTIFICATE')).join(''),
+      );
       for (const purpose of ['sslclient', 'sslserver']) {
-        const out = execFileSync('openssl', ['verify', '-purpose', purpose, '-CAfile', state.anchorsFile, '-untrusted', chainFile, leafFile]).toString();
+        const out = execFileSync('openssl', [
+          'verify',
+          '-purpose',
+          purpose,
+          '-CAfile',
+          state.anchorsFile,
+          '-untrusted',
+          chainFile,
+          leafFile,
+        ]).toString();
         assert.match(out, /: OK/);
       }
     });
 
     it('returns the issuer chain without the anchor', () => {
       assert.equal(res.intermediateCertificates.length, 1);
-      assert.deepEqual(Buffer.from(res.intermediateCertificates[0]!), Buffer.from(state.issuer.certificateDer));
+      assert.deepEqual(
+        Buffer.from(res.intermediateCertificates[0]!),
+        Buffer.from(state.issuer.certificateDer),
+      );
     });
 
     it('puts the DNS identity first and the SPIFFE ID after it, in a critical SAN', () => {
@@ -130,14 +200,17 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
 
     it('is an ECDSA P-256 / SHA-256 end-entity certificate for client and server auth', () => {
       assert.deepEqual(leaf.signatureAlgorithm, { name: 'ECDSA', hash: { name: 'SHA-256' } });
-      assert.equal((leaf.publicKey.algorithm as EcKeyAlgorithm).namedCurve, 'P-256');
+      assert.equal((leaf.publicKey.algorithm as { namedCurve?: string }).namedCurve, 'P-256');
       const bc = leaf.getExtension(x509.BasicConstraintsExtension)!;
       assert.equal(bc.ca, false);
       assert.equal(bc.critical, true);
       const ku = leaf.getExtension(x509.KeyUsagesExtension)!;
       assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature);
       const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension)!;
-      assert.deepEqual([...eku.usages].sort(), [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth].sort());
+      assert.deepEqual(
+        [...eku.usages].sort(),
+        [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth].sort(),
+      );
     });
 
     it('links AKI to the issuer SKI and has its own SKI', () => {
@@ -152,13 +225,20 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
     it('is back-dated by the skew allowance, lives 24h, and valid_until equals NotAfter', () => {
       const nb = leaf.notBefore.getTime();
       const na = leaf.notAfter.getTime();
-      assert.ok(Math.abs(nb - (requestedAt - 20_000)) < 5_000, `notBefore ${leaf.notBefore.toISOString()}`);
+      assert.ok(
+        Math.abs(nb - (requestedAt - 20_000)) < 5_000,
+        `notBefore ${leaf.notBefore.toISOString()}`,
+      );
       assert.equal(na - nb, 24 * 3_600_000 + 20_000);
       assert.equal(res.validUntil, na);
     });
 
     it('uses a random positive serial of up to 128 bits, different every time', async () => {
-      const other = await client.certify({ identity: WEB, token: Buffer.from(await state.token('emojivoto', 'web')), certificateSigningRequest: p256Csr(WEB) });
+      const other = await client.certify({
+        identity: WEB,
+        token: Buffer.from(await state.token('emojivoto', 'web')),
+        certificateSigningRequest: p256Csr(WEB),
+      });
       const a = leaf.serialNumber;
       const b = new x509.X509Certificate(other.leafCertificate).serialNumber;
       assert.notEqual(a, b);
@@ -177,7 +257,11 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
     const r = await linkerdLikeCertify(ca.address, {
       serverName: CA_IDENTITY,
       anchorsPem,
-      request: { identity: WEB, token: Buffer.from(await state.token('emojivoto', 'web')), certificateSigningRequest: p256Csr(WEB) },
+      request: {
+        identity: WEB,
+        token: Buffer.from(await state.token('emojivoto', 'web')),
+        certificateSigningRequest: p256Csr(WEB),
+      },
     });
     assert.equal(r.alpnProtocol, false, 'no ALPN was negotiated');
     assert.equal(r.tlsVersion, 'TLSv1.3');
@@ -189,7 +273,11 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
     const r = await linkerdLikeCertify(ca.address, {
       serverName: CA_IDENTITY,
       anchorsPem,
-      request: { identity: WEB, token: Buffer.from(await state.token('emojivoto', 'voting')), certificateSigningRequest: p256Csr(WEB) },
+      request: {
+        identity: WEB,
+        token: Buffer.from(await state.token('emojivoto', 'voting')),
+        certificateSigningRequest: p256Csr(WEB),
+      },
     });
     assert.equal(r.grpcStatus, Status.FAILED_PRECONDITION);
     assert.match(r.grpcMessage, /token is for service account emojivoto\/voting/);
@@ -198,7 +286,19 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
   it("presents a TLS 1.3 certificate for the CA's identity that openssl verifies against the anchors", () => {
     const out = execFileSync(
       'openssl',
-      ['s_client', '-connect', `127.0.0.1:${ca.address.port}`, '-servername', CA_IDENTITY, '-CAfile', state.anchorsFile, '-verify_return_error', '-verify_hostname', CA_IDENTITY, '-brief'],
+      [
+        's_client',
+        '-connect',
+        `127.0.0.1:${ca.address.port}`,
+        '-servername',
+        CA_IDENTITY,
+        '-CAfile',
+        state.anchorsFile,
+        '-verify_return_error',
+        '-verify_hostname',
+        CA_IDENTITY,
+        '-brief',
+      ],
       { input: '', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 },
     );
     const text = out.toString();
@@ -208,21 +308,33 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
 
   it('refuses TLS 1.2', () => {
     assert.throws(() =>
-      execFileSync('openssl', ['s_client', '-connect', `127.0.0.1:${ca.address.port}`, '-tls1_2', '-brief'], {
-        input: '',
-        stdio: ['pipe', 'pipe', 'pipe'],
-        timeout: 10_000,
-      }),
+      execFileSync(
+        'openssl',
+        ['s_client', '-connect', `127.0.0.1:${ca.address.port}`, '-tls1_2', '-brief'],
+        {
+          input: '',
+          stdio: ['pipe', 'pipe', 'pipe'],
+          timeout: 10_000,
+        },
+      ),
     );
   });
 
   describe('refusals (exact status and the words of the message; nothing issued)', () => {
     let issuedBefore: number;
     before(async () => {
-      issuedBefore = metricValue((await adminGet(ca.admin, '/metrics')).body, 'meshid_certify_requests_total', { outcome: 'issued' });
+      issuedBefore = metricValue(
+        (await adminGet(ca.admin, '/metrics')).body,
+        'meshid_certify_requests_total',
+        { outcome: 'issued' },
+      );
     });
     after(async () => {
-      const issuedAfter = metricValue((await adminGet(ca.admin, '/metrics')).body, 'meshid_certify_requests_total', { outcome: 'issued' });
+      const issuedAfter = metricValue(
+        (await adminGet(ca.admin, '/metrics')).body,
+        'meshid_certify_requests_total',
+        { outcome: 'issued' },
+      );
       assert.equal(issuedAfter, issuedBefore, 'no refusal issued a certificate');
     });
 
@@ -230,44 +342,85 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
       assertRefused(await refusal({ identity: '' }), Status.INVALID_ARGUMENT, /identity is empty/);
     });
     it('empty token → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ token: Buffer.alloc(0) }), Status.INVALID_ARGUMENT, /token is empty/);
+      assertRefused(
+        await refusal({ token: Buffer.alloc(0) }),
+        Status.INVALID_ARGUMENT,
+        /token is empty/,
+      );
     });
     it('empty CSR → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ csr: Buffer.alloc(0) }), Status.INVALID_ARGUMENT, /certificate_signing_request is empty/);
+      assertRefused(
+        await refusal({ csr: Buffer.alloc(0) }),
+        Status.INVALID_ARGUMENT,
+        /certificate_signing_request is empty/,
+      );
     });
     it('identity outside the trust domain → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ identity: 'web.emojivoto.serviceaccount.identity.linkerd.evil.example' }), Status.INVALID_ARGUMENT, /not of the form/);
+      assertRefused(
+        await refusal({ identity: 'web.emojivoto.serviceaccount.identity.linkerd.evil.example' }),
+        Status.INVALID_ARGUMENT,
+        /not of the form/,
+      );
     });
     it('CSR in PEM → INVALID_ARGUMENT saying it must be DER', async () => {
       const pem = Buffer.from(toPem(p256Csr(WEB), 'CERTIFICATE REQUEST'));
       assertRefused(await refusal({ csr: pem }), Status.INVALID_ARGUMENT, /DER/);
     });
     it('CSR that is not PKCS#10 → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ csr: Buffer.from('not a csr at all') }), Status.INVALID_ARGUMENT, /CSR/);
+      assertRefused(
+        await refusal({ csr: Buffer.from('not a csr at all') }),
+        Status.INVALID_ARGUMENT,
+        /CSR/,
+      );
     });
     it('CSR with an RSA key → FAILED_PRECONDITION', async () => {
       const csr = opensslCsr(['-newkey', 'rsa:2048'], `DNS:${WEB}`);
       assertRefused(await refusal({ csr }), Status.FAILED_PRECONDITION, /P-256/);
     });
     it('CSR with a P-384 key → FAILED_PRECONDITION', async () => {
-      const csr = opensslCsr(['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384'], `DNS:${WEB}`);
+      const csr = opensslCsr(
+        ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384'],
+        `DNS:${WEB}`,
+      );
       assertRefused(await refusal({ csr }), Status.FAILED_PRECONDITION, /P-256/);
     });
     it('CSR with two DNS SANs → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ csr: p256Csr(WEB, { dnsNames: [WEB, idOf('emojivoto', 'voting')] }) }), Status.FAILED_PRECONDITION, /exactly one DNS/);
+      assertRefused(
+        await refusal({ csr: p256Csr(WEB, { dnsNames: [WEB, idOf('emojivoto', 'voting')] }) }),
+        Status.FAILED_PRECONDITION,
+        /exactly one DNS/,
+      );
     });
-    it("CSR whose DNS SAN is another identity → FAILED_PRECONDITION", async () => {
+    it('CSR whose DNS SAN is another identity → FAILED_PRECONDITION', async () => {
       const other = idOf('emojivoto', 'voting');
-      assertRefused(await refusal({ csr: p256Csr(WEB, { commonName: WEB, dnsNames: [other] }) }), Status.FAILED_PRECONDITION, /voting/);
+      assertRefused(
+        await refusal({ csr: p256Csr(WEB, { commonName: WEB, dnsNames: [other] }) }),
+        Status.FAILED_PRECONDITION,
+        /voting/,
+      );
     });
     it('CSR with a URI SAN → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ csr: p256Csr(WEB, { uris: ['spiffe://cluster.local/ns/kube-system/sa/admin'] }) }), Status.FAILED_PRECONDITION, /URI/);
+      assertRefused(
+        await refusal({
+          csr: p256Csr(WEB, { uris: ['spiffe://cluster.local/ns/kube-system/sa/admin'] }),
+        }),
+        Status.FAILED_PRECONDITION,
+        /URI/,
+      );
     });
     it('CSR with an IP SAN → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ csr: p256Csr(WEB, { ipAddresses: ['10.0.0.1'] }) }), Status.FAILED_PRECONDITION, /IP/);
+      assertRefused(
+        await refusal({ csr: p256Csr(WEB, { ipAddresses: ['10.0.0.1'] }) }),
+        Status.FAILED_PRECONDITION,
+        /IP/,
+      );
     });
     it('CSR whose CN differs from the identity → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ csr: p256Csr(WEB, { commonName: 'admin' }) }), Status.FAILED_PRECONDITION, /CN/);
+      assertRefused(
+        await refusal({ csr: p256Csr(WEB, { commonName: 'admin' }) }),
+        Status.FAILED_PRECONDITION,
+        /CN/,
+      );
     });
     it('CSR whose signature does not verify (no proof of possession) → FAILED_PRECONDITION', async () => {
       const csr = p256Csr(WEB);
@@ -275,33 +428,76 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
       assertRefused(await refusal({ csr }), Status.FAILED_PRECONDITION, /signature/);
     });
     it('token for another service account → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'voting')) }), Status.FAILED_PRECONDITION, /token is for service account emojivoto\/voting/);
+      assertRefused(
+        await refusal({ token: Buffer.from(await state.token('emojivoto', 'voting')) }),
+        Status.FAILED_PRECONDITION,
+        /token is for service account emojivoto\/voting/,
+      );
     });
     it('token with the wrong audience → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { audience: 'https://kubernetes.default.svc' })) }), Status.FAILED_PRECONDITION, /audience/);
+      assertRefused(
+        await refusal({
+          token: Buffer.from(
+            await state.token('emojivoto', 'web', { audience: 'https://kubernetes.default.svc' }),
+          ),
+        }),
+        Status.FAILED_PRECONDITION,
+        /audience/,
+      );
     });
     it('token from the wrong issuer → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { issuer: 'https://evil.example' })) }), Status.FAILED_PRECONDITION, /issuer/);
+      assertRefused(
+        await refusal({
+          token: Buffer.from(
+            await state.token('emojivoto', 'web', { issuer: 'https://evil.example' }),
+          ),
+        }),
+        Status.FAILED_PRECONDITION,
+        /issuer/,
+      );
     });
     it('expired token → FAILED_PRECONDITION', async () => {
-      assertRefused(await refusal({ token: Buffer.from(await state.token('emojivoto', 'web', { ttlMs: 3_600_000, issuedAgoMs: 2 * 3_600_000 })) }), Status.FAILED_PRECONDITION, /expired/);
+      assertRefused(
+        await refusal({
+          token: Buffer.from(
+            await state.token('emojivoto', 'web', { ttlMs: 3_600_000, issuedAgoMs: 2 * 3_600_000 }),
+          ),
+        }),
+        Status.FAILED_PRECONDITION,
+        /expired/,
+      );
     });
-    it("token with alg none → FAILED_PRECONDITION or INVALID_ARGUMENT naming the algorithm", async () => {
+    it('token with alg none → FAILED_PRECONDITION or INVALID_ARGUMENT naming the algorithm', async () => {
       const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
       const now = Math.floor(Date.now() / 1000);
       const forged = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: 'https://kubernetes.default.svc.cluster.local', aud: ['identity.l5d.io'], sub: 'system:serviceaccount:emojivoto:web', exp: now + 600, iat: now, nbf: now })}.`;
       const err = await refusal({ token: Buffer.from(forged) });
-      assert.ok(err.code === Status.FAILED_PRECONDITION || err.code === Status.INVALID_ARGUMENT, String(err.code));
+      assert.ok(
+        err.code === Status.FAILED_PRECONDITION || err.code === Status.INVALID_ARGUMENT,
+        String(err.code),
+      );
       assert.match(err.details, /none|alg/i);
     });
     it('token that is not a JWT → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ token: Buffer.from('definitely-not-a-jwt') }), Status.INVALID_ARGUMENT, /token/);
+      assertRefused(
+        await refusal({ token: Buffer.from('definitely-not-a-jwt') }),
+        Status.INVALID_ARGUMENT,
+        /token/,
+      );
     });
     it('token over 16 KiB → INVALID_ARGUMENT', async () => {
-      assertRefused(await refusal({ token: Buffer.alloc(17 * 1024, 0x61) }), Status.INVALID_ARGUMENT, /token is \d+ bytes, over the limit/);
+      assertRefused(
+        await refusal({ token: Buffer.alloc(17 * 1024, 0x61) }),
+        Status.INVALID_ARGUMENT,
+        /token is \d+ bytes, over the limit/,
+      );
     });
     it('message over 64 KiB → RESOURCE_EXHAUSTED from gRPC before any decoding', async () => {
-      assertRefused(await refusal({ token: Buffer.alloc(70 * 1024, 0x61) }), Status.RESOURCE_EXHAUSTED, /larger than max/i);
+      assertRefused(
+        await refusal({ token: Buffer.alloc(70 * 1024, 0x61) }),
+        Status.RESOURCE_EXHAUSTED,
+        /larger than max/i,
+      );
     });
   });
 
@@ -315,21 +511,40 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
 
     it('exports Certify outcomes by status, latency, the issuer TTL and the anchors expiry, summed over workers', async () => {
       const text = (await adminGet(ca.admin, '/metrics')).body;
-      assert.ok(metricValue(text, 'meshid_certify_requests_total', { outcome: 'issued', code: 'OK' }) >= 3);
-      assert.ok(metricValue(text, 'meshid_certify_requests_total', { outcome: 'refused', code: 'FAILED_PRECONDITION' }) >= 1);
-      assert.ok(metricValue(text, 'meshid_certify_duration_seconds_count', { outcome: 'issued' }) >= 3);
+      assert.ok(
+        metricValue(text, 'meshid_certify_requests_total', { outcome: 'issued', code: 'OK' }) >= 3,
+      );
+      assert.ok(
+        metricValue(text, 'meshid_certify_requests_total', {
+          outcome: 'refused',
+          code: 'FAILED_PRECONDITION',
+        }) >= 1,
+      );
+      assert.ok(
+        metricValue(text, 'meshid_certify_duration_seconds_count', { outcome: 'issued' }) >= 3,
+      );
       const ttl = metricValue(text, 'meshid_issuer_cert_ttl_seconds');
       assert.ok(ttl > 29 * 86_400 && ttl <= 30 * 86_400, String(ttl));
-      assert.equal(metricValue(text, 'meshid_trust_anchors_earliest_not_after_timestamp_seconds'), Math.floor(new x509.X509Certificate(state.root.certificateDer).notAfter.getTime() / 1000));
+      assert.equal(
+        metricValue(text, 'meshid_trust_anchors_earliest_not_after_timestamp_seconds'),
+        Math.floor(new x509.X509Certificate(state.root.certificateDer).notAfter.getTime() / 1000),
+      );
     });
 
     it('never logs a token', async () => {
       const token = await state.token('emojivoto', 'web');
-      await client.certify({ identity: WEB, token: Buffer.from(token), certificateSigningRequest: p256Csr(WEB) });
+      await client.certify({
+        identity: WEB,
+        token: Buffer.from(token),
+        certificateSigningRequest: p256Csr(WEB),
+      });
       await refusal({ token: Buffer.from(await state.token('emojivoto', 'voting')) });
       const signature = token.split('.')[2]!;
       const all = ca.lines.join('\n') + ca.stderr();
-      assert.ok(!all.includes(signature) && !all.includes(token.slice(0, 40)), 'token material in the logs');
+      assert.ok(
+        !all.includes(signature) && !all.includes(token.slice(0, 40)),
+        'token material in the logs',
+      );
       assert.match(all, /"event":"issued".*"serial":"[0-9a-f]+".*"sha256":"[0-9a-f]{64}"/);
     });
   });

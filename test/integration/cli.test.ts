@@ -25,10 +25,23 @@ describe('meshid CLI (real processes)', function () {
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual((await readdir(join(dir, 'issuer'))).sort(), ['ca.crt', 'tls.crt', 'tls.key']);
     assert.deepEqual((await readdir(join(dir, 'token-signing'))).sort(), ['jwks.json', 'key.pem']);
-    assert.match(await readFile(join(dir, 'trust-anchors.pem'), 'utf8'), /^-----BEGIN CERTIFICATE-----/);
-    assert.equal((await stat(join(dir, 'issuer', 'tls.key'))).mode & 0o077, 0, 'issuer key readable by others');
-    assert.equal((await stat(join(dir, 'token-signing', 'key.pem'))).mode & 0o077, 0, 'signing key readable by others');
-    const jwks = JSON.parse(await readFile(join(dir, 'token-signing', 'jwks.json'), 'utf8')) as { keys: Record<string, unknown>[] };
+    assert.match(
+      await readFile(join(dir, 'trust-anchors.pem'), 'utf8'),
+      /^-----BEGIN CERTIFICATE-----/,
+    );
+    assert.equal(
+      (await stat(join(dir, 'issuer', 'tls.key'))).mode & 0o077,
+      0,
+      'issuer key readable by others',
+    );
+    assert.equal(
+      (await stat(join(dir, 'token-signing', 'key.pem'))).mode & 0o077,
+      0,
+      'signing key readable by others',
+    );
+    const jwks = JSON.parse(await readFile(join(dir, 'token-signing', 'jwks.json'), 'utf8')) as {
+      keys: Record<string, unknown>[];
+    };
     assert.equal(jwks.keys.length, 1);
     assert.equal(jwks.keys[0]!['d'], undefined, 'the JWKS holds no private part');
   });
@@ -37,7 +50,10 @@ describe('meshid CLI (real processes)', function () {
     const anchorBefore = await readFile(join(dir, 'trust-anchors.pem'), 'utf8');
     const r = await runMeshid(['init', '--dir', dir]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /refusing to overwrite existing material .*pass --force to replace it \[ERR_LOCAL_STATE\]/);
+    assert.match(
+      r.stderr,
+      /refusing to overwrite existing material .*pass --force to replace it \[ERR_LOCAL_STATE\]/,
+    );
     assert.equal(await readFile(join(dir, 'trust-anchors.pem'), 'utf8'), anchorBefore);
   });
 
@@ -49,7 +65,17 @@ describe('meshid CLI (real processes)', function () {
   });
 
   it('token prints a projected-token-like JWT and says it is for development only', async () => {
-    const r = await runMeshid(['token', '--dir', dir, '--ns', 'emojivoto', '--sa', 'web', '--ttl', '10m']);
+    const r = await runMeshid([
+      'token',
+      '--dir',
+      dir,
+      '--ns',
+      'emojivoto',
+      '--sa',
+      'web',
+      '--ttl',
+      '10m',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /development only/);
     const jwt = r.stdout.trim();
@@ -71,13 +97,25 @@ describe('meshid CLI (real processes)', function () {
   });
 
   it('ca refuses to start on a folder with no material, naming the missing file', async () => {
-    const r = await runMeshid(['ca', '--dir', join(dir, 'nothing-here'), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--workers', '2']);
+    const r = await runMeshid([
+      'ca',
+      '--dir',
+      join(dir, 'nothing-here'),
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+      '--workers',
+      '2',
+    ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr + r.stdout, /nothing-here/);
   });
 
   it('ca refuses an invalid configuration with exit code 2 and every problem named', async () => {
-    const r = await runMeshid(['ca', '--dir', dir, '--cert-lifetime', 'soon', '--listen', 'here'], { MESHID_CLOCK_SKEWW: '1s' });
+    const r = await runMeshid(['ca', '--dir', dir, '--cert-lifetime', 'soon', '--listen', 'here'], {
+      MESHID_CLOCK_SKEWW: '1s',
+    });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--cert-lifetime: must be a duration/);
     assert.match(r.stderr, /--listen: must be HOST:PORT/);
@@ -93,9 +131,13 @@ describe('meshid CLI (real processes)', function () {
 
   it('local (npm start) initialises an empty folder, runs the CA, issues to itself, and stops on Ctrl-C', async () => {
     const localDir = join(dir, '..', 'local');
-    const proc = spawn(process.execPath, [MESHID_BIN, 'local', '--dir', localDir, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      process.execPath,
+      [MESHID_BIN, 'local', '--dir', localDir, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -112,7 +154,10 @@ describe('meshid CLI (real processes)', function () {
     });
     assert.ok(ready, out);
     assert.match(out, /initialised local state/);
-    assert.match(out, /self-check: issued web\.default\.serviceaccount\.identity\.linkerd\.cluster\.local/);
+    assert.match(
+      out,
+      /self-check: issued web\.default\.serviceaccount\.identity\.linkerd\.cluster\.local/,
+    );
     assert.match(out, /chain verified to the trust anchor/);
     proc.kill('SIGINT');
     assert.equal(await exited, 0, out);

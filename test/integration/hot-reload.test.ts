@@ -35,17 +35,28 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
   });
 
   function newClient(): Promise<CertifyClient> {
-    return readFile(state.anchorsFile, 'utf8').then((anchorsPem) => new CertifyClient({ address: ca.address, serverName: CA_IDENTITY, anchorsPem }));
+    return readFile(state.anchorsFile, 'utf8').then(
+      (anchorsPem) =>
+        new CertifyClient({ address: ca.address, serverName: CA_IDENTITY, anchorsPem }),
+    );
   }
 
   async function issuerOfNewLeaf(client: CertifyClient): Promise<string> {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const res = await client.certify({ identity: WEB, token, certificateSigningRequest: createCsr({ privateKey, dnsNames: [WEB] }) });
+    const res = await client.certify({
+      identity: WEB,
+      token,
+      certificateSigningRequest: createCsr({ privateKey, dnsNames: [WEB] }),
+    });
     return Buffer.from(res.intermediateCertificates[0]!).toString('hex');
   }
 
   async function rejectedCount(): Promise<number> {
-    const v = metricValue((await adminGet(ca.admin, '/metrics')).body, 'meshid_issuer_updates_total', { result: 'rejected' });
+    const v = metricValue(
+      (await adminGet(ca.admin, '/metrics')).body,
+      'meshid_issuer_updates_total',
+      { result: 'rejected' },
+    );
     return Number.isNaN(v) ? 0 : v;
   }
 
@@ -81,7 +92,10 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
       stop = true;
       await Promise.all(load);
       assert.deepEqual(failures, [], 'no Certify failed during the reload');
-      assert.ok(seen.has(hex(state.issuer)) && seen.has(hex(next)), 'calls were served by both issuers');
+      assert.ok(
+        seen.has(hex(state.issuer)) && seen.has(hex(next)),
+        'calls were served by both issuers',
+      );
       assert.equal(ca.proc.exitCode, null, 'no restart');
     } finally {
       client.close();
@@ -96,7 +110,9 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
       const broken = await state.newIssuer({ commonName: 'identity-broken.linkerd.cluster.local' });
       const stranger = await state.newIssuer();
       await state.installIssuer(broken, { key: stranger.privateKeyPem });
-      await waitFor('both workers to refuse the broken issuer', async () => ((await rejectedCount()) >= before + 2 ? true : undefined));
+      await waitFor('both workers to refuse the broken issuer', async () =>
+        (await rejectedCount()) >= before + 2 ? true : undefined,
+      );
       assert.equal(await issuerOfNewLeaf(client), current);
       assert.match(ca.lines.join('\n'), /private key does not match/);
       assert.equal((await adminGet(ca.admin, '/ready')).status, 200);
@@ -111,10 +127,16 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
       const current = await issuerOfNewLeaf(client);
       const before = await rejectedCount();
       const now = systemClock.now();
-      const otherRoot = await createRootCa({ commonName: 'evil-root', notBefore: now - HOUR, notAfter: now + DAY });
+      const otherRoot = await createRootCa({
+        commonName: 'evil-root',
+        notBefore: now - HOUR,
+        notAfter: now + DAY,
+      });
       const foreign = await state.newIssuer({ root: otherRoot });
       await state.installIssuer(foreign, { root: otherRoot });
-      await waitFor('the foreign issuer to be refused', async () => ((await rejectedCount()) >= before + 2 ? true : undefined));
+      await waitFor('the foreign issuer to be refused', async () =>
+        (await rejectedCount()) >= before + 2 ? true : undefined,
+      );
       assert.equal(await issuerOfNewLeaf(client), current);
       assert.match(ca.lines.join('\n'), /does not chain to any trust anchor/);
     } finally {
@@ -124,20 +146,34 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
 
   it('rotates to a new root: anchors old+new first, then an issuer under the new root', async () => {
     const now = systemClock.now();
-    const newRoot = await createRootCa({ commonName: 'root-2.linkerd.cluster.local', notBefore: now - HOUR, notAfter: now + 365 * DAY });
+    const newRoot = await createRootCa({
+      commonName: 'root-2.linkerd.cluster.local',
+      notBefore: now - HOUR,
+      notAfter: now + 365 * DAY,
+    });
     const oldAnchors = await readFile(state.anchorsFile, 'utf8');
     await writeFile(`${state.anchorsFile}.tmp`, oldAnchors + '\n\n' + newRoot.certificatePem);
     const { rename } = await import('node:fs/promises');
     await rename(`${state.anchorsFile}.tmp`, state.anchorsFile);
-    const issuer = await state.newIssuer({ root: newRoot, commonName: 'identity-3.linkerd.cluster.local' });
+    const issuer = await state.newIssuer({
+      root: newRoot,
+      commonName: 'identity-3.linkerd.cluster.local',
+    });
     await state.installIssuer(issuer, { root: newRoot });
     const client = await newClient();
     try {
-      await waitFor('the issuer under the new root', async () => ((await issuerOfNewLeaf(client)) === hex(issuer) ? true : undefined));
+      await waitFor('the issuer under the new root', async () =>
+        (await issuerOfNewLeaf(client)) === hex(issuer) ? true : undefined,
+      );
       const metrics = (await adminGet(ca.admin, '/metrics')).body;
       assert.equal(
         metricValue(metrics, 'meshid_trust_anchors_earliest_not_after_timestamp_seconds'),
-        Math.floor(Math.min(new x509.X509Certificate(state.root.certificateDer).notAfter.getTime(), new x509.X509Certificate(newRoot.certificateDer).notAfter.getTime()) / 1000),
+        Math.floor(
+          Math.min(
+            new x509.X509Certificate(state.root.certificateDer).notAfter.getTime(),
+            new x509.X509Certificate(newRoot.certificateDer).notAfter.getTime(),
+          ) / 1000,
+        ),
       );
     } finally {
       client.close();

@@ -25,7 +25,10 @@ export interface CaProcess {
 }
 
 /** Starts `meshid ca` with `args` (listen and admin on 127.0.0.1:0 unless given). */
-export async function startCaProcess(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
+export async function startCaProcess(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CaProcess> {
   const withPorts = [...args];
   if (!args.includes('--listen')) withPorts.push('--listen', '127.0.0.1:0');
   if (!args.includes('--admin')) withPorts.push('--admin', '127.0.0.1:0');
@@ -54,7 +57,13 @@ export async function startCaProcess(args: string[], env: Record<string, string>
         }
       }
     });
-    proc.once('exit', (code) => reject(new Error(`meshid ca exited with ${code} before listening:\n${stderr}\n${lines.join('\n')}`)));
+    proc.once('exit', (code) =>
+      reject(
+        new Error(
+          `meshid ca exited with ${code} before listening:\n${stderr}\n${lines.join('\n')}`,
+        ),
+      ),
+    );
   });
   const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
   try {
@@ -69,7 +78,10 @@ export async function startCaProcess(args: string[], env: Record<string, string>
         if (proc.exitCode !== null) return proc.exitCode;
         proc.kill('SIGTERM');
         const [code, signal] = (await once(proc, 'exit')) as [number | null, string | null];
-        if (code === null) throw new Error(`meshid ca was killed by ${signal}:\n${stderr}\n${lines.slice(-5).join('\n')}`);
+        if (code === null)
+          throw new Error(
+            `meshid ca was killed by ${signal}:\n${stderr}\n${lines.slice(-5).join('\n')}`,
+          );
         return code;
       },
     };
@@ -91,18 +103,29 @@ export async function runMeshid(
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    return {
+      code: typeof e.code === 'number' ? e.code : -1,
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? '',
+    };
   }
 }
 
 /** GETs an admin path; resolves with status and body. */
-export async function adminGet(admin: Address, path: string): Promise<{ status: number; body: string }> {
+export async function adminGet(
+  admin: Address,
+  path: string,
+): Promise<{ status: number; body: string }> {
   const res = await fetch(`http://${admin.host}:${admin.port}${path}`);
   return { status: res.status, body: await res.text() };
 }
 
 /** Sums a Prometheus sample family with the given labels from /metrics text. */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+export function metricValue(
+  text: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
   let total = 0;
   let seen = false;
   for (const line of text.split('\n')) {
@@ -116,7 +139,11 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -126,7 +153,10 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }

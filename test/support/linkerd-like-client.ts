@@ -6,7 +6,11 @@ import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import type { Address } from '../../core/index.js';
 import type { CertifyRequest, CertifyResponse } from '../../identity-ca/index.js';
-import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from '../../identity-ca/index.js';
+import {
+  CERTIFY_PATH,
+  decodeCertifyResponse,
+  encodeCertifyRequest,
+} from '../../identity-ca/index.js';
 
 export interface RawCertifyResult {
   readonly alpnProtocol: string | false | null;
@@ -63,7 +67,9 @@ export async function linkerdLikeCertify(
       stream.on('error', reject);
     });
     const status = Number(trailers['grpc-status'] ?? headers['grpc-status']);
-    const message = decodeURIComponent(String(trailers['grpc-message'] ?? headers['grpc-message'] ?? ''));
+    const message = decodeURIComponent(
+      String(trailers['grpc-message'] ?? headers['grpc-message'] ?? ''),
+    );
     const data = Buffer.concat(chunks);
     return {
       alpnProtocol,

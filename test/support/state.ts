@@ -25,7 +25,8 @@ export async function writeIssuerDir(
   const stamp = `..${Date.now()}_${process.pid}_${generation++}`;
   const target = join(issuerDir, stamp);
   await mkdir(target);
-  for (const [name, content] of Object.entries(files)) await writeFile(join(target, name), content, { mode: 0o600 });
+  for (const [name, content] of Object.entries(files))
+    await writeFile(join(target, name), content, { mode: 0o600 });
   await symlink(stamp, join(issuerDir, '..data_tmp'));
   await rename(join(issuerDir, '..data_tmp'), join(issuerDir, '..data'));
   for (const name of ['tls.crt', 'tls.key', 'ca.crt']) {
@@ -44,7 +45,11 @@ export interface TestState {
   readonly caArgs: string[];
   newIssuer(opts?: { root?: Ca; notAfter?: number; commonName?: string }): Promise<Ca>;
   installIssuer(issuer: Ca, opts?: { root?: Ca; key?: string }): Promise<void>;
-  token(ns: string, sa: string, opts?: { ttlMs?: number; audience?: string; issuer?: string; issuedAgoMs?: number }): Promise<string>;
+  token(
+    ns: string,
+    sa: string,
+    opts?: { ttlMs?: number; audience?: string; issuer?: string; issuedAgoMs?: number },
+  ): Promise<string>;
   cleanup(): Promise<void>;
 }
 
@@ -55,8 +60,14 @@ export interface TestState {
 export async function makeTestState(): Promise<TestState> {
   const dir = await mkdtemp(join(tmpdir(), 'meshid-test-'));
   const now = systemClock.now();
-  const root = await createRootCa({ commonName: 'root.linkerd.cluster.local', notBefore: now - HOUR, notAfter: now + 365 * DAY });
-  const newIssuer = (opts: { root?: Ca; notAfter?: number; commonName?: string } = {}): Promise<Ca> =>
+  const root = await createRootCa({
+    commonName: 'root.linkerd.cluster.local',
+    notBefore: now - HOUR,
+    notAfter: now + 365 * DAY,
+  });
+  const newIssuer = (
+    opts: { root?: Ca; notAfter?: number; commonName?: string } = {},
+  ): Promise<Ca> =>
     createIntermediateCa({
       issuer: opts.root ?? root,
       commonName: opts.commonName ?? 'identity.linkerd.cluster.local',
@@ -86,7 +97,16 @@ export async function makeTestState(): Promise<TestState> {
     anchorsFile,
     issuerDir,
     jwksFile,
-    caArgs: ['--trust-anchors', anchorsFile, '--issuer-dir', issuerDir, '--jwks', jwksFile, '--token-issuer', TOKEN_ISSUER],
+    caArgs: [
+      '--trust-anchors',
+      anchorsFile,
+      '--issuer-dir',
+      issuerDir,
+      '--jwks',
+      jwksFile,
+      '--token-issuer',
+      TOKEN_ISSUER,
+    ],
     newIssuer,
     installIssuer,
     token: (ns, sa, opts = {}) =>

@@ -36,7 +36,10 @@ describe('config', () => {
     assert.equal(config.clockSkew, 20_000);
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
     assert.deepEqual(config.admin, { host: '127.0.0.1', port: 9990 });
-    assert.equal(config.identityName, 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local');
+    assert.equal(
+      config.identityName,
+      'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    );
   });
 
   it('gives flags precedence over environment variables, and those over the file', () => {
@@ -49,7 +52,10 @@ describe('config', () => {
     assert.equal(config.certLifetime, 2 * 3_600_000);
     assert.equal(config.clockSkew, 7_000);
     assert.equal(config.trustDomain, 'file.example');
-    assert.equal(config.identityName, 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.file.example');
+    assert.equal(
+      config.identityName,
+      'linkerd-identity.linkerd.serviceaccount.identity.linkerd.file.example',
+    );
   });
 
   it('derives the CA identity from the trust domain and control-plane namespace', () => {
@@ -57,12 +63,17 @@ describe('config', () => {
       argv: ['--trust-domain', 'prod.example', '--control-plane-namespace', 'mesh'],
       env: {},
     });
-    assert.equal(config.identityName, 'linkerd-identity.mesh.serviceaccount.identity.mesh.prod.example');
+    assert.equal(
+      config.identityName,
+      'linkerd-identity.mesh.serviceaccount.identity.mesh.prod.example',
+    );
   });
 
   it('refuses an unknown key in the config file', () => {
     files['/bad.yaml'] = 'certLifetimee: 1h\n';
-    const err = configError(() => loadConfig('ca', { argv: ['--config', '/bad.yaml'], env: {}, readFile }));
+    const err = configError(() =>
+      loadConfig('ca', { argv: ['--config', '/bad.yaml'], env: {}, readFile }),
+    );
     assert.match(err.message, /\/bad\.yaml: certLifetimee: unknown setting/);
   });
 
@@ -79,7 +90,14 @@ describe('config', () => {
   it('reports every bad field at once, each named', () => {
     const err = configError(() =>
       loadConfig('ca', {
-        argv: ['--cert-lifetime', 'forever', '--listen', 'nowhere', '--trust-domain', 'Not_A_Domain'],
+        argv: [
+          '--cert-lifetime',
+          'forever',
+          '--listen',
+          'nowhere',
+          '--trust-domain',
+          'Not_A_Domain',
+        ],
         env: {},
       }),
     );
@@ -90,21 +108,32 @@ describe('config', () => {
 
   it('validates values after merging: trust domain, skew below lifetime', () => {
     const err = configError(() =>
-      loadConfig('ca', { argv: ['--trust-domain', 'UPPER.case', '--cert-lifetime', '2m', '--clock-skew', '5m'], env: {} }),
+      loadConfig('ca', {
+        argv: ['--trust-domain', 'UPPER.case', '--cert-lifetime', '2m', '--clock-skew', '5m'],
+        env: {},
+      }),
     );
-    assert.match(err.message, /trustDomain \(--trust-domain, MESHID_TRUST_DOMAIN\): must be a DNS-1123 subdomain/);
+    assert.match(
+      err.message,
+      /trustDomain \(--trust-domain, MESHID_TRUST_DOMAIN\): must be a DNS-1123 subdomain/,
+    );
     assert.match(err.message, /clockSkew .*: must be less than certLifetime/);
   });
 
   it('requires all four inputs when any is given without a state folder', () => {
-    const err = configError(() => loadConfig('ca', { argv: ['--trust-anchors', '/a.pem'], env: {} }));
+    const err = configError(() =>
+      loadConfig('ca', { argv: ['--trust-anchors', '/a.pem'], env: {} }),
+    );
     assert.match(err.message, /issuerDir .*: is required/);
     assert.match(err.message, /jwks .*: is required/);
     assert.match(err.message, /tokenIssuer .*: is required/);
   });
 
   it('lets explicit inputs override the state folder', () => {
-    const { config } = loadConfig('ca', { argv: ['--dir', '/s', '--jwks', 'https://kube.example/openid/v1/jwks'], env: {} });
+    const { config } = loadConfig('ca', {
+      argv: ['--dir', '/s', '--jwks', 'https://kube.example/openid/v1/jwks'],
+      env: {},
+    });
     assert.equal(config.issuerDir, '/s/issuer');
     assert.equal(config.jwks, 'https://kube.example/openid/v1/jwks');
   });
@@ -142,7 +171,10 @@ describe('config: the CA identity', () => {
       assert.fail('expected ERR_CONFIG_INVALID');
     } catch (err) {
       assert.ok(isMeshidError(err, 'ERR_CONFIG_INVALID'));
-      assert.match(err.message, /identityName .*not of the form <sa>\.<ns>\.serviceaccount\.identity\.linkerd\.cluster\.local/);
+      assert.match(
+        err.message,
+        /identityName .*not of the form <sa>\.<ns>\.serviceaccount\.identity\.linkerd\.cluster\.local/,
+      );
     }
   });
 });

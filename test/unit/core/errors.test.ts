@@ -5,17 +5,27 @@ import { ERROR_CODES, GrpcStatus, MeshidError } from '../../../core/index.js';
 describe('error code table', () => {
   const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
   const rows = new Map(
-    [...doc.matchAll(/^\| `(ERR_[A-Z_]+)` \| ([A-Z_]+) \| (\d+) \| (yes|no) \|/gm)].map((m) => [m[1]!, m.slice(2)]),
+    [...doc.matchAll(/^\| `(ERR_[A-Z_]+)` \| ([A-Z_]+) \| (\d+) \| (yes|no) \|/gm)].map((m) => [
+      m[1]!,
+      m.slice(2),
+    ]),
   );
 
   it('documents every code in docs/errors.md with the same gRPC status, HTTP status and retryable flag', () => {
     for (const [code, info] of Object.entries(ERROR_CODES)) {
-      assert.deepEqual(rows.get(code), [info.grpc, String(info.http), info.retryable ? 'yes' : 'no'], code);
+      assert.deepEqual(
+        rows.get(code),
+        [info.grpc, String(info.http), info.retryable ? 'yes' : 'no'],
+        code,
+      );
     }
   });
 
   it('documents no code that does not exist', () => {
-    assert.deepEqual([...rows.keys()].filter((c) => !(c in ERROR_CODES)), []);
+    assert.deepEqual(
+      [...rows.keys()].filter((c) => !(c in ERROR_CODES)),
+      [],
+    );
   });
 
   it('maps every code to a real gRPC status', () => {

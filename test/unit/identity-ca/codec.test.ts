@@ -27,7 +27,11 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
 
   it('decodes a request encoded by protobufjs, field by field', () => {
     const bytes = Req.encode(
-      Req.create({ identity: 'web.ns.serviceaccount.identity.linkerd.cluster.local', token: Buffer.from('tok'), certificate_signing_request: Buffer.from([0x30, 1, 2]) }),
+      Req.create({
+        identity: 'web.ns.serviceaccount.identity.linkerd.cluster.local',
+        token: Buffer.from('tok'),
+        certificate_signing_request: Buffer.from([0x30, 1, 2]),
+      }),
     ).finish();
     const req = decodeCertifyRequest(bytes);
     assert.equal(req.identity, 'web.ns.serviceaccount.identity.linkerd.cluster.local');
@@ -37,7 +41,16 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
 
   it('encodes a request that protobufjs decodes identically', () => {
     const token = Buffer.alloc(3000, 0x61);
-    const obj = Req.toObject(Req.decode(encodeCertifyRequest({ identity: 'a.b', token, certificateSigningRequest: Buffer.from([9]) })), { bytes: Buffer }) as Record<string, unknown>;
+    const obj = Req.toObject(
+      Req.decode(
+        encodeCertifyRequest({
+          identity: 'a.b',
+          token,
+          certificateSigningRequest: Buffer.from([9]),
+        }),
+      ),
+      { bytes: Buffer },
+    ) as Record<string, unknown>;
     assert.equal(obj['identity'], 'a.b');
     assert.deepEqual(obj['token'], token);
     assert.deepEqual(obj['certificate_signing_request'], Buffer.from([9]));
@@ -56,14 +69,21 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
       valid_until: { seconds: number; nanos: number };
     };
     assert.deepEqual(obj.leaf_certificate, Buffer.from('leaf'));
-    assert.deepEqual(obj.intermediate_certificates, [Buffer.from('issuer'), Buffer.from('intermediate')]);
+    assert.deepEqual(obj.intermediate_certificates, [
+      Buffer.from('issuer'),
+      Buffer.from('intermediate'),
+    ]);
     assert.equal(obj.valid_until.seconds, Math.floor(validUntil / 1000));
     assert.equal(obj.valid_until.nanos, 250_000_000);
     assert.equal(decodeCertifyResponse(bytes).validUntil, validUntil);
   });
 
   it('skips unknown fields, as protobuf requires', () => {
-    const known = encodeCertifyRequest({ identity: 'x', token: Buffer.from('t'), certificateSigningRequest: Buffer.from('c') });
+    const known = encodeCertifyRequest({
+      identity: 'x',
+      token: Buffer.from('t'),
+      certificateSigningRequest: Buffer.from('c'),
+    });
     const unknown = Buffer.from([(9 << 3) | 0, 0x96, 0x01, (10 << 3) | 2, 2, 0xaa, 0xbb]);
     const req = decodeCertifyRequest(Buffer.concat([unknown, known]));
     assert.equal(req.identity, 'x');
@@ -71,8 +91,16 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
 
   for (const [name, bytes, words] of [
     ['a field overrunning the message', Buffer.from([(2 << 3) | 2, 50, 1, 2]), /overruns/],
-    ['the identity with the wrong wire type', Buffer.from([(1 << 3) | 0, 5]), /field 1 has wire type 0/],
-    ['an identity that is not UTF-8', Buffer.from([(1 << 3) | 2, 2, 0xc3, 0x28]), /not valid UTF-8/],
+    [
+      'the identity with the wrong wire type',
+      Buffer.from([(1 << 3) | 0, 5]),
+      /field 1 has wire type 0/,
+    ],
+    [
+      'an identity that is not UTF-8',
+      Buffer.from([(1 << 3) | 2, 2, 0xc3, 0x28]),
+      /not valid UTF-8/,
+    ],
     ['a truncated varint', Buffer.from([(2 << 3) | 2, 0x80]), /truncated varint/],
     ['a group wire type', Buffer.from([(7 << 3) | 3]), /unsupported wire type 3/],
   ] as const) {
