@@ -161,8 +161,8 @@ export function parseServiceAccountUsername(username: string): WorkloadIdentity 
 /** Makes an untrusted string safe to put in a message or log: bounded, control characters escaped. */
 export function printable(s: string, max = 80): string {
   const cut = s.length > max ? `${s.slice(0, max)}…` : s;
-  // eslint-disable-next-line no-control-regex
   return cut.replace(
+    // eslint-disable-next-line no-control-regex -- matching control characters is the point
     /[\u0000-\u001f\u007f-\u009f"\\]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
