@@ -11,11 +11,13 @@ import * as x509 from '@peculiar/x509';
 import {
   SignJWT,
   base64url,
+  createLocalJWKSet,
   exportJWK,
   exportPKCS8,
   exportSPKI,
   generateKeyPair,
   importPKCS8,
+  jwtVerify,
   type CryptoKey,
   type JWK,
   type JWTPayload,
@@ -439,6 +441,60 @@ describe('JwksTokenValidator', () => {
     it('refuses every token once closed', async () => {
       await validator.close();
       await refused(validator, await signed(), 'ERR_TOKEN_VALIDATOR_UNAVAILABLE', 'closed');
+    });
+  });
+
+  describe("the same verdicts as jose's jwtVerify (the signature is checked with node:crypto)", () => {
+    it('accepts exactly the tokens jwtVerify accepts, over accepted and attack tokens alike', async () => {
+      const pss = await importPKCS8(await exportPKCS8(rsa.privateKey), 'PS256');
+      const cases: [string, string][] = [
+        ['RS256', await signed()],
+        ['ES256', await signed({ alg: 'ES256' })],
+        ['no kid', await signed({ kid: null })],
+        ['expired within skew', await signed({}, (c) => (c.exp = T0_S - 10))],
+        ['expired beyond skew', await signed({}, (c) => (c.exp = T0_S - 60))],
+        ['nbf ahead beyond skew', await signed({}, (c) => (c.nbf = T0_S + 60))],
+        ['wrong audience', await signed({}, (c) => (c.aud = ['https://kubernetes.default.svc']))],
+        ['wrong issuer', await signed({}, (c) => (c.iss = 'https://evil.example'))],
+        ['no exp', await signed({}, (c) => delete c.exp)],
+        ['impostor key, same kid', await signed({ key: rsaImpostor.privateKey })],
+        ['ES256 header naming the RSA kid', await signed({ alg: 'ES256', kid: 'rsa-1' })],
+        ['PS256 by the JWKS key', await signed({ alg: 'PS256', key: pss, kid: 'rsa-1' })],
+        ['alg none', crafted({ alg: 'none', kid: 'rsa-1' }, projectedClaims(), new Uint8Array())],
+        ['HS256 keyed with the public key', await hs256With(JSON.stringify(rsaJwk))],
+      ];
+      const tampered = (await signed()).split('.');
+      tampered[1] = base64url.encode(
+        JSON.stringify({ ...projectedClaims(), sub: 'system:serviceaccount:kube-system:admin' }),
+      );
+      cases.push(['payload tampered', tampered.join('.')]);
+      const keySet = createLocalJWKSet({ keys: [rsaJwk, ecJwk] });
+      const accepted: string[] = [];
+      for (const [name, token] of cases) {
+        const joseAccepts = await jwtVerify(token, keySet, {
+          algorithms: ['RS256', 'ES256'],
+          issuer: ISSUER,
+          audience: AUDIENCE,
+          requiredClaims: ['exp', 'sub'],
+          clockTolerance: SKEW_MS / 1000,
+          currentDate: new Date(T0),
+        }).then(
+          () => true,
+          () => false,
+        );
+        const oursAccepts = await validator.validate(bytes(token)).then(
+          () => true,
+          () => false,
+        );
+        assert.equal(
+          oursAccepts,
+          joseAccepts,
+          `${name}: meshid ${oursAccepts}, jose ${joseAccepts}`,
+        );
+        if (oursAccepts) accepted.push(name);
+      }
+      // Both verdicts occur, so the comparison above does not pass vacuously.
+      assert.deepEqual(accepted, ['RS256', 'ES256', 'no kid', 'expired within skew']);
     });
   });
 
