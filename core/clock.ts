@@ -1,7 +1,7 @@
 /**
  * Time and randomness are passed in, never reached for globally, so tests control them.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /** A source of the current time. */
 export interface Clock {
@@ -32,7 +32,28 @@ export const systemClock: Clock = Object.freeze({ now: () => Date.now() });
  * const serial = systemRandom.bytes(16);
  * ```
  */
-export const systemRandom: Random = Object.freeze({ bytes: (n: number) => randomBytes(n) });
+export const systemRandom: Random = Object.freeze({ bytes: (n: number) => pooledRandomBytes(n) });
+
+/**
+ * The CSPRNG drawn from in 4 KiB refills: one call into OpenSSL per 256 serials instead of one
+ * per serial (each call costs about 8 µs on the CA's hot path; the bytes are the same
+ * generator's). Every byte is handed out once and copied out, never shared.
+ */
+const POOL_SIZE = 4096;
+const pool = Buffer.alloc(POOL_SIZE);
+let poolOffset = POOL_SIZE;
+
+function pooledRandomBytes(n: number): Buffer {
+  if (n > POOL_SIZE / 4) return randomFillSync(Buffer.alloc(n));
+  if (poolOffset + n > POOL_SIZE) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const out = Buffer.from(pool.subarray(poolOffset, poolOffset + n));
+  pool.fill(0, poolOffset, poolOffset + n);
+  poolOffset += n;
+  return out;
+}
 
 /** A clock tests set and advance by hand. */
 export class ManualClock implements Clock {

@@ -49,7 +49,7 @@ function describeKey(csr: ParsedCsr): string {
  * checkCsrPolicy(csr, req.identity); // throws ERR_CSR_POLICY on any doubt
  * ```
  */
-export function checkCsrPolicy(csr: ParsedCsr, identity: string): void {
+export async function checkCsrPolicy(csr: ParsedCsr, identity: string): Promise<void> {
   const { algorithm, curve } = csr.publicKey;
   if (algorithm !== 'EC' || curve !== 'P-256') {
     refuse(`CSR key must be ECDSA P-256, got ${describeKey(csr)}`);
@@ -89,7 +89,7 @@ export function checkCsrPolicy(csr: ParsedCsr, identity: string): void {
   }
 
   // Last: the only check that costs real time (a public-key import and an ECDSA verification).
-  if (!verifyCsrSignature(csr)) {
+  if (!(await verifyCsrSignature(csr))) {
     refuse('CSR signature does not verify: no proof of possession of the private key');
   }
 }

@@ -95,7 +95,7 @@ export function createCertifyHandler(
         `issuer chain is not valid now: valid from ${iso(issuer.chainNotBefore)} to ${iso(issuer.chainNotAfter)}`,
       );
     }
-    checkCsrPolicy(csr, req.identity);
+    await checkCsrPolicy(csr, req.identity);
 
     const tokenIdentity = await deps.tokens.validate(req.token);
     const tokenName = identityName(tokenIdentity, deps.naming);

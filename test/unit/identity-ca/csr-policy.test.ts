@@ -41,8 +41,8 @@ function request(changes: Partial<CreateCsrOptions> = {}): ParsedCsr {
   );
 }
 
-function assertRefused(csr: ParsedCsr, identity: string, message: RegExp): void {
-  assert.throws(
+async function assertRefused(csr: ParsedCsr, identity: string, message: RegExp): Promise<void> {
+  await assert.rejects(
     () => checkCsrPolicy(csr, identity),
     (err: unknown) => {
       assert.ok(
@@ -63,27 +63,25 @@ function withBadSignature(csr: ParsedCsr): ParsedCsr {
 
 describe('identity-ca/issuer/csr-policy', () => {
   describe('accepting', () => {
-    it('accepts a request as a Linkerd proxy sends it', () => {
-      assert.doesNotThrow(() => checkCsrPolicy(request(), ID));
+    it('accepts a request as a Linkerd proxy sends it', async () => {
+      await checkCsrPolicy(request(), ID);
     });
 
-    it('accepts a request with no subject', () => {
+    it('accepts a request with no subject', async () => {
       const csr = parseCsr(
         createCsr({ privateKey: nodeKeyPair('P-256').privateKey, dnsNames: [ID] }),
       );
       assert.deepEqual(csr.subjectCommonNames, []);
-      assert.doesNotThrow(() => checkCsrPolicy(csr, ID));
+      await checkCsrPolicy(csr, ID);
     });
 
-    it('accepts an empty CN', () => {
-      assert.doesNotThrow(() => checkCsrPolicy(request({ commonName: '' }), ID));
+    it('accepts an empty CN', async () => {
+      await checkCsrPolicy(request({ commonName: '' }), ID);
     });
 
-    it('accepts a CN longer than 64 characters equal to the identity', () => {
+    it('accepts a CN longer than 64 characters equal to the identity', async () => {
       assert.ok(LONG_ID.length > 64);
-      assert.doesNotThrow(() =>
-        checkCsrPolicy(request({ commonName: LONG_ID, dnsNames: [LONG_ID] }), LONG_ID),
-      );
+      await checkCsrPolicy(request({ commonName: LONG_ID, dnsNames: [LONG_ID] }), LONG_ID);
     });
 
     it('ignores subject attributes other than CN (the CA builds the subject)', async () => {
@@ -91,10 +89,10 @@ describe('identity-ca/issuer/csr-policy', () => {
         name: `CN=${ID}, O=Evil Corp, OU=admins`,
         san: [{ type: 'dns', value: ID }],
       });
-      assert.doesNotThrow(() => checkCsrPolicy(parseCsr(der), ID));
+      await checkCsrPolicy(parseCsr(der), ID);
     });
 
-    it('ignores requested extensions other than SAN (the CA builds the extensions)', () => {
+    it('ignores requested extensions other than SAN (the CA builds the extensions)', async () => {
       const csr = parseCsr(
         rawCsr({
           attributes: tlv(
@@ -114,16 +112,16 @@ describe('identity-ca/issuer/csr-policy', () => {
           ),
         }),
       );
-      assert.doesNotThrow(() => checkCsrPolicy(csr, ID));
+      await checkCsrPolicy(csr, ID);
     });
 
-    it('accepts a request made by openssl req', () => {
+    it('accepts a request made by openssl req', async () => {
       const der = opensslCsr({
         key: nodeKeyPair('P-256').privateKey,
         subject: `/CN=${ID}`,
         san: `DNS:${ID}`,
       });
-      assert.doesNotThrow(() => checkCsrPolicy(parseCsr(der), ID));
+      await checkCsrPolicy(parseCsr(der), ID);
     });
   });
 
@@ -140,43 +138,43 @@ describe('identity-ca/issuer/csr-policy', () => {
           name: `CN=${ID}`,
           san: [{ type: 'dns', value: ID }],
         });
-        assertRefused(parseCsr(der), ID, message);
+        await assertRefused(parseCsr(der), ID, message);
       });
     }
 
-    it('refuses a P-384 key from openssl too', () => {
+    it('refuses a P-384 key from openssl too', async () => {
       const der = opensslCsr({
         key: nodeKeyPair('P-384').privateKey,
         subject: `/CN=${ID}`,
         san: `DNS:${ID}`,
       });
-      assertRefused(parseCsr(der), ID, /got EC P-384/);
+      await assertRefused(parseCsr(der), ID, /got EC P-384/);
     });
 
-    it('refuses an EC key on a curve named by an unknown OID, naming the OID', () => {
+    it('refuses an EC key on a curve named by an unknown OID, naming the OID', async () => {
       const csr = request();
-      assertRefused(
+      await assertRefused(
         { ...csr, publicKey: { ...csr.publicKey, curve: '1.3.132.0.10' } },
         ID,
         /got EC 1\.3\.132\.0\.10/,
       );
     });
 
-    it('refuses a key of an unknown algorithm, naming its OID', () => {
+    it('refuses a key of an unknown algorithm, naming its OID', async () => {
       const spki = tlv(
         DerTag.SEQUENCE,
         tlv(DerTag.SEQUENCE, derOid('1.3.101.113')),
         tlv(DerTag.BIT_STRING, Uint8Array.of(0), new Uint8Array(57)),
       );
       const csr = request();
-      assertRefused(
+      await assertRefused(
         { ...csr, publicKey: { spki, algorithm: 'other' } },
         ID,
         /got a key of algorithm 1\.3\.101\.113/,
       );
     });
 
-    it('refuses a compressed P-256 point', () => {
+    it('refuses a compressed P-256 point', async () => {
       const { privateKey, publicKey } = nodeKeyPair('P-256');
       const point = publicKey.export({ type: 'spki', format: 'der' }).subarray(-65);
       const compressed = ECDH.convertKey(
@@ -199,34 +197,38 @@ describe('identity-ca/issuer/csr-policy', () => {
           attributes: tlv(contextTag(0, true), extensionRequest(sanExtension(dnsName(ID)))),
         }),
       );
-      assertRefused(csr, ID, /uncompressed P-256 point \(65 bytes\), got 33 bytes/);
+      await assertRefused(csr, ID, /uncompressed P-256 point \(65 bytes\), got 33 bytes/);
     });
   });
 
   describe('names', () => {
-    it('refuses a request with no DNS SAN, saying how many it has', () => {
-      assertRefused(request({ dnsNames: [] }), ID, /exactly one DNS SAN, it has 0/);
+    it('refuses a request with no DNS SAN, saying how many it has', async () => {
+      await assertRefused(request({ dnsNames: [] }), ID, /exactly one DNS SAN, it has 0/);
     });
 
-    it('refuses a request with two DNS SANs, saying how many it has', () => {
-      assertRefused(request({ dnsNames: [ID, ID] }), ID, /exactly one DNS SAN, it has 2/);
+    it('refuses a request with two DNS SANs, saying how many it has', async () => {
+      await assertRefused(request({ dnsNames: [ID, ID] }), ID, /exactly one DNS SAN, it has 2/);
     });
 
-    it('refuses a DNS SAN that is not the requested identity, quoting both', () => {
+    it('refuses a DNS SAN that is not the requested identity, quoting both', async () => {
       const other = 'admin.kube-system.serviceaccount.identity.linkerd.cluster.local';
-      assertRefused(
+      await assertRefused(
         request({ commonName: other, dnsNames: [other] }),
         ID,
         new RegExp(`DNS SAN "${other}" does not match the requested identity "${ID}"`),
       );
     });
 
-    it('escapes control characters from the request in the message', () => {
-      assertRefused(request({ dnsNames: [`evil\u0007\nname`] }), ID, /"evil\\u0007\\u000aname"/);
+    it('escapes control characters from the request in the message', async () => {
+      await assertRefused(
+        request({ dnsNames: [`evil\u0007\nname`] }),
+        ID,
+        /"evil\\u0007\\u000aname"/,
+      );
     });
 
-    it('refuses a DNS SAN that differs only in letter case', () => {
-      assertRefused(request({ dnsNames: [ID.toUpperCase()] }), ID, /does not match/);
+    it('refuses a DNS SAN that differs only in letter case', async () => {
+      await assertRefused(request({ dnsNames: [ID.toUpperCase()] }), ID, /does not match/);
     });
 
     const others: [string, Partial<CreateCsrOptions>, RegExp][] = [
@@ -244,7 +246,7 @@ describe('identity-ca/issuer/csr-policy', () => {
       ],
     ];
     for (const [name, changes, message] of others) {
-      it(`refuses ${name}`, () => assertRefused(request(changes), ID, message));
+      it(`refuses ${name}`, async () => assertRefused(request(changes), ID, message));
     }
 
     it('refuses otherName, directoryName and registeredID SANs', async () => {
@@ -257,11 +259,11 @@ describe('identity-ca/issuer/csr-policy', () => {
           { type: 'id', value: '1.2.3.4' },
         ],
       });
-      assertRefused(parseCsr(der), ID, /it has otherName, directoryName, registeredID/);
+      await assertRefused(parseCsr(der), ID, /it has otherName, directoryName, registeredID/);
     });
 
-    it('refuses a CN that is neither empty nor the identity, quoting both', () => {
-      assertRefused(
+    it('refuses a CN that is neither empty nor the identity, quoting both', async () => {
+      await assertRefused(
         request({ commonName: 'someone-else' }),
         ID,
         new RegExp(`CN "someone-else" must be empty or equal to the requested identity "${ID}"`),
@@ -273,23 +275,23 @@ describe('identity-ca/issuer/csr-policy', () => {
         name: `CN=${ID}, CN=${ID}`,
         san: [{ type: 'dns', value: ID }],
       });
-      assertRefused(parseCsr(der), ID, /at most one CN, it has 2/);
+      await assertRefused(parseCsr(der), ID, /at most one CN, it has 2/);
     });
   });
 
   describe('proof of possession', () => {
-    it('refuses a request whose signature does not verify', () => {
-      assertRefused(
+    it('refuses a request whose signature does not verify', async () => {
+      await assertRefused(
         withBadSignature(request()),
         ID,
         /^CSR signature does not verify: no proof of possession of the private key$/,
       );
     });
 
-    it("refuses a request carrying someone else's key", () => {
+    it("refuses a request carrying someone else's key", async () => {
       const stolen = request();
       const mine = request();
-      assertRefused({ ...mine, publicKey: stolen.publicKey }, ID, /proof of possession/);
+      await assertRefused({ ...mine, publicKey: stolen.publicKey }, ID, /proof of possession/);
     });
   });
 
@@ -300,13 +302,17 @@ describe('identity-ca/issuer/csr-policy', () => {
         name: `CN=${ID}`,
         san: [{ type: 'dns', value: ID }],
       });
-      assertRefused(withBadSignature(parseCsr(der)), ID, /P-256/);
+      await assertRefused(withBadSignature(parseCsr(der)), ID, /P-256/);
     });
 
-    it('reports a name problem before a bad signature (signature last)', () => {
-      assertRefused(withBadSignature(request({ dnsNames: ['x.example'] })), ID, /does not match/);
-      assertRefused(withBadSignature(request({ uris: ['spiffe://x/y'] })), ID, /URI:/);
-      assertRefused(withBadSignature(request({ commonName: 'x' })), ID, /CN/);
+    it('reports a name problem before a bad signature (signature last)', async () => {
+      await assertRefused(
+        withBadSignature(request({ dnsNames: ['x.example'] })),
+        ID,
+        /does not match/,
+      );
+      await assertRefused(withBadSignature(request({ uris: ['spiffe://x/y'] })), ID, /URI:/);
+      await assertRefused(withBadSignature(request({ commonName: 'x' })), ID, /CN/);
     });
   });
 });
