@@ -6,7 +6,9 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
+import { connect as tlsConnect } from 'node:tls';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as x509 from '@peculiar/x509';
 import { createCsr, createRootCa, systemClock } from '../../core/index.js';
@@ -62,6 +64,21 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
 
   const hex = (c: Ca): string => Buffer.from(c.certificateDer).toString('hex');
 
+  /** The issuer of the certificate the CA presents on a new TLS connection. */
+  async function servingCertIssuer(): Promise<string> {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: ca.address.port,
+      servername: CA_IDENTITY,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+    });
+    await once(socket, 'secureConnect');
+    const cert = socket.getPeerX509Certificate();
+    socket.destroy();
+    return cert!.issuer;
+  }
+
   it('picks up a valid new issuer without a restart, failing no Certify in flight', async () => {
     const client = await newClient();
     try {
@@ -85,8 +102,16 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
       await waitFor('load to start', () => (ok > 20 ? true : undefined));
       await state.installIssuer(next);
       await waitFor('the new issuer to be used by both workers', async () => {
+        // Fresh connections, which the primary hands to the workers in turn.
         const issuers = new Set<string>();
-        for (let i = 0; i < 8; i++) issuers.add(await issuerOfNewLeaf(client));
+        for (let i = 0; i < 4; i++) {
+          const fresh = await newClient();
+          try {
+            issuers.add(await issuerOfNewLeaf(fresh));
+          } finally {
+            fresh.close();
+          }
+        }
         return issuers.size === 1 && issuers.has(hex(next)) ? true : undefined;
       });
       stop = true;
@@ -97,6 +122,14 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
         'calls were served by both issuers',
       );
       assert.equal(ca.proc.exitCode, null, 'no restart');
+      // The CA's own serving certificate follows the issuer, so it still verifies for clients
+      // once the old issuer is gone.
+      const nextSubject = new X509Certificate(next.certificateDer).subject;
+      await waitFor('every worker to serve a certificate from the new issuer', async () => {
+        for (let i = 0; i < 4; i++)
+          if ((await servingCertIssuer()) !== nextSubject) return undefined;
+        return true;
+      });
     } finally {
       client.close();
     }
