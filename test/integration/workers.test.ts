@@ -1,0 +1,79 @@
+/**
+ * The CA's worker processes: a worker that dies is replaced without a restart of the CA, the CA
+ * keeps answering meanwhile, and readiness reflects the missing worker.
+ */
+import { strict as assert } from 'node:assert';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createCsr } from '../../core/index.js';
+import { CertifyClient } from '../../identity-ca/index.js';
+import { adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
+import type { TestState } from '../support/state.js';
+
+const WEB = idOf('emojivoto', 'web');
+
+/** Worker pids, from their own log lines (each worker logs the issuer it loaded). */
+function workerPids(ca: CaProcess): Set<number> {
+  const pids = new Set<number>();
+  for (const line of ca.lines) {
+    if (!line.includes('"worker":')) continue;
+    const rec = JSON.parse(line) as { pid: number };
+    pids.add(rec.pid);
+  }
+  return pids;
+}
+
+describe('meshid ca: worker processes (real process)', function () {
+  this.timeout(60_000);
+  let state: TestState;
+  let ca: CaProcess;
+  before(async () => {
+    state = await makeTestState();
+    ca = await startCaProcess([...state.caArgs, '--workers', '2']);
+  });
+  after(async () => {
+    assert.equal(await ca?.stop(), 0);
+    await state?.cleanup();
+  });
+
+  it('replaces a worker that dies, and keeps issuing meanwhile', async () => {
+    const before = workerPids(ca);
+    assert.equal(before.size, 2, [...before].join(','));
+    assert.ok(!before.has(ca.proc.pid!), 'workers are separate processes');
+    const victim = [...before][0]!;
+    process.kill(victim, 'SIGKILL');
+
+    const anchorsPem = await readFile(state.anchorsFile, 'utf8');
+    const token = Buffer.from(await state.token('emojivoto', 'web'));
+    // New connections keep being served while the worker is replaced.
+    for (let i = 0; i < 6; i++) {
+      const client = new CertifyClient({
+        address: ca.address,
+        serverName: CA_IDENTITY,
+        anchorsPem,
+      });
+      try {
+        const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const res = await client.certify({
+          identity: WEB,
+          token,
+          certificateSigningRequest: createCsr({ privateKey, dnsNames: [WEB] }),
+        });
+        assert.ok(res.leafCertificate.length > 0);
+      } finally {
+        client.close();
+      }
+    }
+    await waitFor('a replacement worker', () => {
+      const now = workerPids(ca);
+      return now.size === 3 ? now : undefined;
+    });
+    await waitFor('readiness with all workers', async () =>
+      (await adminGet(ca.admin, '/ready')).status === 200 ? true : undefined,
+    );
+    assert.match(ca.lines.join('\n'), /Certify worker died; starting a new one/);
+    assert.equal(ca.proc.exitCode, null);
+  });
+});
