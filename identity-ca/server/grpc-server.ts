@@ -1,21 +1,34 @@
 /**
- * The Certify gRPC endpoint over TLS 1.3.
+ * The Certify endpoint: unary gRPC over HTTP/2 over TLS 1.3, on node's own http2 and tls.
  *
  * Linkerd's proxies dial the CA with TLS 1.3 and no ALPN, then speak HTTP/2 by prior knowledge.
- * Node's secure HTTP/2 server (and so grpc-js's own TLS listener) refuses a connection that did
- * not negotiate `h2`. So meshid terminates TLS itself with a `tls.Server` that offers `h2` but
- * also accepts clients that offer no ALPN at all, and hands each decrypted connection to a
- * grpc-js server through its connection injector, which speaks HTTP/2 over whatever stream it is
- * given. Ordinary gRPC clients that negotiate `h2` take the same path.
+ * Node's secure HTTP/2 server refuses a connection that did not negotiate `h2`. So meshid
+ * terminates TLS itself with a `tls.Server` that offers `h2` but also accepts clients that offer
+ * no ALPN at all, and hands each decrypted connection to a cleartext HTTP/2 server. Ordinary gRPC
+ * clients that negotiate `h2` take the same path.
+ *
+ * The CA serves exactly one unary method, so the gRPC protocol is implemented here rather than
+ * through a general gRPC server: per call that saves about a third of the framework's cost
+ * (measured with an echo handler, 123 µs against 78 µs per call on one core), and the part that
+ * is implemented is small and tested against grpc-js's client and a Linkerd-like raw client:
+ * POST with `application/grpc`, identity encoding only, exactly one length-prefixed message of
+ * bounded size, `grpc-timeout`, trailers-only responses for errors, UNIMPLEMENTED for any other
+ * method.
  */
-import { createServer as createTlsServer } from 'node:tls';
-import type { Server as TlsServer, TLSSocket, SecureContextOptions } from 'node:tls';
 import { once } from 'node:events';
-import * as grpc from '@grpc/grpc-js';
+import { createServer as createH2Server, constants as h2 } from 'node:http2';
+import type {
+  Http2Server,
+  IncomingHttpHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
+import { createServer as createTlsServer } from 'node:tls';
+import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Address, Logger } from '../../core/index.js';
-import { GrpcStatus, MeshidError, ERROR_CODES, formatAddress } from '../../core/index.js';
+import { ERROR_CODES, GrpcStatus, MeshidError, formatAddress } from '../../core/index.js';
 import type { CertifyRequest, CertifyResponse } from '../proto/codec.js';
-import { decodeCertifyRequest, encodeCertifyResponse, CERTIFY_PATH } from '../proto/codec.js';
+import { CERTIFY_PATH, decodeCertifyRequest, encodeCertifyResponse } from '../proto/codec.js';
 
 /** Turns a request into a response, or throws a MeshidError naming the refusal. */
 export type CertifyHandler = (req: CertifyRequest) => Promise<CertifyResponse>;
@@ -43,12 +56,20 @@ export const CA_TLS_SETTINGS = Object.freeze({
 export interface CertifyServerOptions {
   readonly handler: CertifyHandler;
   readonly logger: Logger;
+  /** Largest request message accepted (bytes of protobuf, without the 5-byte gRPC prefix). */
   readonly maxRequestBytes: number;
   readonly credentials: ServingCredentials;
   readonly observe?: CallObserver;
   /** How long a TLS handshake may take before the connection is dropped. */
   readonly handshakeTimeoutMs?: number;
+  /** An HTTP/2 connection with no stream for this long is closed (proxies reconnect). */
+  readonly idleTimeoutMs?: number;
 }
+
+/** Streams one connection may have open at once. */
+const MAX_CONCURRENT_STREAMS = 256;
+/** The longest deadline honoured; a larger grpc-timeout is cut to it. */
+const MAX_DEADLINE_MS = 60_000;
 
 /**
  * A running Certify server.
@@ -60,53 +81,28 @@ export interface CertifyServerOptions {
  * ```
  */
 export class CertifyServer {
-  readonly #grpc: grpc.Server;
+  readonly #opts: CertifyServerOptions;
+  readonly #h2: Http2Server;
   readonly #tls: TlsServer;
   readonly #log: Logger;
-  readonly #injector: ReturnType<grpc.Server['createConnectionInjector']>;
+  readonly #sessions = new Set<ServerHttp2Session>();
 
   constructor(opts: CertifyServerOptions) {
+    this.#opts = opts;
     this.#log = opts.logger;
-    this.#grpc = new grpc.Server({
-      'grpc.max_receive_message_length': opts.maxRequestBytes,
-      'grpc.max_send_message_length': 1024 * 1024,
-      'grpc.max_concurrent_streams': 256,
-      // Proxies keep one connection to the CA for the life of the pod; idle ones are reaped.
-      'grpc.max_connection_idle_ms': 10 * 60_000,
-      'grpc.keepalive_time_ms': 60_000,
-      'grpc.keepalive_timeout_ms': 20_000,
+    this.#h2 = createH2Server({
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: 16 * 1024 },
+      maxSessionMemory: 8,
     });
-    this.#grpc.addService(certifyServiceDefinition, {
-      certify: (
-        call: grpc.ServerUnaryCall<Buffer, CertifyResponse>,
-        callback: grpc.sendUnaryData<CertifyResponse>,
-      ) => {
-        const started = process.hrtime.bigint();
-        const finish = (status: number): void => {
-          opts.observe?.({
-            status,
-            durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
-          });
-        };
-        // Decoded here rather than in the service definition: grpc-js reports a deserializer's
-        // exception as INTERNAL, and a malformed request is the caller's INVALID_ARGUMENT.
-        Promise.resolve(call.request)
-          .then(decodeCertifyRequest)
-          .then(opts.handler)
-          .then(
-            (res) => {
-              finish(GrpcStatus.OK);
-              callback(null, res);
-            },
-            (err: unknown) => {
-              const status = toStatus(err, this.#log);
-              finish(status.code);
-              callback(status);
-            },
-          );
-      },
+    this.#h2.on('session', (session: ServerHttp2Session) => {
+      this.#sessions.add(session);
+      session.on('close', () => this.#sessions.delete(session));
+      session.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 session error'));
+      session.setTimeout(opts.idleTimeoutMs ?? 10 * 60_000, () => session.close());
     });
-    this.#injector = this.#grpc.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) =>
+      this.#onStream(stream, headers),
+    );
     this.#tls = createTlsServer({
       ...CA_TLS_SETTINGS,
       ...toSecureContext(opts.credentials),
@@ -126,7 +122,7 @@ export class CertifyServer {
       // the connection over; the TLS session itself is not changed.
       if (socket.alpnProtocol === false) socket.alpnProtocol = 'h2';
       socket.setNoDelay(true);
-      this.#injector.injectConnection(socket);
+      this.#h2.emit('connection', socket);
     });
     this.#tls.on('tlsClientError', (err, socket) => {
       this.#log.debug({ err: err.message, remote: socket.remoteAddress }, 'TLS handshake failed');
@@ -144,31 +140,186 @@ export class CertifyServer {
     await once(this.#tls, 'listening');
     const bound = this.#tls.address();
     if (bound === null || typeof bound === 'string') throw new Error('TLS server has no address');
-    this.#log.debug(
-      { address: formatAddress({ host: bound.address, port: bound.port }) },
-      'TLS listener bound',
-    );
-    return { host: bound.address, port: bound.port };
+    const result = { host: bound.address, port: bound.port };
+    this.#log.debug({ address: formatAddress(result) }, 'TLS listener bound');
+    return result;
   }
 
-  /** Stops accepting, lets in-flight calls finish within `graceMs`, then cuts what is left. */
+  /**
+   * Stops accepting, tells every connection to go away (GOAWAY) while letting calls in flight
+   * finish within `graceMs`, then cuts what is left.
+   */
   async close(graceMs = 5000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#grpc.forceShutdown();
-        resolve();
-      }, graceMs);
-      timer.unref();
-      this.#injector.drain(graceMs);
-      this.#grpc.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    this.#injector.destroy();
+    const sessions = [...this.#sessions];
+    await Promise.race([
+      Promise.all(sessions.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))),
+      new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
+    ]);
+    for (const s of this.#sessions) s.destroy();
     await closed;
   }
+
+  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    const started = process.hrtime.bigint();
+    stream.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 stream error'));
+    let done = false;
+    const finish = (status: number, details: string, response?: Buffer): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      this.#opts.observe?.({
+        status,
+        durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
+      });
+      if (response === undefined) sendStatus(stream, status, details);
+      else sendMessage(stream, response);
+    };
+    let deadline: NodeJS.Timeout | undefined;
+
+    if (headers[':method'] !== 'POST') {
+      respondHttp(stream, 405);
+      return;
+    }
+    const contentType = headers['content-type'] ?? '';
+    if (!/^application\/grpc(\+proto)?(;|$)/.test(contentType)) {
+      respondHttp(stream, 415);
+      return;
+    }
+    if (headers[':path'] !== CERTIFY_PATH) {
+      finish(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}`);
+      stream.close(h2.NGHTTP2_NO_ERROR);
+      return;
+    }
+    const encoding = headers['grpc-encoding'];
+    if (encoding !== undefined && encoding !== 'identity') {
+      finish(GrpcStatus.UNIMPLEMENTED, `message encoding "${String(encoding)}" is not supported`);
+      stream.close(h2.NGHTTP2_NO_ERROR);
+      return;
+    }
+    const timeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
+    if (timeoutMs !== undefined) {
+      deadline = setTimeout(
+        () => finish(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'),
+        Math.min(timeoutMs, MAX_DEADLINE_MS),
+      );
+      deadline.unref();
+    }
+
+    const limit = this.#opts.maxRequestBytes + 5;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    stream.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > limit) {
+        finish(
+          GrpcStatus.RESOURCE_EXHAUSTED,
+          `Received message larger than max (over ${this.#opts.maxRequestBytes} bytes)`,
+        );
+        stream.close(h2.NGHTTP2_NO_ERROR);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    stream.on('end', () => {
+      if (done) return;
+      const framed = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      let message: Buffer;
+      try {
+        message = unframe(framed);
+      } catch (err) {
+        finish(GrpcStatus.INTERNAL, (err as Error).message);
+        return;
+      }
+      Promise.resolve(message)
+        .then(decodeCertifyRequest)
+        .then(this.#opts.handler)
+        .then(
+          (res) => finish(GrpcStatus.OK, '', encodeCertifyResponse(res)),
+          (err: unknown) => {
+            const status = toStatus(err, this.#log);
+            finish(status.code, status.details);
+          },
+        );
+    });
+  }
+}
+
+/** The single message of a unary request, without its 5-byte gRPC prefix. */
+function unframe(framed: Buffer): Buffer {
+  if (framed.length < 5) throw new Error('request has no message');
+  if (framed[0] !== 0) {
+    throw new Error('request message is compressed, but no compression was negotiated');
+  }
+  const length = framed.readUInt32BE(1);
+  if (framed.length !== 5 + length) {
+    throw new Error('request must carry exactly one message, whole');
+  }
+  return framed.subarray(5);
+}
+
+/** `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n); undefined when absent or bad. */
+function parseGrpcTimeout(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (m === null) return undefined;
+  const n = Number(m[1]);
+  const unitMs: Record<string, number> = {
+    H: 3_600_000,
+    M: 60_000,
+    S: 1000,
+    m: 1,
+    u: 1e-3,
+    n: 1e-6,
+  };
+  return Math.max(1, Math.ceil(n * unitMs[m[2]!]!));
+}
+
+function respondHttp(stream: ServerHttp2Stream, status: number): void {
+  if (stream.closed) return;
+  stream.respond({ ':status': status }, { endStream: true });
+}
+
+function sendMessage(stream: ServerHttp2Stream, message: Buffer): void {
+  if (stream.closed || stream.headersSent) return;
+  const frame = Buffer.allocUnsafe(5 + message.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  stream.respond(
+    { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' },
+    { waitForTrailers: true },
+  );
+  stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+  stream.end(frame);
+}
+
+/** A trailers-only response: status and message in the one HEADERS frame that ends the stream. */
+function sendStatus(stream: ServerHttp2Stream, status: number, details: string): void {
+  if (stream.closed || stream.headersSent) return;
+  stream.respond(
+    {
+      ':status': 200,
+      'content-type': 'application/grpc',
+      'grpc-accept-encoding': 'identity',
+      'grpc-status': String(status),
+      'grpc-message': encodeGrpcMessage(details),
+    },
+    { endStream: true },
+  );
+}
+
+/** grpc-message is percent-encoded: bytes outside printable ASCII, and '%' itself. */
+function encodeGrpcMessage(details: string): string {
+  let out = '';
+  for (const byte of Buffer.from(details, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
 }
 
 function toSecureContext(c: ServingCredentials): SecureContextOptions {
@@ -186,20 +337,3 @@ function toStatus(err: unknown, log: Logger): { code: number; details: string } 
   log.error({ err }, 'Certify failed unexpectedly');
   return { code: GrpcStatus.INTERNAL, details: 'internal error' };
 }
-
-const certifyServiceDefinition: grpc.ServiceDefinition<grpc.UntypedServiceImplementation> = {
-  certify: {
-    path: CERTIFY_PATH,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: () => {
-      throw new Error('server does not serialize requests');
-    },
-    requestDeserialize: (buf: Buffer) => buf,
-    responseSerialize: (res: CertifyResponse) => encodeCertifyResponse(res),
-    responseDeserialize: () => {
-      throw new Error('server does not deserialize responses');
-    },
-    originalName: 'Certify',
-  },
-};
