@@ -131,23 +131,26 @@ export function createCertifyHandler(
         cause: err,
       });
     }
-    const issued: IssuedLeaf = {
-      identity: req.identity,
-      serialHex: serial.toString('hex'),
-      sha256: createHash('sha256').update(leaf).digest('hex'),
-      notAfter,
-    };
-    log.info(
-      {
-        [LogKey.event]: 'issued',
-        [LogKey.identity]: issued.identity,
-        [LogKey.serial]: issued.serialHex,
-        [LogKey.sha256]: issued.sha256,
-        [LogKey.notAfter]: iso(notAfter),
-      },
-      'issued leaf certificate',
-    );
-    deps.onIssued?.(issued);
+    // The audit record: skipped entirely (no hashing, no formatting) when nobody reads it.
+    if (deps.onIssued !== undefined || log.isLevelEnabled('info')) {
+      const issued: IssuedLeaf = {
+        identity: req.identity,
+        serialHex: serial.toString('hex'),
+        sha256: createHash('sha256').update(leaf).digest('hex'),
+        notAfter,
+      };
+      log.info(
+        {
+          [LogKey.event]: 'issued',
+          [LogKey.identity]: issued.identity,
+          [LogKey.serial]: issued.serialHex,
+          [LogKey.sha256]: issued.sha256,
+          [LogKey.notAfter]: iso(notAfter),
+        },
+        'issued leaf certificate',
+      );
+      deps.onIssued?.(issued);
+    }
     return {
       leafCertificate: leaf,
       intermediateCertificates: issuer.intermediatesDer,

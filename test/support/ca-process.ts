@@ -28,11 +28,14 @@ export interface CaProcess {
 export async function startCaProcess(
   args: string[],
   env: Record<string, string> = {},
+  opts: { prefix?: readonly string[] } = {},
 ): Promise<CaProcess> {
   const withPorts = [...args];
   if (!args.includes('--listen')) withPorts.push('--listen', '127.0.0.1:0');
   if (!args.includes('--admin')) withPorts.push('--admin', '127.0.0.1:0');
-  const proc = spawn(process.execPath, [MESHID_BIN, 'ca', ...withPorts], {
+  // `prefix` runs the CA under another command, e.g. taskset to pin it to one core.
+  const [command, ...prefixArgs] = [...(opts.prefix ?? []), process.execPath];
+  const proc = spawn(command!, [...prefixArgs, MESHID_BIN, 'ca', ...withPorts], {
     env: { PATH: process.env['PATH'] ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
