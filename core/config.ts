@@ -355,6 +355,16 @@ export function loadConfig<C extends CommandName>(
     put(key, value, `--${flag}`);
   }
 
+  if (raw['fips'] === true) {
+    // The setting exists so that configurations can carry it; until FIPS mode is enforced
+    // (approved algorithms only, a FIPS provider asserted at start) it must not be accepted
+    // and silently ignored.
+    problems.push({
+      field: 'fips (--fips, MESHID_FIPS)',
+      message:
+        'FIPS mode is not implemented in this release; meshid refuses to run in a mode it cannot enforce',
+    });
+  }
   if (problems.length > 0) throw configError(command, problems);
   const merged = applyDefaults(command, raw);
   const result = SCHEMAS[command].safeParse(merged);

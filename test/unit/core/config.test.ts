@@ -139,9 +139,24 @@ describe('config', () => {
   });
 
   it('parses boolean environment values and refuses others', () => {
-    assert.equal(loadConfig('init', { argv: [], env: { MESHID_FIPS: '1' } }).config.fips, true);
-    const err = configError(() => loadConfig('init', { argv: [], env: { MESHID_FIPS: 'yes' } }));
-    assert.match(err.message, /MESHID_FIPS: must be true or false/);
+    assert.equal(loadConfig('init', { argv: [], env: { MESHID_FORCE: '1' } }).config.force, true);
+    assert.equal(
+      loadConfig('init', { argv: [], env: { MESHID_FORCE: 'false' } }).config.force,
+      false,
+    );
+    const err = configError(() => loadConfig('init', { argv: [], env: { MESHID_FORCE: 'yes' } }));
+    assert.match(err.message, /MESHID_FORCE: must be true or false/);
+  });
+
+  it('refuses FIPS mode, which this release cannot enforce, rather than ignoring it', () => {
+    for (const sources of [
+      { argv: ['--fips'], env: {} },
+      { argv: [], env: { MESHID_FIPS: '1' } },
+    ]) {
+      const err = configError(() => loadConfig('ca', sources));
+      assert.match(err.message, /fips .*FIPS mode is not implemented in this release/);
+    }
+    assert.equal(loadConfig('ca', { argv: [], env: { MESHID_FIPS: '0' } }).config.fips, false);
   });
 
   it('freezes the result', () => {
