@@ -510,6 +510,14 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
     });
 
     it('exports Certify outcomes by status, latency, the issuer TTL and the anchors expiry, summed over workers', async () => {
+      for (let i = 0; i < 3; i++) {
+        await client.certify({
+          identity: WEB,
+          token: Buffer.from(await state.token('emojivoto', 'web')),
+          certificateSigningRequest: p256Csr(WEB),
+        });
+      }
+      await refusal({ token: Buffer.from(await state.token('emojivoto', 'voting')) });
       const text = (await adminGet(ca.admin, '/metrics')).body;
       assert.ok(
         metricValue(text, 'meshid_certify_requests_total', { outcome: 'issued', code: 'OK' }) >= 3,
