@@ -39,7 +39,7 @@ interface Setting {
 const COMMON = {
   config: { kind: 'string', help: 'YAML or JSON configuration file' },
   logLevel: { kind: 'string', help: 'fatal|error|warn|info|debug|trace|silent' },
-  fips: { kind: 'boolean', help: 'FIPS mode (enforced by the components that support it)' },
+  fips: { kind: 'boolean', help: 'FIPS mode (not implemented yet: true is refused)' },
 } as const satisfies Record<string, Setting>;
 
 const NAMING = {
