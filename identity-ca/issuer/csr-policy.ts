@@ -56,7 +56,7 @@ export async function checkCsrPolicy(csr: ParsedCsr, identity: string): Promise<
   }
   // rustls/webpki (the Linkerd proxy) and most TLS stacks take only uncompressed P-256 points in
   // certificates, so the leaf signer refuses a compressed one; refusing it here says why early.
-  const point = parseSpki(csr.publicKey.spki).publicKey;
+  const point = csr.publicKey.point;
   if (point.length !== 65 || point[0] !== 0x04) {
     refuse(`CSR key must be an uncompressed P-256 point (65 bytes), got ${point.length} bytes`);
   }

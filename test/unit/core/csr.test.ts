@@ -265,6 +265,16 @@ describe('core/csr', () => {
         publicKey.export({ type: 'spki', format: 'der' }),
       );
       assert.equal(csr.publicKey.curve, 'P-256');
+      // The point is the uncompressed 0x04 ‖ x ‖ y.
+      const jwk = publicKey.export({ format: 'jwk' });
+      assert.deepEqual(
+        Buffer.from(csr.publicKey.point),
+        Buffer.concat([
+          Buffer.of(4),
+          Buffer.from(jwk.x!, 'base64url'),
+          Buffer.from(jwk.y!, 'base64url'),
+        ]),
+      );
       assert.equal(csr.signatureAlgorithm, X509Oid.ecdsaWithSha256);
       assert.equal(await verifyCsrSignature(csr), true);
     });
@@ -674,12 +684,21 @@ describe('core/csr', () => {
     });
 
     it('is false, without throwing, for a key that is garbage or off the curve', async () => {
-      const garbage = { ...csr.publicKey, spki: Uint8Array.of(0x30, 0x03, 0x02, 0x01, 0x00) };
+      const garbage = {
+        ...csr.publicKey,
+        spki: Uint8Array.of(0x30, 0x03, 0x02, 0x01, 0x00),
+        point: Uint8Array.of(0x00),
+      };
       assert.equal(await verifyCsrSignature({ ...csr, publicKey: garbage }), false);
       const offCurve = Buffer.from(csr.publicKey.spki);
       offCurve[offCurve.length - 1] = offCurve[offCurve.length - 1]! ^ 0x01;
+      const offCurvePoint = Buffer.from(csr.publicKey.point);
+      offCurvePoint[offCurvePoint.length - 1] = offCurvePoint[offCurvePoint.length - 1]! ^ 0x01;
       assert.equal(
-        await verifyCsrSignature({ ...csr, publicKey: { ...csr.publicKey, spki: offCurve } }),
+        await verifyCsrSignature({
+          ...csr,
+          publicKey: { ...csr.publicKey, spki: offCurve, point: offCurvePoint },
+        }),
         false,
       );
     });

@@ -168,7 +168,7 @@ describe('identity-ca/issuer/csr-policy', () => {
       );
       const csr = request();
       await assertRefused(
-        { ...csr, publicKey: { spki, algorithm: 'other' } },
+        { ...csr, publicKey: { spki, point: new Uint8Array(57), algorithm: 'other' } },
         ID,
         /got a key of algorithm 1\.3\.101\.113/,
       );
