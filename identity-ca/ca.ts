@@ -3,6 +3,7 @@
  * Certify server and its serving certificate. A multi-core CA runs one of these per worker
  * process (cluster.ts); a single-core CA runs one in-process.
  */
+import { readFile } from 'node:fs/promises';
 import type {
   Address,
   CaConfig,
@@ -117,7 +118,9 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
         jwks: /^https?:/i.test(config.jwks)
           ? {
               url: config.jwks,
-              ...(config.jwksCa === undefined ? {} : { caPem: await readText(config.jwksCa) }),
+              ...(config.jwksCa === undefined
+                ? {}
+                : { caPem: await readFile(config.jwksCa, 'utf8') }),
             }
           : { file: config.jwks },
         issuer: config.tokenIssuer,
@@ -236,11 +239,6 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       await Promise.all([source.close(), tokens.close()]);
     },
   };
-}
-
-async function readText(path: string): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  return readFile(path, 'utf8');
 }
 
 function iso(ms: number): string {
