@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../core/index.js';
 import {
+  CertifyClient,
   DEFAULTS,
   caIdentityName,
   createCsr,
@@ -17,7 +18,6 @@ import {
   loadConfig,
   localStateInputs,
 } from '../core/index.js';
-import { CertifyClient } from '../identity-ca/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
 import { startCa } from './ca.js';
 import { initLocalState } from './init.js';

@@ -14,3 +14,5 @@ export * from './pem.js';
 export * from './pki.js';
 export * from './der.js';
 export * from './csr.js';
+export * from './certify-wire.js';
+export * from './certify-client.js';

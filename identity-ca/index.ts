@@ -14,7 +14,6 @@ export type { RunningCa } from './cluster.js';
 export { createCertifyHandler, SignerCache } from './server/certify.js';
 export type { CertifyDeps, IssuedLeaf } from './server/certify.js';
 export { CertifyServer, CA_TLS_SETTINGS } from './server/grpc-server.js';
-export * from './proto/codec.js';
 export { checkCsrPolicy } from './issuer/csr-policy.js';
 export { LeafSigner, randomSerial } from './issuer/leaf.js';
 export type { LeafFields } from './issuer/leaf.js';
@@ -68,5 +67,3 @@ export async function startIdentityCa(deps: {
     },
   };
 }
-export { CertifyClient, describeLeaf } from './client.js';
-export type { CertifyCallError } from './client.js';

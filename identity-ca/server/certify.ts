@@ -8,7 +8,14 @@
  * gRPC status.
  */
 import { createHash } from 'node:crypto';
-import type { Clock, IdentityNaming, Logger, Random } from '../../core/index.js';
+import type {
+  CertifyRequest,
+  CertifyResponse,
+  Clock,
+  IdentityNaming,
+  Logger,
+  Random,
+} from '../../core/index.js';
 import {
   DEFAULTS,
   LogKey,
@@ -21,7 +28,6 @@ import {
 import { checkCsrPolicy } from '../issuer/csr-policy.js';
 import { LeafSigner, randomSerial } from '../issuer/leaf.js';
 import type { IssuerCredentials } from '../issuer/material.js';
-import type { CertifyRequest, CertifyResponse } from '../proto/codec.js';
 import type { TokenValidator } from '../token/validator.js';
 
 /** What the handler needs; all of it passed in. */

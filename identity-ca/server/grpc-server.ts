@@ -25,10 +25,16 @@ import type {
 } from 'node:http2';
 import { createServer as createTlsServer } from 'node:tls';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Address, Logger } from '../../core/index.js';
-import { ERROR_CODES, GrpcStatus, MeshidError, formatAddress } from '../../core/index.js';
-import type { CertifyRequest, CertifyResponse } from '../proto/codec.js';
-import { CERTIFY_PATH, decodeCertifyRequest, encodeCertifyResponse } from '../proto/codec.js';
+import type { Address, CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
+import {
+  CERTIFY_PATH,
+  ERROR_CODES,
+  GrpcStatus,
+  MeshidError,
+  decodeCertifyRequest,
+  encodeCertifyResponse,
+  formatAddress,
+} from '../../core/index.js';
 
 /** Turns a request into a response, or throws a MeshidError naming the refusal. */
 export type CertifyHandler = (req: CertifyRequest) => Promise<CertifyResponse>;

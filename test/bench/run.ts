@@ -24,8 +24,14 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { createCsr, silentLogger, systemClock } from '../../core/index.js';
-import { encodeCertifyRequest, CERTIFY_PATH, JwksTokenValidator } from '../../identity-ca/index.js';
+import {
+  CERTIFY_PATH,
+  createCsr,
+  encodeCertifyRequest,
+  silentLogger,
+  systemClock,
+} from '../../core/index.js';
+import { JwksTokenValidator } from '../../identity-ca/index.js';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';

@@ -5,8 +5,7 @@
 import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createCsr } from '../../core/index.js';
-import { CertifyClient } from '../../identity-ca/index.js';
+import { CertifyClient, createCsr } from '../../core/index.js';
 import { adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';

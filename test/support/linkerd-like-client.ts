@@ -5,12 +5,8 @@
 import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import type { Address } from '../../core/index.js';
-import type { CertifyRequest, CertifyResponse } from '../../identity-ca/index.js';
-import {
-  CERTIFY_PATH,
-  decodeCertifyResponse,
-  encodeCertifyRequest,
-} from '../../identity-ca/index.js';
+import type { CertifyRequest, CertifyResponse } from '../../core/index.js';
+import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from '../../core/index.js';
 
 export interface RawCertifyResult {
   readonly alpnProtocol: string | false | null;

@@ -9,14 +9,20 @@ import { connect as http2Connect } from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { MeshidError, silentLogger, systemRandom, toPem } from '../../../core/index.js';
+import {
+  CERTIFY_PATH,
+  CertifyClient,
+  MeshidError,
+  encodeCertifyRequest,
+  silentLogger,
+  systemRandom,
+  toPem,
+} from '../../../core/index.js';
+import type { CertifyRequest } from '../../../core/index.js';
 import { LeafSigner, randomSerial } from '../../../identity-ca/issuer/leaf.js';
 import type { Address } from '../../../core/index.js';
-import { CertifyClient } from '../../../identity-ca/client.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import type { CertifyHandler } from '../../../identity-ca/server/grpc-server.js';
-import { CERTIFY_PATH, encodeCertifyRequest } from '../../../identity-ca/proto/codec.js';
-import type { CertifyRequest } from '../../../identity-ca/proto/codec.js';
 import { ca, root } from './fixtures/pki.js';
 
 const NAME = 'ca.test.example';

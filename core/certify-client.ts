@@ -5,10 +5,10 @@
  */
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import type { Address } from '../core/index.js';
-import { formatAddress } from '../core/index.js';
-import type { CertifyRequest, CertifyResponse } from './proto/codec.js';
-import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from './proto/codec.js';
+import type { Address } from './config.js';
+import { formatAddress } from './config.js';
+import type { CertifyRequest, CertifyResponse } from './certify-wire.js';
+import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from './certify-wire.js';
 
 /** A gRPC failure as the client saw it. */
 export interface CertifyCallError extends Error {

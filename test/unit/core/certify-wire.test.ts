@@ -6,7 +6,7 @@ import {
   decodeCertifyResponse,
   encodeCertifyRequest,
   encodeCertifyResponse,
-} from '../../../identity-ca/proto/codec.js';
+} from '../../../core/index.js';
 import { isMeshidError } from '../../../core/index.js';
 
 const PROTO = fileURLToPath(new URL('../../../identity-ca/proto/identity.proto', import.meta.url));

@@ -1,9 +1,10 @@
 /**
- * Protobuf encoding of the two Certify messages (identity.proto beside this file), written by
- * hand: they are three fields each, and a generic runtime would cost more than the rest of the
+ * Protobuf encoding of the two Certify messages (`identity-ca/proto/identity.proto`), written by
+ * hand. It lives in core because both ends use it: the CA decodes requests and encodes responses,
+ * proxies and tools do the reverse. Written by hand because they are three fields each, and a generic runtime would cost more than the rest of the
  * message handling. The tests check this codec against protobufjs loading identity.proto.
  */
-import { MeshidError } from '../../core/index.js';
+import { MeshidError } from './errors.js';
 
 /** `io.linkerd.proxy.identity.CertifyRequest`. */
 export interface CertifyRequest {
