@@ -1,0 +1,243 @@
+/**
+ * The proxy's identity client: holds the workload's private key in memory, gets and renews its
+ * certificate from the CA.
+ *
+ * - A fresh ECDSA P-256 key for every request (Linkerd keeps one key for the pod's life); it is
+ *   never written and never logged.
+ * - The projected token is read from its file on every request: the kubelet rotates it.
+ * - Renewal at about 70 % of the certificate's life, with jitter so that a fleet started
+ *   together does not renew together.
+ * - On failure, retries with capped exponential backoff (with jitter) and keeps using the
+ *   current certificate until it expires; only then is there no certificate (not ready).
+ * - A response is used only after `verifyCertifyResponse` accepts it.
+ */
+import { EventEmitter } from 'node:events';
+import { generateKeyPairSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { readFile as fsReadFile } from 'node:fs/promises';
+import type { CertifyRequest, CertifyResponse, Clock, Logger, Random } from '../../core/index.js';
+import { createCsr, toPem } from '../../core/index.js';
+import { certificatesOf, verifyCertifyResponse } from './verify.js';
+
+/** Timers are passed in so tests drive renewal without waiting. */
+export interface Timers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+/** Node's timers, unref'd: a pending renewal alone does not keep the process alive. */
+export const systemTimers: Timers = {
+  set: (fn, ms) => setTimeout(fn, ms).unref(),
+  clear: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+/** A workload certificate and the key it certifies, as the TLS listeners use them. */
+export interface WorkloadCertificate {
+  readonly identity: string;
+  /** PKCS#8 PEM of the private key: in this process's memory only. */
+  readonly keyPem: string;
+  /** Leaf first, then the chain up to (not including) the anchor. */
+  readonly certChainPem: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly serialHex: string;
+}
+
+export interface IdentityClientOptions {
+  readonly localIdentity: string;
+  readonly tokenFile: string;
+  /** One Certify call to the CA (a CertifyClient's `certify`, bound). */
+  readonly certify: (req: CertifyRequest) => Promise<CertifyResponse>;
+  /** The trust anchors in force now (the bundle is hot-reloaded by its owner). */
+  readonly anchorsPem: () => string;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly timers: Timers;
+  readonly logger: Logger;
+  /** Share of a certificate's life after which it is renewed (default 0.7). */
+  readonly renewFraction?: number;
+  /** Renewal jitter as a share of the renewal delay, ± (default 0.1). */
+  readonly jitterFraction?: number;
+  /** First retry delay after a failure (default 1 s), doubled per failure up to `maxRetryMs`. */
+  readonly minRetryMs?: number;
+  /** Longest retry delay (default 60 s). */
+  readonly maxRetryMs?: number;
+  readonly readFile?: (path: string) => Promise<Buffer>;
+}
+
+interface IdentityClientEvents {
+  certificate: [WorkloadCertificate];
+  refreshFailed: [Error];
+}
+
+/**
+ * Gets and keeps a certificate for the local identity.
+ *
+ * @example
+ * ```ts
+ * const id = new IdentityClient({ localIdentity, tokenFile, certify, anchorsPem, clock, random, timers, logger });
+ * id.on('certificate', (c) => server.setSecureContext({ key: c.keyPem, cert: c.certChainPem }));
+ * id.start();
+ * ```
+ */
+export class IdentityClient extends EventEmitter<IdentityClientEvents> {
+  readonly #o: Required<Omit<IdentityClientOptions, 'readFile'>> & {
+    readFile: (path: string) => Promise<Buffer>;
+  };
+  #current: WorkloadCertificate | undefined;
+  #timer: unknown;
+  #failures = 0;
+  #closed = false;
+  #inFlight: Promise<WorkloadCertificate> | undefined;
+  /** Counts for metrics. */
+  readonly stats = { refreshes: 0, failures: 0, lastRefreshAt: 0 };
+
+  constructor(opts: IdentityClientOptions) {
+    super();
+    this.#o = {
+      renewFraction: 0.7,
+      jitterFraction: 0.1,
+      minRetryMs: 1000,
+      maxRetryMs: 60_000,
+      readFile: (p) => fsReadFile(p),
+      ...opts,
+    };
+  }
+
+  /** Starts getting a certificate now, and keeps it renewed. */
+  start(): void {
+    this.#schedule(0);
+  }
+
+  /** The certificate to use now, or undefined when there is none valid (the proxy is not ready). */
+  current(): WorkloadCertificate | undefined {
+    const c = this.#current;
+    return c !== undefined && this.#o.clock.now() < c.notAfter ? c : undefined;
+  }
+
+  /**
+   * One attempt to get a new certificate; concurrent calls share it. Rejects with the reason on
+   * failure (the current certificate stays in use).
+   */
+  refresh(): Promise<WorkloadCertificate> {
+    this.#inFlight ??= this.#attempt().finally(() => (this.#inFlight = undefined));
+    return this.#inFlight;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#o.timers.clear(this.#timer);
+  }
+
+  async #attempt(): Promise<WorkloadCertificate> {
+    const o = this.#o;
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = createCsr({
+      privateKey,
+      commonName: o.localIdentity,
+      dnsNames: [o.localIdentity],
+    });
+    let token: Buffer;
+    try {
+      token = await o.readFile(o.tokenFile);
+    } catch (err) {
+      throw new Error(`token file ${o.tokenFile} cannot be read: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const res = await o.certify({
+      identity: o.localIdentity,
+      token,
+      certificateSigningRequest: csr,
+    });
+    const leaf = verifyCertifyResponse(res, {
+      identity: o.localIdentity,
+      publicKey,
+      anchors: certificatesOf(o.anchorsPem()),
+      now: o.clock.now(),
+    });
+    return this.#install(privateKey, res, leaf);
+  }
+
+  #install(
+    privateKey: KeyObject,
+    res: CertifyResponse,
+    leaf: { notBefore: number; notAfter: number; serialHex: string },
+  ): WorkloadCertificate {
+    const cert: WorkloadCertificate = {
+      identity: this.#o.localIdentity,
+      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      certChainPem: [res.leafCertificate, ...res.intermediateCertificates]
+        .map((der) => toPem(der, 'CERTIFICATE'))
+        .join(''),
+      ...leaf,
+    };
+    this.#current = cert;
+    return cert;
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#closed) return;
+    this.#o.timers.clear(this.#timer);
+    this.#timer = this.#o.timers.set(() => void this.#tick(), delayMs);
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      const cert = await this.refresh();
+      this.#failures = 0;
+      this.stats.refreshes++;
+      this.stats.lastRefreshAt = this.#o.clock.now();
+      this.#o.logger.info(
+        {
+          identity: cert.identity,
+          serial: cert.serialHex,
+          notAfter: new Date(cert.notAfter).toISOString(),
+        },
+        'certificate obtained',
+      );
+      this.emit('certificate', cert);
+      this.#schedule(this.renewalDelay(cert));
+    } catch (err) {
+      this.#failures++;
+      this.stats.failures++;
+      const delay = this.retryDelay(this.#failures);
+      this.#o.logger.warn(
+        {
+          err: (err as Error).message,
+          retryInMs: delay,
+          hasCertificate: this.current() !== undefined,
+        },
+        'certificate refresh failed; keeping the current certificate',
+      );
+      this.emit('refreshFailed', err as Error);
+      this.#schedule(delay);
+    }
+  }
+
+  /** Delay until renewal: `renewFraction` of the remaining life, ± jitter. */
+  renewalDelay(cert: WorkloadCertificate): number {
+    const remaining = Math.max(0, cert.notAfter - this.#o.clock.now());
+    const base = remaining * this.#o.renewFraction;
+    const jitter = base * this.#o.jitterFraction * (2 * this.#unit() - 1);
+    return Math.max(0, Math.round(base + jitter));
+  }
+
+  /**
+   * Delay before retry number `failures` (1-based): doubling from `minRetryMs`, capped at
+   * `maxRetryMs`, drawn uniformly from its upper half so retries spread. Never past the current
+   * certificate's expiry when one is held.
+   */
+  retryDelay(failures: number): number {
+    const cap = Math.min(this.#o.maxRetryMs, this.#o.minRetryMs * 2 ** Math.min(failures - 1, 30));
+    const delay = Math.round(cap / 2 + (cap / 2) * this.#unit());
+    const c = this.current();
+    return c === undefined ? delay : Math.min(delay, Math.max(0, c.notAfter - this.#o.clock.now()));
+  }
+
+  /** A uniform number in [0, 1) from the injected randomness. */
+  #unit(): number {
+    return this.#o.random.bytes(4).readUInt32BE(0) / 2 ** 32;
+  }
+}

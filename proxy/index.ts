@@ -1,0 +1,8 @@
+/**
+ * proxy: the TypeScript sidecar. This issue's first part is the identity client; the inbound
+ * and outbound mTLS listeners, policy and admin server build on it.
+ */
+export { IdentityClient, systemTimers } from './identity/client.js';
+export type { IdentityClientOptions, Timers, WorkloadCertificate } from './identity/client.js';
+export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
+export type { VerifiedLeaf } from './identity/verify.js';

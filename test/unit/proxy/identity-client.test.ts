@@ -1,0 +1,339 @@
+/**
+ * The proxy's identity client against the real Certify decision (identity-ca's handler with a
+ * real issuer and the JWKS validator), with the clock and timers injected: keys made in memory
+ * and fresh per request, the token re-read per request, renewal at ~70 % with jitter, capped
+ * backoff that keeps the current certificate until it expires, and refusal of any response that
+ * is not for this workload, this key, and these anchors.
+ */
+import 'reflect-metadata';
+import { strict as assert } from 'node:assert';
+import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  CertifyClient,
+  ManualClock,
+  createCsr,
+  createRootCa,
+  silentLogger,
+  systemRandom,
+} from '../../../core/index.js';
+import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
+import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
+import {
+  JwksTokenValidator,
+  createCertifyHandler,
+  parseTrustAnchors,
+  validateIssuer,
+} from '../../../identity-ca/index.js';
+import type { IssuerCredentials } from '../../../identity-ca/index.js';
+import { IdentityClient } from '../../../proxy/index.js';
+import type { Timers } from '../../../proxy/index.js';
+import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
+import { SignerCache } from '../../../identity-ca/server/certify.js';
+import { TOKEN_ISSUER, idOf, makeTestState } from '../../support/state.js';
+import type { TestState } from '../../support/state.js';
+
+const WEB = idOf('emojivoto', 'web');
+const HOUR = 3_600_000;
+const NAMING = { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' };
+const CA_IDENTITY = 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local';
+
+/** Timers the test fires by hand; records every delay asked for. */
+class FakeTimers implements Timers {
+  readonly delays: number[] = [];
+  #next: (() => void) | undefined;
+  set(fn: () => void, ms: number): unknown {
+    this.delays.push(ms);
+    this.#next = fn;
+    return fn;
+  }
+  clear(handle: unknown): void {
+    if (handle === this.#next) this.#next = undefined;
+  }
+  /** Runs the pending callback and lets its promise chain settle. */
+  async fire(client: IdentityClient): Promise<void> {
+    const fn = this.#next;
+    assert.ok(fn !== undefined, 'nothing scheduled');
+    this.#next = undefined;
+    const settled = new Promise<void>((resolve) => {
+      client.once('certificate', () => resolve());
+      client.once('refreshFailed', () => resolve());
+    });
+    fn();
+    await settled;
+    client.removeAllListeners();
+  }
+}
+
+/** Randomness fixed at the middle of its range: jitter 0. */
+const middle: Random = { bytes: (n) => Buffer.alloc(n, 0x80).fill(0, 1) };
+
+describe('proxy/identity: the identity client', function () {
+  this.timeout(20_000);
+  let state: TestState;
+  let issuer: IssuerCredentials;
+  let clock: ManualClock;
+  let tokens: JwksTokenValidator;
+  let tokenFile: string;
+  let handler: (req: CertifyRequest) => Promise<CertifyResponse>;
+  let anchorsPem: string;
+  let otherAnchor: string;
+  let t0: number;
+
+  before(async () => {
+    otherAnchor = (
+      await createRootCa({
+        commonName: 'other-root',
+        notBefore: Date.now() - HOUR,
+        notAfter: Date.now() + HOUR,
+      })
+    ).certificatePem;
+    state = await makeTestState();
+    clock = new ManualClock(Date.now());
+    anchorsPem = state.root.certificatePem;
+    issuer = await validateIssuer(
+      { tlsCrt: state.issuer.certificatePem, tlsKey: state.issuer.privateKeyPem },
+      parseTrustAnchors(anchorsPem, clock.now()),
+      clock.now(),
+    );
+    tokens = await JwksTokenValidator.create({
+      jwks: { file: state.jwksFile },
+      issuer: TOKEN_ISSUER,
+      audience: 'identity.l5d.io',
+      clockSkewMs: 20_000,
+      clock,
+      logger: silentLogger(),
+    });
+    tokenFile = join(state.dir, 'token');
+    t0 = clock.now();
+  });
+  after(async () => {
+    await tokens.close();
+    await state.cleanup();
+  });
+  beforeEach(async () => {
+    // Every test starts at the same instant with a token that outlives its renewals.
+    clock.set(t0);
+    await writeFile(tokenFile, await state.token('emojivoto', 'web', { ttlMs: 48 * HOUR }));
+    handler = createCertifyHandler({
+      currentIssuer: () => issuer,
+      tokens,
+      naming: NAMING,
+      certLifetimeMs: 24 * HOUR,
+      clockSkewMs: 20_000,
+      clock,
+      random: systemRandom,
+      logger: silentLogger(),
+    });
+  });
+
+  function client(o: Partial<ConstructorParameters<typeof IdentityClient>[0]> = {}): {
+    id: IdentityClient;
+    timers: FakeTimers;
+    calls: CertifyRequest[];
+  } {
+    const timers = new FakeTimers();
+    const calls: CertifyRequest[] = [];
+    const id = new IdentityClient({
+      localIdentity: WEB,
+      tokenFile,
+      certify: (req) => {
+        calls.push(req);
+        return handler(req);
+      },
+      anchorsPem: () => anchorsPem,
+      clock,
+      random: middle,
+      timers,
+      logger: silentLogger(),
+      ...o,
+    });
+    return { id, timers, calls };
+  }
+
+  it('gets a certificate for its identity, for a key made in memory, and is ready', async () => {
+    const { id, timers } = client();
+    assert.equal(id.current(), undefined, 'not ready before the first certificate');
+    id.start();
+    assert.deepEqual(timers.delays, [0]);
+    await timers.fire(id);
+    const cert = id.current();
+    assert.ok(cert !== undefined);
+    const leaf = new X509Certificate(cert.certChainPem);
+    assert.match(leaf.subjectAltName ?? '', new RegExp(`^DNS:${WEB.replace(/\./g, '\\.')}`));
+    assert.ok(
+      leaf.checkPrivateKey(createPrivateKey(cert.keyPem)),
+      'the leaf certifies the held key',
+    );
+    id.close();
+  });
+
+  it('renews at 70% of the remaining life (jitter 0 here), with a fresh key and a fresh read of the token', async () => {
+    const { id, timers, calls } = client();
+    id.start();
+    await timers.fire(id);
+    const first = id.current()!;
+    const life = first.notAfter - clock.now();
+    assert.equal(timers.delays.at(-1), Math.round(life * 0.7));
+    // The kubelet rotates the token; the next request must carry the new one.
+    const rotated = await state.token('emojivoto', 'web', {
+      ttlMs: 2 * HOUR,
+      issuedAgoMs: Date.now() - (clock.now() + timers.delays.at(-1)!),
+    });
+    await writeFile(tokenFile, rotated);
+    clock.advance(timers.delays.at(-1)!);
+    await timers.fire(id);
+    const second = id.current()!;
+    assert.notEqual(second.serialHex, first.serialHex);
+    assert.notEqual(second.keyPem, first.keyPem, 'a fresh key for every renewal');
+    assert.equal(Buffer.from(calls[1]!.token).toString(), rotated);
+    id.close();
+  });
+
+  it('spreads renewals with jitter within ±10%', async () => {
+    const delays = new Set<number>();
+    for (const byte of [0x00, 0x40, 0xc0, 0xff]) {
+      const { id, timers } = client({ random: { bytes: (n) => Buffer.alloc(n, byte) } });
+      id.start();
+      await timers.fire(id);
+      const base = (id.current()!.notAfter - clock.now()) * 0.7;
+      const d = timers.delays.at(-1)!;
+      assert.ok(d >= base * 0.9 - 1 && d <= base * 1.1 + 1, `${d} outside ±10% of ${base}`);
+      delays.add(d);
+      id.close();
+    }
+    assert.ok(delays.size >= 3, 'different randomness gives different delays');
+  });
+
+  it('on failure keeps the certificate, backs off exponentially up to the cap, and recovers', async () => {
+    const { id, timers } = client({ minRetryMs: 1000, maxRetryMs: 8000 });
+    id.start();
+    await timers.fire(id);
+    const held = id.current()!;
+    const good = handler;
+    handler = async () => {
+      throw Object.assign(new Error('CA unavailable'), { code: 14 });
+    };
+    const retries: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      clock.advance(timers.delays.at(-1)!);
+      await timers.fire(id);
+      retries.push(timers.delays.at(-1)!);
+      assert.equal(id.current()?.serialHex, held.serialHex, 'the current certificate stays in use');
+    }
+    // Upper half of 1, 2, 4, 8, 8, 8 s (middle randomness: 3/4 of the cap).
+    assert.deepEqual(retries, [750, 1500, 3000, 6000, 6000, 6000]);
+    assert.equal(id.stats.failures, 6);
+    handler = good;
+    clock.advance(timers.delays.at(-1)!);
+    await timers.fire(id);
+    assert.notEqual(id.current()!.serialHex, held.serialHex, 'recovered with a new certificate');
+    id.close();
+  });
+
+  it('reports no certificate once the held one expires while the CA is down', async () => {
+    const { id, timers } = client({ minRetryMs: 1000, maxRetryMs: 8000 });
+    id.start();
+    await timers.fire(id);
+    const held = id.current()!;
+    handler = async () => {
+      throw new Error('CA unavailable');
+    };
+    clock.set(held.notAfter - 500);
+    await timers.fire(id);
+    assert.ok(timers.delays.at(-1)! <= 500, 'retries no later than the expiry');
+    assert.ok(id.current() !== undefined);
+    clock.set(held.notAfter);
+    assert.equal(id.current(), undefined, 'not ready without a valid certificate');
+    id.close();
+  });
+
+  describe('refuses a response it must not trust, and keeps what it has', () => {
+    async function refusedWith(
+      tamper: (res: CertifyResponse) => CertifyResponse,
+      words: RegExp,
+    ): Promise<void> {
+      const { id } = client();
+      const real = handler;
+      handler = async (req) => tamper(await real(req));
+      await assert.rejects(id.refresh(), (err: Error) => words.test(err.message));
+      assert.equal(id.current(), undefined);
+    }
+
+    it('a certificate for another identity', async () => {
+      const other = idOf('emojivoto', 'voting');
+      const otherToken = Buffer.from(
+        await state.token('emojivoto', 'voting', { issuedAgoMs: Date.now() - clock.now() }),
+      );
+      const real = handler;
+      // A CA that answers with a genuine certificate, but for another workload.
+      handler = () => {
+        const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        return real({
+          identity: other,
+          token: otherToken,
+          certificateSigningRequest: createCsr({ privateKey, dnsNames: [other] }),
+        });
+      };
+      const { id } = client();
+      await assert.rejects(id.refresh(), /first name is DNS:voting/);
+      assert.equal(id.current(), undefined);
+    });
+
+    it('a certificate for a key it does not hold', async () => {
+      let first: CertifyResponse | undefined;
+      const real = handler;
+      handler = async (req) => (first ??= await real(req));
+      const { id } = client();
+      await id.refresh();
+      await assert.rejects(id.refresh(), /not for the key this proxy holds/);
+    });
+
+    it('a chain that does not lead to its anchors', async () => {
+      const { id } = client({ anchorsPem: () => otherAnchor });
+      await assert.rejects(id.refresh(), /chain does not lead to a trust anchor/);
+    });
+
+    it('a valid_until that is not the certificate NotAfter', async () => {
+      await refusedWith((res) => ({ ...res, validUntil: res.validUntil + 1000 }), /valid_until/);
+    });
+  });
+
+  it('works over gRPC/TLS against a CA server, and refuses a CA that is not the expected identity', async () => {
+    const signers = new SignerCache();
+    const serving = issueServingCertificate(issuer, {
+      identityName: CA_IDENTITY,
+      naming: NAMING,
+      lifetimeMs: HOUR,
+      clockSkewMs: 0,
+      clock,
+      random: systemRandom,
+      signers,
+    });
+    const server = new CertifyServer({
+      handler: (req) => handler(req),
+      logger: silentLogger(),
+      maxRequestBytes: 65536,
+      credentials: serving,
+    });
+    const address = await server.listen({ host: '127.0.0.1', port: 0 });
+    const good = new CertifyClient({ address, serverName: CA_IDENTITY, anchorsPem });
+    const wrong = new CertifyClient({
+      address,
+      serverName: idOf('linkerd', 'impostor'),
+      anchorsPem,
+    });
+    try {
+      const { id } = client({ certify: (req) => good.certify(req) });
+      const cert = await id.refresh();
+      assert.equal(cert.identity, WEB);
+      const { id: other } = client({ certify: (req) => wrong.certify(req) });
+      await assert.rejects(other.refresh(), /not for linkerd-identity|impostor/);
+    } finally {
+      good.close();
+      wrong.close();
+      await server.close(100);
+    }
+  });
+});
