@@ -6,3 +6,4 @@ export { IdentityClient, systemTimers } from './identity/client.js';
 export type { IdentityClientOptions, Timers, WorkloadCertificate } from './identity/client.js';
 export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
 export type { VerifiedLeaf } from './identity/verify.js';
+export { ContextCache, PROXY_TLS, identityOfCertificate, verifiedPeerIdentity } from './tls.js';
