@@ -15,7 +15,6 @@ export const PROXY_TLS = Object.freeze({
   maxVersion: 'TLSv1.3',
   ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
   ecdhCurve: 'X25519:P-256:P-384',
-  sigalgs: 'ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384',
 } as const satisfies SecureContextOptions);
 
 /**
