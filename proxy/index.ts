@@ -7,3 +7,5 @@ export type { IdentityClientOptions, Timers, WorkloadCertificate } from './ident
 export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
 export type { VerifiedLeaf } from './identity/verify.js';
 export { ContextCache, PROXY_TLS, identityOfCertificate, verifiedPeerIdentity } from './tls.js';
+export { AnchorSource, parseAnchorBundle } from './anchors.js';
+export type { AnchorBundle } from './anchors.js';
