@@ -8,6 +8,7 @@ import type { CommandName } from '../core/index.js';
 import { runCa } from './ca.js';
 import { runInit } from './init.js';
 import { runLocal } from './local.js';
+import { runProxy } from './proxy.js';
 import { runToken } from './token.js';
 
 const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
@@ -21,6 +22,10 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
       run: runToken,
     },
     ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
+    proxy: {
+      summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
+      run: runProxy,
+    },
     local: {
       summary: 'the embedded default: init if needed, run the CA, and show it issuing',
       run: runLocal,

@@ -28,7 +28,7 @@ export interface Address {
 }
 
 /** How a setting is written on the command line and in the environment. */
-type Kind = 'string' | 'boolean' | 'duration' | 'address' | 'integer';
+type Kind = 'string' | 'boolean' | 'duration' | 'address' | 'integer' | 'list';
 
 interface Setting {
   readonly kind: Kind;
@@ -79,6 +79,22 @@ export const COMMAND_SETTINGS = {
     listen: { kind: 'address', help: 'gRPC listen address' },
     admin: { kind: 'address', help: 'admin HTTP listen address' },
     workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
+  },
+  proxy: {
+    ...COMMON,
+    identityAddr: { kind: 'string', help: 'the CA, HOST:PORT' },
+    identityName: { kind: 'string', help: "the CA's identity (its TLS certificate's name)" },
+    trustAnchors: { kind: 'string', help: 'PEM bundle of trust anchors (watched)' },
+    tokenFile: { kind: 'string', help: 'projected ServiceAccount token, re-read on every request' },
+    localIdentity: { kind: 'string', help: "this workload's identity name" },
+    inbound: { kind: 'address', help: 'inbound mTLS listen address' },
+    app: { kind: 'address', help: 'the application, where inbound traffic goes' },
+    outbound: { kind: 'address', help: 'outbound listen address' },
+    route: {
+      kind: 'list',
+      help: 'LISTEN_ADDR=HOST:PORT@EXPECTED_IDENTITY, repeatable (env: comma-separated)',
+    },
+    admin: { kind: 'address', help: 'admin HTTP listen address' },
   },
   local: {
     ...COMMON,
@@ -161,6 +177,25 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is not a valid URL' });
       }
     }),
+  proxy: z
+    .strictObject({
+      ...commonShape,
+      identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+      identityName: subdomain,
+      trustAnchors: nonEmpty,
+      tokenFile: nonEmpty,
+      localIdentity: subdomain,
+      inbound: address.optional(),
+      app: address.optional(),
+      outbound: address.optional(),
+      route: z.array(nonEmpty),
+      admin: address,
+    })
+    .superRefine((c, ctx) => {
+      if ((c.inbound === undefined) !== (c.app === undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['app'], message: 'inbound and app go together' });
+      }
+    }),
   local: z.strictObject({
     ...commonShape,
     dir: nonEmpty,
@@ -174,11 +209,13 @@ export type InitConfig = Readonly<z.infer<typeof SCHEMAS.init>>;
 export type TokenConfig = Readonly<z.infer<typeof SCHEMAS.token>>;
 export type CaConfig = Readonly<z.infer<typeof SCHEMAS.ca>>;
 export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
+export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
   ca: CaConfig;
   local: LocalConfig;
+  proxy: ProxyConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -240,6 +277,13 @@ function parseValue(kind: Kind, raw: unknown): { value?: unknown; error?: string
       return ms === undefined
         ? { error: `must be a duration such as 24h, 20s or 1h30m, got ${describe(raw)}` }
         : { value: ms };
+    }
+    case 'list': {
+      // A flag may repeat; an environment variable lists its values comma-separated.
+      const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : [raw];
+      return items.every((i) => typeof i === 'string' && i.trim() !== '')
+        ? { value: items.map((i) => (i as string).trim()) }
+        : { error: `must be a list of non-empty strings, got ${describe(raw)}` };
     }
     case 'address': {
       const a = typeof raw === 'string' ? parseAddress(raw) : undefined;
@@ -303,9 +347,12 @@ export function loadConfig<C extends CommandName>(
   };
 
   // Flags are parsed first (to find --config) but applied last.
-  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
   for (const [key, s] of Object.entries(settings)) {
-    options[flagName(key)] = { type: s.kind === 'boolean' ? 'boolean' : 'string' };
+    options[flagName(key)] =
+      s.kind === 'list'
+        ? { type: 'string', multiple: true }
+        : { type: s.kind === 'boolean' ? 'boolean' : 'string' };
   }
   const flags = parseFlags(command, sources.argv, options);
 
@@ -386,8 +433,8 @@ export function loadConfig<C extends CommandName>(
 function parseFlags(
   command: string,
   argv: readonly string[],
-  options: Record<string, { type: 'string' | 'boolean' }>,
-): Record<string, string | boolean | undefined> {
+  options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>,
+): Record<string, unknown> {
   try {
     return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
@@ -426,6 +473,8 @@ function applyDefaults(
       return { dir: d.stateDir, ttl: d.tokenTtlMs, audience: d.audience, ...withCommon };
     case 'local':
       return { dir: d.stateDir, listen: d.caListen, admin: d.caAdmin, workers: 0, ...withCommon };
+    case 'proxy':
+      return { admin: d.proxyAdmin, route: [], ...withCommon };
     case 'ca': {
       const explicit = ['trustAnchors', 'issuerDir', 'jwks', 'tokenIssuer'].some((k) => k in raw);
       const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);

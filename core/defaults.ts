@@ -11,6 +11,9 @@ export const DEFAULTS = Object.freeze({
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   tokenTtlMs: 3_600_000,
+  proxyInbound: { host: '127.0.0.1', port: 4143 },
+  proxyOutbound: { host: '127.0.0.1', port: 4140 },
+  proxyAdmin: { host: '127.0.0.1', port: 4191 },
   logLevel: 'info' as const,
   /** The `iss` of tokens minted by `meshid token` for local development. */
   localTokenIssuer: 'meshid-local-development',

@@ -14,14 +14,86 @@ export const MESHID_BIN = fileURLToPath(new URL('../../bin/meshid.js', import.me
 const execFileAsync = promisify(execFile);
 
 /** A running `meshid ca`. */
-export interface CaProcess {
-  readonly proc: ChildProcess;
+export interface CaProcess extends MeshidProcess {
   readonly address: Address;
   readonly admin: Address;
+}
+
+/** A running long-lived `meshid` command and the fields of its "listening" line. */
+export interface MeshidProcess {
+  readonly proc: ChildProcess;
+  /** The "listening" log record. */
+  readonly listening: Record<string, unknown>;
   /** Every stdout line so far (JSON log lines). */
   readonly lines: string[];
   readonly stderr: () => string;
   stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `meshid <command> <args>` and waits for its "listening" log line.
+ * `prefix` runs it under another command, e.g. taskset to pin it to one core.
+ */
+export async function startMeshid(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+  opts: { prefix?: readonly string[] } = {},
+): Promise<MeshidProcess> {
+  const [exe, ...prefixArgs] = [...(opts.prefix ?? []), process.execPath];
+  const proc = spawn(exe!, [...prefixArgs, MESHID_BIN, command, ...args], {
+    env: { PATH: process.env['PATH'] ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  let buffered = '';
+  const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      for (const line of parts) {
+        lines.push(line);
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          if (rec['msg'] === 'listening') resolve(rec);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    proc.once('exit', (code) =>
+      reject(
+        new Error(
+          `meshid ${command} exited with ${code} before listening:\n${stderr}\n${lines.join('\n')}`,
+        ),
+      ),
+    );
+  });
+  const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  try {
+    return {
+      proc,
+      listening: await listening,
+      lines,
+      stderr: () => stderr,
+      async stop() {
+        if (proc.exitCode !== null) return proc.exitCode;
+        proc.kill('SIGTERM');
+        const [code, signal] = (await once(proc, 'exit')) as [number | null, string | null];
+        if (code === null) {
+          throw new Error(
+            `meshid ${command} was killed by ${signal}:\n${stderr}\n${lines.slice(-5).join('\n')}`,
+          );
+        }
+        return code;
+      },
+    };
+  } finally {
+    clearTimeout(timeout);
+  }
 }
 
 /** Starts `meshid ca` with `args` (listen and admin on 127.0.0.1:0 unless given). */
@@ -33,64 +105,12 @@ export async function startCaProcess(
   const withPorts = [...args];
   if (!args.includes('--listen')) withPorts.push('--listen', '127.0.0.1:0');
   if (!args.includes('--admin')) withPorts.push('--admin', '127.0.0.1:0');
-  // `prefix` runs the CA under another command, e.g. taskset to pin it to one core.
-  const [command, ...prefixArgs] = [...(opts.prefix ?? []), process.execPath];
-  const proc = spawn(command!, [...prefixArgs, MESHID_BIN, 'ca', ...withPorts], {
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  let buffered = '';
-  const listening = new Promise<{ address: Address; admin: Address }>((resolve, reject) => {
-    proc.stdout!.on('data', (d: Buffer) => {
-      buffered += d.toString();
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      for (const line of parts) {
-        lines.push(line);
-        try {
-          const rec = JSON.parse(line) as { msg?: string; address?: string; admin?: string };
-          if (rec.msg === 'listening' && rec.address !== undefined && rec.admin !== undefined) {
-            resolve({ address: parseAddress(rec.address)!, admin: parseAddress(rec.admin)! });
-          }
-        } catch {
-          // not a log line
-        }
-      }
-    });
-    proc.once('exit', (code) =>
-      reject(
-        new Error(
-          `meshid ca exited with ${code} before listening:\n${stderr}\n${lines.join('\n')}`,
-        ),
-      ),
-    );
-  });
-  const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
-  try {
-    const { address, admin } = await listening;
-    return {
-      proc,
-      address,
-      admin,
-      lines,
-      stderr: () => stderr,
-      async stop() {
-        if (proc.exitCode !== null) return proc.exitCode;
-        proc.kill('SIGTERM');
-        const [code, signal] = (await once(proc, 'exit')) as [number | null, string | null];
-        if (code === null)
-          throw new Error(
-            `meshid ca was killed by ${signal}:\n${stderr}\n${lines.slice(-5).join('\n')}`,
-          );
-        return code;
-      },
-    };
-  } finally {
-    clearTimeout(timeout);
-  }
+  const p = await startMeshid('ca', withPorts, env, opts);
+  return {
+    ...p,
+    address: parseAddress(String(p.listening['address']))!,
+    admin: parseAddress(String(p.listening['admin']))!,
+  };
 }
 
 /** Runs a short-lived `meshid` command; resolves with its exit code and output. */

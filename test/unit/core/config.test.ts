@@ -193,3 +193,52 @@ describe('config: the CA identity', () => {
     }
   });
 });
+
+describe('config: meshid proxy', () => {
+  const base = [
+    '--identity-addr',
+    '127.0.0.1:8080',
+    '--identity-name',
+    'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    '--trust-anchors',
+    '/a.pem',
+    '--token-file',
+    '/t',
+    '--local-identity',
+    'web.emojivoto.serviceaccount.identity.linkerd.cluster.local',
+  ];
+
+  it('takes repeated --route flags, or a comma-separated MESHID_ROUTE, as a list', () => {
+    const r =
+      '127.0.0.1:4140=10.0.0.1:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
+    const two = loadConfig('proxy', {
+      argv: [...base, '--route', r, '--route', r],
+      env: {},
+    }).config;
+    assert.deepEqual(two.route, [r, r]);
+    const env = loadConfig('proxy', { argv: base, env: { MESHID_ROUTE: `${r}, ${r}` } }).config;
+    assert.deepEqual(env.route, [r, r]);
+    assert.deepEqual(loadConfig('proxy', { argv: base, env: {} }).config.route, []);
+  });
+
+  it('defaults the admin port to 4191 and requires inbound and app together', () => {
+    assert.deepEqual(loadConfig('proxy', { argv: base, env: {} }).config.admin, {
+      host: '127.0.0.1',
+      port: 4191,
+    });
+    assert.throws(
+      () => loadConfig('proxy', { argv: [...base, '--inbound', '127.0.0.1:4143'], env: {} }),
+      /app .*: inbound and app go together/,
+    );
+  });
+
+  it('names each missing required setting', () => {
+    assert.throws(
+      () => loadConfig('proxy', { argv: [], env: {} }),
+      (err: Error) =>
+        ['identityAddr', 'identityName', 'trustAnchors', 'tokenFile', 'localIdentity'].every((k) =>
+          new RegExp(`${k} .*: is required`).test(err.message),
+        ),
+    );
+  });
+});

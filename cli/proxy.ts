@@ -1,0 +1,131 @@
+/**
+ * `meshid proxy`: the sidecar. Composes the trust anchors (watched), the identity client (key in
+ * memory, renewal), the inbound and outbound listeners, and the admin server.
+ */
+import type {
+  Address,
+  CertifyRequest,
+  CertifyResponse,
+  Logger,
+  ProxyConfig,
+} from '../core/index.js';
+import {
+  CertifyClient,
+  MeshidError,
+  createRegistry,
+  formatAddress,
+  loadConfig,
+  parseAddress,
+  systemClock,
+  systemRandom,
+} from '../core/index.js';
+import {
+  AnchorSource,
+  IdentityClient,
+  registerIdentityMetrics,
+  startProxyAdmin,
+  systemTimers,
+} from '../proxy/index.js';
+import { processLogger, untilStopSignal } from './runtime.js';
+
+/** A running proxy. */
+export interface RunningProxy {
+  readonly admin: Address;
+  readonly identity: IdentityClient;
+  close(): Promise<void>;
+}
+
+/**
+ * A Certify function that follows the anchors: the CA's TLS certificate is verified against the
+ * bundle in force, so a new bundle means a new client.
+ */
+function certifyThroughCa(
+  config: ProxyConfig,
+  anchors: AnchorSource,
+): {
+  certify: (req: CertifyRequest) => Promise<CertifyResponse>;
+  close: () => void;
+} {
+  const address = parseAddress(config.identityAddr)!;
+  let fingerprint = '';
+  let client: CertifyClient | undefined;
+  return {
+    certify: (req) => {
+      const bundle = anchors.current();
+      if (client === undefined || bundle.fingerprint !== fingerprint) {
+        client?.close();
+        client = new CertifyClient({
+          address,
+          serverName: config.identityName,
+          anchorsPem: bundle.pem,
+        });
+        fingerprint = bundle.fingerprint;
+      }
+      return client.certify(req);
+    },
+    close: () => client?.close(),
+  };
+}
+
+/**
+ * Starts the proxy's parts.
+ *
+ * @example
+ * ```ts
+ * const proxy = await startProxy(config, logger);
+ * ```
+ */
+export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
+  const clock = systemClock;
+  let anchors: AnchorSource;
+  try {
+    anchors = await AnchorSource.open(config.trustAnchors, {
+      clock,
+      logger: logger.child({ component: 'anchors' }),
+    });
+  } catch (err) {
+    throw new MeshidError('ERR_ANCHORS_INVALID', (err as Error).message, { cause: err });
+  }
+  const ca = certifyThroughCa(config, anchors);
+  const identity = new IdentityClient({
+    localIdentity: config.localIdentity,
+    tokenFile: config.tokenFile,
+    certify: ca.certify,
+    anchorsPem: () => anchors.current().pem,
+    clock,
+    random: systemRandom,
+    timers: systemTimers,
+    logger: logger.child({ component: 'identity' }),
+  });
+  identity.start();
+  const registry = createRegistry();
+  const deps = { localIdentity: config.localIdentity, identity, anchors, clock, registry, logger };
+  registerIdentityMetrics(deps);
+  const admin = await startProxyAdmin(config.admin, deps);
+  return {
+    admin: admin.address,
+    identity,
+    async close() {
+      identity.close();
+      anchors.close();
+      ca.close();
+      await admin.close();
+    },
+  };
+}
+
+/** `meshid proxy` */
+export async function runProxy(argv: string[]): Promise<number> {
+  const { config } = loadConfig('proxy', { argv, env: process.env });
+  const logger = processLogger(config.logLevel, {
+    service: 'proxy',
+    identity: config.localIdentity,
+  });
+  const stopped = untilStopSignal();
+  const proxy = await startProxy(config, logger);
+  logger.info({ admin: formatAddress(proxy.admin) }, 'listening');
+  const signal = await stopped;
+  logger.info({ signal }, 'shutting down');
+  await proxy.close();
+  return 0;
+}
