@@ -9,5 +9,10 @@ export type { VerifiedLeaf } from './identity/verify.js';
 export { ContextCache, PROXY_TLS, identityOfCertificate, verifiedPeerIdentity } from './tls.js';
 export { AnchorSource, parseAnchorBundle } from './anchors.js';
 export type { AnchorBundle } from './anchors.js';
-export { identityReport, proxyReadiness, registerIdentityMetrics, startProxyAdmin } from './admin.js';
+export {
+  identityReport,
+  proxyReadiness,
+  registerIdentityMetrics,
+  startProxyAdmin,
+} from './admin.js';
 export type { IdentityReport, ProxyAdminDeps } from './admin.js';
