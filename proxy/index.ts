@@ -16,3 +16,4 @@ export {
   startProxyAdmin,
 } from './admin.js';
 export type { IdentityReport, ProxyAdminDeps } from './admin.js';
+export * from './inbound.js';

@@ -1,0 +1,973 @@
+/**
+ * The proxy's inbound side: terminates mutual TLS 1.3 from meshed peers, authorizes each
+ * connection by the peer's verified identity, and forwards to the application on loopback.
+ *
+ * One connection goes through these steps:
+ *
+ * 1. The first byte says TLS (a handshake record, 0x16) or not. Plaintext is served only when the
+ *    policy allows unauthenticated peers; otherwise the connection is dropped.
+ * 2. TLS: the server certificate is the workload certificate of the moment and client
+ *    certificates are verified against the anchors of the moment (both read per connection, so a
+ *    renewal or an anchor reload applies to new connections without cutting existing ones). A
+ *    client certificate is required; the peer identity is its first DNS SAN.
+ * 3. The policy decides once for the connection.
+ * 4. The first decrypted bytes pick the protocol: HTTP/2, HTTP/1.x or opaque (see detect.ts).
+ *    Most clients speak first, so this costs no round trip; a silent client (a server-speaks-first
+ *    protocol) is connected to the app after a short timeout.
+ * 5. HTTP goes through node's HTTP/1 and HTTP/2 servers (fed the socket) and is re-issued to the
+ *    app with `l5d-client-id` set to the verified identity, after removing every copy the client
+ *    sent. Denied HTTP gets a 403 (gRPC: PERMISSION_DENIED) from the proxy and the app sees
+ *    nothing. Opaque bytes are piped both ways with half-close.
+ */
+import { performance } from 'node:perf_hooks';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { Agent, createServer as createHttpServer, request as httpRequest } from 'node:http';
+import type {
+  IncomingMessage,
+  OutgoingHttpHeaders,
+  Server as HttpServer,
+  ServerResponse,
+} from 'node:http';
+import {
+  connect as http2Connect,
+  constants as h2,
+  createServer as createHttp2Server,
+} from 'node:http2';
+import type {
+  ClientHttp2Session,
+  ClientHttp2Stream,
+  Http2Server,
+  IncomingHttpHeaders as Http2IncomingHeaders,
+  OutgoingHttpHeaders as Http2OutgoingHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
+import type { Address, Logger } from '../core/index.js';
+import { LogKey } from '../core/index.js';
+import type { WorkloadCertificate } from './identity/client.js';
+import { PROXY_TLS, ContextCache, verifiedPeerIdentity } from './tls.js';
+import { detectProtocol, readFirstBytes } from './detect.js';
+import type { DetectedProtocol, FirstBytes } from './detect.js';
+import type { InboundPolicy, PolicyDecision } from './policy.js';
+
+export { InboundPolicy } from './policy.js';
+export type { InboundPolicyOptions, PolicyDecision } from './policy.js';
+export type { DetectedProtocol } from './detect.js';
+
+/**
+ * The header that carries the verified peer identity to the application (Linkerd's name).
+ *
+ * @example
+ * ```ts
+ * const peer = req.headers[CLIENT_ID_HEADER]; // in the app: set by the proxy, never by the client
+ * ```
+ */
+export const CLIENT_ID_HEADER = 'l5d-client-id';
+
+/**
+ * The header on responses the proxy makes itself (403, 502), saying why (Linkerd's name).
+ *
+ * @example
+ * ```ts
+ * if (res.headers[PROXY_ERROR_HEADER] !== undefined) log.warn('refused by the peer proxy');
+ * ```
+ */
+export const PROXY_ERROR_HEADER = 'l5d-proxy-error';
+
+/** Why a connection was refused before any application byte was read. */
+export type HandshakeFailureReason =
+  /** The identity client has no certificate yet: there is nothing to present. */
+  | 'no-certificate'
+  /** Not TLS, and the policy does not allow unauthenticated peers. */
+  | 'plaintext-refused'
+  /** The client sent no certificate. */
+  | 'client-certificate-missing'
+  /** The client's certificate did not verify against the anchors, or names no DNS identity. */
+  | 'client-certificate-rejected'
+  /** The TLS handshake failed (version, cipher, ALPN, malformed, timeout); `detail` has the code. */
+  | 'tls-error'
+  /** The client closed or sent nothing before the handshake. */
+  | 'closed';
+
+/** What the inbound proxy reports for metrics. */
+export type InboundEvent =
+  | {
+      readonly type: 'handshake-succeeded';
+      /** Verified identity; undefined for plaintext. */
+      readonly peer: string | undefined;
+      readonly tls: boolean;
+    }
+  | {
+      readonly type: 'handshake-failed';
+      readonly reason: HandshakeFailureReason;
+      /** A TLS error or certificate verification code, when there is one. */
+      readonly detail: string | undefined;
+    }
+  | {
+      readonly type: 'connection-opened';
+      readonly peer: string | undefined;
+      readonly tls: boolean;
+      readonly protocol: DetectedProtocol;
+      readonly authorized: boolean;
+    }
+  | {
+      readonly type: 'connection-closed';
+      readonly peer: string | undefined;
+      readonly tls: boolean;
+      readonly protocol: DetectedProtocol;
+      readonly authorized: boolean;
+      /** Bytes received from the peer, on the wire (TLS records included). */
+      readonly bytesIn: number;
+      /** Bytes sent to the peer, on the wire. */
+      readonly bytesOut: number;
+      readonly durationMs: number;
+    }
+  | {
+      readonly type: 'http-request';
+      readonly peer: string | undefined;
+      readonly protocol: 'http1' | 'http2';
+      readonly method: string;
+      /** Status sent to the peer; 0 when the exchange broke off before a status. */
+      readonly status: number;
+      readonly authorized: boolean;
+      readonly durationMs: number;
+    };
+
+/** Settings of an {@link InboundProxy}. */
+export interface InboundOptions {
+  /** Where to listen (the proxy's default is 127.0.0.1:4143 in config). Port 0 picks one. */
+  readonly listen: Address;
+  /** Where the application listens (plain TCP; HTTP/1.1 or h2c for HTTP). */
+  readonly app: Address;
+  /** The current workload certificate (renewed by the identity client); undefined before the first. */
+  readonly certificate: () => WorkloadCertificate | undefined;
+  /** The current trust anchors, PEM (hot-reloaded by their owner). */
+  readonly anchorsPem: () => string;
+  readonly policy: InboundPolicy;
+  readonly logger: Logger;
+  /** Receives an event per handshake, connection and HTTP request (for metrics). */
+  readonly observe?: (e: InboundEvent) => void;
+  /**
+   * How long to wait for a client's first bytes before treating the connection as opaque and
+   * connecting it to the app anyway (server-speaks-first protocols). Default 1000 ms.
+   */
+  readonly detectTimeoutMs?: number;
+  /** Bound on the TLS handshake, and on the wait for a first byte. Default 10 s. */
+  readonly handshakeTimeoutMs?: number;
+}
+
+const DEFAULT_DETECT_TIMEOUT_MS = 1000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_GRACE_MS = 10_000;
+/** Longest request line looked at; longer ones are left to the HTTP/1 parser's own limit. */
+const MAX_DETECT_BYTES = 16 * 1024;
+const TLS_HANDSHAKE_RECORD = 0x16;
+
+/** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'http2-settings',
+]);
+
+/** One accepted connection, from the first byte to close. */
+interface Conn {
+  readonly raw: Socket;
+  readonly openedAt: number;
+  /** The stream the application bytes travel on: the TLS socket, or `raw` for plaintext. */
+  stream: Socket | undefined;
+  tls: boolean;
+  peer: string | undefined;
+  decision: PolicyDecision | undefined;
+  protocol: DetectedProtocol | undefined;
+  /** HTTP/1 requests being answered. */
+  inflight: number;
+  session: ServerHttp2Session | undefined;
+  /** The app-side socket of an opaque connection. */
+  app: Socket | undefined;
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** Lower-case names listed in Connection headers: hop-by-hop for this message only. */
+function connectionTokens(values: readonly string[] | undefined): Set<string> {
+  const tokens = new Set<string>();
+  for (const v of values ?? []) {
+    for (const t of v.split(',')) {
+      const name = t.trim().toLowerCase();
+      if (name !== '') tokens.add(name);
+    }
+  }
+  return tokens;
+}
+
+/**
+ * The headers of an HTTP/1 message minus hop-by-hop ones and minus `l5d-client-id`, every copy
+ * kept (node gives names in lower case, so the header is removed whatever its case).
+ */
+function forwardableHttp1Headers(
+  distinct: Record<string, string[] | undefined>,
+): OutgoingHttpHeaders {
+  const listed = connectionTokens(distinct['connection']);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, values] of Object.entries(distinct)) {
+    if (values === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    if (name === CLIENT_ID_HEADER) continue;
+    out[name] = values.length === 1 ? values[0] : values;
+  }
+  return out;
+}
+
+/** HTTP/2 headers to re-send: pseudo-headers as given (unless told), no connection-specific ones. */
+function forwardableHttp2Headers(
+  headers: Http2IncomingHeaders,
+  keepPseudo: (name: string) => boolean,
+): Http2OutgoingHeaders {
+  const out: Http2OutgoingHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name === CLIENT_ID_HEADER || HOP_BY_HOP.has(name)) continue;
+    if (name.startsWith(':') && !keepPseudo(name)) continue;
+    out[name] = value;
+  }
+  // TE is allowed in HTTP/2 with exactly the value "trailers", which gRPC requires end to end.
+  if (headers['te'] === 'trailers') out['te'] = 'trailers';
+  return out;
+}
+
+/** gRPC's percent-encoding of grpc-message (only what is outside printable ASCII, and '%'). */
+function grpcMessage(s: string): string {
+  return s.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));
+}
+
+/**
+ * The inbound listener.
+ *
+ * @example
+ * ```ts
+ * const inbound = new InboundProxy({
+ *   listen: { host: '0.0.0.0', port: 4143 },
+ *   app: { host: '127.0.0.1', port: 8080 },
+ *   certificate: () => identity.current(),
+ *   anchorsPem: () => anchors.current().pem,
+ *   policy: new InboundPolicy({ namespaces: ['emojivoto'] }),
+ *   logger,
+ * });
+ * await inbound.listen();
+ * // ...
+ * await inbound.close(5000);
+ * ```
+ */
+export class InboundProxy {
+  readonly #o: InboundOptions;
+  readonly #log: Logger;
+  readonly #detectTimeoutMs: number;
+  readonly #contexts = new ContextCache();
+  readonly #server: NetServer;
+  readonly #tls: TlsServer;
+  readonly #http1: HttpServer;
+  readonly #http2: Http2Server;
+  readonly #agent: Agent;
+  readonly #conns = new Set<Conn>();
+  /** Connections between the raw 'connection' and 'secureConnection', by peer address. */
+  readonly #handshaking = new Map<string, Conn>();
+  readonly #http1Conns = new WeakMap<Socket, Conn>();
+  readonly #http2Conns = new WeakMap<ServerHttp2Session, Conn>();
+  /** The connection being handed to the HTTP/2 server (its 'session' event is synchronous). */
+  #handingToHttp2: Conn | undefined;
+  #appSession: ClientHttp2Session | undefined;
+  /** (serial, anchors) of the TLS server's default context, for clients that send no SNI. */
+  #defaultContextKey = '';
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  #onEmpty: (() => void) | undefined;
+
+  constructor(options: InboundOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ [LogKey.component]: 'proxy-inbound' });
+    this.#detectTimeoutMs = options.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
+    const handshakeTimeout = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+
+    // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
+    // app's answer.
+    this.#server = createNetServer({ allowHalfOpen: true }, (raw) => this.#onConnection(raw));
+    this.#server.on('error', (err) =>
+      this.#log.error({ err: err.message }, 'inbound listener error'),
+    );
+
+    this.#tls = createTlsServer({
+      ...PROXY_TLS,
+      allowHalfOpen: true,
+      handshakeTimeout,
+      requestCert: true,
+      // Verification results are checked on 'secureConnection' instead, so that a refusal can
+      // be reported with its reason (node would otherwise drop the socket silently).
+      rejectUnauthorized: false,
+      SNICallback: (_servername, cb) => {
+        const cert = this.#o.certificate();
+        if (cert === undefined) {
+          cb(new Error('no workload certificate yet'), undefined);
+          return;
+        }
+        cb(null, this.#contexts.get(cert, this.#o.anchorsPem()));
+      },
+      // HTTP/2 over TLS needs `h2` selected by ALPN (curl and gRPC clients insist); the
+      // protocol is still detected from the bytes. A client offering only protocols this
+      // proxy does not speak gets a no_application_protocol alert rather than a wrong answer.
+      ALPNCallback: ({ protocols }) =>
+        protocols.includes('h2') ? 'h2' : protocols.includes('http/1.1') ? 'http/1.1' : undefined,
+    });
+    this.#tls.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket));
+    this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      this.#handshaking.delete(peerKey(socket));
+      this.#emit({
+        type: 'handshake-failed',
+        reason: 'tls-error',
+        detail: err.code ?? err.message,
+      });
+      this.#log.debug({ err: err.message }, 'inbound TLS handshake failed');
+      socket.destroy();
+    });
+
+    this.#http1 = createHttpServer((req, res) => this.#onHttp1Request(req, res));
+    this.#http2 = createHttp2Server();
+    this.#http2.on('session', (session: ServerHttp2Session) => {
+      const conn = this.#handingToHttp2;
+      if (conn === undefined) {
+        session.destroy();
+        return;
+      }
+      conn.session = session;
+      this.#http2Conns.set(session, conn);
+      session.on('error', (err) =>
+        this.#log.debug({ err: err.message }, 'inbound h2 session error'),
+      );
+    });
+    this.#http2.on('stream', (stream, headers) => this.#onHttp2Stream(stream, headers));
+    this.#http2.on('sessionError', () => undefined);
+    // Should not happen: a socket is handed over only after its bytes said HTTP/2.
+    this.#http2.on('unknownProtocol', (socket: Socket) => socket.destroy());
+    this.#agent = new Agent({ keepAlive: true });
+  }
+
+  /** Starts listening; resolves with the bound address (useful with port 0). */
+  async listen(): Promise<Address> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#o.listen.port, this.#o.listen.host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = this.#server.address() as AddressInfo;
+    const bound = { host: a.address, port: a.port };
+    this.#log.info(
+      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
+      'inbound listening',
+    );
+    return bound;
+  }
+
+  /**
+   * Stops accepting, lets in-flight work finish for up to `graceMs` (HTTP/1 connections close
+   * after their current request, HTTP/2 sessions get GOAWAY, opaque connections run on), then
+   * destroys whatever is left. Idempotent.
+   */
+  close(graceMs = DEFAULT_GRACE_MS): Promise<void> {
+    this.#closed ??= this.#shutdown(graceMs);
+    return this.#closed;
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    this.#closing = true;
+    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    if (this.#conns.size > 0) {
+      const empty = new Promise<void>((resolve) => (this.#onEmpty = resolve));
+      for (const conn of this.#conns) this.#drain(conn);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        empty,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (this.#conns.size > 0) {
+        this.#log.info({ open: this.#conns.size }, 'inbound grace expired; closing connections');
+        for (const conn of this.#conns) destroyConn(conn);
+        // Destroyed sockets close on a later tick; their events are reported before resolving.
+        await empty;
+      }
+    }
+    await stopped;
+    this.#appSession?.destroy();
+    this.#agent.destroy();
+  }
+
+  /** Asks one connection to finish what it is doing and close. */
+  #drain(conn: Conn): void {
+    switch (conn.protocol) {
+      case 'http1':
+        if (conn.inflight === 0) conn.stream?.end();
+        return;
+      case 'http2':
+        conn.session?.close();
+        return;
+      case 'opaque':
+        return; // no boundary to stop at: it runs until the grace period ends
+      case undefined:
+        destroyConn(conn); // still in handshake or detection: nothing in flight yet
+        return;
+    }
+  }
+
+  #emit(e: InboundEvent): void {
+    if (this.#o.observe === undefined) return;
+    try {
+      this.#o.observe(e);
+    } catch (err) {
+      this.#log.warn({ err: String(err) }, 'inbound observer threw');
+    }
+  }
+
+  #onConnection(raw: Socket): void {
+    if (this.#closing) {
+      raw.destroy();
+      return;
+    }
+    raw.setNoDelay(true);
+    raw.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound connection error'));
+    const conn: Conn = {
+      raw,
+      openedAt: performance.now(),
+      stream: undefined,
+      tls: false,
+      peer: undefined,
+      decision: undefined,
+      protocol: undefined,
+      inflight: 0,
+      session: undefined,
+      app: undefined,
+    };
+    this.#conns.add(conn);
+    raw.once('close', () => this.#onClose(conn));
+    this.#start(conn).catch((err: unknown) => {
+      this.#log.warn({ err: String(err) }, 'inbound connection failed');
+      destroyConn(conn);
+    });
+  }
+
+  #onClose(conn: Conn): void {
+    this.#conns.delete(conn);
+    const key = peerKey(conn.raw);
+    if (this.#handshaking.get(key) === conn) this.#handshaking.delete(key);
+    conn.app?.destroy();
+    if (conn.protocol !== undefined && conn.decision !== undefined) {
+      this.#emit({
+        type: 'connection-closed',
+        peer: conn.peer,
+        tls: conn.tls,
+        protocol: conn.protocol,
+        authorized: conn.decision.allowed,
+        bytesIn: conn.raw.bytesRead,
+        bytesOut: conn.raw.bytesWritten,
+        durationMs: performance.now() - conn.openedAt,
+      });
+    }
+    if (this.#closing && this.#conns.size === 0) this.#onEmpty?.();
+  }
+
+  /** Step 1: TLS or plaintext, by the first byte. */
+  async #start(conn: Conn): Promise<void> {
+    const { raw } = conn;
+    const allowPlain = this.#o.policy.allowUnauthenticated;
+    const first = await readFirstBytes(raw, {
+      // A TLS client always speaks first; only a plaintext one may legitimately wait.
+      timeoutMs: allowPlain
+        ? this.#detectTimeoutMs
+        : (this.#o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS),
+      maxBytes: 1,
+    });
+    if (raw.destroyed || this.#closing) {
+      raw.destroy();
+      return;
+    }
+    if (first.bytes[0] === TLS_HANDSHAKE_RECORD) {
+      const cert = this.#o.certificate();
+      if (cert === undefined) {
+        this.#refuse(conn, 'no-certificate', undefined);
+        return;
+      }
+      this.#syncDefaultContext(cert);
+      raw.unshift(first.bytes);
+      this.#handshaking.set(peerKey(raw), conn);
+      // The TLS server wraps the socket and reads the bytes put back first.
+      this.#tls.emit('connection', raw);
+      return;
+    }
+    if (!allowPlain) {
+      this.#refuse(conn, first.bytes.length === 0 ? 'closed' : 'plaintext-refused', undefined);
+      return;
+    }
+    if (first.bytes.length === 0 && first.ended) {
+      this.#refuse(conn, 'closed', undefined);
+      return;
+    }
+    conn.stream = raw;
+    this.#emit({ type: 'handshake-succeeded', peer: undefined, tls: false });
+    await this.#serve(conn, raw, first);
+  }
+
+  #refuse(conn: Conn, reason: HandshakeFailureReason, detail: string | undefined): void {
+    this.#emit({ type: 'handshake-failed', reason, detail });
+    this.#log.debug({ [LogKey.reason]: reason, detail }, 'inbound connection refused');
+    destroyConn(conn);
+  }
+
+  /**
+   * Keeps the TLS server's default context (used when a client sends no SNI, so SNICallback is
+   * not called) in step with the certificate and anchors; rebuilt only when either changed.
+   */
+  #syncDefaultContext(cert: WorkloadCertificate): void {
+    const anchors = this.#o.anchorsPem();
+    const key = `${cert.serialHex}\u0000${anchors}`;
+    if (key === this.#defaultContextKey) return;
+    this.#tls.setSecureContext({
+      ...PROXY_TLS,
+      key: cert.keyPem,
+      cert: cert.certChainPem,
+      ca: anchors,
+    });
+    this.#defaultContextKey = key;
+  }
+
+  /** Step 2: the handshake finished; the client certificate must have verified. */
+  #onSecure(socket: TLSSocket): void {
+    const key = peerKey(socket);
+    const conn = this.#handshaking.get(key);
+    this.#handshaking.delete(key);
+    if (conn === undefined || this.#closing) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound TLS error'));
+    conn.stream = socket;
+    conn.tls = true;
+    if (!socket.authorized) {
+      const presented = Object.keys(socket.getPeerCertificate()).length > 0;
+      this.#refuse(
+        conn,
+        presented ? 'client-certificate-rejected' : 'client-certificate-missing',
+        presented ? String(socket.authorizationError) : undefined,
+      );
+      return;
+    }
+    const peer = verifiedPeerIdentity(socket);
+    if (peer === undefined) {
+      this.#refuse(conn, 'client-certificate-rejected', 'no DNS identity in the first SAN');
+      return;
+    }
+    conn.peer = peer;
+    this.#emit({ type: 'handshake-succeeded', peer, tls: true });
+    this.#serve(conn, socket, undefined).catch((err: unknown) => {
+      this.#log.warn({ err: String(err) }, 'inbound connection failed');
+      destroyConn(conn);
+    });
+  }
+
+  /**
+   * Steps 3 and 4: authorize, detect, dispatch. `already` is what the plaintext path read while
+   * looking for a TLS record: detection goes on from there rather than waiting a second time.
+   */
+  async #serve(conn: Conn, stream: Socket, already: FirstBytes | undefined): Promise<void> {
+    conn.decision = this.#o.policy.authorize(conn.peer);
+    if (!conn.decision.allowed) {
+      this.#log.info(
+        { [LogKey.identity]: conn.peer, [LogKey.reason]: conn.decision.reason },
+        'inbound connection denied by policy',
+      );
+    }
+    let bytes = already?.bytes ?? Buffer.alloc(0);
+    let ended = already?.ended ?? false;
+    let timedOut = already?.timedOut ?? false;
+    if (!ended && !timedOut && !detectProtocol(bytes).decided) {
+      if (bytes.length > 0) stream.unshift(bytes);
+      const first = await readFirstBytes(stream, {
+        timeoutMs: this.#detectTimeoutMs,
+        maxBytes: MAX_DETECT_BYTES,
+      });
+      ({ bytes, ended, timedOut } = first);
+    }
+    if (stream.destroyed || this.#closing) {
+      destroyConn(conn);
+      return;
+    }
+    // A client that ended before its request line was complete cannot send headers any more,
+    // so passing its bytes on unparsed is safe.
+    const protocol: DetectedProtocol = ended ? 'opaque' : detectProtocol(bytes).protocol;
+    conn.protocol = protocol;
+    this.#emit({
+      type: 'connection-opened',
+      peer: conn.peer,
+      tls: conn.tls,
+      protocol,
+      authorized: conn.decision.allowed,
+    });
+    if (protocol === 'opaque') {
+      if (!conn.decision.allowed) {
+        destroyConn(conn);
+        return;
+      }
+      this.#forwardOpaque(conn, stream, bytes, ended, timedOut && bytes.length === 0);
+      return;
+    }
+    this.#toHttp(conn, stream, bytes, protocol);
+  }
+
+  /** Hands a connection to node's HTTP/1 or HTTP/2 server, the detected bytes put back first. */
+  #toHttp(conn: Conn, stream: Socket, bytes: Buffer, protocol: 'http1' | 'http2'): void {
+    conn.protocol = protocol;
+    if (bytes.length > 0) stream.unshift(bytes);
+    if (protocol === 'http1') {
+      this.#http1Conns.set(stream, conn);
+      this.#http1.emit('connection', stream);
+      // The HTTP server attaches its 'data' listener, but the socket was paused by detection.
+      stream.resume();
+      return;
+    }
+    // node's HTTP/2 server falls back to HTTP/1 for a TLS socket whose ALPN was not h2; the
+    // bytes have already said HTTP/2 (prior knowledge), so tell it so.
+    if (conn.tls) (stream as TLSSocket).alpnProtocol = 'h2';
+    this.#handingToHttp2 = conn;
+    try {
+      this.#http2.emit('connection', stream);
+    } finally {
+      this.#handingToHttp2 = undefined;
+    }
+  }
+
+  /**
+   * Pipes an opaque connection to the app, both ways, with half-close. `lateDetect` is set when
+   * the client said nothing before the detection timeout: the app is connected so that a server
+   * that speaks first can, but if the app has said nothing either when the client's first bytes
+   * come, those bytes are still checked, and an HTTP request goes to the HTTP path after all.
+   * Without that, waiting out the timeout would be a way to get a header past the proxy.
+   */
+  #forwardOpaque(
+    conn: Conn,
+    client: Socket,
+    first: Buffer,
+    ended: boolean,
+    lateDetect: boolean,
+  ): void {
+    const app = netConnect({ host: this.#o.app.host, port: this.#o.app.port, allowHalfOpen: true });
+    conn.app = app;
+    app.setNoDelay(true);
+    app.on('error', (err) => {
+      this.#log.debug({ err: err.message }, 'inbound app connection failed');
+      client.destroy();
+    });
+    app.on('close', (hadError) => {
+      if (hadError) client.destroy();
+    });
+    client.on('close', () => {
+      if (!app.writableFinished || !app.readableEnded) app.destroy();
+    });
+    app.pipe(client);
+
+    const startPiping = (held: Buffer): void => {
+      if (held.length > 0) app.write(held);
+      client.pipe(app);
+    };
+    if (!lateDetect) {
+      startPiping(first);
+      if (ended) app.end();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let length = 0;
+    let detecting = true;
+    const stop = (): Buffer => {
+      detecting = false;
+      client.off('data', onData);
+      client.off('end', onEnd);
+      app.off('data', onAppData);
+      client.pause();
+      return Buffer.concat(chunks, length);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      const d = detectProtocol(Buffer.concat(chunks, length));
+      if (d.protocol === 'opaque') {
+        startPiping(stop());
+      } else if (d.decided || length >= MAX_DETECT_BYTES) {
+        const held = stop();
+        // The app never spoke (or this would not be running): drop it and serve HTTP.
+        app.unpipe(client);
+        app.destroy();
+        conn.app = undefined;
+        this.#log.debug('inbound late detection found HTTP');
+        this.#toHttp(conn, client, held, d.protocol);
+      }
+    };
+    const onEnd = (): void => {
+      startPiping(stop());
+    };
+    // Once the app speaks, this is a server-speaks-first protocol: carry the client's bytes.
+    const onAppData = (): void => {
+      if (detecting) startPiping(stop());
+    };
+    client.on('data', onData);
+    client.once('end', onEnd);
+    app.on('data', onAppData);
+    // Detection paused the socket; a 'data' listener alone does not undo an explicit pause.
+    client.resume();
+  }
+
+  // ---- HTTP/1 ----
+
+  #onHttp1Request(req: IncomingMessage, res: ServerResponse): void {
+    const conn = this.#http1Conns.get(req.socket);
+    if (conn === undefined || conn.decision === undefined) {
+      res.destroy();
+      return;
+    }
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    conn.inflight++;
+    res.once('close', () => {
+      conn.inflight--;
+      this.#emit({
+        type: 'http-request',
+        peer: conn.peer,
+        protocol: 'http1',
+        method,
+        status: res.headersSent ? res.statusCode : 0,
+        authorized: conn.decision?.allowed === true,
+        durationMs: performance.now() - started,
+      });
+      if (this.#closing && conn.inflight === 0) conn.stream?.end();
+    });
+
+    if (!conn.decision.allowed) {
+      const reason = conn.decision.reason;
+      res.writeHead(403, {
+        'content-type': 'text/plain; charset=utf-8',
+        [PROXY_ERROR_HEADER]: reason,
+        connection: 'close',
+      });
+      res.end(`forbidden: ${reason}\n`);
+      return;
+    }
+
+    const headers = forwardableHttp1Headers(req.headersDistinct);
+    if (conn.peer !== undefined) headers[CLIENT_ID_HEADER] = conn.peer;
+    const appReq = httpRequest({
+      host: this.#o.app.host,
+      port: this.#o.app.port,
+      method,
+      path: req.url ?? '/',
+      headers,
+      agent: this.#agent,
+    });
+    appReq.on('response', (appRes) => {
+      const status = appRes.statusCode ?? 502;
+      const headers = forwardableHttp1Headers(appRes.headersDistinct);
+      // Shutting down: this answer is the connection's last.
+      if (this.#closing) headers['connection'] = 'close';
+      if (appRes.statusMessage !== undefined && appRes.statusMessage !== '') {
+        res.writeHead(status, appRes.statusMessage, headers);
+      } else {
+        res.writeHead(status, headers);
+      }
+      appRes.pipe(res, { end: false });
+      appRes.on('end', () => {
+        const t = appRes.rawTrailers;
+        if (t.length > 0) {
+          const pairs: [string, string][] = [];
+          for (let i = 0; i + 1 < t.length; i += 2) pairs.push([t[i]!, t[i + 1]!]);
+          res.addTrailers(pairs);
+        }
+        res.end();
+      });
+      appRes.on('error', () => res.destroy());
+    });
+    appReq.on('error', (err) => {
+      this.#log.debug({ err: err.message }, 'inbound app request failed');
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.writeHead(502, {
+        'content-type': 'text/plain; charset=utf-8',
+        [PROXY_ERROR_HEADER]: 'app unreachable',
+      });
+      res.end('bad gateway: the application did not answer\n');
+    });
+    // The peer went away before the answer was complete: stop the app's work too.
+    res.on('close', () => {
+      if (!res.writableFinished) appReq.destroy();
+    });
+    req.on('end', () => {
+      const t = req.rawTrailers;
+      if (t.length === 0) return;
+      const pairs: [string, string][] = [];
+      for (let i = 0; i + 1 < t.length; i += 2) pairs.push([t[i]!, t[i + 1]!]);
+      appReq.addTrailers(pairs);
+    });
+    req.pipe(appReq);
+  }
+
+  // ---- HTTP/2 ----
+
+  #appHttp2(): ClientHttp2Session {
+    const current = this.#appSession;
+    if (current !== undefined && !current.closed && !current.destroyed) return current;
+    const session = http2Connect(`http://${formatHost(this.#o.app.host)}:${this.#o.app.port}`);
+    session.on('error', (err) =>
+      this.#log.debug({ err: err.message }, 'inbound app h2 session error'),
+    );
+    const forget = (): void => {
+      if (this.#appSession === session) this.#appSession = undefined;
+    };
+    session.on('close', forget);
+    session.on('goaway', forget);
+    this.#appSession = session;
+    return session;
+  }
+
+  #onHttp2Stream(stream: ServerHttp2Stream, headers: Http2IncomingHeaders): void {
+    const conn = this.#http2Conns.get(stream.session as ServerHttp2Session);
+    stream.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound h2 stream error'));
+    if (conn === undefined || conn.decision === undefined) {
+      stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const started = performance.now();
+    const method = headers[':method'] ?? 'GET';
+    let status = 0;
+    stream.once('close', () => {
+      this.#emit({
+        type: 'http-request',
+        peer: conn.peer,
+        protocol: 'http2',
+        method,
+        status,
+        authorized: conn.decision?.allowed === true,
+        durationMs: performance.now() - started,
+      });
+    });
+
+    if (!conn.decision.allowed) {
+      status = this.#denyHttp2(stream, headers, conn.decision.reason);
+      conn.session?.close();
+      return;
+    }
+
+    const out = forwardableHttp2Headers(headers, (n) => n !== ':scheme');
+    out[':scheme'] = 'http';
+    if (conn.peer !== undefined) out[CLIENT_ID_HEADER] = conn.peer;
+    const requestEnded = stream.endAfterHeaders;
+    let appReq: ClientHttp2Stream;
+    try {
+      appReq = this.#appHttp2().request(out, {
+        endStream: requestEnded,
+        waitForTrailers: !requestEnded,
+      });
+    } catch (err) {
+      this.#log.debug({ err: String(err) }, 'inbound app h2 request failed');
+      status = this.#http2Error(stream, 502, 'app unreachable');
+      return;
+    }
+
+    let requestTrailers: Http2IncomingHeaders | undefined;
+    stream.on('trailers', (t: Http2IncomingHeaders) => (requestTrailers = t));
+    appReq.on('wantTrailers', () => {
+      appReq.sendTrailers(forwardableHttp2Headers(requestTrailers ?? {}, () => false));
+    });
+    if (!requestEnded) stream.pipe(appReq);
+
+    let responseTrailers: Http2IncomingHeaders | undefined;
+    appReq.on('response', (appHeaders: Http2IncomingHeaders) => {
+      status = Number(appHeaders[':status'] ?? 502);
+      const responseEnded = appReq.endAfterHeaders;
+      stream.respond(
+        forwardableHttp2Headers(appHeaders, (n) => n === ':status'),
+        {
+          endStream: responseEnded,
+          waitForTrailers: !responseEnded,
+        },
+      );
+      if (!responseEnded) appReq.pipe(stream);
+    });
+    appReq.on('trailers', (t: Http2IncomingHeaders) => (responseTrailers = t));
+    stream.on('wantTrailers', () => {
+      stream.sendTrailers(forwardableHttp2Headers(responseTrailers ?? {}, () => false));
+    });
+    appReq.on('error', (err) => {
+      this.#log.debug({ err: err.message }, 'inbound app h2 stream failed');
+      if (!stream.headersSent && !stream.closed)
+        status = this.#http2Error(stream, 502, 'app unreachable');
+      else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+    });
+    appReq.on('close', () => {
+      // The app reset the stream: reset the peer's too, with the same code.
+      if (!stream.closed && appReq.rstCode !== h2.NGHTTP2_NO_ERROR) stream.close(appReq.rstCode);
+    });
+    stream.on('close', () => {
+      if (!appReq.closed)
+        appReq.close(stream.rstCode === h2.NGHTTP2_NO_ERROR ? h2.NGHTTP2_CANCEL : stream.rstCode);
+    });
+  }
+
+  /** Answers a denied stream: gRPC PERMISSION_DENIED for gRPC, else 403. Returns the status. */
+  #denyHttp2(stream: ServerHttp2Stream, headers: Http2IncomingHeaders, reason: string): number {
+    if ((headers['content-type'] ?? '').startsWith('application/grpc')) {
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': '7',
+          'grpc-message': grpcMessage(reason),
+          [PROXY_ERROR_HEADER]: reason,
+        },
+        { endStream: true },
+      );
+      return 200;
+    }
+    return this.#http2Error(stream, 403, reason, `forbidden: ${reason}\n`);
+  }
+
+  #http2Error(
+    stream: ServerHttp2Stream,
+    status: number,
+    reason: string,
+    body = `${reason}\n`,
+  ): number {
+    stream.respond({
+      ':status': status,
+      'content-type': 'text/plain; charset=utf-8',
+      [PROXY_ERROR_HEADER]: reason,
+    });
+    stream.end(body);
+    return status;
+  }
+}
+
+/** A key that is the same for a raw socket and the TLS socket wrapping it. */
+function peerKey(socket: Socket): string {
+  return `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
+}
+
+function destroyConn(conn: Conn): void {
+  conn.app?.destroy();
+  conn.stream?.destroy();
+  conn.raw.destroy();
+}
