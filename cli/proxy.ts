@@ -22,7 +22,10 @@ import {
 import {
   AnchorSource,
   IdentityClient,
+  InboundPolicy,
+  InboundProxy,
   registerIdentityMetrics,
+  registerTrafficMetrics,
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
@@ -31,6 +34,7 @@ import { processLogger, untilStopSignal } from './runtime.js';
 /** A running proxy. */
 export interface RunningProxy {
   readonly admin: Address;
+  readonly inbound?: Address;
   readonly identity: IdentityClient;
   close(): Promise<void>;
 }
@@ -101,11 +105,40 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   const registry = createRegistry();
   const deps = { localIdentity: config.localIdentity, identity, anchors, clock, registry, logger };
   registerIdentityMetrics(deps);
+  const traffic = registerTrafficMetrics(registry);
+
+  let inbound: InboundProxy | undefined;
+  let inboundAddress: Address | undefined;
+  if (config.inbound !== undefined && config.app !== undefined) {
+    inbound = new InboundProxy({
+      listen: config.inbound,
+      app: config.app,
+      certificate: () => identity.current(),
+      anchorsPem: () => anchors.current().pem,
+      policy: new InboundPolicy({
+        ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
+        ...(config.allowServiceAccount === undefined
+          ? {}
+          : { serviceAccounts: config.allowServiceAccount }),
+        ...(config.allowNamespace === undefined ? {} : { namespaces: config.allowNamespace }),
+        naming: {
+          trustDomain: config.trustDomain,
+          controlPlaneNamespace: config.controlPlaneNamespace,
+        },
+        allowUnauthenticated: config.allowUnauthenticated,
+      }),
+      logger: logger.child({ component: 'inbound' }),
+      observe: (e) => traffic.inbound(e),
+    });
+    inboundAddress = await inbound.listen();
+  }
   const admin = await startProxyAdmin(config.admin, deps);
   return {
     admin: admin.address,
+    ...(inboundAddress === undefined ? {} : { inbound: inboundAddress }),
     identity,
     async close() {
+      await inbound?.close(5000);
       identity.close();
       anchors.close();
       ca.close();
@@ -123,7 +156,13 @@ export async function runProxy(argv: string[]): Promise<number> {
   });
   const stopped = untilStopSignal();
   const proxy = await startProxy(config, logger);
-  logger.info({ admin: formatAddress(proxy.admin) }, 'listening');
+  logger.info(
+    {
+      admin: formatAddress(proxy.admin),
+      ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),
+    },
+    'listening',
+  );
   const signal = await stopped;
   logger.info({ signal }, 'shutting down');
   await proxy.close();

@@ -95,6 +95,11 @@ export const COMMAND_SETTINGS = {
       help: 'LISTEN_ADDR=HOST:PORT@EXPECTED_IDENTITY, repeatable (env: comma-separated)',
     },
     admin: { kind: 'address', help: 'admin HTTP listen address' },
+    allowIdentity: { kind: 'list', help: 'inbound: identities allowed (default: any meshed peer)' },
+    allowServiceAccount: { kind: 'list', help: 'inbound: service accounts allowed, ns/sa' },
+    allowNamespace: { kind: 'list', help: 'inbound: namespaces allowed' },
+    allowUnauthenticated: { kind: 'boolean', help: 'inbound: accept plaintext peers' },
+    ...NAMING,
   },
   local: {
     ...COMMON,
@@ -190,6 +195,12 @@ const SCHEMAS = {
       outbound: address.optional(),
       route: z.array(nonEmpty),
       admin: address,
+      allowIdentity: z.array(nonEmpty).optional(),
+      allowServiceAccount: z.array(nonEmpty).optional(),
+      allowNamespace: z.array(label).optional(),
+      allowUnauthenticated: z.boolean(),
+      trustDomain: subdomain,
+      controlPlaneNamespace: label,
     })
     .superRefine((c, ctx) => {
       if ((c.inbound === undefined) !== (c.app === undefined)) {
@@ -474,7 +485,14 @@ function applyDefaults(
     case 'local':
       return { dir: d.stateDir, listen: d.caListen, admin: d.caAdmin, workers: 0, ...withCommon };
     case 'proxy':
-      return { admin: d.proxyAdmin, route: [], ...withCommon };
+      return {
+        admin: d.proxyAdmin,
+        route: [],
+        allowUnauthenticated: false,
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace: d.controlPlaneNamespace,
+        ...withCommon,
+      };
     case 'ca': {
       const explicit = ['trustAnchors', 'issuerDir', 'jwks', 'tokenIssuer'].some((k) => k in raw);
       const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);

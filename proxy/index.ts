@@ -17,3 +17,4 @@ export {
 } from './admin.js';
 export type { IdentityReport, ProxyAdminDeps } from './admin.js';
 export * from './inbound.js';
+export * from './metrics.js';
