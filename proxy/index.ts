@@ -18,3 +18,4 @@ export {
 export type { IdentityReport, ProxyAdminDeps } from './admin.js';
 export * from './inbound.js';
 export * from './metrics.js';
+export * from './outbound.js';

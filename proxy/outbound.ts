@@ -1,0 +1,992 @@
+/**
+ * The proxy's outbound side: the app connects in plain TCP on loopback, the proxy carries the
+ * bytes to the destination over TLS 1.3 mutual TLS and refuses any server that does not prove
+ * the identity the destination is expected to have.
+ *
+ * - Route listeners (`--route LISTEN=HOST:PORT@IDENTITY`): one loopback listener per
+ *   destination; the bytes are opaque, so HTTP/1.1 keep-alive, HTTP/2, gRPC and raw TCP all pass
+ *   unchanged, half-closes included.
+ * - The HTTP listener (Linkerd's 4140): an HTTP/1.1 forward proxy that routes every request by
+ *   its authority through a {@link DestinationResolver}, pooling mTLS connections per
+ *   destination; CONNECT opens an opaque tunnel the same way.
+ *
+ * Every new upstream connection asks for the current certificate and anchors, so a renewed
+ * certificate or a reloaded bundle applies to the next connection; live ones keep what they
+ * negotiated. No certificate yet (the identity client is not ready) means the connection is
+ * refused: sending it in the clear, or as nobody, would be worse.
+ */
+import { createServer } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { ConnectionOptions, PeerCertificate, TLSSocket } from 'node:tls';
+import {
+  Agent as HttpAgent,
+  createServer as createHttpServer,
+  request as httpRequest,
+} from 'node:http';
+import type {
+  ClientRequest,
+  ClientRequestArgs,
+  IncomingHttpHeaders,
+  IncomingMessage,
+  OutgoingHttpHeaders,
+  ServerResponse,
+} from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Address, Logger } from '../core/index.js';
+import { LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
+import type { WorkloadCertificate } from './identity/client.js';
+import type { Destination, DestinationResolver, Route } from './routes.js';
+import { isLoopback } from './routes.js';
+import { ContextCache, identityOfCertificate } from './tls.js';
+
+// The route and destination vocabulary is part of the outbound surface.
+export {
+  StaticDestinationResolver,
+  normalizeAuthority,
+  parseDestination,
+  parseRoute,
+} from './routes.js';
+export type { Destination, DestinationResolver, Route } from './routes.js';
+
+/** Why an outbound connection was not established. */
+export type OutboundFailureReason =
+  /** The identity client has no valid certificate yet. */
+  | 'no-certificate'
+  /** The HTTP listener found no destination for the request's authority. */
+  | 'no-route'
+  /** TCP to the target failed (refused, unreachable, reset before TLS began). */
+  | 'connect-failed'
+  /** TCP plus the TLS handshake took longer than `connectTimeoutMs`. */
+  | 'timeout'
+  /** The server's chain does not verify against the current anchors (or is expired). */
+  | 'untrusted'
+  /** The chain verified but names another identity than the expected one. */
+  | 'identity-mismatch'
+  /** The TLS handshake failed otherwise (protocol version, alert, reset mid-handshake). */
+  | 'tls-failed'
+  /** The app closed its connection before the handshake finished. */
+  | 'cancelled';
+
+/** Which listener a connection came in on: `route` listeners are named by their address. */
+export interface OutboundEventBase {
+  /** `formatAddress` of the listener the app connected to. */
+  readonly listener: string;
+  readonly target?: Address;
+  readonly expectedIdentity?: string;
+}
+
+/**
+ * What the outbound side reports for metrics and logs. Every upstream connection attempt gets
+ * exactly one `handshake` event; every established one then gets `opened` and, later, exactly
+ * one `closed`.
+ */
+export type OutboundEvent =
+  | (OutboundEventBase & {
+      readonly type: 'handshake';
+      readonly ok: true;
+      readonly target: Address;
+      readonly expectedIdentity: string;
+      readonly peerIdentity: string;
+      readonly durationMs: number;
+    })
+  | (OutboundEventBase & {
+      readonly type: 'handshake';
+      readonly ok: false;
+      readonly reason: OutboundFailureReason;
+      readonly message: string;
+    })
+  | (OutboundEventBase & {
+      readonly type: 'opened';
+      readonly target: Address;
+      readonly peerIdentity: string;
+    })
+  | (OutboundEventBase & {
+      readonly type: 'closed';
+      readonly target: Address;
+      readonly peerIdentity: string;
+      /** Plaintext bytes sent to the peer. */
+      readonly bytesSent: number;
+      /** Plaintext bytes received from the peer. */
+      readonly bytesReceived: number;
+      readonly durationMs: number;
+      /** Set when the connection ended on an error rather than by both sides closing. */
+      readonly error?: string;
+    });
+
+/** Options of {@link OutboundProxy}. */
+export interface OutboundOptions {
+  /** One loopback listener per route. */
+  readonly routes: readonly Route[];
+  /** The HTTP/1.1 forward-proxy listener (4140), routing each request through `resolver`. */
+  readonly http?: { readonly listen: Address; readonly resolver: DestinationResolver };
+  /** The workload certificate in force now, or undefined before the first one. */
+  readonly certificate: () => WorkloadCertificate | undefined;
+  /** The trust anchors in force now (PEM bundle). */
+  readonly anchorsPem: () => string;
+  readonly logger: Logger;
+  readonly observe?: (e: OutboundEvent) => void;
+  /** Bound on TCP connect plus TLS handshake; default 10 s. */
+  readonly connectTimeoutMs?: number;
+  /**
+   * How long a route connection waits for the app's first bytes to see whether it speaks
+   * HTTP/2 (and so offer ALPN `h2`); default 1 s. Only server-first protocols ever wait.
+   */
+  readonly protocolDetectTimeoutMs?: number;
+  /** Monotonic-enough milliseconds for durations; default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** The error `checkServerIdentity` returns: it names both identities. */
+export class PeerIdentityMismatchError extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string | undefined,
+  ) {
+    super(
+      `server identity ${actual === undefined ? '(none: no DNS SAN first)' : `"${printable(actual)}"`} is not the expected identity "${expected}"`,
+    );
+    this.name = 'PeerIdentityMismatchError';
+  }
+}
+
+/** A failed upstream attempt, classified. */
+class UpstreamError extends Error {
+  constructor(
+    readonly reason: OutboundFailureReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamError';
+  }
+}
+
+/**
+ * OpenSSL's X509_V_ERR_* names as node reports them in `err.code` when the server's chain does
+ * not verify. Everything else that fails after TCP connected is a TLS failure.
+ */
+const VERIFY_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+]);
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_GRACE_MS = 10_000;
+const DEFAULT_DETECT_TIMEOUT_MS = 1_000;
+/** The HTTP/2 connection preface (RFC 9113 §3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/** One app-facing connection and what it is piped to, tracked for graceful close. */
+interface Tracked {
+  readonly sockets: Set<Duplex>;
+  readonly closed: Promise<void>;
+}
+
+/**
+ * The outbound proxy. Build it with the identity client's accessors, `listen()`, and
+ * `close()` on shutdown.
+ *
+ * @example
+ * ```ts
+ * const outbound = new OutboundProxy({
+ *   routes: [parseRoute('127.0.0.1:7001=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local')],
+ *   certificate: () => identity.current(),
+ *   anchorsPem: () => anchors.pem(),
+ *   logger,
+ * });
+ * const [routeAddress] = await outbound.listen();
+ * // ...
+ * await outbound.close(5_000);
+ * ```
+ */
+export class OutboundProxy {
+  readonly #o: OutboundOptions;
+  readonly #log: Logger;
+  readonly #contexts = new ContextCache();
+  readonly #now: () => number;
+  readonly #connectTimeoutMs: number;
+  readonly #detectTimeoutMs: number;
+  readonly #servers: Server[] = [];
+  readonly #tracked = new Set<Tracked>();
+  /** Raw socket errors of failed attempts → their classification, for whoever hears them later. */
+  readonly #failures = new WeakMap<Error, UpstreamError>();
+  #agent: MeshAgent | undefined;
+  #closing = false;
+
+  /**
+   * @throws MeshidError ERR_CONFIG_INVALID when a listen address is not loopback or two
+   *   listeners share one address.
+   */
+  constructor(options: OutboundOptions) {
+    const seen = new Set<string>();
+    const listens = [...options.routes.map((r) => r.listen)];
+    if (options.http !== undefined) listens.push(options.http.listen);
+    for (const a of listens) {
+      const key = formatAddress(a);
+      // Whoever reaches an outbound listener speaks as this workload: loopback only.
+      if (!isLoopback(a.host)) {
+        throw new MeshidError('ERR_CONFIG_INVALID', `outbound listener ${key} is not loopback`);
+      }
+      if (a.port !== 0 && seen.has(key)) {
+        throw new MeshidError('ERR_CONFIG_INVALID', `outbound listener ${key} is configured twice`);
+      }
+      seen.add(key);
+    }
+    this.#o = options;
+    this.#log = options.logger.child({ [LogKey.component]: 'proxy-outbound' });
+    this.#now = options.now ?? Date.now;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#detectTimeoutMs = options.protocolDetectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
+  }
+
+  /**
+   * Starts every listener: the routes in order, then the HTTP listener.
+   *
+   * @returns the bound addresses in the same order (real ports when 0 was asked for).
+   */
+  async listen(): Promise<Address[]> {
+    const bound: Address[] = [];
+    try {
+      for (const route of this.#o.routes) {
+        const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+        const address = await this.#bind(server, route.listen);
+        const listener = formatAddress(address);
+        server.on('connection', (app: Socket) => {
+          this.#onRouteConnection(app, listener, route);
+        });
+        bound.push(address);
+      }
+      if (this.#o.http !== undefined) {
+        const resolver = this.#o.http.resolver;
+        const server = createHttpServer({ noDelay: true });
+        const address = await this.#bind(server, this.#o.http.listen);
+        const listener = formatAddress(address);
+        this.#agent = new MeshAgent((dest) => this.#pooledConnection(listener, dest));
+        server.on('connection', (s: Socket) => this.#track([s]));
+        server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+          void this.#forward(req, res, listener, resolver);
+        });
+        server.on('connect', (req: IncomingMessage, app: Socket, head: Buffer) => {
+          void this.#tunnel(req, app, head, listener, resolver);
+        });
+        bound.push(address);
+      }
+    } catch (err) {
+      await this.close(0);
+      throw err;
+    }
+    for (const [i, a] of bound.entries()) {
+      this.#log.info({ [LogKey.address]: formatAddress(a), listener: i }, 'outbound listening');
+    }
+    return bound;
+  }
+
+  /**
+   * Stops accepting, lets open connections finish for up to `graceMs`, then destroys the rest.
+   * Resolves when every connection is gone.
+   */
+  async close(graceMs = DEFAULT_GRACE_MS): Promise<void> {
+    this.#closing = true;
+    const stopped = this.#servers.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.close(() => resolve());
+        }),
+    );
+    this.#servers.length = 0;
+    // Pooled idle upstream connections would otherwise wait out the grace for nothing.
+    this.#agent?.destroyIdle();
+    const drained = Promise.all([...this.#tracked].map((t) => t.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(() => resolve('expired'), graceMs);
+    });
+    const outcome = await Promise.race([drained, expired]);
+    clearTimeout(timer);
+    if (outcome === 'expired') {
+      this.#log.info({ open: this.#tracked.size }, 'outbound grace expired; closing connections');
+      for (const t of this.#tracked) for (const s of t.sockets) s.destroy();
+      await Promise.all([...this.#tracked].map((t) => t.closed));
+    }
+    this.#agent?.destroy();
+    await Promise.all(stopped);
+  }
+
+  /**
+   * Opens one mTLS connection to a destination, or throws an {@link UpstreamError} when it
+   * cannot even start (no certificate). Reports the handshake's outcome; the caller reports
+   * opened/closed (it knows which byte counts matter).
+   */
+  #originate(listener: string, dest: Destination, alpn?: readonly string[]): TLSSocket {
+    const started = this.#now();
+    const base = { listener, target: dest.target, expectedIdentity: dest.identity };
+    const cert = this.#o.certificate();
+    if (cert === undefined) {
+      const err = new UpstreamError('no-certificate', 'no workload certificate yet');
+      this.#emit({
+        type: 'handshake',
+        ok: false,
+        ...base,
+        reason: err.reason,
+        message: err.message,
+      });
+      throw err;
+    }
+    let context;
+    try {
+      context = this.#contexts.get(cert, this.#o.anchorsPem());
+    } catch (cause) {
+      const err = new UpstreamError(
+        'tls-failed',
+        `cannot build a TLS context from the certificate and anchors: ${messageOf(cause)}`,
+        { cause },
+      );
+      this.#emit({
+        type: 'handshake',
+        ok: false,
+        ...base,
+        reason: err.reason,
+        message: err.message,
+      });
+      throw err;
+    }
+    const expected = dest.identity;
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+      host: dest.target.host,
+      port: dest.target.port,
+      // SNI is the identity the peer must prove: Linkerd's inbound terminates only when SNI
+      // names it, and our own inbound may choose a certificate by it.
+      servername: expected,
+      secureContext: context,
+      rejectUnauthorized: true,
+      // Node calls this only after the chain verified against the context's anchors. The
+      // certificate must name exactly the expected identity as its first DNS SAN: the
+      // hostname rules of RFC 6125 (wildcards, CN fallback) do not apply to identities.
+      checkServerIdentity: (_host: string, peer: PeerCertificate) => {
+        const actual = identityOfCertificate(peer);
+        return actual === expected ? undefined : new PeerIdentityMismatchError(expected, actual);
+      },
+      // The app may half-close (send FIN and keep reading); the TLS side must follow suit
+      // instead of closing its write side when the server's FIN arrives.
+      allowHalfOpen: true,
+      ...(alpn !== undefined ? { ALPNProtocols: [...alpn] } : {}),
+    };
+    const socket = tlsConnect(options);
+    let tcpConnected = false;
+    let settled = false;
+    const timer = setTimeout(() => {
+      socket.destroy(
+        new UpstreamError(
+          'timeout',
+          `no TLS session with ${formatAddress(dest.target)} within ${this.#connectTimeoutMs} ms`,
+        ),
+      );
+    }, this.#connectTimeoutMs);
+    socket.once('connect', () => {
+      tcpConnected = true;
+    });
+    socket.once('secureConnect', () => {
+      settled = true;
+      clearTimeout(timer);
+      const peerIdentity = identityOfCertificate(socket.getPeerCertificate()) ?? expected;
+      this.#emit({
+        type: 'handshake',
+        ok: true,
+        ...base,
+        peerIdentity,
+        durationMs: this.#now() - started,
+      });
+    });
+    const failed = (err: Error | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const classified =
+        err === undefined
+          ? classify(new Error('connection closed during the TLS handshake'), tcpConnected)
+          : classify(err, tcpConnected);
+      if (err !== undefined) this.#failures.set(err, classified);
+      this.#emit({
+        type: 'handshake',
+        ok: false,
+        ...base,
+        reason: classified.reason,
+        message: classified.message,
+      });
+      this.#log.info(
+        {
+          [LogKey.reason]: classified.reason,
+          [LogKey.address]: formatAddress(dest.target),
+          [LogKey.identity]: expected,
+          err: classified.message,
+        },
+        'outbound connection refused',
+      );
+    };
+    // Registered first, so the caller's own 'error' listeners find the error classified.
+    socket.on('error', failed);
+    // A close without an error before the handshake finished is a failure too.
+    socket.once('close', () => failed(undefined));
+    return socket;
+  }
+
+  /** The classification of an error an upstream socket emitted, when it failed its handshake. */
+  #failureOf(err: Error): UpstreamError | undefined {
+    return err instanceof UpstreamError ? err : this.#failures.get(err);
+  }
+
+  /** Reports a connection that finished its handshake: opened now, closed when both ends are. */
+  #reportEstablished(
+    listener: string,
+    dest: Destination,
+    socket: TLSSocket,
+    counts: () => { sent: number; received: number },
+    others: readonly Duplex[] = [],
+  ): void {
+    const peerIdentity = identityOfCertificate(socket.getPeerCertificate()) ?? dest.identity;
+    const opened = this.#now();
+    this.#emit({
+      type: 'opened',
+      listener,
+      target: dest.target,
+      expectedIdentity: dest.identity,
+      peerIdentity,
+    });
+    let error: string | undefined;
+    const noteError = (err: Error): void => {
+      error ??= messageOf(err);
+    };
+    socket.on('error', noteError);
+    for (const o of others) o.on('error', noteError);
+    void Promise.all([socket, ...others].map(closedOf)).then(() => {
+      const { sent, received } = counts();
+      this.#emit({
+        type: 'closed',
+        listener,
+        target: dest.target,
+        expectedIdentity: dest.identity,
+        peerIdentity,
+        bytesSent: sent,
+        bytesReceived: received,
+        durationMs: this.#now() - opened,
+        ...(error !== undefined ? { error } : {}),
+      });
+    });
+  }
+
+  /** A new connection for the HTTP listener's pool, reported like a route connection. */
+  #pooledConnection(listener: string, dest: Destination): TLSSocket {
+    const socket = this.#originate(listener, dest);
+    socket.once('secureConnect', () => {
+      this.#reportEstablished(listener, dest, socket, () => ({
+        sent: socket.bytesWritten,
+        received: socket.bytesRead,
+      }));
+    });
+    return socket;
+  }
+
+  /** Keeps sockets under graceful close; returns the record. */
+  #track(sockets: Duplex[]): Tracked {
+    const set = new Set(sockets);
+    const t: Tracked = {
+      sockets: set,
+      closed: Promise.all(sockets.map(closedOf)).then(() => {
+        this.#tracked.delete(t);
+      }),
+    };
+    this.#tracked.add(t);
+    return t;
+  }
+
+  #onRouteConnection(app: Socket, listener: string, route: Route): void {
+    const tracked = this.#track([app]);
+    app.setNoDelay(true);
+    app.on('error', (err) => {
+      this.#log.debug({ err: messageOf(err), listener }, 'outbound app connection error');
+    });
+    if (this.#closing) {
+      app.destroy();
+      return;
+    }
+    void this.#sniff(app).then((early) => {
+      if (app.destroyed) return;
+      this.#carry(app, early, listener, route, tracked);
+    });
+  }
+
+  /**
+   * Reads what the app sends first, just enough to tell whether it opens with the HTTP/2
+   * preface: a TLS server that speaks HTTP/2 needs ALPN `h2` offered in the ClientHello,
+   * before any byte has been carried. Anything else is carried without ALPN, which TLS servers
+   * take as HTTP/1.1 or raw bytes. A client-first protocol decides this at once; only a
+   * server-first one (it sends nothing until greeted) waits out `protocolDetectTimeoutMs`.
+   */
+  #sniff(app: Socket): Promise<{ bytes: Buffer; ended: boolean }> {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let length = 0;
+      const done = (ended: boolean): void => {
+        clearTimeout(timer);
+        app.off('data', onData);
+        app.off('end', onEnd);
+        app.off('close', onEnd);
+        app.pause();
+        resolve({ bytes: Buffer.concat(chunks, length), ended });
+      };
+      const onData = (chunk: Buffer): void => {
+        chunks.push(chunk);
+        length += chunk.length;
+        const seen = Buffer.concat(chunks, length);
+        const n = Math.min(seen.length, H2_PREFACE.length);
+        if (n === H2_PREFACE.length || !seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+          done(false);
+        }
+      };
+      const onEnd = (): void => done(true);
+      const timer = setTimeout(() => done(false), this.#detectTimeoutMs);
+      app.on('data', onData);
+      app.once('end', onEnd);
+      app.once('close', onEnd);
+      // pauseOnConnect left the socket explicitly paused, so a 'data' listener alone does not
+      // start the flow.
+      app.resume();
+    });
+  }
+
+  /** Opens the upstream for a route connection and splices the two once it is verified. */
+  #carry(
+    app: Socket,
+    early: { bytes: Buffer; ended: boolean },
+    listener: string,
+    route: Route,
+    tracked: Tracked,
+  ): void {
+    const dest: Destination = { target: route.target, identity: route.identity };
+    const h2 =
+      early.bytes.length >= H2_PREFACE.length &&
+      early.bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
+    let up: TLSSocket;
+    try {
+      up = this.#originate(listener, dest, h2 ? ['h2'] : undefined);
+    } catch {
+      // The event is out; a reset tells the app the connection failed, where a clean FIN
+      // could pass for an empty answer.
+      app.resetAndDestroy();
+      return;
+    }
+    tracked.sockets.add(up);
+    let established = false;
+    up.on('error', () => {
+      if (!established) app.resetAndDestroy();
+    });
+    up.once('close', () => {
+      if (!established) app.resetAndDestroy();
+    });
+    // The app gave up before the handshake finished: nothing to carry.
+    app.once('close', () => {
+      if (!established) up.destroy(cancelled());
+    });
+    up.once('secureConnect', () => {
+      established = true;
+      this.#reportEstablished(
+        listener,
+        dest,
+        up,
+        () => ({ sent: app.bytesRead, received: app.bytesWritten }),
+        [app],
+      );
+      if (early.bytes.length > 0) up.write(early.bytes);
+      splice(app, up, early.ended);
+    });
+  }
+
+  /** Forwards one HTTP/1.1 request to its destination over a pooled mTLS connection. */
+  async #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<void> {
+    const target = requestTarget(req);
+    if (target === undefined) {
+      proxyError(
+        res,
+        400,
+        'bad-request',
+        'request has no usable authority (Host header or absolute URI)',
+      );
+      return;
+    }
+    let dest: Destination | undefined;
+    try {
+      dest = await this.#resolveFor(req, target.authority, resolver);
+    } catch (err) {
+      proxyError(res, 502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
+      return;
+    }
+    if (dest === undefined) {
+      this.#emit({
+        type: 'handshake',
+        ok: false,
+        listener,
+        reason: 'no-route',
+        message: `no destination for ${target.authority}`,
+      });
+      proxyError(res, 502, 'no-route', `no meshed destination for ${target.authority}`);
+      return;
+    }
+    const upstream: ClientRequest = httpRequest({
+      agent: this.#agent!,
+      host: dest.target.host,
+      port: dest.target.port,
+      method: req.method ?? 'GET',
+      path: target.path,
+      headers: forwardHeaders(req.headers),
+      // Read by MeshAgent: the identity is part of the pool key and of the TLS check.
+      ...({ meshDestination: dest } satisfies MeshRequestExtras),
+    });
+    upstream.on('response', (up: IncomingMessage) => {
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, responseHeaders(up.headers));
+      up.pipe(res);
+      up.on('error', () => res.destroy());
+    });
+    upstream.on('error', (err: Error) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const failure = this.#failureOf(err);
+      const reason = failure?.reason ?? 'connect-failed';
+      proxyError(res, statusOf(reason), reason, failure?.message ?? messageOf(err));
+    });
+    req.pipe(upstream);
+    // The app hung up mid-request: abandon the upstream exchange.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+  }
+
+  /** CONNECT host:port: an opaque tunnel to the destination, for protocols that are not HTTP/1. */
+  async #tunnel(
+    req: IncomingMessage,
+    app: Socket,
+    head: Buffer,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<void> {
+    const tracked = this.#track([app]);
+    app.on('error', () => undefined);
+    const fail = (status: number, reason: string, message: string): void => {
+      app.end(
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nl5d-proxy-error: ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+      );
+      this.#log.debug({ [LogKey.reason]: reason, err: message }, 'outbound CONNECT refused');
+    };
+    const authority = req.url ?? '';
+    let dest: Destination | undefined;
+    try {
+      dest = await this.#resolveFor(req, authority, resolver);
+    } catch (err) {
+      fail(502, 'no-route', messageOf(err));
+      return;
+    }
+    if (dest === undefined) {
+      this.#emit({
+        type: 'handshake',
+        ok: false,
+        listener,
+        reason: 'no-route',
+        message: `no destination for ${printable(authority)}`,
+      });
+      fail(502, 'no-route', `no destination for ${printable(authority)}`);
+      return;
+    }
+    let up: TLSSocket;
+    try {
+      up = this.#originate(listener, dest);
+    } catch (err) {
+      const reason = this.#failureOf(err as Error)?.reason ?? 'tls-failed';
+      fail(statusOf(reason), reason, messageOf(err));
+      return;
+    }
+    tracked.sockets.add(up);
+    let established = false;
+    app.once('close', () => {
+      if (!established) up.destroy(cancelled());
+    });
+    up.on('error', (err: Error) => {
+      if (established) return;
+      const reason = this.#failureOf(err)?.reason ?? 'tls-failed';
+      fail(statusOf(reason), reason, messageOf(err));
+    });
+    const d = dest;
+    up.once('secureConnect', () => {
+      established = true;
+      const sentBefore = app.bytesWritten;
+      app.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) up.write(head);
+      this.#reportEstablished(
+        listener,
+        d,
+        up,
+        () => ({
+          sent: app.bytesRead,
+          received: app.bytesWritten - sentBefore,
+        }),
+        [app],
+      );
+      splice(app, up);
+    });
+  }
+
+  /** Resolves an authority; `l5d-require-id` (Linkerd's header) overrides the expected identity. */
+  async #resolveFor(
+    req: IncomingMessage,
+    authority: string,
+    resolver: DestinationResolver,
+  ): Promise<Destination | undefined> {
+    const dest = await resolver.resolve(authority);
+    const required = req.headers['l5d-require-id'];
+    if (dest === undefined || typeof required !== 'string' || required.length === 0) return dest;
+    return { target: dest.target, identity: required };
+  }
+
+  #bind(server: Server, address: Address): Promise<Address> {
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: address.host, port: address.port }, () => {
+        server.off('error', reject);
+        this.#servers.push(server);
+        const a = server.address() as AddressInfo;
+        resolve({ host: address.host, port: a.port });
+      });
+    });
+  }
+
+  #emit(e: OutboundEvent): void {
+    try {
+      this.#o.observe?.(e);
+    } catch (err) {
+      // A metrics callback must never take a connection down.
+      this.#log.warn({ err: messageOf(err) }, 'outbound observer threw');
+    }
+  }
+}
+
+/** Extra request options MeshAgent reads. */
+interface MeshRequestExtras {
+  readonly meshDestination: Destination;
+}
+
+/**
+ * An HTTPS agent whose connections are the proxy's mTLS connections: pooled per target and
+ * expected identity, each new one made by {@link OutboundProxy.originate} (so with the current
+ * certificate and anchors) and reported like a route connection.
+ */
+class MeshAgent extends HttpAgent {
+  readonly #connect: (dest: Destination) => TLSSocket;
+
+  /** @param connect opens a new mTLS connection (throws when it cannot start). */
+  constructor(connect: (dest: Destination) => TLSSocket) {
+    // Idle pooled connections close after a minute, as the app's own would.
+    super({ keepAlive: true, maxFreeSockets: 16, timeout: 60_000 });
+    this.#connect = connect;
+  }
+
+  /** The pool key: target and expected identity, so one pool never serves two identities. */
+  override getName(options?: ClientRequestArgs): string {
+    const dest = destinationOf(options);
+    return dest === undefined
+      ? super.getName(options)
+      : `${formatAddress(dest.target)}@${dest.identity}`;
+  }
+
+  override createConnection(
+    options: ClientRequestArgs,
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const dest = destinationOf(options);
+    if (dest === undefined) {
+      // Every request of the HTTP listener names its destination; this is a bug if reached.
+      throw new MeshidError('ERR_INTERNAL', 'outbound request without a destination');
+    }
+    // Synchronous success or failure both go through the callback: node's agent then hands
+    // the socket to the request, or the error to its 'error' event.
+    let socket: TLSSocket;
+    try {
+      socket = this.#connect(dest);
+    } catch (err) {
+      callback?.(err instanceof Error ? err : new Error(String(err)), undefined as never);
+      return undefined;
+    }
+    callback?.(null, socket);
+    return undefined;
+  }
+
+  /** Closes pooled connections that carry no request. */
+  destroyIdle(): void {
+    for (const list of Object.values(this.freeSockets)) for (const s of list ?? []) s.destroy();
+  }
+}
+
+function destinationOf(options: ClientRequestArgs | undefined): Destination | undefined {
+  return (options as Partial<MeshRequestExtras> | undefined)?.meshDestination;
+}
+
+/** Pipes both ways; a half-close passes through; an error on one side destroys the other. */
+function splice(app: Socket, up: TLSSocket, appEnded = false): void {
+  // An app that already half-closed (while its first bytes were read) gets its FIN passed on.
+  if (appEnded) up.end();
+  else app.pipe(up);
+  up.pipe(app);
+  app.on('error', () => up.destroy());
+  up.on('error', () => app.destroy());
+  // When one side is fully closed, the other can neither send nor receive any more: close it
+  // once what it still has to write has been flushed.
+  const follow = (closed: Duplex, other: Duplex): void => {
+    closed.once('close', () => {
+      if (other.destroyed) return;
+      if (other.writableFinished) other.destroy();
+      else other.once('finish', () => other.destroy());
+    });
+  };
+  follow(app, up);
+  follow(up, app);
+}
+
+function closedOf(s: Duplex): Promise<void> {
+  if (s.closed) return Promise.resolve();
+  return new Promise((resolve) => s.once('close', () => resolve()));
+}
+
+function classify(err: Error, tcpConnected: boolean): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  if (err instanceof PeerIdentityMismatchError) {
+    return new UpstreamError('identity-mismatch', err.message, { cause: err });
+  }
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== undefined && VERIFY_CODES.has(code)) {
+    return new UpstreamError('untrusted', `server certificate not trusted: ${err.message}`, {
+      cause: err,
+    });
+  }
+  if (!tcpConnected) {
+    return new UpstreamError('connect-failed', `connect failed: ${err.message}`, { cause: err });
+  }
+  return new UpstreamError('tls-failed', `TLS handshake failed: ${err.message}`, { cause: err });
+}
+
+function cancelled(): UpstreamError {
+  return new UpstreamError(
+    'cancelled',
+    'the app closed its connection before the TLS handshake finished',
+  );
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The status the HTTP listener answers a failure with (as Linkerd: 503 not ready, 504 slow). */
+function statusOf(reason: OutboundFailureReason): number {
+  return reason === 'no-certificate' ? 503 : reason === 'timeout' ? 504 : 502;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * An error the proxy itself answers, marked with `l5d-proxy-error` as Linkerd's proxy does so
+ * that the app (and a human) can tell it from the destination's own errors.
+ */
+function proxyError(res: ServerResponse, status: number, reason: string, message: string): void {
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'l5d-proxy-error': reason,
+  });
+  res.end(`${message}\n`);
+}
+
+/** The authority to route by and the origin-form path to send upstream. */
+function requestTarget(req: IncomingMessage): { authority: string; path: string } | undefined {
+  const url = req.url ?? '/';
+  if (url.startsWith('/') || url === '*') {
+    const host = req.headers.host;
+    return host === undefined || host.length === 0 ? undefined : { authority: host, path: url };
+  }
+  // Absolute form, as clients configured with an HTTP proxy send it.
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if (parsed.protocol !== 'http:' || parsed.host.length === 0) return undefined;
+  return { authority: parsed.host, path: `${parsed.pathname}${parsed.search}` };
+}
+
+/** Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'l5d-require-id',
+]);
+
+function withoutHopByHop(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const named = new Set(HOP_BY_HOP);
+  const connection = headers.connection;
+  if (typeof connection === 'string') {
+    for (const t of connection.split(',')) named.add(t.trim().toLowerCase());
+  }
+  const out: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (v !== undefined && !named.has(k)) out[k] = v;
+  }
+  return out;
+}
+
+function forwardHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  return withoutHopByHop(headers);
+}
+
+function responseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  return withoutHopByHop(headers);
+}

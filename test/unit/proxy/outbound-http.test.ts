@@ -1,0 +1,308 @@
+/**
+ * The outbound HTTP listener (Linkerd's 4140): an HTTP/1.1 forward proxy that routes each
+ * request by its authority through a DestinationResolver to a meshed HTTPS peer, and opens
+ * opaque tunnels for CONNECT. The peers are node HTTPS servers that require and check the
+ * client certificate against the anchors.
+ */
+import 'reflect-metadata';
+import { strict as assert } from 'node:assert';
+import { connect as netConnect } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Server as HttpsServer } from 'node:https';
+import { silentLogger } from '../../../core/index.js';
+import type { Address } from '../../../core/index.js';
+import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/index.js';
+import type { WorkloadCertificate } from '../../../proxy/index.js';
+import { OutboundProxy } from '../../../proxy/outbound.js';
+import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';
+import { StaticDestinationResolver } from '../../../proxy/routes.js';
+import { makeTrustDomain, workloadId } from '../../support/outbound-pki.js';
+import type { TrustDomain } from '../../support/outbound-pki.js';
+
+const WEB = workloadId('emojivoto', 'web');
+const EMOJI = workloadId('emojivoto', 'emoji');
+const VOTE = workloadId('emojivoto', 'voting');
+
+interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+  reused: boolean;
+}
+
+describe('OutboundProxy HTTP listener', function () {
+  let mesh: TrustDomain;
+  let clientCert: WorkloadCertificate;
+  let web: { address: Address; seen: { id: string | undefined; url: string; host: string }[] };
+  let emoji: { address: Address; seen: { id: string | undefined; url: string; host: string }[] };
+  const servers: HttpsServer[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+
+  async function peer(name: string, identity: string): Promise<typeof web> {
+    const seen: (typeof web)['seen'] = [];
+    const cert = mesh.leaf(identity);
+    const server = createHttpsServer(
+      {
+        ...PROXY_TLS,
+        key: cert.keyPem,
+        cert: cert.certChainPem,
+        ca: mesh.anchorsPem,
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        seen.push({
+          id: verifiedPeerIdentity(req.socket as TLSSocket),
+          url: req.url ?? '',
+          host: req.headers.host ?? '',
+        });
+        const chunks: Buffer[] = [];
+        req.on('data', (b: Buffer) => chunks.push(b));
+        req.on('end', () => {
+          res.setHeader('x-served-by', name);
+          res.end(
+            `${name}:${req.method ?? ''} ${req.url ?? ''} ${Buffer.concat(chunks).toString()}`,
+          );
+        });
+      },
+    );
+    server.on('connect', (_req, s: Socket) => s.end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push(server);
+    return { address: { host: '127.0.0.1', port: (server.address() as AddressInfo).port }, seen };
+  }
+
+  before(async function () {
+    mesh = await makeTrustDomain();
+    clientCert = mesh.leaf(VOTE);
+    web = await peer('web', WEB);
+    emoji = await peer('emoji', EMOJI);
+  });
+
+  afterEach(async function () {
+    for (const c of cleanups.splice(0).reverse()) await c();
+    web.seen.length = 0;
+    emoji.seen.length = 0;
+  });
+
+  after(async function () {
+    for (const s of servers) {
+      s.closeAllConnections();
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+    }
+  });
+
+  async function start(
+    extra: Partial<OutboundOptions> = {},
+  ): Promise<{ address: Address; events: OutboundEvent[]; agent: HttpAgent }> {
+    const events: OutboundEvent[] = [];
+    const resolver = new StaticDestinationResolver([
+      { authority: 'web.emojivoto.svc.cluster.local:80', target: web.address, identity: WEB },
+      {
+        authority: 'emoji.emojivoto.svc.cluster.local:8080',
+        target: emoji.address,
+        identity: EMOJI,
+      },
+      // A destination whose endpoint is not who it should be: web answers at emoji's name.
+      {
+        authority: 'impostor.emojivoto.svc.cluster.local:80',
+        target: web.address,
+        identity: EMOJI,
+      },
+    ]);
+    const p = new OutboundProxy({
+      routes: [],
+      http: { listen: { host: '127.0.0.1', port: 0 }, resolver },
+      certificate: () => clientCert,
+      anchorsPem: () => mesh.anchorsPem,
+      logger: silentLogger(),
+      observe: (e) => events.push(e),
+      ...extra,
+    });
+    const [address] = await p.listen();
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(async () => {
+      agent.destroy();
+      await p.close(0);
+    });
+    return { address: address!, events, agent };
+  }
+
+  function ask(
+    proxy: Address,
+    agent: HttpAgent,
+    opts: { path: string; headers?: OutgoingHttpHeaders; method?: string; body?: string },
+  ): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(
+        {
+          agent,
+          host: proxy.host,
+          port: proxy.port,
+          path: opts.path,
+          method: opts.method ?? 'GET',
+          headers: opts.headers ?? {},
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (b: Buffer) => (body += b.toString()));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body,
+              reused: req.reusedSocket,
+            }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end(opts.body);
+    });
+  }
+
+  it('routes each request on one app connection by its Host header, over mTLS', async function () {
+    const { address, agent, events } = await start();
+    const a = await ask(address, agent, {
+      path: '/leaderboard',
+      headers: { host: 'web.emojivoto.svc.cluster.local' },
+    });
+    const b = await ask(address, agent, {
+      path: '/emojis',
+      method: 'POST',
+      body: 'vote=🍩',
+      headers: { host: 'EMOJI.emojivoto.svc.cluster.local:8080' },
+    });
+    assert.equal(a.status, 200);
+    assert.equal(a.body, 'web:GET /leaderboard ');
+    assert.equal(b.body, 'emoji:POST /emojis vote=🍩');
+    assert.equal(b.reused, true, 'both requests went over one app connection');
+    assert.deepEqual(web.seen, [
+      { id: VOTE, url: '/leaderboard', host: 'web.emojivoto.svc.cluster.local' },
+    ]);
+    assert.deepEqual(
+      emoji.seen.map((s) => s.id),
+      [VOTE],
+    );
+    const handshakes = events.filter((e) => e.type === 'handshake' && e.ok);
+    assert.deepEqual(
+      handshakes.map((e) => (e.type === 'handshake' && e.ok ? e.peerIdentity : '')),
+      [WEB, EMOJI],
+    );
+  });
+
+  it('reuses the pooled mTLS connection for the next request to the same destination', async function () {
+    const { address, agent, events } = await start();
+    for (const path of ['/one', '/two', '/three']) {
+      const r = await ask(address, agent, {
+        path,
+        headers: { host: 'web.emojivoto.svc.cluster.local' },
+      });
+      assert.equal(r.status, 200);
+    }
+    assert.equal(events.filter((e) => e.type === 'handshake').length, 1);
+  });
+
+  it('accepts the absolute form a client configured with an HTTP proxy sends', async function () {
+    const { address, agent } = await start();
+    const r = await ask(address, agent, {
+      path: 'http://web.emojivoto.svc.cluster.local/api/list?x=1',
+      headers: { host: 'web.emojivoto.svc.cluster.local' },
+    });
+    assert.equal(r.body, 'web:GET /api/list?x=1 ');
+  });
+
+  it('answers 502 no-route for an authority the resolver does not know, and keeps the connection', async function () {
+    const { address, agent } = await start();
+    const r = await ask(address, agent, { path: '/', headers: { host: 'unknown.example:80' } });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['l5d-proxy-error'], 'no-route');
+    const next = await ask(address, agent, {
+      path: '/',
+      headers: { host: 'web.emojivoto.svc.cluster.local' },
+    });
+    assert.equal(next.status, 200);
+    assert.equal(next.reused, true);
+  });
+
+  it('answers 502 identity-mismatch when the endpoint is not the identity the destination requires', async function () {
+    const { address, agent, events } = await start();
+    const r = await ask(address, agent, {
+      path: '/',
+      headers: { host: 'impostor.emojivoto.svc.cluster.local' },
+    });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['l5d-proxy-error'], 'identity-mismatch');
+    assert.equal(web.seen.length, 0, 'the request never reached the wrong server');
+    assert.ok(
+      events.some((e) => e.type === 'handshake' && !e.ok && e.reason === 'identity-mismatch'),
+    );
+  });
+
+  it('insists on the identity in l5d-require-id and does not forward that header', async function () {
+    const { address, agent } = await start();
+    const refused = await ask(address, agent, {
+      path: '/',
+      headers: { host: 'web.emojivoto.svc.cluster.local', 'l5d-require-id': EMOJI },
+    });
+    assert.equal(refused.headers['l5d-proxy-error'], 'identity-mismatch');
+    const ok = await ask(address, agent, {
+      path: '/',
+      headers: { host: 'web.emojivoto.svc.cluster.local', 'l5d-require-id': WEB },
+    });
+    assert.equal(ok.status, 200);
+  });
+
+  it('answers 503 no-certificate before the identity client has a certificate', async function () {
+    const { address, agent } = await start({ certificate: () => undefined });
+    const r = await ask(address, agent, {
+      path: '/',
+      headers: { host: 'web.emojivoto.svc.cluster.local' },
+    });
+    assert.equal(r.status, 503);
+    assert.equal(r.headers['l5d-proxy-error'], 'no-certificate');
+    assert.equal(web.seen.length, 0);
+  });
+
+  it('opens an opaque mTLS tunnel for CONNECT', async function () {
+    const { address } = await start();
+    const app = netConnect({ host: address.host, port: address.port });
+    cleanups.push(async () => {
+      app.destroy();
+    });
+    app.write(
+      'CONNECT web.emojivoto.svc.cluster.local:80 HTTP/1.1\r\nHost: web.emojivoto.svc.cluster.local:80\r\n\r\n',
+    );
+    let got = '';
+    const until = (text: string): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (got.includes(text)) {
+            app.off('data', onData);
+            resolve();
+          }
+        };
+        const onData = (b: Buffer): void => {
+          got += b.toString();
+          check();
+        };
+        app.on('data', onData);
+        app.once('close', () => reject(new Error(`closed before ${text}: ${got}`)));
+        check();
+      });
+    await until('\r\n\r\n');
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    // Inside the tunnel: plain HTTP/1.1 to the meshed server, which sees the client identity.
+    got = '';
+    app.write('GET /inside HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n');
+    await until('web:GET /inside');
+    assert.deepEqual(
+      web.seen.map((s) => s.id),
+      [VOTE],
+    );
+  });
+});
