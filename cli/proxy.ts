@@ -24,6 +24,10 @@ import {
   IdentityClient,
   InboundPolicy,
   InboundProxy,
+  OutboundProxy,
+  StaticDestinationResolver,
+  parseDestination,
+  parseRoute,
   registerIdentityMetrics,
   registerTrafficMetrics,
   startProxyAdmin,
@@ -35,6 +39,7 @@ import { processLogger, untilStopSignal } from './runtime.js';
 export interface RunningProxy {
   readonly admin: Address;
   readonly inbound?: Address;
+  readonly outbound: readonly Address[];
   readonly identity: IdentityClient;
   close(): Promise<void>;
 }
@@ -132,13 +137,34 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     });
     inboundAddress = await inbound.listen();
   }
+  let outbound: OutboundProxy | undefined;
+  let outboundAddresses: Address[] = [];
+  if (config.route.length > 0 || config.outbound !== undefined) {
+    outbound = new OutboundProxy({
+      routes: config.route.map(parseRoute),
+      ...(config.outbound === undefined
+        ? {}
+        : {
+            http: {
+              listen: config.outbound,
+              resolver: new StaticDestinationResolver(config.destination.map(parseDestination)),
+            },
+          }),
+      certificate: () => identity.current(),
+      anchorsPem: () => anchors.current().pem,
+      logger: logger.child({ component: 'outbound' }),
+      observe: (e) => traffic.outbound(e),
+    });
+    outboundAddresses = await outbound.listen();
+  }
   const admin = await startProxyAdmin(config.admin, deps);
   return {
     admin: admin.address,
     ...(inboundAddress === undefined ? {} : { inbound: inboundAddress }),
+    outbound: outboundAddresses,
     identity,
     async close() {
-      await inbound?.close(5000);
+      await Promise.all([inbound?.close(5000), outbound?.close(5000)]);
       identity.close();
       anchors.close();
       ca.close();
@@ -160,6 +186,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     {
       admin: formatAddress(proxy.admin),
       ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),
+      outbound: proxy.outbound.map(formatAddress),
     },
     'listening',
   );

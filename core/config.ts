@@ -94,6 +94,10 @@ export const COMMAND_SETTINGS = {
       kind: 'list',
       help: 'LISTEN_ADDR=HOST:PORT@EXPECTED_IDENTITY, repeatable (env: comma-separated)',
     },
+    destination: {
+      kind: 'list',
+      help: 'for the outbound HTTP listener: AUTHORITY=HOST:PORT@EXPECTED_IDENTITY, repeatable',
+    },
     admin: { kind: 'address', help: 'admin HTTP listen address' },
     allowIdentity: { kind: 'list', help: 'inbound: identities allowed (default: any meshed peer)' },
     allowServiceAccount: { kind: 'list', help: 'inbound: service accounts allowed, ns/sa' },
@@ -194,6 +198,7 @@ const SCHEMAS = {
       app: address.optional(),
       outbound: address.optional(),
       route: z.array(nonEmpty),
+      destination: z.array(nonEmpty),
       admin: address,
       allowIdentity: z.array(nonEmpty).optional(),
       allowServiceAccount: z.array(nonEmpty).optional(),
@@ -488,6 +493,7 @@ function applyDefaults(
       return {
         admin: d.proxyAdmin,
         route: [],
+        destination: [],
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,

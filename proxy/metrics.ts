@@ -5,10 +5,12 @@
 import type { Registry } from '../core/index.js';
 import { Counter, Histogram } from '../core/index.js';
 import type { InboundEvent } from './inbound.js';
+import type { OutboundEvent } from './outbound.js';
 
 /** Records inbound events. */
 export interface TrafficMetrics {
   inbound(e: InboundEvent): void;
+  outbound(e: OutboundEvent): void;
 }
 
 /**
@@ -71,6 +73,24 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
             },
             e.durationMs / 1000,
           );
+          return;
+      }
+    },
+    outbound(e) {
+      switch (e.type) {
+        case 'handshake':
+          handshakes.inc({
+            direction: 'outbound',
+            result: e.ok ? 'ok' : 'failed',
+            reason: e.ok ? '' : e.reason,
+          });
+          return;
+        case 'opened':
+          connections.inc({ direction: 'outbound', peer: e.peerIdentity, protocol: 'tls' });
+          return;
+        case 'closed':
+          bytes.inc({ direction: 'outbound', peer: e.peerIdentity, flow: 'written' }, e.bytesSent);
+          bytes.inc({ direction: 'outbound', peer: e.peerIdentity, flow: 'read' }, e.bytesReceived);
           return;
       }
     },

@@ -1,0 +1,142 @@
+/**
+ * Two workloads through their proxies, every part a real process: `meshid ca`, a `web` proxy in
+ * front of an HTTP app, and a `voting` proxy whose outbound route points at web's inbound.
+ * voting's requests reach the app over TLS 1.3 mTLS with voting's verified identity; a route that
+ * expects another identity than web's is refused before any byte reaches the app.
+ */
+import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { createServer, request } from 'node:http';
+import type { IncomingHttpHeaders, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { formatAddress, parseAddress } from '../../core/index.js';
+import type { Address } from '../../core/index.js';
+import {
+  adminGet,
+  metricValue,
+  startCaProcess,
+  startMeshid,
+  waitFor,
+} from '../support/ca-process.js';
+import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
+import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import type { TestState } from '../support/state.js';
+
+const WEB = idOf('emojivoto', 'web');
+const VOTING = idOf('emojivoto', 'voting');
+const EMOJI = idOf('emojivoto', 'emoji');
+
+function get(address: Address, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address.host, port: address.port, path, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('two workloads through meshid proxies (real processes)', function () {
+  this.timeout(60_000);
+  let state: TestState;
+  let ca: CaProcess;
+  let web: MeshidProcess;
+  let voting: MeshidProcess;
+  let app: Server;
+  const seen: IncomingHttpHeaders[] = [];
+
+  async function startProxy(sa: string, args: string[]): Promise<MeshidProcess> {
+    const tokenFile = join(state.dir, `${sa}-token`);
+    await writeFile(tokenFile, await state.token('emojivoto', sa, { ttlMs: 2 * HOUR }));
+    const p = await startMeshid('proxy', [
+      '--identity-addr',
+      formatAddress(ca.address),
+      '--identity-name',
+      CA_IDENTITY,
+      '--trust-anchors',
+      state.anchorsFile,
+      '--token-file',
+      tokenFile,
+      '--local-identity',
+      idOf('emojivoto', sa),
+      '--admin',
+      '127.0.0.1:0',
+      ...args,
+    ]);
+    const admin = parseAddress(String(p.listening['admin']))!;
+    await waitFor(`the ${sa} proxy to be ready`, async () =>
+      (await adminGet(admin, '/ready')).status === 200 ? true : undefined,
+    );
+    return p;
+  }
+
+  before(async () => {
+    state = await makeTestState();
+    ca = await startCaProcess([...state.caArgs, '--workers', '1']);
+    app = createServer((req, res) => {
+      seen.push(req.headers);
+      res.end(`web says hi to ${String(req.headers['l5d-client-id'])}\n`);
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    web = await startProxy('web', [
+      '--inbound',
+      '127.0.0.1:0',
+      '--app',
+      `127.0.0.1:${(app.address() as AddressInfo).port}`,
+    ]);
+    const webInbound = String(web.listening['inbound']);
+    voting = await startProxy('voting', [
+      '--route',
+      `127.0.0.1:0=${webInbound}@${WEB}`,
+      '--route',
+      `127.0.0.1:0=${webInbound}@${EMOJI}`,
+    ]);
+  });
+  after(async () => {
+    for (const p of [voting, web]) await p?.stop();
+    await ca?.stop();
+    app?.close();
+    await state?.cleanup();
+  });
+
+  const routes = (): Address[] =>
+    (voting.listening['outbound'] as string[]).map((a) => parseAddress(a)!);
+
+  it("carries voting's requests to web's app with voting's verified identity", async () => {
+    seen.length = 0;
+    for (let i = 0; i < 5; i++) {
+      const r = await get(routes()[0]!, `/vote/${i}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.body, `web says hi to ${VOTING}\n`);
+    }
+    assert.equal(seen.length, 5);
+    const admin = parseAddress(String(web.listening['admin']))!;
+    const metrics = (await adminGet(admin, '/metrics')).body;
+    assert.ok(
+      metricValue(metrics, 'meshid_proxy_connections_total', {
+        direction: 'inbound',
+        peer: VOTING,
+      }) >= 1,
+    );
+  });
+
+  it('refuses a route whose server is not the identity it expects, before the app sees anything', async () => {
+    seen.length = 0;
+    await assert.rejects(get(routes()[1]!, '/should-not-arrive'));
+    assert.equal(seen.length, 0);
+    const admin = parseAddress(String(voting.listening['admin']))!;
+    const metrics = (await adminGet(admin, '/metrics')).body;
+    assert.ok(
+      metricValue(metrics, 'meshid_proxy_tls_handshakes_total', {
+        direction: 'outbound',
+        result: 'failed',
+        reason: 'identity-mismatch',
+      }) >= 1,
+    );
+  });
+});
