@@ -104,6 +104,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     clock,
     random: systemRandom,
     timers: systemTimers,
+    maxRetryMs: config.identityRetryMax,
     logger: logger.child({ component: 'identity' }),
   });
   identity.start();

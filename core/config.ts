@@ -99,6 +99,10 @@ export const COMMAND_SETTINGS = {
       help: 'for the outbound HTTP listener: AUTHORITY=HOST:PORT@EXPECTED_IDENTITY, repeatable',
     },
     admin: { kind: 'address', help: 'admin HTTP listen address' },
+    identityRetryMax: {
+      kind: 'duration',
+      help: 'longest wait between failed certificate requests (backoff cap)',
+    },
     allowIdentity: { kind: 'list', help: 'inbound: identities allowed (default: any meshed peer)' },
     allowServiceAccount: { kind: 'list', help: 'inbound: service accounts allowed, ns/sa' },
     allowNamespace: { kind: 'list', help: 'inbound: namespaces allowed' },
@@ -162,7 +166,8 @@ const SCHEMAS = {
       controlPlaneNamespace: label,
       identityName: subdomain,
       certLifetime: positiveMs
-        .min(60_000, 'must be at least 1m')
+        // Seconds-long lifetimes are for tests and drills of renewal; production uses hours.
+        .min(5_000, 'must be at least 5s')
         .max(366 * 24 * 3_600_000, 'must be at most 8784h'),
       clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
       listen: address,
@@ -200,6 +205,7 @@ const SCHEMAS = {
       route: z.array(nonEmpty),
       destination: z.array(nonEmpty),
       admin: address,
+      identityRetryMax: z.number().int().min(1000, 'must be at least 1s').max(3_600_000),
       allowIdentity: z.array(nonEmpty).optional(),
       allowServiceAccount: z.array(nonEmpty).optional(),
       allowNamespace: z.array(label).optional(),
@@ -494,6 +500,7 @@ function applyDefaults(
         admin: d.proxyAdmin,
         route: [],
         destination: [],
+        identityRetryMax: 60_000,
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,
