@@ -6,12 +6,14 @@
  */
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import type { Logger } from '../core/index.js';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger, ProxyConfig } from '../core/index.js';
 import {
   CertifyClient,
   DEFAULTS,
   caIdentityName,
+  formatDuration,
   createCsr,
   formatAddress,
   identityName,
@@ -20,6 +22,9 @@ import {
 } from '../core/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
 import { startCa } from './ca.js';
+import { DemoGrpcClient, demoHttpCall, startWebService } from './demo.js';
+import type { WebCall } from './demo.js';
+import { startProxy } from './proxy.js';
 import { initLocalState } from './init.js';
 import { processLogger, untilStopSignal } from './runtime.js';
 import { localToken } from './token.js';
@@ -127,12 +132,151 @@ export async function runLocal(argv: string[]): Promise<number> {
       return 1;
     }
   }
+  let mesh: LocalMesh;
+  try {
+    mesh = await startLocalMesh(ca, config.dir, logger, out);
+  } catch (err) {
+    out(`meshid: the local mesh failed to start: ${(err as Error).message}`);
+    await ca.close();
+    return 1;
+  }
   out(
     `meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`,
   );
-  out('meshid: Ctrl-C stops the CA');
+  out('meshid: Ctrl-C stops the mesh and the CA');
   await stopped;
   out('meshid: stopping');
+  await mesh.close();
   await ca.close();
   return 0;
+}
+
+interface LocalMesh {
+  close(): Promise<void>;
+}
+
+/**
+ * The local mesh: `web` behind its proxy (inbound), `voting` behind its proxy (an outbound route
+ * to web's inbound, expecting web's identity), voting calling web over HTTP and gRPC every
+ * second, and a view of who talks to whom, as whom, with which certificates.
+ */
+async function startLocalMesh(
+  ca: RunningCa,
+  dir: string,
+  logger: Logger,
+  out: (s: string) => void,
+): Promise<LocalMesh> {
+  const inputs = localStateInputs(dir);
+  const ids = {
+    web: identityName({ namespace: 'emojivoto', serviceAccount: 'web' }, NAMING),
+    voting: identityName({ namespace: 'emojivoto', serviceAccount: 'voting' }, NAMING),
+  };
+  await mkdir(join(dir, 'tokens'), { recursive: true, mode: 0o700 });
+  const tokenFile = async (sa: string): Promise<string> => {
+    const file = join(dir, 'tokens', sa);
+    // Development tokens, as the kubelet would project them; renewed by restarting the mesh.
+    const token = await localToken({
+      dir,
+      ns: 'emojivoto',
+      sa,
+      ttl: 24 * 3_600_000,
+      audience: DEFAULTS.audience,
+    });
+    await writeFile(file, token, { mode: 0o600 });
+    return file;
+  };
+  const seenByWeb: WebCall[] = [];
+  const web = await startWebService((c) => seenByWeb.push(c));
+  const proxyConfig = async (sa: 'web' | 'voting', extra: string[]): Promise<ProxyConfig> =>
+    loadConfig('proxy', {
+      argv: [
+        '--identity-addr',
+        formatAddress(ca.address),
+        '--identity-name',
+        caIdentityName(NAMING),
+        '--trust-anchors',
+        inputs.trustAnchors,
+        '--token-file',
+        await tokenFile(sa),
+        '--local-identity',
+        ids[sa],
+        '--admin',
+        '127.0.0.1:0',
+        ...extra,
+      ],
+      env: {},
+    }).config;
+  const quiet = logger.child({ service: 'proxy' });
+  const webProxy = await startProxy(
+    await proxyConfig('web', ['--inbound', '127.0.0.1:0', '--app', formatAddress(web.address)]),
+    quiet,
+  );
+  const votingProxy = await startProxy(
+    await proxyConfig('voting', [
+      '--route',
+      `127.0.0.1:0=${formatAddress(webProxy.inbound!)}@${ids.web}`,
+    ]),
+    quiet,
+  );
+  const route = votingProxy.outbound[0]!;
+  out(
+    `meshid: web    app ${formatAddress(web.address)}, proxy inbound ${formatAddress(webProxy.inbound!)} (mTLS), admin http://${formatAddress(webProxy.admin)}/identity`,
+  );
+  out(
+    `meshid: voting calls web through its proxy at ${formatAddress(route)} (route expects ${ids.web}), admin http://${formatAddress(votingProxy.admin)}/identity`,
+  );
+
+  const grpc = new DemoGrpcClient(route);
+  const totals = { http: 0, grpc: 0, failed: 0 };
+  let round = 0;
+  const expiresIn = (notAfter: number | undefined): string =>
+    notAfter === undefined
+      ? 'no certificate yet'
+      : `expires in ${formatDuration(Math.max(0, Math.floor((notAfter - Date.now()) / 1000) * 1000))}`;
+  const tick = async (): Promise<void> => {
+    round++;
+    const results = await Promise.allSettled([demoHttpCall(route), grpc.call()]);
+    const [h, g] = results;
+    if (h.status === 'fulfilled' && h.value === 200) totals.http++;
+    else totals.failed++;
+    if (g.status === 'fulfilled' && g.value === 0) totals.grpc++;
+    else totals.failed++;
+    if (round % 5 === 1) {
+      const lastSeen = seenByWeb.at(-1)?.clientId ?? '(nobody yet)';
+      const wc = webProxy.identity.current();
+      const vc = votingProxy.identity.current();
+      out(
+        `meshid: voting → web  HTTP ${h.status === 'fulfilled' ? h.value : 'failed'}, gRPC ${g.status === 'fulfilled' ? (g.value === 0 ? 'OK' : `status ${g.value}`) : 'failed'}; web sees the caller as ${lastSeen} (verified)\n` +
+          `        ${totals.http} HTTP and ${totals.grpc} gRPC calls ok, ${totals.failed} failed | certificates: web ${wc?.serialHex.slice(0, 8) ?? '-'} ${expiresIn(wc?.notAfter)}, voting ${vc?.serialHex.slice(0, 8) ?? '-'} ${expiresIn(vc?.notAfter)}`,
+      );
+    }
+  };
+  const waitReady = async (): Promise<void> => {
+    const deadline = Date.now() + 15_000;
+    while (
+      webProxy.identity.current() === undefined ||
+      votingProxy.identity.current() === undefined
+    ) {
+      if (Date.now() > deadline) throw new Error('the proxies got no certificates within 15 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  await waitReady();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      await tick();
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  })();
+  return {
+    async close() {
+      running = false;
+      await loop;
+      grpc.close();
+      await votingProxy.close();
+      await webProxy.close();
+      await web.close();
+    },
+  };
 }

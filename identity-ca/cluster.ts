@@ -185,6 +185,9 @@ export async function runCertifyWorker(
   process.on('message', (m: ToWorker) => {
     if (m.t === 'meshid:reload') void ca.reload();
   });
+  // Ctrl-C in a terminal signals the whole process group; the primary decides when workers
+  // stop (it sends SIGTERM), so a worker must not die of SIGINT on its own and be "replaced".
+  process.on('SIGINT', () => undefined);
   process.once('SIGTERM', () => {
     void ca.close().then(() => process.exit(0));
   });

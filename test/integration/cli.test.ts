@@ -129,7 +129,7 @@ describe('meshid CLI (real processes)', function () {
     assert.match(r.stderr, /meshid ca/);
   });
 
-  it('local (npm start) initialises an empty folder, runs the CA, issues to itself, and stops on Ctrl-C', async () => {
+  it('local (npm start) initialises an empty folder, runs the CA and a two-workload mesh over mTLS, and stops on Ctrl-C', async () => {
     const localDir = join(dir, '..', 'local');
     const proc = spawn(
       process.execPath,
@@ -145,7 +145,7 @@ describe('meshid CLI (real processes)', function () {
     const ready = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), 45_000);
       proc.stdout.on('data', () => {
-        if (out.includes('Ctrl-C stops the CA')) {
+        if (out.includes('calls ok')) {
           clearTimeout(timer);
           resolve(true);
         }
@@ -159,6 +159,12 @@ describe('meshid CLI (real processes)', function () {
       /self-check: issued web\.default\.serviceaccount\.identity\.linkerd\.cluster\.local/,
     );
     assert.match(out, /chain verified to the trust anchor/);
+    // The local mesh: voting calls web over HTTP and gRPC through both proxies, over mTLS.
+    assert.match(
+      out,
+      /voting → web {2}HTTP 200, gRPC OK; web sees the caller as voting\.emojivoto\.serviceaccount\.identity\.linkerd\.cluster\.local \(verified\)/,
+    );
+    assert.match(out, /1 HTTP and 1 gRPC calls ok, 0 failed/);
     proc.kill('SIGINT');
     assert.equal(await exited, 0, out);
   });
