@@ -215,7 +215,7 @@ const SCHEMAS = {
     })
     .superRefine((c, ctx) => {
       if ((c.inbound === undefined) !== (c.app === undefined)) {
-        ctx.addIssue({ code: 'custom', path: ['app'], message: 'inbound and app go together' });
+        ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
   local: z.strictObject({
@@ -501,6 +501,9 @@ function applyDefaults(
         route: [],
         destination: [],
         identityRetryMax: 60_000,
+        // The listeners exist when what they serve is configured, on their default ports.
+        ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
+        ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,

@@ -221,14 +221,28 @@ describe('config: meshid proxy', () => {
     assert.deepEqual(loadConfig('proxy', { argv: base, env: {} }).config.route, []);
   });
 
-  it('defaults the admin port to 4191 and requires inbound and app together', () => {
+  it('listens inbound on 4143 when an app is given, on 4140 for destinations, and requires an app for inbound', () => {
+    const withApp = loadConfig('proxy', {
+      argv: [...base, '--app', '127.0.0.1:8080'],
+      env: {},
+    }).config;
+    assert.deepEqual(withApp.inbound, { host: '127.0.0.1', port: 4143 });
+    const withDest = loadConfig('proxy', {
+      argv: [
+        ...base,
+        '--destination',
+        'web.emojivoto.svc:80=10.0.0.1:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local',
+      ],
+      env: {},
+    }).config;
+    assert.deepEqual(withDest.outbound, { host: '127.0.0.1', port: 4140 });
     assert.deepEqual(loadConfig('proxy', { argv: base, env: {} }).config.admin, {
       host: '127.0.0.1',
       port: 4191,
     });
     assert.throws(
       () => loadConfig('proxy', { argv: [...base, '--inbound', '127.0.0.1:4143'], env: {} }),
-      /app .*: inbound and app go together/,
+      /app .*: is required with inbound/,
     );
   });
 
