@@ -11,14 +11,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import {
-  MeshidError,
-  createIntermediateCa,
-  createRootCa,
-  loadConfig,
-  localStateInputs,
-  systemClock,
-} from '../core/index.js';
+import { MeshidError, loadConfig, localStateInputs, systemClock } from '../core/index.js';
+import { createIntermediateCa, createRootCa } from '../core/pki.js';
 import { generateTokenSigningKey } from '../identity-ca/index.js';
 
 const DAY = 86_400_000;

@@ -2,14 +2,20 @@
  * `meshid`: the only composition root. Parses the configuration, builds the dependencies
  * (logger, clock, randomness) and dispatches to the components.
  */
-import 'reflect-metadata';
 import { isMeshidError, settingsHelp } from '../core/index.js';
 import type { CommandName } from '../core/index.js';
-import { runCa } from './ca.js';
-import { runInit } from './init.js';
-import { runLocal } from './local.js';
-import { runProxy } from './proxy.js';
-import { runToken } from './token.js';
+
+// Each command's modules are loaded only when it runs: a sidecar proxy must not carry the CA's
+// X.509 builders and their dependencies in its memory (about 40 MB of a node process).
+const runInit = async (argv: string[]): Promise<number> =>
+  (await import('./init.js')).runInit(argv);
+const runToken = async (argv: string[]): Promise<number> =>
+  (await import('./token.js')).runToken(argv);
+const runCa = async (argv: string[]): Promise<number> => (await import('./ca.js')).runCa(argv);
+const runProxy = async (argv: string[]): Promise<number> =>
+  (await import('./proxy.js')).runProxy(argv);
+const runLocal = async (argv: string[]): Promise<number> =>
+  (await import('./local.js')).runLocal(argv);
 
 const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
   {
@@ -27,7 +33,8 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
       run: runProxy,
     },
     local: {
-      summary: 'the embedded default: init if needed, run the CA, and show it issuing',
+      summary:
+        'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
       run: runLocal,
     },
   };

@@ -183,7 +183,12 @@ export async function runProxy(argv: string[]): Promise<number> {
   });
   const stopped = untilStopSignal();
   const proxy = await startProxy(config, logger);
-  logger.info(
+  // The one "listening" line is printed at any level but silent: tools and tests wait for it.
+  const announce =
+    logger.isLevelEnabled('info') || logger.level === 'silent'
+      ? logger
+      : processLogger('info', { service: 'proxy', identity: config.localIdentity });
+  announce.info(
     {
       admin: formatAddress(proxy.admin),
       ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),

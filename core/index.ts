@@ -11,7 +11,6 @@ export * from './config.js';
 export * from './metrics.js';
 export * from './admin-server.js';
 export * from './pem.js';
-export * from './pki.js';
 export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';

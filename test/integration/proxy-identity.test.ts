@@ -8,7 +8,8 @@ import { strict as assert } from 'node:assert';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createRootCa, formatAddress, parseAddress } from '../../core/index.js';
+import { formatAddress, parseAddress } from '../../core/index.js';
+import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
 import {
   adminGet,

@@ -12,7 +12,8 @@ import type { Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { createRootCa, parseAddress } from '../../core/index.js';
+import { parseAddress } from '../../core/index.js';
+import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
 import {
   adminGet,

@@ -12,8 +12,9 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createIntermediateCa, createRootCa, systemRandom, toPem } from '../../core/index.js';
-import type { GeneratedCa } from '../../core/index.js';
+import { systemRandom, toPem } from '../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../core/pki.js';
+import type { GeneratedCa } from '../../core/pki.js';
 import { LeafSigner, randomSerial } from '../../identity-ca/issuer/leaf.js';
 import type { WorkloadCertificate } from '../../proxy/index.js';
 

@@ -7,15 +7,9 @@ import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  createIntermediateCa,
-  createRootCa,
-  identityName,
-  spiffeId,
-  systemRandom,
-  toPem,
-} from '../../core/index.js';
-import type { GeneratedCa } from '../../core/index.js';
+import { identityName, spiffeId, systemRandom, toPem } from '../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../core/pki.js';
+import type { GeneratedCa } from '../../core/pki.js';
 import { LeafSigner, randomSerial } from '../../identity-ca/issuer/leaf.js';
 import type { WorkloadCertificate } from '../../proxy/index.js';
 

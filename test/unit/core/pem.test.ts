@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { X509Certificate } from 'node:crypto';
-import { PemError, createRootCa, parsePem, toPem } from '../../../core/index.js';
+import { PemError, parsePem, toPem } from '../../../core/index.js';
+import { createRootCa } from '../../../core/pki.js';
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 10, 21);

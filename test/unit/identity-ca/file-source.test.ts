@@ -4,7 +4,8 @@ import { mkdir, mkdtemp, readlink, rename, rm, symlink, unlink, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, createLogger } from '../../../core/index.js';
-import type { GeneratedCa, Logger } from '../../../core/index.js';
+import type { Logger } from '../../../core/index.js';
+import type { GeneratedCa } from '../../../core/pki.js';
 import { FileIssuerSource, readIssuerMaterial } from '../../../identity-ca/issuer/file-source.js';
 import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 import { IssuerStore } from '../../../identity-ca/issuer/store.js';

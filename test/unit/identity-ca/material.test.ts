@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { toPem } from '../../../core/index.js';
-import type { GeneratedCa } from '../../../core/index.js';
+import type { GeneratedCa } from '../../../core/pki.js';
 import {
   MAX_INTERMEDIATES,
   parseTrustAnchors,

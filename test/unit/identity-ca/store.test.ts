@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { ManualClock, createLogger, silentLogger } from '../../../core/index.js';
-import type { Clock, GeneratedCa, MeshidError } from '../../../core/index.js';
+import type { Clock, MeshidError } from '../../../core/index.js';
+import type { GeneratedCa } from '../../../core/pki.js';
 import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 import { IssuerStore } from '../../../identity-ca/issuer/store.js';
 import { NOW, bundle, ca, material, root } from './fixtures/pki.js';

@@ -5,13 +5,9 @@ import { once } from 'node:events';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  createIntermediateCa,
-  createRootCa,
-  silentLogger,
-  systemClock,
-} from '../../../core/index.js';
-import type { GeneratedCa } from '../../../core/index.js';
+import { silentLogger, systemClock } from '../../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
+import type { GeneratedCa } from '../../../core/pki.js';
 import { AnchorSource, parseAnchorBundle } from '../../../proxy/index.js';
 
 const HOUR = 3_600_000;

@@ -14,10 +14,10 @@ import {
   CertifyClient,
   ManualClock,
   createCsr,
-  createRootCa,
   silentLogger,
   systemRandom,
 } from '../../../core/index.js';
+import { createRootCa } from '../../../core/pki.js';
 import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import {
