@@ -35,6 +35,7 @@ import { JwksTokenValidator } from '../../identity-ca/index.js';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';
+import { runProxyBench } from './proxy.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -375,3 +376,5 @@ async function main(): Promise<void> {
 }
 
 await main();
+out();
+await runProxyBench(out);
