@@ -11,7 +11,15 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { CertifyClient, createCsr, toPem } from '../../core/index.js';
+import {
+  CertifyClient,
+  DerReader,
+  DerTag,
+  contextTag,
+  createCsr,
+  decodeDer,
+  toPem,
+} from '../../core/index.js';
 import type { CertifyCallError, CertifyResponse } from '../../core/index.js';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
@@ -238,12 +246,22 @@ describe('meshid ca (real process, gRPC over TLS)', function () {
         token: Buffer.from(await state.token('emojivoto', 'web')),
         certificateSigningRequest: p256Csr(WEB),
       });
-      const a = leaf.serialNumber;
-      const b = new x509.X509Certificate(other.leafCertificate).serialNumber;
-      assert.notEqual(a, b);
+      // The serial INTEGER as encoded: positive (top bit of the first byte clear), minimal (a
+      // leading 00 only before a byte with its top bit set), at most 16 random bytes.
+      const serialOf = (der: Uint8Array): Buffer => {
+        const tbs = new DerReader(decodeDer(der, DerTag.SEQUENCE).contents).next(DerTag.SEQUENCE);
+        const r = new DerReader(tbs.contents);
+        r.next(contextTag(0, true));
+        return Buffer.from(r.next(DerTag.INTEGER).contents);
+      };
+      const a = serialOf(res.leafCertificate);
+      const b = serialOf(other.leafCertificate);
+      assert.notDeepEqual(a, b);
       for (const s of [a, b]) {
-        assert.ok(s.length <= 32 && s.length >= 16, s);
-        assert.ok(parseInt(s.slice(0, 2), 16) < 0x80, 'positive');
+        assert.ok(s[0]! < 0x80, `positive: ${s.toString('hex')}`);
+        assert.ok(s[0] !== 0 || s[1]! >= 0x80, `minimal: ${s.toString('hex')}`);
+        const magnitude = s[0] === 0 ? s.subarray(1) : s;
+        assert.ok(magnitude.length <= 16 && magnitude.length >= 8, s.toString('hex'));
       }
     });
 
