@@ -7,7 +7,7 @@ import type { CaConfig, Logger } from '../core/index.js';
 import { formatAddress, loadConfig, systemClock, systemRandom } from '../core/index.js';
 import { startIdentityCa } from '../identity-ca/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
-import { processLogger, untilStopSignal, workerCount } from './runtime.js';
+import { announceListening, processLogger, untilStopSignal, workerCount } from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
 export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
@@ -30,19 +30,15 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
     random: systemRandom,
     workerEntry: CA_WORKER_ENTRY,
   });
-  // The one "listening" line is printed at any level but silent: tools and tests wait for it.
-  const announce =
-    logger.isLevelEnabled('info') || logger.level === 'silent'
-      ? logger
-      : processLogger('info', { service: 'identity-ca' });
-  announce.info(
+  announceListening(
+    logger,
+    { service: 'identity-ca' },
     {
       address: formatAddress(ca.address),
       admin: formatAddress(ca.adminAddress),
       identity: config.identityName,
       workers,
     },
-    'listening',
   );
   return ca;
 }

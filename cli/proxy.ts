@@ -33,7 +33,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
-import { processLogger, untilStopSignal } from './runtime.js';
+import { announceListening, processLogger, untilStopSignal } from './runtime.js';
 
 /** A running proxy. */
 export interface RunningProxy {
@@ -183,18 +183,14 @@ export async function runProxy(argv: string[]): Promise<number> {
   });
   const stopped = untilStopSignal();
   const proxy = await startProxy(config, logger);
-  // The one "listening" line is printed at any level but silent: tools and tests wait for it.
-  const announce =
-    logger.isLevelEnabled('info') || logger.level === 'silent'
-      ? logger
-      : processLogger('info', { service: 'proxy', identity: config.localIdentity });
-  announce.info(
+  announceListening(
+    logger,
+    { service: 'proxy', identity: config.localIdentity },
     {
       admin: formatAddress(proxy.admin),
       ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),
       outbound: proxy.outbound.map(formatAddress),
     },
-    'listening',
   );
   const signal = await stopped;
   logger.info({ signal }, 'shutting down');

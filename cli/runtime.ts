@@ -18,6 +18,23 @@ export function processLogger(level: LogLevel, bindings: Record<string, unknown>
   return logger;
 }
 
+/**
+ * Logs the one "listening" line. It is printed at any level but silent, because tools and tests
+ * wait for it; below info it goes through a logger of its own, which leaves grpc-js's log routing
+ * on the process logger.
+ */
+export function announceListening(
+  logger: Logger,
+  bindings: Record<string, unknown>,
+  fields: Record<string, unknown>,
+): void {
+  const announce =
+    logger.isLevelEnabled('info') || logger.level === 'silent'
+      ? logger
+      : createLogger({ level: 'info' }).child(bindings);
+  announce.info(fields, 'listening');
+}
+
 /** Workers for the CA: the configured number, or one per core for 0. */
 export function workerCount(configured: number): number {
   return configured > 0 ? configured : Math.max(1, availableParallelism());

@@ -3,7 +3,6 @@
  * certificate against the CA's identity name (SAN), as a proxy does. Used by `meshid local`'s
  * self-check and by tests; the proxy issue builds its identity client on the same calls.
  */
-import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Address } from './config.js';
 import { formatAddress } from './config.js';
@@ -86,18 +85,4 @@ export class CertifyClient {
   close(): void {
     this.#client.close();
   }
-}
-
-/** The leaf of a response as node's X509Certificate, for display. */
-export function describeLeaf(res: CertifyResponse): {
-  subjectAltName: string;
-  serialNumber: string;
-  validTo: string;
-} {
-  const cert = new X509Certificate(res.leafCertificate);
-  return {
-    subjectAltName: cert.subjectAltName ?? '',
-    serialNumber: cert.serialNumber,
-    validTo: cert.validTo,
-  };
 }

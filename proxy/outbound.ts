@@ -346,9 +346,7 @@ export class OutboundProxy {
   #originate(listener: string, dest: Destination, alpn?: readonly string[]): TLSSocket {
     const started = this.#now();
     const base = { listener, target: dest.target, expectedIdentity: dest.identity };
-    const cert = this.#o.certificate();
-    if (cert === undefined) {
-      const err = new UpstreamError('no-certificate', 'no workload certificate yet');
+    const fail = (err: UpstreamError): never => {
       this.#emit({
         type: 'handshake',
         ok: false,
@@ -357,24 +355,22 @@ export class OutboundProxy {
         message: err.message,
       });
       throw err;
+    };
+    const cert = this.#o.certificate();
+    if (cert === undefined) {
+      return fail(new UpstreamError('no-certificate', 'no workload certificate yet'));
     }
     let context;
     try {
       context = this.#contexts.get(cert, this.#o.anchorsPem());
     } catch (cause) {
-      const err = new UpstreamError(
-        'tls-failed',
-        `cannot build a TLS context from the certificate and anchors: ${messageOf(cause)}`,
-        { cause },
+      return fail(
+        new UpstreamError(
+          'tls-failed',
+          `cannot build a TLS context from the certificate and anchors: ${messageOf(cause)}`,
+          { cause },
+        ),
       );
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        ...base,
-        reason: err.reason,
-        message: err.message,
-      });
-      throw err;
     }
     const expected = dest.identity;
     const options: ConnectionOptions & { allowHalfOpen: boolean } = {

@@ -7,6 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { CertifyResponse } from '../../core/index.js';
+import { parsePem } from '../../core/index.js';
 
 /** The facts of a verified certificate. */
 export interface VerifiedLeaf {
@@ -17,9 +18,7 @@ export interface VerifiedLeaf {
 
 /** Certificates in a PEM bundle. */
 export function certificatesOf(pem: string): X509Certificate[] {
-  return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
-    (block) => new X509Certificate(block),
-  );
+  return parsePem(pem, 'CERTIFICATE').map((block) => new X509Certificate(block.der));
 }
 
 /**
