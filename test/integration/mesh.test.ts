@@ -6,22 +6,16 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
 import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { formatAddress, parseAddress } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
-import {
-  adminGet,
-  metricValue,
-  startCaProcess,
-  startMeshid,
-  waitFor,
-} from '../support/ca-process.js';
-import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { startProxyProcess } from '../support/proxy-process.js';
+import type { ProxyProcess } from '../support/proxy-process.js';
+import { idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
@@ -44,35 +38,10 @@ describe('two workloads through meshid proxies (real processes)', function () {
   this.timeout(60_000);
   let state: TestState;
   let ca: CaProcess;
-  let web: MeshidProcess;
-  let voting: MeshidProcess;
+  let web: ProxyProcess;
+  let voting: ProxyProcess;
   let app: Server;
   const seen: IncomingHttpHeaders[] = [];
-
-  async function startProxy(sa: string, args: string[]): Promise<MeshidProcess> {
-    const tokenFile = join(state.dir, `${sa}-token`);
-    await writeFile(tokenFile, await state.token('emojivoto', sa, { ttlMs: 2 * HOUR }));
-    const p = await startMeshid('proxy', [
-      '--identity-addr',
-      formatAddress(ca.address),
-      '--identity-name',
-      CA_IDENTITY,
-      '--trust-anchors',
-      state.anchorsFile,
-      '--token-file',
-      tokenFile,
-      '--local-identity',
-      idOf('emojivoto', sa),
-      '--admin',
-      '127.0.0.1:0',
-      ...args,
-    ]);
-    const admin = parseAddress(String(p.listening['admin']))!;
-    await waitFor(`the ${sa} proxy to be ready`, async () =>
-      (await adminGet(admin, '/ready')).status === 200 ? true : undefined,
-    );
-    return p;
-  }
 
   before(async () => {
     state = await makeTestState();
@@ -83,14 +52,16 @@ describe('two workloads through meshid proxies (real processes)', function () {
     });
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
-    web = await startProxy('web', [
+    const proxy = (sa: string, args: string[]): Promise<ProxyProcess> =>
+      startProxyProcess({ state, ca: formatAddress(ca.address), sa, args });
+    web = await proxy('web', [
       '--inbound',
       '127.0.0.1:0',
       '--app',
       `127.0.0.1:${(app.address() as AddressInfo).port}`,
     ]);
-    const webInbound = String(web.listening['inbound']);
-    voting = await startProxy('voting', [
+    const webInbound = formatAddress(web.inbound!);
+    voting = await proxy('voting', [
       '--route',
       `127.0.0.1:0=${webInbound}@${WEB}`,
       '--route',
@@ -104,8 +75,7 @@ describe('two workloads through meshid proxies (real processes)', function () {
     await state?.cleanup();
   });
 
-  const routes = (): Address[] =>
-    (voting.listening['outbound'] as string[]).map((a) => parseAddress(a)!);
+  const routes = (): readonly Address[] => voting.outbound;
 
   it("carries voting's requests to web's app with voting's verified identity", async () => {
     seen.length = 0;
@@ -115,7 +85,7 @@ describe('two workloads through meshid proxies (real processes)', function () {
       assert.equal(r.body, `web says hi to ${VOTING}\n`);
     }
     assert.equal(seen.length, 5);
-    const admin = parseAddress(String(web.listening['admin']))!;
+    const admin = web.admin;
     const metrics = (await adminGet(admin, '/metrics')).body;
     assert.ok(
       metricValue(metrics, 'meshid_proxy_connections_total', {
@@ -129,7 +99,7 @@ describe('two workloads through meshid proxies (real processes)', function () {
     seen.length = 0;
     await assert.rejects(get(routes()[1]!, '/should-not-arrive'));
     assert.equal(seen.length, 0);
-    const admin = parseAddress(String(voting.listening['admin']))!;
+    const admin = voting.admin;
     const metrics = (await adminGet(admin, '/metrics')).body;
     assert.ok(
       metricValue(metrics, 'meshid_proxy_tls_handshakes_total', {

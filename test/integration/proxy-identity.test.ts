@@ -8,18 +8,14 @@ import { strict as assert } from 'node:assert';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { formatAddress, parseAddress } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
-import {
-  adminGet,
-  metricValue,
-  startCaProcess,
-  startMeshid,
-  waitFor,
-} from '../support/ca-process.js';
-import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { startProxyProcess } from '../support/proxy-process.js';
+import type { ProxyProcess } from '../support/proxy-process.js';
+import { HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
@@ -35,33 +31,25 @@ describe('meshid proxy: identity from the CA (real processes)', function () {
   this.timeout(60_000);
   let state: TestState;
   let ca: CaProcess;
-  let proxy: MeshidProcess;
+  let proxy: ProxyProcess;
   let admin: Address;
   let proxyAnchors: string;
 
   before(async () => {
     state = await makeTestState();
     ca = await startCaProcess([...state.caArgs, '--workers', '1', '--cert-lifetime', '1h']);
-    const tokenFile = join(state.dir, 'web-token');
-    await writeFile(tokenFile, await state.token('emojivoto', 'web', { ttlMs: 2 * HOUR }));
     proxyAnchors = join(state.dir, 'proxy-anchors', 'ca-bundle.crt');
     await mkdir(join(state.dir, 'proxy-anchors'));
     await writeFile(proxyAnchors, await readFile(state.anchorsFile));
-    proxy = await startMeshid('proxy', [
-      '--identity-addr',
-      formatAddress(ca.address),
-      '--identity-name',
-      CA_IDENTITY,
-      '--trust-anchors',
-      proxyAnchors,
-      '--token-file',
-      tokenFile,
-      '--local-identity',
-      WEB,
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    admin = parseAddress(String(proxy.listening['admin']))!;
+    // Not waiting for readiness here: becoming ready is the first test.
+    proxy = await startProxyProcess({
+      state,
+      ca: formatAddress(ca.address),
+      sa: 'web',
+      anchorsFile: proxyAnchors,
+      ready: false,
+    });
+    admin = proxy.admin;
   });
   after(async () => {
     await proxy?.stop();

@@ -14,11 +14,13 @@ import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CertifyClient, createCsr, formatAddress, parseAddress, toPem } from '../../core/index.js';
+import { CertifyClient, createCsr, formatAddress, toPem } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
-import { adminGet, startCaProcess, startMeshid, waitFor } from '../support/ca-process.js';
-import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import { startCaProcess } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { startProxyProcess } from '../support/proxy-process.js';
+import type { ProxyProcess } from '../support/proxy-process.js';
+import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const run = promisify(execFile);
@@ -29,7 +31,7 @@ describe('meshid proxy inbound in front of an app (real processes, curl)', funct
   this.timeout(60_000);
   let state: TestState;
   let ca: CaProcess;
-  let proxy: MeshidProcess;
+  let proxy: ProxyProcess;
   let app: Server;
   let inbound: Address;
   const seen: IncomingHttpHeaders[] = [];
@@ -101,33 +103,21 @@ describe('meshid proxy inbound in front of an app (real processes, curl)', funct
     });
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
-    const tokenFile = join(state.dir, 'web-token');
-    await writeFile(tokenFile, await state.token('emojivoto', 'web', { ttlMs: 2 * HOUR }));
-    proxy = await startMeshid('proxy', [
-      '--identity-addr',
-      formatAddress(ca.address),
-      '--identity-name',
-      CA_IDENTITY,
-      '--trust-anchors',
-      state.anchorsFile,
-      '--token-file',
-      tokenFile,
-      '--local-identity',
-      WEB,
-      '--inbound',
-      '127.0.0.1:0',
-      '--app',
-      `127.0.0.1:${(app.address() as AddressInfo).port}`,
-      '--allow-service-account',
-      'emojivoto/voting',
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    inbound = parseAddress(String(proxy.listening['inbound']))!;
-    const admin = parseAddress(String(proxy.listening['admin']))!;
-    await waitFor('the proxy to be ready', async () =>
-      (await adminGet(admin, '/ready')).status === 200 ? true : undefined,
-    );
+    proxy = await startProxyProcess({
+      state,
+      ca: formatAddress(ca.address),
+      sa: 'web',
+      args: [
+        ...[
+          '--inbound',
+          '127.0.0.1:0',
+          '--app',
+          `127.0.0.1:${(app.address() as AddressInfo).port}`,
+        ],
+        ...['--allow-service-account', 'emojivoto/voting'],
+      ],
+    });
+    inbound = proxy.inbound!;
     client['voting'] = await certificateFor('voting');
     client['emoji'] = await certificateFor('emoji');
   });

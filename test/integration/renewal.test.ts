@@ -12,18 +12,14 @@ import type { Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { parseAddress } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
-import {
-  adminGet,
-  metricValue,
-  startCaProcess,
-  startMeshid,
-  waitFor,
-} from '../support/ca-process.js';
-import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { startProxyProcess } from '../support/proxy-process.js';
+import type { ProxyProcess } from '../support/proxy-process.js';
+import { HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
@@ -42,8 +38,8 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
   let state: TestState;
   let ca: CaProcess;
   let caAddress: string;
-  let web: MeshidProcess;
-  let voting: MeshidProcess;
+  let web: ProxyProcess;
+  let voting: ProxyProcess;
   let app: Server;
   const agent = new Agent({ keepAlive: true, maxSockets: 4 });
   const CA_ARGS = (): string[] => [
@@ -72,40 +68,26 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
     });
   }
 
-  async function startProxy(sa: string, args: string[]): Promise<MeshidProcess> {
-    const tokenFile = join(state.dir, `${sa}-token`);
-    await writeFile(tokenFile, await state.token('emojivoto', sa, { ttlMs: 2 * HOUR }));
-    return startMeshid('proxy', [
-      '--identity-addr',
-      caAddress,
-      '--identity-name',
-      CA_IDENTITY,
-      '--trust-anchors',
-      join(state.dir, 'proxy-anchors.pem'),
-      '--token-file',
-      tokenFile,
-      '--local-identity',
-      idOf('emojivoto', sa),
-      '--admin',
-      '127.0.0.1:0',
-      '--identity-retry-max',
-      '1s',
-      ...args,
-    ]);
-  }
+  const startProxy = (sa: string, args: string[]): Promise<ProxyProcess> =>
+    startProxyProcess({
+      state,
+      ca: caAddress,
+      sa,
+      anchorsFile: join(state.dir, 'proxy-anchors.pem'),
+      args: ['--identity-retry-max', '1s', ...args],
+    });
 
-  const adminOf = (p: MeshidProcess): Address => parseAddress(String(p.listening['admin']))!;
-  const ready = async (p: MeshidProcess): Promise<boolean> =>
-    (await adminGet(adminOf(p), '/ready')).status === 200;
-  const refreshes = async (p: MeshidProcess): Promise<number> =>
+  const ready = async (p: ProxyProcess): Promise<boolean> =>
+    (await adminGet(p.admin, '/ready')).status === 200;
+  const refreshes = async (p: ProxyProcess): Promise<number> =>
     metricValue(
-      (await adminGet(adminOf(p), '/metrics')).body,
+      (await adminGet(p.admin, '/metrics')).body,
       'control_identity_cert_refreshes_total',
       {
         result: 'ok',
       },
     );
-  const route = (): Address => parseAddress((voting.listening['outbound'] as string[])[0]!)!;
+  const route = (): Address => voting.outbound[0]!;
 
   before(async () => {
     state = await makeTestState();
@@ -126,10 +108,8 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
     ]);
     voting = await startProxy('voting', [
       '--route',
-      `127.0.0.1:0=${String(web.listening['inbound'])}@${WEB}`,
+      `127.0.0.1:0=${formatAddress(web.inbound!)}@${WEB}`,
     ]);
-    for (const p of [web, voting])
-      await waitFor('a proxy to be ready', async () => ((await ready(p)) ? true : undefined));
   });
   after(async () => {
     agent.destroy();
@@ -199,7 +179,7 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
     await rename(`${file}.tmp`, file);
     for (const p of [web, voting]) {
       await waitFor('the new bundle in use', async () => {
-        const id = JSON.parse((await adminGet(adminOf(p), '/identity')).body) as {
+        const id = JSON.parse((await adminGet(p.admin, '/identity')).body) as {
           trustAnchors: { subjects: string[] };
         };
         return id.trustAnchors.subjects.includes('CN=root-extra') ? true : undefined;
