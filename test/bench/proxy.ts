@@ -33,19 +33,18 @@
 import 'reflect-metadata';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
-import { connect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { CertifyClient, createCsr, formatAddress, toPem } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import { MESHID_BIN, adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
+import { certificateFromCa, freePort } from '../support/proxy-process.js';
 import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
@@ -101,15 +100,6 @@ function percentile(sorted: ArrayLike<number>, p: number): number {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** A free loopback port: bind port 0, read it, close. */
-async function freePort(): Promise<number> {
-  const s = createNetServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function which(cmd: string): string {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).stdout.trim();
@@ -317,40 +307,6 @@ async function startNginx(nginx: string, dir: string, name: string, conf: string
     '-e',
     join(dir, `${name}-error.log`),
   ]);
-}
-
-/** Asks the CA for a certificate the way a proxy does: key in hand, CSR, Certify with a token. */
-async function certify(
-  ca: CaProcess,
-  state: TestState,
-  sa: string,
-): Promise<{ keyPem: string; chainPem: string }> {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const identity = idOf('bench', sa);
-  const client = new CertifyClient({
-    address: ca.address,
-    serverName: CA_IDENTITY,
-    anchorsPem: await readFile(state.anchorsFile, 'utf8'),
-  });
-  try {
-    const res = await client.certify({
-      identity,
-      token: Buffer.from(await state.token('bench', sa, { ttlMs: 2 * HOUR })),
-      certificateSigningRequest: createCsr({
-        privateKey,
-        commonName: identity,
-        dnsNames: [identity],
-      }),
-    });
-    return {
-      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-      chainPem: [res.leafCertificate, ...res.intermediateCertificates]
-        .map((der) => toPem(der, 'CERTIFICATE'))
-        .join(''),
-    };
-  } finally {
-    client.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,8 +700,8 @@ export async function runProxyBench(out: Out): Promise<void> {
     ]);
 
     // nginx: certificates from the same CA, then inbound and outbound.
-    const nWeb = await certify(ca, state, 'web');
-    const nVoting = await certify(ca, state, 'voting');
+    const nWeb = await certificateFromCa(state, ca.address, 'bench', 'web');
+    const nVoting = await certificateFromCa(state, ca.address, 'bench', 'voting');
     const files = {
       anchors: state.anchorsFile,
       webCrt: join(dir, 'web.crt'),

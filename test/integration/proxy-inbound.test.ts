@@ -6,21 +6,20 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CertifyClient, createCsr, formatAddress, toPem } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
 import { startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import { startProxyProcess } from '../support/proxy-process.js';
+import { certificateFromCa, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
-import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
+import { idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const run = promisify(execFile);
@@ -38,36 +37,15 @@ describe('meshid proxy inbound in front of an app (real processes, curl)', funct
   const client: Record<string, { cert: string; key: string }> = {};
 
   /** A certificate for `sa` from the CA, as a proxy would get it; files for curl. */
+  /** A certificate for `sa` from the CA, as a proxy would get it, in files for curl. */
   async function certificateFor(sa: string): Promise<{ cert: string; key: string }> {
-    const identity = idOf('emojivoto', sa);
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const c = new CertifyClient({
-      address: ca.address,
-      serverName: CA_IDENTITY,
-      anchorsPem: await readFile(state.anchorsFile, 'utf8'),
-    });
-    try {
-      const res = await c.certify({
-        identity,
-        token: Buffer.from(await state.token('emojivoto', sa)),
-        certificateSigningRequest: createCsr({ privateKey, dnsNames: [identity] }),
-      });
-      const dir = join(state.dir, `client-${sa}`);
-      await mkdir(dir);
-      const files = { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') };
-      await writeFile(
-        files.cert,
-        [res.leafCertificate, ...res.intermediateCertificates]
-          .map((d) => toPem(d, 'CERTIFICATE'))
-          .join(''),
-      );
-      await writeFile(files.key, privateKey.export({ format: 'pem', type: 'pkcs8' }), {
-        mode: 0o600,
-      });
-      return files;
-    } finally {
-      c.close();
-    }
+    const { keyPem, chainPem } = await certificateFromCa(state, ca.address, 'emojivoto', sa);
+    const dir = join(state.dir, `client-${sa}`);
+    await mkdir(dir);
+    const files = { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') };
+    await writeFile(files.cert, chainPem);
+    await writeFile(files.key, keyPem, { mode: 0o600 });
+    return files;
   }
 
   async function curl(extra: string[]): Promise<{ code: number; out: string }> {

@@ -9,7 +9,6 @@ import { once } from 'node:events';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { Agent, createServer, request } from 'node:http';
 import type { Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { formatAddress } from '../../core/index.js';
@@ -17,21 +16,13 @@ import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
 import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import { startProxyProcess } from '../support/proxy-process.js';
+import { freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
 const VOTING = idOf('emojivoto', 'voting');
-
-async function freePort(): Promise<number> {
-  const s = createNetServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('renewal under traffic, and the CA going away (real processes)', function () {
   this.timeout(120_000);

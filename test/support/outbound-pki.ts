@@ -7,11 +7,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './proxy-process.js';
 import { systemRandom, toPem } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import type { GeneratedCa } from '../../core/pki.js';
@@ -92,17 +91,7 @@ export function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'meshid-outbound-'));
 }
 
-/**
- * A port that was free a moment ago: openssl cannot report the port it got for `:0`, so bind
- * one with node, release it and hand it over (a race we accept on loopback in tests).
- */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+export { freePort };
 
 /** A running `openssl s_server` and everything it printed. */
 export interface OpensslServer {

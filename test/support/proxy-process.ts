@@ -2,9 +2,13 @@
  * `meshid proxy` as a real process for integration tests: a development token for its service
  * account, the CA and anchors to use, the bound addresses read from its "listening" line.
  */
-import { writeFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { parseAddress } from '../../core/index.js';
+import { CertifyClient, createCsr, parseAddress, toPem } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
 import { adminGet, startMeshid, waitFor } from './ca-process.js';
 import type { MeshidProcess } from './ca-process.js';
@@ -56,4 +60,51 @@ export async function startProxyProcess(o: {
     );
   }
   return proxy;
+}
+
+/** A loopback port that was free a moment ago (bind 0, read, release; a race we accept in tests). */
+export async function freePort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/**
+ * A certificate for `<ns>/<sa>` from the CA at `ca`, asked for the way a proxy does: a key made
+ * here, a CSR, Certify with a development token. For clients such as curl and nginx.
+ */
+export async function certificateFromCa(
+  state: TestState,
+  ca: Address,
+  ns: string,
+  sa: string,
+): Promise<{ keyPem: string; chainPem: string }> {
+  const identity = idOf(ns, sa);
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const client = new CertifyClient({
+    address: ca,
+    serverName: CA_IDENTITY,
+    anchorsPem: await readFile(state.anchorsFile, 'utf8'),
+  });
+  try {
+    const res = await client.certify({
+      identity,
+      token: Buffer.from(await state.token(ns, sa, { ttlMs: 2 * HOUR })),
+      certificateSigningRequest: createCsr({
+        privateKey,
+        commonName: identity,
+        dnsNames: [identity],
+      }),
+    });
+    return {
+      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      chainPem: [res.leafCertificate, ...res.intermediateCertificates]
+        .map((der) => toPem(der, 'CERTIFICATE'))
+        .join(''),
+    };
+  } finally {
+    client.close();
+  }
 }
