@@ -17,27 +17,29 @@ const runProxy = async (argv: string[]): Promise<number> =>
 const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
 
-const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
-  {
-    init: {
-      summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder',
-      run: runInit,
-    },
-    token: {
-      summary: 'print a ServiceAccount token signed by the local key (development only)',
-      run: runToken,
-    },
-    ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
-    proxy: {
-      summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
-      run: runProxy,
-    },
-    local: {
-      summary:
-        'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
-      run: runLocal,
-    },
-  };
+const COMMANDS: Record<
+  Exclude<CommandName, 'install'>,
+  { summary: string; run: (argv: string[]) => Promise<number> }
+> = {
+  init: {
+    summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder',
+    run: runInit,
+  },
+  token: {
+    summary: 'print a ServiceAccount token signed by the local key (development only)',
+    run: runToken,
+  },
+  ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
+  proxy: {
+    summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
+    run: runProxy,
+  },
+  local: {
+    summary:
+      'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
+    run: runLocal,
+  },
+};
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(
@@ -60,7 +62,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name === undefined ? 2 : 0;
   }
-  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name as CommandName] : undefined;
+  const command = Object.hasOwn(COMMANDS, name)
+    ? COMMANDS[name as keyof typeof COMMANDS]
+    : undefined;
   if (command === undefined) {
     process.stderr.write(`meshid: unknown command "${name}"\n\n${usage()}`);
     return 2;

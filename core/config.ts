@@ -79,6 +79,60 @@ export const COMMAND_SETTINGS = {
     listen: { kind: 'address', help: 'gRPC listen address' },
     admin: { kind: 'address', help: 'admin HTTP listen address' },
     workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig file for the Kubernetes API; "in-cluster" uses the pod\'s service account',
+    },
+    namespace: {
+      kind: 'string',
+      help: 'namespace of the issuer Secret, anchors ConfigMap and Events (default: the control-plane namespace)',
+    },
+    issuerSecret: {
+      kind: 'string',
+      help: 'issuer Secret (kubernetes.io/tls or linkerd.io/tls), watched through the API',
+    },
+    trustAnchorsConfigMap: {
+      kind: 'string',
+      help: 'trust-anchor ConfigMap, watched through the API (with issuerSecret)',
+    },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    tokenValidator: {
+      kind: 'string',
+      help: 'tokenreview (ask the API server) or jwks (verify signatures with --jwks)',
+    },
+    tokenReviewCacheTtl: {
+      kind: 'duration',
+      help: 'how long a successful TokenReview is reused (never past the token expiry; 0s = off)',
+    },
+    tokenReviewCacheSize: { kind: 'integer', help: 'most TokenReview results kept' },
+    tokenReviewUnsafeNoAudienceFallback: {
+      kind: 'boolean',
+      help: 'UNSAFE, Linkerd-compatible: retry a refused review without audience (accepts any API token)',
+    },
+    events: { kind: 'boolean', help: 'record Kubernetes Events (when a kubeconfig is in use)' },
+  },
+  install: {
+    ...COMMON,
+    ...NAMING,
+    image: { kind: 'string', help: 'meshid container image' },
+    replicas: { kind: 'integer', help: 'identity CA replicas' },
+    trustAnchors: {
+      kind: 'string',
+      help: 'PEM trust-anchor bundle to put in the anchors ConfigMap (omitted: managed elsewhere)',
+    },
+    issuerSecret: { kind: 'string', help: 'issuer Secret the CA reads' },
+    trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap the CA reads' },
+    tokenValidator: { kind: 'string', help: 'tokenreview or jwks' },
+    certLifetime: { kind: 'duration', help: 'leaf certificate lifetime' },
+    clockSkew: { kind: 'duration', help: 'clock-skew allowance' },
+    certManager: {
+      kind: 'boolean',
+      help: 'render cert-manager resources that issue the identity issuer Secret',
+    },
+    certManagerIssuer: {
+      kind: 'string',
+      help: 'cert-manager Issuer (in the namespace) that holds the trust-anchor key',
+    },
   },
   proxy: {
     ...COMMON,
@@ -156,12 +210,22 @@ const SCHEMAS = {
     .strictObject({
       ...commonShape,
       dir: nonEmpty.optional(),
-      trustAnchors: nonEmpty,
-      issuerDir: nonEmpty,
-      jwks: nonEmpty,
+      trustAnchors: nonEmpty.optional(),
+      issuerDir: nonEmpty.optional(),
+      jwks: nonEmpty.optional(),
       jwksCa: nonEmpty.optional(),
-      tokenIssuer: nonEmpty,
+      tokenIssuer: nonEmpty.optional(),
       audience: nonEmpty,
+      kubeconfig: nonEmpty.optional(),
+      namespace: label,
+      issuerSecret: subdomain.optional(),
+      trustAnchorsConfigMap: subdomain.optional(),
+      trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+      tokenValidator: z.enum(['jwks', 'tokenreview']),
+      tokenReviewCacheTtl: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      tokenReviewCacheSize: z.number().int().min(0).max(1_000_000),
+      tokenReviewUnsafeNoAudienceFallback: z.boolean(),
+      events: z.boolean(),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
       identityName: subdomain,
@@ -187,10 +251,23 @@ const SCHEMAS = {
       } catch (err) {
         ctx.addIssue({ code: 'custom', path: ['identityName'], message: (err as Error).message });
       }
-      if (/^https?:/i.test(c.jwks) && !/^https?:\/\/[^/]/i.test(c.jwks)) {
-        ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'is not a valid URL' });
-      }
+      caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
     }),
+  install: z.strictObject({
+    ...commonShape,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
+    replicas: z.number().int().min(1).max(100),
+    trustAnchors: nonEmpty.optional(),
+    issuerSecret: subdomain,
+    trustAnchorsConfigMap: subdomain,
+    tokenValidator: z.enum(['jwks', 'tokenreview']),
+    certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
+    clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+    certManager: z.boolean(),
+    certManagerIssuer: subdomain,
+  }),
   proxy: z
     .strictObject({
       ...commonShape,
@@ -231,6 +308,7 @@ export type InitConfig = Readonly<z.infer<typeof SCHEMAS.init>>;
 export type TokenConfig = Readonly<z.infer<typeof SCHEMAS.token>>;
 export type CaConfig = Readonly<z.infer<typeof SCHEMAS.ca>>;
 export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
+export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export interface CommandConfigs {
   init: InitConfig;
@@ -238,6 +316,7 @@ export interface CommandConfigs {
   ca: CaConfig;
   local: LocalConfig;
   proxy: ProxyConfig;
+  install: InstallConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -509,16 +588,48 @@ function applyDefaults(
         controlPlaneNamespace: d.controlPlaneNamespace,
         ...withCommon,
       };
+    case 'install':
+      return {
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace: d.controlPlaneNamespace,
+        image: d.image,
+        replicas: 2,
+        issuerSecret: d.issuerSecret,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        tokenValidator: 'tokenreview',
+        certLifetime: d.certLifetimeMs,
+        clockSkew: d.clockSkewMs,
+        certManager: false,
+        certManagerIssuer: d.certManagerIssuer,
+        ...withCommon,
+      };
     case 'ca': {
-      const explicit = ['trustAnchors', 'issuerDir', 'jwks', 'tokenIssuer'].some((k) => k in raw);
+      const explicit = CA_INPUTS.some((k) => k in raw);
       const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);
       const fromDir = dir === undefined ? {} : caInputsFromDir(dir);
       const trustDomain = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
       const controlPlaneNamespace =
         (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
       const naming = { trustDomain, controlPlaneNamespace };
+      const jwks = raw['jwks'] ?? ('jwks' in fromDir ? fromDir['jwks'] : undefined);
+      const tokenValidator = raw['tokenValidator'] ?? (jwks === undefined ? 'tokenreview' : 'jwks');
+      // The Kubernetes API is needed for TokenReview, the cluster's JWKS, and the issuer and
+      // anchors as API objects; inside a pod the service account's credentials reach it.
+      const needsKube =
+        tokenValidator === 'tokenreview' ||
+        jwks === KUBERNETES_JWKS ||
+        'issuerSecret' in raw ||
+        'trustAnchorsConfigMap' in raw;
       return {
         ...fromDir,
+        tokenValidator,
+        ...(needsKube ? { kubeconfig: IN_CLUSTER } : {}),
+        namespace: controlPlaneNamespace,
+        trustAnchorsKey: d.trustAnchorsKey,
+        tokenReviewCacheTtl: d.tokenReviewCacheTtlMs,
+        tokenReviewCacheSize: d.tokenReviewCacheSize,
+        tokenReviewUnsafeNoAudienceFallback: false,
+        events: true,
         audience: d.audience,
         certLifetime: d.certLifetimeMs,
         clockSkew: d.clockSkewMs,
@@ -557,6 +668,72 @@ export function localStateInputs(dir: string): {
     tokenSigningKey: `${dir}/token-signing/key.pem`,
     tokenIssuer: DEFAULTS.localTokenIssuer,
   };
+}
+
+/** Settings that name the CA's inputs; when none is given, the local state folder supplies them. */
+const CA_INPUTS = [
+  'trustAnchors',
+  'issuerDir',
+  'jwks',
+  'tokenIssuer',
+  'issuerSecret',
+  'trustAnchorsConfigMap',
+  'tokenValidator',
+  'kubeconfig',
+];
+
+/** `--kubeconfig in-cluster`: the pod's service account token and the cluster's CA. */
+export const IN_CLUSTER = 'in-cluster';
+
+/** `--jwks kubernetes`: the API server's OIDC discovery document and its JWKS. */
+export const KUBERNETES_JWKS = 'kubernetes';
+
+/** Where the CA's issuer, anchors and token keys come from, checked as a whole. */
+function caSourceProblems(c: {
+  trustAnchors?: string | undefined;
+  issuerDir?: string | undefined;
+  issuerSecret?: string | undefined;
+  trustAnchorsConfigMap?: string | undefined;
+  tokenValidator: 'jwks' | 'tokenreview';
+  jwks?: string | undefined;
+  jwksCa?: string | undefined;
+  tokenIssuer?: string | undefined;
+}): { path: string[]; message: string }[] {
+  const problems: { path: string[]; message: string }[] = [];
+  const both = (a: keyof typeof c, b: keyof typeof c): void => {
+    if (c[a] !== undefined && c[b] !== undefined)
+      problems.push({ path: [b], message: `cannot be combined with ${a}: choose one source` });
+    if (c[a] === undefined && c[b] === undefined)
+      problems.push({ path: [a], message: `is required (or ${b})` });
+  };
+  both('issuerDir', 'issuerSecret');
+  both('trustAnchors', 'trustAnchorsConfigMap');
+  // Issuer and anchors are validated as a pair, so they come from the same kind of source: both
+  // API objects (watched), or both mounted files.
+  if ((c.issuerSecret === undefined) !== (c.trustAnchorsConfigMap === undefined)) {
+    const missing = c.issuerSecret === undefined ? 'issuerSecret' : 'trustAnchorsConfigMap';
+    if (c[missing === 'issuerSecret' ? 'issuerDir' : 'trustAnchors'] !== undefined)
+      problems.push({
+        path: [missing],
+        message:
+          'is required: the issuer Secret and the anchors ConfigMap are read together through the API (or use issuerDir with trustAnchors)',
+      });
+  }
+  if (c.tokenValidator === 'jwks') {
+    if (c.jwks === undefined)
+      problems.push({ path: ['jwks'], message: 'is required with tokenValidator jwks' });
+    else if (/^https?:/i.test(c.jwks) && !/^https?:\/\/[^/]/i.test(c.jwks))
+      problems.push({ path: ['jwks'], message: 'is not a valid URL' });
+    // The cluster's discovery document names its issuer; any other JWKS needs it spelled out.
+    if (c.tokenIssuer === undefined && c.jwks !== KUBERNETES_JWKS)
+      problems.push({ path: ['tokenIssuer'], message: 'is required with tokenValidator jwks' });
+  } else {
+    for (const k of ['jwks', 'jwksCa', 'tokenIssuer'] as const) {
+      if (c[k] !== undefined)
+        problems.push({ path: [k], message: 'applies only with tokenValidator jwks' });
+    }
+  }
+  return problems;
 }
 
 function caInputsFromDir(dir: string): Record<string, string> {

@@ -25,4 +25,11 @@ export const DEFAULTS = Object.freeze({
   trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
   trustAnchorsKey: 'ca-bundle.crt',
   issuerSecret: 'linkerd-identity-issuer',
+  /** A positive TokenReview is reused this long (and never past the token's expiry). */
+  tokenReviewCacheTtlMs: 10_000,
+  tokenReviewCacheSize: 10_000,
+  /** The image `meshid install` deploys. */
+  image: 'ghcr.io/meshid/meshid:v0.1.0',
+  /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
+  certManagerIssuer: 'linkerd-trust-anchor',
 });

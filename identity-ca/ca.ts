@@ -13,7 +13,7 @@ import type {
   Readiness,
   Registry,
 } from '../core/index.js';
-import { DEFAULTS, formatAddress } from '../core/index.js';
+import { DEFAULTS, formatAddress, MeshidError } from '../core/index.js';
 import { FileIssuerSource } from './issuer/file-source.js';
 import type { IssuerCredentials } from './issuer/material.js';
 import { IssuerStore } from './issuer/store.js';
@@ -102,6 +102,12 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   const store = new IssuerStore({ clock, logger: log.child({ component: 'issuer' }) });
   const current = (): IssuerCredentials | undefined => store.current();
   const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
+  if (config.issuerDir === undefined || config.trustAnchors === undefined) {
+    throw new MeshidError(
+      'ERR_CONFIG_INVALID',
+      'issuer and anchors from the Kubernetes API are not available in this build',
+    );
+  }
   const source = new FileIssuerSource({
     issuerDir: config.issuerDir,
     trustAnchorsFile: config.trustAnchors,
@@ -112,18 +118,22 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
 
   let tokens: TokenValidator;
   try {
+    const { jwks, tokenIssuer } = config;
+    if (deps.tokens === undefined && (jwks === undefined || tokenIssuer === undefined)) {
+      throw new MeshidError('ERR_CONFIG_INVALID', 'TokenReview is not available in this build');
+    }
     tokens =
       deps.tokens ??
       (await JwksTokenValidator.create({
-        jwks: /^https?:/i.test(config.jwks)
+        jwks: /^https?:/i.test(jwks!)
           ? {
-              url: config.jwks,
+              url: jwks!,
               ...(config.jwksCa === undefined
                 ? {}
                 : { caPem: await readFile(config.jwksCa, 'utf8') }),
             }
-          : { file: config.jwks },
-        issuer: config.tokenIssuer,
+          : { file: jwks! },
+        issuer: tokenIssuer!,
         audience: config.audience,
         clockSkewMs: config.clockSkew,
         clock,

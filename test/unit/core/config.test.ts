@@ -122,11 +122,70 @@ describe('config', () => {
 
   it('requires all four inputs when any is given without a state folder', () => {
     const err = configError(() =>
-      loadConfig('ca', { argv: ['--trust-anchors', '/a.pem'], env: {} }),
+      loadConfig('ca', {
+        argv: ['--trust-anchors', '/a.pem', '--token-validator', 'jwks'],
+        env: {},
+      }),
     );
-    assert.match(err.message, /issuerDir .*: is required/);
-    assert.match(err.message, /jwks .*: is required/);
-    assert.match(err.message, /tokenIssuer .*: is required/);
+    assert.match(err.message, /issuerDir .*: is required \(or issuerSecret\)/);
+    assert.match(err.message, /jwks .*: is required with tokenValidator jwks/);
+    assert.match(err.message, /tokenIssuer .*: is required with tokenValidator jwks/);
+  });
+
+  it('validates tokens with TokenReview in the cluster when no JWKS is given', () => {
+    const { config } = loadConfig('ca', {
+      argv: ['--issuer-secret', 'linkerd-identity-issuer'],
+      env: { MESHID_TRUST_ANCHORS_CONFIG_MAP: 'linkerd-identity-trust-roots' },
+    });
+    assert.equal(config.tokenValidator, 'tokenreview');
+    assert.equal(config.kubeconfig, 'in-cluster');
+    assert.equal(config.namespace, 'linkerd');
+    assert.equal(config.trustAnchorsKey, 'ca-bundle.crt');
+    assert.equal(config.tokenReviewUnsafeNoAudienceFallback, false);
+    assert.equal(config.tokenReviewCacheTtl, 10_000);
+    assert.equal(config.issuerDir, undefined);
+  });
+
+  it('refuses two sources for one input, and an issuer Secret with a mounted anchors file', () => {
+    const err = configError(() =>
+      loadConfig('ca', {
+        argv: [
+          '--issuer-dir',
+          '/i',
+          '--issuer-secret',
+          'issuer',
+          '--trust-anchors',
+          '/a.pem',
+          '--token-validator',
+          'tokenreview',
+          '--token-issuer',
+          'https://kubernetes.default.svc',
+        ],
+        env: {},
+      }),
+    );
+    assert.match(err.message, /issuerSecret .*: cannot be combined with issuerDir/);
+    assert.match(
+      err.message,
+      /trustAnchorsConfigMap .*: is required: the issuer Secret and the anchors ConfigMap are read together/,
+    );
+    assert.match(err.message, /tokenIssuer .*: applies only with tokenValidator jwks/);
+  });
+
+  it("takes the cluster's JWKS without an explicit token issuer", () => {
+    const { config } = loadConfig('ca', {
+      argv: ['--jwks', 'kubernetes', '--issuer-dir', '/i', '--trust-anchors', '/a.pem'],
+      env: {},
+    });
+    assert.equal(config.tokenValidator, 'jwks');
+    assert.equal(config.kubeconfig, 'in-cluster');
+    assert.equal(config.tokenIssuer, undefined);
+  });
+
+  it('runs without the Kubernetes API when everything is a file', () => {
+    const { config } = loadConfig('ca', { argv: ['--dir', '/s'], env: {} });
+    assert.equal(config.tokenValidator, 'jwks');
+    assert.equal(config.kubeconfig, undefined);
   });
 
   it('lets explicit inputs override the state folder', () => {
