@@ -16,30 +16,35 @@ const runProxy = async (argv: string[]): Promise<number> =>
   (await import('./proxy.js')).runProxy(argv);
 const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
+const runInstall = async (argv: string[]): Promise<number> =>
+  (await import('./install.js')).runInstall(argv);
 
-const COMMANDS: Record<
-  Exclude<CommandName, 'install'>,
-  { summary: string; run: (argv: string[]) => Promise<number> }
-> = {
-  init: {
-    summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder',
-    run: runInit,
-  },
-  token: {
-    summary: 'print a ServiceAccount token signed by the local key (development only)',
-    run: runToken,
-  },
-  ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
-  proxy: {
-    summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
-    run: runProxy,
-  },
-  local: {
-    summary:
-      'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
-    run: runLocal,
-  },
-};
+const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
+  {
+    init: {
+      summary: 'write a fresh trust anchor, issuer and token-signing key into a state folder',
+      run: runInit,
+    },
+    token: {
+      summary: 'print a ServiceAccount token signed by the local key (development only)',
+      run: runToken,
+    },
+    ca: { summary: 'run the identity CA (Certify over gRPC/TLS, admin HTTP)', run: runCa },
+    proxy: {
+      summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
+      run: runProxy,
+    },
+    local: {
+      summary:
+        'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
+      run: runLocal,
+    },
+    install: {
+      summary:
+        'print the YAML of an in-cluster install (RBAC, Deployment, Services) for kubectl apply',
+      run: runInstall,
+    },
+  };
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(

@@ -30,6 +30,8 @@ export const DEFAULTS = Object.freeze({
   tokenReviewCacheSize: 10_000,
   /** The image `meshid install` deploys. */
   image: 'ghcr.io/meshid/meshid:v0.1.0',
+  /** Identity CA replicas `meshid install` deploys: two, so that a drain or a crash is not an outage. */
+  installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
 });

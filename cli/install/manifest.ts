@@ -1,0 +1,434 @@
+/**
+ * The objects of an in-cluster install of the identity CA, built as typed kubernetes-models
+ * objects (never as text). docs/install.md explains every choice made here.
+ */
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import {
+  ClusterRole,
+  ClusterRoleBinding,
+  Role,
+  RoleBinding,
+} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { formatDuration, IN_CLUSTER } from '../../core/index.js';
+import type { InstallConfig } from '../../core/index.js';
+import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
+import type { Permission } from './rbac.js';
+
+/** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
+export interface KubeModel {
+  readonly apiVersion: string;
+  readonly kind: string;
+  validate(): void;
+  toJSON(): unknown;
+}
+
+/** A comment above one node of a document, found by its path (keys and sequence indexes). */
+export interface NodeComment {
+  readonly path: readonly (string | number)[];
+  readonly text: string;
+}
+
+/** One document of the rendered install. */
+export interface ManifestObject {
+  readonly object: KubeModel;
+  /** Printed at the top of the document: what the object is for. */
+  readonly comment: string;
+  /** Printed above nodes inside the document: why a setting or permission is there. */
+  readonly notes: readonly NodeComment[];
+}
+
+/** Names every install uses; the ServiceAccount name is part of the CA's own TLS identity. */
+export const INSTALL_NAMES = Object.freeze({
+  serviceAccount: 'linkerd-identity',
+  deployment: 'linkerd-identity',
+  service: 'linkerd-identity',
+  headlessService: 'linkerd-identity-headless',
+  role: 'meshid-identity',
+  container: 'identity',
+});
+
+/** The CA's ports inside the pod (DESIGN.md: gRPC 8080, admin 9990). */
+export const CA_PORTS = Object.freeze({ grpc: 8080, admin: 9990 });
+
+/** A fixed non-root uid/gid (the "nonroot" user of distroless images), so runAsNonRoot can be checked. */
+export const RUN_AS_USER = 65532;
+
+/** Inputs besides the configuration. */
+export interface InstallInputs {
+  /** The validated trust-anchor bundle, when `--trust-anchors` was given. */
+  readonly trustAnchorsPem?: string | undefined;
+}
+
+/**
+ * Builds every object of the install, in the order they can be applied: the Namespace first,
+ * the Deployment after what it refers to.
+ *
+ * @example
+ * ```ts
+ * const { config } = loadConfig('install', { argv: ['--replicas', '3'], env: {} });
+ * buildInstallObjects(config, {}).map((o) => o.object.kind); // ['Namespace', 'ServiceAccount', ...]
+ * ```
+ */
+export function buildInstallObjects(
+  config: InstallConfig,
+  inputs: InstallInputs,
+): ManifestObject[] {
+  const ns = config.controlPlaneNamespace;
+  const labels = commonLabels(config.image);
+  const meta = (name: string): { name: string; namespace: string; labels: typeof labels } => ({
+    name,
+    namespace: ns,
+    labels,
+  });
+  const clusterName = `${INSTALL_NAMES.role}-${ns}`;
+  const subjects = [{ kind: 'ServiceAccount', name: INSTALL_NAMES.serviceAccount, namespace: ns }];
+  const roleRules = namespacedPermissions(config);
+  const clusterRules = clusterPermissions(config);
+  const objects: ManifestObject[] = [
+    {
+      object: new Namespace({
+        metadata: {
+          name: ns,
+          labels: {
+            'app.kubernetes.io/part-of': labels['app.kubernetes.io/part-of'],
+            // The CA's own pods must never be injected by the mesh they issue identities for.
+            'config.linkerd.io/admission-webhooks': 'disabled',
+            // What trust-bundle targets select (Linkerd's trust-manager recipe uses the same label).
+            'linkerd.io/is-control-plane': 'true',
+            // Everything meshid runs here meets the "restricted" Pod Security Standard.
+            'pod-security.kubernetes.io/enforce': 'restricted',
+          },
+        },
+      }),
+      comment: `the control-plane namespace; the CA's identity is linkerd-identity.${ns}.serviceaccount.identity.${ns}.${config.trustDomain}`,
+      notes: [],
+    },
+    {
+      object: new ServiceAccount({ metadata: meta(INSTALL_NAMES.serviceAccount) }),
+      comment:
+        'the CA runs as this ServiceAccount; its name is part of the CA identity, so it is not configurable',
+      notes: [],
+    },
+    {
+      object: new Role({ metadata: meta(INSTALL_NAMES.role), rules: rulesOf(roleRules) }),
+      comment: `what the CA reads in ${ns}: its two inputs, by name, and nothing else`,
+      notes: ruleNotes(roleRules),
+    },
+    {
+      object: new RoleBinding({
+        metadata: meta(INSTALL_NAMES.role),
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: INSTALL_NAMES.role },
+        subjects,
+      }),
+      comment: `grants the Role ${INSTALL_NAMES.role} to the CA's ServiceAccount`,
+      notes: [],
+    },
+    {
+      object: new ClusterRole({
+        metadata: { name: clusterName, labels },
+        rules: rulesOf(clusterRules),
+      }),
+      comment: [
+        'what the CA does beyond its namespace; the name carries the namespace so installs do not collide',
+        ...permissionsNotNeeded(config.tokenValidator),
+      ].join('\n'),
+      notes: ruleNotes(clusterRules),
+    },
+    {
+      object: new ClusterRoleBinding({
+        metadata: { name: clusterName, labels },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
+        subjects,
+      }),
+      comment: `grants the ClusterRole ${clusterName} to the CA's ServiceAccount`,
+      notes: [],
+    },
+  ];
+  if (inputs.trustAnchorsPem !== undefined) {
+    objects.push({
+      object: new ConfigMap({
+        metadata: meta(config.trustAnchorsConfigMap),
+        data: { [config.trustAnchorsKey]: inputs.trustAnchorsPem },
+      }),
+      comment:
+        'the trust anchors from --trust-anchors (validated before rendering); every issuer must chain to one of them',
+      notes: [],
+    });
+  }
+  if (config.certManager) {
+    objects.push({
+      object: issuerCertificate(config, labels),
+      comment: [
+        `cert-manager issues the CA's issuer (an intermediate CA) into the Secret ${config.issuerSecret} and renews it;`,
+        `the Issuer ${config.certManagerIssuer} holding the trust anchor's key is not rendered yet (trust-bundle issue)`,
+      ].join('\n'),
+      notes: [],
+    });
+  }
+  objects.push(
+    {
+      object: grpcService(INSTALL_NAMES.service, meta, false),
+      comment: 'Certify over gRPC/TLS, load-balanced by the cluster IP',
+      notes: [],
+    },
+    {
+      object: grpcService(INSTALL_NAMES.headlessService, meta, true),
+      comment:
+        'the same port without a cluster IP: proxies resolve every ready replica and balance themselves (Linkerd dials this one)',
+      notes: [],
+    },
+    deployment(config, meta(INSTALL_NAMES.deployment)),
+    {
+      object: new PodDisruptionBudget({
+        metadata: meta(INSTALL_NAMES.deployment),
+        spec: { maxUnavailable: 1, selector: { matchLabels: selectorLabels() } },
+      }),
+      comment:
+        'voluntary evictions (drains) take one replica at a time; maxUnavailable, unlike minAvailable 1, still lets a drain finish with --replicas 1',
+      notes: [],
+    },
+  );
+  return objects;
+}
+
+/**
+ * The `meshid ca` arguments of the container (after the image's `meshid` entrypoint). The
+ * namespace comes from the downward API instead (`MESHID_NAMESPACE`).
+ *
+ * @example
+ * ```ts
+ * caContainerArgs(config)[0]; // 'ca'
+ * ```
+ */
+export function caContainerArgs(config: InstallConfig): string[] {
+  const flag = (name: string, value: string | number): string => `--${name}=${value}`;
+  return [
+    'ca',
+    flag('issuer-secret', config.issuerSecret),
+    flag('trust-anchors-config-map', config.trustAnchorsConfigMap),
+    flag('trust-anchors-key', config.trustAnchorsKey),
+    flag('token-validator', config.tokenValidator),
+    ...(config.tokenValidator === 'jwks' ? [flag('jwks', 'kubernetes')] : []),
+    flag('trust-domain', config.trustDomain),
+    flag('control-plane-namespace', config.controlPlaneNamespace),
+    flag('cert-lifetime', formatDuration(config.certLifetime)),
+    flag('clock-skew', formatDuration(config.clockSkew)),
+    flag('listen', `0.0.0.0:${CA_PORTS.grpc}`),
+    flag('admin', `0.0.0.0:${CA_PORTS.admin}`),
+    flag('kubeconfig', IN_CLUSTER),
+    // One process per pod: os.availableParallelism() counts the node's cores, not the pod's CPU
+    // share, so "one per core" could fork dozens of workers into a 256 MiB limit. Scale by replicas.
+    flag('workers', 1),
+  ];
+}
+
+function deployment(
+  config: InstallConfig,
+  metadata: { name: string; namespace: string; labels: Record<string, string> },
+): ManifestObject {
+  const probe = (path: string, fields: Omit<IProbe, 'httpGet'>): IProbe => ({
+    httpGet: { path, port: 'admin', scheme: 'HTTP' },
+    timeoutSeconds: 2,
+    ...fields,
+  });
+  const container: IContainer = {
+    name: INSTALL_NAMES.container,
+    image: config.image,
+    imagePullPolicy: 'IfNotPresent',
+    args: caContainerArgs(config),
+    env: [
+      {
+        name: 'MESHID_NAMESPACE',
+        valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } },
+      },
+    ],
+    ports: [
+      { name: 'grpc', containerPort: CA_PORTS.grpc, protocol: 'TCP' },
+      { name: 'admin', containerPort: CA_PORTS.admin, protocol: 'TCP' },
+    ],
+    // Up to a minute to load the issuer and anchors before liveness starts counting.
+    startupProbe: probe('/live', { periodSeconds: 2, failureThreshold: 30 }),
+    livenessProbe: probe('/live', { periodSeconds: 10, failureThreshold: 3 }),
+    // Ready only with a valid issuer loaded, so Services send Certify calls only to replicas that can sign.
+    readinessProbe: probe('/ready', { periodSeconds: 5, failureThreshold: 2 }),
+    resources: {
+      requests: { cpu: '100m', memory: '128Mi' },
+      limits: { memory: '256Mi' },
+    },
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: RUN_AS_USER,
+      runAsGroup: RUN_AS_USER,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+  const selector = selectorLabels();
+  const pod: IPodSpec = {
+    serviceAccountName: INSTALL_NAMES.serviceAccount,
+    automountServiceAccountToken: true,
+    enableServiceLinks: false,
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: RUN_AS_USER,
+      runAsGroup: RUN_AS_USER,
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    affinity: {
+      podAntiAffinity: {
+        preferredDuringSchedulingIgnoredDuringExecution: [
+          {
+            weight: 100,
+            podAffinityTerm: {
+              labelSelector: { matchLabels: selector },
+              topologyKey: 'kubernetes.io/hostname',
+            },
+          },
+        ],
+      },
+    },
+    topologySpreadConstraints: [
+      {
+        maxSkew: 1,
+        topologyKey: 'topology.kubernetes.io/zone',
+        whenUnsatisfiable: 'ScheduleAnyway',
+        labelSelector: { matchLabels: selector },
+      },
+    ],
+    containers: [container],
+  };
+  const pathToPod = ['spec', 'template', 'spec'];
+  return {
+    object: new Deployment({
+      metadata,
+      spec: {
+        replicas: config.replicas,
+        selector: { matchLabels: selector },
+        template: {
+          metadata: {
+            labels: metadata.labels,
+            annotations: { 'linkerd.io/inject': 'disabled' },
+          },
+          spec: pod,
+        },
+      },
+    }),
+    comment: `the identity CA: ${config.replicas} stateless ${config.replicas === 1 ? 'replica' : 'replicas'} reading the issuer and anchors through the API`,
+    notes: [
+      {
+        path: [...pathToPod, 'automountServiceAccountToken'],
+        text: 'the CA calls the API (watches, TokenReview, Events) with this token; workloads need nothing from it',
+      },
+      {
+        path: [...pathToPod, 'enableServiceLinks'],
+        text: 'no Service environment variables: a Service named "meshid" would add MESHID_* variables, which the config loader refuses',
+      },
+      {
+        path: [...pathToPod, 'affinity'],
+        text: 'replicas on different nodes when possible, so that one node going away is not an outage',
+      },
+      {
+        path: [...pathToPod, 'containers', 0, 'env'],
+        text: 'the namespace of the issuer Secret, anchors ConfigMap and Events is where the pod runs',
+      },
+      {
+        path: [...pathToPod, 'containers', 0, 'resources'],
+        text: 'no CPU limit (throttling would stall signing); a memory limit for one Node.js process',
+      },
+    ],
+  };
+}
+
+function grpcService(
+  name: string,
+  meta: (name: string) => { name: string; namespace: string; labels: Record<string, string> },
+  headless: boolean,
+): Service {
+  return new Service({
+    metadata: meta(name),
+    spec: {
+      type: 'ClusterIP',
+      ...(headless ? { clusterIP: 'None' } : {}),
+      selector: selectorLabels(),
+      ports: [{ name: 'grpc', port: CA_PORTS.grpc, targetPort: 'grpc', protocol: 'TCP' }],
+    },
+  });
+}
+
+function issuerCertificate(config: InstallConfig, labels: Record<string, string>): Certificate {
+  // Linkerd's documented 48h/25h, stretched when leaves live longer: the issuer is renewed while
+  // it still outlives a full-length leaf, so leaves are never clamped to a dying issuer.
+  const hour = 3_600_000;
+  const renewBefore = Math.max(25 * hour, config.certLifetime + hour);
+  const duration = Math.max(48 * hour, renewBefore + 23 * hour);
+  const commonName = `identity.${config.controlPlaneNamespace}.${config.trustDomain}`;
+  return new Certificate({
+    metadata: {
+      name: config.issuerSecret,
+      namespace: config.controlPlaneNamespace,
+      labels,
+    },
+    spec: {
+      secretName: config.issuerSecret,
+      isCA: true,
+      commonName,
+      dnsNames: [commonName],
+      duration: formatDuration(duration),
+      renewBefore: formatDuration(renewBefore),
+      privateKey: { algorithm: 'ECDSA', size: 256, rotationPolicy: 'Always' },
+      usages: ['cert sign', 'crl sign'],
+      issuerRef: { group: 'cert-manager.io', kind: 'Issuer', name: config.certManagerIssuer },
+    },
+  });
+}
+
+function rulesOf(permissions: readonly Permission[]): Permission['rule'][] {
+  return permissions.map((p) => p.rule);
+}
+
+function ruleNotes(permissions: readonly Permission[]): NodeComment[] {
+  return permissions.map((p, i) => ({ path: ['rules', i], text: p.reason }));
+}
+
+/** The labels that select the CA's pods; never the version, because selectors are immutable. */
+function selectorLabels(): Record<string, string> {
+  return { 'app.kubernetes.io/name': 'meshid', 'app.kubernetes.io/component': 'identity' };
+}
+
+/** Labels on every object: selector labels, part-of, and the image's tag as the version. */
+function commonLabels(image: string): Record<string, string> & {
+  'app.kubernetes.io/part-of': string;
+} {
+  const version = imageTag(image);
+  return {
+    ...selectorLabels(),
+    'app.kubernetes.io/part-of': 'meshid',
+    ...(version === undefined ? {} : { 'app.kubernetes.io/version': version }),
+  };
+}
+
+/**
+ * The tag of an image reference when it is also a valid label value (a digest-only reference has
+ * none, and then the version label is left out rather than guessed).
+ *
+ * @example
+ * ```ts
+ * imageTag('ghcr.io/meshid/meshid:v0.1.0'); // 'v0.1.0'
+ * imageTag('localhost:5000/meshid@sha256:0123...'); // undefined
+ * ```
+ */
+export function imageTag(image: string): string | undefined {
+  const withoutDigest = image.split('@')[0]!;
+  const lastSlash = withoutDigest.lastIndexOf('/');
+  const colon = withoutDigest.lastIndexOf(':');
+  if (colon <= lastSlash) return undefined;
+  const tag = withoutDigest.slice(colon + 1);
+  return /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(tag) ? tag : undefined;
+}

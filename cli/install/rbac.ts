@@ -1,0 +1,113 @@
+/**
+ * The identity CA's permissions, each with the reason it exists. The reasons are printed as YAML
+ * comments above the rules, so whoever reviews the install sees why every verb is there; the
+ * same table is what the tests hold the rendered RBAC to.
+ */
+import type { IPolicyRule } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+
+/** One RBAC rule and why the CA needs it. */
+export interface Permission {
+  readonly reason: string;
+  readonly rule: IPolicyRule;
+}
+
+/** What the permissions depend on. */
+export interface PermissionInputs {
+  readonly issuerSecret: string;
+  readonly trustAnchorsConfigMap: string;
+  readonly tokenValidator: 'tokenreview' | 'jwks';
+}
+
+// The CA lists and watches its two inputs with `fieldSelector=metadata.name=<name>`. That is the
+// only way Kubernetes applies `resourceNames` to list and watch, so the rules below can name the
+// objects instead of granting every Secret in the namespace.
+const BY_NAME =
+  'list/watch are limited to this name because the CA lists with fieldSelector=metadata.name';
+
+/**
+ * Rules of the namespaced Role: the issuer Secret and the anchors ConfigMap, by name only.
+ *
+ * @example
+ * ```ts
+ * namespacedPermissions(config).map((p) => p.rule.resources); // [['secrets'], ['configmaps']]
+ * ```
+ */
+export function namespacedPermissions(inputs: PermissionInputs): Permission[] {
+  return [
+    {
+      reason: `why: load and hot-reload the issuer certificate and key the CA signs leaves with; ${BY_NAME}`,
+      rule: {
+        apiGroups: [''],
+        resources: ['secrets'],
+        resourceNames: [inputs.issuerSecret],
+        verbs: ['get', 'list', 'watch'],
+      },
+    },
+    {
+      reason: `why: load and hot-reload the trust anchors the issuer must chain to; ${BY_NAME}`,
+      rule: {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        resourceNames: [inputs.trustAnchorsConfigMap],
+        verbs: ['get', 'list', 'watch'],
+      },
+    },
+  ];
+}
+
+/**
+ * Rules of the ClusterRole: TokenReview (with the tokenreview validator) and Events, which are
+ * recorded in workload namespaces too and so cannot live in a Role.
+ *
+ * @example
+ * ```ts
+ * clusterPermissions({ ...config, tokenValidator: 'jwks' }).length; // 2: the two Event APIs
+ * ```
+ */
+export function clusterPermissions(inputs: PermissionInputs): Permission[] {
+  const events =
+    'Events on the issuer in this namespace and "leaf issued" Events on ServiceAccounts in workload namespaces, hence cluster-wide; patch lets repeats be counted on one Event';
+  return [
+    ...(inputs.tokenValidator === 'tokenreview'
+      ? [
+          {
+            reason:
+              'why: check the ServiceAccount token of every Certify request with a TokenReview (cluster-scoped, create only)',
+            rule: {
+              apiGroups: ['authentication.k8s.io'],
+              resources: ['tokenreviews'],
+              verbs: ['create'],
+            },
+          },
+        ]
+      : []),
+    {
+      reason: `why: record ${events} (core API)`,
+      rule: { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+    },
+    {
+      reason: `why: record ${events} (events.k8s.io API)`,
+      rule: { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+    },
+  ];
+}
+
+/**
+ * What the CA does with the API without a rule of its own, said in the ClusterRole's comment so
+ * that nobody adds a rule for it.
+ *
+ * @example
+ * ```ts
+ * permissionsNotNeeded('jwks').length; // 2: SelfSubjectAccessReview and OIDC discovery
+ * ```
+ */
+export function permissionsNotNeeded(tokenValidator: 'tokenreview' | 'jwks'): string[] {
+  return [
+    'no rule for the SelfSubjectAccessReview the CA makes at start-up: the default system:basic-user binding allows it to every authenticated user',
+    ...(tokenValidator === 'jwks'
+      ? [
+          'no rule for the OIDC discovery document and JWKS (--jwks kubernetes): the default system:service-account-issuer-discovery binding allows them',
+        ]
+      : []),
+  ];
+}
