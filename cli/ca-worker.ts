@@ -6,7 +6,12 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { createRegistry, systemClock, systemRandom } from '../core/index.js';
 import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
+import { caKube } from './kube.js';
 import { processLogger } from './runtime.js';
+
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return value === undefined ? {} : ({ [key]: value } as { [P in K]: V });
+}
 
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
@@ -16,6 +21,7 @@ await runCertifyWorker(
   (config, registry) =>
     startCertifyProcess({
       config,
+      ...optional('kube', caKube(config)),
       registry,
       logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
       clock: systemClock,

@@ -7,6 +7,7 @@ import type { CaConfig, Logger } from '../core/index.js';
 import { formatAddress, loadConfig, systemClock, systemRandom } from '../core/index.js';
 import { startIdentityCa } from '../identity-ca/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
+import { caKube, checkCaPermissions } from './kube.js';
 import { announceListening, processLogger, untilStopSignal, workerCount } from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
@@ -22,8 +23,18 @@ export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.me
  */
 export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
   const workers = workerCount(config.workers);
+  const kube = caKube(config);
+  if (kube !== undefined) {
+    try {
+      await checkCaPermissions(kube.api, config, logger);
+    } finally {
+      // Workers make their own clients; this one was for the check.
+      if (workers > 1) kube.api.close();
+    }
+  }
   const ca = await startIdentityCa({
     config,
+    ...(kube === undefined || workers > 1 ? {} : { kube }),
     workers,
     logger,
     clock: systemClock,

@@ -13,8 +13,14 @@ import type {
   Readiness,
   Registry,
 } from '../core/index.js';
-import { DEFAULTS, formatAddress, MeshidError } from '../core/index.js';
+import { DEFAULTS, formatAddress, KUBERNETES_JWKS, MeshidError } from '../core/index.js';
 import { FileIssuerSource } from './issuer/file-source.js';
+import { KubeIssuerSource } from './issuer/kube-source.js';
+import type { KubeApi } from './kube/api.js';
+import { EventReason, EventRecorder } from './kube/events.js';
+import type { EventTarget } from './kube/events.js';
+import { kubernetesJwksValidator } from './token/kube-jwks.js';
+import { TokenReviewValidator } from './token/token-review.js';
 import type { IssuerCredentials } from './issuer/material.js';
 import { IssuerStore } from './issuer/store.js';
 import { createCertifyHandler, SignerCache } from './server/certify.js';
@@ -33,8 +39,14 @@ export interface CertifyProcessDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly registry: Registry;
-  /** Overrides the JWKS validator (the Kubernetes issue adds TokenReview). */
+  /** Overrides the configured token validator (tests). */
   readonly tokens?: TokenValidator;
+  /** The Kubernetes API, when the configuration uses it (`kubeconfig`). */
+  readonly kube?: {
+    readonly api: KubeApi;
+    /** This instance's name for Events (the pod name). */
+    readonly instance: string;
+  };
   readonly onIssued?: (issued: IssuedLeaf) => void;
 }
 
@@ -102,43 +114,44 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   const store = new IssuerStore({ clock, logger: log.child({ component: 'issuer' }) });
   const current = (): IssuerCredentials | undefined => store.current();
   const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
-  if (config.issuerDir === undefined || config.trustAnchors === undefined) {
-    throw new MeshidError(
-      'ERR_CONFIG_INVALID',
-      'issuer and anchors from the Kubernetes API are not available in this build',
-    );
+  const kube = deps.kube;
+  const events =
+    kube !== undefined && config.events
+      ? new EventRecorder({
+          api: kube.api,
+          component: 'meshid-identity',
+          instance: kube.instance,
+          clock,
+          logger: log,
+          onDropped: (why) => metrics.eventDropped(why),
+        })
+      : undefined;
+  // Issuer Events go on the issuer Secret, where `kubectl describe` shows them beside it.
+  const issuerTarget: EventTarget | undefined =
+    config.issuerSecret === undefined
+      ? undefined
+      : {
+          kind: 'Secret',
+          apiVersion: 'v1',
+          namespace: config.namespace,
+          name: config.issuerSecret,
+        };
+  const source = createIssuerSource(deps, store, (kind, name) =>
+    issuerEvent(
+      'Warning',
+      EventReason.issuerUpdateSkipped,
+      `${kind === 'secrets' ? 'issuer Secret' : 'trust-anchor ConfigMap'} ${config.namespace}/${name} was deleted; keeping the last good issuer`,
+    ),
+  );
+  function issuerEvent(type: 'Normal' | 'Warning', reason: string, message: string): void {
+    if (events !== undefined && issuerTarget !== undefined)
+      events.record(issuerTarget, type, reason, message);
   }
-  const source = new FileIssuerSource({
-    issuerDir: config.issuerDir,
-    trustAnchorsFile: config.trustAnchors,
-    store,
-    logger: log.child({ component: 'issuer-source' }),
-  });
   await source.start();
 
   let tokens: TokenValidator;
   try {
-    const { jwks, tokenIssuer } = config;
-    if (deps.tokens === undefined && (jwks === undefined || tokenIssuer === undefined)) {
-      throw new MeshidError('ERR_CONFIG_INVALID', 'TokenReview is not available in this build');
-    }
-    tokens =
-      deps.tokens ??
-      (await JwksTokenValidator.create({
-        jwks: /^https?:/i.test(jwks!)
-          ? {
-              url: jwks!,
-              ...(config.jwksCa === undefined
-                ? {}
-                : { caPem: await readFile(config.jwksCa, 'utf8') }),
-            }
-          : { file: jwks! },
-        issuer: tokenIssuer!,
-        audience: config.audience,
-        clockSkewMs: config.clockSkew,
-        clock,
-        logger: log,
-      }));
+    tokens = deps.tokens ?? (await createTokenValidator(deps));
   } catch (err) {
     await source.close();
     throw err;
@@ -168,7 +181,22 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
         clock,
         random,
         logger: log.child({ component: 'certify' }),
-        ...(deps.onIssued === undefined ? {} : { onIssued: deps.onIssued }),
+        onIssued: (issued) => {
+          deps.onIssued?.(issued);
+          events?.record(
+            {
+              kind: 'ServiceAccount',
+              apiVersion: 'v1',
+              namespace: issued.namespace,
+              name: issued.serviceAccount,
+            },
+            'Normal',
+            EventReason.issuedLeafCertificate,
+            `Issued certificate for ${issued.identity} until ${iso(issued.notAfter)}: ${issued.sha256}`,
+          );
+        },
+        onIssuerNotValid: (message) =>
+          issuerEvent('Warning', EventReason.issuerValidationFailed, message),
       },
       signers,
     ),
@@ -218,12 +246,25 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   const timer = setInterval(renewIfDue, Math.min(60_000, Math.max(1000, config.certLifetime / 20)));
   timer.unref();
 
-  store.on('updated', () => {
+  store.on('updated', (current, previous) => {
     metrics.issuerUpdate('accepted');
     renewIfDue();
     publish();
+    if (previous !== undefined)
+      issuerEvent(
+        'Normal',
+        EventReason.issuerUpdated,
+        `Updated identity issuer ${current.subject} (serial ${current.serial}, valid until ${iso(current.notAfter)})`,
+      );
   });
-  store.on('rejected', () => metrics.issuerUpdate('rejected'));
+  store.on('rejected', (error) => {
+    metrics.issuerUpdate('rejected');
+    issuerEvent(
+      'Warning',
+      EventReason.issuerUpdateSkipped,
+      `Refused new issuer material, keeping the last good issuer: ${error.message}`,
+    );
+  });
 
   let address: Address;
   try {
@@ -247,8 +288,98 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       clearInterval(timer);
       await server.close();
       await Promise.all([source.close(), tokens.close()]);
+      await events?.flush();
     },
   };
+}
+
+/** The issuer source the configuration names: the API objects, or mounted files. */
+function createIssuerSource(
+  deps: CertifyProcessDeps,
+  store: IssuerStore,
+  onDeleted: (kind: 'secrets' | 'configmaps', name: string) => void,
+): { start(): Promise<unknown>; reload(): Promise<unknown>; close(): Promise<void> } {
+  const { config } = deps;
+  const logger = deps.logger.child({ component: 'issuer-source' });
+  if (config.issuerSecret !== undefined && config.trustAnchorsConfigMap !== undefined) {
+    if (deps.kube === undefined) {
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        'issuerSecret needs the Kubernetes API (kubeconfig)',
+      );
+    }
+    return new KubeIssuerSource({
+      api: deps.kube.api,
+      namespace: config.namespace,
+      secretName: config.issuerSecret,
+      configMapName: config.trustAnchorsConfigMap,
+      anchorsKey: config.trustAnchorsKey,
+      store,
+      logger,
+      onDeleted,
+    });
+  }
+  if (config.issuerDir === undefined || config.trustAnchors === undefined) {
+    throw new MeshidError(
+      'ERR_CONFIG_INVALID',
+      'no issuer source: give issuerDir and trustAnchors, or issuerSecret and trustAnchorsConfigMap',
+    );
+  }
+  return new FileIssuerSource({
+    issuerDir: config.issuerDir,
+    trustAnchorsFile: config.trustAnchors,
+    store,
+    logger,
+  });
+}
+
+/** The token validator the configuration names. */
+async function createTokenValidator(deps: CertifyProcessDeps): Promise<TokenValidator> {
+  const { config, clock } = deps;
+  const log = deps.logger;
+  const needKube = (what: string): KubeApi => {
+    if (deps.kube === undefined)
+      throw new MeshidError('ERR_CONFIG_INVALID', `${what} needs the Kubernetes API (kubeconfig)`);
+    return deps.kube.api;
+  };
+  if (config.tokenValidator === 'tokenreview') {
+    return new TokenReviewValidator({
+      api: needKube('TokenReview'),
+      audience: config.audience,
+      clock,
+      logger: log,
+      cacheTtlMs: config.tokenReviewCacheTtl,
+      cacheSize: config.tokenReviewCacheSize,
+      unsafeNoAudienceFallback: config.tokenReviewUnsafeNoAudienceFallback,
+    });
+  }
+  const { jwks, tokenIssuer } = config;
+  if (jwks === KUBERNETES_JWKS) {
+    return kubernetesJwksValidator({
+      api: needKube('the cluster JWKS'),
+      audience: config.audience,
+      issuer: tokenIssuer,
+      clockSkewMs: config.clockSkew,
+      clock,
+      logger: log,
+    });
+  }
+  if (jwks === undefined || tokenIssuer === undefined) {
+    throw new MeshidError('ERR_CONFIG_INVALID', 'tokenValidator jwks needs jwks and tokenIssuer');
+  }
+  return JwksTokenValidator.create({
+    jwks: /^https?:/i.test(jwks)
+      ? {
+          url: jwks,
+          ...(config.jwksCa === undefined ? {} : { caPem: await readFile(config.jwksCa, 'utf8') }),
+        }
+      : { file: jwks },
+    issuer: tokenIssuer,
+    audience: config.audience,
+    clockSkewMs: config.clockSkew,
+    clock,
+    logger: log,
+  });
 }
 
 function iso(ms: number): string {

@@ -2,6 +2,7 @@
  * identity-ca: the Linkerd-compatible Certify service. This file is its public surface.
  */
 import type { CaConfig, Clock, Logger, Random } from '../core/index.js';
+import type { CertifyProcessDeps } from './ca.js';
 import { createRegistry, startAdminServer } from '../core/index.js';
 import { startCertifyProcess } from './ca.js';
 import type { RunningCa } from './cluster.js';
@@ -21,6 +22,18 @@ export { parseTrustAnchors, validateIssuer } from './issuer/material.js';
 export type { IssuerCredentials, IssuerMaterial, TrustAnchors } from './issuer/material.js';
 export { IssuerStore } from './issuer/store.js';
 export { FileIssuerSource } from './issuer/file-source.js';
+export { KubeIssuerSource, issuerMaterialFromSecret } from './issuer/kube-source.js';
+export type { KubeApi, KubeObject, TokenReviewResult } from './kube/api.js';
+export { KubeApiError } from './kube/api.js';
+export { clientNodeKubeApi } from './kube/client-node.js';
+export { EventRecorder, EventReason } from './kube/events.js';
+export {
+  caRequirements,
+  checkPermissions,
+  describe as describeAccess,
+} from './kube/permissions.js';
+export { TokenReviewValidator } from './token/token-review.js';
+export { kubernetesJwksValidator } from './token/kube-jwks.js';
 export type { TokenValidator } from './token/validator.js';
 export { JwksTokenValidator } from './token/jwks.js';
 export { generateTokenSigningKey, mintDevelopmentToken } from './token/dev-token.js';
@@ -36,6 +49,7 @@ export { generateTokenSigningKey, mintDevelopmentToken } from './token/dev-token
  */
 export async function startIdentityCa(deps: {
   config: CaConfig;
+  kube?: NonNullable<CertifyProcessDeps['kube']>;
   workers: number;
   logger: Logger;
   clock: Clock;

@@ -43,11 +43,16 @@ export interface CertifyDeps {
   readonly logger: Logger;
   /** Called after each issuance (for Events in the Kubernetes issue). */
   readonly onIssued?: (issued: IssuedLeaf) => void;
+  /** Called when a request meets an issuer whose chain is not valid now (for an Event). */
+  readonly onIssuerNotValid?: (message: string) => void;
 }
 
 /** What was issued, for logs and events. Never holds a key or a token. */
 export interface IssuedLeaf {
   readonly identity: string;
+  /** The workload's ServiceAccount. */
+  readonly namespace: string;
+  readonly serviceAccount: string;
   readonly serialHex: string;
   readonly sha256: string;
   readonly notAfter: number;
@@ -96,10 +101,9 @@ export function createCertifyHandler(
 
     const now = deps.clock.now();
     if (now < issuer.chainNotBefore || now >= issuer.chainNotAfter) {
-      throw new MeshidError(
-        'ERR_ISSUER_NOT_VALID_NOW',
-        `issuer chain is not valid now: valid from ${iso(issuer.chainNotBefore)} to ${iso(issuer.chainNotAfter)}`,
-      );
+      const message = `issuer chain is not valid now: valid from ${iso(issuer.chainNotBefore)} to ${iso(issuer.chainNotAfter)}`;
+      deps.onIssuerNotValid?.(message);
+      throw new MeshidError('ERR_ISSUER_NOT_VALID_NOW', message);
     }
     await checkCsrPolicy(csr, req.identity);
 
@@ -141,6 +145,8 @@ export function createCertifyHandler(
     if (deps.onIssued !== undefined || log.isLevelEnabled('info')) {
       const issued: IssuedLeaf = {
         identity: req.identity,
+        namespace: workload.namespace,
+        serviceAccount: workload.serviceAccount,
         serialHex: serial.toString('hex'),
         sha256: createHash('sha256').update(leaf).digest('hex'),
         notAfter,

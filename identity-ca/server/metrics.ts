@@ -19,6 +19,8 @@ export interface CaMetrics {
   issuerUpdate(result: 'accepted' | 'rejected'): void;
   /** Records the serving certificate's expiry. */
   servingCertificate(notAfter: number): void;
+  /** Counts a Kubernetes Event not written (rate limit, full queue, API error). */
+  eventDropped(why: 'rate-limited' | 'queue-full' | 'error'): void;
 }
 
 /**
@@ -50,6 +52,12 @@ export function registerCaMetrics(
     name: 'meshid_issuer_updates_total',
     help: 'Issuer or trust-anchor changes seen, by result.',
     labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const eventsDropped = new Counter({
+    name: 'meshid_kubernetes_events_dropped_total',
+    help: 'Kubernetes Events not written, by reason (rate-limited, queue-full, error).',
+    labelNames: ['reason'] as const,
     registers: [registry],
   });
   const issuerGauge = (
@@ -131,6 +139,9 @@ export function registerCaMetrics(
     },
     servingCertificate(notAfter) {
       serving.set(notAfter / 1000);
+    },
+    eventDropped(why) {
+      eventsDropped.inc({ reason: why });
     },
   };
 }

@@ -76,6 +76,10 @@ export type JwksSource =
       readonly url: string;
       /** PEM CA certificate(s) to trust for an https URL (in place of the system roots). */
       readonly caPem?: string;
+      /** A client certificate for the https connection (a kubeconfig's client credentials). */
+      readonly clientCert?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+      /** Extra request headers, computed per fetch (a kubeconfig's bearer token, which rotates). */
+      readonly headers?: () => Promise<Record<string, string>>;
       /** Fetch timeout; jose's default 5 s. */
       readonly timeoutMs?: number;
       /** How long after a fetch an unknown `kid` may trigger another one; jose's default 30 s. */
@@ -755,10 +759,11 @@ async function openUrlKeySource(
       ? new https.Agent({
           keepAlive: false,
           ...(source.caPem !== undefined ? { ca: source.caPem } : {}),
+          ...(source.clientCert ?? {}),
         })
       : new http.Agent({ keepAlive: false });
   const remote = createRemoteJWKSet(url, {
-    [customFetch]: jwksFetch(agent, log),
+    [customFetch]: jwksFetch(agent, log, source.headers),
     ...(source.timeoutMs !== undefined ? { timeoutDuration: source.timeoutMs } : {}),
     ...(source.cooldownMs !== undefined ? { cooldownDuration: source.cooldownMs } : {}),
     ...(source.cacheMaxAgeMs !== undefined ? { cacheMaxAge: source.cacheMaxAgeMs } : {}),
@@ -846,9 +851,15 @@ function remoteKeySet(
  * one without undici's Agent). It applies the file source's key-set policy and hands jose only the
  * usable public keys; a bad set fails the fetch, so secret material is never put to use.
  */
-function jwksFetch(agent: http.Agent, log: Logger): FetchImplementation {
+function jwksFetch(
+  agent: http.Agent,
+  log: Logger,
+  extraHeaders: (() => Promise<Record<string, string>>) | undefined,
+): FetchImplementation {
   return async (href, init) => {
-    const { status, body } = await httpGet(href, agent, init.headers, init.signal);
+    const headers = new Headers(init.headers);
+    for (const [k, v] of Object.entries((await extraHeaders?.()) ?? {})) headers.set(k, v);
+    const { status, body } = await httpGet(href, agent, headers, init.signal);
     if (status !== 200) {
       // jose refuses anything but 200; redirects are not followed (init.redirect is 'manual').
       return new Response(null, { status: status >= 200 && status <= 599 ? status : 502 });

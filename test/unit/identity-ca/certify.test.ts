@@ -205,7 +205,14 @@ describe('identity-ca/server/certify', () => {
     await createCertifyHandler(deps({ onIssued: (i) => seen.push(i) }))(request());
     assert.equal(seen.length, 1);
     const issued = seen[0] as Record<string, unknown>;
-    assert.deepEqual(Object.keys(issued).sort(), ['identity', 'notAfter', 'serialHex', 'sha256']);
+    assert.deepEqual(Object.keys(issued).sort(), [
+      'identity',
+      'namespace',
+      'notAfter',
+      'serialHex',
+      'serviceAccount',
+      'sha256',
+    ]);
     assert.match(String(issued['sha256']), /^[0-9a-f]{64}$/);
   });
 });
