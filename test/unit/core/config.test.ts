@@ -315,3 +315,61 @@ describe('config: meshid proxy', () => {
     );
   });
 });
+
+describe('config: meshid install', () => {
+  it('fills the install defaults: two replicas, the default image, names and validator', () => {
+    const { config } = loadConfig('install', { argv: [], env: {} });
+    assert.deepEqual(
+      {
+        replicas: config.replicas,
+        image: config.image,
+        controlPlaneNamespace: config.controlPlaneNamespace,
+        trustDomain: config.trustDomain,
+        issuerSecret: config.issuerSecret,
+        trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+        trustAnchorsKey: config.trustAnchorsKey,
+        tokenValidator: config.tokenValidator,
+        trustAnchors: config.trustAnchors,
+        certManager: config.certManager,
+        certManagerIssuer: config.certManagerIssuer,
+      },
+      {
+        replicas: 2,
+        image: 'ghcr.io/meshid/meshid:v0.1.0',
+        controlPlaneNamespace: 'linkerd',
+        trustDomain: 'cluster.local',
+        issuerSecret: 'linkerd-identity-issuer',
+        trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
+        trustAnchorsKey: 'ca-bundle.crt',
+        tokenValidator: 'tokenreview',
+        trustAnchors: undefined,
+        certManager: false,
+        certManagerIssuer: 'linkerd-trust-anchor',
+      },
+    );
+  });
+
+  it('takes install settings from flags and MESHID_ variables', () => {
+    const { config } = loadConfig('install', {
+      argv: ['--replicas', '3', '--trust-anchors-key', 'roots.pem', '--cert-manager'],
+      env: { MESHID_IMAGE: 'example.org/meshid:dev', MESHID_TOKEN_VALIDATOR: 'jwks' },
+    });
+    assert.equal(config.replicas, 3);
+    assert.equal(config.trustAnchorsKey, 'roots.pem');
+    assert.equal(config.certManager, true);
+    assert.equal(config.image, 'example.org/meshid:dev');
+    assert.equal(config.tokenValidator, 'jwks');
+  });
+
+  it('refuses a bad anchors key, replica count or validator, naming each', () => {
+    const err = configError(() =>
+      loadConfig('install', {
+        argv: ['--trust-anchors-key', 'a/b', '--replicas', '0', '--token-validator', 'x'],
+        env: {},
+      }),
+    );
+    assert.match(err.message, /3 problems/);
+    for (const field of ['trustAnchorsKey', 'replicas', 'tokenValidator'])
+      assert.match(err.message, new RegExp(`${field} \\(--`));
+  });
+});

@@ -1,0 +1,722 @@
+/**
+ * `meshid install`, rendered in-process: the YAML parses, every object validates against its
+ * kubernetes-models schema, the RBAC is exactly what the CA needs (with a reason per rule), the
+ * Deployment is hardened, and the CA accepts the arguments the Deployment gives it.
+ */
+import { strict as assert } from 'node:assert';
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import {
+  ClusterRole,
+  ClusterRoleBinding,
+  Role,
+  RoleBinding,
+} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import type { IPolicyRule } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { parseAllDocuments } from 'yaml';
+import type { Document } from 'yaml';
+import { renderInstall, runInstall } from '../../../cli/install.js';
+import { manifestYaml } from '../../../cli/install/yaml.js';
+import { isMeshidError, loadConfig } from '../../../core/index.js';
+import type { CaConfig, ErrorCode } from '../../../core/index.js';
+import { createRootCa } from '../../../core/pki.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const NOW = Date.now();
+
+interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+/** The kubernetes-models class of every kind the install may contain. */
+const MODELS: Record<string, new (data: never) => { validate(): void }> = {
+  'v1/Namespace': Namespace,
+  'v1/ServiceAccount': ServiceAccount,
+  'v1/ConfigMap': ConfigMap,
+  'v1/Service': Service,
+  'rbac.authorization.k8s.io/v1/Role': Role,
+  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
+  'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole,
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
+  'apps/v1/Deployment': Deployment,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'cert-manager.io/v1/Certificate': Certificate,
+};
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+
+let files: Record<string, string> = {};
+const readFile = (path: string): string => {
+  const f = files[path];
+  if (f === undefined) throw new Error(`ENOENT: no such file or directory, open '${path}'`);
+  return f;
+};
+
+interface Rendered {
+  readonly text: string;
+  readonly docs: Document.Parsed[];
+  readonly objects: KubeObject[];
+  one(kind: string, name?: string): KubeObject;
+  all(kind: string): KubeObject[];
+}
+
+function render(argv: string[] = []): Rendered {
+  const text = renderInstall({ argv, env: {}, readFile, now: NOW });
+  const docs = parseAllDocuments(text);
+  assert.ok(Array.isArray(docs), 'the output is a YAML stream');
+  for (const d of docs) {
+    assert.deepEqual(d.errors, [], 'YAML errors');
+    assert.deepEqual(d.warnings, [], 'YAML warnings');
+  }
+  const objects = docs.map((d) => d.toJS() as KubeObject);
+  const all = (kind: string): KubeObject[] => objects.filter((o) => o.kind === kind);
+  return {
+    text,
+    docs,
+    objects,
+    all,
+    one(kind, name) {
+      const found = all(kind).filter((o) => name === undefined || o.metadata.name === name);
+      assert.equal(found.length, 1, `exactly one ${kind} ${name ?? ''}`);
+      return found[0]!;
+    },
+  };
+}
+
+function deploymentParts(r: Rendered): {
+  deployment: KubeObject & { spec: { replicas: number; selector: { matchLabels: object } } };
+  pod: IPodSpec;
+  podLabels: Record<string, string>;
+  container: IContainer;
+} {
+  const deployment = r.one('Deployment', 'linkerd-identity') as KubeObject & {
+    spec: {
+      replicas: number;
+      selector: { matchLabels: object };
+      template: { metadata: { labels: Record<string, string> }; spec: IPodSpec };
+    };
+  };
+  const pod = deployment.spec.template.spec;
+  assert.equal(pod.containers.length, 1);
+  return {
+    deployment,
+    pod,
+    podLabels: deployment.spec.template.metadata.labels,
+    container: pod.containers[0]!,
+  };
+}
+
+/** The text of the one document of this kind, as printed. */
+function documentText(r: Rendered, kind: string): string {
+  const texts = r.text.split(/^---\n/m).slice(1);
+  assert.equal(texts.length, r.objects.length);
+  return texts[r.objects.indexOf(r.one(kind))]!;
+}
+
+function rulesOf(o: KubeObject): IPolicyRule[] {
+  return (o as unknown as { rules: IPolicyRule[] }).rules;
+}
+
+function isSubsetOf(selector: object, labels: Record<string, string>): boolean {
+  return Object.entries(selector).every(([k, v]) => labels[k] === v);
+}
+
+/** The container's port number behind a probe's or Service's named (or numbered) port. */
+function portNumber(container: IContainer, port: string | number | undefined): number | undefined {
+  if (typeof port === 'number') return port;
+  return container.ports?.find((p) => p.name === port)?.containerPort;
+}
+
+/** What `meshid ca` makes of the Deployment's container, as the kubelet would start it. */
+function caConfigOf(r: Rendered): CaConfig {
+  const { deployment, container } = deploymentParts(r);
+  const [command, ...argv] = container.args ?? [];
+  assert.equal(command, 'ca');
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value;
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace')
+      env[e.name] = deployment.metadata.namespace!;
+    else assert.fail(`env ${e.name} has a source this test cannot resolve`);
+  }
+  return loadConfig('ca', { argv, env }).config;
+}
+
+async function anchorPem(opts: { notAfter?: number; isCa?: boolean } = {}): Promise<string> {
+  const root = await createRootCa({
+    commonName: 'root.linkerd.cluster.local',
+    notBefore: NOW - 2 * 365 * DAY,
+    notAfter: opts.notAfter ?? NOW + 365 * DAY,
+    ...(opts.isCa === undefined ? {} : { isCa: opts.isCa }),
+  });
+  return root.certificatePem;
+}
+
+function errorCode(fn: () => unknown): { code: ErrorCode; message: string } {
+  try {
+    fn();
+  } catch (err) {
+    if (isMeshidError(err)) return { code: err.code, message: err.message };
+    throw err;
+  }
+  return assert.fail('expected a MeshidError');
+}
+
+describe('meshid install', () => {
+  let goodAnchors: string;
+  before(async () => {
+    goodAnchors = await anchorPem();
+  });
+  beforeEach(() => {
+    files = { '/anchors.pem': goodAnchors };
+  });
+
+  describe('the YAML', () => {
+    it('is a stream of documents of the expected kinds, in apply order, the Namespace first', () => {
+      const r = render();
+      assert.deepEqual(
+        r.objects.map((o) => `${o.kind}/${o.metadata.name}`),
+        [
+          'Namespace/linkerd',
+          'ServiceAccount/linkerd-identity',
+          'Role/meshid-identity',
+          'RoleBinding/meshid-identity',
+          'ClusterRole/meshid-identity-linkerd',
+          'ClusterRoleBinding/meshid-identity-linkerd',
+          'Service/linkerd-identity',
+          'Service/linkerd-identity-headless',
+          'Deployment/linkerd-identity',
+          'PodDisruptionBudget/linkerd-identity',
+        ],
+      );
+      assert.match(r.text, /^---\n/, 'every document starts with ---');
+    });
+
+    it('validates every parsed document against its kubernetes-models schema, with every option on', () => {
+      const r = render([
+        '--trust-anchors',
+        '/anchors.pem',
+        '--cert-manager',
+        '--token-validator',
+        'jwks',
+      ]);
+      assert.equal(r.objects.length, 12);
+      for (const o of r.objects) {
+        const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+        assert.ok(Model, `unexpected kind ${o.apiVersion}/${o.kind}`);
+        assert.doesNotThrow(() => new Model(o as never).validate(), `${o.kind} validates`);
+      }
+    });
+
+    it('puts every namespaced object in the install namespace and no namespace on cluster objects', () => {
+      const r = render(['--trust-anchors', '/anchors.pem', '--cert-manager']);
+      for (const o of r.objects) {
+        if (CLUSTER_SCOPED.has(o.kind)) assert.equal(o.metadata.namespace, undefined, o.kind);
+        else assert.equal(o.metadata.namespace, 'linkerd', `${o.kind}/${o.metadata.name}`);
+      }
+    });
+
+    it('labels every object as part of meshid, and the CA objects with name, component and version', () => {
+      const r = render();
+      for (const o of r.objects) {
+        assert.equal(o.metadata.labels?.['app.kubernetes.io/part-of'], 'meshid', o.kind);
+        if (o.kind === 'Namespace') continue;
+        assert.deepEqual(
+          {
+            name: o.metadata.labels?.['app.kubernetes.io/name'],
+            component: o.metadata.labels?.['app.kubernetes.io/component'],
+            version: o.metadata.labels?.['app.kubernetes.io/version'],
+          },
+          { name: 'meshid', component: 'identity', version: 'v0.1.0' },
+          o.kind,
+        );
+      }
+    });
+
+    it('takes the version label from the image tag, and leaves it out for a digest-only image', () => {
+      const tagged = render(['--image', 'registry.local:5000/meshid:dev-3']);
+      assert.equal(
+        deploymentParts(tagged).podLabels['app.kubernetes.io/version'],
+        'dev-3',
+        'a registry port is not a tag',
+      );
+      assert.equal(deploymentParts(tagged).container.image, 'registry.local:5000/meshid:dev-3');
+      const digest = `registry.local:5000/meshid@sha256:${'ab'.repeat(32)}`;
+      const pinned = render(['--image', digest]);
+      assert.equal(deploymentParts(pinned).container.image, digest);
+      for (const o of pinned.objects)
+        assert.equal(o.metadata.labels?.['app.kubernetes.io/version'], undefined, o.kind);
+    });
+
+    it('refuses to print an object that does not validate (the check is not decorative)', () => {
+      const broken = new Deployment({
+        metadata: { name: 'x' },
+        spec: { selector: {}, template: { spec: { containers: [{ image: 'x' } as never] } } },
+      });
+      assert.equal(
+        errorCode(() => manifestYaml([{ object: broken, comment: 'broken', notes: [] }])).code,
+        'ERR_INTERNAL',
+      );
+    });
+  });
+
+  describe('RBAC', () => {
+    it('grants in the namespace only get/list/watch on the issuer Secret and anchors ConfigMap, by name', () => {
+      const r = render();
+      assert.deepEqual(rulesOf(r.one('Role')), [
+        {
+          apiGroups: [''],
+          resources: ['secrets'],
+          resourceNames: ['linkerd-identity-issuer'],
+          verbs: ['get', 'list', 'watch'],
+        },
+        {
+          apiGroups: [''],
+          resources: ['configmaps'],
+          resourceNames: ['linkerd-identity-trust-roots'],
+          verbs: ['get', 'list', 'watch'],
+        },
+      ]);
+    });
+
+    it('grants cluster-wide only TokenReview create and Event create/patch in both Event APIs', () => {
+      const r = render();
+      assert.deepEqual(rulesOf(r.one('ClusterRole')), [
+        { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+        { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+        { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+      ]);
+    });
+
+    it('drops TokenReview with the jwks validator, which reads discovery through a default binding', () => {
+      const r = render(['--token-validator', 'jwks']);
+      assert.deepEqual(
+        rulesOf(r.one('ClusterRole')).map((rule) => rule.resources),
+        [['events'], ['events']],
+      );
+      assert.match(
+        documentText(r, 'ClusterRole'),
+        /^# no rule for the OIDC discovery .*system:service-account-issuer-discovery/m,
+      );
+    });
+
+    it('names the configured Secret and ConfigMap', () => {
+      const r = render(['--issuer-secret', 'my-issuer', '--trust-anchors-config-map', 'my-roots']);
+      assert.deepEqual(
+        rulesOf(r.one('Role')).map((rule) => rule.resourceNames),
+        [['my-issuer'], ['my-roots']],
+      );
+    });
+
+    it('has no wildcard and no rule without verbs, resources and groups', () => {
+      const r = render(['--trust-anchors', '/anchors.pem', '--cert-manager']);
+      for (const kind of ['Role', 'ClusterRole']) {
+        for (const rule of rulesOf(r.one(kind))) {
+          for (const field of ['apiGroups', 'resources', 'verbs'] as const)
+            assert.ok((rule[field] ?? []).length > 0, `${kind} rule without ${field}`);
+          const values = [
+            ...(rule.apiGroups ?? []),
+            ...(rule.resources ?? []),
+            ...rule.verbs,
+            ...(rule.resourceNames ?? []),
+            ...(rule.nonResourceURLs ?? []),
+          ];
+          assert.ok(!values.some((v) => v.includes('*')), `${kind} has a wildcard`);
+        }
+      }
+    });
+
+    it('binds each role to the linkerd-identity ServiceAccount of the namespace, and nothing else', () => {
+      const r = render(['--control-plane-namespace', 'mesh']);
+      for (const [binding, roleKind] of [
+        ['RoleBinding', 'Role'],
+        ['ClusterRoleBinding', 'ClusterRole'],
+      ] as const) {
+        const b = r.one(binding) as KubeObject & {
+          roleRef: { kind: string; name: string };
+          subjects: unknown[];
+        };
+        assert.deepEqual(b.roleRef, {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: roleKind,
+          name: r.one(roleKind).metadata.name,
+        });
+        assert.deepEqual(b.subjects, [
+          { kind: 'ServiceAccount', name: 'linkerd-identity', namespace: 'mesh' },
+        ]);
+      }
+    });
+
+    it('states the reason for every rule in a comment above it, and why SelfSubjectAccessReview needs none', () => {
+      const r = render();
+      const expected: Record<string, RegExp[]> = {
+        Role: [/why: .*issuer.*fieldSelector/, /why: .*trust anchors.*fieldSelector/],
+        ClusterRole: [/why: .*TokenReview/, /why: .*Events.*core API/, /why: .*events\.k8s\.io/],
+      };
+      for (const [kind, reasons] of Object.entries(expected)) {
+        // Read the text as a reviewer does: the line above each `- ` rule item is its reason.
+        const lines = documentText(r, kind).split('\n');
+        const rulesAt = lines.indexOf('rules:');
+        assert.ok(rulesAt >= 0);
+        const items = lines
+          .map((line, i) => ({ line, i }))
+          .filter(({ line, i }) => i > rulesAt && line.startsWith('  - '));
+        assert.equal(items.length, reasons.length, kind);
+        items.forEach(({ i }, n) => {
+          assert.match(lines[i - 1]!, /^ {2}# why: /, `${kind} rule ${n}`);
+          assert.match(lines[i - 1]!, reasons[n]!, `${kind} rule ${n}`);
+        });
+      }
+      assert.match(
+        r.text,
+        /# no rule for the SelfSubjectAccessReview .*system:basic-user/,
+        'said in the YAML',
+      );
+    });
+  });
+
+  describe('the Deployment', () => {
+    it('runs 2 replicas by default, spread by preferred anti-affinity on the hostname', () => {
+      const { deployment, pod, podLabels } = deploymentParts(render());
+      assert.equal(deployment.spec.replicas, 2);
+      assert.ok(isSubsetOf(deployment.spec.selector.matchLabels, podLabels));
+      const terms = pod.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution;
+      assert.equal(terms?.length, 1);
+      assert.equal(terms![0]!.podAffinityTerm.topologyKey, 'kubernetes.io/hostname');
+      assert.ok(
+        isSubsetOf(terms![0]!.podAffinityTerm.labelSelector!.matchLabels!, podLabels),
+        'the anti-affinity selects the CA pods',
+      );
+      assert.equal(
+        pod.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution,
+        undefined,
+        'preferred, so small clusters still schedule both',
+      );
+      assert.equal(pod.topologySpreadConstraints?.[0]?.whenUnsatisfiable, 'ScheduleAnyway');
+    });
+
+    it('probes startup, readiness and liveness over HTTP on the admin port 9990', () => {
+      const { container } = deploymentParts(render());
+      const probes: [string, IProbe | undefined, string][] = [
+        ['startup', container.startupProbe, '/live'],
+        ['liveness', container.livenessProbe, '/live'],
+        ['readiness', container.readinessProbe, '/ready'],
+      ];
+      for (const [name, probe, path] of probes) {
+        assert.equal(probe?.httpGet?.path, path, name);
+        assert.equal(portNumber(container, probe.httpGet.port), 9990, name);
+      }
+    });
+
+    it('runs as a fixed non-root user with a read-only root filesystem, no capabilities and RuntimeDefault seccomp', () => {
+      const { pod, container } = deploymentParts(render());
+      assert.equal(pod.securityContext?.runAsNonRoot, true);
+      assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault');
+      const sc = container.securityContext;
+      assert.equal(sc?.runAsNonRoot, true);
+      assert.ok((sc.runAsUser ?? 0) > 0, 'a fixed non-zero uid');
+      assert.equal(sc.readOnlyRootFilesystem, true);
+      assert.equal(sc.allowPrivilegeEscalation, false);
+      assert.deepEqual(sc.capabilities, { drop: ['ALL'] });
+      assert.equal(sc.seccompProfile?.type, 'RuntimeDefault');
+      assert.equal(pod.hostNetwork, undefined);
+      assert.equal(pod.volumes, undefined, 'no volumes: the CA reads its inputs through the API');
+    });
+
+    it('requests CPU and memory and limits memory', () => {
+      const { container } = deploymentParts(render());
+      assert.ok(container.resources?.requests?.['cpu']);
+      assert.ok(container.resources.requests['memory']);
+      assert.ok(container.resources.limits?.['memory']);
+      assert.equal(container.resources.limits['cpu'], undefined);
+    });
+
+    it('runs as the linkerd-identity ServiceAccount with its API token mounted, without Service env vars', () => {
+      const { pod } = deploymentParts(render());
+      assert.equal(pod.serviceAccountName, 'linkerd-identity');
+      assert.equal(pod.automountServiceAccountToken, true);
+      assert.equal(pod.enableServiceLinks, false);
+    });
+
+    it('is selected by both Services (gRPC 8080) and the PodDisruptionBudget (one at a time)', () => {
+      const r = render();
+      const { podLabels, container } = deploymentParts(r);
+      const services = r.all('Service') as (KubeObject & {
+        spec: {
+          clusterIP?: string;
+          selector: object;
+          ports: { port: number; targetPort: string }[];
+        };
+      })[];
+      assert.deepEqual(
+        services.map((s) => [s.metadata.name, s.spec.clusterIP]),
+        [
+          ['linkerd-identity', undefined],
+          ['linkerd-identity-headless', 'None'],
+        ],
+      );
+      for (const s of services) {
+        assert.ok(isSubsetOf(s.spec.selector, podLabels), s.metadata.name);
+        assert.deepEqual(
+          s.spec.ports.map((p) => [p.port, portNumber(container, p.targetPort)]),
+          [[8080, 8080]],
+        );
+      }
+      const pdb = r.one('PodDisruptionBudget') as KubeObject & {
+        spec: { maxUnavailable?: number; minAvailable?: number; selector: { matchLabels: object } };
+      };
+      assert.equal(pdb.spec.maxUnavailable, 1);
+      assert.ok(isSubsetOf(pdb.spec.selector.matchLabels, podLabels));
+    });
+  });
+
+  describe("the CA's arguments", () => {
+    const cases: { name: string; argv: string[]; expect: Record<string, unknown> }[] = [
+      {
+        name: 'the defaults read the default Secret and ConfigMap through TokenReview in linkerd',
+        argv: [],
+        expect: {
+          issuerSecret: 'linkerd-identity-issuer',
+          trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
+          trustAnchorsKey: 'ca-bundle.crt',
+          tokenValidator: 'tokenreview',
+          namespace: 'linkerd',
+          kubeconfig: 'in-cluster',
+          identityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+          certLifetime: DAY,
+          clockSkew: 20_000,
+          workers: 1,
+        },
+      },
+      {
+        name: 'every setting given is passed on',
+        argv: [
+          '--control-plane-namespace',
+          'meshid-system',
+          '--trust-domain',
+          'prod.example.org',
+          '--issuer-secret',
+          'iss',
+          '--trust-anchors-config-map',
+          'roots',
+          '--trust-anchors-key',
+          'roots.pem',
+          '--cert-lifetime',
+          '12h',
+          '--clock-skew',
+          '30s',
+        ],
+        expect: {
+          issuerSecret: 'iss',
+          trustAnchorsConfigMap: 'roots',
+          trustAnchorsKey: 'roots.pem',
+          namespace: 'meshid-system',
+          controlPlaneNamespace: 'meshid-system',
+          trustDomain: 'prod.example.org',
+          identityName:
+            'linkerd-identity.meshid-system.serviceaccount.identity.meshid-system.prod.example.org',
+          certLifetime: 12 * HOUR,
+          clockSkew: 30_000,
+        },
+      },
+      {
+        name: "the jwks validator reads the cluster's own JWKS",
+        argv: ['--token-validator', 'jwks'],
+        expect: { tokenValidator: 'jwks', jwks: 'kubernetes', kubeconfig: 'in-cluster' },
+      },
+    ];
+    for (const c of cases) {
+      it(`are accepted by the CA's config loader: ${c.name}`, () => {
+        const ca = caConfigOf(render(c.argv));
+        for (const [key, value] of Object.entries(c.expect))
+          assert.deepEqual(ca[key as keyof typeof ca], value, key);
+        assert.deepEqual(ca.listen, { host: '0.0.0.0', port: 8080 });
+        assert.deepEqual(ca.admin, { host: '0.0.0.0', port: 9990 });
+      });
+    }
+
+    it('listen on the ports the container declares', () => {
+      const r = render();
+      const { container } = deploymentParts(r);
+      const ca = caConfigOf(r);
+      assert.equal(portNumber(container, 'grpc'), ca.listen.port);
+      assert.equal(portNumber(container, 'admin'), ca.admin.port);
+    });
+
+    it('take the namespace from the downward API', () => {
+      const { container } = deploymentParts(render());
+      assert.deepEqual(container.env, [
+        {
+          name: 'MESHID_NAMESPACE',
+          valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } },
+        },
+      ]);
+    });
+  });
+
+  describe('trust anchors', () => {
+    it('renders no anchors ConfigMap without --trust-anchors', () => {
+      assert.deepEqual(render().all('ConfigMap'), []);
+    });
+
+    it('puts the bundle, byte for byte, under the configured key of the configured ConfigMap', () => {
+      const bundle = `${goodAnchors}${goodAnchors}`;
+      files['/two.pem'] = bundle;
+      const r = render([
+        '--trust-anchors',
+        '/two.pem',
+        '--trust-anchors-config-map',
+        'roots',
+        '--trust-anchors-key',
+        'bundle.pem',
+      ]);
+      const cm = r.one('ConfigMap', 'roots') as KubeObject & { data: Record<string, string> };
+      assert.deepEqual(cm.data, { 'bundle.pem': bundle });
+      assert.equal(caConfigOf(r).trustAnchorsKey, 'bundle.pem');
+    });
+
+    const bad: { name: string; content?: () => Promise<string>; match: RegExp }[] = [
+      { name: 'a missing file', match: /cannot read the file/ },
+      { name: 'text that is not PEM', content: async () => 'hello\n', match: /anchor/ },
+      { name: 'an empty file', content: async () => '', match: /empty/ },
+      {
+        name: 'expired anchors',
+        content: () => anchorPem({ notAfter: NOW - DAY }),
+        match: /expired/,
+      },
+      {
+        name: 'a certificate that is not a CA',
+        content: () => anchorPem({ isCa: false }),
+        match: /trust anchor #1/,
+      },
+    ];
+    for (const b of bad) {
+      it(`refuses ${b.name} with ERR_ANCHORS_INVALID naming the file`, async () => {
+        if (b.content !== undefined) files['/bad.pem'] = await b.content();
+        const err = errorCode(() => render(['--trust-anchors', '/bad.pem']));
+        assert.equal(err.code, 'ERR_ANCHORS_INVALID');
+        assert.match(err.message, /^--trust-anchors \/bad\.pem: /);
+        assert.match(err.message, b.match);
+      });
+    }
+
+    it('prints nothing at all when the anchors are refused', async () => {
+      const writes: unknown[] = [];
+      const write = process.stdout.write.bind(process.stdout);
+      process.stdout.write = ((chunk: unknown) => {
+        writes.push(chunk);
+        return true;
+      }) as typeof process.stdout.write;
+      let failure: unknown;
+      try {
+        await runInstall(['--trust-anchors', '/definitely/not/here.pem']);
+      } catch (err) {
+        failure = err;
+      } finally {
+        process.stdout.write = write;
+      }
+      assert.ok(isMeshidError(failure, 'ERR_ANCHORS_INVALID'));
+      assert.deepEqual(writes, []);
+    });
+  });
+
+  describe('cert-manager', () => {
+    it('renders no Certificate without --cert-manager', () => {
+      assert.deepEqual(render().all('Certificate'), []);
+    });
+
+    it('adds a valid Certificate issuing the issuer Secret as an ECDSA P-256 intermediate CA from the Issuer', () => {
+      const r = render(['--cert-manager']);
+      const cert = r.one('Certificate') as KubeObject & { spec: Record<string, unknown> };
+      assert.doesNotThrow(() => new Certificate(cert as never).validate());
+      assert.deepEqual(cert.spec, {
+        secretName: 'linkerd-identity-issuer',
+        isCA: true,
+        commonName: 'identity.linkerd.cluster.local',
+        dnsNames: ['identity.linkerd.cluster.local'],
+        duration: '48h',
+        renewBefore: '25h',
+        privateKey: { algorithm: 'ECDSA', size: 256, rotationPolicy: 'Always' },
+        usages: ['cert sign', 'crl sign'],
+        issuerRef: { group: 'cert-manager.io', kind: 'Issuer', name: 'linkerd-trust-anchor' },
+      });
+      assert.equal(cert.metadata.namespace, 'linkerd');
+    });
+
+    it('follows the issuer Secret, Issuer, namespace and trust domain given', () => {
+      const r = render([
+        '--cert-manager',
+        '--cert-manager-issuer',
+        'root-issuer',
+        '--issuer-secret',
+        'iss',
+        '--control-plane-namespace',
+        'mesh',
+        '--trust-domain',
+        'example.org',
+      ]);
+      const cert = r.one('Certificate') as KubeObject & {
+        spec: { secretName: string; commonName: string; issuerRef: { name: string } };
+      };
+      assert.equal(cert.metadata.name, 'iss');
+      assert.equal(cert.metadata.namespace, 'mesh');
+      assert.equal(cert.spec.secretName, 'iss');
+      assert.equal(cert.spec.commonName, 'identity.mesh.example.org');
+      assert.equal(cert.spec.issuerRef.name, 'root-issuer');
+    });
+
+    it('renews the issuer while it still outlives a full-length leaf', () => {
+      const cert = render(['--cert-manager', '--cert-lifetime', '48h']).one(
+        'Certificate',
+      ) as KubeObject & { spec: { duration: string; renewBefore: string } };
+      assert.deepEqual([cert.spec.duration, cert.spec.renewBefore], ['72h', '49h']);
+    });
+  });
+
+  describe('settings', () => {
+    it('takes --replicas, --control-plane-namespace, --trust-domain and --image', () => {
+      const r = render([
+        '--replicas',
+        '3',
+        '--control-plane-namespace',
+        'meshid-system',
+        '--trust-domain',
+        'example.org',
+        '--image',
+        'example.org/meshid:v9',
+      ]);
+      const { deployment, container } = deploymentParts(r);
+      assert.equal(deployment.spec.replicas, 3);
+      assert.equal(container.image, 'example.org/meshid:v9');
+      assert.equal(r.one('Namespace').metadata.name, 'meshid-system');
+      assert.equal(r.one('ClusterRole').metadata.name, 'meshid-identity-meshid-system');
+      for (const o of r.objects)
+        if (!CLUSTER_SCOPED.has(o.kind)) assert.equal(o.metadata.namespace, 'meshid-system');
+      assert.equal(caConfigOf(r).trustDomain, 'example.org');
+      assert.match(
+        r.text,
+        /linkerd-identity\.meshid-system\.serviceaccount\.identity\.meshid-system\.example\.org/,
+      );
+    });
+
+    it('refuses bad settings with ERR_CONFIG_INVALID naming them', () => {
+      for (const [argv, field] of [
+        [['--replicas', '0'], 'replicas'],
+        [['--token-validator', 'oidc'], 'tokenValidator'],
+        [['--control-plane-namespace', 'Not_A_Label'], 'controlPlaneNamespace'],
+        [['--image', 'has space'], 'image'],
+        [['--trust-anchors-key', 'a/b'], 'trustAnchorsKey'],
+      ] as const) {
+        const err = errorCode(() => render([...argv]));
+        assert.equal(err.code, 'ERR_CONFIG_INVALID', argv.join(' '));
+        assert.match(err.message, new RegExp(field), argv.join(' '));
+      }
+    });
+  });
+});
