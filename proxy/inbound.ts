@@ -14,23 +14,18 @@
  * 4. The first decrypted bytes pick the protocol: HTTP/2, HTTP/1.x or opaque (see detect.ts).
  *    Most clients speak first, so this costs no round trip; a silent client (a server-speaks-first
  *    protocol) is connected to the app after a short timeout.
- * 5. HTTP goes through node's HTTP/1 and HTTP/2 servers (fed the socket) and is re-issued to the
- *    app with `l5d-client-id` set to the verified identity, after removing every copy the client
- *    sent. Denied HTTP gets a 403 (gRPC: PERMISSION_DENIED) from the proxy and the app sees
- *    nothing. Opaque bytes are piped both ways with half-close.
+ * 5. HTTP/1 is relayed to one app connection per client connection (http1-relay.ts): each
+ *    request head is parsed strictly and rewritten, every copy of `l5d-client-id` the client sent
+ *    removed and the verified identity added; bodies and responses pass through as they are.
+ *    HTTP/2 goes through node's HTTP/2 server (fed the socket) and is re-issued to the app with
+ *    the same header rule. Denied HTTP gets a 403 (gRPC: PERMISSION_DENIED) from the proxy and
+ *    the app sees nothing. Opaque bytes are piped both ways with half-close.
  */
 import { performance } from 'node:perf_hooks';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { Agent, createServer as createHttpServer, request as httpRequest } from 'node:http';
-import type {
-  IncomingMessage,
-  OutgoingHttpHeaders,
-  Server as HttpServer,
-  ServerResponse,
-} from 'node:http';
 import {
   connect as http2Connect,
   constants as h2,
@@ -50,6 +45,7 @@ import { LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import { PROXY_TLS, ContextCache, verifiedPeerIdentity } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
+import { Http1Relay } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import type { InboundPolicy, PolicyDecision } from './policy.js';
 
@@ -165,6 +161,8 @@ const DEFAULT_GRACE_MS = 10_000;
 /** Longest request line looked at; longer ones are left to the HTTP/1 parser's own limit. */
 const MAX_DETECT_BYTES = 16 * 1024;
 const TLS_HANDSHAKE_RECORD = 0x16;
+/** A request head still arriving after this long gets its connection closed (slow clients). */
+const HEAD_TIMEOUT_MS = 60_000;
 
 /** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
 const HOP_BY_HOP = new Set([
@@ -187,8 +185,8 @@ interface Conn {
   peer: string | undefined;
   decision: PolicyDecision | undefined;
   protocol: DetectedProtocol | undefined;
-  /** HTTP/1 requests being answered. */
-  inflight: number;
+  /** The HTTP/1 relay of an HTTP/1 connection. */
+  relay: Http1Relay | undefined;
   session: ServerHttp2Session | undefined;
   /** The app-side socket of an opaque connection. */
   app: Socket | undefined;
@@ -196,35 +194,6 @@ interface Conn {
 
 function formatHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
-}
-
-/** Lower-case names listed in Connection headers: hop-by-hop for this message only. */
-function connectionTokens(values: readonly string[] | undefined): Set<string> {
-  const tokens = new Set<string>();
-  for (const v of values ?? []) {
-    for (const t of v.split(',')) {
-      const name = t.trim().toLowerCase();
-      if (name !== '') tokens.add(name);
-    }
-  }
-  return tokens;
-}
-
-/**
- * The headers of an HTTP/1 message minus hop-by-hop ones and minus `l5d-client-id`, every copy
- * kept (node gives names in lower case, so the header is removed whatever its case).
- */
-function forwardableHttp1Headers(
-  distinct: Record<string, string[] | undefined>,
-): OutgoingHttpHeaders {
-  const listed = connectionTokens(distinct['connection']);
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, values] of Object.entries(distinct)) {
-    if (values === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
-    if (name === CLIENT_ID_HEADER) continue;
-    out[name] = values.length === 1 ? values[0] : values;
-  }
-  return out;
 }
 
 /** HTTP/2 headers to re-send: pseudo-headers as given (unless told), no connection-specific ones. */
@@ -273,13 +242,11 @@ export class InboundProxy {
   readonly #contexts = new ContextCache();
   readonly #server: NetServer;
   readonly #tls: TlsServer;
-  readonly #http1: HttpServer;
   readonly #http2: Http2Server;
-  readonly #agent: Agent;
   readonly #conns = new Set<Conn>();
+  #sweeper: NodeJS.Timeout | undefined;
   /** Connections between the raw 'connection' and 'secureConnection', by peer address. */
   readonly #handshaking = new Map<string, Conn>();
-  readonly #http1Conns = new WeakMap<Socket, Conn>();
   readonly #http2Conns = new WeakMap<ServerHttp2Session, Conn>();
   /** The connection being handed to the HTTP/2 server (its 'session' event is synchronous). */
   #handingToHttp2: Conn | undefined;
@@ -337,7 +304,6 @@ export class InboundProxy {
       socket.destroy();
     });
 
-    this.#http1 = createHttpServer((req, res) => this.#onHttp1Request(req, res));
     this.#http2 = createHttp2Server();
     this.#http2.on('session', (session: ServerHttp2Session) => {
       const conn = this.#handingToHttp2;
@@ -355,7 +321,6 @@ export class InboundProxy {
     this.#http2.on('sessionError', () => undefined);
     // Should not happen: a socket is handed over only after its bytes said HTTP/2.
     this.#http2.on('unknownProtocol', (socket: Socket) => socket.destroy());
-    this.#agent = new Agent({ keepAlive: true });
   }
 
   /** Starts listening; resolves with the bound address (useful with port 0). */
@@ -369,6 +334,9 @@ export class InboundProxy {
     });
     const a = this.#server.address() as AddressInfo;
     const bound = { host: a.address, port: a.port };
+    // One timer for all connections rather than one per request: closes those whose request
+    // head has been arriving for too long.
+    this.#sweeper = setInterval(() => this.#sweep(), HEAD_TIMEOUT_MS / 4).unref();
     this.#log.info(
       { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
       'inbound listening',
@@ -406,15 +374,26 @@ export class InboundProxy {
       }
     }
     await stopped;
+    clearInterval(this.#sweeper);
     this.#appSession?.destroy();
-    this.#agent.destroy();
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const conn of this.#conns) {
+      if (conn.relay !== undefined && conn.relay.stalledFor(now) > HEAD_TIMEOUT_MS) {
+        this.#log.debug({ [LogKey.identity]: conn.peer }, 'inbound request head timed out');
+        destroyConn(conn);
+      }
+    }
   }
 
   /** Asks one connection to finish what it is doing and close. */
   #drain(conn: Conn): void {
     switch (conn.protocol) {
       case 'http1':
-        if (conn.inflight === 0) conn.stream?.end();
+        if (conn.relay === undefined) conn.stream?.end();
+        else conn.relay.drain();
         return;
       case 'http2':
         conn.session?.close();
@@ -451,7 +430,7 @@ export class InboundProxy {
       peer: undefined,
       decision: undefined,
       protocol: undefined,
-      inflight: 0,
+      relay: undefined,
       session: undefined,
       app: undefined,
     };
@@ -633,14 +612,11 @@ export class InboundProxy {
   /** Hands a connection to node's HTTP/1 or HTTP/2 server, the detected bytes put back first. */
   #toHttp(conn: Conn, stream: Socket, bytes: Buffer, protocol: 'http1' | 'http2'): void {
     conn.protocol = protocol;
-    if (bytes.length > 0) stream.unshift(bytes);
     if (protocol === 'http1') {
-      this.#http1Conns.set(stream, conn);
-      this.#http1.emit('connection', stream);
-      // The HTTP server attaches its 'data' listener, but the socket was paused by detection.
-      stream.resume();
+      this.#startHttp1(conn, stream, bytes);
       return;
     }
+    if (bytes.length > 0) stream.unshift(bytes);
     // node's HTTP/2 server falls back to HTTP/1 for a TLS socket whose ALPN was not h2; the
     // bytes have already said HTTP/2 (prior knowledge), so tell it so.
     if (conn.tls) (stream as TLSSocket).alpnProtocol = 'h2';
@@ -733,96 +709,30 @@ export class InboundProxy {
 
   // ---- HTTP/1 ----
 
-  #onHttp1Request(req: IncomingMessage, res: ServerResponse): void {
-    const conn = this.#http1Conns.get(req.socket);
-    if (conn === undefined || conn.decision === undefined) {
-      res.destroy();
-      return;
-    }
-    const started = performance.now();
-    const method = req.method ?? 'GET';
-    conn.inflight++;
-    res.once('close', () => {
-      conn.inflight--;
-      this.#emit({
-        type: 'http-request',
-        peer: conn.peer,
-        protocol: 'http1',
-        method,
-        status: res.headersSent ? res.statusCode : 0,
-        authorized: conn.decision?.allowed === true,
-        durationMs: performance.now() - started,
-      });
-      if (this.#closing && conn.inflight === 0) conn.stream?.end();
+  #startHttp1(conn: Conn, stream: Socket, bytes: Buffer): void {
+    const decision = conn.decision;
+    const relay = new Http1Relay({
+      client: stream,
+      app: this.#o.app,
+      peer: conn.peer,
+      denied: decision === undefined || decision.allowed ? undefined : decision.reason,
+      clientIdHeader: CLIENT_ID_HEADER,
+      errorHeader: PROXY_ERROR_HEADER,
+      logger: this.#log,
+      onExchange: (method, status, durationMs) =>
+        this.#emit({
+          type: 'http-request',
+          peer: conn.peer,
+          protocol: 'http1',
+          method,
+          status,
+          authorized: conn.decision?.allowed === true,
+          durationMs,
+        }),
     });
-
-    if (!conn.decision.allowed) {
-      const reason = conn.decision.reason;
-      res.writeHead(403, {
-        'content-type': 'text/plain; charset=utf-8',
-        [PROXY_ERROR_HEADER]: reason,
-        connection: 'close',
-      });
-      res.end(`forbidden: ${reason}\n`);
-      return;
-    }
-
-    const headers = forwardableHttp1Headers(req.headersDistinct);
-    if (conn.peer !== undefined) headers[CLIENT_ID_HEADER] = conn.peer;
-    const appReq = httpRequest({
-      host: this.#o.app.host,
-      port: this.#o.app.port,
-      method,
-      path: req.url ?? '/',
-      headers,
-      agent: this.#agent,
-    });
-    appReq.on('response', (appRes) => {
-      const status = appRes.statusCode ?? 502;
-      const headers = forwardableHttp1Headers(appRes.headersDistinct);
-      // Shutting down: this answer is the connection's last.
-      if (this.#closing) headers['connection'] = 'close';
-      if (appRes.statusMessage !== undefined && appRes.statusMessage !== '') {
-        res.writeHead(status, appRes.statusMessage, headers);
-      } else {
-        res.writeHead(status, headers);
-      }
-      appRes.pipe(res, { end: false });
-      appRes.on('end', () => {
-        const t = appRes.rawTrailers;
-        if (t.length > 0) {
-          const pairs: [string, string][] = [];
-          for (let i = 0; i + 1 < t.length; i += 2) pairs.push([t[i]!, t[i + 1]!]);
-          res.addTrailers(pairs);
-        }
-        res.end();
-      });
-      appRes.on('error', () => res.destroy());
-    });
-    appReq.on('error', (err) => {
-      this.#log.debug({ err: err.message }, 'inbound app request failed');
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      res.writeHead(502, {
-        'content-type': 'text/plain; charset=utf-8',
-        [PROXY_ERROR_HEADER]: 'app unreachable',
-      });
-      res.end('bad gateway: the application did not answer\n');
-    });
-    // The peer went away before the answer was complete: stop the app's work too.
-    res.on('close', () => {
-      if (!res.writableFinished) appReq.destroy();
-    });
-    req.on('end', () => {
-      const t = req.rawTrailers;
-      if (t.length === 0) return;
-      const pairs: [string, string][] = [];
-      for (let i = 0; i + 1 < t.length; i += 2) pairs.push([t[i]!, t[i + 1]!]);
-      appReq.addTrailers(pairs);
-    });
-    req.pipe(appReq);
+    conn.relay = relay;
+    relay.start(bytes);
+    if (this.#closing) relay.drain();
   }
 
   // ---- HTTP/2 ----
@@ -967,6 +877,7 @@ function peerKey(socket: Socket): string {
 }
 
 function destroyConn(conn: Conn): void {
+  conn.relay?.destroy();
   conn.app?.destroy();
   conn.stream?.destroy();
   conn.raw.destroy();

@@ -1,0 +1,675 @@
+/**
+ * The inbound HTTP/1.1 path: one client connection relayed to one application connection,
+ * request heads rewritten on the way, everything else forwarded as it came.
+ *
+ * Per request: the head is parsed strictly (http1-parse.ts); every `l5d-client-id` the client
+ * wrote is dropped, whatever its case and however many, together with hop-by-hop fields; the
+ * verified identity is added as `l5d-client-id: <peer>`; the body follows by its framing
+ * (Content-Length, or chunked: decoded only to find its end, forwarded unchanged, trailers
+ * filtered the same way). Requests that could be read two ways are refused with 400 and the
+ * connection closed, nothing of them forwarded. Keep-alive and pipelining carry over: requests go
+ * to the app in order on its connection, and its answers come back in the same order.
+ *
+ * Per response: the head is parsed for status and framing (HEAD, 1xx, 204, 304, Content-Length,
+ * chunked, until close) so that each exchange is timed for the latency histogram and the
+ * connection closes when either side says so; the bytes go back unchanged (except for
+ * `connection: close` while the proxy shuts down).
+ *
+ * Compared with re-issuing each request through node's HTTP server and client, there are no
+ * per-request streams, header objects or agent sockets, and most bytes are never copied.
+ */
+import { connect as netConnect } from 'node:net';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Address, Logger } from '../core/index.js';
+import {
+  Collector,
+  Http1ParseError,
+  MAX_CHUNK_LINE_BYTES,
+  MAX_HEAD_BYTES,
+  equalsLower,
+  parseChunkSize,
+  parseHeaderLines,
+  parseRequestHead,
+  parseResponseHead,
+} from './http1-parse.js';
+import type { Framing, RequestHead } from './http1-parse.js';
+
+/** Settings of one {@link Http1Relay}. */
+export interface Http1RelayOptions {
+  /** The client's stream (decrypted TLS, or plaintext when allowed). */
+  readonly client: Socket;
+  readonly app: Address;
+  /** The verified peer identity; undefined for plaintext (then no `l5d-client-id` is added). */
+  readonly peer: string | undefined;
+  /** Why the policy denied this connection; undefined when allowed. */
+  readonly denied: string | undefined;
+  /** The header name carrying the identity (lower case). */
+  readonly clientIdHeader: string;
+  /** The header on responses the proxy makes itself. */
+  readonly errorHeader: string;
+  readonly logger: Logger;
+  /** One call per finished exchange; status 0 when it broke off before a status. */
+  readonly onExchange: (method: string, status: number, durationMs: number) => void;
+}
+
+// Parser states (numbers: compared on every chunk).
+const HEAD = 0;
+const LENGTH = 1;
+const CHUNK_SIZE = 2;
+const CHUNK_DATA = 3;
+const CHUNK_CR = 4;
+const CHUNK_LF = 5;
+const TRAILERS = 6;
+const UNTIL_CLOSE = 7;
+
+const CRLF = Buffer.from('\r\n', 'latin1');
+
+/** One request sent to the app, waiting for its answer. */
+interface Exchange {
+  readonly method: string;
+  readonly started: number;
+  /** The status of the final response, once its head came. */
+  status: number;
+  /** The connection ends after this exchange. */
+  closeAfter: boolean;
+}
+
+/** The body state of one direction. */
+class Body {
+  state = HEAD;
+  remaining = 0;
+  readonly line = new Collector('line', MAX_CHUNK_LINE_BYTES);
+  readonly trailers = new Collector('block', MAX_HEAD_BYTES);
+
+  start(framing: Framing): void {
+    switch (framing.kind) {
+      case 'none':
+        this.state = HEAD;
+        return;
+      case 'length':
+        this.state = LENGTH;
+        this.remaining = framing.length;
+        return;
+      case 'chunked':
+        this.state = CHUNK_SIZE;
+        return;
+      case 'close':
+        this.state = UNTIL_CLOSE;
+        return;
+    }
+  }
+}
+
+/**
+ * Output of one chunk: runs of the input forwarded in place, and replacement buffers between
+ * them, in order.
+ */
+class Out {
+  parts: Buffer[] = [];
+  #buf: Buffer = CRLF;
+  #runStart = 0;
+
+  reset(buf: Buffer): void {
+    this.parts = [];
+    this.#buf = buf;
+    this.#runStart = 0;
+  }
+
+  /** Forwards the input from the run's start up to `end`. */
+  flush(end: number): void {
+    if (end > this.#runStart) {
+      this.parts.push(
+        this.#runStart === 0 && end === this.#buf.length
+          ? this.#buf
+          : this.#buf.subarray(this.#runStart, end),
+      );
+    }
+    this.#runStart = end;
+  }
+
+  /** Forwards the input up to `at`, then `replacement`, then resumes at `resume`. */
+  replace(at: number, replacement: readonly Buffer[], resume: number): void {
+    this.flush(at);
+    for (const b of replacement) if (b.length > 0) this.parts.push(b);
+    this.#runStart = resume;
+  }
+
+  /** Skips the input from the run's start to `end` (not forwarded). */
+  skip(end: number): void {
+    this.#runStart = end;
+  }
+}
+
+function writeAll(socket: Socket, parts: readonly Buffer[]): boolean {
+  if (parts.length === 1) return socket.write(parts[0]!);
+  socket.cork();
+  let ok = true;
+  for (const p of parts) ok = socket.write(p);
+  socket.uncork();
+  return ok;
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+};
+
+/** A response the proxy makes itself; the connection closes after it. */
+function proxyResponse(status: number, errorHeader: string, reason: string, body: string): Buffer {
+  const text = Buffer.from(body, 'utf8');
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\n${errorHeader}: ${reason}\r\ncontent-length: ${text.length}\r\nconnection: close\r\n\r\n${body}`,
+    'utf8',
+  );
+}
+
+/**
+ * Relays one HTTP/1.1 client connection to the app.
+ *
+ * @example
+ * ```ts
+ * const relay = new Http1Relay({ client: tlsSocket, app, peer, denied: undefined, ... });
+ * relay.start(firstBytes);
+ * // on shutdown:
+ * relay.drain();
+ * ```
+ */
+export class Http1Relay {
+  readonly #o: Http1RelayOptions;
+  readonly #client: Socket;
+  #app: Socket | undefined;
+  /** `l5d-client-id: <peer>\r\n\r\n`, or `\r\n` for plaintext: the end of every request head. */
+  readonly #headTail: Buffer;
+  readonly #queue: Exchange[] = [];
+
+  readonly #reqHead = new Collector('block', MAX_HEAD_BYTES, true);
+  readonly #req = new Body();
+  readonly #resHead = new Collector('block', MAX_HEAD_BYTES);
+  readonly #res = new Body();
+  readonly #reqOut = new Out();
+  readonly #resOut = new Out();
+
+  /** No more requests are read (one asked to close, was refused, or the proxy is draining). */
+  #noMoreRequests = false;
+  /** A refusal to send once the answers before it are out. */
+  #refusal: Http1ParseError | undefined;
+  #clientEnded = false;
+  #draining = false;
+  #finished = false;
+  /** When the head being read started arriving, if it spans chunks (for the stall sweep). */
+  #headSince = 0;
+  #clientPaused = false;
+  #appPaused = false;
+
+  constructor(options: Http1RelayOptions) {
+    this.#o = options;
+    this.#client = options.client;
+    this.#headTail =
+      options.peer === undefined
+        ? CRLF
+        : Buffer.from(`${options.clientIdHeader}: ${options.peer}\r\n\r\n`, 'latin1');
+  }
+
+  /** The app-side socket, once connected (for the owner's cleanup). */
+  get appSocket(): Socket | undefined {
+    return this.#app;
+  }
+
+  /** Starts relaying; `first` are bytes already read from the client. */
+  start(first: Buffer): void {
+    const client = this.#client;
+    if (this.#o.denied === undefined) this.#connectApp();
+    client.on('data', (chunk: Buffer) => this.#onClientData(chunk));
+    client.on('end', () => this.#onClientEnd());
+    client.on('close', () => this.#onClientClose());
+    if (first.length > 0) this.#onClientData(first);
+    client.resume();
+  }
+
+  /** The proxy is shutting down: finish the exchange in progress, then close. */
+  drain(): void {
+    this.#draining = true;
+    this.#noMoreRequests = true;
+    // A head still arriving is dropped: it was not a request yet.
+    if (this.#idle()) this.#finish();
+  }
+
+  /** How long a request head has been arriving, ms (0 when none is). */
+  stalledFor(now: number): number {
+    return this.#headSince === 0 ? 0 : now - this.#headSince;
+  }
+
+  /** Closes both sides now. */
+  destroy(): void {
+    this.#finished = true;
+    this.#app?.destroy();
+    this.#client.destroy();
+  }
+
+  #connectApp(): void {
+    const app = netConnect({ host: this.#o.app.host, port: this.#o.app.port });
+    this.#app = app;
+    app.setNoDelay(true);
+    app.on('data', (chunk: Buffer) => this.#onAppData(chunk));
+    app.on('drain', () => {
+      if (this.#clientPaused) {
+        this.#clientPaused = false;
+        if (!this.#finished) this.#client.resume();
+      }
+    });
+    app.on('error', (err) => this.#o.logger.debug({ err: err.message }, 'inbound app connection'));
+    app.on('end', () => this.#onAppGone());
+    app.on('close', () => this.#onAppGone());
+    this.#client.on('drain', () => {
+      if (this.#appPaused) {
+        this.#appPaused = false;
+        if (!this.#finished) app.resume();
+      }
+    });
+  }
+
+  #idle(): boolean {
+    return this.#queue.length === 0 && this.#req.state === HEAD && this.#refusal === undefined;
+  }
+
+  // ---- client → app ----
+
+  #onClientData(buf: Buffer): void {
+    if (this.#finished || this.#noMoreRequests) {
+      // Between a request that closes the connection and the close, bytes are ignored; but a
+      // body still being forwarded goes on.
+      if (this.#finished || this.#req.state === HEAD) return;
+    }
+    const out = this.#reqOut;
+    out.reset(buf);
+    let pos = 0;
+    const len = buf.length;
+    try {
+      while (pos < len) {
+        if (this.#req.state === HEAD) {
+          if (this.#noMoreRequests) {
+            out.skip(len);
+            pos = len;
+            break;
+          }
+          pos = this.#requestHead(buf, pos, out);
+          if (this.#finished) return;
+        } else {
+          pos = this.#body(this.#req, buf, pos, out, true);
+        }
+      }
+      out.flush(len);
+    } catch (err) {
+      if (!(err instanceof Http1ParseError)) throw err;
+      this.#refuse(err, out, pos);
+      return;
+    }
+    this.#toApp(out.parts);
+  }
+
+  /** Reads a request head starting at `pos`; returns where its bytes end in `buf`. */
+  #requestHead(buf: Buffer, pos: number, out: Out): number {
+    const collector = this.#reqHead;
+    const held = collector.length;
+    const end = collector.feed(buf, pos);
+    if (end === -1) {
+      if (this.#headSince === 0) this.#headSince = performance.now();
+      out.flush(pos);
+      out.skip(buf.length);
+      return buf.length;
+    }
+    this.#headSince = 0;
+    const head = collector.take(buf, pos, end);
+    const req = parseRequestHead(head, head.length, this.#o.clientIdHeader);
+    if (this.#o.denied !== undefined) {
+      this.#deny(req.method);
+      return buf.length;
+    }
+    this.#queue.push({
+      method: req.method,
+      started: performance.now(),
+      status: 0,
+      closeAfter: req.close,
+    });
+    if (req.close) this.#noMoreRequests = true;
+    this.#rewriteHead(head, req, held === 0 ? pos : -1, end, out);
+    this.#req.start(req.framing);
+    return end;
+  }
+
+  /**
+   * Forwards a request head without any `l5d-client-id` or hop-by-hop line, with the verified
+   * one added. `inPlaceAt` is where the head starts in the chunk being forwarded, or -1 when it
+   * was collected from several chunks (then it is not in the chunk's run at all).
+   */
+  #rewriteHead(head: Buffer, req: RequestHead, inPlaceAt: number, end: number, out: Out): void {
+    // Empty lines before the request line are not passed on.
+    const startLine = leadingEmpty(head);
+    if (req.drop.size === 0 && req.connection === undefined) {
+      // The usual case: the head as sent, up to its empty line, then the verified identity.
+      if (inPlaceAt >= 0) {
+        out.flush(inPlaceAt);
+        out.skip(inPlaceAt + startLine);
+        out.replace(inPlaceAt + head.length - 2, [this.#headTail], end);
+      } else {
+        out.replace(0, [head.subarray(startLine, head.length - 2), this.#headTail], end);
+      }
+      return;
+    }
+    const parts: Buffer[] = [head.subarray(startLine, req.headersStart)];
+    let runStart = req.headersStart;
+    for (const h of req.headers) {
+      if (!req.drop.has(h)) continue;
+      if (h.start > runStart) parts.push(head.subarray(runStart, h.start));
+      runStart = h.end;
+    }
+    if (head.length - 2 > runStart) parts.push(head.subarray(runStart, head.length - 2));
+    if (req.connection !== undefined && req.connection !== '')
+      parts.push(Buffer.from(`connection: ${req.connection}\r\n`, 'latin1'));
+    parts.push(this.#headTail);
+    out.replace(inPlaceAt >= 0 ? inPlaceAt : 0, parts, end);
+  }
+
+  #toApp(parts: readonly Buffer[]): void {
+    const app = this.#app;
+    if (parts.length === 0 || app === undefined || app.destroyed) return;
+    if (!writeAll(app, parts) && !this.#clientPaused) {
+      this.#clientPaused = true;
+      this.#client.pause();
+    }
+  }
+
+  /** A denied connection: 403 to its first request, the app never contacted. */
+  #deny(method: string): void {
+    const reason = this.#o.denied ?? '';
+    this.#noMoreRequests = true;
+    this.#finished = true;
+    const started = performance.now();
+    this.#client.end(proxyResponse(403, this.#o.errorHeader, reason, `forbidden: ${reason}\n`));
+    this.#o.onExchange(method, 403, performance.now() - started);
+  }
+
+  /**
+   * A request the proxy will not forward. If its head was the problem, nothing of it went to the
+   * app: the answers to earlier requests go out first, then the refusal. If its chunked body was
+   * (part of it already forwarded), the app connection is reset so that it can never read on.
+   */
+  #refuse(err: Http1ParseError, out: Out, pos: number): void {
+    this.#o.logger.debug({ err: err.message }, 'inbound HTTP/1 request refused');
+    this.#noMoreRequests = true;
+    this.#client.pause();
+    if (this.#req.state === HEAD) {
+      // Bytes before the bad head were whole requests: they go on.
+      out.flush(pos);
+      this.#toApp(out.parts);
+      this.#refusal = err;
+      if (this.#queue.length === 0) this.#sendRefusal();
+      return;
+    }
+    this.#req.state = HEAD;
+    this.#app?.destroy();
+    const current = this.#queue[this.#queue.length - 1];
+    if (
+      this.#queue.length === 1 &&
+      current !== undefined &&
+      this.#res.state === HEAD &&
+      this.#resHead.length === 0
+    ) {
+      this.#queue.pop();
+      this.#refusal = err;
+      this.#sendRefusal();
+      return;
+    }
+    this.destroy();
+  }
+
+  #sendRefusal(): void {
+    const err = this.#refusal!;
+    this.#finished = true;
+    this.#client.end(
+      proxyResponse(err.status, this.#o.errorHeader, err.message, `${err.message}\n`),
+    );
+    this.#app?.end();
+  }
+
+  #onClientEnd(): void {
+    this.#clientEnded = true;
+    if (this.#finished) return;
+    if (this.#req.state !== HEAD || this.#reqHead.length > 0) {
+      // A request cut short can never be completed.
+      this.destroy();
+      return;
+    }
+    this.#noMoreRequests = true;
+    if (this.#queue.length === 0 && this.#refusal === undefined) this.#finish();
+  }
+
+  #onClientClose(): void {
+    this.#finished = true;
+    this.#app?.destroy();
+    for (const e of this.#queue.splice(0)) {
+      this.#o.onExchange(e.method, e.status, performance.now() - e.started);
+    }
+  }
+
+  // ---- app → client ----
+
+  #onAppData(buf: Buffer): void {
+    if (this.#finished) return;
+    const out = this.#resOut;
+    out.reset(buf);
+    let pos = 0;
+    const len = buf.length;
+    let closeAfter = false;
+    try {
+      while (pos < len && !closeAfter) {
+        const body = this.#res;
+        if (body.state === HEAD) {
+          if (this.#queue.length === 0) {
+            // The app spoke with no request outstanding: nothing to relate it to.
+            throw new Http1ParseError(400, 'response without a request');
+          }
+          pos = this.#responseHead(buf, pos, out);
+          if (body.state === HEAD && this.#resHead.length === 0 && this.#queue[0]!.status !== 0) {
+            closeAfter = this.#complete();
+          }
+        } else if (body.state === UNTIL_CLOSE) {
+          pos = len;
+        } else {
+          pos = this.#body(body, buf, pos, out, false);
+          if (body.state === HEAD) closeAfter = this.#complete();
+        }
+      }
+      out.flush(pos);
+    } catch (err) {
+      if (!(err instanceof Http1ParseError)) throw err;
+      this.#o.logger.debug({ err: err.message }, 'inbound app response unreadable');
+      this.destroy();
+      return;
+    }
+    const client = this.#client;
+    if (out.parts.length > 0 && !writeAll(client, out.parts) && !this.#appPaused) {
+      this.#appPaused = true;
+      this.#app?.pause();
+    }
+    if (closeAfter) this.#finish();
+    else if (this.#queue.length === 0) this.#afterLastAnswer();
+  }
+
+  /** Reads a response head; returns where its bytes end. Sets the exchange's status. */
+  #responseHead(buf: Buffer, pos: number, out: Out): number {
+    const collector = this.#resHead;
+    const held = collector.length;
+    const end = collector.feed(buf, pos);
+    if (end === -1) {
+      out.flush(pos);
+      out.skip(buf.length);
+      return buf.length;
+    }
+    const head = collector.take(buf, pos, end);
+    const exchange = this.#queue[0]!;
+    const res = parseResponseHead(head, head.length, exchange.method);
+    // The request never asked to switch protocols (Upgrade is not forwarded).
+    if (res.status === 101) throw new Http1ParseError(400, 'unexpected 101');
+    if (res.status < 200) {
+      // An interim answer (100 Continue): passed on; the final one follows.
+      if (held > 0) out.replace(pos, [head], end);
+      return end;
+    }
+    exchange.status = res.status;
+    if (res.close) exchange.closeAfter = true;
+    if (this.#draining) {
+      exchange.closeAfter = true;
+      const parts: Buffer[] = [head.subarray(0, res.headersStart)];
+      for (const h of res.headers) {
+        if (
+          !equalsLower(head, h.start, h.colon, 'connection') &&
+          !equalsLower(head, h.start, h.colon, 'keep-alive')
+        )
+          parts.push(head.subarray(h.start, h.end));
+      }
+      parts.push(Buffer.from('connection: close\r\n\r\n', 'latin1'));
+      out.replace(held > 0 ? 0 : pos, parts, end);
+    } else if (held > 0) {
+      out.replace(0, [head], end);
+    }
+    this.#res.start(res.framing);
+    return end;
+  }
+
+  /** The response to the oldest request is complete. Returns whether the connection ends. */
+  #complete(): boolean {
+    const e = this.#queue.shift()!;
+    this.#o.onExchange(e.method, e.status, performance.now() - e.started);
+    return e.closeAfter;
+  }
+
+  #afterLastAnswer(): void {
+    if (this.#refusal !== undefined) this.#sendRefusal();
+    else if ((this.#draining || this.#clientEnded) && this.#idle()) this.#finish();
+  }
+
+  #onAppGone(): void {
+    if (this.#finished) return;
+    if (this.#res.state === UNTIL_CLOSE) {
+      this.#complete();
+      this.#finish();
+      return;
+    }
+    const first = this.#queue[0];
+    if (first !== undefined && first.status === 0 && this.#resHead.length === 0) {
+      // Nothing of the answer came: the app is unreachable or closed on the request.
+      this.#queue.shift();
+      this.#finished = true;
+      this.#client.end(
+        proxyResponse(
+          502,
+          this.#o.errorHeader,
+          'app unreachable',
+          'bad gateway: the application did not answer\n',
+        ),
+      );
+      this.#o.onExchange(first.method, 502, performance.now() - first.started);
+      return;
+    }
+    if (first === undefined && this.#req.state === HEAD && this.#reqHead.length === 0) {
+      // Between exchanges: the app closed its keep-alive connection; so does the proxy.
+      this.#finish();
+      return;
+    }
+    this.destroy();
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#client.end();
+    this.#app?.end();
+  }
+
+  // ---- bodies (both directions) ----
+
+  /**
+   * Consumes body bytes of the current message from `buf[pos, …)`; returns the new position.
+   * `body.state` is HEAD again when the message is complete.
+   */
+  #body(body: Body, buf: Buffer, pos: number, out: Out, request: boolean): number {
+    const len = buf.length;
+    switch (body.state) {
+      case LENGTH:
+      case CHUNK_DATA: {
+        const n = Math.min(body.remaining, len - pos);
+        body.remaining -= n;
+        if (body.remaining === 0) body.state = body.state === LENGTH ? HEAD : CHUNK_CR;
+        return pos + n;
+      }
+      case CHUNK_CR:
+        if (buf[pos] !== 0x0d) throw new Http1ParseError(400, 'chunk not followed by CRLF');
+        body.state = CHUNK_LF;
+        return pos + 1;
+      case CHUNK_LF:
+        if (buf[pos] !== 0x0a) throw new Http1ParseError(400, 'chunk not followed by CRLF');
+        body.state = CHUNK_SIZE;
+        return pos + 1;
+      case CHUNK_SIZE: {
+        const held = body.line.length;
+        const end = body.line.feed(buf, pos);
+        if (end === -1) {
+          out.flush(pos);
+          out.skip(len);
+          return len;
+        }
+        const line = body.line.take(buf, pos, end);
+        const size = parseChunkSize(line, line.length);
+        if (held > 0) out.replace(pos, [line], end);
+        if (size === 0) {
+          body.state = TRAILERS;
+        } else {
+          body.state = CHUNK_DATA;
+          body.remaining = size;
+        }
+        return end;
+      }
+      case TRAILERS: {
+        const held = body.trailers.length;
+        const end = body.trailers.feed(buf, pos);
+        if (end === -1) {
+          out.flush(pos);
+          out.skip(len);
+          return len;
+        }
+        const block = body.trailers.take(buf, pos, end);
+        const lines = parseHeaderLines(block, 0, block.length);
+        const drop = request
+          ? lines.filter((h) => equalsLower(block, h.start, h.colon, this.#o.clientIdHeader))
+          : [];
+        if (drop.length > 0) {
+          const parts: Buffer[] = [];
+          let runStart = 0;
+          for (const h of drop) {
+            if (h.start > runStart) parts.push(block.subarray(runStart, h.start));
+            runStart = h.end;
+          }
+          parts.push(block.subarray(runStart));
+          out.replace(held > 0 ? 0 : pos, parts, end);
+        } else if (held > 0) {
+          out.replace(0, [block], end);
+        }
+        body.state = HEAD;
+        return end;
+      }
+      default:
+        throw new Error(`unexpected body state ${body.state}`);
+    }
+  }
+}
+
+/** Length of the empty lines before a request line. */
+function leadingEmpty(head: Buffer): number {
+  let i = 0;
+  while (head[i] === 0x0d && head[i + 1] === 0x0a) i += 2;
+  return i;
+}
