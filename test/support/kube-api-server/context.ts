@@ -1,0 +1,26 @@
+/** Everything a request handler needs, built once by startKubeApiServer. */
+import type { Authenticator, Authorizer } from './auth.js';
+import type { Faults } from './faults.js';
+import type { Objects } from './objects.js';
+import type { ResourceRegistry } from './resources.js';
+import type { Store } from './store.js';
+import type { TokenAuthority } from './tokens.js';
+import type { RequestLogEntry } from './types.js';
+
+export interface ServerContext {
+  readonly registry: ResourceRegistry;
+  readonly store: Store;
+  readonly objects: Objects;
+  readonly authn: Authenticator;
+  readonly authz: Authorizer;
+  readonly tokens: TokenAuthority;
+  readonly faults: Faults;
+  readonly now: () => number;
+  readonly minTokenExpirationSeconds: number;
+  readonly bookmarkIntervalMs: number;
+  /** The server's https URL (changes only if the port does). */
+  readonly url: () => string;
+  readonly log: (e: RequestLogEntry) => void;
+  /** Enders of open watch streams, called on stop and pause. */
+  readonly watches: Set<() => void>;
+}
