@@ -245,6 +245,10 @@ function deployment(
         name: 'MESHID_NAMESPACE',
         valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } },
       },
+      {
+        name: 'POD_NAME',
+        valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.name' } },
+      },
     ],
     ports: [
       { name: 'grpc', containerPort: CA_PORTS.grpc, protocol: 'TCP' },
@@ -336,7 +340,7 @@ function deployment(
       },
       {
         path: [...pathToPod, 'containers', 0, 'env'],
-        text: 'the namespace of the issuer Secret, anchors ConfigMap and Events is where the pod runs',
+        text: "the issuer Secret, anchors ConfigMap and Events are in the pod's namespace; POD_NAME names the replica in Events",
       },
       {
         path: [...pathToPod, 'containers', 0, 'resources'],

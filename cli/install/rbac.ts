@@ -61,12 +61,10 @@ export function namespacedPermissions(inputs: PermissionInputs): Permission[] {
  *
  * @example
  * ```ts
- * clusterPermissions({ ...config, tokenValidator: 'jwks' }).length; // 2: the two Event APIs
+ * clusterPermissions({ ...config, tokenValidator: 'jwks' }).length; // 1: Events
  * ```
  */
 export function clusterPermissions(inputs: PermissionInputs): Permission[] {
-  const events =
-    'Events on the issuer in this namespace and "leaf issued" Events on ServiceAccounts in workload namespaces, hence cluster-wide; patch lets repeats be counted on one Event';
   return [
     ...(inputs.tokenValidator === 'tokenreview'
       ? [
@@ -82,12 +80,12 @@ export function clusterPermissions(inputs: PermissionInputs): Permission[] {
         ]
       : []),
     {
-      reason: `why: record ${events} (core API)`,
-      rule: { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
-    },
-    {
-      reason: `why: record ${events} (events.k8s.io API)`,
-      rule: { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+      // The CA writes core/v1 Events only (never events.k8s.io), and aggregates a repeat the way
+      // kubectl shows it: read the Event by name, write it back with a higher count. No list or
+      // watch: it never needs to see Events it did not write.
+      reason:
+        'why: record Events on the issuer in this namespace and "leaf issued" Events on ServiceAccounts in workload namespaces, hence cluster-wide; get and update by name count a repeat on the one Event',
+      rule: { apiGroups: [''], resources: ['events'], verbs: ['create', 'get', 'update'] },
     },
   ];
 }

@@ -23,6 +23,9 @@ import { manifestYaml } from '../../../cli/install/yaml.js';
 import { isMeshidError, loadConfig } from '../../../core/index.js';
 import type { CaConfig, ErrorCode } from '../../../core/index.js';
 import { createRootCa } from '../../../core/pki.js';
+import { caRequirements, describeAccess } from '../../../identity-ca/index.js';
+
+type AccessQuery = Parameters<typeof describeAccess>[0];
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -112,6 +115,26 @@ function deploymentParts(r: Rendered): {
   };
 }
 
+/**
+ * RBAC's decision for one request, from the rendered Role (in its namespace) and ClusterRole,
+ * both bound to the CA's ServiceAccount (a binding test checks that).
+ */
+function allows(r: Rendered, q: AccessQuery): boolean {
+  const role = r.one('Role');
+  const scoped = [
+    ...rulesOf(r.one('ClusterRole')),
+    ...(q.namespace === role.metadata.namespace ? rulesOf(role) : []),
+  ];
+  return scoped.some(
+    (rule) =>
+      (rule.apiGroups ?? []).includes(q.group) &&
+      (rule.resources ?? []).includes(q.resource) &&
+      rule.verbs.includes(q.verb) &&
+      (rule.resourceNames === undefined ||
+        (q.name !== undefined && rule.resourceNames.includes(q.name))),
+  );
+}
+
 /** The text of the one document of this kind, as printed. */
 function documentText(r: Rendered, kind: string): string {
   const texts = r.text.split(/^---\n/m).slice(1);
@@ -143,6 +166,8 @@ function caConfigOf(r: Rendered): CaConfig {
     if (e.value !== undefined) env[e.name] = e.value;
     else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace')
       env[e.name] = deployment.metadata.namespace!;
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.name')
+      env[e.name] = `${deployment.metadata.name}-5d9f7c6b8-x2x4q`;
     else assert.fail(`env ${e.name} has a source this test cannot resolve`);
   }
   return loadConfig('ca', { argv, env }).config;
@@ -285,12 +310,11 @@ describe('meshid install', () => {
       ]);
     });
 
-    it('grants cluster-wide only TokenReview create and Event create/patch in both Event APIs', () => {
+    it('grants cluster-wide only TokenReview create and core Event create/get/update (what the CA calls)', () => {
       const r = render();
       assert.deepEqual(rulesOf(r.one('ClusterRole')), [
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-        { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
-        { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+        { apiGroups: [''], resources: ['events'], verbs: ['create', 'get', 'update'] },
       ]);
     });
 
@@ -298,7 +322,7 @@ describe('meshid install', () => {
       const r = render(['--token-validator', 'jwks']);
       assert.deepEqual(
         rulesOf(r.one('ClusterRole')).map((rule) => rule.resources),
-        [['events'], ['events']],
+        [['events']],
       );
       assert.match(
         documentText(r, 'ClusterRole'),
@@ -312,6 +336,65 @@ describe('meshid install', () => {
         rulesOf(r.one('Role')).map((rule) => rule.resourceNames),
         [['my-issuer'], ['my-roots']],
       );
+    });
+
+    for (const validator of ['tokenreview', 'jwks'] as const) {
+      it(`allows every permission the CA checks for at start-up, and its Event writes (${validator})`, () => {
+        const r = render(['--token-validator', validator, '--control-plane-namespace', 'mesh']);
+        const ca = caConfigOf(r);
+        const queries: AccessQuery[] = [
+          ...caRequirements({
+            tokenReview: ca.tokenValidator === 'tokenreview',
+            namespace: ca.namespace,
+            issuerSecret: ca.issuerSecret,
+            trustAnchorsConfigMap: ca.trustAnchorsConfigMap,
+            events: ca.events,
+          }).map((q) => q.query),
+          // A "leaf issued" Event in a workload namespace, and its repeat (read, then replace).
+          ...['create', 'get', 'update'].map((verb) => ({
+            verb,
+            group: '',
+            resource: 'events',
+            namespace: 'emojivoto',
+            name: 'web.1879c2e1a2b3c4d5',
+          })),
+        ];
+        assert.ok(queries.length >= (validator === 'tokenreview' ? 10 : 9));
+        for (const q of queries) assert.ok(allows(r, q), describeAccess(q));
+      });
+    }
+
+    it('allows nothing else: other Secrets, other verbs, other namespaces', () => {
+      const r = render();
+      const denied: AccessQuery[] = [
+        { verb: 'get', group: '', resource: 'secrets', namespace: 'linkerd', name: 'other' },
+        { verb: 'list', group: '', resource: 'secrets', namespace: 'linkerd' },
+        {
+          verb: 'update',
+          group: '',
+          resource: 'secrets',
+          namespace: 'linkerd',
+          name: 'linkerd-identity-issuer',
+        },
+        {
+          verb: 'get',
+          group: '',
+          resource: 'secrets',
+          namespace: 'other',
+          name: 'linkerd-identity-issuer',
+        },
+        {
+          verb: 'patch',
+          group: '',
+          resource: 'configmaps',
+          namespace: 'linkerd',
+          name: 'linkerd-identity-trust-roots',
+        },
+        { verb: 'list', group: '', resource: 'events', namespace: 'linkerd' },
+        { verb: 'delete', group: '', resource: 'events', namespace: 'linkerd', name: 'x' },
+        { verb: 'get', group: 'authentication.k8s.io', resource: 'tokenreviews' },
+      ];
+      for (const q of denied) assert.ok(!allows(r, q), describeAccess(q));
     });
 
     it('has no wildcard and no rule without verbs, resources and groups', () => {
@@ -357,7 +440,7 @@ describe('meshid install', () => {
       const r = render();
       const expected: Record<string, RegExp[]> = {
         Role: [/why: .*issuer.*fieldSelector/, /why: .*trust anchors.*fieldSelector/],
-        ClusterRole: [/why: .*TokenReview/, /why: .*Events.*core API/, /why: .*events\.k8s\.io/],
+        ClusterRole: [/why: .*TokenReview/, /why: .*Events.*get and update/],
       };
       for (const [kind, reasons] of Object.entries(expected)) {
         // Read the text as a reviewer does: the line above each `- ` rule item is its reason.
@@ -549,12 +632,16 @@ describe('meshid install', () => {
       assert.equal(portNumber(container, 'admin'), ca.admin.port);
     });
 
-    it('take the namespace from the downward API', () => {
+    it('take the namespace (and the pod name for Events) from the downward API', () => {
       const { container } = deploymentParts(render());
       assert.deepEqual(container.env, [
         {
           name: 'MESHID_NAMESPACE',
           valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } },
+        },
+        {
+          name: 'POD_NAME',
+          valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.name' } },
         },
       ]);
     });
