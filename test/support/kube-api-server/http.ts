@@ -102,6 +102,16 @@ function nonResource(verb: string, path: string): Route {
   };
 }
 
+/** The name a field selector requires exactly (`metadata.name=x` or `metadata.name==x`), or ''. */
+function selectedName(query: URLSearchParams): string {
+  const terms = (query.get('fieldSelector') ?? '').split(',').map((t) => t.trim());
+  for (const t of terms) {
+    const m = /^metadata\.name==?(.+)$/.exec(t);
+    if (m !== null) return m[1]!;
+  }
+  return '';
+}
+
 /** Maps method + path onto request attributes, as the real RequestInfoFactory does. */
 function route(ctx: ServerContext, method: string, path: string, query: URLSearchParams): Route {
   const parts = path
@@ -170,7 +180,9 @@ function route(ctx: ServerContext, method: string, path: string, query: URLSearc
       resource: plural,
       subresource,
       namespace,
-      name,
+      // As the real RequestInfoFactory does: a list or watch whose field selector pins
+      // metadata.name is authorized as a request for that name, so RBAC resourceNames apply.
+      name: name === '' && (verb === 'list' || verb === 'watch') ? selectedName(query) : name,
       path,
     },
   };

@@ -211,6 +211,10 @@ export interface KubeApiServer {
   clearFaults(): void;
   /** Drops all watch history: a watch from any earlier resourceVersion then gets 410 Expired. */
   compactWatchHistory(): void;
+  /** Ends every open watch stream cleanly, as a server-side watch timeout does; clients re-watch. */
+  closeWatches(): void;
+  /** How many watch streams are open. */
+  readonly openWatches: number;
   /** Serves one more resource type (a custom resource). */
   registerResource(type: ResourceType): void;
 
@@ -497,6 +501,12 @@ export async function startKubeApiServer(
     failNext: (f) => faults.add(f),
     clearFaults: () => faults.clear(),
     compactWatchHistory: () => store.compact(),
+    closeWatches: () => {
+      for (const end of [...watches]) end();
+    },
+    get openWatches() {
+      return watches.size;
+    },
     registerResource: (t) => registry.add(t),
     pause: close,
     resume: async () => {
