@@ -3,7 +3,7 @@
  * each error, optimistic concurrency, patches, selectors, Secrets, generateName, namespaces,
  * discovery and typed objects through KubernetesObjectApi.
  */
-import assert from 'node:assert/strict';
+import { strict as assert } from 'node:assert';
 import {
   AppsV1Api,
   CoreV1Api,

@@ -3,7 +3,7 @@
  * transitions, timeoutSeconds, bookmarks, 410 Expired as an ERROR event, and a client-node
  * informer relisting after a 410.
  */
-import assert from 'node:assert/strict';
+import { strict as assert } from 'node:assert';
 import { CoreV1Api, makeInformer, Watch } from '@kubernetes/client-node';
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import { startKubeApiServer } from '../../support/kube-api-server/index.js';
@@ -23,7 +23,10 @@ describe('kube-api-server: watches', () => {
   const controllers: AbortController[] = [];
 
   /** Starts a client-node watch, collecting events; `done` records the end. */
-  async function watch(path: string, params: Record<string, unknown>) {
+  async function watch(
+    path: string,
+    params: Record<string, string | number | boolean | undefined>,
+  ) {
     const seen: Seen[] = [];
     let done: unknown = undefined;
     let ended = false;

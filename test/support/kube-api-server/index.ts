@@ -197,9 +197,9 @@ export interface KubeApiServer {
   /** Mints a service-account token as TokenRequest would, creating what is missing. */
   mintToken(opts: MintTokenOptions): Promise<{ token: string; claims: ServiceAccountClaims }>;
 
-  /** Signing keys for rotation drills: add a key (returns its kid), choose the signer, drop a key. */
+  /** Signing keys for rotation drills: add a key (resolves to its kid), choose the signer, drop a key. */
   readonly signingKeys: {
-    add(): string;
+    add(): Promise<string>;
     use(kid: string): void;
     remove(kid: string): void;
     readonly active: string;
@@ -258,10 +258,12 @@ export async function startKubeApiServer(
   const now = options.now ?? Date.now;
   const issuer = options.issuer ?? 'https://kubernetes.default.svc.cluster.local';
   const apiAudiences = [...(options.apiAudiences ?? [issuer])];
-  const tls = await generateServerTls();
+  const [tls, tokens] = await Promise.all([
+    generateServerTls(),
+    TokenAuthority.create(issuer, now),
+  ]);
   const registry = new ResourceRegistry([...BUILTIN_RESOURCES, ...(options.resources ?? [])]);
   const store = new Store(options.watchHistory ?? 1000);
-  const tokens = new TokenAuthority(issuer, now);
   const authn = new Authenticator(tokens, store, registry, apiAudiences);
   const authz = new Authorizer(store, registry);
   const faults = new Faults();

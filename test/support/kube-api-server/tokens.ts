@@ -3,7 +3,8 @@
  * claims (`iss`, `sub`, `aud`, `exp`, `iat`, `nbf`, `jti`, `kubernetes.io`), several signing keys
  * for rotation drills, and verification against an injectable clock.
  */
-import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPair, randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import type { KeyObject } from 'node:crypto';
 import { exportJWK, jwtVerify, SignJWT, decodeProtectedHeader } from 'jose';
 import type { JWK } from 'jose';
@@ -54,16 +55,24 @@ export class TokenAuthority {
   readonly #keys: SigningKey[] = [];
   #active = '';
 
-  constructor(
+  private constructor(
     readonly issuer: string,
     private readonly now: () => number,
-  ) {
-    this.#active = this.addKey();
+  ) {}
+
+  /** An authority with one signing key. */
+  static async create(issuer: string, now: () => number): Promise<TokenAuthority> {
+    const t = new TokenAuthority(issuer, now);
+    t.#active = await t.addKey();
+    return t;
   }
 
   /** Generates a new RSA key (kid = base64url SHA-256 of its SPKI, as the apiserver derives it). */
-  addKey(): string {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  async addKey(): Promise<string> {
+    // Off the event loop: RSA generation takes hundreds of ms on a busy machine.
+    const { privateKey, publicKey } = await promisify(generateKeyPair)('rsa', {
+      modulusLength: 2048,
+    });
     const der = publicKey.export({ type: 'spki', format: 'der' });
     const kid = createHash('sha256').update(der).digest('base64url');
     this.#keys.push({ kid, privateKey, publicKey, jwk: {} });
