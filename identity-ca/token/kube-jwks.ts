@@ -31,6 +31,8 @@ export async function kubernetesJwksValidator(opts: {
   clockSkewMs: number;
   clock: Clock;
   logger: Logger;
+  /** How soon after a fetch an unknown `kid` may fetch again; jose's default 30 s. */
+  cooldownMs?: number;
 }): Promise<JwksTokenValidator> {
   const { api } = opts;
   let issuer = opts.issuer;
@@ -63,6 +65,7 @@ export async function kubernetesJwksValidator(opts: {
       ...(conn.clientCert === undefined ? {} : { clientCert: conn.clientCert }),
       // Re-read per fetch: an in-cluster service-account token rotates.
       headers: async () => ({ ...(await api.connection()).headers }),
+      ...(opts.cooldownMs === undefined ? {} : { cooldownMs: opts.cooldownMs }),
     },
     issuer,
     audience: opts.audience,
