@@ -381,6 +381,35 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     }
   });
 
+  it('runs as two replicas issuing concurrently with no coordination: distinct serials, one chain', async () => {
+    const replica = await startCaProcess([...caArgs, '--token-review-cache-ttl', '0s']);
+    const replicaClient = new CertifyClient({
+      address: replica.address,
+      serverName: CA_IDENTITY,
+      anchorsPem: root.certificatePem,
+    });
+    try {
+      const token = await podToken('web-9');
+      const calls = Array.from({ length: 40 }, (_, i) =>
+        (i % 2 === 0 ? client : replicaClient).certify({
+          identity: WEB,
+          token: Buffer.from(token),
+          certificateSigningRequest: csr(WEB),
+        }),
+      );
+      const leaves = (await Promise.all(calls)).map((r) => new X509Certificate(r.leafCertificate));
+      assert.equal(new Set(leaves.map((l) => l.serialNumber)).size, 40);
+      assert.equal(
+        new Set(leaves.map((l) => l.issuer)).size,
+        1,
+        'both replicas use the same issuer',
+      );
+    } finally {
+      replicaClient.close();
+      replica.proc.kill('SIGTERM');
+    }
+  });
+
   it('refuses to start, naming the permission, with credentials the install did not grant', async () => {
     const { token } = await api.mintToken({ namespace: 'emojivoto', serviceAccount: 'web' });
     const kubeconfig = join(dir, 'kubeconfig-web');
