@@ -48,7 +48,7 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(
-    ([name, c]) => `  meshid ${name.padEnd(6)} ${c.summary}`,
+    ([name, c]) => `  meshid ${name.padEnd(7)} ${c.summary}`,
   );
   return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
 }

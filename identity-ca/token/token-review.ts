@@ -73,8 +73,6 @@ export class TokenReviewValidator implements TokenValidator {
   readonly #inflight = new Map<string, Promise<WorkloadIdentity>>();
   #down = false;
   #closed = false;
-  /** Reviews made (for tests and metrics). */
-  reviews = 0;
 
   constructor(options: TokenReviewValidatorOptions) {
     if (!Number.isInteger(options.cacheTtlMs) || options.cacheTtlMs < 0)
@@ -152,7 +150,6 @@ export class TokenReviewValidator implements TokenValidator {
   }
 
   async #call(token: string, audiences: string[]): Promise<TokenReviewResult> {
-    this.reviews++;
     const signal = AbortSignal.timeout(this.#o.timeoutMs ?? 5000);
     try {
       const result = await this.#o.api.createTokenReview(token, audiences, signal);
