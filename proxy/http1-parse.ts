@@ -282,7 +282,12 @@ export function parseRequestHead(
   // Connection: only close and keep-alive go on; other listed names are this hop's, dropped.
   let close = !http11;
   let connection: string | undefined;
-  if (connectionLines.length > 0) {
+  const only = connectionLines.length === 1 ? connectionLines[0]! : undefined;
+  if (only !== undefined && equalsLower(head, only.valueStart, only.valueEnd, 'keep-alive')) {
+    close = false; // the usual value: nothing to rewrite
+  } else if (only !== undefined && equalsLower(head, only.valueStart, only.valueEnd, 'close')) {
+    close = true;
+  } else if (connectionLines.length > 0) {
     const tokens = connectionLines.flatMap((h) => valueTokens(head, h));
     if (tokens.includes('close')) close = true;
     else if (tokens.includes('keep-alive')) close = false;
@@ -362,7 +367,8 @@ export function parseResponseHead(
   let contentLength: number | undefined;
   let chunked = false;
   let transferEncoding = false;
-  let close = !http11;
+  let sawClose = false;
+  let sawKeepAlive = false;
   for (const h of headers) {
     if (equalsLower(head, h.start, h.colon, 'content-length')) {
       if (contentLength !== undefined) fail('more than one Content-Length');
@@ -373,11 +379,16 @@ export function parseResponseHead(
       const codings = valueTokens(head, h);
       chunked = codings[codings.length - 1] === 'chunked';
     } else if (equalsLower(head, h.start, h.colon, 'connection')) {
-      const tokens = valueTokens(head, h);
-      if (tokens.includes('close')) close = true;
-      else if (tokens.includes('keep-alive')) close = false;
+      if (equalsLower(head, h.valueStart, h.valueEnd, 'keep-alive')) {
+        sawKeepAlive = true; // the usual value, without splitting it
+      } else {
+        const tokens = valueTokens(head, h);
+        sawClose ||= tokens.includes('close');
+        sawKeepAlive ||= tokens.includes('keep-alive');
+      }
     }
   }
+  let close = sawClose || (!http11 && !sawKeepAlive);
   if (transferEncoding && contentLength !== undefined)
     fail('both Content-Length and Transfer-Encoding');
   let framing: Framing;

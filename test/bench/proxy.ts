@@ -64,6 +64,11 @@ const RATE = env('BENCH_PROXY_RATE', 1000);
 const RATE_SECONDS = env('BENCH_PROXY_RATE_SECONDS', 10);
 const CONNECTIONS = 32;
 /**
+ * Extra node arguments for the two meshid proxies, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+ * to profile them under the same load (profiles are written when they stop).
+ */
+const PROXY_NODE_ARGS = (process.env['BENCH_PROXY_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+/**
  * Niceness of the servers and the generator during the fixed-rate runs (when root): the machine
  * is shared, and a millisecond target is lost in other processes' time slices otherwise. The
  * same for every path; undone afterwards.
@@ -660,6 +665,7 @@ export async function runProxyBench(out: Out): Promise<void> {
       const admin = await freePort();
       const child = spawnChild(`meshid ${sa}`, [
         process.execPath,
+        ...PROXY_NODE_ARGS,
         MESHID_BIN,
         'proxy',
         '--identity-addr',

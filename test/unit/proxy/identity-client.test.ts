@@ -8,6 +8,8 @@
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -27,7 +29,7 @@ import {
   validateIssuer,
 } from '../../../identity-ca/index.js';
 import type { IssuerCredentials } from '../../../identity-ca/index.js';
-import { IdentityClient } from '../../../proxy/index.js';
+import { CertifyCallFailed, Http2CertifyClient, IdentityClient } from '../../../proxy/index.js';
 import type { Timers } from '../../../proxy/index.js';
 import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
 import { SignerCache } from '../../../identity-ca/server/certify.js';
@@ -335,5 +337,141 @@ describe('proxy/identity: the identity client', function () {
       wrong.close();
       await server.close(100);
     }
+  });
+
+  describe("the proxy's Certify client on node:http2 (no grpc-js)", () => {
+    let server: CertifyServer;
+    let address: { host: string; port: number };
+    let answer: (req: CertifyRequest) => Promise<CertifyResponse>;
+
+    before(async () => {
+      const serving = issueServingCertificate(issuer, {
+        identityName: CA_IDENTITY,
+        naming: NAMING,
+        lifetimeMs: HOUR,
+        clockSkewMs: 0,
+        clock,
+        random: systemRandom,
+        signers: new SignerCache(),
+      });
+      server = new CertifyServer({
+        handler: (req) => answer(req),
+        logger: silentLogger(),
+        maxRequestBytes: 65536,
+        credentials: serving,
+      });
+      address = await server.listen({ host: '127.0.0.1', port: 0 });
+    });
+    after(async () => {
+      await server.close(100);
+    });
+    beforeEach(() => {
+      answer = (req) => handler(req);
+    });
+
+    const csrRequest = async (): Promise<CertifyRequest> => {
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      return {
+        identity: WEB,
+        token: Buffer.from(await state.token('emojivoto', 'web', { ttlMs: HOUR })),
+        certificateSigningRequest: createCsr({
+          privateKey,
+          commonName: WEB,
+          dnsNames: [WEB],
+        }),
+      };
+    };
+
+    it('gets a certificate the identity client accepts, over one reused connection', async () => {
+      const ca = new Http2CertifyClient({ address, serverName: CA_IDENTITY, anchorsPem });
+      try {
+        const { id } = client({ certify: (req) => ca.certify(req) });
+        assert.equal((await id.refresh()).identity, WEB);
+        assert.equal((await id.refresh()).identity, WEB);
+      } finally {
+        ca.close();
+      }
+    });
+
+    it('refuses a CA whose certificate is not the expected identity', async () => {
+      const ca = new Http2CertifyClient({
+        address,
+        serverName: idOf('linkerd', 'impostor'),
+        anchorsPem,
+      });
+      try {
+        await assert.rejects(ca.certify(await csrRequest()), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 14);
+          assert.match(err.details, /not for .*impostor/);
+          return true;
+        });
+      } finally {
+        ca.close();
+      }
+    });
+
+    it('refuses a CA whose chain does not lead to the anchors', async () => {
+      const ca = new Http2CertifyClient({
+        address,
+        serverName: CA_IDENTITY,
+        anchorsPem: otherAnchor,
+      });
+      try {
+        await assert.rejects(ca.certify(await csrRequest()), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 14);
+          return true;
+        });
+      } finally {
+        ca.close();
+      }
+    });
+
+    it("reports the CA's gRPC status and message", async () => {
+      const ca = new Http2CertifyClient({ address, serverName: CA_IDENTITY, anchorsPem });
+      try {
+        const req = { ...(await csrRequest()), identity: idOf('emojivoto', 'other') };
+        await assert.rejects(ca.certify(req), (err: CertifyCallFailed) => {
+          assert.ok(err instanceof CertifyCallFailed);
+          assert.ok(err.code !== 0 && err.code !== 14, `status ${err.code}`);
+          assert.notEqual(err.details, '');
+          return true;
+        });
+      } finally {
+        ca.close();
+      }
+    });
+
+    it('gives up at the deadline with DEADLINE_EXCEEDED', async () => {
+      answer = () => new Promise(() => undefined);
+      const ca = new Http2CertifyClient({ address, serverName: CA_IDENTITY, anchorsPem });
+      try {
+        await assert.rejects(ca.certify(await csrRequest(), 200), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 4);
+          return true;
+        });
+      } finally {
+        ca.close();
+      }
+    });
+
+    it('reports UNAVAILABLE when nothing listens', async () => {
+      const gone = createNetServer();
+      await new Promise<void>((resolve) => gone.listen(0, '127.0.0.1', resolve));
+      const port = (gone.address() as AddressInfo).port;
+      await new Promise<void>((resolve) => gone.close(() => resolve()));
+      const ca = new Http2CertifyClient({
+        address: { host: '127.0.0.1', port },
+        serverName: CA_IDENTITY,
+        anchorsPem,
+      });
+      try {
+        await assert.rejects(ca.certify(await csrRequest()), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 14);
+          return true;
+        });
+      } finally {
+        ca.close();
+      }
+    });
   });
 });

@@ -1,0 +1,62 @@
+/**
+ * The proxy's traffic metrics: the request latency histogram (its own light implementation)
+ * exposes exactly what a prom-client Histogram fed the same observations exposes.
+ */
+import { strict as assert } from 'node:assert';
+import { Histogram, Registry } from '../../../core/index.js';
+import { registerTrafficMetrics } from '../../../proxy/metrics.js';
+
+const NAME = 'meshid_proxy_request_duration_seconds';
+
+describe('proxy traffic metrics', () => {
+  it('exposes the request latency histogram as prom-client would, per protocol and status class', async () => {
+    const registry = new Registry();
+    const traffic = registerTrafficMetrics(registry);
+    const reference = new Registry();
+    const expected = new Histogram({
+      name: NAME,
+      help: 'HTTP request latency through the proxy, by direction, protocol and status class.',
+      labelNames: ['direction', 'protocol', 'status'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [reference],
+    });
+    const observations: ['http1' | 'http2', number, number][] = [
+      ['http1', 200, 0.3],
+      ['http1', 200, 0.5],
+      ['http1', 201, 2],
+      ['http1', 404, 40],
+      ['http2', 200, 7000],
+      ['http1', 0, 1],
+      ['http1', 502, 0.0001],
+    ];
+    for (const [protocol, status, durationMs] of observations) {
+      traffic.inbound({
+        type: 'http-request',
+        peer: 'voting',
+        protocol,
+        method: 'GET',
+        status,
+        authorized: true,
+        durationMs,
+      });
+      expected.observe(
+        { direction: 'inbound', protocol, status: `${Math.floor(status / 100)}xx` },
+        durationMs / 1000,
+      );
+    }
+    const series = (text: string): string[] =>
+      text
+        .split('\n')
+        .filter((l) => l.includes(NAME))
+        .sort();
+    const got = series(await registry.metrics());
+    assert.deepEqual(got, series(await reference.metrics()));
+    assert.ok(
+      got.includes(
+        `${NAME}_bucket{le="0.0005",direction="inbound",protocol="http1",status="2xx"} 2`,
+      ),
+      got.join('\n'),
+    );
+    assert.ok(got.includes(`${NAME}_count{direction="inbound",protocol="http1",status="2xx"} 3`));
+  });
+});
