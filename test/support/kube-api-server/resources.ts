@@ -185,6 +185,7 @@ export const BUILTIN_RESOURCES: readonly ResourceType[] = [
     kind: 'Lease',
     plural: 'leases',
     namespaced: true,
+    allowCreateOnUpdate: true,
     microTimeFields: ['spec.acquireTime', 'spec.renewTime'],
   },
   // rbac.authorization.k8s.io/v1: names may contain ':' (system:auth-delegator)
