@@ -458,6 +458,11 @@ async function serveResource(
       const selector = selectorFor(r, query);
       const timeout = query.get('timeoutSeconds');
       const sie = query.get('sendInitialEvents');
+      const rv = query.get('resourceVersion');
+      if (rv !== null && rv !== '' && !/^\d+$/.test(rv))
+        throw badRequest(
+          `invalid resource version: strconv.ParseUint: parsing "${rv}": invalid syntax`,
+        );
       let stop: () => void = () => undefined;
       const ender = (): void => stop();
       ctx.watches.add(ender);
