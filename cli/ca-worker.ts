@@ -18,10 +18,10 @@ const workerId = cluster.worker?.id ?? 0;
 const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
-  (config, registry) =>
+  async (config, registry) =>
     startCertifyProcess({
       config,
-      ...optional('kube', caKube(config)),
+      ...optional('kube', await caKube(config)),
       registry,
       logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
       clock: systemClock,

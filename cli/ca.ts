@@ -23,7 +23,7 @@ export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.me
  */
 export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
   const workers = workerCount(config.workers);
-  const kube = caKube(config);
+  const kube = await caKube(config);
   if (kube !== undefined) {
     try {
       await checkCaPermissions(kube.api, config, logger);

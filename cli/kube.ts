@@ -3,19 +3,22 @@
  */
 import { hostname } from 'node:os';
 import type { CaConfig, Logger } from '../core/index.js';
-import { loadKubeConfig } from '../core/kube.js';
 import {
   caRequirements,
   checkPermissions,
-  clientNodeKubeApi,
   describeAccess,
+  openKubeApi,
 } from '../identity-ca/index.js';
 import type { KubeApi } from '../identity-ca/index.js';
 
 /** The API and this instance's name, or undefined when the configuration uses no API. */
-export function caKube(config: CaConfig): { api: KubeApi; instance: string } | undefined {
+export async function caKube(
+  config: CaConfig,
+): Promise<{ api: KubeApi; instance: string } | undefined> {
   if (config.kubeconfig === undefined) return undefined;
-  const api = clientNodeKubeApi(loadKubeConfig(config.kubeconfig, process.env));
+  // Loaded only here: a CA on files never pays for the Kubernetes client.
+  const { loadKubeConfig } = await import('../core/kube.js');
+  const api = await openKubeApi(loadKubeConfig(config.kubeconfig, process.env));
   // In a pod the hostname is the pod name, which is what `reportingInstance` should say.
   return { api, instance: process.env['POD_NAME'] ?? hostname() };
 }
