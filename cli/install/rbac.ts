@@ -81,11 +81,11 @@ export function clusterPermissions(inputs: PermissionInputs): Permission[] {
       : []),
     {
       // The CA writes core/v1 Events only (never events.k8s.io), and aggregates a repeat the way
-      // kubectl shows it: read the Event by name, write it back with a higher count. No list or
-      // watch: it never needs to see Events it did not write.
+      // kubectl shows it: a merge patch of the count on the Event it created. No get, list or
+      // watch: it never reads Events.
       reason:
-        'why: record Events on the issuer in this namespace and "leaf issued" Events on ServiceAccounts in workload namespaces, hence cluster-wide; get and update by name count a repeat on the one Event',
-      rule: { apiGroups: [''], resources: ['events'], verbs: ['create', 'get', 'update'] },
+        'why: record Events on the issuer in this namespace and "leaf issued" Events on ServiceAccounts in workload namespaces, hence cluster-wide; patch counts a repeat on the one Event',
+      rule: { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
     },
   ];
 }

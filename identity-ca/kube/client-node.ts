@@ -10,7 +10,9 @@ import {
   AuthorizationV1Api,
   CoreV1Api,
   Observable,
+  PatchStrategy,
   Watch,
+  setHeaderOptions,
 } from '@kubernetes/client-node';
 import type {
   ConfigurationOptions,
@@ -192,25 +194,27 @@ export function clientNodeKubeApi(kc: KubeConfig): KubeApi {
         );
         return;
       }
-      // A repeat of a recorded event: one object with a growing count, as kubectl shows it.
+      // A repeat of a recorded event: one object with a growing count, as kubectl shows it. A
+      // merge patch of the changing fields, so the CA needs create and patch on Events only.
       try {
-        const existing = await call(
-          () => core.readNamespacedEvent({ name, namespace }, opts),
-          `read event ${namespace}/${name}`,
-        );
         await call(
           () =>
-            core.replaceNamespacedEvent(
+            core.patchNamespacedEvent(
               {
                 name,
                 namespace,
-                body: { ...body, metadata: existing.metadata ?? { name, namespace } },
+                body: {
+                  count: e.count,
+                  message: e.message,
+                  lastTimestamp: e.lastTimestamp.toISOString(),
+                },
               },
-              opts,
+              setHeaderOptions('Content-Type', PatchStrategy.MergePatch, withSignal(signal)),
             ),
-          `update event ${namespace}/${name}`,
+          `patch event ${namespace}/${name}`,
         );
       } catch (err) {
+        // The first write of this series was dropped (rate limit, outage): create it now.
         if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
         await call(
           () => core.createNamespacedEvent({ namespace, body }, opts),

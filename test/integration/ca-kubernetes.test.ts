@@ -404,6 +404,15 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
         1,
         'both replicas use the same issuer',
       );
+      // Repeats are counted on one Event per replica (a merge patch, allowed by the installed
+      // RBAC), and the rate limit stops each replica after its burst.
+      const counts = await waitFor('Event counts', () => {
+        const c = (
+          events('IssuedLeafCertificate', 'ServiceAccount') as (KubeObject & { count?: number })[]
+        ).map((e) => e.count ?? 0);
+        return c.some((n) => n >= 2) ? c : undefined;
+      });
+      assert.ok(Math.max(...counts) <= 5, `at most the burst per replica: ${counts.join(',')}`);
     } finally {
       replicaClient.close();
       replica.proc.kill('SIGTERM');

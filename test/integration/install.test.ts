@@ -195,8 +195,11 @@ describe('meshid install (real process)', function () {
       assert.ok(
         await can({ verb: 'create', resource: 'tokenreviews', group: 'authentication.k8s.io' }),
       );
-      for (const verb of ['create', 'get', 'update'])
+      for (const verb of ['create', 'patch'])
         assert.ok(await can({ verb, resource: 'events', namespace: 'emojivoto', name: 'e' }), verb);
+      assert.ok(
+        !(await can({ verb: 'get', resource: 'events', namespace: 'emojivoto', name: 'e' })),
+      );
 
       assert.ok(!(await can({ verb: 'get', resource: 'secrets', namespace: NS, name: 'other' })));
       assert.ok(!(await can({ verb: 'list', resource: 'secrets', namespace: NS })));
