@@ -46,6 +46,7 @@ export async function selfCheck(
   ca: RunningCa,
   dir: string,
   who: { ns: string; sa: string },
+  logger?: Logger,
 ): Promise<string> {
   const inputs = localStateInputs(dir);
   const anchorsPem = await readFile(inputs.trustAnchors, 'utf8');
@@ -64,6 +65,7 @@ export async function selfCheck(
     address: ca.address,
     serverName: caIdentityName(NAMING),
     anchorsPem,
+    ...(logger === undefined ? {} : { logger }),
   });
   try {
     const res = await client.certify({
@@ -125,7 +127,7 @@ export async function runLocal(argv: string[]): Promise<number> {
     { ns: 'emojivoto', sa: 'voting' },
   ]) {
     try {
-      out(`meshid: self-check: ${await selfCheck(ca, config.dir, who)}`);
+      out(`meshid: self-check: ${await selfCheck(ca, config.dir, who, logger)}`);
     } catch (err) {
       out(`meshid: self-check FAILED: ${(err as Error).message}`);
       await ca.close();

@@ -7,13 +7,11 @@ import type {
   Address,
   CertifyRequest,
   CertifyResponse,
-  LogLevel,
   Logger,
   ProxyConfig,
 } from '../core/index.js';
 import {
   MeshidError,
-  createLogger,
   createRegistry,
   formatAddress,
   loadConfig,
@@ -36,37 +34,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
-// Not runtime.ts's helpers: they route grpc-js's logs, so importing them loads grpc-js, and the
-// proxy has no use for it (its Certify client is node's HTTP/2). These are the same, without it.
-
-function processLogger(level: LogLevel, bindings: Record<string, unknown>): Logger {
-  return createLogger({ level }).child(bindings);
-}
-
-/** The "listening" line, printed at any level but silent: tools and tests wait for it. */
-function announceListening(
-  logger: Logger,
-  bindings: Record<string, unknown>,
-  fields: Record<string, unknown>,
-): void {
-  const announce =
-    logger.isLevelEnabled('info') || logger.level === 'silent'
-      ? logger
-      : createLogger({ level: 'info' }).child(bindings);
-  announce.info(fields, 'listening');
-}
-
-function untilStopSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve(signal);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
-}
+import { announceListening, processLogger, untilStopSignal } from './runtime.js';
 
 /** A running proxy. */
 export interface RunningProxy {

@@ -1,27 +1,20 @@
 /**
- * What every long-running command builds once: the logger (with grpc-js routed into it) and
- * the process-level handlers, and the wait for a stop signal.
+ * What every long-running command builds once: the logger and the process-level handlers, and
+ * the wait for a stop signal. Nothing here loads grpc-js: the one grpc-js user, the CertifyClient
+ * of `meshid local`'s self-check, routes its logs itself.
  */
-import * as grpc from '@grpc/grpc-js';
 import { availableParallelism } from 'node:os';
 import { createLogger } from '../core/index.js';
 import type { LogLevel, Logger } from '../core/index.js';
 
-/** The process logger, with grpc-js's own log lines routed into it. */
+/** The process logger. */
 export function processLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
-  const logger = createLogger({ level }).child(bindings);
-  const grpcLog = logger.child({ component: 'grpc-js' });
-  grpc.setLogger({
-    error: (...args: unknown[]) => grpcLog.warn(args.map(String).join(' ')),
-  } as unknown as Partial<Console>);
-  grpc.setLogVerbosity(grpc.logVerbosity.ERROR);
-  return logger;
+  return createLogger({ level }).child(bindings);
 }
 
 /**
  * Logs the one "listening" line. It is printed at any level but silent, because tools and tests
- * wait for it; below info it goes through a logger of its own, which leaves grpc-js's log routing
- * on the process logger.
+ * wait for it; below info it goes through a logger of its own.
  */
 export function announceListening(
   logger: Logger,

@@ -3,11 +3,13 @@
  * certificate against the CA's identity name (SAN), as a proxy does. Used by `meshid local`'s
  * self-check and by tests; the proxy issue builds its identity client on the same calls.
  */
-import * as grpc from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
+import type * as Grpc from '@grpc/grpc-js';
 import type { Address } from './config.js';
 import { formatAddress } from './config.js';
 import type { CertifyRequest, CertifyResponse } from './certify-wire.js';
 import { CERTIFY_PATH, decodeCertifyResponse, encodeCertifyRequest } from './certify-wire.js';
+import type { Logger } from './logger.js';
 
 /** A gRPC failure as the client saw it. */
 export interface CertifyCallError extends Error {
@@ -27,7 +29,17 @@ const definition = {
   },
 } as const;
 
-const IdentityClient = grpc.makeGenericClientConstructor(definition, 'Identity');
+// grpc-js (about 13 MB of a process) is loaded on first use, not at import: core's index is
+// imported by every command, and the proxy, which has its own HTTP/2 Certify client, must not
+// carry it.
+let loaded: { grpc: typeof Grpc; IdentityClient: Grpc.ServiceClientConstructor } | undefined;
+function grpcJs(): NonNullable<typeof loaded> {
+  if (loaded === undefined) {
+    const grpc = createRequire(import.meta.url)('@grpc/grpc-js') as typeof Grpc;
+    loaded = { grpc, IdentityClient: grpc.makeGenericClientConstructor(definition, 'Identity') };
+  }
+  return loaded;
+}
 
 /**
  * A client for one CA address.
@@ -40,9 +52,23 @@ const IdentityClient = grpc.makeGenericClientConstructor(definition, 'Identity')
  * ```
  */
 export class CertifyClient {
-  readonly #client: grpc.Client;
+  readonly #client: Grpc.Client;
 
-  constructor(opts: { address: Address; serverName: string; anchorsPem: string }) {
+  constructor(opts: {
+    address: Address;
+    serverName: string;
+    anchorsPem: string;
+    /** Where grpc-js's own error lines go (process-wide); default: its console output. */
+    logger?: Logger;
+  }) {
+    const { grpc, IdentityClient } = grpcJs();
+    if (opts.logger !== undefined) {
+      const grpcLog = opts.logger.child({ component: 'grpc-js' });
+      grpc.setLogger({
+        error: (...args: unknown[]) => grpcLog.warn(args.map(String).join(' ')),
+      } as unknown as Partial<Console>);
+      grpc.setLogVerbosity(grpc.logVerbosity.ERROR);
+    }
     const creds = grpc.credentials.createSsl(Buffer.from(opts.anchorsPem), null, null, {
       checkServerIdentity: (_host, cert) => {
         const names = (cert.subjectaltname ?? '').split(', ');
@@ -65,8 +91,8 @@ export class CertifyClient {
       const client = this.#client as unknown as {
         certify(
           r: CertifyRequest,
-          o: grpc.CallOptions,
-          cb: (e: grpc.ServiceError | null, res?: CertifyResponse) => void,
+          o: Grpc.CallOptions,
+          cb: (e: Grpc.ServiceError | null, res?: CertifyResponse) => void,
         ): void;
       };
       client.certify(req, { deadline: Date.now() + deadlineMs }, (err, res) => {
