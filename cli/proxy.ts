@@ -26,6 +26,7 @@ import {
   InboundPolicy,
   InboundProxy,
   OutboundProxy,
+  SIDECAR_NODE_OPTIONS,
   StaticDestinationResolver,
   parseDestination,
   parseRoute,
@@ -176,27 +177,33 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
 }
 
 /**
- * Keeps V8's young generation at its initial size (1 MB per semi-space) instead of letting it
- * grow to 16 MB per semi-space under load: for a sidecar that is ~30 MB of RSS for a few percent
- * more scavenges (docs/benchmarks.md has the measurements). The semi-space maximum can only be
- * set when the process starts (`--max-semi-space-size`), but the growth factor is read at each
- * growth, so this works from here. An operator who sets either in NODE_OPTIONS or on the command
- * line keeps their choice.
+ * Keeps V8's young generation small. Its maximum can only be set when the process starts
+ * (`SIDECAR_NODE_OPTIONS`, `--max-semi-space-size`); when it was not, the growth factor (read at
+ * each growth) at least keeps the semi-spaces from doubling under load. An operator who sets
+ * either in NODE_OPTIONS or on the command line keeps their choice. Returns whether the maximum
+ * was set at start.
  */
-function boundYoungGeneration(): void {
+function boundYoungGeneration(): boolean {
   const given = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
-  if (/semi[-_]space/.test(given)) return;
-  setFlagsFromString('--semi-space-growth-factor=1');
+  if (/max[-_]semi[-_]space[-_]size/.test(given)) return true;
+  if (!/semi[-_]space/.test(given)) setFlagsFromString('--semi-space-growth-factor=1');
+  return false;
 }
 
 /** `meshid proxy` */
 export async function runProxy(argv: string[]): Promise<number> {
-  boundYoungGeneration();
+  const bounded = boundYoungGeneration();
   const { config } = loadConfig('proxy', { argv, env: process.env });
   const logger = processLogger(config.logLevel, {
     service: 'proxy',
     identity: config.localIdentity,
   });
+  if (!bounded) {
+    logger.info(
+      { nodeOptions: SIDECAR_NODE_OPTIONS.join(' ') },
+      'the V8 young generation is not bounded; start the sidecar with these node options to keep its memory near its idle size under load',
+    );
+  }
   const stopped = untilStopSignal();
   const proxy = await startProxy(config, logger);
   announceListening(

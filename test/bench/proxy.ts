@@ -42,6 +42,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatAddress } from '../../core/index.js';
+import { SIDECAR_NODE_OPTIONS } from '../../proxy/index.js';
 import { MESHID_BIN, adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { certificateFromCa, freePort } from '../support/proxy-process.js';
@@ -64,10 +65,13 @@ const RATE = env('BENCH_PROXY_RATE', 1000);
 const RATE_SECONDS = env('BENCH_PROXY_RATE_SECONDS', 10);
 const CONNECTIONS = 32;
 /**
- * Extra node arguments for the two meshid proxies, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
- * to profile them under the same load (profiles are written when they stop).
+ * Node arguments for the two meshid proxies: by default the ones the sidecar is meant to run
+ * with (SIDECAR_NODE_OPTIONS); override e.g. with `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile
+ * them under the same load (profiles are written when they stop), or with '' for none.
  */
-const PROXY_NODE_ARGS = (process.env['BENCH_PROXY_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+const PROXY_NODE_ARGS = (process.env['BENCH_PROXY_NODE_ARGS'] ?? SIDECAR_NODE_OPTIONS.join(' '))
+  .split(' ')
+  .filter(Boolean);
 /**
  * Niceness of the servers and the generator during the fixed-rate runs (when root): the machine
  * is shared, and a millisecond target is lost in other processes' time slices otherwise. The
@@ -956,7 +960,7 @@ export async function runProxyBench(out: Out): Promise<void> {
         .join(', ')} MB)`,
     );
     out(
-      `notes: medians of ${ROUNDS} rounds; ratios and added latency are taken within each round, then their median. Saturation: all processes share the ${cores} cores unpinned, so wrk, both proxies and the backend compete for CPU and req/s reflects CPU per request as much as anything. Fixed rate: every server (backend, proxies, CA) pinned to core 0 and the generator alone on core 1, all at nice ${NICE} when root; latency is from handing the request to the socket to the end of the response. nginx RSS is master + worker. meshid's route listener forwards bytes (one TLS connection per client connection) and its inbound re-issues each request to the backend; nginx parses HTTP at both hops and pools upstream connections. Load average ${loadBefore} before, ${loadavg().map(f2).join(' ')} after: other work on the machine shows up as noise.`,
+      `notes: medians of ${ROUNDS} rounds; ratios and added latency are taken within each round, then their median. Saturation: all processes share the ${cores} cores unpinned, so wrk, both proxies and the backend compete for CPU and req/s reflects CPU per request as much as anything. Fixed rate: every server (backend, proxies, CA) pinned to core 0 and the generator alone on core 1, all at nice ${NICE} when root; latency is from handing the request to the socket to the end of the response. nginx RSS is master + worker. meshid's route listener forwards bytes (one TLS connection per client connection) and its inbound relays HTTP/1.1 on one backend connection per client connection, rewriting only request heads; the meshid proxies run with ${PROXY_NODE_ARGS.join(' ') || 'no node options'}; nginx parses HTTP at both hops and pools upstream connections. Load average ${loadBefore} before, ${loadavg().map(f2).join(' ')} after: other work on the machine shows up as noise.`,
     );
 
     const resultsDir = join(ROOT, 'bench-results');
