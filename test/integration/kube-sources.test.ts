@@ -62,7 +62,10 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
     else server.update({ ...secret(i, type), metadata: cur.metadata });
   }
 
-  async function startSource(): Promise<{ store: IssuerStore; source: KubeIssuerSource }> {
+  function newSource(more: Partial<ConstructorParameters<typeof KubeIssuerSource>[0]> = {}): {
+    store: IssuerStore;
+    source: KubeIssuerSource;
+  } {
     const store = new IssuerStore({ clock: systemClock, logger: silentLogger() });
     const source = new KubeIssuerSource({
       api,
@@ -73,9 +76,17 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
       store,
       logger: silentLogger(),
       backoffMs: { min: 50, max: 200 },
+      ...more,
     });
-    await source.start();
     return { store, source };
+  }
+
+  async function startSource(
+    more: Partial<ConstructorParameters<typeof KubeIssuerSource>[0]> = {},
+  ): Promise<{ store: IssuerStore; source: KubeIssuerSource }> {
+    const started = newSource(more);
+    await started.source.start();
+    return started;
   }
 
   before(async () => {
@@ -136,18 +147,9 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
 
   it('keeps the last good issuer when the Secret is deleted, and takes the re-created one', async () => {
     const deleted: string[] = [];
-    const store = new IssuerStore({ clock: systemClock, logger: silentLogger() });
-    const source = new KubeIssuerSource({
-      api,
-      namespace: NS,
-      secretName: 'issuer',
-      configMapName: 'anchors',
-      anchorsKey: 'ca-bundle.crt',
-      store,
-      logger: silentLogger(),
+    const { store, source } = await startSource({
       onDeleted: (kind, name) => deleted.push(`${kind}/${name}`),
     });
-    await source.start();
     try {
       const before = store.current()!.fingerprint;
       server.delete({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: 'issuer' });
@@ -164,16 +166,7 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
   });
 
   it('refuses to start when the ConfigMap lacks the bundle key, naming it', async () => {
-    const store = new IssuerStore({ clock: systemClock, logger: silentLogger() });
-    const source = new KubeIssuerSource({
-      api,
-      namespace: NS,
-      secretName: 'issuer',
-      configMapName: 'anchors',
-      anchorsKey: 'roots.pem',
-      store,
-      logger: silentLogger(),
-    });
+    const { source } = newSource({ anchorsKey: 'roots.pem' });
     await assert.rejects(source.start(), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ERR_ANCHORS_INVALID');
       assert.match(err.message, /ConfigMap linkerd\/anchors has no "roots.pem" key/);
