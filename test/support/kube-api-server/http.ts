@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
-import { apiVersionOf } from './resources.js';
+import { STORAGE_VERBS, apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import {
   selfSubjectAccessReview,
@@ -258,18 +258,7 @@ function discoveryResources(
       singularName: t.singular ?? t.kind.toLowerCase(),
       namespaced: t.namespaced,
       kind: t.kind,
-      verbs: [
-        ...(t.verbs ?? [
-          'create',
-          'delete',
-          'deletecollection',
-          'get',
-          'list',
-          'patch',
-          'update',
-          'watch',
-        ]),
-      ],
+      verbs: [...(t.verbs ?? STORAGE_VERBS)],
     };
     if (t.shortNames !== undefined && t.shortNames.length > 0)
       main['shortNames'] = [...t.shortNames];
