@@ -181,20 +181,26 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
         clock,
         random,
         logger: log.child({ component: 'certify' }),
-        onIssued: (issued) => {
-          deps.onIssued?.(issued);
-          events?.record(
-            {
-              kind: 'ServiceAccount',
-              apiVersion: 'v1',
-              namespace: issued.namespace,
-              name: issued.serviceAccount,
-            },
-            'Normal',
-            EventReason.issuedLeafCertificate,
-            `Issued certificate for ${issued.identity} until ${iso(issued.notAfter)}: ${issued.sha256}`,
-          );
-        },
+        // Only when someone listens: the audit record (a SHA-256 of the leaf) is skipped
+        // otherwise on this hot path.
+        ...(deps.onIssued === undefined && events === undefined
+          ? {}
+          : {
+              onIssued: (issued: IssuedLeaf) => {
+                deps.onIssued?.(issued);
+                events?.record(
+                  {
+                    kind: 'ServiceAccount',
+                    apiVersion: 'v1',
+                    namespace: issued.namespace,
+                    name: issued.serviceAccount,
+                  },
+                  'Normal',
+                  EventReason.issuedLeafCertificate,
+                  `Issued certificate for ${issued.identity} until ${iso(issued.notAfter)}: ${issued.sha256}`,
+                );
+              },
+            }),
         onIssuerNotValid: (message) =>
           issuerEvent('Warning', EventReason.issuerValidationFailed, message),
       },
