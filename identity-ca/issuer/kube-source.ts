@@ -223,18 +223,7 @@ export class KubeIssuerSource {
     } catch (err) {
       const error = err as MeshidError;
       if (reason === 'start') throw error;
-      this.#log.warn(
-        {
-          [LogKey.event]: 'IssuerUpdateSkipped',
-          [LogKey.code]: error.code,
-          [LogKey.reason]: error.message,
-          source,
-        },
-        'refused new issuer material; keeping the last good issuer',
-      );
-      // The store tells its listeners (metrics, Events) through the same path as a bad pair.
-      this.#o.store.emit('rejected', error, source);
-      return { status: 'rejected', error, current: this.#o.store.current() };
+      return this.#o.store.reject(error, source);
     }
     return this.#o.store.apply(material, anchors, source);
   }

@@ -101,24 +101,14 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
       const now = this.#clock.now();
       next = await validateIssuer(material, parseTrustAnchors(anchorsPem, now), now);
     } catch (err) {
-      const error =
+      return this.#reject(
         err instanceof MeshidError
           ? err
           : new MeshidError('ERR_INTERNAL', 'issuer validation failed unexpectedly', {
               cause: err,
-            });
-      this.#log.warn(
-        {
-          [LogKey.event]: 'IssuerUpdateSkipped',
-          [LogKey.code]: error.code,
-          [LogKey.reason]: error.message,
-          source,
-          keptSerial: this.#current?.serial,
-        },
-        'refused new issuer material; keeping the last good issuer',
+            }),
+        source,
       );
-      this.#emitSafely('rejected', error, source);
-      return { status: 'rejected', error, current: this.#current };
     }
 
     const previous = this.#current;
@@ -146,6 +136,32 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
     );
     this.#emitSafely('updated', next, previous, source);
     return { status: 'updated', credentials: next, previous };
+  }
+
+  /**
+   * Refuses new material that a source could not even turn into a pair (an issuer Secret without
+   * its key, a ConfigMap without the bundle): logged, counted and announced exactly like a pair
+   * that failed validation, and the last good pair stays. Queued behind any apply in progress.
+   */
+  reject(error: MeshidError, source: string): Promise<ApplyResult> {
+    const run = this.#queue.then(() => this.#reject(error, source));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #reject(error: MeshidError, source: string): ApplyResult {
+    this.#log.warn(
+      {
+        [LogKey.event]: 'IssuerUpdateSkipped',
+        [LogKey.code]: error.code,
+        [LogKey.reason]: error.message,
+        source,
+        keptSerial: this.#current?.serial,
+      },
+      'refused new issuer material; keeping the last good issuer',
+    );
+    this.#emitSafely('rejected', error, source);
+    return { status: 'rejected', error, current: this.#current };
   }
 
   // A throwing listener must not turn an accepted pair into a failed apply() or break the queue.

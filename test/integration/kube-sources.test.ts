@@ -165,6 +165,28 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
     }
   });
 
+  it('refuses a Secret that lost its key as a rejected update, keeping the last good issuer', async () => {
+    const { store, source } = await startSource();
+    const rejected: string[] = [];
+    store.on('rejected', (err) => rejected.push(err.message));
+    try {
+      const before = store.current()!.fingerprint;
+      // The API itself refuses a kubernetes.io/tls Secret without tls.key, so an Opaque one
+      // (a type cannot change in place: delete, then create) carries the certificate alone.
+      const broken = secret(await intermediate('issuer-broken'), 'Opaque');
+      delete (broken as { data: Record<string, string> }).data['tls.key'];
+      server.delete({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: 'issuer' });
+      server.create(broken);
+      await waitFor('the refusal', () => (rejected.length > 0 ? true : undefined));
+      assert.match(rejected[0]!, /Secret linkerd\/issuer \(type Opaque\) lacks tls.key/);
+      assert.equal(store.current()!.fingerprint, before);
+    } finally {
+      await source.close();
+      server.delete({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: 'issuer' });
+      server.create(secret(await intermediate('issuer-restored')));
+    }
+  });
+
   it('refuses to start when the ConfigMap lacks the bundle key, naming it', async () => {
     const { source } = newSource({ anchorsKey: 'roots.pem' });
     await assert.rejects(source.start(), (err: Error & { code?: string }) => {
