@@ -122,8 +122,8 @@ export interface KubeApi {
   recordEvent(name: string, event: EventRecord, signal: AbortSignal): Promise<void>;
   /** How to reach the API server directly (for the JWKS fetch): its CA, client cert, auth header. */
   connection(): Promise<ApiConnection>;
-  /** GET of a non-resource path (e.g. `/.well-known/openid-configuration`), parsed as JSON. */
-  getJson(path: string, signal: AbortSignal): Promise<unknown>;
+  /** The service-account token issuer named by the API server's OIDC discovery document. */
+  oidcIssuer(signal: AbortSignal): Promise<string>;
   /** Releases sockets. */
   close(): void;
 }

@@ -3,7 +3,7 @@
  * library. Every failure becomes a {@link KubeApiError} carrying the HTTP status and the
  * Status reason, so nothing above it depends on the library's exception types.
  */
-import * as https from 'node:https';
+import type * as https from 'node:https';
 import {
   ApiException,
   AuthenticationV1Api,
@@ -12,6 +12,7 @@ import {
   Observable,
   PatchStrategy,
   Watch,
+  WellKnownApi,
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import type {
@@ -32,9 +33,6 @@ import type {
 } from './api.js';
 import { KubeApiError } from './api.js';
 
-/** JSON bodies of non-resource GETs are small (the OIDC documents); refuse anything large. */
-const MAX_JSON_BYTES = 1024 * 1024;
-
 /**
  * Wraps a loaded KubeConfig as the CA's {@link KubeApi}.
  *
@@ -50,6 +48,7 @@ export function clientNodeKubeApi(kc: KubeConfig): KubeApi {
   const core = kc.makeApiClient(CoreV1Api);
   const authn = kc.makeApiClient(AuthenticationV1Api);
   const authz = kc.makeApiClient(AuthorizationV1Api);
+  const wellKnown = kc.makeApiClient(WellKnownApi);
   const watcher = new Watch(kc);
   const aborts = new Set<() => void>();
 
@@ -242,39 +241,24 @@ export function clientNodeKubeApi(kc: KubeConfig): KubeApi {
       };
     },
 
-    async getJson(path, signal) {
-      const url = new URL(path, server);
-      const options: https.RequestOptions = {};
-      await kc.applyToHTTPSOptions(options);
-      return new Promise<unknown>((resolve, reject) => {
-        const req = https.get(url, { ...options, signal }, (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (c: Buffer) => {
-            size += c.length;
-            if (size > MAX_JSON_BYTES) {
-              req.destroy(new Error(`response over ${MAX_JSON_BYTES} bytes`));
-              return;
-            }
-            chunks.push(c);
-          });
-          res.on('error', (err) => reject(toKubeError(err, `GET ${path}`)));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            const status = res.statusCode ?? 0;
-            if (status !== 200) {
-              reject(statusError(status, text, `GET ${path}`));
-              return;
-            }
-            try {
-              resolve(JSON.parse(text));
-            } catch {
-              reject(new KubeApiError(status, 'BadResponse', `GET ${path}: response is not JSON`));
-            }
-          });
-        });
-        req.on('error', (err) => reject(toKubeError(err, `GET ${path}`)));
-      });
+    async oidcIssuer(signal) {
+      const text = await call(
+        () => wellKnown.getServiceAccountIssuerOpenIDConfiguration({}, withSignal(signal)),
+        'GET /.well-known/openid-configuration',
+      );
+      let doc: unknown = text;
+      if (typeof text === 'string') {
+        try {
+          doc = JSON.parse(text);
+        } catch {
+          throw new KubeApiError(200, 'BadResponse', 'OIDC discovery document is not JSON');
+        }
+      }
+      const issuer = (doc as { issuer?: unknown } | null)?.issuer;
+      if (typeof issuer !== 'string' || issuer === '') {
+        throw new KubeApiError(200, 'BadResponse', 'OIDC discovery document names no issuer');
+      }
+      return issuer;
     },
 
     close() {

@@ -24,7 +24,7 @@ export const OIDC_JWKS_PATH = '/openid/v1/jwks';
  * ```
  */
 export async function kubernetesJwksValidator(opts: {
-  api: Pick<KubeApi, 'getJson' | 'connection' | 'server'>;
+  api: Pick<KubeApi, 'oidcIssuer' | 'connection' | 'server'>;
   audience: string;
   /** The expected `iss`; default: the discovery document's issuer. */
   issuer?: string | undefined;
@@ -37,9 +37,8 @@ export async function kubernetesJwksValidator(opts: {
   const { api } = opts;
   let issuer = opts.issuer;
   if (issuer === undefined) {
-    let doc: unknown;
     try {
-      doc = await api.getJson(OIDC_DISCOVERY_PATH, AbortSignal.timeout(10_000));
+      issuer = await api.oidcIssuer(AbortSignal.timeout(10_000));
     } catch (err) {
       throw new MeshidError(
         'ERR_CONFIG_INVALID',
@@ -47,14 +46,6 @@ export async function kubernetesJwksValidator(opts: {
         { cause: err },
       );
     }
-    const named = (doc as { issuer?: unknown } | null)?.issuer;
-    if (typeof named !== 'string' || named === '') {
-      throw new MeshidError(
-        'ERR_CONFIG_INVALID',
-        `${api.server}${OIDC_DISCOVERY_PATH} names no issuer`,
-      );
-    }
-    issuer = named;
     opts.logger.info({ [LogKey.issuer]: issuer }, 'token issuer from OIDC discovery');
   }
   const conn = await api.connection();

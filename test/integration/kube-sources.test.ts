@@ -174,7 +174,7 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
       // The API itself refuses a kubernetes.io/tls Secret without tls.key, so an Opaque one
       // (a type cannot change in place: delete, then create) carries the certificate alone.
       const broken = secret(await intermediate('issuer-broken'), 'Opaque');
-      delete (broken as { data: Record<string, string> }).data['tls.key'];
+      delete (broken as unknown as { data: Record<string, string> }).data['tls.key'];
       server.delete({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: 'issuer' });
       server.create(broken);
       await waitFor('the refusal', () => (rejected.length > 0 ? true : undefined));
