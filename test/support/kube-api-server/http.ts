@@ -388,16 +388,7 @@ async function serveResource(
 ): Promise<number> {
   const t = r.type;
   const dryRun = query.getAll('dryRun').includes('All');
-  const verbs = t.verbs ?? [
-    'create',
-    'delete',
-    'deletecollection',
-    'get',
-    'list',
-    'patch',
-    'update',
-    'watch',
-  ];
+  const verbs: readonly string[] = t.verbs ?? STORAGE_VERBS;
 
   if (t.virtual === true || r.subresource === 'token') {
     if (r.verb !== 'create') throw methodNotAllowed();

@@ -7,14 +7,10 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import type { webcrypto as WebCrypto } from 'node:crypto';
+import { toPem } from '../../../core/index.js';
 
 const crypto: WebCrypto.Crypto = webcrypto;
 const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
-function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
-}
 
 function serial(): string {
   const b = new Uint8Array(16);
@@ -93,6 +89,6 @@ export async function generateServerTls(): Promise<ServerTls> {
   return {
     caPem: ca.toString('pem') + '\n',
     certPem: leaf.toString('pem') + '\n',
-    keyPem: pem('PRIVATE KEY', pkcs8),
+    keyPem: toPem(new Uint8Array(pkcs8), 'PRIVATE KEY'),
   };
 }
