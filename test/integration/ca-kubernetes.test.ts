@@ -24,6 +24,7 @@ import {
   waitFor,
 } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
+import { issuerSecret, putIssuerSecret } from '../support/issuer-secret.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { CA_IDENTITY, DAY, HOUR, idOf } from '../support/state.js';
@@ -31,6 +32,7 @@ import { CA_IDENTITY, DAY, HOUR, idOf } from '../support/state.js';
 const Status = { OK: 0, UNAUTHENTICATED_AS_PRECONDITION: 9, UNAVAILABLE: 14 } as const;
 const NS = 'linkerd';
 const ISSUER_SECRET = 'linkerd-identity-issuer';
+const ISSUER_REF = { namespace: NS, name: ISSUER_SECRET };
 const WEB = idOf('emojivoto', 'web');
 
 type Ca = Awaited<ReturnType<typeof createRootCa>>;
@@ -44,20 +46,6 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
   let ca: CaProcess;
   let client: CertifyClient;
   let caArgs: string[];
-
-  function issuerSecret(i: Ca, r: Ca = root): KubeObject {
-    return {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: ISSUER_SECRET, namespace: NS },
-      type: 'kubernetes.io/tls',
-      data: {
-        'tls.crt': Buffer.from(i.certificatePem).toString('base64'),
-        'tls.key': Buffer.from(i.privateKeyPem).toString('base64'),
-        'ca.crt': Buffer.from(r.certificatePem).toString('base64'),
-      },
-    } as KubeObject;
-  }
 
   function csr(identity: string): Buffer {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -128,7 +116,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
       const obj = doc.toJS() as KubeObject | null;
       if (obj !== null) api.create(obj);
     }
-    api.create(issuerSecret(issuer));
+    api.create(issuerSecret(ISSUER_REF, issuer, root));
 
     // The CA authenticates as its own ServiceAccount: only the installed RBAC applies.
     const { token } = await api.mintToken({
@@ -253,13 +241,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
       notAfter: systemClock.now() + 30 * DAY,
       pathLength: 0,
     });
-    const current = api.get({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      namespace: NS,
-      name: ISSUER_SECRET,
-    })!;
-    api.update({ ...issuerSecret(next), metadata: current.metadata });
+    putIssuerSecret(api, ISSUER_REF, next, root);
     const token = await podToken('web-5');
     await waitFor('leaves from the new issuer', async () => {
       const res = await certify(WEB, token);
@@ -296,13 +278,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
         result: 'rejected',
       },
     );
-    const current = api.get({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      namespace: NS,
-      name: ISSUER_SECRET,
-    })!;
-    api.update({ ...issuerSecret(foreign, foreignRoot), metadata: current.metadata });
+    putIssuerSecret(api, ISSUER_REF, foreign, foreignRoot);
     await waitFor('the refusal', async () => {
       const m = (await adminGet(ca.admin, '/metrics')).body;
       // NaN before any refusal: the series does not exist yet.
@@ -336,8 +312,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
       fresh.stderr,
       /issuer does not chain to any trust anchor .*Secret linkerd\/linkerd-identity-issuer/,
     );
-    const now = api.get({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: ISSUER_SECRET })!;
-    api.update({ ...issuerSecret(issuer), metadata: now.metadata });
+    putIssuerSecret(api, ISSUER_REF, issuer, root);
   });
 
   it("validates tokens offline with the cluster's own JWKS from OIDC discovery (--jwks kubernetes)", async () => {

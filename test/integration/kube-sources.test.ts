@@ -13,6 +13,7 @@ import { clientNodeKubeApi } from '../../identity-ca/kube/client-node.js';
 import type { KubeApi } from '../../identity-ca/kube/api.js';
 import { kubernetesJwksValidator } from '../../identity-ca/token/kube-jwks.js';
 import { waitFor } from '../support/ca-process.js';
+import { issuerSecret, putIssuerSecret } from '../support/issuer-secret.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { DAY, HOUR } from '../support/state.js';
@@ -36,31 +37,9 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
       pathLength: 0,
     });
 
-  function secret(i: Ca, type = 'kubernetes.io/tls'): KubeObject {
-    const data =
-      type === 'linkerd.io/tls'
-        ? { 'crt.pem': i.certificatePem, 'key.pem': i.privateKeyPem }
-        : {
-            'tls.crt': i.certificatePem,
-            'tls.key': i.privateKeyPem,
-            'ca.crt': root.certificatePem,
-          };
-    return {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'issuer', namespace: NS },
-      type,
-      data: Object.fromEntries(
-        Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
-      ),
-    } as KubeObject;
-  }
-
-  function replaceSecret(i: Ca, type?: string): void {
-    const cur = server.get({ apiVersion: 'v1', kind: 'Secret', namespace: NS, name: 'issuer' });
-    if (cur === undefined) server.create(secret(i, type));
-    else server.update({ ...secret(i, type), metadata: cur.metadata });
-  }
+  const REF = { namespace: NS, name: 'issuer' };
+  const secret = (i: Ca, type?: string): KubeObject => issuerSecret(REF, i, root, type);
+  const replaceSecret = (i: Ca, type?: string): void => putIssuerSecret(server, REF, i, root, type);
 
   function newSource(more: Partial<ConstructorParameters<typeof KubeIssuerSource>[0]> = {}): {
     store: IssuerStore;
