@@ -4,9 +4,13 @@
  * because the TLS stacks under test (node, openssl, curl) check validity against it.
  */
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { identityName, spiffeId, systemRandom, toPem } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import type { GeneratedCa } from '../../core/pki.js';
@@ -126,4 +130,42 @@ export async function pemDir(): Promise<PemDir> {
     },
     remove: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * A TLS client to 127.0.0.1:`port` that trusts `anchorsPem`, names `servername`, and presents
+ * `cert` (or no certificate); resolves once the handshake is done. The caller destroys it.
+ */
+export async function connectTls(
+  port: number,
+  opts: {
+    servername: string;
+    anchorsPem: string;
+    cert?: WorkloadCertificate | undefined;
+    extra?: ConnectionOptions;
+  },
+): Promise<TLSSocket> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    servername: opts.servername,
+    ca: opts.anchorsPem,
+    ...(opts.cert !== undefined ? { key: opts.cert.keyPem, cert: opts.cert.certChainPem } : {}),
+    ...opts.extra,
+  });
+  try {
+    await once(socket, 'secureConnect');
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  return socket;
+}
+
+/** Reads a socket until it closes; the bytes as latin1 text. */
+export async function readAll(socket: Socket): Promise<string> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  await once(socket, 'close');
+  return Buffer.concat(chunks).toString('latin1');
 }

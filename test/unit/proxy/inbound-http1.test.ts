@@ -5,12 +5,11 @@
  * for an oversize head), the connection closes, and the app receives no request.
  */
 import { strict as assert } from 'node:assert';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingHttpHeaders, Server as HttpServer } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import { silentLogger } from '../../../core/index.js';
 import type { Address } from '../../../core/index.js';
@@ -18,7 +17,7 @@ import { InboundProxy } from '../../../proxy/inbound.js';
 import type { InboundEvent, InboundOptions } from '../../../proxy/inbound.js';
 import { InboundPolicy } from '../../../proxy/policy.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
-import { createWorkloadPki, workloadId } from '../../support/proxy-pki.js';
+import { connectTls, createWorkloadPki, readAll, workloadId } from '../../support/proxy-pki.js';
 import type { WorkloadPki } from '../../support/proxy-pki.js';
 
 const SERVER_ID = workloadId('emojivoto', 'web');
@@ -144,25 +143,13 @@ describe('proxy inbound HTTP/1.1 relay', function () {
   }
 
   async function client(port: number): Promise<TLSSocket> {
-    const socket = tlsConnect({
-      host: LOOPBACK,
-      port,
+    const socket = await connectTls(port, {
       servername: SERVER_ID,
-      ca: pki.anchorsPem,
-      key: clientCert.keyPem,
-      cert: clientCert.certChainPem,
+      anchorsPem: pki.anchorsPem,
+      cert: clientCert,
     });
     cleanups.push(() => void socket.destroy());
-    await once(socket, 'secureConnect');
     return socket;
-  }
-
-  /** Reads until the socket closes. */
-  async function readAll(socket: Socket): Promise<string> {
-    const chunks: Buffer[] = [];
-    socket.on('data', (d: Buffer) => chunks.push(d));
-    await once(socket, 'close');
-    return Buffer.concat(chunks).toString('latin1');
   }
 
   /** Reads until `done` says the text so far is complete. */

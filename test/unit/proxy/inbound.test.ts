@@ -17,7 +17,7 @@ import {
 } from 'node:http2';
 import type { Http2Server, IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { silentLogger } from '../../../core/index.js';
@@ -26,7 +26,14 @@ import { InboundProxy } from '../../../proxy/inbound.js';
 import type { InboundEvent, InboundOptions } from '../../../proxy/inbound.js';
 import { InboundPolicy } from '../../../proxy/policy.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
-import { DAY, createWorkloadPki, pemDir, workloadId } from '../../support/proxy-pki.js';
+import {
+  DAY,
+  connectTls,
+  createWorkloadPki,
+  pemDir,
+  readAll,
+  workloadId,
+} from '../../support/proxy-pki.js';
 import type { PemDir, WorkloadFiles, WorkloadPki } from '../../support/proxy-pki.js';
 
 const SERVER_ID = workloadId('emojivoto', 'web');
@@ -295,25 +302,14 @@ describe('proxy inbound', function () {
     cert: WorkloadCertificate | undefined,
     extra: ConnectionOptions = {},
   ): Promise<TLSSocket> {
-    const socket = tlsConnect({
-      host: LOOPBACK,
-      port,
+    const socket = await connectTls(port, {
       servername: SERVER_ID,
-      ca: f.pki.anchorsPem,
-      ...(cert !== undefined ? { key: cert.keyPem, cert: cert.certChainPem } : {}),
-      ...extra,
+      anchorsPem: f.pki.anchorsPem,
+      cert,
+      extra,
     });
     cleanups.push(() => void socket.destroy());
-    await once(socket, 'secureConnect');
     return socket;
-  }
-
-  /** Reads a socket until it closes; the bytes as latin1 text. */
-  async function readAll(socket: Socket): Promise<string> {
-    const chunks: Buffer[] = [];
-    socket.on('data', (d: Buffer) => chunks.push(d));
-    await once(socket, 'close');
-    return Buffer.concat(chunks).toString('latin1');
   }
 
   function sClient(port: number, files: WorkloadFiles | undefined, ...args: string[]) {
