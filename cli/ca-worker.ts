@@ -9,24 +9,22 @@ import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
 import { caKube } from './kube.js';
 import { processLogger } from './runtime.js';
 
-function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
-  return value === undefined ? {} : ({ [key]: value } as { [P in K]: V });
-}
-
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
 const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
-  async (config, registry) =>
-    startCertifyProcess({
+  async (config, registry) => {
+    const kube = await caKube(config);
+    return startCertifyProcess({
       config,
-      ...optional('kube', await caKube(config)),
+      ...(kube === undefined ? {} : { kube }),
       registry,
       logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
       clock: systemClock,
       random: systemRandom,
-    }),
+    });
+  },
   () => createRegistry(),
   bootLogger,
 );

@@ -356,8 +356,11 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     }
   });
 
-  it('runs as two replicas issuing concurrently with no coordination: distinct serials, one chain', async () => {
-    const replica = await startCaProcess([...caArgs, '--token-review-cache-ttl', '0s']);
+  it('runs as two replicas (one of them with two workers) issuing concurrently with no coordination: distinct serials, one chain', async () => {
+    // The second replica runs two worker processes, each with its own API client and watches.
+    const replicaArgs = caArgs.map((a, i) => (caArgs[i - 1] === '--workers' ? '2' : a));
+    const replica = await startCaProcess([...replicaArgs, '--token-review-cache-ttl', '0s']);
+    assert.equal(replica.listening['workers'], 2);
     const replicaClient = new CertifyClient({
       address: replica.address,
       serverName: CA_IDENTITY,
