@@ -254,3 +254,76 @@ function decodeTimestamp(buf: Uint8Array): number {
 
 /** The method path on the wire. */
 export const CERTIFY_PATH = '/io.linkerd.proxy.identity.Identity/Certify';
+
+/**
+ * A gRPC length-prefixed message: flag byte 0 (not compressed), 4-byte big-endian length, bytes.
+ *
+ * @example
+ * ```ts
+ * stream.end(frameGrpcMessage(encodeCertifyRequest(req)));
+ * ```
+ */
+export function frameGrpcMessage(message: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + message.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
+/**
+ * The one message of a unary call's body, without its prefix. Throws an Error saying what is
+ * wrong (`what` names the body: "request", "response") when the body is not exactly one
+ * uncompressed message.
+ *
+ * @example
+ * ```ts
+ * const message = unframeGrpcMessage(Buffer.concat(chunks), 'request');
+ * ```
+ */
+export function unframeGrpcMessage(framed: Buffer, what: string): Buffer {
+  if (framed.length < 5) throw new Error(`${what} has no message`);
+  if (framed[0] !== 0) {
+    throw new Error(`${what} message is compressed, but no compression was negotiated`);
+  }
+  if (framed.length !== 5 + framed.readUInt32BE(1)) {
+    throw new Error(`${what} must carry exactly one message, whole`);
+  }
+  return framed.subarray(5);
+}
+
+/**
+ * `grpc-message` as gRPC percent-encodes it: bytes outside printable ASCII, and '%' itself.
+ *
+ * @example
+ * ```ts
+ * encodeGrpcMessage('token refusé'); // 'token refus%C3%A9'
+ * ```
+ */
+export function encodeGrpcMessage(details: string): string {
+  let out = '';
+  for (const byte of Buffer.from(details, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/**
+ * The text of a received `grpc-message` (the raw value when it is not valid percent-encoding).
+ *
+ * @example
+ * ```ts
+ * decodeGrpcMessage('token refus%C3%A9'); // 'token refusé'
+ * ```
+ */
+export function decodeGrpcMessage(value: string | string[] | undefined): string {
+  const s = Array.isArray(value) ? value.join(',') : (value ?? '');
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}

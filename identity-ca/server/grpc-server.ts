@@ -33,7 +33,10 @@ import {
   MeshidError,
   decodeCertifyRequest,
   encodeCertifyResponse,
+  encodeGrpcMessage,
   formatAddress,
+  frameGrpcMessage,
+  unframeGrpcMessage,
 } from '../../core/index.js';
 
 /** Turns a request into a response, or throws a MeshidError naming the refusal. */
@@ -233,7 +236,7 @@ export class CertifyServer {
       const framed = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
       let message: Buffer;
       try {
-        message = unframe(framed);
+        message = unframeGrpcMessage(framed, 'request');
       } catch (err) {
         finish(GrpcStatus.INTERNAL, (err as Error).message);
         return;
@@ -250,19 +253,6 @@ export class CertifyServer {
         );
     });
   }
-}
-
-/** The single message of a unary request, without its 5-byte gRPC prefix. */
-function unframe(framed: Buffer): Buffer {
-  if (framed.length < 5) throw new Error('request has no message');
-  if (framed[0] !== 0) {
-    throw new Error('request message is compressed, but no compression was negotiated');
-  }
-  const length = framed.readUInt32BE(1);
-  if (framed.length !== 5 + length) {
-    throw new Error('request must carry exactly one message, whole');
-  }
-  return framed.subarray(5);
 }
 
 /** `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n); undefined when absent or bad. */
@@ -289,10 +279,7 @@ function respondHttp(stream: ServerHttp2Stream, status: number): void {
 
 function sendMessage(stream: ServerHttp2Stream, message: Buffer): void {
   if (stream.closed || stream.headersSent) return;
-  const frame = Buffer.allocUnsafe(5 + message.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(message.length, 1);
-  message.copy(frame, 5);
+  const frame = frameGrpcMessage(message);
   stream.respond(
     { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' },
     { waitForTrailers: true },
@@ -314,18 +301,6 @@ function sendStatus(stream: ServerHttp2Stream, status: number, details: string):
     },
     { endStream: true },
   );
-}
-
-/** grpc-message is percent-encoded: bytes outside printable ASCII, and '%' itself. */
-function encodeGrpcMessage(details: string): string {
-  let out = '';
-  for (const byte of Buffer.from(details, 'utf8')) {
-    out +=
-      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
-        ? String.fromCharCode(byte)
-        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  return out;
 }
 
 function toSecureContext(c: ServingCredentials): SecureContextOptions {

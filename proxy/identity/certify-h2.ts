@@ -17,8 +17,11 @@ import type { Address, CertifyRequest, CertifyResponse } from '../../core/index.
 import {
   CERTIFY_PATH,
   decodeCertifyResponse,
+  decodeGrpcMessage,
   encodeCertifyRequest,
   formatAddress,
+  frameGrpcMessage,
+  unframeGrpcMessage,
 } from '../../core/index.js';
 
 /** gRPC status codes this client produces itself. */
@@ -46,16 +49,6 @@ export interface Http2CertifyClientOptions {
   readonly serverName: string;
   /** The trust anchors the CA's chain must lead to. */
   readonly anchorsPem: string;
-}
-
-/** grpc-message is percent-encoded (gRPC's own flavour: only bytes outside printable ASCII). */
-function decodeGrpcMessage(value: string | string[] | undefined): string {
-  const s = Array.isArray(value) ? value.join(',') : (value ?? '');
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }
 
 /** The server's name check: the CA must present its identity as a DNS SAN. */
@@ -130,11 +123,7 @@ export class Http2CertifyClient {
         done(new CertifyCallFailed(UNAVAILABLE, (err as Error).message));
         return;
       }
-      const message = encodeCertifyRequest(req);
-      const frame = Buffer.allocUnsafe(5 + message.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(message.length, 1);
-      message.copy(frame, 5);
+      const frame = frameGrpcMessage(encodeCertifyRequest(req));
 
       const stream = session.request({
         [h2.HTTP2_HEADER_METHOD]: 'POST',
@@ -191,13 +180,9 @@ export class Http2CertifyClient {
           done(new CertifyCallFailed(Number(code), decodeGrpcMessage(final['grpc-message'])));
           return;
         }
-        const body = Buffer.concat(chunks);
-        if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) {
-          done(new CertifyCallFailed(INTERNAL, 'the answer is not one uncompressed message'));
-          return;
-        }
         try {
-          done(undefined, decodeCertifyResponse(body.subarray(5)));
+          const message = unframeGrpcMessage(Buffer.concat(chunks), 'response');
+          done(undefined, decodeCertifyResponse(message));
         } catch (err) {
           done(new CertifyCallFailed(INTERNAL, (err as Error).message));
         }

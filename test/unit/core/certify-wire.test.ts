@@ -4,8 +4,12 @@ import protobuf from 'protobufjs';
 import {
   decodeCertifyRequest,
   decodeCertifyResponse,
+  decodeGrpcMessage,
   encodeCertifyRequest,
   encodeCertifyResponse,
+  encodeGrpcMessage,
+  frameGrpcMessage,
+  unframeGrpcMessage,
 } from '../../../core/index.js';
 import { isMeshidError } from '../../../core/index.js';
 
@@ -111,4 +115,37 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
       );
     });
   }
+});
+
+describe('gRPC message framing and grpc-message coding (shared by the CA server and the proxy client)', () => {
+  it('frames a message with a zero flag and its big-endian length, and unframes it', () => {
+    const frame = frameGrpcMessage(Buffer.from('hello'));
+    assert.deepEqual([...frame.subarray(0, 5)], [0, 0, 0, 0, 5]);
+    assert.equal(unframeGrpcMessage(frame, 'request').toString(), 'hello');
+    assert.equal(unframeGrpcMessage(frameGrpcMessage(new Uint8Array()), 'request').length, 0);
+  });
+
+  for (const [name, body, words] of [
+    ['an empty body', Buffer.alloc(0), /response has no message/],
+    ['a compressed message', Buffer.from([1, 0, 0, 0, 0]), /compressed, but no compression/],
+    ['a short message', Buffer.from([0, 0, 0, 0, 9, 1]), /exactly one message, whole/],
+    [
+      'two messages',
+      Buffer.concat([frameGrpcMessage(Buffer.from('a')), frameGrpcMessage(Buffer.from('b'))]),
+      /exactly one message, whole/,
+    ],
+  ] as const) {
+    it(`refuses ${name}`, () => {
+      assert.throws(() => unframeGrpcMessage(body, 'response'), words);
+    });
+  }
+
+  it('percent-encodes grpc-message outside printable ASCII and "%", and decodes it back', () => {
+    const text = 'token refusé: 100% "bad"\n';
+    const encoded = encodeGrpcMessage(text);
+    assert.equal(encoded, 'token refus%C3%A9: 100%25 "bad"%0A');
+    assert.equal(decodeGrpcMessage(encoded), text);
+    assert.equal(decodeGrpcMessage('bad %ZZ escape'), 'bad %ZZ escape');
+    assert.equal(decodeGrpcMessage(undefined), '');
+  });
 });
