@@ -9,7 +9,10 @@
 import { readFile } from 'node:fs/promises';
 import { MeshidError, loadConfig, systemClock } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
-import { parseBundle } from '../trust-bundle/index.js';
+import { SELF_SIGNED_ISSUER, parseBundle } from '../trust-bundle/index.js';
+import type { CertManagerSettings } from '../trust-bundle/index.js';
+import { certManagerChain } from './install/manifest.js';
+import { manifestYaml } from './install/yaml.js';
 
 /** The `meshid trust` subcommands. */
 export const TRUST_SUBCOMMANDS = [
@@ -107,6 +110,39 @@ export async function validateBundleFile(
   return { stdout: `${lines.join('\n')}\n`, code: 0 };
 }
 
+/**
+ * `meshid trust manifests`: the cert-manager chain (and the trust-manager Bundle with
+ * --trust-manager) as YAML, the same objects `meshid install --cert-manager` renders.
+ *
+ * @example
+ * ```ts
+ * renderTrustManifests(loadConfig('trust', { argv: ['--trust-manager'], env: {} }).config);
+ * ```
+ */
+export function renderTrustManifests(config: TrustConfig): string {
+  return manifestYaml(
+    certManagerChain(trustCertManagerSettings(config), config.trustManager),
+    'Rendered by `meshid trust manifests`; apply with `kubectl apply -f -`. See docs/rotation.md.',
+  );
+}
+
+/** The cert-manager names and settings of `meshid trust`. */
+export function trustCertManagerSettings(config: TrustConfig): CertManagerSettings {
+  return {
+    namespace: config.namespace,
+    trustDomain: config.trustDomain,
+    controlPlaneNamespace: config.controlPlaneNamespace,
+    selfSignedIssuer: SELF_SIGNED_ISSUER,
+    rootCertificate: config.rootCertificate,
+    caIssuer: config.certManagerIssuer,
+    issuerSecret: config.issuerCertificate,
+    trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+    trustAnchorsKey: config.trustAnchorsKey,
+    certLifetime: config.certLifetime,
+    labels: { 'app.kubernetes.io/part-of': 'meshid' },
+  };
+}
+
 function splitArgs(argv: readonly string[]): {
   sub: Subcommand | undefined;
   positionals: string[];
@@ -169,6 +205,8 @@ async function runSubcommand(
   switch (sub) {
     case 'validate':
       return validateBundleFile(positionals[0]!, config, systemClock.now());
+    case 'manifests':
+      return { stdout: renderTrustManifests(config), code: 0 };
     default:
       throw new MeshidError('ERR_CONFIG_INVALID', `meshid trust ${sub}: not available yet`);
   }

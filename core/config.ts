@@ -138,6 +138,10 @@ export const COMMAND_SETTINGS = {
       kind: 'string',
       help: 'cert-manager Issuer (in the namespace) that holds the trust-anchor key',
     },
+    trustManager: {
+      kind: 'boolean',
+      help: 'with certManager: a trust-manager Bundle fills the anchors ConfigMap',
+    },
   },
   proxy: {
     ...COMMON,
@@ -329,6 +333,7 @@ const SCHEMAS = {
     clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
     certManager: z.boolean(),
     certManagerIssuer: subdomain,
+    trustManager: z.boolean(),
   }),
   proxy: z
     .strictObject({
@@ -700,6 +705,7 @@ function applyDefaults(
         clockSkew: d.clockSkewMs,
         certManager: false,
         certManagerIssuer: d.certManagerIssuer,
+        trustManager: false,
         ...withCommon,
       };
     case 'trust': {

@@ -24,3 +24,14 @@ export {
   serializeRotationState,
 } from './rotation-state.js';
 export type { RootRef, RotationPhase, RotationState, RotationWait } from './rotation-state.js';
+export {
+  SELF_SIGNED_ISSUER,
+  TRUST_ANCHOR_LABEL,
+  caIssuer,
+  identityIssuerCertificate,
+  rootCertificate,
+  rotatedRootName,
+  selfSignedIssuer,
+  trustManagerBundle,
+} from './cert-manager.js';
+export type { CertManagerSettings } from './cert-manager.js';

@@ -2,7 +2,6 @@
  * The objects of an in-cluster install of the identity CA, built as typed kubernetes-models
  * objects (never as text). docs/install.md explains every choice made here.
  */
-import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import {
@@ -15,6 +14,15 @@ import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
 import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { formatDuration, IN_CLUSTER } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
+import {
+  SELF_SIGNED_ISSUER,
+  caIssuer,
+  identityIssuerCertificate,
+  rootCertificate,
+  selfSignedIssuer,
+  trustManagerBundle,
+} from '../../trust-bundle/index.js';
+import type { CertManagerSettings } from '../../trust-bundle/index.js';
 import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
 import type { Permission } from './rbac.js';
 
@@ -160,14 +168,7 @@ export function buildInstallObjects(
     });
   }
   if (config.certManager) {
-    objects.push({
-      object: issuerCertificate(config, labels),
-      comment: [
-        `cert-manager issues the CA's issuer (an intermediate CA) into the Secret ${config.issuerSecret} and renews it;`,
-        `the Issuer ${config.certManagerIssuer} holding the trust anchor's key is not rendered yet (trust-bundle issue)`,
-      ].join('\n'),
-      notes: [],
-    });
+    objects.push(...certManagerChain(certManagerSettings(config, labels), config.trustManager));
   }
   objects.push(
     {
@@ -366,31 +367,73 @@ function grpcService(
   });
 }
 
-function issuerCertificate(config: InstallConfig, labels: Record<string, string>): Certificate {
-  // Linkerd's documented 48h/25h, stretched when leaves live longer: the issuer is renewed while
-  // it still outlives a full-length leaf, so leaves are never clamped to a dying issuer.
-  const hour = 3_600_000;
-  const renewBefore = Math.max(25 * hour, config.certLifetime + hour);
-  const duration = Math.max(48 * hour, renewBefore + 23 * hour);
-  const commonName = `identity.${config.controlPlaneNamespace}.${config.trustDomain}`;
-  return new Certificate({
-    metadata: {
-      name: config.issuerSecret,
-      namespace: config.controlPlaneNamespace,
-      labels,
-    },
-    spec: {
-      secretName: config.issuerSecret,
-      isCA: true,
-      commonName,
-      dnsNames: [commonName],
-      duration: formatDuration(duration),
-      renewBefore: formatDuration(renewBefore),
-      privateKey: { algorithm: 'ECDSA', size: 256, rotationPolicy: 'Always' },
-      usages: ['cert sign', 'crl sign'],
-      issuerRef: { group: 'cert-manager.io', kind: 'Issuer', name: config.certManagerIssuer },
-    },
+/**
+ * The cert-manager chain (trust-bundle's builders), in the order they can be applied: the
+ * self-signed Issuer, the root Certificate, the CA Issuer over it, the identity issuer
+ * Certificate, and with `trustManager` the Bundle that fills the anchors ConfigMap.
+ *
+ * @example
+ * ```ts
+ * certManagerChain(certManagerSettings(config, {}), false).length; // 4
+ * ```
+ */
+export function certManagerChain(s: CertManagerSettings, trustManager: boolean): ManifestObject[] {
+  const doc = (object: KubeModel, comment: string): ManifestObject => ({
+    object,
+    comment,
+    notes: [],
   });
+  return [
+    doc(
+      selfSignedIssuer(s),
+      'cert-manager: a self-signed Issuer, used only to sign the trust anchor (root)',
+    ),
+    doc(
+      rootCertificate(s),
+      `the trust anchor: a self-signed ECDSA P-256 root in the Secret ${s.rootCertificate}; meshid trust rotate replaces it without downtime`,
+    ),
+    doc(caIssuer(s), `a CA Issuer over the root; it signs the identity issuer`),
+    doc(
+      identityIssuerCertificate(s),
+      `cert-manager issues the CA's issuer (an intermediate CA) into the Secret ${s.issuerSecret} and renews it`,
+    ),
+    ...(trustManager
+      ? [
+          doc(
+            trustManagerBundle(s),
+            `trust-manager fills the anchors ConfigMap ${s.trustAnchorsConfigMap} from the root Secret (run trust-manager with app.trust.namespace=${s.namespace});\nwithout trust-manager, run \`meshid trust sync\``,
+          ),
+        ]
+      : []),
+  ];
+}
+
+/**
+ * The names of the cert-manager chain an install uses (the root Certificate, its Secret and the
+ * CA Issuer share the name of --cert-manager-issuer, as in Linkerd's recipe).
+ *
+ * @example
+ * ```ts
+ * certManagerSettings(config, {}).rootCertificate; // 'linkerd-trust-anchor'
+ * ```
+ */
+export function certManagerSettings(
+  config: InstallConfig,
+  labels: Record<string, string>,
+): CertManagerSettings {
+  return {
+    namespace: config.controlPlaneNamespace,
+    trustDomain: config.trustDomain,
+    controlPlaneNamespace: config.controlPlaneNamespace,
+    selfSignedIssuer: SELF_SIGNED_ISSUER,
+    rootCertificate: config.certManagerIssuer,
+    caIssuer: config.certManagerIssuer,
+    issuerSecret: config.issuerSecret,
+    trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+    trustAnchorsKey: config.trustAnchorsKey,
+    certLifetime: config.certLifetime,
+    labels,
+  };
 }
 
 function rulesOf(permissions: readonly Permission[]): Permission['rule'][] {

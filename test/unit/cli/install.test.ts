@@ -4,7 +4,8 @@
  * Deployment is hardened, and the CA accepts the arguments the Deployment gives it.
  */
 import { strict as assert } from 'node:assert';
-import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Bundle } from '@kubernetes-models/cert-manager/trust.cert-manager.io/v1alpha1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import {
@@ -51,8 +52,10 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'apps/v1/Deployment': Deployment,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'cert-manager.io/v1/Certificate': Certificate,
+  'cert-manager.io/v1/Issuer': Issuer,
+  'trust.cert-manager.io/v1alpha1/Bundle': Bundle,
 };
-const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'Bundle']);
 
 let files: Record<string, string> = {};
 const readFile = (path: string): string => {
@@ -228,10 +231,11 @@ describe('meshid install', () => {
         '--trust-anchors',
         '/anchors.pem',
         '--cert-manager',
+        '--trust-manager',
         '--token-validator',
         'jwks',
       ]);
-      assert.equal(r.objects.length, 12);
+      assert.equal(r.objects.length, 16);
       for (const o of r.objects) {
         const Model = MODELS[`${o.apiVersion}/${o.kind}`];
         assert.ok(Model, `unexpected kind ${o.apiVersion}/${o.kind}`);
@@ -720,7 +724,9 @@ describe('meshid install', () => {
 
     it('adds a valid Certificate issuing the issuer Secret as an ECDSA P-256 intermediate CA from the Issuer', () => {
       const r = render(['--cert-manager']);
-      const cert = r.one('Certificate') as KubeObject & { spec: Record<string, unknown> };
+      const cert = r.one('Certificate', 'linkerd-identity-issuer') as KubeObject & {
+        spec: Record<string, unknown>;
+      };
       assert.doesNotThrow(() => new Certificate(cert as never).validate());
       assert.deepEqual(cert.spec, {
         secretName: 'linkerd-identity-issuer',
@@ -748,7 +754,7 @@ describe('meshid install', () => {
         '--trust-domain',
         'example.org',
       ]);
-      const cert = r.one('Certificate') as KubeObject & {
+      const cert = r.one('Certificate', 'iss') as KubeObject & {
         spec: { secretName: string; commonName: string; issuerRef: { name: string } };
       };
       assert.equal(cert.metadata.name, 'iss');
@@ -758,9 +764,60 @@ describe('meshid install', () => {
       assert.equal(cert.spec.issuerRef.name, 'root-issuer');
     });
 
+    it('renders the whole recipe: a self-signed Issuer, the root Certificate, a CA Issuer over it', () => {
+      const r = render(['--cert-manager']);
+      const selfSigned = r.one('Issuer', 'linkerd-trust-root-issuer') as KubeObject & {
+        spec: unknown;
+      };
+      assert.deepEqual(selfSigned.spec, { selfSigned: {} });
+      const root = r.one('Certificate', 'linkerd-trust-anchor') as KubeObject & {
+        spec: Record<string, unknown>;
+      };
+      assert.deepEqual(root.spec, {
+        secretName: 'linkerd-trust-anchor',
+        secretTemplate: { labels: { 'meshid.io/trust-anchor': 'true' } },
+        isCA: true,
+        commonName: 'root.linkerd.cluster.local',
+        duration: '8760h0m0s',
+        renewBefore: '7320h0m0s',
+        privateKey: { algorithm: 'ECDSA', size: 256, rotationPolicy: 'Always' },
+        usages: ['cert sign', 'crl sign'],
+        issuerRef: { group: 'cert-manager.io', kind: 'Issuer', name: 'linkerd-trust-root-issuer' },
+      });
+      const ca = r.one('Issuer', 'linkerd-trust-anchor') as KubeObject & { spec: unknown };
+      assert.deepEqual(ca.spec, { ca: { secretName: 'linkerd-trust-anchor' } });
+      // Applied in order: what each object refers to comes before it.
+      const order = r.objects.map((o) => `${o.kind}/${o.metadata.name}`);
+      assert.ok(
+        order.indexOf('Issuer/linkerd-trust-root-issuer') <
+          order.indexOf('Certificate/linkerd-trust-anchor'),
+      );
+      assert.ok(
+        order.indexOf('Issuer/linkerd-trust-anchor') <
+          order.indexOf('Certificate/linkerd-identity-issuer'),
+      );
+      assert.deepEqual(r.all('Bundle'), [], 'no trust-manager Bundle unless asked');
+    });
+
+    it('adds a trust-manager Bundle targeting the anchors ConfigMap with --trust-manager', () => {
+      const r = render(['--cert-manager', '--trust-manager']);
+      const b = r.one('Bundle', 'linkerd-identity-trust-roots') as KubeObject & { spec: unknown };
+      assert.deepEqual(b.spec, {
+        sources: [
+          { secret: { name: 'linkerd-trust-anchor', key: 'tls.crt' } },
+          { secret: { name: 'linkerd-trust-anchor-previous', key: 'tls.crt' } },
+        ],
+        target: {
+          configMap: { key: 'ca-bundle.crt' },
+          namespaceSelector: { matchLabels: { 'linkerd.io/is-control-plane': 'true' } },
+        },
+      });
+    });
+
     it('renews the issuer while it still outlives a full-length leaf', () => {
       const cert = render(['--cert-manager', '--cert-lifetime', '48h']).one(
         'Certificate',
+        'linkerd-identity-issuer',
       ) as KubeObject & { spec: { duration: string; renewBefore: string } };
       assert.deepEqual([cert.spec.duration, cert.spec.renewBefore], ['72h', '49h']);
     });
