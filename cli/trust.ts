@@ -7,9 +7,31 @@
  *   meshid trust sync               the sync controller, for clusters without trust-manager
  */
 import { readFile } from 'node:fs/promises';
-import { MeshidError, loadConfig, systemClock } from '../core/index.js';
-import type { TrustConfig } from '../core/index.js';
-import { SELF_SIGNED_ISSUER, parseBundle } from '../trust-bundle/index.js';
+import { createPrivateKey } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  MeshidError,
+  createLogger,
+  loadConfig,
+  parsePem,
+  systemClock,
+  systemRandom,
+} from '../core/index.js';
+import type { Clock, Logger, TrustConfig } from '../core/index.js';
+import { createIntermediateCa, createRootCa } from '../core/pki.js';
+import {
+  LocalRotationBackend,
+  RotationController,
+  SELF_SIGNED_ISSUER,
+  adminUrlObserver,
+  formatRotationStatus,
+  parseBundle,
+  progressLine,
+  rotationInProgress,
+} from '../trust-bundle/index.js';
+import type { RotationState } from '../trust-bundle/index.js';
+import type { OpenedRotation } from './trust-kube.js';
+import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
 import type { CertManagerSettings } from '../trust-bundle/index.js';
 import { certManagerChain } from './install/manifest.js';
 import { manifestYaml } from './install/yaml.js';
@@ -207,7 +229,192 @@ async function runSubcommand(
       return validateBundleFile(positionals[0]!, config, systemClock.now());
     case 'manifests':
       return { stdout: renderTrustManifests(config), code: 0 };
+    case 'status':
+    case 'rotate':
+    case 'pause':
+    case 'resume':
+    case 'rollback':
+      return runRotationCommand(sub, config, (text) => process.stdout.write(text));
     default:
       throw new MeshidError('ERR_CONFIG_INVALID', `meshid trust ${sub}: not available yet`);
   }
+}
+
+/**
+ * Builds the rotation controller of `--dir` (local files) or `--kubeconfig` (the API and
+ * cert-manager).
+ *
+ * @example
+ * ```ts
+ * const { controller, close } = await openRotation(config, logger);
+ * ```
+ */
+export async function openRotation(
+  config: TrustConfig,
+  logger: Logger,
+  clock: Clock = systemClock,
+): Promise<OpenedRotation> {
+  if ((config.dir === undefined) === (config.kubeconfig === undefined)) {
+    throw new MeshidError(
+      'ERR_CONFIG_INVALID',
+      'meshid trust: give exactly one of --dir D (local files) or --kubeconfig F (a cluster)',
+    );
+  }
+  const options = {
+    clock,
+    random: systemRandom,
+    logger,
+    leafLifetime: config.certLifetime,
+    clockSkew: config.clockSkew,
+    waitTimeout: config.propagateTimeout,
+    holder: `${hostname()}/${process.pid}`,
+  };
+  if (config.dir !== undefined) {
+    const dir = config.dir;
+    const backend = new LocalRotationBackend({
+      dir,
+      createRoot: (commonName) =>
+        createRootCa({
+          commonName,
+          notBefore: clock.now() - 60_000,
+          notAfter: clock.now() + LOCAL_ROOT_LIFETIME_MS,
+        }),
+      createIssuer: (root, commonName) =>
+        createIntermediateCa({
+          issuer: {
+            certificateDer: parsePem(root.certificatePem, 'CERTIFICATE')[0]!.der,
+            privateKey: createPrivateKey(root.privateKeyPem),
+          },
+          commonName,
+          notBefore: clock.now() - 60_000,
+          notAfter: clock.now() + LOCAL_ISSUER_LIFETIME_MS,
+          pathLength: 0,
+        }),
+    });
+    const controller = new RotationController({
+      ...options,
+      backend,
+      observer: adminUrlObserver(config.proxyAdmin),
+    });
+    return { controller, where: dir, close: () => undefined };
+  }
+  const { openKubeRotation } = await import('./trust-kube.js');
+  return openKubeRotation(config, options);
+}
+
+/**
+ * `meshid trust rotate|status|pause|resume|rollback`. `print` receives progress as it happens.
+ *
+ * @example
+ * ```ts
+ * await runRotationCommand('status', config, (t) => process.stdout.write(t));
+ * ```
+ */
+export async function runRotationCommand(
+  sub: 'rotate' | 'status' | 'pause' | 'resume' | 'rollback',
+  config: TrustConfig,
+  print: (text: string) => void,
+  clock: Clock = systemClock,
+): Promise<TrustOutput> {
+  const logger = createLogger({ level: config.logLevel, destination: process.stderr });
+  const opened = await openRotation(config, logger, clock);
+  const { controller } = opened;
+  const show = (state: RotationState | undefined): string =>
+    config.output === 'json'
+      ? `${JSON.stringify(state ?? null, null, 2)}\n`
+      : formatRotationStatus(state, clock.now());
+  try {
+    switch (sub) {
+      case 'status':
+        return { stdout: show(await controller.status()), code: 0 };
+      case 'pause':
+        return { stdout: show(await controller.setPaused(true)), code: 0 };
+      case 'resume':
+        return { stdout: show(await controller.setPaused(false)), code: 0 };
+      case 'rollback':
+        return { stdout: show(await controller.rollback()), code: 0 };
+      case 'rotate':
+        return await rotate(controller, config, print, clock);
+    }
+  } finally {
+    opened.close();
+  }
+}
+
+async function rotate(
+  controller: RotationController,
+  config: TrustConfig,
+  print: (text: string) => void,
+  clock: Clock,
+): Promise<TrustOutput> {
+  const current = await controller.status();
+  if (current === undefined || !rotationInProgress(current)) {
+    const started = await controller.start();
+    print(`meshid trust rotate: started rotation ${started.id} from ${started.oldRoot.subject}\n`);
+  } else {
+    if (current.paused) {
+      throw new MeshidError(
+        'ERR_ROTATION_REFUSED',
+        `rotation ${current.id} is paused in phase ${current.phase}; run meshid trust resume first`,
+      );
+    }
+    print(`meshid trust rotate: continuing rotation ${current.id} in phase ${current.phase}\n`);
+  }
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let last = '';
+  const report = (state: RotationState | undefined): void => {
+    if (state === undefined) return;
+    const line = `${state.phase}${state.paused ? ' (paused)' : ''}: ${
+      state.waitingFor?.description ?? PHASE_TEXT[state.phase]
+    }${state.lastError === undefined ? '' : ` [holding: ${state.lastError}]`}`;
+    if (line !== last) print(`  ${progressLine(state)}  ${line}\n`);
+    last = line;
+  };
+  try {
+    for (;;) {
+      const r = await controller.step(stop.signal);
+      report(r.state);
+      if (r.state === undefined || !rotationInProgress(r.state)) break;
+      if (r.advanced) continue;
+      if (config.once || stop.signal.aborted || r.state.paused) break;
+      await sleep(config.interval, stop.signal);
+      if (stop.signal.aborted) break;
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+  const state = await controller.status();
+  const finished = state !== undefined && !rotationInProgress(state);
+  return {
+    stdout: finished
+      ? formatRotationStatus(state, clock.now())
+      : `stopped in phase ${state?.phase ?? '?'}; the state is saved: run meshid trust rotate again to continue\n`,
+    code: 0,
+  };
+}
+
+const PHASE_TEXT: Record<RotationState['phase'], string> = {
+  stage: 'making the new root',
+  propagate: 'new root staged beside the old one',
+  switch: 'every observed proxy has the staged bundle; re-issuing the issuer from the new root',
+  drain: 'the issuer chains to the new root',
+  retire: 'no live leaf chains to the old root any more',
+  done: 'old root retired',
+  'rolled-back': 'rolled back',
+};
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

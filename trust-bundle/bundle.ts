@@ -233,6 +233,16 @@ export function anchorOfChain(chainPem: string, anchors: readonly Anchor[]): Anc
   return undefined;
 }
 
+/** The subject of the first certificate of a PEM chain, or undefined when there is none. */
+export function firstSubject(chainPem: string): string | undefined {
+  try {
+    const first = parsePem(chainPem, 'CERTIFICATE')[0];
+    return first === undefined ? undefined : subjectOf(new X509Certificate(first.der));
+  } catch {
+    return undefined;
+  }
+}
+
 function bundleOf(anchors: readonly Anchor[], warnings: readonly string[]): TrustBundle {
   const pem = renderBundle(anchors);
   return Object.freeze({

@@ -35,3 +35,20 @@ export {
   trustManagerBundle,
 } from './cert-manager.js';
 export type { CertManagerSettings } from './cert-manager.js';
+export {
+  RotationController,
+  adminUrlObserver,
+  assertAnchorsIssuer,
+  observeAdmin,
+} from './rotation.js';
+export type {
+  ProxyObservation,
+  ProxyObserver,
+  RotationBackend,
+  RotationControllerOptions,
+  RotationSnapshot,
+  StepResult,
+} from './rotation.js';
+export { LocalRotationBackend, localTrustFiles } from './local-backend.js';
+export type { GeneratedPem, LocalBackendOptions } from './local-backend.js';
+export { formatRotationStatus, progressLine } from './status.js';

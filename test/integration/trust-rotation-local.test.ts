@@ -1,0 +1,125 @@
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseBundle, readRotationStateFile } from '../../trust-bundle/index.js';
+import { MESHID_BIN, runMeshid, startCaProcess, waitFor } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { startRotationLoad } from '../support/rotation-load.js';
+import { idOf } from '../support/state.js';
+
+const LIFETIME = ['--cert-lifetime', '6s', '--clock-skew', '1s'];
+
+describe('meshid trust rotate --dir: root A to root B under load (real CA, real TLS)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let ca: CaProcess | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshid-rotate-local-'));
+    const init = await runMeshid(['init', '--dir', dir]);
+    assert.equal(init.code, 0, init.stderr);
+    ca = await startCaProcess(['--dir', dir, '--workers', '1', ...LIFETIME]);
+  });
+  after(async () => {
+    await ca?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('rotates with zero failed Certify calls and handshakes, resumes after the controller is killed, and retires the old root last', async () => {
+    const bundleFile = join(dir, 'trust-anchors.pem');
+    const rootA = parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors[0]!;
+    const load = await startRotationLoad({
+      ca: ca!.address,
+      readBundle: () => readFile(bundleFile, 'utf8'),
+      token: async (ns, sa) => {
+        const r = await runMeshid(['token', '--dir', dir, '--ns', ns, '--sa', sa, '--ttl', '1h']);
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.trim();
+      },
+      namespace: 'emojivoto',
+      serviceAccounts: ['web', 'voting'],
+      identityOf: idOf,
+      renewMs: 1000,
+      reloadMs: 200,
+      connectMs: 20,
+    });
+    const rotateArgs = [
+      'trust',
+      'rotate',
+      '--dir',
+      dir,
+      ...LIFETIME,
+      '--interval',
+      '100ms',
+      '--log-level',
+      'warn',
+      ...load.adminUrls.flatMap((u) => ['--proxy-admin', u]),
+    ];
+    try {
+      // The first controller runs until the rotation is draining, then dies without warning.
+      const first = spawn(process.execPath, [MESHID_BIN, ...rotateArgs], { stdio: 'ignore' });
+      const exited = once(first, 'exit');
+      await waitFor(
+        'the rotation to reach drain',
+        async () => ((await readRotationStateFile(dir))?.phase === 'drain' ? true : undefined),
+        60_000,
+      );
+      first.kill('SIGKILL');
+      await exited;
+      const mid = await readRotationStateFile(dir);
+      assert.equal(mid?.phase, 'drain', 'killed mid-rotation');
+      assert.equal(
+        parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors.length,
+        2,
+        'both roots still trusted while draining',
+      );
+
+      // A new controller picks the rotation up where it stopped.
+      const second = await runMeshid(rotateArgs);
+      assert.equal(second.code, 0, second.stderr);
+      assert.match(second.stdout, /continuing rotation r[0-9a-f]+ in phase drain/);
+      assert.match(second.stdout, /done: old root retired/);
+      // Let the workloads renew and reconnect under the final bundle too.
+      const okBefore = load.stats.handshakesOk;
+      await waitFor('handshakes under the final bundle', () =>
+        load.stats.handshakesOk > okBefore + 20 ? true : undefined,
+      );
+    } finally {
+      await load.stop();
+    }
+    const stats = load.stats;
+    assert.deepEqual(stats.errors, []);
+    assert.equal(stats.certifyFailed, 0);
+    assert.equal(stats.handshakesFailed, 0);
+    assert.ok(stats.certifyOk >= 10, `Certify calls: ${stats.certifyOk}`);
+    assert.ok(stats.handshakesOk >= 100, `handshakes: ${stats.handshakesOk}`);
+
+    const state = await readRotationStateFile(dir);
+    assert.equal(state?.phase, 'done');
+    assert.deepEqual(
+      state?.history.map((h) => h.phase),
+      ['stage', 'propagate', 'switch', 'drain', 'retire', 'done'],
+    );
+    // The workloads saw exactly three bundles: A, then A+B, then B (the old root left last).
+    assert.equal(stats.bundles.length, 3, JSON.stringify(stats.bundles));
+    const final = parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() });
+    assert.deepEqual(
+      final.anchors.map((a) => a.fingerprint),
+      [state!.newRoot!.fingerprint],
+    );
+    assert.notEqual(state!.newRoot!.fingerprint, rootA.fingerprint);
+    assert.equal(stats.bundles[2], final.fingerprint);
+    assert.equal(stats.bundles[1], state!.stagedBundleFingerprint);
+
+    const status = await runMeshid(['trust', 'status', '--dir', dir]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /rotation r[0-9a-f]+ \(local\): done/);
+    assert.match(
+      status.stdout,
+      /\[x\] stage {2}\[x\] propagate {2}\[x\] switch {2}\[x\] drain {2}\[x\] retire/,
+    );
+  });
+});

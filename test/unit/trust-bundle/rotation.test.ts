@@ -1,0 +1,300 @@
+import { strict as assert } from 'node:assert';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
+import { initLocalState } from '../../../cli/init.js';
+import { parseTrustAnchors, validateIssuer } from '../../../identity-ca/index.js';
+import {
+  LocalRotationBackend,
+  RotationController,
+  anchorOfChain,
+  assertAnchorsIssuer,
+  parseBundle,
+  readRotationStateFile,
+} from '../../../trust-bundle/index.js';
+import type { GeneratedPem, ProxyObservation, ProxyObserver } from '../../../trust-bundle/index.js';
+
+const HOUR = 3_600_000;
+const LEAF = 24 * HOUR;
+const SKEW = 20_000;
+
+/** A proxy whose report the test sets. */
+class FakeProxies implements ProxyObserver {
+  readonly description = 'test proxies';
+  reports: ProxyObservation[] = [];
+  observe(): Promise<ProxyObservation[]> {
+    return Promise.resolve(this.reports);
+  }
+}
+
+describe('trust-bundle: rotation controller (local mode)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let clock: ManualClock;
+  let proxies: FakeProxies;
+
+  const createRoot = async (cn: string): Promise<GeneratedPem> =>
+    createRootCa({
+      commonName: cn,
+      notBefore: clock.now() - 60_000,
+      notAfter: clock.now() + 3650 * 24 * HOUR,
+    });
+  const createIssuer = async (root: GeneratedPem, cn: string): Promise<GeneratedPem> => {
+    const { createPrivateKey } = await import('node:crypto');
+    return createIntermediateCa({
+      issuer: {
+        certificateDer: new Uint8Array(
+          Buffer.from(root.certificatePem.replace(/-----[^-]+-----|\s/g, ''), 'base64'),
+        ),
+        privateKey: createPrivateKey(root.privateKeyPem),
+      },
+      commonName: cn,
+      notBefore: clock.now() - 60_000,
+      notAfter: clock.now() + 365 * 24 * HOUR,
+      pathLength: 0,
+    });
+  };
+  const controller = (holder = 'test'): RotationController =>
+    new RotationController({
+      backend: new LocalRotationBackend({ dir, createRoot, createIssuer }),
+      observer: proxies,
+      clock,
+      random: systemRandom,
+      logger: silentLogger(),
+      leafLifetime: LEAF,
+      clockSkew: SKEW,
+      waitTimeout: HOUR,
+      holder,
+    });
+  const files = async (): Promise<{ bundle: string; crt: string; key: string; ca: string }> => ({
+    bundle: await readFile(join(dir, 'trust-anchors.pem'), 'utf8'),
+    crt: await readFile(join(dir, 'issuer', 'tls.crt'), 'utf8'),
+    key: await readFile(join(dir, 'issuer', 'tls.key'), 'utf8'),
+    ca: await readFile(join(dir, 'issuer', 'ca.crt'), 'utf8'),
+  });
+  /** The CA's own check of the pair, as its file source would run it after each write. */
+  const caAccepts = async (): Promise<void> => {
+    const f = await files();
+    await validateIssuer(
+      { tlsCrt: f.crt, tlsKey: f.key, caCrt: f.ca },
+      parseTrustAnchors(f.bundle, clock.now()),
+      clock.now(),
+    );
+  };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshid-rotation-'));
+    clock = new ManualClock(Date.now());
+    proxies = new FakeProxies();
+    await initLocalState({
+      dir,
+      force: false,
+      trustDomain: 'cluster.local',
+      controlPlaneNamespace: 'linkerd',
+      now: clock.now(),
+    });
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('takes root A to root B through every phase, holding on each wait, the old root removed only at the end', async () => {
+    const before = await files();
+    const rootA = parseBundle(before.bundle, { now: clock.now() }).anchors[0]!;
+    const rc = controller();
+    const started = await rc.start();
+    assert.equal(started.phase, 'stage');
+    assert.equal(started.oldRoot.fingerprint, rootA.fingerprint);
+
+    let r = await rc.step();
+    assert.equal(r.state?.phase, 'propagate');
+    const staged = parseBundle((await files()).bundle, { now: clock.now() });
+    assert.equal(staged.anchors.length, 2, 'both roots in the bundle');
+    assert.equal(staged.pem, (await files()).bundle, 'written in canonical form');
+    assert.equal(r.state?.stagedBundleFingerprint, staged.fingerprint);
+    await caAccepts();
+
+    // A proxy still on the old bundle holds the rotation.
+    proxies.reports = [
+      { name: 'web', bundleFingerprint: 'old' },
+      { name: 'voting', bundleFingerprint: staged.fingerprint },
+    ];
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'propagate');
+    assert.equal(r.advanced, false);
+    assert.equal(r.state?.waitingFor?.done, 1);
+    assert.equal(r.state?.waitingFor?.total, 2);
+    assert.match(r.state?.waitingFor?.description ?? '', /1 of 2 proxies .* \(waiting for web\)/);
+    // Past the deadline it is reported overdue and still holds.
+    clock.advance(2 * HOUR);
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'propagate');
+    assert.match(r.state?.waitingFor?.description ?? '', /^OVERDUE \(holding, never skipping\)/);
+
+    proxies.reports = proxies.reports.map((p) => ({ ...p, bundleFingerprint: staged.fingerprint }));
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'switch');
+    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'drain');
+    const afterSwitch = await files();
+    const rootB = staged.anchors.find((a) => a.fingerprint !== rootA.fingerprint)!;
+    assert.equal(anchorOfChain(afterSwitch.crt, [rootB])?.fingerprint, rootB.fingerprint);
+    assert.notEqual(afterSwitch.key, before.key);
+    await caAccepts();
+    assert.deepEqual(
+      (await readdir(join(dir, 'rotation'))).filter((f) => f.endsWith('.key')),
+      [],
+      "the new root's key is deleted once it has signed the issuer",
+    );
+
+    // Drain: the leaf lifetime bound and the proxies' renewal both hold it.
+    proxies.reports = proxies.reports.map((p) => ({
+      ...p,
+      certNotBefore: clock.now() - SKEW - 1000,
+    }));
+    clock.advance(LEAF);
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'drain');
+    assert.match(
+      r.state?.waitingFor?.description ?? '',
+      /leaves issued before the switch to expire/,
+    );
+    clock.advance(2 * SKEW + 1);
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'drain', 'proxies still hold pre-switch certificates');
+    assert.match(
+      r.state?.waitingFor?.description ?? '',
+      /0 of 2 proxies hold a certificate from the new issuer/,
+    );
+    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+    proxies.reports = proxies.reports.map((p) => ({ ...p, certNotBefore: clock.now() - SKEW }));
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'retire');
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'done');
+    const end = parseBundle((await files()).bundle, { now: clock.now() });
+    assert.deepEqual(
+      end.anchors.map((a) => a.fingerprint),
+      [rootB.fingerprint],
+    );
+    await caAccepts();
+    assert.deepEqual(
+      r.state?.history.map((h) => h.phase),
+      ['stage', 'propagate', 'switch', 'drain', 'retire', 'done'],
+    );
+    // Finished: a new rotation may start.
+    assert.equal((await controller().start()).phase, 'stage');
+  });
+
+  it('resumes where it stopped with a new controller (a restart), and pause holds every step', async () => {
+    await controller('first').start();
+    await controller('first').step();
+    assert.equal((await readRotationStateFile(dir))?.phase, 'propagate');
+    const second = controller('second');
+    await second.setPaused(true);
+    assert.equal((await second.step()).advanced, false);
+    assert.equal((await readRotationStateFile(dir))?.phase, 'propagate');
+    await second.setPaused(false);
+    const r = await second.step();
+    assert.equal(r.state?.phase, 'switch', 'no proxies observed: nothing to wait for');
+    assert.equal(r.state?.holder, 'second');
+  });
+
+  it('lets two controllers race without doing a step twice', async () => {
+    await controller('a').start();
+    const results = await Promise.all([controller('a').step(), controller('b').step()]);
+    assert.deepEqual(
+      results.map((r) => r.state?.lastError),
+      [undefined, undefined],
+    );
+    const state = await readRotationStateFile(dir);
+    assert.equal(state?.phase, 'propagate');
+    assert.deepEqual(
+      state?.history.map((h) => h.phase),
+      ['stage', 'propagate'],
+    );
+    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+    assert.equal(
+      (await readdir(join(dir, 'rotation'))).filter((f) => f.endsWith('.crt')).length,
+      1,
+    );
+  });
+
+  it('rolls back from propagate (the staged root leaves), and refuses to roll back after the switch', async () => {
+    const original = (await files()).bundle;
+    const rc = controller();
+    await rc.start();
+    await rc.step();
+    const back = await rc.rollback();
+    assert.equal(back.phase, 'rolled-back');
+    assert.equal((await files()).bundle, original);
+    assert.deepEqual(await readdir(join(dir, 'rotation')), []);
+    await caAccepts();
+
+    await rc.start();
+    await rc.step(); // propagate
+    await rc.step(); // switch
+    await rc.step(); // drain
+    assert.equal((await readRotationStateFile(dir))?.phase, 'drain');
+    await assert.rejects(
+      rc.rollback(),
+      (e) =>
+        isMeshidError(e, 'ERR_ROTATION_REFUSED') &&
+        /refusing to roll back from phase drain: .*leave the issuer unanchored/.test(e.message),
+    );
+  });
+
+  it('refuses to start a second rotation, or one that would leave the issuer unanchored', async () => {
+    const rc = controller();
+    await rc.start();
+    await assert.rejects(
+      rc.start(),
+      (e) =>
+        isMeshidError(e, 'ERR_ROTATION_REFUSED') &&
+        /already in progress, in phase stage/.test(e.message),
+    );
+    await rc.rollback();
+    // Someone replaced the bundle with an unrelated root: the issuer no longer chains to it.
+    const other = await createRootCa({
+      commonName: 'other',
+      notBefore: clock.now() - 1000,
+      notAfter: clock.now() + HOUR * 1000,
+    });
+    await writeFile(join(dir, 'trust-anchors.pem'), other.certificatePem);
+    await assert.rejects(
+      rc.start(),
+      (e) =>
+        isMeshidError(e, 'ERR_ROTATION_REFUSED') &&
+        /the live issuer "CN=identity\.linkerd\.cluster\.local" does not chain to any anchor .* leave it unanchored/.test(
+          e.message,
+        ),
+    );
+  });
+
+  it("refuses a bundle update that removes the live issuer's anchor", async () => {
+    const f = await files();
+    const other = await createRootCa({
+      commonName: 'other',
+      notBefore: clock.now() - 1000,
+      notAfter: clock.now() + HOUR * 1000,
+    });
+    const next = parseBundle(other.certificatePem, { now: clock.now() });
+    assert.throws(
+      () => assertAnchorsIssuer(next, f.crt),
+      (e: unknown) =>
+        isMeshidError(e, 'ERR_ROTATION_REFUSED') &&
+        /does not anchor the live issuer "CN=identity\.linkerd\.cluster\.local"/.test(e.message),
+    );
+    assert.equal(
+      assertAnchorsIssuer(parseBundle(f.bundle + other.certificatePem, { now: clock.now() }), f.crt)
+        .subject,
+      'CN=root.linkerd.cluster.local',
+    );
+    assert.equal(existsSync(join(dir, 'rotation.json')), false);
+  });
+});

@@ -1,0 +1,618 @@
+/**
+ * The rotation controller: a persisted state machine that takes the mesh from root A to root B
+ * without a failed handshake.
+ *
+ *   stage      the new root is made (cert-manager issues it, or it is generated locally) and added
+ *              to the bundle beside the old one;
+ *   propagate  wait until every observed proxy reports the staged bundle's fingerprint;
+ *   switch     the identity issuer is re-issued from the new root; wait until it chains to it;
+ *   drain      wait until no live leaf can chain to the old root: every leaf issued before the
+ *              switch has expired (leaf lifetime + clock skew), and every observed proxy holds a
+ *              certificate from after the switch;
+ *   retire     the old root leaves the bundle.
+ *
+ * Every step is a read, a decision and one conditional write of bundle + state together
+ * (resourceVersion in a cluster), so several replicas can run the controller: a loser gets a
+ * conflict, re-reads and finds the step done. A wait that runs past its deadline is reported as
+ * overdue and holds; nothing ever skips ahead. Pause stops every step; rollback is allowed until
+ * the switch (after it the issuer chains to the new root, and removing it would break the mesh).
+ */
+import type { Clock, Logger, Random } from '../core/index.js';
+import { MeshidError, isMeshidError } from '../core/index.js';
+import {
+  anchorFromPem,
+  anchorOfChain,
+  bundleFromAnchors,
+  firstSubject,
+  parseBundle,
+} from './bundle.js';
+import type { Anchor, TrustBundle } from './bundle.js';
+import { rotationInProgress } from './rotation-state.js';
+import type { RootRef, RotationPhase, RotationState, RotationWait } from './rotation-state.js';
+
+/** What the controller reads in one step. */
+export interface RotationSnapshot {
+  /** The anchors bundle text as stored ('' when there is none). */
+  readonly bundlePem: string;
+  readonly state: RotationState | undefined;
+  /** The live issuer's certificate chain (tls.crt, then ca.crt). */
+  readonly issuerChainPem: string;
+  /** Opaque version of bundle + state (the ConfigMap's resourceVersion). */
+  readonly version: string;
+}
+
+/**
+ * Where the bundle, the state, the issuer and the roots live: files (local mode) or the
+ * Kubernetes API with cert-manager. Every method is idempotent.
+ */
+export interface RotationBackend {
+  readonly mode: RotationState['mode'];
+  read(): Promise<RotationSnapshot>;
+  /** Writes bundle and state together if `version` is still current; ERR_ROTATION_CONFLICT if not. */
+  write(version: string, bundlePem: string, state: RotationState): Promise<void>;
+  /** cert-manager: the name of the root Certificate the issuer is signed through now. */
+  currentRootName(): Promise<string | undefined>;
+  /** Makes sure the new root exists; its certificate PEM once it does, undefined while pending. */
+  ensureNewRoot(state: RotationState): Promise<string | undefined>;
+  /** Has the issuer re-issued from the new root (idempotent). */
+  switchIssuer(state: RotationState): Promise<void>;
+  /** Rollback: removes what staging made. */
+  discardNewRoot(state: RotationState): Promise<void>;
+  /** After retire: removes the old root's objects (its key goes with them). */
+  removeOldRoot(state: RotationState): Promise<void>;
+}
+
+/** What one proxy reports about itself (its admin `/identity`). */
+export interface ProxyObservation {
+  /** Pod name or admin URL. */
+  readonly name: string;
+  readonly bundleFingerprint?: string | undefined;
+  /** NotBefore of its current certificate (ms). */
+  readonly certNotBefore?: number | undefined;
+  /** Its current chain, PEM, when the proxy reports it. */
+  readonly chainPem?: string | undefined;
+  /** Why it could not be read. */
+  readonly error?: string | undefined;
+}
+
+/** How the controller learns what proxies have loaded. */
+export interface ProxyObserver {
+  /** For status: where observations come from. */
+  readonly description: string;
+  observe(signal: AbortSignal): Promise<ProxyObservation[]>;
+}
+
+/** Dependencies and timings of a {@link RotationController}. */
+export interface RotationControllerOptions {
+  readonly backend: RotationBackend;
+  readonly observer: ProxyObserver;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly logger: Logger;
+  /** The CA's leaf lifetime (drain waits this long after the switch, plus twice the skew). */
+  readonly leafLifetime: number;
+  readonly clockSkew: number;
+  /** A wait longer than this is reported overdue (and still holds). */
+  readonly waitTimeout: number;
+  /** Who runs this controller (for the state's `holder`). */
+  readonly holder: string;
+}
+
+/** What one {@link RotationController.step} did. */
+export interface StepResult {
+  readonly state: RotationState | undefined;
+  /** True when the phase advanced (the caller steps again at once). */
+  readonly advanced: boolean;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * Refuses a bundle that would not anchor the live issuer. Used for every bundle the trust
+ * controllers write.
+ *
+ * @throws ERR_ROTATION_REFUSED naming the issuer.
+ * @example
+ * ```ts
+ * assertAnchorsIssuer(nextBundle, issuerTlsCrt);
+ * ```
+ */
+export function assertAnchorsIssuer(bundle: TrustBundle, issuerChainPem: string): Anchor {
+  const anchor = anchorOfChain(issuerChainPem, bundle.anchors);
+  if (anchor === undefined) {
+    throw new MeshidError(
+      'ERR_ROTATION_REFUSED',
+      `refusing a trust bundle that does not anchor the live issuer${describeIssuer(issuerChainPem)}: every certificate it signed would stop verifying`,
+    );
+  }
+  return anchor;
+}
+
+function describeIssuer(chainPem: string): string {
+  const subject = firstSubject(chainPem);
+  return subject === undefined ? ' (no issuer certificate could be read)' : ` "${subject}"`;
+}
+
+function rootRef(a: Anchor, certificate?: string): RootRef {
+  return {
+    fingerprint: a.fingerprint,
+    subject: a.subject,
+    notAfter: iso(a.notAfter),
+    ...(certificate === undefined ? {} : { certificate }),
+  };
+}
+
+/**
+ * The rotation controller. `start` begins a rotation; `step` takes the next step possible now;
+ * `run` steps until the rotation is done or the signal aborts.
+ *
+ * @example
+ * ```ts
+ * const rc = new RotationController({ backend, observer, clock, random, logger, leafLifetime, clockSkew, waitTimeout, holder });
+ * await rc.start();
+ * await rc.run({ interval: 5000, signal });
+ * ```
+ */
+export class RotationController {
+  readonly #o: RotationControllerOptions;
+  constructor(options: RotationControllerOptions) {
+    this.#o = options;
+  }
+
+  /** The persisted state (undefined when no rotation was ever started). */
+  async status(): Promise<RotationState | undefined> {
+    return (await this.#o.backend.read()).state;
+  }
+
+  /**
+   * Starts a rotation (phase stage). Refused when one is in progress, or when the live issuer
+   * does not chain to the current bundle (a rotation from there would leave it unanchored).
+   */
+  async start(): Promise<RotationState> {
+    return this.#retry(async () => {
+      const snap = await this.#o.backend.read();
+      if (snap.state !== undefined && rotationInProgress(snap.state)) {
+        throw new MeshidError(
+          'ERR_ROTATION_REFUSED',
+          `a rotation (${snap.state.id}) is already in progress, in phase ${snap.state.phase}${snap.state.paused ? ' (paused)' : ''}`,
+        );
+      }
+      const bundle = this.#bundle(snap);
+      let oldAnchor: Anchor;
+      try {
+        oldAnchor = assertAnchorsIssuer(bundle, snap.issuerChainPem);
+      } catch (err) {
+        if (!isMeshidError(err, 'ERR_ROTATION_REFUSED')) throw err;
+        throw new MeshidError(
+          'ERR_ROTATION_REFUSED',
+          `refusing to rotate: the live issuer${describeIssuer(snap.issuerChainPem)} does not chain to any anchor of the current bundle, so a rotation would leave it unanchored; fix the issuer or the bundle first`,
+        );
+      }
+      const now = this.#o.clock.now();
+      const id = `r${this.#o.random.bytes(4).toString('hex')}`;
+      const state: RotationState = {
+        version: 1,
+        id,
+        mode: this.#o.backend.mode,
+        phase: 'stage',
+        paused: false,
+        startedAt: iso(now),
+        phaseStartedAt: iso(now),
+        updatedAt: iso(now),
+        oldRoot: rootRef(oldAnchor, await this.#o.backend.currentRootName()),
+        holder: this.#o.holder,
+        history: [{ phase: 'stage', at: iso(now) }],
+      };
+      await this.#o.backend.write(snap.version, snap.bundlePem, state);
+      this.#o.logger.info({ rotation: id, oldRoot: oldAnchor.subject }, 'rotation started');
+      return state;
+    });
+  }
+
+  /** Pauses (true) or resumes (false) the rotation in progress. */
+  async setPaused(paused: boolean): Promise<RotationState> {
+    return this.#retry(async () => {
+      const snap = await this.#o.backend.read();
+      const state = this.#inProgress(snap, paused ? 'pause' : 'resume');
+      if (state.paused === paused) return state;
+      const next = { ...state, paused, updatedAt: iso(this.#o.clock.now()) };
+      await this.#o.backend.write(snap.version, snap.bundlePem, next);
+      this.#o.logger.info(
+        { rotation: state.id, phase: state.phase },
+        paused ? 'rotation paused' : 'rotation resumed',
+      );
+      return next;
+    });
+  }
+
+  /**
+   * Rolls back a rotation that has not switched yet: the staged root leaves the bundle and its
+   * objects are removed. Refused from switch on (the issuer may already chain to the new root).
+   */
+  async rollback(): Promise<RotationState> {
+    return this.#retry(async () => {
+      const snap = await this.#o.backend.read();
+      const state = this.#inProgress(snap, 'roll back');
+      if (state.phase !== 'stage' && state.phase !== 'propagate') {
+        throw new MeshidError(
+          'ERR_ROTATION_REFUSED',
+          `refusing to roll back from phase ${state.phase}: the issuer is (or may be) re-issued from the new root, so removing it would leave the issuer unanchored; let the rotation finish`,
+        );
+      }
+      const bundle = this.#bundle(snap);
+      const kept = bundle.anchors.filter(
+        (a) => state.newRoot === undefined || a.fingerprint !== state.newRoot.fingerprint,
+      );
+      const next = bundleFromAnchors(kept);
+      assertAnchorsIssuer(next, snap.issuerChainPem);
+      await this.#o.backend.discardNewRoot(state);
+      const done = this.#enter(state, 'rolled-back', { paused: false });
+      await this.#o.backend.write(snap.version, next.pem, done);
+      this.#o.logger.info({ rotation: state.id }, 'rotation rolled back');
+      return done;
+    });
+  }
+
+  /** Takes the next step possible now. */
+  async step(signal: AbortSignal = new AbortController().signal): Promise<StepResult> {
+    const snap = await this.#o.backend.read();
+    const state = snap.state;
+    if (state === undefined || !rotationInProgress(state) || state.paused) {
+      return { state, advanced: false };
+    }
+    try {
+      switch (state.phase) {
+        case 'stage':
+          return await this.#stage(snap, state);
+        case 'propagate':
+          return await this.#propagate(snap, state, signal);
+        case 'switch':
+          return await this.#switch(snap, state);
+        case 'drain':
+          return await this.#drain(snap, state, signal);
+        case 'retire':
+          return await this.#retire(snap, state);
+        default:
+          return { state, advanced: false };
+      }
+    } catch (err) {
+      if (isMeshidError(err, 'ERR_ROTATION_CONFLICT')) {
+        // Someone else wrote first: the next step re-reads and finds out what they did.
+        return { state, advanced: true };
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      this.#o.logger.warn(
+        { rotation: state.id, phase: state.phase, err: message },
+        'rotation step failed; holding',
+      );
+      if (state.lastError !== message) {
+        await this.#o.backend
+          .write(snap.version, snap.bundlePem, {
+            ...state,
+            lastError: message,
+            updatedAt: iso(this.#o.clock.now()),
+          })
+          .catch(() => undefined);
+      }
+      return { state: { ...state, lastError: message }, advanced: false };
+    }
+  }
+
+  /**
+   * Steps until the rotation is done (or rolled back), waiting `interval` between checks that
+   * changed nothing. With `once`, returns after the steps possible now.
+   */
+  async run(opts: {
+    interval: number;
+    signal: AbortSignal;
+    once?: boolean;
+    sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  }): Promise<RotationState | undefined> {
+    const sleep = opts.sleep ?? defaultSleep;
+    for (;;) {
+      const r = await this.step(opts.signal);
+      if (r.state === undefined || !rotationInProgress(r.state)) return r.state;
+      if (r.advanced) continue;
+      if (opts.once === true || opts.signal.aborted) return r.state;
+      await sleep(opts.interval, opts.signal);
+      if (opts.signal.aborted) return r.state;
+    }
+  }
+
+  // ---- phases -----------------------------------------------------------------------------
+
+  async #stage(snap: RotationSnapshot, state: RotationState): Promise<StepResult> {
+    const pem = await this.#o.backend.ensureNewRoot(state);
+    if (pem === undefined) {
+      return this.#wait(snap, state, { description: 'the new root to be issued' });
+    }
+    const now = this.#o.clock.now();
+    const newAnchor = anchorFromPem(pem, { now });
+    if (newAnchor.fingerprint === state.oldRoot.fingerprint) {
+      return this.#wait(snap, state, {
+        description: 'the new root to be issued (the root Secret still holds the old root)',
+      });
+    }
+    const bundle = this.#bundle(snap);
+    const staged = bundleFromAnchors([...bundle.anchors, newAnchor]);
+    assertAnchorsIssuer(staged, snap.issuerChainPem);
+    const next = this.#enter(state, 'propagate', {
+      newRoot: rootRef(newAnchor, state.newRoot?.certificate),
+      stagedBundleFingerprint: staged.fingerprint,
+    });
+    await this.#o.backend.write(snap.version, staged.pem, next);
+    this.#o.logger.info(
+      { rotation: state.id, newRoot: newAnchor.subject, bundle: staged.fingerprint },
+      'rotation: new root staged',
+    );
+    return { state: next, advanced: true };
+  }
+
+  async #propagate(
+    snap: RotationSnapshot,
+    state: RotationState,
+    signal: AbortSignal,
+  ): Promise<StepResult> {
+    const want = state.stagedBundleFingerprint!;
+    const seen = await this.#o.observer.observe(signal);
+    if (seen.length === 0) {
+      this.#o.logger.warn(
+        { rotation: state.id, observer: this.#o.observer.description },
+        'rotation: no proxies are observed, so propagation has nothing to wait for (give --proxy-admin or --pod-selector)',
+      );
+    }
+    const behind = seen.filter((p) => p.bundleFingerprint !== want);
+    if (behind.length > 0) {
+      return this.#wait(snap, state, {
+        description: `${seen.length - behind.length} of ${seen.length} proxies have loaded the staged bundle (waiting for ${names(behind)})`,
+        done: seen.length - behind.length,
+        total: seen.length,
+      });
+    }
+    const next = this.#enter(state, 'switch', {});
+    await this.#o.backend.write(snap.version, snap.bundlePem, next);
+    this.#o.logger.info(
+      { rotation: state.id, proxies: seen.length },
+      'rotation: staged bundle loaded everywhere',
+    );
+    return { state: next, advanced: true };
+  }
+
+  async #switch(snap: RotationSnapshot, state: RotationState): Promise<StepResult> {
+    const newAnchor = this.#newAnchor(snap, state);
+    if (anchorOfChain(snap.issuerChainPem, [newAnchor]) === undefined) {
+      await this.#o.backend.switchIssuer(state);
+      const after = await this.#o.backend.read();
+      if (anchorOfChain(after.issuerChainPem, [newAnchor]) === undefined) {
+        return this.#wait(after, state, {
+          description: 'the identity issuer to be re-issued from the new root',
+        });
+      }
+      snap = after;
+    }
+    const now = this.#o.clock.now();
+    const next = this.#enter(state, 'drain', { switchedAt: iso(now) });
+    await this.#o.backend.write(snap.version, snap.bundlePem, next);
+    this.#o.logger.info({ rotation: state.id }, 'rotation: issuer now chains to the new root');
+    return { state: next, advanced: true };
+  }
+
+  async #drain(
+    snap: RotationSnapshot,
+    state: RotationState,
+    signal: AbortSignal,
+  ): Promise<StepResult> {
+    const switchedAt = Date.parse(state.switchedAt!);
+    const expiry = switchedAt + this.#o.leafLifetime + 2 * this.#o.clockSkew;
+    const newAnchor = this.#newAnchor(snap, state);
+    const seen = await this.#o.observer.observe(signal);
+    const old = seen.filter((p) => !renewedSince(p, newAnchor, switchedAt - this.#o.clockSkew));
+    const now = this.#o.clock.now();
+    if (now < expiry || old.length > 0) {
+      const parts = [
+        now < expiry
+          ? `leaves issued before the switch to expire (at ${iso(expiry)})`
+          : 'every leaf issued before the switch has expired',
+        `${seen.length - old.length} of ${seen.length} proxies hold a certificate from the new issuer${old.length > 0 ? ` (waiting for ${names(old)})` : ''}`,
+      ];
+      return this.#wait(snap, state, {
+        description: parts.join('; '),
+        done: seen.length - old.length,
+        total: seen.length,
+        notBefore: iso(expiry),
+      });
+    }
+    const next = this.#enter(state, 'retire', {});
+    await this.#o.backend.write(snap.version, snap.bundlePem, next);
+    return { state: next, advanced: true };
+  }
+
+  async #retire(snap: RotationSnapshot, state: RotationState): Promise<StepResult> {
+    const bundle = this.#bundle(snap);
+    const kept = bundleFromAnchors(
+      bundle.anchors.filter((a) => a.fingerprint !== state.oldRoot.fingerprint),
+    );
+    assertAnchorsIssuer(kept, snap.issuerChainPem);
+    await this.#o.backend.removeOldRoot(state);
+    const next = this.#enter(state, 'done', {});
+    await this.#o.backend.write(snap.version, kept.pem, next);
+    this.#o.logger.info(
+      { rotation: state.id, bundle: kept.fingerprint },
+      'rotation done: old root retired',
+    );
+    return { state: next, advanced: true };
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  #bundle(snap: RotationSnapshot): TrustBundle {
+    return parseBundle(snap.bundlePem, { now: this.#o.clock.now() });
+  }
+
+  #newAnchor(snap: RotationSnapshot, state: RotationState): Anchor {
+    const a = this.#bundle(snap).anchors.find((x) => x.fingerprint === state.newRoot?.fingerprint);
+    if (a === undefined) {
+      throw new MeshidError(
+        'ERR_ROTATION_REFUSED',
+        `the staged root "${state.newRoot?.subject ?? '?'}" is no longer in the bundle; the rotation holds (roll forward by restoring it)`,
+      );
+    }
+    return a;
+  }
+
+  #inProgress(snap: RotationSnapshot, what: string): RotationState {
+    if (snap.state === undefined || !rotationInProgress(snap.state)) {
+      throw new MeshidError('ERR_ROTATION_REFUSED', `no rotation in progress to ${what}`);
+    }
+    return snap.state;
+  }
+
+  #enter(
+    state: RotationState,
+    phase: RotationPhase,
+    fields: Partial<RotationState>,
+  ): RotationState {
+    const at = iso(this.#o.clock.now());
+    const { waitingFor: _w, lastError: _e, ...rest } = state;
+    void _w;
+    void _e;
+    return {
+      ...rest,
+      ...fields,
+      phase,
+      phaseStartedAt: at,
+      updatedAt: at,
+      holder: this.#o.holder,
+      history: [...state.history, { phase, at }],
+    };
+  }
+
+  /** Records what the phase waits for (written only when it changed) and holds. */
+  async #wait(
+    snap: RotationSnapshot,
+    state: RotationState,
+    wait: Omit<RotationWait, 'deadline'>,
+  ): Promise<StepResult> {
+    const deadline =
+      Date.parse(state.phaseStartedAt) +
+      this.#o.waitTimeout +
+      (wait.notBefore === undefined
+        ? 0
+        : Math.max(0, Date.parse(wait.notBefore) - Date.parse(state.phaseStartedAt)));
+    const overdue = this.#o.clock.now() > deadline;
+    const waitingFor: RotationWait = {
+      ...wait,
+      description: overdue
+        ? `OVERDUE (holding, never skipping): ${wait.description}`
+        : wait.description,
+      deadline: iso(deadline),
+    };
+    const same =
+      JSON.stringify(state.waitingFor) === JSON.stringify(waitingFor) &&
+      state.lastError === undefined;
+    if (same) return { state, advanced: false };
+    const { lastError: _e, ...rest } = state;
+    void _e;
+    const next: RotationState = {
+      ...rest,
+      waitingFor,
+      updatedAt: iso(this.#o.clock.now()),
+      holder: this.#o.holder,
+    };
+    await this.#o.backend.write(snap.version, snap.bundlePem, next);
+    if (overdue)
+      this.#o.logger.warn(
+        { rotation: state.id, phase: state.phase },
+        `rotation overdue: ${wait.description}`,
+      );
+    return { state: next, advanced: false };
+  }
+
+  async #retry<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isMeshidError(err, 'ERR_ROTATION_CONFLICT') || attempt >= 5) throw err;
+      }
+    }
+  }
+}
+
+function renewedSince(p: ProxyObservation, newAnchor: Anchor, since: number): boolean {
+  if (p.chainPem !== undefined) return anchorOfChain(p.chainPem, [newAnchor]) !== undefined;
+  return p.certNotBefore !== undefined && p.certNotBefore >= since;
+}
+
+function names(list: readonly ProxyObservation[]): string {
+  const shown = list
+    .slice(0, 3)
+    .map((p) => (p.error === undefined ? p.name : `${p.name}: ${p.error}`));
+  return shown.join(', ') + (list.length > 3 ? ` and ${list.length - 3} more` : '');
+}
+
+function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Observes proxies through their admin `/identity` endpoints (the bundle fingerprint, the
+ * certificate's notBefore and, when reported, its chain).
+ *
+ * @example
+ * ```ts
+ * const observer = adminUrlObserver(['http://127.0.0.1:4191'], 2000);
+ * ```
+ */
+export function adminUrlObserver(urls: readonly string[], timeoutMs = 2000): ProxyObserver {
+  return {
+    description:
+      urls.length === 0 ? 'no proxies configured' : `${urls.length} proxy admin endpoint(s)`,
+    observe: (signal) => Promise.all(urls.map((u) => observeAdmin(u, u, timeoutMs, signal))),
+  };
+}
+
+/**
+ * Reads one proxy's `/identity`.
+ *
+ * @example
+ * ```ts
+ * const o = await observeAdmin('web-0', 'http://10.0.0.7:4191', 2000, signal);
+ * ```
+ */
+export async function observeAdmin(
+  name: string,
+  baseUrl: string,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<ProxyObservation> {
+  try {
+    const res = await fetch(new URL('/identity', baseUrl), {
+      signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+    });
+    if (!res.ok) return { name, error: `HTTP ${res.status}` };
+    const body = (await res.json()) as {
+      trustAnchors?: { fingerprint?: unknown };
+      certificate?: { notBefore?: unknown; chainPem?: unknown };
+    };
+    const fp = body.trustAnchors?.fingerprint;
+    const nb = body.certificate?.notBefore;
+    const chain = body.certificate?.chainPem;
+    return {
+      name,
+      bundleFingerprint: typeof fp === 'string' ? fp : undefined,
+      certNotBefore: typeof nb === 'string' ? Date.parse(nb) : undefined,
+      chainPem: typeof chain === 'string' ? chain : undefined,
+    };
+  } catch (err) {
+    return { name, error: err instanceof Error ? err.message : String(err) };
+  }
+}
