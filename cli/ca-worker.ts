@@ -14,12 +14,13 @@ const workerId = cluster.worker?.id ?? 0;
 const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
-  async (config, registry) => {
+  async (config, registry, role) => {
     const kube = await caKube(config);
     return startCertifyProcess({
       config,
       ...(kube === undefined ? {} : { kube }),
       registry,
+      recordIssuerEvents: role.recordIssuerEvents,
       logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
       clock: systemClock,
       random: systemRandom,
