@@ -40,7 +40,10 @@ interface Setting {
 const COMMON = {
   config: { kind: 'string', help: 'YAML or JSON configuration file' },
   logLevel: { kind: 'string', help: 'fatal|error|warn|info|debug|trace|silent' },
-  fips: { kind: 'boolean', help: 'FIPS mode (not implemented yet: true is refused)' },
+  fips: {
+    kind: 'boolean',
+    help: 'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
+  },
 } as const satisfies Record<string, Setting>;
 
 const NAMING = {
@@ -598,16 +601,6 @@ export function loadConfig<C extends CommandName>(
     put(key, value, `--${flag}`);
   }
 
-  if (raw['fips'] === true) {
-    // The setting exists so that configurations can carry it; until FIPS mode is enforced
-    // (approved algorithms only, a FIPS provider asserted at start) it must not be accepted
-    // and silently ignored.
-    problems.push({
-      field: 'fips (--fips, MESHID_FIPS)',
-      message:
-        'FIPS mode is not implemented in this release; meshid refuses to run in a mode it cannot enforce',
-    });
-  }
   if (problems.length > 0) throw configError(command, problems);
   const merged = applyDefaults(command, raw);
   const result = SCHEMAS[command].safeParse(merged);

@@ -156,6 +156,31 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'the local state folder is missing material, or would be overwritten',
   },
+  ERR_FIPS_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'FIPS mode was requested but Node.js cannot run its crypto on a FIPS provider',
+  },
+  ERR_FIPS_CSR_REFUSED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 400,
+    retryable: false,
+    description: 'FIPS mode refused the CSR: its key or signature is outside the FIPS policy',
+  },
+  ERR_FIPS_MATERIAL_REFUSED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'FIPS mode refused a trust anchor or issuer certificate outside the FIPS policy',
+  },
+  ERR_FIPS_PEER_REFUSED: {
+    grpc: 'PERMISSION_DENIED',
+    http: 403,
+    retryable: false,
+    description:
+      "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
+  },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',
     http: 500,
