@@ -52,3 +52,12 @@ export type {
 export { LocalRotationBackend, localTrustFiles } from './local-backend.js';
 export type { GeneratedPem, LocalBackendOptions } from './local-backend.js';
 export { formatRotationStatus, progressLine } from './status.js';
+export {
+  KubeRotationBackend,
+  SyncController,
+  openTrustKubeApi,
+  combinedObserver,
+  issuerChain,
+  podObserver,
+} from './kube.js';
+export type { KubeTrustSettings, SyncResult, TrustKubeApi, TrustKubeObject } from './kube.js';

@@ -106,6 +106,10 @@ export class LocalRotationBackend implements RotationBackend {
     return Promise.resolve(undefined);
   }
 
+  planRoot(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
+  }
+
   async ensureNewRoot(state: RotationState): Promise<string | undefined> {
     const { crt, key } = this.#pendingFiles(state);
     const existing = await readText(crt, false);

@@ -71,6 +71,11 @@ export interface RotationState {
   readonly oldRoot: RootRef;
   /** The root being rotated to; set once staged. */
   readonly newRoot?: RootRef | undefined;
+  /**
+   * cert-manager mode: the root Certificate (and CA Issuer and Secret, one name) that holds the
+   * new root. Equal to `oldRoot.certificate` when cert-manager renewed the root in place.
+   */
+  readonly plannedRoot?: string | undefined;
   /** Hex SHA-256 of the bundle text with both roots (what propagate waits for). */
   readonly stagedBundleFingerprint?: string | undefined;
   /** When the issuer was seen chaining to the new root (drain counts leaf lifetimes from it). */
@@ -103,6 +108,7 @@ const schema = z.strictObject({
   updatedAt: iso,
   oldRoot: rootRef,
   newRoot: rootRef.optional(),
+  plannedRoot: z.string().optional(),
   stagedBundleFingerprint: hex64.optional(),
   switchedAt: iso.optional(),
   waitingFor: z

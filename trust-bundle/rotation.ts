@@ -52,6 +52,11 @@ export interface RotationBackend {
   write(version: string, bundlePem: string, state: RotationState): Promise<void>;
   /** cert-manager: the name of the root Certificate the issuer is signed through now. */
   currentRootName(): Promise<string | undefined>;
+  /**
+   * cert-manager: the root Certificate a new rotation stages (a new one, or with `inPlace` the
+   * current one that cert-manager renewed).
+   */
+  planRoot(rotationId: string, inPlace: boolean): Promise<string | undefined>;
   /** Makes sure the new root exists; its certificate PEM once it does, undefined while pending. */
   ensureNewRoot(state: RotationState): Promise<string | undefined>;
   /** Has the issuer re-issued from the new root (idempotent). */
@@ -168,7 +173,7 @@ export class RotationController {
    * Starts a rotation (phase stage). Refused when one is in progress, or when the live issuer
    * does not chain to the current bundle (a rotation from there would leave it unanchored).
    */
-  async start(): Promise<RotationState> {
+  async start(opts: { inPlace?: boolean } = {}): Promise<RotationState> {
     return this.#retry(async () => {
       const snap = await this.#o.backend.read();
       if (snap.state !== undefined && rotationInProgress(snap.state)) {
@@ -190,6 +195,7 @@ export class RotationController {
       }
       const now = this.#o.clock.now();
       const id = `r${this.#o.random.bytes(4).toString('hex')}`;
+      const plannedRoot = await this.#o.backend.planRoot(id, opts.inPlace === true);
       const state: RotationState = {
         version: 1,
         id,
@@ -200,6 +206,7 @@ export class RotationController {
         phaseStartedAt: iso(now),
         updatedAt: iso(now),
         oldRoot: rootRef(oldAnchor, await this.#o.backend.currentRootName()),
+        ...(plannedRoot === undefined ? {} : { plannedRoot }),
         holder: this.#o.holder,
         history: [{ phase: 'stage', at: iso(now) }],
       };
@@ -337,7 +344,7 @@ export class RotationController {
     const staged = bundleFromAnchors([...bundle.anchors, newAnchor]);
     assertAnchorsIssuer(staged, snap.issuerChainPem);
     const next = this.#enter(state, 'propagate', {
-      newRoot: rootRef(newAnchor, state.newRoot?.certificate),
+      newRoot: rootRef(newAnchor, state.plannedRoot),
       stagedBundleFingerprint: staged.fingerprint,
     });
     await this.#o.backend.write(snap.version, staged.pem, next);
