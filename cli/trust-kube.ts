@@ -1,9 +1,20 @@
 /**
- * `meshid trust` against the Kubernetes API (placeholder until the kube backend lands).
+ * `meshid trust` against the Kubernetes API (`--kubeconfig`): the rotation controller over the
+ * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
+ * given, so the local commands never load the Kubernetes client.
  */
-import { MeshidError } from '../core/index.js';
-import type { TrustConfig } from '../core/index.js';
-import type { RotationController } from '../trust-bundle/index.js';
+import type { Clock, Logger, Random, TrustConfig } from '../core/index.js';
+import {
+  KubeRotationBackend,
+  RotationController,
+  SELF_SIGNED_ISSUER,
+  SyncController,
+  adminUrlObserver,
+  combinedObserver,
+  openTrustKubeApi,
+  podObserver,
+} from '../trust-bundle/index.js';
+import type { KubeTrustSettings, ProxyObserver, TrustKubeApi } from '../trust-bundle/index.js';
 
 /** A rotation controller over the configured backend, and what to release afterwards. */
 export interface OpenedRotation {
@@ -12,10 +23,121 @@ export interface OpenedRotation {
   close(): void;
 }
 
-export function openKubeRotation(_config: TrustConfig, _options: unknown): Promise<OpenedRotation> {
-  void _config;
-  void _options;
-  return Promise.reject(
-    new MeshidError('ERR_CONFIG_INVALID', 'meshid trust: --kubeconfig is not supported yet'),
+/** The controller options the caller decides (clock, timings, holder). */
+export interface RotationOptions {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly logger: Logger;
+  readonly leafLifetime: number;
+  readonly clockSkew: number;
+  readonly waitTimeout: number;
+  readonly holder: string;
+}
+
+/** The trust objects' names from `meshid trust` settings. */
+export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
+  return {
+    namespace: config.namespace,
+    trustDomain: config.trustDomain,
+    controlPlaneNamespace: config.controlPlaneNamespace,
+    selfSignedIssuer: SELF_SIGNED_ISSUER,
+    rootCertificate: config.rootCertificate,
+    caIssuer: config.certManagerIssuer,
+    issuerSecret: config.issuerSecret,
+    issuerCertificate: config.issuerCertificate,
+    trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+    trustAnchorsKey: config.trustAnchorsKey,
+    certLifetime: config.certLifetime,
+    labels: { 'app.kubernetes.io/part-of': 'meshid' },
+  };
+}
+
+async function openApi(config: TrustConfig): Promise<TrustKubeApi> {
+  const { loadKubeConfig } = await import('../core/kube.js');
+  return openTrustKubeApi(loadKubeConfig(config.kubeconfig!, process.env));
+}
+
+function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
+  const observers = [adminUrlObserver(config.proxyAdmin)];
+  if (config.podSelector !== undefined) observers.push(podObserver(api, config.podSelector));
+  return combinedObserver(observers);
+}
+
+/**
+ * The rotation controller on the cluster of `--kubeconfig`.
+ *
+ * @example
+ * ```ts
+ * const { controller } = await openKubeRotation(config, options);
+ * ```
+ */
+export async function openKubeRotation(
+  config: TrustConfig,
+  options: RotationOptions,
+): Promise<OpenedRotation> {
+  const api = await openApi(config);
+  const settings = kubeTrustSettings(config);
+  const controller = new RotationController({
+    ...options,
+    backend: new KubeRotationBackend(api, settings, options.clock),
+    observer: observerOf(config, api),
+  });
+  return {
+    controller,
+    where: `${config.namespace}/${config.trustAnchorsConfigMap}`,
+    close: () => undefined,
+  };
+}
+
+/**
+ * `meshid trust sync`: keeps the anchors ConfigMap right and drives rotations, every `interval`
+ * until stopped (or once with `--once`).
+ *
+ * @example
+ * ```ts
+ * await runSync(config, options, signal);
+ * ```
+ */
+export async function runSync(
+  config: TrustConfig,
+  options: RotationOptions,
+  signal: AbortSignal,
+): Promise<string> {
+  const opened = await openKubeRotation(config, options);
+  const api = await openApi(config);
+  const sync = new SyncController({
+    api,
+    settings: kubeTrustSettings(config),
+    clock: options.clock,
+    logger: options.logger,
+    rotation: opened.controller,
+  });
+  options.logger.info(
+    { configMap: opened.where, interval: config.interval },
+    'trust sync controller running',
   );
+  let last = '';
+  for (;;) {
+    try {
+      last = await sync.reconcile(signal);
+    } catch (err) {
+      // Held, logged, retried on the next pass: a refusal or an API failure changes nothing.
+      options.logger.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'trust sync pass failed; nothing was written',
+      );
+      if (config.once) throw err;
+    }
+    if (config.once || signal.aborted) return `sync: ${last}\n`;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, config.interval);
+      function done(): void {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    });
+    if (signal.aborted) return `sync: stopped\n`;
+  }
 }

@@ -30,7 +30,7 @@ import {
   rotationInProgress,
 } from '../trust-bundle/index.js';
 import type { RotationState } from '../trust-bundle/index.js';
-import type { OpenedRotation } from './trust-kube.js';
+import type { OpenedRotation, RotationOptions } from './trust-kube.js';
 import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
 import type { CertManagerSettings } from '../trust-bundle/index.js';
 import { certManagerChain } from './install/manifest.js';
@@ -235,9 +235,43 @@ async function runSubcommand(
     case 'resume':
     case 'rollback':
       return runRotationCommand(sub, config, (text) => process.stdout.write(text));
-    default:
-      throw new MeshidError('ERR_CONFIG_INVALID', `meshid trust ${sub}: not available yet`);
+    case 'sync':
+      return runSyncCommand(config);
   }
+}
+
+async function runSyncCommand(config: TrustConfig): Promise<TrustOutput> {
+  if (config.kubeconfig === undefined) {
+    throw new MeshidError(
+      'ERR_CONFIG_INVALID',
+      'meshid trust sync: --kubeconfig is required (the sync controller keeps the anchors ConfigMap of a cluster)',
+    );
+  }
+  const logger = createLogger({ level: config.logLevel });
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const { runSync } = await import('./trust-kube.js');
+    const stdout = await runSync(config, rotationOptions(config, logger, systemClock), stop.signal);
+    return { stdout, code: 0 };
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+function rotationOptions(config: TrustConfig, logger: Logger, clock: Clock): RotationOptions {
+  return {
+    clock,
+    random: systemRandom,
+    logger,
+    leafLifetime: config.certLifetime,
+    clockSkew: config.clockSkew,
+    waitTimeout: config.propagateTimeout,
+    holder: `${hostname()}/${process.pid}`,
+  };
 }
 
 /**
@@ -260,15 +294,7 @@ export async function openRotation(
       'meshid trust: give exactly one of --dir D (local files) or --kubeconfig F (a cluster)',
     );
   }
-  const options = {
-    clock,
-    random: systemRandom,
-    logger,
-    leafLifetime: config.certLifetime,
-    clockSkew: config.clockSkew,
-    waitTimeout: config.propagateTimeout,
-    holder: `${hostname()}/${process.pid}`,
-  };
+  const options = rotationOptions(config, logger, clock);
   if (config.dir !== undefined) {
     const dir = config.dir;
     const backend = new LocalRotationBackend({

@@ -73,6 +73,9 @@ export function formatRotationStatus(state: RotationState | undefined, now: numb
         `  overdue after: ${w.deadline} (the rotation then holds and says so; it never skips ahead)`,
       );
   }
+  if (state.waitingFor === undefined && state.phase !== 'done' && state.phase !== 'rolled-back') {
+    lines.push('  waiting for: (not evaluated yet in this phase)');
+  }
   if (state.lastError !== undefined) lines.push(`  last error (holding): ${state.lastError}`);
   if (state.holder !== undefined)
     lines.push(`  last written by: ${state.holder} at ${state.updatedAt}`);
