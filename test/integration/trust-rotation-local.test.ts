@@ -1,21 +1,33 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseAddress } from '../../core/index.js';
 import { parseBundle, readRotationStateFile } from '../../trust-bundle/index.js';
-import { MESHID_BIN, runMeshid, startCaProcess, waitFor } from '../support/ca-process.js';
-import type { CaProcess } from '../support/ca-process.js';
+import {
+  MESHID_BIN,
+  runMeshid,
+  startCaProcess,
+  startMeshid,
+  waitFor,
+} from '../support/ca-process.js';
+import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
 import { startRotationLoad } from '../support/rotation-load.js';
-import { idOf } from '../support/state.js';
+import { CA_IDENTITY, idOf } from '../support/state.js';
 
 const LIFETIME = ['--cert-lifetime', '6s', '--clock-skew', '1s'];
 
-describe('meshid trust rotate --dir: root A to root B under load (real CA, real TLS)', function () {
+describe('meshid trust rotate --dir: root A to root B under load (real CA, real proxy, real TLS)', function () {
   this.timeout(120_000);
   let dir: string;
   let ca: CaProcess | undefined;
+  let proxy: MeshidProcess | undefined;
+  let app: Server | undefined;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshid-rotate-local-'));
@@ -24,27 +36,48 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     ca = await startCaProcess(['--dir', dir, '--workers', '1', ...LIFETIME]);
   });
   after(async () => {
+    await proxy?.stop();
+    app?.close();
     await ca?.stop();
     await rm(dir, { recursive: true, force: true });
   });
 
   it('rotates with zero failed Certify calls and handshakes, resumes after the controller is killed, and retires the old root last', async () => {
     const bundleFile = join(dir, 'trust-anchors.pem');
+    const token = async (ns: string, sa: string): Promise<string> => {
+      const r = await runMeshid(['token', '--dir', dir, '--ns', ns, '--sa', sa, '--ttl', '1h']);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    // A real proxy (identity from the CA, the bundle file watched) in front of an HTTP app.
+    app = createServer((_req, res) => res.end('pong'));
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    const tokenFile = join(dir, 'emoji-token');
+    await writeFile(tokenFile, await token('emojivoto', 'emoji'));
+    proxy = await startMeshid('proxy', [
+      ...['--identity-addr', `127.0.0.1:${ca!.address.port}`, '--identity-name', CA_IDENTITY],
+      ...['--trust-anchors', bundleFile, '--token-file', tokenFile],
+      ...['--local-identity', idOf('emojivoto', 'emoji'), '--admin', '127.0.0.1:0'],
+      ...['--inbound', '127.0.0.1:0', '--app', `127.0.0.1:${(app.address() as AddressInfo).port}`],
+    ]);
+    const proxyAdmin = `http://${String(proxy.listening['admin'])}`;
+    const proxyInbound = parseAddress(String(proxy.listening['inbound']))!;
+    await waitFor('the proxy to be ready', async () =>
+      (await fetch(`${proxyAdmin}/ready`)).status === 200 ? true : undefined,
+    );
     const rootA = parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors[0]!;
     const load = await startRotationLoad({
       ca: ca!.address,
       readBundle: () => readFile(bundleFile, 'utf8'),
-      token: async (ns, sa) => {
-        const r = await runMeshid(['token', '--dir', dir, '--ns', ns, '--sa', sa, '--ttl', '1h']);
-        assert.equal(r.code, 0, r.stderr);
-        return r.stdout.trim();
-      },
+      token,
       namespace: 'emojivoto',
       serviceAccounts: ['web', 'voting'],
       identityOf: idOf,
       renewMs: 1000,
       reloadMs: 200,
       connectMs: 20,
+      proxyInbound: { port: proxyInbound.port, identity: idOf('emojivoto', 'emoji') },
     });
     const rotateArgs = [
       'trust',
@@ -56,7 +89,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
       '100ms',
       '--log-level',
       'warn',
-      ...load.adminUrls.flatMap((u) => ['--proxy-admin', u]),
+      ...[...load.adminUrls, proxyAdmin].flatMap((u) => ['--proxy-admin', u]),
     ];
     try {
       // The first controller runs until the rotation is draining, then dies without warning.
@@ -96,6 +129,12 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     assert.equal(stats.handshakesFailed, 0);
     assert.ok(stats.certifyOk >= 10, `Certify calls: ${stats.certifyOk}`);
     assert.ok(stats.handshakesOk >= 100, `handshakes: ${stats.handshakesOk}`);
+    assert.equal(stats.proxyRequestsFailed, 0);
+    assert.ok(stats.proxyRequestsOk >= 20, `requests through the proxy: ${stats.proxyRequestsOk}`);
+    // The real proxy hot-reloaded the final bundle and renewed from the new issuer.
+    const identity = (await (await fetch(`${proxyAdmin}/identity`)).json()) as {
+      trustAnchors: { fingerprint: string };
+    };
 
     const state = await readRotationStateFile(dir);
     assert.equal(state?.phase, 'done');
@@ -112,6 +151,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     );
     assert.notEqual(state!.newRoot!.fingerprint, rootA.fingerprint);
     assert.equal(stats.bundles[2], final.fingerprint);
+    assert.equal(identity.trustAnchors.fingerprint, final.fingerprint);
     assert.equal(stats.bundles[1], state!.stagedBundleFingerprint);
 
     const status = await runMeshid(['trust', 'status', '--dir', dir]);

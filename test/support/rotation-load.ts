@@ -31,6 +31,9 @@ export interface LoadStats {
   certifyFailed: number;
   handshakesOk: number;
   handshakesFailed: number;
+  /** Requests through a real proxy's inbound (when `proxyInbound` is given). */
+  proxyRequestsOk: number;
+  proxyRequestsFailed: number;
   errors: string[];
   /** Distinct bundle fingerprints seen, in order. */
   bundles: string[];
@@ -61,6 +64,11 @@ export interface RotationLoadOptions {
   readonly reloadMs: number;
   /** Pause between mTLS connections. */
   readonly connectMs: number;
+  /**
+   * A real `meshid proxy` inbound in front of an HTTP app: the client workload also sends it
+   * HTTP requests over mTLS (SNI = the proxy's identity), each answered 200 by the app.
+   */
+  readonly proxyInbound?: { readonly port: number; readonly identity: string };
 }
 
 /** A running load. */
@@ -87,6 +95,8 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
     certifyFailed: 0,
     handshakesOk: 0,
     handshakesFailed: 0,
+    proxyRequestsOk: 0,
+    proxyRequestsFailed: 0,
     errors: [],
     bundles: [],
   };
@@ -239,6 +249,42 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
       socket?.destroy();
     }
   });
+
+  const target = o.proxyInbound;
+  if (target !== undefined) {
+    every(o.connectMs * 5, async () => {
+      let socket: TLSSocket | undefined;
+      try {
+        socket = tlsConnect({
+          host: '127.0.0.1',
+          port: target.port,
+          servername: target.identity,
+          key: clientW.keyPem,
+          cert: clientW.chainPem,
+          ca: clientW.bundlePem,
+          minVersion: 'TLSv1.3',
+          checkServerIdentity: (_host, cert) =>
+            (cert.subjectaltname ?? '').split(', ').includes(`DNS:${target.identity}`)
+              ? undefined
+              : new Error(`proxy is not ${target.identity}`),
+        });
+        await once(socket, 'secureConnect');
+        socket.write('GET /ping HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
+        const chunks: Buffer[] = [];
+        socket.on('data', (d: Buffer) => chunks.push(d));
+        await once(socket, 'end');
+        const head = Buffer.concat(chunks).toString('latin1');
+        if (!head.startsWith('HTTP/1.1 200'))
+          throw new Error(`proxy answered ${head.slice(0, 40)}`);
+        stats.proxyRequestsOk++;
+      } catch (err) {
+        stats.proxyRequestsFailed++;
+        fail('request through the proxy', err);
+      } finally {
+        socket?.destroy();
+      }
+    });
+  }
 
   return {
     stats,
