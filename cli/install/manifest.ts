@@ -25,6 +25,7 @@ import {
 import type { CertManagerSettings } from '../../trust-bundle/index.js';
 import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
 import type { Permission } from './rbac.js';
+import { trustSyncObjects } from './trust-sync.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
 export interface KubeModel {
@@ -193,6 +194,9 @@ export function buildInstallObjects(
       notes: [],
     },
   );
+  // Without trust-manager, meshid's sync controller keeps the anchors ConfigMap.
+  if (config.certManager && !config.trustManager)
+    objects.push(...trustSyncObjects(config, { runAsUser: RUN_AS_USER, labels }));
   return objects;
 }
 

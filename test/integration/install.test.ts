@@ -136,7 +136,7 @@ describe('meshid install (real process)', function () {
     it('creates every object, the Namespace first, and reads each back as rendered', async () => {
       const client = KubernetesObjectApi.makeApiClient(api.kubeConfig());
       assert.equal(objects[0]?.kind, 'Namespace', 'namespaced objects need it to exist');
-      assert.equal(objects.length, 15);
+      assert.equal(objects.length, 19);
       for (const o of objects) {
         const created = await client.create(o);
         assert.equal(created.metadata?.name, o.metadata?.name);

@@ -35,6 +35,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
   let sim: CertManagerSimulator;
   let ca: CaProcess | undefined;
   let admin: string;
+  let syncKubeconfig: string;
 
   const configMap = (): (KubeObject & { data?: Record<string, string> }) | undefined =>
     api.get({
@@ -64,6 +65,14 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
     );
     admin = join(dir, 'admin-kubeconfig');
     await api.writeKubeconfig(admin);
+    // The sync controller as installed: its own ServiceAccount, only the installed Role.
+    const { token } = await api.mintToken({
+      namespace: NS,
+      serviceAccount: 'meshid-trust',
+      expirationSeconds: 3600,
+    });
+    syncKubeconfig = join(dir, 'sync-kubeconfig');
+    await api.writeKubeconfig(syncKubeconfig, { token });
   });
   after(async () => {
     await ca?.stop();
@@ -72,13 +81,13 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('trust sync fills the anchors ConfigMap from the root Secret, and writes nothing when nothing changed', async () => {
+  it('trust sync (as its installed ServiceAccount) fills the anchors ConfigMap from the root Secret, and writes nothing when nothing changed', async () => {
     assert.equal(configMap(), undefined);
     const first = await runMeshid([
       'trust',
       'sync',
       '--kubeconfig',
-      admin,
+      syncKubeconfig,
       '--once',
       '--log-level',
       'warn',
@@ -96,7 +105,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       'trust',
       'sync',
       '--kubeconfig',
-      admin,
+      syncKubeconfig,
       '--once',
       '--log-level',
       'warn',
@@ -149,8 +158,9 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       ...[
         'trust',
         'rotate',
+        // As the installed sync controller's ServiceAccount: its Role is enough for a rotation.
         '--kubeconfig',
-        admin,
+        syncKubeconfig,
         ...LIFETIME,
         '--interval',
         '100ms',
@@ -228,7 +238,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       'trust',
       'sync',
       '--kubeconfig',
-      admin,
+      syncKubeconfig,
       '--once',
       '--log-level',
       'warn',

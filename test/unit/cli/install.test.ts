@@ -404,7 +404,7 @@ describe('meshid install', () => {
     it('has no wildcard and no rule without verbs, resources and groups', () => {
       const r = render(['--trust-anchors', '/anchors.pem', '--cert-manager']);
       for (const kind of ['Role', 'ClusterRole']) {
-        for (const rule of rulesOf(r.one(kind))) {
+        for (const rule of r.all(kind).flatMap((o) => rulesOf(o))) {
           for (const field of ['apiGroups', 'resources', 'verbs'] as const)
             assert.ok((rule[field] ?? []).length > 0, `${kind} rule without ${field}`);
           const values = [
@@ -812,6 +812,45 @@ describe('meshid install', () => {
           namespaceSelector: { matchLabels: { 'linkerd.io/is-control-plane': 'true' } },
         },
       });
+    });
+
+    it('runs meshid trust sync, with its own ServiceAccount and a namespaced Role, unless trust-manager does the job', () => {
+      const r = render(['--cert-manager', '--control-plane-namespace', 'mesh']);
+      const d = r.one('Deployment', 'meshid-trust') as KubeObject & {
+        spec: { template: { spec: IPodSpec } };
+      };
+      const pod = d.spec.template.spec;
+      assert.equal(pod.serviceAccountName, 'meshid-trust');
+      const args = pod.containers[0]!.args!;
+      assert.deepEqual(args.slice(0, 2), ['trust', 'sync']);
+      // The arguments are exactly what `meshid trust sync` accepts.
+      const { config } = loadConfig('trust', { argv: args.slice(2), env: {} });
+      assert.equal(config.kubeconfig, 'in-cluster');
+      assert.equal(config.namespace, 'mesh');
+      assert.equal(config.rootCertificate, 'linkerd-trust-anchor');
+      const role = r.one('Role', 'meshid-trust') as KubeObject & {
+        metadata: { namespace: string };
+      };
+      assert.equal(role.metadata.namespace, 'mesh');
+      const binding = r.one('RoleBinding', 'meshid-trust') as KubeObject & {
+        subjects: { name: string }[];
+      };
+      assert.deepEqual(
+        binding.subjects.map((x) => x.name),
+        ['meshid-trust'],
+      );
+      assert.deepEqual(
+        render(['--cert-manager', '--trust-manager'])
+          .all('Deployment')
+          .map((o) => o.metadata.name),
+        ['linkerd-identity'],
+      );
+      assert.deepEqual(
+        render()
+          .all('Deployment')
+          .map((o) => o.metadata.name),
+        ['linkerd-identity'],
+      );
     });
 
     it('renews the issuer while it still outlives a full-length leaf', () => {

@@ -1,0 +1,204 @@
+/**
+ * The trust sync controller's part of an install (`meshid install --cert-manager` without
+ * `--trust-manager`): `meshid trust sync` as a Deployment with its own ServiceAccount and a Role
+ * limited to the control-plane namespace, so that the CA itself never gets write access to the
+ * anchors or any access to the root's key. docs/rotation.md describes what it does.
+ */
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import { ServiceAccount } from 'kubernetes-models/v1';
+import { IN_CLUSTER, formatDuration } from '../../core/index.js';
+import type { InstallConfig } from '../../core/index.js';
+
+/** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
+export interface TrustSyncManifestObject {
+  readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
+  readonly comment: string;
+  readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
+}
+
+/** The sync controller's object names. */
+export const TRUST_SYNC_NAMES = Object.freeze({
+  serviceAccount: 'meshid-trust',
+  role: 'meshid-trust',
+  deployment: 'meshid-trust',
+});
+
+/** A rule and why it is there. */
+interface Rule {
+  readonly rule: {
+    apiGroups: string[];
+    resources: string[];
+    verbs: string[];
+    resourceNames?: string[];
+  };
+  readonly reason: string;
+}
+
+function rules(config: InstallConfig): Rule[] {
+  return [
+    {
+      rule: {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        verbs: ['get', 'update'],
+        resourceNames: [config.trustAnchorsConfigMap],
+      },
+      reason:
+        'read and write the anchors bundle and the rotation state (annotation meshid.io/rotation), conditionally on its resourceVersion',
+    },
+    {
+      rule: { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+      reason: 'create the anchors ConfigMap the first time (create cannot be limited by name)',
+    },
+    {
+      rule: { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'delete'] },
+      reason:
+        "read the root and issuer certificates cert-manager writes; delete a retired root's Secret (its key) at the end of a rotation. Rotated roots get new names, so this is not limited by name",
+    },
+    {
+      rule: {
+        apiGroups: ['cert-manager.io'],
+        resources: ['certificates', 'issuers'],
+        verbs: ['get', 'create', 'update', 'delete'],
+      },
+      reason:
+        'a rotation creates the new root Certificate and CA Issuer, points the issuer Certificate at it, and deletes the old ones',
+    },
+    {
+      rule: {
+        apiGroups: ['cert-manager.io'],
+        resources: ['certificates/status'],
+        verbs: ['update'],
+      },
+      reason:
+        'ask cert-manager to re-issue the issuer after an in-place root renewal (the Issuing condition, as cmctl renew)',
+    },
+  ];
+}
+
+/**
+ * The `meshid trust sync` arguments of the container.
+ *
+ * @example
+ * ```ts
+ * trustSyncArgs(config).slice(0, 2); // ['trust', 'sync']
+ * ```
+ */
+export function trustSyncArgs(config: InstallConfig): string[] {
+  const flag = (name: string, value: string): string => `--${name}=${value}`;
+  return [
+    'trust',
+    'sync',
+    flag('kubeconfig', IN_CLUSTER),
+    flag('namespace', config.controlPlaneNamespace),
+    flag('trust-domain', config.trustDomain),
+    flag('control-plane-namespace', config.controlPlaneNamespace),
+    flag('trust-anchors-config-map', config.trustAnchorsConfigMap),
+    flag('trust-anchors-key', config.trustAnchorsKey),
+    flag('issuer-secret', config.issuerSecret),
+    flag('issuer-certificate', config.issuerSecret),
+    flag('root-certificate', config.certManagerIssuer),
+    flag('cert-manager-issuer', config.certManagerIssuer),
+    flag('cert-lifetime', formatDuration(config.certLifetime)),
+    flag('clock-skew', formatDuration(config.clockSkew)),
+  ];
+}
+
+/**
+ * The ServiceAccount, Role, RoleBinding and Deployment of the sync controller.
+ *
+ * @example
+ * ```ts
+ * trustSyncObjects(config, { runAsUser: 65532, labels }).map((o) => o.object.kind);
+ * ```
+ */
+export function trustSyncObjects(
+  config: InstallConfig,
+  inputs: { runAsUser: number; labels: Record<string, string> },
+): TrustSyncManifestObject[] {
+  const ns = config.controlPlaneNamespace;
+  const selector = {
+    'app.kubernetes.io/name': 'meshid',
+    'app.kubernetes.io/component': 'trust-sync',
+  };
+  const labels = { ...inputs.labels, ...selector };
+  const meta = (name: string) => ({ name, namespace: ns, labels });
+  const list = rules(config);
+  const user = inputs.runAsUser;
+  return [
+    {
+      object: new ServiceAccount({ metadata: meta(TRUST_SYNC_NAMES.serviceAccount) }),
+      comment: 'the trust sync controller runs as this ServiceAccount, apart from the CA',
+      notes: [],
+    },
+    {
+      object: new Role({ metadata: meta(TRUST_SYNC_NAMES.role), rules: list.map((r) => r.rule) }),
+      comment: `what the sync controller may do, in ${ns} only`,
+      notes: list.map((r, i) => ({ path: ['rules', i], text: r.reason })),
+    },
+    {
+      object: new RoleBinding({
+        metadata: meta(TRUST_SYNC_NAMES.role),
+        roleRef: {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'Role',
+          name: TRUST_SYNC_NAMES.role,
+        },
+        subjects: [
+          { kind: 'ServiceAccount', name: TRUST_SYNC_NAMES.serviceAccount, namespace: ns },
+        ],
+      }),
+      comment: `grants the Role ${TRUST_SYNC_NAMES.role} to its ServiceAccount`,
+      notes: [],
+    },
+    {
+      object: new Deployment({
+        metadata: meta(TRUST_SYNC_NAMES.deployment),
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: selector },
+          template: {
+            metadata: { labels, annotations: { 'linkerd.io/inject': 'disabled' } },
+            spec: {
+              serviceAccountName: TRUST_SYNC_NAMES.serviceAccount,
+              automountServiceAccountToken: true,
+              enableServiceLinks: false,
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: user,
+                runAsGroup: user,
+                seccompProfile: { type: 'RuntimeDefault' },
+              },
+              containers: [
+                {
+                  name: 'trust-sync',
+                  image: config.image,
+                  imagePullPolicy: 'IfNotPresent',
+                  args: trustSyncArgs(config),
+                  resources: {
+                    requests: { cpu: '10m', memory: '64Mi' },
+                    limits: { memory: '192Mi' },
+                  },
+                  securityContext: {
+                    runAsNonRoot: true,
+                    runAsUser: user,
+                    runAsGroup: user,
+                    readOnlyRootFilesystem: true,
+                    allowPrivilegeEscalation: false,
+                    privileged: false,
+                    capabilities: { drop: ['ALL'] },
+                    seccompProfile: { type: 'RuntimeDefault' },
+                  },
+                },
+              ],
+            },
+          },
+        },
+      }),
+      comment:
+        "meshid trust sync: keeps the anchors ConfigMap equal to the current root (and the live issuer's), drives rotations; safe with more replicas (every write is conditional)",
+      notes: [],
+    },
+  ];
+}
