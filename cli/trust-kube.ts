@@ -3,7 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import type { Clock, Logger, Random, TrustConfig } from '../core/index.js';
+import type { TrustConfig } from '../core/index.js';
 import {
   KubeRotationBackend,
   RotationController,
@@ -13,8 +13,14 @@ import {
   combinedObserver,
   openTrustKubeApi,
   podObserver,
+  waitInterval,
 } from '../trust-bundle/index.js';
-import type { KubeTrustSettings, ProxyObserver, TrustKubeApi } from '../trust-bundle/index.js';
+import type {
+  KubeTrustSettings,
+  ProxyObserver,
+  RotationControllerOptions,
+  TrustKubeApi,
+} from '../trust-bundle/index.js';
 
 /** A rotation controller over the configured backend, and what to release afterwards. */
 export interface OpenedRotation {
@@ -24,15 +30,7 @@ export interface OpenedRotation {
 }
 
 /** The controller options the caller decides (clock, timings, holder). */
-export interface RotationOptions {
-  readonly clock: Clock;
-  readonly random: Random;
-  readonly logger: Logger;
-  readonly leafLifetime: number;
-  readonly clockSkew: number;
-  readonly waitTimeout: number;
-  readonly holder: string;
-}
+export type RotationOptions = Omit<RotationControllerOptions, 'backend' | 'observer'>;
 
 /** The trust objects' names from `meshid trust` settings. */
 export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
@@ -129,15 +127,7 @@ export async function runSync(
       if (config.once) throw err;
     }
     if (config.once || signal.aborted) return `sync: ${last}\n`;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(done, config.interval);
-      function done(): void {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
+    await waitInterval(config.interval, signal);
     if (signal.aborted) return `sync: stopped\n`;
   }
 }

@@ -22,7 +22,6 @@ import { createIntermediateCa, createRootCa } from '../core/pki.js';
 import {
   LocalRotationBackend,
   RotationController,
-  SELF_SIGNED_ISSUER,
   adminUrlObserver,
   formatRotationStatus,
   parseBundle,
@@ -30,9 +29,9 @@ import {
   rotationInProgress,
 } from '../trust-bundle/index.js';
 import type { RotationState } from '../trust-bundle/index.js';
+import { kubeTrustSettings } from './trust-kube.js';
 import type { OpenedRotation, RotationOptions } from './trust-kube.js';
 import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
-import type { CertManagerSettings } from '../trust-bundle/index.js';
 import { certManagerChain } from './install/manifest.js';
 import { manifestYaml } from './install/yaml.js';
 
@@ -143,26 +142,9 @@ export async function validateBundleFile(
  */
 export function renderTrustManifests(config: TrustConfig): string {
   return manifestYaml(
-    certManagerChain(trustCertManagerSettings(config), config.trustManager),
+    certManagerChain(kubeTrustSettings(config), config.trustManager),
     'Rendered by `meshid trust manifests`; apply with `kubectl apply -f -`. See docs/rotation.md.',
   );
-}
-
-/** The cert-manager names and settings of `meshid trust`. */
-export function trustCertManagerSettings(config: TrustConfig): CertManagerSettings {
-  return {
-    namespace: config.namespace,
-    trustDomain: config.trustDomain,
-    controlPlaneNamespace: config.controlPlaneNamespace,
-    selfSignedIssuer: SELF_SIGNED_ISSUER,
-    rootCertificate: config.rootCertificate,
-    caIssuer: config.certManagerIssuer,
-    issuerSecret: config.issuerCertificate,
-    trustAnchorsConfigMap: config.trustAnchorsConfigMap,
-    trustAnchorsKey: config.trustAnchorsKey,
-    certLifetime: config.certLifetime,
-    labels: { 'app.kubernetes.io/part-of': 'meshid' },
-  };
 }
 
 function splitArgs(argv: readonly string[]): {
@@ -400,15 +382,12 @@ async function rotate(
     last = line;
   };
   try {
-    for (;;) {
-      const r = await controller.step(stop.signal);
-      report(r.state);
-      if (r.state === undefined || !rotationInProgress(r.state)) break;
-      if (r.advanced) continue;
-      if (config.once || stop.signal.aborted || r.state.paused) break;
-      await sleep(config.interval, stop.signal);
-      if (stop.signal.aborted) break;
-    }
+    await controller.run({
+      interval: config.interval,
+      signal: stop.signal,
+      once: config.once,
+      onStep: (r) => report(r.state),
+    });
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
@@ -432,15 +411,3 @@ const PHASE_TEXT: Record<RotationState['phase'], string> = {
   done: 'old root retired',
   'rolled-back': 'rolled back',
 };
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

@@ -40,6 +40,7 @@ export {
   adminUrlObserver,
   assertAnchorsIssuer,
   observeAdmin,
+  waitInterval,
 } from './rotation.js';
 export type {
   ProxyObservation,

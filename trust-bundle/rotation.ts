@@ -306,22 +306,23 @@ export class RotationController {
   }
 
   /**
-   * Steps until the rotation is done (or rolled back), waiting `interval` between checks that
-   * changed nothing. With `once`, returns after the steps possible now.
+   * Steps until the rotation is done (or rolled back, or paused), waiting `interval` between
+   * checks that changed nothing. With `once`, returns after the steps possible now.
    */
   async run(opts: {
     interval: number;
     signal: AbortSignal;
     once?: boolean;
-    sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+    /** Called after every step (progress reporting). */
+    onStep?: (result: StepResult) => void;
   }): Promise<RotationState | undefined> {
-    const sleep = opts.sleep ?? defaultSleep;
     for (;;) {
       const r = await this.step(opts.signal);
+      opts.onStep?.(r);
       if (r.state === undefined || !rotationInProgress(r.state)) return r.state;
       if (r.advanced) continue;
-      if (opts.once === true || opts.signal.aborted) return r.state;
-      await sleep(opts.interval, opts.signal);
+      if (opts.once === true || opts.signal.aborted || r.state.paused) return r.state;
+      await waitInterval(opts.interval, opts.signal);
       if (opts.signal.aborted) return r.state;
     }
   }
@@ -558,7 +559,16 @@ function names(list: readonly ProxyObservation[]): string {
   return shown.join(', ') + (list.length > 3 ? ` and ${list.length - 3} more` : '');
 }
 
-function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms`, or at once when `signal` aborts (never rejects): the controllers' wait
+ * between checks.
+ *
+ * @example
+ * ```ts
+ * await waitInterval(5000, signal);
+ * ```
+ */
+export function waitInterval(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done(): void {

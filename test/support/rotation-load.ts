@@ -9,6 +9,7 @@
  * chain), which is what the rotation controller reads. This is a test double of the proxy's
  * identity reporting; the TLS, the certificates and the CA are real.
  */
+import { strict as assert } from 'node:assert';
 import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { once } from 'node:events';
@@ -77,6 +78,32 @@ export interface RotationLoad {
   /** The admin URLs of the workloads (`--proxy-admin`). */
   readonly adminUrls: readonly string[];
   stop(): Promise<LoadStats>;
+}
+
+/**
+ * Asserts a load run had no failure at all and did enough to mean something; then lets the
+ * workloads run a little longer under the bundle in force (call after the rotation finished).
+ *
+ * @example
+ * ```ts
+ * await finishLoad(load);
+ * ```
+ */
+export async function finishLoad(load: RotationLoad): Promise<LoadStats> {
+  const okBefore = load.stats.handshakesOk;
+  const deadline = Date.now() + 30_000;
+  while (load.stats.handshakesOk <= okBefore + 20 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const stats = await load.stop();
+  assert.deepEqual(stats.errors, []);
+  assert.equal(stats.certifyFailed, 0);
+  assert.equal(stats.handshakesFailed, 0);
+  assert.equal(stats.proxyRequestsFailed, 0);
+  assert.ok(stats.handshakesOk > okBefore + 20, 'handshakes under the final bundle');
+  assert.ok(stats.certifyOk >= 10, `Certify calls: ${stats.certifyOk}`);
+  assert.ok(stats.handshakesOk >= 100, `handshakes: ${stats.handshakesOk}`);
+  return stats;
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
