@@ -32,7 +32,14 @@ export interface OpenedRotation {
 /** The controller options the caller decides (clock, timings, holder). */
 export type RotationOptions = Omit<RotationControllerOptions, 'backend' | 'observer'>;
 
-/** The trust objects' names from `meshid trust` settings. */
+/**
+ * The trust objects' names from `meshid trust` settings.
+ *
+ * @example
+ * ```ts
+ * kubeTrustSettings(config).trustAnchorsConfigMap; // 'linkerd-identity-trust-roots'
+ * ```
+ */
 export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
   return {
     namespace: config.namespace,

@@ -43,7 +43,14 @@ export interface ParseBundleOptions {
   readonly warnWithin?: number;
 }
 
-/** Default expiry warning window: 60 days, as `linkerd check`. */
+/**
+ * Default expiry warning window: 60 days, as `linkerd check`.
+ *
+ * @example
+ * ```ts
+ * parseBundle(pem, { now, warnWithin: DEFAULT_EXPIRY_WARNING_MS });
+ * ```
+ */
 export const DEFAULT_EXPIRY_WARNING_MS = 60 * 86_400_000;
 
 /**
@@ -233,7 +240,14 @@ export function anchorOfChain(chainPem: string, anchors: readonly Anchor[]): Anc
   return undefined;
 }
 
-/** The subject of the first certificate of a PEM chain, or undefined when there is none. */
+/**
+ * The subject of the first certificate of a PEM chain, or undefined when there is none.
+ *
+ * @example
+ * ```ts
+ * firstSubject(issuerTlsCrt); // 'CN=identity.linkerd.cluster.local'
+ * ```
+ */
 export function firstSubject(chainPem: string): string | undefined {
   try {
     const first = parsePem(chainPem, 'CERTIFICATE')[0];

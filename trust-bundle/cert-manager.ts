@@ -39,10 +39,24 @@ export interface CertManagerSettings {
   readonly labels?: Readonly<Record<string, string>>;
 }
 
-/** The label on every root Certificate meshid manages (and on their Secrets). */
+/**
+ * The label on every root Certificate meshid manages (and on their Secrets).
+ *
+ * @example
+ * ```ts
+ * `${TRUST_ANCHOR_LABEL}=true`; // a label selector of the root Secrets
+ * ```
+ */
 export const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
 
-/** The default name of the self-signed Issuer (Linkerd's recipe). */
+/**
+ * The default name of the self-signed Issuer (Linkerd's recipe).
+ *
+ * @example
+ * ```ts
+ * selfSignedIssuer({ ...settings, selfSignedIssuer: SELF_SIGNED_ISSUER });
+ * ```
+ */
 export const SELF_SIGNED_ISSUER = 'linkerd-trust-root-issuer';
 
 /**

@@ -30,7 +30,14 @@ export interface LocalBackendOptions {
   createIssuer(root: GeneratedPem, commonName: string): Promise<GeneratedPem>;
 }
 
-/** The files of a local state folder the rotation reads and writes. */
+/**
+ * The files of a local state folder the rotation reads and writes.
+ *
+ * @example
+ * ```ts
+ * localTrustFiles('.meshid').bundle; // '.meshid/trust-anchors.pem'
+ * ```
+ */
 export function localTrustFiles(dir: string): {
   bundle: string;
   state: string;

@@ -10,15 +10,34 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { MeshidError } from '../core/index.js';
 
-/** The annotation of the anchors ConfigMap that holds the rotation state. */
+/**
+ * The annotation of the anchors ConfigMap that holds the rotation state.
+ *
+ * @example
+ * ```ts
+ * configMap.metadata.annotations?.[ROTATION_ANNOTATION];
+ * ```
+ */
 export const ROTATION_ANNOTATION = 'meshid.io/rotation';
 
-/** The file in a local state folder that holds the rotation state. */
+/**
+ * The file in a local state folder that holds the rotation state.
+ *
+ * @example
+ * ```ts
+ * join(dir, ROTATION_FILE); // '.meshid/rotation.json'
+ * ```
+ */
 export const ROTATION_FILE = 'rotation.json';
 
 /**
  * The phases, in order. `stage` → `propagate` → `switch` → `drain` → `retire` → `done`;
  * `rolled-back` ends a rotation undone from stage or propagate.
+ *
+ * @example
+ * ```ts
+ * ROTATION_PHASES.indexOf(state.phase);
+ * ```
  */
 export const ROTATION_PHASES = [
   'stage',
