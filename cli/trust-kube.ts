@@ -3,6 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
+import { caIdentityName, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   KubeRotationBackend,
@@ -10,12 +11,16 @@ import {
   SELF_SIGNED_ISSUER,
   SyncController,
   adminUrlObserver,
+  caPodObserver,
+  combinedCaObserver,
   combinedObserver,
   openTrustKubeApi,
   podObserver,
+  tlsCaObserver,
   waitInterval,
 } from '../trust-bundle/index.js';
 import type {
+  CaObserver,
   KubeTrustSettings,
   ProxyObserver,
   RotationControllerOptions,
@@ -31,6 +36,25 @@ export interface OpenedRotation {
 
 /** The controller options the caller decides (clock, timings, holder). */
 export type RotationOptions = Omit<RotationControllerOptions, 'backend' | 'observer'>;
+
+/** The labels `meshid install` puts on the CA's pods, and its gRPC port in the pod. */
+const CA_POD_SELECTOR = 'app.kubernetes.io/name=meshid,app.kubernetes.io/component=identity';
+const CA_GRPC_PORT = 8080;
+
+/**
+ * The CA replicas named by `--ca-address`.
+ *
+ * @example
+ * ```ts
+ * caAddressObserver(config).description; // '1 CA address(es)'
+ * ```
+ */
+export function caAddressObserver(config: TrustConfig): CaObserver {
+  return tlsCaObserver(
+    config.caAddress.map((a) => parseAddress(a)!),
+    caIdentityName(config),
+  );
+}
 
 /**
  * The trust objects' names from `meshid trust` settings.
@@ -86,6 +110,11 @@ export async function openKubeRotation(
     ...options,
     backend: new KubeRotationBackend(api, settings, options.clock),
     observer: observerOf(config, api),
+    // The CA's own pods (as `meshid install` labels them), and any address given.
+    caObserver: combinedCaObserver([
+      caAddressObserver(config),
+      caPodObserver(api, config.namespace, CA_POD_SELECTOR, CA_GRPC_PORT, caIdentityName(config)),
+    ]),
   });
   return {
     controller,

@@ -29,7 +29,7 @@ import {
   rotationInProgress,
 } from '../trust-bundle/index.js';
 import type { RotationState } from '../trust-bundle/index.js';
-import { kubeTrustSettings } from './trust-kube.js';
+import { caAddressObserver, kubeTrustSettings } from './trust-kube.js';
 import type { OpenedRotation, RotationOptions } from './trust-kube.js';
 import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
 import { certManagerChain } from './install/manifest.js';
@@ -303,6 +303,7 @@ export async function openRotation(
       ...options,
       backend,
       observer: adminUrlObserver(config.proxyAdmin),
+      ...(config.caAddress.length === 0 ? {} : { caObserver: caAddressObserver(config) }),
     });
     return { controller, where: dir, close: () => undefined };
   }

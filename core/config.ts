@@ -223,6 +223,10 @@ export const COMMAND_SETTINGS = {
       kind: 'string',
       help: 'label selector of meshed pods whose proxies (podIP:4191/identity) the rotation checks',
     },
+    caAddress: {
+      kind: 'list',
+      help: "CA replicas (HOST:PORT) whose serving certificate shows which issuer they sign with; in a cluster the CA's pods are found too",
+    },
     propagateTimeout: {
       kind: 'duration',
       help: 'after this, a wait is reported overdue (the rotation holds; it never skips ahead)',
@@ -386,6 +390,7 @@ const SCHEMAS = {
       nonEmpty.regex(/^https?:\/\/[^/\s]+(\/[^\s]*)?$/, 'must be an http(s) URL'),
     ),
     podSelector: nonEmpty.optional(),
+    caAddress: z.array(nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')),
     propagateTimeout: positiveMs,
     interval: positiveMs.min(10, 'must be at least 10ms').max(3_600_000),
     once: z.boolean(),
@@ -719,6 +724,7 @@ function applyDefaults(
         certLifetime: d.certLifetimeMs,
         clockSkew: d.clockSkewMs,
         proxyAdmin: [],
+        caAddress: [],
         propagateTimeout: d.rotationWaitTimeoutMs,
         interval: d.rotationIntervalMs,
         once: false,

@@ -40,9 +40,13 @@ export {
   adminUrlObserver,
   assertAnchorsIssuer,
   observeAdmin,
+  observeCa,
+  tlsCaObserver,
   waitInterval,
 } from './rotation.js';
 export type {
+  CaObservation,
+  CaObserver,
   ProxyObservation,
   ProxyObserver,
   RotationBackend,
@@ -57,6 +61,8 @@ export {
   KubeRotationBackend,
   SyncController,
   openTrustKubeApi,
+  caPodObserver,
+  combinedCaObserver,
   combinedObserver,
   issuerChain,
   podObserver,

@@ -17,8 +17,9 @@ import { anchorFromPem, anchorOfChain, bundleFromAnchors, parseBundle } from './
 import type { Anchor } from './bundle.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import { assertAnchorsIssuer, observeAdmin } from './rotation.js';
+import { assertAnchorsIssuer, observeAdmin, observeCa } from './rotation.js';
 import type {
+  CaObserver,
   ProxyObserver,
   RotationBackend,
   RotationController,
@@ -436,6 +437,57 @@ export function podObserver(
         }),
       );
     },
+  };
+}
+
+/**
+ * Observes the CA's pods (`labelSelector` in `namespace`, running, with a pod IP) by their
+ * serving certificate on `port`.
+ *
+ * @example
+ * ```ts
+ * const cas = caPodObserver(api, 'linkerd', 'app.kubernetes.io/component=identity', 8080, caIdentity);
+ * ```
+ */
+export function caPodObserver(
+  api: TrustKubeApi,
+  namespace: string,
+  labelSelector: string,
+  port: number,
+  serverName: string,
+): CaObserver {
+  return {
+    description: `CA pods matching ${labelSelector} in ${namespace}`,
+    async observe() {
+      const pods = await api.list('v1', 'Pod', namespace, labelSelector);
+      const running = pods.filter(
+        (p) => (p['status'] as { phase?: string } | undefined)?.phase === 'Running',
+      );
+      return Promise.all(
+        running.map((p) => {
+          const ip = (p['status'] as { podIP?: string } | undefined)?.podIP;
+          if (ip === undefined || ip === '') {
+            return Promise.resolve({ name: p.metadata.name, error: 'no pod IP' });
+          }
+          return observeCa({ host: ip, port }, serverName, 2000);
+        }),
+      );
+    },
+  };
+}
+
+/**
+ * Combines CA observers: every replica of each.
+ *
+ * @example
+ * ```ts
+ * const cas = combinedCaObserver([tlsCaObserver(addresses, name), caPodObserver(...)]);
+ * ```
+ */
+export function combinedCaObserver(observers: readonly CaObserver[]): CaObserver {
+  return {
+    description: observers.map((o) => o.description).join('; '),
+    observe: async (signal) => (await Promise.all(observers.map((o) => o.observe(signal)))).flat(),
   };
 }
 

@@ -17,8 +17,10 @@
  * overdue and holds; nothing ever skips ahead. Pause stops every step; rollback is allowed until
  * the switch (after it the issuer chains to the new root, and removing it would break the mesh).
  */
+import { connect as tlsConnect } from 'node:tls';
+import type { DetailedPeerCertificate } from 'node:tls';
 import type { Clock, Logger, Random } from '../core/index.js';
-import { MeshidError, isMeshidError } from '../core/index.js';
+import { MeshidError, isMeshidError, toPem } from '../core/index.js';
 import {
   anchorFromPem,
   anchorOfChain,
@@ -87,10 +89,31 @@ export interface ProxyObserver {
   observe(signal: AbortSignal): Promise<ProxyObservation[]>;
 }
 
+/** What one CA replica serves. */
+export interface CaObservation {
+  readonly name: string;
+  /** Its serving certificate chain, PEM. */
+  readonly chainPem?: string | undefined;
+  readonly error?: string | undefined;
+}
+
+/** How the controller learns which issuer the CA replicas sign with. */
+export interface CaObserver {
+  readonly description: string;
+  observe(signal: AbortSignal): Promise<CaObservation[]>;
+}
+
 /** Dependencies and timings of a {@link RotationController}. */
 export interface RotationControllerOptions {
   readonly backend: RotationBackend;
   readonly observer: ProxyObserver;
+  /**
+   * The CA replicas: the switch is complete only when each serves a certificate that chains to
+   * the new root (the CA renews its serving certificate when it loads a new issuer), so that no
+   * leaf signed by the old issuer is issued after `switchedAt`. None: the switch is complete when
+   * the issuer Secret (files) chain to the new root, and a warning says the CAs are not checked.
+   */
+  readonly caObserver?: CaObserver;
   readonly clock: Clock;
   readonly random: Random;
   readonly logger: Logger;
@@ -274,7 +297,7 @@ export class RotationController {
         case 'propagate':
           return await this.#propagate(snap, state, signal);
         case 'switch':
-          return await this.#switch(snap, state);
+          return await this.#switch(snap, state, signal);
         case 'drain':
           return await this.#drain(snap, state, signal);
         case 'retire':
@@ -386,7 +409,11 @@ export class RotationController {
     return { state: next, advanced: true };
   }
 
-  async #switch(snap: RotationSnapshot, state: RotationState): Promise<StepResult> {
+  async #switch(
+    snap: RotationSnapshot,
+    state: RotationState,
+    signal: AbortSignal,
+  ): Promise<StepResult> {
     const newAnchor = this.#newAnchor(snap, state);
     if (anchorOfChain(snap.issuerChainPem, [newAnchor]) === undefined) {
       await this.#o.backend.switchIssuer(state);
@@ -397,6 +424,24 @@ export class RotationController {
         });
       }
       snap = after;
+    }
+    if (this.#o.caObserver === undefined) {
+      this.#o.logger.warn(
+        { rotation: state.id },
+        'rotation: the CA replicas are not observed (give --ca-address): the switch counts from when the issuer Secret changed, not from when every CA loaded it',
+      );
+    } else {
+      const cas = await this.#o.caObserver.observe(signal);
+      const behind = cas.filter(
+        (c) => c.chainPem === undefined || anchorOfChain(c.chainPem, [newAnchor]) === undefined,
+      );
+      if (behind.length > 0 || cas.length === 0) {
+        return this.#wait(snap, state, {
+          description: `${cas.length - behind.length} of ${cas.length} CA replicas serve from the new issuer${behind.length > 0 ? ` (waiting for ${names(behind)})` : ' (none found)'}`,
+          done: cas.length - behind.length,
+          total: cas.length,
+        });
+      }
     }
     const now = this.#o.clock.now();
     const next = this.#enter(state, 'drain', { switchedAt: iso(now) });
@@ -552,7 +597,7 @@ function renewedSince(p: ProxyObservation, newAnchor: Anchor, since: number): bo
   return p.certNotBefore !== undefined && p.certNotBefore >= since;
 }
 
-function names(list: readonly ProxyObservation[]): string {
+function names(list: readonly { name: string; error?: string | undefined }[]): string {
   const shown = list
     .slice(0, 3)
     .map((p) => (p.error === undefined ? p.name : `${p.name}: ${p.error}`));
@@ -632,4 +677,68 @@ export async function observeAdmin(
   } catch (err) {
     return { name, error: err instanceof Error ? err.message : String(err) };
   }
+}
+
+/**
+ * Observes CA replicas at fixed addresses: a TLS handshake (nothing sent) that reads the serving
+ * certificate chain. The CA's certificate is checked only for which root it chains to.
+ *
+ * @example
+ * ```ts
+ * const cas = tlsCaObserver([{ host: '10.0.0.5', port: 8080 }], 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local');
+ * ```
+ */
+export function tlsCaObserver(
+  addresses: readonly { host: string; port: number }[],
+  serverName: string,
+  timeoutMs = 2000,
+): CaObserver {
+  return {
+    description: `${addresses.length} CA address(es)`,
+    observe: () => Promise.all(addresses.map((a) => observeCa(a, serverName, timeoutMs))),
+  };
+}
+
+/**
+ * Reads one CA replica's serving chain.
+ *
+ * @example
+ * ```ts
+ * const o = await observeCa({ host: '127.0.0.1', port: 8080 }, caIdentity, 2000);
+ * ```
+ */
+export function observeCa(
+  address: { host: string; port: number },
+  serverName: string,
+  timeoutMs: number,
+): Promise<CaObservation> {
+  const name = `${address.host}:${address.port}`;
+  return new Promise((resolve) => {
+    const socket = tlsConnect({
+      host: address.host,
+      port: address.port,
+      servername: serverName,
+      // Only inspected: which root the chain leads to is checked by the caller.
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+    });
+    const timer = setTimeout(() => finish({ name, error: 'timed out' }), timeoutMs);
+    function finish(o: CaObservation): void {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(o);
+    }
+    socket.once('secureConnect', () => {
+      const pems: string[] = [];
+      let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+      const seen = new Set<string>();
+      while (c?.raw !== undefined && !seen.has(c.fingerprint256)) {
+        seen.add(c.fingerprint256);
+        pems.push(toPem(c.raw, 'CERTIFICATE'));
+        c = c.issuerCertificate;
+      }
+      finish({ name, chainPem: pems.join('') });
+    });
+    socket.once('error', (err) => finish({ name, error: err.message }));
+  });
 }

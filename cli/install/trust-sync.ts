@@ -38,6 +38,11 @@ interface Rule {
 function rules(config: InstallConfig): Rule[] {
   return [
     {
+      rule: { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+      reason:
+        "find the CA's replicas, to check each serves from the new issuer before the drain starts",
+    },
+    {
       rule: {
         apiGroups: [''],
         resources: ['configmaps'],

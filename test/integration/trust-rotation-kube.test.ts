@@ -155,6 +155,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
         'warn',
       ],
       ...load.adminUrls.flatMap((u) => ['--proxy-admin', u]),
+      ...['--ca-address', `127.0.0.1:${ca.address.port}`],
     ];
     try {
       const first = spawn(process.execPath, [MESHID_BIN, ...rotateArgs], { stdio: 'ignore' });

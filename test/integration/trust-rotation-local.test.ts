@@ -90,6 +90,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
       '--log-level',
       'warn',
       ...[...load.adminUrls, proxyAdmin].flatMap((u) => ['--proxy-admin', u]),
+      ...['--ca-address', `127.0.0.1:${ca!.address.port}`],
     ];
     try {
       // The first controller runs until the rotation is draining, then dies without warning.

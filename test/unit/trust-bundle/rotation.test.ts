@@ -15,7 +15,13 @@ import {
   parseBundle,
   readRotationStateFile,
 } from '../../../trust-bundle/index.js';
-import type { GeneratedPem, ProxyObservation, ProxyObserver } from '../../../trust-bundle/index.js';
+import type {
+  CaObservation,
+  CaObserver,
+  GeneratedPem,
+  ProxyObservation,
+  ProxyObserver,
+} from '../../../trust-bundle/index.js';
 
 const HOUR = 3_600_000;
 const LEAF = 24 * HOUR;
@@ -57,8 +63,9 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       pathLength: 0,
     });
   };
-  const controller = (holder = 'test'): RotationController =>
+  const controller = (holder = 'test', caObserver?: CaObserver): RotationController =>
     new RotationController({
+      ...(caObserver === undefined ? {} : { caObserver }),
       backend: new LocalRotationBackend({ dir, createRoot, createIssuer }),
       observer: proxies,
       clock,
@@ -189,6 +196,36 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     );
     // Finished: a new rotation may start.
     assert.equal((await controller().start()).phase, 'stage');
+  });
+
+  it('completes the switch only when every CA replica serves from the new issuer', async () => {
+    const before = await files();
+    let served: CaObservation[] = [{ name: 'ca-0', chainPem: before.crt + before.ca }];
+    const cas: CaObserver = { description: 'test CAs', observe: () => Promise.resolve(served) };
+    const rc = controller('test', cas);
+    await rc.start();
+    await rc.step(); // propagate
+    await rc.step(); // switch
+    let r = await rc.step();
+    assert.equal(r.state?.phase, 'switch', 'the CA still serves from the old issuer');
+    assert.match(
+      r.state?.waitingFor?.description ?? '',
+      /^0 of 1 CA replicas serve from the new issuer \(waiting for ca-0\)/,
+    );
+    const after = await files();
+    served = [
+      { name: 'ca-0', chainPem: after.crt + after.ca },
+      { name: 'ca-1', error: 'connect ECONNREFUSED' },
+    ];
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'switch');
+    assert.match(
+      r.state?.waitingFor?.description ?? '',
+      /1 of 2 CA replicas .*ca-1: connect ECONNREFUSED/,
+    );
+    served = [served[0]!];
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'drain');
   });
 
   it('resumes where it stopped with a new controller (a restart), and pause holds every step', async () => {
