@@ -138,6 +138,19 @@ export const COMMAND_SETTINGS = {
       kind: 'string',
       help: 'cert-manager Issuer (in the namespace) that holds the trust-anchor key',
     },
+    webhooks: {
+      kind: 'boolean',
+      help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
+    },
+    injectorFailurePolicy: {
+      kind: 'string',
+      help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
+    },
+    trustGuardFailurePolicy: {
+      kind: 'string',
+      help: 'Fail (trust edits wait for the guard) or Ignore (they go unchecked while it is down)',
+    },
+    webhookTimeout: { kind: 'duration', help: 'timeoutSeconds of the webhooks (1s-30s)' },
   },
   proxy: {
     ...COMMON,
@@ -313,22 +326,41 @@ const SCHEMAS = {
       }
       caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
     }),
-  install: z.strictObject({
-    ...commonShape,
-    trustDomain: subdomain,
-    controlPlaneNamespace: label,
-    image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
-    replicas: z.number().int().min(1).max(100),
-    trustAnchors: nonEmpty.optional(),
-    issuerSecret: subdomain,
-    trustAnchorsConfigMap: subdomain,
-    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
-    tokenValidator: z.enum(['jwks', 'tokenreview']),
-    certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
-    clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
-    certManager: z.boolean(),
-    certManagerIssuer: subdomain,
-  }),
+  install: z
+    .strictObject({
+      ...commonShape,
+      trustDomain: subdomain,
+      controlPlaneNamespace: label,
+      image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
+      replicas: z.number().int().min(1).max(100),
+      trustAnchors: nonEmpty.optional(),
+      issuerSecret: subdomain,
+      trustAnchorsConfigMap: subdomain,
+      trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+      tokenValidator: z.enum(['jwks', 'tokenreview']),
+      certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
+      clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      certManager: z.boolean(),
+      certManagerIssuer: subdomain,
+      webhooks: z.boolean(),
+      injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
+      trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
+      webhookTimeout: z
+        .number()
+        .int()
+        .min(1000, 'must be at least 1s')
+        .max(30_000, 'must be at most 30s (the API server maximum)')
+        .refine((ms) => ms % 1000 === 0, 'must be whole seconds'),
+    })
+    .superRefine((c, ctx) => {
+      if (c.webhooks && !c.certManager)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['webhooks'],
+          message:
+            "needs certManager: the webhooks' serving certificate and the configurations' caBundle come from cert-manager",
+        });
+    }),
   proxy: z
     .strictObject({
       ...commonShape,
@@ -722,6 +754,10 @@ function applyDefaults(
         clockSkew: d.clockSkewMs,
         certManager: false,
         certManagerIssuer: d.certManagerIssuer,
+        webhooks: false,
+        injectorFailurePolicy: d.injectorFailurePolicy,
+        trustGuardFailurePolicy: d.trustGuardFailurePolicy,
+        webhookTimeout: d.webhookTimeoutMs,
         ...withCommon,
       };
     case 'ca': {

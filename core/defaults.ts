@@ -52,6 +52,8 @@ export const DEFAULTS = Object.freeze({
   /** Failure policies `meshid install` gives the webhook configurations (docs/webhooks.md). */
   injectorFailurePolicy: 'Ignore' as const,
   trustGuardFailurePolicy: 'Fail' as const,
+  /** timeoutSeconds of the webhook configurations (the API server allows 1-30 s). */
+  webhookTimeoutMs: 10_000,
 });
 
 /**

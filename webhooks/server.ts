@@ -288,9 +288,8 @@ export class AdmissionServer {
     if (isMeshidError(err) && err.code !== 'ERR_INTERNAL') {
       this.#log.info({ path, code: err.code, err: err.message }, 'review refused');
       if (err instanceof BodyTooLarge) {
-        // The rest of the body is not read: the connection goes once the answer is out.
         res.setHeader('Connection', 'close');
-        res.once('finish', () => req.socket.destroy());
+        lingeringClose(req);
       }
       if (!res.headersSent) send(res, err.info.http, { code: err.code, message: err.message });
       return;
@@ -329,20 +328,70 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   res.end(text);
 }
 
+/** After a 413: how much more of the body is read away, and for how long, before the cut. */
+const LINGER_BYTES = 16 * 1024 * 1024;
+const LINGER_MS = 5_000;
+
+/**
+ * Reads the rest of a refused body away for a bounded time and size, then closes the connection:
+ * a client still writing its body then reads the 413 instead of a reset (nginx's lingering
+ * close), and a client that never stops is cut off.
+ */
+function lingeringClose(req: IncomingMessage): void {
+  const socket = req.socket;
+  let discarded = 0;
+  const cut = (): void => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  const timer = setTimeout(cut, LINGER_MS);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    discarded += c.length;
+    if (discarded > LINGER_BYTES) cut();
+  });
+  req.once('end', cut);
+  req.once('error', cut);
+  req.resume();
+}
+
 /** Reads a refused request's (small) body away so that the connection can be reused. */
 function drain(req: IncomingMessage): void {
   req.resume();
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? NaN);
-  if (Number.isFinite(declared) && declared > limit) throw new BodyTooLarge(limit);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new BodyTooLarge(limit);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLarge(limit));
+  // Listeners rather than an async iterator: leaving an iterator early destroys the stream,
+  // and a refused body is still read away (lingeringClose) so that the client sees the 413.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        reject(new BodyTooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onError = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
 }

@@ -16,6 +16,7 @@ import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models
 import { formatDuration, IN_CLUSTER } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
 import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
+import { webhookObjects } from './webhooks.js';
 import type { Permission } from './rbac.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
@@ -192,6 +193,11 @@ export function buildInstallObjects(
       notes: [],
     },
   );
+  // Last: their configurations must not be in force before what they guard exists.
+  if (config.webhooks)
+    objects.push(
+      ...webhookObjects(config, { runAsUser: RUN_AS_USER, version: imageTag(config.image) }),
+    );
   return objects;
 }
 
