@@ -48,5 +48,6 @@ export default tseslint.config(
   component('identity-ca', ['cli', 'trust-bundle', 'proxy', 'webhooks']),
   component('proxy', ['cli', 'trust-bundle', 'identity-ca', 'webhooks']),
   component('webhooks', ['cli', 'trust-bundle', 'identity-ca', 'proxy']),
+  component('trust-bundle', ['cli', 'identity-ca', 'proxy', 'webhooks']),
   { files: ['test/**/*.ts', 'cli/**/*.ts'], rules: { 'no-console': 'off' } },
 );

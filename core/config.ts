@@ -40,7 +40,10 @@ interface Setting {
 const COMMON = {
   config: { kind: 'string', help: 'YAML or JSON configuration file' },
   logLevel: { kind: 'string', help: 'fatal|error|warn|info|debug|trace|silent' },
-  fips: { kind: 'boolean', help: 'FIPS mode (not implemented yet: true is refused)' },
+  fips: {
+    kind: 'boolean',
+    help: 'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
+  },
 } as const satisfies Record<string, Setting>;
 
 const NAMING = {
@@ -231,6 +234,62 @@ export const COMMAND_SETTINGS = {
     proxyMemoryRequest: { kind: 'string', help: "injected proxy's memory request" },
     proxyMemoryLimit: { kind: 'string', help: "injected proxy's memory limit" },
   },
+  trust: {
+    ...COMMON,
+    ...NAMING,
+    dir: {
+      kind: 'string',
+      help: 'local mode: the state folder (meshid init), files instead of API objects',
+    },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig file for the Kubernetes API; "in-cluster" uses the pod\'s service account',
+    },
+    namespace: {
+      kind: 'string',
+      help: 'namespace of the anchors ConfigMap, issuer and root Secrets (default: the control-plane namespace)',
+    },
+    trustAnchorsConfigMap: { kind: 'string', help: 'the anchors ConfigMap' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the anchors ConfigMap' },
+    issuerSecret: { kind: 'string', help: 'the identity issuer Secret' },
+    issuerCertificate: {
+      kind: 'string',
+      help: 'the cert-manager Certificate of the identity issuer',
+    },
+    rootCertificate: {
+      kind: 'string',
+      help: 'the cert-manager Certificate (and Secret) of the trust anchor',
+    },
+    certManagerIssuer: {
+      kind: 'string',
+      help: 'the cert-manager CA Issuer over the trust anchor (signs the identity issuer)',
+    },
+    trustManager: {
+      kind: 'boolean',
+      help: 'manifests: a trust-manager Bundle fills the anchors ConfigMap (instead of meshid trust sync)',
+    },
+    warnWithin: { kind: 'duration', help: 'warn when an anchor expires within this time' },
+    certLifetime: {
+      kind: 'duration',
+      help: "the CA's leaf lifetime: drain waits this long (plus clock skew) after the switch",
+    },
+    clockSkew: { kind: 'duration', help: "the CA's clock-skew allowance" },
+    proxyAdmin: {
+      kind: 'list',
+      help: 'proxy admin URLs (http://HOST:4191) whose /identity the rotation checks; repeatable',
+    },
+    podSelector: {
+      kind: 'string',
+      help: 'label selector of meshed pods whose proxies (podIP:4191/identity) the rotation checks',
+    },
+    propagateTimeout: {
+      kind: 'duration',
+      help: 'after this, a wait is reported overdue (the rotation holds; it never skips ahead)',
+    },
+    interval: { kind: 'duration', help: 'how often controllers re-check what they wait for' },
+    once: { kind: 'boolean', help: 'rotate/sync: take the steps possible now, then exit' },
+    output: { kind: 'string', help: 'text or json' },
+  },
   local: {
     ...COMMON,
     dir: { kind: 'string', help: 'local state folder' },
@@ -415,6 +474,32 @@ const SCHEMAS = {
     proxyMemoryRequest: quantity,
     proxyMemoryLimit: quantity,
   }),
+  trust: z.strictObject({
+    ...commonShape,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    dir: nonEmpty.optional(),
+    kubeconfig: nonEmpty.optional(),
+    namespace: label,
+    trustAnchorsConfigMap: subdomain,
+    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+    issuerSecret: subdomain,
+    issuerCertificate: subdomain,
+    rootCertificate: subdomain,
+    certManagerIssuer: subdomain,
+    trustManager: z.boolean(),
+    warnWithin: z.number().int().min(0),
+    certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
+    clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+    proxyAdmin: z.array(
+      nonEmpty.regex(/^https?:\/\/[^/\s]+(\/[^\s]*)?$/, 'must be an http(s) URL'),
+    ),
+    podSelector: nonEmpty.optional(),
+    propagateTimeout: positiveMs,
+    interval: positiveMs.min(10, 'must be at least 10ms').max(3_600_000),
+    once: z.boolean(),
+    output: z.enum(['text', 'json']),
+  }),
   local: z.strictObject({
     ...commonShape,
     dir: nonEmpty,
@@ -431,6 +516,7 @@ export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export type WebhooksConfig = Readonly<z.infer<typeof SCHEMAS.webhooks>>;
+export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -439,6 +525,7 @@ export interface CommandConfigs {
   proxy: ProxyConfig;
   install: InstallConfig;
   webhooks: WebhooksConfig;
+  trust: TrustConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -625,16 +712,6 @@ export function loadConfig<C extends CommandName>(
     put(key, value, `--${flag}`);
   }
 
-  if (raw['fips'] === true) {
-    // The setting exists so that configurations can carry it; until FIPS mode is enforced
-    // (approved algorithms only, a FIPS provider asserted at start) it must not be accepted
-    // and silently ignored.
-    problems.push({
-      field: 'fips (--fips, MESHID_FIPS)',
-      message:
-        'FIPS mode is not implemented in this release; meshid refuses to run in a mode it cannot enforce',
-    });
-  }
   if (problems.length > 0) throw configError(command, problems);
   const merged = applyDefaults(command, raw);
   const result = SCHEMAS[command].safeParse(merged);
@@ -760,6 +837,31 @@ function applyDefaults(
         webhookTimeout: d.webhookTimeoutMs,
         ...withCommon,
       };
+    case 'trust': {
+      const controlPlaneNamespace =
+        (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      return {
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace,
+        namespace: controlPlaneNamespace,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        issuerSecret: d.issuerSecret,
+        issuerCertificate: d.issuerSecret,
+        rootCertificate: d.certManagerIssuer,
+        certManagerIssuer: d.certManagerIssuer,
+        trustManager: false,
+        warnWithin: d.anchorExpiryWarningMs,
+        certLifetime: d.certLifetimeMs,
+        clockSkew: d.clockSkewMs,
+        proxyAdmin: [],
+        propagateTimeout: d.rotationWaitTimeoutMs,
+        interval: d.rotationIntervalMs,
+        once: false,
+        output: 'text',
+        ...withCommon,
+      };
+    }
     case 'ca': {
       const explicit = CA_INPUTS.some((k) => k in raw);
       const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);

@@ -54,6 +54,12 @@ export const DEFAULTS = Object.freeze({
   trustGuardFailurePolicy: 'Fail' as const,
   /** timeoutSeconds of the webhook configurations (the API server allows 1-30 s). */
   webhookTimeoutMs: 10_000,
+  /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
+  anchorExpiryWarningMs: 60 * 86_400_000,
+  /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */
+  rotationWaitTimeoutMs: 3_600_000,
+  /** How often the trust controllers re-check what they wait for. */
+  rotationIntervalMs: 5_000,
 });
 
 /**
