@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Address, Logger, WebhooksConfig } from '../core/index.js';
-import { caIdentityName, formatAddress, loadConfig, systemClock } from '../core/index.js';
+import { FIPS_TLS, caIdentityName, formatAddress, loadConfig, systemClock } from '../core/index.js';
 import {
   AdmissionServer,
   clientNodeWebhookKube,
@@ -14,7 +14,7 @@ import {
 } from '../webhooks/index.js';
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
-import { announceListening, processLogger, untilStopSignal } from './runtime.js';
+import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
 
 /** A running webhooks server. */
 export interface RunningWebhooks {
@@ -100,6 +100,7 @@ export async function startWebhooks(
     tlsDir: config.tlsDir,
     handlers: { '/inject': injector, '/validate': guard },
     reloadIntervalMs: config.tlsReloadInterval,
+    ...(config.fips ? { tls: FIPS_TLS } : {}),
     logger: logger.child({ component: 'admission-server' }),
   });
   return { address: server.address, close: () => server.close() };
@@ -109,6 +110,7 @@ export async function startWebhooks(
 export async function runWebhooks(argv: string[]): Promise<number> {
   const { config } = loadConfig('webhooks', { argv, env: process.env });
   const logger = processLogger(config.logLevel, { service: 'webhooks' });
+  startCrypto(config, logger);
   const stopped = untilStopSignal();
   const running = await startWebhooks(config, logger);
   announceListening(logger, { service: 'webhooks' }, { address: formatAddress(running.address) });

@@ -12,6 +12,7 @@ import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
 import { join } from 'node:path';
 import { DEFAULTS, MeshidError, isMeshidError } from '../core/index.js';
 import type { Address, Logger } from '../core/index.js';
@@ -30,6 +31,11 @@ export interface AdmissionServerOptions {
   readonly maxBodyBytes?: number;
   /** Re-check of the certificate files besides watching the folder; default 10 s. */
   readonly reloadIntervalMs?: number;
+  /**
+   * TLS settings (versions, suites, curves); default TLS 1.2 and up, which every supported API
+   * server speaks. In FIPS mode the CLI passes core's FIPS_TLS.
+   */
+  readonly tls?: Readonly<SecureContextOptions>;
 }
 
 interface ServingPair {
@@ -132,7 +138,7 @@ export class AdmissionServer {
     this.#maxBody = options.maxBodyBytes ?? DEFAULTS.maxReviewBytes;
     this.#pair = pair;
     this.#server = createServer(
-      { cert: pair.cert, key: pair.key, minVersion: 'TLSv1.2' },
+      { minVersion: 'TLSv1.2', ...options.tls, cert: pair.cert, key: pair.key },
       (req, res) => {
         void this.#handle(req, res);
       },
@@ -212,7 +218,12 @@ export class AdmissionServer {
       return false;
     }
     if (pair.digest === this.#pair.digest) return false;
-    this.#server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: 'TLSv1.2' });
+    this.#server.setSecureContext({
+      minVersion: 'TLSv1.2',
+      ...this.#options.tls,
+      cert: pair.cert,
+      key: pair.key,
+    });
     this.#log.info(
       { fingerprint: pair.fingerprint, previous: this.#pair.fingerprint, notAfter: pair.notAfter },
       'serving certificate reloaded',
