@@ -47,6 +47,7 @@ export default tseslint.config(
   component('core', ['identity-ca', 'cli', 'trust-bundle', 'proxy', 'webhooks']),
   component('identity-ca', ['cli', 'trust-bundle', 'proxy', 'webhooks']),
   component('proxy', ['cli', 'trust-bundle', 'identity-ca', 'webhooks']),
+  component('webhooks', ['cli', 'trust-bundle', 'identity-ca', 'proxy']),
   component('trust-bundle', ['cli', 'identity-ca', 'proxy', 'webhooks']),
   { files: ['test/**/*.ts', 'cli/**/*.ts'], rules: { 'no-console': 'off' } },
 );

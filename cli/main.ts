@@ -16,6 +16,8 @@ const runProxy = async (argv: string[]): Promise<number> =>
   (await import('./proxy.js')).runProxy(argv);
 const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
+const runWebhooks = async (argv: string[]): Promise<number> =>
+  (await import('./webhooks.js')).runWebhooks(argv);
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
@@ -42,6 +44,10 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
         'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
       run: runLocal,
     },
+    webhooks: {
+      summary: 'serve the admission webhooks over HTTPS: the proxy injector and the trust guard',
+      run: runWebhooks,
+    },
     install: {
       summary:
         'print the YAML of an in-cluster install (RBAC, Deployment, Services) for kubectl apply',
@@ -56,7 +62,7 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(
-    ([name, c]) => `  meshid ${name.padEnd(7)} ${c.summary}`,
+    ([name, c]) => `  meshid ${name.padEnd(8)} ${c.summary}`,
   );
   return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
 }

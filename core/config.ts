@@ -145,6 +145,19 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'with certManager: a trust-manager Bundle fills the anchors ConfigMap',
     },
+    webhooks: {
+      kind: 'boolean',
+      help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
+    },
+    injectorFailurePolicy: {
+      kind: 'string',
+      help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
+    },
+    trustGuardFailurePolicy: {
+      kind: 'string',
+      help: 'Fail (trust edits wait for the guard) or Ignore (they go unchecked while it is down)',
+    },
+    webhookTimeout: { kind: 'duration', help: 'timeoutSeconds of the webhooks (1s-30s)' },
   },
   proxy: {
     ...COMMON,
@@ -174,6 +187,56 @@ export const COMMAND_SETTINGS = {
     allowNamespace: { kind: 'list', help: 'inbound: namespaces allowed' },
     allowUnauthenticated: { kind: 'boolean', help: 'inbound: accept plaintext peers' },
     ...NAMING,
+  },
+  webhooks: {
+    ...COMMON,
+    listen: { kind: 'address', help: 'HTTPS listen address of /inject and /validate' },
+    tlsDir: {
+      kind: 'string',
+      help: 'folder with tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded on change',
+    },
+    tlsReloadInterval: {
+      kind: 'duration',
+      help: 'how often the serving certificate files are re-checked besides watching them',
+    },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig for namespace annotations and the issuer Secret; "in-cluster" uses the pod\'s service account',
+    },
+    ...NAMING,
+    proxyImage: { kind: 'string', help: 'image of the injected proxy (runs `meshid proxy`)' },
+    identityAddr: {
+      kind: 'string',
+      help: "the CA's address written into injected proxies (default linkerd-identity.<cp-ns>.svc:8080)",
+    },
+    trustAnchors: {
+      kind: 'string',
+      help: 'the anchors bundle file (mounted ConfigMap): its SHA-256 is recorded on injected pods',
+    },
+    trustAnchorsConfigMap: {
+      kind: 'string',
+      help: "anchors ConfigMap: mounted into injected pods (from the pod's namespace) and guarded in the control plane",
+    },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    issuerSecret: {
+      kind: 'string',
+      help: 'issuer Secret the guard reads (tls.crt, ca.crt) to know which anchor must stay',
+    },
+    tokenExpiration: {
+      kind: 'duration',
+      help: 'expirationSeconds of the projected token the injector adds',
+    },
+    nativeSidecar: {
+      kind: 'boolean',
+      help: 'inject the proxy as a native sidecar (init container, restartPolicy Always)',
+    },
+    excludeNamespace: {
+      kind: 'list',
+      help: 'namespaces never injected (kube-system and the control-plane namespace always are)',
+    },
+    proxyCpuRequest: { kind: 'string', help: "injected proxy's CPU request" },
+    proxyMemoryRequest: { kind: 'string', help: "injected proxy's memory request" },
+    proxyMemoryLimit: { kind: 'string', help: "injected proxy's memory limit" },
   },
   trust: {
     ...COMMON,
@@ -254,6 +317,11 @@ const label = nonEmpty.refine(isDns1123Label, 'must be a DNS-1123 label');
 const subdomain = nonEmpty.refine(isDns1123Subdomain, 'must be a DNS-1123 subdomain');
 const positiveMs = z.number().int().positive('must be a positive duration');
 const address = z.object({ host: z.string(), port: z.number().int().min(0).max(65535) });
+// A Kubernetes resource quantity: 100m, 0.5, 96Mi, 1G, 1e3.
+const quantity = nonEmpty.regex(
+  /^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/,
+  'must be a Kubernetes quantity such as 100m or 96Mi',
+);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -325,23 +393,42 @@ const SCHEMAS = {
       }
       caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
     }),
-  install: z.strictObject({
-    ...commonShape,
-    trustDomain: subdomain,
-    controlPlaneNamespace: label,
-    image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
-    replicas: z.number().int().min(1).max(100),
-    trustAnchors: nonEmpty.optional(),
-    issuerSecret: subdomain,
-    trustAnchorsConfigMap: subdomain,
-    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
-    tokenValidator: z.enum(['jwks', 'tokenreview']),
-    certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
-    clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
-    certManager: z.boolean(),
-    certManagerIssuer: subdomain,
-    trustManager: z.boolean(),
-  }),
+  install: z
+    .strictObject({
+      ...commonShape,
+      trustDomain: subdomain,
+      controlPlaneNamespace: label,
+      image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
+      replicas: z.number().int().min(1).max(100),
+      trustAnchors: nonEmpty.optional(),
+      issuerSecret: subdomain,
+      trustAnchorsConfigMap: subdomain,
+      trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+      tokenValidator: z.enum(['jwks', 'tokenreview']),
+      certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
+      clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      certManager: z.boolean(),
+      certManagerIssuer: subdomain,
+      trustManager: z.boolean(),
+      webhooks: z.boolean(),
+      injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
+      trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
+      webhookTimeout: z
+        .number()
+        .int()
+        .min(1000, 'must be at least 1s')
+        .max(30_000, 'must be at most 30s (the API server maximum)')
+        .refine((ms) => ms % 1000 === 0, 'must be whole seconds'),
+    })
+    .superRefine((c, ctx) => {
+      if (c.webhooks && !c.certManager)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['webhooks'],
+          message:
+            "needs certManager: the webhooks' serving certificate and the configurations' caBundle come from cert-manager",
+        });
+    }),
   proxy: z
     .strictObject({
       ...commonShape,
@@ -369,6 +456,33 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
+  webhooks: z.strictObject({
+    ...commonShape,
+    listen: address,
+    tlsDir: nonEmpty,
+    tlsReloadInterval: z.number().int().min(100, 'must be at least 100ms').max(3_600_000),
+    kubeconfig: nonEmpty.optional(),
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    proxyImage: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
+    identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    trustAnchors: nonEmpty.optional(),
+    trustAnchorsConfigMap: subdomain,
+    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+    issuerSecret: subdomain,
+    tokenExpiration: z
+      .number()
+      .int()
+      // The API server refuses a projected token under 10 minutes; 2^32 s is its upper bound.
+      .min(600_000, 'must be at least 10m (the API server minimum)')
+      .max(366 * 24 * 3_600_000, 'must be at most 8784h')
+      .refine((ms) => ms % 1000 === 0, 'must be whole seconds'),
+    nativeSidecar: z.boolean(),
+    excludeNamespace: z.array(label),
+    proxyCpuRequest: quantity,
+    proxyMemoryRequest: quantity,
+    proxyMemoryLimit: quantity,
+  }),
   trust: z.strictObject({
     ...commonShape,
     trustDomain: subdomain,
@@ -411,6 +525,7 @@ export type CaConfig = Readonly<z.infer<typeof SCHEMAS.ca>>;
 export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
+export type WebhooksConfig = Readonly<z.infer<typeof SCHEMAS.webhooks>>;
 export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
 export interface CommandConfigs {
   init: InitConfig;
@@ -419,6 +534,7 @@ export interface CommandConfigs {
   local: LocalConfig;
   proxy: ProxyConfig;
   install: InstallConfig;
+  webhooks: WebhooksConfig;
   trust: TrustConfig;
 }
 
@@ -689,6 +805,28 @@ function applyDefaults(
         controlPlaneNamespace: d.controlPlaneNamespace,
         ...withCommon,
       };
+    case 'webhooks': {
+      const controlPlaneNamespace =
+        (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      return {
+        listen: d.webhooksListen,
+        tlsReloadInterval: d.webhooksTlsReloadMs,
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace,
+        proxyImage: d.image,
+        identityAddr: `linkerd-identity.${controlPlaneNamespace}.svc:${d.caListen.port}`,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        issuerSecret: d.issuerSecret,
+        tokenExpiration: d.proxyTokenExpirationMs,
+        nativeSidecar: false,
+        excludeNamespace: [],
+        proxyCpuRequest: d.proxyCpuRequest,
+        proxyMemoryRequest: d.proxyMemoryRequest,
+        proxyMemoryLimit: d.proxyMemoryLimit,
+        ...withCommon,
+      };
+    }
     case 'install':
       return {
         trustDomain: d.trustDomain,
@@ -704,6 +842,10 @@ function applyDefaults(
         certManager: false,
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
+        webhooks: false,
+        injectorFailurePolicy: d.injectorFailurePolicy,
+        trustGuardFailurePolicy: d.trustGuardFailurePolicy,
+        webhookTimeout: d.webhookTimeoutMs,
         ...withCommon,
       };
     case 'trust': {

@@ -34,6 +34,26 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
+  /** `meshid webhooks`: HTTPS listen address (the install listens on 0.0.0.0:8443). */
+  webhooksListen: { host: '127.0.0.1', port: 8443 },
+  /**
+   * Largest AdmissionReview body the webhooks read. An object is at most ~1.5 MiB in etcd and a
+   * review of an update carries two of them, with JSON's overhead; anything bigger is a 413.
+   */
+  maxReviewBytes: 6 * 1024 * 1024,
+  /** How often the webhooks re-check their serving certificate files (besides watching them). */
+  webhooksTlsReloadMs: 10_000,
+  /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */
+  proxyTokenExpirationMs: 24 * 3_600_000,
+  /** Resources of the injected proxy: it runs at ~50-75 MB (docs/benchmarks.md). */
+  proxyCpuRequest: '100m',
+  proxyMemoryRequest: '96Mi',
+  proxyMemoryLimit: '256Mi',
+  /** Failure policies `meshid install` gives the webhook configurations (docs/webhooks.md). */
+  injectorFailurePolicy: 'Ignore' as const,
+  trustGuardFailurePolicy: 'Fail' as const,
+  /** timeoutSeconds of the webhook configurations (the API server allows 1-30 s). */
+  webhookTimeoutMs: 10_000,
   /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
   anchorExpiryWarningMs: 60 * 86_400_000,
   /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */
@@ -41,3 +61,18 @@ export const DEFAULTS = Object.freeze({
   /** How often the trust controllers re-check what they wait for. */
   rotationIntervalMs: 5_000,
 });
+
+/**
+ * The node options the sidecar proxy is meant to run with: `node --max-semi-space-size=2
+ * meshid.js proxy …`. A young generation bounded at 2 MB per semi-space keeps the proxy's RSS
+ * under load near its idle size (about 71 MB instead of 83 MB at saturation in `npm run bench`)
+ * and cost no throughput there. V8 reads the bound only at start, so it belongs on the command
+ * line or in NODE_OPTIONS (the proxy injector puts it there); started without it, the proxy logs
+ * that it is missing.
+ *
+ * @example
+ * ```ts
+ * spawn(process.execPath, [...SIDECAR_NODE_OPTIONS, 'bin/meshid.js', 'proxy', ...args]);
+ * ```
+ */
+export const SIDECAR_NODE_OPTIONS: readonly string[] = Object.freeze(['--max-semi-space-size=2']);

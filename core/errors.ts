@@ -156,6 +156,25 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'the local state folder is missing material, or would be overwritten',
   },
+  ERR_WEBHOOK_REVIEW_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description: 'a webhook request is not an admission.k8s.io/v1 AdmissionReview with a request',
+  },
+  ERR_WEBHOOK_REVIEW_TOO_LARGE: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 413,
+    retryable: false,
+    description: 'a webhook request body is larger than the bound',
+  },
+  ERR_WEBHOOK_TLS_INVALID: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: true,
+    description:
+      "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
+  },
   ERR_FIPS_UNAVAILABLE: {
     grpc: 'FAILED_PRECONDITION',
     http: 500,

@@ -15,4 +15,5 @@ export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
+export * from './anchor-chain.js';
 export * from './fips.js';

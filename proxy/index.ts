@@ -22,16 +22,5 @@ export * from './inbound.js';
 export * from './metrics.js';
 export * from './outbound.js';
 
-/**
- * The node options the sidecar is meant to run with: `node --max-semi-space-size=2 meshid.js
- * proxy …`. A young generation bounded at 2 MB per semi-space keeps the proxy's RSS under load
- * near its idle size (about 71 MB instead of 83 MB at saturation in `npm run bench`) and cost no
- * throughput there. V8 reads the bound only at start, so it belongs on the command line (the
- * proxy injector puts it there); started without it, the proxy logs that it is missing.
- *
- * @example
- * ```ts
- * spawn(process.execPath, [...SIDECAR_NODE_OPTIONS, 'bin/meshid.js', 'proxy', ...args]);
- * ```
- */
-export const SIDECAR_NODE_OPTIONS: readonly string[] = Object.freeze(['--max-semi-space-size=2']);
+/** The node options the sidecar is meant to run with (defined in core, which the injector shares). */
+export { SIDECAR_NODE_OPTIONS } from '../core/index.js';

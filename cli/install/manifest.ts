@@ -24,6 +24,7 @@ import {
 } from '../../trust-bundle/index.js';
 import type { CertManagerSettings } from '../../trust-bundle/index.js';
 import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
+import { webhookObjects } from './webhooks.js';
 import type { Permission } from './rbac.js';
 import { trustSyncObjects } from './trust-sync.js';
 
@@ -197,6 +198,11 @@ export function buildInstallObjects(
   // Without trust-manager, meshid's sync controller keeps the anchors ConfigMap.
   if (config.certManager && !config.trustManager)
     objects.push(...trustSyncObjects(config, { runAsUser: RUN_AS_USER, labels }));
+  // Last: their configurations must not be in force before what they guard exists.
+  if (config.webhooks)
+    objects.push(
+      ...webhookObjects(config, { runAsUser: RUN_AS_USER, version: imageTag(config.image) }),
+    );
   return objects;
 }
 

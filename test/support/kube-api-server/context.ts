@@ -1,4 +1,5 @@
 /** Everything a request handler needs, built once by startKubeApiServer. */
+import type { Admission } from './admission.js';
 import type { Authenticator, Authorizer } from './auth.js';
 import type { Faults } from './faults.js';
 import type { Objects } from './objects.js';
@@ -11,6 +12,8 @@ export interface ServerContext {
   readonly registry: ResourceRegistry;
   readonly store: Store;
   readonly objects: Objects;
+  /** Webhook admission of HTTP writes. */
+  readonly admission: Admission;
   readonly authn: Authenticator;
   readonly authz: Authorizer;
   readonly tokens: TokenAuthority;

@@ -466,20 +466,44 @@ async function serveResource(
     case 'create': {
       if (r.name !== '' || r.subresource !== '') throw methodNotAllowed();
       const body = decodeBody(await readBody(req), req.headers['content-type']);
-      const created = ctx.objects.create(t, r.namespace, body, { dryRun });
-      sendJson(res, 201, created);
+      if (ctx.admission.idle) {
+        const created = ctx.objects.create(t, r.namespace, body, { dryRun });
+        sendJson(res, 201, created);
+        return 201;
+      }
+      // As kube-apiserver: defaulting and validation, then admission, then storage.
+      const candidate = ctx.objects.create(t, r.namespace, body, { dryRun: true });
+      const admitted = await ctx.admission.admit({
+        type: t,
+        operation: 'CREATE',
+        namespace: r.namespace,
+        object: candidate,
+        user,
+        dryRun,
+      });
+      const created = ctx.objects.create(t, r.namespace, admitted.object, { dryRun });
+      sendJson(res, 201, created, warningHeaders(admitted.warnings));
       return 201;
     }
     case 'update': {
       const body = decodeBody(await readBody(req), req.headers['content-type']);
-      const existed = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name) !== undefined;
-      const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
-      const code = existed ? 200 : 201;
-      sendJson(res, code, updated);
-      return code;
+      const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
+      if (ctx.admission.idle || sub !== '') {
+        const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
+        const code = old !== undefined ? 200 : 201;
+        sendJson(res, code, updated);
+        return code;
+      }
+      const candidate = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun: true });
+      return writeAdmitted(ctx, res, t, r, user, dryRun, candidate, old);
     }
     case 'patch': {
       const text = await readBody(req);
+      const patchOptions = {
+        fieldManager: query.get('fieldManager') ?? undefined,
+        force: truthy(query.get('force')),
+      };
+      const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
       const { object, created } = ctx.objects.patch(
         t,
         r.namespace,
@@ -487,15 +511,14 @@ async function serveResource(
         req.headers['content-type'] ?? '',
         text,
         sub,
-        {
-          dryRun,
-          fieldManager: query.get('fieldManager') ?? undefined,
-          force: truthy(query.get('force')),
-        },
+        { dryRun: dryRun || (!ctx.admission.idle && sub === ''), ...patchOptions },
       );
-      const code = created ? 201 : 200;
-      sendJson(res, code, object);
-      return code;
+      if (ctx.admission.idle || sub !== '') {
+        const code = created ? 201 : 200;
+        sendJson(res, code, object);
+        return code;
+      }
+      return writeAdmitted(ctx, res, t, r, user, dryRun, object, created ? undefined : old);
     }
     case 'delete': {
       const text = await readBody(req);
@@ -539,6 +562,51 @@ async function serveResource(
     default:
       throw methodNotAllowed();
   }
+}
+
+/** `Warning: 299 - "..."` headers, as kube-apiserver returns a webhook's warnings. */
+function warningHeaders(warnings: readonly string[]): Record<string, string> {
+  if (warnings.length === 0) return {};
+  return {
+    Warning: warnings
+      .map((w) => `299 - ${JSON.stringify(w.replace(/[^\x20-\x7e]/g, '?'))}`)
+      .join(', '),
+  };
+}
+
+/**
+ * Stores an update or patch result after admission. The write is conditional on the
+ * resourceVersion the webhooks saw, so a write that raced it is a 409, never a lost update.
+ */
+async function writeAdmitted(
+  ctx: ServerContext,
+  res: ServerResponse,
+  t: ResourceType,
+  r: ResourceRoute,
+  user: UserInfo,
+  dryRun: boolean,
+  candidate: KubeObject,
+  old: KubeObject | undefined,
+): Promise<number> {
+  const admitted = await ctx.admission.admit({
+    type: t,
+    operation: old === undefined ? 'CREATE' : 'UPDATE',
+    namespace: r.namespace,
+    object: candidate,
+    oldObject: old,
+    user,
+    dryRun,
+  });
+  if (old === undefined) {
+    const created = ctx.objects.create(t, r.namespace, admitted.object, { dryRun });
+    sendJson(res, 201, created, warningHeaders(admitted.warnings));
+    return 201;
+  }
+  const next = structuredClone(admitted.object);
+  next.metadata.resourceVersion = old.metadata.resourceVersion!;
+  const updated = ctx.objects.update(t, r.namespace, r.name, next, '', { dryRun });
+  sendJson(res, 200, updated, warningHeaders(admitted.warnings));
+  return 200;
 }
 
 function namespaceOf(r: ResourceRoute): string {

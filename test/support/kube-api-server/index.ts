@@ -51,6 +51,8 @@
  * await api.stop();
  * ```
  */
+import { Admission } from './admission.js';
+import type { WebhookServiceResolver } from './admission.js';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
@@ -72,6 +74,7 @@ import { TokenAuthority } from './tokens.js';
 import type { ServiceAccountClaims } from './tokens.js';
 import type { KubeObject, RequestLogEntry, UserRule } from './types.js';
 
+export type { WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
 export type { ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
@@ -100,6 +103,11 @@ export interface KubeApiServerOptions {
   readonly port?: number;
   /** Extra resource types (custom resources) served besides the built-in table. */
   readonly resources?: readonly ResourceType[];
+  /**
+   * Where admission webhooks given as `clientConfig.service` are reached (there is no cluster
+   * network); also settable later with `setWebhookServiceResolver`.
+   */
+  readonly resolveWebhookService?: WebhookServiceResolver;
 }
 
 /** Identifies one object for the programmatic helpers. */
@@ -217,6 +225,8 @@ export interface KubeApiServer {
   readonly openWatches: number;
   /** Serves one more resource type (a custom resource). */
   registerResource(type: ResourceType): void;
+  /** Where admission webhooks' Services are reached from here (see the option). */
+  setWebhookServiceResolver(resolve: WebhookServiceResolver | undefined): void;
 
   /** Closes the listener and every connection and watch; state and keys stay. */
   pause(): Promise<void>;
@@ -292,10 +302,12 @@ export async function startKubeApiServer(
   };
   objects = new Objects(store, registry, { now, onNamespaceCreated: seedNamespace });
 
+  let resolveWebhookService = options.resolveWebhookService;
   const ctx: ServerContext = {
     registry,
     store,
     objects,
+    admission: new Admission(store, registry, () => resolveWebhookService),
     authn,
     authz,
     tokens,
@@ -510,6 +522,7 @@ export async function startKubeApiServer(
       return watches.size;
     },
     registerResource: (t) => registry.add(t),
+    setWebhookServiceResolver: (resolve) => (resolveWebhookService = resolve),
     pause: close,
     resume: async () => {
       if (stopped) throw new Error('the test server was stopped');

@@ -1,0 +1,121 @@
+/**
+ * `meshid webhooks`: the admission webhooks over HTTPS. Composes the injector and the trust
+ * guard with their API access (when a kubeconfig is configured) and the serving certificate
+ * folder, reloaded when it changes.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Address, Logger, WebhooksConfig } from '../core/index.js';
+import { FIPS_TLS, caIdentityName, formatAddress, loadConfig, systemClock } from '../core/index.js';
+import {
+  AdmissionServer,
+  clientNodeWebhookKube,
+  createInjector,
+  createTrustGuard,
+} from '../webhooks/index.js';
+import type { WebhookKube } from '../webhooks/index.js';
+import { imageTag } from './install/manifest.js';
+import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+
+/** A running webhooks server. */
+export interface RunningWebhooks {
+  readonly address: Address;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the webhooks' server.
+ *
+ * @example
+ * ```ts
+ * const running = await startWebhooks(config, logger);
+ * ```
+ */
+export async function startWebhooks(
+  config: WebhooksConfig,
+  logger: Logger,
+): Promise<RunningWebhooks> {
+  let kube: WebhookKube | undefined;
+  if (config.kubeconfig !== undefined) {
+    const { loadKubeConfig } = await import('../core/kube.js');
+    kube = clientNodeWebhookKube(loadKubeConfig(config.kubeconfig, process.env), systemClock);
+  } else {
+    logger.warn(
+      'no kubeconfig: namespace annotations are not read (only pods opt in) and the trust guard cannot check the issuer',
+    );
+  }
+  const naming = {
+    trustDomain: config.trustDomain,
+    controlPlaneNamespace: config.controlPlaneNamespace,
+  };
+  const anchorsFile = config.trustAnchors;
+  const injector = createInjector(
+    {
+      naming,
+      proxyImage: config.proxyImage,
+      proxyVersion: imageTag(config.proxyImage) ?? 'unknown',
+      identityAddr: config.identityAddr,
+      identityName: caIdentityName(naming),
+      trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+      trustAnchorsKey: config.trustAnchorsKey,
+      tokenExpirationSeconds: config.tokenExpiration / 1000,
+      nativeSidecar: config.nativeSidecar,
+      excludeNamespaces: config.excludeNamespace,
+      resources: {
+        cpuRequest: config.proxyCpuRequest,
+        memoryRequest: config.proxyMemoryRequest,
+        memoryLimit: config.proxyMemoryLimit,
+      },
+    },
+    {
+      ...(kube === undefined
+        ? {}
+        : { namespaceAnnotations: (name: string) => kube.namespaceAnnotations(name) }),
+      // The mounted ConfigMap is re-read per injection: the kubelet updates it in place.
+      ...(anchorsFile === undefined
+        ? {}
+        : { trustAnchorsPem: () => readFile(anchorsFile, 'utf8').catch(() => undefined) }),
+      logger: logger.child({ component: 'injector' }),
+    },
+  );
+  const guard = createTrustGuard(
+    {
+      controlPlaneNamespace: config.controlPlaneNamespace,
+      trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+      trustAnchorsKey: config.trustAnchorsKey,
+      issuerSecret: config.issuerSecret,
+    },
+    {
+      ...(kube === undefined
+        ? {}
+        : {
+            issuerChainPem: () =>
+              kube.secretCertificates(config.controlPlaneNamespace, config.issuerSecret),
+          }),
+      clock: systemClock,
+      logger: logger.child({ component: 'trust-guard' }),
+    },
+  );
+  const server = await AdmissionServer.start({
+    listen: config.listen,
+    tlsDir: config.tlsDir,
+    handlers: { '/inject': injector, '/validate': guard },
+    reloadIntervalMs: config.tlsReloadInterval,
+    ...(config.fips ? { tls: FIPS_TLS } : {}),
+    logger: logger.child({ component: 'admission-server' }),
+  });
+  return { address: server.address, close: () => server.close() };
+}
+
+/** `meshid webhooks` */
+export async function runWebhooks(argv: string[]): Promise<number> {
+  const { config } = loadConfig('webhooks', { argv, env: process.env });
+  const logger = processLogger(config.logLevel, { service: 'webhooks' });
+  startCrypto(config, logger);
+  const stopped = untilStopSignal();
+  const running = await startWebhooks(config, logger);
+  announceListening(logger, { service: 'webhooks' }, { address: formatAddress(running.address) });
+  const signal = await stopped;
+  logger.info({ signal }, 'shutting down');
+  await running.close();
+  return 0;
+}

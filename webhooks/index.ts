@@ -1,0 +1,36 @@
+/**
+ * webhooks: the admission webhooks, served over HTTPS: the proxy injector (`/inject`) and the
+ * trust-configuration guard (`/validate`), on a generic AdmissionReview v1 server.
+ */
+export { AdmissionServer } from './server.js';
+export type { AdmissionServerOptions } from './server.js';
+export { admissionResponse, parseAdmissionReview, pointerToken } from './admission.js';
+export type {
+  AdmissionHandler,
+  AdmissionRequest,
+  AdmissionResult,
+  JsonObject,
+  PatchOperation,
+} from './admission.js';
+export {
+  ANNOTATIONS,
+  PROXY_CONTAINER,
+  PROXY_MOUNTS,
+  PROXY_PORTS,
+  PodNotInjectable,
+  createInjector,
+  excludedNamespaces,
+  optIn,
+  planInjection,
+} from './inject.js';
+export type {
+  InjectionContext,
+  InjectionPlan,
+  InjectionReason,
+  InjectorDeps,
+  InjectorOptions,
+} from './inject.js';
+export { createTrustGuard } from './validate.js';
+export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
+export { clientNodeWebhookKube } from './kube.js';
+export type { WebhookKube } from './kube.js';

@@ -1,0 +1,408 @@
+/**
+ * A generic HTTPS server for admission webhooks (linkerd's `controller/webhook/server.go`): one
+ * path per handler, AdmissionReview v1 in and out, a bounded body (413 past it), a clear 400 for
+ * a malformed review, a 500 for a handler that throws (the server carries on), and the serving
+ * certificate reloaded from its folder when it changes, without a restart.
+ */
+import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
+import { watch } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:https';
+import type { Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
+import { join } from 'node:path';
+import { DEFAULTS, MeshidError, isMeshidError } from '../core/index.js';
+import type { Address, Logger } from '../core/index.js';
+import { admissionResponse, parseAdmissionReview } from './admission.js';
+import type { AdmissionHandler } from './admission.js';
+
+/** Options of {@link AdmissionServer.start}. */
+export interface AdmissionServerOptions {
+  readonly listen: Address;
+  /** Folder holding `tls.crt` (the certificate first, then its chain) and `tls.key`. */
+  readonly tlsDir: string;
+  /** Handlers by path, e.g. `{ '/inject': injector, '/validate': guard }`. */
+  readonly handlers: Readonly<Record<string, AdmissionHandler>>;
+  readonly logger: Logger;
+  /** Largest body read; default {@link DEFAULTS.maxReviewBytes}. */
+  readonly maxBodyBytes?: number;
+  /** Re-check of the certificate files besides watching the folder; default 10 s. */
+  readonly reloadIntervalMs?: number;
+  /**
+   * TLS settings (versions, suites, curves); default TLS 1.2 and up, which every supported API
+   * server speaks. In FIPS mode the CLI passes core's FIPS_TLS.
+   */
+  readonly tls?: Readonly<SecureContextOptions>;
+}
+
+interface ServingPair {
+  readonly cert: string;
+  readonly key: string;
+  /** Hex SHA-256 of the certificate (DER), for logs. */
+  readonly fingerprint: string;
+  readonly notAfter: string;
+  /** Of the files' bytes, to tell a real change from a touch. */
+  readonly digest: string;
+}
+
+class BodyTooLarge extends MeshidError {
+  constructor(limit: number) {
+    super('ERR_WEBHOOK_REVIEW_TOO_LARGE', `the request body is larger than ${limit} bytes`);
+  }
+}
+
+/**
+ * Reads and checks the serving pair: both files present, the certificate parses, the key parses
+ * and belongs to it. Throws ERR_WEBHOOK_TLS_INVALID naming the problem.
+ */
+async function readServingPair(dir: string): Promise<ServingPair> {
+  let cert: string;
+  let key: string;
+  try {
+    [cert, key] = await Promise.all([
+      readFile(join(dir, 'tls.crt'), 'utf8'),
+      readFile(join(dir, 'tls.key'), 'utf8'),
+    ]);
+  } catch (err) {
+    throw new MeshidError(
+      'ERR_WEBHOOK_TLS_INVALID',
+      `serving certificate in ${dir}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new MeshidError(
+      'ERR_WEBHOOK_TLS_INVALID',
+      `${dir}/tls.crt does not hold a certificate: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  let matches: boolean;
+  try {
+    matches = x509.checkPrivateKey(createPrivateKey(key));
+  } catch (err) {
+    throw new MeshidError(
+      'ERR_WEBHOOK_TLS_INVALID',
+      `${dir}/tls.key does not hold a private key: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  if (!matches)
+    throw new MeshidError(
+      'ERR_WEBHOOK_TLS_INVALID',
+      `${dir}/tls.key is not the key of the certificate in ${dir}/tls.crt`,
+    );
+  return {
+    cert,
+    key,
+    fingerprint: createHash('sha256').update(x509.raw).digest('hex'),
+    notAfter: new Date(x509.validTo).toISOString(),
+    digest: createHash('sha256').update(cert).update('\0').update(key).digest('hex'),
+  };
+}
+
+/**
+ * The running admission server.
+ *
+ * @example
+ * ```ts
+ * const server = await AdmissionServer.start({
+ *   listen: { host: '0.0.0.0', port: 8443 },
+ *   tlsDir: '/var/run/meshid/tls',
+ *   handlers: { '/inject': injector, '/validate': guard },
+ *   logger,
+ * });
+ * server.address.port;
+ * ```
+ */
+export class AdmissionServer {
+  readonly #server: Server;
+  readonly #options: AdmissionServerOptions;
+  readonly #log: Logger;
+  readonly #maxBody: number;
+  #pair: ServingPair;
+  #watcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #reloading: Promise<boolean> | undefined;
+  #again = false;
+
+  private constructor(options: AdmissionServerOptions, pair: ServingPair) {
+    this.#options = options;
+    this.#log = options.logger;
+    this.#maxBody = options.maxBodyBytes ?? DEFAULTS.maxReviewBytes;
+    this.#pair = pair;
+    this.#server = createServer(
+      { minVersion: 'TLSv1.2', ...options.tls, cert: pair.cert, key: pair.key },
+      (req, res) => {
+        void this.#handle(req, res);
+      },
+    );
+    // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
+    this.#server.headersTimeout = 10_000;
+    this.#server.requestTimeout = 30_000;
+    this.#server.on('tlsClientError', (err) =>
+      this.#log.debug({ err: err.message }, 'TLS handshake failed'),
+    );
+  }
+
+  /**
+   * Loads the serving pair (refusing to start without a valid one), listens, and starts watching
+   * the folder.
+   */
+  static async start(options: AdmissionServerOptions): Promise<AdmissionServer> {
+    const pair = await readServingPair(options.tlsDir);
+    const server = new AdmissionServer(options, pair);
+    await new Promise<void>((resolve, reject) => {
+      server.#server.once('error', reject);
+      server.#server.listen(options.listen.port, options.listen.host, () => {
+        server.#server.off('error', reject);
+        resolve();
+      });
+    });
+    server.#watch();
+    server.#log.info(
+      { fingerprint: pair.fingerprint, notAfter: pair.notAfter },
+      'serving certificate loaded',
+    );
+    return server;
+  }
+
+  /** The bound address. */
+  get address(): Address {
+    const a = this.#server.address() as AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  /** SHA-256 (hex, of the DER) of the certificate being served. */
+  get certificateFingerprint(): string {
+    return this.#pair.fingerprint;
+  }
+
+  /**
+   * Re-reads the serving pair now; resolves true when a new valid pair is in use. A bad pair is
+   * logged and the last good one stays.
+   */
+  reloadTls(): Promise<boolean> {
+    if (this.#reloading !== undefined) {
+      this.#again = true;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      let changed = false;
+      do {
+        this.#again = false;
+        changed = (await this.#reloadOnce()) || changed;
+      } while (this.#again);
+      return changed;
+    })().finally(() => (this.#reloading = undefined));
+    return this.#reloading;
+  }
+
+  async #reloadOnce(): Promise<boolean> {
+    let pair: ServingPair;
+    try {
+      pair = await readServingPair(this.#options.tlsDir);
+    } catch (err) {
+      // Mid-rotation (one file written, not the other) is normal for a moment; the next check
+      // picks up the finished pair.
+      this.#log.warn(
+        { err: (err as Error).message, fingerprint: this.#pair.fingerprint },
+        'serving certificate not reloaded; the last good one stays in use',
+      );
+      return false;
+    }
+    if (pair.digest === this.#pair.digest) return false;
+    this.#server.setSecureContext({
+      minVersion: 'TLSv1.2',
+      ...this.#options.tls,
+      cert: pair.cert,
+      key: pair.key,
+    });
+    this.#log.info(
+      { fingerprint: pair.fingerprint, previous: this.#pair.fingerprint, notAfter: pair.notAfter },
+      'serving certificate reloaded',
+    );
+    this.#pair = pair;
+    return true;
+  }
+
+  #watch(): void {
+    const kick = (): void => void this.reloadTls();
+    try {
+      // A mounted Secret changes by an atomic swap of the folder's `..data` link, which shows as
+      // an event on the folder; files written in place show too.
+      this.#watcher = watch(this.#options.tlsDir, kick);
+      this.#watcher.on('error', () => undefined);
+    } catch {
+      // Watching is an optimisation; the periodic check below is the guarantee.
+    }
+    this.#timer = setInterval(kick, this.#options.reloadIntervalMs ?? DEFAULTS.webhooksTlsReloadMs);
+    this.#timer.unref();
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = Date.now();
+    const path = (req.url ?? '/').split('?')[0]!;
+    try {
+      if (req.method === 'GET' && (path === '/live' || path === '/ready')) {
+        send(res, 200, { status: 'ok' });
+        return;
+      }
+      const handler = Object.hasOwn(this.#options.handlers, path)
+        ? this.#options.handlers[path]
+        : undefined;
+      if (handler === undefined) {
+        send(res, 404, { message: `no webhook at ${path.slice(0, 100)}` });
+        return drain(req);
+      }
+      if (req.method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        send(res, 405, { message: `${path} takes POST with an AdmissionReview` });
+        return drain(req);
+      }
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (type !== 'application/json') {
+        send(res, 415, {
+          message: `the body must be application/json (an AdmissionReview), got ${JSON.stringify(type.slice(0, 60))}`,
+        });
+        return drain(req);
+      }
+      const body = await readBody(req, this.#maxBody);
+      const request = parseAdmissionReview(body);
+      const result = await handler(request);
+      send(res, 200, admissionResponse(request.uid, result));
+      this.#log.debug(
+        {
+          path,
+          uid: request.uid,
+          operation: request.operation,
+          namespace: request.namespace,
+          name: request.name,
+          allowed: result.allowed,
+          patched: (result.patch?.length ?? 0) > 0,
+          ms: Date.now() - started,
+        },
+        'review answered',
+      );
+    } catch (err) {
+      this.#fail(req, res, path, err);
+    }
+  }
+
+  #fail(req: IncomingMessage, res: ServerResponse, path: string, err: unknown): void {
+    if (isMeshidError(err) && err.code !== 'ERR_INTERNAL') {
+      this.#log.info({ path, code: err.code, err: err.message }, 'review refused');
+      if (err instanceof BodyTooLarge) {
+        res.setHeader('Connection', 'close');
+        lingeringClose(req);
+      }
+      if (!res.headersSent) send(res, err.info.http, { code: err.code, message: err.message });
+      return;
+    }
+    // A handler that throws is a bug or a dependency down (the API server); the review fails
+    // (the webhook's failurePolicy decides) and the server carries on with the next one.
+    this.#log.error(
+      { path, err: err instanceof Error ? (err.stack ?? err.message) : String(err) },
+      'webhook handler failed',
+    );
+    if (!res.headersSent)
+      send(res, 500, {
+        code: 'ERR_INTERNAL',
+        message: `the ${path} webhook failed: ${err instanceof Error ? err.message.slice(0, 300) : 'unexpected error'}`,
+      });
+    else res.destroy();
+  }
+
+  /** Stops listening, watching and polling; open connections are closed. */
+  async close(): Promise<void> {
+    this.#watcher?.close();
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    await new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+}
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** After a 413: how much more of the body is read away, and for how long, before the cut. */
+const LINGER_BYTES = 16 * 1024 * 1024;
+const LINGER_MS = 5_000;
+
+/**
+ * Reads the rest of a refused body away for a bounded time and size, then closes the connection:
+ * a client still writing its body then reads the 413 instead of a reset (nginx's lingering
+ * close), and a client that never stops is cut off.
+ */
+function lingeringClose(req: IncomingMessage): void {
+  const socket = req.socket;
+  let discarded = 0;
+  const cut = (): void => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  const timer = setTimeout(cut, LINGER_MS);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    discarded += c.length;
+    if (discarded > LINGER_BYTES) cut();
+  });
+  req.once('end', cut);
+  req.once('error', cut);
+  req.resume();
+}
+
+/** Reads a refused request's (small) body away so that the connection can be reused. */
+function drain(req: IncomingMessage): void {
+  req.resume();
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLarge(limit));
+  // Listeners rather than an async iterator: leaving an iterator early destroys the stream,
+  // and a refused body is still read away (lingeringClose) so that the client sees the 413.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        reject(new BodyTooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onError = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
+}
