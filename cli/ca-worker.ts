@@ -14,7 +14,7 @@ const workerId = cluster.worker?.id ?? 0;
 const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
-  async (config, registry) => {
+  async (config, registry, role) => {
     const logger = processLogger(config.logLevel, { service: 'identity-ca', worker: workerId });
     // Each worker is its own process: FIPS mode is checked (and set) in every one.
     startCrypto(config, logger);
@@ -23,6 +23,7 @@ await runCertifyWorker(
       config,
       ...(kube === undefined ? {} : { kube }),
       registry,
+      recordIssuerEvents: role.recordIssuerEvents,
       logger,
       clock: systemClock,
       random: systemRandom,

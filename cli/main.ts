@@ -19,6 +19,9 @@ const runLocal = async (argv: string[]): Promise<number> =>
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
+const runTrust = async (argv: string[]): Promise<number> =>
+  (await import('./trust.js')).runTrust(argv);
+
 const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
   {
     init: {
@@ -43,6 +46,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
       summary:
         'print the YAML of an in-cluster install (RBAC, Deployment, Services) for kubectl apply',
       run: runInstall,
+    },
+    trust: {
+      summary:
+        'trust anchors: validate a bundle, cert-manager manifests, sync, and automated root rotation',
+      run: runTrust,
     },
   };
 

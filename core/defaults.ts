@@ -34,4 +34,10 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
+  /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
+  anchorExpiryWarningMs: 60 * 86_400_000,
+  /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */
+  rotationWaitTimeoutMs: 3_600_000,
+  /** How often the trust controllers re-check what they wait for. */
+  rotationIntervalMs: 5_000,
 });

@@ -56,6 +56,11 @@ export interface CertifyProcessDeps {
     readonly instance: string;
   };
   readonly onIssued?: (issued: IssuedLeaf) => void;
+  /**
+   * Whether this process records the issuer Events (updated, refused, not valid, deleted).
+   * Default true; in a multi-worker CA only one worker does, so a change is recorded once.
+   */
+  readonly recordIssuerEvents?: boolean;
 }
 
 /** The state a worker reports to the primary (no secrets). */
@@ -157,7 +162,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     ),
   );
   function issuerEvent(type: 'Normal' | 'Warning', reason: string, message: string): void {
-    if (events !== undefined && issuerTarget !== undefined)
+    if (events !== undefined && issuerTarget !== undefined && deps.recordIssuerEvents !== false)
       events.record(issuerTarget, type, reason, message);
   }
   await source.start();
