@@ -34,16 +34,22 @@ export async function startProxyProcess(o: {
   anchorsFile?: string;
   args?: readonly string[];
   ready?: boolean;
+  /** Environment of the process (e.g. a FIPS provider's), besides PATH. */
+  env?: Record<string, string>;
 }): Promise<ProxyProcess> {
   const identity = idOf('emojivoto', o.sa);
   const tokenFile = join(o.state.dir, `${o.sa}-token`);
   await writeFile(tokenFile, await o.state.token('emojivoto', o.sa, { ttlMs: 2 * HOUR }));
-  const p = await startMeshid('proxy', [
-    ...['--identity-addr', o.ca, '--identity-name', CA_IDENTITY],
-    ...['--trust-anchors', o.anchorsFile ?? o.state.anchorsFile, '--token-file', tokenFile],
-    ...['--local-identity', identity, '--admin', '127.0.0.1:0'],
-    ...(o.args ?? []),
-  ]);
+  const p = await startMeshid(
+    'proxy',
+    [
+      ...['--identity-addr', o.ca, '--identity-name', CA_IDENTITY],
+      ...['--trust-anchors', o.anchorsFile ?? o.state.anchorsFile, '--token-file', tokenFile],
+      ...['--local-identity', identity, '--admin', '127.0.0.1:0'],
+      ...(o.args ?? []),
+    ],
+    o.env,
+  );
   const inbound = p.listening['inbound'];
   const proxy: ProxyProcess = {
     ...p,
