@@ -12,6 +12,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, request } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -25,7 +26,7 @@ import type { FipsProvider } from '../support/fips.js';
 import { certificateFromCa, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { connectTls, readAll } from '../support/proxy-pki.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import { CA_IDENTITY, HOUR, TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 import { opensslCsr, peculiarCsr } from '../unit/core/fixtures/csr-makers.js';
 
@@ -236,6 +237,65 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
           'issued',
         );
       });
+    });
+  });
+
+  describe("the CA's other TLS clients (a JWKS URL)", () => {
+    let jwksServerFor: (ecdhCurve: string) => Promise<{ url: string; close: () => void }>;
+    let serverCaFile: string;
+    before(async () => {
+      serverCaFile = join(state.dir, 'jwks-server.pem');
+      const keyFile = join(state.dir, 'jwks-server.key');
+      execFileSync(
+        'openssl',
+        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
+          .concat(['-keyout', keyFile, '-out', serverCaFile, '-subj', '/CN=jwks', '-days', '1'])
+          .concat(['-addext', 'subjectAltName=IP:127.0.0.1']),
+        { stdio: 'ignore' },
+      );
+      const jwks = await readFile(state.jwksFile);
+      const key = await readFile(keyFile);
+      const cert = await readFile(serverCaFile);
+      jwksServerFor = async (ecdhCurve) => {
+        const server = createHttpsServer({ key, cert, ecdhCurve }, (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/jwk-set+json' }).end(jwks);
+        });
+        server.listen(0, '127.0.0.1');
+        await once(server, 'listening');
+        return {
+          url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/openid/v1/jwks`,
+          close: () => server.close(),
+        };
+      };
+    });
+
+    const startWithJwks = (url: string): Promise<CaProcess> =>
+      startCaProcess(
+        ['--fips', '--workers', '1', '--trust-anchors', state.anchorsFile]
+          .concat(['--issuer-dir', state.issuerDir, '--jwks', url, '--jwks-ca', serverCaFile])
+          .concat(['--token-issuer', TOKEN_ISSUER]),
+        provider.env,
+      );
+
+    it('fetch over TLS with P-256, and refuse a server that offers only X25519', async () => {
+      const p256 = await jwksServerFor('P-256');
+      const x25519 = await jwksServerFor('X25519');
+      const good = await startWithJwks(p256.url);
+      const bad = await startWithJwks(x25519.url);
+      try {
+        const issued = await certificateFromCa(state, good.address, 'emojivoto', 'web');
+        assert.match(issued.chainPem, /BEGIN CERTIFICATE/);
+        const refused = await certificateFromCa(state, bad.address, 'emojivoto', 'web').then(
+          () => 'issued',
+          (err: { code?: number }) => err.code,
+        );
+        assert.equal(refused, 14); // UNAVAILABLE: the keys could not be fetched
+        assert.match(bad.lines.join('\n'), /JWKS could not be fetched/);
+      } finally {
+        await Promise.all([good.stop(), bad.stop()]);
+        p256.close();
+        x25519.close();
+      }
     });
   });
 
