@@ -16,16 +16,24 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
-import { adminGet, metricValue, runMeshid, startCaProcess } from '../support/ca-process.js';
+import {
+  adminGet,
+  metricValue,
+  runMeshid,
+  startCaProcess,
+  waitFor,
+} from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { fipsProvider, sClient } from '../support/fips.js';
 import type { FipsProvider } from '../support/fips.js';
 import { certificateFromCa, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { connectTls, readAll } from '../support/proxy-pki.js';
+import type { WorkloadCertificate } from '../../proxy/index.js';
 import { CA_IDENTITY, HOUR, TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 import { opensslCsr, peculiarCsr } from '../unit/core/fixtures/csr-makers.js';
@@ -64,6 +72,50 @@ async function httpOver(socket: TLSSocket): Promise<string> {
   socket.write('GET /fips HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
   return answer;
 }
+
+/**
+ * A certificate for `identity` signed by the state's issuer (so it chains to the anchor), with a
+ * key the openssl CLI makes from `keyArgs`: what the CA would never issue.
+ */
+async function issuerSignedLeaf(
+  state: TestState,
+  keyArgs: string[],
+  identity: string,
+): Promise<WorkloadCertificate> {
+  const file = (n: string): string => join(state.dir, `${n}-${leafCount}`);
+  leafCount++;
+  await writeFile(file('issuer.key'), state.issuer.privateKeyPem);
+  await writeFile(file('issuer.crt'), state.issuer.certificatePem);
+  const run = (args: string[]): void => {
+    execFileSync('openssl', args, { stdio: 'ignore', env: { PATH: process.env['PATH'] ?? '' } });
+  };
+  run(['genpkey', ...keyArgs, '-out', file('leaf.key')]);
+  run(
+    ['req', '-new', '-key', file('leaf.key'), '-subj', `/CN=${identity}`].concat([
+      '-addext',
+      `subjectAltName=DNS:${identity}`,
+      '-out',
+      file('leaf.csr'),
+    ]),
+  );
+  run(
+    [
+      'x509',
+      '-req',
+      '-in',
+      file('leaf.csr'),
+      '-CA',
+      file('issuer.crt'),
+      '-CAkey',
+      file('issuer.key'),
+    ].concat(['-days', '1', '-sha256', '-copy_extensions', 'copy', '-out', file('leaf.crt')]),
+  );
+  return {
+    keyPem: await readFile(file('leaf.key'), 'utf8'),
+    certChainPem: (await readFile(file('leaf.crt'), 'utf8')) + state.issuer.certificatePem,
+  } as WorkloadCertificate;
+}
+let leafCount = 0;
 
 describe('FIPS mode under the real OpenSSL FIPS provider', function () {
   this.timeout(120_000);
@@ -321,7 +373,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
       const socket = await connectTls(web.inbound!.port, {
         servername: WEB,
         anchorsPem,
-        cert: { keyPem: cert.keyPem, certChainPem: cert.chainPem } as never,
+        cert: { keyPem: cert.keyPem, certChainPem: cert.chainPem } as WorkloadCertificate,
       });
       const cipher = socket.getCipher();
       const group = socket.getEphemeralKeyInfo() as { name?: string };
@@ -365,50 +417,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
     it('refuse a peer whose certificate has an Ed25519 key (accepted outside FIPS mode)', async () => {
       // A valid workload certificate for voting, chained to the anchor through the issuer, but
       // with an Ed25519 key: only FIPS mode tells it apart.
-      const dir = state.dir;
-      const file = (n: string): string => join(dir, n);
-      await writeFile(file('issuer.key'), state.issuer.privateKeyPem);
-      await writeFile(file('issuer.crt'), state.issuer.certificatePem);
-      const run = (args: string[]): void => {
-        execFileSync('openssl', args, {
-          stdio: 'ignore',
-          env: { PATH: process.env['PATH'] ?? '' },
-        });
-      };
-      run(['genpkey', '-algorithm', 'ED25519', '-out', file('ed.key')]);
-      run([
-        'req',
-        '-new',
-        '-key',
-        file('ed.key'),
-        '-subj',
-        `/CN=${VOTING}`,
-        '-addext',
-        `subjectAltName=DNS:${VOTING}`,
-        '-out',
-        file('ed.csr'),
-      ]);
-      run([
-        'x509',
-        '-req',
-        '-in',
-        file('ed.csr'),
-        '-CA',
-        file('issuer.crt'),
-        '-CAkey',
-        file('issuer.key'),
-        '-days',
-        '1',
-        '-sha256',
-        '-copy_extensions',
-        'copy',
-        '-out',
-        file('ed.crt'),
-      ]);
-      const edCert = {
-        keyPem: await readFile(file('ed.key'), 'utf8'),
-        certChainPem: (await readFile(file('ed.crt'), 'utf8')) + state.issuer.certificatePem,
-      } as never;
+      const edCert = await issuerSignedLeaf(state, ['-algorithm', 'ED25519'], VOTING);
       const before = appSaw.length;
       const refused = await connectTls(web.inbound!.port, {
         servername: WEB,
@@ -423,6 +432,73 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
         await connectTls(plainWeb.inbound!.port, { servername: WEB, anchorsPem, cert: edCert }),
       );
       assert.match(accepted, /^HTTP\/1\.1 200[\s\S]*web says hi to voting\./);
+    });
+
+    it('refuse a peer whose certificate has an RSA-1024 key after the handshake, saying FIPS mode refused it', async () => {
+      const rsaCert = await issuerSignedLeaf(
+        state,
+        ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'],
+        VOTING,
+      );
+      const before = appSaw.length;
+      const refused = await connectTls(web.inbound!.port, {
+        servername: WEB,
+        anchorsPem,
+        cert: rsaCert,
+      })
+        .then(httpOver)
+        .catch((err: unknown) => `error: ${String(err)}`);
+      assert.doesNotMatch(refused, /HTTP\/1\.1 200/);
+      assert.equal(appSaw.length, before, 'nothing reached the app');
+      const refusal = await waitFor('the refusal in the log', () =>
+        logRecords(web.lines).find((r) => r['code'] === 'ERR_FIPS_PEER_REFUSED'),
+      );
+      assert.match(
+        String(refusal['msg']),
+        /^FIPS mode refused the peer's certificate ".*": its key is RSA 1024-bit/,
+      );
+    });
+
+    it('refuse, outbound, a server whose certificate is outside the policy', async () => {
+      const rsaCert = await issuerSignedLeaf(
+        state,
+        ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'],
+        WEB,
+      );
+      let served = 0;
+      const server = createTlsServer({ key: rsaCert.keyPem, cert: rsaCert.certChainPem }, (s) => {
+        served++;
+        s.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi');
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const fake = await startProxyProcess({
+        state,
+        ca: formatAddress(ca.address),
+        sa: 'voting',
+        args: [
+          '--fips',
+          '--route',
+          `127.0.0.1:0=127.0.0.1:${(server.address() as AddressInfo).port}@${WEB}`,
+        ],
+        env: provider.env,
+      });
+      try {
+        const r = await get(fake.outbound[0]!, '/').catch((err: unknown) => ({
+          status: 0,
+          body: String(err),
+        }));
+        assert.notEqual(r.status, 200, r.body);
+        assert.equal(served, 0, 'no request reached the server');
+        const lines = await waitFor('the refusal in the log', () => {
+          const text = fake.lines.join('\n');
+          return /FIPS mode refused the peer's certificate/.test(text) ? text : undefined;
+        });
+        assert.match(lines, /its key is RSA 1024-bit/);
+      } finally {
+        await fake.stop();
+        server.close();
+      }
     });
 
     it('refuse to start on an anchor bundle with an anchor outside the policy', async () => {
