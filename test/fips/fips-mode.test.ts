@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,7 +19,6 @@ import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
-import type { Address } from '../../core/index.js';
 import {
   adminGet,
   metricValue,
@@ -30,7 +29,7 @@ import {
 import type { CaProcess } from '../support/ca-process.js';
 import { fipsProvider, sClient } from '../support/fips.js';
 import type { FipsProvider } from '../support/fips.js';
-import { certificateFromCa, startProxyProcess } from '../support/proxy-process.js';
+import { certificateFromCa, httpGet, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { connectTls, readAll } from '../support/proxy-pki.js';
 import type { WorkloadCertificate } from '../../proxy/index.js';
@@ -42,18 +41,6 @@ const WEB = idOf('emojivoto', 'web');
 const VOTING = idOf('emojivoto', 'voting');
 const FIPS_SUITES = ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384'];
 const FIPS_GROUPS = ['prime256v1', 'secp384r1'];
-
-function get(address: Address, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: address.host, port: address.port, path, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 function logRecords(lines: readonly string[]): Record<string, unknown>[] {
   return lines.flatMap((l) => {
@@ -352,8 +339,18 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
   });
 
   describe('the proxies', () => {
+    /** A client with `cert` gets no answer from the FIPS web proxy, and the app sees nothing. */
+    const assertInboundRefuses = async (cert: WorkloadCertificate): Promise<void> => {
+      const before = appSaw.length;
+      const answer = await connectTls(web.inbound!.port, { servername: WEB, anchorsPem, cert })
+        .then(httpOver)
+        .catch((err: unknown) => `error: ${String(err)}`);
+      assert.doesNotMatch(answer, /HTTP\/1\.1 200/);
+      assert.equal(appSaw.length, before, 'nothing reached the app');
+    };
+
     it('carry traffic over mTLS in FIPS mode, with certificates from the FIPS CA', async () => {
-      const r = await get(voting.outbound[0]!, '/');
+      const r = await httpGet(voting.outbound[0]!, '/');
       assert.equal(r.status, 200);
       assert.equal(r.body, `web says hi to ${VOTING}\n`);
     });
@@ -418,16 +415,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
       // A valid workload certificate for voting, chained to the anchor through the issuer, but
       // with an Ed25519 key: only FIPS mode tells it apart.
       const edCert = await issuerSignedLeaf(state, ['-algorithm', 'ED25519'], VOTING);
-      const before = appSaw.length;
-      const refused = await connectTls(web.inbound!.port, {
-        servername: WEB,
-        anchorsPem,
-        cert: edCert,
-      })
-        .then(httpOver)
-        .catch((err: unknown) => `error: ${String(err)}`);
-      assert.doesNotMatch(refused, /HTTP\/1\.1 200/);
-      assert.equal(appSaw.length, before, 'nothing reached the app');
+      await assertInboundRefuses(edCert);
       const accepted = await httpOver(
         await connectTls(plainWeb.inbound!.port, { servername: WEB, anchorsPem, cert: edCert }),
       );
@@ -440,16 +428,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
         ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'],
         VOTING,
       );
-      const before = appSaw.length;
-      const refused = await connectTls(web.inbound!.port, {
-        servername: WEB,
-        anchorsPem,
-        cert: rsaCert,
-      })
-        .then(httpOver)
-        .catch((err: unknown) => `error: ${String(err)}`);
-      assert.doesNotMatch(refused, /HTTP\/1\.1 200/);
-      assert.equal(appSaw.length, before, 'nothing reached the app');
+      await assertInboundRefuses(rsaCert);
       const refusal = await waitFor('the refusal in the log', () =>
         logRecords(web.lines).find((r) => r['code'] === 'ERR_FIPS_PEER_REFUSED'),
       );
@@ -484,7 +463,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
         env: provider.env,
       });
       try {
-        const r = await get(fake.outbound[0]!, '/').catch((err: unknown) => ({
+        const r = await httpGet(fake.outbound[0]!, '/').catch((err: unknown) => ({
           status: 0,
           body: String(err),
         }));

@@ -4,6 +4,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
+import { request } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -113,4 +114,17 @@ export async function certificateFromCa(
   } finally {
     client.close();
   }
+}
+
+/** One plain HTTP/1.1 GET (no agent, no keep-alive): its status and body. */
+export function httpGet(address: Address, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address.host, port: address.port, path, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
