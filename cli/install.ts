@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { MeshidError, isMeshidError, loadConfig, systemClock } from '../core/index.js';
 import type { ConfigSources } from '../core/index.js';
-import { parseTrustAnchors } from '../identity-ca/index.js';
+import { checkFipsAnchors, parseTrustAnchors } from '../identity-ca/index.js';
+import { startCrypto } from './runtime.js';
 import { buildInstallObjects } from './install/manifest.js';
 import { manifestYaml } from './install/yaml.js';
 
@@ -31,7 +32,7 @@ export function renderInstall(sources: InstallSources): string {
   const trustAnchorsPem =
     config.trustAnchors === undefined
       ? undefined
-      : readTrustAnchors(config.trustAnchors, sources.readFile, sources.now);
+      : readTrustAnchors(config.trustAnchors, sources.readFile, sources.now, config.fips);
   return manifestYaml(
     buildInstallObjects(config, { trustAnchorsPem }),
     'Rendered by `meshid install`; apply with `kubectl apply -f -`. See docs/install.md.',
@@ -42,6 +43,7 @@ function readTrustAnchors(
   path: string,
   readFile: ((path: string) => string) | undefined,
   now: number,
+  fips: boolean,
 ): string {
   let pem: string;
   try {
@@ -54,7 +56,8 @@ function readTrustAnchors(
     );
   }
   try {
-    parseTrustAnchors(pem, now);
+    const anchors = parseTrustAnchors(pem, now);
+    if (fips) checkFipsAnchors(anchors);
   } catch (err) {
     if (!isMeshidError(err)) throw err;
     throw new MeshidError(err.code, `--trust-anchors ${path}: ${err.message}`, { cause: err });
@@ -64,6 +67,7 @@ function readTrustAnchors(
 
 /** `meshid install` */
 export async function runInstall(argv: string[]): Promise<number> {
+  startCrypto(loadConfig('install', { argv, env: process.env }).config);
   const yaml = renderInstall({ argv, env: process.env, now: systemClock.now() });
   // One write of the whole stream, and only once all of it rendered.
   await new Promise<void>((resolve, reject) =>

@@ -26,7 +26,7 @@ import { DemoGrpcClient, demoHttpCall, startWebService } from './demo.js';
 import type { WebCall } from './demo.js';
 import { startProxy } from './proxy.js';
 import { initLocalState } from './init.js';
-import { processLogger, untilStopSignal } from './runtime.js';
+import { processLogger, startCrypto, untilStopSignal } from './runtime.js';
 import { localToken } from './token.js';
 
 const NAMING = {
@@ -94,6 +94,7 @@ export async function selfCheck(
 /** `meshid local` */
 export async function runLocal(argv: string[]): Promise<number> {
   const { config } = loadConfig('local', { argv, env: process.env });
+  startCrypto(config);
   const out = (s: string): boolean => process.stdout.write(`${s}\n`);
   const inputs = localStateInputs(config.dir);
   if (!existsSync(inputs.trustAnchors)) {
@@ -114,6 +115,7 @@ export async function runLocal(argv: string[]): Promise<number> {
       String(config.workers),
       '--log-level',
       config.logLevel === 'info' ? 'warn' : config.logLevel,
+      ...(config.fips ? ['--fips'] : []),
     ],
     env: {},
   });
@@ -136,7 +138,7 @@ export async function runLocal(argv: string[]): Promise<number> {
   }
   let mesh: LocalMesh;
   try {
-    mesh = await startLocalMesh(ca, config.dir, logger, out);
+    mesh = await startLocalMesh(ca, config.dir, logger, out, config.fips);
   } catch (err) {
     out(`meshid: the local mesh failed to start: ${(err as Error).message}`);
     await ca.close();
@@ -167,6 +169,7 @@ async function startLocalMesh(
   dir: string,
   logger: Logger,
   out: (s: string) => void,
+  fips: boolean,
 ): Promise<LocalMesh> {
   const inputs = localStateInputs(dir);
   const ids = {
@@ -204,6 +207,7 @@ async function startLocalMesh(
         ids[sa],
         '--admin',
         '127.0.0.1:0',
+        ...(fips ? ['--fips'] : []),
         ...extra,
       ],
       env: {},

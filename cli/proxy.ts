@@ -14,7 +14,9 @@ import {
   MeshidError,
   createRegistry,
   formatAddress,
+  isMeshidError,
   loadConfig,
+  meshTlsSettings,
   parseAddress,
   systemClock,
   systemRandom,
@@ -69,6 +71,7 @@ function certifyThroughCa(
           address,
           serverName: config.identityName,
           anchorsPem: bundle.pem,
+          tls: meshTlsSettings(config.fips),
         });
         fingerprint = bundle.fingerprint;
       }
@@ -93,10 +96,14 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     anchors = await AnchorSource.open(config.trustAnchors, {
       clock,
       logger: logger.child({ component: 'anchors' }),
+      fips: config.fips,
     });
   } catch (err) {
-    throw new MeshidError('ERR_ANCHORS_INVALID', (err as Error).message, { cause: err });
+    const cause = (err as Error).cause;
+    const code = isMeshidError(cause) ? cause.code : 'ERR_ANCHORS_INVALID';
+    throw new MeshidError(code, (err as Error).message, { cause: err });
   }
+  const tls = meshTlsSettings(config.fips);
   const ca = certifyThroughCa(config, anchors);
   const identity = new IdentityClient({
     localIdentity: config.localIdentity,
@@ -137,6 +144,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       }),
       logger: logger.child({ component: 'inbound' }),
       observe: (e) => traffic.inbound(e),
+      tls,
     });
     inboundAddress = await inbound.listen();
   }
@@ -157,6 +165,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       anchorsPem: () => anchors.current().pem,
       logger: logger.child({ component: 'outbound' }),
       observe: (e) => traffic.outbound(e),
+      tls,
     });
     outboundAddresses = await outbound.listen();
   }

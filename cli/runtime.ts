@@ -3,9 +3,11 @@
  * the wait for a stop signal. Nothing here loads grpc-js: the one grpc-js user, the CertifyClient
  * of `meshid local`'s self-check, routes its logs itself.
  */
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { createLogger, enforceFips } from '../core/index.js';
+import { FIPS_TLS, createLogger, enforceFips } from '../core/index.js';
 import type { CryptoStatus, LogLevel, Logger } from '../core/index.js';
+import type * as Tls from 'node:tls';
 
 /** The process logger. */
 export function processLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
@@ -51,6 +53,11 @@ export function untilStopSignal(): Promise<NodeJS.Signals> {
  * provider or the command fails with ERR_FIPS_UNAVAILABLE (see core/fips.ts). Logs the crypto
  * status to `logger`; commands whose stdout is their output (init, token, install) pass none, and
  * the line goes to stderr, in FIPS mode only.
+ *
+ * In FIPS mode it also narrows node's TLS defaults to the FIPS policy (TLS 1.3, AES-GCM, P-256 and
+ * P-384), for the connections meshid's own settings do not reach: the Kubernetes API client and
+ * a JWKS URL. The OpenSSL 3.0 FIPS provider itself still offers X25519, which node's default
+ * group list puts first.
  */
 export function startCrypto(
   config: { readonly fips: boolean; readonly logLevel: LogLevel },
@@ -62,5 +69,13 @@ export function startCrypto(
       level: config.fips ? config.logLevel : 'silent',
       destination: process.stderr,
     });
-  return enforceFips(config.fips, log);
+  const status = enforceFips(config.fips, log);
+  if (config.fips) {
+    // The module object itself: an ES namespace import of it is read-only.
+    const tls = createRequire(import.meta.url)('node:tls') as typeof Tls;
+    tls.DEFAULT_MIN_VERSION = FIPS_TLS.minVersion;
+    tls.DEFAULT_CIPHERS = FIPS_TLS.ciphers;
+    tls.DEFAULT_ECDH_CURVE = FIPS_TLS.ecdhCurve;
+  }
+  return status;
 }

@@ -17,10 +17,18 @@ export type { RunningCa, WorkerRole } from './cluster.js';
 export { createCertifyHandler, SignerCache } from './server/certify.js';
 export type { CertifyDeps, IssuedLeaf } from './server/certify.js';
 export { CertifyServer, CA_TLS_SETTINGS } from './server/grpc-server.js';
-export { checkCsrPolicy } from './issuer/csr-policy.js';
+export { checkCsrPolicy, checkFipsCsr } from './issuer/csr-policy.js';
 export { LeafSigner, randomSerial } from './issuer/leaf.js';
 export type { LeafFields } from './issuer/leaf.js';
-export { parseTrustAnchors, validateIssuer } from './issuer/material.js';
+export {
+  checkFipsAnchors,
+  checkFipsIssuer,
+  parseTrustAnchors,
+  validateIssuer,
+} from './issuer/material.js';
+export { probeX509Crypto } from './issuer/fips-probe.js';
+export type { X509CryptoProbe } from './issuer/fips-probe.js';
+
 export type { IssuerCredentials, IssuerMaterial, TrustAnchors } from './issuer/material.js';
 export { IssuerStore } from './issuer/store.js';
 export { FileIssuerSource } from './issuer/file-source.js';

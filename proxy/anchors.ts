@@ -12,7 +12,7 @@ import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Clock, Logger } from '../core/index.js';
-import { parsePem } from '../core/index.js';
+import { MeshidError, fipsCertificateProblem, parsePem } from '../core/index.js';
 
 /** A loaded bundle. */
 export interface AnchorBundle {
@@ -31,8 +31,11 @@ export interface AnchorBundle {
  * ```ts
  * const bundle = parseAnchorBundle(await readFile(file, 'utf8'), Date.now());
  * ```
+ *
+ * In FIPS mode (`fips`) an anchor whose key or signature is outside the FIPS policy is refused
+ * with a MeshidError ERR_FIPS_MATERIAL_REFUSED.
  */
-export function parseAnchorBundle(text: string, now: number): AnchorBundle {
+export function parseAnchorBundle(text: string, now: number, fips = false): AnchorBundle {
   const blocks = parsePem(text, 'CERTIFICATE');
   if (blocks.length === 0) throw new Error('bundle holds no certificate');
   const certs = blocks.map((b, i) => {
@@ -46,6 +49,17 @@ export function parseAnchorBundle(text: string, now: number): AnchorBundle {
   });
   for (const c of certs) {
     if (!c.ca) throw new Error(`"${c.subject}" is not a CA certificate`);
+  }
+  if (fips) {
+    blocks.forEach((b, i) => {
+      const problem = fipsCertificateProblem(b.der);
+      if (problem !== undefined) {
+        throw new MeshidError(
+          'ERR_FIPS_MATERIAL_REFUSED',
+          `FIPS mode refused trust anchor ${i + 1} "${certs[i]!.subject}": ${problem}`,
+        );
+      }
+    });
   }
   return {
     pem: text,
@@ -77,26 +91,35 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
   readonly #file: string;
   readonly #clock: Clock;
   readonly #log: Logger;
+  readonly #fips: boolean;
   /** Counts for metrics. */
   readonly stats = { reloads: 0, rejected: 0 };
 
-  private constructor(file: string, first: AnchorBundle, clock: Clock, log: Logger) {
+  private constructor(file: string, first: AnchorBundle, clock: Clock, log: Logger, fips: boolean) {
     super();
+    this.#fips = fips;
     this.#file = file;
     this.#current = first;
     this.#clock = clock;
     this.#log = log;
   }
 
-  /** Loads the bundle (an invalid first bundle is fatal) and starts watching its folder. */
-  static async open(file: string, deps: { clock: Clock; logger: Logger }): Promise<AnchorSource> {
+  /**
+   * Loads the bundle (an invalid first bundle is fatal) and starts watching its folder. In FIPS
+   * mode (`fips`) bundles with an anchor outside the FIPS policy are refused.
+   */
+  static async open(
+    file: string,
+    deps: { clock: Clock; logger: Logger; fips?: boolean },
+  ): Promise<AnchorSource> {
+    const fips = deps.fips === true;
     let first: AnchorBundle;
     try {
-      first = parseAnchorBundle(await readFile(file, 'utf8'), deps.clock.now());
+      first = parseAnchorBundle(await readFile(file, 'utf8'), deps.clock.now(), fips);
     } catch (err) {
       throw new Error(`trust anchors ${file}: ${(err as Error).message}`, { cause: err });
     }
-    const source = new AnchorSource(file, first, deps.clock, deps.logger);
+    const source = new AnchorSource(file, first, deps.clock, deps.logger, fips);
     // The folder, not the file: the kubelet swaps a `..data` symlink and editors rename files,
     // either of which would leave a watch on the old inode deaf.
     source.#watcher = watch(dirname(file), { persistent: false }, (_event, name) => {
@@ -120,7 +143,7 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
   async reload(): Promise<AnchorBundle> {
     let next: AnchorBundle;
     try {
-      next = parseAnchorBundle(await readFile(this.#file, 'utf8'), this.#clock.now());
+      next = parseAnchorBundle(await readFile(this.#file, 'utf8'), this.#clock.now(), this.#fips);
     } catch (err) {
       this.stats.rejected++;
       this.#log.warn(

@@ -40,10 +40,10 @@ import type {
   ServerHttp2Session,
   ServerHttp2Stream,
 } from 'node:http2';
-import type { Address, Logger } from '../core/index.js';
-import { LogKey } from '../core/index.js';
+import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
+import { FIPS_TLS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
-import { PROXY_TLS, ContextCache, verifiedPeerIdentity } from './tls.js';
+import { PROXY_TLS, ContextCache, fipsPeerProblem, verifiedPeerIdentity } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
 import { Http1Relay } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
@@ -153,6 +153,11 @@ export interface InboundOptions {
   readonly detectTimeoutMs?: number;
   /** Bound on the TLS handshake, and on the wait for a first byte. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * TLS settings (core's meshTlsSettings); default {@link PROXY_TLS}. With FIPS_TLS, peers
+   * whose certificates are outside the FIPS policy are also refused.
+   */
+  readonly tls?: MeshTlsSettings;
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -239,7 +244,8 @@ export class InboundProxy {
   readonly #o: InboundOptions;
   readonly #log: Logger;
   readonly #detectTimeoutMs: number;
-  readonly #contexts = new ContextCache();
+  readonly #contexts: ContextCache;
+  readonly #tlsSettings: MeshTlsSettings;
   readonly #server: NetServer;
   readonly #tls: TlsServer;
   readonly #http2: Http2Server;
@@ -259,6 +265,8 @@ export class InboundProxy {
 
   constructor(options: InboundOptions) {
     this.#o = options;
+    this.#tlsSettings = options.tls ?? PROXY_TLS;
+    this.#contexts = new ContextCache(this.#tlsSettings);
     this.#log = options.logger.child({ [LogKey.component]: 'proxy-inbound' });
     this.#detectTimeoutMs = options.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
     const handshakeTimeout = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -271,7 +279,7 @@ export class InboundProxy {
     );
 
     this.#tls = createTlsServer({
-      ...PROXY_TLS,
+      ...this.#tlsSettings,
       allowHalfOpen: true,
       handshakeTimeout,
       requestCert: true,
@@ -518,7 +526,7 @@ export class InboundProxy {
     const key = `${cert.serialHex}\u0000${anchors}`;
     if (key === this.#defaultContextKey) return;
     this.#tls.setSecureContext({
-      ...PROXY_TLS,
+      ...this.#tlsSettings,
       key: cert.keyPem,
       cert: cert.certChainPem,
       ca: anchors,
@@ -551,6 +559,14 @@ export class InboundProxy {
     if (peer === undefined) {
       this.#refuse(conn, 'client-certificate-rejected', 'no DNS identity in the first SAN');
       return;
+    }
+    if (this.#tlsSettings === FIPS_TLS) {
+      const refused = fipsPeerProblem(socket.getPeerCertificate(true));
+      if (refused !== undefined) {
+        this.#log.warn({ [LogKey.code]: 'ERR_FIPS_PEER_REFUSED', peer }, refused);
+        this.#refuse(conn, 'client-certificate-rejected', refused);
+        return;
+      }
     }
     conn.peer = peer;
     this.#emit({ type: 'handshake-succeeded', peer, tls: true });

@@ -33,12 +33,12 @@ import type {
   ServerResponse,
 } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Address, Logger } from '../core/index.js';
-import { LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
+import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
+import { FIPS_TLS, LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
-import { ContextCache, identityOfCertificate } from './tls.js';
+import { ContextCache, fipsPeerProblem, identityOfCertificate } from './tls.js';
 
 // The route and destination vocabulary is part of the outbound surface.
 export {
@@ -135,6 +135,11 @@ export interface OutboundOptions {
   readonly protocolDetectTimeoutMs?: number;
   /** Monotonic-enough milliseconds for durations; default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * TLS settings (core's meshTlsSettings); default PROXY_TLS. With FIPS_TLS, peers whose
+   * certificates are outside the FIPS policy are also refused.
+   */
+  readonly tls?: MeshTlsSettings;
 }
 
 /** The error `checkServerIdentity` returns: it names both identities. */
@@ -228,7 +233,8 @@ interface Tracked {
 export class OutboundProxy {
   readonly #o: OutboundOptions;
   readonly #log: Logger;
-  readonly #contexts = new ContextCache();
+  readonly #contexts: ContextCache;
+  readonly #fips: boolean;
   readonly #now: () => number;
   readonly #connectTimeoutMs: number;
   readonly #detectTimeoutMs: number;
@@ -244,6 +250,8 @@ export class OutboundProxy {
    *   listeners share one address.
    */
   constructor(options: OutboundOptions) {
+    this.#contexts = new ContextCache(options.tls);
+    this.#fips = options.tls === FIPS_TLS;
     const seen = new Set<string>();
     const listens = [...options.routes.map((r) => r.listen)];
     if (options.http !== undefined) listens.push(options.http.listen);
@@ -386,7 +394,11 @@ export class OutboundProxy {
       // hostname rules of RFC 6125 (wildcards, CN fallback) do not apply to identities.
       checkServerIdentity: (_host: string, peer: PeerCertificate) => {
         const actual = identityOfCertificate(peer);
-        return actual === expected ? undefined : new PeerIdentityMismatchError(expected, actual);
+        if (actual !== expected) return new PeerIdentityMismatchError(expected, actual);
+        const refused = this.#fips ? fipsPeerProblem(peer) : undefined;
+        return refused === undefined
+          ? undefined
+          : new MeshidError('ERR_FIPS_PEER_REFUSED', refused);
       },
       // The app may half-close (send FIN and keep reading); the TLS side must follow suit
       // instead of closing its write side when the server's FIN arrives.

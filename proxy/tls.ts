@@ -6,16 +6,43 @@
  * how Linkerd's proxies read it.
  */
 import { createSecureContext } from 'node:tls';
-import type { PeerCertificate, SecureContext, SecureContextOptions, TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
+import type { MeshTlsSettings } from '../core/index.js';
+import { MESH_TLS, fipsCertificateProblem } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 
-/** TLS settings every proxy connection uses. */
-export const PROXY_TLS = Object.freeze({
-  minVersion: 'TLSv1.3',
-  maxVersion: 'TLSv1.3',
-  ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
-  ecdhCurve: 'X25519:P-256:P-384',
-} as const satisfies SecureContextOptions);
+/**
+ * TLS settings every proxy connection uses outside FIPS mode (core's MESH_TLS); FIPS mode passes
+ * core's FIPS_TLS as the `tls` option of the listeners and clients.
+ */
+export const PROXY_TLS: MeshTlsSettings = MESH_TLS;
+
+/**
+ * FIPS mode's check of a verified peer: every certificate it presented (leaf and chain) must have
+ * a key and signature inside the FIPS policy. The handshake's signature algorithms are already
+ * limited; this also covers the keys. Returns the refusal message, or undefined.
+ *
+ * @example
+ * ```ts
+ * const refused = fipsPeerProblem(socket.getPeerCertificate(true));
+ * ```
+ */
+export function fipsPeerProblem(leaf: PeerCertificate): string | undefined {
+  let cert: PeerCertificate | undefined = leaf;
+  const seen = new Set<PeerCertificate>();
+  for (let depth = 0; cert !== undefined && !seen.has(cert) && depth < 8; depth++) {
+    seen.add(cert);
+    if (cert.raw === undefined) break;
+    const problem = fipsCertificateProblem(cert.raw);
+    if (problem !== undefined) {
+      return `FIPS mode refused the peer's ${depth === 0 ? 'certificate' : `chain certificate ${depth}`} "${cert.subject?.CN ?? ''}": ${problem}`;
+    }
+    const next: DetailedPeerCertificate | undefined = (cert as DetailedPeerCertificate)
+      .issuerCertificate;
+    cert = next === cert ? undefined : next;
+  }
+  return undefined;
+}
 
 /**
  * Secure contexts for (certificate, anchors) pairs, rebuilt only when either changes: a context
@@ -30,12 +57,18 @@ export const PROXY_TLS = Object.freeze({
 export class ContextCache {
   #key = '';
   #context: SecureContext | undefined;
+  readonly #tls: MeshTlsSettings;
+
+  /** `tls`: the settings in force (core's meshTlsSettings); default {@link PROXY_TLS}. */
+  constructor(tls: MeshTlsSettings = PROXY_TLS) {
+    this.#tls = tls;
+  }
 
   get(cert: WorkloadCertificate, anchorsPem: string): SecureContext {
     const key = `${cert.serialHex}\u0000${anchorsPem}`;
     if (this.#context === undefined || key !== this.#key) {
       this.#context = createSecureContext({
-        ...PROXY_TLS,
+        ...this.#tls,
         key: cert.keyPem,
         cert: cert.certChainPem,
         ca: anchorsPem,

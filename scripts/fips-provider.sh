@@ -71,7 +71,6 @@ ensure_tools() {
   command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
   command -v make >/dev/null 2>&1 || need+=(make)
   command -v perl >/dev/null 2>&1 || need+=(perl)
-  command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt_update
@@ -101,8 +100,8 @@ build() {
   ensure_deb_src
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  # apt's download user must be able to write there.
-  chmod 755 "$work"
+  # apt downloads as its own user (_apt) when that user may write the folder.
+  if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$work"; fi
   log "downloading the source package $source_spec"
   # apt verifies the files against the signed Sources index; --download-only skips dpkg-source.
   (cd "$work" && apt-get source --download-only -qq "$source_spec" >/dev/null)

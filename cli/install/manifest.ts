@@ -234,6 +234,8 @@ export function caContainerArgs(config: InstallConfig): string[] {
     // One process per pod: os.availableParallelism() counts the node's cores, not the pod's CPU
     // share, so "one per core" could fork dozens of workers into a 256 MiB limit. Scale by replicas.
     flag('workers', 1),
+    // FIPS mode: the image must run Node with a FIPS provider (docs/fips.md), or the CA exits.
+    ...(config.fips ? ['--fips'] : []),
   ];
 }
 

@@ -96,9 +96,17 @@ export async function checkCsrPolicy(csr: ParsedCsr, identity: string): Promise<
   }
 }
 
+/** CSR self-signatures inside the FIPS policy: ECDSA and RSA PKCS#1 v1.5 over SHA-256/384. */
+const FIPS_CSR_SIGNATURES: ReadonlySet<string> = new Set([
+  X509Oid.ecdsaWithSha256,
+  X509Oid.ecdsaWithSha384,
+  '1.2.840.113549.1.1.11', // sha256WithRSAEncryption
+  '1.2.840.113549.1.1.12', // sha384WithRSAEncryption
+]);
+
 /**
  * FIPS mode's check of a CSR, before the issuance rules: its key must be inside the FIPS policy
- * (ECDSA P-256/P-384 or RSA ≥ 2048) and its self-signature ECDSA with SHA-256 or SHA-384. Throws
+ * (ECDSA P-256/P-384 or RSA ≥ 2048) and its self-signature ECDSA or RSA over SHA-256/384. Throws
  * ERR_FIPS_CSR_REFUSED saying FIPS mode refused it; the issuance rules (P-256 only) still follow.
  *
  * @example
@@ -111,13 +119,10 @@ export function checkFipsCsr(csr: ParsedCsr): void {
   if (keyProblem !== undefined) {
     throw new MeshidError('ERR_FIPS_CSR_REFUSED', `FIPS mode refused the CSR: ${keyProblem}`);
   }
-  if (
-    csr.signatureAlgorithm !== X509Oid.ecdsaWithSha256 &&
-    csr.signatureAlgorithm !== X509Oid.ecdsaWithSha384
-  ) {
+  if (!FIPS_CSR_SIGNATURES.has(csr.signatureAlgorithm)) {
     throw new MeshidError(
       'ERR_FIPS_CSR_REFUSED',
-      `FIPS mode refused the CSR: it is signed with algorithm ${csr.signatureAlgorithm}, not ECDSA with SHA-256/384`,
+      `FIPS mode refused the CSR: it is signed with algorithm ${csr.signatureAlgorithm}, not ECDSA or RSA with SHA-256/384`,
     );
   }
 }

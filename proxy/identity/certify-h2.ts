@@ -13,7 +13,12 @@
 import { connect as http2Connect, constants as h2 } from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
-import type { Address, CertifyRequest, CertifyResponse } from '../../core/index.js';
+import type {
+  Address,
+  CertifyRequest,
+  CertifyResponse,
+  MeshTlsSettings,
+} from '../../core/index.js';
 import {
   CERTIFY_PATH,
   decodeCertifyResponse,
@@ -49,6 +54,8 @@ export interface Http2CertifyClientOptions {
   readonly serverName: string;
   /** The trust anchors the CA's chain must lead to. */
   readonly anchorsPem: string;
+  /** TLS settings (core's meshTlsSettings): FIPS mode passes FIPS_TLS; default node's. */
+  readonly tls?: MeshTlsSettings;
 }
 
 /** The server's name check: the CA must present its identity as a DNS SAN. */
@@ -82,8 +89,9 @@ export class Http2CertifyClient {
   #sessionNow(): ClientHttp2Session {
     const current = this.#session;
     if (current !== undefined && !current.closed && !current.destroyed) return current;
-    const { address, serverName, anchorsPem } = this.#o;
+    const { address, serverName, anchorsPem, tls } = this.#o;
     const session = http2Connect(`https://${formatAddress(address)}`, {
+      ...tls,
       ca: anchorsPem,
       servername: serverName,
       checkServerIdentity: (_host, cert) => checkCaIdentity(serverName, cert),

@@ -6,14 +6,14 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import { startProxyProcess } from '../support/proxy-process.js';
+import { httpGet, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
@@ -21,18 +21,6 @@ import type { TestState } from '../support/state.js';
 const WEB = idOf('emojivoto', 'web');
 const VOTING = idOf('emojivoto', 'voting');
 const EMOJI = idOf('emojivoto', 'emoji');
-
-function get(address: Address, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: address.host, port: address.port, path, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('two workloads through meshid proxies (real processes)', function () {
   this.timeout(60_000);
@@ -80,7 +68,7 @@ describe('two workloads through meshid proxies (real processes)', function () {
   it("carries voting's requests to web's app with voting's verified identity", async () => {
     seen.length = 0;
     for (let i = 0; i < 5; i++) {
-      const r = await get(routes()[0]!, `/vote/${i}`);
+      const r = await httpGet(routes()[0]!, `/vote/${i}`);
       assert.equal(r.status, 200);
       assert.equal(r.body, `web says hi to ${VOTING}\n`);
     }
@@ -97,7 +85,7 @@ describe('two workloads through meshid proxies (real processes)', function () {
 
   it('refuses a route whose server is not the identity it expects, before the app sees anything', async () => {
     seen.length = 0;
-    await assert.rejects(get(routes()[1]!, '/should-not-arrive'));
+    await assert.rejects(httpGet(routes()[1]!, '/should-not-arrive'));
     assert.equal(seen.length, 0);
     const admin = voting.admin;
     const metrics = (await adminGet(admin, '/metrics')).body;

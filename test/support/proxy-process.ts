@@ -4,6 +4,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
+import { request } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -34,16 +35,22 @@ export async function startProxyProcess(o: {
   anchorsFile?: string;
   args?: readonly string[];
   ready?: boolean;
+  /** Environment of the process (e.g. a FIPS provider's), besides PATH. */
+  env?: Record<string, string>;
 }): Promise<ProxyProcess> {
   const identity = idOf('emojivoto', o.sa);
   const tokenFile = join(o.state.dir, `${o.sa}-token`);
   await writeFile(tokenFile, await o.state.token('emojivoto', o.sa, { ttlMs: 2 * HOUR }));
-  const p = await startMeshid('proxy', [
-    ...['--identity-addr', o.ca, '--identity-name', CA_IDENTITY],
-    ...['--trust-anchors', o.anchorsFile ?? o.state.anchorsFile, '--token-file', tokenFile],
-    ...['--local-identity', identity, '--admin', '127.0.0.1:0'],
-    ...(o.args ?? []),
-  ]);
+  const p = await startMeshid(
+    'proxy',
+    [
+      ...['--identity-addr', o.ca, '--identity-name', CA_IDENTITY],
+      ...['--trust-anchors', o.anchorsFile ?? o.state.anchorsFile, '--token-file', tokenFile],
+      ...['--local-identity', identity, '--admin', '127.0.0.1:0'],
+      ...(o.args ?? []),
+    ],
+    o.env,
+  );
   const inbound = p.listening['inbound'];
   const proxy: ProxyProcess = {
     ...p,
@@ -107,4 +114,17 @@ export async function certificateFromCa(
   } finally {
     client.close();
   }
+}
+
+/** One plain HTTP/1.1 GET (no agent, no keep-alive): its status and body. */
+export function httpGet(address: Address, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address.host, port: address.port, path, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

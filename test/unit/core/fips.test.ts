@@ -190,12 +190,12 @@ function spki(key: KeyObject): Buffer {
 }
 
 /** A self-signed certificate made by the openssl CLI (default provider), DER. */
-function opensslCert(keyArgs: string[], digest = '-sha256'): Buffer {
+function opensslCert(keyArgs: string[], signArgs: string[] = ['-sha256']): Buffer {
   return inTempDir((dir) => {
     const keyPath = join(dir, 'k.pem');
     const certPath = join(dir, 'c.pem');
     execFileSync('openssl', ['genpkey', ...keyArgs, '-out', keyPath], { stdio: 'ignore' });
-    const sign = keyArgs.includes('ED25519') ? [] : [digest];
+    const sign = keyArgs.includes('ED25519') ? [] : signArgs;
     execFileSync(
       'openssl',
       [
@@ -280,7 +280,7 @@ describe('FIPS mode: the key and certificate policy', () => {
     }
     assert.equal(
       fipsCertificateProblem(
-        opensslCert(['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'], '-sha384'),
+        opensslCert(['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'], ['-sha384']),
       ),
       undefined,
     );
@@ -293,11 +293,11 @@ describe('FIPS mode: the key and certificate policy', () => {
       /its key is Ed25519/,
     );
     assert.match(
-      fipsCertificateProblem(opensslCert(p256, '-sha512')) ?? '',
+      fipsCertificateProblem(opensslCert(p256, ['-sha512'])) ?? '',
       /signed with ECDSA with SHA-512/,
     );
     assert.match(
-      fipsCertificateProblem(opensslCert(p256, '-sha1')) ?? '',
+      fipsCertificateProblem(opensslCert(p256, ['-sha1'])) ?? '',
       /signed with ECDSA with SHA-1/,
     );
     assert.match(
@@ -313,36 +313,8 @@ describe('FIPS mode: the key and certificate policy', () => {
   });
 
   it('reads RSA-PSS signature parameters: SHA-256 is inside the policy', () => {
-    const der = inTempDir((dir) => {
-      const keyPath = join(dir, 'k.pem');
-      const certPath = join(dir, 'c.pem');
-      execFileSync(
-        'openssl',
-        ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', keyPath],
-        { stdio: 'ignore' },
-      );
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-new',
-          '-key',
-          keyPath,
-          '-subj',
-          '/CN=pss',
-          '-days',
-          '1',
-          '-sha256',
-          '-sigopt',
-          'rsa_padding_mode:pss',
-          '-out',
-          certPath,
-        ],
-        { stdio: 'ignore' },
-      );
-      return Buffer.from(parsePem(readFileSync(certPath, 'utf8'))[0]!.der);
-    });
+    const rsa = ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'];
+    const der = opensslCert(rsa, ['-sha256', '-sigopt', 'rsa_padding_mode:pss']);
     assert.equal(fipsCertificateProblem(der), undefined);
   });
 });
