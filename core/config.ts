@@ -175,6 +175,79 @@ export const COMMAND_SETTINGS = {
     admin: { kind: 'address', help: 'admin HTTP listen address' },
     workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
   },
+  check: {
+    ...COMMON,
+    dir: {
+      kind: 'string',
+      help: 'local state folder to check (the default, .meshid, when no kubeconfig is given)',
+    },
+    kubeconfig: { kind: 'string', help: 'kubeconfig of the cluster to check' },
+    output: { kind: 'string', help: 'text (a checklist) or json (for machines)' },
+    namespace: {
+      kind: 'string',
+      help: 'control-plane namespace of the install (default: the control-plane namespace)',
+    },
+    ...NAMING,
+    identityName: { kind: 'string', help: "the CA's TLS identity (default: derived from naming)" },
+    caAddress: {
+      kind: 'address',
+      help: "the CA's gRPC address (default: the local mesh's, or the Service's DNS name in a cluster)",
+    },
+    caAdmin: { kind: 'address', help: "the CA's admin address (/ready, /version, /metrics)" },
+    issuerSecret: { kind: 'string', help: 'issuer Secret to check (cluster)' },
+    trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap to check (cluster)' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    expiryWarning: {
+      kind: 'duration',
+      help: 'warn when a certificate has less than this left (and less than a third of its life)',
+    },
+    timeout: { kind: 'duration', help: 'deadline of each network probe' },
+    concurrency: { kind: 'integer', help: 'probes run at once' },
+    proxyAdminPort: {
+      kind: 'integer',
+      help: "proxies' admin port, asked at each pod's IP (cluster)",
+    },
+    proxySample: {
+      kind: 'integer',
+      help: 'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
+    },
+    proxyAdmin: {
+      kind: 'list',
+      help: "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
+    },
+  },
+  identity: {
+    ...COMMON,
+    file: { kind: 'string', help: 'PEM certificate or chain to inspect (also the first argument)' },
+    secret: {
+      kind: 'string',
+      help: 'NAMESPACE/NAME of a TLS Secret to inspect (needs kubeconfig)',
+    },
+    proxy: { kind: 'address', help: "a running proxy's admin address: inspect its certificate" },
+    trustAnchors: {
+      kind: 'string',
+      help: "PEM bundle of the current anchors (default: <dir>/trust-anchors.pem, or the cluster's ConfigMap)",
+    },
+    dir: { kind: 'string', help: 'local state folder whose anchors to chain to' },
+    kubeconfig: { kind: 'string', help: 'kubeconfig, for --secret and the anchors ConfigMap' },
+    namespace: {
+      kind: 'string',
+      help: 'namespace of the anchors ConfigMap (default: the control-plane namespace)',
+    },
+    controlPlaneNamespace: NAMING.controlPlaneNamespace,
+    trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap (with kubeconfig)' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    output: { kind: 'string', help: 'text or json' },
+    timeout: { kind: 'duration', help: 'deadline of a network call' },
+  },
+  version: {
+    ...COMMON,
+    caAdmin: { kind: 'address', help: "the CA's admin address, to show the server's version" },
+    kubeconfig: { kind: 'string', help: "kubeconfig: also show the installed CA's image" },
+    namespace: { kind: 'string', help: 'control-plane namespace (default linkerd)' },
+    output: { kind: 'string', help: 'text or json' },
+    timeout: { kind: 'duration', help: 'deadline of a network call' },
+  },
 } as const satisfies Record<string, Record<string, Setting>>;
 
 export type CommandName = keyof typeof COMMAND_SETTINGS;
@@ -187,6 +260,7 @@ const label = nonEmpty.refine(isDns1123Label, 'must be a DNS-1123 label');
 const subdomain = nonEmpty.refine(isDns1123Subdomain, 'must be a DNS-1123 subdomain');
 const positiveMs = z.number().int().positive('must be a positive duration');
 const address = z.object({ host: z.string(), port: z.number().int().min(0).max(65535) });
+const output = z.enum(['text', 'json']);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -308,6 +382,71 @@ const SCHEMAS = {
     admin: address,
     workers,
   }),
+  check: z.strictObject({
+    ...commonShape,
+    dir: nonEmpty,
+    kubeconfig: nonEmpty.optional(),
+    output,
+    namespace: label,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    identityName: subdomain,
+    caAddress: address.optional(),
+    caAdmin: address.optional(),
+    issuerSecret: subdomain,
+    trustAnchorsConfigMap: subdomain,
+    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+    expiryWarning: positiveMs,
+    timeout: positiveMs.max(120_000, 'must be at most 2m'),
+    concurrency: z.number().int().min(1).max(256),
+    proxyAdminPort: z.number().int().min(1).max(65535),
+    proxySample: z.number().int().min(0).max(100_000),
+    proxyAdmin: z.array(address),
+  }),
+  identity: z
+    .strictObject({
+      ...commonShape,
+      file: nonEmpty.optional(),
+      secret: nonEmpty
+        .regex(
+          /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/,
+          'must be NAMESPACE/NAME',
+        )
+        .optional(),
+      proxy: address.optional(),
+      trustAnchors: nonEmpty.optional(),
+      dir: nonEmpty,
+      kubeconfig: nonEmpty.optional(),
+      namespace: label,
+      controlPlaneNamespace: label,
+      trustAnchorsConfigMap: subdomain,
+      trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+      output,
+      timeout: positiveMs.max(120_000, 'must be at most 2m'),
+    })
+    .superRefine((c, ctx) => {
+      const given = [c.file, c.secret, c.proxy].filter((x) => x !== undefined).length;
+      if (given !== 1)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['file'],
+          message: 'give exactly one of FILE, --secret NS/NAME or --proxy ADMIN_ADDR',
+        });
+      if (c.secret !== undefined && c.kubeconfig === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['kubeconfig'],
+          message: 'is required with --secret',
+        });
+    }),
+  version: z.strictObject({
+    ...commonShape,
+    caAdmin: address.optional(),
+    kubeconfig: nonEmpty.optional(),
+    namespace: label,
+    output,
+    timeout: positiveMs.max(120_000, 'must be at most 2m'),
+  }),
 };
 
 export type InitConfig = Readonly<z.infer<typeof SCHEMAS.init>>;
@@ -316,6 +455,9 @@ export type CaConfig = Readonly<z.infer<typeof SCHEMAS.ca>>;
 export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
+export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
+export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
+export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -323,6 +465,9 @@ export interface CommandConfigs {
   local: LocalConfig;
   proxy: ProxyConfig;
   install: InstallConfig;
+  check: CheckConfig;
+  identity: IdentityConfig;
+  version: VersionConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -616,6 +761,49 @@ function applyDefaults(
         clockSkew: d.clockSkewMs,
         certManager: false,
         certManagerIssuer: d.certManagerIssuer,
+        ...withCommon,
+      };
+    case 'check': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const td = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const naming = { trustDomain: td, controlPlaneNamespace: cp };
+      return {
+        dir: d.stateDir,
+        output: 'text',
+        namespace: cp,
+        trustDomain: td,
+        controlPlaneNamespace: cp,
+        identityName: namingProblems(naming).length === 0 ? caIdentityName(naming) : 'invalid',
+        issuerSecret: d.issuerSecret,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        expiryWarning: d.checkExpiryWarningMs,
+        timeout: d.checkTimeoutMs,
+        concurrency: d.checkConcurrency,
+        proxyAdminPort: d.proxyAdmin.port,
+        proxySample: d.checkProxySample,
+        proxyAdmin: [],
+        ...withCommon,
+      };
+    }
+    case 'identity': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      return {
+        dir: d.stateDir,
+        namespace: cp,
+        controlPlaneNamespace: cp,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        output: 'text',
+        timeout: d.checkTimeoutMs,
+        ...withCommon,
+      };
+    }
+    case 'version':
+      return {
+        namespace: d.controlPlaneNamespace,
+        output: 'text',
+        timeout: d.checkTimeoutMs,
         ...withCommon,
       };
     case 'ca': {

@@ -34,4 +34,12 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
+  /** `meshid check`: warn when a certificate has less than this left (Linkerd's check uses 60 days). */
+  checkExpiryWarningMs: 60 * 24 * 3_600_000,
+  /** `meshid check`: deadline of one network probe. */
+  checkTimeoutMs: 3_000,
+  /** `meshid check`: probes at once. */
+  checkConcurrency: 16,
+  /** `meshid check`: injected pods whose proxy admin endpoint is asked (annotations: all pods). */
+  checkProxySample: 50,
 });

@@ -15,3 +15,4 @@ export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
+export * from './version.js';
