@@ -401,7 +401,7 @@ const SCHEMAS = {
     concurrency: z.number().int().min(1).max(256),
     proxyAdminPort: z.number().int().min(1).max(65535),
     proxySample: z.number().int().min(0).max(100_000),
-    proxyAdmin: z.array(address),
+    proxyAdmin: z.array(nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')),
   }),
   identity: z
     .strictObject({

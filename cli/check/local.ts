@@ -83,7 +83,7 @@ export async function checkLocal(
   ]);
 
   const targets: ProxyTarget[] = [
-    ...config.proxyAdmin.map((addr) => ({ name: `${addr.host}:${addr.port}`, admin: addr })),
+    ...config.proxyAdmin.map((addr) => ({ name: addr, admin: parseAddress(addr)! })),
     ...(config.proxyAdmin.length > 0 || mesh === undefined
       ? []
       : mesh.proxies.flatMap((p) => {

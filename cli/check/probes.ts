@@ -280,7 +280,11 @@ async function askProxy(
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
   if (r.status !== 200)
     return { name: t.name, kind: 'unreachable', detail: `/identity answered ${r.status}` };
-  let report: { certificate?: { chainPem?: unknown }; trustAnchors?: { fingerprint?: unknown } };
+  let report: {
+    identity?: unknown;
+    certificate?: { chainPem?: unknown };
+    trustAnchors?: { fingerprint?: unknown };
+  };
   try {
     report = JSON.parse(r.body) as typeof report;
   } catch {
@@ -299,7 +303,10 @@ async function askProxy(
   if (leaf === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
   const c = findChain(leaf, rest, o.anchors, o.now);
-  if (!c.ok) return { name: t.name, kind: 'old-chain', detail: c.reason };
+  if (!c.ok) {
+    const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
+    return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
+  }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)
     return {
       name: t.name,

@@ -36,10 +36,13 @@ export function parseCertificates(text: string): Cert[] {
   });
 }
 
-/** `CN=root.linkerd.cluster.local` → `root.linkerd.cluster.local`; otherwise the whole subject. */
+/**
+ * `CN=root.linkerd.cluster.local` → `root.linkerd.cluster.local`; without a CN (workload leaves
+ * have an empty subject) the first DNS SAN, else the whole subject.
+ */
 export function shortName(c: X509Certificate): string {
   const cn = /(?:^|\n)CN=([^\n]*)/.exec(c.subject);
-  return cn?.[1] ?? c.subject.replace(/\n/g, ', ');
+  return cn?.[1] ?? subjectAltNames(c).dns[0] ?? (c.subject.replace(/\n/g, ', ') || '(no subject)');
 }
 
 /** The DNS names and URIs of the subjectAltName extension. */
