@@ -65,8 +65,8 @@ export function describeCertificate(c: Cert, now: number): CertificateView {
   const san = subjectAltNames(c.x509);
   const v = validity(c.x509);
   return {
-    subject: c.x509.subject.replace(/\n/g, ', '),
-    issuer: c.x509.issuer.replace(/\n/g, ', '),
+    subject: (c.x509.subject ?? '').replace(/\n/g, ', '),
+    issuer: (c.x509.issuer ?? '').replace(/\n/g, ', '),
     dnsNames: san.dns,
     spiffeIds: san.uris.filter((u) => u.startsWith('spiffe://')),
     otherUris: san.uris.filter((u) => !u.startsWith('spiffe://')),
@@ -121,7 +121,7 @@ async function loadTarget(
       return { source: config.file, pem: await readFile(config.file, 'utf8') };
     } catch (err) {
       throw new MeshidError(
-        'ERR_CONFIG_INVALID',
+        'ERR_INSPECT_TARGET',
         `cannot read ${config.file}: ${(err as Error).message}`,
       );
     }
@@ -131,18 +131,18 @@ async function loadTarget(
     const r = await getWithTimeout(`http://${where}/identity`, config.timeout);
     if ('error' in r)
       throw new MeshidError(
-        'ERR_CONFIG_INVALID',
+        'ERR_INSPECT_TARGET',
         `cannot reach the proxy admin at ${where}: ${r.error}`,
       );
     if (r.status !== 200)
-      throw new MeshidError('ERR_CONFIG_INVALID', `${where}/identity answered ${r.status}`);
+      throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
     const report = JSON.parse(r.body) as {
       certificate?: { chainPem?: string };
       trustAnchors?: { fingerprint?: string };
     };
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
-        'ERR_CONFIG_INVALID',
+        'ERR_INSPECT_TARGET',
         `the proxy at ${where} holds no certificate yet (or is too old to report it)`,
       );
     }
@@ -162,7 +162,7 @@ async function loadTarget(
   } catch (err) {
     const code = (err as { code?: number }).code;
     throw new MeshidError(
-      'ERR_CONFIG_INVALID',
+      'ERR_INSPECT_TARGET',
       code === 404
         ? `Secret ${ns}/${name} not found`
         : `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
@@ -170,7 +170,7 @@ async function loadTarget(
   }
   const crt = secret.data?.['tls.crt'] ?? secret.data?.['crt.pem'];
   if (crt === undefined)
-    throw new MeshidError('ERR_CONFIG_INVALID', `Secret ${ns}/${name} has no tls.crt`);
+    throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} has no tls.crt`);
   return { source: `Secret ${ns}/${name}`, pem: Buffer.from(crt, 'base64').toString('utf8') };
 }
 
@@ -218,10 +218,10 @@ export async function inspectIdentity(config: IdentityConfig, now: number): Prom
   try {
     chain = parseCertificates(target.pem);
   } catch (err) {
-    throw new MeshidError('ERR_CONFIG_INVALID', `${target.source}: ${(err as Error).message}`);
+    throw new MeshidError('ERR_INSPECT_TARGET', `${target.source}: ${(err as Error).message}`);
   }
   if (chain.length === 0)
-    throw new MeshidError('ERR_CONFIG_INVALID', `${target.source} holds no certificate`);
+    throw new MeshidError('ERR_INSPECT_TARGET', `${target.source} holds no certificate`);
   const anchorsText = await loadAnchors(config);
   let anchors: Cert[] = [];
   if (anchorsText !== undefined) {

@@ -130,6 +130,13 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'the local state folder is missing material, or would be overwritten',
   },
+  ERR_INSPECT_TARGET: {
+    grpc: 'NOT_FOUND',
+    http: 404,
+    retryable: false,
+    description:
+      'meshid identity: the certificate to inspect cannot be read (file, Secret or proxy) or is not one',
+  },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',
     http: 500,

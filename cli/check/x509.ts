@@ -41,8 +41,10 @@ export function parseCertificates(text: string): Cert[] {
  * have an empty subject) the first DNS SAN, else the whole subject.
  */
 export function shortName(c: X509Certificate): string {
-  const cn = /(?:^|\n)CN=([^\n]*)/.exec(c.subject);
-  return cn?.[1] ?? subjectAltNames(c).dns[0] ?? (c.subject.replace(/\n/g, ', ') || '(no subject)');
+  // node gives undefined, not '', for an empty subject.
+  const subject = (c.subject as string | undefined) ?? '';
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(subject);
+  return cn?.[1] ?? subjectAltNames(c).dns[0] ?? (subject.replace(/\n/g, ', ') || '(no subject)');
 }
 
 /** The DNS names and URIs of the subjectAltName extension. */
@@ -157,8 +159,9 @@ export function findChain(
 }
 
 function issuerName(c: X509Certificate): string {
-  const cn = /(?:^|\n)CN=([^\n]*)/.exec(c.issuer);
-  return cn?.[1] ?? c.issuer.replace(/\n/g, ', ');
+  const issuer = (c.issuer as string | undefined) ?? '';
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(issuer);
+  return cn?.[1] ?? issuer.replace(/\n/g, ', ');
 }
 
 /** `3d 4h`, `5h 12m`, `42s`: the two largest units of a duration. */
