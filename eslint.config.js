@@ -47,5 +47,6 @@ export default tseslint.config(
   component('core', ['identity-ca', 'cli', 'trust-bundle', 'proxy', 'webhooks']),
   component('identity-ca', ['cli', 'trust-bundle', 'proxy', 'webhooks']),
   component('proxy', ['cli', 'trust-bundle', 'identity-ca', 'webhooks']),
+  component('trust-bundle', ['cli', 'identity-ca', 'proxy', 'webhooks']),
   { files: ['test/**/*.ts', 'cli/**/*.ts'], rules: { 'no-console': 'off' } },
 );

@@ -7,20 +7,24 @@ import cluster from 'node:cluster';
 import { createRegistry, systemClock, systemRandom } from '../core/index.js';
 import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
 import { caKube } from './kube.js';
-import { processLogger } from './runtime.js';
+import { processLogger, startCrypto } from './runtime.js';
 
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
 const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
 
 await runCertifyWorker(
-  async (config, registry) => {
+  async (config, registry, role) => {
+    const logger = processLogger(config.logLevel, { service: 'identity-ca', worker: workerId });
+    // Each worker is its own process: FIPS mode is checked (and set) in every one.
+    startCrypto(config, logger);
     const kube = await caKube(config);
     return startCertifyProcess({
       config,
       ...(kube === undefined ? {} : { kube }),
       registry,
-      logger: processLogger(config.logLevel, { service: 'identity-ca', worker: workerId }),
+      recordIssuerEvents: role.recordIssuerEvents,
+      logger,
       clock: systemClock,
       random: systemRandom,
     });

@@ -8,7 +8,13 @@ import { formatAddress, loadConfig, systemClock, systemRandom } from '../core/in
 import { startIdentityCa } from '../identity-ca/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
 import { caKube, checkCaPermissions } from './kube.js';
-import { announceListening, processLogger, untilStopSignal, workerCount } from './runtime.js';
+import {
+  announceListening,
+  processLogger,
+  startCrypto,
+  untilStopSignal,
+  workerCount,
+} from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
 export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
@@ -58,6 +64,7 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
 export async function runCa(argv: string[]): Promise<number> {
   const { config } = loadConfig('ca', { argv, env: process.env });
   const logger = processLogger(config.logLevel, { service: 'identity-ca' });
+  startCrypto(config, logger);
   // Handlers first: a stop signal during start-up must still stop the CA cleanly.
   const stopped = untilStopSignal();
   const ca = await startCa(config, logger);

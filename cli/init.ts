@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { MeshidError, loadConfig, localStateInputs, systemClock } from '../core/index.js';
 import { createIntermediateCa, createRootCa } from '../core/pki.js';
 import { generateTokenSigningKey } from '../identity-ca/index.js';
+import { startCrypto } from './runtime.js';
 
 const DAY = 86_400_000;
 /** Local material lifetimes: long enough not to expire under a developer. */
@@ -91,6 +92,7 @@ export async function initLocalState(opts: {
 /** `meshid init` */
 export async function runInit(argv: string[]): Promise<number> {
   const { config } = loadConfig('init', { argv, env: process.env });
+  startCrypto(config);
   const written = await initLocalState(config);
   const inputs = localStateInputs(config.dir);
   process.stdout.write(

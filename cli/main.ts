@@ -25,6 +25,9 @@ const runVersion = async (argv: string[]): Promise<number> =>
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
+const runTrust = async (argv: string[]): Promise<number> =>
+  (await import('./trust.js')).runTrust(argv);
+
 const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => Promise<number> }> =
   {
     init: {
@@ -61,6 +64,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
     version: {
       summary: "print meshid's, Node's and OpenSSL's versions, FIPS status, the CA's version",
       run: runVersion,
+    },
+    trust: {
+      summary:
+        'trust anchors: validate a bundle, cert-manager manifests, sync, and automated root rotation',
+      run: runTrust,
     },
   };
 

@@ -35,7 +35,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
-import { announceListening, processLogger, untilStopSignal } from './runtime.js';
+import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
 
 /** A running proxy. */
 export interface RunningProxy {
@@ -198,6 +198,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     service: 'proxy',
     identity: config.localIdentity,
   });
+  startCrypto(config, logger);
   if (!bounded) {
     logger.info(
       { nodeOptions: SIDECAR_NODE_OPTIONS.join(' ') },

@@ -4,8 +4,8 @@
  * of `meshid local`'s self-check, routes its logs itself.
  */
 import { availableParallelism } from 'node:os';
-import { createLogger } from '../core/index.js';
-import type { LogLevel, Logger } from '../core/index.js';
+import { createLogger, enforceFips } from '../core/index.js';
+import type { CryptoStatus, LogLevel, Logger } from '../core/index.js';
 
 /** The process logger. */
 export function processLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
@@ -44,4 +44,23 @@ export function untilStopSignal(): Promise<NodeJS.Signals> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
+}
+
+/**
+ * FIPS mode at start-up, before anything else runs: with `fips` set, Node's crypto runs on a FIPS
+ * provider or the command fails with ERR_FIPS_UNAVAILABLE (see core/fips.ts). Logs the crypto
+ * status to `logger`; commands whose stdout is their output (init, token, install) pass none, and
+ * the line goes to stderr, in FIPS mode only.
+ */
+export function startCrypto(
+  config: { readonly fips: boolean; readonly logLevel: LogLevel },
+  logger?: Logger,
+): CryptoStatus {
+  const log =
+    logger ??
+    createLogger({
+      level: config.fips ? config.logLevel : 'silent',
+      destination: process.stderr,
+    });
+  return enforceFips(config.fips, log);
 }

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { MeshidError, loadConfig, localStateInputs, systemClock } from '../core/index.js';
 import { mintDevelopmentToken } from '../identity-ca/index.js';
+import { startCrypto } from './runtime.js';
 
 /**
  * Mints a development token from the key in a local state folder.
@@ -52,6 +53,7 @@ export async function localToken(opts: {
 /** `meshid token` */
 export async function runToken(argv: string[]): Promise<number> {
   const { config } = loadConfig('token', { argv, env: process.env });
+  startCrypto(config);
   const jwt = await localToken(config);
   process.stderr.write(
     `meshid token: development only: signed by the local key in ${config.dir}, trusted by no cluster\n`,

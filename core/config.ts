@@ -40,7 +40,10 @@ interface Setting {
 const COMMON = {
   config: { kind: 'string', help: 'YAML or JSON configuration file' },
   logLevel: { kind: 'string', help: 'fatal|error|warn|info|debug|trace|silent' },
-  fips: { kind: 'boolean', help: 'FIPS mode (not implemented yet: true is refused)' },
+  fips: {
+    kind: 'boolean',
+    help: 'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
+  },
 } as const satisfies Record<string, Setting>;
 
 const NAMING = {
@@ -167,6 +170,62 @@ export const COMMAND_SETTINGS = {
     allowNamespace: { kind: 'list', help: 'inbound: namespaces allowed' },
     allowUnauthenticated: { kind: 'boolean', help: 'inbound: accept plaintext peers' },
     ...NAMING,
+  },
+  trust: {
+    ...COMMON,
+    ...NAMING,
+    dir: {
+      kind: 'string',
+      help: 'local mode: the state folder (meshid init), files instead of API objects',
+    },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig file for the Kubernetes API; "in-cluster" uses the pod\'s service account',
+    },
+    namespace: {
+      kind: 'string',
+      help: 'namespace of the anchors ConfigMap, issuer and root Secrets (default: the control-plane namespace)',
+    },
+    trustAnchorsConfigMap: { kind: 'string', help: 'the anchors ConfigMap' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the anchors ConfigMap' },
+    issuerSecret: { kind: 'string', help: 'the identity issuer Secret' },
+    issuerCertificate: {
+      kind: 'string',
+      help: 'the cert-manager Certificate of the identity issuer',
+    },
+    rootCertificate: {
+      kind: 'string',
+      help: 'the cert-manager Certificate (and Secret) of the trust anchor',
+    },
+    certManagerIssuer: {
+      kind: 'string',
+      help: 'the cert-manager CA Issuer over the trust anchor (signs the identity issuer)',
+    },
+    trustManager: {
+      kind: 'boolean',
+      help: 'manifests: a trust-manager Bundle fills the anchors ConfigMap (instead of meshid trust sync)',
+    },
+    warnWithin: { kind: 'duration', help: 'warn when an anchor expires within this time' },
+    certLifetime: {
+      kind: 'duration',
+      help: "the CA's leaf lifetime: drain waits this long (plus clock skew) after the switch",
+    },
+    clockSkew: { kind: 'duration', help: "the CA's clock-skew allowance" },
+    proxyAdmin: {
+      kind: 'list',
+      help: 'proxy admin URLs (http://HOST:4191) whose /identity the rotation checks; repeatable',
+    },
+    podSelector: {
+      kind: 'string',
+      help: 'label selector of meshed pods whose proxies (podIP:4191/identity) the rotation checks',
+    },
+    propagateTimeout: {
+      kind: 'duration',
+      help: 'after this, a wait is reported overdue (the rotation holds; it never skips ahead)',
+    },
+    interval: { kind: 'duration', help: 'how often controllers re-check what they wait for' },
+    once: { kind: 'boolean', help: 'rotate/sync: take the steps possible now, then exit' },
+    output: { kind: 'string', help: 'text or json' },
   },
   local: {
     ...COMMON,
@@ -375,6 +434,32 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
+  trust: z.strictObject({
+    ...commonShape,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    dir: nonEmpty.optional(),
+    kubeconfig: nonEmpty.optional(),
+    namespace: label,
+    trustAnchorsConfigMap: subdomain,
+    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+    issuerSecret: subdomain,
+    issuerCertificate: subdomain,
+    rootCertificate: subdomain,
+    certManagerIssuer: subdomain,
+    trustManager: z.boolean(),
+    warnWithin: z.number().int().min(0),
+    certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
+    clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+    proxyAdmin: z.array(
+      nonEmpty.regex(/^https?:\/\/[^/\s]+(\/[^\s]*)?$/, 'must be an http(s) URL'),
+    ),
+    podSelector: nonEmpty.optional(),
+    propagateTimeout: positiveMs,
+    interval: positiveMs.min(10, 'must be at least 10ms').max(3_600_000),
+    once: z.boolean(),
+    output: z.enum(['text', 'json']),
+  }),
   local: z.strictObject({
     ...commonShape,
     dir: nonEmpty,
@@ -458,6 +543,7 @@ export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
 export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
 export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
+export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -468,6 +554,7 @@ export interface CommandConfigs {
   check: CheckConfig;
   identity: IdentityConfig;
   version: VersionConfig;
+  trust: TrustConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -654,16 +741,6 @@ export function loadConfig<C extends CommandName>(
     put(key, value, `--${flag}`);
   }
 
-  if (raw['fips'] === true) {
-    // The setting exists so that configurations can carry it; until FIPS mode is enforced
-    // (approved algorithms only, a FIPS provider asserted at start) it must not be accepted
-    // and silently ignored.
-    problems.push({
-      field: 'fips (--fips, MESHID_FIPS)',
-      message:
-        'FIPS mode is not implemented in this release; meshid refuses to run in a mode it cannot enforce',
-    });
-  }
   if (problems.length > 0) throw configError(command, problems);
   const merged = applyDefaults(command, raw);
   const result = SCHEMAS[command].safeParse(merged);
@@ -806,6 +883,31 @@ function applyDefaults(
         timeout: d.checkTimeoutMs,
         ...withCommon,
       };
+    case 'trust': {
+      const controlPlaneNamespace =
+        (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      return {
+        trustDomain: d.trustDomain,
+        controlPlaneNamespace,
+        namespace: controlPlaneNamespace,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        issuerSecret: d.issuerSecret,
+        issuerCertificate: d.issuerSecret,
+        rootCertificate: d.certManagerIssuer,
+        certManagerIssuer: d.certManagerIssuer,
+        trustManager: false,
+        warnWithin: d.anchorExpiryWarningMs,
+        certLifetime: d.certLifetimeMs,
+        clockSkew: d.clockSkewMs,
+        proxyAdmin: [],
+        propagateTimeout: d.rotationWaitTimeoutMs,
+        interval: d.rotationIntervalMs,
+        once: false,
+        output: 'text',
+        ...withCommon,
+      };
+    }
     case 'ca': {
       const explicit = CA_INPUTS.some((k) => k in raw);
       const dir = (raw['dir'] as string | undefined) ?? (explicit ? undefined : d.stateDir);

@@ -42,4 +42,10 @@ export const DEFAULTS = Object.freeze({
   checkConcurrency: 16,
   /** `meshid check`: injected pods whose proxy admin endpoint is asked (annotations: all pods). */
   checkProxySample: 50,
+  /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
+  anchorExpiryWarningMs: 60 * 86_400_000,
+  /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */
+  rotationWaitTimeoutMs: 3_600_000,
+  /** How often the trust controllers re-check what they wait for. */
+  rotationIntervalMs: 5_000,
 });

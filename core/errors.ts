@@ -118,6 +118,32 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'a trust-anchor bundle was refused: unparseable, empty, or not CA certificates',
   },
+  ERR_ROTATION_STATE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'the persisted trust-anchor rotation state is unreadable or invalid',
+  },
+  ERR_ROTATION_REFUSED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    retryable: false,
+    description:
+      'a rotation step or bundle update was refused: it would leave the issuer unanchored, or the phase does not allow it',
+  },
+  ERR_ROTATION_CONFLICT: {
+    grpc: 'ABORTED',
+    http: 409,
+    retryable: true,
+    description:
+      'another controller changed the anchors or rotation state first (resourceVersion conflict)',
+  },
+  ERR_TRUST_API: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    retryable: true,
+    description: 'a Kubernetes API call of the trust-bundle controllers failed',
+  },
   ERR_CONFIG_INVALID: {
     grpc: 'INVALID_ARGUMENT',
     http: 400,
@@ -136,6 +162,31 @@ export const ERROR_CODES = {
     retryable: false,
     description:
       'meshid identity: the certificate to inspect cannot be read (file, Secret or proxy) or is not one',
+  },
+  ERR_FIPS_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'FIPS mode was requested but Node.js cannot run its crypto on a FIPS provider',
+  },
+  ERR_FIPS_CSR_REFUSED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 400,
+    retryable: false,
+    description: 'FIPS mode refused the CSR: its key or signature is outside the FIPS policy',
+  },
+  ERR_FIPS_MATERIAL_REFUSED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description: 'FIPS mode refused a trust anchor or issuer certificate outside the FIPS policy',
+  },
+  ERR_FIPS_PEER_REFUSED: {
+    grpc: 'PERMISSION_DENIED',
+    http: 403,
+    retryable: false,
+    description:
+      "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
   },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',

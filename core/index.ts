@@ -16,3 +16,4 @@ export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
 export * from './version.js';
+export * from './fips.js';

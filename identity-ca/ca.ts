@@ -13,7 +13,15 @@ import type {
   Readiness,
   Registry,
 } from '../core/index.js';
-import { DEFAULTS, formatAddress, KUBERNETES_JWKS, MeshidError } from '../core/index.js';
+import {
+  DEFAULTS,
+  FIPS_HOW_TO,
+  formatAddress,
+  KUBERNETES_JWKS,
+  MeshidError,
+  meshTlsSettings,
+} from '../core/index.js';
+import { probeX509Crypto } from './issuer/fips-probe.js';
 import { FileIssuerSource } from './issuer/file-source.js';
 import { KubeIssuerSource } from './issuer/kube-source.js';
 import type { KubeApi } from './kube/api.js';
@@ -48,6 +56,11 @@ export interface CertifyProcessDeps {
     readonly instance: string;
   };
   readonly onIssued?: (issued: IssuedLeaf) => void;
+  /**
+   * Whether this process records the issuer Events (updated, refused, not valid, deleted).
+   * Default true; in a multi-worker CA only one worker does, so a change is recorded once.
+   */
+  readonly recordIssuerEvents?: boolean;
 }
 
 /** The state a worker reports to the primary (no secrets). */
@@ -111,7 +124,12 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     trustDomain: config.trustDomain,
     controlPlaneNamespace: config.controlPlaneNamespace,
   };
-  const store = new IssuerStore({ clock, logger: log.child({ component: 'issuer' }) });
+  if (config.fips) await assertX509OnFips(clock.now(), log);
+  const store = new IssuerStore({
+    clock,
+    logger: log.child({ component: 'issuer' }),
+    fips: config.fips,
+  });
   const current = (): IssuerCredentials | undefined => store.current();
   const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
   const kube = deps.kube;
@@ -144,7 +162,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     ),
   );
   function issuerEvent(type: 'Normal' | 'Warning', reason: string, message: string): void {
-    if (events !== undefined && issuerTarget !== undefined)
+    if (events !== undefined && issuerTarget !== undefined && deps.recordIssuerEvents !== false)
       events.record(issuerTarget, type, reason, message);
   }
   await source.start();
@@ -203,6 +221,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
             }),
         onIssuerNotValid: (message) =>
           issuerEvent('Warning', EventReason.issuerValidationFailed, message),
+        fips: config.fips,
       },
       signers,
     ),
@@ -210,6 +229,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     maxRequestBytes: DEFAULTS.maxRequestBytes,
     credentials: serving,
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
+    tls: meshTlsSettings(config.fips),
   });
 
   const listeners: ((s: CertifyStatus) => void)[] = [];
@@ -386,6 +406,25 @@ async function createTokenValidator(deps: CertifyProcessDeps): Promise<TokenVali
     clock,
     logger: log,
   });
+}
+
+/**
+ * FIPS mode: proves, in this process, that @peculiar/x509 runs on the FIPS provider (an
+ * approved operation works, one only a non-FIPS provider offers fails); refuses to start if not.
+ */
+async function assertX509OnFips(now: number, log: Logger): Promise<void> {
+  const probe = await probeX509Crypto(now);
+  const fields = {
+    x509EcdsaP256: probe.approvedWorks ? 'works' : `failed: ${probe.approvedError ?? ''}`,
+    x509Rsa1024: probe.nonApprovedRefused ? `refused: ${probe.nonApprovedError ?? ''}` : 'allowed',
+  };
+  if (!probe.approvedWorks || !probe.nonApprovedRefused) {
+    throw new MeshidError(
+      'ERR_FIPS_UNAVAILABLE',
+      `FIPS mode: the crypto under @peculiar/x509 does not run on a FIPS provider (ECDSA P-256 certificate ${fields.x509EcdsaP256}; RSA-1024, which only a non-FIPS provider offers, ${fields.x509Rsa1024}). ${FIPS_HOW_TO}`,
+    );
+  }
+  log.info(fields, 'FIPS mode: @peculiar/x509 runs on the FIPS provider (RSA-1024 refused)');
 }
 
 function iso(ms: number): string {

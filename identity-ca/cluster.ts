@@ -15,7 +15,17 @@ import { MeshidError, formatAddress, isMeshidError, startAdminServer } from '../
 import type { CertifyProcess, CertifyStatus } from './ca.js';
 import { readinessOf } from './ca.js';
 
-type ToWorker = { t: 'meshid:config'; config: CaConfig } | { t: 'meshid:reload' };
+type ToWorker = { t: 'meshid:config'; config: CaConfig; role: WorkerRole } | { t: 'meshid:reload' };
+
+/**
+ * What one worker does besides serving Certify. Every worker watches the issuer and so sees each
+ * change, but a change is one thing happening to the CA: exactly one worker at a time (the
+ * primary's choice) records the issuer Events, so a change is one Event per CA process, not one
+ * per worker.
+ */
+export interface WorkerRole {
+  readonly recordIssuerEvents: boolean;
+}
 type FromWorker =
   | { t: 'meshid:hello' }
   | { t: 'meshid:listening'; address: Address }
@@ -56,6 +66,8 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
   const statuses = new Map<number, CertifyStatus>();
   let stopping = false;
   let address: Address | undefined;
+  // The worker that records issuer Events; a replacement takes the role when it dies.
+  let issuerEventsWorker: number | undefined;
 
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
@@ -63,8 +75,11 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
       const onMessage = (m: FromWorker): void => {
         // The worker asks for its configuration once its listener is attached: a message sent
         // on 'online' would arrive while its modules still load, and be lost.
-        if (m.t === 'meshid:hello') worker.send({ t: 'meshid:config', config } satisfies ToWorker);
-        else if (m.t === 'meshid:status') statuses.set(worker.id, m.status);
+        if (m.t === 'meshid:hello') {
+          issuerEventsWorker ??= worker.id;
+          const role = { recordIssuerEvents: issuerEventsWorker === worker.id };
+          worker.send({ t: 'meshid:config', config, role } satisfies ToWorker);
+        } else if (m.t === 'meshid:status') statuses.set(worker.id, m.status);
         else if (m.t === 'meshid:listening') {
           address ??= m.address;
           resolve(worker);
@@ -75,6 +90,7 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
       worker.on('message', onMessage);
       worker.once('exit', (code, signal) => {
         statuses.delete(worker.id);
+        if (issuerEventsWorker === worker.id) issuerEventsWorker = undefined;
         reject(new Error(`worker exited during start (code ${code}, signal ${signal})`));
         if (!stopping && address !== undefined) {
           log.error({ worker: worker.id, code, signal }, 'Certify worker died; starting a new one');
@@ -141,22 +157,22 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
  *
  * @example
  * ```ts
- * await runCertifyWorker((config, registry) => startCertifyProcess({ config, registry, ... }), logger);
+ * await runCertifyWorker((config, registry, role) => startCertifyProcess({ config, registry, ...role, ... }), logger);
  * ```
  */
 export async function runCertifyWorker(
-  start: (config: CaConfig, registry: Registry) => Promise<CertifyProcess>,
+  start: (config: CaConfig, registry: Registry, role: WorkerRole) => Promise<CertifyProcess>,
   registryFor: () => Registry,
   logger: Logger,
 ): Promise<void> {
   const send = (m: FromWorker): void => {
     process.send?.(m);
   };
-  const config = await new Promise<CaConfig>((resolve) => {
+  const { config, role } = await new Promise<{ config: CaConfig; role: WorkerRole }>((resolve) => {
     const onMessage = (m: ToWorker): void => {
       if (m.t === 'meshid:config') {
         process.off('message', onMessage);
-        resolve(m.config);
+        resolve(m);
       }
     };
     process.on('message', onMessage);
@@ -167,7 +183,7 @@ export async function runCertifyWorker(
   AggregatorRegistry.setRegistries([registry]);
   let ca: CertifyProcess;
   try {
-    ca = await start(config, registry);
+    ca = await start(config, registry, role);
   } catch (err) {
     send({
       t: 'meshid:failed',

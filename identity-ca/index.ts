@@ -13,7 +13,7 @@ import { startCaPrimary } from './cluster.js';
 export { startCertifyProcess, readinessOf } from './ca.js';
 export type { CertifyProcess, CertifyProcessDeps, CertifyStatus } from './ca.js';
 export { runCertifyWorker, startCaPrimary } from './cluster.js';
-export type { RunningCa } from './cluster.js';
+export type { RunningCa, WorkerRole } from './cluster.js';
 export { createCertifyHandler, SignerCache } from './server/certify.js';
 export type { CertifyDeps, IssuedLeaf } from './server/certify.js';
 export { CertifyServer, CA_TLS_SETTINGS } from './server/grpc-server.js';

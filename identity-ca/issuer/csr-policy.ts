@@ -11,6 +11,8 @@
  */
 import {
   MeshidError,
+  X509Oid,
+  fipsKeyProblem,
   parseSpki,
   printable,
   verifyCsrSignature,
@@ -91,5 +93,31 @@ export async function checkCsrPolicy(csr: ParsedCsr, identity: string): Promise<
   // Last: the only check that costs real time (a public-key import and an ECDSA verification).
   if (!(await verifyCsrSignature(csr))) {
     refuse('CSR signature does not verify: no proof of possession of the private key');
+  }
+}
+
+/**
+ * FIPS mode's check of a CSR, before the issuance rules: its key must be inside the FIPS policy
+ * (ECDSA P-256/P-384 or RSA ≥ 2048) and its self-signature ECDSA with SHA-256 or SHA-384. Throws
+ * ERR_FIPS_CSR_REFUSED saying FIPS mode refused it; the issuance rules (P-256 only) still follow.
+ *
+ * @example
+ * ```ts
+ * if (config.fips) checkFipsCsr(csr); // an Ed25519 or RSA-1024 CSR is refused here
+ * ```
+ */
+export function checkFipsCsr(csr: ParsedCsr): void {
+  const keyProblem = fipsKeyProblem(csr.publicKey.spki);
+  if (keyProblem !== undefined) {
+    throw new MeshidError('ERR_FIPS_CSR_REFUSED', `FIPS mode refused the CSR: ${keyProblem}`);
+  }
+  if (
+    csr.signatureAlgorithm !== X509Oid.ecdsaWithSha256 &&
+    csr.signatureAlgorithm !== X509Oid.ecdsaWithSha384
+  ) {
+    throw new MeshidError(
+      'ERR_FIPS_CSR_REFUSED',
+      `FIPS mode refused the CSR: it is signed with algorithm ${csr.signatureAlgorithm}, not ECDSA with SHA-256/384`,
+    );
   }
 }

@@ -18,7 +18,13 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createHash, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import type { KeyObject, webcrypto as WebCrypto } from 'node:crypto';
-import { MeshidError, PemError, parsePem, printable } from '../../core/index.js';
+import {
+  MeshidError,
+  PemError,
+  fipsCertificateProblem,
+  parsePem,
+  printable,
+} from '../../core/index.js';
 import type { ErrorCode } from '../../core/index.js';
 
 /** A parsed, accepted trust-anchor bundle. Frozen. */
@@ -82,7 +88,12 @@ export const MAX_INTERMEDIATES = 5;
 /** Signature checks one path search may make; a guard against pathological inputs. */
 const MAX_SIGNATURE_CHECKS = 200;
 
-const crypto: WebCrypto.Crypto = webcrypto;
+/**
+ * node's WebCrypto: the crypto @peculiar/x509 runs on for every check here (and for the FIPS
+ * probe), so FIPS mode covers it. Never @peculiar/webcrypto or the library's global provider.
+ */
+export const x509Crypto: WebCrypto.Crypto = webcrypto;
+const crypto = x509Crypto;
 
 // Extensions a certificate in the issuer's chain may mark critical. Proxies (webpki, Go) refuse
 // chains through a CA with any other critical extension, so such an issuer would sign leaves
@@ -566,4 +577,42 @@ function iso(ms: number): string {
 
 function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * FIPS mode's checks of the CA's material, made before and after the issuer is validated: every
+ * trust anchor in the bundle, the issuer certificate and every chain certificate must have a key
+ * and a signature inside the FIPS policy (core's fipsCertificateProblem). Each throws
+ * ERR_FIPS_MATERIAL_REFUSED naming the first certificate outside it.
+ *
+ * @example
+ * ```ts
+ * const anchors = parseTrustAnchors(pem, now);
+ * checkFipsAnchors(anchors);
+ * checkFipsIssuer(await validateIssuer(material, anchors, now));
+ * ```
+ */
+export function checkFipsAnchors(anchors: TrustAnchors): void {
+  anchors.certificatesDer.forEach((der, i) => {
+    const problem = fipsCertificateProblem(der);
+    if (problem !== undefined)
+      throw fipsRefused(`trust anchor #${i + 1} ${quote(anchors.subjects[i] ?? '')}`, problem);
+  });
+}
+
+/** See {@link checkFipsAnchors}: the issuer and its chain certificates. */
+export function checkFipsIssuer(issuer: IssuerCredentials): void {
+  issuer.intermediatesDer.forEach((der, i) => {
+    const problem = fipsCertificateProblem(der);
+    if (problem !== undefined) {
+      throw fipsRefused(
+        i === 0 ? `the issuer certificate ${quote(issuer.subject)}` : `chain certificate #${i}`,
+        problem,
+      );
+    }
+  });
+}
+
+function fipsRefused(what: string, problem: string): MeshidError {
+  return new MeshidError('ERR_FIPS_MATERIAL_REFUSED', `FIPS mode refused ${what}: ${problem}`);
 }

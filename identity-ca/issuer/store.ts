@@ -11,7 +11,12 @@
 import { EventEmitter } from 'node:events';
 import { LogKey, MeshidError } from '../../core/index.js';
 import type { Clock, Logger } from '../../core/index.js';
-import { parseTrustAnchors, validateIssuer } from './material.js';
+import {
+  checkFipsAnchors,
+  checkFipsIssuer,
+  parseTrustAnchors,
+  validateIssuer,
+} from './material.js';
 import type { IssuerCredentials, IssuerMaterial } from './material.js';
 
 /** The events of an {@link IssuerStore}, with their arguments. */
@@ -41,6 +46,8 @@ export type ApplyResult =
 export interface IssuerStoreOptions {
   readonly clock: Clock;
   readonly logger: Logger;
+  /** FIPS mode: anchors and issuer chains outside the FIPS policy are refused. */
+  readonly fips?: boolean;
 }
 
 /**
@@ -58,6 +65,7 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
   readonly #clock: Clock;
   readonly #log: Logger;
   #current: IssuerCredentials | undefined;
+  readonly #fips: boolean;
   #version = 0;
   // apply() calls run one after another: validation is asynchronous, and without the queue an
   // earlier, slower validation could finish last and overwrite a later pair.
@@ -67,6 +75,7 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
     super();
     this.#clock = options.clock;
     this.#log = options.logger;
+    this.#fips = options.fips === true;
   }
 
   /** The last good credentials, or undefined before any pair was accepted. */
@@ -99,7 +108,10 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
     let next: IssuerCredentials;
     try {
       const now = this.#clock.now();
-      next = await validateIssuer(material, parseTrustAnchors(anchorsPem, now), now);
+      const anchors = parseTrustAnchors(anchorsPem, now);
+      if (this.#fips) checkFipsAnchors(anchors);
+      next = await validateIssuer(material, anchors, now);
+      if (this.#fips) checkFipsIssuer(next);
     } catch (err) {
       return this.#reject(
         err instanceof MeshidError

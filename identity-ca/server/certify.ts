@@ -25,7 +25,7 @@ import {
   parseIdentityName,
   spiffeId,
 } from '../../core/index.js';
-import { checkCsrPolicy } from '../issuer/csr-policy.js';
+import { checkCsrPolicy, checkFipsCsr } from '../issuer/csr-policy.js';
 import { LeafSigner, randomSerial } from '../issuer/leaf.js';
 import type { IssuerCredentials } from '../issuer/material.js';
 import type { TokenValidator } from '../token/validator.js';
@@ -45,6 +45,8 @@ export interface CertifyDeps {
   readonly onIssued?: (issued: IssuedLeaf) => void;
   /** Called when a request meets an issuer whose chain is not valid now (for an Event). */
   readonly onIssuerNotValid?: (message: string) => void;
+  /** FIPS mode: CSRs outside the FIPS policy are refused with ERR_FIPS_CSR_REFUSED. */
+  readonly fips?: boolean;
 }
 
 /** What was issued, for logs and events. Never holds a key or a token. */
@@ -105,6 +107,7 @@ export function createCertifyHandler(
       deps.onIssuerNotValid?.(message);
       throw new MeshidError('ERR_ISSUER_NOT_VALID_NOW', message);
     }
+    if (deps.fips === true) checkFipsCsr(csr);
     await checkCsrPolicy(csr, req.identity);
 
     const tokenIdentity = await deps.tokens.validate(req.token);

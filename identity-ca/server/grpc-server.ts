@@ -26,9 +26,12 @@ import type {
 import { createServer as createTlsServer } from 'node:tls';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Address, CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
+import type { MeshTlsSettings } from '../../core/index.js';
 import {
   CERTIFY_PATH,
   ERROR_CODES,
+  FIPS_TLS,
+  MESH_TLS,
   GrpcStatus,
   MeshidError,
   decodeCertifyRequest,
@@ -54,13 +57,11 @@ export interface ServingCredentials {
   readonly certChainPem: string;
 }
 
-/** TLS settings of the CA: TLS 1.3 only, AEAD suites, modern groups. */
-export const CA_TLS_SETTINGS = Object.freeze({
-  minVersion: 'TLSv1.3',
-  maxVersion: 'TLSv1.3',
-  ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
-  ecdhCurve: 'X25519:P-256:P-384',
-} as const);
+/**
+ * TLS settings of the CA outside FIPS mode: TLS 1.3 only, AEAD suites, modern groups (core's
+ * MESH_TLS; FIPS mode uses FIPS_TLS through the `tls` option).
+ */
+export const CA_TLS_SETTINGS = MESH_TLS;
 
 export interface CertifyServerOptions {
   readonly handler: CertifyHandler;
@@ -73,6 +74,8 @@ export interface CertifyServerOptions {
   readonly handshakeTimeoutMs?: number;
   /** An HTTP/2 connection with no stream for this long is closed (proxies reconnect). */
   readonly idleTimeoutMs?: number;
+  /** TLS settings: core's `meshTlsSettings(fips)`; default {@link CA_TLS_SETTINGS}. */
+  readonly tls?: MeshTlsSettings;
 }
 
 /** Streams one connection may have open at once. */
@@ -113,7 +116,7 @@ export class CertifyServer {
       this.#onStream(stream, headers),
     );
     this.#tls = createTlsServer({
-      ...CA_TLS_SETTINGS,
+      ...(opts.tls ?? CA_TLS_SETTINGS),
       ...toSecureContext(opts.credentials),
       ALPNProtocols: ['h2'],
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
@@ -133,14 +136,24 @@ export class CertifyServer {
       socket.setNoDelay(true);
       this.#h2.emit('connection', socket);
     });
+    const fips = opts.tls === FIPS_TLS;
     this.#tls.on('tlsClientError', (err, socket) => {
-      this.#log.debug({ err: err.message, remote: socket.remoteAddress }, 'TLS handshake failed');
+      // In FIPS mode a client that offers only X25519, ChaCha20 or Ed25519 ends here.
+      this.#log.debug(
+        { err: err.message, remote: socket.remoteAddress },
+        fips
+          ? 'TLS handshake failed (FIPS mode: TLS 1.3 AES-GCM suites and P-256/P-384 groups only)'
+          : 'TLS handshake failed',
+      );
     });
   }
 
   /** Replaces the serving key and certificate for new connections. */
   setCredentials(credentials: ServingCredentials): void {
-    this.#tls.setSecureContext({ ...CA_TLS_SETTINGS, ...toSecureContext(credentials) });
+    this.#tls.setSecureContext({
+      ...(this.#opts.tls ?? CA_TLS_SETTINGS),
+      ...toSecureContext(credentials),
+    });
   }
 
   /** Binds and starts accepting; resolves with the bound address (port 0 allowed). */

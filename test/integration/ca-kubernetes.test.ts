@@ -397,6 +397,73 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     }
   });
 
+  it('records an issuer change once per CA process, not once per worker (two workers)', async () => {
+    const instance = 'meshid-identity-two-workers';
+    const replicaArgs = caArgs.map((a, i) => (caArgs[i - 1] === '--workers' ? '2' : a));
+    const replica = await startCaProcess([...replicaArgs, '--token-review-cache-ttl', '0s'], {
+      POD_NAME: instance,
+    });
+    const clients: CertifyClient[] = [];
+    const mine = (reason: string, kind: string): (KubeObject & { message?: string })[] =>
+      events(reason, kind).filter(
+        (e) => (e as KubeObject & { reportingInstance?: string }).reportingInstance === instance,
+      );
+    try {
+      // NaN (no series yet) counts as none.
+      const accepted = async (): Promise<number> =>
+        metricValue(
+          (await adminGet(replica.admin, '/metrics')).body,
+          'meshid_issuer_updates_total',
+          {
+            result: 'accepted',
+          },
+        ) || 0;
+      const acceptedBefore = await accepted();
+      const next = await createIntermediateCa({
+        issuer: root,
+        commonName: 'identity-3.linkerd.cluster.local',
+        notBefore: systemClock.now() - HOUR,
+        notAfter: systemClock.now() + 30 * DAY,
+        pathLength: 0,
+      });
+      putIssuerSecret(api, ISSUER_REF, next, root);
+      // Both workers took the new issuer (the counter is summed over the workers).
+      await waitFor('both workers on the new issuer', async () =>
+        (await accepted()) >= acceptedBefore + 2 ? true : undefined,
+      );
+      // A barrier: each worker records Events in order, so once both have written the Event of a
+      // leaf they issued after the change, any issuer Event either of them queued before it has
+      // been sent too. Each worker keeps its own series, so two workers make two Event objects
+      // for the probe's ServiceAccount; connections go round-robin to the workers.
+      const probe = idOf('emojivoto', 'probe');
+      const token = await podToken('probe-0', 'probe');
+      await waitFor('a leaf Event from each worker', async () => {
+        const c = new CertifyClient({
+          address: replica.address,
+          serverName: CA_IDENTITY,
+          anchorsPem: root.certificatePem,
+        });
+        clients.push(c);
+        const res = await c.certify({
+          identity: probe,
+          token: Buffer.from(token),
+          certificateSigningRequest: csr(probe),
+        });
+        assert.match(issuedBy(res), /identity-3/);
+        return mine('IssuedLeafCertificate', 'ServiceAccount').length >= 2 ? true : undefined;
+      });
+      const updated = mine('IssuerUpdated', 'Secret').filter((e) =>
+        /identity-3/.test(e.message ?? ''),
+      );
+      assert.equal(updated.length, 1, 'one IssuerUpdated Event for the change, from one worker');
+      assert.equal((updated[0] as KubeObject & { count?: number }).count, 1);
+      issuer = next;
+    } finally {
+      for (const c of clients) c.close();
+      replica.proc.kill('SIGTERM');
+    }
+  });
+
   it('refuses to start, naming the permission, with credentials the install did not grant', async () => {
     const { token } = await api.mintToken({ namespace: 'emojivoto', serviceAccount: 'web' });
     const kubeconfig = join(dir, 'kubeconfig-web');

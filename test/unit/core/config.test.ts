@@ -1,5 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { loadConfig, parseAddress, envName, flagName, isMeshidError } from '../../../core/index.js';
+import {
+  COMMAND_SETTINGS,
+  loadConfig,
+  parseAddress,
+  envName,
+  flagName,
+  isMeshidError,
+} from '../../../core/index.js';
 import type { MeshidError } from '../../../core/index.js';
 
 const files: Record<string, string> = {};
@@ -207,15 +214,21 @@ describe('config', () => {
     assert.match(err.message, /MESHID_FORCE: must be true or false/);
   });
 
-  it('refuses FIPS mode, which this release cannot enforce, rather than ignoring it', () => {
-    for (const sources of [
-      { argv: ['--fips'], env: {} },
-      { argv: [], env: { MESHID_FIPS: '1' } },
-    ]) {
-      const err = configError(() => loadConfig('ca', sources));
-      assert.match(err.message, /fips .*FIPS mode is not implemented in this release/);
+  it('takes FIPS mode from the file, MESHID_FIPS and --fips, for every command', () => {
+    for (const command of ['init', 'token', 'ca', 'proxy', 'local', 'install'] as const) {
+      assert.ok('fips' in COMMAND_SETTINGS[command], command);
     }
+    assert.equal(loadConfig('ca', { argv: ['--fips'], env: {} }).config.fips, true);
+    assert.equal(loadConfig('ca', { argv: [], env: { MESHID_FIPS: '1' } }).config.fips, true);
+    assert.equal(
+      loadConfig('ca', { argv: ['--config', 'c.yaml'], env: {}, readFile: () => 'fips: true\n' })
+        .config.fips,
+      true,
+    );
     assert.equal(loadConfig('ca', { argv: [], env: { MESHID_FIPS: '0' } }).config.fips, false);
+    assert.equal(loadConfig('ca', { argv: [], env: {} }).config.fips, false);
+    const err = configError(() => loadConfig('ca', { argv: [], env: { MESHID_FIPS: 'on' } }));
+    assert.match(err.message, /MESHID_FIPS: must be true or false/);
   });
 
   it('freezes the result', () => {
