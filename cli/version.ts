@@ -3,14 +3,18 @@
  * version when its admin port answers (`--ca-admin`, default the local CA's 127.0.0.1:9990) or, with a kubeconfig, the installed CA's
  * image.
  */
-import { getFips } from 'node:crypto';
 import type { VersionConfig, VersionInfo } from '../core/index.js';
-import { DEFAULTS, formatAddress, loadConfig, versionInfo } from '../core/index.js';
+import { DEFAULTS, cryptoStatus, formatAddress, loadConfig, versionInfo } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
 
 /** The JSON output. */
 export interface VersionView {
-  readonly client: VersionInfo & { readonly fips: boolean };
+  readonly client: VersionInfo & {
+    /** A FIPS provider serves this process's crypto (core/fips.ts). */
+    readonly fips: boolean;
+    /** What was measured, for a person. */
+    readonly fipsDetail: string;
+  };
   readonly server: {
     readonly address: string;
     readonly version?: VersionInfo;
@@ -21,7 +25,8 @@ export interface VersionView {
 
 /** Gathers what `meshid version` prints. */
 export async function gatherVersions(config: VersionConfig): Promise<VersionView> {
-  const client = { ...versionInfo(), fips: getFips() === 1 };
+  const crypto = cryptoStatus();
+  const client = { ...versionInfo(), fips: crypto.fipsProviderActive, fipsDetail: crypto.detail };
   let server: VersionView['server'] = null;
   // Without a cluster, the local CA's default admin address is asked.
   const caAdmin =

@@ -19,6 +19,8 @@ import {
 import type { V1Pod } from '@kubernetes/client-node';
 import type { CheckConfig } from '../../core/index.js';
 import { caRequirements, describeAccess } from '../../identity-ca/index.js';
+import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
+import type { RotationState } from '../../trust-bundle/index.js';
 import type { Progress } from './local.js';
 import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
@@ -40,7 +42,6 @@ export const CLUSTER_NAMES = Object.freeze({
   caDeployment: 'linkerd-identity',
   caServiceAccount: 'linkerd-identity',
   caService: 'linkerd-identity',
-  rotationAnnotation: 'meshid.io/rotation',
   injector: {
     kind: 'mutating',
     config: 'meshid-proxy-injector',
@@ -231,14 +232,20 @@ export async function checkCluster(
       }),
     );
   }
-  const rotationText =
-    cm instanceof Error || cm === undefined
-      ? undefined
-      : cm.metadata?.annotations?.[CLUSTER_NAMES.rotationAnnotation];
+  let rotation: RotationState | undefined | Error;
+  try {
+    rotation =
+      cm instanceof Error || cm === undefined
+        ? undefined
+        : rotationStateFromAnnotations(cm.metadata?.annotations);
+  } catch (err) {
+    rotation = err instanceof Error ? err : new Error(String(err));
+  }
   results.push(
     checkRotation(
-      rotationText,
-      `the ${CLUSTER_NAMES.rotationAnnotation} annotation of ConfigMap ${ns}/${cmName}`,
+      rotation,
+      `the ${ROTATION_ANNOTATION} annotation of ConfigMap ${ns}/${cmName}`,
+      now,
     ),
     checkFips({ client: clientFips(), ca: caFipsFromMetrics(admin.metrics) }),
   );

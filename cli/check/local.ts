@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Address, CheckConfig } from '../../core/index.js';
 import { DEFAULTS, localStateInputs, parseAddress } from '../../core/index.js';
+import { ROTATION_FILE, readRotationStateFile } from '../../trust-bundle/index.js';
 import { checkAnchors, checkIssuer } from './material.js';
 import type { MaterialSources } from './material.js';
 import type { CheckResult } from './model.js';
@@ -101,14 +102,16 @@ export async function checkLocal(
     timeoutMs: config.timeout,
     concurrency: config.concurrency,
   });
-  const rotation = await read(join(dir, 'rotation.json'));
+  const rotation = await readRotationStateFile(dir).catch((err: unknown) =>
+    err instanceof Error ? err : new Error(String(err)),
+  );
   return [
     ...a.results,
     ...i.results,
     ...caResults,
     ...admin.results,
     proxies,
-    checkRotation(rotation instanceof Error ? undefined : rotation, join(dir, 'rotation.json')),
+    checkRotation(rotation, join(dir, ROTATION_FILE), now),
     checkFips({ client: clientFips(), ca: caFipsFromMetrics(admin.metrics) }),
   ];
 }

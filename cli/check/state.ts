@@ -2,55 +2,60 @@
  * The rotation and FIPS checks: what `meshid check` shows of a trust-anchor rotation in progress
  * and of the crypto the processes run with.
  */
-import { getFips } from 'node:crypto';
+import { cryptoStatus } from '../../core/index.js';
+import { rotationInProgress } from '../../trust-bundle/index.js';
+import type { RotationState } from '../../trust-bundle/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
 
 /**
- * The rotation state as persisted (`<dir>/rotation.json`, or the `meshid.io/rotation` annotation
- * of the anchors ConfigMap). Undefined text: no state, so no rotation in progress.
+ * The trust-anchor rotation (issue 8's state: `<dir>/rotation.json`, or the `meshid.io/rotation`
+ * annotation of the anchors ConfigMap). `undefined`: no rotation was ever recorded. An Error: the
+ * state is there but unreadable.
  */
-export function checkRotation(text: string | undefined, source: string): CheckResult {
-  if (text === undefined || text.trim() === '') {
-    return result('rotation-state', 'ok', 'no rotation in progress');
-  }
-  let state: Record<string, unknown>;
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
-      throw new Error('not a JSON object');
-    state = parsed as Record<string, unknown>;
-  } catch (err) {
+export function checkRotation(
+  state: RotationState | undefined | Error,
+  source: string,
+  now: number,
+): CheckResult {
+  if (state instanceof Error) {
     return result(
       'rotation-state',
       'error',
-      `the rotation state in ${source} cannot be read: ${(err as Error).message}`,
+      `the rotation state in ${source} cannot be read: ${state.message}`,
       'inspect it with "meshid trust status"; never edit it by hand (docs/rotation.md)',
     );
   }
-  const phase = typeof state['phase'] === 'string' ? state['phase'] : undefined;
-  const error = typeof state['error'] === 'string' ? state['error'] : undefined;
-  if (phase === undefined || /^(idle|done|complete|completed|none)$/i.test(phase)) {
+  if (state === undefined) return result('rotation-state', 'ok', 'no rotation in progress');
+  if (!rotationInProgress(state)) {
     return result(
       'rotation-state',
       'ok',
-      `no rotation in progress${phase === undefined ? '' : ` (last: ${phase})`}`,
+      `no rotation in progress (the last one, ${state.id}, ended ${state.phase} at ${state.updatedAt})`,
     );
   }
-  if (error !== undefined || /fail|stuck|blocked|abort/i.test(phase)) {
+  const w = state.waitingFor;
+  const waiting =
+    w === undefined
+      ? ''
+      : `; waiting for ${w.description}${w.done !== undefined && w.total !== undefined ? ` (${w.done}/${w.total})` : ''}`;
+  const what = `rotation ${state.id} in phase ${state.phase} since ${state.phaseStartedAt}${state.paused ? ', paused' : ''}${waiting}`;
+  const overdue = w?.deadline !== undefined && Date.parse(w.deadline) < now;
+  if (state.lastError !== undefined || overdue) {
     return result(
       'rotation-state',
       'error',
-      `rotation in phase ${phase}${error === undefined ? '' : `: ${error}`}`,
-      'see "meshid trust status" and the runbook for this phase (docs/rotation.md)',
+      `${what}: ${state.lastError ?? `overdue since ${w!.deadline}`}`,
+      `"meshid trust status" shows what it waits for; the runbook for phase ${state.phase} is in docs/rotation.md`,
     );
   }
-  const since = typeof state['since'] === 'string' ? ` since ${state['since']}` : '';
   return result(
     'rotation-state',
     'warn',
-    `rotation in progress: phase ${phase}${since}`,
-    'let it finish; "meshid trust status" shows what it waits for (docs/rotation.md)',
+    what,
+    state.paused
+      ? 'resume it when ready ("meshid trust resume", docs/rotation.md)'
+      : 'let it finish; "meshid trust status" follows it (docs/rotation.md)',
   );
 }
 
@@ -60,9 +65,9 @@ export interface FipsFacts {
   readonly ca?: boolean | undefined;
 }
 
-/** This process's crypto: is OpenSSL in FIPS mode. */
+/** This process's crypto: does a FIPS provider serve it (core/fips.ts measures it). */
 export function clientFips(): boolean {
-  return getFips() === 1;
+  return cryptoStatus().fipsProviderActive;
 }
 
 /** The CA's FIPS status from its Prometheus text (`meshid_fips_enabled` or `fips_enabled`). */

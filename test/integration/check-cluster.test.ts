@@ -20,7 +20,7 @@ import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { renderInstall } from '../../cli/install.js';
 import { runMeshid, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import { assertReportShape, byId } from '../support/check-report.js';
+import { assertReportShape, byId, rotationStateJson } from '../support/check-report.js';
 import type { Report } from '../support/check-report.js';
 import { issuerSecret } from '../support/issuer-secret.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
@@ -429,7 +429,9 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       ...cm,
       metadata: {
         ...cm.metadata,
-        annotations: { 'meshid.io/rotation': JSON.stringify({ phase: 'propagating' }) },
+        annotations: {
+          'meshid.io/rotation': rotationStateJson({ mode: 'cert-manager', phase: 'drain' }),
+        },
       },
     } as KubeObject);
     try {
@@ -437,7 +439,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       assert.equal(code, 0);
       assert.equal(
         byId(report, 'rotation-state').message,
-        'rotation in progress: phase propagating',
+        'rotation r1 in phase drain since 2026-01-01T00:00:00.000Z',
       );
     } finally {
       const now = api.get({

@@ -16,7 +16,7 @@ import { freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { DAY, HOUR, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
-import { assertReportShape, byId } from '../support/check-report.js';
+import { assertReportShape, byId, rotationStateJson } from '../support/check-report.js';
 import type { Report } from '../support/check-report.js';
 
 describe('meshid check --dir (real CA and proxy processes)', function () {
@@ -111,6 +111,11 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     );
     assert.match(byId(report, 'proxies-certificates').message, /^1 proxies hold certificates/);
     assert.match(byId(report, 'rotation-state').message, /no rotation in progress/);
+    // The CA's fips_enabled gauge (issue 10) read from its /metrics.
+    assert.match(
+      byId(report, 'fips-status').message,
+      /^FIPS mode: CA off; this client off \(OpenSSL /,
+    );
 
     const t = await text();
     assert.equal(t.code, 0);
@@ -326,24 +331,46 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     assert.match(c.fix ?? '', /restart those pods/);
   });
 
-  it('rotation state: in progress is ‼ with its phase, unreadable is ×', async () => {
+  it('rotation state: in progress is ‼ with its phase and wait, overdue or failing is ×, unreadable is ×', async () => {
     const file = join(state.dir, 'rotation.json');
     try {
       await writeFile(
         file,
-        JSON.stringify({ phase: 'distributing-new-anchor', since: '2026-01-01T00:00:00Z' }),
+        rotationStateJson({
+          waitingFor: { description: 'proxies to load the staged bundle', done: 1, total: 2 },
+        }),
       );
       let r = await check();
       assert.equal(r.code, 0);
       assert.equal(byId(r.report, 'rotation-state').status, 'warn');
+      assert.equal(
+        byId(r.report, 'rotation-state').message,
+        'rotation r1 in phase propagate since 2026-01-01T00:00:00.000Z; waiting for proxies to load the staged bundle (1/2)',
+      );
+      await writeFile(
+        file,
+        rotationStateJson({ lastError: 'the issuer does not chain to the new root' }),
+      );
+      r = await check();
+      assert.equal(r.code, 1);
       assert.match(
         byId(r.report, 'rotation-state').message,
-        /rotation in progress: phase distributing-new-anchor since 2026-01-01/,
+        /: the issuer does not chain to the new root$/,
+      );
+      await writeFile(file, rotationStateJson({ phase: 'done' }));
+      r = await check();
+      assert.equal(r.code, 0);
+      assert.match(
+        byId(r.report, 'rotation-state').message,
+        /^no rotation in progress \(the last one, r1, ended done at /,
       );
       await writeFile(file, '{ not json');
       r = await check();
       assert.equal(r.code, 1);
-      assert.match(byId(r.report, 'rotation-state').message, /cannot be read/);
+      assert.match(
+        byId(r.report, 'rotation-state').message,
+        /cannot be read: rotation state is not valid JSON/,
+      );
     } finally {
       await rm(file, { force: true });
     }

@@ -5,6 +5,8 @@
 import { strict as assert } from 'node:assert';
 import { z } from 'zod';
 import { CHECKS } from '../../cli/check/model.js';
+import { serializeRotationState } from '../../trust-bundle/index.js';
+import type { RotationState } from '../../trust-bundle/index.js';
 
 const ids = CHECKS.map((c) => c.id) as [string, ...string[]];
 
@@ -54,4 +56,28 @@ export function byId(report: Report, id: string): Report['checks'][number] {
   const c = report.checks.find((x) => x.id === id);
   assert.ok(c !== undefined, `no check ${id} in ${report.checks.map((x) => x.id).join(', ')}`);
   return c;
+}
+
+/** A valid rotation state (issue 8's schema), serialized, with the given overrides. */
+export function rotationStateJson(overrides: Partial<RotationState> = {}): string {
+  const at = '2026-01-01T00:00:00.000Z';
+  const root = {
+    fingerprint: 'a'.repeat(64),
+    subject: 'CN=root.linkerd.cluster.local',
+    notAfter: '2036-01-01T00:00:00.000Z',
+  };
+  return serializeRotationState({
+    version: 1,
+    id: 'r1',
+    mode: 'local',
+    phase: 'propagate',
+    paused: false,
+    startedAt: at,
+    phaseStartedAt: at,
+    updatedAt: at,
+    oldRoot: root,
+    newRoot: { ...root, fingerprint: 'b'.repeat(64) },
+    history: [{ phase: 'stage', at }],
+    ...overrides,
+  });
 }
