@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import {
   isDns1123Label,
@@ -1075,4 +1075,66 @@ function deepFreeze<T>(o: T): T {
     Object.freeze(o);
   }
   return o;
+}
+
+/** One setting as the configuration reference (docs/configuration.md) lists it. */
+export interface SettingReference {
+  readonly key: string;
+  readonly flag: string;
+  readonly env: string;
+  readonly kind: string;
+  readonly help: string;
+  /** The default as written on a command line; undefined when there is none. */
+  readonly default?: string | undefined;
+  /** The allowed values, for enumerations. */
+  readonly choices?: readonly string[] | undefined;
+}
+
+/**
+ * Every command's settings with their spellings, kinds, defaults and allowed values, from the
+ * schema and the defaults themselves: what `npm run docs:config` writes into
+ * docs/configuration.md, so the page cannot drift from the code.
+ *
+ * @example
+ * ```ts
+ * configReference().ca.find((s) => s.key === 'certLifetime')?.default; // '24h'
+ * ```
+ */
+export function configReference(): Record<CommandName, SettingReference[]> {
+  const out = {} as Record<CommandName, SettingReference[]>;
+  for (const command of Object.keys(COMMAND_SETTINGS) as CommandName[]) {
+    const settings = COMMAND_SETTINGS[command] as Record<string, Setting>;
+    const defaults = applyDefaults(command, {});
+    const shape = (SCHEMAS[command] as unknown as { shape: Record<string, z.ZodType> }).shape;
+    out[command] = Object.entries(settings).map(([key, s]) => {
+      let type: z.ZodType | undefined = shape[key];
+      while (type instanceof z.ZodOptional || type instanceof z.ZodDefault)
+        type = (type as z.ZodOptional).unwrap() as z.ZodType;
+      const choices = type instanceof z.ZodEnum ? (type.options as string[]) : undefined;
+      return {
+        key,
+        flag: `--${flagName(key)}`,
+        env: envName(key),
+        kind: s.kind,
+        help: s.help,
+        default: formatSetting(s.kind, defaults[key]),
+        ...(choices === undefined ? {} : { choices }),
+      };
+    });
+  }
+  return out;
+}
+
+function formatSetting(kind: Kind, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  switch (kind) {
+    case 'duration':
+      return typeof value === 'number' ? formatDuration(value) : String(value);
+    case 'address':
+      return formatAddress(value as Address);
+    case 'list':
+      return Array.isArray(value) && value.length === 0 ? undefined : (value as string[]).join(',');
+    default:
+      return String(value);
+  }
 }
