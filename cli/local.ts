@@ -6,7 +6,7 @@
  */
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger, ProxyConfig } from '../core/index.js';
 import {
@@ -22,6 +22,8 @@ import {
 } from '../core/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
 import { startCa } from './ca.js';
+import { LOCAL_MESH_FILE } from './check/local.js';
+import type { LocalMeshInfo } from './check/local.js';
 import { DemoGrpcClient, demoHttpCall, startWebService } from './demo.js';
 import type { WebCall } from './demo.js';
 import { startProxy } from './proxy.js';
@@ -144,18 +146,28 @@ export async function runLocal(argv: string[]): Promise<number> {
     await ca.close();
     return 1;
   }
+  // Where everything listens, for "meshid check --dir" (removed again when the mesh stops).
+  const meshFile = join(config.dir, LOCAL_MESH_FILE);
+  const info: LocalMeshInfo = {
+    ca: { address: formatAddress(ca.address), admin: formatAddress(ca.adminAddress) },
+    proxies: mesh.proxies,
+  };
+  await writeFile(meshFile, `${JSON.stringify(info, null, 2)}\n`);
+  out(`meshid: check it: npx meshid check --dir ${config.dir}`);
   out(
     `meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`,
   );
   out('meshid: Ctrl-C stops the mesh and the CA');
   await stopped;
   out('meshid: stopping');
+  await rm(meshFile, { force: true });
   await mesh.close();
   await ca.close();
   return 0;
 }
 
 interface LocalMesh {
+  readonly proxies: readonly { name: string; admin: string }[];
   close(): Promise<void>;
 }
 
@@ -276,6 +288,10 @@ async function startLocalMesh(
     }
   })();
   return {
+    proxies: [
+      { name: 'web', admin: formatAddress(webProxy.admin) },
+      { name: 'voting', admin: formatAddress(votingProxy.admin) },
+    ],
     async close() {
       running = false;
       await loop;

@@ -18,6 +18,12 @@ const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
 const runWebhooks = async (argv: string[]): Promise<number> =>
   (await import('./webhooks.js')).runWebhooks(argv);
+const runCheck = async (argv: string[]): Promise<number> =>
+  (await import('./check.js')).runCheck(argv);
+const runIdentity = async (argv: string[]): Promise<number> =>
+  (await import('./identity.js')).runIdentity(argv);
+const runVersion = async (argv: string[]): Promise<number> =>
+  (await import('./version.js')).runVersion(argv);
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
@@ -52,6 +58,18 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
       summary:
         'print the YAML of an in-cluster install (RBAC, Deployment, Services) for kubectl apply',
       run: runInstall,
+    },
+    check: {
+      summary: 'check the install (--kubeconfig) or the local state (--dir): ✓ ‼ × and what to do',
+      run: runCheck,
+    },
+    identity: {
+      summary: 'inspect a certificate: FILE, --secret NS/NAME or --proxy ADMIN_ADDR',
+      run: runIdentity,
+    },
+    version: {
+      summary: "print meshid's, Node's and OpenSSL's versions, FIPS status, the CA's version",
+      run: runVersion,
     },
     trust: {
       summary:

@@ -1,5 +1,5 @@
 /**
- * A small admin HTTP server: `/metrics` (Prometheus text), `/ready`, `/live`, plus whatever
+ * A small admin HTTP server: `/metrics` (Prometheus text), `/ready`, `/live`, `/version`, plus whatever
  * routes a component adds. Plain HTTP on a separate port, as Linkerd's admin servers are; it
  * serves no secrets.
  */
@@ -8,6 +8,7 @@ import type { Server, IncomingMessage, ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { Address } from './config.js';
 import type { Logger } from './logger.js';
+import { versionInfo } from './version.js';
 
 /** A readiness verdict with the reason a person reads when it is false. */
 export interface Readiness {
@@ -43,6 +44,12 @@ export async function startAdminServer(
 ): Promise<{ server: Server; address: Address; close: () => Promise<void> }> {
   const routes: Record<string, () => AdminResponse | Promise<AdminResponse>> = {
     '/live': () => text(200, 'live\n'),
+    // What `meshid version` shows as the server's version; public facts only.
+    '/version': () => ({
+      status: 200,
+      contentType: 'application/json',
+      body: `${JSON.stringify(versionInfo())}\n`,
+    }),
     '/ready': async () => {
       const r = await opts.readiness();
       return text(r.ready ? 200 : 503, `${r.ready ? 'ready' : 'not ready'}: ${r.reason}\n`);

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import {
   isDns1123Label,
@@ -305,6 +305,79 @@ export const COMMAND_SETTINGS = {
     admin: { kind: 'address', help: 'admin HTTP listen address' },
     workers: { kind: 'integer', help: 'worker processes (0 = one per core)' },
   },
+  check: {
+    ...COMMON,
+    dir: {
+      kind: 'string',
+      help: 'local state folder to check (the default, .meshid, when no kubeconfig is given)',
+    },
+    kubeconfig: { kind: 'string', help: 'kubeconfig of the cluster to check' },
+    output: { kind: 'string', help: 'text (a checklist) or json (for machines)' },
+    namespace: {
+      kind: 'string',
+      help: 'control-plane namespace of the install (default: the control-plane namespace)',
+    },
+    ...NAMING,
+    identityName: { kind: 'string', help: "the CA's TLS identity (default: derived from naming)" },
+    caAddress: {
+      kind: 'address',
+      help: "the CA's gRPC address (default: the local mesh's, or the Service's DNS name in a cluster)",
+    },
+    caAdmin: { kind: 'address', help: "the CA's admin address (/ready, /version, /metrics)" },
+    issuerSecret: { kind: 'string', help: 'issuer Secret to check (cluster)' },
+    trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap to check (cluster)' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    expiryWarning: {
+      kind: 'duration',
+      help: 'warn when a certificate has less than this left (and less than a third of its life)',
+    },
+    timeout: { kind: 'duration', help: 'deadline of each network probe' },
+    concurrency: { kind: 'integer', help: 'probes run at once' },
+    proxyAdminPort: {
+      kind: 'integer',
+      help: "proxies' admin port, asked at each pod's IP (cluster)",
+    },
+    proxySample: {
+      kind: 'integer',
+      help: 'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
+    },
+    proxyAdmin: {
+      kind: 'list',
+      help: "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
+    },
+  },
+  identity: {
+    ...COMMON,
+    file: { kind: 'string', help: 'PEM certificate or chain to inspect (also the first argument)' },
+    secret: {
+      kind: 'string',
+      help: 'NAMESPACE/NAME of a TLS Secret to inspect (needs kubeconfig)',
+    },
+    proxy: { kind: 'address', help: "a running proxy's admin address: inspect its certificate" },
+    trustAnchors: {
+      kind: 'string',
+      help: "PEM bundle of the current anchors (default: <dir>/trust-anchors.pem, or the cluster's ConfigMap)",
+    },
+    dir: { kind: 'string', help: 'local state folder whose anchors to chain to' },
+    kubeconfig: { kind: 'string', help: 'kubeconfig, for --secret and the anchors ConfigMap' },
+    namespace: {
+      kind: 'string',
+      help: 'namespace of the anchors ConfigMap (default: the control-plane namespace)',
+    },
+    controlPlaneNamespace: NAMING.controlPlaneNamespace,
+    trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap (with kubeconfig)' },
+    trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
+    output: { kind: 'string', help: 'text or json' },
+    timeout: { kind: 'duration', help: 'deadline of a network call' },
+  },
+  version: {
+    ...COMMON,
+    caAdmin: { kind: 'address', help: "the CA's admin address, to show the server's version" },
+    kubeconfig: { kind: 'string', help: "kubeconfig: also show the installed CA's image" },
+    namespace: { kind: 'string', help: 'control-plane namespace (default linkerd)' },
+    output: { kind: 'string', help: 'text or json' },
+    timeout: { kind: 'duration', help: 'deadline of a network call' },
+  },
 } as const satisfies Record<string, Record<string, Setting>>;
 
 export type CommandName = keyof typeof COMMAND_SETTINGS;
@@ -322,6 +395,7 @@ const quantity = nonEmpty.regex(
   /^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/,
   'must be a Kubernetes quantity such as 100m or 96Mi',
 );
+const output = z.enum(['text', 'json']);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -517,6 +591,71 @@ const SCHEMAS = {
     admin: address,
     workers,
   }),
+  check: z.strictObject({
+    ...commonShape,
+    dir: nonEmpty,
+    kubeconfig: nonEmpty.optional(),
+    output,
+    namespace: label,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    identityName: subdomain,
+    caAddress: address.optional(),
+    caAdmin: address.optional(),
+    issuerSecret: subdomain,
+    trustAnchorsConfigMap: subdomain,
+    trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+    expiryWarning: positiveMs,
+    timeout: positiveMs.max(120_000, 'must be at most 2m'),
+    concurrency: z.number().int().min(1).max(256),
+    proxyAdminPort: z.number().int().min(1).max(65535),
+    proxySample: z.number().int().min(0).max(100_000),
+    proxyAdmin: z.array(nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')),
+  }),
+  identity: z
+    .strictObject({
+      ...commonShape,
+      file: nonEmpty.optional(),
+      secret: nonEmpty
+        .regex(
+          /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/,
+          'must be NAMESPACE/NAME',
+        )
+        .optional(),
+      proxy: address.optional(),
+      trustAnchors: nonEmpty.optional(),
+      dir: nonEmpty,
+      kubeconfig: nonEmpty.optional(),
+      namespace: label,
+      controlPlaneNamespace: label,
+      trustAnchorsConfigMap: subdomain,
+      trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
+      output,
+      timeout: positiveMs.max(120_000, 'must be at most 2m'),
+    })
+    .superRefine((c, ctx) => {
+      const given = [c.file, c.secret, c.proxy].filter((x) => x !== undefined).length;
+      if (given !== 1)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['file'],
+          message: 'give exactly one of FILE, --secret NS/NAME or --proxy ADMIN_ADDR',
+        });
+      if (c.secret !== undefined && c.kubeconfig === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['kubeconfig'],
+          message: 'is required with --secret',
+        });
+    }),
+  version: z.strictObject({
+    ...commonShape,
+    caAdmin: address.optional(),
+    kubeconfig: nonEmpty.optional(),
+    namespace: label,
+    output,
+    timeout: positiveMs.max(120_000, 'must be at most 2m'),
+  }),
 };
 
 export type InitConfig = Readonly<z.infer<typeof SCHEMAS.init>>;
@@ -526,6 +665,9 @@ export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export type WebhooksConfig = Readonly<z.infer<typeof SCHEMAS.webhooks>>;
+export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
+export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
+export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
 export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
 export interface CommandConfigs {
   init: InitConfig;
@@ -535,6 +677,9 @@ export interface CommandConfigs {
   proxy: ProxyConfig;
   install: InstallConfig;
   webhooks: WebhooksConfig;
+  check: CheckConfig;
+  identity: IdentityConfig;
+  version: VersionConfig;
   trust: TrustConfig;
 }
 
@@ -848,6 +993,49 @@ function applyDefaults(
         webhookTimeout: d.webhookTimeoutMs,
         ...withCommon,
       };
+    case 'check': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const td = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const naming = { trustDomain: td, controlPlaneNamespace: cp };
+      return {
+        dir: d.stateDir,
+        output: 'text',
+        namespace: cp,
+        trustDomain: td,
+        controlPlaneNamespace: cp,
+        identityName: namingProblems(naming).length === 0 ? caIdentityName(naming) : 'invalid',
+        issuerSecret: d.issuerSecret,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        expiryWarning: d.checkExpiryWarningMs,
+        timeout: d.checkTimeoutMs,
+        concurrency: d.checkConcurrency,
+        proxyAdminPort: d.proxyAdmin.port,
+        proxySample: d.checkProxySample,
+        proxyAdmin: [],
+        ...withCommon,
+      };
+    }
+    case 'identity': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      return {
+        dir: d.stateDir,
+        namespace: cp,
+        controlPlaneNamespace: cp,
+        trustAnchorsConfigMap: d.trustAnchorsConfigMap,
+        trustAnchorsKey: d.trustAnchorsKey,
+        output: 'text',
+        timeout: d.checkTimeoutMs,
+        ...withCommon,
+      };
+    }
+    case 'version':
+      return {
+        namespace: d.controlPlaneNamespace,
+        output: 'text',
+        timeout: d.checkTimeoutMs,
+        ...withCommon,
+      };
     case 'trust': {
       const controlPlaneNamespace =
         (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
@@ -1041,4 +1229,66 @@ function deepFreeze<T>(o: T): T {
     Object.freeze(o);
   }
   return o;
+}
+
+/** One setting as the configuration reference (docs/configuration.md) lists it. */
+export interface SettingReference {
+  readonly key: string;
+  readonly flag: string;
+  readonly env: string;
+  readonly kind: string;
+  readonly help: string;
+  /** The default as written on a command line; undefined when there is none. */
+  readonly default?: string | undefined;
+  /** The allowed values, for enumerations. */
+  readonly choices?: readonly string[] | undefined;
+}
+
+/**
+ * Every command's settings with their spellings, kinds, defaults and allowed values, from the
+ * schema and the defaults themselves: what `npm run docs:config` writes into
+ * docs/configuration.md, so the page cannot drift from the code.
+ *
+ * @example
+ * ```ts
+ * configReference().ca.find((s) => s.key === 'certLifetime')?.default; // '24h'
+ * ```
+ */
+export function configReference(): Record<CommandName, SettingReference[]> {
+  const out = {} as Record<CommandName, SettingReference[]>;
+  for (const command of Object.keys(COMMAND_SETTINGS) as CommandName[]) {
+    const settings = COMMAND_SETTINGS[command] as Record<string, Setting>;
+    const defaults = applyDefaults(command, {});
+    const shape = (SCHEMAS[command] as unknown as { shape: Record<string, z.ZodType> }).shape;
+    out[command] = Object.entries(settings).map(([key, s]) => {
+      let type: z.ZodType | undefined = shape[key];
+      while (type instanceof z.ZodOptional || type instanceof z.ZodDefault)
+        type = (type as z.ZodOptional).unwrap() as z.ZodType;
+      const choices = type instanceof z.ZodEnum ? (type.options as string[]) : undefined;
+      return {
+        key,
+        flag: `--${flagName(key)}`,
+        env: envName(key),
+        kind: s.kind,
+        help: s.help,
+        default: formatSetting(s.kind, defaults[key]),
+        ...(choices === undefined ? {} : { choices }),
+      };
+    });
+  }
+  return out;
+}
+
+function formatSetting(kind: Kind, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  switch (kind) {
+    case 'duration':
+      return typeof value === 'number' ? formatDuration(value) : String(value);
+    case 'address':
+      return formatAddress(value as Address);
+    case 'list':
+      return Array.isArray(value) && value.length === 0 ? undefined : (value as string[]).join(',');
+    default:
+      return String(value);
+  }
 }

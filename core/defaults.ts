@@ -54,6 +54,14 @@ export const DEFAULTS = Object.freeze({
   trustGuardFailurePolicy: 'Fail' as const,
   /** timeoutSeconds of the webhook configurations (the API server allows 1-30 s). */
   webhookTimeoutMs: 10_000,
+  /** `meshid check`: warn when a certificate has less than this left (Linkerd's check uses 60 days). */
+  checkExpiryWarningMs: 60 * 24 * 3_600_000,
+  /** `meshid check`: deadline of one network probe. */
+  checkTimeoutMs: 3_000,
+  /** `meshid check`: probes at once. */
+  checkConcurrency: 16,
+  /** `meshid check`: injected pods whose proxy admin endpoint is asked (annotations: all pods). */
+  checkProxySample: 50,
   /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
   anchorExpiryWarningMs: 60 * 86_400_000,
   /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */

@@ -175,6 +175,13 @@ export const ERROR_CODES = {
     description:
       "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
   },
+  ERR_INSPECT_TARGET: {
+    grpc: 'NOT_FOUND',
+    http: 404,
+    retryable: false,
+    description:
+      'meshid identity: the certificate to inspect cannot be read (file, Secret or proxy) or is not one',
+  },
   ERR_FIPS_UNAVAILABLE: {
     grpc: 'FAILED_PRECONDITION',
     http: 500,

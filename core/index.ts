@@ -16,4 +16,5 @@ export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
 export * from './anchor-chain.js';
+export * from './version.js';
 export * from './fips.js';

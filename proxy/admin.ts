@@ -17,6 +17,8 @@ export interface IdentityReport {
     readonly serial: string;
     readonly notBefore: string;
     readonly notAfter: string;
+    /** The leaf and its intermediates, PEM (public material: what `meshid check` verifies). */
+    readonly chainPem: string;
   };
   readonly trustAnchors: {
     readonly fingerprint: string;
@@ -56,6 +58,7 @@ export function identityReport(deps: ProxyAdminDeps): IdentityReport {
             serial: cert.serialHex,
             notBefore: new Date(cert.notBefore).toISOString(),
             notAfter: new Date(cert.notAfter).toISOString(),
+            chainPem: cert.certChainPem,
           },
         }),
     trustAnchors: {

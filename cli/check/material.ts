@@ -1,0 +1,236 @@
+/**
+ * The checks of the trust anchors and the issuer: pure functions of the PEM texts and the time,
+ * the same for a state folder and for the cluster's ConfigMap and Secret.
+ */
+import type { CheckResult } from './model.js';
+import { result } from './model.js';
+import type { Cert } from './x509.js';
+import { findChain, judgeExpiry, keyMatches, parseCertificates, shortName } from './x509.js';
+
+/** Where the material was read from, for messages and fixes. */
+export interface MaterialSources {
+  /** `.meshid/trust-anchors.pem`, `ConfigMap linkerd/linkerd-identity-trust-roots`. */
+  readonly anchors: string;
+  /** `.meshid/issuer`, `Secret linkerd/linkerd-identity-issuer`. */
+  readonly issuer: string;
+  /** How to replace the anchors (one line). */
+  readonly fixAnchors: string;
+  /** How to replace the issuer (one line). */
+  readonly fixIssuer: string;
+}
+
+/** The issuer as read: the certificate (with chain), key and optional ca.crt. */
+export interface IssuerFiles {
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly caPem?: string | undefined;
+}
+
+/**
+ * Checks the anchors bundle; returns the results and the anchors that parsed (empty when the
+ * bundle is unusable).
+ */
+export function checkAnchors(
+  pem: string | Error,
+  src: MaterialSources,
+  now: number,
+  warnWithinMs: number,
+): { results: CheckResult[]; anchors: Cert[] } {
+  if (pem instanceof Error) {
+    return {
+      results: [
+        result(
+          'anchors-valid',
+          'error',
+          `cannot read ${src.anchors}: ${pem.message}`,
+          src.fixAnchors,
+        ),
+      ],
+      anchors: [],
+    };
+  }
+  let anchors: Cert[];
+  try {
+    anchors = parseCertificates(pem);
+  } catch (err) {
+    return {
+      results: [
+        result(
+          'anchors-valid',
+          'error',
+          `${src.anchors}: ${(err as Error).message}`,
+          src.fixAnchors,
+        ),
+      ],
+      anchors: [],
+    };
+  }
+  if (anchors.length === 0) {
+    return {
+      results: [
+        result('anchors-valid', 'error', `${src.anchors} holds no certificate`, src.fixAnchors),
+      ],
+      anchors: [],
+    };
+  }
+  const notCa = anchors.filter((a) => !a.x509.ca);
+  if (notCa.length > 0) {
+    return {
+      results: [
+        result(
+          'anchors-valid',
+          'error',
+          `${src.anchors}: ${notCa.map((a) => shortName(a.x509)).join(', ')} is not a CA certificate`,
+          src.fixAnchors,
+        ),
+      ],
+      anchors: [],
+    };
+  }
+  const results = [
+    result(
+      'anchors-valid',
+      'ok',
+      `${anchors.length} anchor${anchors.length === 1 ? '' : 's'} in ${src.anchors}: ${anchors.map((a) => shortName(a.x509)).join(', ')}`,
+    ),
+  ];
+  const verdicts = anchors.map((a) => ({ a, v: judgeExpiry(a.x509, now, warnWithinMs) }));
+  const worst =
+    verdicts.find((x) => x.v.status === 'error') ?? verdicts.find((x) => x.v.status === 'warn');
+  if (worst === undefined) {
+    const soonest = verdicts.reduce((m, x) => (x.v.remainingMs < m.v.remainingMs ? x : m));
+    results.push(
+      result(
+        'anchors-expiry',
+        'ok',
+        anchors.length === 1
+          ? `${shortName(soonest.a.x509)} ${soonest.v.text}`
+          : `all ${anchors.length} valid; the first to expire, ${shortName(soonest.a.x509)}, is ${soonest.v.text}`,
+      ),
+    );
+  } else {
+    const valid = verdicts.filter((x) => x.v.status !== 'error').length;
+    results.push(
+      result(
+        'anchors-expiry',
+        worst.v.status,
+        `${shortName(worst.a.x509)} ${worst.v.text}${anchors.length > 1 ? ` (${valid} of ${anchors.length} anchors still valid)` : ''}`,
+        worst.v.status === 'error'
+          ? `rotate the trust anchor now (docs/rotation.md); ${src.fixAnchors}`
+          : 'plan the trust-anchor rotation before it expires (docs/rotation.md)',
+      ),
+    );
+  }
+  return { results, anchors };
+}
+
+/** Checks the issuer against the anchors; returns the results and the parsed issuer chain. */
+export function checkIssuer(
+  files: IssuerFiles | Error,
+  anchors: readonly Cert[],
+  src: MaterialSources,
+  now: number,
+  warnWithinMs: number,
+): { results: CheckResult[]; issuer?: Cert } {
+  if (files instanceof Error) {
+    return {
+      results: [
+        result(
+          'issuer-valid',
+          'error',
+          `cannot read ${src.issuer}: ${files.message}`,
+          src.fixIssuer,
+        ),
+      ],
+    };
+  }
+  let chain: Cert[];
+  try {
+    chain = parseCertificates(files.certPem);
+    if (chain.length === 0) throw new Error('tls.crt holds no certificate');
+  } catch (err) {
+    return {
+      results: [
+        result('issuer-valid', 'error', `${src.issuer}: ${(err as Error).message}`, src.fixIssuer),
+      ],
+    };
+  }
+  const issuer = chain[0]!;
+  let extra: Cert[] = [];
+  try {
+    if (files.caPem !== undefined && files.caPem.trim() !== '')
+      extra = parseCertificates(files.caPem);
+  } catch {
+    // ca.crt is only a hint for building the chain; a bad one is reported by the chain check.
+  }
+  let keyOk: boolean | Error;
+  try {
+    keyOk = keyMatches(issuer.x509, files.keyPem);
+  } catch (err) {
+    keyOk = new Error(`tls.key cannot be parsed: ${(err as Error).message}`);
+  }
+  if (keyOk instanceof Error) {
+    return {
+      results: [result('issuer-valid', 'error', `${src.issuer}: ${keyOk.message}`, src.fixIssuer)],
+    };
+  }
+  const name = shortName(issuer.x509);
+  const results: CheckResult[] = [
+    result('issuer-valid', 'ok', `${name} from ${src.issuer}`),
+    issuer.x509.ca
+      ? result('issuer-is-ca', 'ok', `${name} is a CA certificate`)
+      : result(
+          'issuer-is-ca',
+          'error',
+          `${name} is not a CA certificate (basicConstraints cA is false): it cannot sign workload certificates`,
+          `issue the issuer with isCA: true (cert-manager Certificate spec.isCA); ${src.fixIssuer}`,
+        ),
+    keyOk
+      ? result('issuer-key', 'ok', "tls.key is the certificate's key")
+      : result(
+          'issuer-key',
+          'error',
+          `tls.key does not belong to ${name}`,
+          `put the key that was certified with the certificate; ${src.fixIssuer}`,
+        ),
+  ];
+  if (anchors.length === 0) {
+    results.push(
+      result(
+        'issuer-chain',
+        'error',
+        'no usable trust anchors to chain to',
+        'fix the trust anchors first (anchors-valid)',
+      ),
+    );
+  } else {
+    // Expiry has its own check: judge the chain's signatures at a moment the issuer is valid.
+    const v = judgeExpiry(issuer.x509, now, warnWithinMs);
+    const at = v.status === 'error' ? Math.max(v.notBefore, Math.min(now, v.notAfter)) : now;
+    const c = findChain(issuer, [...chain.slice(1), ...extra], anchors, at);
+    results.push(
+      c.ok
+        ? result('issuer-chain', 'ok', `${name} chains to the anchor ${shortName(c.anchor.x509)}`)
+        : result(
+            'issuer-chain',
+            'error',
+            `${name} does not chain to the current trust anchors: ${c.reason}`,
+            `issue the issuer from a current anchor, or add its root to the anchors bundle first (docs/rotation.md)`,
+          ),
+    );
+  }
+  const v = judgeExpiry(issuer.x509, now, warnWithinMs);
+  results.push(
+    result(
+      'issuer-expiry',
+      v.status,
+      `${name} ${v.text}`,
+      v.status === 'ok'
+        ? undefined
+        : v.status === 'error'
+          ? `replace the issuer now: ${src.fixIssuer}`
+          : `renew the issuer soon (cert-manager renews it by itself when it manages it): ${src.fixIssuer}`,
+    ),
+  );
+  return { results, issuer };
+}

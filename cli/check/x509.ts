@@ -1,0 +1,232 @@
+/**
+ * Certificate inspection shared by `meshid check` and `meshid identity`: parsing PEM bundles into
+ * node's X509Certificate, finding a chain to the anchors, and describing validity for a person.
+ * Read-only: nothing here holds or makes a private key except {@link keyMatches}, which only
+ * compares the public halves.
+ */
+import { X509Certificate, createHash, createPrivateKey, createPublicKey } from 'node:crypto';
+import { PemError, parsePem, toPem } from '../../core/index.js';
+
+/** A parsed certificate with the PEM it came from. */
+export interface Cert {
+  readonly x509: X509Certificate;
+  readonly pem: string;
+}
+
+/**
+ * Parses every CERTIFICATE block of a PEM text. Throws with a message naming the block that is
+ * not a certificate.
+ */
+export function parseCertificates(text: string): Cert[] {
+  let blocks;
+  try {
+    blocks = parsePem(text, 'CERTIFICATE');
+  } catch (err) {
+    throw new Error(err instanceof PemError ? err.message : String(err), { cause: err });
+  }
+  return blocks.map((b, i) => {
+    try {
+      const x509 = new X509Certificate(Buffer.from(b.der));
+      return { x509, pem: toPem(b.der, 'CERTIFICATE') };
+    } catch (err) {
+      throw new Error(`certificate #${i + 1} cannot be parsed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  });
+}
+
+/**
+ * `CN=root.linkerd.cluster.local` → `root.linkerd.cluster.local`; without a CN (workload leaves
+ * have an empty subject) the first DNS SAN, else the whole subject.
+ */
+export function shortName(c: X509Certificate): string {
+  // node gives undefined, not '', for an empty subject.
+  const subject = (c.subject as string | undefined) ?? '';
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(subject);
+  return cn?.[1] ?? subjectAltNames(c).dns[0] ?? (subject.replace(/\n/g, ', ') || '(no subject)');
+}
+
+/** The DNS names and URIs of the subjectAltName extension. */
+export function subjectAltNames(c: X509Certificate): { dns: string[]; uris: string[] } {
+  const dns: string[] = [];
+  const uris: string[] = [];
+  // node writes "DNS:a, URI:b"; names with a comma are quoted, which identity names never need.
+  for (const part of (c.subjectAltName ?? '').split(/,\s*/)) {
+    if (part.startsWith('DNS:')) dns.push(part.slice(4));
+    else if (part.startsWith('URI:')) uris.push(part.slice(4));
+  }
+  return { dns, uris };
+}
+
+/** Key type for a person: `ECDSA P-256`, `RSA 2048`, `Ed25519`. */
+export function keyType(c: X509Certificate): string {
+  const k = c.publicKey;
+  const d = k.asymmetricKeyDetails;
+  switch (k.asymmetricKeyType) {
+    case 'ec': {
+      const curve = d?.namedCurve;
+      const names: Record<string, string> = { prime256v1: 'P-256', secp384r1: 'P-384' };
+      return `ECDSA ${curve === undefined ? '?' : (names[curve] ?? curve)}`;
+    }
+    case 'rsa':
+      return `RSA ${d?.modulusLength ?? '?'}`;
+    default:
+      return String(k.asymmetricKeyType ?? 'unknown').toUpperCase();
+  }
+}
+
+/** SHA-256 of the DER, lower-case hex without colons. */
+export function fingerprint(c: X509Certificate): string {
+  return createHash('sha256').update(c.raw).digest('hex');
+}
+
+/** Hex SHA-256 of a bundle's PEM text, as in `meshid.io/trust-root-sha256` and proxies' `/identity`. */
+export function bundleFingerprint(pemText: string): string {
+  return createHash('sha256').update(pemText).digest('hex');
+}
+
+/** True when the private key (PEM) is the key of the certificate. */
+export function keyMatches(c: X509Certificate, keyPem: string): boolean {
+  const spki = (k: ReturnType<typeof createPublicKey>): Buffer =>
+    k.export({ type: 'spki', format: 'der' });
+  return spki(createPublicKey(createPrivateKey(keyPem))).equals(spki(c.publicKey));
+}
+
+/** `notBefore`/`notAfter` as ms since the epoch. */
+export function validity(c: X509Certificate): { notBefore: number; notAfter: number } {
+  return { notBefore: Date.parse(c.validFrom), notAfter: Date.parse(c.validTo) };
+}
+
+/** A signer relationship: `parent` issued and signed `child`. */
+function signedBy(child: X509Certificate, parent: X509Certificate): boolean {
+  try {
+    return child.checkIssued(parent) && child.verify(parent.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/** The outcome of {@link findChain}. */
+export type ChainResult =
+  | { readonly ok: true; readonly path: readonly Cert[]; readonly anchor: Cert }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Finds a path from `leaf` through `intermediates` to one of `anchors`, checking signatures and
+ * that every certificate on the path is valid at `now` (the anchor too). The leaf may itself be
+ * one of the anchors.
+ */
+export function findChain(
+  leaf: Cert,
+  intermediates: readonly Cert[],
+  anchors: readonly Cert[],
+  now: number,
+): ChainResult {
+  const expired = (c: Cert): string | undefined => {
+    const v = validity(c.x509);
+    if (now < v.notBefore) return `${shortName(c.x509)} is not valid yet`;
+    if (now > v.notAfter) return `${shortName(c.x509)} expired`;
+    return undefined;
+  };
+  const path: Cert[] = [leaf];
+  let current = leaf;
+  for (let depth = 0; depth < 8; depth++) {
+    const bad = expired(current);
+    if (bad !== undefined) return { ok: false, reason: bad };
+    if (anchors.some((a) => a.x509.raw.equals(current.x509.raw)))
+      return { ok: true, path, anchor: current };
+    const anchor = anchors.find((a) => signedBy(current.x509, a.x509));
+    if (anchor !== undefined) {
+      const badAnchor = expired(anchor);
+      if (badAnchor !== undefined) return { ok: false, reason: badAnchor };
+      return { ok: true, path, anchor };
+    }
+    const next = intermediates.find(
+      (i) =>
+        !path.includes(i) && !i.x509.raw.equals(current.x509.raw) && signedBy(current.x509, i.x509),
+    );
+    if (next === undefined) {
+      return {
+        ok: false,
+        reason: `${shortName(current.x509)} (issued by ${issuerName(current.x509)}) is not signed by any current anchor${intermediates.length > 0 ? ' or intermediate' : ''}`,
+      };
+    }
+    path.push(next);
+    current = next;
+  }
+  return { ok: false, reason: 'the chain is longer than 8 certificates' };
+}
+
+function issuerName(c: X509Certificate): string {
+  const issuer = (c.issuer as string | undefined) ?? '';
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(issuer);
+  return cn?.[1] ?? issuer.replace(/\n/g, ', ');
+}
+
+/** `3d 4h`, `5h 12m`, `42s`: the two largest units of a duration. */
+export function humanDuration(ms: number): string {
+  const units: [string, number][] = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ];
+  let rest = Math.floor(Math.abs(ms));
+  const parts: string[] = [];
+  for (const [u, size] of units) {
+    const n = Math.floor(rest / size);
+    rest -= n * size;
+    // The two largest units from the first non-zero one: "3d 4h", "3d" when the hours are zero.
+    if (n > 0) parts.push(`${n}${u}`);
+    if (parts.length === 2 || (parts.length === 1 && n === 0)) break;
+  }
+  return parts.length === 0 ? '0s' : parts.join(' ');
+}
+
+/** The verdict on a certificate's validity window at `now`. */
+export interface ExpiryVerdict {
+  readonly status: 'ok' | 'warn' | 'error';
+  /** `valid for 29d 4h (until 2026-…)`, `expired 2h ago (…)`, `not valid until …`. */
+  readonly text: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  /** Milliseconds left; negative when expired. */
+  readonly remainingMs: number;
+}
+
+/**
+ * Judges a validity window: an error when not yet valid or expired, a warning when less than
+ * `warnWithinMs` is left *and* less than a third of the lifetime (so a 48 h issuer renewed every
+ * day does not warn forever: cert-manager renews at two thirds by default, so a third left means
+ * a renewal was missed), otherwise fine.
+ */
+export function judgeExpiry(c: X509Certificate, now: number, warnWithinMs: number): ExpiryVerdict {
+  const { notBefore, notAfter } = validity(c);
+  const remainingMs = notAfter - now;
+  const until = new Date(notAfter).toISOString();
+  if (now < notBefore)
+    return {
+      status: 'error',
+      text: `not valid for another ${humanDuration(notBefore - now)} (NotBefore ${new Date(notBefore).toISOString()})`,
+      notBefore,
+      notAfter,
+      remainingMs,
+    };
+  if (remainingMs <= 0)
+    return {
+      status: 'error',
+      text: `expired ${humanDuration(-remainingMs)} ago (NotAfter ${until})`,
+      notBefore,
+      notAfter,
+      remainingMs,
+    };
+  const threshold = Math.min(warnWithinMs, (notAfter - notBefore) / 3);
+  return {
+    status: remainingMs < threshold ? 'warn' : 'ok',
+    text: `valid for ${humanDuration(remainingMs)} more (until ${until})`,
+    notBefore,
+    notAfter,
+    remainingMs,
+  };
+}

@@ -1,0 +1,302 @@
+/**
+ * `meshid identity FILE | --secret NS/NAME | --proxy ADMIN_ADDR`: what a certificate says (subject,
+ * SANs with the SPIFFE ID, issuer chain, validity and time left, key type, serial, SHA-256) and
+ * whether it chains to the current trust anchors. Exit status 1 when it does not (or has
+ * expired), 0 otherwise.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { CoreV1Api } from '@kubernetes/client-node';
+import type { IdentityConfig } from '../core/index.js';
+import {
+  COMMAND_SETTINGS,
+  MeshidError,
+  flagName,
+  formatAddress,
+  loadConfig,
+  localStateInputs,
+  systemClock,
+} from '../core/index.js';
+import { getWithTimeout } from './check/probes.js';
+import type { Cert } from './check/x509.js';
+import {
+  findChain,
+  fingerprint,
+  humanDuration,
+  keyType,
+  parseCertificates,
+  shortName,
+  subjectAltNames,
+  validity,
+} from './check/x509.js';
+import { styles, useColor } from './term.js';
+
+/** One certificate as `meshid identity` describes it (the JSON output's `certificates[]`). */
+export interface CertificateView {
+  readonly subject: string;
+  readonly issuer: string;
+  readonly dnsNames: readonly string[];
+  readonly spiffeIds: readonly string[];
+  readonly otherUris: readonly string[];
+  readonly isCa: boolean;
+  readonly notBefore: string;
+  readonly notAfter: string;
+  readonly timeLeft: string;
+  readonly expired: boolean;
+  readonly keyType: string;
+  readonly serial: string;
+  readonly sha256: string;
+}
+
+/** The JSON output. */
+export interface IdentityView {
+  readonly source: string;
+  readonly certificates: readonly CertificateView[];
+  readonly anchors: { readonly source: string; readonly count: number } | null;
+  readonly chainsToAnchors: boolean | null;
+  readonly anchor?: string;
+  readonly reason?: string;
+  /** From a proxy's /identity: the fingerprint of the bundle it has loaded. */
+  readonly proxyBundleFingerprint?: string;
+}
+
+/** Describes one certificate at `now`. */
+export function describeCertificate(c: Cert, now: number): CertificateView {
+  const san = subjectAltNames(c.x509);
+  const v = validity(c.x509);
+  return {
+    subject: (c.x509.subject ?? '').replace(/\n/g, ', '),
+    issuer: (c.x509.issuer ?? '').replace(/\n/g, ', '),
+    dnsNames: san.dns,
+    spiffeIds: san.uris.filter((u) => u.startsWith('spiffe://')),
+    otherUris: san.uris.filter((u) => !u.startsWith('spiffe://')),
+    isCa: c.x509.ca,
+    notBefore: new Date(v.notBefore).toISOString(),
+    notAfter: new Date(v.notAfter).toISOString(),
+    timeLeft:
+      now < v.notBefore
+        ? `not valid for another ${humanDuration(v.notBefore - now)}`
+        : now > v.notAfter
+          ? `expired ${humanDuration(now - v.notAfter)} ago`
+          : humanDuration(v.notAfter - now),
+    expired: now > v.notAfter || now < v.notBefore,
+    keyType: keyType(c.x509),
+    serial: c.x509.serialNumber.toLowerCase(),
+    sha256: fingerprint(c.x509),
+  };
+}
+
+/** Splits the optional leading FILE argument from the flags. */
+export function splitFileArgument(argv: readonly string[]): { file?: string; rest: string[] } {
+  const settings = COMMAND_SETTINGS.identity as Record<string, { kind: string }>;
+  const takesValue = new Set(
+    Object.entries(settings)
+      .filter(([, s]) => s.kind !== 'boolean')
+      .map(([k]) => `--${flagName(k)}`),
+  );
+  const rest: string[] = [];
+  let file: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith('-')) {
+      rest.push(a);
+      if (takesValue.has(a) && i + 1 < argv.length) rest.push(argv[++i]!);
+    } else if (file === undefined) {
+      file = a;
+    } else {
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        `meshid identity: one FILE only (got "${file}" and "${a}")`,
+      );
+    }
+  }
+  return { ...(file === undefined ? {} : { file }), rest };
+}
+
+async function loadTarget(
+  config: IdentityConfig,
+): Promise<{ source: string; pem: string; proxyBundle?: string }> {
+  if (config.file !== undefined) {
+    try {
+      return { source: config.file, pem: await readFile(config.file, 'utf8') };
+    } catch (err) {
+      throw new MeshidError(
+        'ERR_INSPECT_TARGET',
+        `cannot read ${config.file}: ${(err as Error).message}`,
+      );
+    }
+  }
+  if (config.proxy !== undefined) {
+    const where = formatAddress(config.proxy);
+    const r = await getWithTimeout(`http://${where}/identity`, config.timeout);
+    if ('error' in r)
+      throw new MeshidError(
+        'ERR_INSPECT_TARGET',
+        `cannot reach the proxy admin at ${where}: ${r.error}`,
+      );
+    if (r.status !== 200)
+      throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
+    const report = JSON.parse(r.body) as {
+      certificate?: { chainPem?: string };
+      trustAnchors?: { fingerprint?: string };
+    };
+    if (report.certificate?.chainPem === undefined) {
+      throw new MeshidError(
+        'ERR_INSPECT_TARGET',
+        `the proxy at ${where} holds no certificate yet (or is too old to report it)`,
+      );
+    }
+    return {
+      source: `proxy ${where}`,
+      pem: report.certificate.chainPem,
+      ...(report.trustAnchors?.fingerprint === undefined
+        ? {}
+        : { proxyBundle: report.trustAnchors.fingerprint }),
+    };
+  }
+  const [ns, name] = config.secret!.split('/') as [string, string];
+  const { core } = await kubeClients(config);
+  let secret;
+  try {
+    secret = await core.readNamespacedSecret({ name, namespace: ns });
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    throw new MeshidError(
+      'ERR_INSPECT_TARGET',
+      code === 404
+        ? `Secret ${ns}/${name} not found`
+        : `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
+    );
+  }
+  const crt = secret.data?.['tls.crt'] ?? secret.data?.['crt.pem'];
+  if (crt === undefined)
+    throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} has no tls.crt`);
+  return { source: `Secret ${ns}/${name}`, pem: Buffer.from(crt, 'base64').toString('utf8') };
+}
+
+async function kubeClients(config: IdentityConfig): Promise<{ core: CoreV1Api }> {
+  const { loadKubeConfig } = await import('../core/kube.js');
+  const { CoreV1Api } = await import('@kubernetes/client-node');
+  return { core: loadKubeConfig(config.kubeconfig!, process.env).makeApiClient(CoreV1Api) };
+}
+
+async function loadAnchors(
+  config: IdentityConfig,
+): Promise<{ source: string; pem: string } | undefined> {
+  if (config.trustAnchors !== undefined) {
+    try {
+      return { source: config.trustAnchors, pem: await readFile(config.trustAnchors, 'utf8') };
+    } catch (err) {
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        `cannot read ${config.trustAnchors}: ${(err as Error).message}`,
+      );
+    }
+  }
+  if (config.kubeconfig !== undefined) {
+    const { core } = await kubeClients(config);
+    const where = `ConfigMap ${config.namespace}/${config.trustAnchorsConfigMap}`;
+    try {
+      const cm = await core.readNamespacedConfigMap({
+        name: config.trustAnchorsConfigMap,
+        namespace: config.namespace,
+      });
+      const pem = cm.data?.[config.trustAnchorsKey];
+      return pem === undefined ? undefined : { source: where, pem };
+    } catch {
+      return undefined;
+    }
+  }
+  const local = localStateInputs(config.dir).trustAnchors;
+  return existsSync(local) ? { source: local, pem: await readFile(local, 'utf8') } : undefined;
+}
+
+/** Builds the view of a configuration's certificate. */
+export async function inspectIdentity(config: IdentityConfig, now: number): Promise<IdentityView> {
+  const target = await loadTarget(config);
+  let chain: Cert[];
+  try {
+    chain = parseCertificates(target.pem);
+  } catch (err) {
+    throw new MeshidError('ERR_INSPECT_TARGET', `${target.source}: ${(err as Error).message}`);
+  }
+  if (chain.length === 0)
+    throw new MeshidError('ERR_INSPECT_TARGET', `${target.source} holds no certificate`);
+  const anchorsText = await loadAnchors(config);
+  let anchors: Cert[] = [];
+  if (anchorsText !== undefined) {
+    try {
+      anchors = parseCertificates(anchorsText.pem);
+    } catch (err) {
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        `${anchorsText.source}: ${(err as Error).message}`,
+      );
+    }
+  }
+  const verdict =
+    anchors.length === 0 ? undefined : findChain(chain[0]!, chain.slice(1), anchors, now);
+  return {
+    source: target.source,
+    certificates: chain.map((c) => describeCertificate(c, now)),
+    anchors:
+      anchorsText === undefined ? null : { source: anchorsText.source, count: anchors.length },
+    chainsToAnchors: verdict === undefined ? null : verdict.ok,
+    ...(verdict?.ok === true ? { anchor: shortName(verdict.anchor.x509) } : {}),
+    ...(verdict !== undefined && !verdict.ok ? { reason: verdict.reason } : {}),
+    ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
+  };
+}
+
+/** `meshid identity` */
+export async function runIdentity(argv: string[]): Promise<number> {
+  const { file, rest } = splitFileArgument(argv);
+  const { config } = loadConfig('identity', {
+    argv: file === undefined ? rest : [...rest, '--file', file],
+    env: process.env,
+  });
+  const view = await inspectIdentity(config, systemClock.now());
+  if (config.output === 'json') process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+  else process.stdout.write(renderIdentity(view, useColor(process.stdout, process.env)));
+  return view.chainsToAnchors === false || view.certificates[0]!.expired ? 1 : 0;
+}
+
+/** The text output. */
+export function renderIdentity(view: IdentityView, color: boolean): string {
+  const s = styles(color);
+  const lines: string[] = [s.bold(`meshid identity: ${view.source}`)];
+  view.certificates.forEach((c, i) => {
+    lines.push(
+      '',
+      s.bold(i === 0 ? 'Certificate' : `Chain [${i}]${c.isCa ? ' (CA)' : ''}`),
+      `  subject     ${c.subject}`,
+      `  issuer      ${c.issuer}`,
+    );
+    if (c.dnsNames.length > 0) lines.push(`  DNS SANs    ${c.dnsNames.join(', ')}`);
+    if (c.spiffeIds.length > 0) lines.push(`  SPIFFE ID   ${c.spiffeIds.join(', ')}`);
+    if (c.otherUris.length > 0) lines.push(`  URI SANs    ${c.otherUris.join(', ')}`);
+    lines.push(
+      `  validity    ${c.notBefore} → ${c.notAfter} (${c.expired ? s.red(c.timeLeft) : `${c.timeLeft} left`})`,
+      `  key         ${c.keyType}${c.isCa ? ', CA' : ''}`,
+      `  serial      ${c.serial}`,
+      `  SHA-256     ${c.sha256}`,
+    );
+  });
+  lines.push('');
+  if (view.chainsToAnchors === null) {
+    lines.push(
+      `${s.yellow('‼')} no trust anchors to check against (give --trust-anchors, --dir or --kubeconfig)`,
+    );
+  } else if (view.chainsToAnchors) {
+    lines.push(
+      `${s.green('✓')} chains to the current anchors (${view.anchor}, from ${view.anchors!.source})`,
+    );
+  } else {
+    lines.push(
+      `${s.red('×')} does not chain to the current anchors from ${view.anchors!.source}: ${view.reason}`,
+    );
+  }
+  if (view.proxyBundleFingerprint !== undefined)
+    lines.push(`  the proxy's loaded bundle: sha256 ${view.proxyBundleFingerprint}`);
+  return `${lines.join('\n')}\n`;
+}

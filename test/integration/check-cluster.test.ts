@@ -1,0 +1,495 @@
+/**
+ * `meshid check --kubeconfig` against the Kubernetes API test server (a test double, not a
+ * cluster) holding what `meshid install` renders, the issuer Secret, a cert-manager Certificate,
+ * the webhook configurations, and a few hundred injected pods, three of them backed by real proxy
+ * processes whose admin ports listen at their pod IPs (loopback addresses 127.77.0.x, one port for
+ * all, as 4191 is in a cluster). Each check is broken on purpose and the line and exit status
+ * asserted; then a scale run where two hundred pods never answer shows the bound on the time.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { formatAddress, systemClock } from '../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../core/pki.js';
+import { renderInstall } from '../../cli/install.js';
+import { runMeshid, startCaProcess } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { assertReportShape, byId, rotationStateJson } from '../support/check-report.js';
+import type { Report } from '../support/check-report.js';
+import { issuerSecret } from '../support/issuer-secret.js';
+import { startKubeApiServer } from '../support/kube-api-server/index.js';
+import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import { createWorkloadPki } from '../support/proxy-pki.js';
+import { startProxyProcess } from '../support/proxy-process.js';
+import type { ProxyProcess } from '../support/proxy-process.js';
+import { DAY, HOUR, makeTestState } from '../support/state.js';
+import type { TestState } from '../support/state.js';
+
+const NS = 'linkerd';
+const POD_COUNT = 300;
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+describe('meshid check --kubeconfig (Kubernetes API test server, real CA and proxies)', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let api: KubeApiServer;
+  let kubeconfig: string;
+  let state: TestState;
+  let otherState: TestState;
+  let ca: CaProcess;
+  let otherCa: CaProcess;
+  const proxies: ProxyProcess[] = [];
+  let adminPort: number;
+  let bundleSha: string;
+  let webhookCaPem: string;
+
+  const pod = (name: string, opts: { ip?: string; sha?: string } = {}): KubeObject =>
+    ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name,
+        namespace: 'emojivoto',
+        annotations: {
+          'meshid.io/proxy-version': '0.1.0',
+          'meshid.io/trust-root-sha256': opts.sha ?? bundleSha,
+        },
+      },
+      spec: {
+        containers: [
+          { name: 'app', image: 'app:test' },
+          { name: 'meshid-proxy', image: 'meshid:test' },
+        ],
+      },
+    }) as KubeObject;
+  const setRunning = (name: string, ip: string): void => {
+    const p = api.get<KubeObject & { status?: unknown }>({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      name,
+      namespace: 'emojivoto',
+    })!;
+    api.updateStatus({ ...p, status: { phase: 'Running', podIP: ip } } as KubeObject);
+  };
+  const webhookConfig = (kind: 'Mutating' | 'Validating', bundlePem: string): KubeObject =>
+    ({
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: `${kind}WebhookConfiguration`,
+      metadata: { name: kind === 'Mutating' ? 'meshid-proxy-injector' : 'meshid-trust-guard' },
+      webhooks: [
+        {
+          name: kind === 'Mutating' ? 'proxy-injector.meshid.io' : 'trust-guard.meshid.io',
+          admissionReviewVersions: ['v1'],
+          sideEffects: 'None',
+          clientConfig: {
+            service: {
+              name: 'meshid-webhooks',
+              namespace: NS,
+              path: kind === 'Mutating' ? '/inject' : '/validate',
+            },
+            caBundle: b64(bundlePem),
+          },
+        },
+      ],
+    }) as KubeObject;
+  const certificateStatus = (status: Record<string, unknown>): void => {
+    const c = api.get({
+      apiVersion: 'cert-manager.io/v1',
+      kind: 'Certificate',
+      name: 'linkerd-identity-issuer',
+      namespace: NS,
+    })!;
+    api.updateStatus({ ...c, status } as KubeObject);
+  };
+  const goodCertificateStatus = (): void =>
+    certificateStatus({
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Ready',
+          message: 'Certificate is up to date and has not expired',
+        },
+      ],
+      notAfter: new Date(systemClock.now() + 30 * DAY).toISOString(),
+      renewalTime: new Date(systemClock.now() + 20 * DAY).toISOString(),
+    });
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshid-check-cluster-'));
+    api = await startKubeApiServer({ namespaces: ['emojivoto'] });
+    kubeconfig = join(dir, 'kubeconfig');
+    await api.writeKubeconfig(kubeconfig);
+    state = await makeTestState();
+    otherState = await makeTestState();
+    bundleSha = createHash('sha256').update(state.root.certificatePem).digest('hex');
+
+    const yaml = renderInstall({
+      argv: ['--trust-anchors', state.anchorsFile, '--cert-manager'],
+      env: {},
+      now: systemClock.now(),
+    });
+    for (const doc of parseAllDocuments(yaml)) {
+      const obj = doc.toJS() as KubeObject | null;
+      if (obj !== null) api.create(obj);
+    }
+    // The bundle text exactly as the proxies read it (their fingerprint is of the text).
+    const cm = api.get({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: 'linkerd-identity-trust-roots',
+      namespace: NS,
+    })!;
+    api.update({ ...cm, data: { 'ca-bundle.crt': state.root.certificatePem } } as KubeObject);
+    api.create(
+      issuerSecret({ namespace: NS, name: 'linkerd-identity-issuer' }, state.issuer, state.root),
+    );
+    goodCertificateStatus();
+
+    // The webhooks' serving certificate and the caBundle that verifies it.
+    const webhookPki = await createWorkloadPki('meshid-webhooks-ca');
+    webhookCaPem = webhookPki.anchorsPem;
+    const serving = webhookPki.workload('meshid-webhooks.linkerd.svc');
+    api.create({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'meshid-webhooks-tls', namespace: NS },
+      type: 'kubernetes.io/tls',
+      stringData: { 'tls.crt': serving.certChainPem, 'tls.key': serving.keyPem },
+    } as KubeObject);
+    api.create(webhookConfig('Mutating', webhookCaPem));
+    api.create(webhookConfig('Validating', webhookCaPem));
+
+    [ca, otherCa] = await Promise.all([
+      startCaProcess([...state.caArgs, '--workers', '1']),
+      startCaProcess([...otherState.caArgs, '--workers', '1']),
+    ]);
+    // The first proxy picks the port; the others listen on the same port at their own IPs.
+    const first = await startProxyProcess({
+      state,
+      ca: formatAddress(ca.address),
+      sa: 'web',
+      args: ['--admin', '127.77.0.1:0'],
+    });
+    adminPort = first.admin.port;
+    proxies.push(
+      first,
+      ...(await Promise.all(
+        ['voting', 'emoji'].map((sa, i) =>
+          startProxyProcess({
+            state,
+            ca: formatAddress(ca.address),
+            sa,
+            args: ['--admin', `127.77.0.${i + 2}:${adminPort}`],
+          }),
+        ),
+      )),
+    );
+    for (let i = 0; i < POD_COUNT; i++) api.create(pod(`app-${String(i).padStart(3, '0')}`));
+    for (let i = 0; i < 3; i++)
+      setRunning(`app-${String(i * 100).padStart(3, '0')}`, `127.77.0.${i + 1}`);
+  });
+  after(async () => {
+    await Promise.all([...proxies, ca, otherCa].map((p) => p?.stop()));
+    await api?.stop();
+    await Promise.all([state?.cleanup(), otherState?.cleanup()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const check = async (
+    extra: string[] = [],
+  ): Promise<{ code: number; report: Report; stdout: string }> => {
+    const args = [
+      'check',
+      '--kubeconfig',
+      kubeconfig,
+      '--ca-address',
+      formatAddress(ca.address),
+      '--ca-admin',
+      formatAddress(ca.admin),
+      '--proxy-admin-port',
+      String(adminPort),
+    ];
+    const r = await runMeshid([...args, ...extra, '--output', 'json']);
+    assert.ok(r.stdout.startsWith('{'), `not JSON: ${r.stdout}\n${r.stderr}`);
+    const report = JSON.parse(r.stdout) as Report;
+    assertReportShape(report);
+    return { code: r.code, report, stdout: r.stdout };
+  };
+  const notOk = (r: Report): string[] =>
+    r.checks.filter((c) => c.status !== 'ok').map((c) => `${c.id}: ${c.message}`);
+
+  it('all green: every check ✓ over 300 injected pods, 3 proxies asked, exit 0', async () => {
+    const { code, report } = await check();
+    assert.deepEqual(notOk(report), []);
+    assert.equal(code, 0);
+    assert.equal(report.mode, 'cluster');
+    assert.equal(report.checks.length, 19, 'every check of the catalog ran');
+    assert.match(
+      byId(report, 'cert-manager-ready').message,
+      /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,
+    );
+    assert.match(byId(report, 'cert-manager-renewal').message, /^renews at .* before expiry at /);
+    assert.match(
+      byId(report, 'ca-rbac').message,
+      /^system:serviceaccount:linkerd:linkerd-identity may create tokenreviews\.authentication\.k8s\.io, get secrets "linkerd-identity-issuer"/,
+    );
+    assert.match(
+      byId(report, 'webhook-injector').message,
+      /caBundle verifies the serving certificate for meshid-webhooks\.linkerd\.svc/,
+    );
+    assert.equal(
+      byId(report, 'proxies-trust-root').message,
+      `all ${POD_COUNT} injected pods were injected with the current bundle`,
+    );
+    assert.equal(
+      byId(report, 'proxies-certificates').message,
+      `3 sampled of ${POD_COUNT} proxies hold certificates that chain to the current anchors`,
+    );
+  });
+
+  it('missing RBAC: × ca-rbac names the denied permission', async () => {
+    const crbs = api
+      .list<KubeObject & { subjects?: { name?: string }[] }>(
+        'rbac.authorization.k8s.io/v1',
+        'ClusterRoleBinding',
+      )
+      .filter((b) => b.subjects?.some((s) => s.name === 'linkerd-identity'));
+    assert.equal(crbs.length, 1);
+    const crb = crbs[0]!;
+    api.delete({
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      name: crb.metadata.name!,
+    });
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'ca-rbac');
+      assert.equal(c.status, 'error');
+      assert.equal(
+        c.message,
+        'system:serviceaccount:linkerd:linkerd-identity may not create tokenreviews.authentication.k8s.io (needed to authenticate proxies’ ServiceAccount tokens)',
+      );
+      assert.match(c.fix ?? '', /RBAC of "meshid install"/);
+    } finally {
+      const { metadata, ...rest } = crb;
+      api.create({
+        ...rest,
+        metadata: { name: metadata.name, labels: metadata.labels },
+      } as KubeObject);
+    }
+  });
+
+  it('stale caBundle: × webhook-injector, the trust guard stays ✓', async () => {
+    const stale = await createRootCa({
+      commonName: 'old-webhooks-ca',
+      notBefore: systemClock.now() - HOUR,
+      notAfter: systemClock.now() + DAY,
+    });
+    api.apply(webhookConfig('Mutating', stale.certificatePem));
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'webhook-injector');
+      assert.equal(c.status, 'error');
+      assert.match(
+        c.message,
+        /^proxy-injector\.meshid\.io: the caBundle does not verify the serving certificate meshid-webhooks\.linkerd\.svc: /,
+      );
+      assert.match(c.fix ?? '', /caBundle is stale/);
+      assert.equal(byId(report, 'webhook-trust-guard').status, 'ok');
+    } finally {
+      api.apply(webhookConfig('Mutating', webhookCaPem));
+    }
+  });
+
+  it('webhooks not installed: ‼ (a warning, exit 0)', async () => {
+    api.delete({
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'ValidatingWebhookConfiguration',
+      name: 'meshid-trust-guard',
+    });
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 0);
+      const c = byId(report, 'webhook-trust-guard');
+      assert.equal(c.status, 'warn');
+      assert.equal(c.message, 'ValidatingWebhookConfiguration meshid-trust-guard is not installed');
+    } finally {
+      api.create(webhookConfig('Validating', webhookCaPem));
+    }
+  });
+
+  it('cert-manager: a Certificate not Ready, or renewing after it expires, is ×', async () => {
+    try {
+      certificateStatus({
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'Failed',
+            message: 'issuer linkerd-trust-anchor not found',
+          },
+        ],
+      });
+      let r = await check();
+      assert.equal(r.code, 1);
+      assert.equal(
+        byId(r.report, 'cert-manager-ready').message,
+        'not Ready: Failed issuer linkerd-trust-anchor not found',
+      );
+      assert.equal(byId(r.report, 'cert-manager-renewal').status, 'warn');
+      certificateStatus({
+        conditions: [{ type: 'Ready', status: 'True', reason: 'Ready' }],
+        notAfter: new Date(systemClock.now() + DAY).toISOString(),
+        renewalTime: new Date(systemClock.now() + 2 * DAY).toISOString(),
+      });
+      r = await check();
+      assert.equal(r.code, 1);
+      assert.match(
+        byId(r.report, 'cert-manager-renewal').message,
+        /^renewal at .* is not before expiry at /,
+      );
+    } finally {
+      goodCertificateStatus();
+    }
+  });
+
+  it('expired issuer in the Secret: × issuer-expiry', async () => {
+    const expired = await createIntermediateCa({
+      issuer: state.root,
+      commonName: 'identity.linkerd.cluster.local',
+      notBefore: systemClock.now() - 2 * DAY,
+      notAfter: systemClock.now() - HOUR,
+      pathLength: 0,
+    });
+    api.apply(
+      issuerSecret({ namespace: NS, name: 'linkerd-identity-issuer' }, expired, state.root),
+    );
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      assert.match(byId(report, 'issuer-expiry').message, /expired 1h ago/);
+      assert.match(
+        byId(report, 'issuer-expiry').fix ?? '',
+        /cmctl renew -n linkerd linkerd-identity-issuer/,
+      );
+    } finally {
+      api.apply(
+        issuerSecret({ namespace: NS, name: 'linkerd-identity-issuer' }, state.issuer, state.root),
+      );
+    }
+  });
+
+  it('a pod whose proxy holds an old chain: × proxies-certificates naming the pod; another bundle annotation: ‼', async () => {
+    const stray = await startProxyProcess({
+      state: otherState,
+      ca: formatAddress(otherCa.address),
+      sa: 'stray',
+      args: ['--admin', `127.77.0.9:${adminPort}`],
+    });
+    api.create(pod('stray-0', { sha: 'ab'.repeat(32) }));
+    setRunning('stray-0', '127.77.0.9');
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'proxies-certificates');
+      assert.equal(c.status, 'error');
+      assert.match(
+        c.message,
+        /^1 of 4 sampled of 301 proxies hold no certificate that chains to the current anchors: emojivoto\/stray-0 \(stray\.emojivoto\./,
+      );
+      const t = byId(report, 'proxies-trust-root');
+      assert.equal(t.status, 'warn');
+      assert.equal(
+        t.message,
+        '1 of 301 injected pods were injected with another trust bundle: emojivoto/stray-0',
+      );
+    } finally {
+      api.delete({ apiVersion: 'v1', kind: 'Pod', name: 'stray-0', namespace: 'emojivoto' });
+      await stray.stop();
+    }
+  });
+
+  it('the rotation annotation on the anchors ConfigMap is shown', async () => {
+    const cm = api.get({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: 'linkerd-identity-trust-roots',
+      namespace: NS,
+    })!;
+    api.update({
+      ...cm,
+      metadata: {
+        ...cm.metadata,
+        annotations: {
+          'meshid.io/rotation': rotationStateJson({ mode: 'cert-manager', phase: 'drain' }),
+        },
+      },
+    } as KubeObject);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 0);
+      assert.equal(
+        byId(report, 'rotation-state').message,
+        'rotation r1 in phase drain since 2026-01-01T00:00:00.000Z',
+      );
+    } finally {
+      const now = api.get({
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        name: 'linkerd-identity-trust-roots',
+        namespace: NS,
+      })!;
+      api.update({ ...now, metadata: { ...now.metadata, annotations: {} } } as KubeObject);
+    }
+  });
+
+  it('scale: 200 more running pods that never answer cost a bounded time (timeouts, bounded concurrency)', async () => {
+    // Accepts connections and never answers, as a hung proxy would.
+    const sockets: Socket[] = [];
+    const blackhole: Server = createServer((s) => sockets.push(s)).listen(adminPort, '127.77.1.1');
+    await once(blackhole, 'listening');
+    const names = Array.from({ length: 200 }, (_, i) => `hung-${String(i).padStart(3, '0')}`);
+    for (const n of names) {
+      api.create(pod(n));
+      setRunning(n, '127.77.1.1');
+    }
+    try {
+      const started = Date.now();
+      const { code, report } = await check([
+        '--proxy-sample',
+        '0',
+        '--timeout',
+        '1s',
+        '--concurrency',
+        '50',
+      ]);
+      const elapsed = Date.now() - started;
+      assert.equal(code, 0, notOk(report).join('\n'));
+      const c = byId(report, 'proxies-certificates');
+      assert.equal(c.status, 'warn');
+      assert.match(
+        c.message,
+        /^3 of 203 sampled of 500 proxies hold certificates that chain to the current anchors; 200 did not answer: emojivoto\/hung-000 \(no answer within 1000 ms\);.* and 195 more$/,
+      );
+      // 200 probes of 1 s, 50 at once: about 4 s; far less than 200 s one by one.
+      assert.ok(report.durationMs < 20_000, `took ${report.durationMs} ms`);
+      console.log(
+        `      (check over ${POD_COUNT + 200} pods, 203 asked, 200 hung: ${report.durationMs} ms inside, ${elapsed} ms with process start)`,
+      );
+    } finally {
+      for (const n of names)
+        api.delete({ apiVersion: 'v1', kind: 'Pod', name: n, namespace: 'emojivoto' });
+      sockets.forEach((s) => s.destroy());
+      await new Promise((r) => blackhole.close(r));
+    }
+  });
+});
