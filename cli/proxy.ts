@@ -35,6 +35,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
+import type { PresentedCertificate } from '../proxy/index.js';
 import { announceListening, processLogger, untilStopSignal } from './runtime.js';
 
 /** A running proxy. */
@@ -53,6 +54,7 @@ export interface RunningProxy {
 function certifyThroughCa(
   config: ProxyConfig,
   anchors: AnchorSource,
+  held: () => PresentedCertificate | undefined,
 ): {
   certify: (req: CertifyRequest) => Promise<CertifyResponse>;
   close: () => void;
@@ -69,6 +71,7 @@ function certifyThroughCa(
           address,
           serverName: config.identityName,
           anchorsPem: bundle.pem,
+          clientCertificate: held,
         });
         fingerprint = bundle.fingerprint;
       }
@@ -97,7 +100,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   } catch (err) {
     throw new MeshidError('ERR_ANCHORS_INVALID', (err as Error).message, { cause: err });
   }
-  const ca = certifyThroughCa(config, anchors);
+  // The certificate held is shown to the CA: under load it serves pods without one first.
+  const ca = certifyThroughCa(config, anchors, () => identity.current());
   const identity = new IdentityClient({
     localIdentity: config.localIdentity,
     tokenFile: config.tokenFile,
