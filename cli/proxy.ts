@@ -37,6 +37,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
+import type { PresentedCertificate } from '../proxy/index.js';
 import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
 
 /** A running proxy. */
@@ -55,6 +56,7 @@ export interface RunningProxy {
 function certifyThroughCa(
   config: ProxyConfig,
   anchors: AnchorSource,
+  held: () => PresentedCertificate | undefined,
 ): {
   certify: (req: CertifyRequest) => Promise<CertifyResponse>;
   close: () => void;
@@ -72,6 +74,7 @@ function certifyThroughCa(
           serverName: config.identityName,
           anchorsPem: bundle.pem,
           tls: meshTlsSettings(config.fips),
+          clientCertificate: held,
         });
         fingerprint = bundle.fingerprint;
       }
@@ -104,7 +107,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     throw new MeshidError(code, (err as Error).message, { cause: err });
   }
   const tls = meshTlsSettings(config.fips);
-  const ca = certifyThroughCa(config, anchors);
+  // The certificate held is shown to the CA: under load it serves pods without one first.
+  const ca = certifyThroughCa(config, anchors, () => identity.current());
   const identity = new IdentityClient({
     localIdentity: config.localIdentity,
     tokenFile: config.tokenFile,

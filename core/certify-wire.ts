@@ -256,6 +256,29 @@ function decodeTimestamp(buf: Uint8Array): number {
 export const CERTIFY_PATH = '/io.linkerd.proxy.identity.Identity/Certify';
 
 /**
+ * The trailer of a RESOURCE_EXHAUSTED answer that says how many milliseconds to wait before
+ * trying again (the message says it too: "...; retry after N ms").
+ */
+export const RETRY_AFTER_METADATA = 'retry-after-ms';
+
+/**
+ * The retry hint of an answer's trailers (or trailers-only headers): a whole number of
+ * milliseconds, at most a minute; undefined when absent or not a plain number.
+ *
+ * @example
+ * ```ts
+ * retryAfterMsOf({ 'retry-after-ms': '250' }); // 250
+ * ```
+ */
+export function retryAfterMsOf(
+  metadata: Readonly<Record<string, string | string[] | undefined>>,
+): number | undefined {
+  const v = metadata[RETRY_AFTER_METADATA];
+  if (typeof v !== 'string' || !/^\d{1,9}$/.test(v)) return undefined;
+  return Math.min(60_000, Number(v));
+}
+
+/**
  * A gRPC length-prefixed message: flag byte 0 (not compressed), 4-byte big-endian length, bytes.
  *
  * @example

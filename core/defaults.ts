@@ -28,6 +28,19 @@ export const DEFAULTS = Object.freeze({
   /** A positive TokenReview is reused this long (and never past the token's expiry). */
   tokenReviewCacheTtlMs: 10_000,
   tokenReviewCacheSize: 10_000,
+  /**
+   * Certify admission control, per CA worker process: calls decided at once (most wait on the
+   * token validator), calls queued beyond that, and token buckets per peer address and per
+   * requested identity (burst, then per second). A pod's proxy asks about once a day, so a
+   * source over 50 a second is misbehaving; a Deployment of 3000 pods restarting at once passes
+   * the identity bucket of one worker in about 10 s.
+   */
+  certifyMaxInFlight: 64,
+  certifyMaxQueue: 2048,
+  certifySourceBurst: 100,
+  certifySourceRate: 50,
+  certifyIdentityBurst: 1000,
+  certifyIdentityRate: 200,
   /** The image `meshid install` deploys. */
   image: 'ghcr.io/meshid/meshid:v0.1.0',
   /** Identity CA replicas `meshid install` deploys: two, so that a drain or a crash is not an outage. */

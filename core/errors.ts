@@ -106,6 +106,19 @@ export const ERROR_CODES = {
     retryable: true,
     description: 'the leaf could not be signed',
   },
+  ERR_CERTIFY_RATE_LIMITED: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 429,
+    retryable: true,
+    description:
+      'too many Certify calls from this source or for this identity; retry after the hint',
+  },
+  ERR_CERTIFY_OVERLOADED: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 429,
+    retryable: true,
+    description: 'the CA has as many Certify calls waiting as it admits; retry after the hint',
+  },
   ERR_ISSUER_INVALID: {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
@@ -237,6 +250,27 @@ export class MeshidError extends Error {
   /** The table entry of this error's code. */
   get info(): ErrorCodeInfo {
     return ERROR_CODES[this.code];
+  }
+}
+
+/**
+ * A refusal that tells the caller when to come back: the CA is overloaded or the caller is over
+ * its rate. `retryAfterMs` goes on the wire as the `retry-after-ms` trailer (and gRFC A6's
+ * `grpc-retry-pushback-ms`), and the message ends with "retry after N ms".
+ *
+ * @example
+ * ```ts
+ * throw new RetryLaterError('ERR_CERTIFY_OVERLOADED', 'admission queue is full', 1200);
+ * ```
+ */
+export class RetryLaterError extends MeshidError {
+  readonly retryAfterMs: number;
+
+  constructor(code: ErrorCode, reason: string, retryAfterMs: number) {
+    const ms = Math.max(1, Math.ceil(retryAfterMs));
+    super(code, `${reason}; retry after ${ms} ms`);
+    this.retryAfterMs = ms;
+    this.name = 'RetryLaterError';
   }
 }
 

@@ -33,6 +33,7 @@ import type { IssuerCredentials } from './issuer/material.js';
 import { IssuerStore } from './issuer/store.js';
 import { createCertifyHandler, SignerCache } from './server/certify.js';
 import type { IssuedLeaf } from './server/certify.js';
+import { Admission } from './server/admission.js';
 import { CertifyServer } from './server/grpc-server.js';
 import { registerCaMetrics } from './server/metrics.js';
 import { issueServingCertificate, servingCertNeedsRenewal } from './server/serving-cert.js';
@@ -131,7 +132,25 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     fips: config.fips,
   });
   const current = (): IssuerCredentials | undefined => store.current();
-  const metrics = registerCaMetrics(deps.registry, { clock, currentIssuer: current });
+  const admission = config.backpressure
+    ? new Admission(
+        {
+          maxInFlight: config.certifyMaxInFlight,
+          maxQueue: config.certifyMaxQueue,
+          sourceBurst: config.certifySourceBurst,
+          sourcePerSecond: config.certifySourceRate,
+          identityBurst: config.certifyIdentityBurst,
+          identityPerSecond: config.certifyIdentityRate,
+        },
+        clock,
+        (why) => metrics.admissionRefused(why),
+      )
+    : undefined;
+  const metrics = registerCaMetrics(deps.registry, {
+    clock,
+    currentIssuer: current,
+    ...(admission === undefined ? {} : { admissionLoad: () => admission.load }),
+  });
   const kube = deps.kube;
   const events =
     kube !== undefined && config.events
@@ -227,11 +246,18 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     ),
     logger: log.child({ component: 'grpc' }),
     maxRequestBytes: DEFAULTS.maxRequestBytes,
-    credentials: serving,
+    credentials: withClientCas(serving),
+    ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
     tls: meshTlsSettings(config.fips),
   });
 
+  // Client certificates (renewals, for admission priority) are checked against the anchors in
+  // force; the anchors can change without the issuer, so every accepted pair sets them again.
+  function withClientCas(s: ServingCertificate): ServingCertificate {
+    const anchors = store.current()?.anchors.pem;
+    return admission === undefined || anchors === undefined ? s : { ...s, clientCaPem: anchors };
+  }
   const listeners: ((s: CertifyStatus) => void)[] = [];
   const status = (): CertifyStatus => {
     const i = store.current();
@@ -258,7 +284,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     if (issuer === undefined || !servingCertNeedsRenewal(serving, issuer, clock.now())) return;
     try {
       serving = issueServingCertificate(issuer, servingOpts);
-      server.setCredentials(serving);
+      server.setCredentials(withClientCas(serving));
       metrics.servingCertificate(serving.notAfter);
       log.info(
         { serial: serving.serialHex, notAfter: iso(serving.notAfter) },
@@ -274,6 +300,8 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
 
   store.on('updated', (current, previous) => {
     metrics.issuerUpdate('accepted');
+    if (admission !== undefined && current.anchors !== previous?.anchors)
+      server.setCredentials(withClientCas(serving));
     renewIfDue();
     publish();
     if (previous !== undefined)

@@ -6,7 +6,7 @@ export { IdentityClient, systemTimers } from './identity/client.js';
 export type { IdentityClientOptions, Timers, WorkloadCertificate } from './identity/client.js';
 export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
 export { CertifyCallFailed, Http2CertifyClient } from './identity/certify-h2.js';
-export type { Http2CertifyClientOptions } from './identity/certify-h2.js';
+export type { Http2CertifyClientOptions, PresentedCertificate } from './identity/certify-h2.js';
 export type { VerifiedLeaf } from './identity/verify.js';
 export { ContextCache, PROXY_TLS, identityOfCertificate, verifiedPeerIdentity } from './tls.js';
 export { AnchorSource, parseAnchorBundle } from './anchors.js';

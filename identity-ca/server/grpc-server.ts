@@ -24,6 +24,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import { createServer as createTlsServer } from 'node:tls';
+import type { Admission } from './admission.js';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Address, CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
 import type { MeshTlsSettings } from '../../core/index.js';
@@ -34,6 +35,8 @@ import {
   MESH_TLS,
   GrpcStatus,
   MeshidError,
+  RETRY_AFTER_METADATA,
+  RetryLaterError,
   decodeCertifyRequest,
   encodeCertifyResponse,
   encodeGrpcMessage,
@@ -55,6 +58,11 @@ export type CallObserver = (outcome: {
 export interface ServingCredentials {
   readonly keyPem: string;
   readonly certChainPem: string;
+  /**
+   * The trust anchors a client certificate is verified against (with admission control: a
+   * caller presenting a valid certificate for the identity it asks for is renewing).
+   */
+  readonly clientCaPem?: string;
 }
 
 /**
@@ -76,7 +84,17 @@ export interface CertifyServerOptions {
   readonly idleTimeoutMs?: number;
   /** TLS settings: core's `meshTlsSettings(fips)`; default {@link CA_TLS_SETTINGS}. */
   readonly tls?: MeshTlsSettings;
+  /**
+   * Backpressure: every decoded call is admitted (rate limits, bounded queue, first issuance
+   * before renewal) before the handler runs. With it the server asks for an optional client
+   * certificate, to tell renewals (a valid certificate for the requested identity) apart.
+   */
+  readonly admission?: Admission;
 }
+
+/** The identity of a connection's verified client certificate (its first DNS SAN), if any. */
+const kPeerIdentity = Symbol('meshid.peerIdentity');
+type WithPeer = { [kPeerIdentity]?: string };
 
 /** Streams one connection may have open at once. */
 const MAX_CONCURRENT_STREAMS = 256;
@@ -93,7 +111,7 @@ const MAX_DEADLINE_MS = 60_000;
  * ```
  */
 export class CertifyServer {
-  readonly #opts: CertifyServerOptions;
+  #opts: CertifyServerOptions;
   readonly #h2: Http2Server;
   readonly #tls: TlsServer;
   readonly #log: Logger;
@@ -120,7 +138,10 @@ export class CertifyServer {
       ...toSecureContext(opts.credentials),
       ALPNProtocols: ['h2'],
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
-      requestCert: false,
+      // Optional: a client without a certificate (every first issuance, Linkerd's proxy) is
+      // served the same; one with a valid certificate is marked as renewing.
+      requestCert: opts.admission !== undefined,
+      rejectUnauthorized: false,
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
       // `false` is the Linkerd proxy (no ALPN offered); 'h2' an ordinary gRPC client.
@@ -133,6 +154,11 @@ export class CertifyServer {
       // offered no ALPN is speaking HTTP/2 by prior knowledge, so record that before handing
       // the connection over; the TLS session itself is not changed.
       if (socket.alpnProtocol === false) socket.alpnProtocol = 'h2';
+      if (opts.admission !== undefined && socket.authorized) {
+        const san = socket.getPeerCertificate().subjectaltname ?? '';
+        const first = /^DNS:([^,]+)/.exec(san);
+        if (first !== null) (socket as WithPeer)[kPeerIdentity] = first[1]!;
+      }
       socket.setNoDelay(true);
       this.#h2.emit('connection', socket);
     });
@@ -150,6 +176,7 @@ export class CertifyServer {
 
   /** Replaces the serving key and certificate for new connections. */
   setCredentials(credentials: ServingCredentials): void {
+    this.#opts = { ...this.#opts, credentials };
     this.#tls.setSecureContext({
       ...(this.#opts.tls ?? CA_TLS_SETTINGS),
       ...toSecureContext(credentials),
@@ -186,15 +213,25 @@ export class CertifyServer {
     const started = process.hrtime.bigint();
     stream.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 stream error'));
     let done = false;
-    const finish = (status: number, details: string, response?: Buffer): void => {
+    const admission = this.#opts.admission;
+    // Tells a call waiting for admission that nobody is waiting for its answer any more.
+    const gone = admission === undefined ? undefined : new AbortController();
+    if (gone !== undefined) stream.once('close', () => gone.abort());
+    const finish = (
+      status: number,
+      details: string,
+      response?: Buffer,
+      retryAfterMs?: number,
+    ): void => {
       if (done) return;
       done = true;
       clearTimeout(deadline);
+      gone?.abort();
       this.#opts.observe?.({
         status,
         durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
       });
-      if (response === undefined) sendStatus(stream, status, details);
+      if (response === undefined) sendStatus(stream, status, details, retryAfterMs);
       else sendMessage(stream, response);
     };
     let deadline: NodeJS.Timeout | undefined;
@@ -210,13 +247,13 @@ export class CertifyServer {
     }
     if (headers[':path'] !== CERTIFY_PATH) {
       finish(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}`);
-      stream.close(h2.NGHTTP2_NO_ERROR);
+      closeAfterAnswer(stream);
       return;
     }
     const encoding = headers['grpc-encoding'];
     if (encoding !== undefined && encoding !== 'identity') {
       finish(GrpcStatus.UNIMPLEMENTED, `message encoding "${String(encoding)}" is not supported`);
-      stream.close(h2.NGHTTP2_NO_ERROR);
+      closeAfterAnswer(stream);
       return;
     }
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
@@ -239,7 +276,7 @@ export class CertifyServer {
           GrpcStatus.RESOURCE_EXHAUSTED,
           `Received message larger than max (over ${this.#opts.maxRequestBytes} bytes)`,
         );
-        stream.close(h2.NGHTTP2_NO_ERROR);
+        closeAfterAnswer(stream);
         return;
       }
       chunks.push(chunk);
@@ -254,14 +291,32 @@ export class CertifyServer {
         finish(GrpcStatus.INTERNAL, (err as Error).message);
         return;
       }
+      const handler = this.#opts.handler;
+      const decide =
+        admission === undefined
+          ? handler
+          : async (req: CertifyRequest): Promise<CertifyResponse> => {
+              const socket = stream.session?.socket as WithPeer | undefined;
+              const release = await admission.admit({
+                identity: req.identity,
+                source: stream.session?.socket.remoteAddress ?? 'unknown',
+                renewal: socket?.[kPeerIdentity] === req.identity,
+                signal: gone!.signal,
+              });
+              try {
+                return await handler(req);
+              } finally {
+                release();
+              }
+            };
       Promise.resolve(message)
         .then(decodeCertifyRequest)
-        .then(this.#opts.handler)
+        .then(decide)
         .then(
           (res) => finish(GrpcStatus.OK, '', encodeCertifyResponse(res)),
           (err: unknown) => {
             const status = toStatus(err, this.#log);
-            finish(status.code, status.details);
+            finish(status.code, status.details, undefined, status.retryAfterMs);
           },
         );
     });
@@ -285,6 +340,21 @@ function parseGrpcTimeout(value: string | string[] | undefined): number | undefi
   return Math.max(1, Math.ceil(n * unitMs[m[2]!]!));
 }
 
+/**
+ * Ends a stream whose answer was sent before its request was read to the end. Resetting it at
+ * once can overtake the answer (the fuzzer saw clients get a bare RST_STREAM for an oversized
+ * message instead of RESOURCE_EXHAUSTED), so what the client still sends is read and dropped,
+ * and the stream is reset only if it has not ended a moment later.
+ */
+function closeAfterAnswer(stream: ServerHttp2Stream): void {
+  stream.resume();
+  const timer = setTimeout(() => {
+    if (!stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
+  }, 1000);
+  timer.unref();
+  stream.once('close', () => clearTimeout(timer));
+}
+
 function respondHttp(stream: ServerHttp2Stream, status: number): void {
   if (stream.closed) return;
   stream.respond({ ':status': status }, { endStream: true });
@@ -302,7 +372,12 @@ function sendMessage(stream: ServerHttp2Stream, message: Buffer): void {
 }
 
 /** A trailers-only response: status and message in the one HEADERS frame that ends the stream. */
-function sendStatus(stream: ServerHttp2Stream, status: number, details: string): void {
+function sendStatus(
+  stream: ServerHttp2Stream,
+  status: number,
+  details: string,
+  retryAfterMs?: number,
+): void {
   if (stream.closed || stream.headersSent) return;
   stream.respond(
     {
@@ -311,20 +386,41 @@ function sendStatus(stream: ServerHttp2Stream, status: number, details: string):
       'grpc-accept-encoding': 'identity',
       'grpc-status': String(status),
       'grpc-message': encodeGrpcMessage(details),
+      // The retry hint: meshid's name, and gRFC A6's, which grpc clients' retry policies read.
+      ...(retryAfterMs === undefined
+        ? {}
+        : {
+            [RETRY_AFTER_METADATA]: String(retryAfterMs),
+            'grpc-retry-pushback-ms': String(retryAfterMs),
+          }),
     },
     { endStream: true },
   );
 }
 
 function toSecureContext(c: ServingCredentials): SecureContextOptions {
-  return { key: c.keyPem, cert: c.certChainPem };
+  return {
+    key: c.keyPem,
+    cert: c.certChainPem,
+    ...(c.clientCaPem === undefined ? {} : { ca: c.clientCaPem }),
+  };
 }
 
 /**
  * Maps an error to a gRPC status at the edge. MeshidErrors carry their own status and message;
  * anything else becomes INTERNAL with the detail in the log only.
  */
-function toStatus(err: unknown, log: Logger): { code: number; details: string } {
+function toStatus(
+  err: unknown,
+  log: Logger,
+): { code: number; details: string; retryAfterMs?: number } {
+  if (err instanceof RetryLaterError) {
+    return {
+      code: GrpcStatus[ERROR_CODES[err.code].grpc],
+      details: err.message,
+      retryAfterMs: err.retryAfterMs,
+    };
+  }
   if (err instanceof MeshidError) {
     return { code: GrpcStatus[ERROR_CODES[err.code].grpc], details: err.message };
   }

@@ -21,6 +21,8 @@ export interface CaMetrics {
   servingCertificate(notAfter: number): void;
   /** Counts a Kubernetes Event not written (rate limit, full queue, API error). */
   eventDropped(why: 'rate-limited' | 'queue-full' | 'error'): void;
+  /** Counts a Certify call refused by admission control, by why. */
+  admissionRefused(why: string): void;
 }
 
 /**
@@ -33,7 +35,12 @@ export interface CaMetrics {
  */
 export function registerCaMetrics(
   registry: Registry,
-  deps: { clock: Clock; currentIssuer: () => IssuerCredentials | undefined },
+  deps: {
+    clock: Clock;
+    currentIssuer: () => IssuerCredentials | undefined;
+    /** Calls admitted and running, and waiting, now (with admission control). */
+    admissionLoad?: () => { inFlight: number; queued: number };
+  },
 ): CaMetrics {
   const requests = new Counter({
     name: 'meshid_certify_requests_total',
@@ -60,6 +67,31 @@ export function registerCaMetrics(
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  const admissionRefused = new Counter({
+    name: 'meshid_certify_admission_refused_total',
+    help: 'Certify calls refused with RESOURCE_EXHAUSTED by admission control, by reason (source-rate, identity-rate, queue-full, displaced).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const load = deps.admissionLoad;
+  if (load !== undefined) {
+    new Gauge({
+      name: 'meshid_certify_in_flight',
+      help: 'Certify calls admitted and being decided now.',
+      registers: [registry],
+      collect() {
+        this.set(load().inFlight);
+      },
+    });
+    new Gauge({
+      name: 'meshid_certify_queued',
+      help: 'Certify calls waiting for admission now.',
+      registers: [registry],
+      collect() {
+        this.set(load().queued);
+      },
+    });
+  }
   const issuerGauge = (
     name: string,
     help: string,
@@ -142,6 +174,9 @@ export function registerCaMetrics(
     },
     eventDropped(why) {
       eventsDropped.inc({ reason: why });
+    },
+    admissionRefused(why) {
+      admissionRefused.inc({ reason: why });
     },
   };
 }

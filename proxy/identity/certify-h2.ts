@@ -26,6 +26,7 @@ import {
   encodeCertifyRequest,
   formatAddress,
   frameGrpcMessage,
+  retryAfterMsOf,
   unframeGrpcMessage,
 } from '../../core/index.js';
 
@@ -41,10 +42,19 @@ export class CertifyCallFailed extends Error {
   constructor(
     readonly code: number,
     readonly details: string,
+    /** The CA's hint (RESOURCE_EXHAUSTED): milliseconds to wait before trying again. */
+    readonly retryAfterMs?: number,
   ) {
     super(`Certify failed: ${details}`);
     this.name = 'CertifyCallFailed';
   }
+}
+
+/** The certificate the proxy holds now, presented to the CA so that it sees a renewal. */
+export interface PresentedCertificate {
+  readonly keyPem: string;
+  readonly certChainPem: string;
+  readonly serialHex: string;
 }
 
 /** Settings of a {@link Http2CertifyClient}. */
@@ -56,6 +66,12 @@ export interface Http2CertifyClientOptions {
   readonly anchorsPem: string;
   /** TLS settings (core's meshTlsSettings): FIPS mode passes FIPS_TLS; default node's. */
   readonly tls?: MeshTlsSettings;
+  /**
+   * The certificate held now, if any: presented as the TLS client certificate, so that a CA
+   * under load serves first issuance (no certificate) before renewals. A new one opens a new
+   * connection.
+   */
+  readonly clientCertificate?: () => PresentedCertificate | undefined;
 }
 
 /** The server's name check: the CA must present its identity as a DNS SAN. */
@@ -80,6 +96,7 @@ function checkCaIdentity(serverName: string, cert: PeerCertificate): Error | und
 export class Http2CertifyClient {
   readonly #o: Http2CertifyClientOptions;
   #session: ClientHttp2Session | undefined;
+  #sessionSerial: string | undefined;
   #closed = false;
 
   constructor(options: Http2CertifyClientOptions) {
@@ -88,14 +105,24 @@ export class Http2CertifyClient {
 
   #sessionNow(): ClientHttp2Session {
     const current = this.#session;
-    if (current !== undefined && !current.closed && !current.destroyed) return current;
+    const presented = this.#o.clientCertificate?.();
+    if (
+      current !== undefined &&
+      !current.closed &&
+      !current.destroyed &&
+      this.#sessionSerial === presented?.serialHex
+    )
+      return current;
+    current?.close();
     const { address, serverName, anchorsPem, tls } = this.#o;
     const session = http2Connect(`https://${formatAddress(address)}`, {
       ...tls,
       ca: anchorsPem,
       servername: serverName,
       checkServerIdentity: (_host, cert) => checkCaIdentity(serverName, cert),
+      ...(presented === undefined ? {} : { key: presented.keyPem, cert: presented.certChainPem }),
     });
+    this.#sessionSerial = presented?.serialHex;
     // A renewal a day must not keep the process alive, nor an idle connection open.
     session.unref();
     session.setTimeout(60_000, () => session.close());
@@ -185,7 +212,13 @@ export class Http2CertifyClient {
           return;
         }
         if (code !== '0') {
-          done(new CertifyCallFailed(Number(code), decodeGrpcMessage(final['grpc-message'])));
+          done(
+            new CertifyCallFailed(
+              Number(code),
+              decodeGrpcMessage(final['grpc-message']),
+              retryAfterMsOf(final),
+            ),
+          );
           return;
         }
         try {

@@ -8,7 +8,10 @@
  * - Renewal at about 70 % of the certificate's life, with jitter so that a fleet started
  *   together does not renew together.
  * - On failure, retries with capped exponential backoff (with jitter) and keeps using the
- *   current certificate until it expires; only then is there no certificate (not ready).
+ *   current certificate until it expires; only then is there no certificate (not ready). When
+ *   the CA refused with a retry hint (RESOURCE_EXHAUSTED, `retry-after-ms`), the next try is
+ *   after the hint plus up to half of it again, at random, so a refused fleet does not return
+ *   all at once.
  * - A response is used only after `verifyCertifyResponse` accepts it.
  */
 import { EventEmitter } from 'node:events';
@@ -202,7 +205,8 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
     } catch (err) {
       this.#failures++;
       this.stats.failures++;
-      const delay = this.retryDelay(this.#failures);
+      const hint = (err as { retryAfterMs?: unknown }).retryAfterMs;
+      const delay = this.retryDelay(this.#failures, typeof hint === 'number' ? hint : undefined);
       this.#o.logger.warn(
         {
           err: (err as Error).message,
@@ -226,12 +230,16 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
 
   /**
    * Delay before retry number `failures` (1-based): doubling from `minRetryMs`, capped at
-   * `maxRetryMs`, drawn uniformly from its upper half so retries spread. Never past the current
+   * `maxRetryMs`, drawn uniformly from its upper half so retries spread. With the CA's hint,
+   * the hint plus up to half of it again instead (still capped). Never past the current
    * certificate's expiry when one is held.
    */
-  retryDelay(failures: number): number {
+  retryDelay(failures: number, hintMs?: number): number {
     const cap = Math.min(this.#o.maxRetryMs, this.#o.minRetryMs * 2 ** Math.min(failures - 1, 30));
-    const delay = Math.round(cap / 2 + (cap / 2) * this.#unit());
+    const delay =
+      hintMs === undefined
+        ? Math.round(cap / 2 + (cap / 2) * this.#unit())
+        : Math.min(this.#o.maxRetryMs, Math.round(hintMs + (hintMs / 2) * this.#unit()));
     const c = this.current();
     return c === undefined ? delay : Math.min(delay, Math.max(0, c.notAfter - this.#o.clock.now()));
   }

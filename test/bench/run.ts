@@ -32,7 +32,7 @@ import {
   systemClock,
 } from '../../core/index.js';
 import { JwksTokenValidator } from '../../identity-ca/index.js';
-import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
+import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';
 import { runProxyBench } from './proxy.js';
@@ -167,7 +167,8 @@ async function loadCa(
   caArgs: string[],
 ): Promise<LoadResult> {
   const ca = await startCaProcess(
-    [...caArgs, '--workers', String(setting.workers), '--log-level', 'warn'],
+    // h2load is one address asking for one identity; the admission queue stays on.
+    [...caArgs, '--workers', String(setting.workers), '--log-level', 'warn', ...NO_RATE_LIMITS],
     {},
     { prefix: taskset(setting.caCores) },
   );

@@ -13,7 +13,13 @@ import { readFile, writeFile } from 'node:fs/promises';
 import * as x509 from '@peculiar/x509';
 import { createCsr, systemClock, CertifyClient } from '../../core/index.js';
 import { createRootCa } from '../../core/pki.js';
-import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
+import {
+  NO_RATE_LIMITS,
+  adminGet,
+  metricValue,
+  startCaProcess,
+  waitFor,
+} from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, DAY, HOUR, idOf, makeTestState } from '../support/state.js';
 import type { Ca, TestState } from '../support/state.js';
@@ -28,7 +34,8 @@ describe('meshid ca: issuer and anchors hot reload (real process, two workers)',
 
   before(async () => {
     state = await makeTestState();
-    ca = await startCaProcess([...state.caArgs, '--workers', '2']);
+    // Eight callers from one address for one identity: a load, not what the rate limits are for.
+    ca = await startCaProcess([...state.caArgs, '--workers', '2', ...NO_RATE_LIMITS]);
     token = Buffer.from(await state.token('emojivoto', 'web'));
   });
   after(async () => {

@@ -96,6 +96,18 @@ export async function startMeshid(
   }
 }
 
+/**
+ * CA flags for a load generator: many calls from one address (127.0.0.1) for one identity,
+ * which the default per-source and per-identity rate limits are there to refuse. The admission
+ * queue stays on. Tests of the limits themselves set them explicitly.
+ */
+export const NO_RATE_LIMITS: readonly string[] = [
+  '--certify-source-burst',
+  '0',
+  '--certify-identity-burst',
+  '0',
+];
+
 /** Starts `meshid ca` with `args` (listen and admin on 127.0.0.1:0 unless given). */
 export async function startCaProcess(
   args: string[],

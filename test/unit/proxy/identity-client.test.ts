@@ -234,6 +234,40 @@ describe('proxy/identity: the identity client', function () {
     id.close();
   });
 
+  it("honours the CA's retry hint with jitter (hint to 1.5× hint), instead of its own backoff", async () => {
+    const delays = new Set<number>();
+    for (const byte of [0x00, 0x80, 0xff]) {
+      const { id, timers } = client({
+        minRetryMs: 1000,
+        maxRetryMs: 60_000,
+        random: { bytes: (n) => Buffer.alloc(n, byte) },
+      });
+      handler = async () => {
+        throw new CertifyCallFailed(8, 'the CA is overloaded; retry after 4000 ms', 4000);
+      };
+      id.start();
+      // Several failures: exponential backoff would be far from the hint by now.
+      for (let i = 0; i < 4; i++) {
+        await timers.fire(id);
+        const d = timers.delays.at(-1)!;
+        assert.ok(d >= 4000 && d <= 6000, `${d} outside [4000, 6000]`);
+        delays.add(d);
+        clock.advance(d);
+      }
+      id.close();
+    }
+    assert.ok(delays.size >= 3, 'different randomness spreads the retries');
+    // A hint over the cap is cut to the cap.
+    const { id, timers } = client({ maxRetryMs: 2000 });
+    handler = async () => {
+      throw new CertifyCallFailed(8, 'overloaded', 30_000);
+    };
+    id.start();
+    await timers.fire(id);
+    assert.equal(timers.delays.at(-1), 2000);
+    id.close();
+  });
+
   it('reports no certificate once the held one expires while the CA is down', async () => {
     const { id, timers } = client({ minRetryMs: 1000, maxRetryMs: 8000 });
     id.start();

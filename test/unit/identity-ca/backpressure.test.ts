@@ -1,0 +1,238 @@
+/**
+ * Backpressure on the wire: a real CertifyServer (TLS 1.3, HTTP/2) with admission control, called
+ * by the proxy's own Certify client. What a refused caller sees (RESOURCE_EXHAUSTED, the
+ * `retry-after-ms` trailer and the same hint in the message), and that a caller presenting a
+ * valid certificate for the identity it asks for waits behind first issuance.
+ */
+import 'reflect-metadata';
+import { strict as assert } from 'node:assert';
+import { generateKeyPairSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { GrpcStatus, silentLogger, systemClock, systemRandom, toPem } from '../../../core/index.js';
+import type { Address, CertifyRequest, CertifyResponse } from '../../../core/index.js';
+import { LeafSigner, randomSerial } from '../../../identity-ca/issuer/leaf.js';
+import { Admission } from '../../../identity-ca/server/admission.js';
+import type { AdmissionSettings } from '../../../identity-ca/server/admission.js';
+import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
+import { CertifyCallFailed, Http2CertifyClient } from '../../../proxy/index.js';
+import type { PresentedCertificate } from '../../../proxy/index.js';
+import { ca, root } from './fixtures/pki.js';
+
+const NAME = 'ca.test.example';
+const HOUR = 3_600_000;
+
+describe('identity-ca/server: backpressure on the wire', function () {
+  this.timeout(20_000);
+  let anchorsPem: string;
+  let issuer: Awaited<ReturnType<typeof ca>>;
+  let serving: { keyPem: string; certChainPem: string };
+  const servers: CertifyServer[] = [];
+  const clients: Http2CertifyClient[] = [];
+
+  function leaf(dnsName: string, publicKey: KeyObject): Buffer {
+    return new LeafSigner(issuer.certificateDer, issuer.privateKey).sign({
+      spki: publicKey.export({ format: 'der', type: 'spki' }),
+      dnsName,
+      uri: 'spiffe://test/ns/a/sa/b',
+      serial: randomSerial(systemRandom),
+      notBefore: Date.now() - 60_000,
+      notAfter: Date.now() + HOUR,
+    });
+  }
+
+  /** A certificate for `identity` from the test issuer, as a proxy holds it. */
+  function held(identity: string): PresentedCertificate {
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    return {
+      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      certChainPem: toPem(leaf(identity, publicKey), 'CERTIFICATE') + issuer.certificatePem,
+      serialHex: identity,
+    };
+  }
+
+  before(async () => {
+    const r = await root('test-root', {
+      notBefore: Date.now() - HOUR,
+      notAfter: Date.now() + HOUR,
+    });
+    anchorsPem = r.certificatePem;
+    issuer = await ca(r, 'issuer', { notBefore: Date.now() - HOUR, notAfter: Date.now() + HOUR });
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    serving = {
+      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      certChainPem: toPem(leaf(NAME, publicKey), 'CERTIFICATE') + issuer.certificatePem,
+    };
+  });
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    await Promise.all(servers.splice(0).map((s) => s.close(100)));
+  });
+
+  /** A server whose handler holds every call until `releaseAll`, recording the order. */
+  async function start(settings: Partial<AdmissionSettings>): Promise<{
+    address: Address;
+    order: string[];
+    started: () => number;
+    queued: () => number;
+    releaseAll: () => void;
+  }> {
+    const order: string[] = [];
+    const pending: (() => void)[] = [];
+    let holding = true;
+    let admission: Admission;
+    const server = new CertifyServer({
+      handler: async (req: CertifyRequest): Promise<CertifyResponse> => {
+        order.push(req.identity);
+        if (holding) await new Promise<void>((r) => pending.push(r));
+        return {
+          leafCertificate: Buffer.from(`leaf for ${req.identity}`),
+          intermediateCertificates: [],
+          validUntil: 1_900_000_000_000,
+        };
+      },
+      logger: silentLogger(),
+      maxRequestBytes: 4096,
+      credentials: { ...serving, clientCaPem: anchorsPem },
+      admission: (admission = new Admission(
+        {
+          maxInFlight: 1,
+          maxQueue: 10,
+          sourceBurst: 0,
+          sourcePerSecond: 1,
+          identityBurst: 0,
+          identityPerSecond: 1,
+          ...settings,
+        },
+        systemClock,
+      )),
+    });
+    servers.push(server);
+    const address = await server.listen({ host: '127.0.0.1', port: 0 });
+    return {
+      address,
+      order,
+      started: () => order.length,
+      queued: () => admission.load.queued,
+      releaseAll: () => {
+        holding = false;
+        for (const r of pending.splice(0)) r();
+      },
+    };
+  }
+
+  function client(address: Address, presented?: PresentedCertificate): Http2CertifyClient {
+    const c = new Http2CertifyClient({
+      address,
+      serverName: NAME,
+      anchorsPem,
+      ...(presented === undefined ? {} : { clientCertificate: () => presented }),
+    });
+    clients.push(c);
+    return c;
+  }
+
+  const req = (identity: string): CertifyRequest => ({
+    identity,
+    token: Buffer.from('t'),
+    certificateSigningRequest: Buffer.from('c'),
+  });
+
+  async function until(what: string, cond: () => boolean): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  it('answers RESOURCE_EXHAUSTED with the retry-after-ms trailer and the hint in the message when the queue is full', async () => {
+    const s = await start({ maxQueue: 0 });
+    const c = client(s.address);
+    const first = c.certify(req('a'));
+    await until('the first call to run', () => s.started() === 1);
+    const err = await c.certify(req('b')).then(
+      () => assert.fail('admitted'),
+      (e: unknown) => e as CertifyCallFailed,
+    );
+    assert.ok(err instanceof CertifyCallFailed);
+    assert.equal(err.code, GrpcStatus.RESOURCE_EXHAUSTED);
+    assert.match(err.details, /the CA is overloaded; retry after (\d+) ms/);
+    const inMessage = Number(/retry after (\d+) ms/.exec(err.details)![1]);
+    assert.equal(err.retryAfterMs, inMessage);
+    assert.ok(inMessage >= 50 && inMessage <= 30_000);
+    s.releaseAll();
+    assert.match((await first).leafCertificate.toString(), /leaf for a/);
+    assert.deepEqual(s.order, ['a'], 'the refused call never reached the handler');
+  });
+
+  it('answers RESOURCE_EXHAUSTED with a hint when a source is over its rate, before the handler', async () => {
+    const s = await start({ sourceBurst: 2, sourcePerSecond: 1 });
+    s.releaseAll();
+    const c = client(s.address);
+    await c.certify(req('a'));
+    await c.certify(req('a'));
+    const err = (await c.certify(req('a')).catch((e: unknown) => e)) as CertifyCallFailed;
+    assert.equal(err.code, GrpcStatus.RESOURCE_EXHAUSTED);
+    assert.match(err.details, /too many Certify calls from 127\.0\.0\.1; retry after \d+ ms/);
+    assert.ok(err.retryAfterMs! > 0 && err.retryAfterMs! <= 1000, String(err.retryAfterMs));
+    assert.equal(s.order.length, 2);
+  });
+
+  it('serves a first issuance before a renewal that waited longer (the renewal presents a valid certificate for its identity)', async () => {
+    const s = await start({});
+    const blocker = client(s.address).certify(req('blocker'));
+    await until('the blocker to run', () => s.started() === 1);
+    const renewal = client(s.address, held('renewing')).certify(req('renewing'));
+    // A valid certificate for another identity does not make a renewal of this one.
+    await until('the renewal to wait', () => s.queued() === 1);
+    const other = client(s.address, held('someone-else')).certify(req('claims-renewal'));
+    await until('the other to wait', () => s.queued() === 2);
+    const fresh = client(s.address).certify(req('fresh'));
+    await until('all three to wait', () => s.queued() === 3);
+    s.releaseAll();
+    await Promise.all([blocker, renewal, other, fresh]);
+    assert.deepEqual(s.order, ['blocker', 'claims-renewal', 'fresh', 'renewing']);
+  });
+
+  it('takes a certificate from another CA as no renewal', async () => {
+    const s = await start({});
+    const foreignRoot = await root('foreign', {
+      notBefore: Date.now() - HOUR,
+      notAfter: Date.now() + HOUR,
+    });
+    const foreign = await ca(foreignRoot, 'foreign-issuer', {
+      notBefore: Date.now() - HOUR,
+      notAfter: Date.now() + HOUR,
+    });
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const forged: PresentedCertificate = {
+      keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      certChainPem:
+        toPem(
+          new LeafSigner(foreign.certificateDer, foreign.privateKey).sign({
+            spki: publicKey.export({ format: 'der', type: 'spki' }),
+            dnsName: 'renewing',
+            uri: 'spiffe://test/ns/a/sa/b',
+            serial: randomSerial(systemRandom),
+            notBefore: Date.now() - 60_000,
+            notAfter: Date.now() + HOUR,
+          }),
+          'CERTIFICATE',
+        ) + foreign.certificatePem,
+      serialHex: 'forged',
+    };
+    const blocker = client(s.address).certify(req('blocker'));
+    await until('the blocker to run', () => s.started() === 1);
+    const genuine = client(s.address, held('renewing')).certify(req('renewing'));
+    await until('the genuine renewal to wait', () => s.queued() === 1);
+    const forgedCall = client(s.address, forged).certify(req('renewing'));
+    await until('the forged one to wait', () => s.queued() === 2);
+    const fresh = client(s.address).certify(req('fresh'));
+    await until('all three to wait', () => s.queued() === 3);
+    s.releaseAll();
+    await Promise.all([blocker, forgedCall, genuine, fresh]);
+    // The forged one is first issuance (FIFO with "fresh", ahead of the genuine renewal that
+    // came before it); only the genuine one waits last.
+    assert.deepEqual(s.order, ['blocker', 'renewing', 'fresh', 'renewing']);
+  });
+});
