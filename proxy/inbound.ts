@@ -50,7 +50,7 @@ import type {
 import type { Address, Logger } from '../core/index.js';
 import { LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
-import { PROXY_TLS, ContextCache, verifiedPeerIdentity } from './tls.js';
+import { MESH_H2_ALPN, PROXY_TLS, ContextCache, verifiedPeerIdentity } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
 import { Http1Relay } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
@@ -74,19 +74,6 @@ export {
   encodeTransportHeader,
 } from './l5d-transport.js';
 export type { TransportHeader } from './l5d-transport.js';
-
-/**
- * The ALPN protocol a meshid outbound offers to say "I am a meshid proxy: HTTP/2 between us,
- * whatever the apps speak". The bytes are plain HTTP/2; the inbound downgrades for its app.
- * A server that does not know it (not a meshid proxy) never selects it, and the outbound falls
- * back to HTTP/1.1.
- *
- * @example
- * ```ts
- * tls.connect({ ALPNProtocols: [MESH_H2_ALPN, 'http/1.1'], ... });
- * ```
- */
-export const MESH_H2_ALPN = 'meshid.io/h2';
 
 /**
  * The header that carries the verified peer identity to the application (Linkerd's name).

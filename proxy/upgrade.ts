@@ -39,7 +39,8 @@ const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 
 /**
  * Rebuilds a request head from node's parsed request: the request line, the headers as the
- * client wrote them except every `clientIdHeader` copy, then `clientIdHeader: peer`.
+ * client wrote them except every `clientIdHeader` copy, then `clientIdHeader: peer` (neither
+ * when `clientIdHeader` is undefined: the outbound leaves identity to the peer's inbound).
  *
  * @example
  * ```ts
@@ -48,16 +49,16 @@ const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
  */
 export function upgradeRequestHead(
   req: IncomingMessage,
-  clientIdHeader: string,
+  clientIdHeader: string | undefined,
   peer: string | undefined,
 ): Buffer {
   let text = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`;
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === clientIdHeader) continue;
+    if (clientIdHeader !== undefined && raw[i]!.toLowerCase() === clientIdHeader) continue;
     text += `${raw[i]}: ${raw[i + 1]}\r\n`;
   }
-  if (peer !== undefined) text += `${clientIdHeader}: ${peer}\r\n`;
+  if (peer !== undefined && clientIdHeader !== undefined) text += `${clientIdHeader}: ${peer}\r\n`;
   return Buffer.from(`${text}\r\n`, 'latin1');
 }
 

@@ -24,7 +24,6 @@ import type { Address } from '../../../core/index.js';
 import {
   AppProtocolDetector,
   InboundProxy,
-  MESH_H2_ALPN,
   TRANSPORT_HEADER_ALPN,
   TransportHeaderError,
   decodeTransportHeaderMessage,
@@ -33,6 +32,7 @@ import {
 } from '../../../proxy/inbound.js';
 import type { InboundOptions } from '../../../proxy/inbound.js';
 import { InboundPolicy } from '../../../proxy/policy.js';
+import { MESH_H2_ALPN } from '../../../proxy/tls.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import {
   connectTls,
