@@ -30,6 +30,7 @@ import {
   OutboundProxy,
   SIDECAR_NODE_OPTIONS,
   StaticDestinationResolver,
+  parseAppProtocols,
   parseDestination,
   parseRoute,
   registerIdentityMetrics,
@@ -132,6 +133,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     inbound = new InboundProxy({
       listen: config.inbound,
       app: config.app,
+      appPorts: parseAppProtocols(config.app.port, config.appProtocol),
+      appTimeoutMs: config.appTimeout,
       certificate: () => identity.current(),
       anchorsPem: () => anchors.current().pem,
       policy: new InboundPolicy({

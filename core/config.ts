@@ -196,6 +196,14 @@ export const COMMAND_SETTINGS = {
     allowServiceAccount: { kind: 'list', help: 'inbound: service accounts allowed, ns/sa' },
     allowNamespace: { kind: 'list', help: 'inbound: namespaces allowed' },
     allowUnauthenticated: { kind: 'boolean', help: 'inbound: accept plaintext peers' },
+    appProtocol: {
+      kind: 'list',
+      help: 'inbound: what the app speaks, http1|h2|detect|opaque, for the --app port or as PORT=PROTOCOL for another app port (repeatable; default detect)',
+    },
+    appTimeout: {
+      kind: 'duration',
+      help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
+    },
     ...NAMING,
   },
   webhooks: {
@@ -539,6 +547,13 @@ const SCHEMAS = {
       allowServiceAccount: z.array(nonEmpty).optional(),
       allowNamespace: z.array(label).optional(),
       allowUnauthenticated: z.boolean(),
+      appProtocol: z.array(
+        nonEmpty.regex(
+          /^(\d{1,5}=)?(http1|h2|detect|opaque)$/,
+          'must be http1, h2, detect or opaque, optionally as PORT=PROTOCOL',
+        ),
+      ),
+      appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
@@ -959,6 +974,8 @@ function applyDefaults(
         route: [],
         destination: [],
         identityRetryMax: 60_000,
+        appProtocol: [],
+        appTimeout: 60_000,
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),

@@ -166,9 +166,16 @@ export interface RequestHead {
   readonly drop: ReadonlySet<HeaderLine>;
   /**
    * The Connection header's value to send instead of the client's (only `close` and
-   * `keep-alive` are kept), or undefined to send the client's lines unchanged.
+   * `keep-alive` are kept, and `upgrade` with a forwarded Upgrade), or undefined to send the
+   * client's lines unchanged.
    */
   readonly connection: string | undefined;
+  /**
+   * The protocol switch the request asks for and the proxy forwards (WebSocket and any other
+   * except h2c, which is ignored as RFC 9113 §3.1 allows): a bodiless request whose Connection
+   * lists `upgrade`. Undefined when there is none (then Upgrade is dropped).
+   */
+  readonly upgrade: string | undefined;
 }
 
 const KNOWN_METHODS = ['GET', 'POST', 'PUT', 'HEAD', 'DELETE', 'PATCH', 'OPTIONS'];
@@ -185,7 +192,7 @@ function methodString(head: Uint8Array, start: number, end: number): string {
 }
 
 /** Hop-by-hop fields that never reach the app (RFC 9110 §7.6.1, and legacy ones). */
-const HOP_BY_HOP_DROPPED = ['keep-alive', 'proxy-connection', 'upgrade', 'te', 'http2-settings'];
+const HOP_BY_HOP_DROPPED = ['keep-alive', 'proxy-connection', 'te', 'http2-settings'];
 /** Names a Connection header may list without making the proxy drop them. */
 const NEVER_DROPPED_BY_CONNECTION = new Set(['host', 'content-length', 'transfer-encoding']);
 
@@ -240,6 +247,8 @@ export function parseRequestHead(
   let transferEncoding: HeaderLine | undefined;
   let hosts = 0;
   const connectionLines: HeaderLine[] = [];
+  let upgradeLine: HeaderLine | undefined;
+  let upgrades = 0;
   for (const h of headers) {
     const ns = h.start;
     const ne = h.colon;
@@ -255,6 +264,10 @@ export function parseRequestHead(
       hosts++;
     } else if (equalsLower(head, ns, ne, 'connection')) {
       connectionLines.push(h);
+    } else if (equalsLower(head, ns, ne, 'upgrade')) {
+      upgradeLine = h;
+      upgrades++;
+      drop.add(h);
     } else {
       for (const name of HOP_BY_HOP_DROPPED) {
         if (equalsLower(head, ns, ne, name)) {
@@ -279,7 +292,19 @@ export function parseRequestHead(
     framing = length === 0 ? NO_BODY : { kind: 'length', length };
   }
 
-  // Connection: only close and keep-alive go on; other listed names are this hop's, dropped.
+  // An Upgrade goes on only when it is unambiguous and asks for something other than h2c.
+  let upgrade: string | undefined;
+  if (upgradeLine !== undefined && upgrades === 1 && http11 && framing === NO_BODY) {
+    const protocols = valueTokens(head, upgradeLine);
+    const listed = connectionLines.some((h) => valueTokens(head, h).includes('upgrade'));
+    if (listed && protocols.length > 0 && !protocols.some((p) => p.startsWith('h2c'))) {
+      upgrade = protocols.join(', ');
+      drop.delete(upgradeLine);
+    }
+  }
+
+  // Connection: only close and keep-alive go on (and upgrade with a forwarded Upgrade); other
+  // listed names are this hop's, dropped.
   let close = !http11;
   let connection: string | undefined;
   const only = connectionLines.length === 1 ? connectionLines[0]! : undefined;
@@ -291,13 +316,15 @@ export function parseRequestHead(
     const tokens = connectionLines.flatMap((h) => valueTokens(head, h));
     if (tokens.includes('close')) close = true;
     else if (tokens.includes('keep-alive')) close = false;
-    const kept = tokens.filter((t) => t === 'close' || t === 'keep-alive');
+    const kept = tokens.filter(
+      (t) => t === 'close' || t === 'keep-alive' || (t === 'upgrade' && upgrade !== undefined),
+    );
     if (kept.length !== tokens.length || connectionLines.length > 1) {
       connection = kept.join(', ');
       for (const h of connectionLines) drop.add(h);
       const listed = new Set(tokens.filter((t) => !NEVER_DROPPED_BY_CONNECTION.has(t)));
       for (const h of headers) {
-        if (drop.has(h)) continue;
+        if (drop.has(h) || h === upgradeLine) continue;
         const name = Buffer.from(head.buffer, head.byteOffset + h.start, h.colon - h.start)
           .toString('latin1')
           .toLowerCase();
@@ -305,7 +332,7 @@ export function parseRequestHead(
       }
     }
   }
-  return { method, http11, framing, close, headersStart, headers, drop, connection };
+  return { method, http11, framing, close, headersStart, headers, drop, connection, upgrade };
 }
 
 /** What the relay needs to know about a response head. */

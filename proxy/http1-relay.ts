@@ -34,6 +34,7 @@ import {
   parseResponseHead,
 } from './http1-parse.js';
 import type { Framing, RequestHead } from './http1-parse.js';
+import { appFailure, failureBody } from './translate.js';
 
 /** Settings of one {@link Http1Relay}. */
 export interface Http1RelayOptions {
@@ -49,6 +50,8 @@ export interface Http1RelayOptions {
   /** The header on responses the proxy makes itself. */
   readonly errorHeader: string;
   readonly logger: Logger;
+  /** The `appTimeoutMs` the owner checks with {@link Http1Relay.expire}, for the 504 text. */
+  readonly appTimeoutMs?: number;
   /** One call per finished exchange; status 0 when it broke off before a status. */
   readonly onExchange: (method: string, status: number, durationMs: number) => void;
 }
@@ -69,6 +72,10 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 interface Exchange {
   readonly method: string;
   readonly started: number;
+  /** When the whole request had gone to the app (0 while its body is still going). */
+  sent: number;
+  /** The request asks to switch protocols (WebSocket) and the proxy forwarded that. */
+  readonly upgrade: boolean;
   /** The status of the final response, once its head came. */
   status: number;
   /** The connection ends after this exchange. */
@@ -155,10 +162,16 @@ const REASONS: Record<number, string> = {
   403: 'Forbidden',
   431: 'Request Header Fields Too Large',
   502: 'Bad Gateway',
+  504: 'Gateway Timeout',
 };
 
 /** A response the proxy makes itself; the connection closes after it. */
-function proxyResponse(status: number, errorHeader: string, reason: string, body: string): Buffer {
+export function proxyResponse(
+  status: number,
+  errorHeader: string,
+  reason: string,
+  body: string,
+): Buffer {
   const text = Buffer.from(body, 'utf8');
   return Buffer.from(
     `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\n${errorHeader}: ${reason}\r\ncontent-length: ${text.length}\r\nconnection: close\r\n\r\n${body}`,
@@ -203,6 +216,14 @@ export class Http1Relay {
   #headSince = 0;
   #clientPaused = false;
   #appPaused = false;
+  /** An upgrade request is out: client bytes wait here until the app answers it. */
+  #held: Buffer[] | undefined;
+  /** Switched protocols: bytes are piped both ways, nothing parsed. */
+  #tunnel = false;
+  /** The app connection's error, to name the cause in a 502. */
+  #appError: Error | undefined;
+  readonly #onClient = (chunk: Buffer): void => this.#onClientData(chunk);
+  readonly #onApp = (chunk: Buffer): void => this.#onAppData(chunk);
 
   constructor(options: Http1RelayOptions) {
     this.#o = options;
@@ -222,7 +243,7 @@ export class Http1Relay {
   start(first: Buffer): void {
     const client = this.#client;
     if (this.#o.denied === undefined) this.#connectApp();
-    client.on('data', (chunk: Buffer) => this.#onClientData(chunk));
+    client.on('data', this.#onClient);
     client.on('end', () => this.#onClientEnd());
     client.on('close', () => this.#onClientClose());
     if (first.length > 0) this.#onClientData(first);
@@ -231,6 +252,7 @@ export class Http1Relay {
 
   /** The proxy is shutting down: finish the exchange in progress, then close. */
   drain(): void {
+    if (this.#tunnel) return; // no boundary to stop at, as for opaque connections
     this.#draining = true;
     this.#noMoreRequests = true;
     // A head still arriving is dropped: it was not a request yet.
@@ -240,6 +262,28 @@ export class Http1Relay {
   /** How long a request head has been arriving, ms (0 when none is). */
   stalledFor(now: number): number {
     return this.#headSince === 0 ? 0 : now - this.#headSince;
+  }
+
+  /**
+   * Answers 504 when the oldest exchange's request went out more than `timeoutMs` ago and
+   * nothing of its answer came; the connection closes after it. Returns whether it did.
+   */
+  expire(now: number, timeoutMs: number): boolean {
+    const first = this.#queue[0];
+    if (
+      this.#finished ||
+      this.#tunnel ||
+      first === undefined ||
+      first.upgrade ||
+      first.sent === 0 ||
+      first.status !== 0 ||
+      this.#resHead.length > 0 ||
+      now - first.sent <= timeoutMs
+    ) {
+      return false;
+    }
+    this.#failExchange(first, 'timeout');
+    return true;
   }
 
   /** Closes both sides now. */
@@ -253,14 +297,17 @@ export class Http1Relay {
     const app = netConnect({ host: this.#o.app.host, port: this.#o.app.port });
     this.#app = app;
     app.setNoDelay(true);
-    app.on('data', (chunk: Buffer) => this.#onAppData(chunk));
+    app.on('data', this.#onApp);
     app.on('drain', () => {
       if (this.#clientPaused) {
         this.#clientPaused = false;
         if (!this.#finished) this.#client.resume();
       }
     });
-    app.on('error', (err) => this.#o.logger.debug({ err: err.message }, 'inbound app connection'));
+    app.on('error', (err) => {
+      this.#appError ??= err;
+      this.#o.logger.debug({ err: err.message }, 'inbound app connection');
+    });
     app.on('end', () => this.#onAppGone());
     app.on('close', () => this.#onAppGone());
     this.#client.on('drain', () => {
@@ -278,6 +325,13 @@ export class Http1Relay {
   // ---- client → app ----
 
   #onClientData(buf: Buffer): void {
+    if (this.#held !== undefined) {
+      // Bytes behind an upgrade request belong to the new protocol (or, if the app declines,
+      // to nobody: the connection closes after its answer). Wait for the answer.
+      this.#held.push(buf);
+      this.#client.pause();
+      return;
+    }
     if (this.#finished || this.#noMoreRequests) {
       // Between a request that closes the connection and the close, bytes are ignored; but a
       // body still being forwarded goes on.
@@ -297,8 +351,18 @@ export class Http1Relay {
           }
           pos = this.#requestHead(buf, pos, out);
           if (this.#finished) return;
+          // (#requestHead may have started holding: TypeScript's narrowing cannot see that.)
+          const holding = this.#held as Buffer[] | undefined;
+          if (holding !== undefined) {
+            out.flush(pos);
+            if (pos < len) holding.push(buf.subarray(pos));
+            this.#client.pause();
+            this.#toApp(out.parts);
+            return;
+          }
         } else {
           pos = this.#body(this.#req, buf, pos, out, true);
+          if (this.#req.state === HEAD) this.#sentAll();
         }
       }
       out.flush(len);
@@ -328,15 +392,20 @@ export class Http1Relay {
       this.#deny(req.method);
       return buf.length;
     }
+    const now = performance.now();
+    const upgrade = req.upgrade !== undefined;
     this.#queue.push({
       method: req.method,
-      started: performance.now(),
+      started: now,
+      sent: req.framing.kind === 'none' ? now : 0,
+      upgrade,
       status: 0,
       closeAfter: req.close,
     });
     if (req.close) this.#noMoreRequests = true;
     this.#rewriteHead(head, req, held === 0 ? pos : -1, end, out);
     this.#req.start(req.framing);
+    if (upgrade) this.#held = [];
     return end;
   }
 
@@ -371,6 +440,12 @@ export class Http1Relay {
       parts.push(Buffer.from(`connection: ${req.connection}\r\n`, 'latin1'));
     parts.push(this.#headTail);
     out.replace(inPlaceAt >= 0 ? inPlaceAt : 0, parts, end);
+  }
+
+  /** The request being read has gone to the app whole: its answer's clock starts. */
+  #sentAll(): void {
+    const last = this.#queue[this.#queue.length - 1];
+    if (last !== undefined && last.sent === 0) last.sent = performance.now();
   }
 
   #toApp(parts: readonly Buffer[]): void {
@@ -437,7 +512,7 @@ export class Http1Relay {
 
   #onClientEnd(): void {
     this.#clientEnded = true;
-    if (this.#finished) return;
+    if (this.#finished || this.#tunnel) return;
     if (this.#req.state !== HEAD || this.#reqHead.length > 0) {
       // A request cut short can never be completed.
       this.destroy();
@@ -448,6 +523,10 @@ export class Http1Relay {
   }
 
   #onClientClose(): void {
+    if (this.#tunnel) {
+      this.#app?.destroy();
+      return;
+    }
     this.#finished = true;
     this.#app?.destroy();
     for (const e of this.#queue.splice(0)) {
@@ -464,8 +543,9 @@ export class Http1Relay {
     let pos = 0;
     const len = buf.length;
     let closeAfter = false;
+    let tunnelAt = -1;
     try {
-      while (pos < len && !closeAfter) {
+      while (pos < len && !closeAfter && tunnelAt === -1) {
         const body = this.#res;
         if (body.state === HEAD) {
           if (this.#queue.length === 0) {
@@ -473,7 +553,13 @@ export class Http1Relay {
             throw new Http1ParseError(400, 'response without a request');
           }
           pos = this.#responseHead(buf, pos, out);
-          if (body.state === HEAD && this.#resHead.length === 0 && this.#queue[0]!.status !== 0) {
+          if (this.#queue[0]?.status === 101) {
+            tunnelAt = pos;
+          } else if (
+            body.state === HEAD &&
+            this.#resHead.length === 0 &&
+            this.#queue[0]!.status !== 0
+          ) {
             closeAfter = this.#complete();
           }
         } else if (body.state === UNTIL_CLOSE) {
@@ -491,6 +577,11 @@ export class Http1Relay {
       return;
     }
     const client = this.#client;
+    if (tunnelAt !== -1) {
+      if (out.parts.length > 0) writeAll(client, out.parts);
+      this.#startTunnel(buf.subarray(tunnelAt));
+      return;
+    }
     if (out.parts.length > 0 && !writeAll(client, out.parts) && !this.#appPaused) {
       this.#appPaused = true;
       this.#app?.pause();
@@ -512,15 +603,22 @@ export class Http1Relay {
     const head = collector.take(buf, pos, end);
     const exchange = this.#queue[0]!;
     const res = parseResponseHead(head, head.length, exchange.method);
-    // The request never asked to switch protocols (Upgrade is not forwarded).
-    if (res.status === 101) throw new Http1ParseError(400, 'unexpected 101');
+    if (res.status === 101) {
+      // Only an upgrade the proxy forwarded may be accepted.
+      if (!exchange.upgrade) throw new Http1ParseError(400, 'unexpected 101');
+      exchange.status = 101;
+      if (held > 0) out.replace(pos, [head], end);
+      return end;
+    }
     if (res.status < 200) {
       // An interim answer (100 Continue): passed on; the final one follows.
       if (held > 0) out.replace(pos, [head], end);
       return end;
     }
     exchange.status = res.status;
-    if (res.close) exchange.closeAfter = true;
+    // The app declined the upgrade: whatever the client sent behind it was meant for the new
+    // protocol, so the connection ends with this answer.
+    if (res.close || exchange.upgrade) exchange.closeAfter = true;
     if (this.#draining) {
       exchange.closeAfter = true;
       const parts: Buffer[] = [head.subarray(0, res.headersStart)];
@@ -552,8 +650,42 @@ export class Http1Relay {
     else if ((this.#draining || this.#clientEnded) && this.#idle()) this.#finish();
   }
 
+  /**
+   * The app accepted a protocol switch: from here the bytes are piped both ways unparsed (the
+   * identity was added to the upgrade request), with half-close, until either side closes.
+   */
+  #startTunnel(fromApp: Buffer): void {
+    const app = this.#app!;
+    const client = this.#client;
+    this.#tunnel = true;
+    this.#complete();
+    client.off('data', this.#onClient);
+    app.off('data', this.#onApp);
+    if (fromApp.length > 0) client.write(fromApp);
+    for (const b of this.#held ?? []) app.write(b);
+    this.#held = undefined;
+    this.#clientPaused = false;
+    this.#appPaused = false;
+    client.pipe(app);
+    app.pipe(client);
+    app.on('close', () => {
+      if (client.writableFinished || client.destroyed) client.destroy();
+      else client.once('finish', () => client.destroy());
+    });
+  }
+
+  /** Ends the oldest exchange with a proxy-made 502 or 504 and closes the connection. */
+  #failExchange(first: Exchange, cause: Error | 'timeout' | 'closed'): void {
+    this.#queue.shift();
+    this.#finished = true;
+    const f = appFailure(this.#o.app, cause, this.#o.appTimeoutMs ?? 0);
+    this.#client.end(proxyResponse(f.status, this.#o.errorHeader, f.reason, failureBody(f)));
+    this.#app?.destroy();
+    this.#o.onExchange(first.method, f.status, performance.now() - first.started);
+  }
+
   #onAppGone(): void {
-    if (this.#finished) return;
+    if (this.#finished || this.#tunnel) return;
     if (this.#res.state === UNTIL_CLOSE) {
       this.#complete();
       this.#finish();
@@ -562,17 +694,7 @@ export class Http1Relay {
     const first = this.#queue[0];
     if (first !== undefined && first.status === 0 && this.#resHead.length === 0) {
       // Nothing of the answer came: the app is unreachable or closed on the request.
-      this.#queue.shift();
-      this.#finished = true;
-      this.#client.end(
-        proxyResponse(
-          502,
-          this.#o.errorHeader,
-          'app unreachable',
-          'bad gateway: the application did not answer\n',
-        ),
-      );
-      this.#o.onExchange(first.method, 502, performance.now() - first.started);
+      this.#failExchange(first, this.#appError ?? 'closed');
       return;
     }
     if (first === undefined && this.#req.state === HEAD && this.#reqHead.length === 0) {

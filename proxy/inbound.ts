@@ -31,6 +31,13 @@ import {
   constants as h2,
   createServer as createHttp2Server,
 } from 'node:http2';
+import { createServer as createHttp1Server, ServerResponse } from 'node:http';
+import type {
+  Agent as HttpAgent,
+  IncomingMessage,
+  Server as Http1Server,
+  ServerResponse as Http1Response,
+} from 'node:http';
 import type {
   ClientHttp2Session,
   ClientHttp2Stream,
@@ -43,15 +50,36 @@ import type {
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
 import { FIPS_TLS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
-import { PROXY_TLS, ContextCache, fipsPeerProblem, verifiedPeerIdentity } from './tls.js';
+import {
+  MESH_H2_ALPN,
+  PROXY_TLS,
+  ContextCache,
+  fipsPeerProblem,
+  verifiedPeerIdentity,
+} from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
 import { Http1Relay } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
+import { AppProtocolDetector } from './app-protocol.js';
+import type { AppPorts, AppProtocol, ResolvedAppProtocol } from './app-protocol.js';
+import { appAgent, appFailure, failureBody, h2ToHttp1, http1ToH2 } from './translate.js';
+import type { TranslateContext } from './translate.js';
+import { TRANSPORT_HEADER_ALPN, readTransportHeader } from './l5d-transport.js';
+import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import type { InboundPolicy, PolicyDecision } from './policy.js';
 
 export { InboundPolicy } from './policy.js';
 export type { InboundPolicyOptions, PolicyDecision } from './policy.js';
 export type { DetectedProtocol } from './detect.js';
+export { AppProtocolDetector, parseAppProtocols } from './app-protocol.js';
+export type { AppPorts, AppProtocol, ResolvedAppProtocol } from './app-protocol.js';
+export {
+  TRANSPORT_HEADER_ALPN,
+  TransportHeaderError,
+  decodeTransportHeaderMessage,
+  encodeTransportHeader,
+} from './l5d-transport.js';
+export type { TransportHeader } from './l5d-transport.js';
 
 /**
  * The header that carries the verified peer identity to the application (Linkerd's name).
@@ -158,6 +186,16 @@ export interface InboundOptions {
    * whose certificates are outside the FIPS policy are also refused.
    */
   readonly tls?: MeshTlsSettings;
+  /**
+   * The app's ports and what each speaks (`--app-protocol`); default: the `app` port, `detect`.
+   * Linkerd's transport header may route only to these ports.
+   */
+  readonly appPorts?: AppPorts;
+  /**
+   * How long the app may take to start its answer once the request was sent, before the client
+   * gets a 504 (gRPC calls are exempt: they carry their own deadline). 0 turns it off. Default 60 s.
+   */
+  readonly appTimeoutMs?: number;
 }
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -168,6 +206,9 @@ const MAX_DETECT_BYTES = 16 * 1024;
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** A request head still arriving after this long gets its connection closed (slow clients). */
 const HEAD_TIMEOUT_MS = 60_000;
+const DEFAULT_APP_TIMEOUT_MS = 60_000;
+/** How long a probe of what the app speaks may take. */
+const APP_DETECT_TIMEOUT_MS = 5_000;
 
 /** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
 const HOP_BY_HOP = new Set([
@@ -195,6 +236,10 @@ interface Conn {
   session: ServerHttp2Session | undefined;
   /** The app-side socket of an opaque connection. */
   app: Socket | undefined;
+  /** The app port this connection goes to (the `app` port unless a transport header said). */
+  appPort: number;
+  /** What the app on that port speaks, once known. */
+  appProtocol: ResolvedAppProtocol | undefined;
 }
 
 function formatHost(host: string): string {
@@ -256,7 +301,14 @@ export class InboundProxy {
   readonly #http2Conns = new WeakMap<ServerHttp2Session, Conn>();
   /** The connection being handed to the HTTP/2 server (its 'session' event is synchronous). */
   #handingToHttp2: Conn | undefined;
-  #appSession: ClientHttp2Session | undefined;
+  readonly #appSessions = new Map<number, ClientHttp2Session>();
+  readonly #appPorts: AppPorts;
+  readonly #appTimeoutMs: number;
+  readonly #detector = new AppProtocolDetector({ timeoutMs: APP_DETECT_TIMEOUT_MS });
+  readonly #agent: HttpAgent = appAgent();
+  /** Node's HTTP/1 server (fed sockets) for HTTP/1.1 clients of an h2 app. */
+  readonly #http1: Http1Server;
+  readonly #http1Conns = new WeakMap<Socket, Conn>();
   /** (serial, anchors) of the TLS server's default context, for clients that send no SNI. */
   #defaultContextKey = '';
   #closing = false;
@@ -269,6 +321,8 @@ export class InboundProxy {
     this.#contexts = new ContextCache(this.#tlsSettings);
     this.#log = options.logger.child({ [LogKey.component]: 'proxy-inbound' });
     this.#detectTimeoutMs = options.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
+    this.#appPorts = options.appPorts ?? new Map([[options.app.port, 'detect' as const]]);
+    this.#appTimeoutMs = options.appTimeoutMs ?? DEFAULT_APP_TIMEOUT_MS;
     const handshakeTimeout = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
 
     // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
@@ -297,8 +351,10 @@ export class InboundProxy {
       // HTTP/2 over TLS needs `h2` selected by ALPN (curl and gRPC clients insist); the
       // protocol is still detected from the bytes. A client offering only protocols this
       // proxy does not speak gets a no_application_protocol alert rather than a wrong answer.
+      // Linkerd's opaque transport and meshid's proxy-to-proxy HTTP/2 are chosen first: a
+      // peer proxy that offers them means it.
       ALPNCallback: ({ protocols }) =>
-        protocols.includes('h2') ? 'h2' : protocols.includes('http/1.1') ? 'http/1.1' : undefined,
+        [TRANSPORT_HEADER_ALPN, MESH_H2_ALPN, 'h2', 'http/1.1'].find((p) => protocols.includes(p)),
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket));
     this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
@@ -312,6 +368,18 @@ export class InboundProxy {
       socket.destroy();
     });
 
+    this.#http1 = createHttp1Server({ noDelay: true, maxHeaderSize: 64 * 1024 }, (req, res) =>
+      this.#onHttp1Request(req, res),
+    );
+    this.#http1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      this.#onHttp1Upgrade(req, socket, head),
+    );
+    this.#http1.on('clientError', (err: Error, socket: Socket) => {
+      this.#log.debug({ err: err.message }, 'inbound HTTP/1 request refused');
+      if (socket.writable) {
+        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      } else socket.destroy();
+    });
     this.#http2 = createHttp2Server();
     this.#http2.on('session', (session: ServerHttp2Session) => {
       const conn = this.#handingToHttp2;
@@ -344,7 +412,11 @@ export class InboundProxy {
     const bound = { host: a.address, port: a.port };
     // One timer for all connections rather than one per request: closes those whose request
     // head has been arriving for too long.
-    this.#sweeper = setInterval(() => this.#sweep(), HEAD_TIMEOUT_MS / 4).unref();
+    const every =
+      this.#appTimeoutMs > 0
+        ? Math.max(50, Math.min(HEAD_TIMEOUT_MS / 4, this.#appTimeoutMs / 4))
+        : HEAD_TIMEOUT_MS / 4;
+    this.#sweeper = setInterval(() => this.#sweep(), every).unref();
     this.#log.info(
       { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
       'inbound listening',
@@ -383,15 +455,19 @@ export class InboundProxy {
     }
     await stopped;
     clearInterval(this.#sweeper);
-    this.#appSession?.destroy();
+    for (const s of this.#appSessions.values()) s.destroy();
+    this.#agent.destroy();
   }
 
   #sweep(): void {
     const now = performance.now();
     for (const conn of this.#conns) {
-      if (conn.relay !== undefined && conn.relay.stalledFor(now) > HEAD_TIMEOUT_MS) {
+      if (conn.relay === undefined) continue;
+      if (conn.relay.stalledFor(now) > HEAD_TIMEOUT_MS) {
         this.#log.debug({ [LogKey.identity]: conn.peer }, 'inbound request head timed out');
         destroyConn(conn);
+      } else if (this.#appTimeoutMs > 0 && conn.relay.expire(now, this.#appTimeoutMs)) {
+        this.#log.info({ [LogKey.identity]: conn.peer }, 'inbound app answer timed out (504)');
       }
     }
   }
@@ -441,6 +517,8 @@ export class InboundProxy {
       relay: undefined,
       session: undefined,
       app: undefined,
+      appPort: this.#o.app.port,
+      appProtocol: undefined,
     };
     this.#conns.add(conn);
     raw.once('close', () => this.#onClose(conn));
@@ -591,6 +669,53 @@ export class InboundProxy {
     let bytes = already?.bytes ?? Buffer.alloc(0);
     let ended = already?.ended ?? false;
     let timedOut = already?.timedOut ?? false;
+    if (conn.tls && (stream as TLSSocket).alpnProtocol === TRANSPORT_HEADER_ALPN) {
+      // Linkerd's opaque transport: the header names the target port before any app byte.
+      let rest: Buffer;
+      try {
+        const read = await readTransportHeader(
+          stream,
+          this.#o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        );
+        rest = read.rest;
+        if (!this.#appPorts.has(read.header.port)) {
+          this.#log.info(
+            { [LogKey.identity]: conn.peer, port: read.header.port },
+            'inbound transport header names a port that is not one of the app ports; closed',
+          );
+          destroyConn(conn);
+          return;
+        }
+        conn.appPort = read.header.port;
+      } catch (err) {
+        this.#log.info(
+          { [LogKey.identity]: conn.peer, err: (err as Error).message },
+          'inbound transport header refused; closed',
+        );
+        destroyConn(conn);
+        return;
+      }
+      bytes = rest;
+    }
+    const configured: AppProtocol = this.#appPorts.get(conn.appPort) ?? 'detect';
+    if (configured === 'opaque') {
+      // The operator said this port is not HTTP: no detection, no header added.
+      conn.protocol = 'opaque';
+      conn.appProtocol = 'opaque';
+      this.#emit({
+        type: 'connection-opened',
+        peer: conn.peer,
+        tls: conn.tls,
+        protocol: 'opaque',
+        authorized: conn.decision.allowed,
+      });
+      if (!conn.decision.allowed) {
+        destroyConn(conn);
+        return;
+      }
+      this.#forwardOpaque(conn, stream, bytes, ended, false);
+      return;
+    }
     if (!ended && !timedOut && !detectProtocol(bytes).decided) {
       if (bytes.length > 0) stream.unshift(bytes);
       const first = await readFirstBytes(stream, {
@@ -622,13 +747,62 @@ export class InboundProxy {
       this.#forwardOpaque(conn, stream, bytes, ended, timedOut && bytes.length === 0);
       return;
     }
+    await this.#learnThenHttp(conn, stream, bytes, protocol);
+  }
+
+  async #learnThenHttp(
+    conn: Conn,
+    stream: Socket,
+    bytes: Buffer,
+    protocol: 'http1' | 'http2',
+  ): Promise<void> {
+    if (conn.decision?.allowed === true) {
+      await this.#learnAppProtocol(conn, this.#appPorts.get(conn.appPort) ?? 'detect');
+    }
+    if (stream.destroyed || this.#closing) {
+      destroyConn(conn);
+      return;
+    }
     this.#toHttp(conn, stream, bytes, protocol);
+  }
+
+  /** What the app behind this connection's port speaks (learned once per port when `detect`). */
+  async #learnAppProtocol(conn: Conn, configured: AppProtocol): Promise<void> {
+    try {
+      conn.appProtocol = await this.#detector.resolve(this.#appAddress(conn), configured);
+    } catch (err) {
+      // The app is not reachable now: the HTTP/1.1 path answers 502 with the cause, and the
+      // next connection probes again.
+      this.#log.debug({ err: (err as Error).message }, 'inbound could not learn the app protocol');
+      conn.appProtocol = 'http1';
+    }
+  }
+
+  #appAddress(conn: Conn): Address {
+    return conn.appPort === this.#o.app.port
+      ? this.#o.app
+      : { host: this.#o.app.host, port: conn.appPort };
+  }
+
+  #translateContext(conn: Conn): TranslateContext {
+    return {
+      app: this.#appAddress(conn),
+      peer: conn.peer,
+      clientIdHeader: CLIENT_ID_HEADER,
+      errorHeader: PROXY_ERROR_HEADER,
+      appTimeoutMs: this.#appTimeoutMs,
+      logger: this.#log,
+    };
   }
 
   /** Hands a connection to node's HTTP/1 or HTTP/2 server, the detected bytes put back first. */
   #toHttp(conn: Conn, stream: Socket, bytes: Buffer, protocol: 'http1' | 'http2'): void {
     conn.protocol = protocol;
     if (protocol === 'http1') {
+      if (conn.appProtocol === 'h2' && conn.decision?.allowed === true) {
+        this.#startHttp1ToH2(conn, stream, bytes);
+        return;
+      }
       this.#startHttp1(conn, stream, bytes);
       return;
     }
@@ -658,7 +832,8 @@ export class InboundProxy {
     ended: boolean,
     lateDetect: boolean,
   ): void {
-    const app = netConnect({ host: this.#o.app.host, port: this.#o.app.port, allowHalfOpen: true });
+    const target = this.#appAddress(conn);
+    const app = netConnect({ host: target.host, port: target.port, allowHalfOpen: true });
     conn.app = app;
     app.setNoDelay(true);
     app.on('error', (err) => {
@@ -706,7 +881,7 @@ export class InboundProxy {
         app.destroy();
         conn.app = undefined;
         this.#log.debug('inbound late detection found HTTP');
-        this.#toHttp(conn, client, held, d.protocol);
+        void this.#learnThenHttp(conn, client, held, d.protocol);
       }
     };
     const onEnd = (): void => {
@@ -729,7 +904,8 @@ export class InboundProxy {
     const decision = conn.decision;
     const relay = new Http1Relay({
       client: stream,
-      app: this.#o.app,
+      app: this.#appAddress(conn),
+      appTimeoutMs: this.#appTimeoutMs,
       peer: conn.peer,
       denied: decision === undefined || decision.allowed ? undefined : decision.reason,
       clientIdHeader: CLIENT_ID_HEADER,
@@ -751,21 +927,123 @@ export class InboundProxy {
     if (this.#closing) relay.drain();
   }
 
+  // ---- HTTP/1.1 client, h2 app ----
+
+  #startHttp1ToH2(conn: Conn, stream: Socket, bytes: Buffer): void {
+    if (bytes.length > 0) stream.unshift(bytes);
+    this.#http1Conns.set(stream, conn);
+    this.#http1.emit('connection', stream);
+    stream.resume();
+  }
+
+  #http1Request(conn: Conn, req: IncomingMessage, res: Http1Response): void {
+    const started = performance.now();
+    let status = 0;
+    res.once('close', () =>
+      this.#emit({
+        type: 'http-request',
+        peer: conn.peer,
+        protocol: 'http1',
+        method: req.method ?? 'GET',
+        status,
+        authorized: true,
+        durationMs: performance.now() - started,
+      }),
+    );
+    if (this.#closing) res.setHeader('connection', 'close');
+    http1ToH2(
+      req,
+      res,
+      this.#translateContext(conn),
+      { session: () => this.#appHttp2(conn.appPort) },
+      (s) => (status = s),
+    );
+  }
+
+  #onHttp1Request(req: IncomingMessage, res: Http1Response): void {
+    const conn = this.#http1Conns.get(req.socket);
+    if (conn === undefined) {
+      res.destroy();
+      return;
+    }
+    this.#http1Request(conn, req, res);
+  }
+
+  /**
+   * An upgrade from an HTTP/1.1 client when the app speaks h2: h2c is ignored and the request
+   * served over HTTP/2 to the app (RFC 9113 §3.1 deprecates h2c upgrades); anything else
+   * (WebSocket) is tried over HTTP/1.1 on a connection of its own, which a server speaking both
+   * accepts and an h2-only one answers with a 502 that says so.
+   */
+  #onHttp1Upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const conn = this.#http1Conns.get(socket);
+    if (conn === undefined) {
+      socket.destroy();
+      return;
+    }
+    const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
+    if (/(^|,)\s*h2c/.test(upgrade)) {
+      const res = new ServerResponse(req);
+      res.assignSocket(socket);
+      res.shouldKeepAlive = false;
+      res.once('finish', () => socket.end());
+      const bodyLength = req.headers['content-length'];
+      if (
+        head.length > 0 ||
+        req.headers['transfer-encoding'] !== undefined ||
+        (bodyLength !== undefined && bodyLength !== '0')
+      ) {
+        res.writeHead(400, {
+          'content-type': 'text/plain; charset=utf-8',
+          [PROXY_ERROR_HEADER]: 'h2c upgrade refused',
+        });
+        res.end(
+          'bad request: h2c upgrade with a request body is not supported; send the request without Upgrade: h2c\n',
+        );
+        return;
+      }
+      delete req.headers.upgrade;
+      this.#http1Request(conn, req, res);
+      return;
+    }
+    const app = this.#appAddress(conn);
+    const started = performance.now();
+    forwardUpgrade({
+      client: socket,
+      clientRest: head,
+      requestHead: upgradeRequestHead(req, CLIENT_ID_HEADER, conn.peer),
+      upstream: netConnect({ host: app.host, port: app.port }),
+      where: `the application at ${formatHost(app.host)}:${app.port}`,
+      errorHeader: PROXY_ERROR_HEADER,
+      logger: this.#log,
+      onStatus: (status) =>
+        this.#emit({
+          type: 'http-request',
+          peer: conn.peer,
+          protocol: 'http1',
+          method: req.method ?? 'GET',
+          status,
+          authorized: true,
+          durationMs: performance.now() - started,
+        }),
+    });
+  }
+
   // ---- HTTP/2 ----
 
-  #appHttp2(): ClientHttp2Session {
-    const current = this.#appSession;
+  #appHttp2(port: number): ClientHttp2Session {
+    const current = this.#appSessions.get(port);
     if (current !== undefined && !current.closed && !current.destroyed) return current;
-    const session = http2Connect(`http://${formatHost(this.#o.app.host)}:${this.#o.app.port}`);
+    const session = http2Connect(`http://${formatHost(this.#o.app.host)}:${port}`);
     session.on('error', (err) =>
       this.#log.debug({ err: err.message }, 'inbound app h2 session error'),
     );
     const forget = (): void => {
-      if (this.#appSession === session) this.#appSession = undefined;
+      if (this.#appSessions.get(port) === session) this.#appSessions.delete(port);
     };
     session.on('close', forget);
     session.on('goaway', forget);
-    this.#appSession = session;
+    this.#appSessions.set(port, session);
     return session;
   }
 
@@ -796,6 +1074,10 @@ export class InboundProxy {
       conn.session?.close();
       return;
     }
+    if (conn.appProtocol !== 'h2') {
+      h2ToHttp1(stream, headers, this.#translateContext(conn), this.#agent, (s) => (status = s));
+      return;
+    }
 
     const out = forwardableHttp2Headers(headers, (n) => n !== ':scheme');
     out[':scheme'] = 'http';
@@ -803,15 +1085,23 @@ export class InboundProxy {
     const requestEnded = stream.endAfterHeaders;
     let appReq: ClientHttp2Stream;
     try {
-      appReq = this.#appHttp2().request(out, {
+      appReq = this.#appHttp2(conn.appPort).request(out, {
         endStream: requestEnded,
         waitForTrailers: !requestEnded,
       });
     } catch (err) {
       this.#log.debug({ err: String(err) }, 'inbound app h2 request failed');
-      status = this.#http2Error(stream, 502, 'app unreachable');
+      status = this.#appFailed(stream, conn, err as Error);
       return;
     }
+    const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+    const timer =
+      this.#appTimeoutMs > 0 && !grpc
+        ? setTimeout(() => {
+            status = this.#appFailed(stream, conn, 'timeout');
+            appReq.close(h2.NGHTTP2_CANCEL);
+          }, this.#appTimeoutMs)
+        : undefined;
 
     let requestTrailers: Http2IncomingHeaders | undefined;
     stream.on('trailers', (t: Http2IncomingHeaders) => (requestTrailers = t));
@@ -822,6 +1112,8 @@ export class InboundProxy {
 
     let responseTrailers: Http2IncomingHeaders | undefined;
     appReq.on('response', (appHeaders: Http2IncomingHeaders) => {
+      clearTimeout(timer);
+      if (stream.headersSent || stream.closed) return;
       status = Number(appHeaders[':status'] ?? 502);
       const responseEnded = appReq.endAfterHeaders;
       stream.respond(
@@ -838,19 +1130,35 @@ export class InboundProxy {
       stream.sendTrailers(forwardableHttp2Headers(responseTrailers ?? {}, () => false));
     });
     appReq.on('error', (err) => {
+      clearTimeout(timer);
       this.#log.debug({ err: err.message }, 'inbound app h2 stream failed');
-      if (!stream.headersSent && !stream.closed)
-        status = this.#http2Error(stream, 502, 'app unreachable');
+      if (!stream.headersSent && !stream.closed) status = this.#appFailed(stream, conn, err);
       else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
     });
     appReq.on('close', () => {
-      // The app reset the stream: reset the peer's too, with the same code.
-      if (!stream.closed && appReq.rstCode !== h2.NGHTTP2_NO_ERROR) stream.close(appReq.rstCode);
+      clearTimeout(timer);
+      if (stream.closed || appReq.rstCode === h2.NGHTTP2_NO_ERROR) return;
+      // The app reset the stream before answering: say so; after, reset the peer's too.
+      if (!stream.headersSent) {
+        status = this.#http2Error(
+          stream,
+          502,
+          'app reset',
+          `bad gateway: the application at ${formatHost(this.#appAddress(conn).host)}:${conn.appPort} reset the stream (HTTP/2 error code ${appReq.rstCode})\n`,
+        );
+      } else stream.close(appReq.rstCode);
     });
     stream.on('close', () => {
       if (!appReq.closed)
         appReq.close(stream.rstCode === h2.NGHTTP2_NO_ERROR ? h2.NGHTTP2_CANCEL : stream.rstCode);
     });
+  }
+
+  /** A 502 or 504 naming why the app did not answer. Returns the status. */
+  #appFailed(stream: ServerHttp2Stream, conn: Conn, cause: Error | 'timeout'): number {
+    if (stream.headersSent || stream.closed) return 0;
+    const f = appFailure(this.#appAddress(conn), cause, this.#appTimeoutMs);
+    return this.#http2Error(stream, f.status, f.reason, failureBody(f));
   }
 
   /** Answers a denied stream: gRPC PERMISSION_DENIED for gRPC, else 403. Returns the status. */

@@ -8,7 +8,13 @@ export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
 export { CertifyCallFailed, Http2CertifyClient } from './identity/certify-h2.js';
 export type { Http2CertifyClientOptions, PresentedCertificate } from './identity/certify-h2.js';
 export type { VerifiedLeaf } from './identity/verify.js';
-export { ContextCache, PROXY_TLS, identityOfCertificate, verifiedPeerIdentity } from './tls.js';
+export {
+  ContextCache,
+  MESH_H2_ALPN,
+  PROXY_TLS,
+  identityOfCertificate,
+  verifiedPeerIdentity,
+} from './tls.js';
 export { AnchorSource, parseAnchorBundle } from './anchors.js';
 export type { AnchorBundle } from './anchors.js';
 export {

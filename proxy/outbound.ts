@@ -32,13 +32,17 @@ import type {
   OutgoingHttpHeaders,
   ServerResponse,
 } from 'node:http';
+import { connect as http2Connect, constants as h2 } from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders as Http2IncomingHeaders } from 'node:http2';
+import { ServerResponse as HttpServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
 import { FIPS_TLS, LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
-import { ContextCache, fipsPeerProblem, identityOfCertificate } from './tls.js';
+import { ContextCache, MESH_H2_ALPN, fipsPeerProblem, identityOfCertificate } from './tls.js';
+import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 
 // The route and destination vocabulary is part of the outbound surface.
 export {
@@ -140,6 +144,12 @@ export interface OutboundOptions {
    * certificates are outside the FIPS policy are also refused.
    */
   readonly tls?: MeshTlsSettings;
+  /**
+   * Carry the HTTP listener's requests to peers that are meshid proxies over one multiplexed
+   * HTTP/2 connection per destination (ALPN {@link MESH_H2_ALPN}); default true. Peers that do
+   * not select it get HTTP/1.1, pooled, as before.
+   */
+  readonly meshH2?: boolean;
 }
 
 /** The error `checkServerIdentity` returns: it names both identities. */
@@ -244,6 +254,12 @@ export class OutboundProxy {
   readonly #failures = new WeakMap<Error, UpstreamError>();
   #agent: MeshAgent | undefined;
   #closing = false;
+  /** One HTTP/2 session per destination whose proxy selected the mesh ALPN. */
+  readonly #sessions = new Map<string, Promise<ClientHttp2Session | undefined>>();
+  /** Destinations that answered without the mesh ALPN, and since when (re-asked hourly). */
+  readonly #http1Peers = new Map<string, number>();
+  /** A connection that answered the mesh offer with HTTP/1.1, for the pool's next request. */
+  readonly #spare = new Map<string, TLSSocket>();
 
   /**
    * @throws MeshidError ERR_CONFIG_INVALID when a listen address is not loopback or two
@@ -303,6 +319,9 @@ export class OutboundProxy {
         server.on('connect', (req: IncomingMessage, app: Socket, head: Buffer) => {
           void this.#tunnel(req, app, head, listener, resolver);
         });
+        server.on('upgrade', (req: IncomingMessage, app: Socket, head: Buffer) => {
+          void this.#upgrade(req, app, head, listener, resolver);
+        });
         bound.push(address);
       }
     } catch (err) {
@@ -330,6 +349,11 @@ export class OutboundProxy {
     this.#servers.length = 0;
     // Pooled idle upstream connections would otherwise wait out the grace for nothing.
     this.#agent?.destroyIdle();
+    for (const p of this.#sessions.values())
+      void p.then(
+        (s) => s?.close(),
+        () => undefined,
+      );
     const drained = Promise.all([...this.#tracked].map((t) => t.closed));
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'expired'>((resolve) => {
@@ -343,6 +367,13 @@ export class OutboundProxy {
       await Promise.all([...this.#tracked].map((t) => t.closed));
     }
     this.#agent?.destroy();
+    for (const s of this.#spare.values()) s.destroy();
+    for (const p of this.#sessions.values())
+      void p.then(
+        (s) => s?.destroy(),
+        () => undefined,
+      );
+    this.#sessions.clear();
     await Promise.all(stopped);
   }
 
@@ -510,6 +541,12 @@ export class OutboundProxy {
 
   /** A new connection for the HTTP listener's pool, reported like a route connection. */
   #pooledConnection(listener: string, dest: Destination): TLSSocket {
+    const key = destinationKey(dest);
+    const spare = this.#spare.get(key);
+    if (spare !== undefined && !spare.destroyed) {
+      this.#spare.delete(key);
+      return spare;
+    }
     const socket = this.#originate(listener, dest);
     socket.once('secureConnect', () => {
       this.#reportEstablished(listener, dest, socket, () => ({
@@ -670,6 +707,21 @@ export class OutboundProxy {
       proxyError(res, 502, 'no-route', `no meshed destination for ${target.authority}`);
       return;
     }
+    if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
+      let session: ClientHttp2Session | undefined;
+      try {
+        session = await this.#meshSession(listener, dest);
+      } catch (err) {
+        const failure = this.#failureOf(err as Error);
+        const reason = failure?.reason ?? 'connect-failed';
+        proxyError(res, statusOf(reason), reason, failure?.message ?? messageOf(err));
+        return;
+      }
+      if (session !== undefined) {
+        this.#forwardH2(req, res, session, target);
+        return;
+      }
+    }
     const upstream: ClientRequest = httpRequest({
       agent: this.#agent!,
       host: dest.target.host,
@@ -698,6 +750,200 @@ export class OutboundProxy {
     // The app hung up mid-request: abandon the upstream exchange.
     res.on('close', () => {
       if (!res.writableFinished) upstream.destroy();
+    });
+  }
+
+  #isHttp1Peer(dest: Destination): boolean {
+    const since = this.#http1Peers.get(destinationKey(dest));
+    if (since === undefined) return false;
+    if (this.#now() - since < HTTP1_PEER_RECHECK_MS) return true;
+    this.#http1Peers.delete(destinationKey(dest));
+    return false;
+  }
+
+  /**
+   * The HTTP/2 session to a destination's proxy, opened on first use with ALPN offering the
+   * mesh protocol and HTTP/1.1. Resolves undefined when the peer chose HTTP/1.1 (it is not a
+   * meshid proxy); that handshake is not reused, and the peer is remembered as HTTP/1.1.
+   */
+  #meshSession(listener: string, dest: Destination): Promise<ClientHttp2Session | undefined> {
+    const key = destinationKey(dest);
+    const current = this.#sessions.get(key);
+    if (current !== undefined) return current;
+    const opening = new Promise<ClientHttp2Session | undefined>((resolve, reject) => {
+      const socket = this.#originate(listener, dest, [MESH_H2_ALPN, 'http/1.1']);
+      const forget = (): void => {
+        if (this.#sessions.get(key) === opening) this.#sessions.delete(key);
+      };
+      socket.once('error', (err) => {
+        forget();
+        reject(err);
+      });
+      socket.once('secureConnect', () => {
+        this.#reportEstablished(listener, dest, socket, () => ({
+          sent: socket.bytesWritten,
+          received: socket.bytesRead,
+        }));
+        if (socket.alpnProtocol !== MESH_H2_ALPN) {
+          // Not a meshid proxy: HTTP/1.1 from now on, starting with this connection.
+          forget();
+          this.#http1Peers.set(key, this.#now());
+          this.#spare.get(key)?.destroy();
+          this.#spare.set(key, socket);
+          socket.once('close', () => {
+            if (this.#spare.get(key) === socket) this.#spare.delete(key);
+          });
+          resolve(undefined);
+          return;
+        }
+        const session = http2Connect(`http://${formatAddress(dest.target)}`, {
+          createConnection: () => socket,
+        });
+        session.on('error', (err) =>
+          this.#log.debug({ err: err.message }, 'outbound mesh HTTP/2 session error'),
+        );
+        session.once('close', forget);
+        session.once('goaway', forget);
+        // An idle session is closed as the HTTP/1.1 pool's idle sockets are.
+        session.setTimeout(60_000, () => session.close());
+        resolve(session);
+      });
+    });
+    // The rejection is handled by the caller; this only keeps it from being reported twice.
+    opening.catch(() => undefined);
+    this.#sessions.set(key, opening);
+    return opening;
+  }
+
+  /** One HTTP/1.1 request from the app carried as an HTTP/2 stream to the peer proxy. */
+  #forwardH2(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: ClientHttp2Session,
+    target: { authority: string; path: string },
+  ): void {
+    const headers: Record<string, string | string[] | number> = {};
+    for (const [k, v] of Object.entries(forwardHeaders(req.headers))) {
+      if (v !== undefined && k !== 'host') headers[k] = typeof v === 'number' ? String(v) : v;
+    }
+    headers[':method'] = req.method ?? 'GET';
+    headers[':path'] = target.path;
+    headers[':scheme'] = 'http';
+    headers[':authority'] = target.authority;
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    let stream;
+    try {
+      stream = session.request(headers, { endStream: !hasBody });
+    } catch (err) {
+      proxyError(res, 502, 'connect-failed', `HTTP/2 to the peer proxy failed: ${messageOf(err)}`);
+      return;
+    }
+    const up = stream;
+    if (hasBody) req.pipe(up);
+    else req.resume();
+    up.on('response', (h: Http2IncomingHeaders) => {
+      const status = Number(h[':status'] ?? 502);
+      if (status < 200) return;
+      const out: OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(h)) if (!k.startsWith(':') && v !== undefined) out[k] = v;
+      res.writeHead(status, out);
+      up.pipe(res);
+    });
+    up.on('error', (err) => {
+      if (res.headersSent) res.destroy();
+      else
+        proxyError(
+          res,
+          502,
+          'peer-failed',
+          `HTTP/2 stream to the peer proxy failed: ${err.message}`,
+        );
+    });
+    up.on('close', () => {
+      if (!res.headersSent && up.rstCode !== h2.NGHTTP2_NO_ERROR) {
+        proxyError(
+          res,
+          502,
+          'peer-failed',
+          `the peer proxy reset the stream (HTTP/2 error code ${up.rstCode})`,
+        );
+      }
+    });
+    res.on('close', () => {
+      if (!up.closed) up.close(h2.NGHTTP2_CANCEL);
+    });
+  }
+
+  /**
+   * `Connection: Upgrade` (WebSocket) on the HTTP listener: carried over an HTTP/1.1 mTLS
+   * connection of its own (HTTP/2 between proxies has no upgrade). An h2c upgrade is ignored
+   * and the request served as any other.
+   */
+  async #upgrade(
+    req: IncomingMessage,
+    app: Socket,
+    head: Buffer,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<void> {
+    this.#track([app]);
+    app.on('error', () => undefined);
+    if (/(^|,)\s*h2c/i.test(String(req.headers.upgrade ?? ''))) {
+      const res = new HttpServerResponse(req);
+      res.assignSocket(app);
+      res.shouldKeepAlive = false;
+      res.once('finish', () => app.end());
+      delete req.headers.upgrade;
+      await this.#forward(req, res, listener, resolver);
+      return;
+    }
+    const refuse = (status: number, reason: string, message: string): void => {
+      app.end(
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\nl5d-proxy-error: ${reason}\r\ncontent-length: ${Buffer.byteLength(message) + 1}\r\nconnection: close\r\n\r\n${message}\n`,
+      );
+    };
+    const target = requestTarget(req);
+    if (target === undefined) {
+      refuse(400, 'bad-request', 'request has no usable authority (Host header or absolute URI)');
+      return;
+    }
+    let dest: Destination | undefined;
+    try {
+      dest = await this.#resolveFor(req, target.authority, resolver);
+    } catch (err) {
+      refuse(502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
+      return;
+    }
+    if (dest === undefined) {
+      refuse(502, 'no-route', `no meshed destination for ${printable(target.authority)}`);
+      return;
+    }
+    let up: TLSSocket;
+    try {
+      up = this.#originate(listener, dest);
+    } catch (err) {
+      const reason = this.#failureOf(err as Error)?.reason ?? 'tls-failed';
+      refuse(statusOf(reason), reason, messageOf(err));
+      return;
+    }
+    const d = dest;
+    up.once('secureConnect', () =>
+      this.#reportEstablished(listener, d, up, () => ({
+        sent: up.bytesWritten,
+        received: up.bytesRead,
+      })),
+    );
+    req.url = target.path;
+    forwardUpgrade({
+      client: app,
+      clientRest: head,
+      requestHead: upgradeRequestHead(req, undefined, undefined),
+      upstream: up,
+      where: `the peer proxy at ${formatAddress(dest.target)}`,
+      errorHeader: 'l5d-proxy-error',
+      logger: this.#log,
     });
   }
 
@@ -806,6 +1052,13 @@ export class OutboundProxy {
       this.#log.warn({ err: messageOf(err) }, 'outbound observer threw');
     }
   }
+}
+
+/** How long a peer that chose HTTP/1.1 is taken at its word before the mesh ALPN is offered again. */
+const HTTP1_PEER_RECHECK_MS = 3_600_000;
+
+function destinationKey(dest: Destination): string {
+  return `${formatAddress(dest.target)}@${dest.identity}`;
 }
 
 /** Extra request options MeshAgent reads. */

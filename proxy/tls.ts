@@ -45,6 +45,19 @@ export function fipsPeerProblem(leaf: PeerCertificate): string | undefined {
 }
 
 /**
+ * The ALPN protocol a meshid outbound offers to say "I am a meshid proxy: HTTP/2 between us,
+ * whatever the apps speak". The bytes are plain HTTP/2; the inbound downgrades for its app.
+ * A server that does not know it (not a meshid proxy) never selects it, and the outbound falls
+ * back to HTTP/1.1.
+ *
+ * @example
+ * ```ts
+ * tls.connect({ ALPNProtocols: [MESH_H2_ALPN, 'http/1.1'], ... });
+ * ```
+ */
+export const MESH_H2_ALPN = 'meshid.io/h2';
+
+/**
  * Secure contexts for (certificate, anchors) pairs, rebuilt only when either changes: a context
  * costs a key parse and a chain parse, too much for every connection.
  *

@@ -135,6 +135,8 @@ describe('proxy inbound HTTP/1.1 relay', function () {
       policy: new InboundPolicy(),
       logger: silentLogger(),
       observe: (e) => events.push(e),
+      // The relay's own rules are under test: the app is declared HTTP/1.1 (no probe bytes).
+      appPorts: new Map([[app.port, 'http1']]),
       ...o,
     });
     const bound = await proxy.listen();
@@ -367,18 +369,19 @@ describe('proxy inbound HTTP/1.1 relay', function () {
       assert.deepEqual(app.clientIds(0), [CLIENT_ID]);
     });
 
-    it('drops hop-by-hop fields and the names Connection lists, keeping close and keep-alive', async () => {
+    it('drops hop-by-hop fields and the names Connection lists (an h2c Upgrade too), keeping close and keep-alive', async () => {
       const app = await startApp();
       const { port } = await startProxy(app.address);
       const socket = await client(port);
       const answer = readUntil(socket, (t) => responses(t) === 1 && t.includes('GET /hop'));
       socket.write(
-        'GET /hop HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret, Upgrade, l5d-client-id\r\nX-Secret: 1\r\nUpgrade: websocket\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n',
+        'GET /hop HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret, Upgrade, l5d-client-id\r\nX-Secret: 1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n',
       );
       await answer;
       const seen = app.seen[0]!;
       assert.equal(seen.headers['x-secret'], undefined);
       assert.equal(seen.headers['upgrade'], undefined);
+      assert.equal(seen.headers['http2-settings'], undefined);
       assert.equal(seen.headers['keep-alive'], undefined);
       assert.equal(seen.headers['te'], undefined);
       assert.equal(seen.headers['connection'], 'keep-alive');
@@ -467,13 +470,14 @@ describe('proxy inbound HTTP/1.1 relay', function () {
       assert.equal(done?.type === 'http-request' ? done.status : -1, 200);
     });
 
-    it('answers 502 when the app is not listening', async () => {
+    it('answers 502 naming the refused connection when the app is not listening', async () => {
       const gone = createNetServer();
       const address = await listen(gone);
       await new Promise<void>((resolve) => gone.close(() => resolve()));
       const { port, events } = await startProxy(address);
       const answer = await exchange(port, 'GET / HTTP/1.1\r\nHost: web\r\n\r\n');
-      assert.match(answer, /^HTTP\/1\.1 502 [\s\S]*l5d-proxy-error: app unreachable/);
+      assert.match(answer, /^HTTP\/1\.1 502 [\s\S]*l5d-proxy-error: app refused connection/);
+      assert.match(answer, /refused the connection \(ECONNREFUSED\): is it listening\?\n$/);
       const done = events.find((e) => e.type === 'http-request');
       assert.equal(done?.type === 'http-request' ? done.status : -1, 502);
     });
