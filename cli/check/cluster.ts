@@ -163,7 +163,7 @@ export async function checkCluster(
   ];
 
   const caPort = deploymentArg(deployment, 'listen')?.split(':').pop() ?? '8080';
-  const fix = `check the CA's pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/name=linkerd-identity" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward deploy/linkerd-identity 8080 9990" with --ca-address 127.0.0.1:8080 --ca-admin 127.0.0.1:9990`;
+  const fix = `check the CA's pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/name=meshid,app.kubernetes.io/component=identity" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward deploy/linkerd-identity 8080 9990" with --ca-address 127.0.0.1:8080 --ca-admin 127.0.0.1:9990`;
   progress('asking the CA and reading RBAC, webhooks and pods');
   const [caResults, admin, rbac, webhooks, pods] = await Promise.all([
     probeCa({
