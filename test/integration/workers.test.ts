@@ -74,10 +74,16 @@ describe('meshid ca: worker processes (real process)', function () {
       const length = await certifyOnce().catch(() => certifyOnce());
       assert.ok(length > 0);
     }
-    await waitFor('a replacement worker', () => {
-      const now = workerPids(ca);
-      return now.size === 3 ? now : undefined;
-    });
+    // A replacement worker loads the whole CA before it logs: on a loaded machine that can take
+    // well over the default 15 s, so the condition gets most of the test's time.
+    await waitFor(
+      'a replacement worker',
+      () => {
+        const now = workerPids(ca);
+        return now.size === 3 ? now : undefined;
+      },
+      45_000,
+    );
     await waitFor('readiness with all workers', async () =>
       (await adminGet(ca.admin, '/ready')).status === 200 ? true : undefined,
     );
