@@ -7,7 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { createRootCa } from '../../core/pki.js';
 import type { Address } from '../../core/index.js';
 import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import { freePort, startProxyProcess } from '../support/proxy-process.js';
+import { freePort, getStatus, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
 import { HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
@@ -45,19 +45,8 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
     caAddress,
   ];
 
-  function get(address: Address, fresh: boolean): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const req = request(
-        { host: address.host, port: address.port, path: '/', agent: fresh ? false : agent },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-  }
+  const get = (address: Address, fresh: boolean): Promise<number> =>
+    getStatus(address, fresh ? false : agent);
 
   const startProxy = (sa: string, args: string[]): Promise<ProxyProcess> =>
     startProxyProcess({

@@ -5,6 +5,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { request } from 'node:http';
+import type { Agent } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -124,6 +125,26 @@ export function httpGet(address: Address, path: string): Promise<{ status: numbe
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/**
+ * One GET of `/` through `agent` (keep-alive connections), or on a new connection with `false`:
+ * its status. Fails if no answer comes within `timeoutMs`.
+ */
+export function getStatus(
+  address: Address,
+  agent: Agent | false,
+  timeoutMs = 10_000,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address.host, port: address.port, path: '/', agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
   });
