@@ -25,6 +25,8 @@ const WIRE_VARINT = 0;
 const WIRE_I64 = 1;
 const WIRE_LEN = 2;
 const WIRE_I32 = 5;
+/** 2^29 - 1, protobuf's largest field number. */
+const MAX_FIELD_NUMBER = 536_870_911;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -47,6 +49,20 @@ class Reader {
       shift += 7;
     }
     throw malformed('varint longer than 10 bytes');
+  }
+
+  /**
+   * A field's tag: its number and wire type. Field numbers run from 1 to 2^29 - 1 and a tag is a
+   * uint32 (protobuf's encoding spec); a larger one is no field at all, and skipping it as
+   * unknown would accept bytes that no protobuf parser reads as a message.
+   */
+  tag(): { field: number; wireType: number } {
+    const tag = this.varint();
+    const field = Math.floor(tag / 8);
+    if (field === 0) throw malformed('field number 0');
+    if (field > MAX_FIELD_NUMBER)
+      throw malformed(`field number ${field} is over the largest, ${MAX_FIELD_NUMBER}`);
+    return { field, wireType: tag % 8 };
   }
 
   bytes(): Uint8Array {
@@ -102,10 +118,7 @@ export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
   let token: Uint8Array = new Uint8Array(0);
   let csr: Uint8Array = new Uint8Array(0);
   while (!r.done) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wireType = tag & 7;
-    if (field === 0) throw malformed('field number 0');
+    const { field, wireType } = r.tag();
     if (field >= 1 && field <= 3) {
       if (wireType !== WIRE_LEN)
         throw malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
@@ -224,9 +237,7 @@ export function decodeCertifyResponse(buf: Uint8Array): CertifyResponse {
   const intermediates: Uint8Array[] = [];
   let validUntil = 0;
   while (!r.done) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wireType = tag & 7;
+    const { field, wireType } = r.tag();
     if ((field === 1 || field === 2 || field === 3) && wireType === WIRE_LEN) {
       const value = r.bytes();
       if (field === 1) leaf = value;
@@ -244,10 +255,10 @@ function decodeTimestamp(buf: Uint8Array): number {
   let seconds = 0;
   let nanos = 0;
   while (!r.done) {
-    const tag = r.varint();
-    if (tag === 1 * 8 + WIRE_VARINT) seconds = r.varint();
-    else if (tag === 2 * 8 + WIRE_VARINT) nanos = r.varint();
-    else r.skip(tag & 7);
+    const { field, wireType } = r.tag();
+    if (field === 1 && wireType === WIRE_VARINT) seconds = r.varint();
+    else if (field === 2 && wireType === WIRE_VARINT) nanos = r.varint();
+    else r.skip(wireType);
   }
   return seconds * 1000 + Math.floor(nanos / 1_000_000);
 }

@@ -89,7 +89,9 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
       certificateSigningRequest: Buffer.from('c'),
     });
     const unknown = Buffer.from([(9 << 3) | 0, 0x96, 0x01, (10 << 3) | 2, 2, 0xaa, 0xbb]);
-    const req = decodeCertifyRequest(Buffer.concat([unknown, known]));
+    // The largest field number, 2^29 - 1, as an unknown varint field (tag 0xFFFFFFF8).
+    const largest = Buffer.from([0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    const req = decodeCertifyRequest(Buffer.concat([unknown, known, largest]));
     assert.equal(req.identity, 'x');
   });
 
@@ -107,6 +109,21 @@ describe('Certify protobuf codec (checked against protobufjs loading identity.pr
     ],
     ['a truncated varint', Buffer.from([(2 << 3) | 2, 0x80]), /truncated varint/],
     ['a group wire type', Buffer.from([(7 << 3) | 3]), /unsupported wire type 3/],
+    // Found by the long fuzz run: valid fields followed by a 7-byte tag, which the CA skipped as
+    // an unknown field and issued for, while protobuf parsers refuse the message.
+    [
+      'a field number over 2^29 - 1 after valid fields',
+      Buffer.concat([
+        encodeCertifyRequest({
+          identity: 'x',
+          token: Buffer.from('t'),
+          certificateSigningRequest: Buffer.from('c'),
+        }),
+        Buffer.from([0x80, 0x80, 0x80, 0x80, 0x10, 0x01]), // tag 2^32: field 2^29, varint
+      ]),
+      /field number 536870912 is over the largest, 536870911/,
+    ],
+    ['field number 0', Buffer.from([0x02, 0x00]), /field number 0/],
   ] as const) {
     it(`refuses ${name} with ERR_REQUEST_INVALID`, () => {
       assert.throws(
