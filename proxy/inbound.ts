@@ -58,7 +58,8 @@ import {
   verifiedPeerIdentity,
 } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
-import { Http1Relay } from './http1-relay.js';
+import { CONNECT_REFUSAL } from './http1-parse.js';
+import { Http1Relay, proxyResponse } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import { AppProtocolDetector } from './app-protocol.js';
 import type { AppPorts, AppProtocol, ResolvedAppProtocol } from './app-protocol.js';
@@ -219,6 +220,9 @@ const HOP_BY_HOP = new Set([
   'upgrade',
   'te',
   'http2-settings',
+  // Linkerd's outbound carries HTTP/1.1 between proxies as HTTP/2 and marks the request with
+  // the original version; it describes that hop only (Linkerd's inbound removes it too).
+  'l5d-orig-proto',
 ]);
 
 /** One accepted connection, from the first byte to close. */
@@ -374,6 +378,18 @@ export class InboundProxy {
     this.#http1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
       this.#onHttp1Upgrade(req, socket, head),
     );
+    // CONNECT from an HTTP/1.1 client of an h2 app (node's parser hands it over apart).
+    this.#http1.on('connect', (_req: IncomingMessage, socket: Socket) => {
+      socket.on('error', () => undefined);
+      socket.end(
+        proxyResponse(
+          CONNECT_REFUSAL.status,
+          PROXY_ERROR_HEADER,
+          CONNECT_REFUSAL.reason,
+          CONNECT_REFUSAL.body,
+        ),
+      );
+    });
     this.#http1.on('clientError', (err: Error, socket: Socket) => {
       this.#log.debug({ err: err.message }, 'inbound HTTP/1 request refused');
       if (socket.writable) {
@@ -1074,6 +1090,15 @@ export class InboundProxy {
       conn.session?.close();
       return;
     }
+    if (method === 'CONNECT') {
+      status = this.#http2Error(
+        stream,
+        CONNECT_REFUSAL.status,
+        CONNECT_REFUSAL.reason,
+        CONNECT_REFUSAL.body,
+      );
+      return;
+    }
     if (conn.appProtocol !== 'h2') {
       h2ToHttp1(stream, headers, this.#translateContext(conn), this.#agent, (s) => (status = s));
       return;
@@ -1094,11 +1119,14 @@ export class InboundProxy {
       status = this.#appFailed(stream, conn, err as Error);
       return;
     }
+    /** The proxy answered (502/504) itself: the app's reset must not follow that answer. */
+    let proxyAnswered = false;
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
     const timer =
       this.#appTimeoutMs > 0 && !grpc
         ? setTimeout(() => {
             status = this.#appFailed(stream, conn, 'timeout');
+            proxyAnswered = true;
             appReq.close(h2.NGHTTP2_CANCEL);
           }, this.#appTimeoutMs)
         : undefined;
@@ -1132,12 +1160,15 @@ export class InboundProxy {
     appReq.on('error', (err) => {
       clearTimeout(timer);
       this.#log.debug({ err: err.message }, 'inbound app h2 stream failed');
-      if (!stream.headersSent && !stream.closed) status = this.#appFailed(stream, conn, err);
-      else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+      if (!stream.headersSent && !stream.closed) {
+        status = this.#appFailed(stream, conn, err);
+        proxyAnswered = true;
+      } else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
     });
     appReq.on('close', () => {
       clearTimeout(timer);
-      if (stream.closed || appReq.rstCode === h2.NGHTTP2_NO_ERROR) return;
+      // A 502/504 the proxy already sent is the whole answer: no reset may follow it.
+      if (stream.closed || appReq.rstCode === h2.NGHTTP2_NO_ERROR || proxyAnswered) return;
       // The app reset the stream before answering: say so; after, reset the peer's too.
       if (!stream.headersSent) {
         status = this.#http2Error(

@@ -53,6 +53,8 @@ const HOP_BY_HOP = new Set([
   'http2-settings',
   'host',
   'trailer',
+  // Linkerd's mark of HTTP/1.1 carried as HTTP/2 between proxies: one hop only.
+  'l5d-orig-proto',
 ]);
 
 /** Why the app did not answer, for the 502 body and the `l5d-proxy-error` header. */
@@ -195,7 +197,12 @@ export function h2ToHttp1(
 ): void {
   const method = headers[':method'] ?? 'GET';
   const authority = headers[':authority'] ?? headers['host'];
+  let failed = false;
   const fail = (f: AppFailure): void => {
+    // The first failure answers; a later one (the request destroyed after a 504) must not
+    // reset the stream that answer is on.
+    if (failed) return;
+    failed = true;
     onStatus(f.status);
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
@@ -209,10 +216,6 @@ export function h2ToHttp1(
     });
     stream.end(failureBody(f));
   };
-  if (method === 'CONNECT') {
-    fail({ status: 502, reason: 'CONNECT refused', message: 'CONNECT is not supported' });
-    return;
-  }
   if (typeof authority !== 'string' || authority.length === 0) {
     onStatus(400);
     stream.respond({ ':status': 400, [ctx.errorHeader]: 'no authority' });

@@ -424,6 +424,8 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       it(`answers 504 naming the timeout when the app is slow (${p.path})`, async () => {
         const port = await startInbound(app(p.kind).address, { appTimeoutMs: 300 });
         const r = await curl(port, p.flag, '-i', `https://${SERVER_ID}:${port}/slow`);
+        // A complete answer: no reset or early close after it (curl exits 0).
+        assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /l5d-proxy-error: app timeout/i, r.stderr);
         assert.match(
           r.stdout,
@@ -434,6 +436,7 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       it(`answers 502 naming the reset when the app resets (${p.path})`, async () => {
         const port = await startInbound(app(p.kind).address);
         const r = await curl(port, p.flag, '-i', `https://${SERVER_ID}:${port}/reset`);
+        assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /l5d-proxy-error: app (reset|closed connection)/i, r.stderr);
         assert.match(r.stdout, /bad gateway: the application at 127\.0\.0\.1:\d+ (reset|closed)/);
         assert.match(r.stdout, / 502$/);
