@@ -694,6 +694,16 @@ export class InboundProxy {
           this.#o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
         );
         rest = read.rest;
+        if (read.header.name !== '') {
+          // Linkerd's gateway forwarding: the header names another target to go on to. This
+          // inbound serves its own app only; delivering to a local port instead would be wrong.
+          this.#log.info(
+            { [LogKey.identity]: conn.peer, name: read.header.name, port: read.header.port },
+            'inbound transport header names a target to forward to (gateway forwarding), which this proxy does not do; closed',
+          );
+          destroyConn(conn);
+          return;
+        }
         if (!this.#appPorts.has(read.header.port)) {
           this.#log.info(
             { [LogKey.identity]: conn.peer, port: read.header.port },

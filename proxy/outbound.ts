@@ -871,8 +871,11 @@ export class OutboundProxy {
         );
       }
     });
+    // Only an exchange the app gave up on is cancelled: a RST_STREAM after a complete answer
+    // raced node's HTTP/2 server on the peer, which then failed the whole session with GOAWAY
+    // INTERNAL_ERROR under load (every stream on it answered 502).
     res.on('close', () => {
-      if (!up.closed) up.close(h2.NGHTTP2_CANCEL);
+      if (!res.writableFinished && !up.closed) up.close(h2.NGHTTP2_CANCEL);
     });
   }
 
