@@ -40,10 +40,8 @@ import type {
 } from 'node:http';
 import type {
   ClientHttp2Session,
-  ClientHttp2Stream,
   Http2Server,
   IncomingHttpHeaders as Http2IncomingHeaders,
-  OutgoingHttpHeaders as Http2OutgoingHeaders,
   ServerHttp2Session,
   ServerHttp2Stream,
 } from 'node:http2';
@@ -58,6 +56,7 @@ import {
   verifiedPeerIdentity,
 } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
+import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
 import { CONNECT_REFUSAL } from './http1-parse.js';
 import { Http1Relay, proxyResponse } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
@@ -211,20 +210,6 @@ const DEFAULT_APP_TIMEOUT_MS = 60_000;
 /** How long a probe of what the app speaks may take. */
 const APP_DETECT_TIMEOUT_MS = 5_000;
 
-/** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-  // Linkerd's outbound carries HTTP/1.1 between proxies as HTTP/2 and marks the request with
-  // the original version; it describes that hop only (Linkerd's inbound removes it too).
-  'l5d-orig-proto',
-]);
-
 /** One accepted connection, from the first byte to close. */
 interface Conn {
   readonly raw: Socket;
@@ -248,22 +233,6 @@ interface Conn {
 
 function formatHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
-}
-
-/** HTTP/2 headers to re-send: pseudo-headers as given (unless told), no connection-specific ones. */
-function forwardableHttp2Headers(
-  headers: Http2IncomingHeaders,
-  keepPseudo: (name: string) => boolean,
-): Http2OutgoingHeaders {
-  const out: Http2OutgoingHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === CLIENT_ID_HEADER || HOP_BY_HOP.has(name)) continue;
-    if (name.startsWith(':') && !keepPseudo(name)) continue;
-    out[name] = value;
-  }
-  // TE is allowed in HTTP/2 with exactly the value "trailers", which gRPC requires end to end.
-  if (headers['te'] === 'trailers') out['te'] = 'trailers';
-  return out;
 }
 
 /** gRPC's percent-encoding of grpc-message (only what is outside printable ASCII, and '%'). */
@@ -1117,81 +1086,21 @@ export class InboundProxy {
     const out = forwardableHttp2Headers(headers, (n) => n !== ':scheme');
     out[':scheme'] = 'http';
     if (conn.peer !== undefined) out[CLIENT_ID_HEADER] = conn.peer;
-    const requestEnded = stream.endAfterHeaders;
-    let appReq: ClientHttp2Stream;
-    try {
-      appReq = this.#appHttp2(conn.appPort).request(out, {
-        endStream: requestEnded,
-        waitForTrailers: !requestEnded,
-      });
-    } catch (err) {
-      this.#log.debug({ err: String(err) }, 'inbound app h2 request failed');
-      status = this.#appFailed(stream, conn, err as Error);
-      return;
-    }
-    /** The proxy answered (502/504) itself: the app's reset must not follow that answer. */
-    let proxyAnswered = false;
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-    const timer =
-      this.#appTimeoutMs > 0 && !grpc
-        ? setTimeout(() => {
-            status = this.#appFailed(stream, conn, 'timeout');
-            proxyAnswered = true;
-            appReq.close(h2.NGHTTP2_CANCEL);
-          }, this.#appTimeoutMs)
-        : undefined;
-
-    let requestTrailers: Http2IncomingHeaders | undefined;
-    stream.on('trailers', (t: Http2IncomingHeaders) => (requestTrailers = t));
-    appReq.on('wantTrailers', () => {
-      appReq.sendTrailers(forwardableHttp2Headers(requestTrailers ?? {}, () => false));
-    });
-    if (!requestEnded) stream.pipe(appReq);
-
-    let responseTrailers: Http2IncomingHeaders | undefined;
-    appReq.on('response', (appHeaders: Http2IncomingHeaders) => {
-      clearTimeout(timer);
-      if (stream.headersSent || stream.closed) return;
-      status = Number(appHeaders[':status'] ?? 502);
-      const responseEnded = appReq.endAfterHeaders;
-      stream.respond(
-        forwardableHttp2Headers(appHeaders, (n) => n === ':status'),
-        {
-          endStream: responseEnded,
-          waitForTrailers: !responseEnded,
-        },
-      );
-      if (!responseEnded) appReq.pipe(stream);
-    });
-    appReq.on('trailers', (t: Http2IncomingHeaders) => (responseTrailers = t));
-    stream.on('wantTrailers', () => {
-      stream.sendTrailers(forwardableHttp2Headers(responseTrailers ?? {}, () => false));
-    });
-    appReq.on('error', (err) => {
-      clearTimeout(timer);
-      this.#log.debug({ err: err.message }, 'inbound app h2 stream failed');
-      if (!stream.headersSent && !stream.closed) {
-        status = this.#appFailed(stream, conn, err);
-        proxyAnswered = true;
-      } else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
-    });
-    appReq.on('close', () => {
-      clearTimeout(timer);
-      // A 502/504 the proxy already sent is the whole answer: no reset may follow it.
-      if (stream.closed || appReq.rstCode === h2.NGHTTP2_NO_ERROR || proxyAnswered) return;
-      // The app reset the stream before answering: say so; after, reset the peer's too.
-      if (!stream.headersSent) {
-        status = this.#http2Error(
-          stream,
-          502,
-          'app reset',
-          `bad gateway: the application at ${formatHost(this.#appAddress(conn).host)}:${conn.appPort} reset the stream (HTTP/2 error code ${appReq.rstCode})\n`,
-        );
-      } else stream.close(appReq.rstCode);
-    });
-    stream.on('close', () => {
-      if (!appReq.closed)
-        appReq.close(stream.rstCode === h2.NGHTTP2_NO_ERROR ? h2.NGHTTP2_CANCEL : stream.rstCode);
+    relayH2Stream(stream, out, this.#appHttp2(conn.appPort), {
+      // A gRPC call may stream for as long as it likes.
+      timeoutMs: grpc ? 0 : this.#appTimeoutMs,
+      failed: (cause) =>
+        typeof cause === 'object' && 'rstCode' in cause
+          ? this.#http2Error(
+              stream,
+              502,
+              'app reset',
+              `bad gateway: the application at ${formatHost(this.#appAddress(conn).host)}:${conn.appPort} reset the stream (HTTP/2 error code ${cause.rstCode})\n`,
+            )
+          : this.#appFailed(stream, conn, cause),
+      onStatus: (s) => (status = s),
+      logger: this.#log,
     });
   }
 

@@ -216,7 +216,6 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
           assert.equal(r.code, 0, r.stderr);
           assertHello(kind, r.stdout, path);
         });
-        if (f.args[0] === '--http2-prior-knowledge') continue;
         it(`curl ${f.name} via the HTTP listener (HTTP/2 between the proxies) reaches the ${kind} app as voting`, async () => {
           const path = `/http/${f.args.join('') || 'default'}`;
           const r = await run('curl', [
@@ -346,6 +345,17 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
 
     it('grpc-js via a route reaches the gRPC app as voting', async () => {
       const client = new EchoClient(formatAddress(route('grpc')), credentials.createInsecure());
+      try {
+        assert.equal(await say(client), `grpc app saw ${VOTING}: vote`);
+      } finally {
+        client.close();
+      }
+    });
+
+    it('grpc-js to the HTTP listener (its authority names the destination) reaches the gRPC app as voting', async () => {
+      const client = new EchoClient(formatAddress(httpListener()), credentials.createInsecure(), {
+        'grpc.default_authority': 'grpc.web.svc',
+      });
       try {
         assert.equal(await say(client), `grpc app saw ${VOTING}: vote`);
       } finally {
