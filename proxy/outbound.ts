@@ -721,22 +721,14 @@ export class OutboundProxy {
       );
       return;
     }
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req.headers['l5d-require-id'], target.authority, resolver);
-    } catch (err) {
-      proxyError(res, 502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
-      return;
-    }
-    if (dest === undefined) {
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        listener,
-        reason: 'no-route',
-        message: `no destination for ${target.authority}`,
-      });
-      proxyError(res, 502, 'no-route', `no meshed destination for ${target.authority}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      target.authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      proxyError(res, 502, 'no-route', dest);
       return;
     }
     if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
@@ -854,22 +846,14 @@ export class OutboundProxy {
       answer(400, 'bad-request', 'request has no usable authority (:authority)');
       return;
     }
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(headers['l5d-require-id'], authority, resolver);
-    } catch (err) {
-      answer(502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
-      return;
-    }
-    if (dest === undefined) {
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        listener,
-        reason: 'no-route',
-        message: `no destination for ${printable(authority)}`,
-      });
-      answer(502, 'no-route', `no meshed destination for ${printable(authority)}`);
+    const dest = await this.#destinationFor(
+      headers['l5d-require-id'],
+      authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      answer(502, 'no-route', dest);
       return;
     }
     let session: ClientHttp2Session | undefined;
@@ -1071,15 +1055,14 @@ export class OutboundProxy {
       refuse(400, 'bad-request', 'request has no usable authority (Host header or absolute URI)');
       return;
     }
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req.headers['l5d-require-id'], target.authority, resolver);
-    } catch (err) {
-      refuse(502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
-      return;
-    }
-    if (dest === undefined) {
-      refuse(502, 'no-route', `no meshed destination for ${printable(target.authority)}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      target.authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      refuse(502, 'no-route', dest);
       return;
     }
     let up: TLSSocket;
@@ -1126,22 +1109,14 @@ export class OutboundProxy {
       this.#log.debug({ [LogKey.reason]: reason, err: message }, 'outbound CONNECT refused');
     };
     const authority = req.url ?? '';
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req.headers['l5d-require-id'], authority, resolver);
-    } catch (err) {
-      fail(502, 'no-route', messageOf(err));
-      return;
-    }
-    if (dest === undefined) {
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        listener,
-        reason: 'no-route',
-        message: `no destination for ${printable(authority)}`,
-      });
-      fail(502, 'no-route', `no destination for ${printable(authority)}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      fail(502, 'no-route', dest);
       return;
     }
     let up: TLSSocket;
@@ -1180,6 +1155,33 @@ export class OutboundProxy {
       );
       splice(app, up);
     });
+  }
+
+  /**
+   * The destination of a request on the HTTP listener, or the sentence for its 502 no-route
+   * (reported as a failed handshake).
+   */
+  async #destinationFor(
+    required: unknown,
+    authority: string,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<Destination | string> {
+    let dest: Destination | undefined;
+    try {
+      dest = await this.#resolveFor(required, authority, resolver);
+    } catch (err) {
+      return `destination lookup failed: ${messageOf(err)}`;
+    }
+    if (dest !== undefined) return dest;
+    this.#emit({
+      type: 'handshake',
+      ok: false,
+      listener,
+      reason: 'no-route',
+      message: `no destination for ${printable(authority)}`,
+    });
+    return `no meshed destination for ${printable(authority)}`;
   }
 
   /** Resolves an authority; `l5d-require-id` (Linkerd's header) overrides the expected identity. */

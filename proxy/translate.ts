@@ -29,6 +29,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { Address, Logger } from '../core/index.js';
+import { HOP_BY_HOP_HTTP2 } from './h2-relay.js';
 
 /** What both translations need. */
 export interface TranslateContext {
@@ -43,19 +44,7 @@ export interface TranslateContext {
 }
 
 /** Connection-specific fields: never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2). */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-  'host',
-  'trailer',
-  // Linkerd's mark of HTTP/1.1 carried as HTTP/2 between proxies: one hop only.
-  'l5d-orig-proto',
-]);
+const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP2, 'host', 'trailer']);
 
 /** Why the app did not answer, for the 502 body and the `l5d-proxy-error` header. */
 export interface AppFailure {

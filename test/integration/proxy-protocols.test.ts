@@ -13,7 +13,6 @@ import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
@@ -33,7 +32,7 @@ import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-pr
 import type { CaProcess } from '../support/ca-process.js';
 import { certificateFromCa, freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
-import { EchoClient, TestApp, bigBody, sha256 } from '../support/protocol-apps.js';
+import { EchoClient, TestApp, bigBody, digestOf, sha256 } from '../support/protocol-apps.js';
 import { connectTls, readAll } from '../support/proxy-pki.js';
 import { rawH2Request } from '../support/raw-h2.js';
 import type { AppKind } from '../support/protocol-apps.js';
@@ -52,9 +51,10 @@ function run(
   cmd: string,
   args: readonly string[],
   input = '',
+  env?: NodeJS.ProcessEnv,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -479,16 +479,7 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
           const growth = rssStalled[i]! - rssBefore[i]!;
           assert.ok(growth < 32 * 1024 * 1024, `${name} grew by ${growth} bytes`);
         }
-        const hash = createHash('sha256');
-        let received = 0;
-        res.on('data', (d: Buffer) => {
-          received += d.length;
-          hash.update(d);
-        });
-        res.resume();
-        await once(res, 'end');
-        assert.equal(received, total);
-        assert.equal(hash.digest('hex'), sha256(bigBody(total)));
+        assert.deepEqual(await digestOf(res), { bytes: total, sha256: sha256(bigBody(total)) });
       });
     }
   });
@@ -616,26 +607,10 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
         "const md = new Metadata(); md.add('l5d-client-id', 'spoofed');",
         "c.say(Buffer.from('via proxy'), md, (err, v) => { if (err) { process.stdout.write('ERR ' + err.message); process.exitCode = 1; } else process.stdout.write(v.toString()); c.close(); });",
       ].join('\n');
-      const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
-        (resolve, reject) => {
-          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-            env: {
-              PATH: process.env['PATH'] ?? '',
-              grpc_proxy: `http://${formatAddress(httpListener())}`,
-            },
-          });
-          let stdout = '';
-          let stderr = '';
-          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-          const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-          child.on('error', reject);
-          child.on('close', (code) => {
-            clearTimeout(timer);
-            resolve({ code, stdout, stderr });
-          });
-        },
-      );
+      const r = await run(process.execPath, ['--input-type=module', '-e', script], '', {
+        PATH: process.env['PATH'] ?? '',
+        grpc_proxy: `http://${formatAddress(httpListener())}`,
+      });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(r.stdout, `grpc app saw ${VOTING}: via proxy`);
     });

@@ -59,6 +59,21 @@ export function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
+/** Reads a stream (resuming it) to its end: how many bytes, and their SHA-256. */
+export async function digestOf(
+  stream: NodeJS.ReadableStream,
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  stream.on('data', (d: Buffer) => {
+    bytes += d.length;
+    hash.update(d);
+  });
+  stream.resume();
+  await once(stream as EventEmitter, 'end');
+  return { bytes, sha256: hash.digest('hex') };
+}
+
 function namesIn(raw: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
