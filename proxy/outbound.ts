@@ -792,8 +792,8 @@ export class OutboundProxy {
     void this.#sniff(app).then(({ bytes, ended }) => {
       if (app.destroyed) return;
       if (ended) {
-        // Nothing can be put back once the client has ended; a request that complete in one
-        // go and then a half-close is not something HTTP clients do.
+        // Nothing can be put back once the client has ended, and a client that half-closes
+        // before its first bytes told HTTP/1.1 from HTTP/2 has sent no request to serve.
         app.destroy();
         return;
       }
@@ -838,7 +838,11 @@ export class OutboundProxy {
       return status;
     };
     if (headers[':method'] === 'CONNECT') {
-      answer(405, 'bad-request', 'CONNECT over HTTP/2 is not supported; use HTTP/1.1 CONNECT');
+      answer(
+        405,
+        'connect-over-http2',
+        'CONNECT over HTTP/2 is not supported; use HTTP/1.1 CONNECT',
+      );
       return;
     }
     const authority = headers[':authority'] ?? headers['host'];

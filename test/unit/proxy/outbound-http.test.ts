@@ -219,6 +219,27 @@ describe('OutboundProxy HTTP listener', function () {
     }
   });
 
+  it('refuses CONNECT over HTTP/2 on the HTTP listener with a 405 naming HTTP/1.1 CONNECT', async function () {
+    const { address } = await start();
+    const session = http2Connect(`http://${address.host}:${address.port}`);
+    try {
+      const req = session.request({
+        ':method': 'CONNECT',
+        ':authority': 'web.emojivoto.svc.cluster.local:80',
+      });
+      const [headers] = (await once(req, 'response')) as [Record<string, string>];
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      await once(req, 'end');
+      assert.equal(headers[':status'], 405);
+      assert.equal(headers['l5d-proxy-error'], 'connect-over-http2');
+      assert.match(body, /use HTTP\/1\.1 CONNECT/);
+      assert.deepEqual(web.seen, []);
+    } finally {
+      session.destroy();
+    }
+  });
+
   it('reuses the pooled mTLS connection for the next request to the same destination', async function () {
     const { address, agent, events } = await start();
     for (const path of ['/one', '/two', '/three']) {
