@@ -21,70 +21,16 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MESHID_BIN, waitFor } from '../support/ca-process.js';
+import { assertLinesInOrder, shellSteps } from '../support/docs.js';
+import type { DocStep } from '../support/docs.js';
 import { freePort } from '../support/proxy-process.js';
 
 const PAGE = fileURLToPath(new URL('../../docs/quickstart.md', import.meta.url));
 
-/** One step of the page. */
-interface QuickstartStep {
-  readonly code: string;
-  /** A long-running process and the URL that answers 200 once it is up. */
-  readonly terminal?: { readonly ready: string };
-  readonly exit: number;
-  /** The promised output, if the page shows one. */
-  readonly expect?: string;
-}
-
-/** The page's steps: its `sh` blocks, each with the `text` block that follows it, if any. */
-function quickstartSteps(markdown: string): QuickstartStep[] {
-  const steps: QuickstartStep[] = [];
-  let last: { code: string; terminal?: { ready: string }; exit: number } | undefined;
-  for (const m of markdown.matchAll(/^```(\w*)([^\n]*)\n([\s\S]*?)^```$/gm)) {
-    const [, lang, info, body] = m as unknown as [string, string, string, string];
-    if (lang === 'sh') {
-      if (last !== undefined) steps.push(last);
-      const ready = /\bready=(\S+)/.exec(info)?.[1];
-      const terminal = /\bterminal\b/.test(info);
-      assert.ok(!terminal || ready !== undefined, `a terminal block without ready=: ${body}`);
-      last = {
-        code: body,
-        exit: Number(/\bexit=(\d+)/.exec(info)?.[1] ?? 0),
-        ...(terminal ? { terminal: { ready: ready! } } : {}),
-      };
-    } else if (lang === 'text' && last !== undefined) {
-      steps.push({ ...last, expect: body });
-      last = undefined;
-    }
-  }
-  if (last !== undefined) steps.push(last);
-  return steps;
-}
-
-/** Asserts that every non-empty line of `expected` appears in `actual`, in order (`…` = any text). */
-function assertLinesInOrder(actual: string, expected: string, what: string): void {
-  const lines = actual.split('\n').map((l) => l.trimEnd());
-  let at = 0;
-  for (const want of expected.split('\n').map((l) => l.trimEnd())) {
-    if (want.trim() === '') continue;
-    const re = new RegExp(
-      `^${want
-        .split('…')
-        .map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-        .join('.*')}$`,
-    );
-    const found = lines.findIndex((l, i) => i >= at && re.test(l));
-    assert.ok(
-      found >= 0,
-      `${what}: the page promises the line\n  ${want}\nwhich is not in:\n${actual}`,
-    );
-    at = found + 1;
-  }
-}
-
 describe('docs/quickstart.md, run command by command (real CA, proxies, app, curl)', function () {
   this.timeout(240_000);
   let dir: string;
-  let steps: QuickstartStep[];
+  let steps: DocStep[];
   let rewrite: (s: string) => string;
   const terminals: { proc: ChildProcess; code: string; output: () => string }[] = [];
   const env = {
@@ -95,7 +41,7 @@ describe('docs/quickstart.md, run command by command (real CA, proxies, app, cur
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshid-quickstart-'));
     const page = await readFile(PAGE, 'utf8');
-    steps = quickstartSteps(page);
+    steps = shellSteps(page);
     const ports = new Map<string, number>();
     for (const m of page.matchAll(/127\.0\.0\.1:(\d+)/g)) {
       if (!ports.has(m[1]!)) ports.set(m[1]!, await freePort());
