@@ -6,7 +6,7 @@
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -378,6 +378,50 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     } finally {
       await rm(file, { force: true });
     }
+  });
+
+  it('anchors: an expired anchor beside the live one is × anchors-expiry, one near its end is ‼ (exit 0)', async () => {
+    const now = systemClock.now();
+    const withAnchor = async (extra: { notBefore: number; notAfter: number }) => {
+      const dir = await mkdtemp(join(tmpdir(), 'meshid-check-anchors-'));
+      try {
+        const other = await createRootCa({
+          commonName: 'old-root.linkerd.cluster.local',
+          ...extra,
+        });
+        await writeFile(
+          join(dir, 'trust-anchors.pem'),
+          state.root.certificatePem + other.certificatePem,
+        );
+        await cp(state.issuerDir, join(dir, 'issuer'), { recursive: true, dereference: true });
+        return await runMeshid(
+          [...base().map((a) => (a === state.dir ? dir : a)), '--output', 'json'],
+          {},
+        );
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
+    const expired = await withAnchor({ notBefore: now - 30 * DAY, notAfter: now - DAY });
+    assert.equal(expired.code, 1);
+    const e = JSON.parse(expired.stdout) as Report;
+    assertReportShape(e);
+    const ex = byId(e, 'anchors-expiry');
+    assert.equal(ex.status, 'error');
+    assert.match(
+      ex.message,
+      /^old-root\.linkerd\.cluster\.local expired 1d(?: \d+h)? ago \(NotAfter .*\) \(1 of 2 anchors still valid\)$/,
+    );
+    assert.match(ex.fix ?? '', /^rotate the trust anchor now \(docs\/rotation\.md\)/);
+    assert.equal(byId(e, 'issuer-chain').status, 'ok', 'the live anchor still anchors the issuer');
+
+    const soon = await withAnchor({ notBefore: now - 90 * DAY, notAfter: now + 10 * DAY });
+    assert.equal(soon.code, 0);
+    const w = JSON.parse(soon.stdout) as Report;
+    const sw = byId(w, 'anchors-expiry');
+    assert.equal(sw.status, 'warn');
+    assert.match(sw.message, /^old-root\.linkerd\.cluster\.local valid for (9d 23h|10d) more/);
+    assert.match(sw.fix ?? '', /^plan the trust-anchor rotation before it expires/);
   });
 
   it('on a real terminal (a pty from script(1)): colour and a progress line; NO_COLOR and TERM=dumb: neither colour nor escapes', async () => {
