@@ -211,7 +211,7 @@ export async function checkCluster(
         `cannot list pods: ${pods.message}`,
         'give the checking user "list pods" in every namespace',
       );
-    results.push(r('proxies-trust-root'), r('proxies-certificates'));
+    results.push(r('proxies-trust-root'), r('anchors-namespaces'), r('proxies-certificates'));
   } else {
     const injected = pods.filter((p) => {
       const ann = p.metadata?.annotations ?? {};
@@ -219,7 +219,10 @@ export async function checkCluster(
         CLUSTER_NAMES.proxyVersionAnnotation in ann || CLUSTER_NAMES.trustRootAnnotation in ann
       );
     });
-    results.push(checkTrustRootAnnotations(injected, fingerprint));
+    results.push(
+      checkTrustRootAnnotations(injected, fingerprint),
+      await checkNamespaceAnchors(api, config, injected, anchorsText),
+    );
     const running = injected.filter(
       (p) => p.status?.phase === 'Running' && typeof p.status.podIP === 'string',
     );
@@ -652,6 +655,75 @@ function checkTrustRootAnnotations(injected: readonly V1Pod[], fingerprint: stri
     'warn',
     `${stale.length} of ${injected.length} injected pods were injected with another trust bundle: ${names}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}`,
     'restart those workloads ("kubectl rollout restart") once the rotation allows it, so they are injected with the current bundle',
+  );
+}
+
+/**
+ * Injected pods mount the anchors ConfigMap of their own namespace (a pod cannot mount another
+ * namespace's), so every namespace with injected pods needs a copy; without one its pods stay in
+ * ContainerCreating. A copy with other anchors than the control plane's is a warning (in a
+ * rotation the copies lag the original for a moment).
+ */
+async function checkNamespaceAnchors(
+  api: Cluster,
+  config: CheckConfig,
+  injected: readonly V1Pod[],
+  anchorsText: string | Error,
+): Promise<CheckResult> {
+  const name = config.trustAnchorsConfigMap;
+  const namespaces = [
+    ...new Set(
+      injected.map((p) => p.metadata?.namespace ?? 'default').filter((n) => n !== config.namespace),
+    ),
+  ].sort();
+  if (namespaces.length === 0)
+    return result('anchors-namespaces', 'ok', 'no injected pods outside the control plane');
+  const copies = await mapLimit(namespaces, config.concurrency, async (namespace) => ({
+    namespace,
+    cm: await api.get(`ConfigMap ${namespace}/${name}`, () =>
+      api.core.readNamespacedConfigMap({ name, namespace }),
+    ),
+  }));
+  const unreadable = copies.find((c) => c.cm instanceof Error);
+  const missing = copies.filter((c) => c.cm === undefined).map((c) => c.namespace);
+  const list = (ns: readonly string[]): string =>
+    `${ns.slice(0, 5).join(', ')}${ns.length > 5 ? ` and ${ns.length - 5} more` : ''}`;
+  const copyFix = `copy it there ("kubectl -n ${config.namespace} get configmap ${name} -o jsonpath='{.data.${config.trustAnchorsKey.replace(/\./g, '\\.')}}'", then "kubectl -n NS create configmap ${name} --from-file=${config.trustAnchorsKey}=FILE"), or let a trust-manager Bundle target those namespaces (docs/install.md)`;
+  if (missing.length > 0) {
+    return result(
+      'anchors-namespaces',
+      'error',
+      `${missing.length} of ${namespaces.length} namespaces with injected pods have no ConfigMap ${name}, so their pods cannot start: ${list(missing)}`,
+      copyFix,
+    );
+  }
+  if (unreadable !== undefined) {
+    return result(
+      'anchors-namespaces',
+      'warn',
+      `cannot read the anchors ConfigMap of namespace ${unreadable.namespace}: ${(unreadable.cm as Error).message}`,
+      `give the checking user "get configmaps" in the namespaces of injected pods`,
+    );
+  }
+  const current = anchorsText instanceof Error ? undefined : bundleFingerprint(anchorsText);
+  const stale = copies
+    .filter((c) => {
+      const text = (c.cm as { data?: Record<string, string> }).data?.[config.trustAnchorsKey];
+      return text === undefined || (current !== undefined && bundleFingerprint(text) !== current);
+    })
+    .map((c) => c.namespace);
+  if (stale.length > 0) {
+    return result(
+      'anchors-namespaces',
+      'warn',
+      `${stale.length} of ${namespaces.length} namespaces hold other anchors in ConfigMap ${name} than ${config.namespace}/${name}: ${list(stale)}`,
+      `update those copies from ${config.namespace}/${name} (a trust-manager Bundle keeps them in step)`,
+    );
+  }
+  return result(
+    'anchors-namespaces',
+    'ok',
+    `all ${namespaces.length} namespaces with injected pods hold ConfigMap ${name} with the current anchors`,
   );
 }
 

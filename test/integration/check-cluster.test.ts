@@ -98,6 +98,13 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     }
     return obj;
   };
+  const emojivotoAnchors = (pem: string): KubeObject =>
+    ({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'linkerd-identity-trust-roots', namespace: 'emojivoto' },
+      data: { 'ca-bundle.crt': pem },
+    }) as KubeObject;
   const certificateStatus = (status: Record<string, unknown>): void => {
     const c = api.get({
       apiVersion: 'cert-manager.io/v1',
@@ -153,6 +160,8 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       namespace: NS,
     })!;
     api.update({ ...cm, data: { 'ca-bundle.crt': state.root.certificatePem } } as KubeObject);
+    // The copy the injected pods of emojivoto mount (trust-manager's Bundle target puts it there).
+    api.create(emojivotoAnchors(state.root.certificatePem));
     api.create(
       issuerSecret({ namespace: NS, name: 'linkerd-identity-issuer' }, state.issuer, state.root),
     );
@@ -255,7 +264,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 19, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 20, 'every check of the catalog ran');
     assert.match(
       byId(report, 'cert-manager-ready').message,
       /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,
@@ -385,6 +394,42 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       c.fix ?? '',
       /port-forward svc\/meshid-webhooks 8443:443" with --webhooks-address/,
     );
+  });
+
+  it('a namespace of injected pods without the anchors ConfigMap: ×; with other anchors: ‼', async () => {
+    const ref = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: 'linkerd-identity-trust-roots',
+      namespace: 'emojivoto',
+    };
+    api.delete(ref);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'anchors-namespaces');
+      assert.equal(c.status, 'error');
+      assert.equal(
+        c.message,
+        '1 of 1 namespaces with injected pods have no ConfigMap linkerd-identity-trust-roots, so their pods cannot start: emojivoto',
+      );
+      assert.match(
+        c.fix ?? '',
+        /^copy it there \("kubectl -n linkerd get configmap linkerd-identity-trust-roots/,
+      );
+      api.create(emojivotoAnchors(otherState.root.certificatePem));
+      const other = await check();
+      assert.equal(other.code, 0);
+      const w = byId(other.report, 'anchors-namespaces');
+      assert.equal(w.status, 'warn');
+      assert.equal(
+        w.message,
+        '1 of 1 namespaces hold other anchors in ConfigMap linkerd-identity-trust-roots than linkerd/linkerd-identity-trust-roots: emojivoto',
+      );
+    } finally {
+      api.delete(ref);
+      api.create(emojivotoAnchors(state.root.certificatePem));
+    }
   });
 
   it('webhooks not installed: ‼ (a warning, exit 0)', async () => {
