@@ -26,6 +26,7 @@ import { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { assertReportShape } from '../support/check-report.js';
 import type { Report } from '../support/check-report.js';
 import { assertLinesInOrder, shellSteps } from '../support/docs.js';
+import { serviceAccountKubeconfig } from '../support/kubeconfig.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { writeIssuerDir } from '../support/state.js';
@@ -52,16 +53,7 @@ describe('docs/install.md with cert-manager: install, cert-manager issues, meshi
       Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]),
     );
   };
-  const kubeconfigFor = async (sa: string): Promise<string> => {
-    const { token } = await api.mintToken({
-      namespace: NS,
-      serviceAccount: sa,
-      expirationSeconds: 3600,
-    });
-    const file = join(dir, `${sa}.kubeconfig`);
-    await api.writeKubeconfig(file, { token });
-    return file;
-  };
+  const kubeconfigFor = (sa: string): Promise<string> => serviceAccountKubeconfig(api, dir, NS, sa);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshid-install-cm-'));
