@@ -16,6 +16,7 @@ import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -79,11 +80,12 @@ describe('docs/quickstart.md, run command by command (real CA, proxies, app, cur
   });
 
   it('every command exits as the page says and prints what the page promises', async () => {
+    let cwd = dir;
     for (const step of steps) {
       const code = rewrite(step.code);
       if (step.terminal !== undefined) {
         let output = '';
-        const proc = spawn('bash', ['-c', `exec ${code.trim()}`], { cwd: dir, env });
+        const proc = spawn('bash', ['-c', `exec ${code.trim()}`], { cwd, env });
         proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
         proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
         terminals.push({ proc, code, output: () => output });
@@ -99,7 +101,7 @@ describe('docs/quickstart.md, run command by command (real CA, proxies, app, cur
         );
         continue;
       }
-      const proc = spawn('bash', ['-c', code], { cwd: dir, env });
+      const proc = spawn('bash', ['-c', code], { cwd, env });
       let stdout = '';
       let stderr = '';
       proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -107,9 +109,14 @@ describe('docs/quickstart.md, run command by command (real CA, proxies, app, cur
       const [status] = (await once(proc, 'exit')) as [number | null];
       assert.equal(status, step.exit, `${code}\nexited ${status}:\n${stdout}\n${stderr}`);
       if (step.expect !== undefined) assertLinesInOrder(stdout, rewrite(step.expect), code);
+      // A step that ends by changing folder (as a reader's shell would stay there).
+      const cd = /(?:^|&&\s*)cd (\S+)\s*$/.exec(code.trim())?.[1];
+      if (cd !== undefined) cwd = join(cwd, cd);
     }
     for (const t of terminals)
       assert.equal(t.proc.exitCode, null, `a terminal process stopped: ${t.code}\n${t.output()}`);
+    assert.ok(existsSync(join(cwd, '.meshid', 'trust-anchors.pem')), `no state folder in ${cwd}`);
+    assert.notEqual(cwd, dir, 'the page starts by moving into a scratch folder');
   });
 
   it('Ctrl-C stops each long-running process cleanly (exit 0)', async () => {
