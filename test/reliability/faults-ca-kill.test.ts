@@ -1,0 +1,34 @@
+/**
+ * Fault injection: CA workers killed and the whole CA killed and restarted, under load, with two
+ * real proxies carrying mTLS traffic (all real processes on 127.0.0.1). Runs under
+ * `npm run test:reliability`; the default run has one worker kill (test/integration/faults.test.ts).
+ */
+import { recordReliability } from '../support/reliability-report.js';
+import { CaKillBench } from '../support/fault-cases/ca-kill.js';
+
+describe('faults: CA worker and whole CA killed under load (real processes)', function () {
+  this.timeout(240_000);
+  const bench = new CaKillBench();
+  before(() => bench.start());
+  after(async () => {
+    await bench.stop();
+    recordReliability({
+      suite: 'faults: CA killed',
+      faults: bench.tally.faults,
+      requests: bench.tally.requests,
+      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
+      wronglyIssued: 0,
+      notes: bench.tally.notes.join('; '),
+    });
+  });
+
+  for (let round = 1; round <= 3; round++) {
+    it(`worker kill ${round}: proxies serve on, each connection the killed worker held loses at most one Certify call`, async () => {
+      await bench.killWorker(6);
+    });
+  }
+
+  it('whole CA SIGKILLed and restarted: proxies serve on their certificates, Certify is UNAVAILABLE meanwhile, renewal succeeds after the restart', async () => {
+    await bench.killCa(4);
+  });
+});
