@@ -136,6 +136,44 @@ function newClient(o: CertifyLoadOptions): CertifyClient {
   return new CertifyClient({ address: o.ca, serverName: CA_IDENTITY, anchorsPem: o.anchorsPem() });
 }
 
+/** One Certify call with a fresh key: its status (0 = issued), message, duration and issuer. */
+export async function certifyOnce(o: {
+  ca: Address;
+  anchorsPem: string;
+  identity: string;
+  token: Buffer;
+  deadlineMs?: number;
+}): Promise<{ code: number; details: string; ms: number; issuer?: string }> {
+  const client = new CertifyClient({
+    address: o.ca,
+    serverName: CA_IDENTITY,
+    anchorsPem: o.anchorsPem,
+  });
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const start = Date.now();
+  try {
+    const res = await client.certify(
+      {
+        identity: o.identity,
+        token: o.token,
+        certificateSigningRequest: createCsr({ privateKey, dnsNames: [o.identity] }),
+      },
+      o.deadlineMs ?? 20_000,
+    );
+    return {
+      code: 0,
+      details: 'issued',
+      ms: Date.now() - start,
+      issuer: Buffer.from(res.intermediateCertificates[0]!).toString('hex'),
+    };
+  } catch (err) {
+    const e = err as CertifyCallError;
+    return { code: e.code, details: e.details, ms: Date.now() - start };
+  } finally {
+    client.close();
+  }
+}
+
 /** Options of {@link TrafficLoad}. */
 export interface TrafficLoadOptions {
   /** Where the requests go (a proxy's outbound route). */

@@ -6,21 +6,19 @@
  * test/reliability/faults-kube.test.ts and the default run's slice.
  */
 import { strict as assert } from 'node:assert';
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertifyClient, createCsr, systemClock } from '../../../core/index.js';
-import type { CertifyCallError } from '../../../core/index.js';
+import { systemClock } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
-import { CertifyLoad, describeFailures } from '../fault-load.js';
+import { CertifyLoad, certifyOnce, describeFailures } from '../fault-load.js';
 import { issuerSecret } from '../issuer-secret.js';
 import { startKubeApiServer } from '../kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../kube-api-server/index.js';
-import { CA_IDENTITY, DAY, HOUR, idOf } from '../state.js';
+import { DAY, HOUR, idOf } from '../state.js';
 import type { FaultTally } from './ca-kill.js';
 import { BAD_ISSUERS, badIssuerFiles } from './material.js';
 import type { BadIssuer } from './material.js';
@@ -116,44 +114,14 @@ export class KubeBench {
     return Buffer.from(token);
   }
 
-  client(ca: CaProcess): CertifyClient {
-    return new CertifyClient({
-      address: ca.address,
-      serverName: CA_IDENTITY,
+  /** One Certify call for emojivoto/web. */
+  certifyOnce(ca: CaProcess, token: Buffer): ReturnType<typeof certifyOnce> {
+    return certifyOnce({
+      ca: ca.address,
       anchorsPem: this.root.certificatePem,
+      identity: WEB,
+      token,
     });
-  }
-
-  /** One Certify call: its status code (0 = issued), message and duration. */
-  async certifyOnce(
-    ca: CaProcess,
-    token: Buffer,
-    deadlineMs = 20_000,
-  ): Promise<{ code: number; details: string; ms: number; issuer?: string }> {
-    const client = this.client(ca);
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const start = Date.now();
-    try {
-      const res = await client.certify(
-        {
-          identity: WEB,
-          token,
-          certificateSigningRequest: createCsr({ privateKey, dnsNames: [WEB] }),
-        },
-        deadlineMs,
-      );
-      return {
-        code: 0,
-        details: 'issued',
-        ms: Date.now() - start,
-        issuer: Buffer.from(res.intermediateCertificates[0]!).toString('hex'),
-      };
-    } catch (err) {
-      const e = err as CertifyCallError;
-      return { code: e.code, details: e.details, ms: Date.now() - start };
-    } finally {
-      client.close();
-    }
   }
 
   load(ca: CaProcess, token: Buffer, callers = 2): CertifyLoad {
