@@ -53,6 +53,9 @@ describe('faults: Kubernetes API server down and slow, issuer Secret corrupted (
   it('JWKS mode, API server slow: calls on cached keys do not wait for it and none fails', async () => {
     await bench.apiSlow(jwksCa, 'jwks', LIMITS, 16);
   });
+  it('JWKS mode, API server down past the key-set cache life (CA clock +11 min): UNAVAILABLE naming the JWKS, then issues again when it is back', async () => {
+    await bench.apiDownStaleJwks();
+  });
   for (const kind of BAD_ISSUERS) {
     it(`issuer Secret: refuses ${kind} with an Event, keeps issuing with the last good issuer, fails no call`, async () => {
       await bench.badSecret(reviewCa, kind);

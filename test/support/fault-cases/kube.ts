@@ -20,6 +20,7 @@ import { startKubeApiServer } from '../kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../kube-api-server/index.js';
 import { DAY, HOUR, idOf } from '../state.js';
 import type { FaultTally } from './ca-kill.js';
+import { FakeClock } from './clock.js';
 import { BAD_ISSUERS, badIssuerFiles } from './material.js';
 import type { BadIssuer } from './material.js';
 
@@ -84,19 +85,26 @@ export class KubeBench {
   }
 
   /** Starts a CA (one worker) validating tokens the given way; `args` are added. */
-  async startCa(mode: TokenMode, args: readonly string[] = []): Promise<CaProcess> {
-    const ca = await startCaProcess([
-      ...['--kubeconfig', this.kubeconfig, '--namespace', NS, '--workers', '1'],
-      ...[
-        '--issuer-secret',
-        SECRET.name,
-        '--trust-anchors-config-map',
-        'linkerd-identity-trust-roots',
+  async startCa(
+    mode: TokenMode,
+    args: readonly string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<CaProcess> {
+    const ca = await startCaProcess(
+      [
+        ...['--kubeconfig', this.kubeconfig, '--namespace', NS, '--workers', '1'],
+        ...[
+          '--issuer-secret',
+          SECRET.name,
+          '--trust-anchors-config-map',
+          'linkerd-identity-trust-roots',
+        ],
+        ...(mode === 'jwks' ? ['--token-validator', 'jwks', '--jwks', 'kubernetes'] : []),
+        ...NO_RATE_LIMITS,
+        ...args,
       ],
-      ...(mode === 'jwks' ? ['--token-validator', 'jwks', '--jwks', 'kubernetes'] : []),
-      ...NO_RATE_LIMITS,
-      ...args,
-    ]);
+      env,
+    );
     this.cas.push(ca);
     return ca;
   }
@@ -159,7 +167,7 @@ export class KubeBench {
     try {
       if (mode === 'tokenreview') {
         await waitFor('Certify refused while the API server is down', () =>
-          load.endedBetween(downAt).filter((r) => r.code === UNAVAILABLE).length >= 4
+          load.endedBetween(downAt).filter((r) => r.code === UNAVAILABLE).length >= 10
             ? true
             : undefined,
         );
@@ -217,6 +225,46 @@ export class KubeBench {
       this.tally.notes.push(`JWKS down: ${down.length} calls on cached keys, 0 failed`);
     }
     assert.equal(ca.proc.exitCode, null, 'no restart');
+  }
+
+  /**
+   * How long cached keys last while the API server is down (JWKS mode): jose keeps a fetched key
+   * set fresh for 10 minutes (its cacheMaxAge); after that it must fetch again. With the API server
+   * down and the CA's clock (libfaketime) stepped 11 minutes ahead, Certify answers UNAVAILABLE
+   * naming the JWKS, nothing is issued; with the server back, it issues again.
+   */
+  async apiDownStaleJwks(): Promise<void> {
+    const dir = await mkdtemp(join(this.dir, 'clock-'));
+    const clock = new FakeClock(dir, 'ca');
+    await clock.set(0);
+    const ca = await this.startCa('jwks', [], clock.env());
+    const token = await this.podToken();
+    assert.equal((await this.certifyOnce(ca, token)).code, 0);
+    await this.api.pause();
+    this.tally.faults++;
+    try {
+      const cached = await this.certifyOnce(ca, token);
+      assert.equal(cached.code, 0, `fresh cache while down: ${cached.details}`);
+      await clock.set(11 * 60);
+      const stale = await waitFor('the stale key set to be refused', async () => {
+        const r = await this.certifyOnce(ca, token);
+        return r.code !== 0 ? r : undefined;
+      });
+      assert.equal(stale.code, UNAVAILABLE, stale.details);
+      assert.match(
+        stale.details,
+        /JWKS at https:\/\/127\.0\.0\.1:\d+\/openid\/v1\/jwks could not be fetched/,
+      );
+    } finally {
+      await this.api.resume();
+    }
+    await waitFor('issuing again once the keys can be fetched', async () =>
+      (await this.certifyOnce(ca, token)).code === 0 ? true : undefined,
+    );
+    this.tally.requests += 4;
+    this.tally.notes.push(
+      'JWKS: cached keys valid 10 min after the last fetch, then UNAVAILABLE while down',
+    );
   }
 
   /**

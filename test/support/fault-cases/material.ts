@@ -306,6 +306,9 @@ export class MaterialBench {
       await this.#proxyReloads(web, 'rejected'),
       await this.#proxyReloads(voting, 'rejected'),
     ];
+    const handshakesFailed = async (): Promise<number> =>
+      (await this.#handshakesFailed(web)) + (await this.#handshakesFailed(voting));
+    const failedBefore = await handshakesFailed();
     const traffic = this.#traffic();
     await traffic.moreOk(50);
     await replaceFile(anchorsFile, await badAnchorsText(good, kind));
@@ -344,5 +347,18 @@ export class MaterialBench {
     await traffic.moreOk(50);
     await traffic.stop();
     this.#account([traffic]);
+    assert.equal(
+      await handshakesFailed(),
+      failedBefore,
+      'no failed mTLS handshake in either proxy',
+    );
+  }
+
+  async #handshakesFailed(p: ProxyProcess): Promise<number> {
+    return (
+      metricValue((await adminGet(p.admin, '/metrics')).body, 'meshid_proxy_tls_handshakes_total', {
+        result: 'failed',
+      }) || 0
+    );
   }
 }
