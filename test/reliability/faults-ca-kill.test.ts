@@ -23,7 +23,7 @@ describe('faults: CA worker and whole CA killed under load (real processes)', fu
   });
 
   for (let round = 1; round <= 3; round++) {
-    it(`worker kill ${round}: proxies serve on, each connection the killed worker held loses at most one Certify call`, async () => {
+    it(`worker kill ${round}: proxies serve on, each connection the killed worker held costs at most one Certify call (two if its reconnect raced the primary)`, async () => {
       await bench.killWorker(6);
     });
   }

