@@ -4,6 +4,7 @@
  * assertions, on real processes (the CA, two proxies) and the Kubernetes API test server.
  */
 import type { CaProcess } from '../support/ca-process.js';
+import { benchHooks } from '../support/fault-load.js';
 import { CaKillBench } from '../support/fault-cases/ca-kill.js';
 import { ClockBench } from '../support/fault-cases/clock.js';
 import { KubeBench } from '../support/fault-cases/kube.js';
@@ -15,11 +16,10 @@ describe('faults, one case per family (real processes; the full suites run under
   describe('Kubernetes API test server', () => {
     const bench = new KubeBench();
     let ca: CaProcess;
+    benchHooks(bench);
     before(async () => {
-      await bench.start();
       ca = await bench.startCa('tokenreview', ['--token-review-cache-ttl', '0s']);
     });
-    after(() => bench.stop());
     it('API server down (TokenReview): UNAVAILABLE naming the review, nothing issued, issues again when it is back', () =>
       bench.apiDown(ca, 'tokenreview'));
     it('issuer Secret with a mismatched key: refused with an Event, the last good issuer keeps issuing, no call fails', () =>
@@ -31,24 +31,21 @@ describe('faults, one case per family (real processes; the full suites run under
 
   describe('CA worker killed', () => {
     const bench = new CaKillBench();
-    before(() => bench.start());
-    after(() => bench.stop());
+    benchHooks(bench);
     it('SIGKILL of a worker under load: zero failed proxied requests, at most one Certify call lost per connection it held (two if its reconnect raced the primary)', () =>
       bench.killWorker(4));
   });
 
   describe('anchors file replaced by garbage', () => {
     const bench = new MaterialBench();
-    before(() => bench.start());
-    after(() => bench.stop());
+    benchHooks(bench);
     it("the proxies' anchors file turned to garbage under traffic: refused, last good bundle kept, zero failed requests, then a good bundle taken", () =>
       bench.badProxyAnchors('bytes that are not PEM'));
   });
 
   describe('clock jump', () => {
     const bench = new ClockBench();
-    before(() => bench.start());
-    after(() => bench.stop());
+    benchHooks(bench);
     it('forward past the renewal time: both proxies renew within seconds, zero failed requests', () =>
       bench.forwardPastRenewal(3000));
   });

@@ -3,24 +3,13 @@
  * real proxies carrying mTLS traffic (all real processes on 127.0.0.1). Runs under
  * `npm run test:reliability`; the default run has one worker kill (test/integration/faults.test.ts).
  */
-import { recordReliability } from '../support/reliability-report.js';
+import { benchHooks } from '../support/fault-load.js';
 import { CaKillBench } from '../support/fault-cases/ca-kill.js';
 
 describe('faults: CA worker and whole CA killed under load (real processes)', function () {
   this.timeout(240_000);
   const bench = new CaKillBench();
-  before(() => bench.start());
-  after(async () => {
-    await bench.stop();
-    recordReliability({
-      suite: 'faults: CA killed',
-      faults: bench.tally.faults,
-      requests: bench.tally.requests,
-      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
-      wronglyIssued: 0,
-      notes: bench.tally.notes.join('; '),
-    });
-  });
+  benchHooks(bench, 'faults: CA killed');
 
   for (let round = 1; round <= 3; round++) {
     it(`worker kill ${round}: proxies serve on, each connection the killed worker held costs at most one Certify call (two if its reconnect raced the primary)`, async () => {

@@ -4,24 +4,13 @@
  * Runs under `npm run test:reliability`; the default run has the forward jump
  * (test/integration/faults.test.ts).
  */
-import { recordReliability } from '../support/reliability-report.js';
+import { benchHooks } from '../support/fault-load.js';
 import { ClockBench } from '../support/fault-cases/clock.js';
 
 describe('faults: clock jumps (real processes under libfaketime)', function () {
   this.timeout(120_000);
   const bench = new ClockBench();
-  before(() => bench.start());
-  after(async () => {
-    await bench.stop();
-    recordReliability({
-      suite: 'faults: clock jumps',
-      faults: bench.tally.faults,
-      requests: bench.tally.requests,
-      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
-      wronglyIssued: 0,
-      notes: bench.tally.notes.join('; '),
-    });
-  });
+  benchHooks(bench, 'faults: clock jumps');
 
   // First, while the CA's serving certificate is still from real time.
   it("tokens' iat/nbf: a CA 15 s behind the token issuer accepts, 60 s behind refuses naming the skew allowance", async () => {

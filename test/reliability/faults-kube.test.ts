@@ -5,7 +5,7 @@
  * `npm run test:reliability`; the default run has one case of each (test/integration/faults.test.ts).
  */
 import type { CaProcess } from '../support/ca-process.js';
-import { recordReliability } from '../support/reliability-report.js';
+import { benchHooks } from '../support/fault-load.js';
 import { BAD_ISSUERS, KubeBench } from '../support/fault-cases/kube.js';
 
 const LIMITS = { inFlight: 4, queue: 4 };
@@ -15,8 +15,8 @@ describe('faults: Kubernetes API server down and slow, issuer Secret corrupted (
   const bench = new KubeBench();
   let reviewCa: CaProcess;
   let jwksCa: CaProcess;
+  benchHooks(bench, 'faults: Kubernetes API, issuer Secret');
   before(async () => {
-    await bench.start();
     // Reviews are not cached, so that every call asks the API server.
     reviewCa = await bench.startCa('tokenreview', [
       ...['--token-review-cache-ttl', '0s'],
@@ -28,17 +28,6 @@ describe('faults: Kubernetes API server down and slow, issuer Secret corrupted (
       ],
     ]);
     jwksCa = await bench.startCa('jwks');
-  });
-  after(async () => {
-    await bench.stop();
-    recordReliability({
-      suite: 'faults: Kubernetes API, issuer Secret',
-      faults: bench.tally.faults,
-      requests: bench.tally.requests,
-      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
-      wronglyIssued: 0,
-      notes: bench.tally.notes.join('; '),
-    });
   });
 
   it('TokenReview mode, API server down: UNAVAILABLE naming the review, nothing issued, issues again when it is back', async () => {

@@ -3,24 +3,13 @@
  * (real CA with two workers, two real proxies under mTLS traffic). Runs under
  * `npm run test:reliability`; the default run has one case of each (test/integration/faults.test.ts).
  */
-import { recordReliability } from '../support/reliability-report.js';
+import { benchHooks } from '../support/fault-load.js';
 import { BAD_ANCHORS, BAD_ISSUERS, MaterialBench } from '../support/fault-cases/material.js';
 
 describe('faults: bad issuer and anchors files under load (real processes)', function () {
   this.timeout(120_000);
   const bench = new MaterialBench();
-  before(() => bench.start());
-  after(async () => {
-    await bench.stop();
-    recordReliability({
-      suite: 'faults: bad issuer/anchors files',
-      faults: bench.tally.faults,
-      requests: bench.tally.requests,
-      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
-      wronglyIssued: 0,
-      notes: 'last good material kept by the CA and both proxies',
-    });
-  });
+  benchHooks(bench, 'faults: bad issuer/anchors files');
 
   for (const kind of BAD_ISSUERS) {
     it(`issuer folder: refuses ${kind}, keeps issuing with the last good issuer, fails no call`, async () => {

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
 import type { Address, CertifyCallError } from '../../core/index.js';
 import { adminGet, metricValue } from './ca-process.js';
+import { recordReliability } from './reliability-report.js';
 import { startProxyProcess } from './proxy-process.js';
 import type { ProxyProcess } from './proxy-process.js';
 import { CA_IDENTITY, idOf } from './state.js';
@@ -327,4 +328,42 @@ export function describeFailures(records: readonly CallRecord[]): string {
   for (const r of records)
     byDetail.set(`${r.code} ${r.detail}`, (byDetail.get(`${r.code} ${r.detail}`) ?? 0) + 1);
   return `${records.length} failed: ${[...byDetail].map(([d, n]) => `${n}x ${d}`).join('; ')}`;
+}
+
+/** A fault suite's figures, for its reliability record. */
+export interface FaultTally {
+  faults: number;
+  requests: number;
+  failedWhereNoneMay: number;
+  notes: string[];
+}
+
+/** A fresh tally. */
+export function newTally(): FaultTally {
+  return { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+}
+
+/**
+ * Mocha hooks of a fault bench: started before the suite, stopped after it; with `suite`, its
+ * tally is recorded for the `npm run test:reliability` table. wronglyIssued is 0 because every
+ * refusal a case expects (nothing issued while tokens cannot be checked, nor by a refused issuer,
+ * nor for a token from the future) is asserted: a certificate issued there fails the test.
+ */
+export function benchHooks(
+  bench: { start(): Promise<void>; stop(): Promise<void>; readonly tally: FaultTally },
+  suite?: string,
+): void {
+  before(() => bench.start());
+  after(async () => {
+    await bench.stop();
+    if (suite === undefined) return;
+    recordReliability({
+      suite,
+      faults: bench.tally.faults,
+      requests: bench.tally.requests,
+      failedWhereNoneMay: bench.tally.failedWhereNoneMay,
+      wronglyIssued: 0,
+      notes: bench.tally.notes.join('; '),
+    });
+  });
 }

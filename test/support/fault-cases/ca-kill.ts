@@ -7,7 +7,14 @@ import { strict as assert } from 'node:assert';
 import { readFile } from 'node:fs/promises';
 import { NO_RATE_LIMITS, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
-import { CertifyLoad, TrafficLoad, describeFailures, startMeshPair } from '../fault-load.js';
+import {
+  CertifyLoad,
+  describeFailures,
+  newTally,
+  startMeshPair,
+  TrafficLoad,
+} from '../fault-load.js';
+import type { FaultTally } from '../fault-load.js';
 import type { MeshPair } from '../fault-load.js';
 import { freePort } from '../proxy-process.js';
 import { idOf, makeTestState } from '../state.js';
@@ -36,21 +43,13 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The figures of a run, for the suite's reliability record. */
-export interface FaultTally {
-  faults: number;
-  requests: number;
-  failedWhereNoneMay: number;
-  notes: string[];
-}
-
 /** A CA (two workers, short leaves), two proxies under traffic and Certify callers. */
 export class CaKillBench {
   state!: TestState;
   ca!: CaProcess;
   caAddress!: string;
   mesh!: MeshPair;
-  readonly tally: FaultTally = { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+  readonly tally: FaultTally = newTally();
 
   /** Leaf lifetime: renewals happen within a test, yet outlive a CA restart. */
   static readonly LIFETIME = '30s';

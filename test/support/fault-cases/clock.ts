@@ -13,12 +13,18 @@ import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NO_RATE_LIMITS, adminGet, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
-import { TrafficLoad, certifyOnce, describeFailures, startMeshPair } from '../fault-load.js';
+import {
+  certifyOnce,
+  describeFailures,
+  newTally,
+  startMeshPair,
+  TrafficLoad,
+} from '../fault-load.js';
+import type { FaultTally } from '../fault-load.js';
 import type { MeshPair } from '../fault-load.js';
 import type { ProxyProcess } from '../proxy-process.js';
 import { HOUR, idOf, makeTestState } from '../state.js';
 import type { TestState } from '../state.js';
-import type { FaultTally } from './ca-kill.js';
 
 const LIBFAKETIME = [
   '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
@@ -72,7 +78,7 @@ export class ClockBench {
   mesh!: MeshPair;
   caClock!: FakeClock;
   proxyClock!: FakeClock;
-  readonly tally: FaultTally = { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+  readonly tally: FaultTally = newTally();
 
   async start(): Promise<void> {
     this.state = await makeTestState();

@@ -14,12 +14,12 @@ import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
-import { CertifyLoad, certifyOnce, describeFailures } from '../fault-load.js';
+import { CertifyLoad, certifyOnce, describeFailures, newTally } from '../fault-load.js';
+import type { FaultTally } from '../fault-load.js';
 import { issuerSecret } from '../issuer-secret.js';
 import { startKubeApiServer } from '../kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../kube-api-server/index.js';
 import { DAY, HOUR, idOf } from '../state.js';
-import type { FaultTally } from './ca-kill.js';
 import { FakeClock } from './clock.js';
 import { BAD_ISSUERS, badIssuerFiles } from './material.js';
 import type { BadIssuer } from './material.js';
@@ -43,7 +43,7 @@ export class KubeBench {
   dir!: string;
   kubeconfig!: string;
   readonly cas: CaProcess[] = [];
-  readonly tally: FaultTally = { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+  readonly tally: FaultTally = newTally();
   #pods = 0;
 
   async start(): Promise<void> {

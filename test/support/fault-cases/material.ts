@@ -12,12 +12,18 @@ import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
-import { CertifyLoad, TrafficLoad, describeFailures, startMeshPair } from '../fault-load.js';
+import {
+  CertifyLoad,
+  describeFailures,
+  newTally,
+  startMeshPair,
+  TrafficLoad,
+} from '../fault-load.js';
+import type { FaultTally } from '../fault-load.js';
 import type { MeshPair } from '../fault-load.js';
 import type { ProxyProcess } from '../proxy-process.js';
 import { CA_IDENTITY, DAY, HOUR, idOf, makeTestState, writeIssuerDir } from '../state.js';
 import type { TestState } from '../state.js';
-import type { FaultTally } from './ca-kill.js';
 
 const LOADER = idOf('emojivoto', 'loader');
 
@@ -118,7 +124,19 @@ export class MaterialBench {
   ca!: CaProcess;
   mesh!: MeshPair;
   #token!: Buffer;
-  readonly tally: FaultTally = { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+  readonly tally: FaultTally = newTally();
+  readonly #refused = { issuer: 0, caAnchors: 0, proxyAnchors: 0 };
+
+  #refusal(what: keyof MaterialBench['refusals']): void {
+    this.#refused[what]++;
+    const r = this.#refused;
+    this.tally.notes[0] = `refused, last good kept: ${r.issuer} issuer folders, ${r.caAnchors} CA anchor files, ${r.proxyAnchors} proxy anchor files`;
+  }
+
+  /** Refusals counted so far. */
+  get refusals(): Readonly<{ issuer: number; caAnchors: number; proxyAnchors: number }> {
+    return this.#refused;
+  }
 
   async start(): Promise<void> {
     this.state = await makeTestState();
@@ -234,6 +252,7 @@ export class MaterialBench {
       `the refusal is logged with its reason: ${logged.slice(0, 3).join('\n')}`,
     );
     assert.equal((await adminGet(this.ca.admin, '/ready')).status, 200, 'still ready');
+    this.#refusal('issuer');
   }
 
   /** A good issuer after bad ones: taken by both workers without a failed call. */
@@ -285,6 +304,7 @@ export class MaterialBench {
     await load.stop();
     this.#account([load]);
     assert.deepEqual([...(await this.issuersOfNewLeaves())], [current]);
+    this.#refusal('caAnchors');
   }
 
   /**
@@ -352,6 +372,7 @@ export class MaterialBench {
       failedBefore,
       'no failed mTLS handshake in either proxy',
     );
+    this.#refusal('proxyAnchors');
   }
 
   async #handshakesFailed(p: ProxyProcess): Promise<number> {
