@@ -7,7 +7,7 @@ import { benchHooks } from '../support/fault-load.js';
 import { CaKillBench } from '../support/fault-cases/ca-kill.js';
 
 describe('faults: CA worker and whole CA killed under load (real processes)', function () {
-  this.timeout(240_000);
+  this.timeout(300_000);
   const bench = new CaKillBench();
   benchHooks(bench, 'faults: CA killed');
 
