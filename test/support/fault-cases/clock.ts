@@ -220,7 +220,9 @@ export class ClockBench {
   }
 
   /**
-   * Both clocks step back by less than the skew allowance right after the proxies renewed:
+   * Both clocks step back by less than the skew allowance right after the proxies renewed (they
+   * jump to `forwardS` first, which must be past the renewal time of the leaves they hold, at
+   * most 77 % of their life with the jitter, and before their expiry):
    * certificates whose NotBefore is now seconds in the future are still accepted by the peers
    * (the CA back-dates NotBefore by the allowance), and no request fails.
    */
