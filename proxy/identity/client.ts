@@ -13,6 +13,10 @@
  *   after the hint plus up to half of it again, at random, so a refused fleet does not return
  *   all at once.
  * - A response is used only after `verifyCertifyResponse` accepts it.
+ * - The renewal timer runs on the monotonic clock, which a wall-clock jump does not move; the
+ *   owner calls `checkClock()` every second or so, and a renewal that is due by the wall clock
+ *   (the clock stepped forward, e.g. an NTP correction or a resumed VM) starts then. A held
+ *   certificate found expired is logged once (the proxy is not ready until it has a new one).
  */
 import { EventEmitter } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
@@ -92,6 +96,10 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
   #failures = 0;
   #closed = false;
   #inFlight: Promise<WorkloadCertificate> | undefined;
+  /** Wall-clock time the pending timer stands for (renewal or retry); Infinity when none. */
+  #dueAt = Number.POSITIVE_INFINITY;
+  /** The expiry of the held certificate has been logged. */
+  #expiryLogged = false;
   /** Counts for metrics. */
   readonly stats = { refreshes: 0, failures: 0, lastRefreshAt: 0 };
 
@@ -125,6 +133,31 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
   refresh(): Promise<WorkloadCertificate> {
     this.#inFlight ??= this.#attempt().finally(() => (this.#inFlight = undefined));
     return this.#inFlight;
+  }
+
+  /**
+   * Catches up with the wall clock: starts a renewal (or retry) that is due by `clock` although
+   * its timer, on the monotonic clock, has not fired (the clock jumped forward), and logs once
+   * when the held certificate has expired. Cheap; call it every second or so.
+   */
+  checkClock(): void {
+    if (this.#closed || this.#inFlight !== undefined) return;
+    const now = this.#o.clock.now();
+    const held = this.#current;
+    if (held !== undefined && now >= held.notAfter && !this.#expiryLogged) {
+      this.#expiryLogged = true;
+      this.#o.logger.warn(
+        { serial: held.serialHex, notAfter: new Date(held.notAfter).toISOString() },
+        'certificate expired; not ready and no new connections until a new one is obtained',
+      );
+    }
+    if (now >= this.#dueAt) {
+      this.#o.logger.info(
+        { dueAt: new Date(this.#dueAt).toISOString() },
+        'certificate refresh is due by the clock (it moved forward); refreshing now',
+      );
+      this.#schedule(0);
+    }
   }
 
   close(): void {
@@ -176,17 +209,20 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
       ...leaf,
     };
     this.#current = cert;
+    this.#expiryLogged = false;
     return cert;
   }
 
   #schedule(delayMs: number): void {
     if (this.#closed) return;
     this.#o.timers.clear(this.#timer);
+    this.#dueAt = this.#o.clock.now() + delayMs;
     this.#timer = this.#o.timers.set(() => void this.#tick(), delayMs);
   }
 
   async #tick(): Promise<void> {
     if (this.#closed) return;
+    this.#dueAt = Number.POSITIVE_INFINITY;
     try {
       const cert = await this.refresh();
       this.#failures = 0;

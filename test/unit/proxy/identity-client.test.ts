@@ -16,6 +16,7 @@ import {
   CertifyClient,
   ManualClock,
   createCsr,
+  createLogger,
   silentLogger,
   systemRandom,
 } from '../../../core/index.js';
@@ -283,6 +284,68 @@ describe('proxy/identity: the identity client', function () {
     clock.set(held.notAfter);
     assert.equal(id.current(), undefined, 'not ready without a valid certificate');
     id.close();
+  });
+
+  describe('wall-clock jumps (the renewal timer runs on the monotonic clock)', () => {
+    /** A logger whose records the test reads. */
+    function recordingLogger(): { logger: ReturnType<typeof silentLogger>; msgs: string[] } {
+      const msgs: string[] = [];
+      const logger = createLogger({
+        level: 'info',
+        destination: { write: (line: string) => void msgs.push(String(JSON.parse(line).msg)) },
+      });
+      return { logger, msgs };
+    }
+
+    it('does nothing while the clock has not reached the renewal time', async () => {
+      const { id, timers } = client();
+      id.start();
+      await timers.fire(id);
+      const planned = timers.delays.length;
+      clock.advance(timers.delays.at(-1)! - 1);
+      id.checkClock();
+      assert.equal(timers.delays.length, planned, 'no new timer');
+      id.close();
+    });
+
+    it('renews at once when the clock jumps past the renewal time, although its timer has not fired', async () => {
+      const { id, timers } = client();
+      id.start();
+      await timers.fire(id);
+      const first = id.current()!;
+      clock.advance(timers.delays.at(-1)!);
+      id.checkClock();
+      assert.equal(timers.delays.at(-1), 0, 'the refresh is started now');
+      await timers.fire(id);
+      assert.notEqual(id.current()!.serialHex, first.serialHex);
+      id.close();
+    });
+
+    it('says once that the held certificate expired, and recovers with a new one', async () => {
+      const { logger, msgs } = recordingLogger();
+      const { id, timers } = client({ logger });
+      id.start();
+      await timers.fire(id);
+      const held = id.current()!;
+      const expired = (): number => msgs.filter((m) => /certificate expired/.test(m)).length;
+      // The CA issues on its own clock: a leaf valid only before the proxy's new now is refused.
+      const real = handler;
+      handler = async () => {
+        throw new Error('CA unavailable');
+      };
+      clock.set(held.notAfter + HOUR);
+      assert.equal(id.current(), undefined, 'an expired certificate is not served');
+      id.checkClock();
+      await timers.fire(id);
+      id.checkClock();
+      assert.equal(expired(), 1, 'logged once');
+      assert.equal(id.current(), undefined);
+      handler = real;
+      clock.set(t0);
+      await id.refresh();
+      assert.ok(id.current() !== undefined, 'ready again with a new certificate');
+      id.close();
+    });
   });
 
   describe('refuses a response it must not trust, and keeps what it has', () => {
