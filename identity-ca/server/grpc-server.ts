@@ -96,6 +96,13 @@ export interface CertifyServerOptions {
 const kPeerIdentity = Symbol('meshid.peerIdentity');
 type WithPeer = { [kPeerIdentity]?: string };
 
+/**
+ * The reason a call's "caller is gone" signal is aborted with. Made once: `abort()` without a
+ * reason makes a new DOMException (with its stack trace) on every call, which was ~4 % of a
+ * worker's time under load.
+ */
+const CALL_ENDED = Object.freeze(new Error('the Certify call has ended'));
+
 /** Streams one connection may have open at once. */
 const MAX_CONCURRENT_STREAMS = 256;
 /** The longest deadline honoured; a larger grpc-timeout is cut to it. */
@@ -216,7 +223,7 @@ export class CertifyServer {
     const admission = this.#opts.admission;
     // Tells a call waiting for admission that nobody is waiting for its answer any more.
     const gone = admission === undefined ? undefined : new AbortController();
-    if (gone !== undefined) stream.once('close', () => gone.abort());
+    if (gone !== undefined) stream.once('close', () => gone.abort(CALL_ENDED));
     const finish = (
       status: number,
       details: string,
@@ -226,7 +233,7 @@ export class CertifyServer {
       if (done) return;
       done = true;
       clearTimeout(deadline);
-      gone?.abort();
+      gone?.abort(CALL_ENDED);
       this.#opts.observe?.({
         status,
         durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
