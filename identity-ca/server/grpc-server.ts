@@ -221,6 +221,12 @@ export class CertifyServer {
     stream.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 stream error'));
     let done = false;
     const admission = this.#opts.admission;
+    // Who asks, read now: once the caller has given up and its connection is gone, the socket
+    // has no address any more (and every such call would share one bucket).
+    const peer =
+      admission === undefined ? undefined : (stream.session?.socket as TLSSocket & WithPeer);
+    const source = peer?.remoteAddress ?? 'unknown';
+    const peerIdentity = peer?.[kPeerIdentity];
     // Tells a call waiting for admission that nobody is waiting for its answer any more.
     const gone = admission === undefined ? undefined : new AbortController();
     if (gone !== undefined) stream.once('close', () => gone.abort(CALL_ENDED));
@@ -303,11 +309,10 @@ export class CertifyServer {
         admission === undefined
           ? handler
           : async (req: CertifyRequest): Promise<CertifyResponse> => {
-              const socket = stream.session?.socket as WithPeer | undefined;
               const release = await admission.admit({
                 identity: req.identity,
-                source: stream.session?.socket.remoteAddress ?? 'unknown',
-                renewal: socket?.[kPeerIdentity] === req.identity,
+                source,
+                renewal: peerIdentity === req.identity,
                 signal: gone!.signal,
               });
               try {
