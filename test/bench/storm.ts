@@ -77,7 +77,9 @@ interface StormResult {
   readonly caCoreBusy: number;
 }
 
-function median(xs: readonly number[]): number {
+/** Median of the finite values (a storm cut at its deadline has no "all issued" time). */
+function median(values: readonly number[]): number {
+  const xs = values.filter(Number.isFinite);
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -247,6 +249,7 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
       p50: median(rs.map((x) => x.p50S)),
       p99: median(rs.map((x) => x.p99S)),
       missing: Math.max(...rs.map((x) => x.outcome.missing)),
+      cut: rs.filter((x) => x.outcome.missing > 0).length,
       exhausted: median(rs.map((x) => x.outcome.retriedExhausted)),
       errors: median(rs.map((x) => Object.values(x.outcome.errors).reduce((a, b) => a + b, 0))),
       peak: median(rs.map((x) => x.caRssPeakMb)),
@@ -259,7 +262,7 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
   const off = summary('off');
   out();
   out(
-    `| backpressure | time until all issued, s | p50 s | p99 s | missing | RESOURCE_EXHAUSTED retried | errors | CA RSS peak, MB | CA CPU µs/cert | CA core busy | proxies' core busy (max) |`,
+    `| backpressure | time until all issued, s | p50 s | p99 s | missing (max) | RESOURCE_EXHAUSTED retried | errors | CA RSS peak, MB | CA CPU µs/cert | CA core busy | proxies' core busy (max) |`,
   );
   out('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const [mode, s] of [
@@ -267,7 +270,7 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
     ['off', off],
   ] as const) {
     out(
-      `| ${LABEL[mode]} | ${f2(s['all']!)} | ${f2(s['p50']!)} | ${f2(s['p99']!)} | ${s['missing']} | ${s['exhausted']} | ${s['errors']} | ${s['peak']!.toFixed(0)} | ${s['cpu']!.toFixed(0)} | ${(100 * s['caBusy']!).toFixed(0)} % | ${(100 * s['busy']!).toFixed(0)} % |`,
+      `| ${LABEL[mode]} | ${s['cut']! > 0 ? `${s['cut']} of ${ROUNDS} rounds cut at ${DEADLINE_S} s${Number.isNaN(s['all']!) ? '' : `; others ${f2(s['all']!)}`}` : f2(s['all']!)} | ${f2(s['p50']!)} | ${f2(s['p99']!)} | ${s['missing']} | ${s['exhausted']} | ${s['errors']} | ${s['peak']!.toFixed(0)} | ${s['cpu']!.toFixed(0)} | ${(100 * s['caBusy']!).toFixed(0)} % | ${(100 * s['busy']!).toFixed(0)} % |`,
     );
   }
   // Ratios within each round, then their median.
@@ -278,7 +281,7 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
   );
   out();
   out(
-    `medians of ${ROUNDS} rounds; errors are failures other than RESOURCE_EXHAUSTED (which the proxies retry after the CA's hint plus up to half of it again, as a proxy does); times are from the storm's start to a proxy holding a certificate it has verified; CA CPU per certificate counts every certificate issued, also those for callers that had given up. A core busy well below 100 % on both sides means the storm waited on neither process but on the machine (other work on the same cores). Load average ${loadavg()
+    `medians of ${ROUNDS} rounds (p50/p99 over the proxies that got a certificate); errors are failures other than RESOURCE_EXHAUSTED (which the proxies retry after the CA's hint plus up to half of it again, as a proxy does); times are from the storm's start to a proxy holding a certificate it has verified; CA CPU per certificate counts every certificate issued, also those for callers that had given up. A core busy well below 100 % on both sides means the storm waited on neither process but on the machine (other work on the same cores). Load average ${loadavg()
       .map((x) => x.toFixed(1))
       .join(' ')} after: the machine is shared.`,
   );
