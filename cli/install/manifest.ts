@@ -27,6 +27,7 @@ import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from 
 import { webhookObjects } from './webhooks.js';
 import type { Permission } from './rbac.js';
 import { trustSyncObjects } from './trust-sync.js';
+import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
 export interface KubeModel {
@@ -276,28 +277,14 @@ function deployment(
       requests: { cpu: '100m', memory: '128Mi' },
       limits: { memory: '256Mi' },
     },
-    securityContext: {
-      runAsNonRoot: true,
-      runAsUser: RUN_AS_USER,
-      runAsGroup: RUN_AS_USER,
-      readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: false,
-      privileged: false,
-      capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
+    securityContext: restrictedContainerSecurity(RUN_AS_USER),
   };
   const selector = selectorLabels();
   const pod: IPodSpec = {
     serviceAccountName: INSTALL_NAMES.serviceAccount,
     automountServiceAccountToken: true,
     enableServiceLinks: false,
-    securityContext: {
-      runAsNonRoot: true,
-      runAsUser: RUN_AS_USER,
-      runAsGroup: RUN_AS_USER,
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
+    securityContext: restrictedPodSecurity(RUN_AS_USER),
     affinity: {
       podAntiAffinity: {
         preferredDuringSchedulingIgnoredDuringExecution: [

@@ -9,6 +9,7 @@ import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v
 import { ServiceAccount } from 'kubernetes-models/v1';
 import { IN_CLUSTER, formatDuration } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
+import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
 export interface TrustSyncManifestObject {
@@ -169,12 +170,7 @@ export function trustSyncObjects(
               serviceAccountName: TRUST_SYNC_NAMES.serviceAccount,
               automountServiceAccountToken: true,
               enableServiceLinks: false,
-              securityContext: {
-                runAsNonRoot: true,
-                runAsUser: user,
-                runAsGroup: user,
-                seccompProfile: { type: 'RuntimeDefault' },
-              },
+              securityContext: restrictedPodSecurity(user),
               containers: [
                 {
                   name: 'trust-sync',
@@ -185,16 +181,7 @@ export function trustSyncObjects(
                     requests: { cpu: '10m', memory: '64Mi' },
                     limits: { memory: '192Mi' },
                   },
-                  securityContext: {
-                    runAsNonRoot: true,
-                    runAsUser: user,
-                    runAsGroup: user,
-                    readOnlyRootFilesystem: true,
-                    allowPrivilegeEscalation: false,
-                    privileged: false,
-                    capabilities: { drop: ['ALL'] },
-                    seccompProfile: { type: 'RuntimeDefault' },
-                  },
+                  securityContext: restrictedContainerSecurity(user),
                 },
               ],
             },

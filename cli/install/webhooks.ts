@@ -23,6 +23,7 @@ import { Service, ServiceAccount } from 'kubernetes-models/v1';
 import type { IProbe } from 'kubernetes-models/v1';
 import { IN_CLUSTER } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
+import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
 export interface WebhookManifestObject {
@@ -272,12 +273,7 @@ export function webhookObjects(
               serviceAccountName: N.serviceAccount,
               automountServiceAccountToken: true,
               enableServiceLinks: false,
-              securityContext: {
-                runAsNonRoot: true,
-                runAsUser: RUN_AS_USER,
-                runAsGroup: RUN_AS_USER,
-                seccompProfile: { type: 'RuntimeDefault' },
-              },
+              securityContext: restrictedPodSecurity(RUN_AS_USER),
               affinity: {
                 podAntiAffinity: {
                   preferredDuringSchedulingIgnoredDuringExecution: [
@@ -304,16 +300,7 @@ export function webhookObjects(
                     requests: { cpu: '50m', memory: '96Mi' },
                     limits: { memory: '256Mi' },
                   },
-                  securityContext: {
-                    runAsNonRoot: true,
-                    runAsUser: RUN_AS_USER,
-                    runAsGroup: RUN_AS_USER,
-                    readOnlyRootFilesystem: true,
-                    allowPrivilegeEscalation: false,
-                    privileged: false,
-                    capabilities: { drop: ['ALL'] },
-                    seccompProfile: { type: 'RuntimeDefault' },
-                  },
+                  securityContext: restrictedContainerSecurity(RUN_AS_USER),
                   volumeMounts: [
                     { name: 'tls', mountPath: TLS_MOUNT, readOnly: true },
                     { name: 'trust-anchors', mountPath: ANCHORS_MOUNT, readOnly: true },

@@ -4,23 +4,10 @@
  * cert-manager, and the Deployment's arguments are accepted by `meshid webhooks`' config loader.
  */
 import { strict as assert } from 'node:assert';
-import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import {
-  MutatingWebhookConfiguration,
-  ValidatingWebhookConfiguration,
-} from 'kubernetes-models/admissionregistration.k8s.io/v1';
-import { Deployment } from 'kubernetes-models/apps/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import {
-  ClusterRole,
-  ClusterRoleBinding,
-  Role,
-  RoleBinding,
-} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { parseAllDocuments } from 'yaml';
 import { renderInstall } from '../../../cli/install.js';
 import { isMeshidError, loadConfig } from '../../../core/index.js';
+import { assertObjectsValidate } from '../../support/install-models.js';
 
 interface Obj {
   apiVersion: string;
@@ -44,23 +31,6 @@ interface Hook {
   timeoutSeconds: number;
   admissionReviewVersions: string[];
 }
-
-const MODELS: Record<string, new (data: never) => { validate(): void }> = {
-  'v1/Namespace': Namespace,
-  'v1/ServiceAccount': ServiceAccount,
-  'v1/ConfigMap': ConfigMap,
-  'v1/Service': Service,
-  'rbac.authorization.k8s.io/v1/Role': Role,
-  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
-  'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole,
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
-  'apps/v1/Deployment': Deployment,
-  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'cert-manager.io/v1/Certificate': Certificate,
-  'cert-manager.io/v1/Issuer': Issuer,
-  'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': MutatingWebhookConfiguration,
-  'admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration': ValidatingWebhookConfiguration,
-};
 
 function render(argv: string[]): Obj[] {
   const text = renderInstall({ argv, env: {}, now: Date.now() });
@@ -95,11 +65,7 @@ describe('meshid install --webhooks', () => {
       'MutatingWebhookConfiguration/meshid-proxy-injector',
       'ValidatingWebhookConfiguration/meshid-trust-guard',
     ]);
-    for (const o of objects) {
-      const Model = MODELS[`${o.apiVersion}/${o.kind}`];
-      assert.ok(Model, `unexpected kind ${o.apiVersion}/${o.kind}`);
-      assert.doesNotThrow(() => new Model(o as never).validate(), `${o.kind} validates`);
-    }
+    assertObjectsValidate(objects);
   });
 
   it('renders nothing of the webhooks without --webhooks, and refuses --webhooks without cert-manager', () => {

@@ -4,24 +4,16 @@
  * Deployment is hardened, and the CA accepts the arguments the Deployment gives it.
  */
 import { strict as assert } from 'node:assert';
-import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import { Bundle } from '@kubernetes-models/cert-manager/trust.cert-manager.io/v1alpha1';
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import {
-  ClusterRole,
-  ClusterRoleBinding,
-  Role,
-  RoleBinding,
-} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import type { IPolicyRule } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
-import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { parseAllDocuments } from 'yaml';
 import type { Document } from 'yaml';
 import { renderInstall, runInstall } from '../../../cli/install.js';
 import { manifestYaml } from '../../../cli/install/yaml.js';
 import { isMeshidError, loadConfig } from '../../../core/index.js';
+import { assertObjectsValidate } from '../../support/install-models.js';
 import type { CaConfig, ErrorCode } from '../../../core/index.js';
 import { createRootCa } from '../../../core/pki.js';
 import { caRequirements, describeAccess } from '../../../identity-ca/index.js';
@@ -39,22 +31,6 @@ interface KubeObject {
   [key: string]: unknown;
 }
 
-/** The kubernetes-models class of every kind the install may contain. */
-const MODELS: Record<string, new (data: never) => { validate(): void }> = {
-  'v1/Namespace': Namespace,
-  'v1/ServiceAccount': ServiceAccount,
-  'v1/ConfigMap': ConfigMap,
-  'v1/Service': Service,
-  'rbac.authorization.k8s.io/v1/Role': Role,
-  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
-  'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole,
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
-  'apps/v1/Deployment': Deployment,
-  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'cert-manager.io/v1/Certificate': Certificate,
-  'cert-manager.io/v1/Issuer': Issuer,
-  'trust.cert-manager.io/v1alpha1/Bundle': Bundle,
-};
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'Bundle']);
 
 let files: Record<string, string> = {};
@@ -236,11 +212,7 @@ describe('meshid install', () => {
         'jwks',
       ]);
       assert.equal(r.objects.length, 16);
-      for (const o of r.objects) {
-        const Model = MODELS[`${o.apiVersion}/${o.kind}`];
-        assert.ok(Model, `unexpected kind ${o.apiVersion}/${o.kind}`);
-        assert.doesNotThrow(() => new Model(o as never).validate(), `${o.kind} validates`);
-      }
+      assertObjectsValidate(r.objects);
     });
 
     it('puts every namespaced object in the install namespace and no namespace on cluster objects', () => {
