@@ -26,6 +26,23 @@ import type { CertifyRequest, CertifyResponse, Clock, Logger, Random } from '../
 import { createCsr, toPem } from '../../core/index.js';
 import { certificatesOf, verifyCertifyResponse } from './verify.js';
 
+/**
+ * A new ECDSA P-256 key and a CSR naming `identity` (CN and the one DNS SAN).
+ *
+ * @example
+ * ```ts
+ * const { privateKey, publicKey, csr } = freshRequestKey(identity);
+ * ```
+ */
+export function freshRequestKey(identity: string): RequestKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return {
+    privateKey,
+    publicKey,
+    csr: createCsr({ privateKey, commonName: identity, dnsNames: [identity] }),
+  };
+}
+
 /** Timers are passed in so tests drive renewal without waiting. */
 export interface Timers {
   set(fn: () => void, ms: number): unknown;
@@ -50,6 +67,14 @@ export interface WorkloadCertificate {
   readonly serialHex: string;
 }
 
+/** The key pair of one Certify request and the CSR for it. */
+export interface RequestKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  /** DER PKCS#10 for the local identity, signed with `privateKey`. */
+  readonly csr: Buffer;
+}
+
 export interface IdentityClientOptions {
   readonly localIdentity: string;
   readonly tokenFile: string;
@@ -70,6 +95,11 @@ export interface IdentityClientOptions {
   /** Longest retry delay (default 60 s). */
   readonly maxRetryMs?: number;
   readonly readFile?: (path: string) => Promise<Buffer>;
+  /**
+   * Makes the key and CSR of each request. Default: a fresh P-256 key per request. Load tests
+   * pass keys made beforehand, so that key generation is not what they measure.
+   */
+  readonly requestKey?: (identity: string) => RequestKey;
 }
 
 interface IdentityClientEvents {
@@ -88,8 +118,9 @@ interface IdentityClientEvents {
  * ```
  */
 export class IdentityClient extends EventEmitter<IdentityClientEvents> {
-  readonly #o: Required<Omit<IdentityClientOptions, 'readFile'>> & {
+  readonly #o: Required<Omit<IdentityClientOptions, 'readFile' | 'requestKey'>> & {
     readFile: (path: string) => Promise<Buffer>;
+    requestKey: (identity: string) => RequestKey;
   };
   #current: WorkloadCertificate | undefined;
   #timer: unknown;
@@ -111,6 +142,7 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
       minRetryMs: 1000,
       maxRetryMs: 60_000,
       readFile: (p) => fsReadFile(p),
+      requestKey: freshRequestKey,
       ...opts,
     };
   }
@@ -167,12 +199,7 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
 
   async #attempt(): Promise<WorkloadCertificate> {
     const o = this.#o;
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const csr = createCsr({
-      privateKey,
-      commonName: o.localIdentity,
-      dnsNames: [o.localIdentity],
-    });
+    const { privateKey, publicKey, csr } = o.requestKey(o.localIdentity);
     let token: Buffer;
     try {
       token = await o.readFile(o.tokenFile);

@@ -9,6 +9,7 @@ import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { createServer as createNetServer } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -169,6 +170,20 @@ describe('proxy/identity: the identity client', function () {
       leaf.checkPrivateKey(createPrivateKey(cert.keyPem)),
       'the leaf certifies the held key',
     );
+    id.close();
+  });
+
+  it("uses the key and CSR a load test made beforehand (requestKey), and the certificate is that key's", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = createCsr({ privateKey, commonName: WEB, dnsNames: [WEB] });
+    const { id, calls } = client({ requestKey: () => ({ privateKey, publicKey, csr }) });
+    const cert = await id.refresh();
+    assert.deepEqual(
+      Buffer.from(calls[0]!.certificateSigningRequest),
+      csr,
+      'the given CSR is sent',
+    );
+    assert.ok(new X509Certificate(cert.certChainPem).checkPrivateKey(privateKey));
     id.close();
   });
 
@@ -548,6 +563,53 @@ describe('proxy/identity: the identity client', function () {
         });
       } finally {
         ca.close();
+      }
+    });
+
+    it('verifies the CA with a shared TLS context when given one (not with anchorsPem)', async () => {
+      const ok = new Http2CertifyClient({
+        address,
+        serverName: CA_IDENTITY,
+        anchorsPem: otherAnchor,
+        secureContext: createSecureContext({ ca: anchorsPem }),
+      });
+      const wrong = new Http2CertifyClient({
+        address,
+        serverName: CA_IDENTITY,
+        anchorsPem,
+        secureContext: createSecureContext({ ca: otherAnchor }),
+      });
+      try {
+        assert.ok((await ok.certify(await csrRequest())).leafCertificate.length > 0);
+        await assert.rejects(wrong.certify(await csrRequest()), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 14);
+          return true;
+        });
+      } finally {
+        ok.close();
+        wrong.close();
+      }
+    });
+
+    it('connects from the local address it is given', async () => {
+      const seen: string[] = [];
+      const listener = createNetServer((socket) => {
+        seen.push(socket.remoteAddress ?? '');
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+      const ca = new Http2CertifyClient({
+        address: { host: '127.0.0.1', port: (listener.address() as AddressInfo).port },
+        serverName: CA_IDENTITY,
+        anchorsPem,
+        localAddress: '127.0.0.2',
+      });
+      try {
+        await assert.rejects(ca.certify(await csrRequest()));
+        assert.deepEqual(seen, ['127.0.0.2']);
+      } finally {
+        ca.close();
+        await new Promise<void>((resolve) => listener.close(() => resolve()));
       }
     });
 
