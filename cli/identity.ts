@@ -269,7 +269,7 @@ export function renderIdentity(view: IdentityView, color: boolean): string {
     lines.push(
       '',
       s.bold(i === 0 ? 'Certificate' : `Chain [${i}]${c.isCa ? ' (CA)' : ''}`),
-      `  subject     ${c.subject}`,
+      `  subject     ${c.subject === '' ? '(empty: the identity is in the SANs)' : c.subject}`,
       `  issuer      ${c.issuer}`,
     );
     if (c.dnsNames.length > 0) lines.push(`  DNS SANs    ${c.dnsNames.join(', ')}`);

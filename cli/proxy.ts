@@ -122,6 +122,9 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     logger: logger.child({ component: 'identity' }),
   });
   identity.start();
+  // Renewal timers run on the monotonic clock; this notices a wall-clock jump within a second.
+  const clockCheck = setInterval(() => identity.checkClock(), 1000);
+  clockCheck.unref();
   const registry = createRegistry();
   const deps = { localIdentity: config.localIdentity, identity, anchors, clock, registry, logger };
   registerIdentityMetrics(deps);
@@ -184,6 +187,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     identity,
     async close() {
       await Promise.all([inbound?.close(5000), outbound?.close(5000)]);
+      clearInterval(clockCheck);
       identity.close();
       anchors.close();
       ca.close();

@@ -342,6 +342,10 @@ export const COMMAND_SETTINGS = {
       help: "the CA's gRPC address (default: the local mesh's, or the Service's DNS name in a cluster)",
     },
     caAdmin: { kind: 'address', help: "the CA's admin address (/ready, /version, /metrics)" },
+    webhooksAddress: {
+      kind: 'address',
+      help: "the webhooks' HTTPS address whose served certificate the caBundle must verify (default: their Service's DNS name, port 443)",
+    },
     issuerSecret: { kind: 'string', help: 'issuer Secret to check (cluster)' },
     trustAnchorsConfigMap: { kind: 'string', help: 'trust-anchor ConfigMap to check (cluster)' },
     trustAnchorsKey: { kind: 'string', help: 'key of the bundle in the trust-anchor ConfigMap' },
@@ -634,6 +638,7 @@ const SCHEMAS = {
     identityName: subdomain,
     caAddress: address.optional(),
     caAdmin: address.optional(),
+    webhooksAddress: address.optional(),
     issuerSecret: subdomain,
     trustAnchorsConfigMap: subdomain,
     trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),

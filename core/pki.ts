@@ -46,6 +46,8 @@ export interface CaOptions {
   readonly keyUsage?: readonly CaKeyUsage[] | 'omit';
   /** extendedKeyUsage purposes; absent means no extension. */
   readonly extendedKeyUsage?: readonly CaExtendedKeyUsage[];
+  /** DNS subjectAltNames; absent means no extension (with `isCa: false`, a serving certificate). */
+  readonly dnsNames?: readonly string[];
   /**
    * Return a freshly generated private key that does not belong to the certificate (tests of
    * the key-mismatch refusal). Default false.
@@ -163,6 +165,14 @@ async function issue(
     extensions.push(
       new x509.ExtendedKeyUsageExtension(
         options.extendedKeyUsage.map((u) => x509.ExtendedKeyUsage[u]),
+        false,
+      ),
+    );
+  }
+  if (options.dnsNames !== undefined && options.dnsNames.length > 0) {
+    extensions.push(
+      new x509.SubjectAlternativeNameExtension(
+        options.dnsNames.map((value) => ({ type: 'dns' as const, value })),
         false,
       ),
     );

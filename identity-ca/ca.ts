@@ -278,7 +278,9 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   };
 
   // Renew the serving certificate when the issuer changes or at 70% of its life. The timer
-  // only wakes the check; the decision reads the injected clock.
+  // only wakes the check; the decision reads the injected clock. It wakes every second (the
+  // check is a comparison), so a wall-clock step forward past the certificate's expiry is
+  // noticed at once: the timer runs on the monotonic clock, which the step does not move.
   const renewIfDue = (): void => {
     const issuer = store.current();
     if (issuer === undefined || !servingCertNeedsRenewal(serving, issuer, clock.now())) return;
@@ -295,7 +297,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       log.error({ err }, 'serving certificate renewal failed; keeping the current one');
     }
   };
-  const timer = setInterval(renewIfDue, Math.min(60_000, Math.max(1000, config.certLifetime / 20)));
+  const timer = setInterval(renewIfDue, 1000);
   timer.unref();
 
   store.on('updated', (current, previous) => {

@@ -43,16 +43,30 @@ for (let b = 0; b < 6; b++) {
   HEX[0x61 + b] = 10 + b;
 }
 
-/** A message the proxy refuses; `status` is what the client is told (400 or 431). */
+/**
+ * A message the proxy refuses; `status` is what the client is told (400, 405 or 431), `message`
+ * goes in the `l5d-proxy-error` header and `detail` (the message when absent) in the body.
+ */
 export class Http1ParseError extends Error {
   constructor(
-    readonly status: 400 | 431,
+    readonly status: 400 | 405 | 431,
     message: string,
+    readonly detail?: string,
   ) {
     super(message);
     this.name = 'Http1ParseError';
   }
 }
+
+/**
+ * The answer to CONNECT on every inbound path (HTTP/1.1 and HTTP/2, whatever the app speaks):
+ * the inbound forwards requests to the app, it does not open tunnels.
+ */
+export const CONNECT_REFUSAL = {
+  status: 405,
+  reason: 'CONNECT is not supported',
+  body: 'method not allowed: the inbound does not tunnel CONNECT; a port that carries another protocol is declared with --app-protocol PORT=opaque\n',
+} as const;
 
 const fail = (message: string, status: 400 | 431 = 400): never => {
   throw new Http1ParseError(status, message);
@@ -239,7 +253,13 @@ export function parseRequestHead(
   const http11 = head[i + 7] === 0x31;
   const headersStart = i + 10;
   const method = methodString(head, methodStart, methodEnd);
-  if (method === 'CONNECT') fail('CONNECT is not supported');
+  if (method === 'CONNECT') {
+    throw new Http1ParseError(
+      CONNECT_REFUSAL.status,
+      CONNECT_REFUSAL.reason,
+      CONNECT_REFUSAL.body.trimEnd(),
+    );
+  }
 
   const headers = parseHeaderLines(head, headersStart, end);
   const drop = new Set<HeaderLine>();

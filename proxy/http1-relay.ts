@@ -160,6 +160,7 @@ function writeAll(socket: Socket, parts: readonly Buffer[]): boolean {
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
+  405: 'Method Not Allowed',
   431: 'Request Header Fields Too Large',
   502: 'Bad Gateway',
   504: 'Gateway Timeout',
@@ -505,7 +506,7 @@ export class Http1Relay {
     const err = this.#refusal!;
     this.#finished = true;
     this.#client.end(
-      proxyResponse(err.status, this.#o.errorHeader, err.message, `${err.message}\n`),
+      proxyResponse(err.status, this.#o.errorHeader, err.message, `${err.detail ?? err.message}\n`),
     );
     this.#app?.end();
   }

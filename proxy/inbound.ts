@@ -40,10 +40,8 @@ import type {
 } from 'node:http';
 import type {
   ClientHttp2Session,
-  ClientHttp2Stream,
   Http2Server,
   IncomingHttpHeaders as Http2IncomingHeaders,
-  OutgoingHttpHeaders as Http2OutgoingHeaders,
   ServerHttp2Session,
   ServerHttp2Stream,
 } from 'node:http2';
@@ -58,7 +56,9 @@ import {
   verifiedPeerIdentity,
 } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
-import { Http1Relay } from './http1-relay.js';
+import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
+import { CONNECT_REFUSAL } from './http1-parse.js';
+import { Http1Relay, proxyResponse } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import { AppProtocolDetector } from './app-protocol.js';
 import type { AppPorts, AppProtocol, ResolvedAppProtocol } from './app-protocol.js';
@@ -210,17 +210,6 @@ const DEFAULT_APP_TIMEOUT_MS = 60_000;
 /** How long a probe of what the app speaks may take. */
 const APP_DETECT_TIMEOUT_MS = 5_000;
 
-/** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-]);
-
 /** One accepted connection, from the first byte to close. */
 interface Conn {
   readonly raw: Socket;
@@ -244,22 +233,6 @@ interface Conn {
 
 function formatHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
-}
-
-/** HTTP/2 headers to re-send: pseudo-headers as given (unless told), no connection-specific ones. */
-function forwardableHttp2Headers(
-  headers: Http2IncomingHeaders,
-  keepPseudo: (name: string) => boolean,
-): Http2OutgoingHeaders {
-  const out: Http2OutgoingHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === CLIENT_ID_HEADER || HOP_BY_HOP.has(name)) continue;
-    if (name.startsWith(':') && !keepPseudo(name)) continue;
-    out[name] = value;
-  }
-  // TE is allowed in HTTP/2 with exactly the value "trailers", which gRPC requires end to end.
-  if (headers['te'] === 'trailers') out['te'] = 'trailers';
-  return out;
 }
 
 /** gRPC's percent-encoding of grpc-message (only what is outside printable ASCII, and '%'). */
@@ -374,6 +347,18 @@ export class InboundProxy {
     this.#http1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
       this.#onHttp1Upgrade(req, socket, head),
     );
+    // CONNECT from an HTTP/1.1 client of an h2 app (node's parser hands it over apart).
+    this.#http1.on('connect', (_req: IncomingMessage, socket: Socket) => {
+      socket.on('error', () => undefined);
+      socket.end(
+        proxyResponse(
+          CONNECT_REFUSAL.status,
+          PROXY_ERROR_HEADER,
+          CONNECT_REFUSAL.reason,
+          CONNECT_REFUSAL.body,
+        ),
+      );
+    });
     this.#http1.on('clientError', (err: Error, socket: Socket) => {
       this.#log.debug({ err: err.message }, 'inbound HTTP/1 request refused');
       if (socket.writable) {
@@ -678,6 +663,16 @@ export class InboundProxy {
           this.#o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
         );
         rest = read.rest;
+        if (read.header.name !== '') {
+          // Linkerd's gateway forwarding: the header names another target to go on to. This
+          // inbound serves its own app only; delivering to a local port instead would be wrong.
+          this.#log.info(
+            { [LogKey.identity]: conn.peer, name: read.header.name, port: read.header.port },
+            'inbound transport header names a target to forward to (gateway forwarding), which this proxy does not do; closed',
+          );
+          destroyConn(conn);
+          return;
+        }
         if (!this.#appPorts.has(read.header.port)) {
           this.#log.info(
             { [LogKey.identity]: conn.peer, port: read.header.port },
@@ -1074,6 +1069,15 @@ export class InboundProxy {
       conn.session?.close();
       return;
     }
+    if (method === 'CONNECT') {
+      status = this.#http2Error(
+        stream,
+        CONNECT_REFUSAL.status,
+        CONNECT_REFUSAL.reason,
+        CONNECT_REFUSAL.body,
+      );
+      return;
+    }
     if (conn.appProtocol !== 'h2') {
       h2ToHttp1(stream, headers, this.#translateContext(conn), this.#agent, (s) => (status = s));
       return;
@@ -1082,75 +1086,21 @@ export class InboundProxy {
     const out = forwardableHttp2Headers(headers, (n) => n !== ':scheme');
     out[':scheme'] = 'http';
     if (conn.peer !== undefined) out[CLIENT_ID_HEADER] = conn.peer;
-    const requestEnded = stream.endAfterHeaders;
-    let appReq: ClientHttp2Stream;
-    try {
-      appReq = this.#appHttp2(conn.appPort).request(out, {
-        endStream: requestEnded,
-        waitForTrailers: !requestEnded,
-      });
-    } catch (err) {
-      this.#log.debug({ err: String(err) }, 'inbound app h2 request failed');
-      status = this.#appFailed(stream, conn, err as Error);
-      return;
-    }
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-    const timer =
-      this.#appTimeoutMs > 0 && !grpc
-        ? setTimeout(() => {
-            status = this.#appFailed(stream, conn, 'timeout');
-            appReq.close(h2.NGHTTP2_CANCEL);
-          }, this.#appTimeoutMs)
-        : undefined;
-
-    let requestTrailers: Http2IncomingHeaders | undefined;
-    stream.on('trailers', (t: Http2IncomingHeaders) => (requestTrailers = t));
-    appReq.on('wantTrailers', () => {
-      appReq.sendTrailers(forwardableHttp2Headers(requestTrailers ?? {}, () => false));
-    });
-    if (!requestEnded) stream.pipe(appReq);
-
-    let responseTrailers: Http2IncomingHeaders | undefined;
-    appReq.on('response', (appHeaders: Http2IncomingHeaders) => {
-      clearTimeout(timer);
-      if (stream.headersSent || stream.closed) return;
-      status = Number(appHeaders[':status'] ?? 502);
-      const responseEnded = appReq.endAfterHeaders;
-      stream.respond(
-        forwardableHttp2Headers(appHeaders, (n) => n === ':status'),
-        {
-          endStream: responseEnded,
-          waitForTrailers: !responseEnded,
-        },
-      );
-      if (!responseEnded) appReq.pipe(stream);
-    });
-    appReq.on('trailers', (t: Http2IncomingHeaders) => (responseTrailers = t));
-    stream.on('wantTrailers', () => {
-      stream.sendTrailers(forwardableHttp2Headers(responseTrailers ?? {}, () => false));
-    });
-    appReq.on('error', (err) => {
-      clearTimeout(timer);
-      this.#log.debug({ err: err.message }, 'inbound app h2 stream failed');
-      if (!stream.headersSent && !stream.closed) status = this.#appFailed(stream, conn, err);
-      else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
-    });
-    appReq.on('close', () => {
-      clearTimeout(timer);
-      if (stream.closed || appReq.rstCode === h2.NGHTTP2_NO_ERROR) return;
-      // The app reset the stream before answering: say so; after, reset the peer's too.
-      if (!stream.headersSent) {
-        status = this.#http2Error(
-          stream,
-          502,
-          'app reset',
-          `bad gateway: the application at ${formatHost(this.#appAddress(conn).host)}:${conn.appPort} reset the stream (HTTP/2 error code ${appReq.rstCode})\n`,
-        );
-      } else stream.close(appReq.rstCode);
-    });
-    stream.on('close', () => {
-      if (!appReq.closed)
-        appReq.close(stream.rstCode === h2.NGHTTP2_NO_ERROR ? h2.NGHTTP2_CANCEL : stream.rstCode);
+    relayH2Stream(stream, out, this.#appHttp2(conn.appPort), {
+      // A gRPC call may stream for as long as it likes.
+      timeoutMs: grpc ? 0 : this.#appTimeoutMs,
+      failed: (cause) =>
+        typeof cause === 'object' && 'rstCode' in cause
+          ? this.#http2Error(
+              stream,
+              502,
+              'app reset',
+              `bad gateway: the application at ${formatHost(this.#appAddress(conn).host)}:${conn.appPort} reset the stream (HTTP/2 error code ${cause.rstCode})\n`,
+            )
+          : this.#appFailed(stream, conn, cause),
+      onStatus: (s) => (status = s),
+      logger: this.#log,
     });
   }
 

@@ -2,8 +2,13 @@
  * proxy: the TypeScript sidecar. This issue's first part is the identity client; the inbound
  * and outbound mTLS listeners, policy and admin server build on it.
  */
-export { IdentityClient, systemTimers } from './identity/client.js';
-export type { IdentityClientOptions, Timers, WorkloadCertificate } from './identity/client.js';
+export { IdentityClient, freshRequestKey, systemTimers } from './identity/client.js';
+export type {
+  IdentityClientOptions,
+  RequestKey,
+  Timers,
+  WorkloadCertificate,
+} from './identity/client.js';
 export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
 export { CertifyCallFailed, Http2CertifyClient } from './identity/certify-h2.js';
 export type { Http2CertifyClientOptions, PresentedCertificate } from './identity/certify-h2.js';

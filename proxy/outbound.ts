@@ -32,8 +32,17 @@ import type {
   OutgoingHttpHeaders,
   ServerResponse,
 } from 'node:http';
-import { connect as http2Connect, constants as h2 } from 'node:http2';
-import type { ClientHttp2Session, IncomingHttpHeaders as Http2IncomingHeaders } from 'node:http2';
+import {
+  connect as http2Connect,
+  constants as h2,
+  createServer as createHttp2Server,
+} from 'node:http2';
+import type {
+  ClientHttp2Session,
+  IncomingHttpHeaders as Http2IncomingHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
 import { ServerResponse as HttpServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
@@ -43,6 +52,7 @@ import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
 import { ContextCache, MESH_H2_ALPN, fipsPeerProblem, identityOfCertificate } from './tls.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
+import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
 
 // The route and destination vocabulary is part of the outbound surface.
 export {
@@ -256,6 +266,8 @@ export class OutboundProxy {
   #closing = false;
   /** One HTTP/2 session per destination whose proxy selected the mesh ALPN. */
   readonly #sessions = new Map<string, Promise<ClientHttp2Session | undefined>>();
+  /** HTTP/2 sessions apps opened to the HTTP listener (closed with GOAWAY on shutdown). */
+  readonly #appSessions = new Set<ServerHttp2Session>();
   /** Destinations that answered without the mesh ALPN, and since when (re-asked hourly). */
   readonly #http1Peers = new Map<string, number>();
   /** A connection that answered the mesh offer with HTTP/1.1, for the pool's next request. */
@@ -308,9 +320,25 @@ export class OutboundProxy {
       }
       if (this.#o.http !== undefined) {
         const resolver = this.#o.http.resolver;
+        // One port, two protocols: the first bytes say HTTP/2 (prior knowledge, as gRPC
+        // clients send) or HTTP/1.1; neither server listens itself.
+        const front = createServer({ pauseOnConnect: true });
         const server = createHttpServer({ noDelay: true });
-        const address = await this.#bind(server, this.#o.http.listen);
+        const h2Server = createHttp2Server();
+        const address = await this.#bind(front, this.#o.http.listen);
         const listener = formatAddress(address);
+        front.on('connection', (s: Socket) => this.#onHttpConnection(s, server, h2Server));
+        h2Server.on('session', (session: ServerHttp2Session) => {
+          this.#appSessions.add(session);
+          session.once('close', () => this.#appSessions.delete(session));
+          session.on('error', (err) =>
+            this.#log.debug({ err: err.message }, 'outbound app HTTP/2 session error'),
+          );
+        });
+        h2Server.on('stream', (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) => {
+          void this.#forwardStream(stream, headers, listener, resolver);
+        });
+        h2Server.on('sessionError', () => undefined);
         this.#agent = new MeshAgent((dest) => this.#pooledConnection(listener, dest));
         server.on('connection', (s: Socket) => this.#track([s]));
         server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -347,6 +375,7 @@ export class OutboundProxy {
         }),
     );
     this.#servers.length = 0;
+    for (const s of this.#appSessions) s.close();
     // Pooled idle upstream connections would otherwise wait out the grace for nothing.
     this.#agent?.destroyIdle();
     for (const p of this.#sessions.values())
@@ -437,6 +466,9 @@ export class OutboundProxy {
       ...(alpn !== undefined ? { ALPNProtocols: [...alpn] } : {}),
     };
     const socket = tlsConnect(options);
+    // Small frames (HTTP/2 HEADERS, WINDOW_UPDATE, a request head) go out at once: Nagle
+    // would hold a second small write until the first is acknowledged.
+    socket.setNoDelay(true);
     let tcpConnected = false;
     let settled = false;
     const timer = setTimeout(() => {
@@ -689,22 +721,14 @@ export class OutboundProxy {
       );
       return;
     }
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req, target.authority, resolver);
-    } catch (err) {
-      proxyError(res, 502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
-      return;
-    }
-    if (dest === undefined) {
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        listener,
-        reason: 'no-route',
-        message: `no destination for ${target.authority}`,
-      });
-      proxyError(res, 502, 'no-route', `no meshed destination for ${target.authority}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      target.authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      proxyError(res, 502, 'no-route', dest);
       return;
     }
     if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
@@ -750,6 +774,129 @@ export class OutboundProxy {
     // The app hung up mid-request: abandon the upstream exchange.
     res.on('close', () => {
       if (!res.writableFinished) upstream.destroy();
+    });
+  }
+
+  /** A connection to the HTTP listener, handed to the HTTP/1 or the HTTP/2 server by its first bytes. */
+  #onHttpConnection(
+    app: Socket,
+    http1: ReturnType<typeof createHttpServer>,
+    http2: ReturnType<typeof createHttp2Server>,
+  ): void {
+    app.setNoDelay(true);
+    app.on('error', (err) => this.#log.debug({ err: messageOf(err) }, 'outbound app error'));
+    if (this.#closing) {
+      app.destroy();
+      return;
+    }
+    void this.#sniff(app).then(({ bytes, ended }) => {
+      if (app.destroyed) return;
+      if (ended) {
+        // Nothing can be put back once the client has ended, and a client that half-closes
+        // before its first bytes told HTTP/1.1 from HTTP/2 has sent no request to serve.
+        app.destroy();
+        return;
+      }
+      if (bytes.length > 0) app.unshift(bytes);
+      if (
+        bytes.length >= H2_PREFACE.length &&
+        bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)
+      ) {
+        this.#track([app]);
+        // node's HTTP/2 server reads the socket itself (the put-back bytes first).
+        http2.emit('connection', app);
+        return;
+      }
+      http1.emit('connection', app);
+      app.resume();
+    });
+  }
+
+  /**
+   * One HTTP/2 stream from the app (h2c prior knowledge, e.g. grpc-js) on the HTTP listener:
+   * routed by its :authority and carried as a stream on the HTTP/2 connection to the peer
+   * proxy. A peer that is not a meshid proxy (it chose HTTP/1.1) gets no HTTP/2: the answer
+   * says so.
+   */
+  async #forwardStream(
+    stream: ServerHttp2Stream,
+    headers: Http2IncomingHeaders,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<void> {
+    stream.on('error', (err) =>
+      this.#log.debug({ err: err.message }, 'outbound app h2 stream error'),
+    );
+    const answer = (status: number, reason: string, message: string): number => {
+      if (stream.closed || stream.headersSent) return 0;
+      stream.respond({
+        ':status': status,
+        'content-type': 'text/plain; charset=utf-8',
+        'l5d-proxy-error': reason,
+      });
+      stream.end(`${message}\n`);
+      return status;
+    };
+    if (headers[':method'] === 'CONNECT') {
+      answer(
+        405,
+        'connect-over-http2',
+        'CONNECT over HTTP/2 is not supported; use HTTP/1.1 CONNECT',
+      );
+      return;
+    }
+    const authority = headers[':authority'] ?? headers['host'];
+    if (typeof authority !== 'string' || authority.length === 0) {
+      answer(400, 'bad-request', 'request has no usable authority (:authority)');
+      return;
+    }
+    const dest = await this.#destinationFor(
+      headers['l5d-require-id'],
+      authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      answer(502, 'no-route', dest);
+      return;
+    }
+    let session: ClientHttp2Session | undefined;
+    if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
+      try {
+        session = await this.#meshSession(listener, dest);
+      } catch (err) {
+        const failure = this.#failureOf(err as Error);
+        const reason = failure?.reason ?? 'connect-failed';
+        answer(statusOf(reason), reason, failure?.message ?? messageOf(err));
+        return;
+      }
+    }
+    if (session === undefined) {
+      answer(
+        502,
+        'peer-not-http2',
+        `the proxy at ${formatAddress(dest.target)} does not take HTTP/2 from other proxies (it is not a meshid proxy): send HTTP/1.1 to this listener, or use a route listener`,
+      );
+      return;
+    }
+    if (stream.closed) return;
+    const out = forwardableHttp2Headers(headers, (n) => n !== ':scheme');
+    delete out['l5d-require-id'];
+    out[':scheme'] = 'http';
+    relayH2Stream(stream, out, session, {
+      timeoutMs: 0,
+      failed: (cause) =>
+        answer(
+          502,
+          'peer-failed',
+          cause === 'timeout'
+            ? 'the peer proxy did not answer in time'
+            : 'rstCode' in cause
+              ? `the peer proxy reset the stream (HTTP/2 error code ${cause.rstCode})`
+              : `HTTP/2 stream to the peer proxy failed: ${cause.message}`,
+        ),
+      onStatus: () => undefined,
+      logger: this.#log,
     });
   }
 
@@ -871,8 +1018,11 @@ export class OutboundProxy {
         );
       }
     });
+    // Only an exchange the app gave up on is cancelled: a RST_STREAM after a complete answer
+    // raced node's HTTP/2 server on the peer, which then failed the whole session with GOAWAY
+    // INTERNAL_ERROR under load (every stream on it answered 502).
     res.on('close', () => {
-      if (!up.closed) up.close(h2.NGHTTP2_CANCEL);
+      if (!res.writableFinished && !up.closed) up.close(h2.NGHTTP2_CANCEL);
     });
   }
 
@@ -909,15 +1059,14 @@ export class OutboundProxy {
       refuse(400, 'bad-request', 'request has no usable authority (Host header or absolute URI)');
       return;
     }
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req, target.authority, resolver);
-    } catch (err) {
-      refuse(502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
-      return;
-    }
-    if (dest === undefined) {
-      refuse(502, 'no-route', `no meshed destination for ${printable(target.authority)}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      target.authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      refuse(502, 'no-route', dest);
       return;
     }
     let up: TLSSocket;
@@ -964,22 +1113,14 @@ export class OutboundProxy {
       this.#log.debug({ [LogKey.reason]: reason, err: message }, 'outbound CONNECT refused');
     };
     const authority = req.url ?? '';
-    let dest: Destination | undefined;
-    try {
-      dest = await this.#resolveFor(req, authority, resolver);
-    } catch (err) {
-      fail(502, 'no-route', messageOf(err));
-      return;
-    }
-    if (dest === undefined) {
-      this.#emit({
-        type: 'handshake',
-        ok: false,
-        listener,
-        reason: 'no-route',
-        message: `no destination for ${printable(authority)}`,
-      });
-      fail(502, 'no-route', `no destination for ${printable(authority)}`);
+    const dest = await this.#destinationFor(
+      req.headers['l5d-require-id'],
+      authority,
+      listener,
+      resolver,
+    );
+    if (typeof dest === 'string') {
+      fail(502, 'no-route', dest);
       return;
     }
     let up: TLSSocket;
@@ -1020,14 +1161,40 @@ export class OutboundProxy {
     });
   }
 
+  /**
+   * The destination of a request on the HTTP listener, or the sentence for its 502 no-route
+   * (reported as a failed handshake).
+   */
+  async #destinationFor(
+    required: unknown,
+    authority: string,
+    listener: string,
+    resolver: DestinationResolver,
+  ): Promise<Destination | string> {
+    let dest: Destination | undefined;
+    try {
+      dest = await this.#resolveFor(required, authority, resolver);
+    } catch (err) {
+      return `destination lookup failed: ${messageOf(err)}`;
+    }
+    if (dest !== undefined) return dest;
+    this.#emit({
+      type: 'handshake',
+      ok: false,
+      listener,
+      reason: 'no-route',
+      message: `no destination for ${printable(authority)}`,
+    });
+    return `no meshed destination for ${printable(authority)}`;
+  }
+
   /** Resolves an authority; `l5d-require-id` (Linkerd's header) overrides the expected identity. */
   async #resolveFor(
-    req: IncomingMessage,
+    required: unknown,
     authority: string,
     resolver: DestinationResolver,
   ): Promise<Destination | undefined> {
     const dest = await resolver.resolve(authority);
-    const required = req.headers['l5d-require-id'];
     if (dest === undefined || typeof required !== 'string' || required.length === 0) return dest;
     return { target: dest.target, identity: required };
   }

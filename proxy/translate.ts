@@ -29,6 +29,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { Address, Logger } from '../core/index.js';
+import { HOP_BY_HOP_HTTP2 } from './h2-relay.js';
 
 /** What both translations need. */
 export interface TranslateContext {
@@ -43,17 +44,7 @@ export interface TranslateContext {
 }
 
 /** Connection-specific fields: never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2). */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-  'host',
-  'trailer',
-]);
+const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP2, 'host', 'trailer']);
 
 /** Why the app did not answer, for the 502 body and the `l5d-proxy-error` header. */
 export interface AppFailure {
@@ -175,7 +166,8 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
  * ```
  */
 export function appAgent(): HttpAgent {
-  return new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' });
+  // noDelay reaches net.connect: a request head and its body go out without waiting on Nagle.
+  return new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo', noDelay: true });
 }
 
 /**
@@ -195,7 +187,12 @@ export function h2ToHttp1(
 ): void {
   const method = headers[':method'] ?? 'GET';
   const authority = headers[':authority'] ?? headers['host'];
+  let failed = false;
   const fail = (f: AppFailure): void => {
+    // The first failure answers; a later one (the request destroyed after a 504) must not
+    // reset the stream that answer is on.
+    if (failed) return;
+    failed = true;
     onStatus(f.status);
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
@@ -209,10 +206,6 @@ export function h2ToHttp1(
     });
     stream.end(failureBody(f));
   };
-  if (method === 'CONNECT') {
-    fail({ status: 502, reason: 'CONNECT refused', message: 'CONNECT is not supported' });
-    return;
-  }
   if (typeof authority !== 'string' || authority.length === 0) {
     onStatus(400);
     stream.respond({ ':status': 400, [ctx.errorHeader]: 'no authority' });

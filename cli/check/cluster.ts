@@ -18,6 +18,7 @@ import {
 } from '@kubernetes/client-node';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { CheckConfig } from '../../core/index.js';
+import { formatAddress } from '../../core/index.js';
 import { caRequirements, describeAccess } from '../../identity-ca/index.js';
 import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
@@ -26,7 +27,14 @@ import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
 import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
-import { checkProxies, mapLimit, probeCa, probeCaAdmin } from './probes.js';
+import {
+  checkProxies,
+  describeError,
+  mapLimit,
+  probeCa,
+  probeCaAdmin,
+  servedChain,
+} from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
 import type { Cert } from './x509.js';
 import {
@@ -187,8 +195,8 @@ export async function checkCluster(
     }),
     checkRbac(api, config, deployment),
     Promise.all([
-      checkWebhook(api, 'webhook-injector', CLUSTER_NAMES.injector, ns, now),
-      checkWebhook(api, 'webhook-trust-guard', CLUSTER_NAMES.trustGuard, ns, now),
+      checkWebhook(api, 'webhook-injector', CLUSTER_NAMES.injector, ns, now, config),
+      checkWebhook(api, 'webhook-trust-guard', CLUSTER_NAMES.trustGuard, ns, now, config),
     ]),
     listPods(api),
   ]);
@@ -203,7 +211,7 @@ export async function checkCluster(
         `cannot list pods: ${pods.message}`,
         'give the checking user "list pods" in every namespace',
       );
-    results.push(r('proxies-trust-root'), r('proxies-certificates'));
+    results.push(r('proxies-trust-root'), r('anchors-namespaces'), r('proxies-certificates'));
   } else {
     const injected = pods.filter((p) => {
       const ann = p.metadata?.annotations ?? {};
@@ -211,7 +219,10 @@ export async function checkCluster(
         CLUSTER_NAMES.proxyVersionAnnotation in ann || CLUSTER_NAMES.trustRootAnnotation in ann
       );
     });
-    results.push(checkTrustRootAnnotations(injected, fingerprint));
+    results.push(
+      checkTrustRootAnnotations(injected, fingerprint),
+      await checkNamespaceAnchors(api, config, injected, anchorsText),
+    );
     const running = injected.filter(
       (p) => p.status?.phase === 'Running' && typeof p.status.podIP === 'string',
     );
@@ -463,13 +474,18 @@ interface WebhookNames {
   readonly webhook: string;
 }
 
-/** The webhook configuration exists, and its caBundle verifies the webhooks' serving certificate. */
+/**
+ * The webhook configuration exists, and its caBundle verifies the webhooks' serving certificate:
+ * the one in their Secret, and the one the running server presents for the Service's name (what
+ * the API server verifies when it calls the webhook).
+ */
 async function checkWebhook(
   api: Cluster,
   id: 'webhook-injector' | 'webhook-trust-guard',
   names: WebhookNames,
   ns: string,
   now: number,
+  config: Pick<CheckConfig, 'webhooksAddress' | 'timeout'>,
 ): Promise<CheckResult> {
   const kind =
     names.kind === 'mutating' ? 'MutatingWebhookConfiguration' : 'ValidatingWebhookConfiguration';
@@ -492,12 +508,15 @@ async function checkWebhook(
   if (hook === undefined)
     return result(id, 'error', `${kind} ${names.config} has no webhook ${names.webhook}`, install);
   const bundleText = b64(hook.clientConfig.caBundle);
+  const injectFrom = cfg.metadata?.annotations?.['cert-manager.io/inject-ca-from'];
   if (bundleText === undefined || bundleText.trim() === '') {
     return result(
       id,
       'error',
       `${names.webhook} has no caBundle: the API server cannot verify the webhook`,
-      "set clientConfig.caBundle (cert-manager's CA injector, or re-run the install)",
+      injectFrom === undefined
+        ? "set clientConfig.caBundle to the CA of the webhooks' serving certificate (or re-run the install)"
+        : `cert-manager's cainjector fills it from Certificate ${injectFrom}: check that cainjector runs and "kubectl -n ${injectFrom.split('/')[0]} describe certificate ${injectFrom.split('/')[1] ?? ''}" is Ready`,
     );
   }
   const service = hook.clientConfig.service;
@@ -553,10 +572,46 @@ async function checkWebhook(
       `reissue ${CLUSTER_NAMES.webhooksSecret} with the DNS name ${host}`,
     );
   }
+  if (host === undefined) {
+    return result(
+      id,
+      'ok',
+      `${kind} ${names.config}: caBundle verifies the serving certificate (a URL webhook: not probed)`,
+    );
+  }
+  const address = config.webhooksAddress ?? { host, port: service?.port ?? 443 };
+  const where = formatAddress(address);
+  let served: Cert[];
+  try {
+    served = parseCertificates((await servedChain(address, host, config.timeout)).join(''));
+  } catch (err) {
+    return result(
+      id,
+      'error',
+      `cannot reach the webhooks at ${where}: ${describeError(err, config.timeout)}`,
+      `check the pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/component=webhooks" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward svc/${service!.name} 8443:443" with --webhooks-address 127.0.0.1:8443`,
+    );
+  }
+  const [live, ...liveRest] = served;
+  const v = live === undefined ? undefined : findChain(live, liveRest, bundle, now);
+  if (live === undefined || !v!.ok || !subjectAltNames(live.x509).dns.includes(host)) {
+    const why =
+      live === undefined
+        ? 'it presented no certificate'
+        : !v!.ok
+          ? v!.reason
+          : `it is not for ${host}`;
+    return result(
+      id,
+      'error',
+      `${names.webhook}: the caBundle does not verify the certificate served at ${where}${live === undefined ? '' : ` (${shortName(live.x509)})`}: ${why}; the API server cannot call the webhook`,
+      `restart the webhooks' pods so they serve ${CLUSTER_NAMES.webhooksSecret}, or update the caBundle from the CA that issued what they serve`,
+    );
+  }
   return result(
     id,
     'ok',
-    `${kind} ${names.config}: caBundle verifies the serving certificate${host === undefined ? '' : ` for ${host}`}`,
+    `${kind} ${names.config}: caBundle verifies the certificate served at ${where} for ${host}`,
   );
 }
 
@@ -600,6 +655,75 @@ function checkTrustRootAnnotations(injected: readonly V1Pod[], fingerprint: stri
     'warn',
     `${stale.length} of ${injected.length} injected pods were injected with another trust bundle: ${names}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}`,
     'restart those workloads ("kubectl rollout restart") once the rotation allows it, so they are injected with the current bundle',
+  );
+}
+
+/**
+ * Injected pods mount the anchors ConfigMap of their own namespace (a pod cannot mount another
+ * namespace's), so every namespace with injected pods needs a copy; without one its pods stay in
+ * ContainerCreating. A copy with other anchors than the control plane's is a warning (in a
+ * rotation the copies lag the original for a moment).
+ */
+async function checkNamespaceAnchors(
+  api: Cluster,
+  config: CheckConfig,
+  injected: readonly V1Pod[],
+  anchorsText: string | Error,
+): Promise<CheckResult> {
+  const name = config.trustAnchorsConfigMap;
+  const namespaces = [
+    ...new Set(
+      injected.map((p) => p.metadata?.namespace ?? 'default').filter((n) => n !== config.namespace),
+    ),
+  ].sort();
+  if (namespaces.length === 0)
+    return result('anchors-namespaces', 'ok', 'no injected pods outside the control plane');
+  const copies = await mapLimit(namespaces, config.concurrency, async (namespace) => ({
+    namespace,
+    cm: await api.get(`ConfigMap ${namespace}/${name}`, () =>
+      api.core.readNamespacedConfigMap({ name, namespace }),
+    ),
+  }));
+  const unreadable = copies.find((c) => c.cm instanceof Error);
+  const missing = copies.filter((c) => c.cm === undefined).map((c) => c.namespace);
+  const list = (ns: readonly string[]): string =>
+    `${ns.slice(0, 5).join(', ')}${ns.length > 5 ? ` and ${ns.length - 5} more` : ''}`;
+  const copyFix = `copy it there ("kubectl -n ${config.namespace} get configmap ${name} -o jsonpath='{.data.${config.trustAnchorsKey.replace(/\./g, '\\.')}}'", then "kubectl -n NS create configmap ${name} --from-file=${config.trustAnchorsKey}=FILE"), or let a trust-manager Bundle target those namespaces (docs/install.md)`;
+  if (missing.length > 0) {
+    return result(
+      'anchors-namespaces',
+      'error',
+      `${missing.length} of ${namespaces.length} namespaces with injected pods have no ConfigMap ${name}, so their pods cannot start: ${list(missing)}`,
+      copyFix,
+    );
+  }
+  if (unreadable !== undefined) {
+    return result(
+      'anchors-namespaces',
+      'warn',
+      `cannot read the anchors ConfigMap of namespace ${unreadable.namespace}: ${(unreadable.cm as Error).message}`,
+      `give the checking user "get configmaps" in the namespaces of injected pods`,
+    );
+  }
+  const current = anchorsText instanceof Error ? undefined : bundleFingerprint(anchorsText);
+  const stale = copies
+    .filter((c) => {
+      const text = (c.cm as { data?: Record<string, string> }).data?.[config.trustAnchorsKey];
+      return text === undefined || (current !== undefined && bundleFingerprint(text) !== current);
+    })
+    .map((c) => c.namespace);
+  if (stale.length > 0) {
+    return result(
+      'anchors-namespaces',
+      'warn',
+      `${stale.length} of ${namespaces.length} namespaces hold other anchors in ConfigMap ${name} than ${config.namespace}/${name}: ${list(stale)}`,
+      `update those copies from ${config.namespace}/${name} (a trust-manager Bundle keeps them in step)`,
+    );
+  }
+  return result(
+    'anchors-namespaces',
+    'ok',
+    `all ${namespaces.length} namespaces with injected pods hold ConfigMap ${name} with the current anchors`,
   );
 }
 

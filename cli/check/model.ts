@@ -74,6 +74,12 @@ export const CHECKS = [
     modes: cluster,
   },
   {
+    id: 'anchors-namespaces',
+    group: 'Data plane',
+    title: 'namespaces of injected pods hold the anchors ConfigMap',
+    modes: cluster,
+  },
+  {
     id: 'proxies-certificates',
     group: 'Data plane',
     title: "proxies' certificates chain to the current anchors",

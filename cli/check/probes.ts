@@ -3,6 +3,7 @@
  * admin endpoints. Every probe has a timeout, and many probes run with bounded concurrency, so a
  * cluster with hundreds of pods is checked in a few seconds and one dead pod costs one timeout.
  */
+import { isIP } from 'node:net';
 import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
 import { formatAddress, toPem } from '../../core/index.js';
@@ -114,14 +115,40 @@ export async function probeCa(o: {
   return out;
 }
 
-function peerChain(address: Address, servername: string, timeoutMs: number): Promise<string[]> {
+/**
+ * The certificate chain an HTTPS server presents for `servername` (SNI), unverified: the caller
+ * verifies it against what it should trust and says what is wrong. Rejects on a network error or
+ * after `timeoutMs`; `describeError` turns the rejection into words.
+ */
+export function servedChain(
+  address: Address,
+  servername: string,
+  timeoutMs: number,
+): Promise<string[]> {
+  return peerChain(address, servername, timeoutMs, { alpn: ['http/1.1'], minVersion: 'TLSv1.2' });
+}
+
+/** A network error (or a timeout after `timeoutMs`) in a few words. */
+export function describeError(err: unknown, timeoutMs: number): string {
+  return describeNetError(err, timeoutMs);
+}
+
+function peerChain(
+  address: Address,
+  servername: string,
+  timeoutMs: number,
+  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' } = {
+    alpn: ['h2'],
+    minVersion: 'TLSv1.3',
+  },
+): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const socket = connect({
       host: address.host,
       port: address.port,
-      servername,
-      ALPNProtocols: ['h2'],
-      minVersion: 'TLSv1.3',
+      ...(isIP(servername) === 0 ? { servername } : {}),
+      ALPNProtocols: tls.alpn,
+      minVersion: tls.minVersion,
       // Verified below against the anchors, so the report can say precisely what is wrong.
       rejectUnauthorized: false,
     });

@@ -66,11 +66,15 @@ const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 const TRUE = Uint8Array.of(DerTag.BOOLEAN, 0x01, 0xff);
 
 /** An Extension: extnID, critical only when true (DER omits the FALSE default), extnValue. */
-function extension(oid: string, critical: boolean, value: Uint8Array): Buffer {
+function extension(oid: string | Uint8Array, critical: boolean, value: Uint8Array): Buffer {
+  const id = typeof oid === 'string' ? derOid(oid) : oid;
   return critical
-    ? tlv(DerTag.SEQUENCE, derOid(oid), TRUE, tlv(DerTag.OCTET_STRING, value))
-    : tlv(DerTag.SEQUENCE, derOid(oid), tlv(DerTag.OCTET_STRING, value));
+    ? tlv(DerTag.SEQUENCE, id, TRUE, tlv(DerTag.OCTET_STRING, value))
+    : tlv(DerTag.SEQUENCE, id, tlv(DerTag.OCTET_STRING, value));
 }
+
+/** The subjectAltName OID, encoded once (every leaf has one). */
+const SAN_OID = derOid(X509Oid.subjectAltName);
 
 /** `[0] EXPLICIT Version v3(2)`. */
 const VERSION_V3 = tlv(contextTag(0, true), tlv(DerTag.INTEGER, Uint8Array.of(2)));
@@ -291,7 +295,7 @@ export class LeafSigner {
       );
     }
     const san = extension(
-      X509Oid.subjectAltName,
+      SAN_OID,
       true,
       tlv(
         DerTag.SEQUENCE,

@@ -79,7 +79,10 @@ export function servingCertNeedsRenewal(
   issuer: IssuerCredentials,
   now: number,
 ): boolean {
-  return cert.issuerFingerprint !== issuer.fingerprint || now >= cert.renewAt;
+  // Also when the clock stepped back before its NotBefore: clients would refuse it as not yet valid.
+  return (
+    cert.issuerFingerprint !== issuer.fingerprint || now >= cert.renewAt || now < cert.notBefore
+  );
 }
 
 function spkiOf(key: KeyObject): Buffer {

@@ -13,6 +13,10 @@
  *   after the hint plus up to half of it again, at random, so a refused fleet does not return
  *   all at once.
  * - A response is used only after `verifyCertifyResponse` accepts it.
+ * - The renewal timer runs on the monotonic clock, which a wall-clock jump does not move; the
+ *   owner calls `checkClock()` every second or so, and a renewal that is due by the wall clock
+ *   (the clock stepped forward, e.g. an NTP correction or a resumed VM) starts then. A held
+ *   certificate found expired is logged once (the proxy is not ready until it has a new one).
  */
 import { EventEmitter } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
@@ -21,6 +25,23 @@ import { readFile as fsReadFile } from 'node:fs/promises';
 import type { CertifyRequest, CertifyResponse, Clock, Logger, Random } from '../../core/index.js';
 import { createCsr, toPem } from '../../core/index.js';
 import { certificatesOf, verifyCertifyResponse } from './verify.js';
+
+/**
+ * A new ECDSA P-256 key and a CSR naming `identity` (CN and the one DNS SAN).
+ *
+ * @example
+ * ```ts
+ * const { privateKey, publicKey, csr } = freshRequestKey(identity);
+ * ```
+ */
+export function freshRequestKey(identity: string): RequestKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return {
+    privateKey,
+    publicKey,
+    csr: createCsr({ privateKey, commonName: identity, dnsNames: [identity] }),
+  };
+}
 
 /** Timers are passed in so tests drive renewal without waiting. */
 export interface Timers {
@@ -46,6 +67,14 @@ export interface WorkloadCertificate {
   readonly serialHex: string;
 }
 
+/** The key pair of one Certify request and the CSR for it. */
+export interface RequestKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  /** DER PKCS#10 for the local identity, signed with `privateKey`. */
+  readonly csr: Buffer;
+}
+
 export interface IdentityClientOptions {
   readonly localIdentity: string;
   readonly tokenFile: string;
@@ -66,6 +95,11 @@ export interface IdentityClientOptions {
   /** Longest retry delay (default 60 s). */
   readonly maxRetryMs?: number;
   readonly readFile?: (path: string) => Promise<Buffer>;
+  /**
+   * Makes the key and CSR of each request. Default: a fresh P-256 key per request. Load tests
+   * pass keys made beforehand, so that key generation is not what they measure.
+   */
+  readonly requestKey?: (identity: string) => RequestKey;
 }
 
 interface IdentityClientEvents {
@@ -84,14 +118,19 @@ interface IdentityClientEvents {
  * ```
  */
 export class IdentityClient extends EventEmitter<IdentityClientEvents> {
-  readonly #o: Required<Omit<IdentityClientOptions, 'readFile'>> & {
+  readonly #o: Required<Omit<IdentityClientOptions, 'readFile' | 'requestKey'>> & {
     readFile: (path: string) => Promise<Buffer>;
+    requestKey: (identity: string) => RequestKey;
   };
   #current: WorkloadCertificate | undefined;
   #timer: unknown;
   #failures = 0;
   #closed = false;
   #inFlight: Promise<WorkloadCertificate> | undefined;
+  /** Wall-clock time the pending timer stands for (renewal or retry); Infinity when none. */
+  #dueAt = Number.POSITIVE_INFINITY;
+  /** The expiry of the held certificate has been logged. */
+  #expiryLogged = false;
   /** Counts for metrics. */
   readonly stats = { refreshes: 0, failures: 0, lastRefreshAt: 0 };
 
@@ -103,6 +142,7 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
       minRetryMs: 1000,
       maxRetryMs: 60_000,
       readFile: (p) => fsReadFile(p),
+      requestKey: freshRequestKey,
       ...opts,
     };
   }
@@ -127,6 +167,31 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
     return this.#inFlight;
   }
 
+  /**
+   * Catches up with the wall clock: starts a renewal (or retry) that is due by `clock` although
+   * its timer, on the monotonic clock, has not fired (the clock jumped forward), and logs once
+   * when the held certificate has expired. Cheap; call it every second or so.
+   */
+  checkClock(): void {
+    if (this.#closed || this.#inFlight !== undefined) return;
+    const now = this.#o.clock.now();
+    const held = this.#current;
+    if (held !== undefined && now >= held.notAfter && !this.#expiryLogged) {
+      this.#expiryLogged = true;
+      this.#o.logger.warn(
+        { serial: held.serialHex, notAfter: new Date(held.notAfter).toISOString() },
+        'certificate expired; not ready and no new connections until a new one is obtained',
+      );
+    }
+    if (now >= this.#dueAt) {
+      this.#o.logger.info(
+        { dueAt: new Date(this.#dueAt).toISOString() },
+        'certificate refresh is due by the clock (it moved forward); refreshing now',
+      );
+      this.#schedule(0);
+    }
+  }
+
   close(): void {
     this.#closed = true;
     this.#o.timers.clear(this.#timer);
@@ -134,12 +199,7 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
 
   async #attempt(): Promise<WorkloadCertificate> {
     const o = this.#o;
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const csr = createCsr({
-      privateKey,
-      commonName: o.localIdentity,
-      dnsNames: [o.localIdentity],
-    });
+    const { privateKey, publicKey, csr } = o.requestKey(o.localIdentity);
     let token: Buffer;
     try {
       token = await o.readFile(o.tokenFile);
@@ -176,17 +236,20 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
       ...leaf,
     };
     this.#current = cert;
+    this.#expiryLogged = false;
     return cert;
   }
 
   #schedule(delayMs: number): void {
     if (this.#closed) return;
     this.#o.timers.clear(this.#timer);
+    this.#dueAt = this.#o.clock.now() + delayMs;
     this.#timer = this.#o.timers.set(() => void this.#tick(), delayMs);
   }
 
   async #tick(): Promise<void> {
     if (this.#closed) return;
+    this.#dueAt = Number.POSITIVE_INFINITY;
     try {
       const cert = await this.refresh();
       this.#failures = 0;

@@ -2,7 +2,7 @@
  * The proxy part of `npm run bench`: what meshid's two proxy hops cost on an HTTP/1.1 request
  * path, against no proxy at all and against nginx doing the same two-hop TLS 1.3 mTLS.
  *
- * Three paths to one backend (nginx serving a fixed "ok\n"), all on 127.0.0.1, measured in the
+ * Four paths to one backend (nginx serving a fixed "ok\n"), all on 127.0.0.1, measured in the
  * same run in alternating rounds:
  *
  * (a) direct: load → backend.
@@ -11,6 +11,12 @@
  *     server verified against the anchors and the web identity, keep-alive pool) → nginx
  *     "inbound" (TLS 1.3, client certificate required and verified, keep-alive pool) → backend.
  *     nginx's certificates come from the same `meshid ca`, requested the way a proxy does.
+ * (d) meshid over HTTP/2: load → a second `voting` proxy's HTTP listener (routing by Host) → one
+ *     multiplexed HTTP/2 connection over TLS 1.3 mTLS (ALPN meshid.io/h2) → a second `web`
+ *     proxy's inbound, which downgrades to HTTP/1.1 for the backend. Its own pair of processes,
+ *     so that each path's RSS and CPU are its own.
+ *
+ * Every request carries `Host: web.bench.svc` (what (d) routes by; the others ignore it).
  *
  * Each proxy hop is one process (one nginx worker; one `meshid proxy`). Two loads:
  * - saturation: wrk, one thread, 32 keep-alive connections, for a fixed time → requests/s and
@@ -43,7 +49,13 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatAddress } from '../../core/index.js';
 import { SIDECAR_NODE_OPTIONS } from '../../proxy/index.js';
-import { MESHID_BIN, adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
+import {
+  MESHID_BIN,
+  adminGet,
+  metricValue,
+  startCaProcess,
+  waitFor,
+} from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { certificateFromCa, freePort } from '../support/proxy-process.js';
 import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
@@ -85,13 +97,16 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 const WEB = idOf('bench', 'web');
 const VOTING = idOf('bench', 'voting');
 
-const PATHS = ['direct', 'meshid', 'nginx'] as const;
+const PATHS = ['direct', 'meshid', 'nginx', 'meshidH2'] as const;
 type PathName = (typeof PATHS)[number];
 const LABEL: Record<PathName, string> = {
   direct: '(a) direct',
   meshid: '(b) meshid, two proxies',
   nginx: '(c) nginx, two proxies',
+  meshidH2: '(d) meshid, HTTP/2 between the proxies',
 };
+/** The authority every request names; path (d)'s HTTP listener routes it to web. */
+const HOST = 'web.bench.svc';
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -187,7 +202,7 @@ function get(
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs },
+      { host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs, headers: { host: HOST } },
       (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
@@ -376,6 +391,8 @@ async function wrk(bin: string, port: number, seconds: number): Promise<string> 
     '--timeout',
     '5s',
     '--latency',
+    '-H',
+    `Host: ${HOST}`,
     `http://127.0.0.1:${port}/`,
   ]);
   const exited = once(child.proc, 'exit') as Promise<[number | null, string | null]>;
@@ -518,20 +535,23 @@ async function openLoop(
     };
     const send = (i: number, lag: number): void => {
       const start = nowMs();
-      const req = request({ host: '127.0.0.1', port, path: '/', agent, timeout: 5000 }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          const ms = nowMs() - start;
-          if (res.statusCode === 200) ok++;
-          else non200++;
-          if (i >= skip) {
-            latencies[recorded] = ms;
-            lags[recorded] = lag;
-            recorded++;
-          }
-          done();
-        });
-      });
+      const req = request(
+        { host: '127.0.0.1', port, path: '/', agent, timeout: 5000, headers: { host: HOST } },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            const ms = nowMs() - start;
+            if (res.statusCode === 200) ok++;
+            else non200++;
+            if (i >= skip) {
+              latencies[recorded] = ms;
+              lags[recorded] = lag;
+              recorded++;
+            }
+            done();
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error('timed out after 5 s')));
       req.on('error', (err) => {
         errors++;
@@ -663,11 +683,13 @@ export async function runProxyBench(out: Out): Promise<void> {
 
     // meshid: web (inbound → backend) and voting (route → web's inbound). The proxy announces
     // "listening" at info only, so at --log-level warn its ports are chosen here.
-    const startProxy = async (sa: string, args: string[]): Promise<Child> => {
+    const admins = new Map<string, number>();
+    const startProxy = async (sa: string, args: string[], name = sa): Promise<Child> => {
       const tokenFile = join(state!.dir, `${sa}-token`);
       await writeFile(tokenFile, await state!.token('bench', sa, { ttlMs: 2 * HOUR }));
       const admin = await freePort();
-      const child = spawnChild(`meshid ${sa}`, [
+      admins.set(name, admin);
+      const child = spawnChild(`meshid ${name}`, [
         process.execPath,
         ...PROXY_NODE_ARGS,
         MESHID_BIN,
@@ -691,7 +713,7 @@ export async function runProxyBench(out: Out): Promise<void> {
       children.push(child);
       await waitUp(
         child,
-        `the ${sa} proxy to be ready`,
+        `the ${name} proxy to be ready`,
         async () => (await adminGet({ host: '127.0.0.1', port: admin }, '/ready')).status === 200,
       );
       return child;
@@ -708,6 +730,23 @@ export async function runProxyBench(out: Out): Promise<void> {
       '--route',
       `127.0.0.1:${votingRoute}=127.0.0.1:${webInbound}@${WEB}`,
     ]);
+
+    // (d): a web and a voting proxy of their own, voting's HTTP listener routing HOST to web.
+    const webH2Inbound = await freePort();
+    const webH2 = await startProxy(
+      'web',
+      ['--inbound', `127.0.0.1:${webH2Inbound}`, '--app', `127.0.0.1:${backendPort}`],
+      'web-h2',
+    );
+    const votingH2Listener = await freePort();
+    const votingH2 = await startProxy(
+      'voting',
+      [
+        ...['--outbound', `127.0.0.1:${votingH2Listener}`],
+        ...['--destination', `${HOST}=127.0.0.1:${webH2Inbound}@${WEB}`],
+      ],
+      'voting-h2',
+    );
 
     // nginx: certificates from the same CA, then inbound and outbound.
     const nWeb = await certificateFromCa(state, ca.address, 'bench', 'web');
@@ -793,33 +832,50 @@ export async function runProxyBench(out: Out): Promise<void> {
 
     // RSS of each proxy right after start, before any traffic.
     const rssAtStartMb = Object.fromEntries(
-      [voting, web, nginxOutbound, nginxInbound].map((c) => [c.name, sum(c.pids().map(rssMb))]),
+      [voting, web, nginxOutbound, nginxInbound, votingH2, webH2].map((c) => [
+        c.name,
+        sum(c.pids().map(rssMb)),
+      ]),
     );
     const portOf: Record<PathName, number> = {
       direct: backendPort,
       meshid: votingRoute,
       nginx: nginxOutboundPort,
+      meshidH2: votingH2Listener,
     };
     const proxiesOf: Record<PathName, Child[]> = {
       direct: [],
       meshid: [voting, web],
       nginx: [nginxOutbound, nginxInbound],
+      meshidH2: [votingH2, webH2],
     };
 
     // Correctness: each path answers, and the backend sees the caller's verified identity.
-    const seen: Record<PathName, string> = { direct: '', meshid: '', nginx: '' };
+    const seen: Record<PathName, string> = { direct: '', meshid: '', nginx: '', meshidH2: '' };
     for (const p of PATHS) {
       const r = await get(portOf[p], '/id');
       if (r.status !== 200) throw new Error(`${p}: GET /id answered ${r.status}: ${r.body}`);
       seen[p] = r.body.trim();
     }
-    if (seen.meshid !== VOTING)
-      throw new Error(`meshid path: the backend saw l5d-client-id "${seen.meshid}"`);
+    for (const p of ['meshid', 'meshidH2'] as const) {
+      if (seen[p] !== VOTING)
+        throw new Error(`${p} path: the backend saw l5d-client-id "${seen[p]}"`);
+    }
     // Stock nginx has no variable for a certificate's SAN (the leaves have no subject), so its
     // inbound passes the verification result instead: SUCCESS only for a verified client.
     if (seen.nginx !== 'SUCCESS')
       throw new Error(`nginx path: the backend saw l5d-client-id "${seen.nginx}"`);
-    out(`  backend saw l5d-client-id: meshid "${seen.meshid}", nginx "${seen.nginx}"`);
+    out(
+      `  backend saw l5d-client-id: meshid "${seen.meshid}", meshid over HTTP/2 "${seen.meshidH2}", nginx "${seen.nginx}"`,
+    );
+    // (d) must really be HTTP/2 between the proxies: web-h2 counts its inbound connections.
+    const h2Connections = metricValue(
+      (await adminGet({ host: '127.0.0.1', port: admins.get('web-h2')! }, '/metrics')).body,
+      'meshid_proxy_connections_total',
+      { direction: 'inbound', protocol: 'http2' },
+    );
+    if (!(h2Connections >= 1))
+      throw new Error(`meshidH2 path: web-h2 saw no inbound HTTP/2 connection (${h2Connections})`);
 
     const check = (what: string, r: WrkResult | OpenLoopResult): void => {
       if ('rps' in r) {
@@ -951,6 +1007,10 @@ export async function runProxyBench(out: Out): Promise<void> {
     );
     out(
       `  meshid ≥ 0.5 of nginx's saturation throughput: ${f2(m.vsNginx)} — ${verdict(m.vsNginx >= 0.5)}`,
+    );
+    const d = summary.meshidH2;
+    out(
+      `  (d) HTTP/2 between the proxies, same run: ${f2(d.vsNginx)} of nginx's saturation throughput (${f2(d.vsNginx / m.vsNginx)} of (b)), ${f2(d.p99AddedMs)} ms added at p99 at ${RATE} req/s, RSS max ${f1(Math.max(...Object.values(d.rssMaxMb)))} MB (no target of its own; reported)`,
     );
     out(
       `  RSS < 80 MB per meshid proxy: max ${f1(meshidRss)} MB under load — ${verdict(meshidRss < 80)} (right after start, before traffic: ${Object.entries(

@@ -13,6 +13,10 @@
  *    CSR parse and proof of possession, leaf signing. The CA's own metrics confirm that every
  *    call was issued and none refused; the CA's CPU time per certificate is read from /proc.
  *
+ * 5. The restart storm (`storm.ts`): thousands of proxies asking at once, backpressure on and off.
+ * 6. The proxy path (`proxy.ts`).
+ *
+ * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -35,7 +39,9 @@ import { JwksTokenValidator } from '../../identity-ca/index.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';
+import { cpuSeconds } from './proc.js';
 import { runProxyBench } from './proxy.js';
+import { runStormBench } from './storm.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -45,6 +51,10 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
  * CA runs for days, so the steady state is what is measured.
  */
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP_SECONDS'] ?? 8);
+/** Node options of the CA processes under h2load, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+/** Which parts run: any of `ca`, `storm`, `proxy`, comma-separated (default all). */
+const PARTS = new Set((process.env['BENCH_PARTS'] ?? 'ca,storm,proxy').split(','));
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
 function median(xs: number[]): number {
@@ -130,25 +140,6 @@ interface LoadResult {
   readonly refused: number;
 }
 
-/** User+system CPU seconds of a process and of its children. */
-function cpuSeconds(pid: number): number {
-  const children = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number);
-  const tick = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim());
-  let total = 0;
-  for (const p of [pid, ...children]) {
-    try {
-      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      total += (Number(fields[11]) + Number(fields[12])) / tick;
-    } catch {
-      // the process is gone
-    }
-  }
-  return total;
-}
-
 /** How the CA and the load generator are placed on the cores. */
 interface Setting {
   readonly workers: number;
@@ -170,7 +161,7 @@ async function loadCa(
     // h2load is one address asking for one identity; the admission queue stays on.
     [...caArgs, '--workers', String(setting.workers), '--log-level', 'warn', ...NO_RATE_LIMITS],
     {},
-    { prefix: taskset(setting.caCores) },
+    { prefix: taskset(setting.caCores), nodeArgs: CA_NODE_ARGS },
   );
   try {
     const metrics = async (): Promise<{ issued: number; refused: number }> => {
@@ -376,6 +367,12 @@ async function main(): Promise<void> {
   );
 }
 
-await main();
-out();
-await runProxyBench(out);
+if (PARTS.has('ca')) {
+  await main();
+  out();
+}
+if (PARTS.has('storm')) {
+  await runStormBench(out);
+  out();
+}
+if (PARTS.has('proxy')) await runProxyBench(out);

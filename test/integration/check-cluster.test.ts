@@ -1,7 +1,9 @@
 /**
  * `meshid check --kubeconfig` against the Kubernetes API test server (a test double, not a
- * cluster) holding what `meshid install` renders, the issuer Secret, a cert-manager Certificate,
- * the webhook configurations, and a few hundred injected pods, three of them backed by real proxy
+ * cluster) holding what `meshid install --cert-manager --webhooks` renders (the webhook
+ * configurations' caBundle filled as cert-manager's cainjector would), the issuer Secret and the
+ * webhooks' serving Secret as cert-manager would write them, a real `meshid webhooks` process
+ * serving that certificate, and a few hundred injected pods, three of them backed by real proxy
  * processes whose admin ports listen at their pod IPs (loopback addresses 127.77.0.x, one port for
  * all, as 4191 is in a cluster). Each check is broken on purpose and the line and exit status
  * asserted; then a scale run where two hundred pods never answer shows the bound on the time.
@@ -26,10 +28,12 @@ import { issuerSecret } from '../support/issuer-secret.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { createWorkloadPki } from '../support/proxy-pki.js';
-import { startProxyProcess } from '../support/proxy-process.js';
+import { freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
-import { DAY, HOUR, makeTestState } from '../support/state.js';
+import { DAY, HOUR, makeTestState, writeIssuerDir } from '../support/state.js';
 import type { TestState } from '../support/state.js';
+import { startWebhooksProcess } from '../support/webhooks.js';
+import type { WebhooksProcess } from '../support/webhooks.js';
 
 const NS = 'linkerd';
 const POD_COUNT = 300;
@@ -48,6 +52,9 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
   let adminPort: number;
   let bundleSha: string;
   let webhookCaPem: string;
+  let hooks: WebhooksProcess;
+  let otherHooks: WebhooksProcess;
+  const rendered: Record<string, KubeObject> = {};
 
   const pod = (name: string, opts: { ip?: string; sha?: string } = {}): KubeObject =>
     ({
@@ -77,26 +84,26 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     })!;
     api.updateStatus({ ...p, status: { phase: 'Running', podIP: ip } } as KubeObject);
   };
-  const webhookConfig = (kind: 'Mutating' | 'Validating', bundlePem: string): KubeObject =>
+  /** The rendered webhook configuration with its caBundle set, as cert-manager's cainjector does. */
+  const webhookConfig = (
+    kind: 'Mutating' | 'Validating',
+    bundlePem: string | undefined,
+  ): KubeObject => {
+    const obj = structuredClone(rendered[`${kind}WebhookConfiguration`]!) as KubeObject & {
+      webhooks: { clientConfig: { caBundle?: string } }[];
+    };
+    for (const w of obj.webhooks) {
+      if (bundlePem === undefined) delete w.clientConfig.caBundle;
+      else w.clientConfig.caBundle = b64(bundlePem);
+    }
+    return obj;
+  };
+  const emojivotoAnchors = (pem: string): KubeObject =>
     ({
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: `${kind}WebhookConfiguration`,
-      metadata: { name: kind === 'Mutating' ? 'meshid-proxy-injector' : 'meshid-trust-guard' },
-      webhooks: [
-        {
-          name: kind === 'Mutating' ? 'proxy-injector.meshid.io' : 'trust-guard.meshid.io',
-          admissionReviewVersions: ['v1'],
-          sideEffects: 'None',
-          clientConfig: {
-            service: {
-              name: 'meshid-webhooks',
-              namespace: NS,
-              path: kind === 'Mutating' ? '/inject' : '/validate',
-            },
-            caBundle: b64(bundlePem),
-          },
-        },
-      ],
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'linkerd-identity-trust-roots', namespace: 'emojivoto' },
+      data: { 'ca-bundle.crt': pem },
     }) as KubeObject;
   const certificateStatus = (status: Record<string, unknown>): void => {
     const c = api.get({
@@ -131,14 +138,20 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     bundleSha = createHash('sha256').update(state.root.certificatePem).digest('hex');
 
     const yaml = renderInstall({
-      argv: ['--trust-anchors', state.anchorsFile, '--cert-manager'],
+      argv: ['--trust-anchors', state.anchorsFile, '--cert-manager', '--webhooks'],
       env: {},
       now: systemClock.now(),
     });
     for (const doc of parseAllDocuments(yaml)) {
       const obj = doc.toJS() as KubeObject | null;
-      if (obj !== null) api.create(obj);
+      if (obj === null) continue;
+      if (obj.kind?.endsWith('WebhookConfiguration') === true) rendered[obj.kind] = obj;
+      else api.create(obj);
     }
+    assert.deepEqual(Object.keys(rendered).sort(), [
+      'MutatingWebhookConfiguration',
+      'ValidatingWebhookConfiguration',
+    ]);
     // The bundle text exactly as the proxies read it (their fingerprint is of the text).
     const cm = api.get({
       apiVersion: 'v1',
@@ -147,6 +160,8 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       namespace: NS,
     })!;
     api.update({ ...cm, data: { 'ca-bundle.crt': state.root.certificatePem } } as KubeObject);
+    // The copy the injected pods of emojivoto mount (trust-manager's Bundle target puts it there).
+    api.create(emojivotoAnchors(state.root.certificatePem));
     api.create(
       issuerSecret({ namespace: NS, name: 'linkerd-identity-issuer' }, state.issuer, state.root),
     );
@@ -165,6 +180,22 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     } as KubeObject);
     api.create(webhookConfig('Mutating', webhookCaPem));
     api.create(webhookConfig('Validating', webhookCaPem));
+    // The webhooks serve what the Secret holds, as its pods mount it; another instance serves a
+    // certificate from a CA the caBundle does not name (pods that still mount an old Secret).
+    const tlsDir = join(dir, 'webhooks-tls');
+    await writeIssuerDir(tlsDir, { 'tls.crt': serving.certChainPem, 'tls.key': serving.keyPem });
+    const otherServing = (await createWorkloadPki('other-webhooks-ca')).workload(
+      'meshid-webhooks.linkerd.svc',
+    );
+    const otherTlsDir = join(dir, 'other-webhooks-tls');
+    await writeIssuerDir(otherTlsDir, {
+      'tls.crt': otherServing.certChainPem,
+      'tls.key': otherServing.keyPem,
+    });
+    [hooks, otherHooks] = await Promise.all([
+      startWebhooksProcess(['--tls-dir', tlsDir, '--trust-anchors', state.anchorsFile]),
+      startWebhooksProcess(['--tls-dir', otherTlsDir, '--trust-anchors', state.anchorsFile]),
+    ]);
 
     [ca, otherCa] = await Promise.all([
       startCaProcess([...state.caArgs, '--workers', '1']),
@@ -196,7 +227,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       setRunning(`app-${String(i * 100).padStart(3, '0')}`, `127.77.0.${i + 1}`);
   });
   after(async () => {
-    await Promise.all([...proxies, ca, otherCa].map((p) => p?.stop()));
+    await Promise.all([...proxies, ca, otherCa, hooks, otherHooks].map((p) => p?.stop()));
     await api?.stop();
     await Promise.all([state?.cleanup(), otherState?.cleanup()]);
     await rm(dir, { recursive: true, force: true });
@@ -215,6 +246,9 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       formatAddress(ca.admin),
       '--proxy-admin-port',
       String(adminPort),
+      ...(extra.includes('--webhooks-address')
+        ? []
+        : ['--webhooks-address', formatAddress(hooks.address)]),
     ];
     const r = await runMeshid([...args, ...extra, '--output', 'json']);
     assert.ok(r.stdout.startsWith('{'), `not JSON: ${r.stdout}\n${r.stderr}`);
@@ -230,7 +264,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 19, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 20, 'every check of the catalog ran');
     assert.match(
       byId(report, 'cert-manager-ready').message,
       /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,
@@ -242,7 +276,13 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     );
     assert.match(
       byId(report, 'webhook-injector').message,
-      /caBundle verifies the serving certificate for meshid-webhooks\.linkerd\.svc/,
+      new RegExp(
+        `^MutatingWebhookConfiguration meshid-proxy-injector: caBundle verifies the certificate served at ${formatAddress(hooks.address).replace(/\./g, '\\.')} for meshid-webhooks\\.linkerd\\.svc$`,
+      ),
+    );
+    assert.match(
+      byId(report, 'webhook-trust-guard').message,
+      /^ValidatingWebhookConfiguration meshid-trust-guard: caBundle verifies the certificate served at /,
     );
     assert.equal(
       byId(report, 'proxies-trust-root').message,
@@ -307,6 +347,88 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       assert.equal(byId(report, 'webhook-trust-guard').status, 'ok');
     } finally {
       api.apply(webhookConfig('Mutating', webhookCaPem));
+    }
+  });
+
+  it('caBundle not filled yet (cainjector has not run): × naming cainjector and the Certificate', async () => {
+    api.apply(webhookConfig('Validating', undefined));
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'webhook-trust-guard');
+      assert.equal(c.status, 'error');
+      assert.equal(
+        c.message,
+        'trust-guard.meshid.io has no caBundle: the API server cannot verify the webhook',
+      );
+      assert.match(
+        c.fix ?? '',
+        /^cert-manager's cainjector fills it from Certificate linkerd\/meshid-webhooks: .*describe certificate meshid-webhooks/,
+      );
+      assert.equal(byId(report, 'webhook-injector').status, 'ok');
+    } finally {
+      api.apply(webhookConfig('Validating', webhookCaPem));
+    }
+  });
+
+  it('the running webhooks serve a certificate the caBundle does not verify, or do not answer: × both', async () => {
+    const served = await check(['--webhooks-address', formatAddress(otherHooks.address)]);
+    assert.equal(served.code, 1);
+    for (const id of ['webhook-injector', 'webhook-trust-guard'] as const) {
+      const c = byId(served.report, id);
+      assert.equal(c.status, 'error');
+      assert.match(
+        c.message,
+        new RegExp(
+          `: the caBundle does not verify the certificate served at ${formatAddress(otherHooks.address).replace(/\./g, '\\.')} \\(meshid-webhooks\\.linkerd\\.svc\\): .*the API server cannot call the webhook$`,
+        ),
+      );
+      assert.match(c.fix ?? '', /^restart the webhooks' pods so they serve meshid-webhooks-tls/);
+    }
+    const closed = await freePort();
+    const down = await check(['--webhooks-address', `127.0.0.1:${closed}`]);
+    assert.equal(down.code, 1);
+    const c = byId(down.report, 'webhook-injector');
+    assert.equal(c.message, `cannot reach the webhooks at 127.0.0.1:${closed}: connection refused`);
+    assert.match(
+      c.fix ?? '',
+      /port-forward svc\/meshid-webhooks 8443:443" with --webhooks-address/,
+    );
+  });
+
+  it('a namespace of injected pods without the anchors ConfigMap: ×; with other anchors: ‼', async () => {
+    const ref = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: 'linkerd-identity-trust-roots',
+      namespace: 'emojivoto',
+    };
+    api.delete(ref);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const c = byId(report, 'anchors-namespaces');
+      assert.equal(c.status, 'error');
+      assert.equal(
+        c.message,
+        '1 of 1 namespaces with injected pods have no ConfigMap linkerd-identity-trust-roots, so their pods cannot start: emojivoto',
+      );
+      assert.match(
+        c.fix ?? '',
+        /^copy it there \("kubectl -n linkerd get configmap linkerd-identity-trust-roots/,
+      );
+      api.create(emojivotoAnchors(otherState.root.certificatePem));
+      const other = await check();
+      assert.equal(other.code, 0);
+      const w = byId(other.report, 'anchors-namespaces');
+      assert.equal(w.status, 'warn');
+      assert.equal(
+        w.message,
+        '1 of 1 namespaces hold other anchors in ConfigMap linkerd-identity-trust-roots than linkerd/linkerd-identity-trust-roots: emojivoto',
+      );
+    } finally {
+      api.delete(ref);
+      api.create(emojivotoAnchors(state.root.certificatePem));
     }
   });
 

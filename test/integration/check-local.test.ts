@@ -4,13 +4,15 @@
  * asserts the line (text and JSON) and the exit status.
  */
 import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { formatAddress, systemClock } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
-import { runMeshid, startCaProcess } from '../support/ca-process.js';
+import { MESHID_BIN, runMeshid, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
@@ -18,6 +20,8 @@ import { DAY, HOUR, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 import { assertReportShape, byId, rotationStateJson } from '../support/check-report.js';
 import type { Report } from '../support/check-report.js';
+
+const execFileAsync = promisify(execFile);
 
 describe('meshid check --dir (real CA and proxy processes)', function () {
   this.timeout(120_000);
@@ -374,6 +378,82 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     } finally {
       await rm(file, { force: true });
     }
+  });
+
+  it('anchors: an expired anchor beside the live one is × anchors-expiry, one near its end is ‼ (exit 0)', async () => {
+    const now = systemClock.now();
+    const withAnchor = async (extra: { notBefore: number; notAfter: number }) => {
+      const dir = await mkdtemp(join(tmpdir(), 'meshid-check-anchors-'));
+      try {
+        const other = await createRootCa({
+          commonName: 'old-root.linkerd.cluster.local',
+          ...extra,
+        });
+        await writeFile(
+          join(dir, 'trust-anchors.pem'),
+          state.root.certificatePem + other.certificatePem,
+        );
+        await cp(state.issuerDir, join(dir, 'issuer'), { recursive: true, dereference: true });
+        return await runMeshid(
+          [...base().map((a) => (a === state.dir ? dir : a)), '--output', 'json'],
+          {},
+        );
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
+    const expired = await withAnchor({ notBefore: now - 30 * DAY, notAfter: now - DAY });
+    assert.equal(expired.code, 1);
+    const e = JSON.parse(expired.stdout) as Report;
+    assertReportShape(e);
+    const ex = byId(e, 'anchors-expiry');
+    assert.equal(ex.status, 'error');
+    assert.match(
+      ex.message,
+      /^old-root\.linkerd\.cluster\.local expired 1d(?: \d+h)? ago \(NotAfter .*\) \(1 of 2 anchors still valid\)$/,
+    );
+    assert.match(ex.fix ?? '', /^rotate the trust anchor now \(docs\/rotation\.md\)/);
+    assert.equal(byId(e, 'issuer-chain').status, 'ok', 'the live anchor still anchors the issuer');
+
+    const soon = await withAnchor({ notBefore: now - 90 * DAY, notAfter: now + 10 * DAY });
+    assert.equal(soon.code, 0);
+    const w = JSON.parse(soon.stdout) as Report;
+    const sw = byId(w, 'anchors-expiry');
+    assert.equal(sw.status, 'warn');
+    assert.match(sw.message, /^old-root\.linkerd\.cluster\.local valid for (9d 23h|10d) more/);
+    assert.match(sw.fix ?? '', /^plan the trust-anchor rotation before it expires/);
+  });
+
+  it('on a real terminal (a pty from script(1)): colour and a progress line; NO_COLOR and TERM=dumb: neither colour nor escapes', async () => {
+    const onPty = async (env: Record<string, string>): Promise<string> => {
+      const cmd = [process.execPath, MESHID_BIN, ...base()].map((a) => `'${a}'`).join(' ');
+      const { stdout } = await execFileAsync('script', ['-q', '-e', '-c', cmd, '/dev/null'], {
+        env: { PATH: process.env['PATH'] ?? '', ...env },
+        timeout: 60_000,
+      });
+      return stdout;
+    };
+    const ESC = '\u001b';
+    const tty = await onPty({ TERM: 'xterm' });
+    assert.ok(
+      tty.includes(`${ESC}[32m✓${ESC}[39m anchors-valid`),
+      `no green ✓ on a terminal:\n${tty}`,
+    );
+    assert.ok(tty.includes(`${ESC}[1mTrust anchors${ESC}[22m`), 'group headings in bold');
+    assert.match(tty, new RegExp(`\r${ESC}\\[K. reading the trust anchors and the issuer…`));
+    assert.ok(
+      tty.includes(`\r${ESC}[K${ESC}[1mmeshid check`),
+      'the progress line is cleared first',
+    );
+    const noColor = await onPty({ TERM: 'xterm', NO_COLOR: '1' });
+    assert.match(noColor, /✓ anchors-valid/);
+    assert.ok(
+      !new RegExp(`${ESC}\\[[0-9;]*m`).test(noColor),
+      `colour despite NO_COLOR:\n${noColor}`,
+    );
+    const dumb = await onPty({ TERM: 'dumb' });
+    assert.match(dumb, /✓ anchors-valid/);
+    assert.ok(!dumb.includes(ESC), `escape codes on TERM=dumb:\n${dumb}`);
   });
 
   it('colour only on request of a terminal: NO_COLOR and pipes get none, bad flags are exit 2', async () => {

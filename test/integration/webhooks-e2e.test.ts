@@ -27,6 +27,7 @@ import { renderInstall } from '../../cli/install.js';
 import { adminGet, startCaProcess, startMeshid, waitFor } from '../support/ca-process.js';
 import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
 import { issuerSecret } from '../support/issuer-secret.js';
+import { serviceAccountKubeconfig } from '../support/kubeconfig.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { DAY, HOUR } from '../support/state.js';
@@ -117,16 +118,8 @@ describe('webhooks end to end: admission through the API server, then identity f
     } as KubeObject);
     api.createServiceAccount('emojivoto', 'web');
 
-    const kubeconfigFor = async (sa: string): Promise<string> => {
-      const { token } = await api.mintToken({
-        namespace: NS,
-        serviceAccount: sa,
-        expirationSeconds: 3600,
-      });
-      const file = join(dir, `${sa}.kubeconfig`);
-      await api.writeKubeconfig(file, { token });
-      return file;
-    };
+    const kubeconfigFor = (sa: string): Promise<string> =>
+      serviceAccountKubeconfig(api, dir, NS, sa);
     ca = await startCaProcess([
       '--kubeconfig',
       await kubeconfigFor('linkerd-identity'),

@@ -30,18 +30,24 @@ export interface MeshidProcess {
   stop(): Promise<number | null>;
 }
 
-/**
- * Starts `meshid <command> <args>` and waits for its "listening" log line.
- * `prefix` runs it under another command, e.g. taskset to pin it to one core.
- */
+/** How a `meshid` process is started, besides its arguments and environment. */
+export interface StartOptions {
+  /** Runs it under another command, e.g. taskset to pin it to one core. */
+  readonly prefix?: readonly string[];
+  /** Node's own options (e.g. `--cpu-prof`, which NODE_OPTIONS does not allow). */
+  readonly nodeArgs?: readonly string[];
+}
+
+/** Starts `meshid <command> <args>` and waits for its "listening" log line. */
 export async function startMeshid(
   command: string,
   args: string[],
   env: Record<string, string> = {},
-  opts: { prefix?: readonly string[] } = {},
+  opts: StartOptions = {},
 ): Promise<MeshidProcess> {
   const [exe, ...prefixArgs] = [...(opts.prefix ?? []), process.execPath];
-  const proc = spawn(exe!, [...prefixArgs, MESHID_BIN, command, ...args], {
+  const argv = [...prefixArgs, ...(opts.nodeArgs ?? []), MESHID_BIN, command, ...args];
+  const proc = spawn(exe!, argv, {
     env: { PATH: process.env['PATH'] ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -112,7 +118,7 @@ export const NO_RATE_LIMITS: readonly string[] = [
 export async function startCaProcess(
   args: string[],
   env: Record<string, string> = {},
-  opts: { prefix?: readonly string[] } = {},
+  opts: StartOptions = {},
 ): Promise<CaProcess> {
   const withPorts = [...args];
   if (!args.includes('--listen')) withPorts.push('--listen', '127.0.0.1:0');

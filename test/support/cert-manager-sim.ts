@@ -17,9 +17,14 @@
  * - Certificate status as cert-manager writes it: `Ready`, `notBefore`, `notAfter`,
  *   `renewalTime`, `revision`.
  *
- * Gaps: ECDSA keys only (P-256 or P-384), only `commonName`, `isCA`, `duration`, `renewBefore`
- * and `privateKey` are honoured (no SANs, usages, subject fields or key encodings), no
- * CertificateRequest objects, no ACME/Vault/Venafi issuers.
+ * - cainjector: a Mutating/ValidatingWebhookConfiguration annotated
+ *   `cert-manager.io/inject-ca-from: <ns>/<certificate>` gets that Certificate's Secret's `ca.crt`
+ *   as every webhook's `clientConfig.caBundle`.
+ *
+ * Gaps: ECDSA keys only (P-256 or P-384), only `commonName`, `dnsNames`, `isCA`, `duration`,
+ * `renewBefore` and `privateKey` are honoured (`usages` are fixed: a CA gets cert sign and CRL
+ * sign, any other certificate digital signature with server and client auth; no other SANs,
+ * subject fields or key encodings), no CertificateRequest objects, no ACME/Vault/Venafi issuers.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import type { Clock } from '../../core/index.js';
@@ -33,6 +38,7 @@ const SPEC_HASH = 'sim.meshid.io/spec-hash';
 interface CertificateSpec {
   secretName: string;
   commonName?: string;
+  dnsNames?: string[];
   isCA?: boolean;
   duration?: string;
   renewBefore?: string;
@@ -109,7 +115,42 @@ export class CertManagerSimulator {
       const i = await this.#reconcileOne(cert);
       if (i !== undefined) made.push(i);
     }
+    this.#injectCaBundles();
     return made;
+  }
+
+  /** cainjector: `cert-manager.io/inject-ca-from` -> the Certificate's Secret's ca.crt as caBundle. */
+  #injectCaBundles(): void {
+    const api = this.#o.api;
+    for (const kind of ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration']) {
+      for (const cfg of api.list('admissionregistration.k8s.io/v1', kind)) {
+        const from = cfg.metadata.annotations?.['cert-manager.io/inject-ca-from'];
+        const [ns, name] = from?.split('/') ?? [];
+        if (ns === undefined || name === undefined) continue;
+        const cert = api.get({
+          apiVersion: 'cert-manager.io/v1',
+          kind: 'Certificate',
+          namespace: ns,
+          name,
+        });
+        const secretName = (cert?.['spec'] as CertificateSpec | undefined)?.secretName;
+        if (secretName === undefined) continue;
+        const data = api.get({
+          apiVersion: 'v1',
+          kind: 'Secret',
+          namespace: ns,
+          name: secretName,
+        })?.['data'] as Record<string, string> | undefined;
+        const caBundle = data?.['ca.crt'];
+        if (caBundle === undefined) continue;
+        const webhooks = (cfg['webhooks'] ?? []) as { clientConfig: { caBundle?: string } }[];
+        if (webhooks.every((w) => w.clientConfig.caBundle === caBundle)) continue;
+        api.update({
+          ...cfg,
+          webhooks: webhooks.map((w) => ({ ...w, clientConfig: { ...w.clientConfig, caBundle } })),
+        } as KubeObject);
+      }
+    }
   }
 
   async #reconcileOne(cert: KubeObject): Promise<Issuance | undefined> {
@@ -165,6 +206,13 @@ export class CertManagerSimulator {
       notBefore: now,
       notAfter: now + duration,
       isCa: spec.isCA === true,
+      ...(spec.isCA === true
+        ? {}
+        : {
+            keyUsage: ['digitalSignature'] as const,
+            extendedKeyUsage: ['serverAuth', 'clientAuth'] as const,
+          }),
+      ...(spec.dnsNames === undefined ? {} : { dnsNames: spec.dnsNames }),
       keyAlgorithm: algorithm as 'ecdsa-p256' | 'ecdsa-p384',
       ...(key === undefined ? {} : { key }),
     };

@@ -44,6 +44,8 @@ export interface SeenRequest {
   readonly bodyLength: number;
   readonly bodySha256: string;
   readonly host: string | undefined;
+  /** Every header name, lower case, in order (pseudo-headers excluded). */
+  readonly headerNames: readonly string[];
 }
 
 /** The deterministic body of `/big`: byte i is i mod 251. */
@@ -55,6 +57,29 @@ export function bigBody(bytes: number): Buffer {
 
 export function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
+}
+
+/** Reads a stream (resuming it) to its end: how many bytes, and their SHA-256. */
+export async function digestOf(
+  stream: NodeJS.ReadableStream,
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  stream.on('data', (d: Buffer) => {
+    bytes += d.length;
+    hash.update(d);
+  });
+  stream.resume();
+  await once(stream as EventEmitter, 'end');
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+function namesIn(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (!raw[i]!.startsWith(':')) out.push(raw[i]!.toLowerCase());
+  }
+  return out;
 }
 
 function idsIn(raw: readonly string[]): string[] {
@@ -91,6 +116,8 @@ export class TestApp {
   readonly events = new EventEmitter();
   /** Bytes `/big` has written so far (the latest one). */
   bigWritten = 0;
+  /** The latest `/big` wrote its last byte (so nothing between it and the reader held it back). */
+  bigDone = false;
   address: Address = { host: '127.0.0.1', port: 0 };
   readonly #closers: (() => Promise<void>)[] = [];
   readonly #sockets = new Set<Socket>();
@@ -150,6 +177,7 @@ export class TestApp {
         bodyLength: length,
         bodySha256: hash.digest('hex'),
         host: protocol === 'h2' ? String(req.headers[':authority'] ?? '') : req.headers.host,
+        headerNames: namesIn(req.rawHeaders),
       });
       switch (url.pathname) {
         case '/echo':
@@ -183,6 +211,7 @@ export class TestApp {
     res.writeHead(200, { 'x-app': this.kind, 'content-type': 'application/octet-stream' });
     let at = 0;
     this.bigWritten = 0;
+    this.bigDone = false;
     const pump = (): void => {
       while (at < body.length) {
         const slice = body.subarray(at, Math.min(at + 65_536, body.length));
@@ -194,9 +223,34 @@ export class TestApp {
           return;
         }
       }
+      this.bigDone = true;
       res.end();
     };
     pump();
+  }
+
+  /**
+   * Resolves with what `/big` has written once it has been held back for `quietMs` with no
+   * progress: the path to a reader that is not reading is full. Rejects if `/big` wrote its
+   * whole body first (something on the path buffered it all) or nothing stalls within 30 s.
+   */
+  async untilStalled(quietMs = 1000): Promise<number> {
+    const deadline = Date.now() + 30_000;
+    let last = -1;
+    let since = Date.now();
+    for (;;) {
+      if (this.bigDone) {
+        throw new Error(`all ${this.bigWritten} bytes were written to a reader that read none`);
+      }
+      if (this.bigWritten !== last) {
+        last = this.bigWritten;
+        since = Date.now();
+      } else if (last > 0 && Date.now() - since >= quietMs) {
+        return last;
+      }
+      if (Date.now() > deadline) throw new Error(`/big never stalled (at ${this.bigWritten})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   async #listen(server: NetServer | HttpServer | Http2Server): Promise<void> {
@@ -228,6 +282,7 @@ export class TestApp {
           bodyLength: 0,
           bodySha256: '',
           host: req.headers.host,
+          headerNames: namesIn(req.rawHeaders),
         });
         ws.on('message', (data: Buffer, binary: boolean) =>
           ws.send(binary ? data : `echo: ${data.toString()}`, { binary }),
@@ -276,6 +331,7 @@ export class TestApp {
           bodyLength: call.request.length,
           bodySha256: sha256(call.request),
           host: undefined,
+          headerNames: Object.keys(call.metadata.getMap()),
         });
         callback(
           null,

@@ -240,6 +240,12 @@ describe('identity-ca/server/serving-cert', () => {
     assert.equal(cert.renewAt, NOW + Math.floor(24 * HOUR * 0.7));
     assert.equal(servingCertNeedsRenewal(cert, issuer, cert.renewAt - 1), false);
     assert.equal(servingCertNeedsRenewal(cert, issuer, cert.renewAt), true);
+    assert.equal(servingCertNeedsRenewal(cert, issuer, cert.notBefore), false);
+    assert.equal(
+      servingCertNeedsRenewal(cert, issuer, cert.notBefore - 1),
+      true,
+      'a clock stepped back before NotBefore means a new serving certificate',
+    );
     const other = await issuerValidFor(30 * DAY);
     assert.equal(
       servingCertNeedsRenewal(cert, other, NOW),

@@ -9,6 +9,7 @@ import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { createServer as createNetServer } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import {
   CertifyClient,
   ManualClock,
   createCsr,
+  createLogger,
   silentLogger,
   systemRandom,
 } from '../../../core/index.js';
@@ -171,6 +173,20 @@ describe('proxy/identity: the identity client', function () {
     id.close();
   });
 
+  it("uses the key and CSR a load test made beforehand (requestKey), and the certificate is that key's", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = createCsr({ privateKey, commonName: WEB, dnsNames: [WEB] });
+    const { id, calls } = client({ requestKey: () => ({ privateKey, publicKey, csr }) });
+    const cert = await id.refresh();
+    assert.deepEqual(
+      Buffer.from(calls[0]!.certificateSigningRequest),
+      csr,
+      'the given CSR is sent',
+    );
+    assert.ok(new X509Certificate(cert.certChainPem).checkPrivateKey(privateKey));
+    id.close();
+  });
+
   it('renews at 70% of the remaining life (jitter 0 here), with a fresh key and a fresh read of the token', async () => {
     const { id, timers, calls } = client();
     id.start();
@@ -283,6 +299,68 @@ describe('proxy/identity: the identity client', function () {
     clock.set(held.notAfter);
     assert.equal(id.current(), undefined, 'not ready without a valid certificate');
     id.close();
+  });
+
+  describe('wall-clock jumps (the renewal timer runs on the monotonic clock)', () => {
+    /** A logger whose records the test reads. */
+    function recordingLogger(): { logger: ReturnType<typeof silentLogger>; msgs: string[] } {
+      const msgs: string[] = [];
+      const logger = createLogger({
+        level: 'info',
+        destination: { write: (line: string) => void msgs.push(String(JSON.parse(line).msg)) },
+      });
+      return { logger, msgs };
+    }
+
+    it('does nothing while the clock has not reached the renewal time', async () => {
+      const { id, timers } = client();
+      id.start();
+      await timers.fire(id);
+      const planned = timers.delays.length;
+      clock.advance(timers.delays.at(-1)! - 1);
+      id.checkClock();
+      assert.equal(timers.delays.length, planned, 'no new timer');
+      id.close();
+    });
+
+    it('renews at once when the clock jumps past the renewal time, although its timer has not fired', async () => {
+      const { id, timers } = client();
+      id.start();
+      await timers.fire(id);
+      const first = id.current()!;
+      clock.advance(timers.delays.at(-1)!);
+      id.checkClock();
+      assert.equal(timers.delays.at(-1), 0, 'the refresh is started now');
+      await timers.fire(id);
+      assert.notEqual(id.current()!.serialHex, first.serialHex);
+      id.close();
+    });
+
+    it('says once that the held certificate expired, and recovers with a new one', async () => {
+      const { logger, msgs } = recordingLogger();
+      const { id, timers } = client({ logger });
+      id.start();
+      await timers.fire(id);
+      const held = id.current()!;
+      const expired = (): number => msgs.filter((m) => /certificate expired/.test(m)).length;
+      // The CA issues on its own clock: a leaf valid only before the proxy's new now is refused.
+      const real = handler;
+      handler = async () => {
+        throw new Error('CA unavailable');
+      };
+      clock.set(held.notAfter + HOUR);
+      assert.equal(id.current(), undefined, 'an expired certificate is not served');
+      id.checkClock();
+      await timers.fire(id);
+      id.checkClock();
+      assert.equal(expired(), 1, 'logged once');
+      assert.equal(id.current(), undefined);
+      handler = real;
+      clock.set(t0);
+      await id.refresh();
+      assert.ok(id.current() !== undefined, 'ready again with a new certificate');
+      id.close();
+    });
   });
 
   describe('refuses a response it must not trust, and keeps what it has', () => {
@@ -485,6 +563,53 @@ describe('proxy/identity: the identity client', function () {
         });
       } finally {
         ca.close();
+      }
+    });
+
+    it('verifies the CA with a shared TLS context when given one (not with anchorsPem)', async () => {
+      const ok = new Http2CertifyClient({
+        address,
+        serverName: CA_IDENTITY,
+        anchorsPem: otherAnchor,
+        secureContext: createSecureContext({ ca: anchorsPem }),
+      });
+      const wrong = new Http2CertifyClient({
+        address,
+        serverName: CA_IDENTITY,
+        anchorsPem,
+        secureContext: createSecureContext({ ca: otherAnchor }),
+      });
+      try {
+        assert.ok((await ok.certify(await csrRequest())).leafCertificate.length > 0);
+        await assert.rejects(wrong.certify(await csrRequest()), (err: CertifyCallFailed) => {
+          assert.equal(err.code, 14);
+          return true;
+        });
+      } finally {
+        ok.close();
+        wrong.close();
+      }
+    });
+
+    it('connects from the local address it is given', async () => {
+      const seen: string[] = [];
+      const listener = createNetServer((socket) => {
+        seen.push(socket.remoteAddress ?? '');
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+      const ca = new Http2CertifyClient({
+        address: { host: '127.0.0.1', port: (listener.address() as AddressInfo).port },
+        serverName: CA_IDENTITY,
+        anchorsPem,
+        localAddress: '127.0.0.2',
+      });
+      try {
+        await assert.rejects(ca.certify(await csrRequest()));
+        assert.deepEqual(seen, ['127.0.0.2']);
+      } finally {
+        ca.close();
+        await new Promise<void>((resolve) => listener.close(() => resolve()));
       }
     });
 

@@ -273,7 +273,7 @@ describe('proxy inbound HTTP/1.1 relay', function () {
       ],
       ['a request without Host', 'GET / HTTP/1.1\r\n\r\n', 400],
       ['a request with two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400],
-      ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 400],
+      ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 405],
       ['two spaces in the request line', 'GET  / HTTP/1.1\r\nHost: web\r\n\r\n', 400],
       ['an unknown HTTP version', 'GET / HTTP/1.2\r\nHost: web\r\n\r\n', 400],
     ];

@@ -8,7 +8,6 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
@@ -42,7 +41,7 @@ import {
   workloadId,
 } from '../../support/proxy-pki.js';
 import type { PemDir, WorkloadFiles, WorkloadPki } from '../../support/proxy-pki.js';
-import { EchoClient, TestApp, bigBody, sha256 } from '../../support/protocol-apps.js';
+import { EchoClient, TestApp, bigBody, digestOf, sha256 } from '../../support/protocol-apps.js';
 import type { AppKind } from '../../support/protocol-apps.js';
 
 const SERVER_ID = workloadId('emojivoto', 'web');
@@ -244,20 +243,10 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       const total = 24 * 1024 * 1024;
       const req = h2Session(port).request({ ':path': `/big?bytes=${total}` });
       req.pause();
-      let received = 0;
-      const hash = createHash('sha256');
       // The app fills what the path can hold, then has to wait for the reader.
-      await once(app('http1').events, 'blocked');
-      const written = app('http1').bigWritten;
+      const written = await app('http1').untilStalled();
       assert.ok(written < 12 * 1024 * 1024, `the proxy buffered without bound: ${written}`);
-      req.on('data', (d: Buffer) => {
-        received += d.length;
-        hash.update(d);
-      });
-      req.resume();
-      await once(req, 'end');
-      assert.equal(received, total);
-      assert.equal(hash.digest('hex'), sha256(bigBody(total)));
+      assert.deepEqual(await digestOf(req), { bytes: total, sha256: sha256(bigBody(total)) });
     });
 
     it('keeps memory bounded for a slow HTTP/1.1 reader of an h2 app, then delivers every byte', async () => {
@@ -271,8 +260,8 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       cleanups.push(() => void socket.destroy());
       socket.pause();
       socket.write(`GET /big?bytes=${total} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n`);
-      await once(app('h2').events, 'blocked');
-      assert.ok(app('h2').bigWritten < 12 * 1024 * 1024, `buffered: ${app('h2').bigWritten}`);
+      const written = await app('h2').untilStalled();
+      assert.ok(written < 12 * 1024 * 1024, `buffered: ${written}`);
       const reading = readAll(socket);
       socket.resume();
       const text = await reading;
@@ -424,6 +413,8 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       it(`answers 504 naming the timeout when the app is slow (${p.path})`, async () => {
         const port = await startInbound(app(p.kind).address, { appTimeoutMs: 300 });
         const r = await curl(port, p.flag, '-i', `https://${SERVER_ID}:${port}/slow`);
+        // A complete answer: no reset or early close after it (curl exits 0).
+        assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /l5d-proxy-error: app timeout/i, r.stderr);
         assert.match(
           r.stdout,
@@ -434,6 +425,7 @@ describe('proxy inbound across HTTP versions (curl, openssl, grpc-js, ws)', func
       it(`answers 502 naming the reset when the app resets (${p.path})`, async () => {
         const port = await startInbound(app(p.kind).address);
         const r = await curl(port, p.flag, '-i', `https://${SERVER_ID}:${port}/reset`);
+        assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /l5d-proxy-error: app (reset|closed connection)/i, r.stderr);
         assert.match(r.stdout, /bad gateway: the application at 127\.0\.0\.1:\d+ (reset|closed)/);
         assert.match(r.stdout, / 502$/);

@@ -6,6 +6,8 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -193,6 +195,49 @@ describe('OutboundProxy HTTP listener', function () {
       handshakes.map((e) => (e.type === 'handshake' && e.ok ? e.peerIdentity : '')),
       [WEB, EMOJI],
     );
+  });
+
+  it('answers an h2c app whose destination is not a meshid proxy with a 502 saying so', async function () {
+    const { address } = await start();
+    const session = http2Connect(`http://${address.host}:${address.port}`);
+    try {
+      const req = session.request({
+        ':path': '/leaderboard',
+        ':authority': 'web.emojivoto.svc.cluster.local',
+      });
+      const [headers] = (await once(req, 'response')) as [Record<string, string>];
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      await once(req, 'end');
+      assert.equal(headers[':status'], 502);
+      assert.equal(headers['l5d-proxy-error'], 'peer-not-http2');
+      assert.match(body, /not a meshid proxy.*send HTTP\/1\.1 to this listener, or use a route/);
+      // The peer was reached (over mTLS, HTTP/1.1 chosen) but got no request.
+      assert.deepEqual(web.seen, []);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('refuses CONNECT over HTTP/2 on the HTTP listener with a 405 naming HTTP/1.1 CONNECT', async function () {
+    const { address } = await start();
+    const session = http2Connect(`http://${address.host}:${address.port}`);
+    try {
+      const req = session.request({
+        ':method': 'CONNECT',
+        ':authority': 'web.emojivoto.svc.cluster.local:80',
+      });
+      const [headers] = (await once(req, 'response')) as [Record<string, string>];
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      await once(req, 'end');
+      assert.equal(headers[':status'], 405);
+      assert.equal(headers['l5d-proxy-error'], 'connect-over-http2');
+      assert.match(body, /use HTTP\/1\.1 CONNECT/);
+      assert.deepEqual(web.seen, []);
+    } finally {
+      session.destroy();
+    }
   });
 
   it('reuses the pooled mTLS connection for the next request to the same destination', async function () {

@@ -1,0 +1,111 @@
+/**
+ * A hand-framed HTTP/2 request, for sending what node's own client refuses to send: header
+ * names in upper case, unknown pseudo-headers, CR/LF or NUL in values, spaces in `:path`. The
+ * HPACK block uses only "literal without indexing, new name" fields with no Huffman coding
+ * (RFC 7541 §6.2.2), so any byte can be put on the wire. The answer is read only as far as
+ * telling a response (HEADERS) from a reset (RST_STREAM with its code) on stream 1.
+ */
+import type { Duplex } from 'node:stream';
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const DATA = 0x0;
+const HEADERS = 0x1;
+const RST_STREAM = 0x3;
+const GOAWAY = 0x7;
+const END_STREAM = 0x1;
+const END_HEADERS = 0x4;
+
+/** An HPACK integer with an `prefix`-bit prefix (RFC 7541 §5.1). */
+function hpackInt(n: number, prefix: number): number[] {
+  const max = (1 << prefix) - 1;
+  if (n < max) return [n];
+  const out = [max];
+  let v = n - max;
+  while (v >= 128) {
+    out.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
+
+function hpackString(s: string): Buffer {
+  const b = Buffer.from(s, 'latin1');
+  return Buffer.concat([Buffer.from(hpackInt(b.length, 7)), b]);
+}
+
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+function headerBlock(fields: readonly (readonly [string, string])[]): Buffer {
+  return Buffer.concat(
+    fields.map(([n, v]) => Buffer.concat([Buffer.from([0]), hpackString(n), hpackString(v)])),
+  );
+}
+
+/** How the server answered stream 1. */
+export type RawH2Outcome =
+  | { readonly kind: 'response' }
+  | { readonly kind: 'reset'; readonly code: number }
+  | { readonly kind: 'goaway'; readonly code: number }
+  | { readonly kind: 'closed' };
+
+/**
+ * Sends the connection preface, an empty SETTINGS frame and one request on stream 1 over
+ * `socket` (already connected, TLS with ALPN h2 or h2c): `fields` in order, then `body` as one
+ * DATA frame and `trailers` as a second HEADERS frame when given. Resolves with the first
+ * answer about stream 1, or the connection's end.
+ */
+export function rawH2Request(
+  socket: Duplex,
+  fields: readonly (readonly [string, string])[],
+  o: { body?: string; trailers?: readonly (readonly [string, string])[] } = {},
+): Promise<RawH2Outcome> {
+  const last = o.body === undefined && o.trailers === undefined;
+  const parts = [
+    PREFACE,
+    frame(0x4, 0, 0, Buffer.alloc(0)),
+    frame(HEADERS, END_HEADERS | (last ? END_STREAM : 0), 1, headerBlock(fields)),
+  ];
+  if (o.body !== undefined) {
+    const end = o.trailers === undefined ? END_STREAM : 0;
+    parts.push(frame(DATA, end, 1, Buffer.from(o.body, 'latin1')));
+  }
+  if (o.trailers !== undefined) {
+    parts.push(frame(HEADERS, END_HEADERS | END_STREAM, 1, headerBlock(o.trailers)));
+  }
+  return new Promise((resolve) => {
+    let got = Buffer.alloc(0);
+    const done = (outcome: RawH2Outcome): void => {
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer): void => {
+      got = Buffer.concat([got, chunk]);
+      while (got.length >= 9) {
+        const length = got.readUIntBE(0, 3);
+        if (got.length < 9 + length) return;
+        const type = got[3]!;
+        const stream = got.readUInt32BE(5) & 0x7fffffff;
+        const payload = got.subarray(9, 9 + length);
+        got = got.subarray(9 + length);
+        if (type === HEADERS && stream === 1) return done({ kind: 'response' });
+        if (type === RST_STREAM && stream === 1) {
+          return done({ kind: 'reset', code: payload.readUInt32BE(0) });
+        }
+        if (type === GOAWAY) return done({ kind: 'goaway', code: payload.readUInt32BE(4) });
+      }
+    };
+    const onClose = (): void => done({ kind: 'closed' });
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    socket.write(Buffer.concat(parts));
+  });
+}
