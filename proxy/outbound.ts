@@ -23,6 +23,7 @@ import {
   Agent as HttpAgent,
   createServer as createHttpServer,
   request as httpRequest,
+  STATUS_CODES,
 } from 'node:http';
 import type {
   ClientRequest,
@@ -726,11 +727,9 @@ export class OutboundProxy {
       target.authority,
       listener,
       resolver,
+      (status, reason, message) => proxyError(res, status, reason, message),
     );
-    if (typeof dest === 'string') {
-      proxyError(res, 502, 'no-route', dest);
-      return;
-    }
+    if (dest === undefined) return;
     if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
       let session: ClientHttp2Session | undefined;
       try {
@@ -855,11 +854,9 @@ export class OutboundProxy {
       authority,
       listener,
       resolver,
+      answer,
     );
-    if (typeof dest === 'string') {
-      answer(502, 'no-route', dest);
-      return;
-    }
+    if (dest === undefined) return;
     let session: ClientHttp2Session | undefined;
     if (this.#o.meshH2 !== false && !this.#isHttp1Peer(dest)) {
       try {
@@ -1049,11 +1046,8 @@ export class OutboundProxy {
       await this.#forward(req, res, listener, resolver);
       return;
     }
-    const refuse = (status: number, reason: string, message: string): void => {
-      app.end(
-        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\nl5d-proxy-error: ${reason}\r\ncontent-length: ${Buffer.byteLength(message) + 1}\r\nconnection: close\r\n\r\n${message}\n`,
-      );
-    };
+    const refuse: Refuse = (status, reason, message) =>
+      app.end(rawProxyError(status, reason, `${message}\n`));
     const target = requestTarget(req);
     if (target === undefined) {
       refuse(400, 'bad-request', 'request has no usable authority (Host header or absolute URI)');
@@ -1064,11 +1058,9 @@ export class OutboundProxy {
       target.authority,
       listener,
       resolver,
+      refuse,
     );
-    if (typeof dest === 'string') {
-      refuse(502, 'no-route', dest);
-      return;
-    }
+    if (dest === undefined) return;
     let up: TLSSocket;
     try {
       up = this.#originate(listener, dest);
@@ -1106,10 +1098,8 @@ export class OutboundProxy {
   ): Promise<void> {
     const tracked = this.#track([app]);
     app.on('error', () => undefined);
-    const fail = (status: number, reason: string, message: string): void => {
-      app.end(
-        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nl5d-proxy-error: ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
-      );
+    const fail: Refuse = (status, reason, message) => {
+      app.end(rawProxyError(status, reason, ''));
       this.#log.debug({ [LogKey.reason]: reason, err: message }, 'outbound CONNECT refused');
     };
     const authority = req.url ?? '';
@@ -1118,11 +1108,9 @@ export class OutboundProxy {
       authority,
       listener,
       resolver,
+      fail,
     );
-    if (typeof dest === 'string') {
-      fail(502, 'no-route', dest);
-      return;
-    }
+    if (dest === undefined) return;
     let up: TLSSocket;
     try {
       up = this.#originate(listener, dest);
@@ -1170,12 +1158,14 @@ export class OutboundProxy {
     authority: string,
     listener: string,
     resolver: DestinationResolver,
-  ): Promise<Destination | string> {
+    refuse: Refuse,
+  ): Promise<Destination | undefined> {
     let dest: Destination | undefined;
     try {
       dest = await this.#resolveFor(required, authority, resolver);
     } catch (err) {
-      return `destination lookup failed: ${messageOf(err)}`;
+      refuse(502, 'no-route', `destination lookup failed: ${messageOf(err)}`);
+      return undefined;
     }
     if (dest !== undefined) return dest;
     this.#emit({
@@ -1185,7 +1175,8 @@ export class OutboundProxy {
       reason: 'no-route',
       message: `no destination for ${printable(authority)}`,
     });
-    return `no meshed destination for ${printable(authority)}`;
+    refuse(502, 'no-route', `no meshed destination for ${printable(authority)}`);
+    return undefined;
   }
 
   /** Resolves an authority; `l5d-require-id` (Linkerd's header) overrides the expected identity. */
@@ -1347,12 +1338,17 @@ function statusOf(reason: OutboundFailureReason): number {
   return reason === 'no-certificate' ? 503 : reason === 'timeout' ? 504 : 502;
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
+/** How a request path answers a refusal: the status, the `l5d-proxy-error` reason, a message. */
+type Refuse = (status: number, reason: string, message: string) => void;
+
+/**
+ * A refusal written straight to a client socket (upgrades and CONNECT, which have no response
+ * object), closing the connection; `body` empty sends no content type.
+ */
+function rawProxyError(status: number, reason: string, body: string): string {
+  const type = body.length > 0 ? 'content-type: text/plain; charset=utf-8\r\n' : '';
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${type}l5d-proxy-error: ${reason}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
 
 /**
  * An error the proxy itself answers, marked with `l5d-proxy-error` as Linkerd's proxy does so

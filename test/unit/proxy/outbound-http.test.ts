@@ -274,6 +274,49 @@ describe('OutboundProxy HTTP listener', function () {
     assert.equal(next.reused, true);
   });
 
+  it('answers 502 no-route on its other paths too: an HTTP/2 stream, an Upgrade, a CONNECT', async function () {
+    const { address } = await start();
+    const session = http2Connect(`http://${address.host}:${address.port}`);
+    try {
+      const req = session.request({ ':path': '/', ':authority': 'unknown.example:80' });
+      const [headers] = (await once(req, 'response')) as [Record<string, string>];
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      await once(req, 'end');
+      assert.equal(headers[':status'], 502);
+      assert.equal(headers['l5d-proxy-error'], 'no-route');
+      assert.match(body, /no meshed destination for unknown\.example:80/);
+    } finally {
+      session.destroy();
+    }
+    /** Sends `head` on a new connection and reads everything until the proxy closes it. */
+    const exchange = async (head: string): Promise<string> => {
+      const app = netConnect({ host: address.host, port: address.port });
+      let got = '';
+      app.on('data', (b: Buffer) => (got += b.toString()));
+      app.write(head);
+      await once(app, 'close');
+      return got;
+    };
+    const upgrade = await exchange(
+      'GET /ws HTTP/1.1\r\nHost: unknown.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    assert.match(upgrade, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(upgrade, /\r\nl5d-proxy-error: no-route\r\n/);
+    assert.match(
+      upgrade,
+      /\r\nconnection: close\r\n\r\nno meshed destination for unknown\.example\n$/,
+    );
+    const tunnel = await exchange(
+      'CONNECT unknown.example:443 HTTP/1.1\r\nHost: unknown.example:443\r\n\r\n',
+    );
+    assert.equal(
+      tunnel,
+      'HTTP/1.1 502 Bad Gateway\r\nl5d-proxy-error: no-route\r\ncontent-length: 0\r\nconnection: close\r\n\r\n',
+    );
+    assert.deepEqual(web.seen, []);
+  });
+
   it('answers 502 identity-mismatch when the endpoint is not the identity the destination requires', async function () {
     const { address, agent, events } = await start();
     const r = await ask(address, agent, {
