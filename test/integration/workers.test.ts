@@ -6,23 +6,12 @@ import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { CertifyClient, createCsr } from '../../core/index.js';
-import { adminGet, startCaProcess, waitFor } from '../support/ca-process.js';
+import { adminGet, startCaProcess, waitFor, workerLogPids } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
-
-/** Worker pids, from their own log lines (each worker logs the issuer it loaded). */
-function workerPids(ca: CaProcess): Set<number> {
-  const pids = new Set<number>();
-  for (const line of ca.lines) {
-    if (!line.includes('"worker":')) continue;
-    const rec = JSON.parse(line) as { pid: number };
-    pids.add(rec.pid);
-  }
-  return pids;
-}
 
 describe('meshid ca: worker processes (real process)', function () {
   this.timeout(60_000);
@@ -38,7 +27,7 @@ describe('meshid ca: worker processes (real process)', function () {
   });
 
   it('replaces a worker that dies, and keeps issuing meanwhile', async () => {
-    const before = workerPids(ca);
+    const before = workerLogPids(ca);
     assert.equal(before.size, 2, [...before].join(','));
     assert.ok(!before.has(ca.proc.pid!), 'workers are separate processes');
     const victim = [...before][0]!;
@@ -77,7 +66,7 @@ describe('meshid ca: worker processes (real process)', function () {
     // The primary's own "worker died" line carries the dead worker's id too: a replacement is a
     // pid that is neither the primary nor one of the workers from before.
     await waitFor('a replacement worker', () => {
-      const fresh = [...workerPids(ca)].filter((p) => p !== ca.proc.pid && !before.has(p));
+      const fresh = [...workerLogPids(ca)].filter((p) => p !== ca.proc.pid && !before.has(p));
       return fresh.length === 1 ? fresh : undefined;
     });
     await waitFor('readiness with all workers', async () =>

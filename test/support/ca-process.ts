@@ -201,3 +201,17 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * The pids that wrote worker log lines (`"worker":`): each worker logs the issuer it loads. The
+ * primary's own "worker died" line names a worker too, so once a worker has died the primary's
+ * pid is among them; callers that want only workers leave it out.
+ */
+export function workerLogPids(ca: CaProcess): Set<number> {
+  const pids = new Set<number>();
+  for (const line of ca.lines) {
+    if (!line.includes('"worker":')) continue;
+    pids.add((JSON.parse(line) as { pid: number }).pid);
+  }
+  return pids;
+}

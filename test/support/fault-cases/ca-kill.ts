@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { readFile } from 'node:fs/promises';
-import { NO_RATE_LIMITS, startCaProcess, waitFor } from '../ca-process.js';
+import { NO_RATE_LIMITS, startCaProcess, waitFor, workerLogPids } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
 import {
   CertifyLoad,
@@ -25,13 +25,7 @@ const LOADER = idOf('emojivoto', 'loader');
 
 /** Pids of the live workers, from the workers' own log lines. */
 export function workerPids(ca: CaProcess): Set<number> {
-  const pids = new Set<number>();
-  for (const line of ca.lines) {
-    if (!line.includes('"worker":')) continue;
-    const pid = (JSON.parse(line) as { pid: number }).pid;
-    if (pid !== ca.proc.pid && alive(pid)) pids.add(pid);
-  }
-  return pids;
+  return new Set([...workerLogPids(ca)].filter((pid) => pid !== ca.proc.pid && alive(pid)));
 }
 
 function alive(pid: number): boolean {
