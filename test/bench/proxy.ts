@@ -40,7 +40,7 @@ import 'reflect-metadata';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
@@ -57,6 +57,7 @@ import {
   waitFor,
 } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
+import { childPids, cpuSeconds, rssMb } from '../support/proc.js';
 import { certificateFromCa, freePort } from '../support/proxy-process.js';
 import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
@@ -146,38 +147,6 @@ function ensureTools(out: Out): { wrk: string; nginx: string } {
   return tools;
 }
 
-/** Direct children of a process (nginx workers under their master). */
-function childrenOf(pid: number): number[] {
-  return spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number);
-}
-
-/** VmRSS of a process in MB, 0 if it is gone. */
-function rssMb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m === null ? 0 : Number(m[1]) / 1024;
-  } catch {
-    return 0;
-  }
-}
-
-const CLK_TCK = Number(
-  spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100',
-);
-
-/** User+system CPU seconds of a process, 0 if it is gone. */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
 /** Whether something accepts TCP connections on the port. */
 function tcpOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -248,7 +217,7 @@ function spawnChild(name: string, argv: readonly string[], cwd?: string): Child 
     proc,
     pids() {
       if (proc.pid === undefined) return [];
-      const now = childrenOf(proc.pid);
+      const now = childPids(proc.pid);
       if (now.length > 0) workers = now;
       return [proc.pid, ...workers];
     },

@@ -39,7 +39,7 @@ import { JwksTokenValidator } from '../../identity-ca/index.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';
-import { cpuSeconds } from './proc.js';
+import { treeCpuSeconds } from '../support/proc.js';
 import { runProxyBench } from './proxy.js';
 import { runStormBench } from './storm.js';
 
@@ -191,9 +191,9 @@ async function loadCa(
     run(WARMUP_SECONDS, []); // JIT, connections, caches
     const log = join(dir, `h2load-${setting.workers}-${Date.now()}.tsv`);
     const before = await metrics();
-    const cpu0 = cpuSeconds(ca.proc.pid!);
+    const cpu0 = treeCpuSeconds(ca.proc.pid!);
     const res = run(SECONDS, [`--log-file=${log}`]);
-    const cpu1 = cpuSeconds(ca.proc.pid!);
+    const cpu1 = treeCpuSeconds(ca.proc.pid!);
     if (res.status !== 0) throw new Error(`h2load failed: ${res.stderr}\n${res.stdout}`);
     const after = await metrics();
     const latencies = readFileSync(log, 'utf8')

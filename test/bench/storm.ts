@@ -25,7 +25,7 @@ import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
-import { cpuSeconds, memoryMb } from './proc.js';
+import { treeCpuSeconds, treeMemoryMb } from '../support/proc.js';
 import type { PrepareMessage, StormMessage, StormOutcome } from './storm-proxies.js';
 import { stormProxies } from './storm-proxies.js';
 
@@ -153,11 +153,11 @@ async function oneStorm(
     const warm = await ask('warmup');
     if (warm.missing > 0) throw new Error(`warm-up: ${warm.missing} proxies got no certificate`);
     const start = await counts();
-    const before = memoryMb(pid);
-    const cpu0 = cpuSeconds(pid);
+    const before = treeMemoryMb(pid);
+    const cpu0 = treeCpuSeconds(pid);
     const outcome = await ask('storm');
-    const cpu1 = cpuSeconds(pid);
-    const mem = memoryMb(pid);
+    const cpu1 = treeCpuSeconds(pid);
+    const mem = treeMemoryMb(pid);
     const end = await counts();
     const issued = end.issued - start.issued;
     const refusedByReason: Record<string, number> = {};
@@ -229,7 +229,7 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
         results.push(res);
         const o = res.outcome;
         out(
-          `  round ${r + 1}, backpressure ${mode}: all issued in ${f2(res.allIssuedS)} s (p50 ${f2(res.p50S)} s, p99 ${f2(res.p99S)} s), ${o.missing} missing, ${o.attempts} attempts, ${o.retriedExhausted} RESOURCE_EXHAUSTED retried (hint median ${median(o.hintsMs).toFixed(0)} ms; CA: ${errorsText(res.refusedByReason)}), errors ${errorsText(o.errors)}, CA issued ${res.issued}, RSS ${res.caRssBeforeMb.toFixed(0)} → peak ${res.caRssPeakMb.toFixed(0)} MB, CA CPU ${res.caCpuUsPerCert.toFixed(0)} µs/cert, cores busy: CA ${(100 * res.caCoreBusy).toFixed(0)} %, proxies ${(100 * res.proxiesCoreBusy).toFixed(0)} %`,
+          `  round ${r + 1}, backpressure ${mode}: all issued in ${f2(res.allIssuedS)} s (p50 ${f2(res.p50S)} s, p99 ${f2(res.p99S)} s), ${o.missing} missing, ${o.attempts} attempts, ${o.retriedExhausted} RESOURCE_EXHAUSTED retried (${o.hintsMs.length === 0 ? 'no hints' : `hint median ${median(o.hintsMs).toFixed(0)} ms`}; CA: ${errorsText(res.refusedByReason)}), errors ${errorsText(o.errors)}, CA issued ${res.issued}, RSS ${res.caRssBeforeMb.toFixed(0)} → peak ${res.caRssPeakMb.toFixed(0)} MB, CA CPU ${res.caCpuUsPerCert.toFixed(0)} µs/cert, cores busy: CA ${(100 * res.caCoreBusy).toFixed(0)} %, proxies ${(100 * res.proxiesCoreBusy).toFixed(0)} %`,
         );
       }
     }

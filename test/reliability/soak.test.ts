@@ -30,7 +30,8 @@ import type { ProxyProcess } from '../support/proxy-process.js';
 import { recordReliability } from '../support/reliability-report.js';
 import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
-import { childPids, leastSquaresSlope, rssBytes } from '../support/trend.js';
+import { childPids, rssBytes } from '../support/proc.js';
+import { leastSquaresSlope } from '../support/trend.js';
 import type { Point } from '../support/trend.js';
 
 const MINUTES = Math.min(30, Math.max(0.5, Number(process.env['MESHID_SOAK_MINUTES'] ?? 10)));

@@ -2,7 +2,8 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { childPids, leastSquaresSlope, rssBytes } from '../../support/trend.js';
+import { childPids, rssBytes } from '../../support/proc.js';
+import { leastSquaresSlope } from '../../support/trend.js';
 
 describe('test/support/trend', () => {
   it('fits the slope of a line exactly and of noise around a line closely', () => {
