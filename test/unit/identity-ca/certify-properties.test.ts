@@ -50,6 +50,8 @@ import {
 import type { IssuerCredentials } from '../../../identity-ca/index.js';
 import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
 import { linkerdLikeCertify } from '../../support/linkerd-like-client.js';
+import { KEY_KINDS, signingAlgorithm, webKeyPair } from '../core/fixtures/csr-makers.js';
+import type { KeyKind } from '../core/fixtures/csr-makers.js';
 import { recordReliability } from '../../support/reliability-report.js';
 
 const RUNS = Number(process.env['MESHID_PROPERTY_RUNS'] ?? 150);
@@ -87,7 +89,6 @@ const MALFORMED = [
   'web.emojivoto.serviceaccount.identity.linkerd.cluster.local.',
 ] as const;
 
-type KeyKind = 'p256' | 'p384' | 'p521' | 'rsa2048' | 'ed25519';
 /** A name the CSR carries, relative to the requested identity and the token's. */
 type NameRef = 'requested' | 'token' | 'other' | 'upper' | 'dot';
 /** Where the CA's clock stands against the issuer's validity (or no issuer at all). */
@@ -156,7 +157,7 @@ const scenarios: fc.Arbitrary<Scenario> = fc
         weight: 1,
       },
     ),
-    key: mostly<KeyKind>('p256', 'p384', 'p521', 'rsa2048', 'ed25519'),
+    key: mostly<KeyKind>('P-256', ...KEY_KINDS.filter((k) => k !== 'P-256')),
     keyIndex: fc.nat({ max: 2 }),
     dns: fc.oneof(
       { arbitrary: fc.constant<NameRef[]>(['requested']), weight: 12 },
@@ -242,7 +243,7 @@ function expectedRefusal(s: Scenario, times: Times): string | undefined {
   const cnOk =
     s.cn === 'none' || s.cn === 'empty' || (s.cn !== 'two' && resolveName(s.cn, s) === requested);
   const dnsOk = s.dns.length === 1 && resolveName(s.dns[0]!, s) === requested;
-  if (s.key !== 'p256' || !dnsOk || s.uri || s.ip || s.email || !cnOk || s.tamperedSignature)
+  if (s.key !== 'P-256' || !dnsOk || s.uri || s.ip || s.email || !cnOk || s.tamperedSignature)
     return 'ERR_CSR_POLICY';
   // 7b. the token authenticates: a JWKS key's signature, issuer, audience, exp/nbf/iat with the
   //     skew allowance (exp at exactly now - skew has expired; nbf at exactly now + skew is fine).
@@ -273,24 +274,6 @@ function grpcStatusTable(): Map<string, number> {
   return table;
 }
 
-type Algorithm = Parameters<typeof webcrypto.subtle.sign>[0];
-type KeyPair = { privateKey: webcrypto.CryptoKey; publicKey: webcrypto.CryptoKey };
-const KEY_ALGORITHMS: Record<KeyKind, { gen: object; sign: object }> = {
-  p256: { gen: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } },
-  p384: { gen: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } },
-  p521: { gen: { name: 'ECDSA', namedCurve: 'P-521' }, sign: { name: 'ECDSA', hash: 'SHA-512' } },
-  rsa2048: {
-    gen: {
-      name: 'RSASSA-PKCS1-v1_5',
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: 'SHA-256',
-    },
-    sign: { name: 'RSASSA-PKCS1-v1_5' },
-  },
-  ed25519: { gen: { name: 'Ed25519' }, sign: { name: 'Ed25519' } },
-};
-
 describe('Certify properties: issued if and only if every rule holds', function () {
   this.timeout(Math.max(60_000, RUNS * 100 + WIRE_RUNS * 500));
   let dir: string;
@@ -301,6 +284,7 @@ describe('Certify properties: issued if and only if every rule holds', function 
   let tokens: JwksTokenValidator;
   let signToken: (s: Scenario, now: number) => Promise<Buffer>;
   const keys = new Map<KeyKind, KeyPair[]>();
+  type KeyPair = Awaited<ReturnType<typeof webKeyPair>>;
   const statusOf = grpcStatusTable();
 
   before(async () => {
@@ -391,18 +375,9 @@ describe('Certify properties: issued if and only if every rule holds', function 
         .sign(s.tokenKey === 'jwks' ? signingKey : strangerKey);
       return Buffer.from(jwt);
     };
-    for (const [kind, alg] of Object.entries(KEY_ALGORITHMS) as [
-      KeyKind,
-      (typeof KEY_ALGORITHMS)[KeyKind],
-    ][]) {
+    for (const kind of KEY_KINDS) {
       const pairs: KeyPair[] = [];
-      for (let i = 0; i < (kind === 'p256' ? 3 : 1); i++)
-        pairs.push(
-          (await webcrypto.subtle.generateKey(alg.gen as webcrypto.EcKeyGenParams, true, [
-            'sign',
-            'verify',
-          ])) as KeyPair,
-        );
+      for (let i = 0; i < (kind === 'P-256' ? 3 : 1); i++) pairs.push(await webKeyPair(kind));
       keys.set(kind, pairs);
     }
   });
@@ -444,7 +419,7 @@ describe('Certify properties: issued if and only if every rule holds', function 
       {
         name,
         keys: pair,
-        signingAlgorithm: KEY_ALGORITHMS[s.key].sign as Algorithm,
+        signingAlgorithm: signingAlgorithm(s.key),
         extensions: sans.length === 0 ? [] : [new x509.SubjectAlternativeNameExtension(sans)],
       },
       webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
