@@ -117,9 +117,14 @@ export class CaKillBench {
       },
       45_000,
     );
+    const replacedAt = Date.now();
     await Promise.all([certify.moreOk(callers * 4), traffic.moreOk(100)]);
     await Promise.all([certify.stop(), traffic.stop()]);
     this.account(traffic, certify);
+    assert.ok(
+      traffic.endedBetween(killedAt, replacedAt).length > 0,
+      'proxied requests ran while the worker was being replaced',
+    );
     const failed = certify.failed;
     // Each caller has one connection, on one worker. Each of the killed worker's connections
     // loses the call in flight (or the next one, sent before the reset arrives); the caller's new
@@ -191,6 +196,12 @@ export class CaKillBench {
     await Promise.all([certify.stop(), traffic.stop()]);
     this.account(traffic, certify);
     const during = certify.endedBetween(downAt, backAt + 2000);
+    // "Zero failed proxied requests" means something only if requests ran while the CA was down.
+    const proxiedDuring = traffic.endedBetween(downAt, upAt);
+    assert.ok(
+      proxiedDuring.length > 0 && proxiedDuring.every((r) => r.code === 0),
+      `proxied requests while the CA was down: ${proxiedDuring.length}, failed: ${describeFailures(proxiedDuring.filter((r) => r.code !== 0))}`,
+    );
     const outside = certify.records.filter((r) => r.code !== 0 && !during.includes(r));
     assert.ok(
       during.some((r) => r.code === UNAVAILABLE),
@@ -205,7 +216,7 @@ export class CaKillBench {
     );
     assert.equal(outside.length, 0, `Certify outside the outage: ${describeFailures(outside)}`);
     this.tally.notes.push(
-      `CA kill: down ${Math.round((backAt - downAt) / 1000)} s (restart ${backAt - upAt} ms), ${during.filter((r) => r.code !== 0).length} Certify UNAVAILABLE`,
+      `CA kill: down ${Math.round((backAt - downAt) / 1000)} s (restart ${backAt - upAt} ms), ${during.filter((r) => r.code !== 0).length} Certify UNAVAILABLE, ${proxiedDuring.length} proxied requests served meanwhile`,
     );
   }
 }
