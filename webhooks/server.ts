@@ -339,27 +339,42 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   res.end(text);
 }
 
-/** After a 413: how much more of the body is read away, and for how long, before the cut. */
+/**
+ * After a 413: how much more of the body is read away, for how long in all, and how long the
+ * client may stay silent, before the cut (nginx's lingering_time and lingering_timeout).
+ */
 const LINGER_BYTES = 16 * 1024 * 1024;
-const LINGER_MS = 5_000;
+const LINGER_MS = 30_000;
+const LINGER_IDLE_MS = 5_000;
 
 /**
  * Reads the rest of a refused body away for a bounded time and size, then closes the connection:
  * a client still writing its body then reads the 413 instead of a reset (nginx's lingering
- * close), and a client that never stops is cut off.
+ * close), and a client that never stops, or stops writing without finishing, is cut off.
  */
 function lingeringClose(req: IncomingMessage): void {
   const socket = req.socket;
+  // Node ends a `Connection: close` response with socket.destroySoon(), which destroys the socket
+  // as soon as the response is written, while the client is still sending: it then gets a reset
+  // (EPIPE) instead of the 413. Only our write side closes then; the reads below decide the cut.
+  socket.destroySoon = () => socket.end();
   let discarded = 0;
   const cut = (): void => {
-    clearTimeout(timer);
+    clearTimeout(total);
+    clearTimeout(idle);
     socket.destroy();
   };
-  const timer = setTimeout(cut, LINGER_MS);
-  timer.unref();
+  const total = setTimeout(cut, LINGER_MS);
+  total.unref();
+  const idle = setTimeout(cut, LINGER_IDLE_MS);
+  idle.unref();
   req.on('data', (c: Buffer) => {
     discarded += c.length;
-    if (discarded > LINGER_BYTES) cut();
+    if (discarded > LINGER_BYTES) {
+      cut();
+      return;
+    }
+    idle.refresh();
   });
   req.once('end', cut);
   req.once('error', cut);

@@ -5,10 +5,12 @@
  * by a kubelet-style Secret update and picked up without a restart, a broken one refused.
  */
 import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { waitFor } from '../support/ca-process.js';
 import {
@@ -236,6 +238,36 @@ describe('meshid webhooks (real process, HTTPS)', function () {
         await assertInjects();
       });
     }
+
+    it('a client still writing a 10 MB body reads the whole 413 and then a clean close, never a reset', async () => {
+      const socket = tlsConnect({
+        host: hooks.address.host,
+        port: hooks.address.port,
+        ca: pair.certPem,
+        servername: WEBHOOKS_DNS,
+      });
+      let got = '';
+      socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      const outcome = new Promise<string>((resolve) => {
+        socket.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? ''}`));
+        socket.once('close', () => resolve('closed'));
+      });
+      await once(socket, 'secureConnect');
+      socket.write(
+        `POST /inject HTTP/1.1\r\nHost: ${WEBHOOKS_DNS}\r\nContent-Type: application/json\r\nContent-Length: ${tenMegabytes.length}\r\n\r\n`,
+      );
+      // The whole body, as fast as the server takes it, and the end of it.
+      // The body, as fast as the server takes it, until the server's close (after its answer)
+      // ends our side too.
+      for (let i = 0; i < tenMegabytes.length && socket.writable; i += 64 * 1024)
+        if (!socket.write(tenMegabytes.subarray(i, i + 64 * 1024)))
+          await Promise.race([once(socket, 'drain'), outcome]);
+      socket.end();
+      assert.equal(await outcome, 'closed', `the client saw: ${got.slice(0, 200)}`);
+      assert.match(got, /^HTTP\/1\.1 413 /);
+      assert.match(got, /larger than 6291456 bytes/);
+      await assertInjects();
+    });
 
     it('refuses an opted-in pod with absurd values in the review (200, allowed false, the reason), and carries on', async () => {
       const pod = emojivotoWeb();

@@ -137,13 +137,10 @@ export function sendToWebhooks(
         res.on('error', reject);
       },
     );
-    let answered = false;
-    req.on('response', () => (answered = true));
-    // A server that answers 413 before reading the body may close while the body is still
-    // being written; that is not a failure once the answer is in.
-    req.on('error', (err) => {
-      if (!answered) reject(err);
-    });
+    // Any error fails the request, also after the answer: a server that answers 413 before the
+    // body is in must read the rest away (lingering close), not reset the connection under a
+    // client that is still writing.
+    req.on('error', reject);
     if (body === undefined) req.end();
     else if (opts.chunked === true) {
       const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
