@@ -8,15 +8,15 @@
  * address of its own in 127.0.0.0/8, as every pod has its own IP). Only the key and CSR are made
  * beforehand, outside the timed window, so that key generation is not what is measured.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
-import { createCsr, silentLogger, systemClock, systemRandom } from '../../core/index.js';
+import { GrpcStatus, silentLogger, systemClock, systemRandom } from '../../core/index.js';
 import type { RequestKey } from '../../proxy/index.js';
 import {
   CertifyCallFailed,
   Http2CertifyClient,
   IdentityClient,
+  freshRequestKey,
   systemTimers,
 } from '../../proxy/index.js';
 
@@ -66,18 +66,10 @@ export interface StormOutcome {
   readonly wallMs: number;
 }
 
-const STATUS_NAMES: Record<number, string> = {
-  1: 'CANCELLED',
-  2: 'UNKNOWN',
-  3: 'INVALID_ARGUMENT',
-  4: 'DEADLINE_EXCEEDED',
-  7: 'PERMISSION_DENIED',
-  8: 'RESOURCE_EXHAUSTED',
-  13: 'INTERNAL',
-  14: 'UNAVAILABLE',
-  16: 'UNAUTHENTICATED',
-};
-const RESOURCE_EXHAUSTED = 8;
+/** gRPC status names by number, for the error counts. */
+const STATUS_NAMES = new Map<number, string>(
+  Object.entries(GrpcStatus).map(([name, code]) => [code, name]),
+);
 
 interface Pod extends StormProxy {
   readonly key: RequestKey;
@@ -85,10 +77,9 @@ interface Pod extends StormProxy {
 const sets: Record<StormMessage['set'], Pod[]> = { storm: [], warmup: [] };
 let tokens: readonly Buffer[] = [];
 
+/** A pod with its key and CSR made now (the proxy's own), before the storm. */
 function withKey(p: StormProxy): Pod {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const csr = createCsr({ privateKey, commonName: p.identity, dnsNames: [p.identity] });
-  return { ...p, key: { privateKey, publicKey, csr } };
+  return { ...p, key: freshRequestKey(p.identity) };
 }
 
 function prepare(msg: PrepareMessage): void {
@@ -146,12 +137,12 @@ async function storm(msg: StormMessage): Promise<StormOutcome> {
     });
     id.on('refreshFailed', (err) => {
       if (err instanceof CertifyCallFailed) {
-        if (err.code === RESOURCE_EXHAUSTED && err.retryAfterMs !== undefined) {
+        if (err.code === GrpcStatus.RESOURCE_EXHAUSTED && err.retryAfterMs !== undefined) {
           retriedExhausted++;
           hintsMs.push(err.retryAfterMs);
           return;
         }
-        const name = STATUS_NAMES[err.code] ?? `code ${err.code}`;
+        const name = STATUS_NAMES.get(err.code) ?? `code ${err.code}`;
         errors[name] = (errors[name] ?? 0) + 1;
       } else {
         errors['verify'] = (errors['verify'] ?? 0) + 1;
