@@ -53,6 +53,7 @@ import { linkerdLikeCertify } from '../../support/linkerd-like-client.js';
 import { KEY_KINDS, signingAlgorithm, webKeyPair } from '../core/fixtures/csr-makers.js';
 import type { KeyKind } from '../core/fixtures/csr-makers.js';
 import { recordReliability } from '../../support/reliability-report.js';
+import { CA_IDENTITY, DAY, HOUR, TOKEN_ISSUER, idOf } from '../../support/state.js';
 
 const RUNS = Number(process.env['MESHID_PROPERTY_RUNS'] ?? 150);
 const WIRE_RUNS = Number(process.env['MESHID_PROPERTY_WIRE_RUNS'] ?? 25);
@@ -60,14 +61,9 @@ const SEED_ENV = process.env['MESHID_PROPERTY_SEED'];
 const SEED = SEED_ENV === undefined ? undefined : Number(SEED_ENV);
 
 const NAMING = { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' };
-const SUFFIX = 'serviceaccount.identity.linkerd.cluster.local';
-const TOKEN_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 const AUDIENCE = 'identity.l5d.io';
 const SKEW_MS = 20_000;
-const LIFETIME_MS = 24 * 3_600_000;
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-const CA_IDENTITY = `linkerd-identity.linkerd.${SUFFIX}`;
+const LIFETIME_MS = DAY;
 
 /** Workloads a token can be for, and a requested identity can name. */
 const ACCOUNTS = [
@@ -75,8 +71,7 @@ const ACCOUNTS = [
   { namespace: 'emojivoto', serviceAccount: 'voting' },
   { namespace: 'books', serviceAccount: 'web' },
 ] as const;
-const nameOf = (a: (typeof ACCOUNTS)[number]): string =>
-  `${a.serviceAccount}.${a.namespace}.${SUFFIX}`;
+const nameOf = (a: (typeof ACCOUNTS)[number]): string => idOf(a.namespace, a.serviceAccount);
 
 /** Requested identities that are not workload identity names of this trust domain (step 3). */
 const MALFORMED = [
@@ -207,7 +202,7 @@ function resolveName(ref: NameRef, s: Scenario): string {
     case 'token':
       return nameOf(ACCOUNTS[s.tokenAccount]!);
     case 'other':
-      return `admin.emojivoto.${SUFFIX}`;
+      return idOf('emojivoto', 'admin');
     case 'upper':
       return requested.toUpperCase();
     case 'dot':
