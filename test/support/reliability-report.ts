@@ -36,6 +36,10 @@ export function recordReliability(r: ReliabilityRecord): void {
   appendFileSync(file, `${JSON.stringify(r)}\n`);
 }
 
+/** The figures that are counts: non-negative integers, summed in the total row. */
+const COUNTS = ['cases', 'faults', 'requests', 'wronglyIssued', 'failedWhereNoneMay'] as const;
+type Count = (typeof COUNTS)[number];
+
 /**
  * The records in a report file, in the order the suites ended. A line that is not a record (a
  * suite that wrote something else, a torn write) is an error: the table must not quietly lose a
@@ -54,9 +58,8 @@ export function readReliability(file: string): ReliabilityRecord[] {
         throw new Error(`report line ${i + 1} is not JSON: ${line.slice(0, 80)}`);
       }
       const rec = r as Partial<Record<keyof ReliabilityRecord, unknown>>;
-      const counts = ['cases', 'faults', 'requests', 'wronglyIssued', 'failedWhereNoneMay'];
-      const bad = counts.filter((k) => {
-        const v = rec[k as keyof ReliabilityRecord];
+      const bad = COUNTS.filter((k) => {
+        const v = rec[k];
         return v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 0);
       });
       if (typeof rec.suite !== 'string' || typeof rec.requests !== 'number' || bad.length > 0)
@@ -99,8 +102,7 @@ const COLUMNS = [
  */
 export function reliabilityTable(records: readonly ReliabilityRecord[]): string {
   const n = (v: number | undefined): string => (v === undefined ? '—' : v.toLocaleString('en'));
-  const sum = (k: 'cases' | 'faults' | 'requests' | 'wronglyIssued' | 'failedWhereNoneMay') =>
-    records.reduce((s, r) => s + (r[k] ?? 0), 0);
+  const sum = (k: Count): number => records.reduce((s, r) => s + (r[k] ?? 0), 0);
   const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
   const rows = records.map((r) => [
     cell(r.suite),
