@@ -15,14 +15,15 @@
  * shorter run reports them and says so.
  */
 import { strict as assert } from 'node:assert';
-import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Agent, createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
+import { CertifyClient, formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
+import { freshRequestKey } from '../../proxy/index.js';
 import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { getStatus, startProxyProcess } from '../support/proxy-process.js';
@@ -186,16 +187,12 @@ describe(`soak: ${MINUTES} min of Certify and proxied traffic, 8 s certificates 
       paced(CERTIFY_PER_S, stopped, async () => {
         const sa = CLIENT_ACCOUNTS[certifyOk % CLIENT_ACCOUNTS.length]!;
         const identity = idOf('emojivoto', sa);
-        const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const { csr } = freshRequestKey(identity);
         try {
           const res = await client.certify({
             identity,
             token: tokens.get(sa)!,
-            certificateSigningRequest: createCsr({
-              privateKey,
-              commonName: identity,
-              dnsNames: [identity],
-            }),
+            certificateSigningRequest: csr,
           });
           const san = new X509Certificate(res.leafCertificate).subjectAltName ?? '';
           if (san.startsWith(`DNS:${identity},`)) certifyOk++;
