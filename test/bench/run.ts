@@ -41,6 +41,7 @@ import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';
 import { measureHotPath } from './hot-path.js';
 import { treeCpuSeconds } from '../support/proc.js';
 import { runProxyBench } from './proxy.js';
+import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -56,16 +57,6 @@ const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter
 /** Which parts run: any of `ca`, `storm`, `proxy`, comma-separated (default all). */
 const PARTS = new Set((process.env['BENCH_PARTS'] ?? 'ca,storm,proxy').split(','));
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
 /** Median µs per call of `fn` over 5 rounds of at least `ms` each. */
 function microseconds(fn: () => void, ms = 300): number {

@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, idOf, makeTestState } from '../support/state.js';
 import { treeCpuSeconds, treeMemoryMb } from '../support/proc.js';
+import { median, percentile } from './stats.js';
 import type { PrepareMessage, StormMessage, StormOutcome } from './storm-proxies.js';
 import { stormProxies } from './storm-proxies.js';
 
@@ -75,20 +76,6 @@ interface StormResult {
   /** Share of its one core the proxies' process used during the storm, and the CA's. */
   readonly proxiesCoreBusy: number;
   readonly caCoreBusy: number;
-}
-
-/** Median of the finite values (a storm cut at its deadline has no "all issued" time). */
-function median(values: readonly number[]): number {
-  const xs = values.filter(Number.isFinite);
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 /** The next message of a type from the proxies' process. */
