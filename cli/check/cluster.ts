@@ -29,7 +29,7 @@ import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
 import {
   checkProxies,
-  describeNetError,
+  describeError,
   mapLimit,
   probeCa,
   probeCaAdmin,
@@ -588,7 +588,7 @@ async function checkWebhook(
     return result(
       id,
       'error',
-      `cannot reach the webhooks at ${where}: ${describeNetError(err, config.timeout)}`,
+      `cannot reach the webhooks at ${where}: ${describeError(err, config.timeout)}`,
       `check the pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/component=webhooks" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward svc/${service!.name} 8443:443" with --webhooks-address 127.0.0.1:8443`,
     );
   }

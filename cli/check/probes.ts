@@ -43,8 +43,7 @@ export async function getWithTimeout(
   }
 }
 
-/** A network error (or a timeout after `timeoutMs`) in a few words. */
-export function describeNetError(err: unknown, timeoutMs: number): string {
+function describeNetError(err: unknown, timeoutMs: number): string {
   const e = err as { name?: string; code?: string; cause?: { code?: string; message?: string } };
   if (e.name === 'TimeoutError' || e.name === 'AbortError')
     return `no answer within ${timeoutMs} ms`;
@@ -119,7 +118,7 @@ export async function probeCa(o: {
 /**
  * The certificate chain an HTTPS server presents for `servername` (SNI), unverified: the caller
  * verifies it against what it should trust and says what is wrong. Rejects on a network error or
- * after `timeoutMs`; `describeNetError` turns the rejection into words.
+ * after `timeoutMs`; `describeError` turns the rejection into words.
  */
 export function servedChain(
   address: Address,
@@ -127,6 +126,11 @@ export function servedChain(
   timeoutMs: number,
 ): Promise<string[]> {
   return peerChain(address, servername, timeoutMs, { alpn: ['http/1.1'], minVersion: 'TLSv1.2' });
+}
+
+/** A network error (or a timeout after `timeoutMs`) in a few words. */
+export function describeError(err: unknown, timeoutMs: number): string {
+  return describeNetError(err, timeoutMs);
 }
 
 function peerChain(
