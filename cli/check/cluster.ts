@@ -29,11 +29,11 @@ import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
 import {
   checkProxies,
-  describeError,
+  describeNetError,
   mapLimit,
+  peerChain,
   probeCa,
   probeCaAdmin,
-  servedChain,
 } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
 import type { Cert } from './x509.js';
@@ -583,12 +583,16 @@ async function checkWebhook(
   const where = formatAddress(address);
   let served: Cert[];
   try {
-    served = parseCertificates((await servedChain(address, host, config.timeout)).join(''));
+    const pems = await peerChain(address, host, config.timeout, {
+      alpn: ['http/1.1'],
+      minVersion: 'TLSv1.2',
+    });
+    served = parseCertificates(pems.join(''));
   } catch (err) {
     return result(
       id,
       'error',
-      `cannot reach the webhooks at ${where}: ${describeError(err, config.timeout)}`,
+      `cannot reach the webhooks at ${where}: ${describeNetError(err, config.timeout)}`,
       `check the pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/component=webhooks" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward svc/${service!.name} 8443:443" with --webhooks-address 127.0.0.1:8443`,
     );
   }

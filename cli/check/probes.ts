@@ -43,7 +43,8 @@ export async function getWithTimeout(
   }
 }
 
-function describeNetError(err: unknown, timeoutMs: number): string {
+/** A network error (or a timeout after `timeoutMs`) in a few words. */
+export function describeNetError(err: unknown, timeoutMs: number): string {
   const e = err as { name?: string; code?: string; cause?: { code?: string; message?: string } };
   if (e.name === 'TimeoutError' || e.name === 'AbortError')
     return `no answer within ${timeoutMs} ms`;
@@ -68,7 +69,10 @@ export async function probeCa(o: {
   const where = formatAddress(o.address);
   let chainPem: string[];
   try {
-    chainPem = await peerChain(o.address, o.identityName, o.timeoutMs);
+    chainPem = await peerChain(o.address, o.identityName, o.timeoutMs, {
+      alpn: ['h2'],
+      minVersion: 'TLSv1.3',
+    });
   } catch (err) {
     return [
       result(
@@ -116,31 +120,15 @@ export async function probeCa(o: {
 }
 
 /**
- * The certificate chain an HTTPS server presents for `servername` (SNI), unverified: the caller
- * verifies it against what it should trust and says what is wrong. Rejects on a network error or
- * after `timeoutMs`; `describeError` turns the rejection into words.
+ * The certificate chain a TLS server presents for `servername` (SNI, unless it is an IP address),
+ * unverified: the caller verifies it against what it should trust and says what is wrong. Rejects
+ * on a network error or after `timeoutMs`; `describeNetError` turns the rejection into words.
  */
-export function servedChain(
+export function peerChain(
   address: Address,
   servername: string,
   timeoutMs: number,
-): Promise<string[]> {
-  return peerChain(address, servername, timeoutMs, { alpn: ['http/1.1'], minVersion: 'TLSv1.2' });
-}
-
-/** A network error (or a timeout after `timeoutMs`) in a few words. */
-export function describeError(err: unknown, timeoutMs: number): string {
-  return describeNetError(err, timeoutMs);
-}
-
-function peerChain(
-  address: Address,
-  servername: string,
-  timeoutMs: number,
-  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' } = {
-    alpn: ['h2'],
-    minVersion: 'TLSv1.3',
-  },
+  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' },
 ): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const socket = connect({
@@ -149,7 +137,7 @@ function peerChain(
       ...(isIP(servername) === 0 ? { servername } : {}),
       ALPNProtocols: tls.alpn,
       minVersion: tls.minVersion,
-      // Verified below against the anchors, so the report can say precisely what is wrong.
+      // The caller verifies the chain (against anchors or a caBundle) and says what is wrong.
       rejectUnauthorized: false,
     });
     const timer = setTimeout(() => {
