@@ -221,7 +221,12 @@ export async function checkCluster(
     });
     results.push(
       checkTrustRootAnnotations(injected, fingerprint),
-      await checkNamespaceAnchors(api, config, injected, anchorsText),
+      await checkNamespaceAnchors(
+        api,
+        config,
+        injected,
+        anchorsText instanceof Error ? undefined : fingerprint,
+      ),
     );
     const running = injected.filter(
       (p) => p.status?.phase === 'Running' && typeof p.status.podIP === 'string',
@@ -554,17 +559,17 @@ async function checkWebhook(
       `Secret ${secretNs}/${CLUSTER_NAMES.webhooksSecret} has no tls.crt`,
       install,
     );
-  const c = findChain(leaf, rest, bundle, now);
-  if (!c.ok) {
+  const host = service === undefined ? undefined : `${service.name}.${service.namespace}.svc`;
+  const stored = servingProblem(leaf, rest, bundle, host, now);
+  if (stored?.kind === 'chain') {
     return result(
       id,
       'error',
-      `${names.webhook}: the caBundle does not verify the serving certificate ${shortName(leaf.x509)}: ${c.reason}`,
+      `${names.webhook}: the caBundle does not verify the serving certificate ${shortName(leaf.x509)}: ${stored.reason}`,
       'the caBundle is stale: update it from the CA that issued meshid-webhooks-tls (cert-manager cainjector does it by itself)',
     );
   }
-  const host = service === undefined ? undefined : `${service.name}.${service.namespace}.svc`;
-  if (host !== undefined && !subjectAltNames(leaf.x509).dns.includes(host)) {
+  if (stored?.kind === 'name') {
     return result(
       id,
       'error',
@@ -572,14 +577,14 @@ async function checkWebhook(
       `reissue ${CLUSTER_NAMES.webhooksSecret} with the DNS name ${host}`,
     );
   }
-  if (host === undefined) {
+  if (service === undefined || host === undefined) {
     return result(
       id,
       'ok',
       `${kind} ${names.config}: caBundle verifies the serving certificate (a URL webhook: not probed)`,
     );
   }
-  const address = config.webhooksAddress ?? { host, port: service?.port ?? 443 };
+  const address = config.webhooksAddress ?? { host, port: service.port ?? 443 };
   const where = formatAddress(address);
   let served: Cert[];
   try {
@@ -593,18 +598,15 @@ async function checkWebhook(
       id,
       'error',
       `cannot reach the webhooks at ${where}: ${describeNetError(err, config.timeout)}`,
-      `check the pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/component=webhooks" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward svc/${service!.name} 8443:443" with --webhooks-address 127.0.0.1:8443`,
+      `check the pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/component=webhooks" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward svc/${service.name} 8443:443" with --webhooks-address 127.0.0.1:8443`,
     );
   }
   const [live, ...liveRest] = served;
-  const v = live === undefined ? undefined : findChain(live, liveRest, bundle, now);
-  if (live === undefined || !v!.ok || !subjectAltNames(live.x509).dns.includes(host)) {
-    const why =
-      live === undefined
-        ? 'it presented no certificate'
-        : !v!.ok
-          ? v!.reason
-          : `it is not for ${host}`;
+  const why =
+    live === undefined
+      ? 'it presented no certificate'
+      : servingProblem(live, liveRest, bundle, host, now)?.reason;
+  if (why !== undefined) {
     return result(
       id,
       'error',
@@ -617,6 +619,24 @@ async function checkWebhook(
     'ok',
     `${kind} ${names.config}: caBundle verifies the certificate served at ${where} for ${host}`,
   );
+}
+
+/**
+ * What keeps `bundle` from verifying `leaf` (with `rest` as intermediates) as the serving
+ * certificate for `host` (any name when undefined): the chain or the name; undefined when nothing.
+ */
+function servingProblem(
+  leaf: Cert,
+  rest: readonly Cert[],
+  bundle: readonly Cert[],
+  host: string | undefined,
+  now: number,
+): { kind: 'chain' | 'name'; reason: string } | undefined {
+  const c = findChain(leaf, rest, bundle, now);
+  if (!c.ok) return { kind: 'chain', reason: c.reason };
+  if (host !== undefined && !subjectAltNames(leaf.x509).dns.includes(host))
+    return { kind: 'name', reason: `it is not for ${host}` };
+  return undefined;
 }
 
 /** Every pod, paged. */
@@ -672,7 +692,8 @@ async function checkNamespaceAnchors(
   api: Cluster,
   config: CheckConfig,
   injected: readonly V1Pod[],
-  anchorsText: string | Error,
+  /** The fingerprint of the control plane's anchors text; undefined when it cannot be read. */
+  current: string | undefined,
 ): Promise<CheckResult> {
   const name = config.trustAnchorsConfigMap;
   const namespaces = [
@@ -709,7 +730,6 @@ async function checkNamespaceAnchors(
       `give the checking user "get configmaps" in the namespaces of injected pods`,
     );
   }
-  const current = anchorsText instanceof Error ? undefined : bundleFingerprint(anchorsText);
   const stale = copies
     .filter((c) => {
       const text = (c.cm as { data?: Record<string, string> }).data?.[config.trustAnchorsKey];
