@@ -1,8 +1,8 @@
 /**
- * Reading the commands out of a documentation page, for the tests that run them: the fenced `sh`
- * blocks (with `terminal ready=URL` for a long-running process and `exit=N` for the promised exit
- * status), each with the `text` block after it as its promised output, and a matcher for that
- * output (`…` stands for anything within a line).
+ * Reading the code out of a documentation page: its fenced blocks; for the tests that run a page,
+ * its steps (the fenced `sh` blocks, with `terminal ready=URL` for a long-running process and
+ * `exit=N` for the promised exit status, each with the `text` block after it as its promised
+ * output); and a matcher for that output (`…` stands for anything within a line).
  */
 import { strict as assert } from 'node:assert';
 
@@ -16,12 +16,22 @@ export interface DocStep {
   readonly expect?: string;
 }
 
-/** A page's steps: its `sh` blocks, each with the `text` block that follows it, if any. */
-export function shellSteps(markdown: string): DocStep[] {
-  const steps: DocStep[] = [];
-  let last: { code: string; terminal?: { ready: string }; exit: number } | undefined;
-  // Fences may be indented (inside a list item); the body loses the same indentation.
-  for (const m of markdown.matchAll(/^( *)```(\w*)([^\n]*)\n([\s\S]*?)^\1```$/gm)) {
+/** A fenced code block of a page. */
+export interface FencedBlock {
+  /** The word after the fence (`sh`, `text`; empty when none). */
+  readonly lang: string;
+  /** The rest of the info string (`terminal ready=URL`, `exit=N`). */
+  readonly info: string;
+  /** The lines between the fences, without the fence's indentation. */
+  readonly body: string;
+}
+
+// Fences may be indented (inside a list item); the closing fence has the same indentation.
+const FENCE = /^( *)```(\w*)([^\n]*)\n([\s\S]*?)^\1```$/gm;
+
+/** A page's fenced code blocks, in order. */
+export function fencedBlocks(markdown: string): FencedBlock[] {
+  return [...markdown.matchAll(FENCE)].map((m) => {
     const [, indent, lang, info, indented] = m as unknown as [
       string,
       string,
@@ -33,6 +43,20 @@ export function shellSteps(markdown: string): DocStep[] {
       .split('\n')
       .map((l) => (l.startsWith(indent) ? l.slice(indent.length) : l))
       .join('\n');
+    return { lang, info, body };
+  });
+}
+
+/** A page without its fenced code blocks: the prose (and its code spans). */
+export function withoutFencedBlocks(markdown: string): string {
+  return markdown.replace(FENCE, '');
+}
+
+/** A page's steps: its `sh` blocks, each with the `text` block that follows it, if any. */
+export function shellSteps(markdown: string): DocStep[] {
+  const steps: DocStep[] = [];
+  let last: { code: string; terminal?: { ready: string }; exit: number } | undefined;
+  for (const { lang, info, body } of fencedBlocks(markdown)) {
     if (lang === 'sh') {
       if (last !== undefined) steps.push(last);
       const ready = /\bready=(\S+)/.exec(info)?.[1];

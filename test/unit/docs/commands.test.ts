@@ -9,18 +9,19 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { COMMAND_SETTINGS, flagName } from '../../../core/index.js';
+import { fencedBlocks, withoutFencedBlocks } from '../../support/docs.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 /** The `meshid …` command lines of a page: code blocks (with `\` continuations joined) and code spans. */
 function commandLines(markdown: string): string[] {
   const out: string[] = [];
-  for (const block of markdown.matchAll(/^ *```[^\n]*\n([\s\S]*?)^ *```$/gm)) {
-    const joined = block[1]!.replace(/\\\n\s*/g, ' ');
+  for (const { body } of fencedBlocks(markdown)) {
+    const joined = body.replace(/\\\n\s*/g, ' ');
     for (const line of joined.split('\n')) out.push(...occurrences(line));
   }
-  const prose = markdown.replace(/^ *```[^\n]*\n[\s\S]*?^ *```$/gm, '');
-  for (const span of prose.matchAll(/`([^`\n]+)`/g)) out.push(...occurrences(span[1]!));
+  for (const span of withoutFencedBlocks(markdown).matchAll(/`([^`\n]+)`/g))
+    out.push(...occurrences(span[1]!));
   return out;
 }
 
