@@ -259,6 +259,19 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
   const notOk = (r: Report): string[] =>
     r.checks.filter((c) => c.status !== 'ok').map((c) => `${c.id}: ${c.message}`);
 
+  /** `check()` while one webhook configuration's caBundle is `pem` (none: undefined), then restored. */
+  const checkWithCaBundle = async (
+    kind: 'Mutating' | 'Validating',
+    pem: string | undefined,
+  ): Promise<{ code: number; report: Report }> => {
+    api.apply(webhookConfig(kind, pem));
+    try {
+      return await check();
+    } finally {
+      api.apply(webhookConfig(kind, webhookCaPem));
+    }
+  };
+
   it('all green: every check ✓ over 300 injected pods, 3 proxies asked, exit 0', async () => {
     const { code, report } = await check();
     assert.deepEqual(notOk(report), []);
@@ -333,42 +346,32 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       notBefore: systemClock.now() - HOUR,
       notAfter: systemClock.now() + DAY,
     });
-    api.apply(webhookConfig('Mutating', stale.certificatePem));
-    try {
-      const { code, report } = await check();
-      assert.equal(code, 1);
-      const c = byId(report, 'webhook-injector');
-      assert.equal(c.status, 'error');
-      assert.match(
-        c.message,
-        /^proxy-injector\.meshid\.io: the caBundle does not verify the serving certificate meshid-webhooks\.linkerd\.svc: /,
-      );
-      assert.match(c.fix ?? '', /caBundle is stale/);
-      assert.equal(byId(report, 'webhook-trust-guard').status, 'ok');
-    } finally {
-      api.apply(webhookConfig('Mutating', webhookCaPem));
-    }
+    const { code, report } = await checkWithCaBundle('Mutating', stale.certificatePem);
+    assert.equal(code, 1);
+    const c = byId(report, 'webhook-injector');
+    assert.equal(c.status, 'error');
+    assert.match(
+      c.message,
+      /^proxy-injector\.meshid\.io: the caBundle does not verify the serving certificate meshid-webhooks\.linkerd\.svc: /,
+    );
+    assert.match(c.fix ?? '', /caBundle is stale/);
+    assert.equal(byId(report, 'webhook-trust-guard').status, 'ok');
   });
 
   it('caBundle not filled yet (cainjector has not run): × naming cainjector and the Certificate', async () => {
-    api.apply(webhookConfig('Validating', undefined));
-    try {
-      const { code, report } = await check();
-      assert.equal(code, 1);
-      const c = byId(report, 'webhook-trust-guard');
-      assert.equal(c.status, 'error');
-      assert.equal(
-        c.message,
-        'trust-guard.meshid.io has no caBundle: the API server cannot verify the webhook',
-      );
-      assert.match(
-        c.fix ?? '',
-        /^cert-manager's cainjector fills it from Certificate linkerd\/meshid-webhooks: .*describe certificate meshid-webhooks/,
-      );
-      assert.equal(byId(report, 'webhook-injector').status, 'ok');
-    } finally {
-      api.apply(webhookConfig('Validating', webhookCaPem));
-    }
+    const { code, report } = await checkWithCaBundle('Validating', undefined);
+    assert.equal(code, 1);
+    const c = byId(report, 'webhook-trust-guard');
+    assert.equal(c.status, 'error');
+    assert.equal(
+      c.message,
+      'trust-guard.meshid.io has no caBundle: the API server cannot verify the webhook',
+    );
+    assert.match(
+      c.fix ?? '',
+      /^cert-manager's cainjector fills it from Certificate linkerd\/meshid-webhooks: .*describe certificate meshid-webhooks/,
+    );
+    assert.equal(byId(report, 'webhook-injector').status, 'ok');
   });
 
   it('the running webhooks serve a certificate the caBundle does not verify, or do not answer: × both', async () => {
