@@ -32,7 +32,14 @@ import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-pr
 import type { CaProcess } from '../support/ca-process.js';
 import { certificateFromCa, freePort, startProxyProcess } from '../support/proxy-process.js';
 import type { ProxyProcess } from '../support/proxy-process.js';
-import { EchoClient, TestApp, bigBody, digestOf, sha256 } from '../support/protocol-apps.js';
+import {
+  EchoClient,
+  TestApp,
+  bigBody,
+  digestOf,
+  h2Answer,
+  sha256,
+} from '../support/protocol-apps.js';
 import { connectTls, readAll } from '../support/proxy-pki.js';
 import { rawH2Request } from '../support/raw-h2.js';
 import type { AppKind } from '../support/protocol-apps.js';
@@ -572,10 +579,7 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
         });
         try {
           const req = session.request({ ':method': 'CONNECT', ':authority': 'db.internal:5432' });
-          const [headers] = (await once(req, 'response')) as [Record<string, string>];
-          let body = '';
-          req.on('data', (d: Buffer) => (body += d.toString()));
-          await once(req, 'end');
+          const { headers, body } = await h2Answer(req);
           assert.equal(headers[':status'], 405);
           assert.equal(headers['l5d-proxy-error'], 'CONNECT is not supported');
           assert.match(body, /does not tunnel CONNECT.*--app-protocol PORT=opaque/);
@@ -802,10 +806,7 @@ describe('the protocol matrix through two meshid proxies (real processes)', func
           'l5d-orig-proto': 'HTTP/1.1',
           'l5d-client-id': 'spoofed',
         });
-        const [headers] = (await once(req, 'response')) as [Record<string, string>];
-        let body = '';
-        req.on('data', (d: Buffer) => (body += d.toString()));
-        await once(req, 'end');
+        const { headers, body } = await h2Answer(req);
         assert.equal(headers[':status'], 200);
         assert.equal(body, 'hello from the http1 app over http1: GET /orig-proto\n');
         assert.deepEqual(lastSeen('http1').clientIds, [VOTING]);

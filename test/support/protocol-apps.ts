@@ -18,7 +18,14 @@ import { EventEmitter, once } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { constants as h2, createServer as createHttp2Server } from 'node:http2';
-import type { Http2Server, Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type {
+  ClientHttp2Stream,
+  Http2Server,
+  Http2ServerRequest,
+  Http2ServerResponse,
+  IncomingHttpHeaders as Http2IncomingHeaders,
+  IncomingHttpStatusHeader,
+} from 'node:http2';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import {
@@ -72,6 +79,19 @@ export async function digestOf(
   stream.resume();
   await once(stream as EventEmitter, 'end');
   return { bytes, sha256: hash.digest('hex') };
+}
+
+/** Reads an HTTP/2 answer: its headers, then its body as text to the end. */
+export async function h2Answer(
+  req: ClientHttp2Stream,
+): Promise<{ headers: Http2IncomingHeaders & IncomingHttpStatusHeader; body: string }> {
+  const [headers] = (await once(req, 'response')) as [
+    Http2IncomingHeaders & IncomingHttpStatusHeader,
+  ];
+  let body = '';
+  req.on('data', (d: Buffer) => (body += d.toString()));
+  await once(req, 'end');
+  return { headers, body };
 }
 
 function namesIn(raw: readonly string[]): string[] {

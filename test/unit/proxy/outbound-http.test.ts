@@ -6,7 +6,6 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { once } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
@@ -23,6 +22,7 @@ import { OutboundProxy } from '../../../proxy/outbound.js';
 import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';
 import { StaticDestinationResolver } from '../../../proxy/routes.js';
 import { makeTrustDomain, workloadId } from '../../support/outbound-pki.js';
+import { h2Answer } from '../../support/protocol-apps.js';
 import type { TrustDomain } from '../../support/outbound-pki.js';
 
 const WEB = workloadId('emojivoto', 'web');
@@ -205,10 +205,7 @@ describe('OutboundProxy HTTP listener', function () {
         ':path': '/leaderboard',
         ':authority': 'web.emojivoto.svc.cluster.local',
       });
-      const [headers] = (await once(req, 'response')) as [Record<string, string>];
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      await once(req, 'end');
+      const { headers, body } = await h2Answer(req);
       assert.equal(headers[':status'], 502);
       assert.equal(headers['l5d-proxy-error'], 'peer-not-http2');
       assert.match(body, /not a meshid proxy.*send HTTP\/1\.1 to this listener, or use a route/);
@@ -227,10 +224,7 @@ describe('OutboundProxy HTTP listener', function () {
         ':method': 'CONNECT',
         ':authority': 'web.emojivoto.svc.cluster.local:80',
       });
-      const [headers] = (await once(req, 'response')) as [Record<string, string>];
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      await once(req, 'end');
+      const { headers, body } = await h2Answer(req);
       assert.equal(headers[':status'], 405);
       assert.equal(headers['l5d-proxy-error'], 'connect-over-http2');
       assert.match(body, /use HTTP\/1\.1 CONNECT/);
