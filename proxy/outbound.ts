@@ -54,6 +54,7 @@ import { isLoopback } from './routes.js';
 import { ContextCache, MESH_H2_ALPN, fipsPeerProblem, identityOfCertificate } from './tls.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
+import type { H2RelayFailure } from './h2-relay.js';
 
 // The route and destination vocabulary is part of the outbound surface.
 export {
@@ -227,6 +228,13 @@ const DEFAULT_GRACE_MS = 10_000;
 const DEFAULT_DETECT_TIMEOUT_MS = 1_000;
 /** The HTTP/2 connection preface (RFC 9113 §3.4). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/** Whether what an app sent first opens with the HTTP/2 preface. */
+function opensWithH2Preface(bytes: Buffer): boolean {
+  return (
+    bytes.length >= H2_PREFACE.length && bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)
+  );
+}
 
 /** One app-facing connection and what it is piped to, tracked for graceful close. */
 interface Tracked {
@@ -533,6 +541,13 @@ export class OutboundProxy {
     return err instanceof UpstreamError ? err : this.#failures.get(err);
   }
 
+  /** The status, reason and sentence for an upstream that failed before the request went out. */
+  #connectFailure(err: unknown): [status: number, reason: OutboundFailureReason, message: string] {
+    const failure = err instanceof Error ? this.#failureOf(err) : undefined;
+    const reason = failure?.reason ?? 'connect-failed';
+    return [statusOf(reason), reason, failure?.message ?? messageOf(err)];
+  }
+
   /** Reports a connection that finished its handshake: opened now, closed when both ends are. */
   #reportEstablished(
     listener: string,
@@ -667,9 +682,7 @@ export class OutboundProxy {
     tracked: Tracked,
   ): void {
     const dest: Destination = { target: route.target, identity: route.identity };
-    const h2 =
-      early.bytes.length >= H2_PREFACE.length &&
-      early.bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
+    const h2 = opensWithH2Preface(early.bytes);
     let up: TLSSocket;
     try {
       up = this.#originate(listener, dest, h2 ? ['h2'] : undefined);
@@ -735,9 +748,7 @@ export class OutboundProxy {
       try {
         session = await this.#meshSession(listener, dest);
       } catch (err) {
-        const failure = this.#failureOf(err as Error);
-        const reason = failure?.reason ?? 'connect-failed';
-        proxyError(res, statusOf(reason), reason, failure?.message ?? messageOf(err));
+        proxyError(res, ...this.#connectFailure(err));
         return;
       }
       if (session !== undefined) {
@@ -765,9 +776,7 @@ export class OutboundProxy {
         res.destroy();
         return;
       }
-      const failure = this.#failureOf(err);
-      const reason = failure?.reason ?? 'connect-failed';
-      proxyError(res, statusOf(reason), reason, failure?.message ?? messageOf(err));
+      proxyError(res, ...this.#connectFailure(err));
     });
     req.pipe(upstream);
     // The app hung up mid-request: abandon the upstream exchange.
@@ -797,10 +806,7 @@ export class OutboundProxy {
         return;
       }
       if (bytes.length > 0) app.unshift(bytes);
-      if (
-        bytes.length >= H2_PREFACE.length &&
-        bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)
-      ) {
+      if (opensWithH2Preface(bytes)) {
         this.#track([app]);
         // node's HTTP/2 server reads the socket itself (the put-back bytes first).
         http2.emit('connection', app);
@@ -862,9 +868,7 @@ export class OutboundProxy {
       try {
         session = await this.#meshSession(listener, dest);
       } catch (err) {
-        const failure = this.#failureOf(err as Error);
-        const reason = failure?.reason ?? 'connect-failed';
-        answer(statusOf(reason), reason, failure?.message ?? messageOf(err));
+        answer(...this.#connectFailure(err));
         return;
       }
     }
@@ -882,16 +886,7 @@ export class OutboundProxy {
     out[':scheme'] = 'http';
     relayH2Stream(stream, out, session, {
       timeoutMs: 0,
-      failed: (cause) =>
-        answer(
-          502,
-          'peer-failed',
-          cause === 'timeout'
-            ? 'the peer proxy did not answer in time'
-            : 'rstCode' in cause
-              ? `the peer proxy reset the stream (HTTP/2 error code ${cause.rstCode})`
-              : `HTTP/2 stream to the peer proxy failed: ${cause.message}`,
-        ),
+      failed: (cause) => answer(502, 'peer-failed', peerStreamFailure(cause)),
       onStatus: () => undefined,
       logger: this.#log,
     });
@@ -997,22 +992,11 @@ export class OutboundProxy {
     });
     up.on('error', (err) => {
       if (res.headersSent) res.destroy();
-      else
-        proxyError(
-          res,
-          502,
-          'peer-failed',
-          `HTTP/2 stream to the peer proxy failed: ${err.message}`,
-        );
+      else proxyError(res, 502, 'peer-failed', peerStreamFailure(err));
     });
     up.on('close', () => {
       if (!res.headersSent && up.rstCode !== h2.NGHTTP2_NO_ERROR) {
-        proxyError(
-          res,
-          502,
-          'peer-failed',
-          `the peer proxy reset the stream (HTTP/2 error code ${up.rstCode})`,
-        );
+        proxyError(res, 502, 'peer-failed', peerStreamFailure({ rstCode: up.rstCode }));
       }
     });
     // Only an exchange the app gave up on is cancelled: a RST_STREAM after a complete answer
@@ -1327,6 +1311,14 @@ function cancelled(): UpstreamError {
     'cancelled',
     'the app closed its connection before the TLS handshake finished',
   );
+}
+
+/** Why an HTTP/2 stream to the peer proxy gave no answer, for the 502 body. */
+function peerStreamFailure(cause: H2RelayFailure): string {
+  if (cause === 'timeout') return 'the peer proxy did not answer in time';
+  if ('rstCode' in cause)
+    return `the peer proxy reset the stream (HTTP/2 error code ${cause.rstCode})`;
+  return `HTTP/2 stream to the peer proxy failed: ${cause.message}`;
 }
 
 function messageOf(err: unknown): string {
