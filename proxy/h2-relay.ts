@@ -20,8 +20,16 @@ import type {
 } from 'node:http2';
 import type { Logger } from '../core/index.js';
 
-/** The header carrying the verified identity; never taken from a client. */
-const CLIENT_ID_HEADER = 'l5d-client-id';
+/**
+ * The header that carries the verified peer identity to the application (Linkerd's name); never
+ * taken from a client.
+ *
+ * @example
+ * ```ts
+ * const peer = req.headers[CLIENT_ID_HEADER]; // in the app: set by the proxy, never by the client
+ * ```
+ */
+export const CLIENT_ID_HEADER = 'l5d-client-id';
 
 /** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
 export const HOP_BY_HOP_HTTP2 = new Set([

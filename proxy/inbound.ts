@@ -56,7 +56,7 @@ import {
   verifiedPeerIdentity,
 } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
-import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
+import { CLIENT_ID_HEADER, forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
 import { CONNECT_REFUSAL } from './http1-parse.js';
 import { Http1Relay, proxyResponse } from './http1-relay.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
@@ -81,15 +81,8 @@ export {
 } from './l5d-transport.js';
 export type { TransportHeader } from './l5d-transport.js';
 
-/**
- * The header that carries the verified peer identity to the application (Linkerd's name).
- *
- * @example
- * ```ts
- * const peer = req.headers[CLIENT_ID_HEADER]; // in the app: set by the proxy, never by the client
- * ```
- */
-export const CLIENT_ID_HEADER = 'l5d-client-id';
+// Defined beside the HTTP/2 relay, which drops every copy a client sends.
+export { CLIENT_ID_HEADER } from './h2-relay.js';
 
 /**
  * The header on responses the proxy makes itself (403, 502), saying why (Linkerd's name).
