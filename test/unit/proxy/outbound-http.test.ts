@@ -6,6 +6,7 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
@@ -273,10 +274,7 @@ describe('OutboundProxy HTTP listener', function () {
     const session = http2Connect(`http://${address.host}:${address.port}`);
     try {
       const req = session.request({ ':path': '/', ':authority': 'unknown.example:80' });
-      const [headers] = (await once(req, 'response')) as [Record<string, string>];
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      await once(req, 'end');
+      const { headers, body } = await h2Answer(req);
       assert.equal(headers[':status'], 502);
       assert.equal(headers['l5d-proxy-error'], 'no-route');
       assert.match(body, /no meshed destination for unknown\.example:80/);
