@@ -8,7 +8,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
 import type { Address, CertifyCallError } from '../../core/index.js';
 import { adminGet, metricValue } from './ca-process.js';
 import { recordReliability } from './reliability-report.js';
-import { startProxyProcess } from './proxy-process.js';
+import { getStatus, startProxyProcess } from './proxy-process.js';
 import type { ProxyProcess } from './proxy-process.js';
 import { CA_IDENTITY, idOf } from './state.js';
 import type { TestState } from './state.js';
@@ -201,7 +201,7 @@ export class TrafficLoad extends Recorded {
       while (!this.#stop && Date.now() < until) {
         const start = Date.now();
         try {
-          const status = await get(o.target(), agent);
+          const status = await getStatus(o.target(), agent);
           this.records.push({
             caller: i,
             start,
@@ -229,21 +229,6 @@ export class TrafficLoad extends Recorded {
     this.#agent.destroy();
     return this;
   }
-}
-
-function get(address: Address, agent: Agent | false): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: address.host, port: address.port, path: '/', agent, timeout: 10_000 },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('request timed out after 10 s')));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 export const WEB = idOf('emojivoto', 'web');
