@@ -5,15 +5,15 @@
  * take the next good update. Shared by test/reliability/faults-material.test.ts and the slice.
  */
 import { strict as assert } from 'node:assert';
-import { generateKeyPairSync } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { CertifyClient, createCsr, systemClock } from '../../../core/index.js';
+import { systemClock } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess, waitFor } from '../ca-process.js';
 import type { CaProcess } from '../ca-process.js';
 import {
   CertifyLoad,
+  certifyOnce,
   describeFailures,
   newTally,
   startMeshPair,
@@ -22,7 +22,7 @@ import {
 import type { FaultTally } from '../fault-load.js';
 import type { MeshPair } from '../fault-load.js';
 import type { ProxyProcess } from '../proxy-process.js';
-import { CA_IDENTITY, DAY, HOUR, idOf, makeTestState, writeIssuerDir } from '../state.js';
+import { DAY, HOUR, idOf, makeTestState, writeIssuerDir } from '../state.js';
 import type { TestState } from '../state.js';
 
 const LOADER = idOf('emojivoto', 'loader');
@@ -127,15 +127,10 @@ export class MaterialBench {
   readonly tally: FaultTally = newTally();
   readonly #refused = { issuer: 0, caAnchors: 0, proxyAnchors: 0 };
 
-  #refusal(what: keyof MaterialBench['refusals']): void {
+  #refusal(what: 'issuer' | 'caAnchors' | 'proxyAnchors'): void {
     this.#refused[what]++;
     const r = this.#refused;
     this.tally.notes[0] = `refused, last good kept: ${r.issuer} issuer folders, ${r.caAnchors} CA anchor files, ${r.proxyAnchors} proxy anchor files`;
-  }
-
-  /** Refusals counted so far. */
-  get refusals(): Readonly<{ issuer: number; caAnchors: number; proxyAnchors: number }> {
-    return this.#refused;
   }
 
   async start(): Promise<void> {
@@ -157,25 +152,16 @@ export class MaterialBench {
 
   /** Issuer (hex DER of the first intermediate) of leaves from `n` new connections. */
   async issuersOfNewLeaves(n = 4): Promise<Set<string>> {
-    const anchorsPem = this.state.root.certificatePem;
     const seen = new Set<string>();
     for (let i = 0; i < n; i++) {
-      const client = new CertifyClient({
-        address: this.ca.address,
-        serverName: CA_IDENTITY,
-        anchorsPem,
+      const r = await certifyOnce({
+        ca: this.ca.address,
+        anchorsPem: this.state.root.certificatePem,
+        identity: LOADER,
+        token: this.#token,
       });
-      try {
-        const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-        const res = await client.certify({
-          identity: LOADER,
-          token: this.#token,
-          certificateSigningRequest: createCsr({ privateKey, dnsNames: [LOADER] }),
-        });
-        seen.add(Buffer.from(res.intermediateCertificates[0]!).toString('hex'));
-      } finally {
-        client.close();
-      }
+      assert.equal(r.code, 0, r.details);
+      seen.add(r.issuer!);
     }
     return seen;
   }
