@@ -5,6 +5,7 @@
  * time and outcome, so a suite can count what failed while a fault was in force and what failed
  * outside it. Loops are bounded in time (`maxMs`) and paced (`pauseMs`), and stop by themselves.
  */
+import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
 import type { Address, CertifyCallError } from '../../core/index.js';
 import { adminGet, metricValue } from './ca-process.js';
+import type { CaProcess } from './ca-process.js';
 import { recordReliability } from './reliability-report.js';
 import { getStatus, startProxyProcess } from './proxy-process.js';
 import type { ProxyProcess } from './proxy-process.js';
@@ -326,6 +328,51 @@ export interface FaultTally {
 /** A fresh tally. */
 export function newTally(): FaultTally {
   return { faults: 0, requests: 0, failedWhereNoneMay: 0, notes: [] };
+}
+
+/**
+ * Counts a finished load into `tally`. With `noneMayFail`, its failures are counted as failures
+ * where none may be, and asserted to be none.
+ */
+export function countLoad(
+  tally: FaultTally,
+  load: CertifyLoad | TrafficLoad,
+  noneMayFail: boolean,
+  what = 'calls',
+): void {
+  tally.requests += load.records.length;
+  if (!noneMayFail) return;
+  tally.failedWhereNoneMay += load.failed.length;
+  assert.equal(load.failed.length, 0, `${what}: ${describeFailures(load.failed)}`);
+}
+
+/** What the benches of a CA and the proxy pair share: the processes, the tally, the traffic. */
+export abstract class MeshBench {
+  state!: TestState;
+  ca!: CaProcess;
+  mesh!: MeshPair;
+  readonly tally: FaultTally = newTally();
+
+  abstract start(): Promise<void>;
+
+  async stop(): Promise<void> {
+    await this.mesh?.stop();
+    await this.ca?.stop().catch(() => undefined);
+    await this.state?.cleanup();
+  }
+
+  /** HTTP traffic through voting's route: two keep-alive callers and `fresh` on new connections. */
+  traffic(fresh = 1): TrafficLoad {
+    return new TrafficLoad({ target: () => this.mesh.route(), keepAlive: 2, fresh });
+  }
+
+  /** Both proxies' successful certificate refreshes so far. */
+  async refreshCounts(): Promise<{ web: number; voting: number }> {
+    return {
+      web: await this.mesh.refreshes(this.mesh.web),
+      voting: await this.mesh.refreshes(this.mesh.voting),
+    };
+  }
 }
 
 /**

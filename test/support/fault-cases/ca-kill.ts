@@ -9,16 +9,14 @@ import { NO_RATE_LIMITS, startCaProcess, waitFor, workerLogPids } from '../ca-pr
 import type { CaProcess } from '../ca-process.js';
 import {
   CertifyLoad,
+  countLoad,
   describeFailures,
-  newTally,
+  MeshBench,
   startMeshPair,
-  TrafficLoad,
 } from '../fault-load.js';
-import type { FaultTally } from '../fault-load.js';
-import type { MeshPair } from '../fault-load.js';
+import type { TrafficLoad } from '../fault-load.js';
 import { freePort } from '../proxy-process.js';
 import { idOf, makeTestState } from '../state.js';
-import type { TestState } from '../state.js';
 
 const UNAVAILABLE = 14;
 const LOADER = idOf('emojivoto', 'loader');
@@ -38,12 +36,8 @@ function alive(pid: number): boolean {
 }
 
 /** A CA (two workers, short leaves), two proxies under traffic and Certify callers. */
-export class CaKillBench {
-  state!: TestState;
-  ca!: CaProcess;
+export class CaKillBench extends MeshBench {
   caAddress!: string;
-  mesh!: MeshPair;
-  readonly tally: FaultTally = newTally();
 
   /**
    * Leaf lifetime: a renewal comes within a test (at 63-77 % of the life), and the rest of the
@@ -59,17 +53,11 @@ export class CaKillBench {
     ];
   }
 
-  async start(): Promise<void> {
+  override async start(): Promise<void> {
     this.state = await makeTestState();
     this.caAddress = `127.0.0.1:${await freePort()}`;
     this.ca = await startCaProcess(this.caArgs());
     this.mesh = await startMeshPair({ state: this.state, ca: this.caAddress });
-  }
-
-  async stop(): Promise<void> {
-    await this.mesh?.stop();
-    await this.ca?.stop().catch(() => undefined);
-    await this.state?.cleanup();
   }
 
   async loads(callers: number): Promise<{ certify: CertifyLoad; traffic: TrafficLoad }> {
@@ -83,16 +71,15 @@ export class CaKillBench {
       callers,
       deadlineMs: 5000,
     });
-    const traffic = new TrafficLoad({ target: () => this.mesh.route(), keepAlive: 2, fresh: 1 });
+    const traffic = this.traffic();
     await Promise.all([certify.moreOk(callers * 2), traffic.moreOk(50)]);
     return { certify, traffic };
   }
 
   /** Counts a finished run into the tally and asserts no proxied request failed. */
   account(traffic: TrafficLoad, certify: CertifyLoad): void {
-    this.tally.requests += traffic.records.length + certify.records.length;
-    this.tally.failedWhereNoneMay += traffic.failed.length;
-    assert.equal(traffic.failed.length, 0, `proxied requests: ${describeFailures(traffic.failed)}`);
+    countLoad(this.tally, certify, false);
+    countLoad(this.tally, traffic, true, 'proxied requests');
   }
 
   /**
@@ -158,10 +145,7 @@ export class CaKillBench {
     const { certify, traffic } = await this.loads(callers);
     const workers = workerPids(this.ca);
     const failuresBefore = await this.mesh.refreshes(this.mesh.web, 'failure');
-    const okBefore = {
-      web: await this.mesh.refreshes(this.mesh.web),
-      voting: await this.mesh.refreshes(this.mesh.voting),
-    };
+    const okBefore = await this.refreshCounts();
     const downAt = Date.now();
     this.ca.proc.kill('SIGKILL');
     this.tally.faults++;

@@ -12,19 +12,10 @@ import { existsSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NO_RATE_LIMITS, adminGet, startCaProcess, waitFor } from '../ca-process.js';
-import type { CaProcess } from '../ca-process.js';
-import {
-  certifyOnce,
-  describeFailures,
-  newTally,
-  startMeshPair,
-  TrafficLoad,
-} from '../fault-load.js';
-import type { FaultTally } from '../fault-load.js';
-import type { MeshPair } from '../fault-load.js';
+import { certifyOnce, countLoad, MeshBench, startMeshPair } from '../fault-load.js';
+import type { TrafficLoad } from '../fault-load.js';
 import type { ProxyProcess } from '../proxy-process.js';
 import { HOUR, idOf, makeTestState } from '../state.js';
-import type { TestState } from '../state.js';
 
 const LIBFAKETIME = [
   '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
@@ -72,15 +63,11 @@ export class FakeClock {
 }
 
 /** The CA and two proxies under libfaketime, leaves of one hour, traffic through them. */
-export class ClockBench {
-  state!: TestState;
-  ca!: CaProcess;
-  mesh!: MeshPair;
+export class ClockBench extends MeshBench {
   caClock!: FakeClock;
   proxyClock!: FakeClock;
-  readonly tally: FaultTally = newTally();
 
-  async start(): Promise<void> {
+  override async start(): Promise<void> {
     this.state = await makeTestState();
     this.caClock = new FakeClock(this.state.dir, 'ca');
     this.proxyClock = new FakeClock(this.state.dir, 'proxies');
@@ -103,28 +90,14 @@ export class ClockBench {
       );
   }
 
-  async stop(): Promise<void> {
-    await this.mesh?.stop();
-    await this.ca?.stop().catch(() => undefined);
-    await this.state?.cleanup();
-  }
-
   /** Moves both clocks (the machine's clock stepping) to `offsetS`. */
   async jumpAll(offsetS: number): Promise<void> {
     await Promise.all([this.caClock.set(offsetS), this.proxyClock.set(offsetS)]);
     this.tally.faults++;
   }
 
-  #traffic(): TrafficLoad {
-    return new TrafficLoad({ target: () => this.mesh.route(), keepAlive: 2, fresh: 1 });
-  }
-
   #account(load: TrafficLoad, noneMayFail: boolean): void {
-    this.tally.requests += load.records.length;
-    if (noneMayFail) {
-      this.tally.failedWhereNoneMay += load.failed.length;
-      assert.equal(load.failed.length, 0, `proxied requests: ${describeFailures(load.failed)}`);
-    }
+    countLoad(this.tally, load, noneMayFail, 'proxied requests');
   }
 
   async #renewedSince(base: { web: number; voting: number }, timeoutMs = 20_000): Promise<void> {
@@ -139,22 +112,15 @@ export class ClockBench {
       );
   }
 
-  async #refreshCounts(): Promise<{ web: number; voting: number }> {
-    return {
-      web: await this.mesh.refreshes(this.mesh.web),
-      voting: await this.mesh.refreshes(this.mesh.voting),
-    };
-  }
-
   /**
    * Both clocks jump forward past the renewal time (70 % of a 1 h leaf) but not past expiry:
    * both proxies renew within seconds although their (monotonic) renewal timers are ~40 min
    * away, and no request fails. Returns the seconds until both had renewed.
    */
   async forwardPastRenewal(offsetS: number): Promise<number> {
-    const load = this.#traffic();
+    const load = this.traffic();
     await load.moreOk(30);
-    const base = await this.#refreshCounts();
+    const base = await this.refreshCounts();
     const at = Date.now();
     await this.jumpAll(offsetS);
     await this.#renewedSince(base);
@@ -175,7 +141,7 @@ export class ClockBench {
    */
   async proxiesPastExpiry(aheadS: number): Promise<void> {
     const back = this.proxyClock.offsetS;
-    const load = this.#traffic();
+    const load = this.traffic();
     await load.moreOk(30);
     await this.proxyClock.set(back + aheadS);
     this.tally.faults++;
@@ -227,9 +193,9 @@ export class ClockBench {
    * (the CA back-dates NotBefore by the allowance), and no request fails.
    */
   async backWithinSkew(forwardS: number, backS: number): Promise<void> {
-    const load = this.#traffic();
+    const load = this.traffic();
     await load.moreOk(30);
-    const base = await this.#refreshCounts();
+    const base = await this.refreshCounts();
     await this.jumpAll(forwardS);
     await this.#renewedSince(base);
     await this.jumpAll(forwardS - backS);
@@ -249,17 +215,17 @@ export class ClockBench {
     // The CA's clock moves ahead (moving the proxies back would also take them back before the
     // NotBefore of the leaves they hold, which is another case).
     const p = this.proxyClock.offsetS;
-    const load = this.#traffic();
+    const load = this.traffic();
     await load.moreOk(30);
     await this.caClock.set(p + withinS);
     this.tally.faults++;
-    let base = await this.#refreshCounts();
+    let base = await this.refreshCounts();
     // A forced renewal: both jump past the renewal time, the CA still ahead.
     await this.caClock.set(p + 3000 + withinS);
     await this.proxyClock.set(p + 3000);
     await this.#renewedSince(base);
     const failuresBefore = await this.mesh.refreshes(this.mesh.web, 'failure');
-    base = await this.#refreshCounts();
+    base = await this.refreshCounts();
     await this.caClock.set(p + 6000 + beyondS);
     await this.proxyClock.set(p + 6000);
     this.tally.faults++;

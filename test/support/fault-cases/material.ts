@@ -10,17 +10,8 @@ import { systemClock } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess, waitFor } from '../ca-process.js';
-import type { CaProcess } from '../ca-process.js';
-import {
-  CertifyLoad,
-  certifyOnce,
-  describeFailures,
-  newTally,
-  startMeshPair,
-  TrafficLoad,
-} from '../fault-load.js';
-import type { FaultTally } from '../fault-load.js';
-import type { MeshPair } from '../fault-load.js';
+import { CertifyLoad, certifyOnce, countLoad, MeshBench, startMeshPair } from '../fault-load.js';
+import type { TrafficLoad } from '../fault-load.js';
 import type { ProxyProcess } from '../proxy-process.js';
 import { DAY, HOUR, idOf, makeTestState, writeIssuerDir } from '../state.js';
 import type { TestState } from '../state.js';
@@ -119,12 +110,8 @@ export async function replaceFile(file: string, text: string): Promise<void> {
 }
 
 /** The CA (two workers, file mode), two proxies, and the probes the cases use. */
-export class MaterialBench {
-  state!: TestState;
-  ca!: CaProcess;
-  mesh!: MeshPair;
+export class MaterialBench extends MeshBench {
   #token!: Buffer;
-  readonly tally: FaultTally = newTally();
   readonly #refused = { issuer: 0, caAnchors: 0, proxyAnchors: 0 };
 
   #refusal(what: 'issuer' | 'caAnchors' | 'proxyAnchors'): void {
@@ -133,17 +120,11 @@ export class MaterialBench {
     this.tally.notes[0] = `refused, last good kept: ${r.issuer} issuer folders, ${r.caAnchors} CA anchor files, ${r.proxyAnchors} proxy anchor files`;
   }
 
-  async start(): Promise<void> {
+  override async start(): Promise<void> {
     this.state = await makeTestState();
     this.ca = await startCaProcess([...this.state.caArgs, '--workers', '2', ...NO_RATE_LIMITS]);
     this.mesh = await startMeshPair({ state: this.state, ca: `127.0.0.1:${this.ca.address.port}` });
     this.#token = Buffer.from(await this.state.token('emojivoto', 'loader', { ttlMs: 2 * HOUR }));
-  }
-
-  async stop(): Promise<void> {
-    await this.mesh?.stop();
-    await this.ca?.stop().catch(() => undefined);
-    await this.state?.cleanup();
   }
 
   async #anchorsPem(): Promise<string> {
@@ -195,16 +176,8 @@ export class MaterialBench {
     });
   }
 
-  #traffic(): TrafficLoad {
-    return new TrafficLoad({ target: () => this.mesh.route(), keepAlive: 2, fresh: 2 });
-  }
-
   #account(loads: readonly (CertifyLoad | TrafficLoad)[]): void {
-    for (const l of loads) {
-      this.tally.requests += l.records.length;
-      this.tally.failedWhereNoneMay += l.failed.length;
-      assert.equal(l.failed.length, 0, describeFailures(l.failed));
-    }
+    for (const l of loads) countLoad(this.tally, l, true);
   }
 
   /**
@@ -315,7 +288,7 @@ export class MaterialBench {
     const handshakesFailed = async (): Promise<number> =>
       (await this.#handshakesFailed(web)) + (await this.#handshakesFailed(voting));
     const failedBefore = await handshakesFailed();
-    const traffic = this.#traffic();
+    const traffic = this.traffic(2);
     await traffic.moreOk(50);
     await replaceFile(anchorsFile, await badAnchorsText(good, kind));
     this.tally.faults++;
