@@ -275,6 +275,9 @@ export class KubeBench {
     const delayMs = TOKEN_REVIEW_TIMEOUT_MS + 3000;
     this.tally.faults++;
     if (mode === 'jwks') {
+      // The premise: the keys are cached (a case run alone has not fetched them yet).
+      const warm = await this.certifyOnce(ca, tokens[0]!);
+      assert.equal(warm.code, 0, warm.details);
       this.api.failNext({ path: '/openid/v1/jwks', delayMs, times: 1000 });
       const results = await Promise.all(tokens.map((t) => this.certifyOnce(ca, t)));
       this.api.clearFaults();
@@ -285,6 +288,13 @@ export class KubeBench {
         failed.map((r) => `${r.code} ${r.details}`),
         [],
         'cached keys: none fails',
+      );
+      // A call that waited for the slow server would still be issued within its deadline.
+      const waited = results.filter((r) => r.ms >= delayMs);
+      assert.deepEqual(
+        waited.map((r) => `${r.ms} ms`),
+        [],
+        `cached keys: no call waits for the ${delayMs} ms server`,
       );
       this.tally.notes.push(`JWKS slow: ${results.length} calls, 0 failed`);
       return;
