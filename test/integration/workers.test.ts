@@ -65,10 +65,15 @@ describe('meshid ca: worker processes (real process)', function () {
     }
     // The primary's own "worker died" line carries the dead worker's id too: a replacement is a
     // pid that is neither the primary nor one of the workers from before.
-    await waitFor('a replacement worker', () => {
-      const fresh = [...workerLogPids(ca)].filter((p) => p !== ca.proc.pid && !before.has(p));
-      return fresh.length === 1 ? fresh : undefined;
-    });
+    // A replacement loads the whole CA before it logs: on a loaded machine that can take a while.
+    await waitFor(
+      'a replacement worker',
+      () => {
+        const fresh = [...workerLogPids(ca)].filter((p) => p !== ca.proc.pid && !before.has(p));
+        return fresh.length === 1 ? fresh : undefined;
+      },
+      45_000,
+    );
     await waitFor('readiness with all workers', async () =>
       (await adminGet(ca.admin, '/ready')).status === 200 ? true : undefined,
     );
