@@ -225,7 +225,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'FIPS mode refused a trust anchor or issuer certificate outside the FIPS policy',
+    description:
+      'FIPS mode refused a trust anchor, issuer or webhooks serving certificate outside the FIPS policy',
   },
   ERR_FIPS_PEER_REFUSED: {
     grpc: 'PERMISSION_DENIED',
