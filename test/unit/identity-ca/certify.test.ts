@@ -123,8 +123,8 @@ describe('identity-ca/server/certify', () => {
       abandoned: () =>
         clock.now() >= deadlineAt ? ('deadline' as const) : gone() ? ('gone' as const) : undefined,
     });
-
-    it('drops a call whose deadline has passed before anything is checked: the token is never validated', async () => {
+    /** A handler that records what it dropped and what it issued. */
+    const recording = () => {
       const dropped: string[] = [];
       const issued: string[] = [];
       const certify = createCertifyHandler(
@@ -133,6 +133,11 @@ describe('identity-ca/server/certify', () => {
           onIssued: (l) => issued.push(l.serialHex),
         }),
       );
+      return { certify, dropped, issued };
+    };
+
+    it('drops a call whose deadline has passed before anything is checked: the token is never validated', async () => {
+      const { certify, dropped, issued } = recording();
       await refusedWith(
         certify(request(), callUntil(clock.now())),
         'ERR_CERTIFY_DEADLINE_EXCEEDED',
@@ -146,14 +151,7 @@ describe('identity-ca/server/certify', () => {
     it('signs nothing when the deadline passes while the token is validated', async () => {
       let release!: () => void;
       tokens = new FakeTokens(WEB_SA, new Promise<void>((r) => (release = r)));
-      const dropped: string[] = [];
-      const issued: string[] = [];
-      const certify = createCertifyHandler(
-        deps({
-          onDropped: (w, s) => dropped.push(`${w}/${s}`),
-          onIssued: (l) => issued.push(l.serialHex),
-        }),
-      );
+      const { certify, dropped, issued } = recording();
       const pending = certify(request(), callUntil(clock.now() + 5000));
       await new Promise((r) => setImmediate(r));
       assert.equal(tokens.calls, 1, 'the token check started in time');
