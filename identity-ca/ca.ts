@@ -47,6 +47,11 @@ import type { TokenValidator } from './token/validator.js';
  * at about 1 ms per handshake more than this could not be served within the wait bound anyway.
  */
 const MAX_WAITING_CONNECTIONS = 8192;
+/**
+ * Handshake slots one peer address may hold at once: a pod makes one connection, so this only
+ * stops one client (or a few) from holding every slot with handshakes it never finishes.
+ */
+const MAX_HANDSHAKES_PER_SOURCE = 4;
 
 /** Everything one Certify process needs, built by the CLI. */
 export interface CertifyProcessDeps {
@@ -269,6 +274,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       maxHandshakes: config.certifyMaxHandshakes,
       maxWaitMs: config.certifyHandshakeWait,
       maxWaiting: MAX_WAITING_CONNECTIONS,
+      maxPerSource: MAX_HANDSHAKES_PER_SOURCE,
     },
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),

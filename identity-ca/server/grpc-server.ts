@@ -231,6 +231,7 @@ export class CertifyServer {
             observer?.waited(waitedMs / 1000);
             this.#tls.emit('connection', socket);
           },
+          source: (socket) => socket.remoteAddress ?? '',
           refuse: (socket, why) => {
             observer?.refused(why);
             this.#settingUp.delete(connectionKey(socket));

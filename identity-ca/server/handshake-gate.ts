@@ -11,6 +11,11 @@
  * (its caller would have little or no time left; it retries with backoff), and beyond
  * `maxWaiting` waiting connections a new one is closed at once.
  *
+ * One source (a peer address) holds at most `maxPerSource` of the slots: a connection from a
+ * source at its share waits while others from other sources go ahead. Without this, a client that
+ * opens connections and never finishes its handshake (each slot is held until the TLS server's
+ * handshake timeout) could take every slot and keep the whole mesh from its certificates.
+ *
  * Generic over the connection so that it is tested without sockets; time comes from the
  * injected clock, and `sweep` (run by a timer of the owner's) closes connections that waited
  * too long while nothing finishes.
@@ -25,6 +30,8 @@ export interface HandshakeGateSettings {
   readonly maxWaitMs: number;
   /** Connections that may wait; beyond it a new one is closed at once. */
   readonly maxWaiting: number;
+  /** Slots one source may hold at once (with the `source` hook); 0 or absent: no share. */
+  readonly maxPerSource?: number;
 }
 
 /** Why a connection was closed without a handshake, for metrics. */
@@ -36,6 +43,8 @@ export interface HandshakeGateHooks<C> {
   readonly start: (conn: C, waitedMs: number) => void;
   /** Closes `conn` without a handshake. */
   readonly refuse: (conn: C, why: ConnectionRefusal) => void;
+  /** Where `conn` comes from (its peer address), for `maxPerSource`. */
+  readonly source?: (conn: C) => string;
 }
 
 interface Waiting<C> {
@@ -60,6 +69,8 @@ export class HandshakeGate<C> {
   readonly #clock: Clock;
   readonly #hooks: HandshakeGateHooks<C>;
   readonly #running = new Set<C>();
+  /** Slots held per source (only sources holding one). */
+  readonly #bySource = new Map<string, number>();
   /** First come first served; `#head` skips the served part without shifting the array. */
   #waiting: Waiting<C>[] = [];
   #head = 0;
@@ -83,7 +94,7 @@ export class HandshakeGate<C> {
       return;
     }
     this.sweep();
-    if (this.#running.size < s.maxHandshakes && this.load.waiting === 0) {
+    if (this.#running.size < s.maxHandshakes && this.load.waiting === 0 && this.#underShare(conn)) {
       this.#begin(conn, 0);
       return;
     }
@@ -92,6 +103,8 @@ export class HandshakeGate<C> {
       return;
     }
     this.#waiting.push({ conn, since: this.#clock.now() });
+    // Those waiting may all be sources at their share, so this one may still start now.
+    if (this.#running.size < s.maxHandshakes) this.#next();
   }
 
   /**
@@ -100,6 +113,12 @@ export class HandshakeGate<C> {
    */
   done(conn: C): void {
     if (!this.#running.delete(conn)) return;
+    const source = this.#sourceOf(conn);
+    if (source !== undefined) {
+      const held = (this.#bySource.get(source) ?? 1) - 1;
+      if (held <= 0) this.#bySource.delete(source);
+      else this.#bySource.set(source, held);
+    }
     this.#next();
   }
 
@@ -118,14 +137,35 @@ export class HandshakeGate<C> {
   #next(): void {
     this.sweep();
     while (this.#running.size < this.#s.maxHandshakes && this.#head < this.#waiting.length) {
-      const w = this.#shift();
+      const w = this.#takeEligible();
+      if (w === undefined) break; // every waiting source holds its share
       this.#begin(w.conn, Math.max(0, this.#clock.now() - w.since));
     }
     this.#compact();
   }
 
+  /** The longest-waiting connection whose source is under its share, taken out of the queue. */
+  #takeEligible(): Waiting<C> | undefined {
+    if (this.#underShare(this.#waiting[this.#head]!.conn)) return this.#shift();
+    for (let i = this.#head + 1; i < this.#waiting.length; i++) {
+      if (this.#underShare(this.#waiting[i]!.conn)) return this.#waiting.splice(i, 1)[0];
+    }
+    return undefined;
+  }
+
+  #sourceOf(conn: C): string | undefined {
+    return (this.#s.maxPerSource ?? 0) > 0 ? this.#hooks.source?.(conn) : undefined;
+  }
+
+  #underShare(conn: C): boolean {
+    const source = this.#sourceOf(conn);
+    return source === undefined || (this.#bySource.get(source) ?? 0) < this.#s.maxPerSource!;
+  }
+
   #begin(conn: C, waitedMs: number): void {
     this.#running.add(conn);
+    const source = this.#sourceOf(conn);
+    if (source !== undefined) this.#bySource.set(source, (this.#bySource.get(source) ?? 0) + 1);
     this.#hooks.start(conn, waitedMs);
   }
 

@@ -201,8 +201,12 @@ describe('identity-ca/server: backpressure on the wire', function () {
     });
 
     /** A TCP connection that never sends its ClientHello: it holds a handshake slot. */
-    async function silentConnection(address: Address): Promise<Socket> {
-      const raw = tcpConnect({ host: address.host, port: address.port });
+    async function silentConnection(address: Address, from?: string): Promise<Socket> {
+      const raw = tcpConnect({
+        host: address.host,
+        port: address.port,
+        ...(from === undefined ? {} : { localAddress: from }),
+      });
       raw.on('error', () => undefined);
       raws.push(raw);
       await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
@@ -261,6 +265,26 @@ describe('identity-ca/server: backpressure on the wire', function () {
       assert.ok(Date.now() - started < 20_000, 'refused long before the 30 s deadline');
       assert.deepEqual(refused, ['wait-timeout']);
       assert.equal(s.started(), 0);
+    });
+
+    it('lets one source hold only its share of the slots: silent connections from one address do not keep others from their certificates', async () => {
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 3, maxWaitMs: 20_000, maxWaiting: 100, maxPerSource: 2 },
+          observeConnections: { refused: () => undefined, waited: () => undefined },
+        },
+      );
+      s.releaseAll();
+      for (let i = 0; i < 6; i++) await silentConnection(s.address, '127.0.0.2');
+      await until(
+        'the silent source to hold its share and queue the rest',
+        () => s.server.handshakeLoad.handshaking === 2 && s.server.handshakeLoad.waiting === 4,
+      );
+      // The caller from 127.0.0.1 is served at once although four connections waited before it.
+      const res = await client(s.address).certify(req('a'), 10_000);
+      assert.match(res.leafCertificate.toString(), /leaf for a/);
+      assert.equal(s.server.handshakeLoad.handshaking, 2, 'still only the silent share');
     });
 
     it('resets a newcomer at once when maxWaiting connections already wait', async () => {

@@ -18,6 +18,7 @@ function gate(settings: Partial<HandshakeGateSettings> = {}) {
     {
       start: (conn, waitedMs) => started.push({ conn, waitedMs }),
       refuse: (conn, why) => refused.push(`${conn}:${why}`),
+      source: (conn) => conn.split('/')[0]!,
     },
   );
   return { g, clock, started, refused, names: () => started.map((s) => s.conn) };
@@ -74,6 +75,27 @@ describe('identity-ca/server/handshake-gate', () => {
     g.done('d');
     assert.deepEqual(refused, ['b:wait-timeout', 'c:wait-timeout', 'e:wait-timeout']);
     assert.deepEqual(g.load, { handshaking: 0, waiting: 0 });
+  });
+
+  it('lets a source hold at most maxPerSource slots: its next connection waits while other sources go ahead, in order', () => {
+    const { g, names } = gate({ maxHandshakes: 3, maxPerSource: 2, maxWaiting: 10 });
+    for (const c of ['x/1', 'x/2', 'x/3', 'x/4', 'y/1', 'y/2']) g.offer(c);
+    assert.deepEqual(names(), ['x/1', 'x/2', 'y/1'], 'x at its share; y passes the waiting x/3');
+    assert.deepEqual(g.load, { handshaking: 3, waiting: 3 });
+    g.done('y/1'); // a y slot frees: y/2 (x is still at its share)
+    assert.deepEqual(names(), ['x/1', 'x/2', 'y/1', 'y/2']);
+    g.done('x/1'); // an x slot frees: the longest-waiting x
+    assert.deepEqual(names(), ['x/1', 'x/2', 'y/1', 'y/2', 'x/3']);
+    for (const c of ['x/2', 'y/2', 'x/3']) g.done(c);
+    assert.deepEqual(names(), ['x/1', 'x/2', 'y/1', 'y/2', 'x/3', 'x/4']);
+    g.done('x/4');
+    assert.deepEqual(g.load, { handshaking: 0, waiting: 0 });
+  });
+
+  it('without maxPerSource, one source may take every slot', () => {
+    const { g, names } = gate({ maxHandshakes: 2 });
+    for (const c of ['x/1', 'x/2', 'y/1']) g.offer(c);
+    assert.deepEqual(names(), ['x/1', 'x/2']);
   });
 
   it('closes a newcomer at once when maxWaiting connections already wait', () => {
