@@ -350,6 +350,10 @@ export const COMMAND_SETTINGS = {
       help: "the CA's gRPC address (default: the local mesh's, or the Service's DNS name in a cluster)",
     },
     caAdmin: { kind: 'address', help: "the CA's admin address (/ready, /version, /metrics)" },
+    clusterDomain: {
+      kind: 'string',
+      help: "the cluster's DNS domain: without --ca-address and --ca-admin the CA is asked at linkerd-identity.<namespace>.svc.<cluster domain> (not the trust domain)",
+    },
     webhooksAddress: {
       kind: 'address',
       help: "the webhooks' HTTPS address whose served certificate the caBundle must verify (default: their Service's DNS name, port 443)",
@@ -648,6 +652,7 @@ const SCHEMAS = {
     identityName: subdomain,
     caAddress: address.optional(),
     caAdmin: address.optional(),
+    clusterDomain: subdomain,
     webhooksAddress: address.optional(),
     issuerSecret: subdomain,
     trustAnchorsConfigMap: subdomain,
@@ -1053,6 +1058,7 @@ function applyDefaults(
         trustDomain: td,
         controlPlaneNamespace: cp,
         identityName: namingProblems(naming).length === 0 ? caIdentityName(naming) : 'invalid',
+        clusterDomain: d.clusterDomain,
         issuerSecret: d.issuerSecret,
         trustAnchorsConfigMap: d.trustAnchorsConfigMap,
         trustAnchorsKey: d.trustAnchorsKey,

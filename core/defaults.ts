@@ -4,6 +4,8 @@
 export const DEFAULTS = Object.freeze({
   stateDir: '.meshid',
   trustDomain: 'cluster.local',
+  /** The cluster's DNS domain (kubelet `clusterDomain`): Service names end in `svc.<this>`. */
+  clusterDomain: 'cluster.local',
   controlPlaneNamespace: 'linkerd',
   audience: 'identity.l5d.io',
   certLifetimeMs: 24 * 3_600_000,
