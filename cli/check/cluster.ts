@@ -171,14 +171,13 @@ export async function checkCluster(
   ];
 
   const caPort = deploymentArg(deployment, 'listen')?.split(':').pop() ?? '8080';
+  // The Service's name in cluster DNS: the cluster domain, which is not the trust domain.
+  const caHost = `${CLUSTER_NAMES.caService}.${ns}.svc.${config.clusterDomain}`;
   const fix = `check the CA's pods ("kubectl -n ${ns} get pods -l app.kubernetes.io/name=meshid,app.kubernetes.io/component=identity" and their logs); from outside the cluster: "kubectl -n ${ns} port-forward deploy/linkerd-identity 8080 9990" with --ca-address 127.0.0.1:8080 --ca-admin 127.0.0.1:9990`;
   progress('asking the CA and reading RBAC, webhooks and pods');
   const [caResults, admin, rbac, webhooks, pods] = await Promise.all([
     probeCa({
-      address: config.caAddress ?? {
-        host: `${CLUSTER_NAMES.caService}.${ns}.svc.${config.trustDomain}`,
-        port: Number(caPort),
-      },
+      address: config.caAddress ?? { host: caHost, port: Number(caPort) },
       identityName: config.identityName,
       anchors: a.anchors,
       now,
@@ -186,10 +185,7 @@ export async function checkCluster(
       fix,
     }),
     probeCaAdmin({
-      admin: config.caAdmin ?? {
-        host: `${CLUSTER_NAMES.caService}.${ns}.svc.${config.trustDomain}`,
-        port: 9990,
-      },
+      admin: config.caAdmin ?? { host: caHost, port: 9990 },
       timeoutMs: config.timeout,
       fix,
     }),

@@ -52,6 +52,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
   let adminPort: number;
   let bundleSha: string;
   let webhookCaPem: string;
+  let webhookPki: Awaited<ReturnType<typeof createWorkloadPki>>;
   let hooks: WebhooksProcess;
   let otherHooks: WebhooksProcess;
   const rendered: Record<string, KubeObject> = {};
@@ -168,7 +169,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     goodCertificateStatus();
 
     // The webhooks' serving certificate and the caBundle that verifies it.
-    const webhookPki = await createWorkloadPki('meshid-webhooks-ca');
+    webhookPki = await createWorkloadPki('meshid-webhooks-ca');
     webhookCaPem = webhookPki.anchorsPem;
     const serving = webhookPki.workload('meshid-webhooks.linkerd.svc');
     api.create({
@@ -397,6 +398,83 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       c.fix ?? '',
       /port-forward svc\/meshid-webhooks 8443:443" with --webhooks-address/,
     );
+  });
+
+  it("a serving certificate from the caBundle's CA but for another name: × when stored, × when served", async () => {
+    // Issued by the CA the caBundle names, so the chain verifies; only the name is wrong.
+    const wrong = webhookPki.workload('meshid-webhooks.other.svc');
+    const tlsDir = join(dir, 'wrong-name-webhooks-tls');
+    await writeIssuerDir(tlsDir, { 'tls.crt': wrong.certChainPem, 'tls.key': wrong.keyPem });
+    const wrongHooks = await startWebhooksProcess([
+      '--tls-dir',
+      tlsDir,
+      '--trust-anchors',
+      state.anchorsFile,
+    ]);
+    try {
+      const served = await check(['--webhooks-address', formatAddress(wrongHooks.address)]);
+      assert.equal(served.code, 1);
+      for (const id of ['webhook-injector', 'webhook-trust-guard'] as const) {
+        const c = byId(served.report, id);
+        assert.equal(c.status, 'error');
+        assert.equal(
+          c.message,
+          `${id === 'webhook-injector' ? 'proxy-injector' : 'trust-guard'}.meshid.io: the caBundle does not verify the certificate served at ${formatAddress(wrongHooks.address)} (meshid-webhooks.other.svc): it is not for meshid-webhooks.linkerd.svc; the API server cannot call the webhook`,
+        );
+        assert.match(c.fix ?? '', /^restart the webhooks' pods so they serve meshid-webhooks-tls/);
+      }
+      // The same certificate in the Secret: caught before any probe.
+      const ref = { apiVersion: 'v1', kind: 'Secret', name: 'meshid-webhooks-tls', namespace: NS };
+      const secret = api.get(ref)!;
+      api.apply({
+        ...secret,
+        data: { 'tls.crt': b64(wrong.certChainPem), 'tls.key': b64(wrong.keyPem) },
+      } as KubeObject);
+      try {
+        const stored = await check();
+        assert.equal(stored.code, 1);
+        const c = byId(stored.report, 'webhook-injector');
+        assert.equal(c.status, 'error');
+        assert.equal(
+          c.message,
+          'proxy-injector.meshid.io: the serving certificate is not for meshid-webhooks.linkerd.svc',
+        );
+        assert.equal(
+          c.fix,
+          'reissue meshid-webhooks-tls with the DNS name meshid-webhooks.linkerd.svc',
+        );
+      } finally {
+        api.apply(secret);
+      }
+      assert.equal(byId((await check()).report, 'webhook-injector').status, 'ok');
+    } finally {
+      await wrongHooks.stop();
+    }
+  });
+
+  it("without --ca-address the CA is asked at its Service's name in the cluster domain (not the trust domain)", async () => {
+    const run = async (extra: string[]): Promise<Report> => {
+      const r = await runMeshid([
+        ...['check', '--kubeconfig', kubeconfig, '--timeout', '1s', '--output', 'json'],
+        ...['--proxy-admin-port', String(adminPort)],
+        ...['--webhooks-address', formatAddress(hooks.address), '--trust-domain', 'example.org'],
+        ...extra,
+      ]);
+      return JSON.parse(r.stdout) as Report;
+    };
+    const cases: [string[], string][] = [
+      [[], 'cluster.local'],
+      [['--cluster-domain', 'corp.internal'], 'corp.internal'],
+    ];
+    for (const [extra, domain] of cases) {
+      const report = await run(extra);
+      const host = `linkerd-identity\\.linkerd\\.svc\\.${domain.replaceAll('.', '\\.')}`;
+      assert.match(
+        byId(report, 'ca-reachable').message,
+        new RegExp(`^cannot reach the CA at ${host}:8080: `),
+      );
+      assert.match(byId(report, 'ca-ready').message, new RegExp(`${host}:9990`));
+    }
   });
 
   it('a namespace of injected pods without the anchors ConfigMap: ×; with other anchors: ‼', async () => {
