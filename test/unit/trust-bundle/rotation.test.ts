@@ -65,10 +65,14 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       pathLength: 0,
     });
   };
-  const controller = (holder = 'test', caObserver?: CaObserver): RotationController =>
+  const controller = (
+    holder = 'test',
+    caObserver?: CaObserver,
+    backend = new LocalRotationBackend({ dir, createRoot, createIssuer }),
+  ): RotationController =>
     new RotationController({
       ...(caObserver === undefined ? {} : { caObserver }),
-      backend: new LocalRotationBackend({ dir, createRoot, createIssuer }),
+      backend,
       observer: proxies,
       clock,
       random: systemRandom,
@@ -269,17 +273,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     const backend = (o: { now?: () => number; lockWaitMs?: number } = {}): LocalRotationBackend =>
       new LocalRotationBackend({ dir, createRoot, createIssuer, ...o });
     const rotateWith = (b: LocalRotationBackend): RotationController =>
-      new RotationController({
-        backend: b,
-        observer: proxies,
-        clock,
-        random: systemRandom,
-        logger: silentLogger(),
-        leafLifetime: LEAF,
-        clockSkew: SKEW,
-        waitTimeout: HOUR,
-        holder: 'test',
-      });
+      controller('test', undefined, b);
     /** The pid of a process that has exited. */
     const deadPid = (): number => {
       const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
