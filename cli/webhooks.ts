@@ -100,7 +100,7 @@ export async function startWebhooks(
     tlsDir: config.tlsDir,
     handlers: { '/inject': injector, '/validate': guard },
     reloadIntervalMs: config.tlsReloadInterval,
-    ...(config.fips ? { tls: FIPS_TLS } : {}),
+    ...(config.fips ? { tls: FIPS_TLS, fips: true } : {}),
     logger: logger.child({ component: 'admission-server' }),
   });
   return { address: server.address, close: () => server.close() };

@@ -124,6 +124,14 @@ export const COMMAND_SETTINGS = {
     certifySourceRate: { kind: 'integer', help: 'then this many per second (per worker)' },
     certifyIdentityBurst: { kind: 'integer', help: 'calls for one identity at once' },
     certifyIdentityRate: { kind: 'integer', help: 'then this many per second (per worker)' },
+    certifyMaxHandshakes: {
+      kind: 'integer',
+      help: 'TLS handshakes in progress at once, per worker; more connections wait unread (0 = no limit)',
+    },
+    certifyHandshakeWait: {
+      kind: 'duration',
+      help: 'a connection that waited this long for a handshake is closed instead',
+    },
   },
   install: {
     ...COMMON,
@@ -473,6 +481,8 @@ const SCHEMAS = {
       certifySourceRate: z.number().int().min(1).max(1_000_000),
       certifyIdentityBurst: z.number().int().min(0, 'must be 0 (no limit) or more').max(1_000_000),
       certifyIdentityRate: z.number().int().min(1).max(1_000_000),
+      certifyMaxHandshakes: z.number().int().min(0, 'must be 0 (no limit) or more').max(100_000),
+      certifyHandshakeWait: positiveMs.max(60_000, 'must be at most 60s'),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
       identityName: subdomain,
@@ -1141,6 +1151,8 @@ function applyDefaults(
         certifySourceRate: d.certifySourceRate,
         certifyIdentityBurst: d.certifyIdentityBurst,
         certifyIdentityRate: d.certifyIdentityRate,
+        certifyMaxHandshakes: d.certifyMaxHandshakes,
+        certifyHandshakeWait: d.certifyHandshakeWaitMs,
         audience: d.audience,
         certLifetime: d.certLifetimeMs,
         clockSkew: d.clockSkewMs,

@@ -43,6 +43,14 @@ export const DEFAULTS = Object.freeze({
   certifySourceRate: 50,
   certifyIdentityBurst: 1000,
   certifyIdentityRate: 200,
+  /**
+   * TLS handshakes a CA worker runs at once, and how long a connection beyond them may wait
+   * unread before it is closed (docs/benchmarks.md, "The restart storm"): a handshake costs
+   * about 1 ms of CPU, so 32 keep a core busy, and a proxy that waited 5 s still has half of
+   * its 10 s deadline for the handshake and the call.
+   */
+  certifyMaxHandshakes: 32,
+  certifyHandshakeWaitMs: 5_000,
   /** The image `meshid install` deploys. */
   image: 'ghcr.io/meshid/meshid:v0.1.0',
   /** Identity CA replicas `meshid install` deploys: two, so that a drain or a crash is not an outage. */

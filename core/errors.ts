@@ -119,6 +119,20 @@ export const ERROR_CODES = {
     retryable: true,
     description: 'the CA has as many Certify calls waiting as it admits; retry after the hint',
   },
+  ERR_CERTIFY_DEADLINE_EXCEEDED: {
+    grpc: 'DEADLINE_EXCEEDED',
+    http: 504,
+    retryable: true,
+    description:
+      "the caller's deadline (grpc-timeout) passed before the CA got to the call; nothing was issued",
+  },
+  ERR_CERTIFY_CALLER_GONE: {
+    grpc: 'CANCELLED',
+    http: 499,
+    retryable: true,
+    description:
+      'the caller cancelled or its connection closed before the call was decided; nothing was issued',
+  },
   ERR_ISSUER_INVALID: {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
@@ -211,7 +225,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'FIPS mode refused a trust anchor or issuer certificate outside the FIPS policy',
+    description:
+      'FIPS mode refused a trust anchor, issuer or webhooks serving certificate outside the FIPS policy',
   },
   ERR_FIPS_PEER_REFUSED: {
     grpc: 'PERMISSION_DENIED',

@@ -41,6 +41,18 @@ import type { ServingCertificate } from './server/serving-cert.js';
 import { JwksTokenValidator } from './token/jwks.js';
 import type { TokenValidator } from './token/validator.js';
 
+/**
+ * Connections one worker lets wait for a handshake slot; beyond it a new one is closed at once.
+ * A waiting connection is an unread socket (a file descriptor and a few hundred bytes), and
+ * at about 1 ms per handshake more than this could not be served within the wait bound anyway.
+ */
+const MAX_WAITING_CONNECTIONS = 8192;
+/**
+ * Handshake slots one peer address may hold at once: a pod makes one connection, so this only
+ * stops one client (or a few) from holding every slot with handshakes it never finishes.
+ */
+const MAX_HANDSHAKES_PER_SOURCE = 4;
+
 /** Everything one Certify process needs, built by the CLI. */
 export interface CertifyProcessDeps {
   readonly config: CaConfig;
@@ -144,12 +156,19 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
         },
         clock,
         (why) => metrics.admissionRefused(why),
+        (why, stage) => metrics.callDropped(why, stage),
       )
     : undefined;
+  // The server's, once it exists; the gauges read it only when scraped.
+  let handshakeLoad = (): { handshaking: number; waiting: number } => ({
+    handshaking: 0,
+    waiting: 0,
+  });
   const metrics = registerCaMetrics(deps.registry, {
     clock,
     currentIssuer: current,
     ...(admission === undefined ? {} : { admissionLoad: () => admission.load }),
+    ...(config.certifyMaxHandshakes === 0 ? {} : { handshakeLoad: () => handshakeLoad() }),
   });
   const kube = deps.kube;
   const events =
@@ -240,6 +259,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
             }),
         onIssuerNotValid: (message) =>
           issuerEvent('Warning', EventReason.issuerValidationFailed, message),
+        onDropped: (why, stage) => metrics.callDropped(why, stage),
         fips: config.fips,
       },
       signers,
@@ -250,7 +270,19 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
     tls: meshTlsSettings(config.fips),
+    handshakes: {
+      maxHandshakes: config.certifyMaxHandshakes,
+      maxWaitMs: config.certifyHandshakeWait,
+      maxWaiting: MAX_WAITING_CONNECTIONS,
+      maxPerSource: MAX_HANDSHAKES_PER_SOURCE,
+    },
+    observeConnections: {
+      refused: (why) => metrics.connectionRefused(why),
+      waited: (seconds) => metrics.handshakeWaited(seconds),
+    },
   });
+
+  handshakeLoad = () => server.handshakeLoad;
 
   // Client certificates (renewals, for admission priority) are checked against the anchors in
   // force; the anchors can change without the issuer, so every accepted pair sets them again.

@@ -53,6 +53,7 @@ import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
 import { ContextCache, MESH_H2_ALPN, fipsPeerProblem, identityOfCertificate } from './tls.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
+import { detectProtocol } from './detect.js';
 import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
 import type { H2RelayFailure } from './h2-relay.js';
 
@@ -673,7 +674,15 @@ export class OutboundProxy {
     });
   }
 
-  /** Opens the upstream for a route connection and splices the two once it is verified. */
+  /**
+   * Opens the upstream for a route connection and splices the two once it is verified. Nothing
+   * of the app's goes upstream before the handshake has finished, so an attempt that failed in
+   * TCP or TLS (a reset, a peer closing mid-handshake) is tried again, up to
+   * {@link ROUTE_CONNECT_ATTEMPTS} in all, as Linkerd retries a failed connect. When every
+   * attempt failed, an app that sent an HTTP/1 request gets the proxy's own answer (502, or 503
+   * without a certificate, 504 on a timeout) with `l5d-proxy-error` naming the cause; any other
+   * app gets a reset, which cannot pass for an empty answer as a clean FIN could.
+   */
   #carry(
     app: Socket,
     early: { bytes: Buffer; ended: boolean },
@@ -683,39 +692,71 @@ export class OutboundProxy {
   ): void {
     const dest: Destination = { target: route.target, identity: route.identity };
     const h2 = opensWithH2Preface(early.bytes);
-    let up: TLSSocket;
-    try {
-      up = this.#originate(listener, dest, h2 ? ['h2'] : undefined);
-    } catch {
-      // The event is out; a reset tells the app the connection failed, where a clean FIN
-      // could pass for an empty answer.
-      app.resetAndDestroy();
-      return;
-    }
-    tracked.sockets.add(up);
     let established = false;
-    up.on('error', () => {
-      if (!established) app.resetAndDestroy();
-    });
-    up.once('close', () => {
-      if (!established) app.resetAndDestroy();
-    });
+    let up: TLSSocket | undefined;
     // The app gave up before the handshake finished: nothing to carry.
     app.once('close', () => {
-      if (!established) up.destroy(cancelled());
+      if (!established) up?.destroy(cancelled());
     });
-    up.once('secureConnect', () => {
-      established = true;
-      this.#reportEstablished(
-        listener,
-        dest,
-        up,
-        () => ({ sent: app.bytesRead, received: app.bytesWritten }),
-        [app],
-      );
-      if (early.bytes.length > 0) up.write(early.bytes);
-      splice(app, up, early.ended);
-    });
+    const giveUp = (failure: UpstreamError): void => {
+      if (app.destroyed) return;
+      if (detectProtocol(early.bytes).protocol !== 'http1') {
+        app.resetAndDestroy();
+        return;
+      }
+      app.on('finish', () => app.destroy());
+      app.end(rawProxyError(statusOf(failure.reason), failure.reason, `${failure.message}\n`));
+    };
+    const attempt = (n: number): void => {
+      let socket: TLSSocket;
+      try {
+        socket = this.#originate(listener, dest, h2 ? ['h2'] : undefined);
+      } catch (err) {
+        // The event is out (no certificate, or no TLS context from it): no retry helps.
+        giveUp(this.#failureOf(err as Error) ?? new UpstreamError('tls-failed', messageOf(err)));
+        return;
+      }
+      up = socket;
+      tracked.sockets.add(socket);
+      let failedOnce = false;
+      const failed = (err: Error | undefined): void => {
+        if (established || failedOnce) return;
+        failedOnce = true;
+        tracked.sockets.delete(socket);
+        socket.destroy();
+        const failure =
+          (err === undefined ? undefined : this.#failureOf(err)) ??
+          new UpstreamError('tls-failed', 'connection closed during the TLS handshake');
+        if (app.destroyed || this.#closing) {
+          if (!app.destroyed) app.resetAndDestroy();
+          return;
+        }
+        if (n < ROUTE_CONNECT_ATTEMPTS && RETRIED.has(failure.reason)) {
+          this.#log.debug(
+            { [LogKey.reason]: failure.reason, attempt: n, err: failure.message },
+            'outbound connect failed before anything was sent; trying again',
+          );
+          attempt(n + 1);
+          return;
+        }
+        giveUp(failure);
+      };
+      socket.on('error', failed);
+      socket.once('close', () => failed(undefined));
+      socket.once('secureConnect', () => {
+        established = true;
+        this.#reportEstablished(
+          listener,
+          dest,
+          socket,
+          () => ({ sent: app.bytesRead, received: app.bytesWritten }),
+          [app],
+        );
+        if (early.bytes.length > 0) socket.write(early.bytes);
+        splice(app, socket, early.ended);
+      });
+    };
+    attempt(1);
   }
 
   /** Forwards one HTTP/1.1 request to its destination over a pooled mTLS connection. */
@@ -1195,6 +1236,14 @@ export class OutboundProxy {
     }
   }
 }
+
+/** Attempts at a route connection's upstream (TCP + TLS) before the app is told it failed. */
+const ROUTE_CONNECT_ATTEMPTS = 3;
+/**
+ * Failures worth another attempt: transient ones in TCP or TLS. A timeout has already waited
+ * long; an untrusted or wrong peer, or a missing certificate, would fail the same way again.
+ */
+const RETRIED: ReadonlySet<OutboundFailureReason> = new Set(['connect-failed', 'tls-failed']);
 
 /** How long a peer that chose HTTP/1.1 is taken at its word before the mesh ALPN is offered again. */
 const HTTP1_PEER_RECHECK_MS = 3_600_000;

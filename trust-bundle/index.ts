@@ -55,7 +55,7 @@ export type {
   RotationSnapshot,
   StepResult,
 } from './rotation.js';
-export { LocalRotationBackend, localTrustFiles } from './local-backend.js';
+export { LocalRotationBackend, STALE_LOCK_MS, localTrustFiles } from './local-backend.js';
 export type { GeneratedPem, LocalBackendOptions } from './local-backend.js';
 export { formatRotationStatus, progressLine } from './status.js';
 export {

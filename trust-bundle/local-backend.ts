@@ -5,9 +5,16 @@
  * `D/rotation/`) only until it has signed the new issuer, then deleted, as `meshid init`
  * discards its root key. Writes go through a lock file and a version check, and every file is
  * written to a temporary name and renamed, so a watching CA or proxy never reads half a file.
+ *
+ * The lock file names its holder (pid, host, time). A controller killed while writing leaves it
+ * behind; the next one removes it when that pid is gone on this host, or when it is older than
+ * any write takes ({@link STALE_LOCK_MS}), instead of waiting on it forever. A lock held by a
+ * live writer is waited on briefly, then reported (ERR_LOCAL_STATE) so the step holds and says so.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MeshidError } from '../core/index.js';
 import { firstSubject } from './bundle.js';
@@ -28,6 +35,22 @@ export interface LocalBackendOptions {
   createRoot(commonName: string): Promise<GeneratedPem>;
   /** Makes an issuer with this common name signed by the root. */
   createIssuer(root: GeneratedPem, commonName: string): Promise<GeneratedPem>;
+  /** Wall-clock now, for judging a lock's age (default Date.now). */
+  readonly now?: () => number;
+  /** How long a write waits for a lock held by a live controller (default 2 s). */
+  readonly lockWaitMs?: number;
+}
+
+/**
+ * A lock older than this is stale whoever holds it: a write holds the lock for milliseconds.
+ */
+export const STALE_LOCK_MS = 30_000;
+
+/** Who holds the lock, as its file says. */
+interface LockHolder {
+  readonly pid: number;
+  readonly host: string;
+  readonly at: string;
 }
 
 /**
@@ -182,18 +205,7 @@ export class LocalRotationBackend implements RotationBackend {
   }
 
   async #locked<T>(fn: () => Promise<T>): Promise<T> {
-    let handle;
-    try {
-      handle = await open(this.#f.lock, 'wx', 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new MeshidError(
-          'ERR_ROTATION_CONFLICT',
-          `${this.#f.lock} exists: another controller is writing (remove it if none runs)`,
-        );
-      }
-      throw err;
-    }
+    const handle = await this.#acquire();
     try {
       return await fn();
     } finally {
@@ -201,6 +213,88 @@ export class LocalRotationBackend implements RotationBackend {
       await rm(this.#f.lock, { force: true });
     }
   }
+
+  async #acquire(): Promise<FileHandle> {
+    const now = this.#o.now ?? Date.now;
+    const deadline = now() + (this.#o.lockWaitMs ?? 2000);
+    for (;;) {
+      try {
+        const handle = await open(this.#f.lock, 'wx', 0o600);
+        const holder: LockHolder = {
+          pid: process.pid,
+          host: hostname(),
+          at: new Date(now()).toISOString(),
+        };
+        await handle.writeFile(JSON.stringify(holder));
+        return handle;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const held = await this.#lockHolder(now());
+      if (held === 'gone') continue;
+      if (held.stale !== undefined) {
+        // Removed only if it is still the file judged stale (another controller may have
+        // removed it and taken the lock meanwhile).
+        if ((await readText(this.#f.lock, false)) === held.text)
+          await unlink(this.#f.lock).catch(ignoreMissing);
+        continue;
+      }
+      if (now() >= deadline) {
+        throw new MeshidError(
+          'ERR_LOCAL_STATE',
+          `${this.#f.lock} is held by ${held.who}: another controller is writing (remove the file if none runs)`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Reads the lock: gone, stale (with why) or live. */
+  async #lockHolder(
+    now: number,
+  ): Promise<'gone' | { text: string; who: string; stale: string | undefined }> {
+    let text: string;
+    let mtime: number;
+    try {
+      [text, mtime] = await Promise.all([
+        readFile(this.#f.lock, 'utf8'),
+        stat(this.#f.lock).then((s) => s.mtimeMs),
+      ]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
+      throw err;
+    }
+    let holder: LockHolder | undefined;
+    try {
+      holder = JSON.parse(text) as LockHolder;
+    } catch {
+      holder = undefined; // being written this instant, or an old-format empty lock
+    }
+    const who =
+      holder === undefined
+        ? `an unknown controller (since ${new Date(mtime).toISOString()})`
+        : `pid ${holder.pid} on ${holder.host} since ${holder.at}`;
+    const age = now - mtime;
+    if (age > STALE_LOCK_MS) return { text, who, stale: `older than ${STALE_LOCK_MS / 1000} s` };
+    if (holder !== undefined && holder.host === hostname() && !processAlive(holder.pid)) {
+      return { text, who, stale: 'its process is gone' };
+    }
+    return { text, who, stale: undefined };
+  }
+}
+
+/** Whether a process with this pid runs on this host (EPERM: it runs, as another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function ignoreMissing(err: unknown): void {
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
 }
 
 async function readText(path: string, required: boolean): Promise<string> {

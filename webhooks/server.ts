@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
 import { join } from 'node:path';
-import { DEFAULTS, MeshidError, isMeshidError } from '../core/index.js';
+import { DEFAULTS, MeshidError, fipsCertificateProblem, isMeshidError } from '../core/index.js';
 import type { Address, Logger } from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
@@ -36,6 +36,11 @@ export interface AdmissionServerOptions {
    * server speaks. In FIPS mode the CLI passes core's FIPS_TLS.
    */
   readonly tls?: Readonly<SecureContextOptions>;
+  /**
+   * FIPS mode: a serving certificate outside the FIPS policy (its key or signature) is refused
+   * like a broken pair: at start the server does not start, on reload the last good pair stays.
+   */
+  readonly fips?: boolean;
 }
 
 interface ServingPair {
@@ -56,9 +61,10 @@ class BodyTooLarge extends MeshidError {
 
 /**
  * Reads and checks the serving pair: both files present, the certificate parses, the key parses
- * and belongs to it. Throws ERR_WEBHOOK_TLS_INVALID naming the problem.
+ * and belongs to it. Throws ERR_WEBHOOK_TLS_INVALID naming the problem, or in FIPS mode
+ * ERR_FIPS_MATERIAL_REFUSED for a certificate outside the policy.
  */
-async function readServingPair(dir: string): Promise<ServingPair> {
+async function readServingPair(dir: string, fips: boolean): Promise<ServingPair> {
   let cert: string;
   let key: string;
   try {
@@ -97,6 +103,12 @@ async function readServingPair(dir: string): Promise<ServingPair> {
     throw new MeshidError(
       'ERR_WEBHOOK_TLS_INVALID',
       `${dir}/tls.key is not the key of the certificate in ${dir}/tls.crt`,
+    );
+  const problem = fips ? fipsCertificateProblem(x509.raw) : undefined;
+  if (problem !== undefined)
+    throw new MeshidError(
+      'ERR_FIPS_MATERIAL_REFUSED',
+      `FIPS mode refused the serving certificate in ${dir}/tls.crt: ${problem}`,
     );
   return {
     cert,
@@ -156,7 +168,7 @@ export class AdmissionServer {
    * the folder.
    */
   static async start(options: AdmissionServerOptions): Promise<AdmissionServer> {
-    const pair = await readServingPair(options.tlsDir);
+    const pair = await readServingPair(options.tlsDir, options.fips === true);
     const server = new AdmissionServer(options, pair);
     await new Promise<void>((resolve, reject) => {
       server.#server.once('error', reject);
@@ -207,7 +219,14 @@ export class AdmissionServer {
   async #reloadOnce(): Promise<boolean> {
     let pair: ServingPair;
     try {
-      pair = await readServingPair(this.#options.tlsDir);
+      pair = await readServingPair(this.#options.tlsDir, this.#options.fips === true);
+      if (pair.digest === this.#pair.digest) return false;
+      this.#server.setSecureContext({
+        minVersion: 'TLSv1.2',
+        ...this.#options.tls,
+        cert: pair.cert,
+        key: pair.key,
+      });
     } catch (err) {
       // Mid-rotation (one file written, not the other) is normal for a moment; the next check
       // picks up the finished pair.
@@ -217,13 +236,6 @@ export class AdmissionServer {
       );
       return false;
     }
-    if (pair.digest === this.#pair.digest) return false;
-    this.#server.setSecureContext({
-      minVersion: 'TLSv1.2',
-      ...this.#options.tls,
-      cert: pair.cert,
-      key: pair.key,
-    });
     this.#log.info(
       { fingerprint: pair.fingerprint, previous: this.#pair.fingerprint, notAfter: pair.notAfter },
       'serving certificate reloaded',

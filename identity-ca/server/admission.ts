@@ -19,7 +19,9 @@
  * from the injected clock.
  */
 import type { Clock } from '../../core/index.js';
-import { MeshidError, RetryLaterError } from '../../core/index.js';
+import { RetryLaterError } from '../../core/index.js';
+import { abandonedError } from './call-state.js';
+import type { CallAbandoned, DropObserver } from './call-state.js';
 
 /** Limits of one CA process. A rate or size of 0 turns that limit off. */
 export interface AdmissionSettings {
@@ -45,6 +47,11 @@ export interface AdmissionRequest {
   readonly renewal: boolean;
   /** Aborted when the caller is gone (deadline, cancel): a waiting call leaves the queue. */
   readonly signal?: AbortSignal;
+  /**
+   * Whether the caller has gone (its deadline passed, its stream closed): asked on arrival and
+   * when the call's turn comes, so that a call whose caller left is dropped, never run.
+   */
+  readonly abandoned?: () => CallAbandoned | undefined;
 }
 
 /** Why a call was refused, for metrics. */
@@ -60,6 +67,7 @@ interface Waiter {
   readonly reject: (err: unknown) => void;
   readonly renewal: boolean;
   readonly unlisten: () => void;
+  readonly abandoned: (() => CallAbandoned | undefined) | undefined;
 }
 
 /** Most bucket keys remembered; the oldest are forgotten first (a forgotten bucket is full). */
@@ -82,6 +90,7 @@ export class Admission {
   readonly #s: AdmissionSettings;
   readonly #clock: Clock;
   readonly #onRefused: ((why: AdmissionRefusal) => void) | undefined;
+  readonly #onDropped: DropObserver | undefined;
   readonly #sources = new Map<string, Bucket>();
   readonly #identities = new Map<string, Bucket>();
   readonly #first: Waiter[] = [];
@@ -94,10 +103,12 @@ export class Admission {
     settings: AdmissionSettings,
     clock: Clock,
     onRefused?: (why: AdmissionRefusal) => void,
+    onDropped?: DropObserver,
   ) {
     this.#s = settings;
     this.#clock = clock;
     this.#onRefused = onRefused;
+    this.#onDropped = onDropped;
   }
 
   /** Calls running and waiting now. */
@@ -110,6 +121,8 @@ export class Admission {
    * done), or rejects with a {@link RetryLaterError}.
    */
   admit(req: AdmissionRequest): Promise<() => void> {
+    const gone = req.abandoned?.();
+    if (gone !== undefined) return this.#drop(gone);
     const now = this.#clock.now();
     const s = this.#s;
     const sourceWait = takeToken(this.#sources, req.source, now, s.sourceBurst, s.sourcePerSecond);
@@ -154,16 +167,20 @@ export class Admission {
         const queue = req.renewal ? this.#renewals : this.#first;
         const i = queue.indexOf(waiter);
         if (i >= 0) queue.splice(i, 1);
-        reject(left());
+        const why = req.abandoned?.() ?? 'gone';
+        this.#onDropped?.(why, 'queue');
+        reject(abandonedError(why, 'queue'));
       };
       const waiter: Waiter = {
         resolve,
         reject,
         renewal: req.renewal,
         unlisten: () => signal?.removeEventListener('abort', onAbort),
+        abandoned: req.abandoned,
       };
       if (signal?.aborted) {
-        reject(left());
+        this.#onDropped?.('gone', 'queue');
+        reject(abandonedError('gone', 'queue'));
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -190,6 +207,13 @@ export class Admission {
       const waiter = this.#first.shift() ?? this.#renewals.shift();
       if (waiter === undefined) return;
       waiter.unlisten();
+      // Its caller's deadline may have passed while it waited: dropped, and the next one runs.
+      const gone = waiter.abandoned?.();
+      if (gone !== undefined) {
+        this.#onDropped?.(gone, 'queue');
+        waiter.reject(abandonedError(gone, 'queue'));
+        continue;
+      }
       waiter.resolve(this.#start());
     }
   }
@@ -201,16 +225,16 @@ export class Admission {
     return Math.min(MAX_HINT_MS, Math.max(MIN_HINT_MS, Math.ceil(rounds * this.#meanCallMs)));
   }
 
+  #drop(why: CallAbandoned): Promise<never> {
+    this.#onDropped?.(why, 'queue');
+    return Promise.reject(abandonedError(why, 'queue'));
+  }
+
   #refuse(why: AdmissionRefusal, reason: string, waitMs: number): Promise<never> {
     this.#onRefused?.(why);
     const code = why === 'queue-full' ? 'ERR_CERTIFY_OVERLOADED' : 'ERR_CERTIFY_RATE_LIMITED';
     return Promise.reject(new RetryLaterError(code, reason, Math.min(MAX_HINT_MS, waitMs)));
   }
-}
-
-/** The refusal of a call whose caller left while it waited (nobody reads it). */
-function left(): MeshidError {
-  return new MeshidError('ERR_CERTIFY_OVERLOADED', 'the caller left while waiting for admission');
 }
 
 /**

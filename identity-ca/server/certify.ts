@@ -29,6 +29,8 @@ import { checkCsrPolicy, checkFipsCsr } from '../issuer/csr-policy.js';
 import { LeafSigner, randomSerial } from '../issuer/leaf.js';
 import type { IssuerCredentials } from '../issuer/material.js';
 import type { TokenValidator } from '../token/validator.js';
+import { checkWanted } from './call-state.js';
+import type { CallState, DropObserver } from './call-state.js';
 
 /** What the handler needs; all of it passed in. */
 export interface CertifyDeps {
@@ -47,6 +49,8 @@ export interface CertifyDeps {
   readonly onIssuerNotValid?: (message: string) => void;
   /** FIPS mode: CSRs outside the FIPS policy are refused with ERR_FIPS_CSR_REFUSED. */
   readonly fips?: boolean;
+  /** Told about every call dropped because its caller had gone (for metrics). */
+  readonly onDropped?: DropObserver;
 }
 
 /** What was issued, for logs and events. Never holds a key or a token. */
@@ -89,9 +93,13 @@ export class SignerCache {
 export function createCertifyHandler(
   deps: CertifyDeps,
   signers: SignerCache = new SignerCache(),
-): (req: CertifyRequest) => Promise<CertifyResponse> {
+): (req: CertifyRequest, call?: CallState) => Promise<CertifyResponse> {
   const log = deps.logger;
-  return async (req) => {
+  const dropped = deps.onDropped;
+  return async (req, call) => {
+    // Before each expensive step: nothing is verified, checked or signed for a caller that
+    // has gone (its deadline passed, its stream closed).
+    checkWanted(call, 'start', dropped);
     // The issuer is taken once: a reload during this call does not change what it signs with.
     const issuer = deps.currentIssuer();
     if (issuer === undefined) {
@@ -110,6 +118,7 @@ export function createCertifyHandler(
     if (deps.fips === true) checkFipsCsr(csr);
     await checkCsrPolicy(csr, req.identity);
 
+    checkWanted(call, 'token', dropped);
     const tokenIdentity = await deps.tokens.validate(req.token);
     const tokenName = identityName(tokenIdentity, deps.naming);
     if (tokenName !== req.identity) {
@@ -119,6 +128,7 @@ export function createCertifyHandler(
       );
     }
 
+    checkWanted(call, 'sign', dropped);
     // Whole seconds: X.509 times have no fractions, and valid_until must equal NotAfter.
     const issuedAt = Math.floor(deps.clock.now() / 1000) * 1000;
     const notBefore = Math.max(issuedAt - deps.clockSkewMs, issuer.chainNotBefore);

@@ -16,6 +16,8 @@
  * method.
  */
 import { once } from 'node:events';
+import { createServer as createNetServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import { createServer as createH2Server, constants as h2 } from 'node:http2';
 import type {
   Http2Server,
@@ -25,8 +27,11 @@ import type {
 } from 'node:http2';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Admission } from './admission.js';
+import type { CallState } from './call-state.js';
+import { HandshakeGate } from './handshake-gate.js';
+import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Address, CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
+import type { Address, CertifyRequest, CertifyResponse, Clock, Logger } from '../../core/index.js';
 import type { MeshTlsSettings } from '../../core/index.js';
 import {
   CERTIFY_PATH,
@@ -45,8 +50,17 @@ import {
   unframeGrpcMessage,
 } from '../../core/index.js';
 
-/** Turns a request into a response, or throws a MeshidError naming the refusal. */
-export type CertifyHandler = (req: CertifyRequest) => Promise<CertifyResponse>;
+/**
+ * Turns a request into a response, or throws a MeshidError naming the refusal. `call` tells
+ * whether anyone still waits for the answer, so that no work is done for a caller that left.
+ */
+export type CertifyHandler = (req: CertifyRequest, call?: CallState) => Promise<CertifyResponse>;
+
+/** Told about connections the handshake gate refused and how long admitted ones waited. */
+export interface ConnectionObserver {
+  refused(why: ConnectionRefusal): void;
+  waited(seconds: number): void;
+}
 
 /** Told about every call once it has ended, for metrics and logs. */
 export type CallObserver = (outcome: {
@@ -90,7 +104,23 @@ export interface CertifyServerOptions {
    * certificate, to tell renewals (a valid certificate for the requested identity) apart.
    */
   readonly admission?: Admission;
+  /**
+   * Bounds the TLS handshakes in progress (see handshake-gate.ts); absent or `maxHandshakes` 0:
+   * every connection's handshake starts at once.
+   */
+  readonly handshakes?: HandshakeGateSettings;
+  readonly observeConnections?: ConnectionObserver;
+  /**
+   * The clock of call deadlines and handshake waits: monotonic by default (a wall-clock step
+   * must not expire every call in flight); tests pass a manual one.
+   */
+  readonly clock?: Clock;
 }
+
+/** performance.now(): milliseconds that only go forward, whatever the wall clock does. */
+const monotonicClock: Clock = Object.freeze({ now: () => performance.now() });
+/** How often connections that waited too long for a handshake are looked for. */
+const SWEEP_MS = 100;
 
 /** The identity of a connection's verified client certificate (its first DNS SAN), if any. */
 const kPeerIdentity = Symbol('meshid.peerIdentity');
@@ -121,12 +151,20 @@ export class CertifyServer {
   #opts: CertifyServerOptions;
   readonly #h2: Http2Server;
   readonly #tls: TlsServer;
+  /** Accepts TCP connections and hands each to the TLS server when the gate lets it. */
+  readonly #net: NetServer;
+  readonly #gate: HandshakeGate<Socket> | undefined;
+  /** Connections in set-up by remote address and port, to tell the gate a handshake ended. */
+  readonly #settingUp = new Map<string, Socket>();
+  #sweep: NodeJS.Timeout | undefined;
+  readonly #clock: Clock;
   readonly #log: Logger;
   readonly #sessions = new Set<ServerHttp2Session>();
 
   constructor(opts: CertifyServerOptions) {
     this.#opts = opts;
     this.#log = opts.logger;
+    this.#clock = opts.clock ?? monotonicClock;
     this.#h2 = createH2Server({
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: 16 * 1024 },
       maxSessionMemory: 8,
@@ -151,6 +189,7 @@ export class CertifyServer {
       rejectUnauthorized: false,
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
+      this.#handshakeEnded(socket);
       // `false` is the Linkerd proxy (no ALPN offered); 'h2' an ordinary gRPC client.
       if (socket.alpnProtocol !== false && socket.alpnProtocol !== 'h2') {
         socket.destroy();
@@ -179,6 +218,66 @@ export class CertifyServer {
           : 'TLS handshake failed',
       );
     });
+    const gated = opts.handshakes !== undefined && opts.handshakes.maxHandshakes > 0;
+    const observer = opts.observeConnections;
+    this.#gate = gated
+      ? new HandshakeGate<Socket>(opts.handshakes!, this.#clock, {
+          start: (socket, waitedMs) => {
+            if (socket.destroyed) {
+              // Closed while waiting (the server is closing): its slot is free again.
+              queueMicrotask(() => this.#gate?.done(socket));
+              return;
+            }
+            observer?.waited(waitedMs / 1000);
+            this.#tls.emit('connection', socket);
+          },
+          source: (socket) => socket.remoteAddress ?? '',
+          refuse: (socket, why) => {
+            observer?.refused(why);
+            this.#settingUp.delete(connectionKey(socket));
+            // A reset, not a FIN: the caller learns at once, and no TLS state was made.
+            socket.resetAndDestroy();
+          },
+        })
+      : undefined;
+    // Not read until its handshake starts: a waiting connection is a socket and no more.
+    this.#net = createNetServer({ pauseOnConnect: gated }, (socket) => this.#onConnection(socket));
+  }
+
+  /** Handshakes in progress and connections waiting for one now (zeros without the gate). */
+  get handshakeLoad(): { handshaking: number; waiting: number } {
+    return this.#gate?.load ?? { handshaking: 0, waiting: 0 };
+  }
+
+  #onConnection(socket: Socket): void {
+    const gate = this.#gate;
+    if (gate === undefined) {
+      this.#tls.emit('connection', socket);
+      return;
+    }
+    if (socket.remoteAddress === undefined) {
+      socket.destroy(); // already gone
+      return;
+    }
+    const key = connectionKey(socket);
+    this.#settingUp.set(key, socket);
+    socket.once('close', () => {
+      if (this.#settingUp.get(key) === socket) this.#settingUp.delete(key);
+      gate.done(socket);
+    });
+    // A failed handshake destroys the socket ('close' above); a waiting one cannot fail.
+    socket.on('error', () => undefined);
+    gate.offer(socket);
+  }
+
+  /** Frees the gate's slot of a connection whose handshake has completed. */
+  #handshakeEnded(socket: TLSSocket): void {
+    if (this.#gate === undefined) return;
+    const key = connectionKey(socket);
+    const raw = this.#settingUp.get(key);
+    if (raw === undefined) return;
+    this.#settingUp.delete(key);
+    this.#gate.done(raw);
   }
 
   /** Replaces the serving key and certificate for new connections. */
@@ -192,9 +291,14 @@ export class CertifyServer {
 
   /** Binds and starts accepting; resolves with the bound address (port 0 allowed). */
   async listen(address: Address): Promise<Address> {
-    this.#tls.listen({ host: address.host, port: address.port });
-    await once(this.#tls, 'listening');
-    const bound = this.#tls.address();
+    this.#net.listen({ host: address.host, port: address.port });
+    await once(this.#net, 'listening');
+    if (this.#gate !== undefined) {
+      const gate = this.#gate;
+      this.#sweep = setInterval(() => gate.sweep(), SWEEP_MS);
+      this.#sweep.unref();
+    }
+    const bound = this.#net.address();
     if (bound === null || typeof bound === 'string') throw new Error('TLS server has no address');
     const result = { host: bound.address, port: bound.port };
     this.#log.debug({ address: formatAddress(result) }, 'TLS listener bound');
@@ -206,7 +310,9 @@ export class CertifyServer {
    * finish within `graceMs`, then cuts what is left.
    */
   async close(graceMs = 5000): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
+    clearInterval(this.#sweep);
+    const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+    for (const socket of this.#settingUp.values()) socket.destroy();
     const sessions = [...this.#sessions];
     await Promise.race([
       Promise.all(sessions.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))),
@@ -270,13 +376,22 @@ export class CertifyServer {
       return;
     }
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
+    let deadlineAt = Number.POSITIVE_INFINITY;
     if (timeoutMs !== undefined) {
-      deadline = setTimeout(
-        () => finish(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'),
-        Math.min(timeoutMs, MAX_DEADLINE_MS),
-      );
+      const ms = Math.min(timeoutMs, MAX_DEADLINE_MS);
+      deadlineAt = this.#clock.now() + ms;
+      deadline = setTimeout(() => finish(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'), ms);
       deadline.unref();
     }
+    const clock = this.#clock;
+    const call: CallState = {
+      abandoned: () =>
+        clock.now() >= deadlineAt
+          ? 'deadline'
+          : done || stream.closed || stream.destroyed
+            ? 'gone'
+            : undefined,
+    };
 
     const limit = this.#opts.maxRequestBytes + 5;
     const chunks: Buffer[] = [];
@@ -307,16 +422,17 @@ export class CertifyServer {
       const handler = this.#opts.handler;
       const decide =
         admission === undefined
-          ? handler
+          ? (req: CertifyRequest): Promise<CertifyResponse> => handler(req, call)
           : async (req: CertifyRequest): Promise<CertifyResponse> => {
               const release = await admission.admit({
                 identity: req.identity,
                 source,
                 renewal: peerIdentity === req.identity,
                 signal: gone!.signal,
+                abandoned: call.abandoned,
               });
               try {
-                return await handler(req);
+                return await handler(req, call);
               } finally {
                 release();
               }
@@ -333,6 +449,11 @@ export class CertifyServer {
         );
     });
   }
+}
+
+/** A TCP connection's remote address and port: unique among the listener's live connections. */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 /** `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n); undefined when absent or bad. */

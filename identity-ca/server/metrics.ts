@@ -23,6 +23,12 @@ export interface CaMetrics {
   eventDropped(why: 'rate-limited' | 'queue-full' | 'error'): void;
   /** Counts a Certify call refused by admission control, by why. */
   admissionRefused(why: string): void;
+  /** Counts a Certify call dropped because its caller had gone (deadline, stream closed). */
+  callDropped(why: string, stage: string): void;
+  /** Counts a connection closed by the handshake gate without a handshake, by why. */
+  connectionRefused(why: string): void;
+  /** Records how long a connection waited for a handshake slot. */
+  handshakeWaited(seconds: number): void;
 }
 
 /**
@@ -40,6 +46,8 @@ export function registerCaMetrics(
     currentIssuer: () => IssuerCredentials | undefined;
     /** Calls admitted and running, and waiting, now (with admission control). */
     admissionLoad?: () => { inFlight: number; queued: number };
+    /** TLS handshakes in progress, and connections waiting for one, now (with the gate). */
+    handshakeLoad?: () => { handshaking: number; waiting: number };
   },
 ): CaMetrics {
   const requests = new Counter({
@@ -73,6 +81,43 @@ export function registerCaMetrics(
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  const dropped = new Counter({
+    name: 'meshid_certify_dropped_total',
+    help: 'Certify calls dropped unanswered or answered DEADLINE_EXCEEDED/CANCELLED because the caller had gone, by reason (deadline, gone) and stage (queue, start, token, sign); none of them was signed.',
+    labelNames: ['reason', 'stage'] as const,
+    registers: [registry],
+  });
+  const connectionsRefused = new Counter({
+    name: 'meshid_certify_connections_refused_total',
+    help: 'Connections closed before their TLS handshake by the handshake limit, by reason (wait-timeout, queue-full).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const handshakeWait = new Histogram({
+    name: 'meshid_certify_handshake_wait_seconds',
+    help: 'Time a connection waited for a TLS handshake slot (0 when one was free).',
+    buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const handshakes = deps.handshakeLoad;
+  if (handshakes !== undefined) {
+    new Gauge({
+      name: 'meshid_certify_handshakes_in_progress',
+      help: 'TLS handshakes of Certify connections in progress now.',
+      registers: [registry],
+      collect() {
+        this.set(handshakes().handshaking);
+      },
+    });
+    new Gauge({
+      name: 'meshid_certify_connections_waiting',
+      help: 'Connections waiting for a TLS handshake slot now.',
+      registers: [registry],
+      collect() {
+        this.set(handshakes().waiting);
+      },
+    });
+  }
   const load = deps.admissionLoad;
   if (load !== undefined) {
     new Gauge({
@@ -177,6 +222,15 @@ export function registerCaMetrics(
     },
     admissionRefused(why) {
       admissionRefused.inc({ reason: why });
+    },
+    callDropped(why, stage) {
+      dropped.inc({ reason: why, stage });
+    },
+    connectionRefused(why) {
+      connectionsRefused.inc({ reason: why });
+    },
+    handshakeWaited(seconds) {
+      handshakeWait.observe(seconds);
     },
   };
 }

@@ -11,7 +11,7 @@
  * with grpc-js.
  */
 import { connect as http2Connect, constants as h2 } from 'node:http2';
-import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import type { PeerCertificate, SecureContext } from 'node:tls';
 import type {
   Address,
@@ -155,91 +155,107 @@ export class Http2CertifyClient {
     if (this.#closed) return Promise.reject(new CertifyCallFailed(UNAVAILABLE, 'client closed'));
     return new Promise((resolve, reject) => {
       let settled = false;
+      let session: ClientHttp2Session | undefined;
       const done = (err: CertifyCallFailed | undefined, res?: CertifyResponse): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        session?.off('connect', send);
+        if (stream === undefined) session?.off('error', onSessionError);
         if (err !== undefined) reject(err);
         else resolve(res!);
       };
-      let session: ClientHttp2Session;
+      // The deadline counts the connection: a CA under a restart storm may take seconds to
+      // start the handshake, and the call's grpc-timeout then says what is left of it (so the
+      // CA does not work for a caller that has gone).
+      const deadlineAt = performance.now() + deadlineMs;
+      let stream: ClientHttp2Stream | undefined;
+      const timer = setTimeout(() => {
+        stream?.close(h2.NGHTTP2_CANCEL);
+        done(new CertifyCallFailed(DEADLINE_EXCEEDED, 'Deadline exceeded'));
+      }, deadlineMs);
+      const onSessionError = (err: Error): void =>
+        done(new CertifyCallFailed(UNAVAILABLE, err.message));
+      const frame = frameGrpcMessage(encodeCertifyRequest(req));
+      const send = (): void => {
+        if (settled) return;
+        const s = session!;
+        const left = Math.max(1, Math.ceil(deadlineAt - performance.now()));
+        stream = s.request({
+          [h2.HTTP2_HEADER_METHOD]: 'POST',
+          [h2.HTTP2_HEADER_PATH]: CERTIFY_PATH,
+          [h2.HTTP2_HEADER_AUTHORITY]: this.#o.serverName,
+          [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+          [h2.HTTP2_HEADER_TE]: 'trailers',
+          'grpc-timeout': `${left}m`,
+        });
+        readAnswer(stream, s);
+      };
+      /** Reads the answer on `call`, a stream of `conn`. */
+      const readAnswer = (call: ClientHttp2Stream, conn: ClientHttp2Session): void => {
+        let headers: IncomingHttpHeaders = {};
+        const chunks: Buffer[] = [];
+        let received = 0;
+        call.on('response', (h) => (headers = h));
+        call.on('data', (d: Buffer) => {
+          received += d.length;
+          if (received > MAX_RESPONSE_BYTES) {
+            call.close(h2.NGHTTP2_CANCEL);
+            done(new CertifyCallFailed(INTERNAL, 'response too large'));
+            return;
+          }
+          chunks.push(d);
+        });
+        let trailers: IncomingHttpHeaders | undefined;
+        call.on('trailers', (t) => (trailers = t));
+        call.on('error', (err) => done(new CertifyCallFailed(UNAVAILABLE, err.message)));
+        call.on('close', () => {
+          conn.off('error', onSessionError);
+          if (settled) return;
+          const status = headers[h2.HTTP2_HEADER_STATUS];
+          if (status === undefined) {
+            done(new CertifyCallFailed(UNAVAILABLE, `stream closed (code ${call.rstCode})`));
+            return;
+          }
+          if (Number(status) !== 200) {
+            done(new CertifyCallFailed(UNAVAILABLE, `HTTP status ${status} from the CA`));
+            return;
+          }
+          // Trailers, or the headers of a trailers-only answer.
+          const final = trailers ?? headers;
+          const code = final['grpc-status'];
+          if (code === undefined) {
+            done(new CertifyCallFailed(INTERNAL, 'no grpc-status in the answer'));
+            return;
+          }
+          if (code !== '0') {
+            done(
+              new CertifyCallFailed(
+                Number(code),
+                decodeGrpcMessage(final['grpc-message']),
+                retryAfterMsOf(final),
+              ),
+            );
+            return;
+          }
+          try {
+            const message = unframeGrpcMessage(Buffer.concat(chunks), 'response');
+            done(undefined, decodeCertifyResponse(message));
+          } catch (err) {
+            done(new CertifyCallFailed(INTERNAL, (err as Error).message));
+          }
+        });
+        call.end(frame);
+      };
       try {
         session = this.#sessionNow();
       } catch (err) {
         done(new CertifyCallFailed(UNAVAILABLE, (err as Error).message));
         return;
       }
-      const frame = frameGrpcMessage(encodeCertifyRequest(req));
-
-      const stream = session.request({
-        [h2.HTTP2_HEADER_METHOD]: 'POST',
-        [h2.HTTP2_HEADER_PATH]: CERTIFY_PATH,
-        [h2.HTTP2_HEADER_AUTHORITY]: this.#o.serverName,
-        [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-        [h2.HTTP2_HEADER_TE]: 'trailers',
-        'grpc-timeout': `${Math.max(1, Math.ceil(deadlineMs))}m`,
-      });
-      const timer = setTimeout(() => {
-        stream.close(h2.NGHTTP2_CANCEL);
-        done(new CertifyCallFailed(DEADLINE_EXCEEDED, 'Deadline exceeded'));
-      }, deadlineMs);
-      const onSessionError = (err: Error): void =>
-        done(new CertifyCallFailed(UNAVAILABLE, err.message));
       session.once('error', onSessionError);
-
-      let headers: IncomingHttpHeaders = {};
-      const chunks: Buffer[] = [];
-      let received = 0;
-      stream.on('response', (h) => (headers = h));
-      stream.on('data', (d: Buffer) => {
-        received += d.length;
-        if (received > MAX_RESPONSE_BYTES) {
-          stream.close(h2.NGHTTP2_CANCEL);
-          done(new CertifyCallFailed(INTERNAL, 'response too large'));
-          return;
-        }
-        chunks.push(d);
-      });
-      let trailers: IncomingHttpHeaders | undefined;
-      stream.on('trailers', (t) => (trailers = t));
-      stream.on('error', (err) => done(new CertifyCallFailed(UNAVAILABLE, err.message)));
-      stream.on('close', () => {
-        session.off('error', onSessionError);
-        if (settled) return;
-        const status = headers[h2.HTTP2_HEADER_STATUS];
-        if (status === undefined) {
-          done(new CertifyCallFailed(UNAVAILABLE, `stream closed (code ${stream.rstCode})`));
-          return;
-        }
-        if (Number(status) !== 200) {
-          done(new CertifyCallFailed(UNAVAILABLE, `HTTP status ${status} from the CA`));
-          return;
-        }
-        // Trailers, or the headers of a trailers-only answer.
-        const final = trailers ?? headers;
-        const code = final['grpc-status'];
-        if (code === undefined) {
-          done(new CertifyCallFailed(INTERNAL, 'no grpc-status in the answer'));
-          return;
-        }
-        if (code !== '0') {
-          done(
-            new CertifyCallFailed(
-              Number(code),
-              decodeGrpcMessage(final['grpc-message']),
-              retryAfterMsOf(final),
-            ),
-          );
-          return;
-        }
-        try {
-          const message = unframeGrpcMessage(Buffer.concat(chunks), 'response');
-          done(undefined, decodeCertifyResponse(message));
-        } catch (err) {
-          done(new CertifyCallFailed(INTERNAL, (err as Error).message));
-        }
-      });
-      stream.end(frame);
+      if (session.connecting) session.once('connect', send);
+      else send();
     });
   }
 

@@ -7,11 +7,12 @@
  * - The projected token is read from its file on every request: the kubelet rotates it.
  * - Renewal at about 70 % of the certificate's life, with jitter so that a fleet started
  *   together does not renew together.
- * - On failure, retries with capped exponential backoff (with jitter) and keeps using the
- *   current certificate until it expires; only then is there no certificate (not ready). When
- *   the CA refused with a retry hint (RESOURCE_EXHAUSTED, `retry-after-ms`), the next try is
- *   after the hint plus up to half of it again, at random, so a refused fleet does not return
- *   all at once.
+ * - On failure, retries with capped exponential backoff (with jitter: over the whole window
+ *   while it has no certificate, so that a fleet restarted together spreads out) and keeps
+ *   using the current certificate until it expires; only then is there no certificate (not
+ *   ready). When the CA refused with a retry hint (RESOURCE_EXHAUSTED, `retry-after-ms`),
+ *   the next try is after the hint plus up to half of it again, at random, so a refused fleet
+ *   does not return all at once.
  * - A response is used only after `verifyCertifyResponse` accepts it.
  * - The renewal timer runs on the monotonic clock, which a wall-clock jump does not move; the
  *   owner calls `checkClock()` every second or so, and a renewal that is due by the wall clock
@@ -292,19 +293,31 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
   }
 
   /**
-   * Delay before retry number `failures` (1-based): doubling from `minRetryMs`, capped at
-   * `maxRetryMs`, drawn uniformly from its upper half so retries spread. With the CA's hint,
-   * the hint plus up to half of it again instead (still capped). Never past the current
-   * certificate's expiry when one is held.
+   * Delay before retry number `failures` (1-based). The window doubles from `minRetryMs` up to
+   * `maxRetryMs`:
+   * - without a valid certificate (a first certificate, or the held one expired) the delay is
+   *   drawn from the whole window ("full jitter", from a tenth of `minRetryMs`): a fleet that
+   *   restarted together and failed together spreads its retries over all of it, instead of
+   *   coming back as one wave (docs/benchmarks.md, "The restart storm");
+   * - holding a valid certificate, from the window's upper half (a renewal has time; no
+   *   reason to come back early);
+   * - with the CA's hint, the hint plus up to half of it again instead (still capped).
+   * Never past the current certificate's expiry when one is held.
    */
   retryDelay(failures: number, hintMs?: number): number {
-    const cap = Math.min(this.#o.maxRetryMs, this.#o.minRetryMs * 2 ** Math.min(failures - 1, 30));
-    const delay =
-      hintMs === undefined
-        ? Math.round(cap / 2 + (cap / 2) * this.#unit())
-        : Math.min(this.#o.maxRetryMs, Math.round(hintMs + (hintMs / 2) * this.#unit()));
+    const o = this.#o;
+    const cap = Math.min(o.maxRetryMs, o.minRetryMs * 2 ** Math.min(failures - 1, 30));
     const c = this.current();
-    return c === undefined ? delay : Math.min(delay, Math.max(0, c.notAfter - this.#o.clock.now()));
+    let delay: number;
+    if (hintMs !== undefined) {
+      delay = Math.min(o.maxRetryMs, Math.round(hintMs + (hintMs / 2) * this.#unit()));
+    } else if (c === undefined) {
+      const floor = Math.min(cap, o.minRetryMs / 10);
+      delay = Math.round(floor + (cap - floor) * this.#unit());
+    } else {
+      delay = Math.round(cap / 2 + (cap / 2) * this.#unit());
+    }
+    return c === undefined ? delay : Math.min(delay, Math.max(0, c.notAfter - o.clock.now()));
   }
 
   /** A uniform number in [0, 1) from the injected randomness. */

@@ -1,7 +1,8 @@
 /**
  * The restart storm, part of `npm run bench`: thousands of proxies asking a real `meshid ca` for
- * their first certificate at once (a mass restart), with the CA's backpressure on (the default
- * limits) and off (`MESHID_BACKPRESSURE=false`: everything admitted at once), in the same run.
+ * their first certificate at once (a mass restart), with the CA's defaults (backpressure and the
+ * handshake limit), with the handshake limit off (`MESHID_CERTIFY_MAX_HANDSHAKES=0`), and with
+ * both off (`MESHID_BACKPRESSURE=false` too: everything admitted at once), in the same run.
  *
  * - The CA is a real `meshid ca` process, one worker pinned to core 0, JWKS token validation,
  *   log level warn (as the h2load part); a fresh one per storm, warmed up first.
@@ -54,11 +55,31 @@ const NICE = -15;
 const PRIORITY = process.getuid?.() === 0 ? ['nice', '-n', String(NICE)] : [];
 const PROXIES_FILE = fileURLToPath(new URL('./storm-proxies.ts', import.meta.url));
 
-const MODES = ['on', 'off'] as const;
-type Mode = (typeof MODES)[number];
+const ALL_MODES = ['on', 'no-gate', 'off'] as const;
+type Mode = (typeof ALL_MODES)[number];
+/** `BENCH_STORM_MODES`: which of them run (comma-separated; default all). */
+const MODES: readonly Mode[] = (process.env['BENCH_STORM_MODES'] ?? ALL_MODES.join(','))
+  .split(',')
+  .map((m) => {
+    if (!(ALL_MODES as readonly string[]).includes(m))
+      throw new Error(`BENCH_STORM_MODES: "${m}" is not one of ${ALL_MODES.join(', ')}`);
+    return m as Mode;
+  });
+/** `BENCH_STORM_MAX_HANDSHAKES`: the handshake limit of the "all on" mode (default: the CA's). */
+const MAX_HANDSHAKES = process.env['BENCH_STORM_MAX_HANDSHAKES'];
 const LABEL: Record<Mode, string> = {
-  on: 'on (defaults)',
-  off: 'off (admit all)',
+  on:
+    MAX_HANDSHAKES === undefined
+      ? 'all on (defaults)'
+      : `all on, handshake limit ${MAX_HANDSHAKES}`,
+  'no-gate': 'handshake limit off',
+  off: 'backpressure and handshake limit off',
+};
+/** The CA's environment per mode (call deadlines are honoured in every mode). */
+const MODE_ENV: Record<Mode, Record<string, string>> = {
+  on: MAX_HANDSHAKES === undefined ? {} : { MESHID_CERTIFY_MAX_HANDSHAKES: MAX_HANDSHAKES },
+  'no-gate': { MESHID_CERTIFY_MAX_HANDSHAKES: '0' },
+  off: { MESHID_BACKPRESSURE: 'false', MESHID_CERTIFY_MAX_HANDSHAKES: '0' },
 };
 
 /** One storm as measured from both sides. */
@@ -72,6 +93,11 @@ interface StormResult {
   readonly caRssPeakMb: number;
   readonly caCpuUsPerCert: number;
   readonly issued: number;
+  /** Certificates signed that no proxy received (its caller had gone). */
+  readonly wasted: number;
+  /** Calls dropped unsigned because their caller had gone, and connections reset unshaken. */
+  readonly dropped: number;
+  readonly connectionsReset: number;
   readonly refusedByReason: Record<string, number>;
   /** Share of its one core the proxies' process used during the storm, and the CA's. */
   readonly proxiesCoreBusy: number;
@@ -109,7 +135,7 @@ async function oneStorm(
     // warn: at info the CA writes a line per certificate to a pipe this process reads, and
     // node's writes to a pipe block when it is full (this process is not at the CA's priority).
     [...caArgs, '--workers', '1', '--log-level', 'warn'],
-    mode === 'off' ? { MESHID_BACKPRESSURE: 'false' } : {},
+    MODE_ENV[mode],
     { prefix: [...PRIORITY, 'taskset', '-c', '0'], nodeArgs: CA_NODE_ARGS },
   );
   try {
@@ -126,7 +152,12 @@ async function oneStorm(
       } satisfies StormMessage);
       return answer;
     };
-    const counts = async (): Promise<{ issued: number; refused: Record<string, number> }> => {
+    const counts = async (): Promise<{
+      issued: number;
+      dropped: number;
+      reset: number;
+      refused: Record<string, number>;
+    }> => {
       const metrics = (await adminGet(ca.admin, '/metrics')).body;
       const v = (name: string, labels: Record<string, string>): number => {
         const n = metricValue(metrics, name, labels);
@@ -135,7 +166,12 @@ async function oneStorm(
       const refused: Record<string, number> = {};
       for (const reason of ['queue-full', 'displaced', 'source-rate', 'identity-rate'])
         refused[reason] = v('meshid_certify_admission_refused_total', { reason });
-      return { issued: v('meshid_certify_requests_total', { outcome: 'issued' }), refused };
+      return {
+        issued: v('meshid_certify_requests_total', { outcome: 'issued' }),
+        dropped: v('meshid_certify_dropped_total', {}),
+        reset: v('meshid_certify_connections_refused_total', {}),
+        refused,
+      };
     };
     const warm = await ask('warmup');
     if (warm.missing > 0) throw new Error(`warm-up: ${warm.missing} proxies got no certificate`);
@@ -161,6 +197,9 @@ async function oneStorm(
       caRssPeakMb: mem.peak,
       caCpuUsPerCert: ((cpu1 - cpu0) * 1e6) / Math.max(1, issued),
       issued,
+      wasted: issued - outcome.timesMs.length,
+      dropped: end.dropped - start.dropped,
+      connectionsReset: end.reset - start.reset,
       refusedByReason,
       proxiesCoreBusy: outcome.cpuMs / outcome.wallMs,
       caCoreBusy: ((cpu1 - cpu0) * 1000) / outcome.wallMs,
@@ -209,14 +248,14 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
       `Restart storm: ${PROXIES} proxies (${ACCOUNTS} ServiceAccounts, one loopback address each) ask for their first certificate at once; CA: 1 worker on core 0, a fresh one per storm warmed up by ${WARMUP} proxies first, proxies' process on core 1${PRIORITY.length > 0 ? `, both at nice ${NICE}` : ''}; ${ROUNDS} rounds (keys and CSRs made beforehand in ${(keygenMs / 1000).toFixed(1)} s)`,
     );
     for (let r = 0; r < ROUNDS; r++) {
-      // Alternate which goes first, so that a drift of the machine does not favour one.
+      // Alternate the order, so that a drift of the machine does not favour one.
       const order = r % 2 === 0 ? MODES : ([...MODES].reverse() as Mode[]);
       for (const mode of order) {
         const res = await oneStorm(mode, child, state.caArgs, anchorsPem);
         results.push(res);
         const o = res.outcome;
         out(
-          `  round ${r + 1}, backpressure ${mode}: all issued in ${f2(res.allIssuedS)} s (p50 ${f2(res.p50S)} s, p99 ${f2(res.p99S)} s), ${o.missing} missing, ${o.attempts} attempts, ${o.retriedExhausted} RESOURCE_EXHAUSTED retried (${o.hintsMs.length === 0 ? 'no hints' : `hint median ${median(o.hintsMs).toFixed(0)} ms`}; CA: ${errorsText(res.refusedByReason)}), errors ${errorsText(o.errors)}, CA issued ${res.issued}, RSS ${res.caRssBeforeMb.toFixed(0)} → peak ${res.caRssPeakMb.toFixed(0)} MB, CA CPU ${res.caCpuUsPerCert.toFixed(0)} µs/cert, cores busy: CA ${(100 * res.caCoreBusy).toFixed(0)} %, proxies ${(100 * res.proxiesCoreBusy).toFixed(0)} %`,
+          `  round ${r + 1}, ${LABEL[mode]}: all issued in ${f2(res.allIssuedS)} s (p50 ${f2(res.p50S)} s, p99 ${f2(res.p99S)} s), ${o.missing} missing, ${o.attempts} attempts, ${o.retriedExhausted} RESOURCE_EXHAUSTED retried (${o.hintsMs.length === 0 ? 'no hints' : `hint median ${median(o.hintsMs).toFixed(0)} ms`}; CA: ${errorsText(res.refusedByReason)}), errors ${errorsText(o.errors)}, CA issued ${res.issued} (wasted ${res.wasted}; dropped unsigned ${res.dropped}; connections reset ${res.connectionsReset}), RSS ${res.caRssBeforeMb.toFixed(0)} → peak ${res.caRssPeakMb.toFixed(0)} MB, CA CPU ${res.caCpuUsPerCert.toFixed(0)} µs/cert, cores busy: CA ${(100 * res.caCoreBusy).toFixed(0)} %, proxies ${(100 * res.proxiesCoreBusy).toFixed(0)} %`,
         );
       }
     }
@@ -239,36 +278,38 @@ export async function runStormBench(out: (line?: string) => unknown): Promise<St
       cut: rs.filter((x) => x.outcome.missing > 0).length,
       exhausted: median(rs.map((x) => x.outcome.retriedExhausted)),
       errors: median(rs.map((x) => Object.values(x.outcome.errors).reduce((a, b) => a + b, 0))),
+      attempts: median(rs.map((x) => x.outcome.attempts)),
+      wasted: median(rs.map((x) => x.wasted)),
+      dropped: median(rs.map((x) => x.dropped)),
+      reset: median(rs.map((x) => x.connectionsReset)),
       peak: median(rs.map((x) => x.caRssPeakMb)),
       cpu: median(rs.map((x) => x.caCpuUsPerCert)),
       busy: Math.max(...rs.map((x) => x.proxiesCoreBusy)),
       caBusy: median(rs.map((x) => x.caCoreBusy)),
     };
   };
-  const on = summary('on');
-  const off = summary('off');
   out();
   out(
-    `| backpressure | time until all issued, s | p50 s | p99 s | missing (max) | RESOURCE_EXHAUSTED retried | errors | CA RSS peak, MB | CA CPU µs/cert | CA core busy | proxies' core busy (max) |`,
+    `| mode | time until all issued, s | p50 s | p99 s | missing (max) | attempts | RESOURCE_EXHAUSTED retried | errors | wasted signatures (issued − delivered) | dropped unsigned | connections reset | CA RSS peak, MB | CA CPU µs/cert | CA core busy | proxies' core busy (max) |`,
   );
-  out('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const [mode, s] of [
-    ['on', on],
-    ['off', off],
-  ] as const) {
+  out('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const mode of MODES) {
+    const s = summary(mode);
     out(
-      `| ${LABEL[mode]} | ${s['cut']! > 0 ? `${s['cut']} of ${ROUNDS} rounds cut at ${DEADLINE_S} s${Number.isNaN(s['all']!) ? '' : `; others ${f2(s['all']!)}`}` : f2(s['all']!)} | ${f2(s['p50']!)} | ${f2(s['p99']!)} | ${s['missing']} | ${s['exhausted']} | ${s['errors']} | ${s['peak']!.toFixed(0)} | ${s['cpu']!.toFixed(0)} | ${(100 * s['caBusy']!).toFixed(0)} % | ${(100 * s['busy']!).toFixed(0)} % |`,
+      `| ${LABEL[mode]} | ${s['cut']! > 0 ? `${s['cut']} of ${ROUNDS} rounds cut at ${DEADLINE_S} s${Number.isNaN(s['all']!) ? '' : `; others ${f2(s['all']!)}`}` : f2(s['all']!)} | ${f2(s['p50']!)} | ${f2(s['p99']!)} | ${s['missing']} | ${s['attempts']} | ${s['exhausted']} | ${s['errors']} | ${s['wasted']} | ${s['dropped']} | ${s['reset']} | ${s['peak']!.toFixed(0)} | ${s['cpu']!.toFixed(0)} | ${(100 * s['caBusy']!).toFixed(0)} % | ${(100 * s['busy']!).toFixed(0)} % |`,
     );
   }
   // Ratios within each round, then their median.
-  const ratio = (pick: (x: StormResult) => number): number =>
-    median(of('off').map((x, i) => pick(x) / pick(of('on')[i]!)));
-  out(
-    `| off ÷ on | ${f2(ratio((x) => x.allIssuedS))} | ${f2(ratio((x) => x.p50S))} | ${f2(ratio((x) => x.p99S))} | | | | ${f2(ratio((x) => x.caRssPeakMb))} | ${f2(ratio((x) => x.caCpuUsPerCert))} | | |`,
-  );
+  const ratio = (mode: Mode, pick: (x: StormResult) => number): number =>
+    median(of(mode).map((x, i) => pick(x) / pick(of('on')[i]!)));
+  for (const mode of MODES.includes('on') ? MODES.filter((m) => m !== 'on') : []) {
+    out(
+      `| ${LABEL[mode]} ÷ all on | ${f2(ratio(mode, (x) => x.allIssuedS))} | ${f2(ratio(mode, (x) => x.p50S))} | ${f2(ratio(mode, (x) => x.p99S))} | | ${f2(ratio(mode, (x) => x.outcome.attempts))} | | | | | | ${f2(ratio(mode, (x) => x.caRssPeakMb))} | ${f2(ratio(mode, (x) => x.caCpuUsPerCert))} | | |`,
+    );
+  }
   out();
   out(
-    `medians of ${ROUNDS} rounds (p50/p99 over the proxies that got a certificate); errors are failures other than RESOURCE_EXHAUSTED (which the proxies retry after the CA's hint plus up to half of it again, as a proxy does); times are from the storm's start to a proxy holding a certificate it has verified; CA CPU per certificate counts every certificate issued, also those for callers that had given up. A core busy well below 100 % on both sides means the storm waited on neither process but on the machine (other work on the same cores). Load average ${loadavg()
+    `medians of ${ROUNDS} rounds (p50/p99 over the proxies that got a certificate); errors are failures other than RESOURCE_EXHAUSTED (which the proxies retry after the CA's hint plus up to half of it again, as a proxy does); times are from the storm's start to a proxy holding a certificate it has verified; CA CPU per certificate counts every certificate issued, also those for callers that had given up (the wasted signatures); "dropped unsigned" are calls the CA dropped because their caller had gone, "connections reset" those the handshake limit closed after waiting too long. A core busy well below 100 % on both sides means the storm waited on neither process but on the machine (other work on the same cores). Load average ${loadavg()
       .map((x) => x.toFixed(1))
       .join(' ')} after: the machine is shared.`,
   );

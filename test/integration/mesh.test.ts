@@ -85,7 +85,10 @@ describe('two workloads through meshid proxies (real processes)', function () {
 
   it('refuses a route whose server is not the identity it expects, before the app sees anything', async () => {
     seen.length = 0;
-    await assert.rejects(httpGet(routes()[1]!, '/should-not-arrive'));
+    // The route listener answers the HTTP request itself, naming why (no bare reset).
+    const r = await httpGet(routes()[1]!, '/should-not-arrive');
+    assert.equal(r.status, 502);
+    assert.match(r.body, /is not the expected identity/);
     assert.equal(seen.length, 0);
     const admin = voting.admin;
     const metrics = (await adminGet(admin, '/metrics')).body;

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -22,12 +23,19 @@ import { CA_IDENTITY, idOf } from '../support/state.js';
 
 const LIFETIME = ['--cert-lifetime', '6s', '--clock-skew', '1s'];
 
+/** The last `n` warnings and errors a meshid process logged. */
+function warnings(p: MeshidProcess | undefined, n = 8): string {
+  const lines = (p?.lines ?? []).filter((l) => /"level":(40|50|60)/.test(l));
+  return lines.length === 0 ? '(none)' : lines.slice(-n).join('\n');
+}
+
 describe('meshid trust rotate --dir: root A to root B under load (real CA, real proxy, real TLS)', function () {
-  this.timeout(120_000);
+  this.timeout(180_000);
   let dir: string;
   let ca: CaProcess | undefined;
   let proxy: MeshidProcess | undefined;
   let app: Server | undefined;
+  let controller: ChildProcess | undefined;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshid-rotate-local-'));
@@ -36,6 +44,14 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     ca = await startCaProcess(['--dir', dir, '--workers', '1', ...LIFETIME]);
   });
   after(async () => {
+    if (
+      controller !== undefined &&
+      controller.exitCode === null &&
+      controller.signalCode === null
+    ) {
+      controller.kill('SIGKILL');
+      await once(controller, 'exit');
+    }
     await proxy?.stop();
     app?.close();
     await ca?.stop();
@@ -95,12 +111,19 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     try {
       // The first controller runs until the rotation is draining, then dies without warning.
       const first = spawn(process.execPath, [MESHID_BIN, ...rotateArgs], { stdio: 'ignore' });
+      controller = first;
       const exited = once(first, 'exit');
       await waitFor(
         'the rotation to reach drain',
         async () => ((await readRotationStateFile(dir))?.phase === 'drain' ? true : undefined),
         60_000,
-      );
+      ).catch(async (err: Error) => {
+        const state = await readRotationStateFile(dir);
+        throw new Error(
+          `${err.message}; rotation in ${state?.phase ?? '?'} waiting for: ${JSON.stringify(state?.waitingFor ?? state?.lastError)}\n` +
+            `proxy warnings:\n${warnings(proxy)}\nCA warnings:\n${warnings(ca)}`,
+        );
+      });
       first.kill('SIGKILL');
       await exited;
       const mid = await readRotationStateFile(dir);
@@ -111,11 +134,29 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
         'both roots still trusted while draining',
       );
 
-      // A new controller picks the rotation up where it stopped.
-      const second = await runMeshid(rotateArgs);
-      assert.equal(second.code, 0, second.stderr);
-      assert.match(second.stdout, /continuing rotation r[0-9a-f]+ in phase drain/);
-      assert.match(second.stdout, /done: old root retired/);
+      // A new controller picks the rotation up where it stopped. Draining takes a leaf lifetime
+      // plus twice the skew (8 s) once every proxy has renewed; a controller still running after
+      // 75 s is stuck, and the failure says on what.
+      controller = spawn(process.execPath, [MESHID_BIN, ...rotateArgs], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      controller.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      controller.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const exit = once(controller, 'exit') as Promise<[number | null, string | null]>;
+      const bound = new Promise<undefined>((r) => setTimeout(r, 75_000, undefined).unref());
+      const ended = await Promise.race([exit, bound]);
+      if (ended === undefined || ended[0] !== 0) {
+        const state = await readRotationStateFile(dir);
+        assert.fail(
+          `the second controller ${ended === undefined ? 'was still running after 75 s' : `exited with ${String(ended[0] ?? ended[1])}`}\n` +
+            `rotation waiting for: ${JSON.stringify(state?.waitingFor ?? state?.lastError ?? state?.phase)}\n` +
+            `its output (last 2,000 characters):\n${out.slice(-2000)}\n` +
+            `proxy warnings:\n${warnings(proxy)}\nCA warnings:\n${warnings(ca)}`,
+        );
+      }
+      assert.match(out, /continuing rotation r[0-9a-f]+ in phase drain/);
+      assert.match(out, /done: old root retired/);
       // Let the workloads renew and reconnect under the final bundle too.
     } catch (err) {
       await load.stop();

@@ -108,6 +108,14 @@ export async function finishLoad(load: RotationLoad): Promise<LoadStats> {
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
+/** A connection of the load that stalls for 10 s fails (counted, with the reason) instead of hanging the run. */
+const STALL_MS = 10_000;
+const bound = (socket: TLSSocket): void => {
+  socket.setTimeout(STALL_MS, () =>
+    socket.destroy(new Error(`no progress for ${STALL_MS / 1000} s (stalled connection)`)),
+  );
+};
+
 /**
  * Starts two workloads (client and server) and the load between them.
  *
@@ -263,6 +271,7 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
             ? undefined
             : new Error(`server is not ${serverW.identity}`),
       });
+      bound(socket);
       await once(socket, 'secureConnect');
       const chunks: Buffer[] = [];
       socket.on('data', (d: Buffer) => chunks.push(d));
@@ -295,6 +304,7 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
               ? undefined
               : new Error(`proxy is not ${target.identity}`),
         });
+        bound(socket);
         await once(socket, 'secureConnect');
         socket.write('GET /ping HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
         const chunks: Buffer[] = [];

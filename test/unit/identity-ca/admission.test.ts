@@ -190,6 +190,49 @@ describe('Certify admission control', () => {
     blocker();
   });
 
+  it('drops a waiting call whose deadline passed when its turn comes, never runs it, and runs the next', async () => {
+    const dropped: string[] = [];
+    const clock = new ManualClock(0);
+    const a = new Admission(
+      { ...OFF, maxInFlight: 1, maxQueue: 10 },
+      clock,
+      undefined,
+      (why, stage) => dropped.push(`${why}/${stage}`),
+    );
+    // The deadline of each call, on the injected clock (as the server's call state reads it).
+    const until = (deadlineAt: number) => ({
+      ...call(),
+      abandoned: () => (clock.now() >= deadlineAt ? ('deadline' as const) : undefined),
+    });
+    const running = await a.admit(call());
+    let ran = 0;
+    const short = a.admit(until(100)).then((r) => (ran++, r));
+    const long = a.admit(until(10_000));
+    await settle();
+    assert.deepEqual(a.load, { inFlight: 1, queued: 2 });
+    clock.advance(500); // the short call's deadline passes while it waits; no timer tells it
+    running();
+    await assert.rejects(short, (err: unknown) => {
+      assert.equal((err as { code?: string }).code, 'ERR_CERTIFY_DEADLINE_EXCEEDED');
+      assert.match((err as Error).message, /deadline passed while waiting for admission/);
+      return true;
+    });
+    assert.equal(ran, 0, 'the expired call never ran');
+    (await long)();
+    assert.deepEqual(dropped, ['deadline/queue']);
+    assert.deepEqual(a.load, { inFlight: 0, queued: 0 });
+    // Already past its deadline on arrival: dropped at once, before any bucket is touched.
+    const b = new Admission(
+      { ...OFF, sourceBurst: 1, sourcePerSecond: 1 },
+      clock,
+      undefined,
+      (w, s) => dropped.push(`${w}/${s}`),
+    );
+    await assert.rejects(b.admit(until(0)), /deadline passed/);
+    (await b.admit(call()))(); // the source's one token is still there
+    assert.deepEqual(dropped, ['deadline/queue', 'deadline/queue']);
+  });
+
   it('caps the queue-full hint at 30 s however slow calls are', async () => {
     const clock = new ManualClock(0);
     const { a } = admission({ maxInFlight: 1, maxQueue: 0 }, clock);

@@ -7,6 +7,8 @@
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
+import { connect as tcpConnect } from 'node:net';
+import type { Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { GrpcStatus, silentLogger, systemClock, systemRandom, toPem } from '../../../core/index.js';
 import type { Address, CertifyRequest, CertifyResponse } from '../../../core/index.js';
@@ -14,6 +16,7 @@ import { LeafSigner, randomSerial } from '../../../identity-ca/issuer/leaf.js';
 import { Admission } from '../../../identity-ca/server/admission.js';
 import type { AdmissionSettings } from '../../../identity-ca/server/admission.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
+import type { CertifyServerOptions } from '../../../identity-ca/server/grpc-server.js';
 import { CertifyCallFailed, Http2CertifyClient } from '../../../proxy/index.js';
 import type { PresentedCertificate } from '../../../proxy/index.js';
 import { ca, root } from './fixtures/pki.js';
@@ -69,14 +72,20 @@ describe('identity-ca/server: backpressure on the wire', function () {
   });
 
   /** A server whose handler holds every call until `releaseAll`, recording the order. */
-  async function start(settings: Partial<AdmissionSettings>): Promise<{
+  async function start(
+    settings: Partial<AdmissionSettings>,
+    serverOptions: Partial<CertifyServerOptions> = {},
+  ): Promise<{
     address: Address;
+    server: CertifyServer;
     order: string[];
+    dropped: string[];
     started: () => number;
     queued: () => number;
     releaseAll: () => void;
   }> {
     const order: string[] = [];
+    const dropped: string[] = [];
     const pending: (() => void)[] = [];
     let holding = true;
     let admission: Admission;
@@ -104,13 +113,18 @@ describe('identity-ca/server: backpressure on the wire', function () {
           ...settings,
         },
         systemClock,
+        undefined,
+        (why, stage) => dropped.push(`${why}/${stage}`),
       )),
+      ...serverOptions,
     });
     servers.push(server);
     const address = await server.listen({ host: '127.0.0.1', port: 0 });
     return {
       address,
+      server,
       order,
+      dropped,
       started: () => order.length,
       queued: () => admission.load.queued,
       releaseAll: () => {
@@ -163,6 +177,135 @@ describe('identity-ca/server: backpressure on the wire', function () {
     s.releaseAll();
     assert.match((await first).leafCertificate.toString(), /leaf for a/);
     assert.deepEqual(s.order, ['a'], 'the refused call never reached the handler');
+  });
+
+  it('drops a call whose deadline passed while it waited for admission: the handler never sees it, the caller gets DEADLINE_EXCEEDED', async () => {
+    const s = await start({ maxInFlight: 1 });
+    const c = client(s.address);
+    const first = c.certify(req('a'));
+    await until('the first call to run', () => s.started() === 1);
+    const err = (await c.certify(req('b'), 300).catch((e: unknown) => e)) as CertifyCallFailed;
+    assert.equal(err.code, GrpcStatus.DEADLINE_EXCEEDED);
+    await until('the drop to be counted', () => s.dropped.length === 1);
+    assert.match(s.dropped[0]!, /^(deadline|gone)\/queue$/);
+    assert.equal(s.queued(), 0, 'it left the queue when its deadline passed');
+    s.releaseAll();
+    assert.match((await first).leafCertificate.toString(), /leaf for a/);
+    assert.deepEqual(s.order, ['a'], 'the expired call never reached the handler');
+  });
+
+  describe('the handshake limit', () => {
+    const raws: Socket[] = [];
+    afterEach(() => {
+      for (const r of raws.splice(0)) r.destroy();
+    });
+
+    /** A TCP connection that never sends its ClientHello: it holds a handshake slot. */
+    async function silentConnection(address: Address, from?: string): Promise<Socket> {
+      const raw = tcpConnect({
+        host: address.host,
+        port: address.port,
+        ...(from === undefined ? {} : { localAddress: from }),
+      });
+      raw.on('error', () => undefined);
+      raws.push(raw);
+      await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+      return raw;
+    }
+
+    it('holds a connection beyond maxHandshakes unread until a slot frees, then serves it', async () => {
+      const refused: string[] = [];
+      const waited: number[] = [];
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 1, maxWaitMs: 20_000, maxWaiting: 10 },
+          observeConnections: { refused: (w) => refused.push(w), waited: (x) => waited.push(x) },
+        },
+      );
+      s.releaseAll();
+      const raw = await silentConnection(s.address);
+      await until(
+        'the silent connection to hold the slot',
+        () => s.server.handshakeLoad.handshaking === 1,
+      );
+      const c = client(s.address);
+      const call = c.certify(req('a'), 10_000);
+      await until('the call to wait for a slot', () => s.server.handshakeLoad.waiting === 1);
+      assert.equal(s.started(), 0, 'nothing reached the handler while its connection waited');
+      raw.destroy();
+      assert.match((await call).leafCertificate.toString(), /leaf for a/);
+      assert.deepEqual(refused, []);
+      assert.equal(waited.length, 2, 'both connections were counted');
+      assert.ok(waited[1]! > 0, 'the second one waited');
+      assert.deepEqual(s.server.handshakeLoad, { handshaking: 0, waiting: 0 });
+    });
+
+    it('resets a connection that waited longer than maxWaitMs: the caller sees UNAVAILABLE at once, not at its deadline', async () => {
+      const refused: string[] = [];
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 1, maxWaitMs: 200, maxWaiting: 10 },
+          observeConnections: { refused: (w) => refused.push(w), waited: () => undefined },
+        },
+      );
+      s.releaseAll();
+      await silentConnection(s.address);
+      await until(
+        'the silent connection to hold the slot',
+        () => s.server.handshakeLoad.handshaking === 1,
+      );
+      const started = Date.now();
+      const err = (await client(s.address)
+        .certify(req('a'), 30_000)
+        .catch((e: unknown) => e)) as CertifyCallFailed;
+      assert.ok(err instanceof CertifyCallFailed, String(err));
+      assert.equal(err.code, GrpcStatus.UNAVAILABLE);
+      assert.ok(Date.now() - started < 20_000, 'refused long before the 30 s deadline');
+      assert.deepEqual(refused, ['wait-timeout']);
+      assert.equal(s.started(), 0);
+    });
+
+    it('lets one source hold only its share of the slots: silent connections from one address do not keep others from their certificates', async () => {
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 3, maxWaitMs: 20_000, maxWaiting: 100, maxPerSource: 2 },
+          observeConnections: { refused: () => undefined, waited: () => undefined },
+        },
+      );
+      s.releaseAll();
+      for (let i = 0; i < 6; i++) await silentConnection(s.address, '127.0.0.2');
+      await until(
+        'the silent source to hold its share and queue the rest',
+        () => s.server.handshakeLoad.handshaking === 2 && s.server.handshakeLoad.waiting === 4,
+      );
+      // The caller from 127.0.0.1 is served at once although four connections waited before it.
+      const res = await client(s.address).certify(req('a'), 10_000);
+      assert.match(res.leafCertificate.toString(), /leaf for a/);
+      assert.equal(s.server.handshakeLoad.handshaking, 2, 'still only the silent share');
+    });
+
+    it('resets a newcomer at once when maxWaiting connections already wait', async () => {
+      const refused: string[] = [];
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 1, maxWaitMs: 20_000, maxWaiting: 1 },
+          observeConnections: { refused: (w) => refused.push(w), waited: () => undefined },
+        },
+      );
+      await silentConnection(s.address);
+      await until('the slot to be held', () => s.server.handshakeLoad.handshaking === 1);
+      await silentConnection(s.address);
+      await until('one to wait', () => s.server.handshakeLoad.waiting === 1);
+      const err = (await client(s.address)
+        .certify(req('a'), 30_000)
+        .catch((e: unknown) => e)) as CertifyCallFailed;
+      assert.equal(err.code, GrpcStatus.UNAVAILABLE);
+      assert.deepEqual(refused, ['queue-full']);
+    });
   });
 
   it('answers RESOURCE_EXHAUSTED with a hint when a source is over its rate, before the handler', async () => {

@@ -117,6 +117,71 @@ describe('identity-ca/server/certify', () => {
     assert.deepEqual(res.intermediateCertificates, issuer.intermediatesDer);
   });
 
+  describe('a caller that has gone (deadline on an injected clock)', () => {
+    /** The server's call state, with the caller's deadline on the test's clock. */
+    const callUntil = (deadlineAt: number, gone = () => false) => ({
+      abandoned: () =>
+        clock.now() >= deadlineAt ? ('deadline' as const) : gone() ? ('gone' as const) : undefined,
+    });
+    /** A handler that records what it dropped and what it issued. */
+    const recording = () => {
+      const dropped: string[] = [];
+      const issued: string[] = [];
+      const certify = createCertifyHandler(
+        deps({
+          onDropped: (w, s) => dropped.push(`${w}/${s}`),
+          onIssued: (l) => issued.push(l.serialHex),
+        }),
+      );
+      return { certify, dropped, issued };
+    };
+
+    it('drops a call whose deadline has passed before anything is checked: the token is never validated', async () => {
+      const { certify, dropped, issued } = recording();
+      await refusedWith(
+        certify(request(), callUntil(clock.now())),
+        'ERR_CERTIFY_DEADLINE_EXCEEDED',
+        /deadline passed before the start step/,
+      );
+      assert.equal(tokens.calls, 0);
+      assert.deepEqual(dropped, ['deadline/start']);
+      assert.deepEqual(issued, []);
+    });
+
+    it('signs nothing when the deadline passes while the token is validated', async () => {
+      let release!: () => void;
+      tokens = new FakeTokens(WEB_SA, new Promise<void>((r) => (release = r)));
+      const { certify, dropped, issued } = recording();
+      const pending = certify(request(), callUntil(clock.now() + 5000));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(tokens.calls, 1, 'the token check started in time');
+      clock.advance(5000); // the validator (a slow API server) took the rest of the deadline
+      release();
+      await refusedWith(pending, 'ERR_CERTIFY_DEADLINE_EXCEEDED', /before the sign step/);
+      assert.deepEqual(dropped, ['deadline/sign']);
+      assert.deepEqual(issued, [], 'nothing signed, nothing recorded');
+    });
+
+    it('drops a call whose stream closed before its token check with CANCELLED-class ERR_CERTIFY_CALLER_GONE', async () => {
+      let closed = false;
+      const dropped: string[] = [];
+      const certify = createCertifyHandler(
+        deps({ onDropped: (w, s) => dropped.push(`${w}/${s}`) }),
+      );
+      const call = callUntil(Number.POSITIVE_INFINITY, () => closed);
+      const pending = certify(request(), call);
+      closed = true; // the caller reset its stream while the CSR was being verified
+      await refusedWith(pending, 'ERR_CERTIFY_CALLER_GONE', /caller left before the token step/);
+      assert.equal(tokens.calls, 0);
+      assert.deepEqual(dropped, ['gone/token']);
+    });
+
+    it('issues as usual while the caller still waits', async () => {
+      const res = await createCertifyHandler(deps())(request(), callUntil(clock.now() + 1));
+      assert.ok(res.leafCertificate.length > 0);
+    });
+  });
+
   it("clamps NotAfter to the issuer's expiry when the issuer expires first", async () => {
     current = await issuerValidFor(2 * HOUR);
     const res = await createCertifyHandler(deps())(request());

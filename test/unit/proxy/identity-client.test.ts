@@ -250,6 +250,52 @@ describe('proxy/identity: the identity client', function () {
     id.close();
   });
 
+  it('spreads the retries of a first certificate over the whole backoff window (full jitter), from a tenth of the first delay', async () => {
+    handler = async () => {
+      throw Object.assign(new Error('CA unavailable'), { code: 14 });
+    };
+    const retries = async (random: Random): Promise<number[]> => {
+      const { id, timers } = client({ minRetryMs: 1000, maxRetryMs: 8000, random });
+      id.start();
+      const out: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        await timers.fire(id);
+        out.push(timers.delays.at(-1)!);
+        clock.advance(out.at(-1)!);
+      }
+      assert.equal(id.current(), undefined, 'still no certificate');
+      id.close();
+      return out;
+    };
+    // Windows of 1, 2, 4, 8, 8 s; the lowest draw is the floor (100 ms), the highest the cap.
+    const byte = (b: number): Random => ({ bytes: (n) => Buffer.alloc(n, b) });
+    assert.deepEqual(await retries(byte(0x00)), [100, 100, 100, 100, 100]);
+    assert.deepEqual(await retries(middle), [550, 1050, 2050, 4050, 4050]);
+    assert.deepEqual(await retries(byte(0xff)), [1000, 2000, 4000, 8000, 8000]);
+  });
+
+  it('spreads a fleet failing together evenly over the whole window', () => {
+    // A deterministic generator stands in for the CSPRNG: 2,000 proxies, one draw each.
+    let seed = 12345;
+    const lcg = {
+      bytes: (n: number): Buffer => {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        const b = Buffer.alloc(n);
+        b.writeUInt32BE(seed, 0);
+        return b;
+      },
+    };
+    const { id } = client({ minRetryMs: 1000, maxRetryMs: 60_000, random: lcg });
+    const first = Array.from({ length: 2000 }, () => id.retryDelay(3));
+    // Failure 3: a 4 s window. Every quarter of it gets about a quarter of the fleet.
+    for (let q = 0; q < 4; q++) {
+      const n = first.filter((d) => d >= q * 1000 && d < (q + 1) * 1000).length;
+      assert.ok(n > 400 && n < 600, `quarter ${q} of the window holds ${n} of 2000`);
+    }
+    assert.ok(Math.min(...first) >= 100 && Math.max(...first) <= 4000);
+    id.close();
+  });
+
   it("honours the CA's retry hint with jitter (hint to 1.5× hint), instead of its own backoff", async () => {
     const delays = new Set<number>();
     for (const byte of [0x00, 0x80, 0xff]) {

@@ -346,6 +346,95 @@ describe('OutboundProxy', function () {
       assert.equal(f.reason, 'cancelled');
     });
 
+    /** A meshed HTTP peer whose first `resets` TCP connections are reset before TLS begins. */
+    async function flakyPeer(resets: number): Promise<{ target: Address; accepted: () => number }> {
+      let accepted = 0;
+      const tls = track(
+        createTlsServer(peerTls(mesh.leaf(WEB), mesh.anchorsPem), (s: TLSSocket) => {
+          s.on('error', () => undefined);
+          void readUntil(s, '\r\n\r\n').then(
+            () => s.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok'),
+            () => undefined,
+          );
+        }),
+      );
+      tls.on('tlsClientError', () => undefined);
+      // Registered after the TLS server's own listener: the raw socket is reset under it, as
+      // a peer proxy closing (or a kernel resetting) just as the connection arrives.
+      tls.on('connection', (raw: Socket) => {
+        accepted++;
+        if (accepted <= resets) raw.resetAndDestroy();
+      });
+      return { target: await listening(tls), accepted: () => accepted };
+    }
+
+    /** One HTTP/1.1 GET on a new connection: status, l5d-proxy-error and body, or the error code. */
+    function getOnce(a: Address): Promise<{ status: number; reason: unknown; body: string }> {
+      return new Promise((resolve, reject) => {
+        const req = httpRequest({ host: a.host, port: a.port, path: '/', agent: false }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, reason: res.headers['l5d-proxy-error'], body }),
+          );
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    }
+
+    it('tries the upstream again when it was reset before anything was sent, and the app gets its answer', async function () {
+      const peer = await flakyPeer(2);
+      const { addresses, events } = await proxy([route(peer.target, WEB)]);
+      // Before the fix the first reset reached the app as ECONNRESET.
+      const got = await getOnce(addresses[0]!);
+      assert.equal(got.status, 200);
+      assert.equal(got.body, 'ok');
+      assert.equal(peer.accepted(), 3);
+      await events.next(succeeded);
+      const failures = events.all.filter(failed);
+      assert.equal(failures.length, 2);
+      for (const f of failures) assert.match(f.reason, /^(tls|connect)-failed$/);
+    });
+
+    it('answers an HTTP app 502 naming the cause when every attempt was reset, never a bare reset', async function () {
+      const peer = await flakyPeer(Number.POSITIVE_INFINITY);
+      const { addresses, events } = await proxy([route(peer.target, WEB)]);
+      const got = await getOnce(addresses[0]!);
+      assert.equal(got.status, 502);
+      assert.match(String(got.reason), /^(tls|connect)-failed$/);
+      assert.match(got.body, /(TLS handshake|connect) failed: /);
+      assert.equal(peer.accepted(), 3);
+      assert.equal(events.all.filter(failed).length, 3);
+    });
+
+    it('resets an app that is not HTTP when every attempt was reset', async function () {
+      const peer = await flakyPeer(Number.POSITIVE_INFINITY);
+      const { addresses } = await proxy([route(peer.target, WEB)]);
+      const app = await connectTo(addresses[0]!);
+      app.write('\x00binary hello');
+      const how = await closedByProxy(app);
+      assert.equal(how.error, 'ECONNRESET');
+      assert.equal(how.data, '');
+      assert.equal(peer.accepted(), 3);
+    });
+
+    it('does not try an untrusted peer again, and tells an HTTP app why', async function () {
+      const tls = track(
+        createTlsServer(peerTls(other.leaf(WEB), other.anchorsPem), () => undefined),
+      );
+      let accepted = 0;
+      tls.on('connection', () => accepted++);
+      tls.on('tlsClientError', () => undefined);
+      const target = await listening(tls);
+      const { addresses } = await proxy([route(target, WEB)]);
+      const got = await getOnce(addresses[0]!);
+      assert.equal(got.status, 502);
+      assert.equal(got.reason, 'untrusted');
+      assert.match(got.body, /server certificate not trusted/);
+      assert.equal(accepted, 1);
+    });
+
     it('checks the server against the anchors in force when the connection opens', async function () {
       const tls = track(
         createTlsServer(peerTls(mesh.leaf(WEB), mesh.anchorsPem), (s) => s.end('hi\n')),

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
@@ -10,6 +11,7 @@ import { parseTrustAnchors, validateIssuer } from '../../../identity-ca/index.js
 import {
   LocalRotationBackend,
   RotationController,
+  STALE_LOCK_MS,
   anchorOfChain,
   assertAnchorsIssuer,
   parseBundle,
@@ -260,6 +262,83 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       (await readdir(join(dir, 'rotation'))).filter((f) => f.endsWith('.crt')).length,
       1,
     );
+  });
+
+  describe('the lock file a controller killed while writing leaves behind', () => {
+    const lock = (): string => join(dir, 'rotation.lock');
+    const backend = (o: { now?: () => number; lockWaitMs?: number } = {}): LocalRotationBackend =>
+      new LocalRotationBackend({ dir, createRoot, createIssuer, ...o });
+    const rotateWith = (b: LocalRotationBackend): RotationController =>
+      new RotationController({
+        backend: b,
+        observer: proxies,
+        clock,
+        random: systemRandom,
+        logger: silentLogger(),
+        leafLifetime: LEAF,
+        clockSkew: SKEW,
+        waitTimeout: HOUR,
+        holder: 'test',
+      });
+    /** The pid of a process that has exited. */
+    const deadPid = (): number => {
+      const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
+        encoding: 'utf8',
+      });
+      return Number(r.stdout);
+    };
+    const holder = (pid: number, host = hostname()): string =>
+      JSON.stringify({ pid, host, at: new Date().toISOString() });
+
+    it('is removed when its process is gone, and the write goes ahead (the lock released after)', async () => {
+      await writeFile(lock(), holder(deadPid()));
+      const started = await rotateWith(backend()).start();
+      assert.equal((await readRotationStateFile(dir))?.id, started.id);
+      assert.equal(existsSync(lock()), false);
+    });
+
+    it('is waited on while its holder lives, then reported naming the holder, and nothing is written', async () => {
+      await writeFile(lock(), holder(process.pid));
+      await assert.rejects(
+        rotateWith(backend({ lockWaitMs: 100 })).start(),
+        (err: Error) =>
+          isMeshidError(err, 'ERR_LOCAL_STATE') &&
+          err.message.includes(`rotation.lock is held by pid ${process.pid} on ${hostname()}`) &&
+          err.message.includes('remove the file if none runs'),
+      );
+      assert.equal(await readRotationStateFile(dir), undefined);
+      assert.equal(existsSync(lock()), true, "a live holder's lock is left alone");
+    });
+
+    it('is taken over when older than any write takes, whoever holds it (another host, an empty file)', async () => {
+      await rotateWith(backend()).start();
+      const later = (): number => Date.now() + STALE_LOCK_MS + 5_000;
+      for (const [text, who] of [
+        [holder(process.pid, 'another-host'), `pid ${process.pid} on another-host`],
+        ['', 'an unknown controller'],
+      ]) {
+        await writeFile(lock(), text!);
+        await assert.rejects(
+          rotateWith(backend({ lockWaitMs: 50 })).setPaused(true),
+          (err: Error) =>
+            isMeshidError(err, 'ERR_LOCAL_STATE') && err.message.includes(`is held by ${who!}`),
+        );
+        assert.equal((await readRotationStateFile(dir))?.paused, false, 'nothing written');
+        await rotateWith(backend({ now: later })).setPaused(true);
+        assert.equal((await readRotationStateFile(dir))?.paused, true);
+        assert.equal(existsSync(lock()), false);
+        await rotateWith(backend()).setPaused(false);
+      }
+    });
+
+    it('keeps a controller whose writes meet a live lock holding with the reason, not spinning', async () => {
+      await rotateWith(backend()).start();
+      await writeFile(lock(), holder(process.pid));
+      const r = await rotateWith(backend({ lockWaitMs: 50 })).step();
+      assert.equal(r.advanced, false);
+      assert.match(r.state?.lastError ?? '', /rotation\.lock is held by pid/);
+      assert.equal((await readRotationStateFile(dir))?.phase, 'stage');
+    });
   });
 
   it('rolls back from propagate (the staged root leaves), and refuses to roll back after the switch', async () => {
