@@ -6,11 +6,13 @@
 import { caIdentityName, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
+  AnchorsCopyController,
   KubeRotationBackend,
   RotationController,
   SELF_SIGNED_ISSUER,
   SyncController,
   adminUrlObserver,
+  bundleCopiesOf,
   caPodObserver,
   combinedCaObserver,
   combinedObserver,
@@ -21,6 +23,7 @@ import {
 } from '../trust-bundle/index.js';
 import type {
   CaObserver,
+  CopyPassResult,
   KubeTrustSettings,
   ProxyObserver,
   RotationControllerOptions,
@@ -31,6 +34,8 @@ import type {
 export interface OpenedRotation {
   readonly controller: RotationController;
   readonly where: string;
+  /** The anchors' copies in meshed namespaces the rotation waits for (none with trust-manager). */
+  readonly copies?: AnchorsCopyController;
   close(): void;
 }
 
@@ -93,6 +98,32 @@ function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
 }
 
 /**
+ * The controller of the anchors' copies in meshed namespaces; none with `--trust-manager`, whose
+ * Bundle targets are the copies then.
+ *
+ * @example
+ * ```ts
+ * await anchorsCopies(config, api, options)?.converge();
+ * ```
+ */
+export function anchorsCopies(
+  config: TrustConfig,
+  api: TrustKubeApi,
+  options: Pick<RotationOptions, 'logger'>,
+): AnchorsCopyController | undefined {
+  if (config.trustManager) return undefined;
+  return new AnchorsCopyController({
+    api,
+    settings: {
+      namespace: config.namespace,
+      trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+      trustAnchorsKey: config.trustAnchorsKey,
+    },
+    logger: options.logger.child({ component: 'anchors-copies' }),
+  });
+}
+
+/**
  * The rotation controller on the cluster of `--kubeconfig`.
  *
  * @example
@@ -106,8 +137,10 @@ export async function openKubeRotation(
 ): Promise<OpenedRotation> {
   const api = await openApi(config);
   const settings = kubeTrustSettings(config);
+  const copies = anchorsCopies(config, api, options);
   const controller = new RotationController({
     ...options,
+    ...(copies === undefined ? {} : { copies: bundleCopiesOf(copies) }),
     backend: new KubeRotationBackend(api, settings, options.clock),
     observer: observerOf(config, api),
     // The CA's own pods (as `meshid install` labels them), and any address given.
@@ -119,6 +152,7 @@ export async function openKubeRotation(
   return {
     controller,
     where: `${config.namespace}/${config.trustAnchorsConfigMap}`,
+    ...(copies === undefined ? {} : { copies }),
     close: () => undefined,
   };
 }
@@ -150,10 +184,38 @@ export async function runSync(
     { configMap: opened.where, interval: config.interval },
     'trust sync controller running',
   );
+  // The copies follow the anchors on every change the watches report; with --once, one pass
+  // after the anchors pass.
+  const copies = opened.copies;
+  const stopCopies = new AbortController();
+  const copying =
+    copies === undefined || config.once
+      ? Promise.resolve()
+      : copies.run(AbortSignal.any([signal, stopCopies.signal]));
+  try {
+    return await syncLoop(config, sync, copies, options, signal);
+  } finally {
+    stopCopies.abort();
+    await copying;
+  }
+}
+
+async function syncLoop(
+  config: TrustConfig,
+  sync: SyncController,
+  copies: AnchorsCopyController | undefined,
+  options: RotationOptions,
+  signal: AbortSignal,
+): Promise<string> {
   let last = '';
   for (;;) {
     try {
       last = await sync.reconcile(signal);
+      if (config.once && copies !== undefined) {
+        const c = await copies.converge();
+        const what = describeCopies(c);
+        if (what !== '') last += `; anchors copies ${what}`;
+      }
     } catch (err) {
       // Held, logged, retried on the next pass: a refusal or an API failure changes nothing.
       options.logger.warn(
@@ -166,4 +228,17 @@ export async function runSync(
     await waitInterval(config.interval, signal);
     if (signal.aborted) return `sync: stopped\n`;
   }
+}
+
+function describeCopies(c: CopyPassResult): string {
+  const parts = [
+    ...(c.created.length > 0 ? [`created in ${c.created.join(', ')}`] : []),
+    ...(c.updated.length > 0 ? [`updated in ${c.updated.join(', ')}`] : []),
+    ...(c.deleted.length > 0 ? [`deleted in ${c.deleted.join(', ')}`] : []),
+    ...(c.foreign.length > 0 ? [`not ours, left alone in ${c.foreign.join(', ')}`] : []),
+    ...(c.failed.length > 0
+      ? [`failed in ${c.failed.map((f) => `${f.namespace} (${f.error})`).join(', ')}`]
+      : []),
+  ];
+  return parts.join('; ');
 }

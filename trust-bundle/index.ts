@@ -45,6 +45,7 @@ export {
   waitInterval,
 } from './rotation.js';
 export type {
+  BundleCopies,
   CaObservation,
   CaObserver,
   ProxyObservation,
@@ -68,3 +69,11 @@ export {
   podObserver,
 } from './kube.js';
 export type { KubeTrustSettings, SyncResult, TrustKubeApi, TrustKubeObject } from './kube.js';
+export {
+  ANCHORS_COPY_LABEL,
+  AnchorsCopyController,
+  bundleCopiesOf,
+  isOurAnchorsCopy,
+  wantsAnchorsCopy,
+} from './copies.js';
+export type { AnchorsCopySettings, CopiesLag, CopyPassResult } from './copies.js';

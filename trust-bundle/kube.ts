@@ -17,7 +17,7 @@ import { anchorFromPem, anchorOfChain, bundleFromAnchors, parseBundle } from './
 import type { Anchor } from './bundle.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import { assertAnchorsIssuer, observeAdmin, observeCa } from './rotation.js';
+import { assertAnchorsIssuer, observeAdmin, observeCa, waitInterval } from './rotation.js';
 import type {
   CaObserver,
   ProxyObserver,
@@ -61,13 +61,39 @@ export interface TrustKubeApi {
     kind: string,
     namespace: string | undefined,
     labelSelector?: string,
+    fieldSelector?: string,
   ): Promise<TrustKubeObject[]>;
   /** Creates; ERR_ROTATION_CONFLICT when it exists. */
   create(obj: TrustKubeObject): Promise<TrustKubeObject>;
   /** Replaces (conditional on metadata.resourceVersion when set); ERR_ROTATION_CONFLICT on a stale one. */
   replace(obj: TrustKubeObject): Promise<TrustKubeObject>;
-  /** Deletes; a missing object is not an error. */
-  delete(apiVersion: string, kind: string, namespace: string, name: string): Promise<void>;
+  /**
+   * Deletes; a missing object is not an error. With `preconditions`, only the object of that uid
+   * and resourceVersion (ERR_ROTATION_CONFLICT when it changed).
+   */
+  delete(
+    apiVersion: string,
+    kind: string,
+    namespace: string,
+    name: string,
+    preconditions?: { uid?: string; resourceVersion?: string },
+  ): Promise<void>;
+  /**
+   * Watches a core/v1 collection (all namespaces when `namespace` is undefined) until `signal`
+   * aborts, calling `onEvent` for every change, including the ADDED events a watch from scratch
+   * starts with. It resumes from the last resourceVersion seen when the server ends the stream,
+   * starts over on 410 Gone, and after a failure retries in `retryMs` (reported to `onRetry`).
+   */
+  watch(o: {
+    kind: 'Namespace' | 'ConfigMap';
+    namespace?: string;
+    fieldSelector?: string;
+    labelSelector?: string;
+    signal: AbortSignal;
+    onEvent: (type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: TrustKubeObject) => void;
+    onRetry?: (reason: string) => void;
+    retryMs?: number;
+  }): Promise<void>;
   /** Replaces the status subresource of a namespaced custom resource. */
   replaceStatus(obj: TrustKubeObject, plural: string): Promise<void>;
 }
@@ -86,6 +112,7 @@ export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
   const k8s = await import('@kubernetes/client-node');
   const client = k8s.KubernetesObjectApi.makeApiClient(kc);
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const watcher = new k8s.Watch(kc);
   const plain = (o: unknown): TrustKubeObject => JSON.parse(JSON.stringify(o)) as TrustKubeObject;
   const ref = (apiVersion: string, kind: string, namespace: string, name: string) => ({
     apiVersion,
@@ -110,7 +137,7 @@ export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
         throw fail(err, `get ${kind} ${namespace}/${name}`);
       }
     },
-    async list(apiVersion, kind, namespace, labelSelector) {
+    async list(apiVersion, kind, namespace, labelSelector, fieldSelector) {
       try {
         const l = await client.list(
           apiVersion,
@@ -119,7 +146,7 @@ export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
           undefined,
           undefined,
           undefined,
-          undefined,
+          fieldSelector,
           labelSelector,
         );
         return l.items.map((i) => ({ ...plain(i), apiVersion, kind }));
@@ -141,12 +168,91 @@ export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
         throw fail(err, `update ${obj.kind} ${obj.metadata.name}`);
       }
     },
-    async delete(apiVersion, kind, namespace, name) {
+    async delete(apiVersion, kind, namespace, name, preconditions) {
       try {
-        await client.delete(ref(apiVersion, kind, namespace, name));
+        await client.delete(
+          ref(apiVersion, kind, namespace, name),
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          preconditions === undefined ? undefined : { preconditions },
+        );
       } catch (err) {
         if (notFound(err)) return;
         throw fail(err, `delete ${kind} ${namespace}/${name}`);
+      }
+    },
+    async watch(o) {
+      const plural = o.kind === 'Namespace' ? 'namespaces' : 'configmaps';
+      const path =
+        o.namespace === undefined
+          ? `/api/v1/${plural}`
+          : `/api/v1/namespaces/${encodeURIComponent(o.namespace)}/${plural}`;
+      let resourceVersion = '';
+      while (!o.signal.aborted) {
+        const outcome = await new Promise<{ restart: boolean; failure?: string }>((resolve) => {
+          let stream: AbortController | undefined;
+          let settled = false;
+          const finish = (r: { restart: boolean; failure?: string }): void => {
+            if (settled) return;
+            settled = true;
+            o.signal.removeEventListener('abort', stop);
+            stream?.abort();
+            resolve(r);
+          };
+          const stop = (): void => finish({ restart: false });
+          o.signal.addEventListener('abort', stop, { once: true });
+          watcher
+            .watch(
+              path,
+              {
+                allowWatchBookmarks: true,
+                ...(resourceVersion === '' ? {} : { resourceVersion }),
+                ...(o.fieldSelector === undefined ? {} : { fieldSelector: o.fieldSelector }),
+                ...(o.labelSelector === undefined ? {} : { labelSelector: o.labelSelector }),
+              },
+              (type: string, obj: unknown) => {
+                if (settled) return;
+                if (type === 'ERROR') {
+                  const status = obj as { code?: number; message?: string };
+                  // 410: the resourceVersion left the server's history; start over from a list.
+                  if (status.code === 410) resourceVersion = '';
+                  finish({
+                    restart: status.code === 410,
+                    ...(status.code === 410
+                      ? {}
+                      : { failure: `watch ${plural}: ${status.message ?? 'error event'}` }),
+                  });
+                  return;
+                }
+                const item = plain(obj);
+                resourceVersion = item.metadata.resourceVersion ?? resourceVersion;
+                if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED')
+                  o.onEvent(type, { ...item, apiVersion: 'v1', kind: o.kind });
+              },
+              (err: unknown) =>
+                finish(
+                  err === null || err === undefined
+                    ? { restart: true }
+                    : { restart: true, failure: fail(err, `watch ${plural}`).message },
+                ),
+            )
+            .then(
+              (c) => {
+                stream = c;
+                if (settled) c.abort();
+              },
+              (err: unknown) =>
+                finish({ restart: true, failure: fail(err, `watch ${plural}`).message }),
+            );
+        });
+        if (!outcome.restart || o.signal.aborted) return;
+        if (outcome.failure !== undefined) {
+          o.onRetry?.(outcome.failure);
+          await waitInterval(o.retryMs ?? 1000, o.signal);
+        }
       }
     },
     async replaceStatus(obj, plural) {

@@ -103,6 +103,17 @@ export interface CaObserver {
   observe(signal: AbortSignal): Promise<CaObservation[]>;
 }
 
+/**
+ * Copies of the bundle that pods read instead of the original (the anchors ConfigMap in every
+ * meshed namespace): the propagate step brings them up to date and waits until each holds the
+ * staged bundle, before it waits for the proxies.
+ */
+export interface BundleCopies {
+  readonly description: string;
+  /** Brings the copies to the current bundle where it can; which still do not hold `bundlePem`. */
+  sync(bundlePem: string): Promise<{ total: number; behind: readonly string[] }>;
+}
+
 /** Dependencies and timings of a {@link RotationController}. */
 export interface RotationControllerOptions {
   readonly backend: RotationBackend;
@@ -114,6 +125,8 @@ export interface RotationControllerOptions {
    * the issuer Secret (files) chain to the new root, and a warning says the CAs are not checked.
    */
   readonly caObserver?: CaObserver;
+  /** The bundle's copies, when pods read copies (none: pods read the original). */
+  readonly copies?: BundleCopies;
   readonly clock: Clock;
   readonly random: Random;
   readonly logger: Logger;
@@ -385,6 +398,17 @@ export class RotationController {
     signal: AbortSignal,
   ): Promise<StepResult> {
     const want = state.stagedBundleFingerprint!;
+    if (this.#o.copies !== undefined) {
+      // A proxy loads its namespace's copy: none may be left with a bundle lacking the new root.
+      const c = await this.#o.copies.sync(snap.bundlePem);
+      if (c.behind.length > 0) {
+        return this.#wait(snap, state, {
+          description: `${c.total - c.behind.length} of ${c.total} namespace copies of the anchors hold the staged bundle (waiting for ${names(c.behind.map((name) => ({ name })))})`,
+          done: c.total - c.behind.length,
+          total: c.total,
+        });
+      }
+    }
     const seen = await this.#o.observer.observe(signal);
     if (seen.length === 0) {
       this.#o.logger.warn(

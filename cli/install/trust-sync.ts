@@ -1,11 +1,17 @@
 /**
  * The trust sync controller's part of an install (`meshid install --cert-manager` without
- * `--trust-manager`): `meshid trust sync` as a Deployment with its own ServiceAccount and a Role
- * limited to the control-plane namespace, so that the CA itself never gets write access to the
- * anchors or any access to the root's key. docs/rotation.md describes what it does.
+ * `--trust-manager`): `meshid trust sync` as a Deployment with its own ServiceAccount, a Role
+ * limited to the control-plane namespace, and a ClusterRole for the anchors' copies in meshed
+ * namespaces only, so that the CA itself never gets write access to the anchors or any access
+ * to the root's key. docs/rotation.md describes what it does.
  */
 import { Deployment } from 'kubernetes-models/apps/v1';
-import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import {
+  ClusterRole,
+  ClusterRoleBinding,
+  Role,
+  RoleBinding,
+} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { ServiceAccount } from 'kubernetes-models/v1';
 import { IN_CLUSTER, formatDuration } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
@@ -18,7 +24,7 @@ export interface TrustSyncManifestObject {
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
 }
 
-/** The sync controller's object names. */
+/** The sync controller's object names (its ClusterRole and binding: `<role>-<namespace>`). */
 export const TRUST_SYNC_NAMES = Object.freeze({
   serviceAccount: 'meshid-trust',
   role: 'meshid-trust',
@@ -84,6 +90,34 @@ function rules(config: InstallConfig): Rule[] {
 }
 
 /**
+ * The cluster-wide rules: the copies of the anchors ConfigMap in every namespace that opts into
+ * injection (docs/install.md), and nothing else.
+ */
+function clusterRules(config: InstallConfig): Rule[] {
+  return [
+    {
+      rule: { apiGroups: [''], resources: ['namespaces'], verbs: ['get', 'list', 'watch'] },
+      reason:
+        'find the namespaces that opt into injection (the meshid.io/inject annotation) and watch them opt in and out',
+    },
+    {
+      rule: {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        verbs: ['get', 'list', 'watch', 'update', 'delete'],
+        resourceNames: [config.trustAnchorsConfigMap],
+      },
+      reason:
+        'keep the copy of the anchors in each meshed namespace (pods mount their own namespace’s): list and watch with fieldSelector=metadata.name, which is how resourceNames apply to them; update and delete only copies it labelled as its own',
+    },
+    {
+      rule: { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+      reason: 'create the copy in a namespace that opts in (create cannot be limited by name)',
+    },
+  ];
+}
+
+/**
  * The `meshid trust sync` arguments of the container.
  *
  * @example
@@ -131,6 +165,12 @@ export function trustSyncObjects(
   const labels = { ...inputs.labels, ...selector };
   const meta = (name: string) => ({ name, namespace: ns, labels });
   const list = rules(config);
+  const cluster = clusterRules(config);
+  // Cluster-scoped names carry the namespace, so that two installs do not collide.
+  const clusterName = `${TRUST_SYNC_NAMES.role}-${ns}`;
+  const subjects = [
+    { kind: 'ServiceAccount', name: TRUST_SYNC_NAMES.serviceAccount, namespace: ns },
+  ];
   const user = inputs.runAsUser;
   return [
     {
@@ -151,11 +191,26 @@ export function trustSyncObjects(
           kind: 'Role',
           name: TRUST_SYNC_NAMES.role,
         },
-        subjects: [
-          { kind: 'ServiceAccount', name: TRUST_SYNC_NAMES.serviceAccount, namespace: ns },
-        ],
+        subjects,
       }),
       comment: `grants the Role ${TRUST_SYNC_NAMES.role} to its ServiceAccount`,
+      notes: [],
+    },
+    {
+      object: new ClusterRole({
+        metadata: { name: clusterName, labels },
+        rules: cluster.map((r) => r.rule),
+      }),
+      comment: 'what the sync controller may do in other namespaces: the anchors copies only',
+      notes: cluster.map((r, i) => ({ path: ['rules', i], text: r.reason })),
+    },
+    {
+      object: new ClusterRoleBinding({
+        metadata: { name: clusterName, labels },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
+        subjects,
+      }),
+      comment: `grants the ClusterRole ${clusterName} to its ServiceAccount`,
       notes: [],
     },
     {

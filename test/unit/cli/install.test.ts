@@ -811,6 +811,35 @@ describe('meshid install', () => {
         binding.subjects.map((x) => x.name),
         ['meshid-trust'],
       );
+      // The anchors' copies in meshed namespaces: exactly these verbs, cluster-wide, and nothing
+      // on Secrets, Pods or anything else outside the control plane.
+      const cluster = r.one('ClusterRole', 'meshid-trust-mesh') as KubeObject & {
+        rules: {
+          apiGroups: string[];
+          resources: string[];
+          verbs: string[];
+          resourceNames?: string[];
+        }[];
+      };
+      assert.deepEqual(cluster.rules, [
+        { apiGroups: [''], resources: ['namespaces'], verbs: ['get', 'list', 'watch'] },
+        {
+          apiGroups: [''],
+          resources: ['configmaps'],
+          verbs: ['get', 'list', 'watch', 'update', 'delete'],
+          resourceNames: ['linkerd-identity-trust-roots'],
+        },
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+      ]);
+      const clusterBinding = r.one('ClusterRoleBinding', 'meshid-trust-mesh') as KubeObject & {
+        roleRef: { name: string };
+        subjects: { name: string; namespace: string }[];
+      };
+      assert.equal(clusterBinding.roleRef.name, 'meshid-trust-mesh');
+      assert.deepEqual(
+        clusterBinding.subjects.map((x) => `${x.namespace}/${x.name}`),
+        ['mesh/meshid-trust'],
+      );
       assert.deepEqual(
         render(['--cert-manager', '--trust-manager'])
           .all('Deployment')
