@@ -12,6 +12,13 @@ export interface IdentityNaming {
   readonly controlPlaneNamespace: string;
 }
 
+/**
+ * The label the injector puts on every pod it injects, naming the control-plane namespace (as
+ * Linkerd's injector does). `meshid trust sync` selects on it to find the namespaces that need a
+ * copy of the anchors ConfigMap because a pod there opted in by itself.
+ */
+export const CONTROL_PLANE_NS_LABEL = 'linkerd.io/control-plane-ns';
+
 /** A Kubernetes ServiceAccount, the unit of workload identity. */
 export interface WorkloadIdentity {
   readonly namespace: string;

@@ -4,8 +4,9 @@
  * that opts into injection needs one. This controller keeps them, as trust-manager's Bundle does
  * for its `namespaceSelector` targets:
  *
- * - a namespace with the annotation `meshid.io/inject: enabled` (the injector's opt-in), other
- *   than the control plane's, kube-system, one labelled `config.linkerd.io/admission-webhooks:
+ * - a namespace with the annotation `meshid.io/inject: enabled` (the injector's opt-in), or with
+ *   a pod the injector labelled {@link CONTROL_PLANE_NS_LABEL} (a pod that opted in by itself),
+ *   other than the control plane's, kube-system, one labelled `config.linkerd.io/admission-webhooks:
  *   disabled` (the injector never sees its pods) or one being deleted, gets a copy;
  * - a copy holds the source's bundle text exactly (the proxies' fingerprint is of the text), and
  *   is updated whenever the source changes; every write is conditional on the resourceVersion read;
@@ -21,7 +22,7 @@
  * after a pause).
  */
 import type { Logger } from '../core/index.js';
-import { isMeshidError } from '../core/index.js';
+import { CONTROL_PLANE_NS_LABEL, isMeshidError } from '../core/index.js';
 import type { TrustKubeApi, TrustKubeObject } from './kube.js';
 import type { BundleCopies } from './rotation.js';
 
@@ -74,13 +75,22 @@ export interface CopiesLag {
  * wantsAnchorsCopy(namespaceObject, settings); // true for an opted-in app namespace
  * ```
  */
-export function wantsAnchorsCopy(ns: TrustKubeObject, s: AnchorsCopySettings): boolean {
+export function wantsAnchorsCopy(
+  ns: TrustKubeObject,
+  s: AnchorsCopySettings,
+  /** Namespaces that hold a pod the injector labelled. */
+  injectedPodsIn: ReadonlySet<string> = new Set(),
+): boolean {
   const name = ns.metadata.name;
   if (name === s.namespace || name === 'kube-system') return false;
   if (ns.metadata.labels?.[WEBHOOKS_DISABLED_LABEL] === 'disabled') return false;
   if ((ns['status'] as { phase?: string } | undefined)?.phase === 'Terminating') return false;
-  return ns.metadata.annotations?.[INJECT_ANNOTATION] === 'enabled';
+  return ns.metadata.annotations?.[INJECT_ANNOTATION] === 'enabled' || injectedPodsIn.has(name);
 }
+
+/** The label selector of the pods the injector injected for the control plane of `s`. */
+const injectedPodSelector = (s: AnchorsCopySettings): string =>
+  `${CONTROL_PLANE_NS_LABEL}=${s.namespace}`;
 
 /**
  * Whether a ConfigMap is a copy this controller made from `s`'s source.
@@ -113,6 +123,11 @@ export class AnchorsCopyController {
   readonly #logger: Logger;
   /** Foreign ConfigMaps already reported, by namespace → resourceVersion (one warning each). */
   readonly #reported = new Map<string, string>();
+  /**
+   * The injected pods by namespace (uids), as of the last pass's list and the pod watch's events
+   * since: {@link run} passes again only when a namespace gains its first or loses its last.
+   */
+  readonly #pods = new Map<string, Set<string>>();
 
   constructor(o: { api: TrustKubeApi; settings: AnchorsCopySettings; logger: Logger }) {
     this.#api = o.api;
@@ -127,7 +142,7 @@ export class AnchorsCopyController {
     copies: Map<string, TrustKubeObject>;
   }> {
     const s = this.#s;
-    const [source, namespaces, configMaps] = await Promise.all([
+    const [source, namespaces, configMaps, pods] = await Promise.all([
       this.#api.get('v1', 'ConfigMap', s.namespace, s.trustAnchorsConfigMap),
       this.#api.list('v1', 'Namespace', undefined),
       this.#api.list(
@@ -137,9 +152,14 @@ export class AnchorsCopyController {
         undefined,
         `metadata.name=${s.trustAnchorsConfigMap}`,
       ),
+      this.#api.list('v1', 'Pod', undefined, injectedPodSelector(s)),
     ]);
+    this.#pods.clear();
+    for (const p of pods) this.#trackPod('ADDED', p);
     const wanted = new Set(
-      namespaces.filter((n) => wantsAnchorsCopy(n, s)).map((n) => n.metadata.name),
+      namespaces
+        .filter((n) => wantsAnchorsCopy(n, s, new Set(this.#pods.keys())))
+        .map((n) => n.metadata.name),
     );
     const copies = new Map(
       configMaps
@@ -147,6 +167,22 @@ export class AnchorsCopyController {
         .map((c) => [c.metadata.namespace ?? '', c] as const),
     );
     return { source: dataOf(source, s.trustAnchorsKey), wanted, copies };
+  }
+
+  /**
+   * Records a pod event; true when its namespace gained its first injected pod or lost its last
+   * (which changes whether it wants a copy).
+   */
+  #trackPod(type: 'ADDED' | 'MODIFIED' | 'DELETED', pod: TrustKubeObject): boolean {
+    const ns = pod.metadata.namespace ?? '';
+    const uid = pod.metadata.uid ?? pod.metadata.name;
+    const uids = this.#pods.get(ns) ?? new Set<string>();
+    const had = uids.size > 0;
+    if (type === 'DELETED') uids.delete(uid);
+    else uids.add(uid);
+    if (uids.size > 0) this.#pods.set(ns, uids);
+    else this.#pods.delete(ns);
+    return had !== uids.size > 0;
   }
 
   /** One pass: creates, updates and deletes what differs from the source and the opt-ins. */
@@ -294,9 +330,10 @@ export class AnchorsCopyController {
   }
 
   /**
-   * Watches the namespaces and every ConfigMap of the anchors' name, and passes once at the
-   * start and again after every change (changes during a pass cause one more pass), until
-   * `signal` aborts. A failed pass is logged and retried on the next change or after `retryMs`.
+   * Watches the namespaces, every ConfigMap of the anchors' name and the injected pods, and
+   * passes once at the start and again after every change that matters (a pod only when its
+   * namespace gains its first injected pod or loses its last; changes during a pass cause one
+   * more pass), until `signal` aborts. A failed pass is logged and retried on the next change or after `retryMs`.
    */
   async run(signal: AbortSignal, retryMs = 5_000): Promise<void> {
     let dirty = true;
@@ -314,6 +351,15 @@ export class AnchorsCopyController {
         fieldSelector: `metadata.name=${this.#s.trustAnchorsConfigMap}`,
         signal,
         onEvent: poke,
+        onRetry,
+      }),
+      this.#api.watch({
+        kind: 'Pod',
+        labelSelector: injectedPodSelector(this.#s),
+        signal,
+        onEvent: (type, pod) => {
+          if (this.#trackPod(type, pod)) poke();
+        },
         onRetry,
       }),
     ]);

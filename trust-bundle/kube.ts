@@ -85,7 +85,7 @@ export interface TrustKubeApi {
    * starts over on 410 Gone, and after a failure retries in `retryMs` (reported to `onRetry`).
    */
   watch(o: {
-    kind: 'Namespace' | 'ConfigMap';
+    kind: 'Namespace' | 'ConfigMap' | 'Pod';
     namespace?: string;
     fieldSelector?: string;
     labelSelector?: string;
@@ -185,7 +185,9 @@ export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
       }
     },
     async watch(o) {
-      const plural = o.kind === 'Namespace' ? 'namespaces' : 'configmaps';
+      const plural = ({ Namespace: 'namespaces', ConfigMap: 'configmaps', Pod: 'pods' } as const)[
+        o.kind
+      ];
       const path =
         o.namespace === undefined
           ? `/api/v1/${plural}`

@@ -10,7 +10,12 @@
  * the pod's port 4143 and forwards to the app on 127.0.0.1; the app reaches meshed peers through
  * the proxy's outbound listeners on 127.0.0.1, configured by annotation. docs/webhooks.md.
  */
-import { SIDECAR_NODE_OPTIONS, bundleFingerprint, isDns1123Label } from '../core/index.js';
+import {
+  CONTROL_PLANE_NS_LABEL,
+  SIDECAR_NODE_OPTIONS,
+  bundleFingerprint,
+  isDns1123Label,
+} from '../core/index.js';
 import type { IdentityNaming, Logger } from '../core/index.js';
 import { pointerToken } from './admission.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject, PatchOperation } from './admission.js';
@@ -394,7 +399,8 @@ export function planInjection(
     },
     {
       // A pod mounts ConfigMaps of its own namespace only: the anchors ConfigMap is expected in
-      // every meshed namespace (a trust-manager Bundle target does that).
+      // every meshed namespace (`meshid trust sync` keeps copies there, or a trust-manager
+      // Bundle's targets).
       name: anchorsVolume,
       configMap: {
         name: options.trustAnchorsConfigMap,
@@ -423,14 +429,23 @@ export function planInjection(
       ? {}
       : { [ANNOTATIONS.trustRootSha256]: context.trustRootSha256 }),
   };
+  // The label lets `meshid trust sync` find a namespace whose pods opt in one by one: it needs a
+  // copy of the anchors ConfigMap as much as one that opts in as a whole.
+  const labels = { [CONTROL_PLANE_NS_LABEL]: options.naming.controlPlaneNamespace };
   const meta = pod['metadata'];
   if (!isObject(meta))
-    patch.push({ op: 'add', path: '/metadata', value: { annotations: written } });
-  else if (!isObject(meta['annotations']))
-    patch.push({ op: 'add', path: '/metadata/annotations', value: written });
+    patch.push({ op: 'add', path: '/metadata', value: { annotations: written, labels } });
   else
-    for (const [k, v] of Object.entries(written))
-      patch.push({ op: 'add', path: `/metadata/annotations/${pointerToken(k)}`, value: v });
+    for (const [field, values] of [
+      ['annotations', written],
+      ['labels', labels],
+    ] as const) {
+      if (!isObject(meta[field]))
+        patch.push({ op: 'add', path: `/metadata/${field}`, value: values });
+      else
+        for (const [k, v] of Object.entries(values))
+          patch.push({ op: 'add', path: `/metadata/${field}/${pointerToken(k)}`, value: v });
+    }
   return { inject: true, patch, warnings };
 }
 

@@ -709,7 +709,7 @@ async function checkNamespaceAnchors(
   const missing = copies.filter((c) => c.cm === undefined).map((c) => c.namespace);
   const list = (ns: readonly string[]): string =>
     `${ns.slice(0, 5).join(', ')}${ns.length > 5 ? ` and ${ns.length - 5} more` : ''}`;
-  const copyFix = `copy it there ("kubectl -n ${config.namespace} get configmap ${name} -o jsonpath='{.data.${config.trustAnchorsKey.replace(/\./g, '\\.')}}'", then "kubectl -n NS create configmap ${name} --from-file=${config.trustAnchorsKey}=FILE"), or let a trust-manager Bundle target those namespaces (docs/install.md)`;
+  const copyFix = `meshid trust sync copies it into namespaces annotated meshid.io/inject=enabled or holding pods labelled linkerd.io/control-plane-ns=${config.namespace}: check that it runs, or annotate those namespaces; or copy it by hand ("kubectl -n ${config.namespace} get configmap ${name} -o jsonpath='{.data.${config.trustAnchorsKey.replace(/\./g, '\\.')}}'", then "kubectl -n NS create configmap ${name} --from-file=${config.trustAnchorsKey}=FILE"); with trust-manager, make its Bundle target those namespaces (docs/install.md)`;
   if (missing.length > 0) {
     return result(
       'anchors-namespaces',

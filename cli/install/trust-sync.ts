@@ -111,6 +111,11 @@ function clusterRules(config: InstallConfig): Rule[] {
         'keep the copy of the anchors in each meshed namespace (pods mount their own namespace’s): list and watch with fieldSelector=metadata.name, which is how resourceNames apply to them; update and delete only copies it labelled as its own',
     },
     {
+      rule: { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
+      reason:
+        'find the namespaces where a pod opted into injection by itself (the injector labels it linkerd.io/control-plane-ns), which need a copy too; it lists with that labelSelector only',
+    },
+    {
       rule: { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
       reason: 'create the copy in a namespace that opts in (create cannot be limited by name)',
     },

@@ -431,10 +431,11 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
       await waitFor('both workers on the new issuer', async () =>
         (await accepted()) >= acceptedBefore + 2 ? true : undefined,
       );
-      // A barrier: each worker records Events in order, so once both have written the Event of a
-      // leaf they issued after the change, any issuer Event either of them queued before it has
-      // been sent too. Each worker keeps its own series, so two workers make two Event objects
-      // for the probe's ServiceAccount; connections go round-robin to the workers.
+      // A barrier: each worker queues Events in order and has at most two writes in flight, so
+      // once both have written the Event of a leaf they issued after the change, any issuer
+      // Event either of them queued before it has been sent or is being sent. Each worker keeps
+      // its own series, so two workers make two Event objects for the probe's ServiceAccount;
+      // connections go round-robin to the workers.
       const probe = idOf('emojivoto', 'probe');
       const token = await podToken('probe-0', 'probe');
       await waitFor('a leaf Event from each worker', async () => {
@@ -452,9 +453,13 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
         assert.match(issuedBy(res), /identity-3/);
         return mine('IssuedLeafCertificate', 'ServiceAccount').length >= 2 ? true : undefined;
       });
-      const updated = mine('IssuerUpdated', 'Secret').filter((e) =>
-        /identity-3/.test(e.message ?? ''),
+      const issuerUpdated = (): (KubeObject & { message?: string })[] =>
+        mine('IssuerUpdated', 'Secret').filter((e) => /identity-3/.test(e.message ?? ''));
+      // The one that records it may still be writing it (two writes run at once).
+      await waitFor('the IssuerUpdated Event of the change', () =>
+        issuerUpdated().length > 0 ? true : undefined,
       );
+      const updated = issuerUpdated();
       assert.equal(updated.length, 1, 'one IssuerUpdated Event for the change, from one worker');
       assert.equal((updated[0] as KubeObject & { count?: number }).count, 1);
       issuer = next;

@@ -496,7 +496,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
       );
       assert.match(
         c.fix ?? '',
-        /^copy it there \("kubectl -n linkerd get configmap linkerd-identity-trust-roots/,
+        /^meshid trust sync copies it into namespaces annotated meshid\.io\/inject=enabled or holding pods labelled linkerd\.io\/control-plane-ns=linkerd: .*"kubectl -n linkerd get configmap linkerd-identity-trust-roots/,
       );
       api.create(emojivotoAnchors(otherState.root.certificatePem));
       const other = await check();

@@ -185,4 +185,55 @@ describe('docs/install.md with cert-manager: install, cert-manager issues, meshi
       'meshid check --kubeconfig',
     );
   });
+
+  it('a pod that opts in by itself, in a namespace that does not, is injected and labelled, and trust sync gives its namespace a copy of the anchors', async () => {
+    const client = KubernetesObjectApi.makeApiClient(api.kubeConfig());
+    const namespace = api.get({ apiVersion: 'v1', kind: 'Namespace', name: 'emojivoto' });
+    assert.equal(namespace?.metadata.annotations?.['meshid.io/inject'], undefined);
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: 'web',
+        namespace: 'emojivoto',
+        annotations: { 'meshid.io/inject': 'enabled' },
+      },
+      spec: {
+        serviceAccountName: 'web',
+        containers: [{ name: 'web', image: 'web:1', ports: [{ containerPort: 8080 }] }],
+      },
+    };
+    // Through the API server over HTTP, so its admission calls the injector.
+    await client.create(pod);
+    const stored = api.get({ apiVersion: 'v1', kind: 'Pod', namespace: 'emojivoto', name: 'web' });
+    assert.equal(stored?.metadata.labels?.['linkerd.io/control-plane-ns'], NS);
+    assert.ok(stored?.metadata.annotations?.['meshid.io/proxy-version'] !== undefined, 'injected');
+    const cm = { apiVersion: 'v1', kind: 'ConfigMap', name: 'linkerd-identity-trust-roots' };
+    assert.equal(api.get({ ...cm, namespace: 'emojivoto' }), undefined);
+
+    const trustKubeconfig = await kubeconfigFor('meshid-trust');
+    const sync = [
+      'trust',
+      'sync',
+      '--kubeconfig',
+      trustKubeconfig,
+      '--once',
+      '--log-level',
+      'warn',
+    ];
+    const r = await runMeshid(sync);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'sync: unchanged; anchors copies created in emojivoto\n');
+    const copy = api.get({ ...cm, namespace: 'emojivoto' });
+    const source = api.get({ ...cm, namespace: NS });
+    assert.equal(copy?.metadata.labels?.['meshid.io/anchors-copy-of'], NS);
+    assert.deepEqual(copy?.['data'], source?.['data']);
+
+    // Its last injected pod gone (and the namespace not opted in), the copy goes too.
+    await client.delete({ ...pod, metadata: { name: 'web', namespace: 'emojivoto' } });
+    const after = await runMeshid(sync);
+    assert.equal(after.code, 0, after.stderr);
+    assert.equal(after.stdout, 'sync: unchanged; anchors copies deleted in emojivoto\n');
+    assert.equal(api.get({ ...cm, namespace: 'emojivoto' }), undefined);
+  });
 });

@@ -157,6 +157,45 @@ describe('anchors copies in meshed namespaces (Kubernetes API test server, insta
     assert.equal(get('kube-system'), undefined);
   });
 
+  it('a namespace that does not opt in gets a copy while it holds a pod the injector labelled, by the pod watch, and loses it with its last such pod', async () => {
+    const pod = (namespace: string, name: string, controlPlane = NS): KubeObject => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { namespace, name, labels: { 'linkerd.io/control-plane-ns': controlPlane } },
+      spec: { containers: [{ name: 'app', image: 'app:1' }] },
+    });
+    const gone = (namespace: string) =>
+      waitFor(`the copy in ${namespace} to go`, () =>
+        get(namespace) === undefined ? true : undefined,
+      );
+    start();
+    await copiesHold(source());
+    assert.equal(get('plain'), undefined);
+    server.create(pod('plain', 'a'));
+    await copiesHold(source(), ['plain']);
+    assert.equal(get('plain')!.metadata.labels?.[ANCHORS_COPY_LABEL], NS);
+    server.create(pod('plain', 'b'));
+    // Pods of another mesh's control plane, and kube-system's, make no copy.
+    server.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'other-mesh' } });
+    server.create(pod('other-mesh', 'x', 'other-control-plane'));
+    server.create(pod('kube-system', 'y'));
+    server.delete({ apiVersion: 'v1', kind: 'Pod', namespace: 'plain', name: 'a' });
+    // Wait on a change made after those, so that their events have been handled.
+    optIn('books', 'disabled');
+    await gone('books');
+    assert.ok(get('plain') !== undefined, 'one injected pod is left in plain');
+    assert.equal(get('other-mesh'), undefined);
+    assert.equal(get('kube-system'), undefined);
+    server.delete({ apiVersion: 'v1', kind: 'Pod', namespace: 'plain', name: 'b' });
+    await gone('plain');
+    // A namespace that opts in keeps its copy when its last injected pod goes.
+    server.create(pod('shop', 'c'));
+    server.delete({ apiVersion: 'v1', kind: 'Pod', namespace: 'shop', name: 'c' });
+    optIn('emojivoto', 'disabled');
+    await gone('emojivoto');
+    assert.ok(get('shop') !== undefined);
+  });
+
   it('an anchors change reaches every copy, also after the server ends the watches and forgets their history', async () => {
     start();
     await copiesHold(source());

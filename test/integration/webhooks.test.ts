@@ -109,6 +109,7 @@ describe('meshid webhooks (real process, HTTPS)', function () {
         '/metadata/annotations/meshid.io~1proxy-version',
         '/metadata/annotations/meshid.io~1proxy-image',
         '/metadata/annotations/meshid.io~1created-by',
+        '/metadata/labels/linkerd.io~1control-plane-ns',
       ],
     );
   });

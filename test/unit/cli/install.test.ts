@@ -829,6 +829,7 @@ describe('meshid install', () => {
           verbs: ['get', 'list', 'watch', 'update', 'delete'],
           resourceNames: ['linkerd-identity-trust-roots'],
         },
+        { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
         { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
       ]);
       const clusterBinding = r.one('ClusterRoleBinding', 'meshid-trust-mesh') as KubeObject & {

@@ -175,6 +175,20 @@ describe('proxy injector: real-shaped pods, patch applied with fast-json-patch',
       'meshid.io/created-by': 'meshid/proxy-injector v0.1.0',
     });
   });
+
+  it('labels the pod with its control plane, also when it has no labels (trust sync finds its namespace by it)', async () => {
+    const pod = emojivotoWeb();
+    delete (pod['metadata'] as JsonObject)['labels'];
+    const { patch } = await admit(podReview(pod, 'emojivoto'));
+    const meta = applied(pod, patch!)['metadata'] as JsonObject;
+    assert.deepEqual(meta['labels'], { 'linkerd.io/control-plane-ns': 'linkerd' });
+    const labelled = emojivotoWeb();
+    const kept = applied(labelled, (await admit(podReview(labelled, 'emojivoto'))).patch!);
+    assert.deepEqual((kept['metadata'] as JsonObject)['labels'], {
+      ...((emojivotoWeb()['metadata'] as JsonObject)['labels'] as JsonObject),
+      'linkerd.io/control-plane-ns': 'linkerd',
+    });
+  });
 });
 
 describe('proxy injector: pods left alone', () => {
