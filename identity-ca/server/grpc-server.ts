@@ -173,7 +173,13 @@ export class CertifyServer {
       this.#sessions.add(session);
       session.on('close', () => this.#sessions.delete(session));
       session.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 session error'));
-      session.setTimeout(opts.idleTimeoutMs ?? 10 * 60_000, () => session.close());
+      // Idle: no new call for idleTimeoutMs. Not session.setTimeout: node (20) keeps that timer,
+      // and through it the closed session with its socket, until it fires, so every connection
+      // (a proxy opens one per renewal) stayed in memory for the whole idle timeout.
+      const idle = setTimeout(() => session.close(), opts.idleTimeoutMs ?? 10 * 60_000);
+      idle.unref();
+      session.on('stream', () => idle.refresh());
+      session.on('close', () => clearTimeout(idle));
     });
     this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) =>
       this.#onStream(stream, headers),

@@ -8,6 +8,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { connect as http2Connect } from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
+import { once } from 'node:events';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeHeapSnapshot } from 'node:v8';
+import { summarizeHeapFile } from '../../support/heap-snapshot.js';
+import { waitFor } from '../../support/ca-process.js';
 import * as grpc from '@grpc/grpc-js';
 import {
   CERTIFY_PATH,
@@ -249,6 +256,28 @@ describe('identity-ca/server/grpc-server: the gRPC protocol', function () {
   });
 
   // Last: it closes the server.
+  it('keeps nothing of a connection once it has closed (a proxy opens one per renewal)', async () => {
+    const liveSessions = async (): Promise<number> => {
+      const file = writeHeapSnapshot(join(tmpdir(), `meshid-grpc-${process.pid}.heapsnapshot`));
+      try {
+        return (await summarizeHeapFile(file)).get('object:ServerHttp2Session')?.count ?? 0;
+      } finally {
+        await rm(file, { force: true });
+      }
+    };
+    const before = await liveSessions();
+    for (let i = 0; i < 20; i++) {
+      const session = await rawSession();
+      await once(session, 'remoteSettings');
+      await new Promise<void>((resolve) => session.close(resolve));
+    }
+    await waitFor(
+      'the server to see its sessions close',
+      async () => ((await liveSessions()) <= before + 1 ? true : undefined),
+      12_000,
+    );
+  });
+
   it('lets a call in flight finish when the server closes, then refuses new calls', async () => {
     let release!: () => void;
     let started!: () => void;

@@ -1,0 +1,61 @@
+import { strict as assert } from 'node:assert';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeHeapSnapshot } from 'node:v8';
+import {
+  diffHeaps,
+  summarizeHeap,
+  summarizeHeapFile,
+  totalBytes,
+} from '../../support/heap-snapshot.js';
+
+class HeapDiffProbe {
+  constructor(readonly n: number) {}
+}
+
+describe('heap snapshot summaries and diffs', function () {
+  this.timeout(120_000);
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshid-heap-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('finds the objects a process kept between two real snapshots, by constructor', async () => {
+    const kept: HeapDiffProbe[] = [];
+    const early = await summarizeHeapFile(writeHeapSnapshot(join(dir, 'early.heapsnapshot')));
+    for (let i = 0; i < 5000; i++) kept.push(new HeapDiffProbe(i));
+    const late = await summarizeHeapFile(writeHeapSnapshot(join(dir, 'late.heapsnapshot')));
+    assert.equal(kept.length, 5000);
+    const probe = diffHeaps(early, late).find((g) => g.key === 'object:HeapDiffProbe');
+    assert.ok(probe, 'the probe class is in the diff');
+    assert.equal(probe.count, 5000);
+    assert.ok(probe.selfBytes >= 5000 * 16, `${probe.selfBytes} bytes for 5000 objects`);
+    assert.ok(totalBytes(late) > totalBytes(early));
+  });
+
+  it('groups by type and name, strings by type alone, and refuses what is not a snapshot', () => {
+    const json = {
+      snapshot: {
+        meta: { node_fields: ['type', 'name', 'self_size'], node_types: [['object', 'string']] },
+      },
+      nodes: [0, 0, 10, 0, 0, 20, 1, 1, 7, 1, 2, 9],
+      strings: ['Map', 'abc', 'def'],
+    };
+    const g = summarizeHeap(json);
+    assert.deepEqual(g.get('object:Map'), { key: 'object:Map', count: 2, selfBytes: 30 });
+    assert.deepEqual(g.get('string:'), { key: 'string:', count: 2, selfBytes: 16 });
+    assert.throws(
+      () =>
+        summarizeHeap({
+          snapshot: { meta: { node_fields: ['id'], node_types: [[]] } },
+          nodes: [],
+          strings: [],
+        }),
+      /not a V8 heap snapshot/,
+    );
+  });
+});
