@@ -19,6 +19,15 @@ export interface IdentityNaming {
  */
 export const CONTROL_PLANE_NS_LABEL = 'linkerd.io/control-plane-ns';
 
+/** The injection opt-in, on a pod or its namespace: `enabled` or `disabled` (the pod's wins). */
+export const INJECT_ANNOTATION = 'meshid.io/inject';
+
+/**
+ * The namespace label (Linkerd's) that, set to `disabled`, keeps a namespace out of the
+ * injector's namespaceSelector: its pods are never injected, so it needs no anchors copy.
+ */
+export const ADMISSION_WEBHOOKS_LABEL = 'config.linkerd.io/admission-webhooks';
+
 /** A Kubernetes ServiceAccount, the unit of workload identity. */
 export interface WorkloadIdentity {
   readonly namespace: string;

@@ -22,17 +22,17 @@
  * after a pause).
  */
 import type { Logger } from '../core/index.js';
-import { CONTROL_PLANE_NS_LABEL, isMeshidError } from '../core/index.js';
+import {
+  ADMISSION_WEBHOOKS_LABEL,
+  CONTROL_PLANE_NS_LABEL,
+  INJECT_ANNOTATION,
+  isMeshidError,
+} from '../core/index.js';
 import type { TrustKubeApi, TrustKubeObject } from './kube.js';
 import type { BundleCopies } from './rotation.js';
 
 /** The label that marks a copy as ours; its value is the source's (control-plane) namespace. */
 export const ANCHORS_COPY_LABEL = 'meshid.io/anchors-copy-of';
-
-/** The injector's opt-in annotation on a namespace (and a pod). */
-const INJECT_ANNOTATION = 'meshid.io/inject';
-/** The label the injector's namespaceSelector excludes (as Linkerd's). */
-const WEBHOOKS_DISABLED_LABEL = 'config.linkerd.io/admission-webhooks';
 
 /** Where the source is and what the copies are called. */
 export interface AnchorsCopySettings {
@@ -83,7 +83,7 @@ export function wantsAnchorsCopy(
 ): boolean {
   const name = ns.metadata.name;
   if (name === s.namespace || name === 'kube-system') return false;
-  if (ns.metadata.labels?.[WEBHOOKS_DISABLED_LABEL] === 'disabled') return false;
+  if (ns.metadata.labels?.[ADMISSION_WEBHOOKS_LABEL] === 'disabled') return false;
   if ((ns['status'] as { phase?: string } | undefined)?.phase === 'Terminating') return false;
   return ns.metadata.annotations?.[INJECT_ANNOTATION] === 'enabled' || injectedPodsIn.has(name);
 }
@@ -156,10 +156,9 @@ export class AnchorsCopyController {
     ]);
     this.#pods.clear();
     for (const p of pods) this.#trackPod('ADDED', p);
+    const podsIn = new Set(this.#pods.keys());
     const wanted = new Set(
-      namespaces
-        .filter((n) => wantsAnchorsCopy(n, s, new Set(this.#pods.keys())))
-        .map((n) => n.metadata.name),
+      namespaces.filter((n) => wantsAnchorsCopy(n, s, podsIn)).map((n) => n.metadata.name),
     );
     const copies = new Map(
       configMaps

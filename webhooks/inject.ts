@@ -12,6 +12,7 @@
  */
 import {
   CONTROL_PLANE_NS_LABEL,
+  INJECT_ANNOTATION,
   SIDECAR_NODE_OPTIONS,
   bundleFingerprint,
   isDns1123Label,
@@ -23,7 +24,7 @@ import type { AdmissionHandler, AdmissionResult, JsonObject, PatchOperation } fr
 /** The annotations the injector reads and writes (the contract with `meshid check`). */
 export const ANNOTATIONS = Object.freeze({
   /** The opt-in, on the pod or its namespace: `enabled` or `disabled` (the pod's wins). */
-  inject: 'meshid.io/inject',
+  inject: INJECT_ANNOTATION,
   /** Written: the proxy's version (the image tag). */
   proxyVersion: 'meshid.io/proxy-version',
   /** Written: the proxy's image. */

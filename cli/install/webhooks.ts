@@ -21,7 +21,7 @@ import {
 } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { Service, ServiceAccount } from 'kubernetes-models/v1';
 import type { IProbe } from 'kubernetes-models/v1';
-import { IN_CLUSTER } from '../../core/index.js';
+import { ADMISSION_WEBHOOKS_LABEL, IN_CLUSTER } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
@@ -360,7 +360,7 @@ export function webhookObjects(
                   values: [ns, 'kube-system'],
                 },
                 {
-                  key: 'config.linkerd.io/admission-webhooks',
+                  key: ADMISSION_WEBHOOKS_LABEL,
                   operator: 'NotIn',
                   values: ['disabled'],
                 },

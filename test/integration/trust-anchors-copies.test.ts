@@ -7,10 +7,8 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { parseAllDocuments } from 'yaml';
 import { ManualClock, createLogger, loadConfig, systemRandom } from '../../core/index.js';
 import type { Logger } from '../../core/index.js';
-import { renderInstall } from '../../cli/install.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import {
   ANCHORS_COPY_LABEL,
@@ -24,7 +22,8 @@ import {
 } from '../../trust-bundle/index.js';
 import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
 import { waitFor } from '../support/ca-process.js';
-import { CertManagerSimulator } from '../support/cert-manager-sim.js';
+import { applyCertManagerInstall } from '../support/cert-manager-install.js';
+import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 
@@ -90,15 +89,7 @@ describe('anchors copies in meshed namespaces (Kubernetes API test server, insta
   beforeEach(async () => {
     server = await startKubeApiServer({ namespaces: [...APPS, 'plain'] });
     clock = new ManualClock(Date.now());
-    sim = new CertManagerSimulator({ api: server, clock });
-    for (const doc of parseAllDocuments(
-      renderInstall({ argv: ['--cert-manager'], env: {}, now: Date.now() }),
-    )) {
-      const obj = doc.toJS() as KubeObject | null;
-      if (obj !== null) server.create(obj);
-    }
-    await sim.reconcile();
-    await sim.reconcile();
+    sim = await applyCertManagerInstall(server, clock);
     const { token } = await server.mintToken({
       namespace: NS,
       serviceAccount: 'meshid-trust',

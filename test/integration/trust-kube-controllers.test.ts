@@ -8,9 +8,7 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseAllDocuments } from 'yaml';
 import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../core/index.js';
-import { renderInstall } from '../../cli/install.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {
@@ -25,6 +23,7 @@ import {
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
 import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
+import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
@@ -75,15 +74,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
   beforeEach(async () => {
     server = await startKubeApiServer();
     clock = new ManualClock(Date.now());
-    sim = new CertManagerSimulator({ api: server, clock });
-    for (const doc of parseAllDocuments(
-      renderInstall({ argv: ['--cert-manager'], env: {}, now: Date.now() }),
-    )) {
-      const obj = doc.toJS() as KubeObject | null;
-      if (obj !== null) server.create(obj);
-    }
-    await sim.reconcile();
-    await sim.reconcile();
+    sim = await applyCertManagerInstall(server, clock);
     api = await openTrustKubeApi(server.kubeConfig());
     assert.equal(await sync().reconcile(), 'written');
   });

@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeHeapSnapshot } from 'node:v8';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import {
   diffHeaps,
   summarizeHeap,
@@ -10,9 +11,7 @@ import {
   totalBytes,
 } from '../../support/heap-snapshot.js';
 
-class HeapDiffProbe {
-  constructor(readonly n: number) {}
-}
+const execFileP = promisify(execFile);
 
 describe('heap snapshot summaries and diffs', function () {
   this.timeout(120_000);
@@ -25,16 +24,27 @@ describe('heap snapshot summaries and diffs', function () {
   });
 
   it('finds the objects a process kept between two real snapshots, by constructor', async () => {
-    const kept: HeapDiffProbe[] = [];
-    const early = await summarizeHeapFile(writeHeapSnapshot(join(dir, 'early.heapsnapshot')));
-    for (let i = 0; i < 5000; i++) kept.push(new HeapDiffProbe(i));
-    const late = await summarizeHeapFile(writeHeapSnapshot(join(dir, 'late.heapsnapshot')));
-    assert.equal(kept.length, 5000);
-    const probe = diffHeaps(early, late).find((g) => g.key === 'object:HeapDiffProbe');
+    // A small child process, as the soak snapshots other processes: its heap is a few MB, so the
+    // two snapshots take milliseconds rather than seconds of this test runner's heap.
+    const early = join(dir, 'early.heapsnapshot');
+    const late = join(dir, 'late.heapsnapshot');
+    const script = `
+      const { writeHeapSnapshot } = require('node:v8');
+      class HeapDiffProbe { constructor(n) { this.n = n; } }
+      writeHeapSnapshot(${JSON.stringify(early)});
+      const kept = [];
+      for (let i = 0; i < 5000; i++) kept.push(new HeapDiffProbe(i));
+      writeHeapSnapshot(${JSON.stringify(late)});
+      process.stdout.write(String(kept.length));
+    `;
+    const { stdout } = await execFileP(process.execPath, ['-e', script]);
+    assert.equal(stdout, '5000');
+    const [before, after] = await Promise.all([summarizeHeapFile(early), summarizeHeapFile(late)]);
+    const probe = diffHeaps(before, after).find((g) => g.key === 'object:HeapDiffProbe');
     assert.ok(probe, 'the probe class is in the diff');
     assert.equal(probe.count, 5000);
     assert.ok(probe.selfBytes >= 5000 * 16, `${probe.selfBytes} bytes for 5000 objects`);
-    assert.ok(totalBytes(late) > totalBytes(early));
+    assert.ok(totalBytes(after) > totalBytes(before));
   });
 
   it('groups by type and name, strings by type alone, and refuses what is not a snapshot', () => {
