@@ -40,6 +40,7 @@ import {
 } from '../proxy/index.js';
 import type { PresentedCertificate } from '../proxy/index.js';
 import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import { startTransparentInbound } from './proxy-transparent.js';
 
 /** A running proxy. */
 export interface RunningProxy {
@@ -130,10 +131,20 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   registerIdentityMetrics(deps);
   const traffic = registerTrafficMetrics(registry);
 
-  let inbound: InboundProxy | undefined;
+  let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;
-  if (config.inbound !== undefined && config.app !== undefined) {
-    inbound = new InboundProxy({
+  if (config.transparent && config.inbound !== undefined) {
+    const started = await startTransparentInbound(config, config.inbound, {
+      certificate: () => identity.current(),
+      anchorsPem: () => anchors.current().pem,
+      observe: (e) => traffic.inbound(e),
+      tls,
+      logger,
+    });
+    inbound = started;
+    inboundAddress = started.address;
+  } else if (config.inbound !== undefined && config.app !== undefined) {
+    const explicit = new InboundProxy({
       listen: config.inbound,
       app: config.app,
       appPorts: parseAppProtocols(config.app.port, config.appProtocol),
@@ -156,7 +167,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       observe: (e) => traffic.inbound(e),
       tls,
     });
-    inboundAddress = await inbound.listen();
+    inbound = explicit;
+    inboundAddress = await explicit.listen();
   }
   let outbound: OutboundProxy | undefined;
   let outboundAddresses: Address[] = [];

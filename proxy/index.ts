@@ -36,4 +36,8 @@ export * from './outbound.js';
 /** The node options the sidecar is meant to run with (defined in core, which the injector shares). */
 export { SIDECAR_NODE_OPTIONS } from '../core/index.js';
 export { loadOriginalDestination } from './transparent/original-dst.js';
+export { TransparentInbound } from './transparent/inbound.js';
+export type { TransparentInboundEvent, TransparentInboundOptions } from './transparent/inbound.js';
+export { peekClientHello } from './transparent/client-hello.js';
+export type { ClientHelloPeek } from './transparent/client-hello.js';
 export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';
