@@ -15,6 +15,6 @@ export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
-export * from './anchor-chain.js';
+export * from './anchors.js';
 export * from './version.js';
 export * from './fips.js';

@@ -8,7 +8,13 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../core/index.js';
+import {
+  ManualClock,
+  isMeshidError,
+  silentLogger,
+  systemRandom,
+  parseAnchors,
+} from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {
@@ -18,7 +24,6 @@ import {
   anchorOfChain,
   issuerChain,
   openTrustKubeApi,
-  parseBundle,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
@@ -49,7 +54,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
       name: 'linkerd-identity-trust-roots',
     });
   const anchors = (): number =>
-    parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
+    parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
   const controller = (holder: string): RotationController =>
     new RotationController({
       backend: new KubeRotationBackend(api, settings, clock),
@@ -151,7 +156,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     }
     assert.equal(state.phase, 'drain');
     const chain = await issuerChain(api, NS, 'linkerd-identity-issuer');
-    const bundle = parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
+    const bundle = parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
     assert.equal(anchorOfChain(chain, bundle.anchors)?.fingerprint, state.newRoot!.fingerprint);
     clock.advance(13_000);
     for (let i = 0; i < 5 && state.phase !== 'done'; i++) {
