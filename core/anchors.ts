@@ -261,8 +261,12 @@ export function reachAnchor<A extends ParsedCertificate>(
   const live = anchors.filter(valid);
   const self = live.find((a) => a.fingerprint === first.fingerprint);
   if (self !== undefined) return { anchor: self, path: [], notAfter: self.notAfter };
+  // The certificate the longest path stopped at: what a refusal names.
+  let stuck = first;
+  let depth = 0;
   const search = (path: readonly ParsedCertificate[]): Reach<A> | undefined => {
     const cur = path[path.length - 1]!;
+    if (path.length > depth) [stuck, depth] = [cur, path.length];
     const anchor = live.find((a) => signs(a, cur));
     if (anchor !== undefined)
       return { anchor, path, notAfter: Math.min(anchor.notAfter, ...path.map((p) => p.notAfter)) };
@@ -276,10 +280,10 @@ export function reachAnchor<A extends ParsedCertificate>(
   };
   const found = search([first]);
   if (found !== undefined) return found;
-  const stale = anchors.find((a) => !live.includes(a) && signs(a, first));
+  const stale = anchors.find((a) => !live.includes(a) && signs(a, stuck));
   if (stale !== undefined) return { reason: validityProblem(stale, now!, shortName)! };
   return {
-    reason: `${shortName(first)} (issued by ${shortName({ subject: nameOf(first.x509.issuer) })}) is not signed by any current anchor${rest.length > 0 ? ' or intermediate' : ''}`,
+    reason: `${shortName(stuck)} (issued by ${shortName({ subject: nameOf(stuck.x509.issuer) })}) is not signed by any current anchor${rest.length > 0 ? ' or intermediate' : ''}`,
   };
 }
 
