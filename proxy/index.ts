@@ -46,3 +46,5 @@ export type {
   ResolvedEndpoint,
   Resolver,
 } from './destination-client.js';
+export { loadOriginalDestination } from './transparent/original-dst.js';
+export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';
