@@ -19,6 +19,7 @@ import {
   ManualClock,
   isMeshidError,
   loadConfig,
+  openKubeClient,
   silentLogger,
   systemRandom,
 } from '../../core/index.js';
@@ -29,7 +30,7 @@ import {
   KubeRotationBackend,
   RotationController,
   SyncController,
-  openTrustKubeApi,
+  trustKubeApi,
 } from '../../trust-bundle/index.js';
 import type { TrustKubeApi } from '../../trust-bundle/index.js';
 import { createTrustGuard, parseAdmissionReview } from '../../webhooks/index.js';
@@ -67,7 +68,7 @@ describe('one trust-anchor bundle rule: every consumer, one verdict', function (
     server = await startKubeApiServer();
     clock = new ManualClock(Date.now());
     sim = await applyCertManagerInstall(server, clock);
-    api = await openTrustKubeApi(server.kubeConfig());
+    api = trustKubeApi(await openKubeClient(server.kubeConfig()));
     assert.equal(await sync(), 'accepted', 'the first sync writes the root');
     root = configMapBundle();
     const secret = server.get<KubeObject & { data: Record<string, string> }>({

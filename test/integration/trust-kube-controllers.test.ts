@@ -11,9 +11,10 @@ import type { AddressInfo } from 'node:net';
 import {
   ManualClock,
   isMeshidError,
+  openKubeClient,
+  parseAnchors,
   silentLogger,
   systemRandom,
-  parseAnchors,
 } from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
@@ -23,7 +24,7 @@ import {
   SyncController,
   anchorOfChain,
   issuerChain,
-  openTrustKubeApi,
+  trustKubeApi,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
@@ -80,7 +81,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     server = await startKubeApiServer();
     clock = new ManualClock(Date.now());
     sim = await applyCertManagerInstall(server, clock);
-    api = await openTrustKubeApi(server.kubeConfig());
+    api = trustKubeApi(await openKubeClient(server.kubeConfig()));
     assert.equal(await sync().reconcile(), 'written');
   });
   afterEach(async () => {
