@@ -235,6 +235,26 @@ export const ERROR_CODES = {
     description:
       "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
   },
+  ERR_TRANSPARENT_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      "the proxy's transparent mode cannot run here: the original-dst addon is not built or does not load, or this is not Linux",
+  },
+  ERR_ORIGINAL_DST: {
+    grpc: 'INTERNAL',
+    http: 500,
+    retryable: false,
+    description: 'the original destination of a redirected connection could not be read',
+  },
+  ERR_PROXY_INIT: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      'meshid proxy-init could not write the nat rules: a capability (NET_ADMIN, NET_RAW) or the iptables binary is missing, or iptables failed',
+  },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',
     http: 500,

@@ -14,6 +14,7 @@ export * from './pem.js';
 export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';
+export * from './destination-wire.js';
 export * from './certify-client.js';
 export * from './anchor-chain.js';
 export * from './version.js';

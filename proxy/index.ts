@@ -35,3 +35,5 @@ export * from './outbound.js';
 
 /** The node options the sidecar is meant to run with (defined in core, which the injector shares). */
 export { SIDECAR_NODE_OPTIONS } from '../core/index.js';
+export { loadOriginalDestination } from './transparent/original-dst.js';
+export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';
