@@ -37,10 +37,14 @@ class Load {
   }
 }
 
-/** One request's claim on an endpoint: call `done` exactly once when its answer is complete. */
+/**
+ * One request's claim on an endpoint: call `done` when its answer is complete (later calls do
+ * nothing). `observe: false` (a connection rather than a request) releases the claim without
+ * taking its duration as a latency.
+ */
 export interface Pick<E> {
   readonly endpoint: E;
-  done(): void;
+  done(observe?: boolean): void;
 }
 
 /**
@@ -109,11 +113,11 @@ export class PeakEwmaBalancer<E> {
     let finished = false;
     return {
       endpoint: chosen.e,
-      done: () => {
+      done: (observe = true) => {
         if (finished) return;
         finished = true;
         load.pending--;
-        this.#observe(load, this.#o.now() - started);
+        if (observe) this.#observe(load, this.#o.now() - started);
       },
     };
   }

@@ -3,9 +3,7 @@
  * prior-knowledge client from everything else. The bytes read are handed on, never lost.
  */
 import type { Socket } from 'node:net';
-
-/** The HTTP/2 connection preface (RFC 9113 §3.4). */
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+import { HTTP2_PREFACE as H2_PREFACE } from './detect.js';
 
 /** What an app sent before the proxy chose how to carry its connection. */
 export interface FirstBytes {

@@ -67,4 +67,31 @@ export type OutboundEvent =
       readonly durationMs: number;
       /** Set when the connection ended on an error rather than by both sides closing. */
       readonly error?: string;
+    })
+  /** A transparent connection carried in plaintext to its original destination, and why. */
+  | (OutboundEventBase & {
+      readonly type: 'passthrough';
+      readonly target: Address;
+      readonly reason: 'unknown' | 'unmeshed' | 'unavailable' | 'timeout';
+    })
+  /** One HTTP request through the transparent listener, answered (by the peer or the proxy). */
+  | (OutboundEventBase & {
+      readonly type: 'request';
+      /** The endpoint it went to (undefined when the proxy answered before choosing one). */
+      readonly target?: Address;
+      /** The original destination the app dialled (a ClusterIP:port or a pod IP:port). */
+      readonly dst: string;
+      /** The identity the endpoint proved ("" when none). */
+      readonly peerIdentity: string;
+      readonly tls: boolean;
+      /** The status the app got (0 when the exchange broke before one). */
+      readonly status: number;
+      readonly durationMs: number;
+    })
+  /** The destination service stopped (`available: false`) or resumed answering for an address. */
+  | (OutboundEventBase & {
+      readonly type: 'discovery';
+      readonly target: Address;
+      readonly available: boolean;
+      readonly message: string;
     });

@@ -38,6 +38,8 @@ import type { HttpFront } from './outbound-http.js';
 import { httpListenerFront } from './outbound-http.js';
 import { MeshPool } from './outbound-pool.js';
 import { acceptRouteConnection } from './outbound-tcp.js';
+import { TransparentOutbound } from './transparent/outbound.js';
+import type { TransparentOutboundOptions } from './transparent/outbound.js';
 
 // The route and destination vocabulary is part of the outbound surface.
 export {
@@ -49,6 +51,7 @@ export {
 export type { Destination, DestinationResolver, Route } from './routes.js';
 export type { OutboundEvent, OutboundEventBase, OutboundFailureReason } from './outbound-events.js';
 export { PeerIdentityMismatchError } from './outbound-connect.js';
+export type { TransparentOutboundOptions } from './transparent/outbound.js';
 
 /** Options of {@link OutboundProxy}. */
 export interface OutboundOptions {
@@ -56,6 +59,11 @@ export interface OutboundOptions {
   readonly routes: readonly Route[];
   /** The HTTP/1.1 forward-proxy listener (4140), routing each request through `resolver`. */
   readonly http?: { readonly listen: Address; readonly resolver: DestinationResolver };
+  /**
+   * The transparent listener (Linkerd's 4140 under iptables redirection): each connection goes
+   * where the app dialled, meshed when the resolver says so.
+   */
+  readonly transparent?: TransparentOutboundOptions;
   /** The workload certificate in force now, or undefined before the first one. */
   readonly certificate: () => WorkloadCertificate | undefined;
   /** The trust anchors in force now (PEM bundle). */
@@ -110,7 +118,7 @@ export class OutboundProxy {
   readonly #log: Logger;
   readonly #ctx: OutboundContext;
   readonly #servers: Server[] = [];
-  readonly #fronts: HttpFront[] = [];
+  readonly #fronts: (HttpFront | TransparentOutbound)[] = [];
   #closing = false;
 
   /**
@@ -121,6 +129,7 @@ export class OutboundProxy {
     checkListeners([
       ...options.routes.map((r) => r.listen),
       ...(options.http ? [options.http.listen] : []),
+      ...(options.transparent ? [options.transparent.listen] : []),
     ]);
     this.#o = options;
     this.#log = options.logger.child({ [LogKey.component]: 'proxy-outbound' });
@@ -149,7 +158,7 @@ export class OutboundProxy {
   }
 
   /**
-   * Starts every listener: the routes in order, then the HTTP listener.
+   * Starts every listener: the routes in order, then the HTTP listener, then the transparent one.
    *
    * @returns the bound addresses in the same order (real ports when 0 was asked for).
    */
@@ -175,6 +184,13 @@ export class OutboundProxy {
         front.on('connection', (s: Socket) => http.accept(s));
         bound.push(address);
       }
+      if (this.#o.transparent !== undefined) {
+        const transparent = new TransparentOutbound(this.#ctx, this.#o.transparent);
+        this.#fronts.push(transparent);
+        const address = await this.#bind(transparent.server(), this.#o.transparent.listen);
+        transparent.bound(address);
+        bound.push(address);
+      }
     } catch (err) {
       await this.close(0);
       throw err;
@@ -198,7 +214,10 @@ export class OutboundProxy {
         }),
     );
     this.#servers.length = 0;
-    for (const f of this.#fronts) f.closeSessions();
+    for (const f of this.#fronts) {
+      if (f instanceof TransparentOutbound) f.close();
+      else f.closeSessions();
+    }
     // Pooled idle upstream connections would otherwise wait out the grace for nothing.
     this.#ctx.pool.closeIdle();
     const tracker = this.#ctx.tracker;
