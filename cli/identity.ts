@@ -6,8 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { CoreV1Api } from '@kubernetes/client-node';
-import type { IdentityConfig } from '../core/index.js';
+import type { IdentityConfig, KubeClient } from '../core/index.js';
 import {
   COMMAND_SETTINGS,
   MeshidError,
@@ -15,6 +14,7 @@ import {
   formatAddress,
   loadConfig,
   localStateInputs,
+  openKubeClient,
   systemClock,
 } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
@@ -155,29 +155,28 @@ async function loadTarget(
     };
   }
   const [ns, name] = config.secret!.split('/') as [string, string];
-  const { core } = await kubeClients(config);
+  const kube = await kubeClient(config);
   let secret;
   try {
-    secret = await core.readNamespacedSecret({ name, namespace: ns });
+    secret = await kube.get('v1', 'Secret', ns, name);
   } catch (err) {
-    const code = (err as { code?: number }).code;
     throw new MeshidError(
       'ERR_INSPECT_TARGET',
-      code === 404
-        ? `Secret ${ns}/${name} not found`
-        : `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
+      `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
     );
   }
-  const crt = secret.data?.['tls.crt'] ?? secret.data?.['crt.pem'];
+  if (secret === undefined)
+    throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} not found`);
+  const data = secret['data'] as Record<string, string> | undefined;
+  const crt = data?.['tls.crt'] ?? data?.['crt.pem'];
   if (crt === undefined)
     throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} has no tls.crt`);
   return { source: `Secret ${ns}/${name}`, pem: Buffer.from(crt, 'base64').toString('utf8') };
 }
 
-async function kubeClients(config: IdentityConfig): Promise<{ core: CoreV1Api }> {
-  const { loadKubeConfig } = await import('../core/kube.js');
-  const { CoreV1Api } = await import('@kubernetes/client-node');
-  return { core: loadKubeConfig(config.kubeconfig!, process.env).makeApiClient(CoreV1Api) };
+async function kubeClient(config: IdentityConfig): Promise<KubeClient> {
+  const { loadKubeConfig } = await import('../core/kube/config.js');
+  return openKubeClient(loadKubeConfig(config.kubeconfig!, process.env));
 }
 
 async function loadAnchors(
@@ -194,14 +193,11 @@ async function loadAnchors(
     }
   }
   if (config.kubeconfig !== undefined) {
-    const { core } = await kubeClients(config);
+    const kube = await kubeClient(config);
     const where = `ConfigMap ${config.namespace}/${config.trustAnchorsConfigMap}`;
     try {
-      const cm = await core.readNamespacedConfigMap({
-        name: config.trustAnchorsConfigMap,
-        namespace: config.namespace,
-      });
-      const pem = cm.data?.[config.trustAnchorsKey];
+      const cm = await kube.get('v1', 'ConfigMap', config.namespace, config.trustAnchorsConfigMap);
+      const pem = (cm?.['data'] as Record<string, string> | undefined)?.[config.trustAnchorsKey];
       return pem === undefined ? undefined : { source: where, pem };
     } catch {
       return undefined;

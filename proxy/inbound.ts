@@ -371,7 +371,9 @@ export class InboundProxy {
         this.#log.debug({ err: err.message }, 'inbound h2 session error'),
       );
     });
-    this.#http2.on('stream', (stream, headers) => this.#onHttp2Stream(stream, headers));
+    this.#http2.on('stream', (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) =>
+      this.#onHttp2Stream(stream, headers),
+    );
     this.#http2.on('sessionError', () => undefined);
     // Should not happen: a socket is handed over only after its bytes said HTTP/2.
     this.#http2.on('unknownProtocol', (socket: Socket) => socket.destroy());

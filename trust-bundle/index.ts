@@ -61,7 +61,7 @@ export { formatRotationStatus, progressLine } from './status.js';
 export {
   KubeRotationBackend,
   SyncController,
-  openTrustKubeApi,
+  trustKubeApi,
   caPodObserver,
   combinedCaObserver,
   combinedObserver,

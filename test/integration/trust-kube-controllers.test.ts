@@ -8,7 +8,13 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../core/index.js';
+import {
+  ManualClock,
+  isMeshidError,
+  openKubeClient,
+  silentLogger,
+  systemRandom,
+} from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {
@@ -17,7 +23,7 @@ import {
   SyncController,
   anchorOfChain,
   issuerChain,
-  openTrustKubeApi,
+  trustKubeApi,
   parseBundle,
   podObserver,
   rotationStateFromAnnotations,
@@ -75,7 +81,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     server = await startKubeApiServer();
     clock = new ManualClock(Date.now());
     sim = await applyCertManagerInstall(server, clock);
-    api = await openTrustKubeApi(server.kubeConfig());
+    api = trustKubeApi(await openKubeClient(server.kubeConfig()));
     assert.equal(await sync().reconcile(), 'written');
   });
   afterEach(async () => {
