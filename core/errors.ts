@@ -202,6 +202,13 @@ export const ERROR_CODES = {
     description:
       "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
   },
+  ERR_LISTEN_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 500,
+    retryable: false,
+    description:
+      'a listener could not bind its address (taken, not local, or not allowed); the message names the address and the flag',
+  },
   ERR_INSPECT_TARGET: {
     grpc: 'NOT_FOUND',
     http: 404,
