@@ -189,6 +189,13 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'a webhook request is not an admission.k8s.io/v1 AdmissionReview with a request',
   },
+  ERR_JSON_TOO_DEEP: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description:
+      'a JSON document from a peer nests deeper than the bound (64 levels); refused before parsing',
+  },
   ERR_WEBHOOK_REVIEW_TOO_LARGE: {
     grpc: 'RESOURCE_EXHAUSTED',
     http: 413,

@@ -39,10 +39,12 @@ import {
   type RemoteJWKSet,
 } from 'jose';
 import {
+  JsonTooDeep,
   LogKey,
   MeshidError,
   formatDuration,
   isMeshidError,
+  parseJson,
   parseServiceAccountUsername,
   printable,
   type Clock,
@@ -469,8 +471,13 @@ function verifiesWith(
 function parseSegment(b64: string, part: 'header' | 'payload'): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(UTF8.decode(Buffer.from(b64, 'base64url')));
-  } catch {
+    value = parseJson(UTF8.decode(Buffer.from(b64, 'base64url')), `its ${part}`);
+  } catch (err) {
+    if (err instanceof JsonTooDeep)
+      throw new MeshidError(
+        'ERR_TOKEN_MALFORMED',
+        `token is not a well-formed JWT: ${err.message}`,
+      );
     throw new MeshidError(
       'ERR_TOKEN_MALFORMED',
       `token is not a well-formed JWT: its ${part} is not base64url JSON`,
@@ -578,7 +585,7 @@ class FileKeySource implements KeySource {
     let keys: JSONWebKeySet;
     try {
       text = await readJwksFile(file);
-      keys = await usableKeySet(parseJson(text), log);
+      keys = await usableKeySet(parseKeySetJson(text), log);
     } catch (err) {
       throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${describe(err)}`, {
         cause: err,
@@ -672,7 +679,7 @@ class FileKeySource implements KeySource {
     this.#lastSeen = text;
     let keys: JSONWebKeySet;
     try {
-      keys = await usableKeySet(parseJson(text), this.#log);
+      keys = await usableKeySet(parseKeySetJson(text), this.#log);
     } catch (err) {
       this.#refused(err, 'new JWKS refused; keeping the last good key set');
       return;
@@ -870,7 +877,7 @@ function jwksFetch(
     } catch {
       throw new Error('JWKS response is not UTF-8 text');
     }
-    const keys = await usableKeySet(parseJson(text), log);
+    const keys = await usableKeySet(parseKeySetJson(text), log);
     return new Response(JSON.stringify(keys), {
       status: 200,
       headers: { 'content-type': 'application/json' },
@@ -985,11 +992,14 @@ async function unusableBecause(jwk: Record<string, unknown>): Promise<string | u
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-function parseJson(text: string): unknown {
+/** A key set's JSON (a file or the API server's answer), with core's bounded nesting. */
+function parseKeySetJson(text: string): unknown {
   try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new Error('is not valid JSON');
+    return parseJson(text, 'the key set');
+  } catch (err) {
+    if (err instanceof JsonTooDeep)
+      throw new Error(`is not a key set: ${err.message}`, { cause: err });
+    throw new Error('is not valid JSON', { cause: err });
   }
 }
 
@@ -1006,8 +1016,9 @@ function base64urlBits(b64: string): number {
 function headerField(token: Uint8Array, field: 'alg' | 'kid'): string {
   try {
     const text = UTF8.decode(token);
-    const header: unknown = JSON.parse(
+    const header: unknown = parseJson(
       Buffer.from(text.slice(0, text.indexOf('.')), 'base64url').toString('utf8'),
+      'its header',
     );
     const value = isPlainObject(header) ? header[field] : undefined;
     return value === undefined ? '' : printable(String(value), 40);
