@@ -181,7 +181,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'the local state folder is missing material, or would be overwritten',
+    description:
+      'the local state folder is missing material, would be overwritten, or others could change it (writable by group or others, a link inside, a key readable by others)',
   },
   ERR_WEBHOOK_REVIEW_INVALID: {
     grpc: 'INVALID_ARGUMENT',
