@@ -35,5 +35,16 @@ export * from './outbound.js';
 
 /** The node options the sidecar is meant to run with (defined in core, which the injector shares). */
 export { SIDECAR_NODE_OPTIONS } from '../core/index.js';
+export { DestinationClient } from './destination-client.js';
+export type {
+  ClientCertificate,
+  DestinationClientOptions,
+  EndpointSet,
+  EndpointWatch,
+  PassThroughReason,
+  ResolveTarget,
+  ResolvedEndpoint,
+  Resolver,
+} from './destination-client.js';
 export { loadOriginalDestination } from './transparent/original-dst.js';
 export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';
