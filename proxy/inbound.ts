@@ -50,6 +50,7 @@ import { FIPS_TLS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import {
   MESH_H2_ALPN,
+  NO_RESUMPTION,
   PROXY_TLS,
   ContextCache,
   fipsPeerProblem,
@@ -300,6 +301,7 @@ export class InboundProxy {
 
     this.#tls = createTlsServer({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       allowHalfOpen: true,
       handshakeTimeout,
       requestCert: true,
@@ -585,6 +587,7 @@ export class InboundProxy {
     if (key === this.#defaultContextKey) return;
     this.#tls.setSecureContext({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       key: cert.keyPem,
       cert: cert.certChainPem,
       ca: anchors,
@@ -604,6 +607,11 @@ export class InboundProxy {
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound TLS error'));
     conn.stream = socket;
     conn.tls = true;
+    if (socket.isSessionReused()) {
+      // Never offered (NO_RESUMPTION); a resumed session would carry an old verification.
+      this.#refuse(conn, 'client-certificate-rejected', 'TLS session resumption is not accepted');
+      return;
+    }
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate()).length > 0;
       this.#refuse(
