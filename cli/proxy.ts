@@ -62,10 +62,11 @@ export interface RunningProxy {
 
 /**
  * A Certify function that follows the anchors: the CA's TLS certificate is verified against the
- * bundle in force, so a new bundle means a new client.
+ * bundle in force, so a new bundle means a new client. Also how `meshid destination` gets its
+ * own certificate.
  */
-function certifyThroughCa(
-  config: ProxyConfig,
+export function certifyThroughCa(
+  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips'>,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
 ): {
