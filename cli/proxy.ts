@@ -11,10 +11,8 @@ import type {
   ProxyConfig,
 } from '../core/index.js';
 import {
-  MeshidError,
   createRegistry,
   formatAddress,
-  isMeshidError,
   loadConfig,
   meshTlsSettings,
   parseAddress,
@@ -107,18 +105,11 @@ function certifyThroughCa(
  */
 export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
   const clock = systemClock;
-  let anchors: AnchorSource;
-  try {
-    anchors = await AnchorSource.open(config.trustAnchors, {
-      clock,
-      logger: logger.child({ component: 'anchors' }),
-      fips: config.fips,
-    });
-  } catch (err) {
-    const cause = (err as Error).cause;
-    const code = isMeshidError(cause) ? cause.code : 'ERR_ANCHORS_INVALID';
-    throw new MeshidError(code, (err as Error).message, { cause: err });
-  }
+  const anchors = await AnchorSource.open(config.trustAnchors, {
+    clock,
+    logger: logger.child({ component: 'anchors' }),
+    fips: config.fips,
+  });
   const tls = meshTlsSettings(config.fips);
   // The certificate held is shown to the CA: under load it serves pods without one first.
   const ca = certifyThroughCa(config, anchors, () => identity.current());

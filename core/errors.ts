@@ -143,7 +143,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'a trust-anchor bundle was refused: unparseable, empty, or not CA certificates',
+    description:
+      'a trust-anchor bundle was refused: unparseable, empty, a certificate that is not a root CA with a supported key, or no anchor valid now (docs/rotation.md)',
   },
   ERR_ROTATION_STATE: {
     grpc: 'FAILED_PRECONDITION',

@@ -17,7 +17,7 @@ export * from './csr.js';
 export * from './certify-wire.js';
 export * from './destination-wire.js';
 export * from './certify-client.js';
-export * from './anchor-chain.js';
+export * from './anchors.js';
 export * from './version.js';
 export * from './fips.js';
 export { KubeApiError } from './kube/api.js';

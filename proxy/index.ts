@@ -20,8 +20,8 @@ export {
   identityOfCertificate,
   verifiedPeerIdentity,
 } from './tls.js';
-export { AnchorSource, parseAnchorBundle } from './anchors.js';
-export type { AnchorBundle } from './anchors.js';
+export { AnchorSource } from './anchors.js';
+export type { LoadedAnchors } from './anchors.js';
 export {
   identityReport,
   proxyReadiness,
