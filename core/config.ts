@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
+import { TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import {
@@ -213,6 +214,43 @@ export const COMMAND_SETTINGS = {
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
     },
     ...NAMING,
+  },
+  'proxy-init': {
+    ...COMMON,
+    inboundPort: {
+      kind: 'integer',
+      help: "the proxy's inbound port, where inbound TCP is redirected",
+    },
+    outboundPort: {
+      kind: 'integer',
+      help: "the proxy's outbound port, where outbound TCP is redirected",
+    },
+    adminPort: {
+      kind: 'integer',
+      help: "the proxy's admin port (never redirected: probes reach it)",
+    },
+    proxyUid: { kind: 'integer', help: "the proxy's UID: its own connections are not redirected" },
+    skipInboundPorts: {
+      kind: 'list',
+      help: 'inbound ports not redirected, e.g. 25,587,8000-9000 (annotation config.linkerd.io/skip-inbound-ports)',
+    },
+    skipOutboundPorts: {
+      kind: 'list',
+      help: 'outbound ports not redirected (annotation config.linkerd.io/skip-outbound-ports)',
+    },
+    skipSubnets: {
+      kind: 'list',
+      help: 'outbound destinations not redirected, CIDRs (annotation config.linkerd.io/skip-subnets)',
+    },
+    iptablesMode: {
+      kind: 'string',
+      help: 'auto (the back end already holding rules, else what iptables is), legacy or nft',
+    },
+    disableIpv6: { kind: 'boolean', help: 'write IPv4 rules only (no ip6tables)' },
+    dryRun: {
+      kind: 'boolean',
+      help: 'print the rules (iptables-restore input) and change nothing',
+    },
   },
   webhooks: {
     ...COMMON,
@@ -430,6 +468,7 @@ const quantity = nonEmpty.regex(
   'must be a Kubernetes quantity such as 100m or 96Mi',
 );
 const output = z.enum(['text', 'json']);
+const port = z.number().int().min(1).max(65535);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -580,6 +619,19 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
+  'proxy-init': z.strictObject({
+    ...commonShape,
+    inboundPort: port,
+    outboundPort: port,
+    adminPort: port,
+    proxyUid: z.number().int().min(1, 'must not be 0 (root)').max(2_147_483_646),
+    skipInboundPorts: z.array(z.string()),
+    skipOutboundPorts: z.array(z.string()),
+    skipSubnets: z.array(z.string()),
+    iptablesMode: z.enum(['auto', 'legacy', 'nft']),
+    disableIpv6: z.boolean(),
+    dryRun: z.boolean(),
+  }),
   webhooks: z.strictObject({
     ...commonShape,
     listen: address,
@@ -721,6 +773,7 @@ export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
 export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
 export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
 export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
+export type ProxyInitConfig = Readonly<z.infer<(typeof SCHEMAS)['proxy-init']>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -733,6 +786,7 @@ export interface CommandConfigs {
   identity: IdentityConfig;
   version: VersionConfig;
   trust: TrustConfig;
+  'proxy-init': ProxyInitConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -1002,6 +1056,20 @@ function applyDefaults(
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,
+        ...withCommon,
+      };
+    case 'proxy-init':
+      return {
+        inboundPort: TRANSPARENT_DEFAULTS.inboundPort,
+        outboundPort: TRANSPARENT_DEFAULTS.outboundPort,
+        adminPort: TRANSPARENT_DEFAULTS.adminPort,
+        proxyUid: TRANSPARENT_DEFAULTS.proxyUid,
+        skipInboundPorts: [],
+        skipOutboundPorts: [],
+        skipSubnets: [],
+        iptablesMode: 'auto',
+        disableIpv6: false,
+        dryRun: false,
         ...withCommon,
       };
     case 'webhooks': {

@@ -34,3 +34,4 @@ export type {
 export { backoffDelay, watchList } from './kube/watch-list.js';
 export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/watch-list.js';
 export { openKubeClient } from './kube/open.js';
+export * from './transparent.js';
