@@ -50,6 +50,7 @@ import { FIPS_TLS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import {
   MESH_H2_ALPN,
+  NO_RESUMPTION,
   PROXY_TLS,
   ContextCache,
   fipsPeerProblem,
@@ -314,6 +315,7 @@ export class InboundProxy {
 
     this.#tls = createTlsServer({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       allowHalfOpen: true,
       handshakeTimeout,
       requestCert: true,
@@ -385,7 +387,9 @@ export class InboundProxy {
         this.#log.debug({ err: err.message }, 'inbound h2 session error'),
       );
     });
-    this.#http2.on('stream', (stream, headers) => this.#onHttp2Stream(stream, headers));
+    this.#http2.on('stream', (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) =>
+      this.#onHttp2Stream(stream, headers),
+    );
     this.#http2.on('sessionError', () => undefined);
     // Should not happen: a socket is handed over only after its bytes said HTTP/2.
     this.#http2.on('unknownProtocol', (socket: Socket) => socket.destroy());
@@ -613,6 +617,7 @@ export class InboundProxy {
     if (key === this.#defaultContextKey) return;
     this.#tls.setSecureContext({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       key: cert.keyPem,
       cert: cert.certChainPem,
       ca: anchors,
@@ -632,6 +637,11 @@ export class InboundProxy {
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound TLS error'));
     conn.stream = socket;
     conn.tls = true;
+    if (socket.isSessionReused()) {
+      // Never offered (NO_RESUMPTION); a resumed session would carry an old verification.
+      this.#refuse(conn, 'client-certificate-rejected', 'TLS session resumption is not accepted');
+      return;
+    }
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate()).length > 0;
       this.#refuse(

@@ -39,5 +39,5 @@ export {
 export type { TransparentSettings } from './transparent.js';
 export { createTrustGuard } from './validate.js';
 export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
-export { clientNodeWebhookKube } from './kube.js';
+export { webhookKube } from './kube.js';
 export type { WebhookKube } from './kube.js';
