@@ -262,8 +262,8 @@ export const COMMAND_SETTINGS = {
     dryRun: {
       kind: 'boolean',
       help: 'print the rules (iptables-restore input) and change nothing',
-      },
     },
+  },
   destination: {
     ...COMMON,
     listen: { kind: 'address', help: 'gRPC (mTLS) listen address of the Destination API' },
