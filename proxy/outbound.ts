@@ -52,6 +52,7 @@ import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
 import { ContextCache, MESH_H2_ALPN, fipsPeerProblem, identityOfCertificate } from './tls.js';
+import { HOP_BY_HOP_HTTP1, connectionOptions } from './hop-by-hop.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import { detectProtocol } from './detect.js';
 import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
@@ -1421,26 +1422,11 @@ function requestTarget(req: IncomingMessage): { authority: string; path: string 
   return { authority: parsed.host, path: `${parsed.pathname}${parsed.search}` };
 }
 
-/** Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'l5d-require-id',
-]);
+/** Never forwarded: the hop-by-hop fields, and Trailer (node re-frames the body here). */
+const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP1, 'trailer']);
 
 function withoutHopByHop(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const named = new Set(HOP_BY_HOP);
-  const connection = headers.connection;
-  if (typeof connection === 'string') {
-    for (const t of connection.split(',')) named.add(t.trim().toLowerCase());
-  }
+  const named = new Set([...HOP_BY_HOP, ...connectionOptions(headers.connection)]);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(headers)) {
     if (v !== undefined && !named.has(k)) out[k] = v;
