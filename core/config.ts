@@ -213,6 +213,22 @@ export const COMMAND_SETTINGS = {
       kind: 'duration',
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
     },
+    inboundMaxStreams: {
+      kind: 'integer',
+      help: 'inbound: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS)',
+    },
+    inboundMaxAppConnections: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once (requests, HTTP/1 and opaque connections), all peers together; beyond it HTTP/2 streams are refused (REFUSED_STREAM)',
+    },
+    inboundMaxAppConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once for one peer identity (or one plaintext address)',
+    },
+    inboundMaxConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
+    },
     ...NAMING,
   },
   'proxy-init': {
@@ -250,8 +266,8 @@ export const COMMAND_SETTINGS = {
     dryRun: {
       kind: 'boolean',
       help: 'print the rules (iptables-restore input) and change nothing',
-      },
     },
+  },
   destination: {
     ...COMMON,
     listen: { kind: 'address', help: 'gRPC (mTLS) listen address of the Destination API' },
@@ -642,6 +658,10 @@ const SCHEMAS = {
         ),
       ),
       appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      inboundMaxStreams: z.number().int().min(1, 'must be at least 1').max(10_000),
+      inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
@@ -1097,6 +1117,10 @@ function applyDefaults(
         identityRetryMax: 60_000,
         appProtocol: [],
         appTimeout: 60_000,
+        inboundMaxStreams: 100,
+        inboundMaxAppConnections: 512,
+        inboundMaxAppConnectionsPerPeer: 128,
+        inboundMaxConnectionsPerPeer: 128,
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
