@@ -1,6 +1,7 @@
 /**
  * `meshid ca`: the identity CA. With no inputs given it runs against the local state folder
- * (`--dir`, default .meshid) that `meshid init` writes.
+ * (`--dir`, default .meshid) that `meshid init` writes, after checking that only its owner can
+ * change it (cli/state-dir.ts).
  */
 import { fileURLToPath } from 'node:url';
 import type { CaConfig, Logger } from '../core/index.js';
@@ -8,6 +9,7 @@ import { formatAddress, loadConfig, systemClock, systemRandom } from '../core/in
 import { startIdentityCa } from '../identity-ca/index.js';
 import type { RunningCa } from '../identity-ca/index.js';
 import { caKube, checkCaPermissions } from './kube.js';
+import { checkStateDir } from './state-dir.js';
 import {
   announceListening,
   processLogger,
@@ -28,6 +30,8 @@ export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.me
  * ```
  */
 export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
+  // A state folder others could change is refused before anything is read from it.
+  if (config.dir !== undefined) await checkStateDir(config.dir);
   const workers = workerCount(config.workers);
   const kube = await caKube(config);
   if (kube !== undefined) {

@@ -11,6 +11,7 @@ export * from './config.js';
 export * from './metrics.js';
 export * from './admin-server.js';
 export * from './pem.js';
+export * from './json.js';
 export * from './der.js';
 export * from './csr.js';
 export * from './certify-wire.js';
@@ -33,3 +34,4 @@ export type {
 export { backoffDelay, watchList } from './kube/watch-list.js';
 export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/watch-list.js';
 export { openKubeClient } from './kube/open.js';
+export * from './transparent.js';

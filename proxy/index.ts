@@ -47,4 +47,5 @@ export type {
   Resolver,
 } from './destination-client.js';
 export { loadOriginalDestination } from './transparent/original-dst.js';
+export { resolverOverDestinationClient } from './transparent/destination-adapter.js';
 export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';
