@@ -1,8 +1,9 @@
 /**
  * `meshid ca`: the identity CA. With no inputs given it runs against the local state folder
- * (`--dir`, default .meshid) that `meshid init` writes. The composition root of the CA: it
- * chooses the issuer source and the token validator the configuration names, and runs one
- * Certify process in-process or one per worker.
+ * (`--dir`, default .meshid) that `meshid init` writes, after checking that only its owner can
+ * change it (cli/state-dir.ts). The composition root of the CA: it chooses the issuer source and
+ * the token validator the configuration names, and runs one Certify process in-process or one
+ * per worker.
  */
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +34,7 @@ import type {
   TokenValidator,
 } from '../identity-ca/index.js';
 import { caKube, checkCaPermissions } from './kube.js';
+import { checkStateDir } from './state-dir.js';
 import {
   announceListening,
   processLogger,
@@ -193,6 +195,8 @@ async function startIdentityCa(deps: {
  * ```
  */
 export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
+  // A state folder others could change is refused before anything is read from it.
+  if (config.dir !== undefined) await checkStateDir(config.dir);
   const workers = workerCount(config.workers);
   const kube = await caKube(config);
   if (kube !== undefined) {

@@ -13,16 +13,11 @@ export { CertifyServer, CA_TLS_SETTINGS } from './server/grpc-server.js';
 export { checkCsrPolicy, checkFipsCsr } from './issuer/csr-policy.js';
 export { LeafSigner, randomSerial } from './issuer/leaf.js';
 export type { LeafFields } from './issuer/leaf.js';
-export {
-  checkFipsAnchors,
-  checkFipsIssuer,
-  parseTrustAnchors,
-  validateIssuer,
-} from './issuer/material.js';
+export { checkFipsIssuer, validateIssuer } from './issuer/material.js';
 export { probeX509Crypto } from './issuer/fips-probe.js';
 export type { X509CryptoProbe } from './issuer/fips-probe.js';
 
-export type { IssuerCredentials, IssuerMaterial, TrustAnchors } from './issuer/material.js';
+export type { IssuerCredentials, IssuerMaterial } from './issuer/material.js';
 export { IssuerStore } from './issuer/store.js';
 export { FileIssuerSource } from './issuer/file-source.js';
 export { KubeIssuerSource, issuerMaterialFromSecret } from './issuer/kube-source.js';

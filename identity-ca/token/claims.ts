@@ -6,8 +6,10 @@
  * message names what failed and never quotes the token.
  */
 import {
+  JsonTooDeep,
   MeshidError,
   formatDuration,
+  parseJson,
   parseServiceAccountUsername,
   printable,
   type WorkloadIdentity,
@@ -146,8 +148,13 @@ function checkTimes(payload: JWTPayload, skewMs: number, now: number): void {
 export function parseSegment(b64: string, part: 'header' | 'payload'): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(UTF8.decode(Buffer.from(b64, 'base64url')));
-  } catch {
+    value = parseJson(UTF8.decode(Buffer.from(b64, 'base64url')), `its ${part}`);
+  } catch (err) {
+    if (err instanceof JsonTooDeep)
+      throw new MeshidError(
+        'ERR_TOKEN_MALFORMED',
+        `token is not a well-formed JWT: ${err.message}`,
+      );
     throw new MeshidError(
       'ERR_TOKEN_MALFORMED',
       `token is not a well-formed JWT: its ${part} is not base64url JSON`,
@@ -188,8 +195,9 @@ function checkKubernetesClaim(claim: unknown, identity: WorkloadIdentity): void 
 export function headerField(token: Uint8Array, field: 'alg' | 'kid'): string {
   try {
     const text = UTF8.decode(token);
-    const header: unknown = JSON.parse(
+    const header: unknown = parseJson(
       Buffer.from(text.slice(0, text.indexOf('.')), 'base64url').toString('utf8'),
+      'its header',
     );
     const value = isPlainObject(header) ? header[field] : undefined;
     return value === undefined ? '' : printable(String(value), 40);

@@ -19,7 +19,7 @@ import {
   MAX_JWKS_BYTES,
   describe,
   kids,
-  parseJson,
+  parseKeySetJson,
   usableKeySet,
   type KeySource,
 } from './jwks-keys.js';
@@ -67,7 +67,7 @@ export class FileKeySource implements KeySource {
     let keys: JSONWebKeySet;
     try {
       text = await readJwksFile(file);
-      keys = await usableKeySet(parseJson(text), log);
+      keys = await usableKeySet(parseKeySetJson(text), log);
     } catch (err) {
       throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${describe(err)}`, {
         cause: err,
@@ -161,7 +161,7 @@ export class FileKeySource implements KeySource {
     this.#lastSeen = text;
     let keys: JSONWebKeySet;
     try {
-      keys = await usableKeySet(parseJson(text), this.#log);
+      keys = await usableKeySet(parseKeySetJson(text), this.#log);
     } catch (err) {
       this.#refused(err, 'new JWKS refused; keeping the last good key set');
       return;

@@ -3,7 +3,7 @@
  * are used, and which make the whole set unusable), the log events, and small helpers.
  */
 import { importJWK, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
-import { LogKey, printable, type Logger } from '../../core/index.js';
+import { JsonTooDeep, LogKey, parseJson, printable, type Logger } from '../../core/index.js';
 import { isPlainObject, quote } from './claims.js';
 
 /** Where a validate gets its keys from; `keySet` is read once per validate. */
@@ -100,11 +100,14 @@ async function unusableBecause(jwk: Record<string, unknown>): Promise<string | u
   return undefined;
 }
 
-export function parseJson(text: string): unknown {
+/** A key set's JSON (a file or the API server's answer), with core's bounded nesting. */
+export function parseKeySetJson(text: string): unknown {
   try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new Error('is not valid JSON');
+    return parseJson(text, 'the key set');
+  } catch (err) {
+    if (err instanceof JsonTooDeep)
+      throw new Error(`is not a key set: ${err.message}`, { cause: err });
+    throw new Error('is not valid JSON', { cause: err });
   }
 }
 

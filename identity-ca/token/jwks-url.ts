@@ -22,7 +22,7 @@ import {
   MAX_JWKS_BYTES,
   describe,
   kids,
-  parseJson,
+  parseKeySetJson,
   usableKeySet,
   type KeySource,
 } from './jwks-keys.js';
@@ -203,7 +203,7 @@ function jwksFetch(
     } catch {
       throw new Error('JWKS response is not UTF-8 text');
     }
-    const keys = await usableKeySet(parseJson(text), log);
+    const keys = await usableKeySet(parseKeySetJson(text), log);
     return new Response(JSON.stringify(keys), {
       status: 200,
       headers: { 'content-type': 'application/json' },

@@ -15,7 +15,13 @@
  *   which the Certify handler reports as UNAVAILABLE; it never becomes a certificate.
  */
 import { createHash } from 'node:crypto';
-import { LogKey, MeshidError, parseServiceAccountUsername, printable } from '../../core/index.js';
+import {
+  LogKey,
+  MeshidError,
+  parseJson,
+  parseServiceAccountUsername,
+  printable,
+} from '../../core/index.js';
 import type { Clock, Logger, WorkloadIdentity } from '../../core/index.js';
 import type { KubeApi, TokenReviewResult } from '../kube/api.js';
 import { KubeApiError } from '../kube/api.js';
@@ -231,9 +237,11 @@ function tokenExpiryMs(token: string): number | undefined {
   const parts = token.split('.');
   if (parts.length !== 3) return undefined;
   try {
-    const payload = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as {
-      exp?: unknown;
-    };
+    const payload = parseJson(
+      Buffer.from(parts[1]!, 'base64url').toString('utf8'),
+      "the token's payload",
+    ) as { exp?: unknown } | null;
+    if (payload === null || typeof payload !== 'object') return undefined;
     return typeof payload.exp === 'number' && Number.isFinite(payload.exp)
       ? payload.exp * 1000
       : undefined;
