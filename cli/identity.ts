@@ -15,20 +15,14 @@ import {
   loadConfig,
   localStateInputs,
   openKubeClient,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
   systemClock,
 } from '../core/index.js';
+import type { ParsedCertificate } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
-import type { Cert } from './check/x509.js';
-import {
-  findChain,
-  fingerprint,
-  humanDuration,
-  keyType,
-  parseCertificates,
-  shortName,
-  subjectAltNames,
-  validity,
-} from './check/x509.js';
+import { humanDuration, keyType, shortName, subjectAltNames, validity } from './check/x509.js';
 import { styles, useColor } from './term.js';
 
 /** One certificate as `meshid identity` describes it (the JSON output's `certificates[]`). */
@@ -61,7 +55,7 @@ export interface IdentityView {
 }
 
 /** Describes one certificate at `now`. */
-export function describeCertificate(c: Cert, now: number): CertificateView {
+export function describeCertificate(c: ParsedCertificate, now: number): CertificateView {
   const san = subjectAltNames(c.x509);
   const v = validity(c.x509);
   return {
@@ -82,7 +76,7 @@ export function describeCertificate(c: Cert, now: number): CertificateView {
     expired: now > v.notAfter || now < v.notBefore,
     keyType: keyType(c.x509),
     serial: c.x509.serialNumber.toLowerCase(),
-    sha256: fingerprint(c.x509),
+    sha256: c.fingerprint,
   };
 }
 
@@ -136,10 +130,7 @@ async function loadTarget(
       );
     if (r.status !== 200)
       throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
-    const report = JSON.parse(r.body) as {
-      certificate?: { chainPem?: string };
-      trustAnchors?: { fingerprint?: string };
-    };
+    const report = readIdentityReport(r.body);
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
         'ERR_INSPECT_TARGET',
@@ -210,19 +201,19 @@ async function loadAnchors(
 /** Builds the view of a configuration's certificate. */
 export async function inspectIdentity(config: IdentityConfig, now: number): Promise<IdentityView> {
   const target = await loadTarget(config);
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(target.pem);
+    chain = parseCertificates(target.pem, 'ERR_INSPECT_TARGET');
   } catch (err) {
     throw new MeshidError('ERR_INSPECT_TARGET', `${target.source}: ${(err as Error).message}`);
   }
   if (chain.length === 0)
     throw new MeshidError('ERR_INSPECT_TARGET', `${target.source} holds no certificate`);
   const anchorsText = await loadAnchors(config);
-  let anchors: Cert[] = [];
+  let anchors: ParsedCertificate[] = [];
   if (anchorsText !== undefined) {
     try {
-      anchors = parseCertificates(anchorsText.pem);
+      anchors = parseCertificates(anchorsText.pem, 'ERR_INSPECT_TARGET');
     } catch (err) {
       throw new MeshidError(
         'ERR_CONFIG_INVALID',
@@ -230,16 +221,15 @@ export async function inspectIdentity(config: IdentityConfig, now: number): Prom
       );
     }
   }
-  const verdict =
-    anchors.length === 0 ? undefined : findChain(chain[0]!, chain.slice(1), anchors, now);
+  const verdict = anchors.length === 0 ? undefined : reachAnchor(chain, anchors, now);
   return {
     source: target.source,
     certificates: chain.map((c) => describeCertificate(c, now)),
     anchors:
       anchorsText === undefined ? null : { source: anchorsText.source, count: anchors.length },
-    chainsToAnchors: verdict === undefined ? null : verdict.ok,
-    ...(verdict?.ok === true ? { anchor: shortName(verdict.anchor.x509) } : {}),
-    ...(verdict !== undefined && !verdict.ok ? { reason: verdict.reason } : {}),
+    chainsToAnchors: verdict === undefined ? null : verdict.anchor !== undefined,
+    ...(verdict?.anchor === undefined ? {} : { anchor: shortName(verdict.anchor.x509) }),
+    ...(verdict !== undefined && verdict.anchor === undefined ? { reason: verdict.reason } : {}),
     ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
   };
 }

@@ -14,6 +14,8 @@ const runToken = async (argv: string[]): Promise<number> =>
 const runCa = async (argv: string[]): Promise<number> => (await import('./ca.js')).runCa(argv);
 const runProxy = async (argv: string[]): Promise<number> =>
   (await import('./proxy.js')).runProxy(argv);
+const runProxyInit = async (argv: string[]): Promise<number> =>
+  (await import('./proxy-init.js')).runProxyInit(argv);
 const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
 const runWebhooks = async (argv: string[]): Promise<number> =>
@@ -46,6 +48,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
     proxy: {
       summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
       run: runProxy,
+    },
+    'proxy-init': {
+      summary:
+        "write the pod's iptables nat rules for transparent mode (the injected init container)",
+      run: runProxyInit,
     },
     local: {
       summary:
@@ -87,7 +94,7 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(
-    ([name, c]) => `  meshid ${name.padEnd(8)} ${c.summary}`,
+    ([name, c]) => `  meshid ${name.padEnd(10)} ${c.summary}`,
   );
   return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
 }

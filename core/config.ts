@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
+import { TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import {
@@ -216,7 +217,60 @@ export const COMMAND_SETTINGS = {
       kind: 'duration',
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
     },
+    inboundMaxStreams: {
+      kind: 'integer',
+      help: 'inbound: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS)',
+    },
+    inboundMaxAppConnections: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once (requests, HTTP/1 and opaque connections), all peers together; beyond it HTTP/2 streams are refused (REFUSED_STREAM)',
+    },
+    inboundMaxAppConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once for one peer identity (or one plaintext address)',
+    },
+    inboundMaxConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
+    },
     ...NAMING,
+  },
+  'proxy-init': {
+    ...COMMON,
+    inboundPort: {
+      kind: 'integer',
+      help: "the proxy's inbound port, where inbound TCP is redirected",
+    },
+    outboundPort: {
+      kind: 'integer',
+      help: "the proxy's outbound port, where outbound TCP is redirected",
+    },
+    adminPort: {
+      kind: 'integer',
+      help: "the proxy's admin port (never redirected: probes reach it)",
+    },
+    proxyUid: { kind: 'integer', help: "the proxy's UID: its own connections are not redirected" },
+    skipInboundPorts: {
+      kind: 'list',
+      help: 'inbound ports not redirected, e.g. 25,587,8000-9000 (annotation config.linkerd.io/skip-inbound-ports)',
+    },
+    skipOutboundPorts: {
+      kind: 'list',
+      help: 'outbound ports not redirected (annotation config.linkerd.io/skip-outbound-ports)',
+    },
+    skipSubnets: {
+      kind: 'list',
+      help: 'outbound destinations not redirected, CIDRs (annotation config.linkerd.io/skip-subnets)',
+    },
+    iptablesMode: {
+      kind: 'string',
+      help: 'auto (the back end already holding rules, else what iptables is), legacy or nft',
+    },
+    disableIpv6: { kind: 'boolean', help: 'write IPv4 rules only (no ip6tables)' },
+    dryRun: {
+      kind: 'boolean',
+      help: 'print the rules (iptables-restore input) and change nothing',
+    },
   },
   destination: {
     ...COMMON,
@@ -465,6 +519,7 @@ const quantity = nonEmpty.regex(
   'must be a Kubernetes quantity such as 100m or 96Mi',
 );
 const output = z.enum(['text', 'json']);
+const port = z.number().int().min(1).max(65535);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -608,6 +663,10 @@ const SCHEMAS = {
         ),
       ),
       appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      inboundMaxStreams: z.number().int().min(1, 'must be at least 1').max(10_000),
+      inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
@@ -616,6 +675,19 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
+  'proxy-init': z.strictObject({
+    ...commonShape,
+    inboundPort: port,
+    outboundPort: port,
+    adminPort: port,
+    proxyUid: z.number().int().min(1, 'must not be 0 (root)').max(2_147_483_646),
+    skipInboundPorts: z.array(z.string()),
+    skipOutboundPorts: z.array(z.string()),
+    skipSubnets: z.array(z.string()),
+    iptablesMode: z.enum(['auto', 'legacy', 'nft']),
+    disableIpv6: z.boolean(),
+    dryRun: z.boolean(),
+  }),
   destination: z.strictObject({
     ...commonShape,
     listen: address,
@@ -772,6 +844,7 @@ export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
 export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
 export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
 export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
+export type ProxyInitConfig = Readonly<z.infer<(typeof SCHEMAS)['proxy-init']>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -785,6 +858,7 @@ export interface CommandConfigs {
   identity: IdentityConfig;
   version: VersionConfig;
   trust: TrustConfig;
+  'proxy-init': ProxyInitConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -1048,12 +1122,30 @@ function applyDefaults(
         identityRetryMax: 60_000,
         appProtocol: [],
         appTimeout: 60_000,
+        inboundMaxStreams: 100,
+        inboundMaxAppConnections: 512,
+        inboundMaxAppConnectionsPerPeer: 128,
+        inboundMaxConnectionsPerPeer: 128,
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,
+        ...withCommon,
+      };
+    case 'proxy-init':
+      return {
+        inboundPort: TRANSPARENT_DEFAULTS.inboundPort,
+        outboundPort: TRANSPARENT_DEFAULTS.outboundPort,
+        adminPort: TRANSPARENT_DEFAULTS.adminPort,
+        proxyUid: TRANSPARENT_DEFAULTS.proxyUid,
+        skipInboundPorts: [],
+        skipOutboundPorts: [],
+        skipSubnets: [],
+        iptablesMode: 'auto',
+        disableIpv6: false,
+        dryRun: false,
         ...withCommon,
       };
     case 'destination': {

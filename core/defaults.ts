@@ -67,6 +67,14 @@ export const DEFAULTS = Object.freeze({
    * review of an update carries two of them, with JSON's overhead; anything bigger is a 413.
    */
   maxReviewBytes: 6 * 1024 * 1024,
+  /**
+   * Deepest nesting of JSON arrays and objects a listener parses (webhook reviews, the JWT of a
+   * Certify call). A Pod review is about 15 deep (review → request → object → metadata →
+   * managedFields → fieldsV1 → f:spec → f:containers → k:{…} → f:env → k:{…} → f:valueFrom → …;
+   * affinity terms about as deep), a JWT 3; 64 leaves room for what Kubernetes adds and keeps
+   * parsing of anything admitted to microseconds, where 2.5 million levels in 5 MB cost seconds.
+   */
+  maxJsonDepth: 64,
   /** How often the webhooks re-check their serving certificate files (besides watching them). */
   webhooksTlsReloadMs: 10_000,
   /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */

@@ -20,15 +20,15 @@ export {
   identityOfCertificate,
   verifiedPeerIdentity,
 } from './tls.js';
-export { AnchorSource, parseAnchorBundle } from './anchors.js';
-export type { AnchorBundle } from './anchors.js';
+export { AnchorSource } from './anchors.js';
+export type { LoadedAnchors } from './anchors.js';
 export {
   identityReport,
   proxyReadiness,
   registerIdentityMetrics,
   startProxyAdmin,
 } from './admin.js';
-export type { IdentityReport, ProxyAdminDeps } from './admin.js';
+export type { ProxyAdminDeps } from './admin.js';
 export * from './inbound.js';
 export * from './metrics.js';
 export * from './outbound.js';
@@ -47,4 +47,5 @@ export type {
   Resolver,
 } from './destination-client.js';
 export { loadOriginalDestination } from './transparent/original-dst.js';
+export { resolverOverDestinationClient } from './transparent/destination-adapter.js';
 export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';

@@ -9,13 +9,23 @@
  *   Certificate <issuer>            its cert-manager Certificate; spec.issuerRef names the CA Issuer
  *   Issuer + Certificate + Secret <root>   one name per root: the CA Issuer, the root Certificate, its Secret
  */
-import type { Clock, KubeClient, KubeResource, Logger } from '../core/index.js';
-import { KubeApiError, MeshidError, isMeshidError } from '../core/index.js';
-import { anchorFromPem, anchorOfChain, bundleFromAnchors, parseBundle } from './bundle.js';
-import type { Anchor } from './bundle.js';
+import type { Anchor, Clock, KubeClient, KubeResource, Logger } from '../core/index.js';
+import {
+  KubeApiError,
+  MeshidError,
+  bundleOfAnchors,
+  isMeshidError,
+  parseAnchors,
+} from '../core/index.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import { assertAnchorsIssuer, observeAdmin, observeCa } from './rotation.js';
+import {
+  anchorOfChain,
+  assertAnchorsIssuer,
+  observeAdmin,
+  observeCa,
+  rootFromPem,
+} from './rotation.js';
 import type {
   CaObserver,
   ProxyObserver,
@@ -479,12 +489,12 @@ export class SyncController {
       return 'unchanged';
     }
     const now = this.#clock.now();
-    const current =
-      (cm?.['data'] as Record<string, string> | undefined)?.[this.#s.trustAnchorsKey] ?? '';
+    // Absent (first run) starts from nothing; present, it must pass the bundle rule like anywhere.
+    const current = (cm?.['data'] as Record<string, string> | undefined)?.[this.#s.trustAnchorsKey];
     const chain = await issuerChain(this.#api, this.#s.namespace, this.#s.issuerSecret);
     const root = await this.#currentRoot(now);
     if (root === undefined) return 'waiting';
-    const existing = current.trim() === '' ? [] : parseBundle(current, { now }).anchors;
+    const existing = current === undefined ? [] : parseAnchors(current, { now }).anchors;
     // The live issuer's root stays, whatever the root Secret says now.
     const live = anchorOfChain(chain, [...existing, root]);
     if (chain !== '' && live === undefined) {
@@ -494,7 +504,7 @@ export class SyncController {
       );
     }
     const anchors: Anchor[] = [root, ...(live === undefined ? [] : [live])];
-    const desired = bundleFromAnchors(anchors);
+    const desired = bundleOfAnchors(anchors);
     if (chain !== '') assertAnchorsIssuer(desired, chain);
     if (desired.pem !== current) {
       await writeAnchors(
@@ -549,6 +559,6 @@ export class SyncController {
       );
       return undefined;
     }
-    return anchorFromPem(pem, { now });
+    return rootFromPem(pem, now);
   }
 }

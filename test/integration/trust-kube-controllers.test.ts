@@ -12,6 +12,7 @@ import {
   ManualClock,
   isMeshidError,
   openKubeClient,
+  parseAnchors,
   silentLogger,
   systemRandom,
 } from '../../core/index.js';
@@ -24,7 +25,6 @@ import {
   anchorOfChain,
   issuerChain,
   trustKubeApi,
-  parseBundle,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
@@ -55,7 +55,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
       name: 'linkerd-identity-trust-roots',
     });
   const anchors = (): number =>
-    parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
+    parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
   const controller = (holder: string): RotationController =>
     new RotationController({
       backend: new KubeRotationBackend(api, settings, clock),
@@ -157,7 +157,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     }
     assert.equal(state.phase, 'drain');
     const chain = await issuerChain(api, NS, 'linkerd-identity-issuer');
-    const bundle = parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
+    const bundle = parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
     assert.equal(anchorOfChain(chain, bundle.anchors)?.fingerprint, state.newRoot!.fingerprint);
     clock.advance(13_000);
     for (let i = 0; i < 5 && state.phase !== 'done'; i++) {
