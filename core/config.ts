@@ -168,6 +168,10 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
     },
+    destination: {
+      kind: 'boolean',
+      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations',
+    },
     injectorFailurePolicy: {
       kind: 'string',
       help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
@@ -626,6 +630,7 @@ const SCHEMAS = {
       certManagerIssuer: subdomain,
       trustManager: z.boolean(),
       webhooks: z.boolean(),
+      destination: z.boolean(),
       injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
       trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
       webhookTimeout: z
@@ -1233,6 +1238,7 @@ function applyDefaults(
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
         webhooks: false,
+        destination: false,
         injectorFailurePolicy: d.injectorFailurePolicy,
         trustGuardFailurePolicy: d.trustGuardFailurePolicy,
         webhookTimeout: d.webhookTimeoutMs,
