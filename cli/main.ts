@@ -26,6 +26,8 @@ const runIdentity = async (argv: string[]): Promise<number> =>
   (await import('./identity.js')).runIdentity(argv);
 const runVersion = async (argv: string[]): Promise<number> =>
   (await import('./version.js')).runVersion(argv);
+const runDestination = async (argv: string[]): Promise<number> =>
+  (await import('./destination.js')).runDestination(argv);
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
@@ -60,6 +62,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
     webhooks: {
       summary: 'serve the admission webhooks over HTTPS: the proxy injector and the trust guard',
       run: runWebhooks,
+    },
+    destination: {
+      summary:
+        "serve Linkerd's Destination API over mTLS: endpoints, identities and protocol hints from the cluster's Services, EndpointSlices and Pods",
+      run: runDestination,
     },
     install: {
       summary:

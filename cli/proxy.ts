@@ -62,10 +62,11 @@ export interface RunningProxy {
 
 /**
  * A Certify function that follows the anchors: the CA's TLS certificate is verified against the
- * bundle in force, so a new bundle means a new client.
+ * bundle in force, so a new bundle means a new client. Also how `meshid destination` gets its
+ * own certificate.
  */
-function certifyThroughCa(
-  config: ProxyConfig,
+export function certifyThroughCa(
+  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips'>,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
 ): {
@@ -152,6 +153,12 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         app: config.app,
         appPorts: parseAppProtocols(config.app.port, config.appProtocol),
         appTimeoutMs: config.appTimeout,
+        limits: {
+          maxStreams: config.inboundMaxStreams,
+          maxAppConnections: config.inboundMaxAppConnections,
+          maxAppConnectionsPerPeer: config.inboundMaxAppConnectionsPerPeer,
+          maxConnectionsPerPeer: config.inboundMaxConnectionsPerPeer,
+        },
         certificate: () => identity.current(),
         anchorsPem: () => anchors.current().pem,
         policy: new InboundPolicy({

@@ -213,6 +213,22 @@ export const COMMAND_SETTINGS = {
       kind: 'duration',
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
     },
+    inboundMaxStreams: {
+      kind: 'integer',
+      help: 'inbound: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS)',
+    },
+    inboundMaxAppConnections: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once (requests, HTTP/1 and opaque connections), all peers together; beyond it HTTP/2 streams are refused (REFUSED_STREAM)',
+    },
+    inboundMaxAppConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once for one peer identity (or one plaintext address)',
+    },
+    inboundMaxConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
+    },
     ...NAMING,
   },
   'proxy-init': {
@@ -250,6 +266,37 @@ export const COMMAND_SETTINGS = {
     dryRun: {
       kind: 'boolean',
       help: 'print the rules (iptables-restore input) and change nothing',
+    },
+  },
+  destination: {
+    ...COMMON,
+    listen: { kind: 'address', help: 'gRPC (mTLS) listen address of the Destination API' },
+    admin: { kind: 'address', help: 'admin HTTP listen address (/metrics, /ready, /live)' },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig for the watches of Services, EndpointSlices and Pods; "in-cluster" uses the pod\'s service account',
+    },
+    clusterDomain: {
+      kind: 'string',
+      help: "the cluster's DNS domain: Service names are <svc>.<ns>.svc.<this>",
+    },
+    ...NAMING,
+    identityAddr: {
+      kind: 'string',
+      help: 'the CA it gets its certificate from, HOST:PORT (default linkerd-identity.<cp-ns>.svc:8080)',
+    },
+    identityName: {
+      kind: 'string',
+      help: "the CA's identity (default linkerd-identity.<cp-ns>...)",
+    },
+    trustAnchors: { kind: 'string', help: 'PEM bundle of trust anchors (watched)' },
+    tokenFile: {
+      kind: 'string',
+      help: 'its projected ServiceAccount token (audience identity.l5d.io), re-read on every request',
+    },
+    localIdentity: {
+      kind: 'string',
+      help: 'its own identity (default linkerd-destination.<cp-ns>.serviceaccount.identity.<cp-ns>.<trust-domain>)',
     },
   },
   webhooks: {
@@ -611,6 +658,10 @@ const SCHEMAS = {
         ),
       ),
       appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      inboundMaxStreams: z.number().int().min(1, 'must be at least 1').max(10_000),
+      inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
@@ -631,6 +682,20 @@ const SCHEMAS = {
     iptablesMode: z.enum(['auto', 'legacy', 'nft']),
     disableIpv6: z.boolean(),
     dryRun: z.boolean(),
+  }),
+  destination: z.strictObject({
+    ...commonShape,
+    listen: address,
+    admin: address,
+    kubeconfig: nonEmpty,
+    clusterDomain: subdomain,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    identityName: subdomain,
+    trustAnchors: nonEmpty,
+    tokenFile: nonEmpty,
+    localIdentity: subdomain,
   }),
   webhooks: z.strictObject({
     ...commonShape,
@@ -769,6 +834,7 @@ export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export type WebhooksConfig = Readonly<z.infer<typeof SCHEMAS.webhooks>>;
+export type DestinationConfig = Readonly<z.infer<typeof SCHEMAS.destination>>;
 export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
 export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
 export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
@@ -782,6 +848,7 @@ export interface CommandConfigs {
   proxy: ProxyConfig;
   install: InstallConfig;
   webhooks: WebhooksConfig;
+  destination: DestinationConfig;
   check: CheckConfig;
   identity: IdentityConfig;
   version: VersionConfig;
@@ -1050,6 +1117,10 @@ function applyDefaults(
         identityRetryMax: 60_000,
         appProtocol: [],
         appTimeout: 60_000,
+        inboundMaxStreams: 100,
+        inboundMaxAppConnections: 512,
+        inboundMaxAppConnectionsPerPeer: 128,
+        inboundMaxConnectionsPerPeer: 128,
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
@@ -1072,6 +1143,24 @@ function applyDefaults(
         dryRun: false,
         ...withCommon,
       };
+    case 'destination': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const td = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const naming = { trustDomain: td, controlPlaneNamespace: cp };
+      const valid = namingProblems(naming).length === 0;
+      return {
+        listen: d.destinationListen,
+        admin: d.destinationAdmin,
+        kubeconfig: 'in-cluster',
+        clusterDomain: d.clusterDomain,
+        trustDomain: td,
+        controlPlaneNamespace: cp,
+        identityAddr: `linkerd-identity.${cp}.svc:${d.caListen.port}`,
+        identityName: valid ? caIdentityName(naming) : 'invalid',
+        localIdentity: valid ? destinationIdentityName(naming) : 'invalid',
+        ...withCommon,
+      };
+    }
     case 'webhooks': {
       const controlPlaneNamespace =
         (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
@@ -1339,6 +1428,24 @@ export function caIdentityName(naming: {
 }): string {
   const cp = naming.controlPlaneNamespace;
   return `linkerd-identity.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
+}
+
+/**
+ * The destination service's identity: its ServiceAccount `linkerd-destination` in the control
+ * plane's namespace (Linkerd's name).
+ *
+ * @example
+ * ```ts
+ * destinationIdentityName({ trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' });
+ * // 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local'
+ * ```
+ */
+export function destinationIdentityName(naming: {
+  trustDomain: string;
+  controlPlaneNamespace: string;
+}): string {
+  const cp = naming.controlPlaneNamespace;
+  return `linkerd-destination.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
 }
 
 /**

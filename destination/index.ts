@@ -19,3 +19,5 @@ export type { Target } from './target.js';
 export { INBOUND_PORT_NAMES, OPAQUE_PORTS_ANNOTATION, parseOpaquePorts } from './model.js';
 export { DestinationServer, MAX_BUFFERED_BYTES, MAX_STREAMS_PER_CONNECTION } from './server.js';
 export type { DestinationCredentials, DestinationServerOptions } from './server.js';
+export { WATCHED_KINDS, followCluster } from './kube.js';
+export type { DestinationKube } from './kube.js';

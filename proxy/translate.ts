@@ -160,19 +160,23 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
 }
 
 /**
- * An agent for HTTP/1.1 requests to the app: kept-alive connections, reused across streams.
+ * An agent for HTTP/1.1 requests to the app: kept-alive connections, reused across streams, at
+ * most `maxSockets` of them at once.
  *
  * @example
  * ```ts
  * const agent = appAgent();
  * ```
  */
-export function appAgent(): HttpAgent {
+export function appAgent(maxSockets = Infinity): HttpAgent {
   // noDelay reaches net.connect: a request head and its body go out without waiting on Nagle
   // (Node passes the agent's options on to it; @types/node's AgentOptions leaves it out).
+  // maxSockets bounds the app connections (the inbound's exchange budget should never reach it).
   const options: HttpAgentOptions & Pick<TcpNetConnectOpts, 'noDelay'> = {
     keepAlive: true,
     maxFreeSockets: 64,
+    maxSockets,
+    maxTotalSockets: maxSockets,
     scheduling: 'lifo',
     noDelay: true,
   };

@@ -21,8 +21,11 @@ export interface KubeResource {
   [field: string]: unknown;
 }
 
-/** The core/v1 kinds meshid lists and watches. */
-export type WatchKind = 'Namespace' | 'ConfigMap' | 'Secret' | 'Pod';
+/**
+ * The kinds meshid lists and watches: core/v1's, plus discovery.k8s.io/v1 EndpointSlices (the
+ * destination service).
+ */
+export type WatchKind = 'Namespace' | 'ConfigMap' | 'Secret' | 'Pod' | 'Service' | 'EndpointSlice';
 
 /** What a TokenReview said (the `status` of `authentication.k8s.io/v1` TokenReview). */
 export interface TokenReviewResult {
@@ -139,7 +142,7 @@ export interface KubeClient {
   /** Replaces the status subresource of a namespaced custom resource. */
   replaceStatus(obj: KubeResource, plural: string): Promise<void>;
   /**
-   * Lists a core/v1 collection and follows it until `signal` aborts: resumes from the last
+   * Lists a collection of a {@link WatchKind} and follows it until `signal` aborts: resumes from the last
    * resourceVersion when a watch ends, lists again on 410 Gone, and retries failures with
    * jittered, capped backoff (see {@link watchList}). Resolves when `signal` aborts.
    */

@@ -12,6 +12,7 @@ import {
   AuthorizationV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  DiscoveryV1Api,
   KubernetesObjectApi,
   Observable,
   PatchStrategy,
@@ -35,6 +36,19 @@ const PLURAL: Readonly<Record<WatchKind, string>> = {
   ConfigMap: 'configmaps',
   Secret: 'secrets',
   Pod: 'pods',
+  Service: 'services',
+  EndpointSlice: 'endpointslices',
+};
+
+/** The apiVersion of each kind (core/v1 unless listed). */
+const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
+  EndpointSlice: 'discovery.k8s.io/v1',
+};
+const apiVersionOf = (kind: WatchKind): string => API_VERSION[kind] ?? 'v1';
+/** The URL prefix of a kind's API group version. */
+const apiPrefix = (kind: WatchKind): string => {
+  const v = apiVersionOf(kind);
+  return v === 'v1' ? '/api/v1' : `/apis/${v}`;
 };
 
 /**
@@ -49,6 +63,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
   const server = kc.getCurrentCluster()?.server ?? '(no cluster)';
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const core = kc.makeApiClient(CoreV1Api);
+  const discovery = kc.makeApiClient(DiscoveryV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const watcher = new Watch(kc);
   const aborts = new Set<() => void>();
@@ -77,8 +92,8 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
       () =>
         watcher.watch(
           o.namespace === undefined
-            ? `/api/v1/${plural}`
-            : `/api/v1/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
+            ? `${apiPrefix(o.kind)}/${plural}`
+            : `${apiPrefix(o.kind)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
           {
             allowWatchBookmarks: true,
             resourceVersion,
@@ -196,7 +211,12 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
           ? {}
           : { onRetry: (err, ms) => o.onRetry?.(toKubeError(err, `watch ${o.kind}`), ms) }),
         list: (signal) =>
-          listCollection(core, o, AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)])),
+          listCollection(
+            core,
+            discovery,
+            o,
+            AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)]),
+          ),
         watch: (version, onEvent, onEnd) => openWatch(o, version, onEvent, onEnd),
       });
     },
@@ -355,6 +375,7 @@ function reviewsAndEvents(
 /** One list of a core/v1 collection, bounded by `signal`, as plain JSON. */
 async function listCollection(
   core: CoreV1Api,
+  discovery: DiscoveryV1Api,
   o: KubeWatchListOptions,
   signal: AbortSignal,
 ): Promise<{ items: KubeResource[]; resourceVersion: string }> {
@@ -381,10 +402,22 @@ async function listCollection(
         return ns === undefined
           ? core.listPodForAllNamespaces(q, opts)
           : core.listNamespacedPod({ ...q, namespace: ns }, opts);
+      case 'Service':
+        return ns === undefined
+          ? core.listServiceForAllNamespaces(q, opts)
+          : core.listNamespacedService({ ...q, namespace: ns }, opts);
+      case 'EndpointSlice':
+        return ns === undefined
+          ? discovery.listEndpointSliceForAllNamespaces(q, opts)
+          : discovery.listNamespacedEndpointSlice({ ...q, namespace: ns }, opts);
     }
   }, what);
   return {
-    items: listed.items.map((i) => ({ ...plain(i), apiVersion: 'v1', kind: o.kind })),
+    items: listed.items.map((i) => ({
+      ...plain(i),
+      apiVersion: apiVersionOf(o.kind),
+      kind: o.kind,
+    })),
     resourceVersion:
       (listed.metadata as { resourceVersion?: string } | undefined)?.resourceVersion ?? '',
   };
@@ -474,7 +507,7 @@ function toWatchEvent(
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED': {
-      const object = { ...plain(obj), apiVersion: 'v1', kind };
+      const object = { ...plain(obj), apiVersion: apiVersionOf(kind), kind };
       return { type, object, resourceVersion: object.metadata.resourceVersion ?? '' };
     }
     case 'BOOKMARK':
