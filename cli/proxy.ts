@@ -171,6 +171,12 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         app: config.app,
         appPorts: parseAppProtocols(config.app.port, config.appProtocol),
         appTimeoutMs: config.appTimeout,
+        limits: {
+          maxStreams: config.inboundMaxStreams,
+          maxAppConnections: config.inboundMaxAppConnections,
+          maxAppConnectionsPerPeer: config.inboundMaxAppConnectionsPerPeer,
+          maxConnectionsPerPeer: config.inboundMaxConnectionsPerPeer,
+        },
         certificate: () => identity.current(),
         anchorsPem: () => anchors.current().pem,
         policy: new InboundPolicy({

@@ -168,6 +168,10 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
     },
+    destination: {
+      kind: 'boolean',
+      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations',
+    },
     injectorFailurePolicy: {
       kind: 'string',
       help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
@@ -212,6 +216,22 @@ export const COMMAND_SETTINGS = {
     appTimeout: {
       kind: 'duration',
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
+    },
+    inboundMaxStreams: {
+      kind: 'integer',
+      help: 'inbound: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS)',
+    },
+    inboundMaxAppConnections: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once (requests, HTTP/1 and opaque connections), all peers together; beyond it HTTP/2 streams are refused (REFUSED_STREAM)',
+    },
+    inboundMaxAppConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once for one peer identity (or one plaintext address)',
+    },
+    inboundMaxConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
     },
     transparent: {
       kind: 'boolean',
@@ -610,6 +630,7 @@ const SCHEMAS = {
       certManagerIssuer: subdomain,
       trustManager: z.boolean(),
       webhooks: z.boolean(),
+      destination: z.boolean(),
       injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
       trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
       webhookTimeout: z
@@ -654,6 +675,10 @@ const SCHEMAS = {
         ),
       ),
       appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      inboundMaxStreams: z.number().int().min(1, 'must be at least 1').max(10_000),
+      inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
       transparent: z.boolean(),
       inboundPolicy: z.enum(INBOUND_POLICIES),
       inboundPortPolicy: z.array(
@@ -1124,6 +1149,10 @@ function applyDefaults(
         identityRetryMax: 60_000,
         appProtocol: [],
         appTimeout: 60_000,
+        inboundMaxStreams: 100,
+        inboundMaxAppConnections: 512,
+        inboundMaxAppConnectionsPerPeer: 128,
+        inboundMaxConnectionsPerPeer: 128,
         transparent: false,
         inboundPolicy: TRANSPARENT_DEFAULTS.inboundPolicy,
         inboundPortPolicy: [],
@@ -1209,6 +1238,7 @@ function applyDefaults(
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
         webhooks: false,
+        destination: false,
         injectorFailurePolicy: d.injectorFailurePolicy,
         trustGuardFailurePolicy: d.trustGuardFailurePolicy,
         webhookTimeout: d.webhookTimeoutMs,
