@@ -27,6 +27,7 @@ import {
   parseAnchors,
   parseCertificates,
   reachAnchor,
+  readIdentityReport,
   toPem,
 } from '../core/index.js';
 import type { Anchor, AnchorBundle } from '../core/index.js';
@@ -715,18 +716,13 @@ export async function observeAdmin(
       signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
     });
     if (!res.ok) return { name, error: `HTTP ${res.status}` };
-    const body = (await res.json()) as {
-      trustAnchors?: { fingerprint?: unknown };
-      certificate?: { notBefore?: unknown; chainPem?: unknown };
-    };
-    const fp = body.trustAnchors?.fingerprint;
-    const nb = body.certificate?.notBefore;
-    const chain = body.certificate?.chainPem;
+    const body = readIdentityReport(await res.text());
+    const nb = body.certificate.notBefore;
     return {
       name,
-      bundleFingerprint: typeof fp === 'string' ? fp : undefined,
-      certNotBefore: typeof nb === 'string' ? Date.parse(nb) : undefined,
-      chainPem: typeof chain === 'string' ? chain : undefined,
+      bundleFingerprint: body.trustAnchors.fingerprint,
+      certNotBefore: nb === undefined ? undefined : Date.parse(nb),
+      chainPem: body.certificate.chainPem,
     };
   } catch (err) {
     return { name, error: err instanceof Error ? err.message : String(err) };

@@ -6,8 +6,14 @@
 import { isIP } from 'node:net';
 import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
-import { formatAddress, parseCertificates, reachAnchor, toPem } from '../../core/index.js';
-import type { ParsedCertificate } from '../../core/index.js';
+import {
+  formatAddress,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
+  toPem,
+} from '../../core/index.js';
+import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
 import { shortName, subjectAltNames } from './x509.js';
@@ -300,18 +306,14 @@ async function askProxy(
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
   if (r.status !== 200)
     return { name: t.name, kind: 'unreachable', detail: `/identity answered ${r.status}` };
-  let report: {
-    identity?: unknown;
-    certificate?: { chainPem?: unknown };
-    trustAnchors?: { fingerprint?: unknown };
-  };
+  let report: ProxyIdentityReportAsRead;
   try {
-    report = JSON.parse(r.body) as typeof report;
+    report = readIdentityReport(r.body);
   } catch {
     return { name: t.name, kind: 'unreachable', detail: '/identity is not JSON' };
   }
-  const chainPem = report.certificate?.chainPem;
-  if (typeof chainPem !== 'string')
+  const chainPem = report.certificate.chainPem;
+  if (chainPem === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
   let chain: ParsedCertificate[];
   try {
@@ -324,7 +326,7 @@ async function askProxy(
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
   const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   if (c.anchor === undefined) {
-    const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
+    const who = report.identity === undefined ? '' : `${report.identity}: `;
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
   }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)
