@@ -106,7 +106,8 @@ export function parseCertificateList(
     }
     return {
       position: i + 1,
-      subject: certificate.subject.replace(/\n/g, ', '),
+      // A leaf with an empty subject (the CA's serving certificate, as Linkerd's) has none.
+      subject: (certificate.subject ?? '').replace(/\n/g, ', '),
       der: b.der,
       notBefore: Date.parse(certificate.validFrom),
       notAfter: Date.parse(certificate.validTo),

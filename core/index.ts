@@ -17,5 +17,6 @@ export * from './csr.js';
 export * from './certify-wire.js';
 export * from './certify-client.js';
 export * from './anchor-chain.js';
+export * from './peer-chain.js';
 export * from './version.js';
 export * from './fips.js';

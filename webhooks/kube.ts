@@ -1,8 +1,8 @@
 /**
  * What the webhooks read through the Kubernetes API, over `@kubernetes/client-node`: a
- * namespace's annotations (the AdmissionReview of a Pod does not carry them) and the issuer
- * Secret's certificates (to know which anchor must stay). Both are single GETs with a short
- * cache, so a burst of pod creations in one namespace costs one request.
+ * namespace's annotations (the AdmissionReview of a Pod does not carry them), by a single GET
+ * with a short cache, so a burst of pod creations in one namespace costs one request. No Secret:
+ * the trust guard learns the live issuer from the chain the CA serves.
  */
 import { ApiException, CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -12,8 +12,6 @@ import type { Clock } from '../core/index.js';
 export interface WebhookKube {
   /** A namespace's annotations; undefined when the namespace does not exist. */
   namespaceAnnotations(name: string): Promise<Record<string, string> | undefined>;
-  /** `tls.crt` then `ca.crt` of a Secret, as PEM; undefined when the Secret does not exist. */
-  secretCertificates(namespace: string, name: string): Promise<string | undefined>;
 }
 
 /** How long a namespace's annotations are reused. */
@@ -64,19 +62,6 @@ export function clientNodeWebhookKube(kc: KubeConfig, clock: Clock): WebhookKube
       if (cache.size > 1000) cache.clear();
       cache.set(name, { at: clock.now(), value });
       return value;
-    },
-    async secretCertificates(namespace, name) {
-      let data: Record<string, string>;
-      try {
-        data = (await core.readNamespacedSecret({ namespace, name })).data ?? {};
-      } catch (err) {
-        if (err instanceof ApiException && err.code === 404) return undefined;
-        throw describe(err, `Secret ${namespace}/${name}`);
-      }
-      // Only the certificates are decoded; tls.key is left as it came and goes with the object.
-      const text = (k: string): string =>
-        data[k] === undefined ? '' : Buffer.from(data[k], 'base64').toString('utf8');
-      return `${text('tls.crt')}\n${text('ca.crt')}`;
     },
   };
 }

@@ -18,7 +18,7 @@ import {
 } from '@kubernetes/client-node';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { CheckConfig } from '../../core/index.js';
-import { formatAddress } from '../../core/index.js';
+import { formatAddress, peerChain } from '../../core/index.js';
 import { caRequirements, describeAccess } from '../../identity-ca/index.js';
 import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
@@ -27,14 +27,7 @@ import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
 import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
-import {
-  checkProxies,
-  describeNetError,
-  mapLimit,
-  peerChain,
-  probeCa,
-  probeCaAdmin,
-} from './probes.js';
+import { checkProxies, describeNetError, mapLimit, probeCa, probeCaAdmin } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
 import type { Cert } from './x509.js';
 import {
