@@ -10,15 +10,16 @@ import {
   caIdentityName,
   formatAddress,
   loadConfig,
+  openKubeClient,
   parseAddress,
   peerChain,
   systemClock,
 } from '../core/index.js';
 import {
   AdmissionServer,
-  clientNodeWebhookKube,
   createInjector,
   createTrustGuard,
+  webhookKube,
 } from '../webhooks/index.js';
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
@@ -47,8 +48,11 @@ export async function startWebhooks(
 ): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube.js');
-    kube = clientNodeWebhookKube(loadKubeConfig(config.kubeconfig, process.env), systemClock);
+    const { loadKubeConfig } = await import('../core/kube/config.js');
+    kube = webhookKube(
+      await openKubeClient(loadKubeConfig(config.kubeconfig, process.env)),
+      systemClock,
+    );
   } else {
     logger.warn('no kubeconfig: namespace annotations are not read (only pods opt in)');
   }

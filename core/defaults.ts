@@ -57,6 +57,9 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
+  /** `meshid destination`: the Destination API (Linkerd's port) and its admin server (the install listens on 0.0.0.0). */
+  destinationListen: { host: '127.0.0.1', port: 8086 },
+  destinationAdmin: { host: '127.0.0.1', port: 9996 },
   /** `meshid webhooks`: HTTPS listen address (the install listens on 0.0.0.0:8443). */
   webhooksListen: { host: '127.0.0.1', port: 8443 },
   /**

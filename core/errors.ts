@@ -143,7 +143,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'a trust-anchor bundle was refused: unparseable, empty, or not CA certificates',
+    description:
+      'a trust-anchor bundle was refused: unparseable, empty, a certificate that is not a root CA with a supported key, or no anchor valid now (docs/rotation.md)',
   },
   ERR_ROTATION_STATE: {
     grpc: 'FAILED_PRECONDITION',
@@ -210,6 +211,13 @@ export const ERROR_CODES = {
     description:
       "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
   },
+  ERR_LISTEN_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 500,
+    retryable: false,
+    description:
+      'a listener could not bind its address (taken, not local, or not allowed); the message names the address and the flag',
+  },
   ERR_INSPECT_TARGET: {
     grpc: 'NOT_FOUND',
     http: 404,
@@ -242,6 +250,26 @@ export const ERROR_CODES = {
     retryable: false,
     description:
       "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
+  },
+  ERR_TRANSPARENT_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      "the proxy's transparent mode cannot run here: the original-dst addon is not built or does not load, or this is not Linux",
+  },
+  ERR_ORIGINAL_DST: {
+    grpc: 'INTERNAL',
+    http: 500,
+    retryable: false,
+    description: 'the original destination of a redirected connection could not be read',
+  },
+  ERR_PROXY_INIT: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      'meshid proxy-init could not write the nat rules: a capability (NET_ADMIN, NET_RAW) or the iptables binary is missing, or iptables failed',
   },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',

@@ -63,7 +63,7 @@ export function identityReport(deps: ProxyAdminDeps): IdentityReport {
         }),
     trustAnchors: {
       fingerprint: bundle.fingerprint,
-      subjects: bundle.subjects,
+      subjects: bundle.anchors.map((a) => a.subject),
       loadedAt: new Date(bundle.loadedAt).toISOString(),
     },
     refreshes: { ok: deps.identity.stats.refreshes, failed: deps.identity.stats.failures },

@@ -50,6 +50,7 @@ import { FIPS_TLS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import {
   MESH_H2_ALPN,
+  NO_RESUMPTION,
   PROXY_TLS,
   ContextCache,
   fipsPeerProblem,
@@ -67,6 +68,7 @@ import type { TranslateContext } from './translate.js';
 import { TRANSPORT_HEADER_ALPN, readTransportHeader } from './l5d-transport.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import type { InboundPolicy, PolicyDecision } from './policy.js';
+import { PeerBudget } from './peer-budget.js';
 
 export { InboundPolicy } from './policy.js';
 export type { InboundPolicyOptions, PolicyDecision } from './policy.js';
@@ -107,7 +109,9 @@ export type HandshakeFailureReason =
   /** The TLS handshake failed (version, cipher, ALPN, malformed, timeout); `detail` has the code. */
   | 'tls-error'
   /** The client closed or sent nothing before the handshake. */
-  | 'closed';
+  | 'closed'
+  /** The peer (identity, or address before its handshake) holds its share of connections. */
+  | 'too-many-connections';
 
 /** What the inbound proxy reports for metrics. */
 export type InboundEvent =
@@ -189,7 +193,43 @@ export interface InboundOptions {
    * gets a 504 (gRPC calls are exempt: they carry their own deadline). 0 turns it off. Default 60 s.
    */
   readonly appTimeoutMs?: number;
+  /** Bounds against one misbehaving peer; each defaults to {@link DEFAULT_INBOUND_LIMITS}. */
+  readonly limits?: Partial<InboundLimits>;
 }
+
+/**
+ * What one peer may hold of the inbound. A peer is its verified identity (or its address, for
+ * plaintext and before the handshake).
+ */
+export interface InboundLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised on every HTTP/2 connection. */
+  readonly maxStreams: number;
+  /**
+   * Exchanges with the app at once, all peers together: HTTP/2 requests in flight, HTTP/1 and
+   * opaque connections (each holds an app connection). Also the app connection pool's size.
+   */
+  readonly maxAppConnections: number;
+  /** The same, for one peer. Beyond it: REFUSED_STREAM, a 503, or the connection closed. */
+  readonly maxAppConnectionsPerPeer: number;
+  /** Connections one peer identity may hold open, and one address while handshaking. */
+  readonly maxConnectionsPerPeer: number;
+}
+
+/**
+ * The defaults: 100 streams per connection (RFC 9113 §6.5.2 recommends no less than 100);
+ * 512 app exchanges in all and 128 per peer; 128 connections per peer.
+ *
+ * @example
+ * ```ts
+ * new InboundProxy({ ...options, limits: { ...DEFAULT_INBOUND_LIMITS, maxStreams: 250 } });
+ * ```
+ */
+export const DEFAULT_INBOUND_LIMITS: InboundLimits = Object.freeze({
+  maxStreams: 100,
+  maxAppConnections: 512,
+  maxAppConnectionsPerPeer: 128,
+  maxConnectionsPerPeer: 128,
+});
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -222,6 +262,12 @@ interface Conn {
   appPort: number;
   /** What the app on that port speaks, once known. */
   appProtocol: ResolvedAppProtocol | undefined;
+  /** The address share this connection holds while handshaking (released once it is done). */
+  pendingKey: string | undefined;
+  /** The peer whose connection share this connection holds (after the handshake). */
+  connectionKey: string | undefined;
+  /** The peer whose app-exchange share this connection holds (HTTP/1 and opaque). */
+  exchangeKey: string | undefined;
 }
 
 function formatHost(host: string): string {
@@ -271,7 +317,13 @@ export class InboundProxy {
   readonly #appPorts: AppPorts;
   readonly #appTimeoutMs: number;
   readonly #detector = new AppProtocolDetector({ timeoutMs: APP_DETECT_TIMEOUT_MS });
-  readonly #agent: HttpAgent = appAgent();
+  readonly #agent: HttpAgent;
+  readonly #limits: InboundLimits;
+  /** Exchanges with the app, per peer and in total. */
+  readonly #exchanges: PeerBudget;
+  /** Connections per address while handshaking, per identity after. */
+  readonly #pending: PeerBudget;
+  readonly #connections: PeerBudget;
   /** Node's HTTP/1 server (fed sockets) for HTTP/1.1 clients of an h2 app. */
   readonly #http1: Http1Server;
   readonly #http1Conns = new WeakMap<Socket, Conn>();
@@ -290,6 +342,15 @@ export class InboundProxy {
     this.#appPorts = options.appPorts ?? new Map([[options.app.port, 'detect' as const]]);
     this.#appTimeoutMs = options.appTimeoutMs ?? DEFAULT_APP_TIMEOUT_MS;
     const handshakeTimeout = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#limits = { ...DEFAULT_INBOUND_LIMITS, ...options.limits };
+    this.#agent = appAgent(this.#limits.maxAppConnections);
+    this.#exchanges = new PeerBudget({
+      total: this.#limits.maxAppConnections,
+      perPeer: this.#limits.maxAppConnectionsPerPeer,
+    });
+    const perPeer = { total: Number.MAX_SAFE_INTEGER, perPeer: this.#limits.maxConnectionsPerPeer };
+    this.#pending = new PeerBudget(perPeer);
+    this.#connections = new PeerBudget(perPeer);
 
     // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
     // app's answer.
@@ -300,6 +361,7 @@ export class InboundProxy {
 
     this.#tls = createTlsServer({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       allowHalfOpen: true,
       handshakeTimeout,
       requestCert: true,
@@ -358,7 +420,10 @@ export class InboundProxy {
         socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
       } else socket.destroy();
     });
-    this.#http2 = createHttp2Server();
+    this.#http2 = createHttp2Server({
+      // Node's default is 2^32-1: one peer could open 10,000 streams on one connection.
+      settings: { maxConcurrentStreams: this.#limits.maxStreams },
+    });
     this.#http2.on('session', (session: ServerHttp2Session) => {
       const conn = this.#handingToHttp2;
       if (conn === undefined) {
@@ -371,7 +436,9 @@ export class InboundProxy {
         this.#log.debug({ err: err.message }, 'inbound h2 session error'),
       );
     });
-    this.#http2.on('stream', (stream, headers) => this.#onHttp2Stream(stream, headers));
+    this.#http2.on('stream', (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) =>
+      this.#onHttp2Stream(stream, headers),
+    );
     this.#http2.on('sessionError', () => undefined);
     // Should not happen: a socket is handed over only after its bytes said HTTP/2.
     this.#http2.on('unknownProtocol', (socket: Socket) => socket.destroy());
@@ -484,6 +551,12 @@ export class InboundProxy {
     }
     raw.setNoDelay(true);
     raw.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound connection error'));
+    const pendingKey = addressKey(raw);
+    if (!this.#pending.acquire(pendingKey)) {
+      this.#emit({ type: 'handshake-failed', reason: 'too-many-connections', detail: pendingKey });
+      raw.destroy();
+      return;
+    }
     const conn: Conn = {
       raw,
       openedAt: performance.now(),
@@ -497,6 +570,9 @@ export class InboundProxy {
       app: undefined,
       appPort: this.#o.app.port,
       appProtocol: undefined,
+      pendingKey,
+      connectionKey: undefined,
+      exchangeKey: undefined,
     };
     this.#conns.add(conn);
     raw.once('close', () => this.#onClose(conn));
@@ -508,6 +584,10 @@ export class InboundProxy {
 
   #onClose(conn: Conn): void {
     this.#conns.delete(conn);
+    this.#handshakeDone(conn);
+    if (conn.connectionKey !== undefined) this.#connections.release(conn.connectionKey);
+    if (conn.exchangeKey !== undefined) this.#exchanges.release(conn.exchangeKey);
+    conn.connectionKey = conn.exchangeKey = undefined;
     const key = peerKey(conn.raw);
     if (this.#handshaking.get(key) === conn) this.#handshaking.delete(key);
     conn.app?.destroy();
@@ -563,6 +643,7 @@ export class InboundProxy {
       return;
     }
     conn.stream = raw;
+    this.#handshakeDone(conn);
     this.#emit({ type: 'handshake-succeeded', peer: undefined, tls: false });
     await this.#serve(conn, raw, first);
   }
@@ -583,11 +664,37 @@ export class InboundProxy {
     if (key === this.#defaultContextKey) return;
     this.#tls.setSecureContext({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       key: cert.keyPem,
       cert: cert.certChainPem,
       ca: anchors,
     });
     this.#defaultContextKey = key;
+  }
+
+  /** Gives back the address share a connection held while handshaking. Idempotent. */
+  #handshakeDone(conn: Conn): void {
+    if (conn.pendingKey === undefined) return;
+    this.#pending.release(conn.pendingKey);
+    conn.pendingKey = undefined;
+  }
+
+  /**
+   * Takes one app exchange of the peer's share for a connection that holds an app connection
+   * for its lifetime (HTTP/1, opaque); false when the share or the total is used up.
+   */
+  #takeAppShare(conn: Conn): boolean {
+    if (conn.exchangeKey !== undefined) return true;
+    const key = conn.peer ?? addressKey(conn.raw);
+    if (!this.#exchanges.acquire(key)) {
+      this.#log.info(
+        { [LogKey.identity]: key, limit: this.#limits.maxAppConnectionsPerPeer },
+        'inbound connection refused: the peer holds its share of app connections',
+      );
+      return false;
+    }
+    conn.exchangeKey = key;
+    return true;
   }
 
   /** Step 2: the handshake finished; the client certificate must have verified. */
@@ -602,6 +709,11 @@ export class InboundProxy {
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound TLS error'));
     conn.stream = socket;
     conn.tls = true;
+    if (socket.isSessionReused()) {
+      // Never offered (NO_RESUMPTION); a resumed session would carry an old verification.
+      this.#refuse(conn, 'client-certificate-rejected', 'TLS session resumption is not accepted');
+      return;
+    }
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate()).length > 0;
       this.#refuse(
@@ -624,6 +736,16 @@ export class InboundProxy {
         return;
       }
     }
+    this.#handshakeDone(conn);
+    if (!this.#connections.acquire(peer)) {
+      this.#log.info(
+        { [LogKey.identity]: peer, limit: this.#limits.maxConnectionsPerPeer },
+        'inbound connection refused: the peer holds its share of connections',
+      );
+      this.#refuse(conn, 'too-many-connections', peer);
+      return;
+    }
+    conn.connectionKey = peer;
     conn.peer = peer;
     this.#emit({ type: 'handshake-succeeded', peer, tls: true });
     this.#serve(conn, socket, undefined).catch((err: unknown) => {
@@ -787,6 +909,18 @@ export class InboundProxy {
   #toHttp(conn: Conn, stream: Socket, bytes: Buffer, protocol: 'http1' | 'http2'): void {
     conn.protocol = protocol;
     if (protocol === 'http1') {
+      if (conn.decision?.allowed === true && !this.#takeAppShare(conn)) {
+        stream.on('error', () => undefined);
+        stream.end(
+          proxyResponse(
+            503,
+            PROXY_ERROR_HEADER,
+            'too many connections',
+            `service unavailable: this peer already holds ${this.#limits.maxAppConnectionsPerPeer} connections to the application (or the proxy its ${this.#limits.maxAppConnections}); retry later or reuse connections\n`,
+          ),
+        );
+        return;
+      }
       if (conn.appProtocol === 'h2' && conn.decision?.allowed === true) {
         this.#startHttp1ToH2(conn, stream, bytes);
         return;
@@ -820,6 +954,10 @@ export class InboundProxy {
     ended: boolean,
     lateDetect: boolean,
   ): void {
+    if (!this.#takeAppShare(conn)) {
+      destroyConn(conn);
+      return;
+    }
     const target = this.#appAddress(conn);
     const app = netConnect({ host: target.host, port: target.port, allowHalfOpen: true });
     conn.app = app;
@@ -1062,6 +1200,13 @@ export class InboundProxy {
       conn.session?.close();
       return;
     }
+    const exchangeKey = conn.peer ?? addressKey(conn.raw);
+    if (!this.#exchanges.acquire(exchangeKey)) {
+      // Safe for the client to retry, here later or elsewhere (RFC 9113 §8.7).
+      stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    stream.once('close', () => this.#exchanges.release(exchangeKey));
     if (method === 'CONNECT') {
       status = this.#http2Error(
         stream,
@@ -1136,6 +1281,11 @@ export class InboundProxy {
     stream.end(body);
     return status;
   }
+}
+
+/** The budget key of a peer known only by its address. */
+function addressKey(socket: Socket): string {
+  return `address:${socket.remoteAddress ?? ''}`;
 }
 
 /** A key that is the same for a raw socket and the TLS socket wrapping it. */

@@ -20,8 +20,8 @@ export {
   identityOfCertificate,
   verifiedPeerIdentity,
 } from './tls.js';
-export { AnchorSource, parseAnchorBundle } from './anchors.js';
-export type { AnchorBundle } from './anchors.js';
+export { AnchorSource } from './anchors.js';
+export type { LoadedAnchors } from './anchors.js';
 export {
   identityReport,
   proxyReadiness,
@@ -35,3 +35,17 @@ export * from './outbound.js';
 
 /** The node options the sidecar is meant to run with (defined in core, which the injector shares). */
 export { SIDECAR_NODE_OPTIONS } from '../core/index.js';
+export { DestinationClient } from './destination-client.js';
+export type {
+  ClientCertificate,
+  DestinationClientOptions,
+  EndpointSet,
+  EndpointWatch,
+  PassThroughReason,
+  ResolveTarget,
+  ResolvedEndpoint,
+  Resolver,
+} from './destination-client.js';
+export { loadOriginalDestination } from './transparent/original-dst.js';
+export { resolverOverDestinationClient } from './transparent/destination-adapter.js';
+export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';

@@ -16,6 +16,7 @@
  */
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type {
+  AgentOptions as HttpAgentOptions,
   IncomingHttpHeaders,
   IncomingMessage,
   OutgoingHttpHeaders,
@@ -28,6 +29,7 @@ import type {
   OutgoingHttpHeaders as Http2OutgoingHeaders,
   ServerHttp2Stream,
 } from 'node:http2';
+import type { TcpNetConnectOpts } from 'node:net';
 import type { Address, Logger } from '../core/index.js';
 import { HOP_BY_HOP_HTTP2 } from './h2-relay.js';
 
@@ -158,16 +160,27 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
 }
 
 /**
- * An agent for HTTP/1.1 requests to the app: kept-alive connections, reused across streams.
+ * An agent for HTTP/1.1 requests to the app: kept-alive connections, reused across streams, at
+ * most `maxSockets` of them at once.
  *
  * @example
  * ```ts
  * const agent = appAgent();
  * ```
  */
-export function appAgent(): HttpAgent {
-  // noDelay reaches net.connect: a request head and its body go out without waiting on Nagle.
-  return new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo', noDelay: true });
+export function appAgent(maxSockets = Infinity): HttpAgent {
+  // noDelay reaches net.connect: a request head and its body go out without waiting on Nagle
+  // (Node passes the agent's options on to it; @types/node's AgentOptions leaves it out).
+  // maxSockets bounds the app connections (the inbound's exchange budget should never reach it).
+  const options: HttpAgentOptions & Pick<TcpNetConnectOpts, 'noDelay'> = {
+    keepAlive: true,
+    maxFreeSockets: 64,
+    maxSockets,
+    maxTotalSockets: maxSockets,
+    scheduling: 'lifo',
+    noDelay: true,
+  };
+  return new HttpAgent(options);
 }
 
 /**

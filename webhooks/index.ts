@@ -32,5 +32,5 @@ export type {
 } from './inject.js';
 export { createTrustGuard } from './validate.js';
 export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
-export { clientNodeWebhookKube } from './kube.js';
+export { webhookKube } from './kube.js';
 export type { WebhookKube } from './kube.js';

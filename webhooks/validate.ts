@@ -18,13 +18,13 @@
  * Everything else is allowed. Refusals explain themselves in the response's status message.
  */
 import {
-  anchorOfChain,
   isMeshidError,
-  parseAnchorCertificates,
-  parseCertificateList,
+  parseAnchors,
+  parseCertificates,
   printable,
+  reachAnchor,
 } from '../core/index.js';
-import type { AnchorCertificate, Clock, Logger } from '../core/index.js';
+import type { Anchor, Clock, Logger, ParsedCertificate } from '../core/index.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject } from './admission.js';
 
 /** Options of the guard; from the `meshid webhooks` configuration. */
@@ -53,8 +53,17 @@ export interface TrustGuardDeps {
 
 /** The live issuer's chain (the issuer first), or why it is not known. */
 type LiveIssuer =
-  | { readonly chain: AnchorCertificate[] }
+  | { readonly chain: ParsedCertificate[] }
   | { readonly chain?: undefined; readonly unknown: string };
+
+/** True when `parent` issued `child`: names and signature. */
+function signedBy(child: ParsedCertificate, parent: ParsedCertificate): boolean {
+  try {
+    return child.x509.checkIssued(parent.x509) && child.x509.verify(parent.x509.publicKey);
+  } catch {
+    return false;
+  }
+}
 
 function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -62,18 +71,6 @@ function isObject(v: unknown): v is JsonObject {
 
 function deny(message: string): AdmissionResult {
   return { allowed: false, status: { code: 422, reason: 'Invalid', message } };
-}
-
-/** True when `parent` issued `child`: names and signature. */
-function signedBy(child: AnchorCertificate, parent: AnchorCertificate): boolean {
-  try {
-    return (
-      child.certificate.checkIssued(parent.certificate) &&
-      child.certificate.verify(parent.certificate.publicKey)
-    );
-  } catch {
-    return false;
-  }
 }
 
 function nameOf(o: JsonObject | undefined): string | undefined {
@@ -112,12 +109,12 @@ export function createTrustGuard(
   const liveIssuer = async (inForce: string | undefined, now: number): Promise<LiveIssuer> => {
     const where = `the CA at ${options.caAddress}`;
     if (deps.caChainPem === undefined) return { unknown: 'no CA address configured' };
-    let served: AnchorCertificate[];
+    let served: ParsedCertificate[];
     try {
-      served = parseCertificateList(
+      served = parseCertificates(
         (await deps.caChainPem()).join(''),
-        `${where} serves a chain that`,
         'ERR_ISSUER_INVALID',
+        `${where} serves a chain that`,
       );
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
@@ -125,23 +122,23 @@ export function createTrustGuard(
     }
     const [leaf, ...rest] = served;
     if (leaf === undefined) return { unknown: `${where} presented no certificate` };
-    const names = (leaf.certificate.subjectAltName ?? '').split(', ');
+    const names = (leaf.x509.subjectAltName ?? '').split(', ');
     if (!names.includes(`DNS:${options.caIdentityName}`))
       return {
-        unknown: `${where} serves a certificate for ${printable(leaf.certificate.subjectAltName ?? leaf.subject, 120)}, not for ${options.caIdentityName}`,
+        unknown: `${where} serves a certificate for ${printable(leaf.x509.subjectAltName ?? leaf.subject, 120)}, not for ${options.caIdentityName}`,
       };
-    const issuer = rest.find((c) => c.certificate.ca && signedBy(leaf, c));
+    const issuer = rest.find((c) => c.x509.ca && signedBy(leaf, c));
     if (issuer === undefined)
       return { unknown: `${where} serves its certificate without the issuer that signed it` };
     const chain = [issuer, ...rest.filter((c) => c !== issuer)];
     if (inForce !== undefined) {
-      let anchors: AnchorCertificate[] | undefined;
+      let anchors: readonly Anchor[] | undefined;
       try {
-        anchors = parseAnchorCertificates(inForce, now);
+        anchors = parseAnchors(inForce, { now }).anchors;
       } catch {
         // The bundle in force is already broken: nothing to verify against.
       }
-      const reached = anchors === undefined ? undefined : anchorOfChain(chain, anchors, now);
+      const reached = anchors === undefined ? undefined : reachAnchor(chain, anchors, now);
       if (reached !== undefined && reached.anchor === undefined)
         return {
           unknown: `the chain ${where} serves does not reach the anchors in force (${reached.reason.slice(0, 200)})`,
@@ -161,9 +158,9 @@ export function createTrustGuard(
         `${where} must hold the trust-anchor bundle under the key "${options.trustAnchorsKey}"`,
       );
     const now = deps.clock.now();
-    let anchors: AnchorCertificate[];
+    let anchors: readonly Anchor[];
     try {
-      anchors = parseAnchorCertificates(pem, now);
+      anchors = parseAnchors(pem, { now }).anchors;
     } catch (err) {
       if (isMeshidError(err)) return deny(`${where}: ${err.message}`);
       throw err;
@@ -183,16 +180,16 @@ export function createTrustGuard(
       };
     }
     const chain = live.chain;
-    const found = anchorOfChain(chain, anchors, now);
+    const found = reachAnchor(chain, anchors, now);
     if (found.anchor !== undefined) return { allowed: true };
     const issuer = chain[0]!;
     let dropped = '';
     const oldPem = bundleOf(oldObject);
     if (oldPem !== undefined) {
       try {
-        const before = anchorOfChain(chain, parseAnchorCertificates(oldPem, now), now);
+        const before = reachAnchor(chain, parseAnchors(oldPem, { now }).anchors, now);
         if (before.anchor !== undefined)
-          dropped = ` It removes "${printable(before.anchor.subject)}" (sha256 ${before.anchor.sha256.slice(0, 16)}…), the anchor the issuer chains to now.`;
+          dropped = ` It removes "${printable(before.anchor.subject)}" (sha256 ${before.anchor.fingerprint.slice(0, 16)}…), the anchor the issuer chains to now.`;
       } catch {
         // The old bundle was already bad: nothing to name.
       }
@@ -202,7 +199,7 @@ export function createTrustGuard(
       'refused an anchors update that drops the current issuer’s anchor',
     );
     return deny(
-      `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
+      `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer "${printable(issuer.subject)}" does not chain to any valid anchor of the new bundle: ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
     );
   };
 

@@ -4,11 +4,11 @@
  * cluster with hundreds of pods is checked in a few seconds and one dead pod costs one timeout.
  */
 import type { Address } from '../../core/index.js';
-import { formatAddress, peerChain } from '../../core/index.js';
+import { formatAddress, parseCertificates, peerChain, reachAnchor } from '../../core/index.js';
+import type { ParsedCertificate } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import type { Cert } from './x509.js';
-import { findChain, parseCertificates, shortName, subjectAltNames } from './x509.js';
+import { shortName, subjectAltNames } from './x509.js';
 
 /** Runs `fn` over `items`, at most `limit` at once, keeping the order of the results. */
 export async function mapLimit<T, R>(
@@ -59,7 +59,7 @@ export function describeNetError(err: unknown, timeoutMs: number): string {
 export async function probeCa(o: {
   address: Address;
   identityName: string;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   now: number;
   timeoutMs: number;
   fix: string;
@@ -82,7 +82,7 @@ export async function probeCa(o: {
     ];
   }
   const out = [result('ca-reachable', 'ok', `TLS handshake with ${where}`)];
-  const [leaf, ...rest] = parseCertificates(chainPem.join(''));
+  const [leaf, ...rest] = parseCertificates(chainPem.join(''), 'ERR_INSPECT_TARGET');
   if (leaf === undefined) {
     out.push(result('ca-certificate', 'error', `${where} presented no certificate`, o.fix));
     return out;
@@ -99,9 +99,9 @@ export async function probeCa(o: {
     );
     return out;
   }
-  const c = findChain(leaf, rest, o.anchors, o.now);
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   out.push(
-    c.ok
+    c.anchor !== undefined
       ? result(
           'ca-certificate',
           'ok',
@@ -180,7 +180,7 @@ export async function checkProxies(o: {
   targets: readonly ProxyTarget[];
   /** How many proxies there were in all (the targets may be a sample). */
   total: number;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   bundleFingerprint: string;
   now: number;
   timeoutMs: number;
@@ -241,7 +241,12 @@ export async function checkProxies(o: {
 
 async function askProxy(
   t: ProxyTarget,
-  o: { anchors: readonly Cert[]; bundleFingerprint: string; now: number; timeoutMs: number },
+  o: {
+    anchors: readonly ParsedCertificate[];
+    bundleFingerprint: string;
+    now: number;
+    timeoutMs: number;
+  },
 ): Promise<ProxyVerdict> {
   const r = await getWithTimeout(`http://${formatAddress(t.admin)}/identity`, o.timeoutMs);
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
@@ -260,17 +265,17 @@ async function askProxy(
   const chainPem = report.certificate?.chainPem;
   if (typeof chainPem !== 'string')
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(chainPem);
+    chain = parseCertificates(chainPem, 'ERR_INSPECT_TARGET');
   } catch (err) {
     return { name: t.name, kind: 'no-certificate', detail: (err as Error).message };
   }
   const [leaf, ...rest] = chain;
   if (leaf === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  const c = findChain(leaf, rest, o.anchors, o.now);
-  if (!c.ok) {
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
+  if (c.anchor === undefined) {
     const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
   }

@@ -25,7 +25,7 @@ import {
 import type { Clock, Logger, WorkloadIdentity } from '../../core/index.js';
 import type { KubeApi, TokenReviewResult } from '../kube/api.js';
 import { KubeApiError } from '../kube/api.js';
-import { DEFAULT_MAX_TOKEN_BYTES } from './jwks.js';
+import { DEFAULT_MAX_TOKEN_BYTES, checkTokenSize } from './validator.js';
 import type { TokenValidator } from './validator.js';
 
 /** Options of {@link TokenReviewValidator}. */
@@ -212,14 +212,7 @@ export class TokenReviewValidator implements TokenValidator {
   }
 
   #decode(token: Uint8Array): string {
-    const max = this.#o.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES;
-    if (token.byteLength === 0) throw new MeshidError('ERR_TOKEN_MALFORMED', 'token is empty');
-    if (token.byteLength > max) {
-      throw new MeshidError(
-        'ERR_TOKEN_MALFORMED',
-        `token is ${token.byteLength} bytes, over the ${max}-byte limit`,
-      );
-    }
+    checkTokenSize(token, this.#o.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES);
     // A token file written by hand ends in a newline; nothing else but printable ASCII is a token.
     const text = Buffer.from(token.buffer, token.byteOffset, token.byteLength)
       .toString('latin1')

@@ -376,7 +376,7 @@ describe('webhooks end to end: admission through the API server, then identity f
             },
           },
         });
-        await writeFile(join(local, sat.path), tr.status!.token);
+        await writeFile(join(local, sat.path), tr.status!.token!);
       }
       if (volume.configMap !== undefined) {
         const cm = await core.readNamespacedConfigMap({

@@ -95,7 +95,7 @@ function crafted(header: object, claims: JWTPayload, signature: Uint8Array): str
   return `${part(header)}.${part(claims)}.${base64url.encode(signature)}`;
 }
 
-async function hmac(secret: Uint8Array, signingInput: string): Promise<Uint8Array> {
+async function hmac(secret: Uint8Array<ArrayBuffer>, signingInput: string): Promise<Uint8Array> {
   const key = await webcrypto.subtle.importKey(
     'raw',
     secret,
