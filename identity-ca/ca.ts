@@ -52,6 +52,11 @@ const MAX_WAITING_CONNECTIONS = 8192;
  * stops one client (or a few) from holding every slot with handshakes it never finishes.
  */
 const MAX_HANDSHAKES_PER_SOURCE = 4;
+/**
+ * A handshake that has had its ClientHello and still runs after this while other connections
+ * wait is reset (handshake-gate.ts): an honest client finishes in one round trip.
+ */
+const HANDSHAKE_STALLED_MS = 1000;
 
 /** Everything one Certify process needs, built by the CLI. */
 export interface CertifyProcessDeps {
@@ -275,6 +280,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       maxWaitMs: config.certifyHandshakeWait,
       maxWaiting: MAX_WAITING_CONNECTIONS,
       maxPerSource: MAX_HANDSHAKES_PER_SOURCE,
+      stalledAfterMs: HANDSHAKE_STALLED_MS,
     },
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),
