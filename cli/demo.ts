@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import { createServer as createHttpServer, request } from 'node:http';
 import { connect as http2Connect, createServer as createH2Server } from 'node:http2';
-import type { ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { createServer as createNetServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { Duplex } from 'node:stream';
@@ -34,7 +34,7 @@ export async function startWebService(
     res.end(`${JSON.stringify({ service: 'web', youAre: clientId ?? null })}\n`);
   });
   const h2 = createH2Server();
-  h2.on('stream', (stream, headers) => {
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const clientId = headers['l5d-client-id'] as string | undefined;
     stream.resume();
     stream.on('end', () => {

@@ -11,10 +11,8 @@ import type {
   ProxyConfig,
 } from '../core/index.js';
 import {
-  MeshidError,
   createRegistry,
   formatAddress,
-  isMeshidError,
   loadConfig,
   meshTlsSettings,
   parseAddress,
@@ -47,6 +45,7 @@ import {
   startCrypto,
   untilStopSignal,
 } from './runtime.js';
+import { startTransparentInbound } from './proxy-transparent.js';
 
 /** How long connections may finish after SIGTERM before they are cut. */
 const SHUTDOWN_GRACE_MS = 5000;
@@ -64,10 +63,11 @@ export interface RunningProxy {
 
 /**
  * A Certify function that follows the anchors: the CA's TLS certificate is verified against the
- * bundle in force, so a new bundle means a new client.
+ * bundle in force, so a new bundle means a new client. Also how `meshid destination` gets its
+ * own certificate.
  */
-function certifyThroughCa(
-  config: ProxyConfig,
+export function certifyThroughCa(
+  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips'>,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
 ): {
@@ -107,18 +107,11 @@ function certifyThroughCa(
  */
 export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
   const clock = systemClock;
-  let anchors: AnchorSource;
-  try {
-    anchors = await AnchorSource.open(config.trustAnchors, {
-      clock,
-      logger: logger.child({ component: 'anchors' }),
-      fips: config.fips,
-    });
-  } catch (err) {
-    const cause = (err as Error).cause;
-    const code = isMeshidError(cause) ? cause.code : 'ERR_ANCHORS_INVALID';
-    throw new MeshidError(code, (err as Error).message, { cause: err });
-  }
+  const anchors = await AnchorSource.open(config.trustAnchors, {
+    clock,
+    logger: logger.child({ component: 'anchors' }),
+    fips: config.fips,
+  });
   const tls = meshTlsSettings(config.fips);
   // The certificate held is shown to the CA: under load it serves pods without one first.
   const ca = certifyThroughCa(config, anchors, () => identity.current());
@@ -142,7 +135,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   registerIdentityMetrics(deps);
   const traffic = registerTrafficMetrics(registry);
 
-  let inbound: InboundProxy | undefined;
+  let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;
   let outbound: OutboundProxy | undefined;
   let outboundAddresses: Address[] = [];
@@ -155,8 +148,25 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     ca.close();
   };
   try {
-    if (config.inbound !== undefined && config.app !== undefined) {
-      inbound = new InboundProxy({
+    if (config.transparent && config.inbound !== undefined) {
+      const transparentListen = config.inbound;
+      const started = await listenOrExplain(
+        'transparent inbound listener',
+        '--inbound',
+        transparentListen,
+        () =>
+          startTransparentInbound(config, transparentListen, {
+            certificate: () => identity.current(),
+            anchorsPem: () => anchors.current().pem,
+            observe: (e) => traffic.inbound(e),
+            tls,
+            logger,
+          }),
+      );
+      inbound = started;
+      inboundAddress = started.address;
+    } else if (config.inbound !== undefined && config.app !== undefined) {
+      const listener = new InboundProxy({
         listen: config.inbound,
         app: config.app,
         appPorts: parseAppProtocols(config.app.port, config.appProtocol),
@@ -185,7 +195,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         observe: (e) => traffic.inbound(e),
         tls,
       });
-      const listener = inbound;
+      inbound = listener;
       inboundAddress = await listenOrExplain('inbound listener', '--inbound', config.inbound, () =>
         listener.listen(),
       );

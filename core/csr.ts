@@ -453,9 +453,11 @@ async function importEcPublicKey(key: ParsedCsr['publicKey']): Promise<KeyObject
     // scalar multiplication that proves nothing more for prime-order curves, and leaves a
     // legacy key that OpenSSL 3 converts again on first use: ~50 µs more per request in all.
     // The import runs synchronously inside the promise; no thread-pool job is involved.
+    // The point is a view of the DER bytes, never of a SharedArrayBuffer (which WebCrypto's
+    // BufferSource type leaves out).
     const imported = await webcrypto.subtle.importKey(
       'raw',
-      p,
+      p as Uint8Array<ArrayBuffer>,
       { name: 'ECDSA', namedCurve: key.curve },
       false,
       ['verify'],

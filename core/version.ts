@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 export interface VersionInfo {
   /** meshid's version (package.json). */
   readonly version: string;
-  /** Node.js version, e.g. `v20.19.0`. */
+  /** Node.js version, e.g. `v26.10.0`. */
   readonly node: string;
-  /** The OpenSSL version Node.js was built with or loaded, e.g. `3.0.15+quic`. */
+  /** The OpenSSL version Node.js was built with or loaded, e.g. `3.5.8`. */
   readonly openssl: string;
 }
 
@@ -50,7 +50,7 @@ export function meshidVersion(): string {
  *
  * @example
  * ```ts
- * versionInfo().openssl; // '3.0.15+quic'
+ * versionInfo().openssl; // '3.5.8'
  * ```
  */
 export function versionInfo(): VersionInfo {

@@ -3,14 +3,18 @@
  * admin endpoints. Every probe has a timeout, and many probes run with bounded concurrency, so a
  * cluster with hundreds of pods is checked in a few seconds and one dead pod costs one timeout.
  */
-import { isIP } from 'node:net';
-import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
-import { formatAddress, toPem } from '../../core/index.js';
+import {
+  formatAddress,
+  parseCertificates,
+  peerChain,
+  reachAnchor,
+  readIdentityReport,
+} from '../../core/index.js';
+import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import type { Cert } from './x509.js';
-import { findChain, parseCertificates, shortName, subjectAltNames } from './x509.js';
+import { shortName, subjectAltNames } from './x509.js';
 
 /** Runs `fn` over `items`, at most `limit` at once, keeping the order of the results. */
 export async function mapLimit<T, R>(
@@ -61,7 +65,7 @@ export function describeNetError(err: unknown, timeoutMs: number): string {
 export async function probeCa(o: {
   address: Address;
   identityName: string;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   now: number;
   timeoutMs: number;
   fix: string;
@@ -84,7 +88,7 @@ export async function probeCa(o: {
     ];
   }
   const out = [result('ca-reachable', 'ok', `TLS handshake with ${where}`)];
-  const [leaf, ...rest] = parseCertificates(chainPem.join(''));
+  const [leaf, ...rest] = parseCertificates(chainPem.join(''), 'ERR_INSPECT_TARGET');
   if (leaf === undefined) {
     out.push(result('ca-certificate', 'error', `${where} presented no certificate`, o.fix));
     return out;
@@ -101,9 +105,9 @@ export async function probeCa(o: {
     );
     return out;
   }
-  const c = findChain(leaf, rest, o.anchors, o.now);
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   out.push(
-    c.ok
+    c.anchor !== undefined
       ? result(
           'ca-certificate',
           'ok',
@@ -117,52 +121,6 @@ export async function probeCa(o: {
         ),
   );
   return out;
-}
-
-/**
- * The certificate chain a TLS server presents for `servername` (SNI, unless it is an IP address),
- * unverified: the caller verifies it against what it should trust and says what is wrong. Rejects
- * on a network error or after `timeoutMs`; `describeNetError` turns the rejection into words.
- */
-export function peerChain(
-  address: Address,
-  servername: string,
-  timeoutMs: number,
-  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' },
-): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({
-      host: address.host,
-      port: address.port,
-      ...(isIP(servername) === 0 ? { servername } : {}),
-      ALPNProtocols: tls.alpn,
-      minVersion: tls.minVersion,
-      // The caller verifies the chain (against anchors or a caBundle) and says what is wrong.
-      rejectUnauthorized: false,
-    });
-    const timer = setTimeout(() => {
-      const e = new Error('timeout');
-      e.name = 'TimeoutError';
-      socket.destroy(e);
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      const pems: string[] = [];
-      let c = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (c !== undefined && c.raw !== undefined && !seen.has(c.fingerprint256)) {
-        seen.add(c.fingerprint256);
-        pems.push(toPem(c.raw, 'CERTIFICATE'));
-        c = c.issuerCertificate;
-      }
-      socket.end();
-      resolve(pems);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 /** `/ready` on the CA's admin port, and what `/version` and `/metrics` say (when they answer). */
@@ -228,7 +186,7 @@ export async function checkProxies(o: {
   targets: readonly ProxyTarget[];
   /** How many proxies there were in all (the targets may be a sample). */
   total: number;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   bundleFingerprint: string;
   now: number;
   timeoutMs: number;
@@ -289,37 +247,38 @@ export async function checkProxies(o: {
 
 async function askProxy(
   t: ProxyTarget,
-  o: { anchors: readonly Cert[]; bundleFingerprint: string; now: number; timeoutMs: number },
+  o: {
+    anchors: readonly ParsedCertificate[];
+    bundleFingerprint: string;
+    now: number;
+    timeoutMs: number;
+  },
 ): Promise<ProxyVerdict> {
   const r = await getWithTimeout(`http://${formatAddress(t.admin)}/identity`, o.timeoutMs);
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
   if (r.status !== 200)
     return { name: t.name, kind: 'unreachable', detail: `/identity answered ${r.status}` };
-  let report: {
-    identity?: unknown;
-    certificate?: { chainPem?: unknown };
-    trustAnchors?: { fingerprint?: unknown };
-  };
+  let report: ProxyIdentityReportAsRead;
   try {
-    report = JSON.parse(r.body) as typeof report;
+    report = readIdentityReport(r.body);
   } catch {
     return { name: t.name, kind: 'unreachable', detail: '/identity is not JSON' };
   }
-  const chainPem = report.certificate?.chainPem;
-  if (typeof chainPem !== 'string')
+  const chainPem = report.certificate.chainPem;
+  if (chainPem === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(chainPem);
+    chain = parseCertificates(chainPem, 'ERR_INSPECT_TARGET');
   } catch (err) {
     return { name: t.name, kind: 'no-certificate', detail: (err as Error).message };
   }
   const [leaf, ...rest] = chain;
   if (leaf === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  const c = findChain(leaf, rest, o.anchors, o.now);
-  if (!c.ok) {
-    const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
+  if (c.anchor === undefined) {
+    const who = report.identity === undefined ? '' : `${report.identity}: `;
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
   }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)

@@ -4,7 +4,7 @@
  * mode (`meshid init`, `npm start`) and tests use it; the CLI labels it as not for production,
  * since whoever holds this private key can mint any workload's identity.
  */
-import { randomUUID, type JsonWebKey } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import {
   SignJWT,
   calculateJwkThumbprint,
@@ -13,6 +13,7 @@ import {
   generateKeyPair,
   importPKCS8,
   type CryptoKey,
+  type JWK,
 } from 'jose';
 import { MeshidError, type Clock } from '../../core/index.js';
 
@@ -31,7 +32,7 @@ const DEV_TOKEN_ALG = 'RS256';
  */
 export async function generateTokenSigningKey(): Promise<{
   privateKeyPem: string /* PKCS#8 */;
-  jwks: { keys: JsonWebKey[] };
+  jwks: { keys: JWK[] };
   kid: string /* RFC 7638 thumbprint */;
 }> {
   const { publicKey, privateKey } = await generateKeyPair(DEV_TOKEN_ALG, {
@@ -45,7 +46,7 @@ export async function generateTokenSigningKey(): Promise<{
   // The thumbprint covers only the required members (kty, n, e), so it is stable however the
   // JWK is later decorated.
   const kid = await calculateJwkThumbprint({ kty, n, e }, 'sha256');
-  const jwk: JsonWebKey = { kty, n, e, kid, alg: DEV_TOKEN_ALG, use: 'sig' };
+  const jwk: JWK = { kty, n, e, kid, alg: DEV_TOKEN_ALG, use: 'sig' };
   return { privateKeyPem: await exportPKCS8(privateKey), jwks: { keys: [jwk] }, kid };
 }
 

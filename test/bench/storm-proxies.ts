@@ -204,7 +204,7 @@ if (process.send !== undefined && process.argv.includes('--storm-proxies')) {
     } else if (m.t === 'storm') {
       void storm(m).then((o) => process.send!(o));
     } else {
-      process.disconnect();
+      process.disconnect?.();
     }
   });
   process.send({ t: 'hello' });

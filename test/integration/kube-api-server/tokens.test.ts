@@ -89,8 +89,8 @@ describe('kube-api-server: service-account tokens', () => {
         },
       },
     });
-    const token = tr.status!.token;
-    assert.equal(tr.status!.expirationTimestamp.getTime(), now + 3600_000);
+    const token = tr.status!.token!;
+    assert.equal(tr.status!.expirationTimestamp!.getTime(), now + 3600_000);
 
     const { issuer, jwks } = await servedJwks();
     assert.equal(issuer, ISSUER);
@@ -178,8 +178,8 @@ describe('kube-api-server: service-account tokens', () => {
         name: 'short',
         body: { spec: { audiences: [], expirationSeconds: 5 } },
       });
-      assert.equal(tr.status!.expirationTimestamp.getTime(), now + 5000);
-      assert.deepEqual(tr.spec.audiences, [ISSUER], 'audiences default to the API audiences');
+      assert.equal(tr.status!.expirationTimestamp!.getTime(), now + 5000);
+      assert.deepEqual(tr.spec!.audiences, [ISSUER], 'audiences default to the API audiences');
     } finally {
       await short.stop();
     }

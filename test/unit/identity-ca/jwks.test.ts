@@ -95,7 +95,7 @@ function crafted(header: object, claims: JWTPayload, signature: Uint8Array): str
   return `${part(header)}.${part(claims)}.${base64url.encode(signature)}`;
 }
 
-async function hmac(secret: Uint8Array, signingInput: string): Promise<Uint8Array> {
+async function hmac(secret: Uint8Array<ArrayBuffer>, signingInput: string): Promise<Uint8Array> {
   const key = await webcrypto.subtle.importKey(
     'raw',
     secret,
@@ -418,6 +418,23 @@ describe('JwksTokenValidator', () => {
       await refused(validator, 'a.b.c.d', 'ERR_TOKEN_MALFORMED', 'compact');
       await refused(validator, new Uint8Array(), 'ERR_TOKEN_MALFORMED', 'empty');
       await refused(validator, 'eyJub3QiOiJqc29uIn0x.e30.AAAA', 'ERR_TOKEN_MALFORMED', 'JWT');
+    });
+
+    it('refuses a header or payload nested past the JSON bound before parsing it', async () => {
+      const deep = base64url.encode(`{"a":${'['.repeat(65)}${']'.repeat(65)}}`);
+      const [header, payload, signature] = (await signed()).split('.');
+      await refused(
+        validator,
+        `${deep}.${payload}.${signature}`,
+        'ERR_TOKEN_MALFORMED',
+        'its header nests deeper than 64 levels',
+      );
+      await refused(
+        validator,
+        `${header}.${deep}.${signature}`,
+        'ERR_TOKEN_MALFORMED',
+        'its payload nests deeper than 64 levels',
+      );
     });
 
     it('refuses bytes that are not UTF-8', async () => {

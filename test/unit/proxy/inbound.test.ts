@@ -15,7 +15,7 @@ import {
   constants as h2,
   createServer as createHttp2Server,
 } from 'node:http2';
-import type { Http2Server, IncomingHttpHeaders as H2Headers } from 'node:http2';
+import type { Http2Server, IncomingHttpHeaders as H2Headers, ServerHttp2Stream } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -166,7 +166,7 @@ class Http2App {
   readonly server: Http2Server;
   constructor() {
     this.server = createHttp2Server();
-    this.server.on('stream', (stream, headers) => {
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: H2Headers) => {
       const chunks: Buffer[] = [];
       stream.on('data', (d: Buffer) => chunks.push(d));
       stream.on('end', () => {

@@ -15,7 +15,7 @@ import type { IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server as HttpsServer } from 'node:https';
 import { connect as h2Connect, createSecureServer } from 'node:http2';
-import type { Http2SecureServer } from 'node:http2';
+import type { Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { rm } from 'node:fs/promises';
 import { silentLogger } from '../../../core/index.js';
 import type { Address } from '../../../core/index.js';
@@ -550,7 +550,7 @@ describe('OutboundProxy', function () {
         alpn = s.alpnProtocol;
         client = verifiedPeerIdentity(s);
       });
-      h2.on('stream', (stream, headers) => {
+      h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
         stream.respond({ ':status': 200, 'content-type': 'text/plain' });
         stream.end(`h2 ${String(headers[':path'])}`);
       });

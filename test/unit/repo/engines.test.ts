@@ -50,10 +50,35 @@ describe('declared Node engines', () => {
     assert.deepEqual(bad, []);
   });
 
-  it('pins kubernetes-models and its cert-manager models to majors that declare node >=14', () => {
+  it('installs kubernetes-models and its cert-manager models at majors that declare node >=22', () => {
     for (const name of ['kubernetes-models', '@kubernetes-models/cert-manager']) {
       const engines = lock.packages[`node_modules/${name}`]?.engines as { node?: string };
-      assert.equal(engines.node, '>=14', name);
+      assert.equal(engines.node, '>=22', name);
     }
+  });
+});
+
+describe('the pinned Node runtime', () => {
+  const pinned = (manifest as { devDependencies?: Record<string, string> }).devDependencies?.[
+    'node'
+  ];
+
+  it('pins an exact registry node that satisfies engines, and runs these tests on it', () => {
+    assert.ok(pinned !== undefined && semver.valid(pinned), `devDependencies.node: ${pinned}`);
+    assert.ok(semver.satisfies(pinned, manifest.engines.node), pinned);
+    // npm run / npx put node_modules/.bin first on PATH: mocha (and every child it spawns with
+    // process.execPath) must be that node, not the machine's.
+    assert.equal(process.versions.node, pinned, process.execPath);
+  });
+
+  it("lets npm approve the node package's install script (it fetches the binary)", () => {
+    const allow = (manifest as { allowScripts?: Record<string, boolean> }).allowScripts ?? {};
+    assert.equal(allow[`node@${pinned}`], true);
+  });
+
+  it('checks the same floor in bin/meshid.js before loading anything (a clear error on an old node)', () => {
+    const bin = readFileSync(new URL('bin/meshid.js', root), 'utf8');
+    const floorInBin = /const NODE_FLOOR = '([\d.]+)';/.exec(bin)?.[1];
+    assert.equal(floorInBin, semver.minVersion(manifest.engines.node)?.version);
   });
 });
