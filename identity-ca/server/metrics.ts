@@ -89,7 +89,7 @@ export function registerCaMetrics(
   });
   const connectionsRefused = new Counter({
     name: 'meshid_certify_connections_refused_total',
-    help: 'Connections closed before their TLS handshake by the handshake limit, by reason (wait-timeout, queue-full).',
+    help: 'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled).',
     labelNames: ['reason'] as const,
     registers: [registry],
   });
