@@ -8,11 +8,13 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { CoreV1Api } from '@kubernetes/client-node';
 import type { IdentityConfig } from '../core/index.js';
+import type { ProxyTlsReport } from '../proxy/index.js';
 import {
   COMMAND_SETTINGS,
   MeshidError,
   flagName,
   formatAddress,
+  isPostQuantumGroup,
   loadConfig,
   localStateInputs,
   systemClock,
@@ -58,6 +60,8 @@ export interface IdentityView {
   readonly reason?: string;
   /** From a proxy's /identity: the fingerprint of the bundle it has loaded. */
   readonly proxyBundleFingerprint?: string;
+  /** From a proxy's /identity: its key exchange (groups offered, with the CA, on the mesh). */
+  readonly proxyTls?: ProxyTlsReport;
 }
 
 /** Describes one certificate at `now`. */
@@ -115,7 +119,7 @@ export function splitFileArgument(argv: readonly string[]): { file?: string; res
 
 async function loadTarget(
   config: IdentityConfig,
-): Promise<{ source: string; pem: string; proxyBundle?: string }> {
+): Promise<{ source: string; pem: string; proxyBundle?: string; proxyTls?: ProxyTlsReport }> {
   if (config.file !== undefined) {
     try {
       return { source: config.file, pem: await readFile(config.file, 'utf8') };
@@ -139,6 +143,7 @@ async function loadTarget(
     const report = JSON.parse(r.body) as {
       certificate?: { chainPem?: string };
       trustAnchors?: { fingerprint?: string };
+      tls?: ProxyTlsReport;
     };
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
@@ -152,6 +157,7 @@ async function loadTarget(
       ...(report.trustAnchors?.fingerprint === undefined
         ? {}
         : { proxyBundle: report.trustAnchors.fingerprint }),
+      ...(report.tls === undefined ? {} : { proxyTls: report.tls }),
     };
   }
   const [ns, name] = config.secret!.split('/') as [string, string];
@@ -245,6 +251,7 @@ export async function inspectIdentity(config: IdentityConfig, now: number): Prom
     ...(verdict?.ok === true ? { anchor: shortName(verdict.anchor.x509) } : {}),
     ...(verdict !== undefined && !verdict.ok ? { reason: verdict.reason } : {}),
     ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
+    ...(target.proxyTls === undefined ? {} : { proxyTls: target.proxyTls }),
   };
 }
 
@@ -298,5 +305,25 @@ export function renderIdentity(view: IdentityView, color: boolean): string {
   }
   if (view.proxyBundleFingerprint !== undefined)
     lines.push(`  the proxy's loaded bundle: sha256 ${view.proxyBundleFingerprint}`);
+  if (view.proxyTls !== undefined) lines.push('', ...renderProxyTls(view.proxyTls, s));
   return `${lines.join('\n')}\n`;
+}
+
+/** The key-exchange part of `--proxy`: ✓ post-quantum hybrid, ‼ a classic fallback. */
+function renderProxyTls(t: ProxyTlsReport, s: ReturnType<typeof styles>): string[] {
+  const counts = (c: Readonly<Record<string, number>>): string =>
+    Object.entries(c)
+      .map(([group, n]) => `${group === '' ? 'unknown' : group} ×${n}`)
+      .join(', ') || 'none yet';
+  const mark = (group: string | undefined): string =>
+    group === undefined ? ' ' : isPostQuantumGroup(group) ? s.green('✓') : s.yellow('‼');
+  const fellBack = (c: Readonly<Record<string, number>>): string =>
+    Object.keys(c).some((g) => !isPostQuantumGroup(g)) ? s.yellow('‼') : ' ';
+  return [
+    s.bold('TLS key exchange'),
+    `  groups      ${t.groups} (tlsGroups ${t.mode})`,
+    `${mark(t.ca?.group)} CA          ${t.ca === undefined ? 'no connection yet' : `${t.ca.group} ${t.ca.cipher}`}`,
+    `${fellBack(t.inbound)} inbound     ${counts(t.inbound)}`,
+    `${fellBack(t.outbound)} outbound    ${counts(t.outbound)}`,
+  ];
 }

@@ -9,6 +9,7 @@ import type {
   CertifyResponse,
   Logger,
   ProxyConfig,
+  TlsAlgorithms,
 } from '../core/index.js';
 import {
   MeshidError,
@@ -58,6 +59,7 @@ function certifyThroughCa(
   config: ProxyConfig,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
+  onHandshake: (algorithms: TlsAlgorithms) => void,
 ): {
   certify: (req: CertifyRequest) => Promise<CertifyResponse>;
   close: () => void;
@@ -74,8 +76,9 @@ function certifyThroughCa(
           address,
           serverName: config.identityName,
           anchorsPem: bundle.pem,
-          tls: meshTlsSettings(config.fips),
+          tls: meshTlsSettings(config.fips, config.tlsGroups),
           clientCertificate: held,
+          onHandshake,
         });
         fingerprint = bundle.fingerprint;
       }
@@ -107,9 +110,15 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     const code = isMeshidError(cause) ? cause.code : 'ERR_ANCHORS_INVALID';
     throw new MeshidError(code, (err as Error).message, { cause: err });
   }
-  const tls = meshTlsSettings(config.fips);
+  const tls = meshTlsSettings(config.fips, config.tlsGroups);
   // The certificate held is shown to the CA: under load it serves pods without one first.
-  const ca = certifyThroughCa(config, anchors, () => identity.current());
+  let caTls: TlsAlgorithms | undefined;
+  const ca = certifyThroughCa(
+    config,
+    anchors,
+    () => identity.current(),
+    (algorithms) => (caTls = algorithms),
+  );
   const identity = new IdentityClient({
     localIdentity: config.localIdentity,
     tokenFile: config.tokenFile,
@@ -126,9 +135,22 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   const clockCheck = setInterval(() => identity.checkClock(), 1000);
   clockCheck.unref();
   const registry = createRegistry();
-  const deps = { localIdentity: config.localIdentity, identity, anchors, clock, registry, logger };
-  registerIdentityMetrics(deps);
   const traffic = registerTrafficMetrics(registry);
+  const deps = {
+    localIdentity: config.localIdentity,
+    identity,
+    anchors,
+    clock,
+    registry,
+    logger,
+    tls: () => ({
+      mode: config.fips ? 'fips' : config.tlsGroups,
+      groups: tls.ecdhCurve,
+      ...(caTls === undefined ? {} : { ca: caTls }),
+      ...traffic.groups(),
+    }),
+  };
+  registerIdentityMetrics(deps);
 
   let inbound: InboundProxy | undefined;
   let inboundAddress: Address | undefined;

@@ -5,7 +5,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Address, Logger, WebhooksConfig } from '../core/index.js';
-import { FIPS_TLS, caIdentityName, formatAddress, loadConfig, systemClock } from '../core/index.js';
+import {
+  FIPS_TLS,
+  caIdentityName,
+  formatAddress,
+  loadConfig,
+  systemClock,
+  tlsGroupList,
+} from '../core/index.js';
 import {
   AdmissionServer,
   clientNodeWebhookKube,
@@ -100,7 +107,10 @@ export async function startWebhooks(
     tlsDir: config.tlsDir,
     handlers: { '/inject': injector, '/validate': guard },
     reloadIntervalMs: config.tlsReloadInterval,
-    ...(config.fips ? { tls: FIPS_TLS, fips: true } : {}),
+    // The API server may speak TLS 1.2 (webhooks.ts's default); the key exchange is meshid's.
+    ...(config.fips
+      ? { tls: FIPS_TLS, fips: true }
+      : { tls: { ecdhCurve: tlsGroupList(config.tlsGroups, false) } }),
     logger: logger.child({ component: 'admission-server' }),
   });
   return { address: server.address, close: () => server.close() };

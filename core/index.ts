@@ -18,3 +18,4 @@ export * from './certify-client.js';
 export * from './anchor-chain.js';
 export * from './version.js';
 export * from './fips.js';
+export * from './tls-groups.js';

@@ -269,7 +269,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     credentials: withClientCas(serving),
     ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
-    tls: meshTlsSettings(config.fips),
+    tls: meshTlsSettings(config.fips, config.tlsGroups),
     handshakes: {
       maxHandshakes: config.certifyMaxHandshakes,
       maxWaitMs: config.certifyHandshakeWait,
@@ -279,6 +279,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),
       waited: (seconds) => metrics.handshakeWaited(seconds),
+      handshake: (algorithms) => metrics.handshake(algorithms),
     },
   });
 

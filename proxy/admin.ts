@@ -4,7 +4,7 @@
  * and NotAfter, the loaded anchor bundle's fingerprint), and `/metrics`, with Linkerd's names for
  * the identity metrics so existing dashboards work.
  */
-import type { Address, Clock, Logger, Readiness, Registry } from '../core/index.js';
+import type { Address, Clock, Logger, Readiness, Registry, TlsAlgorithms } from '../core/index.js';
 import { Counter, Gauge, startAdminServer } from '../core/index.js';
 import type { AnchorSource } from './anchors.js';
 import type { IdentityClient } from './identity/client.js';
@@ -26,6 +26,21 @@ export interface IdentityReport {
     readonly loadedAt: string;
   };
   readonly refreshes: { readonly ok: number; readonly failed: number };
+  /** The key exchange: the groups offered, the CA connection's, and the mesh connections' so far. */
+  readonly tls?: ProxyTlsReport;
+}
+
+/** What `/identity` says about TLS key exchange (core/tls-groups.ts). */
+export interface ProxyTlsReport {
+  /** The `tlsGroups` setting in force (hybrid-preferred, hybrid-required, classic; fips). */
+  readonly mode: string;
+  /** The OpenSSL group list offered, e.g. `X25519MLKEM768/X25519:P-256:P-384`. */
+  readonly groups: string;
+  /** The last connection to the CA. */
+  readonly ca?: TlsAlgorithms;
+  /** Successful handshakes so far by direction and group. */
+  readonly inbound: Readonly<Record<string, number>>;
+  readonly outbound: Readonly<Record<string, number>>;
 }
 
 export interface ProxyAdminDeps {
@@ -35,6 +50,8 @@ export interface ProxyAdminDeps {
   readonly clock: Clock;
   readonly registry: Registry;
   readonly logger: Logger;
+  /** The TLS part of `/identity`, when the proxy reports it. */
+  readonly tls?: () => ProxyTlsReport;
 }
 
 /**
@@ -67,6 +84,7 @@ export function identityReport(deps: ProxyAdminDeps): IdentityReport {
       loadedAt: new Date(bundle.loadedAt).toISOString(),
     },
     refreshes: { ok: deps.identity.stats.refreshes, failed: deps.identity.stats.failures },
+    ...(deps.tls === undefined ? {} : { tls: deps.tls() }),
   };
 }
 

@@ -28,7 +28,7 @@ export {
   registerIdentityMetrics,
   startProxyAdmin,
 } from './admin.js';
-export type { IdentityReport, ProxyAdminDeps } from './admin.js';
+export type { IdentityReport, ProxyAdminDeps, ProxyTlsReport } from './admin.js';
 export * from './inbound.js';
 export * from './metrics.js';
 export * from './outbound.js';

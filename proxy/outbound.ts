@@ -46,8 +46,15 @@ import type {
 } from 'node:http2';
 import { ServerResponse as HttpServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { FIPS_TLS, LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
+import type { Address, Logger, MeshTlsSettings, TlsAlgorithms } from '../core/index.js';
+import {
+  FIPS_TLS,
+  LogKey,
+  MeshidError,
+  formatAddress,
+  negotiatedAlgorithms,
+  printable,
+} from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination, DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
@@ -106,6 +113,8 @@ export type OutboundEvent =
       readonly expectedIdentity: string;
       readonly peerIdentity: string;
       readonly durationMs: number;
+      /** The key-exchange group and cipher suite negotiated (core's negotiatedAlgorithms). */
+      readonly algorithms: TlsAlgorithms;
     })
   | (OutboundEventBase & {
       readonly type: 'handshake';
@@ -502,6 +511,7 @@ export class OutboundProxy {
         ...base,
         peerIdentity,
         durationMs: this.#now() - started,
+        algorithms: negotiatedAlgorithms(socket),
       });
     });
     const failed = (err: Error | undefined): void => {
