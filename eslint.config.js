@@ -25,7 +25,16 @@ const component = (name, others) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'test/support/*.cjs', 'bin/**', 'eslint.config.js'] },
+  {
+    ignores: [
+      'dist/**',
+      'node_modules/**',
+      'test/support/*.cjs',
+      'bin/**',
+      'native/**',
+      'eslint.config.js',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.strict,
   {
@@ -44,10 +53,11 @@ export default tseslint.config(
       'no-console': 'error',
     },
   },
-  component('core', ['identity-ca', 'cli', 'trust-bundle', 'proxy', 'webhooks']),
-  component('identity-ca', ['cli', 'trust-bundle', 'proxy', 'webhooks']),
-  component('proxy', ['cli', 'trust-bundle', 'identity-ca', 'webhooks']),
-  component('webhooks', ['cli', 'trust-bundle', 'identity-ca', 'proxy']),
-  component('trust-bundle', ['cli', 'identity-ca', 'proxy', 'webhooks']),
+  component('core', ['identity-ca', 'cli', 'trust-bundle', 'proxy', 'webhooks', 'destination']),
+  component('identity-ca', ['cli', 'trust-bundle', 'proxy', 'webhooks', 'destination']),
+  component('proxy', ['cli', 'trust-bundle', 'identity-ca', 'webhooks', 'destination']),
+  component('webhooks', ['cli', 'trust-bundle', 'identity-ca', 'proxy', 'destination']),
+  component('trust-bundle', ['cli', 'identity-ca', 'proxy', 'webhooks', 'destination']),
+  component('destination', ['cli', 'trust-bundle', 'identity-ca', 'proxy', 'webhooks']),
   { files: ['test/**/*.ts', 'cli/**/*.ts'], rules: { 'no-console': 'off' } },
 );

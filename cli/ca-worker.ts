@@ -6,6 +6,7 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { createRegistry, systemClock, systemRandom } from '../core/index.js';
 import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
+import { certifyChoices } from './ca.js';
 import { caKube } from './kube.js';
 import { processLogger, startCrypto } from './runtime.js';
 
@@ -20,8 +21,8 @@ await runCertifyWorker(
     startCrypto(config, logger);
     const kube = await caKube(config);
     return startCertifyProcess({
+      ...certifyChoices(config, kube, logger, systemClock),
       config,
-      ...(kube === undefined ? {} : { kube }),
       registry,
       recordIssuerEvents: role.recordIssuerEvents,
       logger,

@@ -21,7 +21,7 @@ export async function runChecks(
   let results;
   let target;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube.js');
+    const { loadKubeConfig } = await import('../core/kube/config.js');
     const kc = loadKubeConfig(config.kubeconfig, process.env);
     target = `${kc.getCurrentCluster()?.server ?? config.kubeconfig} (namespace ${config.namespace})`;
     results = await checkCluster(kc, config, startedAt, deps.progress);

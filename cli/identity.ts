@@ -6,9 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { CoreV1Api } from '@kubernetes/client-node';
-import type { IdentityConfig } from '../core/index.js';
-import type { ProxyTlsReport } from '../proxy/index.js';
+import type { IdentityConfig, KubeClient, ProxyTlsReport } from '../core/index.js';
 import {
   COMMAND_SETTINGS,
   MeshidError,
@@ -17,20 +15,15 @@ import {
   isPostQuantumGroup,
   loadConfig,
   localStateInputs,
+  openKubeClient,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
   systemClock,
 } from '../core/index.js';
+import type { ParsedCertificate } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
-import type { Cert } from './check/x509.js';
-import {
-  findChain,
-  fingerprint,
-  humanDuration,
-  keyType,
-  parseCertificates,
-  shortName,
-  subjectAltNames,
-  validity,
-} from './check/x509.js';
+import { humanDuration, keyType, shortName, subjectAltNames, validity } from './check/x509.js';
 import { styles, useColor } from './term.js';
 
 /** One certificate as `meshid identity` describes it (the JSON output's `certificates[]`). */
@@ -65,7 +58,7 @@ export interface IdentityView {
 }
 
 /** Describes one certificate at `now`. */
-export function describeCertificate(c: Cert, now: number): CertificateView {
+export function describeCertificate(c: ParsedCertificate, now: number): CertificateView {
   const san = subjectAltNames(c.x509);
   const v = validity(c.x509);
   return {
@@ -86,7 +79,7 @@ export function describeCertificate(c: Cert, now: number): CertificateView {
     expired: now > v.notAfter || now < v.notBefore,
     keyType: keyType(c.x509),
     serial: c.x509.serialNumber.toLowerCase(),
-    sha256: fingerprint(c.x509),
+    sha256: c.fingerprint,
   };
 }
 
@@ -140,11 +133,8 @@ async function loadTarget(
       );
     if (r.status !== 200)
       throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
-    const report = JSON.parse(r.body) as {
-      certificate?: { chainPem?: string };
-      trustAnchors?: { fingerprint?: string };
-      tls?: ProxyTlsReport;
-    };
+    const report = readIdentityReport(r.body);
+    const proxyTls = readProxyTls(r.body);
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
         'ERR_INSPECT_TARGET',
@@ -157,33 +147,32 @@ async function loadTarget(
       ...(report.trustAnchors?.fingerprint === undefined
         ? {}
         : { proxyBundle: report.trustAnchors.fingerprint }),
-      ...(report.tls === undefined ? {} : { proxyTls: report.tls }),
+      ...(proxyTls === undefined ? {} : { proxyTls }),
     };
   }
   const [ns, name] = config.secret!.split('/') as [string, string];
-  const { core } = await kubeClients(config);
+  const kube = await kubeClient(config);
   let secret;
   try {
-    secret = await core.readNamespacedSecret({ name, namespace: ns });
+    secret = await kube.get('v1', 'Secret', ns, name);
   } catch (err) {
-    const code = (err as { code?: number }).code;
     throw new MeshidError(
       'ERR_INSPECT_TARGET',
-      code === 404
-        ? `Secret ${ns}/${name} not found`
-        : `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
+      `cannot read Secret ${ns}/${name}: ${(err as Error).message}`,
     );
   }
-  const crt = secret.data?.['tls.crt'] ?? secret.data?.['crt.pem'];
+  if (secret === undefined)
+    throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} not found`);
+  const data = secret['data'] as Record<string, string> | undefined;
+  const crt = data?.['tls.crt'] ?? data?.['crt.pem'];
   if (crt === undefined)
     throw new MeshidError('ERR_INSPECT_TARGET', `Secret ${ns}/${name} has no tls.crt`);
   return { source: `Secret ${ns}/${name}`, pem: Buffer.from(crt, 'base64').toString('utf8') };
 }
 
-async function kubeClients(config: IdentityConfig): Promise<{ core: CoreV1Api }> {
-  const { loadKubeConfig } = await import('../core/kube.js');
-  const { CoreV1Api } = await import('@kubernetes/client-node');
-  return { core: loadKubeConfig(config.kubeconfig!, process.env).makeApiClient(CoreV1Api) };
+async function kubeClient(config: IdentityConfig): Promise<KubeClient> {
+  const { loadKubeConfig } = await import('../core/kube/config.js');
+  return openKubeClient(loadKubeConfig(config.kubeconfig!, process.env));
 }
 
 async function loadAnchors(
@@ -200,14 +189,11 @@ async function loadAnchors(
     }
   }
   if (config.kubeconfig !== undefined) {
-    const { core } = await kubeClients(config);
+    const kube = await kubeClient(config);
     const where = `ConfigMap ${config.namespace}/${config.trustAnchorsConfigMap}`;
     try {
-      const cm = await core.readNamespacedConfigMap({
-        name: config.trustAnchorsConfigMap,
-        namespace: config.namespace,
-      });
-      const pem = cm.data?.[config.trustAnchorsKey];
+      const cm = await kube.get('v1', 'ConfigMap', config.namespace, config.trustAnchorsConfigMap);
+      const pem = (cm?.['data'] as Record<string, string> | undefined)?.[config.trustAnchorsKey];
       return pem === undefined ? undefined : { source: where, pem };
     } catch {
       return undefined;
@@ -220,19 +206,19 @@ async function loadAnchors(
 /** Builds the view of a configuration's certificate. */
 export async function inspectIdentity(config: IdentityConfig, now: number): Promise<IdentityView> {
   const target = await loadTarget(config);
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(target.pem);
+    chain = parseCertificates(target.pem, 'ERR_INSPECT_TARGET');
   } catch (err) {
     throw new MeshidError('ERR_INSPECT_TARGET', `${target.source}: ${(err as Error).message}`);
   }
   if (chain.length === 0)
     throw new MeshidError('ERR_INSPECT_TARGET', `${target.source} holds no certificate`);
   const anchorsText = await loadAnchors(config);
-  let anchors: Cert[] = [];
+  let anchors: ParsedCertificate[] = [];
   if (anchorsText !== undefined) {
     try {
-      anchors = parseCertificates(anchorsText.pem);
+      anchors = parseCertificates(anchorsText.pem, 'ERR_INSPECT_TARGET');
     } catch (err) {
       throw new MeshidError(
         'ERR_CONFIG_INVALID',
@@ -240,16 +226,15 @@ export async function inspectIdentity(config: IdentityConfig, now: number): Prom
       );
     }
   }
-  const verdict =
-    anchors.length === 0 ? undefined : findChain(chain[0]!, chain.slice(1), anchors, now);
+  const verdict = anchors.length === 0 ? undefined : reachAnchor(chain, anchors, now);
   return {
     source: target.source,
     certificates: chain.map((c) => describeCertificate(c, now)),
     anchors:
       anchorsText === undefined ? null : { source: anchorsText.source, count: anchors.length },
-    chainsToAnchors: verdict === undefined ? null : verdict.ok,
-    ...(verdict?.ok === true ? { anchor: shortName(verdict.anchor.x509) } : {}),
-    ...(verdict !== undefined && !verdict.ok ? { reason: verdict.reason } : {}),
+    chainsToAnchors: verdict === undefined ? null : verdict.anchor !== undefined,
+    ...(verdict?.anchor === undefined ? {} : { anchor: shortName(verdict.anchor.x509) }),
+    ...(verdict !== undefined && verdict.anchor === undefined ? { reason: verdict.reason } : {}),
     ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
     ...(target.proxyTls === undefined ? {} : { proxyTls: target.proxyTls }),
   };
@@ -307,6 +292,28 @@ export function renderIdentity(view: IdentityView, color: boolean): string {
     lines.push(`  the proxy's loaded bundle: sha256 ${view.proxyBundleFingerprint}`);
   if (view.proxyTls !== undefined) lines.push('', ...renderProxyTls(view.proxyTls, s));
   return `${lines.join('\n')}\n`;
+}
+
+/** The `tls` part of a proxy's `/identity` when every field has its type (a proxy may be old or hostile). */
+function readProxyTls(body: string): ProxyTlsReport | undefined {
+  const t = (JSON.parse(body) as { tls?: unknown }).tls as Record<string, unknown> | undefined;
+  const counts = (v: unknown): Record<string, number> | undefined =>
+    typeof v === 'object' && v !== null && Object.values(v).every((n) => typeof n === 'number')
+      ? (v as Record<string, number>)
+      : undefined;
+  if (typeof t !== 'object' || t === null) return undefined;
+  const [inbound, outbound] = [counts(t['inbound']), counts(t['outbound'])];
+  if (typeof t['mode'] !== 'string' || typeof t['groups'] !== 'string') return undefined;
+  if (inbound === undefined || outbound === undefined) return undefined;
+  const ca = t['ca'] as { group?: unknown; cipher?: unknown } | undefined;
+  const caOk = typeof ca?.group === 'string' && typeof ca.cipher === 'string';
+  return {
+    mode: t['mode'],
+    groups: t['groups'],
+    inbound,
+    outbound,
+    ...(caOk ? { ca: { group: ca.group as string, cipher: ca.cipher as string } } : {}),
+  };
 }
 
 /** The key-exchange part of `--proxy`: ✓ post-quantum hybrid, ‼ a classic fallback. */

@@ -15,6 +15,7 @@ import { MeshidError, loadConfig, localStateInputs, systemClock } from '../core/
 import { createIntermediateCa, createRootCa } from '../core/pki.js';
 import { generateTokenSigningKey } from '../identity-ca/index.js';
 import { startCrypto } from './runtime.js';
+import { checkStateDir } from './state-dir.js';
 
 const DAY = 86_400_000;
 /** Local material lifetimes: long enough not to expire under a developer. */
@@ -32,7 +33,8 @@ export const LOCAL_STATE_FILES = [
 ] as const;
 
 /**
- * Writes fresh local material into `dir`; refuses to overwrite unless `force`.
+ * Writes fresh local material into `dir`; refuses to overwrite unless `force`, and refuses a
+ * folder others could change (cli/state-dir.ts), before writing anything.
  *
  * @example
  * ```ts
@@ -46,6 +48,7 @@ export async function initLocalState(opts: {
   controlPlaneNamespace: string;
   now?: number;
 }): Promise<string[]> {
+  await checkStateDir(opts.dir, { create: true });
   const existing = LOCAL_STATE_FILES.map((f) => join(opts.dir, f)).filter((p) => existsSync(p));
   if (existing.length > 0 && !opts.force) {
     throw new MeshidError(

@@ -4,9 +4,14 @@
  * the trust-anchor bundle, and every object against its Kubernetes schema.
  */
 import { readFileSync } from 'node:fs';
-import { MeshidError, isMeshidError, loadConfig, systemClock } from '../core/index.js';
+import {
+  MeshidError,
+  isMeshidError,
+  loadConfig,
+  parseAnchors,
+  systemClock,
+} from '../core/index.js';
 import type { ConfigSources } from '../core/index.js';
-import { checkFipsAnchors, parseTrustAnchors } from '../identity-ca/index.js';
 import { startCrypto } from './runtime.js';
 import { buildInstallObjects } from './install/manifest.js';
 import { manifestYaml } from './install/yaml.js';
@@ -56,8 +61,7 @@ function readTrustAnchors(
     );
   }
   try {
-    const anchors = parseTrustAnchors(pem, now);
-    if (fips) checkFipsAnchors(anchors);
+    parseAnchors(pem, { now, fips });
   } catch (err) {
     if (!isMeshidError(err)) throw err;
     throw new MeshidError(err.code, `--trust-anchors ${path}: ${err.message}`, { cause: err });

@@ -3,12 +3,8 @@
  */
 import { hostname } from 'node:os';
 import type { CaConfig, Logger } from '../core/index.js';
-import {
-  caRequirements,
-  checkPermissions,
-  describeAccess,
-  openKubeApi,
-} from '../identity-ca/index.js';
+import { openKubeClient } from '../core/index.js';
+import { caRequirements, checkPermissions, describeAccess } from '../identity-ca/index.js';
 import type { KubeApi } from '../identity-ca/index.js';
 
 /** The API and this instance's name, or undefined when the configuration uses no API. */
@@ -17,8 +13,8 @@ export async function caKube(
 ): Promise<{ api: KubeApi; instance: string } | undefined> {
   if (config.kubeconfig === undefined) return undefined;
   // Loaded only here: a CA on files never pays for the Kubernetes client.
-  const { loadKubeConfig } = await import('../core/kube.js');
-  const api = await openKubeApi(loadKubeConfig(config.kubeconfig, process.env));
+  const { loadKubeConfig } = await import('../core/kube/config.js');
+  const api = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
   // In a pod the hostname is the pod name, which is what `reportingInstance` should say.
   return { api, instance: process.env['POD_NAME'] ?? hostname() };
 }

@@ -14,6 +14,8 @@ const runToken = async (argv: string[]): Promise<number> =>
 const runCa = async (argv: string[]): Promise<number> => (await import('./ca.js')).runCa(argv);
 const runProxy = async (argv: string[]): Promise<number> =>
   (await import('./proxy.js')).runProxy(argv);
+const runProxyInit = async (argv: string[]): Promise<number> =>
+  (await import('./proxy-init.js')).runProxyInit(argv);
 const runLocal = async (argv: string[]): Promise<number> =>
   (await import('./local.js')).runLocal(argv);
 const runWebhooks = async (argv: string[]): Promise<number> =>
@@ -24,6 +26,8 @@ const runIdentity = async (argv: string[]): Promise<number> =>
   (await import('./identity.js')).runIdentity(argv);
 const runVersion = async (argv: string[]): Promise<number> =>
   (await import('./version.js')).runVersion(argv);
+const runDestination = async (argv: string[]): Promise<number> =>
+  (await import('./destination.js')).runDestination(argv);
 const runInstall = async (argv: string[]): Promise<number> =>
   (await import('./install.js')).runInstall(argv);
 
@@ -45,6 +49,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
       summary: 'run the sidecar proxy: identity from the CA, inbound and outbound TLS 1.3 mTLS',
       run: runProxy,
     },
+    'proxy-init': {
+      summary:
+        "write the pod's iptables nat rules for transparent mode (the injected init container)",
+      run: runProxyInit,
+    },
     local: {
       summary:
         'the embedded default: init if needed, then the CA and a two-service mesh on 127.0.0.1',
@@ -53,6 +62,11 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
     webhooks: {
       summary: 'serve the admission webhooks over HTTPS: the proxy injector and the trust guard',
       run: runWebhooks,
+    },
+    destination: {
+      summary:
+        "serve Linkerd's Destination API over mTLS: endpoints, identities and protocol hints from the cluster's Services, EndpointSlices and Pods",
+      run: runDestination,
     },
     install: {
       summary:
@@ -80,7 +94,7 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(
-    ([name, c]) => `  meshid ${name.padEnd(8)} ${c.summary}`,
+    ([name, c]) => `  meshid ${name.padEnd(10)} ${c.summary}`,
   );
   return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
 }

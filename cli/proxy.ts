@@ -12,10 +12,8 @@ import type {
   TlsAlgorithms,
 } from '../core/index.js';
 import {
-  MeshidError,
   createRegistry,
   formatAddress,
-  isMeshidError,
   loadConfig,
   meshTlsSettings,
   parseAddress,
@@ -40,7 +38,20 @@ import {
   systemTimers,
 } from '../proxy/index.js';
 import type { PresentedCertificate } from '../proxy/index.js';
-import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import {
+  announceListening,
+  exitAfter,
+  listenOrExplain,
+  processLogger,
+  startCrypto,
+  untilStopSignal,
+} from './runtime.js';
+import { startTransparentInbound } from './proxy-transparent.js';
+
+/** How long connections may finish after SIGTERM before they are cut. */
+const SHUTDOWN_GRACE_MS = 5000;
+/** What closing may take beyond the grace period before the process exits anyway. */
+const SHUTDOWN_SLACK_MS = 1500;
 
 /** A running proxy. */
 export interface RunningProxy {
@@ -53,13 +64,14 @@ export interface RunningProxy {
 
 /**
  * A Certify function that follows the anchors: the CA's TLS certificate is verified against the
- * bundle in force, so a new bundle means a new client.
+ * bundle in force, so a new bundle means a new client. Also how `meshid destination` gets its
+ * own certificate.
  */
-function certifyThroughCa(
-  config: ProxyConfig,
+export function certifyThroughCa(
+  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips' | 'tlsGroups'>,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
-  onHandshake: (algorithms: TlsAlgorithms) => void,
+  onHandshake: (algorithms: TlsAlgorithms) => void = () => undefined,
 ): {
   certify: (req: CertifyRequest) => Promise<CertifyResponse>;
   close: () => void;
@@ -98,18 +110,11 @@ function certifyThroughCa(
  */
 export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
   const clock = systemClock;
-  let anchors: AnchorSource;
-  try {
-    anchors = await AnchorSource.open(config.trustAnchors, {
-      clock,
-      logger: logger.child({ component: 'anchors' }),
-      fips: config.fips,
-    });
-  } catch (err) {
-    const cause = (err as Error).cause;
-    const code = isMeshidError(cause) ? cause.code : 'ERR_ANCHORS_INVALID';
-    throw new MeshidError(code, (err as Error).message, { cause: err });
-  }
+  const anchors = await AnchorSource.open(config.trustAnchors, {
+    clock,
+    logger: logger.child({ component: 'anchors' }),
+    fips: config.fips,
+  });
   const tls = meshTlsSettings(config.fips, config.tlsGroups);
   // The certificate held is shown to the CA: under load it serves pods without one first.
   let caTls: TlsAlgorithms | undefined;
@@ -152,67 +157,112 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   };
   registerIdentityMetrics(deps);
 
-  let inbound: InboundProxy | undefined;
+  let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;
-  if (config.inbound !== undefined && config.app !== undefined) {
-    inbound = new InboundProxy({
-      listen: config.inbound,
-      app: config.app,
-      appPorts: parseAppProtocols(config.app.port, config.appProtocol),
-      appTimeoutMs: config.appTimeout,
-      certificate: () => identity.current(),
-      anchorsPem: () => anchors.current().pem,
-      policy: new InboundPolicy({
-        ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
-        ...(config.allowServiceAccount === undefined
-          ? {}
-          : { serviceAccounts: config.allowServiceAccount }),
-        ...(config.allowNamespace === undefined ? {} : { namespaces: config.allowNamespace }),
-        naming: {
-          trustDomain: config.trustDomain,
-          controlPlaneNamespace: config.controlPlaneNamespace,
-        },
-        allowUnauthenticated: config.allowUnauthenticated,
-      }),
-      logger: logger.child({ component: 'inbound' }),
-      observe: (e) => traffic.inbound(e),
-      tls,
-    });
-    inboundAddress = await inbound.listen();
-  }
   let outbound: OutboundProxy | undefined;
   let outboundAddresses: Address[] = [];
-  if (config.route.length > 0 || config.outbound !== undefined) {
-    outbound = new OutboundProxy({
-      routes: config.route.map(parseRoute),
-      ...(config.outbound === undefined
-        ? {}
-        : {
-            http: {
-              listen: config.outbound,
-              resolver: new StaticDestinationResolver(config.destination.map(parseDestination)),
-            },
+  let admin: Awaited<ReturnType<typeof startProxyAdmin>>;
+  const stopParts = async (graceMs: number): Promise<void> => {
+    await Promise.all([inbound?.close(graceMs), outbound?.close(graceMs)]);
+    clearInterval(clockCheck);
+    identity.close();
+    anchors.close();
+    ca.close();
+  };
+  try {
+    if (config.transparent && config.inbound !== undefined) {
+      const transparentListen = config.inbound;
+      const started = await listenOrExplain(
+        'transparent inbound listener',
+        '--inbound',
+        transparentListen,
+        () =>
+          startTransparentInbound(config, transparentListen, {
+            certificate: () => identity.current(),
+            anchorsPem: () => anchors.current().pem,
+            observe: (e) => traffic.inbound(e),
+            tls,
+            logger,
           }),
-      certificate: () => identity.current(),
-      anchorsPem: () => anchors.current().pem,
-      logger: logger.child({ component: 'outbound' }),
-      observe: (e) => traffic.outbound(e),
-      tls,
-    });
-    outboundAddresses = await outbound.listen();
+      );
+      inbound = started;
+      inboundAddress = started.address;
+    } else if (config.inbound !== undefined && config.app !== undefined) {
+      const listener = new InboundProxy({
+        listen: config.inbound,
+        app: config.app,
+        appPorts: parseAppProtocols(config.app.port, config.appProtocol),
+        appTimeoutMs: config.appTimeout,
+        limits: {
+          maxStreams: config.inboundMaxStreams,
+          maxAppConnections: config.inboundMaxAppConnections,
+          maxAppConnectionsPerPeer: config.inboundMaxAppConnectionsPerPeer,
+          maxConnectionsPerPeer: config.inboundMaxConnectionsPerPeer,
+        },
+        certificate: () => identity.current(),
+        anchorsPem: () => anchors.current().pem,
+        policy: new InboundPolicy({
+          ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
+          ...(config.allowServiceAccount === undefined
+            ? {}
+            : { serviceAccounts: config.allowServiceAccount }),
+          ...(config.allowNamespace === undefined ? {} : { namespaces: config.allowNamespace }),
+          naming: {
+            trustDomain: config.trustDomain,
+            controlPlaneNamespace: config.controlPlaneNamespace,
+          },
+          allowUnauthenticated: config.allowUnauthenticated,
+        }),
+        logger: logger.child({ component: 'inbound' }),
+        observe: (e) => traffic.inbound(e),
+        tls,
+      });
+      inbound = listener;
+      inboundAddress = await listenOrExplain('inbound listener', '--inbound', config.inbound, () =>
+        listener.listen(),
+      );
+    }
+    if (config.route.length > 0 || config.outbound !== undefined) {
+      outbound = new OutboundProxy({
+        routes: config.route.map(parseRoute),
+        ...(config.outbound === undefined
+          ? {}
+          : {
+              http: {
+                listen: config.outbound,
+                resolver: new StaticDestinationResolver(config.destination.map(parseDestination)),
+              },
+            }),
+        certificate: () => identity.current(),
+        anchorsPem: () => anchors.current().pem,
+        logger: logger.child({ component: 'outbound' }),
+        observe: (e) => traffic.outbound(e),
+        tls,
+      });
+      const listener = outbound;
+      outboundAddresses = await listenOrExplain(
+        'outbound listeners',
+        config.outbound === undefined ? '--route' : '--outbound or --route',
+        config.outbound,
+        () => listener.listen(),
+      );
+    }
+    admin = await listenOrExplain('admin server', '--admin', config.admin, () =>
+      startProxyAdmin(config.admin, deps),
+    );
+  } catch (err) {
+    // A listener that cannot bind ends the proxy: serving without the others (no admin means
+    // no readiness, no inbound means no traffic) would only hide the failure.
+    await stopParts(0);
+    throw err;
   }
-  const admin = await startProxyAdmin(config.admin, deps);
   return {
     admin: admin.address,
     ...(inboundAddress === undefined ? {} : { inbound: inboundAddress }),
     outbound: outboundAddresses,
     identity,
     async close() {
-      await Promise.all([inbound?.close(5000), outbound?.close(5000)]);
-      clearInterval(clockCheck);
-      identity.close();
-      anchors.close();
-      ca.close();
+      await stopParts(SHUTDOWN_GRACE_MS);
       await admin.close();
     },
   };
@@ -248,7 +298,14 @@ export async function runProxy(argv: string[]): Promise<number> {
     );
   }
   const stopped = untilStopSignal();
-  const proxy = await startProxy(config, logger);
+  let proxy: RunningProxy;
+  try {
+    proxy = await startProxy(config, logger);
+  } catch (err) {
+    // Everything started has been closed; anything left behind must not keep the process up.
+    exitAfter(SHUTDOWN_SLACK_MS, 1, logger, 'start-up failed; exiting');
+    throw err;
+  }
   announceListening(
     logger,
     { service: 'proxy', identity: config.localIdentity },
@@ -259,7 +316,13 @@ export async function runProxy(argv: string[]): Promise<number> {
     },
   );
   const signal = await stopped;
-  logger.info({ signal }, 'shutting down');
+  logger.info({ signal, graceMs: SHUTDOWN_GRACE_MS }, 'shutting down');
+  exitAfter(
+    SHUTDOWN_GRACE_MS + SHUTDOWN_SLACK_MS,
+    0,
+    logger,
+    'connections still open after the shutdown grace period; exiting',
+  );
   await proxy.close();
   return 0;
 }

@@ -7,12 +7,14 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import {
   FIPS_TLS,
+  MeshidError,
   createLogger,
   enforceFips,
+  formatAddress,
   hybridGroupAvailable,
   tlsGroupList,
 } from '../core/index.js';
-import type { CryptoStatus, LogLevel, Logger, TlsGroupsMode } from '../core/index.js';
+import type { Address, CryptoStatus, LogLevel, Logger, TlsGroupsMode } from '../core/index.js';
 import type * as Tls from 'node:tls';
 
 /** The process logger. */
@@ -98,4 +100,61 @@ export function startCrypto(
   }
   tls.DEFAULT_ECDH_CURVE = groups;
   return status;
+}
+
+/**
+ * Binds one listener, or fails with ERR_LISTEN_FAILED naming the address, the cause and `flag`,
+ * the setting that chooses it: "address already in use" alone does not say which of a process's
+ * listeners it was, nor what to change.
+ */
+export async function listenOrExplain<T>(
+  what: string,
+  flag: string,
+  address: Address | undefined,
+  listen: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await listen();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (e.syscall !== 'listen' && e.syscall !== 'bind') throw err;
+    const where =
+      e.address !== undefined && e.port !== undefined
+        ? formatAddress({ host: e.address, port: e.port })
+        : address === undefined
+          ? 'its address'
+          : formatAddress(address);
+    const hint =
+      e.code === 'EADDRINUSE'
+        ? 'another process holds that port: stop it, or choose another address'
+        : e.code === 'EADDRNOTAVAIL'
+          ? 'that address is not one of this host: choose one that is'
+          : e.code === 'EACCES'
+            ? 'the process may not bind that port: choose a port above 1023 or grant the capability'
+            : 'choose another address';
+    throw new MeshidError(
+      'ERR_LISTEN_FAILED',
+      `cannot listen on ${where} for the ${what} (${e.code ?? e.message}): ${hint} with ${flag}`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Makes sure the process ends: once `afterMs` has passed (the shutdown grace period and a little),
+ * logs what is late and exits with `code`. The timer is unref'd, so a process that ends by itself
+ * is not held; a connection or timer nobody closed cannot keep it running past its grace.
+ */
+export function exitAfter(
+  afterMs: number,
+  code: number,
+  logger: Logger,
+  why: string,
+): NodeJS.Timeout {
+  const timer = setTimeout(() => {
+    logger.warn({ afterMs }, why);
+    process.exit(code);
+  }, afterMs);
+  timer.unref();
+  return timer;
 }

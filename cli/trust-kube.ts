@@ -3,7 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import { caIdentityName, parseAddress } from '../core/index.js';
+import { caIdentityName, openKubeClient, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   AnchorsCopyController,
@@ -16,7 +16,7 @@ import {
   caPodObserver,
   combinedCaObserver,
   combinedObserver,
-  openTrustKubeApi,
+  trustKubeApi,
   podObserver,
   tlsCaObserver,
   waitInterval,
@@ -87,8 +87,8 @@ export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
 }
 
 async function openApi(config: TrustConfig): Promise<TrustKubeApi> {
-  const { loadKubeConfig } = await import('../core/kube.js');
-  return openTrustKubeApi(loadKubeConfig(config.kubeconfig!, process.env));
+  const { loadKubeConfig } = await import('../core/kube/config.js');
+  return trustKubeApi(await openKubeClient(loadKubeConfig(config.kubeconfig!, process.env)));
 }
 
 function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {

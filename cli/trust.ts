@@ -13,6 +13,7 @@ import {
   MeshidError,
   createLogger,
   loadConfig,
+  parseAnchors,
   parsePem,
   systemClock,
   systemRandom,
@@ -24,7 +25,6 @@ import {
   RotationController,
   adminUrlObserver,
   formatRotationStatus,
-  parseBundle,
   progressLine,
   rotationInProgress,
 } from '../trust-bundle/index.js';
@@ -89,7 +89,7 @@ export async function validateBundleFile(
   }
   let bundle;
   try {
-    bundle = parseBundle(text, { now, warnWithin: config.warnWithin });
+    bundle = parseAnchors(text, { now, warnWithin: config.warnWithin });
   } catch (err) {
     if (err instanceof MeshidError) {
       throw new MeshidError(err.code, `${file}: ${err.message}`, { cause: err });

@@ -4,7 +4,14 @@
  * image.
  */
 import type { VersionConfig, VersionInfo } from '../core/index.js';
-import { DEFAULTS, cryptoStatus, formatAddress, loadConfig, versionInfo } from '../core/index.js';
+import {
+  DEFAULTS,
+  cryptoStatus,
+  formatAddress,
+  loadConfig,
+  openKubeClient,
+  versionInfo,
+} from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
 
 /** The JSON output. */
@@ -47,25 +54,21 @@ export async function gatherVersions(config: VersionConfig): Promise<VersionView
   }
   let installed: VersionView['installed'] = null;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube.js');
-    const { AppsV1Api } = await import('@kubernetes/client-node');
-    const apps = loadKubeConfig(config.kubeconfig, process.env).makeApiClient(AppsV1Api);
+    const { loadKubeConfig } = await import('../core/kube/config.js');
+    const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
     try {
-      const d = await apps.readNamespacedDeployment({
-        name: 'linkerd-identity',
-        namespace: config.namespace,
-      });
-      const image = d.spec?.template.spec?.containers[0]?.image;
+      const d = await kube.get('apps/v1', 'Deployment', config.namespace, 'linkerd-identity');
+      const spec = d?.['spec'] as
+        { template?: { spec?: { containers?: { image?: string }[] } } } | undefined;
+      const image = spec?.template?.spec?.containers?.[0]?.image;
       installed =
-        image === undefined ? { error: 'the Deployment has no container image' } : { image };
+        d === undefined
+          ? { error: `no Deployment linkerd-identity in ${config.namespace}` }
+          : image === undefined
+            ? { error: 'the Deployment has no container image' }
+            : { image };
     } catch (err) {
-      const code = (err as { code?: number }).code;
-      installed = {
-        error:
-          code === 404
-            ? `no Deployment linkerd-identity in ${config.namespace}`
-            : (err as Error).message,
-      };
+      installed = { error: (err as Error).message };
     }
   }
   return { client, server, installed };

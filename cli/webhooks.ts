@@ -10,14 +10,15 @@ import {
   caIdentityName,
   formatAddress,
   loadConfig,
+  openKubeClient,
   systemClock,
   tlsGroupList,
 } from '../core/index.js';
 import {
   AdmissionServer,
-  clientNodeWebhookKube,
   createInjector,
   createTrustGuard,
+  webhookKube,
 } from '../webhooks/index.js';
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
@@ -43,8 +44,11 @@ export async function startWebhooks(
 ): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube.js');
-    kube = clientNodeWebhookKube(loadKubeConfig(config.kubeconfig, process.env), systemClock);
+    const { loadKubeConfig } = await import('../core/kube/config.js');
+    kube = webhookKube(
+      await openKubeClient(loadKubeConfig(config.kubeconfig, process.env)),
+      systemClock,
+    );
   } else {
     logger.warn(
       'no kubeconfig: namespace annotations are not read (only pods opt in) and the trust guard cannot check the issuer',

@@ -1,10 +1,10 @@
 /**
  * Protobuf encoding of the two Certify messages (`identity-ca/proto/identity.proto`), written by
- * hand. It lives in core because both ends use it: the CA decodes requests and encodes responses,
+ * hand on core/protobuf.ts's reader. It lives in core because both ends use it: the CA decodes requests and encodes responses,
  * proxies and tools do the reverse. Written by hand because they are three fields each, and a generic runtime would cost more than the rest of the
  * message handling. The tests check this codec against protobufjs loading identity.proto.
  */
-import { MeshidError } from './errors.js';
+import { ProtoReader, WIRE_LEN, WIRE_VARINT } from './protobuf.js';
 
 /** `io.linkerd.proxy.identity.CertifyRequest`. */
 export interface CertifyRequest {
@@ -21,87 +21,7 @@ export interface CertifyResponse {
   readonly validUntil: number;
 }
 
-const WIRE_VARINT = 0;
-const WIRE_I64 = 1;
-const WIRE_LEN = 2;
-const WIRE_I32 = 5;
-/** 2^29 - 1, protobuf's largest field number. */
-const MAX_FIELD_NUMBER = 536_870_911;
-
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Uint8Array) {}
-
-  get done(): boolean {
-    return this.pos >= this.buf.length;
-  }
-
-  varint(): number {
-    let result = 0;
-    let shift = 0;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw malformed('truncated varint');
-      const b = this.buf[this.pos++]!;
-      if (shift < 53) result += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) return result;
-      shift += 7;
-    }
-    throw malformed('varint longer than 10 bytes');
-  }
-
-  /**
-   * A field's tag: its number and wire type. Field numbers run from 1 to 2^29 - 1 and a tag is a
-   * uint32 (protobuf's encoding spec); a larger one is no field at all, and skipping it as
-   * unknown would accept bytes that no protobuf parser reads as a message.
-   */
-  tag(): { field: number; wireType: number } {
-    const tag = this.varint();
-    const field = Math.floor(tag / 8);
-    if (field === 0) throw malformed('field number 0');
-    if (field > MAX_FIELD_NUMBER)
-      throw malformed(`field number ${field} is over the largest, ${MAX_FIELD_NUMBER}`);
-    return { field, wireType: tag % 8 };
-  }
-
-  bytes(): Uint8Array {
-    const len = this.varint();
-    if (len > this.buf.length - this.pos)
-      throw malformed('length-delimited field overruns the message');
-    const out = this.buf.subarray(this.pos, this.pos + len);
-    this.pos += len;
-    return out;
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case WIRE_VARINT:
-        this.varint();
-        return;
-      case WIRE_I64:
-        this.advance(8);
-        return;
-      case WIRE_LEN:
-        this.bytes();
-        return;
-      case WIRE_I32:
-        this.advance(4);
-        return;
-      default:
-        throw malformed(`unsupported wire type ${wireType}`);
-    }
-  }
-
-  private advance(n: number): void {
-    if (n > this.buf.length - this.pos) throw malformed('fixed-width field overruns the message');
-    this.pos += n;
-  }
-}
-
-function malformed(what: string): MeshidError {
-  return new MeshidError('ERR_REQUEST_INVALID', `CertifyRequest is not valid protobuf: ${what}`);
-}
 
 /**
  * Decodes a CertifyRequest. Unknown fields are skipped, as protobuf requires; a field of the
@@ -113,7 +33,7 @@ function malformed(what: string): MeshidError {
  * ```
  */
 export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
-  const r = new Reader(buf);
+  const r = new ProtoReader(buf, 'CertifyRequest');
   let identity: Uint8Array = new Uint8Array(0);
   let token: Uint8Array = new Uint8Array(0);
   let csr: Uint8Array = new Uint8Array(0);
@@ -121,7 +41,7 @@ export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
     const { field, wireType } = r.tag();
     if (field >= 1 && field <= 3) {
       if (wireType !== WIRE_LEN)
-        throw malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
+        throw r.malformed(`field ${field} has wire type ${wireType}, not length-delimited`);
       const value = r.bytes();
       if (field === 1) identity = value;
       else if (field === 2) token = value;
@@ -134,7 +54,7 @@ export function decodeCertifyRequest(buf: Uint8Array): CertifyRequest {
   try {
     identityText = utf8.decode(identity);
   } catch {
-    throw malformed('identity is not valid UTF-8');
+    throw r.malformed('identity is not valid UTF-8');
   }
   return { identity: identityText, token, certificateSigningRequest: csr };
 }
@@ -232,7 +152,7 @@ export function encodeCertifyRequest(req: CertifyRequest): Buffer {
  * ```
  */
 export function decodeCertifyResponse(buf: Uint8Array): CertifyResponse {
-  const r = new Reader(buf);
+  const r = new ProtoReader(buf, 'CertifyResponse');
   let leaf: Uint8Array = new Uint8Array(0);
   const intermediates: Uint8Array[] = [];
   let validUntil = 0;
@@ -251,7 +171,7 @@ export function decodeCertifyResponse(buf: Uint8Array): CertifyResponse {
 }
 
 function decodeTimestamp(buf: Uint8Array): number {
-  const r = new Reader(buf);
+  const r = new ProtoReader(buf, 'Timestamp');
   let seconds = 0;
   let nanos = 0;
   while (!r.done) {

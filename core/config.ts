@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
+import { INBOUND_POLICIES, TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import { TLS_GROUPS_MODES } from './tls-groups.js';
@@ -172,6 +173,10 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
     },
+    destination: {
+      kind: 'boolean',
+      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations',
+    },
     injectorFailurePolicy: {
       kind: 'string',
       help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
@@ -217,7 +222,103 @@ export const COMMAND_SETTINGS = {
       kind: 'duration',
       help: 'inbound: how long the app may take to start an answer before the client gets 504 (0s = no limit; gRPC exempt)',
     },
+    inboundMaxStreams: {
+      kind: 'integer',
+      help: 'inbound: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS)',
+    },
+    inboundMaxAppConnections: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once (requests, HTTP/1 and opaque connections), all peers together; beyond it HTTP/2 streams are refused (REFUSED_STREAM)',
+    },
+    inboundMaxAppConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: exchanges with the app at once for one peer identity (or one plaintext address)',
+    },
+    inboundMaxConnectionsPerPeer: {
+      kind: 'integer',
+      help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
+    },
+    transparent: {
+      kind: 'boolean',
+      help: 'transparent mode: inbound serves the connections the nat rules of meshid proxy-init redirect, each to its original port (needs the original-dst addon)',
+    },
+    inboundPolicy: {
+      kind: 'string',
+      help: 'transparent mode: what plaintext gets, all-unauthenticated (allowed), all-authenticated or deny (annotation config.linkerd.io/default-inbound-policy)',
+    },
+    inboundPortPolicy: {
+      kind: 'list',
+      help: 'transparent mode: PORT=POLICY, a policy for one app port, repeatable',
+    },
     ...NAMING,
+  },
+  'proxy-init': {
+    ...COMMON,
+    inboundPort: {
+      kind: 'integer',
+      help: "the proxy's inbound port, where inbound TCP is redirected",
+    },
+    outboundPort: {
+      kind: 'integer',
+      help: "the proxy's outbound port, where outbound TCP is redirected",
+    },
+    adminPort: {
+      kind: 'integer',
+      help: "the proxy's admin port (never redirected: probes reach it)",
+    },
+    proxyUid: { kind: 'integer', help: "the proxy's UID: its own connections are not redirected" },
+    skipInboundPorts: {
+      kind: 'list',
+      help: 'inbound ports not redirected, e.g. 25,587,8000-9000 (annotation config.linkerd.io/skip-inbound-ports)',
+    },
+    skipOutboundPorts: {
+      kind: 'list',
+      help: 'outbound ports not redirected (annotation config.linkerd.io/skip-outbound-ports)',
+    },
+    skipSubnets: {
+      kind: 'list',
+      help: 'outbound destinations not redirected, CIDRs (annotation config.linkerd.io/skip-subnets)',
+    },
+    iptablesMode: {
+      kind: 'string',
+      help: 'auto (the back end already holding rules, else what iptables is), legacy or nft',
+    },
+    disableIpv6: { kind: 'boolean', help: 'write IPv4 rules only (no ip6tables)' },
+    dryRun: {
+      kind: 'boolean',
+      help: 'print the rules (iptables-restore input) and change nothing',
+    },
+  },
+  destination: {
+    ...COMMON,
+    listen: { kind: 'address', help: 'gRPC (mTLS) listen address of the Destination API' },
+    admin: { kind: 'address', help: 'admin HTTP listen address (/metrics, /ready, /live)' },
+    kubeconfig: {
+      kind: 'string',
+      help: 'kubeconfig for the watches of Services, EndpointSlices and Pods; "in-cluster" uses the pod\'s service account',
+    },
+    clusterDomain: {
+      kind: 'string',
+      help: "the cluster's DNS domain: Service names are <svc>.<ns>.svc.<this>",
+    },
+    ...NAMING,
+    identityAddr: {
+      kind: 'string',
+      help: 'the CA it gets its certificate from, HOST:PORT (default linkerd-identity.<cp-ns>.svc:8080)',
+    },
+    identityName: {
+      kind: 'string',
+      help: "the CA's identity (default linkerd-identity.<cp-ns>...)",
+    },
+    trustAnchors: { kind: 'string', help: 'PEM bundle of trust anchors (watched)' },
+    tokenFile: {
+      kind: 'string',
+      help: 'its projected ServiceAccount token (audience identity.l5d.io), re-read on every request',
+    },
+    localIdentity: {
+      kind: 'string',
+      help: 'its own identity (default linkerd-destination.<cp-ns>.serviceaccount.identity.<cp-ns>.<trust-domain>)',
+    },
   },
   webhooks: {
     ...COMMON,
@@ -435,6 +536,7 @@ const quantity = nonEmpty.regex(
   'must be a Kubernetes quantity such as 100m or 96Mi',
 );
 const output = z.enum(['text', 'json']);
+const port = z.number().int().min(1).max(65535);
 const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 
 const commonShape = {
@@ -534,6 +636,7 @@ const SCHEMAS = {
       certManagerIssuer: subdomain,
       trustManager: z.boolean(),
       webhooks: z.boolean(),
+      destination: z.boolean(),
       injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
       trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
       webhookTimeout: z
@@ -578,14 +681,60 @@ const SCHEMAS = {
         ),
       ),
       appTimeout: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
+      inboundMaxStreams: z.number().int().min(1, 'must be at least 1').max(10_000),
+      inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      transparent: z.boolean(),
+      inboundPolicy: z.enum(INBOUND_POLICIES),
+      inboundPortPolicy: z.array(
+        nonEmpty.regex(
+          new RegExp(`^\\d{1,5}=(${INBOUND_POLICIES.join('|')})$`),
+          `must be PORT=POLICY, POLICY one of ${INBOUND_POLICIES.join(', ')}`,
+        ),
+      ),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
     .superRefine((c, ctx) => {
-      if ((c.inbound === undefined) !== (c.app === undefined)) {
+      if (c.transparent) {
+        if (c.inbound === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['inbound'],
+            message: 'is required with transparent',
+          });
+      } else if ((c.inbound === undefined) !== (c.app === undefined)) {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
+  'proxy-init': z.strictObject({
+    ...commonShape,
+    inboundPort: port,
+    outboundPort: port,
+    adminPort: port,
+    proxyUid: z.number().int().min(1, 'must not be 0 (root)').max(2_147_483_646),
+    skipInboundPorts: z.array(z.string()),
+    skipOutboundPorts: z.array(z.string()),
+    skipSubnets: z.array(z.string()),
+    iptablesMode: z.enum(['auto', 'legacy', 'nft']),
+    disableIpv6: z.boolean(),
+    dryRun: z.boolean(),
+  }),
+  destination: z.strictObject({
+    ...commonShape,
+    listen: address,
+    admin: address,
+    kubeconfig: nonEmpty,
+    clusterDomain: subdomain,
+    trustDomain: subdomain,
+    controlPlaneNamespace: label,
+    identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    identityName: subdomain,
+    trustAnchors: nonEmpty,
+    tokenFile: nonEmpty,
+    localIdentity: subdomain,
+  }),
   webhooks: z.strictObject({
     ...commonShape,
     listen: address,
@@ -723,10 +872,12 @@ export type LocalConfig = Readonly<z.infer<typeof SCHEMAS.local>>;
 export type InstallConfig = Readonly<z.infer<typeof SCHEMAS.install>>;
 export type ProxyConfig = Readonly<z.infer<typeof SCHEMAS.proxy>>;
 export type WebhooksConfig = Readonly<z.infer<typeof SCHEMAS.webhooks>>;
+export type DestinationConfig = Readonly<z.infer<typeof SCHEMAS.destination>>;
 export type CheckConfig = Readonly<z.infer<typeof SCHEMAS.check>>;
 export type IdentityConfig = Readonly<z.infer<typeof SCHEMAS.identity>>;
 export type VersionConfig = Readonly<z.infer<typeof SCHEMAS.version>>;
 export type TrustConfig = Readonly<z.infer<typeof SCHEMAS.trust>>;
+export type ProxyInitConfig = Readonly<z.infer<(typeof SCHEMAS)['proxy-init']>>;
 export interface CommandConfigs {
   init: InitConfig;
   token: TokenConfig;
@@ -735,10 +886,12 @@ export interface CommandConfigs {
   proxy: ProxyConfig;
   install: InstallConfig;
   webhooks: WebhooksConfig;
+  destination: DestinationConfig;
   check: CheckConfig;
   identity: IdentityConfig;
   version: VersionConfig;
   trust: TrustConfig;
+  'proxy-init': ProxyInitConfig;
 }
 
 // ---- spelling ---------------------------------------------------------------------------------
@@ -1002,14 +1155,57 @@ function applyDefaults(
         identityRetryMax: 60_000,
         appProtocol: [],
         appTimeout: 60_000,
+        inboundMaxStreams: 100,
+        inboundMaxAppConnections: 512,
+        inboundMaxAppConnectionsPerPeer: 128,
+        inboundMaxConnectionsPerPeer: 128,
+        transparent: false,
+        inboundPolicy: TRANSPARENT_DEFAULTS.inboundPolicy,
+        inboundPortPolicy: [],
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
+        // Redirected connections arrive on the pod's address, not on loopback.
+        ...(raw['transparent'] === true && !('inbound' in raw)
+          ? { inbound: { host: '0.0.0.0', port: TRANSPARENT_DEFAULTS.inboundPort } }
+          : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
         controlPlaneNamespace: d.controlPlaneNamespace,
         ...withCommon,
       };
+    case 'proxy-init':
+      return {
+        inboundPort: TRANSPARENT_DEFAULTS.inboundPort,
+        outboundPort: TRANSPARENT_DEFAULTS.outboundPort,
+        adminPort: TRANSPARENT_DEFAULTS.adminPort,
+        proxyUid: TRANSPARENT_DEFAULTS.proxyUid,
+        skipInboundPorts: [],
+        skipOutboundPorts: [],
+        skipSubnets: [],
+        iptablesMode: 'auto',
+        disableIpv6: false,
+        dryRun: false,
+        ...withCommon,
+      };
+    case 'destination': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const td = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const naming = { trustDomain: td, controlPlaneNamespace: cp };
+      const valid = namingProblems(naming).length === 0;
+      return {
+        listen: d.destinationListen,
+        admin: d.destinationAdmin,
+        kubeconfig: 'in-cluster',
+        clusterDomain: d.clusterDomain,
+        trustDomain: td,
+        controlPlaneNamespace: cp,
+        identityAddr: `linkerd-identity.${cp}.svc:${d.caListen.port}`,
+        identityName: valid ? caIdentityName(naming) : 'invalid',
+        localIdentity: valid ? destinationIdentityName(naming) : 'invalid',
+        ...withCommon,
+      };
+    }
     case 'webhooks': {
       const controlPlaneNamespace =
         (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
@@ -1048,6 +1244,7 @@ function applyDefaults(
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
         webhooks: false,
+        destination: false,
         injectorFailurePolicy: d.injectorFailurePolicy,
         trustGuardFailurePolicy: d.trustGuardFailurePolicy,
         webhookTimeout: d.webhookTimeoutMs,
@@ -1277,6 +1474,24 @@ export function caIdentityName(naming: {
 }): string {
   const cp = naming.controlPlaneNamespace;
   return `linkerd-identity.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
+}
+
+/**
+ * The destination service's identity: its ServiceAccount `linkerd-destination` in the control
+ * plane's namespace (Linkerd's name).
+ *
+ * @example
+ * ```ts
+ * destinationIdentityName({ trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' });
+ * // 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local'
+ * ```
+ */
+export function destinationIdentityName(naming: {
+  trustDomain: string;
+  controlPlaneNamespace: string;
+}): string {
+  const cp = naming.controlPlaneNamespace;
+  return `linkerd-destination.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
 }
 
 /**

@@ -59,6 +59,9 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
+  /** `meshid destination`: the Destination API (Linkerd's port) and its admin server (the install listens on 0.0.0.0). */
+  destinationListen: { host: '127.0.0.1', port: 8086 },
+  destinationAdmin: { host: '127.0.0.1', port: 9996 },
   /** `meshid webhooks`: HTTPS listen address (the install listens on 0.0.0.0:8443). */
   webhooksListen: { host: '127.0.0.1', port: 8443 },
   /**
@@ -66,6 +69,14 @@ export const DEFAULTS = Object.freeze({
    * review of an update carries two of them, with JSON's overhead; anything bigger is a 413.
    */
   maxReviewBytes: 6 * 1024 * 1024,
+  /**
+   * Deepest nesting of JSON arrays and objects a listener parses (webhook reviews, the JWT of a
+   * Certify call). A Pod review is about 15 deep (review → request → object → metadata →
+   * managedFields → fieldsV1 → f:spec → f:containers → k:{…} → f:env → k:{…} → f:valueFrom → …;
+   * affinity terms about as deep), a JWT 3; 64 leaves room for what Kubernetes adds and keeps
+   * parsing of anything admitted to microseconds, where 2.5 million levels in 5 MB cost seconds.
+   */
+  maxJsonDepth: 64,
   /** How often the webhooks re-check their serving certificate files (besides watching them). */
   webhooksTlsReloadMs: 10_000,
   /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */

@@ -219,6 +219,24 @@ export function decodeDer(buf: Uint8Array, tag?: number, what = 'element'): DerE
 }
 
 /**
+ * True when `der` is exactly one DER SEQUENCE with nothing after it (node's X509Certificate and
+ * @peculiar/x509 ignore trailing bytes; a truncated or concatenated body must not pass).
+ *
+ * @example
+ * ```ts
+ * if (!isOneSequence(block.der)) throw new Error('trailing bytes after the certificate');
+ * ```
+ */
+export function isOneSequence(der: Uint8Array): boolean {
+  try {
+    decodeDer(der, DerTag.SEQUENCE);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A cursor over the contents of a constructed element (a SEQUENCE, SET or explicit tag).
  *
  * @example

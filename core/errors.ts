@@ -143,7 +143,8 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'a trust-anchor bundle was refused: unparseable, empty, or not CA certificates',
+    description:
+      'a trust-anchor bundle was refused: unparseable, empty, a certificate that is not a root CA with a supported key, or no anchor valid now (docs/rotation.md)',
   },
   ERR_ROTATION_STATE: {
     grpc: 'FAILED_PRECONDITION',
@@ -181,13 +182,21 @@ export const ERROR_CODES = {
     grpc: 'FAILED_PRECONDITION',
     http: 500,
     retryable: false,
-    description: 'the local state folder is missing material, or would be overwritten',
+    description:
+      'the local state folder is missing material, would be overwritten, or others could change it (writable by group or others, a link inside, a key readable by others)',
   },
   ERR_WEBHOOK_REVIEW_INVALID: {
     grpc: 'INVALID_ARGUMENT',
     http: 400,
     retryable: false,
     description: 'a webhook request is not an admission.k8s.io/v1 AdmissionReview with a request',
+  },
+  ERR_JSON_TOO_DEEP: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    retryable: false,
+    description:
+      'a JSON document from a peer nests deeper than the bound (64 levels); refused before parsing',
   },
   ERR_WEBHOOK_REVIEW_TOO_LARGE: {
     grpc: 'RESOURCE_EXHAUSTED',
@@ -201,6 +210,13 @@ export const ERROR_CODES = {
     retryable: true,
     description:
       "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
+  },
+  ERR_LISTEN_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 500,
+    retryable: false,
+    description:
+      'a listener could not bind its address (taken, not local, or not allowed); the message names the address and the flag',
   },
   ERR_INSPECT_TARGET: {
     grpc: 'NOT_FOUND',
@@ -241,6 +257,26 @@ export const ERROR_CODES = {
     retryable: false,
     description:
       "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
+  },
+  ERR_TRANSPARENT_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      "the proxy's transparent mode cannot run here: the original-dst addon is not built or does not load, or this is not Linux",
+  },
+  ERR_ORIGINAL_DST: {
+    grpc: 'INTERNAL',
+    http: 500,
+    retryable: false,
+    description: 'the original destination of a redirected connection could not be read',
+  },
+  ERR_PROXY_INIT: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      'meshid proxy-init could not write the nat rules: a capability (NET_ADMIN, NET_RAW) or the iptables binary is missing, or iptables failed',
   },
   ERR_INTERNAL: {
     grpc: 'INTERNAL',

@@ -1,13 +1,14 @@
 /**
  * One Certify process: issuer and anchors (watched, last good kept), token validator, the
- * Certify server and its serving certificate. A multi-core CA runs one of these per worker
- * process (cluster.ts); a single-core CA runs one in-process.
+ * Certify server and its serving certificate, wired together. A multi-core CA runs one of these
+ * per worker process (cluster.ts); a single-core CA runs one in-process. Which issuer source and
+ * token validator it uses is cli's choice (cli/ca.ts), passed in.
  */
-import { readFile } from 'node:fs/promises';
 import type {
   Address,
   CaConfig,
   Clock,
+  IdentityNaming,
   Logger,
   Random,
   Readiness,
@@ -17,28 +18,21 @@ import {
   DEFAULTS,
   FIPS_HOW_TO,
   formatAddress,
-  KUBERNETES_JWKS,
   MeshidError,
   meshTlsSettings,
 } from '../core/index.js';
 import { probeX509Crypto } from './issuer/fips-probe.js';
-import { FileIssuerSource } from './issuer/file-source.js';
-import { KubeIssuerSource } from './issuer/kube-source.js';
-import type { KubeApi } from './kube/api.js';
-import { EventReason, EventRecorder } from './kube/events.js';
-import type { EventTarget } from './kube/events.js';
-import { kubernetesJwksValidator } from './token/kube-jwks.js';
-import { TokenReviewValidator } from './token/token-review.js';
-import type { IssuerCredentials } from './issuer/material.js';
 import { IssuerStore } from './issuer/store.js';
+import type { KubeApi, WatchedKind } from './kube/api.js';
+import { CaEvents, EventRecorder } from './kube/events.js';
+import { Admission } from './server/admission.js';
 import { createCertifyHandler, SignerCache } from './server/certify.js';
 import type { IssuedLeaf } from './server/certify.js';
-import { Admission } from './server/admission.js';
 import { CertifyServer } from './server/grpc-server.js';
 import { registerCaMetrics } from './server/metrics.js';
-import { issueServingCertificate, servingCertNeedsRenewal } from './server/serving-cert.js';
-import type { ServingCertificate } from './server/serving-cert.js';
-import { JwksTokenValidator } from './token/jwks.js';
+import type { CaMetrics } from './server/metrics.js';
+import { ServingCertRenewal } from './server/serving-cert.js';
+import type { ServingCertificate, ServingCertOptions } from './server/serving-cert.js';
 import type { TokenValidator } from './token/validator.js';
 
 /**
@@ -53,6 +47,15 @@ const MAX_WAITING_CONNECTIONS = 8192;
  */
 const MAX_HANDSHAKES_PER_SOURCE = 4;
 
+/** Where the issuer and anchors come from (the API objects, or mounted files): cli chooses. */
+export interface IssuerSource {
+  /** Loads them into the store; rejects when they are missing or invalid. */
+  start(): Promise<unknown>;
+  /** Loads them again now (SIGHUP). */
+  reload(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
 /** Everything one Certify process needs, built by the CLI. */
 export interface CertifyProcessDeps {
   readonly config: CaConfig;
@@ -60,11 +63,19 @@ export interface CertifyProcessDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly registry: Registry;
-  /** Overrides the configured token validator (tests). */
-  readonly tokens?: TokenValidator;
-  /** The Kubernetes API, when the configuration uses it (`kubeconfig`). */
+  /**
+   * Makes the issuer source on this process's store; `onDeleted` is for a source whose objects
+   * can be deleted (the CA records an Event).
+   */
+  readonly issuerSource: (
+    store: IssuerStore,
+    onDeleted: (kind: WatchedKind, name: string) => void,
+  ) => IssuerSource;
+  /** Makes the token validator, once the issuer is loaded; the process closes it. */
+  readonly tokens: () => Promise<TokenValidator>;
+  /** The Kubernetes API for Events, when the configuration uses it (`kubeconfig`). */
   readonly kube?: {
-    readonly api: KubeApi;
+    readonly api: Pick<KubeApi, 'recordEvent'>;
     /** This instance's name for Events (the pod name). */
     readonly instance: string;
   };
@@ -126,64 +137,109 @@ export function readinessOf(s: CertifyStatus, now: number): Readiness {
  *
  * @example
  * ```ts
- * const ca = await startCertifyProcess({ config, logger, clock, random, registry });
+ * const ca = await startCertifyProcess({ config, logger, clock, random, registry,
+ *   issuerSource: (store) => new FileIssuerSource({ issuerDir, trustAnchorsFile, store, logger }),
+ *   tokens: () => JwksTokenValidator.create(options) });
  * logger.info({ address: formatAddress(ca.address) }, 'listening');
  * ```
  */
 export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<CertifyProcess> {
-  const { config, clock, random } = deps;
-  const log = deps.logger;
-  const naming = {
-    trustDomain: config.trustDomain,
-    controlPlaneNamespace: config.controlPlaneNamespace,
-  };
-  if (config.fips) await assertX509OnFips(clock.now(), log);
+  const { config, clock } = deps;
+  if (config.fips) await assertX509OnFips(clock.now(), deps.logger);
   const store = new IssuerStore({
     clock,
-    logger: log.child({ component: 'issuer' }),
+    logger: deps.logger.child({ component: 'issuer' }),
     fips: config.fips,
   });
-  const current = (): IssuerCredentials | undefined => store.current();
-  const admission = config.backpressure
-    ? new Admission(
-        {
-          maxInFlight: config.certifyMaxInFlight,
-          maxQueue: config.certifyMaxQueue,
-          sourceBurst: config.certifySourceBurst,
-          sourcePerSecond: config.certifySourceRate,
-          identityBurst: config.certifyIdentityBurst,
-          identityPerSecond: config.certifyIdentityRate,
-        },
-        clock,
-        (why) => metrics.admissionRefused(why),
-        (why, stage) => metrics.callDropped(why, stage),
-      )
-    : undefined;
   // The server's, once it exists; the gauges read it only when scraped.
   let handshakeLoad = (): { handshaking: number; waiting: number } => ({
     handshaking: 0,
     waiting: 0,
   });
+  const admission = createAdmission(config, clock, () => metrics);
   const metrics = registerCaMetrics(deps.registry, {
     clock,
-    currentIssuer: current,
+    currentIssuer: () => store.current(),
     ...(admission === undefined ? {} : { admissionLoad: () => admission.load }),
     ...(config.certifyMaxHandshakes === 0 ? {} : { handshakeLoad: () => handshakeLoad() }),
   });
-  const kube = deps.kube;
-  const events =
+  const events = caEvents(deps, metrics);
+  const source = deps.issuerSource(store, (kind, name) =>
+    events.issuerDeleted(kind, config.namespace, name),
+  );
+  await source.start();
+  let tokens: TokenValidator;
+  try {
+    tokens = await deps.tokens();
+  } catch (err) {
+    await source.close();
+    throw err;
+  }
+  const signers = new SignerCache();
+  // Client certificates (renewals, for admission priority) are checked against the anchors in
+  // force; the anchors can change without the issuer, so every accepted pair sets them again.
+  const credentials = (): ServingCertificate => {
+    const anchors = store.current()?.anchors.pem;
+    const s = serving.certificate;
+    return admission === undefined || anchors === undefined ? s : { ...s, clientCaPem: anchors };
+  };
+  const serving = new ServingCertRenewal({
+    current: () => store.current(),
+    options: servingOptions(deps, signers),
+    logger: deps.logger,
+    onRenewed: (cert) => {
+      server.setCredentials(credentials());
+      metrics.servingCertificate(cert.notAfter);
+      status.publish();
+    },
+  });
+  metrics.servingCertificate(serving.certificate.notAfter);
+  const handler = certifyHandler(deps, { store, tokens, signers, events, metrics });
+  const server = createServer(deps, handler, credentials(), admission, metrics);
+  handshakeLoad = () => server.handshakeLoad;
+  const status = new StatusBoard(store, () => serving.certificate);
+  serving.start();
+  watchStore(store, { metrics, events, status, serving, admission, server, credentials });
+  return listen(deps, server, { source, tokens, serving, events, status });
+}
+
+/** Admission control (backpressure), when configured. */
+function createAdmission(
+  config: CaConfig,
+  clock: Clock,
+  metrics: () => CaMetrics,
+): Admission | undefined {
+  if (!config.backpressure) return undefined;
+  return new Admission(
+    {
+      maxInFlight: config.certifyMaxInFlight,
+      maxQueue: config.certifyMaxQueue,
+      sourceBurst: config.certifySourceBurst,
+      sourcePerSecond: config.certifySourceRate,
+      identityBurst: config.certifyIdentityBurst,
+      identityPerSecond: config.certifyIdentityRate,
+    },
+    clock,
+    (why) => metrics().admissionRefused(why),
+    (why, stage) => metrics().callDropped(why, stage),
+  );
+}
+
+/** The Events this process records (none without the API or with `events: false`). */
+function caEvents(deps: CertifyProcessDeps, metrics: CaMetrics): CaEvents {
+  const { config, kube } = deps;
+  const recorder =
     kube !== undefined && config.events
       ? new EventRecorder({
           api: kube.api,
           component: 'meshid-identity',
           instance: kube.instance,
-          clock,
-          logger: log,
+          clock: deps.clock,
+          logger: deps.logger,
           onDropped: (why) => metrics.eventDropped(why),
         })
       : undefined;
-  // Issuer Events go on the issuer Secret, where `kubectl describe` shows them beside it.
-  const issuerTarget: EventTarget | undefined =
+  const issuerTarget =
     config.issuerSecret === undefined
       ? undefined
       : {
@@ -192,81 +248,81 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
           namespace: config.namespace,
           name: config.issuerSecret,
         };
-  const source = createIssuerSource(deps, store, (kind, name) =>
-    issuerEvent(
-      'Warning',
-      EventReason.issuerUpdateSkipped,
-      `${kind === 'secrets' ? 'issuer Secret' : 'trust-anchor ConfigMap'} ${config.namespace}/${name} was deleted; keeping the last good issuer`,
-    ),
-  );
-  function issuerEvent(type: 'Normal' | 'Warning', reason: string, message: string): void {
-    if (events !== undefined && issuerTarget !== undefined && deps.recordIssuerEvents !== false)
-      events.record(issuerTarget, type, reason, message);
-  }
-  await source.start();
+  return new CaEvents(recorder, issuerTarget, deps.recordIssuerEvents !== false);
+}
 
-  let tokens: TokenValidator;
-  try {
-    tokens = deps.tokens ?? (await createTokenValidator(deps));
-  } catch (err) {
-    await source.close();
-    throw err;
-  }
-
-  const signers = new SignerCache();
-  const servingOpts = {
+function servingOptions(deps: CertifyProcessDeps, signers: SignerCache): ServingCertOptions {
+  const { config } = deps;
+  return {
     identityName: config.identityName,
-    naming,
+    naming: naming(config),
     lifetimeMs: config.certLifetime,
     clockSkewMs: config.clockSkew,
-    clock,
-    random,
+    clock: deps.clock,
+    random: deps.random,
     signers,
   };
-  let serving: ServingCertificate = issueServingCertificate(store.current()!, servingOpts);
-  metrics.servingCertificate(serving.notAfter);
+}
 
-  const server = new CertifyServer({
-    handler: createCertifyHandler(
-      {
-        currentIssuer: current,
-        tokens,
-        naming,
-        certLifetimeMs: config.certLifetime,
-        clockSkewMs: config.clockSkew,
-        clock,
-        random,
-        logger: log.child({ component: 'certify' }),
-        // Only when someone listens: the audit record (a SHA-256 of the leaf) is skipped
-        // otherwise on this hot path.
-        ...(deps.onIssued === undefined && events === undefined
-          ? {}
-          : {
-              onIssued: (issued: IssuedLeaf) => {
-                deps.onIssued?.(issued);
-                events?.record(
-                  {
-                    kind: 'ServiceAccount',
-                    apiVersion: 'v1',
-                    namespace: issued.namespace,
-                    name: issued.serviceAccount,
-                  },
-                  'Normal',
-                  EventReason.issuedLeafCertificate,
-                  `Issued certificate for ${issued.identity} until ${iso(issued.notAfter)}: ${issued.sha256}`,
-                );
-              },
-            }),
-        onIssuerNotValid: (message) =>
-          issuerEvent('Warning', EventReason.issuerValidationFailed, message),
-        onDropped: (why, stage) => metrics.callDropped(why, stage),
-        fips: config.fips,
-      },
-      signers,
-    ),
-    logger: log.child({ component: 'grpc' }),
+function naming(config: CaConfig): IdentityNaming {
+  return { trustDomain: config.trustDomain, controlPlaneNamespace: config.controlPlaneNamespace };
+}
+
+/** The Certify decision, with its audit hooks. */
+function certifyHandler(
+  deps: CertifyProcessDeps,
+  p: {
+    store: IssuerStore;
+    tokens: TokenValidator;
+    signers: SignerCache;
+    events: CaEvents;
+    metrics: CaMetrics;
+  },
+): ReturnType<typeof createCertifyHandler> {
+  const { config } = deps;
+  const { events } = p;
+  return createCertifyHandler(
+    {
+      currentIssuer: () => p.store.current(),
+      tokens: p.tokens,
+      naming: naming(config),
+      certLifetimeMs: config.certLifetime,
+      clockSkewMs: config.clockSkew,
+      clock: deps.clock,
+      random: deps.random,
+      logger: deps.logger.child({ component: 'certify' }),
+      // Only when someone listens: the audit record (a SHA-256 of the leaf) is skipped
+      // otherwise on this hot path.
+      ...(deps.onIssued === undefined && events.recorder === undefined
+        ? {}
+        : {
+            onIssued: (issued: IssuedLeaf) => {
+              deps.onIssued?.(issued);
+              events.issued(issued);
+            },
+          }),
+      onIssuerNotValid: (message) => events.issuerNotValid(message),
+      onDropped: (why, stage) => p.metrics.callDropped(why, stage),
+      fips: config.fips,
+    },
+    p.signers,
+  );
+}
+
+/** The gRPC server, bounded against misbehaving peers. */
+function createServer(
+  deps: CertifyProcessDeps,
+  handler: ReturnType<typeof createCertifyHandler>,
+  credentials: ServingCertificate,
+  admission: Admission | undefined,
+  metrics: CaMetrics,
+): CertifyServer {
+  const { config } = deps;
+  return new CertifyServer({
+    handler,
+    logger: deps.logger.child({ component: 'grpc' }),
     maxRequestBytes: DEFAULTS.maxRequestBytes,
-    credentials: withClientCas(serving),
+    credentials,
     ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
     tls: meshTlsSettings(config.fips, config.tlsGroups),
@@ -282,18 +338,18 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
       handshake: (algorithms) => metrics.handshake(algorithms),
     },
   });
+}
 
-  handshakeLoad = () => server.handshakeLoad;
+/** The status a worker reports, and who listens to it. */
+class StatusBoard {
+  readonly listeners: ((s: CertifyStatus) => void)[] = [];
+  constructor(
+    readonly store: IssuerStore,
+    readonly serving: () => ServingCertificate,
+  ) {}
 
-  // Client certificates (renewals, for admission priority) are checked against the anchors in
-  // force; the anchors can change without the issuer, so every accepted pair sets them again.
-  function withClientCas(s: ServingCertificate): ServingCertificate {
-    const anchors = store.current()?.anchors.pem;
-    return admission === undefined || anchors === undefined ? s : { ...s, clientCaPem: anchors };
-  }
-  const listeners: ((s: CertifyStatus) => void)[] = [];
-  const status = (): CertifyStatus => {
-    const i = store.current();
+  current(): CertifyStatus {
+    const i = this.store.current();
     return i === undefined
       ? {}
       : {
@@ -302,173 +358,79 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
           issuerNotAfter: i.notAfter,
           chainNotBefore: i.chainNotBefore,
           chainNotAfter: i.chainNotAfter,
-          servingNotAfter: serving.notAfter,
+          servingNotAfter: this.serving().notAfter,
         };
-  };
-  const publish = (): void => {
-    const s = status();
-    for (const l of listeners) l(s);
-  };
+  }
 
-  // Renew the serving certificate when the issuer changes or at 70% of its life. The timer
-  // only wakes the check; the decision reads the injected clock. It wakes every second (the
-  // check is a comparison), so a wall-clock step forward past the certificate's expiry is
-  // noticed at once: the timer runs on the monotonic clock, which the step does not move.
-  const renewIfDue = (): void => {
-    const issuer = store.current();
-    if (issuer === undefined || !servingCertNeedsRenewal(serving, issuer, clock.now())) return;
-    try {
-      serving = issueServingCertificate(issuer, servingOpts);
-      server.setCredentials(withClientCas(serving));
-      metrics.servingCertificate(serving.notAfter);
-      log.info(
-        { serial: serving.serialHex, notAfter: iso(serving.notAfter) },
-        'serving certificate renewed',
-      );
-      publish();
-    } catch (err) {
-      log.error({ err }, 'serving certificate renewal failed; keeping the current one');
-    }
-  };
-  const timer = setInterval(renewIfDue, 1000);
-  timer.unref();
+  publish(): void {
+    const s = this.current();
+    for (const l of this.listeners) l(s);
+  }
+}
 
+/** An accepted issuer renews the serving certificate and is recorded; a refused one too. */
+function watchStore(
+  store: IssuerStore,
+  p: {
+    metrics: CaMetrics;
+    events: CaEvents;
+    status: StatusBoard;
+    serving: ServingCertRenewal;
+    admission: Admission | undefined;
+    server: CertifyServer;
+    credentials: () => ServingCertificate;
+  },
+): void {
   store.on('updated', (current, previous) => {
-    metrics.issuerUpdate('accepted');
-    if (admission !== undefined && current.anchors !== previous?.anchors)
-      server.setCredentials(withClientCas(serving));
-    renewIfDue();
-    publish();
-    if (previous !== undefined)
-      issuerEvent(
-        'Normal',
-        EventReason.issuerUpdated,
-        `Updated identity issuer ${current.subject} (serial ${current.serial}, valid until ${iso(current.notAfter)})`,
-      );
+    p.metrics.issuerUpdate('accepted');
+    if (p.admission !== undefined && current.anchors !== previous?.anchors)
+      p.server.setCredentials(p.credentials());
+    p.serving.check();
+    p.status.publish();
+    if (previous !== undefined) p.events.issuerUpdated(current);
   });
   store.on('rejected', (error) => {
-    metrics.issuerUpdate('rejected');
-    issuerEvent(
-      'Warning',
-      EventReason.issuerUpdateSkipped,
-      `Refused new issuer material, keeping the last good issuer: ${error.message}`,
-    );
+    p.metrics.issuerUpdate('rejected');
+    p.events.issuerRefused(error);
   });
+}
 
+/** Binds the server; the process from then on, or everything closed again on failure. */
+async function listen(
+  deps: CertifyProcessDeps,
+  server: CertifyServer,
+  p: {
+    source: IssuerSource;
+    tokens: TokenValidator;
+    serving: ServingCertRenewal;
+    events: CaEvents;
+    status: StatusBoard;
+  },
+): Promise<CertifyProcess> {
   let address: Address;
   try {
-    address = await server.listen(config.listen);
+    address = await server.listen(deps.config.listen);
   } catch (err) {
-    clearInterval(timer);
-    await Promise.all([source.close(), tokens.close()]);
+    p.serving.stop();
+    await Promise.all([p.source.close(), p.tokens.close()]);
     throw err;
   }
-  log.debug({ address: formatAddress(address) }, 'Certify server bound');
-
+  deps.logger.debug({ address: formatAddress(address) }, 'Certify server bound');
   return {
     address,
-    status,
-    readiness: () => readinessOf(status(), clock.now()),
+    status: () => p.status.current(),
+    readiness: () => readinessOf(p.status.current(), deps.clock.now()),
     reload: async () => {
-      await source.reload();
+      await p.source.reload();
     },
-    onStatus: (l) => listeners.push(l),
+    onStatus: (l) => p.status.listeners.push(l),
     async close() {
-      clearInterval(timer);
+      p.serving.stop();
       await server.close();
-      await Promise.all([source.close(), tokens.close()]);
-      await events?.flush();
+      await Promise.all([p.source.close(), p.tokens.close()]);
+      await p.events.flush();
     },
   };
-}
-
-/** The issuer source the configuration names: the API objects, or mounted files. */
-function createIssuerSource(
-  deps: CertifyProcessDeps,
-  store: IssuerStore,
-  onDeleted: (kind: 'secrets' | 'configmaps', name: string) => void,
-): { start(): Promise<unknown>; reload(): Promise<unknown>; close(): Promise<void> } {
-  const { config } = deps;
-  const logger = deps.logger.child({ component: 'issuer-source' });
-  if (config.issuerSecret !== undefined && config.trustAnchorsConfigMap !== undefined) {
-    if (deps.kube === undefined) {
-      throw new MeshidError(
-        'ERR_CONFIG_INVALID',
-        'issuerSecret needs the Kubernetes API (kubeconfig)',
-      );
-    }
-    return new KubeIssuerSource({
-      api: deps.kube.api,
-      namespace: config.namespace,
-      secretName: config.issuerSecret,
-      configMapName: config.trustAnchorsConfigMap,
-      anchorsKey: config.trustAnchorsKey,
-      store,
-      logger,
-      onDeleted,
-    });
-  }
-  if (config.issuerDir === undefined || config.trustAnchors === undefined) {
-    throw new MeshidError(
-      'ERR_CONFIG_INVALID',
-      'no issuer source: give issuerDir and trustAnchors, or issuerSecret and trustAnchorsConfigMap',
-    );
-  }
-  return new FileIssuerSource({
-    issuerDir: config.issuerDir,
-    trustAnchorsFile: config.trustAnchors,
-    store,
-    logger,
-  });
-}
-
-/** The token validator the configuration names. */
-async function createTokenValidator(deps: CertifyProcessDeps): Promise<TokenValidator> {
-  const { config, clock } = deps;
-  const log = deps.logger;
-  const needKube = (what: string): KubeApi => {
-    if (deps.kube === undefined)
-      throw new MeshidError('ERR_CONFIG_INVALID', `${what} needs the Kubernetes API (kubeconfig)`);
-    return deps.kube.api;
-  };
-  if (config.tokenValidator === 'tokenreview') {
-    return new TokenReviewValidator({
-      api: needKube('TokenReview'),
-      audience: config.audience,
-      clock,
-      logger: log,
-      cacheTtlMs: config.tokenReviewCacheTtl,
-      cacheSize: config.tokenReviewCacheSize,
-      unsafeNoAudienceFallback: config.tokenReviewUnsafeNoAudienceFallback,
-    });
-  }
-  const { jwks, tokenIssuer } = config;
-  if (jwks === KUBERNETES_JWKS) {
-    return kubernetesJwksValidator({
-      api: needKube('the cluster JWKS'),
-      audience: config.audience,
-      issuer: tokenIssuer,
-      clockSkewMs: config.clockSkew,
-      clock,
-      logger: log,
-    });
-  }
-  if (jwks === undefined || tokenIssuer === undefined) {
-    throw new MeshidError('ERR_CONFIG_INVALID', 'tokenValidator jwks needs jwks and tokenIssuer');
-  }
-  return JwksTokenValidator.create({
-    jwks: /^https?:/i.test(jwks)
-      ? {
-          url: jwks,
-          ...(config.jwksCa === undefined ? {} : { caPem: await readFile(config.jwksCa, 'utf8') }),
-        }
-      : { file: jwks },
-    issuer: tokenIssuer,
-    audience: config.audience,
-    clockSkewMs: config.clockSkew,
-    clock,
-    logger: log,
-  });
 }
 
 /**

@@ -4,44 +4,18 @@
  * and NotAfter, the loaded anchor bundle's fingerprint), and `/metrics`, with Linkerd's names for
  * the identity metrics so existing dashboards work.
  */
-import type { Address, Clock, Logger, Readiness, Registry, TlsAlgorithms } from '../core/index.js';
+import type {
+  Address,
+  Clock,
+  Logger,
+  ProxyIdentityReport,
+  ProxyTlsReport,
+  Readiness,
+  Registry,
+} from '../core/index.js';
 import { Counter, Gauge, startAdminServer } from '../core/index.js';
 import type { AnchorSource } from './anchors.js';
 import type { IdentityClient } from './identity/client.js';
-
-/** What `/identity` answers. */
-export interface IdentityReport {
-  readonly identity: string;
-  readonly ready: boolean;
-  readonly certificate?: {
-    readonly serial: string;
-    readonly notBefore: string;
-    readonly notAfter: string;
-    /** The leaf and its intermediates, PEM (public material: what `meshid check` verifies). */
-    readonly chainPem: string;
-  };
-  readonly trustAnchors: {
-    readonly fingerprint: string;
-    readonly subjects: readonly string[];
-    readonly loadedAt: string;
-  };
-  readonly refreshes: { readonly ok: number; readonly failed: number };
-  /** The key exchange: the groups offered, the CA connection's, and the mesh connections' so far. */
-  readonly tls?: ProxyTlsReport;
-}
-
-/** What `/identity` says about TLS key exchange (core/tls-groups.ts). */
-export interface ProxyTlsReport {
-  /** The `tlsGroups` setting in force (hybrid-preferred, hybrid-required, classic; fips). */
-  readonly mode: string;
-  /** The OpenSSL group list offered, e.g. `X25519MLKEM768/X25519:P-256:P-384`. */
-  readonly groups: string;
-  /** The last connection to the CA. */
-  readonly ca?: TlsAlgorithms;
-  /** Successful handshakes so far by direction and group. */
-  readonly inbound: Readonly<Record<string, number>>;
-  readonly outbound: Readonly<Record<string, number>>;
-}
 
 export interface ProxyAdminDeps {
   readonly localIdentity: string;
@@ -62,7 +36,7 @@ export interface ProxyAdminDeps {
  * identityReport(deps).certificate?.serial;
  * ```
  */
-export function identityReport(deps: ProxyAdminDeps): IdentityReport {
+export function identityReport(deps: ProxyAdminDeps): ProxyIdentityReport {
   const cert = deps.identity.current();
   const bundle = deps.anchors.current();
   return {
@@ -80,7 +54,7 @@ export function identityReport(deps: ProxyAdminDeps): IdentityReport {
         }),
     trustAnchors: {
       fingerprint: bundle.fingerprint,
-      subjects: bundle.subjects,
+      subjects: bundle.anchors.map((a) => a.subject),
       loadedAt: new Date(bundle.loadedAt).toISOString(),
     },
     refreshes: { ok: deps.identity.stats.refreshes, failed: deps.identity.stats.failures },

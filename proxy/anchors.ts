@@ -2,77 +2,29 @@
  * The proxy's trust anchors, from a PEM bundle file (a mounted ConfigMap), watched and
  * hot-reloaded. Linkerd bakes the anchors into an environment variable at injection, so a new
  * anchor needs every pod restarted; meshid's proxy picks a new bundle up by itself, and new
- * connections use it. A bundle that does not parse, holds no certificate, or holds one that is
- * not a CA is refused, and the last good bundle stays in use.
+ * connections use it. A bundle core's parseAnchors refuses is refused here too, and the last good
+ * bundle stays in use.
  */
-import { createHash, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import type { Clock, Logger } from '../core/index.js';
-import { MeshidError, fipsCertificateProblem, parsePem } from '../core/index.js';
+import type { AnchorBundle, Clock, Logger } from '../core/index.js';
+import { MeshidError, isMeshidError, parseAnchors } from '../core/index.js';
 
-/** A loaded bundle. */
-export interface AnchorBundle {
-  readonly pem: string;
-  /** Hex SHA-256 of the bundle's text, as Linkerd's `linkerd.io/trust-root-sha256` annotation. */
-  readonly fingerprint: string;
-  readonly subjects: readonly string[];
-  readonly earliestNotAfter: number;
+/** A bundle in use, and when it was loaded. */
+export interface LoadedAnchors extends AnchorBundle {
   readonly loadedAt: number;
 }
 
-/**
- * Parses and checks a bundle; throws an Error naming the problem.
- *
- * @example
- * ```ts
- * const bundle = parseAnchorBundle(await readFile(file, 'utf8'), Date.now());
- * ```
- *
- * In FIPS mode (`fips`) an anchor whose key or signature is outside the FIPS policy is refused
- * with a MeshidError ERR_FIPS_MATERIAL_REFUSED.
- */
-export function parseAnchorBundle(text: string, now: number, fips = false): AnchorBundle {
-  const blocks = parsePem(text, 'CERTIFICATE');
-  if (blocks.length === 0) throw new Error('bundle holds no certificate');
-  const certs = blocks.map((b, i) => {
-    try {
-      return new X509Certificate(b.der);
-    } catch (err) {
-      throw new Error(`certificate ${i + 1} does not parse: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-  });
-  for (const c of certs) {
-    if (!c.ca) throw new Error(`"${c.subject}" is not a CA certificate`);
-  }
-  if (fips) {
-    blocks.forEach((b, i) => {
-      const problem = fipsCertificateProblem(b.der);
-      if (problem !== undefined) {
-        throw new MeshidError(
-          'ERR_FIPS_MATERIAL_REFUSED',
-          `FIPS mode refused trust anchor ${i + 1} "${certs[i]!.subject}": ${problem}`,
-        );
-      }
-    });
-  }
-  return {
-    pem: text,
-    fingerprint: createHash('sha256').update(text).digest('hex'),
-    subjects: certs.map((c) => c.subject),
-    earliestNotAfter: Math.min(...certs.map((c) => Date.parse(c.validTo))),
-    loadedAt: now,
-  };
+function load(text: string, now: number, fips: boolean): LoadedAnchors {
+  return { ...parseAnchors(text, { now, fips }), loadedAt: now };
 }
 
 interface AnchorSourceEvents {
-  updated: [AnchorBundle];
-  rejected: [Error];
+  updated: [LoadedAnchors];
+  rejected: [MeshidError];
 }
 
 /**
@@ -85,7 +37,7 @@ interface AnchorSourceEvents {
  * ```
  */
 export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
-  #current: AnchorBundle;
+  #current: LoadedAnchors;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #file: string;
@@ -95,7 +47,13 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
   /** Counts for metrics. */
   readonly stats = { reloads: 0, rejected: 0 };
 
-  private constructor(file: string, first: AnchorBundle, clock: Clock, log: Logger, fips: boolean) {
+  private constructor(
+    file: string,
+    first: LoadedAnchors,
+    clock: Clock,
+    log: Logger,
+    fips: boolean,
+  ) {
     super();
     this.#fips = fips;
     this.#file = file;
@@ -113,11 +71,14 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
     deps: { clock: Clock; logger: Logger; fips?: boolean },
   ): Promise<AnchorSource> {
     const fips = deps.fips === true;
-    let first: AnchorBundle;
+    let first: LoadedAnchors;
     try {
-      first = parseAnchorBundle(await readFile(file, 'utf8'), deps.clock.now(), fips);
+      first = load(await readFile(file, 'utf8'), deps.clock.now(), fips);
     } catch (err) {
-      throw new Error(`trust anchors ${file}: ${(err as Error).message}`, { cause: err });
+      const code = isMeshidError(err) ? err.code : 'ERR_ANCHORS_INVALID';
+      throw new MeshidError(code, `trust anchors ${file}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const source = new AnchorSource(file, first, deps.clock, deps.logger, fips);
     // The folder, not the file: the kubelet swaps a `..data` symlink and editors rename files,
@@ -129,35 +90,38 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
       deps.logger.warn({ err: err.message }, 'anchors watch failed'),
     );
     deps.logger.info(
-      { fingerprint: first.fingerprint, anchors: first.subjects },
+      { fingerprint: first.fingerprint, anchors: first.anchors.map((a) => a.subject) },
       'trust anchors loaded',
     );
     return source;
   }
 
-  current(): AnchorBundle {
+  current(): LoadedAnchors {
     return this.#current;
   }
 
   /** Re-reads the file now; resolves with the bundle in use afterwards. */
-  async reload(): Promise<AnchorBundle> {
-    let next: AnchorBundle;
+  async reload(): Promise<LoadedAnchors> {
+    let next: LoadedAnchors;
     try {
-      next = parseAnchorBundle(await readFile(this.#file, 'utf8'), this.#clock.now(), this.#fips);
+      next = load(await readFile(this.#file, 'utf8'), this.#clock.now(), this.#fips);
     } catch (err) {
       this.stats.rejected++;
       this.#log.warn(
         { err: (err as Error).message },
         'new trust anchors refused; keeping the last good bundle',
       );
-      this.emit('rejected', err as Error);
+      this.emit(
+        'rejected',
+        isMeshidError(err) ? err : new MeshidError('ERR_ANCHORS_INVALID', String(err)),
+      );
       return this.#current;
     }
     if (next.fingerprint === this.#current.fingerprint) return this.#current;
     this.#current = next;
     this.stats.reloads++;
     this.#log.info(
-      { fingerprint: next.fingerprint, anchors: next.subjects },
+      { fingerprint: next.fingerprint, anchors: next.anchors.map((a) => a.subject) },
       'trust anchors updated',
     );
     this.emit('updated', next);

@@ -50,6 +50,7 @@ import { FIPS_TLS, LogKey, negotiatedAlgorithms } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import {
   MESH_H2_ALPN,
+  NO_RESUMPTION,
   PROXY_TLS,
   ContextCache,
   fipsPeerProblem,
@@ -67,6 +68,7 @@ import type { TranslateContext } from './translate.js';
 import { TRANSPORT_HEADER_ALPN, readTransportHeader } from './l5d-transport.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import type { InboundPolicy, PolicyDecision } from './policy.js';
+import { PeerBudget } from './peer-budget.js';
 
 export { InboundPolicy } from './policy.js';
 export type { InboundPolicyOptions, PolicyDecision } from './policy.js';
@@ -107,7 +109,9 @@ export type HandshakeFailureReason =
   /** The TLS handshake failed (version, cipher, ALPN, malformed, timeout); `detail` has the code. */
   | 'tls-error'
   /** The client closed or sent nothing before the handshake. */
-  | 'closed';
+  | 'closed'
+  /** The peer (identity, or address before its handshake) holds its share of connections. */
+  | 'too-many-connections';
 
 /** What the inbound proxy reports for metrics. */
 export type InboundEvent =
@@ -191,7 +195,55 @@ export interface InboundOptions {
    * gets a 504 (gRPC calls are exempt: they carry their own deadline). 0 turns it off. Default 60 s.
    */
   readonly appTimeoutMs?: number;
+  /** Bounds against one misbehaving peer; each defaults to {@link DEFAULT_INBOUND_LIMITS}. */
+  readonly limits?: Partial<InboundLimits>;
+  /**
+   * Transparent mode: the policy of an app port that Linkerd's transport header names, or
+   * undefined when that port is not served. Without it, the header may name the `appPorts` only,
+   * under `policy`.
+   */
+  readonly policyForPort?: (port: number) => InboundPolicy | undefined;
 }
+
+/** Where {@link InboundProxy.accept} sends a connection, and under which policy. */
+export interface InboundRoute {
+  readonly appPort: number;
+  readonly policy: InboundPolicy;
+}
+
+/**
+ * What one peer may hold of the inbound. A peer is its verified identity (or its address, for
+ * plaintext and before the handshake).
+ */
+export interface InboundLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised on every HTTP/2 connection. */
+  readonly maxStreams: number;
+  /**
+   * Exchanges with the app at once, all peers together: HTTP/2 requests in flight, HTTP/1 and
+   * opaque connections (each holds an app connection). Also the app connection pool's size.
+   */
+  readonly maxAppConnections: number;
+  /** The same, for one peer. Beyond it: REFUSED_STREAM, a 503, or the connection closed. */
+  readonly maxAppConnectionsPerPeer: number;
+  /** Connections one peer identity may hold open, and one address while handshaking. */
+  readonly maxConnectionsPerPeer: number;
+}
+
+/**
+ * The defaults: 100 streams per connection (RFC 9113 §6.5.2 recommends no less than 100);
+ * 512 app exchanges in all and 128 per peer; 128 connections per peer.
+ *
+ * @example
+ * ```ts
+ * new InboundProxy({ ...options, limits: { ...DEFAULT_INBOUND_LIMITS, maxStreams: 250 } });
+ * ```
+ */
+export const DEFAULT_INBOUND_LIMITS: InboundLimits = Object.freeze({
+  maxStreams: 100,
+  maxAppConnections: 512,
+  maxAppConnectionsPerPeer: 128,
+  maxConnectionsPerPeer: 128,
+});
 
 const DEFAULT_DETECT_TIMEOUT_MS = 1000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -224,6 +276,14 @@ interface Conn {
   appPort: number;
   /** What the app on that port speaks, once known. */
   appProtocol: ResolvedAppProtocol | undefined;
+  /** The address share this connection holds while handshaking (released once it is done). */
+  pendingKey: string | undefined;
+  /** The peer whose connection share this connection holds (after the handshake). */
+  connectionKey: string | undefined;
+  /** The peer whose app-exchange share this connection holds (HTTP/1 and opaque). */
+  exchangeKey: string | undefined;
+  /** The policy of this connection (the listener's, or the route's of {@link InboundProxy.accept}). */
+  policy: InboundPolicy;
 }
 
 function formatHost(host: string): string {
@@ -273,7 +333,13 @@ export class InboundProxy {
   readonly #appPorts: AppPorts;
   readonly #appTimeoutMs: number;
   readonly #detector = new AppProtocolDetector({ timeoutMs: APP_DETECT_TIMEOUT_MS });
-  readonly #agent: HttpAgent = appAgent();
+  readonly #agent: HttpAgent;
+  readonly #limits: InboundLimits;
+  /** Exchanges with the app, per peer and in total. */
+  readonly #exchanges: PeerBudget;
+  /** Connections per address while handshaking, per identity after. */
+  readonly #pending: PeerBudget;
+  readonly #connections: PeerBudget;
   /** Node's HTTP/1 server (fed sockets) for HTTP/1.1 clients of an h2 app. */
   readonly #http1: Http1Server;
   readonly #http1Conns = new WeakMap<Socket, Conn>();
@@ -292,6 +358,15 @@ export class InboundProxy {
     this.#appPorts = options.appPorts ?? new Map([[options.app.port, 'detect' as const]]);
     this.#appTimeoutMs = options.appTimeoutMs ?? DEFAULT_APP_TIMEOUT_MS;
     const handshakeTimeout = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#limits = { ...DEFAULT_INBOUND_LIMITS, ...options.limits };
+    this.#agent = appAgent(this.#limits.maxAppConnections);
+    this.#exchanges = new PeerBudget({
+      total: this.#limits.maxAppConnections,
+      perPeer: this.#limits.maxAppConnectionsPerPeer,
+    });
+    const perPeer = { total: Number.MAX_SAFE_INTEGER, perPeer: this.#limits.maxConnectionsPerPeer };
+    this.#pending = new PeerBudget(perPeer);
+    this.#connections = new PeerBudget(perPeer);
 
     // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
     // app's answer.
@@ -302,6 +377,7 @@ export class InboundProxy {
 
     this.#tls = createTlsServer({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       allowHalfOpen: true,
       handshakeTimeout,
       requestCert: true,
@@ -360,7 +436,10 @@ export class InboundProxy {
         socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
       } else socket.destroy();
     });
-    this.#http2 = createHttp2Server();
+    this.#http2 = createHttp2Server({
+      // Node's default is 2^32-1: one peer could open 10,000 streams on one connection.
+      settings: { maxConcurrentStreams: this.#limits.maxStreams },
+    });
     this.#http2.on('session', (session: ServerHttp2Session) => {
       const conn = this.#handingToHttp2;
       if (conn === undefined) {
@@ -392,6 +471,26 @@ export class InboundProxy {
     });
     const a = this.#server.address() as AddressInfo;
     const bound = { host: a.address, port: a.port };
+    this.#startSweeper();
+    this.#log.info(
+      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
+      'inbound listening',
+    );
+    return bound;
+  }
+
+  /**
+   * Serves a connection accepted elsewhere (transparent mode's listener, which has read its
+   * original destination) as if it had come to this listener, to `route.appPort` under
+   * `route.policy`. Bytes already read from it must have been put back (`unshift`).
+   */
+  accept(raw: Socket, route: InboundRoute): void {
+    this.#startSweeper();
+    this.#onConnection(raw, route);
+  }
+
+  #startSweeper(): void {
+    if (this.#sweeper !== undefined) return;
     // One timer for all connections rather than one per request: closes those whose request
     // head has been arriving for too long.
     const every =
@@ -399,11 +498,6 @@ export class InboundProxy {
         ? Math.max(50, Math.min(HEAD_TIMEOUT_MS / 4, this.#appTimeoutMs / 4))
         : HEAD_TIMEOUT_MS / 4;
     this.#sweeper = setInterval(() => this.#sweep(), every).unref();
-    this.#log.info(
-      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
-      'inbound listening',
-    );
-    return bound;
   }
 
   /**
@@ -481,13 +575,19 @@ export class InboundProxy {
     }
   }
 
-  #onConnection(raw: Socket): void {
+  #onConnection(raw: Socket, route?: InboundRoute): void {
     if (this.#closing) {
       raw.destroy();
       return;
     }
     raw.setNoDelay(true);
     raw.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound connection error'));
+    const pendingKey = addressKey(raw);
+    if (!this.#pending.acquire(pendingKey)) {
+      this.#emit({ type: 'handshake-failed', reason: 'too-many-connections', detail: pendingKey });
+      raw.destroy();
+      return;
+    }
     const conn: Conn = {
       raw,
       openedAt: performance.now(),
@@ -499,8 +599,12 @@ export class InboundProxy {
       relay: undefined,
       session: undefined,
       app: undefined,
-      appPort: this.#o.app.port,
+      appPort: route?.appPort ?? this.#o.app.port,
       appProtocol: undefined,
+      pendingKey,
+      connectionKey: undefined,
+      exchangeKey: undefined,
+      policy: route?.policy ?? this.#o.policy,
     };
     this.#conns.add(conn);
     raw.once('close', () => this.#onClose(conn));
@@ -512,6 +616,10 @@ export class InboundProxy {
 
   #onClose(conn: Conn): void {
     this.#conns.delete(conn);
+    this.#handshakeDone(conn);
+    if (conn.connectionKey !== undefined) this.#connections.release(conn.connectionKey);
+    if (conn.exchangeKey !== undefined) this.#exchanges.release(conn.exchangeKey);
+    conn.connectionKey = conn.exchangeKey = undefined;
     const key = peerKey(conn.raw);
     if (this.#handshaking.get(key) === conn) this.#handshaking.delete(key);
     conn.app?.destroy();
@@ -533,7 +641,7 @@ export class InboundProxy {
   /** Step 1: TLS or plaintext, by the first byte. */
   async #start(conn: Conn): Promise<void> {
     const { raw } = conn;
-    const allowPlain = this.#o.policy.allowUnauthenticated;
+    const allowPlain = conn.policy.allowUnauthenticated;
     const first = await readFirstBytes(raw, {
       // A TLS client always speaks first; only a plaintext one may legitimately wait.
       timeoutMs: allowPlain
@@ -567,6 +675,7 @@ export class InboundProxy {
       return;
     }
     conn.stream = raw;
+    this.#handshakeDone(conn);
     this.#emit({ type: 'handshake-succeeded', peer: undefined, tls: false });
     await this.#serve(conn, raw, first);
   }
@@ -587,11 +696,37 @@ export class InboundProxy {
     if (key === this.#defaultContextKey) return;
     this.#tls.setSecureContext({
       ...this.#tlsSettings,
+      ...NO_RESUMPTION,
       key: cert.keyPem,
       cert: cert.certChainPem,
       ca: anchors,
     });
     this.#defaultContextKey = key;
+  }
+
+  /** Gives back the address share a connection held while handshaking. Idempotent. */
+  #handshakeDone(conn: Conn): void {
+    if (conn.pendingKey === undefined) return;
+    this.#pending.release(conn.pendingKey);
+    conn.pendingKey = undefined;
+  }
+
+  /**
+   * Takes one app exchange of the peer's share for a connection that holds an app connection
+   * for its lifetime (HTTP/1, opaque); false when the share or the total is used up.
+   */
+  #takeAppShare(conn: Conn): boolean {
+    if (conn.exchangeKey !== undefined) return true;
+    const key = conn.peer ?? addressKey(conn.raw);
+    if (!this.#exchanges.acquire(key)) {
+      this.#log.info(
+        { [LogKey.identity]: key, limit: this.#limits.maxAppConnectionsPerPeer },
+        'inbound connection refused: the peer holds its share of app connections',
+      );
+      return false;
+    }
+    conn.exchangeKey = key;
+    return true;
   }
 
   /** Step 2: the handshake finished; the client certificate must have verified. */
@@ -606,6 +741,11 @@ export class InboundProxy {
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'inbound TLS error'));
     conn.stream = socket;
     conn.tls = true;
+    if (socket.isSessionReused()) {
+      // Never offered (NO_RESUMPTION); a resumed session would carry an old verification.
+      this.#refuse(conn, 'client-certificate-rejected', 'TLS session resumption is not accepted');
+      return;
+    }
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate()).length > 0;
       this.#refuse(
@@ -628,6 +768,16 @@ export class InboundProxy {
         return;
       }
     }
+    this.#handshakeDone(conn);
+    if (!this.#connections.acquire(peer)) {
+      this.#log.info(
+        { [LogKey.identity]: peer, limit: this.#limits.maxConnectionsPerPeer },
+        'inbound connection refused: the peer holds its share of connections',
+      );
+      this.#refuse(conn, 'too-many-connections', peer);
+      return;
+    }
+    conn.connectionKey = peer;
     conn.peer = peer;
     this.#emit({
       type: 'handshake-succeeded',
@@ -646,7 +796,7 @@ export class InboundProxy {
    * looking for a TLS record: detection goes on from there rather than waiting a second time.
    */
   async #serve(conn: Conn, stream: Socket, already: FirstBytes | undefined): Promise<void> {
-    conn.decision = this.#o.policy.authorize(conn.peer);
+    conn.decision = conn.policy.authorize(conn.peer);
     if (!conn.decision.allowed) {
       this.#log.info(
         { [LogKey.identity]: conn.peer, [LogKey.reason]: conn.decision.reason },
@@ -675,7 +825,12 @@ export class InboundProxy {
           destroyConn(conn);
           return;
         }
-        if (!this.#appPorts.has(read.header.port)) {
+        const portPolicy = this.#o.policyForPort?.(read.header.port);
+        if (portPolicy !== undefined) {
+          // Transparent mode: the named port's own policy decides.
+          conn.policy = portPolicy;
+          conn.decision = portPolicy.authorize(conn.peer);
+        } else if (!this.#appPorts.has(read.header.port)) {
           this.#log.info(
             { [LogKey.identity]: conn.peer, port: read.header.port },
             'inbound transport header names a port that is not one of the app ports; closed',
@@ -796,6 +951,18 @@ export class InboundProxy {
   #toHttp(conn: Conn, stream: Socket, bytes: Buffer, protocol: 'http1' | 'http2'): void {
     conn.protocol = protocol;
     if (protocol === 'http1') {
+      if (conn.decision?.allowed === true && !this.#takeAppShare(conn)) {
+        stream.on('error', () => undefined);
+        stream.end(
+          proxyResponse(
+            503,
+            PROXY_ERROR_HEADER,
+            'too many connections',
+            `service unavailable: this peer already holds ${this.#limits.maxAppConnectionsPerPeer} connections to the application (or the proxy its ${this.#limits.maxAppConnections}); retry later or reuse connections\n`,
+          ),
+        );
+        return;
+      }
       if (conn.appProtocol === 'h2' && conn.decision?.allowed === true) {
         this.#startHttp1ToH2(conn, stream, bytes);
         return;
@@ -829,6 +996,10 @@ export class InboundProxy {
     ended: boolean,
     lateDetect: boolean,
   ): void {
+    if (!this.#takeAppShare(conn)) {
+      destroyConn(conn);
+      return;
+    }
     const target = this.#appAddress(conn);
     const app = netConnect({ host: target.host, port: target.port, allowHalfOpen: true });
     conn.app = app;
@@ -1071,6 +1242,13 @@ export class InboundProxy {
       conn.session?.close();
       return;
     }
+    const exchangeKey = conn.peer ?? addressKey(conn.raw);
+    if (!this.#exchanges.acquire(exchangeKey)) {
+      // Safe for the client to retry, here later or elsewhere (RFC 9113 §8.7).
+      stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    stream.once('close', () => this.#exchanges.release(exchangeKey));
     if (method === 'CONNECT') {
       status = this.#http2Error(
         stream,
@@ -1145,6 +1323,11 @@ export class InboundProxy {
     stream.end(body);
     return status;
   }
+}
+
+/** The budget key of a peer known only by its address. */
+function addressKey(socket: Socket): string {
+  return `address:${socket.remoteAddress ?? ''}`;
 }
 
 /** A key that is the same for a raw socket and the TLS socket wrapping it. */

@@ -4,7 +4,7 @@
  */
 import type { Metric } from 'prom-client';
 import type { Registry } from '../core/index.js';
-import { Counter } from '../core/index.js';
+import { Counter, Gauge, formatAddress } from '../core/index.js';
 import type { InboundEvent } from './inbound.js';
 import type { OutboundEvent } from './outbound.js';
 
@@ -168,6 +168,7 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
   const countGroup = (direction: 'inbound' | 'outbound', group: string): void => {
     groups[direction].set(group, (groups[direction].get(group) ?? 0) + 1);
   };
+  const outbound = registerOutboundMetrics(registry);
   return {
     groups: () => ({
       inbound: Object.fromEntries(groups.inbound),
@@ -225,7 +226,79 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
           bytes.inc({ direction: 'outbound', peer: e.peerIdentity, flow: 'written' }, e.bytesSent);
           bytes.inc({ direction: 'outbound', peer: e.peerIdentity, flow: 'read' }, e.bytesReceived);
           return;
+        default:
+          outbound(e);
       }
     },
+  };
+}
+
+/**
+ * The transparent listener's metrics, with Linkerd's label names: `dst` (the address the app
+ * dialled), `server_id` (the identity the endpoint proved), `tls` ("true" when meshed), and
+ * `classification` (`success` below 500, `failure` otherwise or when no answer came).
+ */
+function registerOutboundMetrics(registry: Registry): (e: OutboundEvent) => void {
+  const latency = new LatencyHistogram(
+    'meshid_proxy_outbound_response_latency_seconds',
+    'HTTP request latency through the transparent outbound, by destination, tls and classification.',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  );
+  registry.registerMetric(latency as unknown as Metric);
+  const requests = new Counter({
+    name: 'meshid_proxy_outbound_requests_total',
+    help: 'HTTP requests through the transparent outbound, by destination, server identity, tls and classification.',
+    labelNames: ['dst', 'server_id', 'tls', 'classification'] as const,
+    registers: [registry],
+  });
+  const passthrough = new Counter({
+    name: 'meshid_proxy_outbound_plaintext_connections_total',
+    help: 'Connections the transparent outbound passed through without TLS, by destination and reason.',
+    labelNames: ['dst', 'tls', 'reason'] as const,
+    registers: [registry],
+  });
+  const unavailable = new Gauge({
+    name: 'meshid_proxy_destination_unavailable',
+    help: 'Destinations whose watch has lost the destination service now (last answers kept).',
+    registers: [registry],
+  });
+  const lost = new Counter({
+    name: 'meshid_proxy_destination_unavailable_total',
+    help: 'Times a destination watch lost the destination service.',
+    registers: [registry],
+  });
+  return (e) => {
+    switch (e.type) {
+      case 'request': {
+        const tls = e.tls ? 'true' : 'false';
+        const ok = e.status > 0 && e.status < 500;
+        requests.inc({
+          dst: e.dst,
+          server_id: e.peerIdentity,
+          tls,
+          classification: ok ? 'success' : 'failure',
+        });
+        latency
+          .series({ dst: e.dst, tls, classification: ok ? 'success' : 'failure' })
+          .observe(e.durationMs / 1000);
+        return;
+      }
+      case 'passthrough':
+        passthrough.inc({
+          dst: formatAddress(e.target),
+          tls: 'false',
+          reason: e.reason,
+        });
+        return;
+      case 'discovery':
+        if (e.available) unavailable.dec();
+        else {
+          unavailable.inc();
+          lost.inc();
+        }
+        return;
+      default:
+        return;
+    }
   };
 }

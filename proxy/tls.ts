@@ -5,6 +5,7 @@
  * either changes); and the peer identity as the first DNS SAN of a verified certificate, which is
  * how Linkerd's proxies read it.
  */
+import { constants as cryptoConstants } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { DetailedPeerCertificate, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
 import type { MeshTlsSettings } from '../core/index.js';
@@ -16,6 +17,27 @@ import type { WorkloadCertificate } from './identity/client.js';
  * core's FIPS_TLS as the `tls` option of the listeners and clients.
  */
 export const PROXY_TLS: MeshTlsSettings = MESH_TLS;
+
+/**
+ * No TLS session resumption on mesh connections: the server issues no session tickets and keeps
+ * no session cache, so every connection is a full handshake whose peer certificate is verified
+ * now, against the anchors of now. A resumed session carries the verification result of the
+ * handshake that made it: with tickets, a client could go on resuming after its certificate had
+ * expired, and tickets chain (each resumption hands out a new one). The cost is one full
+ * handshake per connection instead of a resumption (test/bench, "inbound handshake"); mesh
+ * connections are long-lived and multiplexed, so it is paid rarely. Clients (the outbound) never
+ * offer a session either: node's client resumes only when given one.
+ *
+ * @example
+ * ```ts
+ * tls.createServer({ ...PROXY_TLS, ...NO_RESUMPTION, key, cert });
+ * ```
+ */
+export const NO_RESUMPTION = Object.freeze({
+  secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  // No stateful cache either (node stores none without a 'newSession' listener; explicit here).
+  sessionTimeout: 0,
+});
 
 /**
  * FIPS mode's check of a verified peer: every certificate it presented (leaf and chain) must have
@@ -82,6 +104,7 @@ export class ContextCache {
     if (this.#context === undefined || key !== this.#key) {
       this.#context = createSecureContext({
         ...this.#tls,
+        ...NO_RESUMPTION,
         key: cert.keyPem,
         cert: cert.certChainPem,
         ca: anchorsPem,

@@ -341,23 +341,24 @@ export class AnchorsCopyController {
       dirty = true;
       wake?.();
     };
-    const onRetry = (reason: string): void =>
-      this.#logger.warn({ err: reason }, 'anchors copies: watch failed; retrying');
+    const onRetry = (err: Error): void =>
+      this.#logger.warn({ err: err.message }, 'anchors copies: watch failed; retrying');
     const watches = Promise.all([
-      this.#api.watch({ kind: 'Namespace', signal, onEvent: poke, onRetry }),
-      this.#api.watch({
+      this.#api.watchList({ kind: 'Namespace', signal, onEvent: poke, onRetry }),
+      this.#api.watchList({
         kind: 'ConfigMap',
         fieldSelector: `metadata.name=${this.#s.trustAnchorsConfigMap}`,
         signal,
         onEvent: poke,
         onRetry,
       }),
-      this.#api.watch({
+      this.#api.watchList({
         kind: 'Pod',
         labelSelector: injectedPodSelector(this.#s),
         signal,
-        onEvent: (type, pod) => {
-          if (this.#trackPod(type, pod)) poke();
+        onEvent: (e) => {
+          // A relist (SYNC) may hide any change: pass (the pass lists the pods afresh).
+          if (e.type === 'SYNC' || this.#trackPod(e.type, e.object)) poke();
         },
         onRetry,
       }),

@@ -1,18 +1,8 @@
 /**
- * trust-bundle: the trust-anchor bundle model, the rotation state, cert-manager resources, and the
+ * trust-bundle: the rotation state, cert-manager resources, and the
  * controllers that keep the anchors ConfigMap right (sync) and rotate the root (rotation).
  * Depends on core only; `cli/` wires it to the file system and the Kubernetes API.
  */
-export {
-  DEFAULT_EXPIRY_WARNING_MS,
-  anchorFromPem,
-  anchorOfChain,
-  bundleFingerprint,
-  bundleFromAnchors,
-  parseBundle,
-  renderBundle,
-} from './bundle.js';
-export type { Anchor, AnchorKeyType, ParseBundleOptions, TrustBundle } from './bundle.js';
 export {
   ROTATION_ANNOTATION,
   ROTATION_FILE,
@@ -38,6 +28,7 @@ export type { CertManagerSettings } from './cert-manager.js';
 export {
   RotationController,
   adminUrlObserver,
+  anchorOfChain,
   assertAnchorsIssuer,
   observeAdmin,
   observeCa,
@@ -61,7 +52,7 @@ export { formatRotationStatus, progressLine } from './status.js';
 export {
   KubeRotationBackend,
   SyncController,
-  openTrustKubeApi,
+  trustKubeApi,
   caPodObserver,
   combinedCaObserver,
   combinedObserver,

@@ -1,8 +1,7 @@
 /**
  * The trust-bundle controllers against the Kubernetes API. They reach it through one narrow
- * interface, {@link TrustKubeApi}; its one implementation wraps `@kubernetes/client-node`'s
- * generic object client and turns its failures into MeshidErrors (a 409 is ERR_ROTATION_CONFLICT,
- * anything else ERR_TRUST_API), so nothing above depends on the library.
+ * interface, {@link TrustKubeApi}: a slice of core's Kubernetes client whose failures are
+ * MeshidErrors (a 409 is ERR_ROTATION_CONFLICT, anything else ERR_TRUST_API).
  *
  * Objects (all in one namespace, the control plane's):
  *   ConfigMap  <anchors>            data[<key>] = the bundle; annotation meshid.io/rotation = the state
@@ -10,14 +9,23 @@
  *   Certificate <issuer>            its cert-manager Certificate; spec.issuerRef names the CA Issuer
  *   Issuer + Certificate + Secret <root>   one name per root: the CA Issuer, the root Certificate, its Secret
  */
-import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import type { Clock, Logger } from '../core/index.js';
-import { MeshidError, isMeshidError } from '../core/index.js';
-import { anchorFromPem, anchorOfChain, bundleFromAnchors, parseBundle } from './bundle.js';
-import type { Anchor } from './bundle.js';
+import type { Anchor, Clock, KubeClient, KubeResource, Logger } from '../core/index.js';
+import {
+  KubeApiError,
+  MeshidError,
+  bundleOfAnchors,
+  isMeshidError,
+  parseAnchors,
+} from '../core/index.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import { assertAnchorsIssuer, observeAdmin, observeCa, waitInterval } from './rotation.js';
+import {
+  anchorOfChain,
+  assertAnchorsIssuer,
+  observeAdmin,
+  observeCa,
+  rootFromPem,
+} from './rotation.js';
 import type {
   CaObserver,
   ProxyObserver,
@@ -34,260 +42,57 @@ import {
 import type { RotationState } from './rotation-state.js';
 
 /** An API object as JSON. */
-export interface TrustKubeObject {
-  apiVersion: string;
-  kind: string;
-  metadata: {
-    name: string;
-    namespace?: string;
-    resourceVersion?: string;
-    uid?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-  };
-  [field: string]: unknown;
-}
-
-/** The API calls the trust controllers make. */
-export interface TrustKubeApi {
-  get(
-    apiVersion: string,
-    kind: string,
-    namespace: string,
-    name: string,
-  ): Promise<TrustKubeObject | undefined>;
-  list(
-    apiVersion: string,
-    kind: string,
-    namespace: string | undefined,
-    labelSelector?: string,
-    fieldSelector?: string,
-  ): Promise<TrustKubeObject[]>;
-  /** Creates; ERR_ROTATION_CONFLICT when it exists. */
-  create(obj: TrustKubeObject): Promise<TrustKubeObject>;
-  /** Replaces (conditional on metadata.resourceVersion when set); ERR_ROTATION_CONFLICT on a stale one. */
-  replace(obj: TrustKubeObject): Promise<TrustKubeObject>;
-  /**
-   * Deletes; a missing object is not an error. With `preconditions`, only the object of that uid
-   * and resourceVersion (ERR_ROTATION_CONFLICT when it changed).
-   */
-  delete(
-    apiVersion: string,
-    kind: string,
-    namespace: string,
-    name: string,
-    preconditions?: { uid?: string; resourceVersion?: string },
-  ): Promise<void>;
-  /**
-   * Watches a core/v1 collection (all namespaces when `namespace` is undefined) until `signal`
-   * aborts, calling `onEvent` for every change, including the ADDED events a watch from scratch
-   * starts with. It resumes from the last resourceVersion seen when the server ends the stream,
-   * starts over on 410 Gone, and after a failure retries in `retryMs` (reported to `onRetry`).
-   */
-  watch(o: {
-    kind: 'Namespace' | 'ConfigMap' | 'Pod';
-    namespace?: string;
-    fieldSelector?: string;
-    labelSelector?: string;
-    signal: AbortSignal;
-    onEvent: (type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: TrustKubeObject) => void;
-    onRetry?: (reason: string) => void;
-    retryMs?: number;
-  }): Promise<void>;
-  /** Replaces the status subresource of a namespaced custom resource. */
-  replaceStatus(obj: TrustKubeObject, plural: string): Promise<void>;
-}
+export type TrustKubeObject = KubeResource;
 
 /**
- * The {@link TrustKubeApi} over client-node's KubernetesObjectApi (and CustomObjectsApi for
- * status). The client library is loaded here, on first use, so that commands which never talk
- * to the API (`meshid trust validate`, `meshid install`) do not pay for it.
+ * The API calls the trust controllers make: a slice of core's {@link KubeClient}, with failures
+ * as MeshidErrors (see {@link trustKubeApi}).
+ */
+export type TrustKubeApi = Pick<
+  KubeClient,
+  'get' | 'list' | 'create' | 'replace' | 'delete' | 'replaceStatus' | 'watchList'
+>;
+
+/**
+ * The trust controllers' view of core's Kubernetes client: a 409 (an object that exists, or a
+ * stale resourceVersion or precondition) is ERR_ROTATION_CONFLICT, any other failure
+ * ERR_TRUST_API, so nothing above depends on the client.
  *
  * @example
  * ```ts
- * const api = await openTrustKubeApi(kubeConfig);
+ * const api = trustKubeApi(await openKubeClient(kubeConfig));
  * ```
  */
-export async function openTrustKubeApi(kc: KubeConfig): Promise<TrustKubeApi> {
-  const k8s = await import('@kubernetes/client-node');
-  const client = k8s.KubernetesObjectApi.makeApiClient(kc);
-  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
-  const watcher = new k8s.Watch(kc);
-  const plain = (o: unknown): TrustKubeObject => JSON.parse(JSON.stringify(o)) as TrustKubeObject;
-  const ref = (apiVersion: string, kind: string, namespace: string, name: string) => ({
-    apiVersion,
-    kind,
-    metadata: { name, ...(namespace === '' ? {} : { namespace }) },
-  });
-  const notFound = (err: unknown): boolean => err instanceof k8s.ApiException && err.code === 404;
-  const fail = (err: unknown, what: string): MeshidError => {
-    if (err instanceof k8s.ApiException) return apiError(err.code, err.body, what, err);
-    return new MeshidError(
-      'ERR_TRUST_API',
-      `${what}: ${err instanceof Error ? err.message : String(err)}`,
-      { cause: err },
-    );
-  };
+export function trustKubeApi(kube: TrustKubeApi): TrustKubeApi {
+  const wrap =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw trustError(err);
+      }
+    };
   return {
-    async get(apiVersion, kind, namespace, name) {
-      try {
-        return plain(await client.read(ref(apiVersion, kind, namespace, name)));
-      } catch (err) {
-        if (notFound(err)) return undefined;
-        throw fail(err, `get ${kind} ${namespace}/${name}`);
-      }
-    },
-    async list(apiVersion, kind, namespace, labelSelector, fieldSelector) {
-      try {
-        const l = await client.list(
-          apiVersion,
-          kind,
-          namespace,
-          undefined,
-          undefined,
-          undefined,
-          fieldSelector,
-          labelSelector,
-        );
-        return l.items.map((i) => ({ ...plain(i), apiVersion, kind }));
-      } catch (err) {
-        throw fail(err, `list ${kind}`);
-      }
-    },
-    async create(obj) {
-      try {
-        return plain(await client.create(obj as KubernetesObject));
-      } catch (err) {
-        throw fail(err, `create ${obj.kind} ${obj.metadata.name}`);
-      }
-    },
-    async replace(obj) {
-      try {
-        return plain(await client.replace(obj as KubernetesObject));
-      } catch (err) {
-        throw fail(err, `update ${obj.kind} ${obj.metadata.name}`);
-      }
-    },
-    async delete(apiVersion, kind, namespace, name, preconditions) {
-      try {
-        await client.delete(
-          ref(apiVersion, kind, namespace, name),
-          undefined,
-          undefined,
-          undefined,
-          undefined,
-          undefined,
-          preconditions === undefined ? undefined : { preconditions },
-        );
-      } catch (err) {
-        if (notFound(err)) return;
-        throw fail(err, `delete ${kind} ${namespace}/${name}`);
-      }
-    },
-    async watch(o) {
-      const plural = ({ Namespace: 'namespaces', ConfigMap: 'configmaps', Pod: 'pods' } as const)[
-        o.kind
-      ];
-      const path =
-        o.namespace === undefined
-          ? `/api/v1/${plural}`
-          : `/api/v1/namespaces/${encodeURIComponent(o.namespace)}/${plural}`;
-      let resourceVersion = '';
-      while (!o.signal.aborted) {
-        const outcome = await new Promise<{ restart: boolean; failure?: string }>((resolve) => {
-          let stream: AbortController | undefined;
-          let settled = false;
-          const finish = (r: { restart: boolean; failure?: string }): void => {
-            if (settled) return;
-            settled = true;
-            o.signal.removeEventListener('abort', stop);
-            stream?.abort();
-            resolve(r);
-          };
-          const stop = (): void => finish({ restart: false });
-          o.signal.addEventListener('abort', stop, { once: true });
-          watcher
-            .watch(
-              path,
-              {
-                allowWatchBookmarks: true,
-                ...(resourceVersion === '' ? {} : { resourceVersion }),
-                ...(o.fieldSelector === undefined ? {} : { fieldSelector: o.fieldSelector }),
-                ...(o.labelSelector === undefined ? {} : { labelSelector: o.labelSelector }),
-              },
-              (type: string, obj: unknown) => {
-                if (settled) return;
-                if (type === 'ERROR') {
-                  const status = obj as { code?: number; message?: string };
-                  // 410: the resourceVersion left the server's history; start over from a list.
-                  if (status.code === 410) resourceVersion = '';
-                  finish({
-                    restart: status.code === 410,
-                    ...(status.code === 410
-                      ? {}
-                      : { failure: `watch ${plural}: ${status.message ?? 'error event'}` }),
-                  });
-                  return;
-                }
-                const item = plain(obj);
-                resourceVersion = item.metadata.resourceVersion ?? resourceVersion;
-                if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED')
-                  o.onEvent(type, { ...item, apiVersion: 'v1', kind: o.kind });
-              },
-              (err: unknown) =>
-                finish(
-                  err === null || err === undefined
-                    ? { restart: true }
-                    : { restart: true, failure: fail(err, `watch ${plural}`).message },
-                ),
-            )
-            .then(
-              (c) => {
-                stream = c;
-                if (settled) c.abort();
-              },
-              (err: unknown) =>
-                finish({ restart: true, failure: fail(err, `watch ${plural}`).message }),
-            );
-        });
-        if (!outcome.restart || o.signal.aborted) return;
-        if (outcome.failure !== undefined) {
-          o.onRetry?.(outcome.failure);
-          await waitInterval(o.retryMs ?? 1000, o.signal);
-        }
-      }
-    },
-    async replaceStatus(obj, plural) {
-      const [group, version] = obj.apiVersion.split('/') as [string, string];
-      try {
-        await custom.replaceNamespacedCustomObjectStatus({
-          group,
-          version,
-          namespace: obj.metadata.namespace ?? '',
-          plural,
-          name: obj.metadata.name,
-          body: obj,
-        });
-      } catch (err) {
-        throw fail(err, `update ${obj.kind} ${obj.metadata.name} status`);
-      }
-    },
+    get: wrap((...a) => kube.get(...a)),
+    list: wrap((...a) => kube.list(...a)),
+    create: wrap((obj) => kube.create(obj)),
+    replace: wrap((obj) => kube.replace(obj)),
+    delete: wrap((...a) => kube.delete(...a)),
+    replaceStatus: wrap((obj, plural) => kube.replaceStatus(obj, plural)),
+    watchList: (o) => kube.watchList(o),
   };
 }
 
-function apiError(code: number, body: unknown, what: string, cause: unknown): MeshidError {
-  let message = `HTTP ${code}`;
-  try {
-    const parsed = (typeof body === 'string' ? JSON.parse(body) : body) as { message?: unknown };
-    if (typeof parsed.message === 'string') message = parsed.message;
-  } catch {
-    // keep the status line
+function trustError(err: unknown): MeshidError {
+  if (err instanceof MeshidError) return err;
+  if (err instanceof KubeApiError) {
+    const code = err.status === 409 ? 'ERR_ROTATION_CONFLICT' : 'ERR_TRUST_API';
+    return new MeshidError(code, err.message, { cause: err });
   }
-  return new MeshidError(
-    code === 409 ? 'ERR_ROTATION_CONFLICT' : 'ERR_TRUST_API',
-    `${what}: ${message}`,
-    { cause },
-  );
+  return new MeshidError('ERR_TRUST_API', err instanceof Error ? err.message : String(err), {
+    cause: err,
+  });
 }
 
 /** Names and settings of the trust objects in a cluster. */
@@ -684,12 +489,12 @@ export class SyncController {
       return 'unchanged';
     }
     const now = this.#clock.now();
-    const current =
-      (cm?.['data'] as Record<string, string> | undefined)?.[this.#s.trustAnchorsKey] ?? '';
+    // Absent (first run) starts from nothing; present, it must pass the bundle rule like anywhere.
+    const current = (cm?.['data'] as Record<string, string> | undefined)?.[this.#s.trustAnchorsKey];
     const chain = await issuerChain(this.#api, this.#s.namespace, this.#s.issuerSecret);
     const root = await this.#currentRoot(now);
     if (root === undefined) return 'waiting';
-    const existing = current.trim() === '' ? [] : parseBundle(current, { now }).anchors;
+    const existing = current === undefined ? [] : parseAnchors(current, { now }).anchors;
     // The live issuer's root stays, whatever the root Secret says now.
     const live = anchorOfChain(chain, [...existing, root]);
     if (chain !== '' && live === undefined) {
@@ -699,7 +504,7 @@ export class SyncController {
       );
     }
     const anchors: Anchor[] = [root, ...(live === undefined ? [] : [live])];
-    const desired = bundleFromAnchors(anchors);
+    const desired = bundleOfAnchors(anchors);
     if (chain !== '') assertAnchorsIssuer(desired, chain);
     if (desired.pem !== current) {
       await writeAnchors(
@@ -754,6 +559,6 @@ export class SyncController {
       );
       return undefined;
     }
-    return anchorFromPem(pem, { now });
+    return rootFromPem(pem, now);
   }
 }

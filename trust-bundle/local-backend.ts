@@ -17,8 +17,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MeshidError } from '../core/index.js';
-import { firstSubject } from './bundle.js';
 import type { RotationBackend, RotationSnapshot } from './rotation.js';
+import { firstSubject } from './rotation.js';
 import { ROTATION_FILE, parseRotationState, serializeRotationState } from './rotation-state.js';
 import type { RotationState } from './rotation-state.js';
 

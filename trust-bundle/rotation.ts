@@ -20,15 +20,17 @@
 import { connect as tlsConnect } from 'node:tls';
 import type { DetailedPeerCertificate } from 'node:tls';
 import type { Clock, Logger, Random } from '../core/index.js';
-import { MeshidError, isMeshidError, toPem } from '../core/index.js';
 import {
-  anchorFromPem,
-  anchorOfChain,
-  bundleFromAnchors,
-  firstSubject,
-  parseBundle,
-} from './bundle.js';
-import type { Anchor, TrustBundle } from './bundle.js';
+  MeshidError,
+  bundleOfAnchors,
+  isMeshidError,
+  parseAnchors,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
+  toPem,
+} from '../core/index.js';
+import type { Anchor, AnchorBundle } from '../core/index.js';
 import { rotationInProgress } from './rotation-state.js';
 import type { RootRef, RotationPhase, RotationState, RotationWait } from './rotation-state.js';
 
@@ -158,7 +160,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
  * assertAnchorsIssuer(nextBundle, issuerTlsCrt);
  * ```
  */
-export function assertAnchorsIssuer(bundle: TrustBundle, issuerChainPem: string): Anchor {
+export function assertAnchorsIssuer(bundle: AnchorBundle, issuerChainPem: string): Anchor {
   const anchor = anchorOfChain(issuerChainPem, bundle.anchors);
   if (anchor === undefined) {
     throw new MeshidError(
@@ -167,6 +169,35 @@ export function assertAnchorsIssuer(bundle: TrustBundle, issuerChainPem: string)
     );
   }
   return anchor;
+}
+
+/**
+ * The anchor a PEM chain was issued under, validity not looked at (the injected clock may have
+ * outlived a proxy's leaf; a lineage question).
+ */
+export function anchorOfChain(chainPem: string, anchors: readonly Anchor[]): Anchor | undefined {
+  try {
+    return reachAnchor(parseCertificates(chainPem, 'ERR_ANCHORS_INVALID'), anchors).anchor;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A root certificate (the first of a `tls.crt`) as an anchor, by the bundle rule. */
+export function rootFromPem(pem: string, now: number): Anchor {
+  const first = parseCertificates(pem, 'ERR_ANCHORS_INVALID', 'root certificate')[0];
+  if (first === undefined)
+    throw new MeshidError('ERR_ANCHORS_INVALID', 'root certificate: no CERTIFICATE block');
+  return parseAnchors(toPem(first.der, 'CERTIFICATE'), { now }).anchors[0]!;
+}
+
+/** The subject of a PEM chain's first certificate, or undefined when there is none. */
+export function firstSubject(chainPem: string): string | undefined {
+  try {
+    return parseCertificates(chainPem, 'ERR_ANCHORS_INVALID')[0]?.subject;
+  } catch {
+    return undefined;
+  }
 }
 
 function describeIssuer(chainPem: string): string {
@@ -286,7 +317,7 @@ export class RotationController {
       const kept = bundle.anchors.filter(
         (a) => state.newRoot === undefined || a.fingerprint !== state.newRoot.fingerprint,
       );
-      const next = bundleFromAnchors(kept);
+      const next = bundleOfAnchors(kept);
       assertAnchorsIssuer(next, snap.issuerChainPem);
       await this.#o.backend.discardNewRoot(state);
       const done = this.#enter(state, 'rolled-back', { paused: false });
@@ -371,14 +402,14 @@ export class RotationController {
       return this.#wait(snap, state, { description: 'the new root to be issued' });
     }
     const now = this.#o.clock.now();
-    const newAnchor = anchorFromPem(pem, { now });
+    const newAnchor = rootFromPem(pem, now);
     if (newAnchor.fingerprint === state.oldRoot.fingerprint) {
       return this.#wait(snap, state, {
         description: 'the new root to be issued (the root Secret still holds the old root)',
       });
     }
     const bundle = this.#bundle(snap);
-    const staged = bundleFromAnchors([...bundle.anchors, newAnchor]);
+    const staged = bundleOfAnchors([...bundle.anchors, newAnchor]);
     assertAnchorsIssuer(staged, snap.issuerChainPem);
     const next = this.#enter(state, 'propagate', {
       newRoot: rootRef(newAnchor, state.plannedRoot),
@@ -506,7 +537,7 @@ export class RotationController {
 
   async #retire(snap: RotationSnapshot, state: RotationState): Promise<StepResult> {
     const bundle = this.#bundle(snap);
-    const kept = bundleFromAnchors(
+    const kept = bundleOfAnchors(
       bundle.anchors.filter((a) => a.fingerprint !== state.oldRoot.fingerprint),
     );
     assertAnchorsIssuer(kept, snap.issuerChainPem);
@@ -522,8 +553,8 @@ export class RotationController {
 
   // ---- helpers ----------------------------------------------------------------------------
 
-  #bundle(snap: RotationSnapshot): TrustBundle {
-    return parseBundle(snap.bundlePem, { now: this.#o.clock.now() });
+  #bundle(snap: RotationSnapshot): AnchorBundle {
+    return parseAnchors(snap.bundlePem, { now: this.#o.clock.now() });
   }
 
   #newAnchor(snap: RotationSnapshot, state: RotationState): Anchor {
@@ -685,18 +716,13 @@ export async function observeAdmin(
       signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
     });
     if (!res.ok) return { name, error: `HTTP ${res.status}` };
-    const body = (await res.json()) as {
-      trustAnchors?: { fingerprint?: unknown };
-      certificate?: { notBefore?: unknown; chainPem?: unknown };
-    };
-    const fp = body.trustAnchors?.fingerprint;
-    const nb = body.certificate?.notBefore;
-    const chain = body.certificate?.chainPem;
+    const body = readIdentityReport(await res.text());
+    const nb = body.certificate.notBefore;
     return {
       name,
-      bundleFingerprint: typeof fp === 'string' ? fp : undefined,
-      certNotBefore: typeof nb === 'string' ? Date.parse(nb) : undefined,
-      chainPem: typeof chain === 'string' ? chain : undefined,
+      bundleFingerprint: body.trustAnchors.fingerprint,
+      certNotBefore: nb === undefined ? undefined : Date.parse(nb),
+      chainPem: body.certificate.chainPem,
     };
   } catch (err) {
     return { name, error: err instanceof Error ? err.message : String(err) };

@@ -3,7 +3,7 @@
  * strictly, and what it expects back. A review that cannot be answered (no uid, wrong kind or
  * version, no request) is an ERR_WEBHOOK_REVIEW_INVALID, which the server turns into a 400.
  */
-import { MeshidError, printable } from '../core/index.js';
+import { JsonTooDeep, MeshidError, parseJson, printable } from '../core/index.js';
 
 /** A JSON object as decoded. */
 export type JsonObject = { [key: string]: unknown };
@@ -70,8 +70,9 @@ function gvk(v: unknown, field: string, third: 'kind' | 'resource'): Record<stri
 }
 
 /**
- * Parses the body of a webhook call into its request. Throws ERR_WEBHOOK_REVIEW_INVALID naming
- * what is wrong: not JSON, not an object, `apiVersion` not `admission.k8s.io/v1`, `kind` not
+ * Parses the body of a webhook call into its request. Throws ERR_JSON_TOO_DEEP for a body nested
+ * deeper than core's bound (before parsing it), else ERR_WEBHOOK_REVIEW_INVALID naming what is
+ * wrong: not JSON, not an object, `apiVersion` not `admission.k8s.io/v1`, `kind` not
  * `AdmissionReview`, no `request`, no `uid`, an unknown `operation`, an `object` that is not an
  * object.
  *
@@ -83,8 +84,9 @@ function gvk(v: unknown, field: string, third: 'kind' | 'resource'): Record<stri
 export function parseAdmissionReview(body: string): AdmissionRequest {
   let doc: unknown;
   try {
-    doc = JSON.parse(body);
+    doc = parseJson(body, 'the request body');
   } catch (err) {
+    if (err instanceof JsonTooDeep) throw err;
     throw invalid(`the body is not JSON: ${(err as Error).message}`);
   }
   if (!isObject(doc)) throw invalid('the body is not a JSON object');

@@ -1,7 +1,8 @@
 /**
  * A generic HTTPS server for admission webhooks (linkerd's `controller/webhook/server.go`): one
- * path per handler, AdmissionReview v1 in and out, a bounded body (413 past it), a clear 400 for
- * a malformed review, a 500 for a handler that throws (the server carries on), and the serving
+ * path per handler, AdmissionReview v1 in and out, a bounded body (413 past it), a bounded nesting
+ * (400 as soon as the body nests past core's maxJsonDepth, measured as it arrives, so a deep body
+ * never reaches the parser), a clear 400 for a malformed review, a 500 for a handler that throws (the server carries on), and the serving
  * certificate reloaded from its folder when it changes, without a restart.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
@@ -14,7 +15,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
 import { join } from 'node:path';
-import { DEFAULTS, MeshidError, fipsCertificateProblem, isMeshidError } from '../core/index.js';
+import {
+  DEFAULTS,
+  JsonDepthMeter,
+  JsonTooDeep,
+  MeshidError,
+  fipsCertificateProblem,
+  isMeshidError,
+} from '../core/index.js';
 import type { Address, Logger } from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
@@ -310,7 +318,7 @@ export class AdmissionServer {
   #fail(req: IncomingMessage, res: ServerResponse, path: string, err: unknown): void {
     if (isMeshidError(err) && err.code !== 'ERR_INTERNAL') {
       this.#log.info({ path, code: err.code, err: err.message }, 'review refused');
-      if (err instanceof BodyTooLarge) {
+      if (err instanceof BodyTooLarge || err instanceof JsonTooDeep) {
         res.setHeader('Connection', 'close');
         lingeringClose(req);
       }
@@ -352,7 +360,7 @@ function send(res: ServerResponse, code: number, body: unknown): void {
 }
 
 /**
- * After a 413: how much more of the body is read away, for how long in all, and how long the
+ * After a 413 (or a 400 for a too deep body): how much more of the body is read away, for how long in all, and how long the
  * client may stay silent, before the cut (nginx's lingering_time and lingering_timeout).
  */
 const LINGER_BYTES = 16 * 1024 * 1024;
@@ -401,8 +409,9 @@ function drain(req: IncomingMessage): void {
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLarge(limit));
+  const meter = new JsonDepthMeter();
   // Listeners rather than an async iterator: leaving an iterator early destroys the stream,
-  // and a refused body is still read away (lingeringClose) so that the client sees the 413.
+  // and a refused body is still read away (lingeringClose) so that the client sees the 413 (or 400).
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -411,6 +420,11 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       if (size > limit) {
         done();
         reject(new BodyTooLarge(limit));
+        return;
+      }
+      if (!meter.write(chunk)) {
+        done();
+        reject(new JsonTooDeep('the request body', meter.maxDepth));
         return;
       }
       chunks.push(chunk);

@@ -14,13 +14,13 @@
  * Everything else is allowed. Refusals explain themselves in the response's status message.
  */
 import {
-  anchorOfChain,
   isMeshidError,
-  parseAnchorCertificates,
-  parseCertificateList,
+  parseAnchors,
+  parseCertificates,
   printable,
+  reachAnchor,
 } from '../core/index.js';
-import type { AnchorCertificate, Clock, Logger } from '../core/index.js';
+import type { Anchor, Clock, Logger, ParsedCertificate } from '../core/index.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject } from './admission.js';
 
 /** Options of the guard; from the `meshid webhooks` configuration. */
@@ -86,9 +86,9 @@ export function createTrustGuard(
         `${where} must hold the trust-anchor bundle under the key "${options.trustAnchorsKey}"`,
       );
     const now = deps.clock.now();
-    let anchors: AnchorCertificate[];
+    let anchors: readonly Anchor[];
     try {
-      anchors = parseAnchorCertificates(pem, now);
+      anchors = parseAnchors(pem, { now }).anchors;
     } catch (err) {
       if (isMeshidError(err)) return deny(`${where}: ${err.message}`);
       throw err;
@@ -109,9 +109,9 @@ export function createTrustGuard(
           `meshid trust guard: issuer Secret ${options.controlPlaneNamespace}/${options.issuerSecret} not found; the bundle is valid but no issuer was checked against it`,
         ],
       };
-    let chain: AnchorCertificate[];
+    let chain: ParsedCertificate[];
     try {
-      chain = parseCertificateList(chainPem, 'issuer Secret', 'ERR_ISSUER_INVALID');
+      chain = parseCertificates(chainPem, 'ERR_ISSUER_INVALID', 'issuer Secret');
     } catch (err) {
       if (!isMeshidError(err)) throw err;
       return {
@@ -128,16 +128,16 @@ export function createTrustGuard(
           'meshid trust guard: the issuer Secret holds no certificate; the bundle is valid but no issuer was checked against it',
         ],
       };
-    const found = anchorOfChain(chain, anchors, now);
+    const found = reachAnchor(chain, anchors, now);
     if (found.anchor !== undefined) return { allowed: true };
     const issuer = chain[0]!;
     let dropped = '';
     const oldPem = bundleOf(oldObject);
     if (oldPem !== undefined) {
       try {
-        const before = anchorOfChain(chain, parseAnchorCertificates(oldPem, now), now);
+        const before = reachAnchor(chain, parseAnchors(oldPem, { now }).anchors, now);
         if (before.anchor !== undefined)
-          dropped = ` It removes "${printable(before.anchor.subject)}" (sha256 ${before.anchor.sha256.slice(0, 16)}…), the anchor the issuer chains to now.`;
+          dropped = ` It removes "${printable(before.anchor.subject)}" (sha256 ${before.anchor.fingerprint.slice(0, 16)}…), the anchor the issuer chains to now.`;
       } catch {
         // The old bundle was already bad: nothing to name.
       }
@@ -147,7 +147,7 @@ export function createTrustGuard(
       'refused an anchors update that drops the current issuer’s anchor',
     );
     return deny(
-      `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
+      `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer "${printable(issuer.subject)}" does not chain to any valid anchor of the new bundle: ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
     );
   };
 

@@ -17,8 +17,13 @@ import {
   CustomObjectsApi,
 } from '@kubernetes/client-node';
 import type { V1Pod } from '@kubernetes/client-node';
-import type { CheckConfig } from '../../core/index.js';
-import { formatAddress } from '../../core/index.js';
+import type { CheckConfig, ParsedCertificate } from '../../core/index.js';
+import {
+  bundleFingerprint,
+  formatAddress,
+  parseCertificates,
+  reachAnchor,
+} from '../../core/index.js';
 import { caRequirements, describeAccess } from '../../identity-ca/index.js';
 import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
@@ -36,14 +41,7 @@ import {
   probeCaAdmin,
 } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
-import type { Cert } from './x509.js';
-import {
-  bundleFingerprint,
-  findChain,
-  parseCertificates,
-  shortName,
-  subjectAltNames,
-} from './x509.js';
+import { shortName, subjectAltNames } from './x509.js';
 
 /** Names shared with the other components (COMMON contracts). */
 export const CLUSTER_NAMES = Object.freeze({
@@ -539,11 +537,11 @@ async function checkWebhook(
       `the webhooks' serving Secret ${secretNs}/${CLUSTER_NAMES.webhooksSecret} does not exist`,
       install,
     );
-  let bundle: Cert[];
-  let serving: Cert[];
+  let bundle: ParsedCertificate[];
+  let serving: ParsedCertificate[];
   try {
-    bundle = parseCertificates(bundleText);
-    serving = parseCertificates(b64(secret.data?.['tls.crt']) ?? '');
+    bundle = parseCertificates(bundleText, 'ERR_INSPECT_TARGET');
+    serving = parseCertificates(b64(secret.data?.['tls.crt']) ?? '', 'ERR_INSPECT_TARGET');
   } catch (err) {
     return result(id, 'error', `${names.webhook}: ${(err as Error).message}`, install);
   }
@@ -582,13 +580,13 @@ async function checkWebhook(
   }
   const address = config.webhooksAddress ?? { host, port: service.port ?? 443 };
   const where = formatAddress(address);
-  let served: Cert[];
+  let served: ParsedCertificate[];
   try {
     const pems = await peerChain(address, host, config.timeout, {
       alpn: ['http/1.1'],
       minVersion: 'TLSv1.2',
     });
-    served = parseCertificates(pems.join(''));
+    served = parseCertificates(pems.join(''), 'ERR_INSPECT_TARGET');
   } catch (err) {
     return result(
       id,
@@ -622,14 +620,14 @@ async function checkWebhook(
  * certificate for `host` (any name when undefined): the chain or the name; undefined when nothing.
  */
 function servingProblem(
-  leaf: Cert,
-  rest: readonly Cert[],
-  bundle: readonly Cert[],
+  leaf: ParsedCertificate,
+  rest: readonly ParsedCertificate[],
+  bundle: readonly ParsedCertificate[],
   host: string | undefined,
   now: number,
 ): { kind: 'chain' | 'name'; reason: string } | undefined {
-  const c = findChain(leaf, rest, bundle, now);
-  if (!c.ok) return { kind: 'chain', reason: c.reason };
+  const c = reachAnchor([leaf, ...rest], bundle, now);
+  if (c.anchor === undefined) return { kind: 'chain', reason: c.reason };
   if (host !== undefined && !subjectAltNames(leaf.x509).dns.includes(host))
     return { kind: 'name', reason: `it is not for ${host}` };
   return undefined;

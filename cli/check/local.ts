@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Address, CheckConfig } from '../../core/index.js';
-import { DEFAULTS, localStateInputs, parseAddress } from '../../core/index.js';
+import { DEFAULTS, bundleFingerprint, localStateInputs, parseAddress } from '../../core/index.js';
 import { ROTATION_FILE, readRotationStateFile } from '../../trust-bundle/index.js';
 import { checkAnchors, checkIssuer } from './material.js';
 import type { MaterialSources } from './material.js';
@@ -14,7 +14,6 @@ import type { CheckResult } from './model.js';
 import { checkProxies, probeCa, probeCaAdmin } from './probes.js';
 import type { ProxyTarget } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
-import { bundleFingerprint } from './x509.js';
 
 /** The file `meshid local` writes while it runs: where its CA and proxies listen. */
 export const LOCAL_MESH_FILE = 'mesh.json';

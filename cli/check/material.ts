@@ -4,8 +4,9 @@
  */
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import type { Cert } from './x509.js';
-import { findChain, judgeExpiry, keyMatches, parseCertificates, shortName } from './x509.js';
+import { parseAnchors, parseCertificates, reachAnchor } from '../../core/index.js';
+import type { ParsedCertificate } from '../../core/index.js';
+import { judgeExpiry, keyMatches, shortName } from './x509.js';
 
 /** Where the material was read from, for messages and fixes. */
 export interface MaterialSources {
@@ -35,7 +36,7 @@ export function checkAnchors(
   src: MaterialSources,
   now: number,
   warnWithinMs: number,
-): { results: CheckResult[]; anchors: Cert[] } {
+): { results: CheckResult[]; anchors: readonly ParsedCertificate[] } {
   if (pem instanceof Error) {
     return {
       results: [
@@ -49,9 +50,10 @@ export function checkAnchors(
       anchors: [],
     };
   }
-  let anchors: Cert[];
+  let anchors: readonly ParsedCertificate[];
   try {
-    anchors = parseCertificates(pem);
+    // The bundle rule every component applies (core's parseAnchors): check says what they say.
+    anchors = parseAnchors(pem, { now }).anchors;
   } catch (err) {
     return {
       results: [
@@ -59,28 +61,6 @@ export function checkAnchors(
           'anchors-valid',
           'error',
           `${src.anchors}: ${(err as Error).message}`,
-          src.fixAnchors,
-        ),
-      ],
-      anchors: [],
-    };
-  }
-  if (anchors.length === 0) {
-    return {
-      results: [
-        result('anchors-valid', 'error', `${src.anchors} holds no certificate`, src.fixAnchors),
-      ],
-      anchors: [],
-    };
-  }
-  const notCa = anchors.filter((a) => !a.x509.ca);
-  if (notCa.length > 0) {
-    return {
-      results: [
-        result(
-          'anchors-valid',
-          'error',
-          `${src.anchors}: ${notCa.map((a) => shortName(a.x509)).join(', ')} is not a CA certificate`,
           src.fixAnchors,
         ),
       ],
@@ -127,11 +107,11 @@ export function checkAnchors(
 /** Checks the issuer against the anchors; returns the results and the parsed issuer chain. */
 export function checkIssuer(
   files: IssuerFiles | Error,
-  anchors: readonly Cert[],
+  anchors: readonly ParsedCertificate[],
   src: MaterialSources,
   now: number,
   warnWithinMs: number,
-): { results: CheckResult[]; issuer?: Cert } {
+): { results: CheckResult[]; issuer?: ParsedCertificate } {
   if (files instanceof Error) {
     return {
       results: [
@@ -144,9 +124,9 @@ export function checkIssuer(
       ],
     };
   }
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(files.certPem);
+    chain = parseCertificates(files.certPem, 'ERR_INSPECT_TARGET');
     if (chain.length === 0) throw new Error('tls.crt holds no certificate');
   } catch (err) {
     return {
@@ -156,10 +136,10 @@ export function checkIssuer(
     };
   }
   const issuer = chain[0]!;
-  let extra: Cert[] = [];
+  let extra: ParsedCertificate[] = [];
   try {
     if (files.caPem !== undefined && files.caPem.trim() !== '')
-      extra = parseCertificates(files.caPem);
+      extra = parseCertificates(files.caPem, 'ERR_INSPECT_TARGET');
   } catch {
     // ca.crt is only a hint for building the chain; a bad one is reported by the chain check.
   }
@@ -207,9 +187,9 @@ export function checkIssuer(
     // Expiry has its own check: judge the chain's signatures at a moment the issuer is valid.
     const v = judgeExpiry(issuer.x509, now, warnWithinMs);
     const at = v.status === 'error' ? Math.max(v.notBefore, Math.min(now, v.notAfter)) : now;
-    const c = findChain(issuer, [...chain.slice(1), ...extra], anchors, at);
+    const c = reachAnchor([...chain, ...extra], anchors, at);
     results.push(
-      c.ok
+      c.anchor !== undefined
         ? result('issuer-chain', 'ok', `${name} chains to the anchor ${shortName(c.anchor.x509)}`)
         : result(
             'issuer-chain',

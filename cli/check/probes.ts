@@ -6,11 +6,17 @@
 import { isIP } from 'node:net';
 import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
-import { formatAddress, toPem } from '../../core/index.js';
+import {
+  formatAddress,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
+  toPem,
+} from '../../core/index.js';
+import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import type { Cert } from './x509.js';
-import { findChain, parseCertificates, shortName, subjectAltNames } from './x509.js';
+import { shortName, subjectAltNames } from './x509.js';
 
 /** Runs `fn` over `items`, at most `limit` at once, keeping the order of the results. */
 export async function mapLimit<T, R>(
@@ -61,7 +67,7 @@ export function describeNetError(err: unknown, timeoutMs: number): string {
 export async function probeCa(o: {
   address: Address;
   identityName: string;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   now: number;
   timeoutMs: number;
   fix: string;
@@ -84,7 +90,7 @@ export async function probeCa(o: {
     ];
   }
   const out = [result('ca-reachable', 'ok', `TLS handshake with ${where}`)];
-  const [leaf, ...rest] = parseCertificates(chainPem.join(''));
+  const [leaf, ...rest] = parseCertificates(chainPem.join(''), 'ERR_INSPECT_TARGET');
   if (leaf === undefined) {
     out.push(result('ca-certificate', 'error', `${where} presented no certificate`, o.fix));
     return out;
@@ -101,9 +107,9 @@ export async function probeCa(o: {
     );
     return out;
   }
-  const c = findChain(leaf, rest, o.anchors, o.now);
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   out.push(
-    c.ok
+    c.anchor !== undefined
       ? result(
           'ca-certificate',
           'ok',
@@ -228,7 +234,7 @@ export async function checkProxies(o: {
   targets: readonly ProxyTarget[];
   /** How many proxies there were in all (the targets may be a sample). */
   total: number;
-  anchors: readonly Cert[];
+  anchors: readonly ParsedCertificate[];
   bundleFingerprint: string;
   now: number;
   timeoutMs: number;
@@ -289,37 +295,38 @@ export async function checkProxies(o: {
 
 async function askProxy(
   t: ProxyTarget,
-  o: { anchors: readonly Cert[]; bundleFingerprint: string; now: number; timeoutMs: number },
+  o: {
+    anchors: readonly ParsedCertificate[];
+    bundleFingerprint: string;
+    now: number;
+    timeoutMs: number;
+  },
 ): Promise<ProxyVerdict> {
   const r = await getWithTimeout(`http://${formatAddress(t.admin)}/identity`, o.timeoutMs);
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
   if (r.status !== 200)
     return { name: t.name, kind: 'unreachable', detail: `/identity answered ${r.status}` };
-  let report: {
-    identity?: unknown;
-    certificate?: { chainPem?: unknown };
-    trustAnchors?: { fingerprint?: unknown };
-  };
+  let report: ProxyIdentityReportAsRead;
   try {
-    report = JSON.parse(r.body) as typeof report;
+    report = readIdentityReport(r.body);
   } catch {
     return { name: t.name, kind: 'unreachable', detail: '/identity is not JSON' };
   }
-  const chainPem = report.certificate?.chainPem;
-  if (typeof chainPem !== 'string')
+  const chainPem = report.certificate.chainPem;
+  if (chainPem === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  let chain: Cert[];
+  let chain: ParsedCertificate[];
   try {
-    chain = parseCertificates(chainPem);
+    chain = parseCertificates(chainPem, 'ERR_INSPECT_TARGET');
   } catch (err) {
     return { name: t.name, kind: 'no-certificate', detail: (err as Error).message };
   }
   const [leaf, ...rest] = chain;
   if (leaf === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
-  const c = findChain(leaf, rest, o.anchors, o.now);
-  if (!c.ok) {
-    const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
+  const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
+  if (c.anchor === undefined) {
+    const who = report.identity === undefined ? '' : `${report.identity}: `;
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
   }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)

@@ -1,40 +1,11 @@
 /**
- * Certificate inspection shared by `meshid check` and `meshid identity`: parsing PEM bundles into
- * node's X509Certificate, finding a chain to the anchors, and describing validity for a person.
+ * Certificate inspection shared by `meshid check` and `meshid identity`: describing names, keys
+ * and validity for a person. Parsing and chaining are core's (parseCertificates, reachAnchor).
  * Read-only: nothing here holds or makes a private key except {@link keyMatches}, which only
  * compares the public halves.
  */
-import { X509Certificate, createHash, createPrivateKey, createPublicKey } from 'node:crypto';
-import { PemError, parsePem, toPem } from '../../core/index.js';
-
-/** A parsed certificate with the PEM it came from. */
-export interface Cert {
-  readonly x509: X509Certificate;
-  readonly pem: string;
-}
-
-/**
- * Parses every CERTIFICATE block of a PEM text. Throws with a message naming the block that is
- * not a certificate.
- */
-export function parseCertificates(text: string): Cert[] {
-  let blocks;
-  try {
-    blocks = parsePem(text, 'CERTIFICATE');
-  } catch (err) {
-    throw new Error(err instanceof PemError ? err.message : String(err), { cause: err });
-  }
-  return blocks.map((b, i) => {
-    try {
-      const x509 = new X509Certificate(Buffer.from(b.der));
-      return { x509, pem: toPem(b.der, 'CERTIFICATE') };
-    } catch (err) {
-      throw new Error(`certificate #${i + 1} cannot be parsed: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-  });
-}
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 
 /**
  * `CN=root.linkerd.cluster.local` → `root.linkerd.cluster.local`; without a CN (workload leaves
@@ -76,16 +47,6 @@ export function keyType(c: X509Certificate): string {
   }
 }
 
-/** SHA-256 of the DER, lower-case hex without colons. */
-export function fingerprint(c: X509Certificate): string {
-  return createHash('sha256').update(c.raw).digest('hex');
-}
-
-/** Hex SHA-256 of a bundle's PEM text, as in `meshid.io/trust-root-sha256` and proxies' `/identity`. */
-export function bundleFingerprint(pemText: string): string {
-  return createHash('sha256').update(pemText).digest('hex');
-}
-
 /** True when the private key (PEM) is the key of the certificate. */
 export function keyMatches(c: X509Certificate, keyPem: string): boolean {
   const spki = (k: ReturnType<typeof createPublicKey>): Buffer =>
@@ -96,72 +57,6 @@ export function keyMatches(c: X509Certificate, keyPem: string): boolean {
 /** `notBefore`/`notAfter` as ms since the epoch. */
 export function validity(c: X509Certificate): { notBefore: number; notAfter: number } {
   return { notBefore: Date.parse(c.validFrom), notAfter: Date.parse(c.validTo) };
-}
-
-/** A signer relationship: `parent` issued and signed `child`. */
-function signedBy(child: X509Certificate, parent: X509Certificate): boolean {
-  try {
-    return child.checkIssued(parent) && child.verify(parent.publicKey);
-  } catch {
-    return false;
-  }
-}
-
-/** The outcome of {@link findChain}. */
-export type ChainResult =
-  | { readonly ok: true; readonly path: readonly Cert[]; readonly anchor: Cert }
-  | { readonly ok: false; readonly reason: string };
-
-/**
- * Finds a path from `leaf` through `intermediates` to one of `anchors`, checking signatures and
- * that every certificate on the path is valid at `now` (the anchor too). The leaf may itself be
- * one of the anchors.
- */
-export function findChain(
-  leaf: Cert,
-  intermediates: readonly Cert[],
-  anchors: readonly Cert[],
-  now: number,
-): ChainResult {
-  const expired = (c: Cert): string | undefined => {
-    const v = validity(c.x509);
-    if (now < v.notBefore) return `${shortName(c.x509)} is not valid yet`;
-    if (now > v.notAfter) return `${shortName(c.x509)} expired`;
-    return undefined;
-  };
-  const path: Cert[] = [leaf];
-  let current = leaf;
-  for (let depth = 0; depth < 8; depth++) {
-    const bad = expired(current);
-    if (bad !== undefined) return { ok: false, reason: bad };
-    if (anchors.some((a) => a.x509.raw.equals(current.x509.raw)))
-      return { ok: true, path, anchor: current };
-    const anchor = anchors.find((a) => signedBy(current.x509, a.x509));
-    if (anchor !== undefined) {
-      const badAnchor = expired(anchor);
-      if (badAnchor !== undefined) return { ok: false, reason: badAnchor };
-      return { ok: true, path, anchor };
-    }
-    const next = intermediates.find(
-      (i) =>
-        !path.includes(i) && !i.x509.raw.equals(current.x509.raw) && signedBy(current.x509, i.x509),
-    );
-    if (next === undefined) {
-      return {
-        ok: false,
-        reason: `${shortName(current.x509)} (issued by ${issuerName(current.x509)}) is not signed by any current anchor${intermediates.length > 0 ? ' or intermediate' : ''}`,
-      };
-    }
-    path.push(next);
-    current = next;
-  }
-  return { ok: false, reason: 'the chain is longer than 8 certificates' };
-}
-
-function issuerName(c: X509Certificate): string {
-  const issuer = (c.issuer as string | undefined) ?? '';
-  const cn = /(?:^|\n)CN=([^\n]*)/.exec(issuer);
-  return cn?.[1] ?? issuer.replace(/\n/g, ', ');
 }
 
 /** `3d 4h`, `5h 12m`, `42s`: the two largest units of a duration. */

@@ -4,23 +4,22 @@
  * and then watched by name.
  *
  * Both are read with a `metadata.name` field selector, so RBAC can restrict the CA to these two
- * objects with `resourceNames`. A watch that ends is resumed from the last resourceVersion seen; a
- * watch the server refuses as too old (410 Gone) is replaced by a fresh list; an error (the API
- * server away) is retried with jittered, capped backoff. Meanwhile the last good pair stays in use.
+ * objects with `resourceNames`. Each is followed by core's one list + watch loop (`watchList`:
+ * resume, relist on 410 Gone, jittered backoff while the API server is away); meanwhile the last
+ * good pair stays in use.
  * Every change goes to the {@link IssuerStore}, which validates issuer and anchors as a pair and
  * keeps the last good one, exactly as for files. A deleted Secret or ConfigMap is logged and
  * ignored: the CA keeps issuing from what it has.
  */
 import { LogKey, MeshidError } from '../../core/index.js';
-import type { Logger } from '../../core/index.js';
+import type { KubeResource, Logger, WatchListEvent } from '../../core/index.js';
 import type { KubeApi, KubeObject, WatchedKind } from '../kube/api.js';
-import { KubeApiError } from '../kube/api.js';
 import type { IssuerCredentials, IssuerMaterial } from './material.js';
 import type { ApplyResult, IssuerStore } from './store.js';
 
 /** What a {@link KubeIssuerSource} needs. */
 export interface KubeIssuerSourceOptions {
-  readonly api: Pick<KubeApi, 'listOne' | 'watchOne' | 'server'>;
+  readonly api: Pick<KubeApi, 'list' | 'watchList' | 'server'>;
   readonly namespace: string;
   readonly secretName: string;
   readonly configMapName: string;
@@ -87,10 +86,10 @@ export class KubeIssuerSource {
   readonly #o: KubeIssuerSourceOptions;
   readonly #log: Logger;
   readonly #latest: { secrets?: KubeObject | undefined; configmaps?: KubeObject | undefined } = {};
-  readonly #stops: (() => void)[] = [];
-  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #stop = new AbortController();
+  readonly #loops: Promise<void>[] = [];
   #pending: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  #started = false;
 
   constructor(options: KubeIssuerSourceOptions) {
     this.#o = options;
@@ -104,25 +103,24 @@ export class KubeIssuerSource {
   }
 
   /**
-   * Lists both objects and applies them, then starts the watches. Throws (the CA refuses to
+   * Lists both objects and applies them, and keeps watching them. Throws (the CA refuses to
    * start) when either object is missing, unreadable or the pair is invalid.
    */
   async start(): Promise<IssuerCredentials> {
     try {
       const [secret, configMap] = await Promise.all([
-        this.#listInitial('secrets', this.#o.secretName),
-        this.#listInitial('configmaps', this.#o.configMapName),
+        this.#follow('secrets', this.#o.secretName),
+        this.#follow('configmaps', this.#o.configMapName),
       ]);
-      this.#latest.secrets = secret.object;
-      this.#latest.configmaps = configMap.object;
+      this.#latest.secrets = secret;
+      this.#latest.configmaps = configMap;
       const result = await this.#apply('start');
       if (result.status === 'rejected') {
         throw new MeshidError(result.error.code, `${result.error.message} (${this.#names})`, {
           cause: result.error,
         });
       }
-      this.#follow('secrets', this.#o.secretName, secret.resourceVersion);
-      this.#follow('configmaps', this.#o.configMapName, configMap.resourceVersion);
+      this.#started = true;
       return result.credentials;
     } catch (err) {
       await this.close();
@@ -137,8 +135,8 @@ export class KubeIssuerSource {
         this.#list('secrets', this.#o.secretName),
         this.#list('configmaps', this.#o.configMapName),
       ]);
-      if (s.object !== undefined) this.#latest.secrets = s.object;
-      if (c.object !== undefined) this.#latest.configmaps = c.object;
+      if (s !== undefined) this.#latest.secrets = s;
+      if (c !== undefined) this.#latest.configmaps = c;
     } catch (err) {
       const error =
         err instanceof MeshidError
@@ -151,46 +149,40 @@ export class KubeIssuerSource {
 
   /** Stops the watches and waits for an apply in progress. */
   async close(): Promise<void> {
-    this.#closed = true;
-    for (const stop of this.#stops.splice(0)) stop();
-    for (const t of this.#timers) clearTimeout(t);
-    this.#timers.clear();
+    this.#stop.abort();
+    await Promise.all(this.#loops);
     await this.#pending;
   }
 
-  async #listInitial(
+  /** What `kind` is called in messages, and the code of its failures. */
+  #what(
     kind: WatchedKind,
     name: string,
-  ): Promise<{ object: KubeObject; resourceVersion: string }> {
-    const { object, resourceVersion } = await this.#list(kind, name);
-    if (object === undefined) {
-      const what = kind === 'secrets' ? 'issuer Secret' : 'trust-anchor ConfigMap';
-      throw new MeshidError(
-        kind === 'secrets' ? 'ERR_ISSUER_INVALID' : 'ERR_ANCHORS_INVALID',
-        `${what} ${this.#o.namespace}/${name} not found at ${this.#o.api.server}`,
-      );
-    }
-    return { object, resourceVersion };
+  ): { text: string; code: 'ERR_ISSUER_INVALID' | 'ERR_ANCHORS_INVALID' } {
+    return kind === 'secrets'
+      ? { text: `issuer Secret ${this.#o.namespace}/${name}`, code: 'ERR_ISSUER_INVALID' }
+      : {
+          text: `trust-anchor ConfigMap ${this.#o.namespace}/${name}`,
+          code: 'ERR_ANCHORS_INVALID',
+        };
   }
 
-  async #list(
-    kind: WatchedKind,
-    name: string,
-  ): Promise<{ object: KubeObject | undefined; resourceVersion: string }> {
+  async #list(kind: WatchedKind, name: string): Promise<KubeObject | undefined> {
     try {
-      return await this.#o.api.listOne(
-        kind,
+      const items = await this.#o.api.list(
+        'v1',
+        KINDS[kind],
         this.#o.namespace,
-        name,
+        undefined,
+        `metadata.name=${name}`,
         AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
       );
+      return objectNamed(items, name);
     } catch (err) {
-      const what = kind === 'secrets' ? 'issuer Secret' : 'trust-anchor ConfigMap';
-      throw new MeshidError(
-        kind === 'secrets' ? 'ERR_ISSUER_INVALID' : 'ERR_ANCHORS_INVALID',
-        `cannot read ${what} ${this.#o.namespace}/${name}: ${err instanceof KubeApiError ? err.message : String(err)}`,
-        { cause: err },
-      );
+      const { text, code } = this.#what(kind, name);
+      throw new MeshidError(code, `cannot read ${text}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
@@ -228,112 +220,60 @@ export class KubeIssuerSource {
     return this.#o.store.apply(material, anchors, source);
   }
 
-  /** Watches one object for good: resume, relist on 410, back off on errors. */
-  #follow(kind: WatchedKind, name: string, fromVersion: string): void {
-    let version = fromVersion;
-    let failures = 0;
-    const { min, max } = this.#o.backoffMs ?? { min: 500, max: 30_000 };
-
-    const later = (ms: number, fn: () => void): void => {
-      if (this.#closed) return;
-      const t = setTimeout(() => {
-        this.#timers.delete(t);
-        if (!this.#closed) fn();
-      }, ms);
-      t.unref();
-      this.#timers.add(t);
-    };
-    const retry = (): void => {
-      failures++;
-      const cap = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
-      // Full jitter keeps replicas that lost the API server together from returning together.
-      later(cap / 2 + Math.random() * (cap / 2), () => void relist());
-    };
-    const changed = (object: KubeObject | undefined, why: string): void => {
-      if (object === undefined) return;
-      const prev = this.#latest[kind];
-      if (prev !== undefined && prev.resourceVersion === object.resourceVersion) return;
-      this.#latest[kind] = object;
-      this.#apply(why).catch((err: unknown) =>
-        this.#log.error({ err }, 'applying issuer material failed'),
-      );
-    };
-    const relist = async (): Promise<void> => {
-      try {
-        const { object, resourceVersion } = await this.#list(kind, name);
-        if (this.#closed) return;
-        version = resourceVersion;
-        if (object === undefined) this.#deleted(kind, name);
-        changed(object, 'relist');
-        await watch();
-      } catch (err) {
-        this.#log.warn(
-          { [LogKey.reason]: err instanceof Error ? err.message : String(err), kind, name },
-          'cannot list issuer object; retrying',
+  /**
+   * Follows one object with core's list + watch loop. Resolves with the first list's object;
+   * rejects when the first list fails or finds nothing (the loop is then stopped by close()).
+   */
+  #follow(kind: WatchedKind, name: string): Promise<KubeObject> {
+    const { text, code } = this.#what(kind, name);
+    return new Promise((resolve, reject) => {
+      let first = true;
+      const changed = (object: KubeObject, why: string): void => {
+        const prev = this.#latest[kind];
+        if (prev !== undefined && prev.resourceVersion === object.resourceVersion) return;
+        this.#latest[kind] = object;
+        if (!this.#started) return;
+        this.#apply(why).catch((err: unknown) =>
+          this.#log.error({ err }, 'applying issuer material failed'),
         );
-        retry();
-      }
-    };
-    const watch = async (): Promise<void> => {
-      if (this.#closed) return;
-      let stop: (() => void) | undefined;
-      try {
-        stop = await this.#o.api.watchOne(
-          kind,
-          this.#o.namespace,
-          name,
-          version,
-          (event) => {
-            switch (event.type) {
-              case 'ADDED':
-              case 'MODIFIED':
-                failures = 0;
-                version = event.object.resourceVersion;
-                changed(event.object, 'watch');
-                break;
-              case 'DELETED':
-                version = event.object.resourceVersion;
-                this.#deleted(kind, name);
-                break;
-              case 'BOOKMARK':
-                if (event.resourceVersion !== '') version = event.resourceVersion;
-                break;
-              case 'GONE':
-                // Our version fell out of the server's history: start again from a list.
-                version = '';
-                break;
-            }
-          },
-          (err) => {
-            const i = stop === undefined ? -1 : this.#stops.indexOf(stop);
-            if (i >= 0) this.#stops.splice(i, 1);
-            if (this.#closed) return;
-            if (err !== undefined) {
-              this.#log.warn(
-                { [LogKey.reason]: err.message, kind, name },
-                'issuer watch failed; retrying',
-              );
-              retry();
-            } else if (version === '') {
-              void relist();
-            } else {
-              // The server ended the watch (its timeout): resume where we were.
-              failures = 0;
-              later(0, () => void watch());
-            }
-          },
-        );
-        if (this.#closed) stop();
-        else this.#stops.push(stop);
-      } catch (err) {
-        this.#log.warn(
-          { [LogKey.reason]: err instanceof Error ? err.message : String(err), kind, name },
-          'cannot watch issuer object; retrying',
-        );
-        retry();
-      }
-    };
-    void watch();
+      };
+      const onEvent = (event: WatchListEvent<KubeResource>): void => {
+        if (event.type === 'SYNC') {
+          const object = objectNamed(event.items, name);
+          if (first) {
+            first = false;
+            if (object === undefined)
+              reject(new MeshidError(code, `${text} not found at ${this.#o.api.server}`));
+            else resolve(object);
+          } else if (object === undefined) this.#deleted(kind, name);
+          else changed(object, 'relist');
+        } else if (event.object.metadata.name === name) {
+          if (event.type === 'DELETED') this.#deleted(kind, name);
+          else changed(kubeObjectOf(event.object), 'watch');
+        }
+      };
+      const loop = this.#o.api.watchList({
+        kind: KINDS[kind],
+        namespace: this.#o.namespace,
+        fieldSelector: `metadata.name=${name}`,
+        signal: this.#stop.signal,
+        listTimeoutMs: this.#o.timeoutMs ?? 10_000,
+        ...(this.#o.backoffMs === undefined ? {} : { backoffMs: this.#o.backoffMs }),
+        onEvent,
+        onRetry: (err) => {
+          if (first) {
+            first = false;
+            reject(new MeshidError(code, `cannot read ${text}: ${err.message}`, { cause: err }));
+            return;
+          }
+          this.#log.warn(
+            { [LogKey.reason]: err.message, kind, name },
+            'issuer watch failed; retrying',
+          );
+        },
+      });
+      this.#loops.push(loop);
+    });
   }
 
   #deleted(kind: WatchedKind, name: string): void {
@@ -343,4 +283,30 @@ export class KubeIssuerSource {
     );
     this.#o.onDeleted?.(kind, name);
   }
+}
+
+const KINDS = { secrets: 'Secret', configmaps: 'ConfigMap' } as const;
+
+/** The object of this name in a list, decoded. */
+function objectNamed(items: readonly KubeResource[], name: string): KubeObject | undefined {
+  const item = items.find((i) => i.metadata.name === name);
+  return item === undefined ? undefined : kubeObjectOf(item);
+}
+
+/** A Secret or ConfigMap as the issuer source reads it (Secret data base64-decoded). */
+function kubeObjectOf(item: KubeResource): KubeObject {
+  const meta = item.metadata;
+  const raw = (item['data'] ?? {}) as Record<string, string>;
+  const secret = item.kind === 'Secret';
+  const data: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw))
+    data[k] = secret ? Buffer.from(v, 'base64').toString('utf8') : v;
+  return {
+    name: meta.name,
+    namespace: meta.namespace ?? '',
+    uid: meta.uid ?? '',
+    resourceVersion: meta.resourceVersion ?? '',
+    type: secret ? (item['type'] as string | undefined) : undefined,
+    data,
+  };
 }

@@ -1,6 +1,7 @@
 /**
- * Validation of the CA's cold-path material: the trust-anchor bundle and the issuer (certificate,
- * private key, chain). Everything the hot path relies on is decided here, once per load, so that
+ * Validation of the CA's cold-path material: the issuer (certificate, private key, chain) against
+ * the trust-anchor bundle core's parseAnchors accepted, with the full path validation on top of
+ * core's rule. Everything the hot path relies on is decided here, once per load, so that
  * Certify only has to compare two numbers and sign:
  *
  * - the issuer key is ECDSA P-256 and belongs to the issuer certificate (leaves are signed with it);
@@ -22,27 +23,11 @@ import {
   MeshidError,
   PemError,
   fipsCertificateProblem,
+  isOneSequence,
   parsePem,
   printable,
 } from '../../core/index.js';
-import type { ErrorCode } from '../../core/index.js';
-
-/** A parsed, accepted trust-anchor bundle. Frozen. */
-export interface TrustAnchors {
-  /** The anchors in bundle order, DER. Expired ones are kept (rotation) but never chained to. */
-  readonly certificatesDer: readonly Uint8Array[];
-  /** The bundle exactly as read. */
-  readonly pem: string;
-  /** The earliest notAfter over all anchors, expired ones included (ms since the epoch). */
-  readonly earliestNotAfter: number;
-  /**
-   * Hex SHA-256 of the PEM text as read, as Linkerd's `linkerd.io/trust-root-sha256` annotation
-   * is computed; so a whitespace-only change is a different fingerprint.
-   */
-  readonly fingerprint: string;
-  /** Each anchor's subject (RFC 4514 string), in bundle order. */
-  readonly subjects: readonly string[];
-}
+import type { AnchorBundle, ErrorCode } from '../../core/index.js';
 
 /** Issuer files as read: the contents of a `kubernetes.io/tls` Secret. */
 export interface IssuerMaterial {
@@ -76,7 +61,7 @@ export interface IssuerCredentials {
   /** The issuer's serial number, lower-case hex. */
   readonly serial: string;
   /** The anchors the issuer was validated against. */
-  readonly anchors: TrustAnchors;
+  readonly anchors: AnchorBundle;
 }
 
 /**
@@ -128,56 +113,6 @@ interface ParsedCert {
 }
 
 /**
- * Parses and checks a trust-anchor bundle.
- *
- * Refused (ERR_ANCHORS_INVALID): text that is not clean PEM, a block that is not a CERTIFICATE,
- * an empty bundle, a certificate that does not parse, a certificate that is not a CA (or whose
- * keyUsage forbids signing certificates), and a bundle whose anchors have all expired at `now`.
- * Some expired anchors among valid ones are kept: during rotation the old anchor stays in the
- * bundle until its last leaf is gone. They never count when chaining.
- *
- * @param pem - the bundle text (e.g. the `ca-bundle.crt` key of the trust-roots ConfigMap).
- * @param now - ms since the epoch.
- *
- * @example
- * ```ts
- * const anchors = parseTrustAnchors(await readFile(anchorsFile, 'utf8'), clock.now());
- * ```
- */
-export function parseTrustAnchors(pem: string, now: number): TrustAnchors {
-  const certs = parseCertificates(pem, 'trust anchor bundle', 'ERR_ANCHORS_INVALID');
-  if (certs.length === 0) {
-    throw new MeshidError(
-      'ERR_ANCHORS_INVALID',
-      'trust anchor bundle is empty: it holds no CERTIFICATE block',
-    );
-  }
-  certs.forEach((c, i) => {
-    const problem = caProblem(c);
-    if (problem !== undefined) {
-      throw new MeshidError(
-        'ERR_ANCHORS_INVALID',
-        `trust anchor #${i + 1} ${quote(c.subject)} ${problem}`,
-      );
-    }
-  });
-  const latest = Math.max(...certs.map((c) => c.notAfter));
-  if (latest < now) {
-    throw new MeshidError(
-      'ERR_ANCHORS_INVALID',
-      `every trust anchor in the bundle has expired (the latest expired at ${iso(latest)})`,
-    );
-  }
-  return Object.freeze({
-    certificatesDer: Object.freeze(certs.map((c) => c.der)),
-    pem,
-    earliestNotAfter: Math.min(...certs.map((c) => c.notAfter)),
-    fingerprint: sha256Hex(Buffer.from(pem, 'utf8')),
-    subjects: Object.freeze(certs.map((c) => c.subject)),
-  });
-}
-
-/**
  * Validates issuer material against trust anchors and returns what the hot path needs.
  *
  * The first certificate of tls.crt is the issuer; later ones, and those in ca.crt, are candidate
@@ -188,21 +123,21 @@ export function parseTrustAnchors(pem: string, now: number): TrustAnchors {
  * message naming the problem.
  *
  * @param material - the issuer files.
- * @param anchors - from {@link parseTrustAnchors}.
+ * @param anchors - from core's parseAnchors.
  * @param now - ms since the epoch.
  *
  * @example
  * ```ts
  * const issuer = await validateIssuer(
  *   { tlsCrt, tlsKey, caCrt },
- *   parseTrustAnchors(bundle, clock.now()),
+ *   parseAnchors(bundle, { now: clock.now() }),
  *   clock.now(),
  * );
  * ```
  */
 export async function validateIssuer(
   material: IssuerMaterial,
-  anchors: TrustAnchors,
+  anchors: AnchorBundle,
   now: number,
 ): Promise<IssuerCredentials> {
   try {
@@ -220,7 +155,7 @@ export async function validateIssuer(
 
 async function validate(
   material: IssuerMaterial,
-  anchors: TrustAnchors,
+  anchors: AnchorBundle,
   now: number,
 ): Promise<IssuerCredentials> {
   const crt = parseCertificates(material.tlsCrt, 'issuer tls.crt', 'ERR_ISSUER_INVALID');
@@ -250,15 +185,15 @@ async function validate(
     material.caCrt !== undefined && material.caCrt.trim() !== ''
       ? parseCertificates(material.caCrt, 'issuer ca.crt', 'ERR_ISSUER_INVALID')
       : [];
-  const anchorCerts = anchors.certificatesDer.map((der, i) =>
-    parseCertificate(der, `trust anchor #${i + 1}`, 'ERR_ANCHORS_INVALID'),
+  const anchorCerts = anchors.anchors.map((a) =>
+    parseCertificate(a.der, `trust anchor #${a.position}`, 'ERR_ANCHORS_INVALID'),
   );
 
   const found = await findPath(issuer, [...crt.slice(1), ...caCrt], anchorCerts, now);
   if (!('anchor' in found)) {
     const reasons = found.reasons.length > 0 ? `: ${found.reasons.join('; ')}` : '';
     throw invalid(
-      `issuer does not chain to any trust anchor (issuer ${quote(issuer.subject)} issued by ${quote(issuer.cert.issuer)}, anchors: ${anchors.subjects.map(quote).join(', ')})${reasons}`,
+      `issuer does not chain to any trust anchor (issuer ${quote(issuer.subject)} issued by ${quote(issuer.cert.issuer)}, anchors: ${anchors.anchors.map((a) => quote(a.subject)).join(', ')})${reasons}`,
     );
   }
 
@@ -516,7 +451,7 @@ function parseCertificates(pem: string, what: string, code: ErrorCode): ParsedCe
 function parseCertificate(der: Uint8Array, what: string, code: ErrorCode): ParsedCert {
   // @peculiar/x509 ignores bytes after the certificate; a truncated or concatenated body must
   // not pass as a certificate, so the outer SEQUENCE has to span the block exactly.
-  if (derSequenceLength(der) !== der.length) {
+  if (!isOneSequence(der)) {
     throw new MeshidError(code, `${what} is not a DER X.509 certificate (bad or trailing bytes)`);
   }
   let cert: x509.X509Certificate;
@@ -541,18 +476,6 @@ function parseCertificate(der: Uint8Array, what: string, code: ErrorCode): Parse
     notAfter: cert.notAfter.getTime(),
     sha256: sha256Hex(der),
   };
-}
-
-/** Total length of a DER SEQUENCE from its header, or undefined when the header is not one. */
-function derSequenceLength(der: Uint8Array): number | undefined {
-  if (der.length < 2 || der[0] !== 0x30) return undefined;
-  const first = der[1]!;
-  if (first < 0x80) return 2 + first;
-  const n = first & 0x7f;
-  if (n === 0 || n > 4 || der.length < 2 + n) return undefined;
-  let len = 0;
-  for (let i = 0; i < n; i++) len = len * 256 + der[2 + i]!;
-  return 2 + n + len;
 }
 
 function invalid(message: string, cause?: unknown): MeshidError {
@@ -580,27 +503,15 @@ function sha256Hex(data: Uint8Array): string {
 }
 
 /**
- * FIPS mode's checks of the CA's material, made before and after the issuer is validated: every
- * trust anchor in the bundle, the issuer certificate and every chain certificate must have a key
- * and a signature inside the FIPS policy (core's fipsCertificateProblem). Each throws
- * ERR_FIPS_MATERIAL_REFUSED naming the first certificate outside it.
+ * FIPS mode's check of the issuer and its chain certificates (the anchors are checked by core's
+ * parseAnchors with `fips`): each must have a key and a signature inside the FIPS policy (core's
+ * fipsCertificateProblem). Throws ERR_FIPS_MATERIAL_REFUSED naming the first one outside it.
  *
  * @example
  * ```ts
- * const anchors = parseTrustAnchors(pem, now);
- * checkFipsAnchors(anchors);
- * checkFipsIssuer(await validateIssuer(material, anchors, now));
+ * checkFipsIssuer(await validateIssuer(material, parseAnchors(pem, { now, fips: true }), now));
  * ```
  */
-export function checkFipsAnchors(anchors: TrustAnchors): void {
-  anchors.certificatesDer.forEach((der, i) => {
-    const problem = fipsCertificateProblem(der);
-    if (problem !== undefined)
-      throw fipsRefused(`trust anchor #${i + 1} ${quote(anchors.subjects[i] ?? '')}`, problem);
-  });
-}
-
-/** See {@link checkFipsAnchors}: the issuer and its chain certificates. */
 export function checkFipsIssuer(issuer: IssuerCredentials): void {
   issuer.intermediatesDer.forEach((der, i) => {
     const problem = fipsCertificateProblem(der);

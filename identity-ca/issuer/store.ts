@@ -9,14 +9,9 @@
  * call sees either the old pair or the new one, never a mix.
  */
 import { EventEmitter } from 'node:events';
-import { LogKey, MeshidError } from '../../core/index.js';
+import { LogKey, MeshidError, parseAnchors } from '../../core/index.js';
 import type { Clock, Logger } from '../../core/index.js';
-import {
-  checkFipsAnchors,
-  checkFipsIssuer,
-  parseTrustAnchors,
-  validateIssuer,
-} from './material.js';
+import { checkFipsIssuer, validateIssuer } from './material.js';
 import type { IssuerCredentials, IssuerMaterial } from './material.js';
 
 /** The events of an {@link IssuerStore}, with their arguments. */
@@ -108,8 +103,7 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
     let next: IssuerCredentials;
     try {
       const now = this.#clock.now();
-      const anchors = parseTrustAnchors(anchorsPem, now);
-      if (this.#fips) checkFipsAnchors(anchors);
+      const anchors = parseAnchors(anchorsPem, { now, fips: this.#fips });
       next = await validateIssuer(material, anchors, now);
       if (this.#fips) checkFipsIssuer(next);
     } catch (err) {
@@ -140,7 +134,7 @@ export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
         [LogKey.notAfter]: new Date(next.notAfter).toISOString(),
         chainNotAfter: new Date(next.chainNotAfter).toISOString(),
         anchorsSha256: next.anchors.fingerprint,
-        anchors: next.anchors.subjects,
+        anchors: next.anchors.anchors.map((a) => a.subject),
         version: this.#version,
         source,
       },

@@ -13,7 +13,9 @@
 import { createHash } from 'node:crypto';
 import { LogKey } from '../../core/index.js';
 import type { Clock, Logger } from '../../core/index.js';
-import type { EventRecord, KubeApi } from './api.js';
+import type { IssuerCredentials } from '../issuer/material.js';
+import type { IssuedLeaf } from '../server/certify.js';
+import type { EventRecord, KubeApi, WatchedKind } from './api.js';
 
 /** Event reasons (CamelCase constants, as Linkerd's identity service writes them). */
 export const EventReason = {
@@ -213,4 +215,83 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
 function eventName(objectName: string, key: string, now: number): string {
   const suffix = createHash('sha256').update(`${key}/${now}`).digest('hex').slice(0, 16);
   return `${objectName.slice(0, 200)}.${suffix}`;
+}
+
+/** What the CA's Events need to know of an issuer. */
+type IssuerFacts = Pick<IssuerCredentials, 'subject' | 'serial' | 'notAfter'>;
+
+/**
+ * The Events the CA records, and their texts: issuer Events on the issuer Secret (where `kubectl
+ * describe` shows them beside it), one per issued leaf on its ServiceAccount. Without a recorder
+ * (no API, or `events: false`) every call does nothing; issuer Events only where `issuerTarget`
+ * is set and `recordIssuer` (one worker of a multi-worker CA records them, so a change is
+ * recorded once).
+ *
+ * @example
+ * ```ts
+ * const events = new CaEvents(recorder, { kind: 'Secret', namespace: 'linkerd', name: 'linkerd-identity-issuer' }, true);
+ * events.issuerUpdated(store.current()!);
+ * ```
+ */
+export class CaEvents {
+  constructor(
+    readonly recorder: EventRecorder | undefined,
+    readonly issuerTarget: EventTarget | undefined,
+    readonly recordIssuer: boolean,
+  ) {}
+
+  issuerUpdated(i: IssuerFacts): void {
+    this.#issuer(
+      'Normal',
+      EventReason.issuerUpdated,
+      `Updated identity issuer ${i.subject} (serial ${i.serial}, valid until ${iso(i.notAfter)})`,
+    );
+  }
+
+  issuerRefused(error: Error): void {
+    this.#issuer(
+      'Warning',
+      EventReason.issuerUpdateSkipped,
+      `Refused new issuer material, keeping the last good issuer: ${error.message}`,
+    );
+  }
+
+  issuerDeleted(kind: WatchedKind, namespace: string, name: string): void {
+    this.#issuer(
+      'Warning',
+      EventReason.issuerUpdateSkipped,
+      `${kind === 'secrets' ? 'issuer Secret' : 'trust-anchor ConfigMap'} ${namespace}/${name} was deleted; keeping the last good issuer`,
+    );
+  }
+
+  issuerNotValid(message: string): void {
+    this.#issuer('Warning', EventReason.issuerValidationFailed, message);
+  }
+
+  issued(leaf: IssuedLeaf): void {
+    this.recorder?.record(
+      {
+        kind: 'ServiceAccount',
+        apiVersion: 'v1',
+        namespace: leaf.namespace,
+        name: leaf.serviceAccount,
+      },
+      'Normal',
+      EventReason.issuedLeafCertificate,
+      `Issued certificate for ${leaf.identity} until ${iso(leaf.notAfter)}: ${leaf.sha256}`,
+    );
+  }
+
+  async flush(): Promise<void> {
+    await this.recorder?.flush();
+  }
+
+  #issuer(type: 'Normal' | 'Warning', reason: string, message: string): void {
+    if (this.issuerTarget !== undefined && this.recordIssuer)
+      this.recorder?.record(this.issuerTarget, type, reason, message);
+  }
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
 }

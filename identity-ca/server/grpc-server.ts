@@ -254,6 +254,11 @@ export class CertifyServer {
     this.#net = createNetServer({ pauseOnConnect: gated }, (socket) => this.#onConnection(socket));
   }
 
+  /** HTTP/2 sessions open now (a session leaves this count when it closes). */
+  get openSessions(): number {
+    return this.#sessions.size;
+  }
+
   /** Handshakes in progress and connections waiting for one now (zeros without the gate). */
   get handshakeLoad(): { handshaking: number; waiting: number } {
     return this.#gate?.load ?? { handshaking: 0, waiting: 0 };

@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import type { Clock, IdentityNaming, Random } from '../../core/index.js';
+import type { Clock, IdentityNaming, Logger, Random } from '../../core/index.js';
 import { parseIdentityName, spiffeId, toPem } from '../../core/index.js';
 import { randomSerial } from '../issuer/leaf.js';
 import type { IssuerCredentials } from '../issuer/material.js';
@@ -87,4 +87,73 @@ export function servingCertNeedsRenewal(
 
 function spkiOf(key: KeyObject): Buffer {
   return key.export({ format: 'der', type: 'spki' });
+}
+
+/** Options of {@link ServingCertRenewal}. */
+export interface ServingCertRenewalOptions {
+  /** The issuer in force. */
+  readonly current: () => IssuerCredentials | undefined;
+  readonly options: ServingCertOptions;
+  readonly logger: Logger;
+  /** Called with each renewed certificate (not the first). */
+  readonly onRenewed: (cert: ServingCertificate) => void;
+}
+
+/**
+ * Keeps the CA's serving certificate current: issued at start from the current issuer, renewed
+ * when the issuer changes or at 70% of its life. The timer only wakes the check; the decision
+ * reads the injected clock. It wakes every second (the check is a comparison), so a wall-clock
+ * step forward past the certificate's expiry is noticed at once: the timer runs on the monotonic
+ * clock, which the step does not move.
+ *
+ * @example
+ * ```ts
+ * const serving = new ServingCertRenewal({ current: () => store.current(), options, logger,
+ *   onRenewed: (cert) => server.setCredentials(cert) });
+ * serving.start();
+ * ```
+ */
+export class ServingCertRenewal {
+  readonly #o: ServingCertRenewalOptions;
+  #cert: ServingCertificate;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** Issues the first certificate (throws when there is no issuer). */
+  constructor(o: ServingCertRenewalOptions) {
+    this.#o = o;
+    const issuer = o.current();
+    if (issuer === undefined) throw new Error('no issuer to issue the serving certificate');
+    this.#cert = issueServingCertificate(issuer, o.options);
+  }
+
+  get certificate(): ServingCertificate {
+    return this.#cert;
+  }
+
+  /** Renews now when due; a failure is logged and the current certificate kept. */
+  check(): void {
+    const issuer = this.#o.current();
+    const now = this.#o.options.clock.now();
+    if (issuer === undefined || !servingCertNeedsRenewal(this.#cert, issuer, now)) return;
+    try {
+      this.#cert = issueServingCertificate(issuer, this.#o.options);
+    } catch (err) {
+      this.#o.logger.error({ err }, 'serving certificate renewal failed; keeping the current one');
+      return;
+    }
+    this.#o.logger.info(
+      { serial: this.#cert.serialHex, notAfter: new Date(this.#cert.notAfter).toISOString() },
+      'serving certificate renewed',
+    );
+    this.#o.onRenewed(this.#cert);
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => this.check(), 1000);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
 }

@@ -15,11 +15,17 @@
  *   which the Certify handler reports as UNAVAILABLE; it never becomes a certificate.
  */
 import { createHash } from 'node:crypto';
-import { LogKey, MeshidError, parseServiceAccountUsername, printable } from '../../core/index.js';
+import {
+  LogKey,
+  MeshidError,
+  parseJson,
+  parseServiceAccountUsername,
+  printable,
+} from '../../core/index.js';
 import type { Clock, Logger, WorkloadIdentity } from '../../core/index.js';
 import type { KubeApi, TokenReviewResult } from '../kube/api.js';
 import { KubeApiError } from '../kube/api.js';
-import { DEFAULT_MAX_TOKEN_BYTES } from './jwks.js';
+import { DEFAULT_MAX_TOKEN_BYTES, checkTokenSize } from './validator.js';
 import type { TokenValidator } from './validator.js';
 
 /** Options of {@link TokenReviewValidator}. */
@@ -206,14 +212,7 @@ export class TokenReviewValidator implements TokenValidator {
   }
 
   #decode(token: Uint8Array): string {
-    const max = this.#o.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES;
-    if (token.byteLength === 0) throw new MeshidError('ERR_TOKEN_MALFORMED', 'token is empty');
-    if (token.byteLength > max) {
-      throw new MeshidError(
-        'ERR_TOKEN_MALFORMED',
-        `token is ${token.byteLength} bytes, over the ${max}-byte limit`,
-      );
-    }
+    checkTokenSize(token, this.#o.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES);
     // A token file written by hand ends in a newline; nothing else but printable ASCII is a token.
     const text = Buffer.from(token.buffer, token.byteOffset, token.byteLength)
       .toString('latin1')
@@ -238,9 +237,11 @@ function tokenExpiryMs(token: string): number | undefined {
   const parts = token.split('.');
   if (parts.length !== 3) return undefined;
   try {
-    const payload = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as {
-      exp?: unknown;
-    };
+    const payload = parseJson(
+      Buffer.from(parts[1]!, 'base64url').toString('utf8'),
+      "the token's payload",
+    ) as { exp?: unknown } | null;
+    if (payload === null || typeof payload !== 'object') return undefined;
     return typeof payload.exp === 'number' && Number.isFinite(payload.exp)
       ? payload.exp * 1000
       : undefined;

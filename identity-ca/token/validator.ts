@@ -1,8 +1,31 @@
 /**
- * The one interface every ServiceAccount-token validator of the CA implements (JWKS now,
- * TokenReview later), so the Certify handler does not care how a token is checked.
+ * The one interface every ServiceAccount-token validator of the CA implements (the JWKS validator
+ * checks signatures offline, the TokenReview validator asks the API server), so the Certify
+ * handler does not care how a token is checked; and the one size check both make.
  */
+import { DEFAULTS, MeshidError } from '../../core/index.js';
 import type { WorkloadIdentity } from '../../core/index.js';
+
+/** Tokens larger than this are refused before any parsing; a projected token is 1–2 KiB. */
+export const DEFAULT_MAX_TOKEN_BYTES = DEFAULTS.maxTokenBytes;
+
+/**
+ * Refuses an empty token, or one over `maxBytes`, as ERR_TOKEN_MALFORMED, before any parsing.
+ *
+ * @example
+ * ```ts
+ * checkTokenSize(token, DEFAULT_MAX_TOKEN_BYTES);
+ * ```
+ */
+export function checkTokenSize(token: Uint8Array, maxBytes: number): void {
+  if (token.byteLength === 0) throw new MeshidError('ERR_TOKEN_MALFORMED', 'token is empty');
+  if (token.byteLength > maxBytes) {
+    throw new MeshidError(
+      'ERR_TOKEN_MALFORMED',
+      `token is ${token.byteLength} bytes, over the ${maxBytes}-byte limit`,
+    );
+  }
+}
 
 /**
  * Authenticates the projected ServiceAccount token a proxy sends in `CertifyRequest.token`.

@@ -528,7 +528,7 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
       assert.equal(proxy.code, 1, proxy.stderr);
       assert.match(
         proxy.stderr,
-        /FIPS mode refused trust anchor 2 "CN=ed25519 root": its key is Ed25519.*\[ERR_FIPS_MATERIAL_REFUSED\]/,
+        /FIPS mode refused trust anchor #2 "CN=ed25519 root": its key is Ed25519.*\[ERR_FIPS_MATERIAL_REFUSED\]/,
       );
       const caRun = await runMeshid(
         [

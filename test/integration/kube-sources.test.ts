@@ -9,7 +9,7 @@ import { silentLogger, systemClock } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { IssuerStore } from '../../identity-ca/issuer/store.js';
 import { KubeIssuerSource } from '../../identity-ca/issuer/kube-source.js';
-import { clientNodeKubeApi } from '../../identity-ca/kube/client-node.js';
+import { clientNodeKubeClient } from '../../core/kube/client-node.js';
 import type { KubeApi } from '../../identity-ca/kube/api.js';
 import { kubernetesJwksValidator } from '../../identity-ca/token/kube-jwks.js';
 import { waitFor } from '../support/ca-process.js';
@@ -75,7 +75,7 @@ describe('identity-ca Kubernetes sources (in-process, Kubernetes API test server
       notAfter: now + 365 * DAY,
     });
     server = await startKubeApiServer({ namespaces: [NS] });
-    api = clientNodeKubeApi(server.kubeConfig());
+    api = clientNodeKubeClient(server.kubeConfig());
     server.create({
       apiVersion: 'v1',
       kind: 'ConfigMap',

@@ -7,7 +7,13 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { ManualClock, createLogger, loadConfig, systemRandom } from '../../core/index.js';
+import {
+  ManualClock,
+  createLogger,
+  loadConfig,
+  openKubeClient,
+  systemRandom,
+} from '../../core/index.js';
 import type { Logger } from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import {
@@ -17,7 +23,7 @@ import {
   RotationController,
   SyncController,
   bundleCopiesOf,
-  openTrustKubeApi,
+  trustKubeApi,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
 import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
@@ -95,7 +101,7 @@ describe('anchors copies in meshed namespaces (Kubernetes API test server, insta
       serviceAccount: 'meshid-trust',
       expirationSeconds: 3600,
     });
-    api = await openTrustKubeApi(server.kubeConfig({ token }));
+    api = trustKubeApi(await openKubeClient(server.kubeConfig({ token })));
     log = recordingLogger();
     assert.equal(
       await new SyncController({ api, settings, clock, logger: log.logger }).reconcile(),

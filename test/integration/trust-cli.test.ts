@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRootCa } from '../../core/pki.js';
+import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { runMeshid } from '../support/ca-process.js';
 
 const DAY = 86_400_000;
@@ -43,19 +43,21 @@ describe('meshid trust (the CLI as a process)', function () {
       notBefore: now - DAY,
       notAfter: now + DAY,
     });
-    const old = await createRootCa({
+    // An expired root beside a valid one is kept (docs/rotation.md); a non-root is refused.
+    const old = await createIntermediateCa({
+      issuer: good,
       commonName: 'old',
       notBefore: now - 3 * DAY,
-      notAfter: now - DAY,
+      notAfter: now + DAY,
     });
     const file = join(dir, 'bad.pem');
     await writeFile(file, leaf.certificatePem + good.certificatePem + old.certificatePem);
     const r = await runMeshid(['trust', 'validate', file]);
     assert.equal(r.code, 1);
     assert.equal(r.stdout, '');
-    assert.match(r.stderr, /trust bundle refused \(2 bad certificates\)/);
-    assert.match(r.stderr, /certificate #1 "CN=leaf" is not a CA/);
-    assert.match(r.stderr, /certificate #3 "CN=old" has expired/);
+    assert.match(r.stderr, /trust anchor bundle refused \(2 bad certificates\)/);
+    assert.match(r.stderr, /trust anchor #1 "CN=leaf" is not a CA/);
+    assert.match(r.stderr, /trust anchor #3 "CN=old" is not self-signed/);
     assert.match(r.stderr, /\[ERR_ANCHORS_INVALID\]/);
   });
 

@@ -8,7 +8,14 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../core/index.js';
+import {
+  ManualClock,
+  isMeshidError,
+  openKubeClient,
+  parseAnchors,
+  silentLogger,
+  systemRandom,
+} from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {
@@ -17,8 +24,7 @@ import {
   SyncController,
   anchorOfChain,
   issuerChain,
-  openTrustKubeApi,
-  parseBundle,
+  trustKubeApi,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
@@ -49,7 +55,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
       name: 'linkerd-identity-trust-roots',
     });
   const anchors = (): number =>
-    parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
+    parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() }).anchors.length;
   const controller = (holder: string): RotationController =>
     new RotationController({
       backend: new KubeRotationBackend(api, settings, clock),
@@ -75,7 +81,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     server = await startKubeApiServer();
     clock = new ManualClock(Date.now());
     sim = await applyCertManagerInstall(server, clock);
-    api = await openTrustKubeApi(server.kubeConfig());
+    api = trustKubeApi(await openKubeClient(server.kubeConfig()));
     assert.equal(await sync().reconcile(), 'written');
   });
   afterEach(async () => {
@@ -151,7 +157,7 @@ describe('trust controllers on the Kubernetes API test server', function () {
     }
     assert.equal(state.phase, 'drain');
     const chain = await issuerChain(api, NS, 'linkerd-identity-issuer');
-    const bundle = parseBundle(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
+    const bundle = parseAnchors(cm()!.data!['ca-bundle.crt']!, { now: Date.now() });
     assert.equal(anchorOfChain(chain, bundle.anchors)?.fingerprint, state.newRoot!.fingerprint);
     clock.advance(13_000);
     for (let i = 0; i < 5 && state.phase !== 'done'; i++) {

@@ -13,9 +13,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { systemClock } from '../../core/index.js';
+import { systemClock, parseAnchors } from '../../core/index.js';
 import { renderInstall } from '../../cli/install.js';
-import { parseBundle, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
+import { rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
 import { MESHID_BIN, runMeshid, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
@@ -89,7 +89,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
     const first = await sync();
     assert.equal(first.code, 0, first.stderr);
     assert.equal(first.stdout, 'sync: written\n');
-    const bundle = parseBundle(bundleText(), { now: Date.now() });
+    const bundle = parseAnchors(bundleText(), { now: Date.now() });
     const rootPem = Buffer.from(
       (get('v1', 'Secret', 'linkerd-trust-anchor')!['data'] as Record<string, string>)['tls.crt']!,
       'base64',
@@ -120,7 +120,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       ],
       ...['--token-review-cache-ttl', '0s', ...LIFETIME],
     ]);
-    const rootA = parseBundle(bundleText(), { now: Date.now() }).anchors[0]!;
+    const rootA = parseAnchors(bundleText(), { now: Date.now() }).anchors[0]!;
     const load = await startRotationLoad({
       ca: ca.address,
       // As the kubelet shows a mounted ConfigMap: the current data, read with a lag.
@@ -171,7 +171,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       assert.equal(mid.phase, 'drain');
       assert.equal(mid.mode, 'cert-manager');
       assert.equal(
-        parseBundle(bundleText(), { now: Date.now() }).anchors.length,
+        parseAnchors(bundleText(), { now: Date.now() }).anchors.length,
         2,
         'both roots while draining',
       );
@@ -203,7 +203,7 @@ describe('meshid trust against the Kubernetes API test server and the cert-manag
       ['stage', 'propagate', 'switch', 'drain', 'retire', 'done'],
     );
     assert.equal(stats.bundles.length, 3, 'A, then A+B, then B');
-    const final = parseBundle(bundleText(), { now: Date.now() });
+    const final = parseAnchors(bundleText(), { now: Date.now() });
     assert.deepEqual(
       final.anchors.map((a) => a.fingerprint),
       [state.newRoot!.fingerprint],

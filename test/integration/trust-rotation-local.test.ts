@@ -8,8 +8,8 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAddress } from '../../core/index.js';
-import { parseBundle, readRotationStateFile } from '../../trust-bundle/index.js';
+import { parseAddress, parseAnchors } from '../../core/index.js';
+import { readRotationStateFile } from '../../trust-bundle/index.js';
 import {
   MESHID_BIN,
   runMeshid,
@@ -82,7 +82,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     await waitFor('the proxy to be ready', async () =>
       (await fetch(`${proxyAdmin}/ready`)).status === 200 ? true : undefined,
     );
-    const rootA = parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors[0]!;
+    const rootA = parseAnchors(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors[0]!;
     const load = await startRotationLoad({
       ca: ca!.address,
       readBundle: () => readFile(bundleFile, 'utf8'),
@@ -129,7 +129,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
       const mid = await readRotationStateFile(dir);
       assert.equal(mid?.phase, 'drain', 'killed mid-rotation');
       assert.equal(
-        parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors.length,
+        parseAnchors(await readFile(bundleFile, 'utf8'), { now: Date.now() }).anchors.length,
         2,
         'both roots still trusted while draining',
       );
@@ -178,7 +178,7 @@ describe('meshid trust rotate --dir: root A to root B under load (real CA, real 
     );
     // The workloads saw exactly three bundles: A, then A+B, then B (the old root left last).
     assert.equal(stats.bundles.length, 3, JSON.stringify(stats.bundles));
-    const final = parseBundle(await readFile(bundleFile, 'utf8'), { now: Date.now() });
+    const final = parseAnchors(await readFile(bundleFile, 'utf8'), { now: Date.now() });
     assert.deepEqual(
       final.anchors.map((a) => a.fingerprint),
       [state!.newRoot!.fingerprint],

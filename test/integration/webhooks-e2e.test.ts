@@ -187,7 +187,17 @@ describe('webhooks end to end: admission through the API server, then identity f
     );
     assert.deepEqual(
       spec.volumes!.map((v) => v.name),
-      ['kube-api-access-x7k2q', 'meshid-identity-token', 'meshid-trust-anchors'],
+      [
+        'kube-api-access-x7k2q',
+        'meshid-identity-token',
+        'meshid-trust-anchors',
+        'meshid-proxy-init-xtables-lock',
+      ],
+    );
+    // Transparent mode, the default: proxy-init writes the pod's nat rules first.
+    assert.deepEqual(
+      spec.initContainers?.map((c) => c.name),
+      ['meshid-init'],
     );
     assert.deepEqual(injected.metadata!.annotations, {
       'meshid.io/proxy-version': 'v0.1.0',

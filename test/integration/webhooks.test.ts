@@ -227,7 +227,7 @@ describe('meshid webhooks (real process, HTTPS)', function () {
             `${'['.repeat(100_000)}${']'.repeat(100_000)}`,
           ),
         status: 400,
-        message: /request\.object must be an object/,
+        message: /the request body nests deeper than 64 levels/,
       },
     ];
     for (const c of cases) {
@@ -289,6 +289,40 @@ describe('meshid webhooks (real process, HTTPS)', function () {
         /meshid proxy injector: spec\.serviceAccountName must be a DNS-1123 label/,
       );
       await assertInjects();
+    });
+
+    it('refuses a 5 MB review nested 2.5 million deep at once (400 naming the limit) while honest reviews sent meanwhile stay fast', async () => {
+      const depth = 2_500_000;
+      const deep = review((r) => (request(r)['object'] = 'X')).replace(
+        '"X"',
+        `${'['.repeat(depth)}${']'.repeat(depth)}`,
+      );
+      assert.ok(deep.length > 5_000_000);
+      // Honest reviews, one after another, for as long as the deep one is in flight and a little
+      // after: one of them is always waiting while the server handles the deep body.
+      let inFlight = true;
+      const latencies: number[] = [];
+      const honest = (async () => {
+        let after = 0;
+        while (inFlight || after++ < 3) {
+          const started = performance.now();
+          await assertInjects();
+          latencies.push(performance.now() - started);
+        }
+      })();
+      const started = performance.now();
+      const r = await send('/inject', deep).finally(() => (inFlight = false));
+      const refusedMs = performance.now() - started;
+      await honest;
+      assert.equal(r.status, 400, r.body);
+      const answer = JSON.parse(r.body) as { code: string; message: string };
+      assert.equal(answer.code, 'ERR_JSON_TOO_DEEP');
+      assert.match(answer.message, /nests deeper than 64 levels/);
+      const worst = Math.max(...latencies);
+      // Bounds far above an idle machine's figures (tens of ms) and far below what a parse of
+      // the deep body on the event loop costs (seconds).
+      assert.ok(refusedMs < 2_000, `refused after ${Math.round(refusedMs)} ms`);
+      assert.ok(worst < 2_000, `an honest review waited ${Math.round(worst)} ms`);
     });
 
     it('is still the same process after all of them', () => {

@@ -58,32 +58,40 @@ export async function createWorkloadPki(
     notBefore: now - DAY,
     notAfter: now + 30 * DAY,
   });
-  const signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
   return {
     root,
     issuer,
     anchorsPem: root.certificatePem,
-    workload(identity, validity = {}) {
-      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      const [sa, ns] = identity.split('.');
-      const leaf = signer.sign({
-        spki: publicKey.export({ type: 'spki', format: 'der' }),
-        dnsName: identity,
-        uri: spiffeId({ namespace: ns ?? 'default', serviceAccount: sa ?? 'default' }, NAMING),
-        serial: randomSerial(systemRandom),
-        notBefore: validity.notBefore ?? Date.now() - HOUR,
-        notAfter: validity.notAfter ?? Date.now() + DAY,
-      });
-      const x509 = new X509Certificate(leaf);
-      return {
-        identity,
-        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        certChainPem: toPem(leaf, 'CERTIFICATE') + issuer.certificatePem,
-        notBefore: Date.parse(x509.validFrom),
-        notAfter: Date.parse(x509.validTo),
-        serialHex: x509.serialNumber,
-      };
-    },
+    workload: workloadSigner(issuer),
+  };
+}
+
+/**
+ * Mints workload leaves under `issuer` the way the CA does: a fresh P-256 key, the DNS identity
+ * then the SPIFFE URI SAN. Valid from an hour ago for a day unless told otherwise.
+ */
+export function workloadSigner(issuer: GeneratedCa): WorkloadPki['workload'] {
+  const signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
+  return (identity, validity = {}) => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const [sa, ns] = identity.split('.');
+    const leaf = signer.sign({
+      spki: publicKey.export({ type: 'spki', format: 'der' }),
+      dnsName: identity,
+      uri: spiffeId({ namespace: ns ?? 'default', serviceAccount: sa ?? 'default' }, NAMING),
+      serial: randomSerial(systemRandom),
+      notBefore: validity.notBefore ?? Date.now() - HOUR,
+      notAfter: validity.notAfter ?? Date.now() + DAY,
+    });
+    const x509 = new X509Certificate(leaf);
+    return {
+      identity,
+      keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      certChainPem: toPem(leaf, 'CERTIFICATE') + issuer.certificatePem,
+      notBefore: Date.parse(x509.validFrom),
+      notAfter: Date.parse(x509.validTo),
+      serialHex: x509.serialNumber,
+    };
   };
 }
 

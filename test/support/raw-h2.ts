@@ -109,3 +109,73 @@ export function rawH2Request(
     socket.write(Buffer.concat(parts));
   });
 }
+
+/** What a {@link rawH2Flood} has seen from the server so far. */
+export interface FloodView {
+  /** RST_STREAM frames received, by error code (7 = REFUSED_STREAM). */
+  readonly resets: Map<number, number>;
+  /** The SETTINGS_MAX_CONCURRENT_STREAMS the server advertised, if it did. */
+  maxConcurrentStreams: number | undefined;
+  /** The GOAWAY error code, if the server sent one. */
+  goaway: number | undefined;
+  /** Resolves when the server has answered the PING sent after the flood: it read every frame. */
+  readonly allRead: Promise<void>;
+}
+
+/**
+ * A hostile HTTP/2 client: opens `streams` request streams on `socket` (TLS with ALPN h2, or
+ * h2c) as fast as it can write, ignoring the server's SETTINGS_MAX_CONCURRENT_STREAMS, each with
+ * `fields`, and a first DATA frame of `body` without END_STREAM (an unfinished upload), then
+ * a PING. Never reads a response body and never sends WINDOW_UPDATE.
+ */
+export function rawH2Flood(
+  socket: Duplex,
+  fields: readonly (readonly [string, string])[],
+  o: { streams: number; body: string },
+): FloodView {
+  const block = headerBlock(fields);
+  const data = Buffer.from(o.body, 'latin1');
+  let pinged: () => void = () => undefined;
+  const view: FloodView = {
+    resets: new Map(),
+    maxConcurrentStreams: undefined,
+    goaway: undefined,
+    allRead: new Promise<void>((resolve) => (pinged = resolve)),
+  };
+  let got = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    got = Buffer.concat([got, chunk]);
+    while (got.length >= 9) {
+      const length = got.readUIntBE(0, 3);
+      if (got.length < 9 + length) return;
+      const type = got[3]!;
+      const flags = got[4]!;
+      const payload = got.subarray(9, 9 + length);
+      got = got.subarray(9 + length);
+      if (type === RST_STREAM) {
+        const code = payload.readUInt32BE(0);
+        view.resets.set(code, (view.resets.get(code) ?? 0) + 1);
+      } else if (type === GOAWAY) {
+        view.goaway = payload.readUInt32BE(4);
+      } else if (type === 0x4 && (flags & 0x1) === 0) {
+        for (let i = 0; i + 6 <= payload.length; i += 6) {
+          if (payload.readUInt16BE(i) === 0x3)
+            view.maxConcurrentStreams = payload.readUInt32BE(i + 2);
+        }
+        socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))); // SETTINGS ACK
+      } else if (type === 0x6 && (flags & 0x1) === 1) {
+        pinged();
+      }
+    }
+  });
+  socket.once('close', () => pinged());
+  const batch: Buffer[] = [PREFACE, frame(0x4, 0, 0, Buffer.alloc(0))];
+  for (let i = 0; i < o.streams; i++) {
+    const id = 2 * i + 1;
+    batch.push(frame(HEADERS, END_HEADERS, id, block), frame(DATA, 0, id, data));
+    if (batch.length >= 512) socket.write(Buffer.concat(batch.splice(0)));
+  }
+  batch.push(frame(0x6, 0, 0, Buffer.alloc(8)));
+  socket.write(Buffer.concat(batch));
+  return view;
+}

@@ -25,6 +25,7 @@ import {
   defaultAndValidatePod,
   normalizeSecret,
   validateConfigMap,
+  validateEndpointSlice,
   validateEventsV1,
   validateMeta,
   validateSecret,
@@ -146,6 +147,8 @@ export class Objects {
       };
     }
     if (t.group === 'events.k8s.io') validateEventsV1(obj);
+    if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
+      validateEndpointSlice(obj, old);
   }
 
   create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): KubeObject {

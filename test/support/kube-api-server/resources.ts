@@ -178,6 +178,14 @@ export const BUILTIN_RESOURCES: readonly ResourceType[] = [
     shortNames: ['pdb'],
     generation: true,
   },
+  // discovery.k8s.io/v1 (what the EndpointSlice controller writes; tests write them by hand)
+  {
+    group: 'discovery.k8s.io',
+    version: 'v1',
+    kind: 'EndpointSlice',
+    plural: 'endpointslices',
+    namespaced: true,
+  },
   // coordination.k8s.io/v1 (leader election)
   {
     group: 'coordination.k8s.io',

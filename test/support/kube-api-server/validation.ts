@@ -206,6 +206,45 @@ export function defaultAndValidatePod(obj: KubeObject): void {
   obj['status'] = status;
 }
 
+/** discovery.k8s.io/v1 EndpointSlice: `addressType` required, one of three, immutable; `endpoints` a list. */
+export function validateEndpointSlice(obj: KubeObject, old: KubeObject | undefined): void {
+  const errs: FieldError[] = [];
+  const type = obj['addressType'];
+  if (type === undefined || type === '')
+    errs.push({ type: 'FieldValueRequired', field: 'addressType', detail: '' });
+  else if (type !== 'IPv4' && type !== 'IPv6' && type !== 'FQDN')
+    errs.push({
+      type: 'FieldValueNotSupported',
+      field: 'addressType',
+      value: type,
+      detail: 'supported values: "FQDN", "IPv4", "IPv6"',
+    });
+  else if (old !== undefined && old['addressType'] !== type)
+    errs.push({
+      type: 'FieldValueInvalid',
+      field: 'addressType',
+      value: type,
+      detail: 'field is immutable',
+    });
+  if (
+    obj['endpoints'] !== undefined &&
+    obj['endpoints'] !== null &&
+    !Array.isArray(obj['endpoints'])
+  )
+    errs.push({
+      type: 'FieldValueInvalid',
+      field: 'endpoints',
+      value: '',
+      detail: 'must be a list',
+    });
+  if (errs.length > 0)
+    throw invalid(
+      { group: 'discovery.k8s.io', kind: 'EndpointSlice' },
+      obj.metadata.name ?? '',
+      errs,
+    );
+}
+
 /** events.k8s.io/v1 Event: the required fields of ValidateEventCreate for the v1 API. */
 export function validateEventsV1(obj: KubeObject): void {
   const errs: FieldError[] = [];

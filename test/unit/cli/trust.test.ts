@@ -80,7 +80,7 @@ describe('meshid trust (in process)', () => {
       (e) =>
         isMeshidError(e, 'ERR_ANCHORS_INVALID') &&
         e.message ===
-          `${file}: trust bundle: line 1: unexpected content outside a PEM block: "not pem"`,
+          `${file}: trust anchor bundle: line 1: unexpected content outside a PEM block: "not pem"`,
     );
     await assert.rejects(
       validateBundleFile(join(dir, 'missing.pem'), config(), Date.now()),

@@ -35,6 +35,7 @@ import {
   isMeshidError,
   silentLogger,
   systemRandom,
+  parseAnchors,
 } from '../../../core/index.js';
 import type { CertifyRequest, CertifyResponse } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
@@ -44,7 +45,6 @@ import {
   SignerCache,
   createCertifyHandler,
   generateTokenSigningKey,
-  parseTrustAnchors,
   validateIssuer,
 } from '../../../identity-ca/index.js';
 import type { IssuerCredentials } from '../../../identity-ca/index.js';
@@ -314,7 +314,7 @@ describe('Certify properties: issued if and only if every rule holds', function 
     };
     issuer = await validateIssuer(
       { tlsCrt: ca.certificatePem, tlsKey: ca.privateKeyPem },
-      parseTrustAnchors(root.certificatePem, t0),
+      parseAnchors(root.certificatePem, { now: t0 }),
       t0,
     );
     clock = new ManualClock(t0);

@@ -13,6 +13,7 @@ import {
   isMeshidError,
   silentLogger,
   systemRandom,
+  parseAnchors,
 } from '../../../core/index.js';
 import type { ErrorCode, WorkloadIdentity } from '../../../core/index.js';
 import { createCertifyHandler } from '../../../identity-ca/server/certify.js';
@@ -22,7 +23,7 @@ import {
   servingCertNeedsRenewal,
 } from '../../../identity-ca/server/serving-cert.js';
 import { SignerCache } from '../../../identity-ca/server/certify.js';
-import { parseTrustAnchors, validateIssuer } from '../../../identity-ca/issuer/material.js';
+import { validateIssuer } from '../../../identity-ca/issuer/material.js';
 import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 import type { TokenValidator } from '../../../identity-ca/token/validator.js';
 import { DAY, HOUR, NOW, bundle, ca, material, root } from './fixtures/pki.js';
@@ -53,7 +54,7 @@ async function issuerValidFor(
 ): Promise<IssuerCredentials> {
   const r = await root('root.linkerd.cluster.local', { notAfter: NOW + anchorNotAfterFromNow });
   const i = await ca(r, 'identity.linkerd.cluster.local', { notAfter: NOW + notAfterFromNow });
-  return validateIssuer(material(i), parseTrustAnchors(bundle(r), NOW), NOW);
+  return validateIssuer(material(i), parseAnchors(bundle(r), { now: NOW }), NOW);
 }
 
 function request(

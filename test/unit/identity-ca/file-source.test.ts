@@ -201,7 +201,7 @@ describe('file issuer source', () => {
     const bundleUpdated = waitForEvent(
       store,
       'updated',
-      (cur: IssuerCredentials) => cur.anchors.subjects.length === 2,
+      (cur: IssuerCredentials) => cur.anchors.anchors.map((a) => a.subject).length === 2,
     );
     await replaceFile(anchorsFile, bundle(rootA, rootB));
     const [afterBundle] = await bundleUpdated;
@@ -210,7 +210,10 @@ describe('file issuer source', () => {
     const issuerUpdated = waitForEvent<Updated>(store, 'updated', updatedTo('CN=issuer-b.test'));
     await kubeletWrite(issuerDir, issuerFiles(issuerB));
     await issuerUpdated;
-    assert.deepEqual(store.current()?.anchors.subjects, ['CN=root-a.test', 'CN=root-b.test']);
+    assert.deepEqual(
+      store.current()?.anchors.anchors.map((a) => a.subject),
+      ['CN=root-a.test', 'CN=root-b.test'],
+    );
   });
 
   it('picks up plain rewrites of the files in place', async () => {

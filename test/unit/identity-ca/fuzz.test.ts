@@ -31,8 +31,9 @@ import {
   parseCsr,
   systemClock,
   systemRandom,
+  parseAnchors,
 } from '../../../core/index.js';
-import { checkCsrPolicy, parseTrustAnchors, validateIssuer } from '../../../identity-ca/index.js';
+import { checkCsrPolicy, validateIssuer } from '../../../identity-ca/index.js';
 import type { IssuerCredentials } from '../../../identity-ca/index.js';
 import { Admission } from '../../../identity-ca/server/admission.js';
 import { createCertifyHandler } from '../../../identity-ca/server/certify.js';
@@ -77,7 +78,7 @@ describe(`Certify fuzzing (seed ${SEED}, ${WIRE_CASES} wire cases)`, function ()
     const now = systemClock.now();
     issuer = await validateIssuer(
       { tlsCrt: state.issuer.certificatePem, tlsKey: state.issuer.privateKeyPem },
-      parseTrustAnchors(state.root.certificatePem, now),
+      parseAnchors(state.root.certificatePem, { now: now }),
       now,
     );
     tokens = await JwksTokenValidator.create({

@@ -420,6 +420,23 @@ describe('JwksTokenValidator', () => {
       await refused(validator, 'eyJub3QiOiJqc29uIn0x.e30.AAAA', 'ERR_TOKEN_MALFORMED', 'JWT');
     });
 
+    it('refuses a header or payload nested past the JSON bound before parsing it', async () => {
+      const deep = base64url.encode(`{"a":${'['.repeat(65)}${']'.repeat(65)}}`);
+      const [header, payload, signature] = (await signed()).split('.');
+      await refused(
+        validator,
+        `${deep}.${payload}.${signature}`,
+        'ERR_TOKEN_MALFORMED',
+        'its header nests deeper than 64 levels',
+      );
+      await refused(
+        validator,
+        `${header}.${deep}.${signature}`,
+        'ERR_TOKEN_MALFORMED',
+        'its payload nests deeper than 64 levels',
+      );
+    });
+
     it('refuses bytes that are not UTF-8', async () => {
       await refused(
         validator,

@@ -5,13 +5,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { toPem } from '../../../core/index.js';
+import { toPem, parseAnchors } from '../../../core/index.js';
 import type { GeneratedCa } from '../../../core/pki.js';
-import {
-  MAX_INTERMEDIATES,
-  parseTrustAnchors,
-  validateIssuer,
-} from '../../../identity-ca/issuer/material.js';
+import { MAX_INTERMEDIATES, validateIssuer } from '../../../identity-ca/issuer/material.js';
 import { DAY, HOUR, NOW, assertRefused, bundle, ca, material, root } from './fixtures/pki.js';
 
 const sha256 = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
@@ -28,32 +24,35 @@ describe('trust anchors (parseTrustAnchors)', () => {
 
   it('accepts a bundle of two anchors with whitespace around and between them', () => {
     const pem = `\n\n${rootA.certificatePem}\n\n   \n${rootB.certificatePem}\n\n`;
-    const anchors = parseTrustAnchors(pem, NOW);
-    assert.deepEqual(anchors.subjects, ['CN=root-a.test', 'CN=root-b.test']);
+    const anchors = parseAnchors(pem, { now: NOW });
     assert.deepEqual(
-      hex(anchors.certificatesDer),
+      anchors.anchors.map((a) => a.subject),
+      ['CN=root-a.test', 'CN=root-b.test'],
+    );
+    assert.deepEqual(
+      hex(anchors.anchors.map((a) => a.der)),
       hex([rootA.certificateDer, rootB.certificateDer]),
     );
     assert.equal(
       anchors.earliestNotAfter,
       Date.parse(new X509Certificate(rootB.certificatePem).validTo),
     );
-    assert.equal(anchors.pem, pem);
+    assert.equal(anchors.text, pem);
   });
 
   it('fingerprints the PEM text exactly as read, as linkerd.io/trust-root-sha256 does', () => {
     const pem = bundle(rootA);
-    assert.equal(parseTrustAnchors(pem, NOW).fingerprint, sha256(pem));
-    assert.notEqual(parseTrustAnchors(`${pem}\n`, NOW).fingerprint, sha256(pem));
+    assert.equal(parseAnchors(pem, { now: NOW }).fingerprint, sha256(pem));
+    assert.notEqual(parseAnchors(`${pem}\n`, { now: NOW }).fingerprint, sha256(pem));
   });
 
   it('refuses an empty bundle', async () => {
-    await assertRefused(() => parseTrustAnchors(' \n\n', NOW), 'ERR_ANCHORS_INVALID', /empty/);
+    await assertRefused(() => parseAnchors(' \n\n', { now: NOW }), 'ERR_ANCHORS_INVALID', /empty/);
   });
 
   it('refuses garbage that is not PEM', async () => {
     await assertRefused(
-      () => parseTrustAnchors(`${rootA.certificatePem}this is not PEM\n`, NOW),
+      () => parseAnchors(`${rootA.certificatePem}this is not PEM\n`, { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /trust anchor bundle/,
       /outside a PEM block/,
@@ -62,7 +61,7 @@ describe('trust anchors (parseTrustAnchors)', () => {
 
   it('refuses a bundle with a block that is not a CERTIFICATE', async () => {
     await assertRefused(
-      () => parseTrustAnchors(rootA.certificatePem + rootA.privateKeyPem, NOW),
+      () => parseAnchors(rootA.certificatePem + rootA.privateKeyPem, { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /"PRIVATE KEY"/,
     );
@@ -71,7 +70,7 @@ describe('trust anchors (parseTrustAnchors)', () => {
   it('refuses a CERTIFICATE block that does not hold a certificate', async () => {
     const junk = toPem(Uint8Array.from([0x30, 0x03, 0x02, 0x01, 0x05]), 'CERTIFICATE');
     await assertRefused(
-      () => parseTrustAnchors(junk, NOW),
+      () => parseAnchors(junk, { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /trust anchor/,
       /certificate/,
@@ -81,7 +80,7 @@ describe('trust anchors (parseTrustAnchors)', () => {
   it('refuses a certificate with bytes after its DER', async () => {
     const padded = toPem(Buffer.concat([rootA.certificateDer, Buffer.from([0])]), 'CERTIFICATE');
     await assertRefused(
-      () => parseTrustAnchors(padded, NOW),
+      () => parseAnchors(padded, { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /trailing bytes/,
     );
@@ -90,7 +89,7 @@ describe('trust anchors (parseTrustAnchors)', () => {
   it('refuses an anchor that is not a CA', async () => {
     const notCa = await root('leafish.test', { isCa: false });
     await assertRefused(
-      () => parseTrustAnchors(bundle(rootA, notCa), NOW),
+      () => parseAnchors(bundle(rootA, notCa), { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /trust anchor #2 "CN=leafish.test" is not a CA/,
     );
@@ -99,7 +98,7 @@ describe('trust anchors (parseTrustAnchors)', () => {
   it('refuses an anchor whose keyUsage lacks keyCertSign', async () => {
     const noSign = await root('nosign.test', { keyUsage: ['digitalSignature', 'cRLSign'] });
     await assertRefused(
-      () => parseTrustAnchors(bundle(noSign), NOW),
+      () => parseAnchors(bundle(noSign), { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /keyCertSign/,
     );
@@ -107,15 +106,18 @@ describe('trust anchors (parseTrustAnchors)', () => {
 
   it('keeps an expired anchor next to a valid one', async () => {
     const old = await root('old.test', { notBefore: NOW - 400 * DAY, notAfter: NOW - DAY });
-    const anchors = parseTrustAnchors(bundle(old, rootA), NOW);
-    assert.deepEqual(anchors.subjects, ['CN=old.test', 'CN=root-a.test']);
+    const anchors = parseAnchors(bundle(old, rootA), { now: NOW });
+    assert.deepEqual(
+      anchors.anchors.map((a) => a.subject),
+      ['CN=old.test', 'CN=root-a.test'],
+    );
     assert.equal(anchors.earliestNotAfter, Math.floor((NOW - DAY) / 1000) * 1000);
   });
 
   it('refuses a bundle in which every anchor has expired', async () => {
     const old = await root('old.test', { notBefore: NOW - 400 * DAY, notAfter: NOW - DAY });
     await assertRefused(
-      () => parseTrustAnchors(bundle(old), NOW),
+      () => parseAnchors(bundle(old), { now: NOW }),
       'ERR_ANCHORS_INVALID',
       /every trust anchor/,
       /expired/,
@@ -129,7 +131,7 @@ describe('issuer validation (validateIssuer)', () => {
   let issuer: GeneratedCa;
   let inter: GeneratedCa;
   let issuerUnderInter: GeneratedCa;
-  const anchorsOf = (...a: GeneratedCa[]) => parseTrustAnchors(bundle(...a), NOW);
+  const anchorsOf = (...a: GeneratedCa[]) => parseAnchors(bundle(...a), { now: NOW });
 
   before(async () => {
     anchor = await root();
@@ -153,7 +155,7 @@ describe('issuer validation (validateIssuer)', () => {
       assert.equal(creds.notAfter, Date.parse(node.validTo));
       assert.equal(creds.chainNotAfter, creds.notAfter);
       assert.ok(creds.privateKey.equals(issuer.privateKey));
-      assert.equal(creds.anchors.subjects[0], 'CN=root.linkerd.cluster.local');
+      assert.equal(creds.anchors.anchors.map((a) => a.subject)[0], 'CN=root.linkerd.cluster.local');
       assert.ok(Object.isFrozen(creds));
     });
 
@@ -230,8 +232,8 @@ describe('issuer validation (validateIssuer)', () => {
     it('a bundle with whitespace and two anchors, chaining to the second', async () => {
       const other = await root('other.test');
       const pem = `\n${other.certificatePem}\n\n\n${anchor.certificatePem}\n  \n`;
-      const creds = await validateIssuer(material(issuer), parseTrustAnchors(pem, NOW), NOW);
-      assert.equal(creds.anchors.pem, pem);
+      const creds = await validateIssuer(material(issuer), parseAnchors(pem, { now: NOW }), NOW);
+      assert.equal(creds.anchors.text, pem);
     });
 
     it('a rotated root with the same name: the issuer chains to the anchor whose key signed it', async () => {

@@ -99,7 +99,10 @@ describe('issuer store', () => {
     // 6. Dropping root A is fine.
     assert.equal((await store.apply(material(issuerB), bundle(rootB), 'step6')).status, 'updated');
     assert.equal(store.current()?.subject, 'CN=issuer-b.test');
-    assert.deepEqual(store.current()?.anchors.subjects, ['CN=root-b.test']);
+    assert.deepEqual(
+      store.current()?.anchors.anchors.map((a) => a.subject),
+      ['CN=root-b.test'],
+    );
     assert.equal(store.version, 4);
     assert.deepEqual(events, [
       'updated CN=issuer-a.test prev=- from step1',

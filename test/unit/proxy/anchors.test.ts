@@ -5,10 +5,10 @@ import { once } from 'node:events';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger, systemClock } from '../../../core/index.js';
+import { parseAnchors, silentLogger, systemClock } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
-import { AnchorSource, parseAnchorBundle } from '../../../proxy/index.js';
+import { AnchorSource } from '../../../proxy/index.js';
 
 const HOUR = 3_600_000;
 
@@ -46,23 +46,26 @@ describe('proxy/anchors: the trust-anchor bundle', () => {
 
   it("parses a bundle with whitespace between certificates, fingerprinting its text as Linkerd's annotation does", () => {
     const text = `\n${rootA.certificatePem}\n\n${rootB.certificatePem}\n`;
-    const b = parseAnchorBundle(text, 0);
-    assert.deepEqual(b.subjects, ['CN=root-a', 'CN=root-b']);
+    const b = parseAnchors(text, { now: Date.now() });
+    assert.deepEqual(
+      b.anchors.map((a) => a.subject),
+      ['CN=root-a', 'CN=root-b'],
+    );
     assert.match(b.fingerprint, /^[0-9a-f]{64}$/);
     assert.equal(b.earliestNotAfter, Date.parse(new X509Certificate(rootA.certificatePem).validTo));
   });
 
   it('refuses an empty bundle', () => {
-    assert.throws(() => parseAnchorBundle('\n', 0), /no certificate/);
+    assert.throws(() => parseAnchors('\n', { now: Date.now() }), /no certificate/);
   });
 
   it('refuses a bundle with content that is not PEM', () => {
-    assert.throws(() => parseAnchorBundle(`${rootA.certificatePem}hello\n`, 0), /.+/);
+    assert.throws(() => parseAnchors(`${rootA.certificatePem}hello\n`, { now: Date.now() }), /.+/);
   });
 
   it('refuses a bundle holding a certificate that is not a CA', () => {
     assert.throws(
-      () => parseAnchorBundle(rootA.certificatePem + notCa.certificatePem, 0),
+      () => parseAnchors(rootA.certificatePem + notCa.certificatePem, { now: Date.now() }),
       /"CN=leafish" is not a CA certificate/,
     );
   });
@@ -71,18 +74,24 @@ describe('proxy/anchors: the trust-anchor bundle', () => {
     await writeFile(file, rootA.certificatePem);
     const source = await AnchorSource.open(file, { clock: systemClock, logger: silentLogger() });
     try {
-      assert.deepEqual(source.current().subjects, ['CN=root-a']);
+      assert.deepEqual(
+        source.current().anchors.map((a) => a.subject),
+        ['CN=root-a'],
+      );
       const updated = once(source, 'updated');
       await writeFile(`${file}.tmp`, rootA.certificatePem + rootB.certificatePem);
       await rename(`${file}.tmp`, file);
       await updated;
-      assert.deepEqual(source.current().subjects, ['CN=root-a', 'CN=root-b']);
+      assert.deepEqual(
+        source.current().anchors.map((a) => a.subject),
+        ['CN=root-a', 'CN=root-b'],
+      );
       const rejected = once(source, 'rejected');
       await writeFile(`${file}.tmp`, 'not a bundle');
       await rename(`${file}.tmp`, file);
       await rejected;
       assert.deepEqual(
-        source.current().subjects,
+        source.current().anchors.map((a) => a.subject),
         ['CN=root-a', 'CN=root-b'],
         'the last good bundle stays',
       );

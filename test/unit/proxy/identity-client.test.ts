@@ -20,6 +20,7 @@ import {
   createLogger,
   silentLogger,
   systemRandom,
+  parseAnchors,
 } from '../../../core/index.js';
 import { createRootCa } from '../../../core/pki.js';
 import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
@@ -27,7 +28,6 @@ import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import {
   JwksTokenValidator,
   createCertifyHandler,
-  parseTrustAnchors,
   validateIssuer,
 } from '../../../identity-ca/index.js';
 import type { IssuerCredentials } from '../../../identity-ca/index.js';
@@ -98,7 +98,7 @@ describe('proxy/identity: the identity client', function () {
     anchorsPem = state.root.certificatePem;
     issuer = await validateIssuer(
       { tlsCrt: state.issuer.certificatePem, tlsKey: state.issuer.privateKeyPem },
-      parseTrustAnchors(anchorsPem, clock.now()),
+      parseAnchors(anchorsPem, { now: clock.now() }),
       clock.now(),
     );
     tokens = await JwksTokenValidator.create({

@@ -59,4 +59,37 @@ describe('proxy traffic metrics', () => {
     );
     assert.ok(got.includes(`${NAME}_count{direction="inbound",protocol="http1",status="2xx"} 3`));
   });
+
+  it('counts transparent requests per destination and server identity with tls, plaintext connections by reason, and a lost destination service', async () => {
+    const registry = new Registry();
+    const traffic = registerTrafficMetrics(registry);
+    const web = 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
+    const request = { type: 'request', listener: '127.0.0.1:4140', dst: '10.96.0.10:80' } as const;
+    traffic.outbound({ ...request, peerIdentity: web, tls: true, status: 200, durationMs: 3 });
+    traffic.outbound({ ...request, peerIdentity: web, tls: true, status: 503, durationMs: 1 });
+    traffic.outbound({ ...request, peerIdentity: '', tls: false, status: 503, durationMs: 0 });
+    const target = { host: '10.96.0.20', port: 5432 };
+    traffic.outbound({ type: 'passthrough', listener: '', target, reason: 'unmeshed' });
+    traffic.outbound({ type: 'discovery', listener: '', target, available: false, message: 'x' });
+    const text = await registry.metrics();
+    const line = (l: string) => assert.ok(text.split('\n').includes(l), `missing: ${l}\n${text}`);
+    line(
+      `meshid_proxy_outbound_requests_total{dst="10.96.0.10:80",server_id="${web}",tls="true",classification="success"} 1`,
+    );
+    line(
+      `meshid_proxy_outbound_requests_total{dst="10.96.0.10:80",server_id="${web}",tls="true",classification="failure"} 1`,
+    );
+    line(
+      'meshid_proxy_outbound_requests_total{dst="10.96.0.10:80",server_id="",tls="false",classification="failure"} 1',
+    );
+    line(
+      'meshid_proxy_outbound_response_latency_seconds_count{dst="10.96.0.10:80",tls="true",classification="success"} 1',
+    );
+    line(
+      'meshid_proxy_outbound_plaintext_connections_total{dst="10.96.0.20:5432",tls="false",reason="unmeshed"} 1',
+    );
+    line('meshid_proxy_destination_unavailable 1');
+    traffic.outbound({ type: 'discovery', listener: '', target, available: true, message: '' });
+    assert.ok((await registry.metrics()).includes('meshid_proxy_destination_unavailable 0'));
+  });
 });

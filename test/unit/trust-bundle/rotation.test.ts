@@ -4,17 +4,22 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, isMeshidError, silentLogger, systemRandom } from '../../../core/index.js';
+import {
+  ManualClock,
+  isMeshidError,
+  silentLogger,
+  systemRandom,
+  parseAnchors,
+} from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { initLocalState } from '../../../cli/init.js';
-import { parseTrustAnchors, validateIssuer } from '../../../identity-ca/index.js';
+import { validateIssuer } from '../../../identity-ca/index.js';
 import {
   LocalRotationBackend,
   RotationController,
   STALE_LOCK_MS,
   anchorOfChain,
   assertAnchorsIssuer,
-  parseBundle,
   readRotationStateFile,
 } from '../../../trust-bundle/index.js';
 import type {
@@ -93,7 +98,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     const f = await files();
     await validateIssuer(
       { tlsCrt: f.crt, tlsKey: f.key, caCrt: f.ca },
-      parseTrustAnchors(f.bundle, clock.now()),
+      parseAnchors(f.bundle, { now: clock.now() }),
       clock.now(),
     );
   };
@@ -114,9 +119,46 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('completes when the old root expires mid-way, between the switch and retire', async () => {
+    // Root A lives 12 h: it expires while the rotation drains the leaves (24 h).
+    const rootAExpiry = clock.now() + 12 * HOUR;
+    const rootA = await createRootCa({
+      commonName: 'short-root.linkerd.cluster.local',
+      notBefore: clock.now() - 60_000,
+      notAfter: rootAExpiry,
+    });
+    const issuerA = await createIntermediateCa({
+      issuer: rootA,
+      commonName: 'identity.linkerd.linkerd.cluster.local',
+      notBefore: clock.now() - 60_000,
+      notAfter: clock.now() + 12 * HOUR,
+      pathLength: 0,
+    });
+    await writeFile(join(dir, 'trust-anchors.pem'), rootA.certificatePem);
+    await writeFile(join(dir, 'issuer', 'tls.crt'), issuerA.certificatePem);
+    await writeFile(join(dir, 'issuer', 'tls.key'), issuerA.privateKeyPem);
+    await writeFile(join(dir, 'issuer', 'ca.crt'), rootA.certificatePem);
+    const rc = controller();
+    await rc.start();
+    const phases: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const r = await rc.step();
+      phases.push(r.state!.phase);
+      if (r.state!.lastError !== undefined) assert.fail(r.state!.lastError);
+      if (r.state!.phase === 'done') break;
+      if (!r.advanced) clock.advance(LEAF + 2 * SKEW + 1);
+    }
+    assert.ok(clock.now() > rootAExpiry, 'root A expired before retire');
+    assert.deepEqual(phases.slice(-2), ['retire', 'done']);
+    const end = parseAnchors((await files()).bundle, { now: clock.now() });
+    assert.equal(end.anchors.length, 1);
+    assert.notEqual(end.pem, rootA.certificatePem, 'the new root, the old one retired');
+    await caAccepts();
+  });
+
   it('takes root A to root B through every phase, holding on each wait, the old root removed only at the end', async () => {
     const before = await files();
-    const rootA = parseBundle(before.bundle, { now: clock.now() }).anchors[0]!;
+    const rootA = parseAnchors(before.bundle, { now: clock.now() }).anchors[0]!;
     const rc = controller();
     const started = await rc.start();
     assert.equal(started.phase, 'stage');
@@ -124,7 +166,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
 
     let r = await rc.step();
     assert.equal(r.state?.phase, 'propagate');
-    const staged = parseBundle((await files()).bundle, { now: clock.now() });
+    const staged = parseAnchors((await files()).bundle, { now: clock.now() });
     assert.equal(staged.anchors.length, 2, 'both roots in the bundle');
     assert.equal(staged.pem, (await files()).bundle, 'written in canonical form');
     assert.equal(r.state?.stagedBundleFingerprint, staged.fingerprint);
@@ -150,7 +192,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     proxies.reports = proxies.reports.map((p) => ({ ...p, bundleFingerprint: staged.fingerprint }));
     r = await rc.step();
     assert.equal(r.state?.phase, 'switch');
-    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+    assert.equal(parseAnchors((await files()).bundle, { now: clock.now() }).anchors.length, 2);
 
     r = await rc.step();
     assert.equal(r.state?.phase, 'drain');
@@ -184,13 +226,13 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       r.state?.waitingFor?.description ?? '',
       /0 of 2 proxies hold a certificate from the new issuer/,
     );
-    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+    assert.equal(parseAnchors((await files()).bundle, { now: clock.now() }).anchors.length, 2);
     proxies.reports = proxies.reports.map((p) => ({ ...p, certNotBefore: clock.now() - SKEW }));
     r = await rc.step();
     assert.equal(r.state?.phase, 'retire');
     r = await rc.step();
     assert.equal(r.state?.phase, 'done');
-    const end = parseBundle((await files()).bundle, { now: clock.now() });
+    const end = parseAnchors((await files()).bundle, { now: clock.now() });
     assert.deepEqual(
       end.anchors.map((a) => a.fingerprint),
       [rootB.fingerprint],
@@ -261,7 +303,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       state?.history.map((h) => h.phase),
       ['stage', 'propagate'],
     );
-    assert.equal(parseBundle((await files()).bundle, { now: clock.now() }).anchors.length, 2);
+    assert.equal(parseAnchors((await files()).bundle, { now: clock.now() }).anchors.length, 2);
     assert.equal(
       (await readdir(join(dir, 'rotation'))).filter((f) => f.endsWith('.crt')).length,
       1,
@@ -393,7 +435,7 @@ describe('trust-bundle: rotation controller (local mode)', function () {
       notBefore: clock.now() - 1000,
       notAfter: clock.now() + HOUR * 1000,
     });
-    const next = parseBundle(other.certificatePem, { now: clock.now() });
+    const next = parseAnchors(other.certificatePem, { now: clock.now() });
     assert.throws(
       () => assertAnchorsIssuer(next, f.crt),
       (e: unknown) =>
@@ -401,8 +443,10 @@ describe('trust-bundle: rotation controller (local mode)', function () {
         /does not anchor the live issuer "CN=identity\.linkerd\.cluster\.local"/.test(e.message),
     );
     assert.equal(
-      assertAnchorsIssuer(parseBundle(f.bundle + other.certificatePem, { now: clock.now() }), f.crt)
-        .subject,
+      assertAnchorsIssuer(
+        parseAnchors(f.bundle + other.certificatePem, { now: clock.now() }),
+        f.crt,
+      ).subject,
       'CN=root.linkerd.cluster.local',
     );
     assert.equal(existsSync(join(dir, 'rotation.json')), false);

@@ -3,15 +3,17 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isMeshidError } from '../../../core/index.js';
-import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import {
-  anchorFromPem,
-  anchorOfChain,
   bundleFingerprint,
-  bundleFromAnchors,
-  parseBundle,
-} from '../../../trust-bundle/index.js';
+  bundleOfAnchors,
+  isMeshidError,
+  parseAnchors,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
+} from '../../../core/index.js';
+import type { ProxyIdentityReport } from '../../../core/index.js';
+import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 
 const DAY = 86_400_000;
 const NOW = Date.parse('2026-06-01T00:00:00Z');
@@ -54,7 +56,7 @@ function opensslRoot(keyArgs: string[], cn: string): string {
   }
 }
 
-describe('trust-bundle: bundle model', () => {
+describe('core/anchors: the trust-anchor bundle', () => {
   let rootA: Ca;
   let rootB: Ca;
   let p384: Ca;
@@ -98,24 +100,23 @@ describe('trust-bundle: bundle model', () => {
   });
 
   it('parses a good bundle of P-256, P-384 and RSA-2048 roots', () => {
-    const b = parseBundle(rootA.certificatePem + p384.certificatePem + rsa2048.certificatePem, {
-      now: NOW,
-    });
+    const text = rootA.certificatePem + p384.certificatePem + rsa2048.certificatePem;
+    const b = parseAnchors(text, { now: NOW });
     assert.deepEqual(b.anchors.map((a) => a.keyType).sort(), [
       'ecdsa-p256',
       'ecdsa-p384',
       'rsa-2048',
     ]);
     assert.deepEqual(b.warnings, []);
-    assert.equal(b.fingerprint, bundleFingerprint(b.pem));
+    assert.equal(b.fingerprint, bundleFingerprint(text));
   });
 
   it('renders the same bytes whatever the input order and layout', () => {
-    const one = parseBundle(rootA.certificatePem + rootB.certificatePem, { now: NOW });
+    const one = parseAnchors(rootA.certificatePem + rootB.certificatePem, { now: NOW });
     const messy = `\n\n  ${rootB.certificatePem.replace(/\n/g, '\r\n')}\n\n${rootA.certificatePem}   \n`;
-    const two = parseBundle(messy, { now: NOW });
+    const two = parseAnchors(messy, { now: NOW });
     assert.equal(two.pem, one.pem);
-    assert.equal(two.fingerprint, one.fingerprint);
+    assert.notEqual(two.fingerprint, one.fingerprint, 'the fingerprint is of the text as read');
     // Stable order: earliest notBefore first (root A was made valid earlier than root B).
     assert.deepEqual(
       one.anchors.map((a) => a.subject),
@@ -124,131 +125,162 @@ describe('trust-bundle: bundle model', () => {
     assert.equal(one.pem, rootA.certificatePem + rootB.certificatePem);
   });
 
-  it('refuses an expired root, naming it by index and subject', () => {
-    const msg = refusal(() =>
-      parseBundle(rootA.certificatePem + expired.certificatePem, { now: NOW }),
+  it('keeps an expired root beside a valid one, naming it in a warning', () => {
+    const b = parseAnchors(rootA.certificatePem + expired.certificatePem, { now: NOW });
+    assert.equal(b.anchors.length, 2);
+    assert.match(
+      b.warnings.join('\n'),
+      /trust anchor #2 "CN=old-root" has expired \(notAfter 2026-05-31T00:00:00.*\): kept, but no chain reaches it/,
     );
-    assert.match(msg, /certificate #2 "CN=old-root" has expired \(notAfter 2026-05-31T00:00:00/);
   });
 
   it('refuses a root that is not yet valid', () => {
-    const msg = refusal(() => parseBundle(future.certificatePem, { now: NOW }));
-    assert.match(msg, /certificate #1 "CN=future-root" is not yet valid \(notBefore 2026-06-02/);
+    const msg = refusal(() => parseAnchors(future.certificatePem, { now: NOW }));
+    assert.match(msg, /trust anchor #1 "CN=future-root" is not yet valid \(notBefore 2026-06-02/);
   });
 
   it('refuses an RSA-1024 root (made by openssl)', () => {
-    const msg = refusal(() => parseBundle(rsa1024Pem, { now: Date.now() }));
+    const msg = refusal(() => parseAnchors(rsa1024Pem, { now: Date.now() }));
     assert.match(
       msg,
-      /certificate #1 "CN=weak-rsa" has an unsupported key \(RSA 1024 bits; RSA keys must have at least 2048\)/,
+      /trust anchor #1 "CN=weak-rsa" has an unsupported key \(RSA 1024 bits; RSA keys must have at least 2048\)/,
     );
   });
 
-  it('refuses an Ed25519 root', () => {
-    const msg = refusal(() => parseBundle(ed25519Pem, { now: Date.now() }));
-    assert.match(msg, /certificate #1 "CN=ed-root" has an unsupported key \(ed25519;/);
+  it('accepts an Ed25519 root (FIPS mode refuses it: docs/fips.md)', () => {
+    assert.deepEqual(
+      parseAnchors(ed25519Pem, { now: Date.now() }).anchors.map((a) => a.keyType),
+      ['ed25519'],
+    );
+    assert.throws(
+      () => parseAnchors(ed25519Pem, { now: Date.now(), fips: true }),
+      (err) => isMeshidError(err, 'ERR_FIPS_MATERIAL_REFUSED'),
+    );
   });
 
   it('refuses a certificate that is not a CA', () => {
-    const msg = refusal(() => parseBundle(leaf.certificatePem, { now: NOW }));
+    const msg = refusal(() => parseAnchors(leaf.certificatePem, { now: NOW }));
     assert.match(
       msg,
-      /certificate #1 "CN=not-a-ca" is not a CA \(basicConstraints cA is absent or false\)/,
+      /trust anchor #1 "CN=not-a-ca" is not a CA certificate \(basicConstraints cA is absent or false\)/,
     );
   });
 
   it('refuses an intermediate where a root is expected', () => {
     const msg = refusal(() =>
-      parseBundle(rootA.certificatePem + intermediate.certificatePem, { now: NOW }),
+      parseAnchors(rootA.certificatePem + intermediate.certificatePem, { now: NOW }),
     );
     assert.match(
       msg,
-      /certificate #2 "CN=identity.linkerd.cluster.local" is not self-signed \(issued by "CN=root-a.linkerd.cluster.local"\)/,
+      /trust anchor #2 "CN=identity.linkerd.cluster.local" is not self-signed \(issued by "CN=root-a.linkerd.cluster.local"\)/,
     );
   });
 
   it('names every bad certificate at once', () => {
     const msg = refusal(() =>
-      parseBundle(leaf.certificatePem + rootA.certificatePem + expired.certificatePem, {
+      parseAnchors(leaf.certificatePem + rootA.certificatePem + intermediate.certificatePem, {
         now: NOW,
       }),
     );
-    assert.match(msg, /^trust bundle refused \(2 bad certificates\):/);
+    assert.match(msg, /^trust anchor bundle refused \(2 bad certificates\):/);
     assert.match(msg, /#1 "CN=not-a-ca"/);
-    assert.match(msg, /#3 "CN=old-root"/);
+    assert.match(msg, /#3 "CN=identity.linkerd.cluster.local"/);
     assert.doesNotMatch(msg, /#2/);
   });
 
   it('refuses garbage between PEM blocks, with its line', () => {
     const text = `${rootA.certificatePem}this is not PEM\n${rootB.certificatePem}`;
-    const msg = refusal(() => parseBundle(text, { now: NOW }));
+    const msg = refusal(() => parseAnchors(text, { now: NOW }));
     const line = rootA.certificatePem.split('\n').length;
     assert.equal(
       msg,
-      `trust bundle: line ${line}: unexpected content outside a PEM block: "this is not PEM"`,
+      `trust anchor bundle: line ${line}: unexpected content outside a PEM block: "this is not PEM"`,
     );
   });
 
   it('refuses a block that is not a CERTIFICATE', () => {
-    const msg = refusal(() => parseBundle(rootA.privateKeyPem, { now: NOW }));
+    const msg = refusal(() => parseAnchors(rootA.privateKeyPem, { now: NOW }));
     assert.equal(
       msg,
-      'trust bundle: line 1: expected a "CERTIFICATE" PEM block, found "PRIVATE KEY"',
+      'trust anchor bundle: line 1: expected a "CERTIFICATE" PEM block, found "PRIVATE KEY"',
     );
   });
 
   it('refuses a CERTIFICATE block whose bytes are not a certificate', () => {
     const msg = refusal(() =>
-      parseBundle('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', { now: NOW }),
+      parseAnchors('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', { now: NOW }),
     );
-    assert.match(msg, /certificate #1 is not a parseable X\.509 certificate/);
+    assert.match(
+      msg,
+      /certificate #1 of the trust anchor bundle is not a parseable X\.509 certificate/,
+    );
   });
 
   it('refuses an empty bundle (and whitespace only)', () => {
     for (const text of ['', '\n\n  \n']) {
       assert.equal(
-        refusal(() => parseBundle(text, { now: NOW })),
-        'trust bundle is empty: it holds no CERTIFICATE block',
+        refusal(() => parseAnchors(text, { now: NOW })),
+        'trust anchor bundle is empty: it holds no certificate',
       );
     }
   });
 
   it('keeps a duplicated root once and says so', () => {
-    const b = parseBundle(rootA.certificatePem + rootB.certificatePem + rootA.certificatePem, {
+    const b = parseAnchors(rootA.certificatePem + rootB.certificatePem + rootA.certificatePem, {
       now: NOW,
     });
     assert.equal(b.anchors.length, 2);
     assert.deepEqual(b.warnings, [
-      'certificate #3 "CN=root-a.linkerd.cluster.local" duplicates certificate #1; kept once',
+      'trust anchor #3 "CN=root-a.linkerd.cluster.local" duplicates trust anchor #1; kept once',
     ]);
     assert.equal(b.pem, rootA.certificatePem + rootB.certificatePem);
   });
 
   it('reports the earliest expiry and warns inside the window', () => {
-    const b = parseBundle(rootA.certificatePem, { now: NOW, warnWithin: 400 * DAY });
+    const b = parseAnchors(rootA.certificatePem, { now: NOW, warnWithin: 400 * DAY });
     assert.equal(b.earliestNotAfter, b.anchors[0]!.notAfter);
     assert.equal(b.warnings.length, 1);
     assert.match(
       b.warnings[0]!,
       /anchor "CN=root-a\.linkerd\.cluster\.local" expires at .* within 400 days/,
     );
-    assert.deepEqual(parseBundle(rootA.certificatePem, { now: NOW }).warnings, []);
+    assert.deepEqual(parseAnchors(rootA.certificatePem, { now: NOW }).warnings, []);
   });
 
   it('builds a bundle from anchors: the union, deduplicated and ordered', () => {
-    const a = anchorFromPem(rootA.certificatePem, { now: NOW });
-    const b = anchorFromPem(rootB.certificatePem + intermediate.certificatePem, { now: NOW });
-    const both = bundleFromAnchors([b, a, b]);
+    const a = parseAnchors(rootA.certificatePem, { now: NOW }).anchors[0]!;
+    const b = parseAnchors(rootB.certificatePem, { now: NOW }).anchors[0]!;
+    const both = bundleOfAnchors([b, a, b]);
     assert.equal(both.pem, rootA.certificatePem + rootB.certificatePem);
   });
 
   it('finds which anchor a chain leads to', () => {
-    const anchors = parseBundle(rootA.certificatePem + rootB.certificatePem, { now: NOW }).anchors;
-    assert.equal(
-      anchorOfChain(intermediate.certificatePem, anchors)?.subject,
-      'CN=root-a.linkerd.cluster.local',
+    const anchors = parseAnchors(rootA.certificatePem + rootB.certificatePem, { now: NOW }).anchors;
+    const chain = parseCertificates(intermediate.certificatePem, 'ERR_ISSUER_INVALID');
+    const found = reachAnchor(chain, anchors, NOW);
+    assert.equal(found.anchor?.subject, 'CN=root-a.linkerd.cluster.local');
+    assert.equal(found.anchor && found.notAfter, NOW + 365 * DAY, 'until the earliest notAfter');
+    assert.equal(reachAnchor(chain, anchors.slice(1), NOW).anchor, undefined);
+    assert.throws(() => parseCertificates('garbage', 'ERR_ISSUER_INVALID'), /outside a PEM block/);
+  });
+
+  it("reads a proxy's /identity as written, and keeps only well-typed fields of a hostile one", () => {
+    const written: ProxyIdentityReport = {
+      identity: 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local',
+      ready: true,
+      certificate: { serial: '0a', notBefore: 'a', notAfter: 'b', chainPem: rootA.certificatePem },
+      trustAnchors: { fingerprint: 'f'.repeat(64), subjects: ['CN=x'], loadedAt: 'c' },
+      refreshes: { ok: 1, failed: 0 },
+    };
+    const read = readIdentityReport(JSON.stringify(written));
+    assert.equal(read.identity, written.identity);
+    assert.equal(read.certificate.chainPem, rootA.certificatePem);
+    assert.equal(read.trustAnchors.fingerprint, 'f'.repeat(64));
+    const hostile = readIdentityReport(
+      JSON.stringify({ identity: 7, certificate: { chainPem: ['x'] }, trustAnchors: null }),
     );
-    assert.equal(anchorOfChain(intermediate.certificatePem, anchors.slice(1)), undefined);
-    assert.equal(anchorOfChain('garbage', anchors), undefined);
+    assert.deepEqual(hostile, { certificate: {}, trustAnchors: {} });
+    assert.deepEqual(readIdentityReport('null'), { certificate: {}, trustAnchors: {} });
+    assert.throws(() => readIdentityReport('<html>'), SyntaxError);
   });
 });

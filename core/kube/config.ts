@@ -1,10 +1,11 @@
 /**
  * The Kubernetes client factory: a KubeConfig from a kubeconfig file, or from the pod's service
- * account inside a cluster. Not exported from core's index, so that commands which never talk to
- * the API (the proxy) do not load the client library.
+ * account inside a cluster. Part of the client adapter (with `client-node.ts`); not exported from
+ * core's index, so that commands which never talk to the API (the proxy) do not load the client
+ * library: cli loads it on demand.
  */
 import { KubeConfig } from '@kubernetes/client-node';
-import { MeshidError } from './errors.js';
+import { MeshidError } from '../errors.js';
 
 /** The `kubeconfig` value that means "the pod's own service account". */
 export const IN_CLUSTER_KUBECONFIG = 'in-cluster';

@@ -1,0 +1,107 @@
+/**
+ * The outbound accept stage: binding listeners, keeping every app connection (and what it is
+ * piped to) under graceful close, and the context every later stage works with.
+ */
+import type { AddressInfo, Server, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Address, Logger } from '../core/index.js';
+import type { Connector } from './outbound-connect.js';
+import { closedOf } from './outbound-connect.js';
+import type { OutboundEvent } from './outbound-events.js';
+import type { MeshPool } from './outbound-pool.js';
+
+/** What every outbound stage shares: one per {@link OutboundProxy}. */
+export interface OutboundContext {
+  readonly log: Logger;
+  readonly now: () => number;
+  /** How long a connection waits for the app's first bytes (server-first protocols). */
+  readonly detectTimeoutMs: number;
+  /** Whether HTTP goes over multiplexed HTTP/2 to peers that are meshid proxies. */
+  readonly meshH2: boolean;
+  readonly connector: Connector;
+  readonly pool: MeshPool;
+  readonly tracker: Tracker;
+  readonly closing: () => boolean;
+  readonly emit: (e: OutboundEvent) => void;
+}
+
+/** One app-facing connection and what it is piped to, tracked for graceful close. */
+export interface Tracked {
+  readonly sockets: Set<Duplex>;
+  readonly closed: Promise<void>;
+}
+
+/** The connections open now, for a graceful close. */
+export class Tracker {
+  readonly #tracked = new Set<Tracked>();
+
+  get size(): number {
+    return this.#tracked.size;
+  }
+
+  /** Keeps sockets under graceful close; returns the record (add upstreams to it later). */
+  track(sockets: Duplex[]): Tracked {
+    const set = new Set(sockets);
+    const t: Tracked = {
+      sockets: set,
+      closed: Promise.all(sockets.map(closedOf)).then(() => {
+        this.#tracked.delete(t);
+      }),
+    };
+    this.#tracked.add(t);
+    return t;
+  }
+
+  /** Resolves 'drained' when every connection closed, or 'expired' after `graceMs`. */
+  async drain(graceMs: number): Promise<'drained' | 'expired'> {
+    const drained = Promise.all([...this.#tracked].map((t) => t.closed)).then(
+      () => 'drained' as const,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(() => resolve('expired'), graceMs);
+    });
+    const outcome = await Promise.race([drained, expired]);
+    clearTimeout(timer);
+    return outcome;
+  }
+
+  /** Destroys every tracked socket and resolves when all are closed. */
+  async destroyAll(): Promise<void> {
+    for (const t of this.#tracked) for (const s of t.sockets) s.destroy();
+    await Promise.all([...this.#tracked].map((t) => t.closed));
+  }
+}
+
+/** Listens on `address`; resolves with the bound address (the real port when 0 was asked). */
+export function bindServer(server: Server, address: Address): Promise<Address> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: address.host, port: address.port }, () => {
+      server.off('error', reject);
+      const a = server.address() as AddressInfo;
+      resolve({ host: address.host, port: a.port });
+    });
+  });
+}
+
+/** Pipes both ways; a half-close passes through; an error on one side destroys the other. */
+export function splice(app: Socket, up: Duplex, appEnded = false): void {
+  // An app that already half-closed (while its first bytes were read) gets its FIN passed on.
+  if (appEnded) up.end();
+  else app.pipe(up);
+  up.pipe(app);
+  app.on('error', () => up.destroy());
+  up.on('error', () => app.destroy());
+  // When one side is fully closed, the other can neither send nor receive any more: close it
+  // once what it still has to write has been flushed.
+  const follow = (closed: Duplex, other: Duplex): void => {
+    closed.once('close', () => {
+      if (other.destroyed) return;
+      if (other.writableFinished) other.destroy();
+      else other.once('finish', () => other.destroy());
+    });
+  };
+  follow(app, up);
+  follow(up, app);
+}
