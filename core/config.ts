@@ -341,6 +341,10 @@ export const COMMAND_SETTINGS = {
       kind: 'string',
       help: "the CA's address written into injected proxies (default linkerd-identity.<cp-ns>.svc:8080)",
     },
+    caAddress: {
+      kind: 'string',
+      help: 'where the trust guard reads the live issuer chain the CA serves (default: identityAddr)',
+    },
     trustAnchors: {
       kind: 'string',
       help: 'the anchors bundle file (mounted ConfigMap): its SHA-256 is recorded on injected pods',
@@ -745,6 +749,9 @@ const SCHEMAS = {
     controlPlaneNamespace: label,
     proxyImage: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
     identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    caAddress: nonEmpty
+      .refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')
+      .optional(),
     trustAnchors: nonEmpty.optional(),
     trustAnchorsConfigMap: subdomain,
     trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),

@@ -18,6 +18,7 @@ export * from './certify-wire.js';
 export * from './destination-wire.js';
 export * from './certify-client.js';
 export * from './anchors.js';
+export * from './peer-chain.js';
 export * from './version.js';
 export * from './fips.js';
 export * from './tls-groups.js';
