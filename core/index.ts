@@ -21,6 +21,7 @@ export * from './anchors.js';
 export * from './peer-chain.js';
 export * from './version.js';
 export * from './fips.js';
+export * from './tls-groups.js';
 export { KubeApiError } from './kube/api.js';
 export type {
   AccessQuery,
