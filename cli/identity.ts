@@ -17,6 +17,7 @@ import {
   openKubeClient,
   parseCertificates,
   reachAnchor,
+  readIdentityReport,
   systemClock,
 } from '../core/index.js';
 import type { ParsedCertificate } from '../core/index.js';
@@ -129,10 +130,7 @@ async function loadTarget(
       );
     if (r.status !== 200)
       throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
-    const report = JSON.parse(r.body) as {
-      certificate?: { chainPem?: string };
-      trustAnchors?: { fingerprint?: string };
-    };
+    const report = readIdentityReport(r.body);
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
         'ERR_INSPECT_TARGET',

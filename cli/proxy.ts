@@ -45,6 +45,7 @@ import {
   startCrypto,
   untilStopSignal,
 } from './runtime.js';
+import { startTransparentInbound } from './proxy-transparent.js';
 
 /** How long connections may finish after SIGTERM before they are cut. */
 const SHUTDOWN_GRACE_MS = 5000;
@@ -134,7 +135,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   registerIdentityMetrics(deps);
   const traffic = registerTrafficMetrics(registry);
 
-  let inbound: InboundProxy | undefined;
+  let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;
   let outbound: OutboundProxy | undefined;
   let outboundAddresses: Address[] = [];
@@ -147,8 +148,25 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     ca.close();
   };
   try {
-    if (config.inbound !== undefined && config.app !== undefined) {
-      inbound = new InboundProxy({
+    if (config.transparent && config.inbound !== undefined) {
+      const transparentListen = config.inbound;
+      const started = await listenOrExplain(
+        'transparent inbound listener',
+        '--inbound',
+        transparentListen,
+        () =>
+          startTransparentInbound(config, transparentListen, {
+            certificate: () => identity.current(),
+            anchorsPem: () => anchors.current().pem,
+            observe: (e) => traffic.inbound(e),
+            tls,
+            logger,
+          }),
+      );
+      inbound = started;
+      inboundAddress = started.address;
+    } else if (config.inbound !== undefined && config.app !== undefined) {
+      const listener = new InboundProxy({
         listen: config.inbound,
         app: config.app,
         appPorts: parseAppProtocols(config.app.port, config.appProtocol),
@@ -177,7 +195,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         observe: (e) => traffic.inbound(e),
         tls,
       });
-      const listener = inbound;
+      inbound = listener;
       inboundAddress = await listenOrExplain('inbound listener', '--inbound', config.inbound, () =>
         listener.listen(),
       );

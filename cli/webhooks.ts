@@ -11,6 +11,8 @@ import {
   formatAddress,
   loadConfig,
   openKubeClient,
+  parseAddress,
+  peerChain,
   systemClock,
 } from '../core/index.js';
 import {
@@ -22,6 +24,9 @@ import {
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
 import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+
+/** How long the trust guard waits for the CA's handshake (the API server waits 10 s in all). */
+const GUARD_CA_TIMEOUT_MS = 3_000;
 
 /** A running webhooks server. */
 export interface RunningWebhooks {
@@ -49,9 +54,7 @@ export async function startWebhooks(
       systemClock,
     );
   } else {
-    logger.warn(
-      'no kubeconfig: namespace annotations are not read (only pods opt in) and the trust guard cannot check the issuer',
-    );
+    logger.warn('no kubeconfig: namespace annotations are not read (only pods opt in)');
   }
   const naming = {
     trustDomain: config.trustDomain,
@@ -87,20 +90,23 @@ export async function startWebhooks(
       logger: logger.child({ component: 'injector' }),
     },
   );
+  // The live issuer, from the chain the CA serves (the webhooks may not read the issuer Secret).
+  const caAddress = config.caAddress ?? config.identityAddr;
   const guard = createTrustGuard(
     {
       controlPlaneNamespace: config.controlPlaneNamespace,
       trustAnchorsConfigMap: config.trustAnchorsConfigMap,
       trustAnchorsKey: config.trustAnchorsKey,
       issuerSecret: config.issuerSecret,
+      caIdentityName: caIdentityName(naming),
+      caAddress,
     },
     {
-      ...(kube === undefined
-        ? {}
-        : {
-            issuerChainPem: () =>
-              kube.secretCertificates(config.controlPlaneNamespace, config.issuerSecret),
-          }),
+      caChainPem: () =>
+        peerChain(parseAddress(caAddress)!, caIdentityName(naming), GUARD_CA_TIMEOUT_MS, {
+          alpn: ['h2'],
+          minVersion: 'TLSv1.3',
+        }),
       clock: systemClock,
       logger: logger.child({ component: 'trust-guard' }),
     },

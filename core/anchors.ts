@@ -393,3 +393,58 @@ function formatDays(ms: number): string {
   const days = ms / 86_400_000;
   return Number.isInteger(days) ? `${days} days` : `${Math.round(ms / 1000)}s`;
 }
+
+/** What a proxy's admin `/identity` answers: written by proxy/admin.ts, read by check, `meshid identity`, the rotation and tests. */
+export interface ProxyIdentityReport {
+  readonly identity: string;
+  readonly ready: boolean;
+  readonly certificate?: {
+    readonly serial: string;
+    readonly notBefore: string;
+    readonly notAfter: string;
+    /** The leaf and its intermediates, PEM (public material: what `meshid check` verifies). */
+    readonly chainPem: string;
+  };
+  readonly trustAnchors: {
+    /** {@link bundleFingerprint} of the bundle the proxy loaded. */
+    readonly fingerprint: string;
+    readonly subjects: readonly string[];
+    readonly loadedAt: string;
+  };
+  readonly refreshes: { readonly ok: number; readonly failed: number };
+}
+
+/** A {@link ProxyIdentityReport} as read off the network: only the string fields that are strings. */
+export interface ProxyIdentityReportAsRead {
+  readonly identity?: string;
+  readonly certificate: Partial<NonNullable<ProxyIdentityReport['certificate']>>;
+  readonly trustAnchors: Partial<
+    Pick<ProxyIdentityReport['trustAnchors'], 'fingerprint' | 'loadedAt'>
+  >;
+}
+
+/**
+ * Reads a `/identity` body from a proxy that may be old, other or hostile: every field checked,
+ * a missing or mistyped one absent. Throws a SyntaxError when the body is not JSON.
+ *
+ * @example
+ * ```ts
+ * const report = readIdentityReport(await res.text());
+ * report.trustAnchors.fingerprint === bundle.fingerprint;
+ * ```
+ */
+export function readIdentityReport(body: string): ProxyIdentityReportAsRead {
+  const json: unknown = JSON.parse(body);
+  const fields = (v: unknown): Record<string, string> => {
+    const out: Record<string, string> = {};
+    if (typeof v === 'object' && v !== null)
+      for (const [k, x] of Object.entries(v)) if (typeof x === 'string') out[k] = x;
+    return out;
+  };
+  const top = fields(json);
+  return {
+    ...(top['identity'] === undefined ? {} : { identity: top['identity'] }),
+    certificate: fields((json as Record<string, unknown> | null)?.['certificate']),
+    trustAnchors: fields((json as Record<string, unknown> | null)?.['trustAnchors']),
+  };
+}

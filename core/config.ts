@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
-import { TRANSPARENT_DEFAULTS } from './transparent.js';
+import { INBOUND_POLICIES, TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
 import {
@@ -168,6 +168,10 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
     },
+    destination: {
+      kind: 'boolean',
+      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations',
+    },
     injectorFailurePolicy: {
       kind: 'string',
       help: 'Ignore (pods start unmeshed while the injector is down) or Fail (they are refused)',
@@ -228,6 +232,18 @@ export const COMMAND_SETTINGS = {
     inboundMaxConnectionsPerPeer: {
       kind: 'integer',
       help: 'inbound: connections one peer identity (or one address, before its handshake) may hold open',
+    },
+    transparent: {
+      kind: 'boolean',
+      help: 'transparent mode: inbound serves the connections the nat rules of meshid proxy-init redirect, each to its original port (needs the original-dst addon)',
+    },
+    inboundPolicy: {
+      kind: 'string',
+      help: 'transparent mode: what plaintext gets, all-unauthenticated (allowed), all-authenticated or deny (annotation config.linkerd.io/default-inbound-policy)',
+    },
+    inboundPortPolicy: {
+      kind: 'list',
+      help: 'transparent mode: PORT=POLICY, a policy for one app port, repeatable',
     },
     ...NAMING,
   },
@@ -319,6 +335,10 @@ export const COMMAND_SETTINGS = {
     identityAddr: {
       kind: 'string',
       help: "the CA's address written into injected proxies (default linkerd-identity.<cp-ns>.svc:8080)",
+    },
+    caAddress: {
+      kind: 'string',
+      help: 'where the trust guard reads the live issuer chain the CA serves (default: identityAddr)',
     },
     trustAnchors: {
       kind: 'string',
@@ -614,6 +634,7 @@ const SCHEMAS = {
       certManagerIssuer: subdomain,
       trustManager: z.boolean(),
       webhooks: z.boolean(),
+      destination: z.boolean(),
       injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
       trustGuardFailurePolicy: z.enum(['Fail', 'Ignore']),
       webhookTimeout: z
@@ -662,11 +683,26 @@ const SCHEMAS = {
       inboundMaxAppConnections: z.number().int().min(1, 'must be at least 1').max(100_000),
       inboundMaxAppConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
       inboundMaxConnectionsPerPeer: z.number().int().min(1, 'must be at least 1').max(100_000),
+      transparent: z.boolean(),
+      inboundPolicy: z.enum(INBOUND_POLICIES),
+      inboundPortPolicy: z.array(
+        nonEmpty.regex(
+          new RegExp(`^\\d{1,5}=(${INBOUND_POLICIES.join('|')})$`),
+          `must be PORT=POLICY, POLICY one of ${INBOUND_POLICIES.join(', ')}`,
+        ),
+      ),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
     .superRefine((c, ctx) => {
-      if ((c.inbound === undefined) !== (c.app === undefined)) {
+      if (c.transparent) {
+        if (c.inbound === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['inbound'],
+            message: 'is required with transparent',
+          });
+      } else if ((c.inbound === undefined) !== (c.app === undefined)) {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
       }
     }),
@@ -707,6 +743,9 @@ const SCHEMAS = {
     controlPlaneNamespace: label,
     proxyImage: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
     identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    caAddress: nonEmpty
+      .refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')
+      .optional(),
     trustAnchors: nonEmpty.optional(),
     trustAnchorsConfigMap: subdomain,
     trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
@@ -1121,8 +1160,15 @@ function applyDefaults(
         inboundMaxAppConnections: 512,
         inboundMaxAppConnectionsPerPeer: 128,
         inboundMaxConnectionsPerPeer: 128,
+        transparent: false,
+        inboundPolicy: TRANSPARENT_DEFAULTS.inboundPolicy,
+        inboundPortPolicy: [],
         // The listeners exist when what they serve is configured, on their default ports.
         ...('app' in raw && !('inbound' in raw) ? { inbound: d.proxyInbound } : {}),
+        // Redirected connections arrive on the pod's address, not on loopback.
+        ...(raw['transparent'] === true && !('inbound' in raw)
+          ? { inbound: { host: '0.0.0.0', port: TRANSPARENT_DEFAULTS.inboundPort } }
+          : {}),
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
         allowUnauthenticated: false,
         trustDomain: d.trustDomain,
@@ -1199,6 +1245,7 @@ function applyDefaults(
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
         webhooks: false,
+        destination: false,
         injectorFailurePolicy: d.injectorFailurePolicy,
         trustGuardFailurePolicy: d.trustGuardFailurePolicy,
         webhookTimeout: d.webhookTimeoutMs,

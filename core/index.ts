@@ -121,6 +121,7 @@ export {
   parseAnchors,
   parseCertificates,
   reachAnchor,
+  readIdentityReport,
   shortName,
 } from './anchors.js';
 export type {
@@ -129,8 +130,12 @@ export type {
   AnchorKeyType,
   ParseAnchorsOptions,
   ParsedCertificate,
+  ProxyIdentityReport,
+  ProxyIdentityReportAsRead,
   Reach,
 } from './anchors.js';
+export { peerChain } from './peer-chain.js';
+export type { PeerChainTls } from './peer-chain.js';
 export { versionInfo } from './version.js';
 export type { VersionInfo } from './version.js';
 export {

@@ -4,29 +4,17 @@
  * and NotAfter, the loaded anchor bundle's fingerprint), and `/metrics`, with Linkerd's names for
  * the identity metrics so existing dashboards work.
  */
-import type { Address, Clock, Logger, Readiness, Registry } from '../core/index.js';
+import type {
+  Address,
+  Clock,
+  Logger,
+  ProxyIdentityReport,
+  Readiness,
+  Registry,
+} from '../core/index.js';
 import { Counter, Gauge, startAdminServer } from '../core/index.js';
 import type { AnchorSource } from './anchors.js';
 import type { IdentityClient } from './identity/client.js';
-
-/** What `/identity` answers. */
-export interface IdentityReport {
-  readonly identity: string;
-  readonly ready: boolean;
-  readonly certificate?: {
-    readonly serial: string;
-    readonly notBefore: string;
-    readonly notAfter: string;
-    /** The leaf and its intermediates, PEM (public material: what `meshid check` verifies). */
-    readonly chainPem: string;
-  };
-  readonly trustAnchors: {
-    readonly fingerprint: string;
-    readonly subjects: readonly string[];
-    readonly loadedAt: string;
-  };
-  readonly refreshes: { readonly ok: number; readonly failed: number };
-}
 
 export interface ProxyAdminDeps {
   readonly localIdentity: string;
@@ -45,7 +33,7 @@ export interface ProxyAdminDeps {
  * identityReport(deps).certificate?.serial;
  * ```
  */
-export function identityReport(deps: ProxyAdminDeps): IdentityReport {
+export function identityReport(deps: ProxyAdminDeps): ProxyIdentityReport {
   const cert = deps.identity.current();
   const bundle = deps.anchors.current();
   return {

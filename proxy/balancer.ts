@@ -3,8 +3,10 @@
  * of two choices over peak-EWMA latency. Each pick draws two distinct endpoints at random and
  * takes the one with the lower cost, `rtt estimate × (requests in flight + 1)`. The estimate
  * jumps to any slower observation at once (the peak) and decays toward faster ones with a time
- * constant (10 s), so a slow endpoint is avoided quickly and trusted again slowly. An endpoint
- * with no observation yet starts at 30 ms (Linkerd's defaults for both).
+ * constant (10 s), so a slow endpoint is avoided quickly and trusted again slowly; between
+ * observations it decays toward zero (as tower's PeakEwma, which Linkerd uses), so an endpoint
+ * that gets no requests is tried again. An endpoint with no observation yet starts at 30 ms
+ * (Linkerd's defaults for both).
  *
  * Endpoint sets are replaced as the resolver reports them: a removed endpoint is never picked
  * again; requests already on it finish.
@@ -122,18 +124,21 @@ export class PeakEwmaBalancer<E> {
     };
   }
 
+  /** Takes one observation: the peak at once, else a time-weighted move toward it. */
   #observe(load: Load, rttMs: number): void {
-    const now = this.#o.now();
-    if (rttMs > load.rttMs) {
-      load.rttMs = rttMs;
-    } else {
-      const w = Math.exp(-Math.max(0, now - load.stamp) / this.#o.decayMs);
-      load.rttMs = load.rttMs * w + rttMs * (1 - w);
-    }
-    load.stamp = now;
+    this.#update(load, rttMs);
   }
 
+  /** The cost now; reading it is an observation of 0, so an idle estimate decays toward zero. */
   #cost(load: Load): number {
+    this.#update(load, 0);
     return load.rttMs * (load.pending + 1);
+  }
+
+  #update(load: Load, rttMs: number): void {
+    const now = this.#o.now();
+    const w = Math.exp(-Math.max(0, now - load.stamp) / this.#o.decayMs);
+    load.rttMs = rttMs > load.rttMs ? rttMs : load.rttMs * w + rttMs * (1 - w);
+    load.stamp = now;
   }
 }

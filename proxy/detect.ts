@@ -140,5 +140,8 @@ export function readFirstBytes(
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('close', onEnd);
+    // A socket paused by an earlier look (transparent mode's ClientHello peek) does not flow
+    // again for a new 'data' listener alone.
+    socket.resume();
   });
 }

@@ -19,6 +19,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { Logger } from '../core/index.js';
+import { isHopByHop } from './hop-by-hop.js';
 
 /**
  * The header that carries the verified peer identity to the application (Linkerd's name); never
@@ -30,20 +31,6 @@ import type { Logger } from '../core/index.js';
  * ```
  */
 export const CLIENT_ID_HEADER = 'l5d-client-id';
-
-/** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1, and legacy ones). */
-export const HOP_BY_HOP_HTTP2 = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-  // Linkerd's outbound carries HTTP/1.1 between proxies as HTTP/2 and marks the request with
-  // the original version; it describes that hop only (Linkerd's inbound removes it too).
-  'l5d-orig-proto',
-]);
 
 /**
  * HTTP/2 headers to re-send: pseudo-headers as `keepPseudo` says, no connection-specific ones,
@@ -60,12 +47,10 @@ export function forwardableHttp2Headers(
 ): Http2OutgoingHeaders {
   const out: Http2OutgoingHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === CLIENT_ID_HEADER || HOP_BY_HOP_HTTP2.has(name)) continue;
+    if (value === undefined || name === CLIENT_ID_HEADER || isHopByHop('h2', name, value)) continue;
     if (name.startsWith(':') && !keepPseudo(name)) continue;
     out[name] = value;
   }
-  // TE is allowed in HTTP/2 with exactly the value "trailers", which gRPC requires end to end.
-  if (headers['te'] === 'trailers') out['te'] = 'trailers';
   return out;
 }
 

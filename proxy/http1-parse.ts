@@ -11,6 +11,7 @@
  * whitespace before a colon, a CR or LF that is not part of a CRLF, control characters, an
  * invalid chunk size, and heads over {@link MAX_HEAD_BYTES}.
  */
+import { HOP_BY_HOP_HTTP1 } from './hop-by-hop.js';
 
 /** The largest request or response head (and trailer section) accepted, in bytes. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -205,8 +206,6 @@ function methodString(head: Uint8Array, start: number, end: number): string {
   return Buffer.from(head.buffer, head.byteOffset + start, end - start).toString('latin1');
 }
 
-/** Hop-by-hop fields that never reach the app (RFC 9110 §7.6.1, and legacy ones). */
-const HOP_BY_HOP_DROPPED = ['keep-alive', 'proxy-connection', 'te', 'http2-settings'];
 /** Names a Connection header may list without making the proxy drop them. */
 const NEVER_DROPPED_BY_CONNECTION = new Set(['host', 'content-length', 'transfer-encoding']);
 
@@ -289,7 +288,8 @@ export function parseRequestHead(
       upgrades++;
       drop.add(h);
     } else {
-      for (const name of HOP_BY_HOP_DROPPED) {
+      // Connection, Transfer-Encoding and Upgrade are judged above, with the framing.
+      for (const name of HOP_BY_HOP_HTTP1) {
         if (equalsLower(head, ns, ne, name)) {
           drop.add(h);
           break;

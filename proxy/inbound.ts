@@ -195,6 +195,18 @@ export interface InboundOptions {
   readonly appTimeoutMs?: number;
   /** Bounds against one misbehaving peer; each defaults to {@link DEFAULT_INBOUND_LIMITS}. */
   readonly limits?: Partial<InboundLimits>;
+  /**
+   * Transparent mode: the policy of an app port that Linkerd's transport header names, or
+   * undefined when that port is not served. Without it, the header may name the `appPorts` only,
+   * under `policy`.
+   */
+  readonly policyForPort?: (port: number) => InboundPolicy | undefined;
+}
+
+/** Where {@link InboundProxy.accept} sends a connection, and under which policy. */
+export interface InboundRoute {
+  readonly appPort: number;
+  readonly policy: InboundPolicy;
 }
 
 /**
@@ -268,6 +280,8 @@ interface Conn {
   connectionKey: string | undefined;
   /** The peer whose app-exchange share this connection holds (HTTP/1 and opaque). */
   exchangeKey: string | undefined;
+  /** The policy of this connection (the listener's, or the route's of {@link InboundProxy.accept}). */
+  policy: InboundPolicy;
 }
 
 function formatHost(host: string): string {
@@ -455,6 +469,26 @@ export class InboundProxy {
     });
     const a = this.#server.address() as AddressInfo;
     const bound = { host: a.address, port: a.port };
+    this.#startSweeper();
+    this.#log.info(
+      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
+      'inbound listening',
+    );
+    return bound;
+  }
+
+  /**
+   * Serves a connection accepted elsewhere (transparent mode's listener, which has read its
+   * original destination) as if it had come to this listener, to `route.appPort` under
+   * `route.policy`. Bytes already read from it must have been put back (`unshift`).
+   */
+  accept(raw: Socket, route: InboundRoute): void {
+    this.#startSweeper();
+    this.#onConnection(raw, route);
+  }
+
+  #startSweeper(): void {
+    if (this.#sweeper !== undefined) return;
     // One timer for all connections rather than one per request: closes those whose request
     // head has been arriving for too long.
     const every =
@@ -462,11 +496,6 @@ export class InboundProxy {
         ? Math.max(50, Math.min(HEAD_TIMEOUT_MS / 4, this.#appTimeoutMs / 4))
         : HEAD_TIMEOUT_MS / 4;
     this.#sweeper = setInterval(() => this.#sweep(), every).unref();
-    this.#log.info(
-      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
-      'inbound listening',
-    );
-    return bound;
   }
 
   /**
@@ -544,7 +573,7 @@ export class InboundProxy {
     }
   }
 
-  #onConnection(raw: Socket): void {
+  #onConnection(raw: Socket, route?: InboundRoute): void {
     if (this.#closing) {
       raw.destroy();
       return;
@@ -568,11 +597,12 @@ export class InboundProxy {
       relay: undefined,
       session: undefined,
       app: undefined,
-      appPort: this.#o.app.port,
+      appPort: route?.appPort ?? this.#o.app.port,
       appProtocol: undefined,
       pendingKey,
       connectionKey: undefined,
       exchangeKey: undefined,
+      policy: route?.policy ?? this.#o.policy,
     };
     this.#conns.add(conn);
     raw.once('close', () => this.#onClose(conn));
@@ -609,7 +639,7 @@ export class InboundProxy {
   /** Step 1: TLS or plaintext, by the first byte. */
   async #start(conn: Conn): Promise<void> {
     const { raw } = conn;
-    const allowPlain = this.#o.policy.allowUnauthenticated;
+    const allowPlain = conn.policy.allowUnauthenticated;
     const first = await readFirstBytes(raw, {
       // A TLS client always speaks first; only a plaintext one may legitimately wait.
       timeoutMs: allowPlain
@@ -759,7 +789,7 @@ export class InboundProxy {
    * looking for a TLS record: detection goes on from there rather than waiting a second time.
    */
   async #serve(conn: Conn, stream: Socket, already: FirstBytes | undefined): Promise<void> {
-    conn.decision = this.#o.policy.authorize(conn.peer);
+    conn.decision = conn.policy.authorize(conn.peer);
     if (!conn.decision.allowed) {
       this.#log.info(
         { [LogKey.identity]: conn.peer, [LogKey.reason]: conn.decision.reason },
@@ -788,7 +818,12 @@ export class InboundProxy {
           destroyConn(conn);
           return;
         }
-        if (!this.#appPorts.has(read.header.port)) {
+        const portPolicy = this.#o.policyForPort?.(read.header.port);
+        if (portPolicy !== undefined) {
+          // Transparent mode: the named port's own policy decides.
+          conn.policy = portPolicy;
+          conn.decision = portPolicy.authorize(conn.peer);
+        } else if (!this.#appPorts.has(read.header.port)) {
           this.#log.info(
             { [LogKey.identity]: conn.peer, port: read.header.port },
             'inbound transport header names a port that is not one of the app ports; closed',

@@ -28,7 +28,7 @@ export {
   registerIdentityMetrics,
   startProxyAdmin,
 } from './admin.js';
-export type { IdentityReport, ProxyAdminDeps } from './admin.js';
+export type { ProxyAdminDeps } from './admin.js';
 export * from './inbound.js';
 export * from './metrics.js';
 export * from './outbound.js';
@@ -47,5 +47,9 @@ export type {
   Resolver,
 } from './destination-client.js';
 export { loadOriginalDestination } from './transparent/original-dst.js';
+export { TransparentInbound } from './transparent/inbound.js';
+export type { TransparentInboundEvent, TransparentInboundOptions } from './transparent/inbound.js';
+export { peekClientHello } from './transparent/client-hello.js';
+export type { ClientHelloPeek } from './transparent/client-hello.js';
 export { resolverOverDestinationClient } from './transparent/destination-adapter.js';
 export type { OriginalDestination, OriginalDestinationReader } from './transparent/original-dst.js';

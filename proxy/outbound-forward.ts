@@ -20,6 +20,7 @@ import type {
 import { formatAddress } from '../core/index.js';
 import type { Destination } from './routes.js';
 import { forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
+import { HOP_BY_HOP_HTTP1, connectionOptions } from './hop-by-hop.js';
 import type { H2RelayFailure } from './h2-relay.js';
 import type { OutboundContext } from './outbound-accept.js';
 import { messageOf } from './outbound-connect.js';
@@ -187,27 +188,12 @@ function peerStreamFailure(cause: H2RelayFailure): string {
   return `HTTP/2 stream to the peer proxy failed: ${cause.message}`;
 }
 
-/** Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'l5d-require-id',
-]);
+/** Never forwarded: the hop-by-hop fields (proxy/hop-by-hop.ts), and Trailer (node re-frames the body here). */
+const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP1, 'trailer']);
 
 /** The headers of an HTTP/1.1 message without hop-by-hop ones (and those `Connection` names). */
 export function withoutHopByHop(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const named = new Set(HOP_BY_HOP);
-  const connection = headers.connection;
-  if (typeof connection === 'string') {
-    for (const t of connection.split(',')) named.add(t.trim().toLowerCase());
-  }
+  const named = new Set([...HOP_BY_HOP, ...connectionOptions(headers.connection)]);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(headers)) {
     if (v !== undefined && !named.has(k)) out[k] = v;

@@ -31,7 +31,7 @@ import type {
 } from 'node:http2';
 import type { TcpNetConnectOpts } from 'node:net';
 import type { Address, Logger } from '../core/index.js';
-import { HOP_BY_HOP_HTTP2 } from './h2-relay.js';
+import { HOP_BY_HOP_HTTP1, connectionOptions } from './hop-by-hop.js';
 
 /** What both translations need. */
 export interface TranslateContext {
@@ -45,8 +45,12 @@ export interface TranslateContext {
   readonly logger: Logger;
 }
 
-/** Connection-specific fields: never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2). */
-const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP2, 'host', 'trailer']);
+/**
+ * Never copied between HTTP/1.1 and HTTP/2: the hop-by-hop fields (proxy/hop-by-hop.ts; TE too,
+ * neither side of a translation carries gRPC), Host (it becomes :authority and back), and
+ * Trailer (the trailers are re-sent, or not, by the translation itself).
+ */
+const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP1, 'host', 'trailer']);
 
 /** Why the app did not answer, for the 502 body and the `l5d-proxy-error` header. */
 export interface AppFailure {
@@ -139,19 +143,6 @@ function copyHeaders(
   return out;
 }
 
-/** The names a Connection header lists: this hop's, dropped with it. */
-function connectionListed(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
-  const names = new Set<string>();
-  for (const v of Array.isArray(value) ? value : [value]) {
-    for (const t of v.split(',')) {
-      const n = t.trim().toLowerCase();
-      if (n.length > 0) names.add(n);
-    }
-  }
-  return names;
-}
-
 /** A timer for the app's first answer; `stop()` when it came. */
 function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
   if (ms <= 0) return { stop: () => undefined };
@@ -228,7 +219,7 @@ export function h2ToHttp1(
   const out: OutgoingHttpHeaders = copyHeaders(
     headers,
     ctx.clientIdHeader,
-    connectionListed(headers['connection']),
+    connectionOptions(headers['connection']),
   );
   // HTTP/2 splits cookies into one field each (RFC 9113 §8.2.3); HTTP/1.1 wants them in one.
   const cookie = headers['cookie'];
@@ -279,7 +270,7 @@ export function h2ToHttp1(
     const responseHeaders: Http2OutgoingHeaders = copyHeaders(
       res.headers,
       '',
-      connectionListed(res.headers['connection']),
+      connectionOptions(res.headers['connection']),
     );
     responseHeaders[':status'] = status;
     const chunked = /chunked/i.test(String(res.headers['transfer-encoding'] ?? ''));
@@ -344,7 +335,7 @@ export function http1ToH2(
   const headers: Http2OutgoingHeaders = copyHeaders(
     req.headers,
     ctx.clientIdHeader,
-    connectionListed(req.headers['connection']),
+    connectionOptions(req.headers['connection']),
   );
   headers[':method'] = req.method ?? 'GET';
   headers[':path'] = req.url ?? '/';

@@ -30,6 +30,13 @@ export type {
   InjectorDeps,
   InjectorOptions,
 } from './inject.js';
+export {
+  PROXY_INIT_CONTAINER,
+  proxyInitContainer,
+  transparentSettings,
+  transparentWanted,
+} from './transparent.js';
+export type { TransparentSettings } from './transparent.js';
 export { createTrustGuard } from './validate.js';
 export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
 export { webhookKube } from './kube.js';

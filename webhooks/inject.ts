@@ -6,9 +6,12 @@
  * patch are a pure function of the pod, its namespace's annotations and the options, so they are
  * tested as such; the handler only gathers those inputs.
  *
- * No traffic is redirected (there is no iptables init container): the proxy's inbound listens on
- * the pod's port 4143 and forwards to the app on 127.0.0.1; the app reaches meshed peers through
- * the proxy's outbound listeners on 127.0.0.1, configured by annotation. docs/webhooks.md.
+ * Transparent mode (the default): a `meshid proxy-init` init container redirects the pod's TCP to
+ * the proxy, which runs as its own UID (transparent.ts, docs/transparent.md). With
+ * `meshid.io/transparent: disabled`, the explicit mode: no traffic is redirected; the proxy's
+ * inbound listens on the pod's port 4143 and forwards to the app on 127.0.0.1, and the app
+ * reaches meshed peers through the proxy's outbound listeners on 127.0.0.1, configured by
+ * annotation. docs/webhooks.md.
  */
 import {
   CONTROL_PLANE_NS_LABEL,
@@ -19,6 +22,15 @@ import {
 } from '../core/index.js';
 import type { IdentityNaming, Logger } from '../core/index.js';
 import { pointerToken } from './admission.js';
+import {
+  BadTransparentAnnotation,
+  XTABLES_LOCK_VOLUME,
+  proxyInitContainer,
+  proxyInitVolume,
+  transparentSettings,
+  transparentWanted,
+} from './transparent.js';
+import type { TransparentSettings } from './transparent.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject, PatchOperation } from './admission.js';
 
 /** The annotations the injector reads and writes (the contract with `meshid check`). */
@@ -58,7 +70,7 @@ export const PROXY_MOUNTS = Object.freeze({
 const TOKEN_VOLUME = 'meshid-identity-token';
 const ANCHORS_VOLUME = 'meshid-trust-anchors';
 const TOKEN_AUDIENCE = 'identity.l5d.io';
-/** The image's non-root user (distroless "nonroot"), as the control plane's pods. */
+/** The proxy's user in explicit mode: the image's non-root user (distroless "nonroot"). */
 const PROXY_UID = 65532;
 
 /** Options of the injector; from the `meshid webhooks` configuration. */
@@ -263,6 +275,13 @@ export function planInjection(
     nativeAnnotation === undefined
       ? options.nativeSidecar
       : parseBool(nativeAnnotation, ANNOTATIONS.nativeSidecar);
+  let transparent: TransparentSettings | undefined;
+  try {
+    transparent = transparentWanted(annotations) ? transparentSettings(annotations) : undefined;
+  } catch (err) {
+    if (err instanceof BadTransparentAnnotation) throw new PodNotInjectable(err.message);
+    throw err;
+  }
   const routes = commaList(annotations[ANNOTATIONS.routes], ANNOTATIONS.routes);
   const destinations = commaList(annotations[ANNOTATIONS.destinations], ANNOTATIONS.destinations);
 
@@ -283,10 +302,12 @@ export function planInjection(
   } else {
     appPort = appPorts[0]?.find((p) => p.tcp)?.port;
   }
+  // In transparent mode the proxy listens on all three whatever the pod declares.
+  const inbound = transparent !== undefined || appPort !== undefined;
   const proxyPorts: number[] = [
     PROXY_PORTS.admin,
-    ...(appPort === undefined ? [] : [PROXY_PORTS.inbound]),
-    ...(destinations.length > 0 ? [PROXY_PORTS.outbound] : []),
+    ...(inbound ? [PROXY_PORTS.inbound] : []),
+    ...(transparent !== undefined || destinations.length > 0 ? [PROXY_PORTS.outbound] : []),
   ];
   const clash = [
     ...appPorts.flat().map((p) => p.port),
@@ -298,7 +319,7 @@ export function planInjection(
     );
     return { inject: false, reason: 'port-conflict', warnings };
   }
-  if (appPort === undefined)
+  if (appPort === undefined && transparent === undefined)
     warnings.push(
       `meshid: no container port and no ${ANNOTATIONS.inboundPort} annotation: the proxy takes no inbound traffic`,
     );
@@ -306,6 +327,10 @@ export function planInjection(
   const volumeNames = new Set(volumes.map((v) => (typeof v['name'] === 'string' ? v['name'] : '')));
   const tokenVolume = freeName(TOKEN_VOLUME, volumeNames);
   const anchorsVolume = freeName(ANCHORS_VOLUME, new Set([...volumeNames, tokenVolume]));
+  const lockVolume = freeName(
+    XTABLES_LOCK_VOLUME,
+    new Set([...volumeNames, tokenVolume, anchorsVolume]),
+  );
 
   const identity = `${sa}.${context.namespace}.serviceaccount.identity.${options.naming.controlPlaneNamespace}.${options.naming.trustDomain}`;
   const env: { name: string; value: string }[] = [
@@ -320,11 +345,13 @@ export function planInjection(
     },
     { name: 'MESHID_TOKEN_FILE', value: `${PROXY_MOUNTS.token}/token` },
     { name: 'MESHID_ADMIN', value: `0.0.0.0:${PROXY_PORTS.admin}` },
-    ...(appPort === undefined
+    ...(inbound ? [{ name: 'MESHID_INBOUND', value: `0.0.0.0:${PROXY_PORTS.inbound}` }] : []),
+    ...(appPort === undefined ? [] : [{ name: 'MESHID_APP', value: `127.0.0.1:${appPort}` }]),
+    ...(transparent === undefined
       ? []
       : [
-          { name: 'MESHID_INBOUND', value: `0.0.0.0:${PROXY_PORTS.inbound}` },
-          { name: 'MESHID_APP', value: `127.0.0.1:${appPort}` },
+          { name: 'MESHID_TRANSPARENT', value: 'true' },
+          { name: 'MESHID_INBOUND_POLICY', value: transparent.inboundPolicy },
         ]),
     ...(destinations.length > 0
       ? [
@@ -348,9 +375,9 @@ export function planInjection(
     args: ['proxy'],
     env,
     ports: [
-      ...(appPort === undefined
-        ? []
-        : [{ name: 'meshid-inbound', containerPort: PROXY_PORTS.inbound, protocol: 'TCP' }]),
+      ...(inbound
+        ? [{ name: 'meshid-inbound', containerPort: PROXY_PORTS.inbound, protocol: 'TCP' }]
+        : []),
       { name: 'meshid-admin', containerPort: PROXY_PORTS.admin, protocol: 'TCP' },
     ],
     ...(native ? { restartPolicy: 'Always' } : {}),
@@ -367,8 +394,9 @@ export function planInjection(
     },
     securityContext: {
       runAsNonRoot: true,
-      runAsUser: PROXY_UID,
-      runAsGroup: PROXY_UID,
+      // In transparent mode, the UID whose connections the nat rules leave alone.
+      runAsUser: transparent?.proxyUid ?? PROXY_UID,
+      runAsGroup: transparent?.proxyUid ?? PROXY_UID,
       readOnlyRootFilesystem: true,
       allowPrivilegeEscalation: false,
       privileged: false,
@@ -408,20 +436,30 @@ export function planInjection(
         items: [{ key: options.trustAnchorsKey, path: options.trustAnchorsKey }],
       },
     },
+    ...(transparent === undefined ? [] : [proxyInitVolume(lockVolume)]),
   ];
 
   const patch: PatchOperation[] = [];
   if (spec['volumes'] === undefined || spec['volumes'] === null)
     patch.push({ op: 'add', path: '/spec/volumes', value: newVolumes });
   else for (const v of newVolumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
-  if (native) {
-    // First among init containers, so that the ones after it can use the mesh.
+  // First among init containers: proxy-init, so that no container's traffic goes out before
+  // the rules exist; then a native sidecar proxy, so that the ones after it can use the mesh.
+  const inits = [
+    ...(transparent === undefined
+      ? []
+      : [proxyInitContainer(options.proxyImage, transparent, lockVolume)]),
+    ...(native ? [proxy] : []),
+  ];
+  if (inits.length > 0) {
     if (spec['initContainers'] === undefined || spec['initContainers'] === null)
-      patch.push({ op: 'add', path: '/spec/initContainers', value: [proxy] });
-    else patch.push({ op: 'add', path: '/spec/initContainers/0', value: proxy });
-  } else {
-    patch.push({ op: 'add', path: '/spec/containers/-', value: proxy });
+      patch.push({ op: 'add', path: '/spec/initContainers', value: inits });
+    else
+      inits.forEach((c, i) =>
+        patch.push({ op: 'add', path: `/spec/initContainers/${i}`, value: c }),
+      );
   }
+  if (!native) patch.push({ op: 'add', path: '/spec/containers/-', value: proxy });
   const written: Record<string, string> = {
     [ANNOTATIONS.proxyVersion]: options.proxyVersion,
     [ANNOTATIONS.proxyImage]: options.proxyImage,

@@ -3,11 +3,15 @@
  * admin endpoints. Every probe has a timeout, and many probes run with bounded concurrency, so a
  * cluster with hundreds of pods is checked in a few seconds and one dead pod costs one timeout.
  */
-import { isIP } from 'node:net';
-import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
-import { formatAddress, parseCertificates, reachAnchor, toPem } from '../../core/index.js';
-import type { ParsedCertificate } from '../../core/index.js';
+import {
+  formatAddress,
+  parseCertificates,
+  peerChain,
+  reachAnchor,
+  readIdentityReport,
+} from '../../core/index.js';
+import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
 import { shortName, subjectAltNames } from './x509.js';
@@ -117,52 +121,6 @@ export async function probeCa(o: {
         ),
   );
   return out;
-}
-
-/**
- * The certificate chain a TLS server presents for `servername` (SNI, unless it is an IP address),
- * unverified: the caller verifies it against what it should trust and says what is wrong. Rejects
- * on a network error or after `timeoutMs`; `describeNetError` turns the rejection into words.
- */
-export function peerChain(
-  address: Address,
-  servername: string,
-  timeoutMs: number,
-  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' },
-): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({
-      host: address.host,
-      port: address.port,
-      ...(isIP(servername) === 0 ? { servername } : {}),
-      ALPNProtocols: tls.alpn,
-      minVersion: tls.minVersion,
-      // The caller verifies the chain (against anchors or a caBundle) and says what is wrong.
-      rejectUnauthorized: false,
-    });
-    const timer = setTimeout(() => {
-      const e = new Error('timeout');
-      e.name = 'TimeoutError';
-      socket.destroy(e);
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      const pems: string[] = [];
-      let c = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (c !== undefined && c.raw !== undefined && !seen.has(c.fingerprint256)) {
-        seen.add(c.fingerprint256);
-        pems.push(toPem(c.raw, 'CERTIFICATE'));
-        c = c.issuerCertificate;
-      }
-      socket.end();
-      resolve(pems);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 /** `/ready` on the CA's admin port, and what `/version` and `/metrics` say (when they answer). */
@@ -300,18 +258,14 @@ async function askProxy(
   if ('error' in r) return { name: t.name, kind: 'unreachable', detail: r.error };
   if (r.status !== 200)
     return { name: t.name, kind: 'unreachable', detail: `/identity answered ${r.status}` };
-  let report: {
-    identity?: unknown;
-    certificate?: { chainPem?: unknown };
-    trustAnchors?: { fingerprint?: unknown };
-  };
+  let report: ProxyIdentityReportAsRead;
   try {
-    report = JSON.parse(r.body) as typeof report;
+    report = readIdentityReport(r.body);
   } catch {
     return { name: t.name, kind: 'unreachable', detail: '/identity is not JSON' };
   }
-  const chainPem = report.certificate?.chainPem;
-  if (typeof chainPem !== 'string')
+  const chainPem = report.certificate.chainPem;
+  if (chainPem === undefined)
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
   let chain: ParsedCertificate[];
   try {
@@ -324,7 +278,7 @@ async function askProxy(
     return { name: t.name, kind: 'no-certificate', detail: 'holds no certificate' };
   const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   if (c.anchor === undefined) {
-    const who = typeof report.identity === 'string' ? `${report.identity}: ` : '';
+    const who = report.identity === undefined ? '' : `${report.identity}: `;
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
   }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)

@@ -27,6 +27,7 @@ import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from 
 import { webhookObjects } from './webhooks.js';
 import type { Permission } from './rbac.js';
 import { trustSyncObjects } from './trust-sync.js';
+import { destinationObjects } from './destination.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
@@ -196,6 +197,9 @@ export function buildInstallObjects(
       notes: [],
     },
   );
+  // The destination service proxies ask about their destinations (transparent mode).
+  if (config.destination)
+    objects.push(...destinationObjects(config, { runAsUser: RUN_AS_USER, labels }));
   // Without trust-manager, meshid's sync controller keeps the anchors ConfigMap.
   if (config.certManager && !config.trustManager)
     objects.push(...trustSyncObjects(config, { runAsUser: RUN_AS_USER, labels }));

@@ -5,6 +5,7 @@
  * the CA is down.
  */
 import { strict as assert } from 'node:assert';
+import type { ProxyIdentityReport } from '../../core/index.js';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,12 +21,7 @@ import type { TestState } from '../support/state.js';
 
 const WEB = idOf('emojivoto', 'web');
 
-interface Identity {
-  identity: string;
-  ready: boolean;
-  certificate?: { serial: string; notAfter: string };
-  trustAnchors: { fingerprint: string; subjects: string[] };
-}
+type Identity = ProxyIdentityReport;
 
 describe('meshid proxy: identity from the CA (real processes)', function () {
   this.timeout(60_000);

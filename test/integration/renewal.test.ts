@@ -5,6 +5,7 @@
  * they recover when the CA comes back. All real processes on 127.0.0.1.
  */
 import { strict as assert } from 'node:assert';
+import type { ProxyIdentityReport } from '../../core/index.js';
 import { once } from 'node:events';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { Agent, createServer } from 'node:http';
@@ -159,9 +160,7 @@ describe('renewal under traffic, and the CA going away (real processes)', functi
     await rename(`${file}.tmp`, file);
     for (const p of [web, voting]) {
       await waitFor('the new bundle in use', async () => {
-        const id = JSON.parse((await adminGet(p.admin, '/identity')).body) as {
-          trustAnchors: { subjects: string[] };
-        };
+        const id = JSON.parse((await adminGet(p.admin, '/identity')).body) as ProxyIdentityReport;
         return id.trustAnchors.subjects.includes('CN=root-extra') ? true : undefined;
       });
     }

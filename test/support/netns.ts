@@ -129,6 +129,19 @@ export class NetnsPod {
   }
 
   /**
+   * The argv that runs a command in the pod (as `uid` when given), for helpers that take a
+   * command prefix, such as `startMeshid`'s `prefix` option.
+   *
+   * @example
+   * ```ts
+   * const proxy = await startMeshid('proxy', args, env, { prefix: pod.prefix(2102) });
+   * ```
+   */
+  prefix(uid?: number): string[] {
+    return ['ip', ...inNamespace(this.ns, uid)];
+  }
+
+  /**
    * Runs a command in the pod to its end (as `ip netns exec <ns> file args…`).
    *
    * @example

@@ -5,6 +5,7 @@
  * take the next good update. Shared by test/reliability/faults-material.test.ts and the slice.
  */
 import { strict as assert } from 'node:assert';
+import type { ProxyIdentityReport } from '../../../core/index.js';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { systemClock } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
@@ -316,9 +317,7 @@ export class MaterialBench extends MeshBench {
     for (const p of [web, voting])
       await waitFor('the good bundle in use', async () =>
         (
-          JSON.parse((await adminGet(p.admin, '/identity')).body) as {
-            trustAnchors: { subjects: string[] };
-          }
+          JSON.parse((await adminGet(p.admin, '/identity')).body) as ProxyIdentityReport
         ).trustAnchors.subjects.includes(`CN=root-extra-${now}`)
           ? true
           : undefined,

@@ -904,4 +904,80 @@ describe('meshid install', () => {
       }
     });
   });
+
+  describe('--destination', () => {
+    it('adds the destination service: ServiceAccount, ClusterRole and binding, Service on 8086, Deployment', () => {
+      const base = render();
+      const r = render(['--destination']);
+      const added = r.objects.slice(base.objects.length).map((o) => `${o.kind}/${o.metadata.name}`);
+      assert.equal(r.objects.length, base.objects.length + 5);
+      assert.deepEqual(added, [
+        'ServiceAccount/linkerd-destination',
+        'ClusterRole/meshid-destination-linkerd',
+        'ClusterRoleBinding/meshid-destination-linkerd',
+        'Service/linkerd-dst',
+        'Deployment/linkerd-destination',
+      ]);
+      assertObjectsValidate(r.objects);
+      const service = r.one('Service', 'linkerd-dst') as KubeObject & {
+        spec: { ports: { port: number; targetPort: string }[]; selector: Record<string, string> };
+      };
+      assert.deepEqual(
+        service.spec.ports.map((p) => [p.port, p.targetPort]),
+        [[8086, 'grpc']],
+      );
+      const deployment = r.one('Deployment', 'linkerd-destination') as KubeObject & {
+        spec: { template: { metadata: { labels: Record<string, string> }; spec: IPodSpec } };
+      };
+      assert.ok(isSubsetOf(service.spec.selector, deployment.spec.template.metadata.labels));
+      // The CA's Services must not select the destination's pods, nor the reverse.
+      const caService = r.one('Service', 'linkerd-identity') as KubeObject & {
+        spec: { selector: Record<string, string> };
+      };
+      assert.ok(!isSubsetOf(caService.spec.selector, deployment.spec.template.metadata.labels));
+      const pod = deployment.spec.template.spec;
+      assert.equal(pod.serviceAccountName, 'linkerd-destination');
+      const container = pod.containers[0]!;
+      assert.equal(portNumber(container, 'grpc'), 8086);
+      assert.deepEqual(container.args?.slice(0, 4), [
+        'destination',
+        '--listen=0.0.0.0:8086',
+        '--admin=0.0.0.0:9996',
+        '--kubeconfig=in-cluster',
+      ]);
+      assert.ok(
+        container.args?.includes(
+          '--local-identity=linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+        ),
+      );
+      const token = pod.volumes?.find((v) => v.projected !== undefined);
+      assert.equal(
+        token?.projected?.sources?.[0]?.serviceAccountToken?.audience,
+        'identity.l5d.io',
+      );
+    });
+
+    it('grants list and watch of Services, EndpointSlices and Pods, nothing else, to its ServiceAccount only', () => {
+      const r = render(['--destination']);
+      const role = r.one('ClusterRole', 'meshid-destination-linkerd');
+      assert.deepEqual(rulesOf(role), [
+        { apiGroups: [''], resources: ['services', 'pods'], verbs: ['list', 'watch'] },
+        {
+          apiGroups: ['discovery.k8s.io'],
+          resources: ['endpointslices'],
+          verbs: ['list', 'watch'],
+        },
+      ]);
+      const binding = r.one('ClusterRoleBinding', 'meshid-destination-linkerd') as KubeObject & {
+        subjects: unknown[];
+        roleRef: { name: string };
+      };
+      assert.deepEqual(binding.subjects, [
+        { kind: 'ServiceAccount', name: 'linkerd-destination', namespace: 'linkerd' },
+      ]);
+      assert.equal(binding.roleRef.name, 'meshid-destination-linkerd');
+      for (const reason of [/why: a Service's ClusterIPs/, /why: the ready endpoints/])
+        assert.match(r.text, reason);
+    });
+  });
 });

@@ -10,7 +10,9 @@ import {
   parseAnchors,
   parseCertificates,
   reachAnchor,
+  readIdentityReport,
 } from '../../../core/index.js';
+import type { ProxyIdentityReport } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 
 const DAY = 86_400_000;
@@ -260,5 +262,25 @@ describe('core/anchors: the trust-anchor bundle', () => {
     assert.equal(found.anchor && found.notAfter, NOW + 365 * DAY, 'until the earliest notAfter');
     assert.equal(reachAnchor(chain, anchors.slice(1), NOW).anchor, undefined);
     assert.throws(() => parseCertificates('garbage', 'ERR_ISSUER_INVALID'), /outside a PEM block/);
+  });
+
+  it("reads a proxy's /identity as written, and keeps only well-typed fields of a hostile one", () => {
+    const written: ProxyIdentityReport = {
+      identity: 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local',
+      ready: true,
+      certificate: { serial: '0a', notBefore: 'a', notAfter: 'b', chainPem: rootA.certificatePem },
+      trustAnchors: { fingerprint: 'f'.repeat(64), subjects: ['CN=x'], loadedAt: 'c' },
+      refreshes: { ok: 1, failed: 0 },
+    };
+    const read = readIdentityReport(JSON.stringify(written));
+    assert.equal(read.identity, written.identity);
+    assert.equal(read.certificate.chainPem, rootA.certificatePem);
+    assert.equal(read.trustAnchors.fingerprint, 'f'.repeat(64));
+    const hostile = readIdentityReport(
+      JSON.stringify({ identity: 7, certificate: { chainPem: ['x'] }, trustAnchors: null }),
+    );
+    assert.deepEqual(hostile, { certificate: {}, trustAnchors: {} });
+    assert.deepEqual(readIdentityReport('null'), { certificate: {}, trustAnchors: {} });
+    assert.throws(() => readIdentityReport('<html>'), SyntaxError);
   });
 });

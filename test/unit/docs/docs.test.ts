@@ -24,7 +24,15 @@ function sources(): string[] {
       else if (e.name.endsWith('.ts')) out.push(p);
     }
   };
-  for (const d of ['core', 'identity-ca', 'proxy', 'trust-bundle', 'webhooks', 'cli'])
+  for (const d of [
+    'core',
+    'identity-ca',
+    'proxy',
+    'trust-bundle',
+    'webhooks',
+    'destination',
+    'cli',
+  ])
     walk(join(ROOT, d));
   return out;
 }

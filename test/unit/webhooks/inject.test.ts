@@ -100,6 +100,20 @@ describe('proxy injector: real-shaped pods, patch applied with fast-json-patch',
       namespace: 'payments',
     },
     {
+      name: 'emojivoto web with meshid.io/transparent: disabled: the explicit mode, no init container, the proxy as the image user',
+      golden: 'emojivoto-web-explicit',
+      pod: () => {
+        const pod = emojivotoWeb();
+        const meta = pod['metadata'] as JsonObject;
+        meta['annotations'] = {
+          ...(meta['annotations'] as JsonObject),
+          'meshid.io/transparent': 'disabled',
+        };
+        return pod;
+      },
+      namespace: 'emojivoto',
+    },
+    {
       name: 'the nativeSidecar setting makes every pod a native sidecar, after the existing init containers are moved down',
       golden: 'shop-frontend-native',
       pod: shopFrontend,
@@ -153,7 +167,7 @@ describe('proxy injector: real-shaped pods, patch applied with fast-json-patch',
     const volumes = spec['volumes'] as JsonObject[];
     assert.deepEqual(
       volumes.map((v) => v['name']),
-      ['meshid-identity-token', 'meshid-trust-anchors'],
+      ['meshid-identity-token', 'meshid-trust-anchors', 'meshid-proxy-init-xtables-lock'],
     );
     const token = (volumes[0]!['projected'] as { sources: JsonObject[] }).sources[0]!;
     assert.deepEqual(token, {

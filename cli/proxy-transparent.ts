@@ -1,0 +1,104 @@
+/**
+ * The proxy's transparent inbound, composed: the original-dst addon (loaded here, so the
+ * proxy refuses to start in transparent mode without it, and every other mode never loads it),
+ * the inbound stages as a non-listening {@link InboundProxy}, and the listener on 4143 that the
+ * nat rules of `meshid proxy-init` redirect to.
+ */
+import type { Address, InboundPolicyName, Logger, ProxyConfig } from '../core/index.js';
+import {
+  InboundPolicy,
+  InboundProxy,
+  TransparentInbound,
+  loadOriginalDestination,
+  parseAppProtocols,
+} from '../proxy/index.js';
+import type { InboundOptions, TransparentInboundEvent } from '../proxy/index.js';
+
+/** What the rest of the proxy gives the transparent inbound. */
+export type TransparentInboundDeps = Pick<
+  InboundOptions,
+  'certificate' | 'anchorsPem' | 'observe' | 'tls'
+> & {
+  readonly logger: Logger;
+  readonly observeTransparent?: (e: TransparentInboundEvent) => void;
+};
+
+/** Per-port policies from `--inbound-port-policy PORT=POLICY` (validated by the schema). */
+function portPolicies(entries: readonly string[]): Map<number, InboundPolicyName> {
+  return new Map(
+    entries.map((e) => {
+      const [port = '', policy = ''] = e.split('=');
+      return [Number(port), policy as InboundPolicyName];
+    }),
+  );
+}
+
+/**
+ * Starts the transparent inbound.
+ *
+ * @throws MeshidError ERR_TRANSPARENT_UNAVAILABLE when the original-dst addon cannot load.
+ */
+export async function startTransparentInbound(
+  config: ProxyConfig,
+  inboundListen: Address,
+  deps: TransparentInboundDeps,
+): Promise<{ address: Address; close(): Promise<void> }> {
+  const originalDestination = loadOriginalDestination();
+  const lists = {
+    ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
+    ...(config.allowServiceAccount === undefined
+      ? {}
+      : { serviceAccounts: config.allowServiceAccount }),
+    ...(config.allowNamespace === undefined ? {} : { namespaces: config.allowNamespace }),
+    naming: {
+      trustDomain: config.trustDomain,
+      controlPlaneNamespace: config.controlPlaneNamespace,
+    },
+  };
+  const policies = {
+    'all-unauthenticated': new InboundPolicy({ ...lists, allowUnauthenticated: true }),
+    'all-authenticated': new InboundPolicy({ ...lists, allowUnauthenticated: false }),
+  };
+  const perPort = portPolicies(config.inboundPortPolicy);
+  const policyName = (port: number): InboundPolicyName => perPort.get(port) ?? config.inboundPolicy;
+  const app = config.app ?? { host: '127.0.0.1', port: 0 };
+  const inbound = new InboundProxy({
+    // Not listened on: the transparent listener hands it each connection.
+    listen: { host: '127.0.0.1', port: 0 },
+    app: { host: '127.0.0.1', port: app.port },
+    appPorts: parseAppProtocols(app.port, config.appProtocol),
+    appTimeoutMs: config.appTimeout,
+    certificate: deps.certificate,
+    anchorsPem: deps.anchorsPem,
+    policy: policies['all-authenticated'],
+    // A peer's transport header may name any app port but the proxy's own, under its policy.
+    policyForPort: (port) => {
+      if (port === inboundListen.port) return undefined;
+      const name = policyName(port);
+      return name === 'deny' ? undefined : policies[name];
+    },
+    logger: deps.logger.child({ component: 'inbound' }),
+    ...(deps.observe === undefined ? {} : { observe: deps.observe }),
+    ...(deps.tls === undefined ? {} : { tls: deps.tls }),
+  });
+  const transparent = new TransparentInbound({
+    listen: inboundListen,
+    inbound,
+    localIdentity: config.localIdentity,
+    originalDestination,
+    policies,
+    defaultPolicy: config.inboundPolicy,
+    portPolicies: perPort,
+    ...(config.app === undefined ? {} : { defaultAppPort: config.app.port }),
+    logger: deps.logger,
+    ...(deps.observeTransparent === undefined ? {} : { observe: deps.observeTransparent }),
+  });
+  const address = await transparent.listen();
+  return {
+    address,
+    async close() {
+      await transparent.close();
+      await inbound.close(5000);
+    },
+  };
+}

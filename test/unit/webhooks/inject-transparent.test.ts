@@ -1,0 +1,144 @@
+import { strict as assert } from 'node:assert';
+import { TRANSPARENT_ANNOTATIONS } from '../../../core/index.js';
+import { PROXY_CONTAINER, PROXY_INIT_CONTAINER, planInjection } from '../../../webhooks/index.js';
+import type { InjectorOptions, JsonObject, PatchOperation } from '../../../webhooks/index.js';
+import { emojivotoWeb, shopFrontend } from './fixtures/pods.js';
+
+const OPTIONS: InjectorOptions = {
+  naming: { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' },
+  proxyImage: 'ghcr.io/meshid/meshid:v0.1.0',
+  proxyVersion: 'v0.1.0',
+  identityAddr: 'linkerd-identity.linkerd.svc:8080',
+  identityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+  trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
+  trustAnchorsKey: 'ca-bundle.crt',
+  tokenExpirationSeconds: 86400,
+  nativeSidecar: false,
+  excludeNamespaces: [],
+  resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },
+};
+
+function annotated(pod: JsonObject, extra: Record<string, string>): JsonObject {
+  const meta = pod['metadata'] as JsonObject;
+  meta['annotations'] = { ...(meta['annotations'] as JsonObject), ...extra };
+  return pod;
+}
+
+/** The containers a plan adds, by name. */
+function added(patch: readonly PatchOperation[]): Map<string, JsonObject> {
+  const out = new Map<string, JsonObject>();
+  for (const op of patch) {
+    if (!/^\/spec\/(initContainers|containers)/.test(op.path)) continue;
+    const values = (Array.isArray(op.value) ? op.value : [op.value]) as JsonObject[];
+    for (const c of values) out.set(c['name'] as string, c);
+  }
+  return out;
+}
+
+function plan(pod: JsonObject, options: Partial<InjectorOptions> = {}) {
+  const p = planInjection(pod, { namespace: 'emojivoto' }, { ...OPTIONS, ...options });
+  assert.ok(p.inject);
+  return p.patch;
+}
+
+describe('proxy injector: transparent mode', () => {
+  it('adds proxy-init first with NET_ADMIN and NET_RAW only, root only there; the proxy runs as 2102', () => {
+    const containers = added(plan(emojivotoWeb()));
+    const init = containers.get(PROXY_INIT_CONTAINER)!;
+    assert.deepEqual(init['args'], ['proxy-init', '--proxy-uid', '2102']);
+    assert.deepEqual(init['securityContext'], {
+      runAsUser: 0,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    const proxy = containers.get(PROXY_CONTAINER)!;
+    const sc = proxy['securityContext'] as JsonObject;
+    assert.equal(sc['runAsUser'], 2102);
+    assert.equal(sc['runAsNonRoot'], true);
+    assert.deepEqual(sc['capabilities'], { drop: ['ALL'] });
+    const env = new Map(
+      (proxy['env'] as { name: string; value: string }[]).map((e) => [e.name, e.value]),
+    );
+    assert.equal(env.get('MESHID_TRANSPARENT'), 'true');
+    assert.equal(env.get('MESHID_INBOUND'), '0.0.0.0:4143');
+    assert.equal(env.get('MESHID_INBOUND_POLICY'), 'all-unauthenticated');
+  });
+
+  it('puts proxy-init before the pod own init containers and before a native sidecar proxy', () => {
+    const patch = plan(annotated(shopFrontend(), { 'meshid.io/inject': 'enabled' }), {
+      nativeSidecar: true,
+    });
+    const inits = patch.filter((op) => op.path.startsWith('/spec/initContainers/'));
+    assert.deepEqual(
+      inits.map((op) => [op.path, (op.value as JsonObject)['name']]),
+      [
+        ['/spec/initContainers/0', PROXY_INIT_CONTAINER],
+        ['/spec/initContainers/1', PROXY_CONTAINER],
+      ],
+    );
+  });
+
+  it("passes Linkerd's annotations to proxy-init and the proxy", () => {
+    const pod = annotated(emojivotoWeb(), {
+      [TRANSPARENT_ANNOTATIONS.skipInboundPorts]: '22, 8000-8100',
+      [TRANSPARENT_ANNOTATIONS.skipOutboundPorts]: '5432',
+      [TRANSPARENT_ANNOTATIONS.skipSubnets]: '10.96.0.0/12,fd00::/8',
+      [TRANSPARENT_ANNOTATIONS.proxyUid]: '3000',
+      [TRANSPARENT_ANNOTATIONS.defaultInboundPolicy]: 'all-authenticated',
+    });
+    const containers = added(plan(pod));
+    assert.deepEqual(containers.get(PROXY_INIT_CONTAINER)!['args'], [
+      'proxy-init',
+      '--proxy-uid',
+      '3000',
+      '--skip-inbound-ports',
+      '22,8000-8100',
+      '--skip-outbound-ports',
+      '5432',
+      '--skip-subnets',
+      '10.96.0.0/12,fd00::/8',
+    ]);
+    const proxy = containers.get(PROXY_CONTAINER)!;
+    assert.equal((proxy['securityContext'] as JsonObject)['runAsUser'], 3000);
+    assert.ok(
+      (proxy['env'] as { name: string; value: string }[]).some(
+        (e) => e.name === 'MESHID_INBOUND_POLICY' && e.value === 'all-authenticated',
+      ),
+    );
+  });
+
+  const bad: [string, string, RegExp][] = [
+    [
+      TRANSPARENT_ANNOTATIONS.transparent,
+      'off',
+      /meshid\.io\/transparent must be "enabled" or "disabled"/,
+    ],
+    [TRANSPARENT_ANNOTATIONS.proxyUid, '0', /proxy-uid must be a non-root UID/],
+    [TRANSPARENT_ANNOTATIONS.proxyUid, '-5', /proxy-uid must be a non-root UID/],
+    [TRANSPARENT_ANNOTATIONS.skipInboundPorts, '22,ssh', /skip-inbound-ports: "ssh" is not a port/],
+    [TRANSPARENT_ANNOTATIONS.skipOutboundPorts, '99999', /skip-outbound-ports: "99999"/],
+    [TRANSPARENT_ANNOTATIONS.skipSubnets, '10.0.0.0/40', /skip-subnets: "10\.0\.0\.0\/40"/],
+    [
+      TRANSPARENT_ANNOTATIONS.defaultInboundPolicy,
+      'cluster-unauthenticated',
+      /default-inbound-policy must be one of all-unauthenticated, all-authenticated, deny/,
+    ],
+  ];
+  for (const [annotation, value, message] of bad) {
+    it(`refuses ${annotation}: ${value}, naming the annotation`, () => {
+      assert.throws(
+        () =>
+          planInjection(
+            annotated(emojivotoWeb(), { [annotation]: value }),
+            { namespace: 'emojivoto' },
+            OPTIONS,
+          ),
+        (err: Error) => err.name === 'PodNotInjectable' && message.test(err.message),
+      );
+    });
+  }
+});
