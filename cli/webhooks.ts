@@ -14,6 +14,7 @@ import {
   parseAddress,
   peerChain,
   systemClock,
+  tlsGroupList,
 } from '../core/index.js';
 import {
   AdmissionServer,
@@ -116,7 +117,10 @@ export async function startWebhooks(
     tlsDir: config.tlsDir,
     handlers: { '/inject': injector, '/validate': guard },
     reloadIntervalMs: config.tlsReloadInterval,
-    ...(config.fips ? { tls: FIPS_TLS, fips: true } : {}),
+    // The API server may speak TLS 1.2 (webhooks.ts's default); the key exchange is meshid's.
+    ...(config.fips
+      ? { tls: FIPS_TLS, fips: true }
+      : { tls: { ecdhCurve: tlsGroupList(config.tlsGroups, false) } }),
     logger: logger.child({ component: 'admission-server' }),
   });
   return { address: server.address, close: () => server.close() };

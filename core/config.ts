@@ -16,6 +16,7 @@ import { DEFAULTS } from './defaults.js';
 import { INBOUND_POLICIES, TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
+import { TLS_GROUPS_MODES } from './tls-groups.js';
 import {
   isDns1123Label,
   isDns1123Subdomain,
@@ -44,6 +45,10 @@ const COMMON = {
   fips: {
     kind: 'boolean',
     help: 'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
+  },
+  tlsGroups: {
+    kind: 'string',
+    help: 'TLS key exchange: hybrid-preferred (X25519MLKEM768, then classic groups) | hybrid-required | classic; FIPS: P-256/P-384',
   },
 } as const satisfies Record<string, Setting>;
 
@@ -542,6 +547,7 @@ const commonShape = {
   config: z.string().optional(),
   logLevel,
   fips: z.boolean(),
+  tlsGroups: z.enum(TLS_GROUPS_MODES),
 };
 
 const SCHEMAS = {
@@ -1134,7 +1140,7 @@ function applyDefaults(
   raw: Record<string, unknown>,
 ): Record<string, unknown> {
   const d = DEFAULTS;
-  const withCommon = { logLevel: d.logLevel, fips: false, ...raw };
+  const withCommon = { logLevel: d.logLevel, fips: false, tlsGroups: d.tlsGroups, ...raw };
   switch (command) {
     case 'init':
       return {

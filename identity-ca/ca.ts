@@ -330,7 +330,7 @@ function createServer(
     credentials,
     ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
-    tls: meshTlsSettings(config.fips),
+    tls: meshTlsSettings(config.fips, config.tlsGroups),
     handshakes: {
       maxHandshakes: config.certifyMaxHandshakes,
       maxWaitMs: config.certifyHandshakeWait,
@@ -341,6 +341,7 @@ function createServer(
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),
       waited: (seconds) => metrics.handshakeWaited(seconds),
+      handshake: (algorithms) => metrics.handshake(algorithms),
     },
   });
 }

@@ -32,7 +32,7 @@ import { HandshakeGate } from './handshake-gate.js';
 import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Address, CertifyRequest, CertifyResponse, Clock, Logger } from '../../core/index.js';
-import type { MeshTlsSettings } from '../../core/index.js';
+import type { MeshTlsSettings, TlsAlgorithms } from '../../core/index.js';
 import {
   CERTIFY_PATH,
   ERROR_CODES,
@@ -47,6 +47,7 @@ import {
   encodeGrpcMessage,
   formatAddress,
   frameGrpcMessage,
+  negotiatedAlgorithms,
   unframeGrpcMessage,
 } from '../../core/index.js';
 
@@ -60,6 +61,8 @@ export type CertifyHandler = (req: CertifyRequest, call?: CallState) => Promise<
 export interface ConnectionObserver {
   refused(why: ConnectionRefusal): void;
   waited(seconds: number): void;
+  /** A finished handshake's key-exchange group and cipher suite (core's negotiatedAlgorithms). */
+  handshake?(algorithms: TlsAlgorithms): void;
 }
 
 /** Told about every call once it has ended, for metrics and logs. */
@@ -247,6 +250,7 @@ export class CertifyServer {
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
       this.#handshakeEnded(socket);
+      opts.observeConnections?.handshake?.(negotiatedAlgorithms(socket));
       // `false` is the Linkerd proxy (no ALPN offered); 'h2' an ordinary gRPC client.
       if (socket.alpnProtocol !== false && socket.alpnProtocol !== 'h2') {
         socket.destroy();

@@ -25,7 +25,6 @@ import {
   systemRandom,
 } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
-import { IssuerStore } from '../../identity-ca/index.js';
 import { AnchorSource } from '../../proxy/index.js';
 import {
   KubeRotationBackend,
@@ -39,6 +38,7 @@ import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import { IssuerStore } from '../../identity-ca/issuer/store.js';
 
 type Verdict = 'accepted' | 'refused' | 'unanchored';
 const NS = 'linkerd';
