@@ -151,7 +151,7 @@ export async function startDestination(
     clusterDomain: config.clusterDomain,
     logger: logger.child({ component: 'server' }),
     credentials: credentials(cert),
-    tls: meshTlsSettings(config.fips),
+    tls: meshTlsSettings(config.fips, config.tlsGroups),
     registry,
   });
   identity.on('certificate', (c) => server.setCredentials(credentials(c)));

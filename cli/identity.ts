@@ -6,12 +6,13 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { IdentityConfig, KubeClient } from '../core/index.js';
+import type { IdentityConfig, KubeClient, ProxyTlsReport } from '../core/index.js';
 import {
   COMMAND_SETTINGS,
   MeshidError,
   flagName,
   formatAddress,
+  isPostQuantumGroup,
   loadConfig,
   localStateInputs,
   openKubeClient,
@@ -52,6 +53,8 @@ export interface IdentityView {
   readonly reason?: string;
   /** From a proxy's /identity: the fingerprint of the bundle it has loaded. */
   readonly proxyBundleFingerprint?: string;
+  /** From a proxy's /identity: its key exchange (groups offered, with the CA, on the mesh). */
+  readonly proxyTls?: ProxyTlsReport;
 }
 
 /** Describes one certificate at `now`. */
@@ -109,7 +112,7 @@ export function splitFileArgument(argv: readonly string[]): { file?: string; res
 
 async function loadTarget(
   config: IdentityConfig,
-): Promise<{ source: string; pem: string; proxyBundle?: string }> {
+): Promise<{ source: string; pem: string; proxyBundle?: string; proxyTls?: ProxyTlsReport }> {
   if (config.file !== undefined) {
     try {
       return { source: config.file, pem: await readFile(config.file, 'utf8') };
@@ -131,6 +134,7 @@ async function loadTarget(
     if (r.status !== 200)
       throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
     const report = readIdentityReport(r.body);
+    const proxyTls = readProxyTls(r.body);
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
         'ERR_INSPECT_TARGET',
@@ -143,6 +147,7 @@ async function loadTarget(
       ...(report.trustAnchors?.fingerprint === undefined
         ? {}
         : { proxyBundle: report.trustAnchors.fingerprint }),
+      ...(proxyTls === undefined ? {} : { proxyTls }),
     };
   }
   const [ns, name] = config.secret!.split('/') as [string, string];
@@ -231,6 +236,7 @@ export async function inspectIdentity(config: IdentityConfig, now: number): Prom
     ...(verdict?.anchor === undefined ? {} : { anchor: shortName(verdict.anchor.x509) }),
     ...(verdict !== undefined && verdict.anchor === undefined ? { reason: verdict.reason } : {}),
     ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
+    ...(target.proxyTls === undefined ? {} : { proxyTls: target.proxyTls }),
   };
 }
 
@@ -284,5 +290,47 @@ export function renderIdentity(view: IdentityView, color: boolean): string {
   }
   if (view.proxyBundleFingerprint !== undefined)
     lines.push(`  the proxy's loaded bundle: sha256 ${view.proxyBundleFingerprint}`);
+  if (view.proxyTls !== undefined) lines.push('', ...renderProxyTls(view.proxyTls, s));
   return `${lines.join('\n')}\n`;
+}
+
+/** The `tls` part of a proxy's `/identity` when every field has its type (a proxy may be old or hostile). */
+function readProxyTls(body: string): ProxyTlsReport | undefined {
+  const t = (JSON.parse(body) as { tls?: unknown }).tls as Record<string, unknown> | undefined;
+  const counts = (v: unknown): Record<string, number> | undefined =>
+    typeof v === 'object' && v !== null && Object.values(v).every((n) => typeof n === 'number')
+      ? (v as Record<string, number>)
+      : undefined;
+  if (typeof t !== 'object' || t === null) return undefined;
+  const [inbound, outbound] = [counts(t['inbound']), counts(t['outbound'])];
+  if (typeof t['mode'] !== 'string' || typeof t['groups'] !== 'string') return undefined;
+  if (inbound === undefined || outbound === undefined) return undefined;
+  const ca = t['ca'] as { group?: unknown; cipher?: unknown } | undefined;
+  const caOk = typeof ca?.group === 'string' && typeof ca.cipher === 'string';
+  return {
+    mode: t['mode'],
+    groups: t['groups'],
+    inbound,
+    outbound,
+    ...(caOk ? { ca: { group: ca.group as string, cipher: ca.cipher as string } } : {}),
+  };
+}
+
+/** The key-exchange part of `--proxy`: ✓ post-quantum hybrid, ‼ a classic fallback. */
+function renderProxyTls(t: ProxyTlsReport, s: ReturnType<typeof styles>): string[] {
+  const counts = (c: Readonly<Record<string, number>>): string =>
+    Object.entries(c)
+      .map(([group, n]) => `${group === '' ? 'unknown' : group} ×${n}`)
+      .join(', ') || 'none yet';
+  const mark = (group: string | undefined): string =>
+    group === undefined ? ' ' : isPostQuantumGroup(group) ? s.green('✓') : s.yellow('‼');
+  const fellBack = (c: Readonly<Record<string, number>>): string =>
+    Object.keys(c).some((g) => !isPostQuantumGroup(g)) ? s.yellow('‼') : ' ';
+  return [
+    s.bold('TLS key exchange'),
+    `  groups      ${t.groups} (tlsGroups ${t.mode})`,
+    `${mark(t.ca?.group)} CA          ${t.ca === undefined ? 'no connection yet' : `${t.ca.group} ${t.ca.cipher}`}`,
+    `${fellBack(t.inbound)} inbound     ${counts(t.inbound)}`,
+    `${fellBack(t.outbound)} outbound    ${counts(t.outbound)}`,
+  ];
 }

@@ -9,6 +9,7 @@ import type {
   CertifyResponse,
   Logger,
   ProxyConfig,
+  TlsAlgorithms,
 } from '../core/index.js';
 import {
   createRegistry,
@@ -67,9 +68,10 @@ export interface RunningProxy {
  * own certificate.
  */
 export function certifyThroughCa(
-  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips'>,
+  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips' | 'tlsGroups'>,
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
+  onHandshake: (algorithms: TlsAlgorithms) => void = () => undefined,
 ): {
   certify: (req: CertifyRequest) => Promise<CertifyResponse>;
   close: () => void;
@@ -86,8 +88,9 @@ export function certifyThroughCa(
           address,
           serverName: config.identityName,
           anchorsPem: bundle.pem,
-          tls: meshTlsSettings(config.fips),
+          tls: meshTlsSettings(config.fips, config.tlsGroups),
           clientCertificate: held,
+          onHandshake,
         });
         fingerprint = bundle.fingerprint;
       }
@@ -112,9 +115,15 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     logger: logger.child({ component: 'anchors' }),
     fips: config.fips,
   });
-  const tls = meshTlsSettings(config.fips);
+  const tls = meshTlsSettings(config.fips, config.tlsGroups);
   // The certificate held is shown to the CA: under load it serves pods without one first.
-  const ca = certifyThroughCa(config, anchors, () => identity.current());
+  let caTls: TlsAlgorithms | undefined;
+  const ca = certifyThroughCa(
+    config,
+    anchors,
+    () => identity.current(),
+    (algorithms) => (caTls = algorithms),
+  );
   const identity = new IdentityClient({
     localIdentity: config.localIdentity,
     tokenFile: config.tokenFile,
@@ -131,9 +140,22 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   const clockCheck = setInterval(() => identity.checkClock(), 1000);
   clockCheck.unref();
   const registry = createRegistry();
-  const deps = { localIdentity: config.localIdentity, identity, anchors, clock, registry, logger };
-  registerIdentityMetrics(deps);
   const traffic = registerTrafficMetrics(registry);
+  const deps = {
+    localIdentity: config.localIdentity,
+    identity,
+    anchors,
+    clock,
+    registry,
+    logger,
+    tls: () => ({
+      mode: config.fips ? 'fips' : config.tlsGroups,
+      groups: tls.ecdhCurve,
+      ...(caTls === undefined ? {} : { ca: caTls }),
+      ...traffic.groups(),
+    }),
+  };
+  registerIdentityMetrics(deps);
 
   let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;

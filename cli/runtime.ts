@@ -5,8 +5,16 @@
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { FIPS_TLS, MeshidError, createLogger, enforceFips, formatAddress } from '../core/index.js';
-import type { Address, CryptoStatus, LogLevel, Logger } from '../core/index.js';
+import {
+  FIPS_TLS,
+  MeshidError,
+  createLogger,
+  enforceFips,
+  formatAddress,
+  hybridGroupAvailable,
+  tlsGroupList,
+} from '../core/index.js';
+import type { Address, CryptoStatus, LogLevel, Logger, TlsGroupsMode } from '../core/index.js';
 import type * as Tls from 'node:tls';
 
 /** The process logger. */
@@ -58,9 +66,17 @@ export function untilStopSignal(): Promise<NodeJS.Signals> {
  * P-384), for the connections meshid's own settings do not reach: the Kubernetes API client and
  * a JWKS URL. The OpenSSL 3.0 FIPS provider itself still offers X25519, which node's default
  * group list puts first.
+ *
+ * Either way node's default key-exchange groups become those of `tlsGroups` (core/tls-groups.ts),
+ * so those connections follow the same policy; `hybrid-required` where the hybrid cannot be
+ * negotiated (FIPS mode, an OpenSSL without ML-KEM) fails here with ERR_TLS_GROUPS_UNAVAILABLE.
  */
 export function startCrypto(
-  config: { readonly fips: boolean; readonly logLevel: LogLevel },
+  config: {
+    readonly fips: boolean;
+    readonly logLevel: LogLevel;
+    readonly tlsGroups: TlsGroupsMode;
+  },
   logger?: Logger,
 ): CryptoStatus {
   const log =
@@ -70,13 +86,19 @@ export function startCrypto(
       destination: process.stderr,
     });
   const status = enforceFips(config.fips, log);
+  const groups = tlsGroupList(config.tlsGroups, config.fips);
+  // The module object itself: an ES namespace import of it is read-only.
+  const tls = createRequire(import.meta.url)('node:tls') as typeof Tls;
   if (config.fips) {
-    // The module object itself: an ES namespace import of it is read-only.
-    const tls = createRequire(import.meta.url)('node:tls') as typeof Tls;
     tls.DEFAULT_MIN_VERSION = FIPS_TLS.minVersion;
     tls.DEFAULT_CIPHERS = FIPS_TLS.ciphers;
-    tls.DEFAULT_ECDH_CURVE = FIPS_TLS.ecdhCurve;
+  } else if (config.tlsGroups === 'hybrid-preferred' && !hybridGroupAvailable()) {
+    logger?.warn(
+      { tlsGroups: config.tlsGroups, openssl: process.versions.openssl },
+      'no post-quantum key exchange: this OpenSSL cannot negotiate X25519MLKEM768; classic groups only',
+    );
   }
+  tls.DEFAULT_ECDH_CURVE = groups;
   return status;
 }
 

@@ -11,7 +11,10 @@ import {
   formatAddress,
   loadConfig,
   openKubeClient,
+  parseAddress,
+  peerChain,
   systemClock,
+  tlsGroupList,
 } from '../core/index.js';
 import {
   AdmissionServer,
@@ -22,6 +25,9 @@ import {
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
 import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+
+/** How long the trust guard waits for the CA's handshake (the API server waits 10 s in all). */
+const GUARD_CA_TIMEOUT_MS = 3_000;
 
 /** A running webhooks server. */
 export interface RunningWebhooks {
@@ -49,9 +55,7 @@ export async function startWebhooks(
       systemClock,
     );
   } else {
-    logger.warn(
-      'no kubeconfig: namespace annotations are not read (only pods opt in) and the trust guard cannot check the issuer',
-    );
+    logger.warn('no kubeconfig: namespace annotations are not read (only pods opt in)');
   }
   const naming = {
     trustDomain: config.trustDomain,
@@ -87,20 +91,23 @@ export async function startWebhooks(
       logger: logger.child({ component: 'injector' }),
     },
   );
+  // The live issuer, from the chain the CA serves (the webhooks may not read the issuer Secret).
+  const caAddress = config.caAddress ?? config.identityAddr;
   const guard = createTrustGuard(
     {
       controlPlaneNamespace: config.controlPlaneNamespace,
       trustAnchorsConfigMap: config.trustAnchorsConfigMap,
       trustAnchorsKey: config.trustAnchorsKey,
       issuerSecret: config.issuerSecret,
+      caIdentityName: caIdentityName(naming),
+      caAddress,
     },
     {
-      ...(kube === undefined
-        ? {}
-        : {
-            issuerChainPem: () =>
-              kube.secretCertificates(config.controlPlaneNamespace, config.issuerSecret),
-          }),
+      caChainPem: () =>
+        peerChain(parseAddress(caAddress)!, caIdentityName(naming), GUARD_CA_TIMEOUT_MS, {
+          alpn: ['h2'],
+          minVersion: 'TLSv1.3',
+        }),
       clock: systemClock,
       logger: logger.child({ component: 'trust-guard' }),
     },
@@ -110,7 +117,10 @@ export async function startWebhooks(
     tlsDir: config.tlsDir,
     handlers: { '/inject': injector, '/validate': guard },
     reloadIntervalMs: config.tlsReloadInterval,
-    ...(config.fips ? { tls: FIPS_TLS, fips: true } : {}),
+    // The API server may speak TLS 1.2 (webhooks.ts's default); the key exchange is meshid's.
+    ...(config.fips
+      ? { tls: FIPS_TLS, fips: true }
+      : { tls: { ecdhCurve: tlsGroupList(config.tlsGroups, false) } }),
     logger: logger.child({ component: 'admission-server' }),
   });
   return { address: server.address, close: () => server.close() };

@@ -28,6 +28,7 @@ import type { ErrorCode } from './errors.js';
 import { fipsCertificateProblem } from './fips.js';
 import { printable } from './identity.js';
 import { PemError, parsePem, toPem } from './pem.js';
+import type { TlsAlgorithms } from './tls-groups.js';
 
 /** A certificate of a bundle or chain, parsed once. */
 export interface ParsedCertificate {
@@ -412,6 +413,21 @@ export interface ProxyIdentityReport {
     readonly loadedAt: string;
   };
   readonly refreshes: { readonly ok: number; readonly failed: number };
+  /** The key exchange: the groups offered, the CA connection's, and the mesh connections' so far. */
+  readonly tls?: ProxyTlsReport;
+}
+
+/** What `/identity` says about TLS key exchange (core/tls-groups.ts). */
+export interface ProxyTlsReport {
+  /** The `tlsGroups` setting in force (hybrid-preferred, hybrid-required, classic; fips). */
+  readonly mode: string;
+  /** The OpenSSL group list offered, e.g. `X25519MLKEM768/X25519:P-256:P-384`. */
+  readonly groups: string;
+  /** The last connection to the CA. */
+  readonly ca?: TlsAlgorithms;
+  /** Successful handshakes so far by direction and group. */
+  readonly inbound: Readonly<Record<string, number>>;
+  readonly outbound: Readonly<Record<string, number>>;
 }
 
 /** A {@link ProxyIdentityReport} as read off the network: only the string fields that are strings. */

@@ -16,6 +16,7 @@ import { DEFAULTS } from './defaults.js';
 import { INBOUND_POLICIES, TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
+import { TLS_GROUPS_MODES } from './tls-groups.js';
 import {
   isDns1123Label,
   isDns1123Subdomain,
@@ -44,6 +45,10 @@ const COMMON = {
   fips: {
     kind: 'boolean',
     help: 'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
+  },
+  tlsGroups: {
+    kind: 'string',
+    help: 'TLS key exchange: hybrid-preferred (X25519MLKEM768, then classic groups) | hybrid-required | classic; FIPS: P-256/P-384',
   },
 } as const satisfies Record<string, Setting>;
 
@@ -348,6 +353,10 @@ export const COMMAND_SETTINGS = {
       kind: 'string',
       help: "the CA's address written into injected proxies (default linkerd-identity.<cp-ns>.svc:8080)",
     },
+    caAddress: {
+      kind: 'string',
+      help: 'where the trust guard reads the live issuer chain the CA serves (default: identityAddr)',
+    },
     trustAnchors: {
       kind: 'string',
       help: 'the anchors bundle file (mounted ConfigMap): its SHA-256 is recorded on injected pods',
@@ -550,6 +559,7 @@ const commonShape = {
   config: z.string().optional(),
   logLevel,
   fips: z.boolean(),
+  tlsGroups: z.enum(TLS_GROUPS_MODES),
 };
 
 const SCHEMAS = {
@@ -761,6 +771,9 @@ const SCHEMAS = {
     controlPlaneNamespace: label,
     proxyImage: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
     identityAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+    caAddress: nonEmpty
+      .refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')
+      .optional(),
     trustAnchors: nonEmpty.optional(),
     trustAnchorsConfigMap: subdomain,
     trustAnchorsKey: nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a ConfigMap key'),
@@ -1149,7 +1162,7 @@ function applyDefaults(
   raw: Record<string, unknown>,
 ): Record<string, unknown> {
   const d = DEFAULTS;
-  const withCommon = { logLevel: d.logLevel, fips: false, ...raw };
+  const withCommon = { logLevel: d.logLevel, fips: false, tlsGroups: d.tlsGroups, ...raw };
   switch (command) {
     case 'init':
       return {

@@ -17,6 +17,8 @@ export const DEFAULTS = Object.freeze({
   proxyOutbound: { host: '127.0.0.1', port: 4140 },
   proxyAdmin: { host: '127.0.0.1', port: 4191 },
   logLevel: 'info' as const,
+  /** TLS key exchange of every meshid endpoint (core/tls-groups.ts). */
+  tlsGroups: 'hybrid-preferred' as const,
   /** The `iss` of tokens minted by `meshid token` for local development. */
   localTokenIssuer: 'meshid-local-development',
   /** Upper bounds of one Certify request (the whole message, and each field). */

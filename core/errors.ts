@@ -231,6 +231,13 @@ export const ERROR_CODES = {
     retryable: false,
     description: 'FIPS mode was requested but Node.js cannot run its crypto on a FIPS provider',
   },
+  ERR_TLS_GROUPS_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      'tlsGroups is hybrid-required but X25519MLKEM768 cannot be negotiated here (FIPS mode, or an OpenSSL without ML-KEM)',
+  },
   ERR_FIPS_CSR_REFUSED: {
     grpc: 'FAILED_PRECONDITION',
     http: 400,

@@ -27,6 +27,8 @@ import {
   readOid,
 } from './der.js';
 import { X509Oid, parseSpki } from './csr.js';
+import { FIPS_TLS_GROUPS, TLS_GROUP_LISTS, tlsGroupList } from './tls-groups.js';
+import type { TlsGroupsMode } from './tls-groups.js';
 
 /** The part of node:crypto FIPS mode uses; tests pass a stand-in to reach every branch. */
 export interface FipsCrypto {
@@ -158,12 +160,27 @@ function unavailable(reason: string, cause?: unknown): MeshidError {
 
 // ---- the algorithm policy -----------------------------------------------------------------------
 
-/** TLS settings of meshid's servers and clients outside FIPS mode (TLS 1.3 only). */
+/**
+ * TLS settings of meshid's servers and clients outside FIPS mode (TLS 1.3 only), with the default
+ * `tlsGroups` (hybrid-preferred: X25519MLKEM768, then X25519, P-256, P-384; core/tls-groups.ts).
+ */
 export const MESH_TLS = Object.freeze({
   minVersion: 'TLSv1.3',
   maxVersion: 'TLSv1.3',
   ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
-  ecdhCurve: 'X25519:P-256:P-384',
+  ecdhCurve: TLS_GROUP_LISTS['hybrid-preferred'],
+} as const satisfies SecureContextOptions);
+
+/** {@link MESH_TLS} with `tlsGroups: hybrid-required` (X25519MLKEM768 only). */
+export const MESH_TLS_HYBRID_REQUIRED = Object.freeze({
+  ...MESH_TLS,
+  ecdhCurve: TLS_GROUP_LISTS['hybrid-required'],
+} as const satisfies SecureContextOptions);
+
+/** {@link MESH_TLS} with `tlsGroups: classic` (X25519, P-256, P-384). */
+export const MESH_TLS_CLASSIC = Object.freeze({
+  ...MESH_TLS,
+  ecdhCurve: TLS_GROUP_LISTS.classic,
 } as const satisfies SecureContextOptions);
 
 /**
@@ -175,25 +192,37 @@ export const FIPS_TLS = Object.freeze({
   minVersion: 'TLSv1.3',
   maxVersion: 'TLSv1.3',
   ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384',
-  ecdhCurve: 'P-256:P-384',
+  ecdhCurve: FIPS_TLS_GROUPS,
   sigalgs:
     'ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:' +
     'rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pkcs1_sha256:rsa_pkcs1_sha384',
 } as const satisfies SecureContextOptions);
 
-/** The TLS settings in force: {@link FIPS_TLS} in FIPS mode, {@link MESH_TLS} otherwise. */
-export type MeshTlsSettings = typeof MESH_TLS | typeof FIPS_TLS;
+/** The TLS settings in force: {@link FIPS_TLS} in FIPS mode, a {@link MESH_TLS} otherwise. */
+export type MeshTlsSettings =
+  typeof MESH_TLS | typeof MESH_TLS_HYBRID_REQUIRED | typeof MESH_TLS_CLASSIC | typeof FIPS_TLS;
 
 /**
- * The TLS settings for a process in or out of FIPS mode.
+ * The TLS settings for a process in or out of FIPS mode, with its `tlsGroups`. FIPS mode is
+ * always {@link FIPS_TLS} (P-256/P-384); with `hybrid-required` it throws
+ * ERR_TLS_GROUPS_UNAVAILABLE (as it does where OpenSSL cannot negotiate the hybrid), so a
+ * process told to require the hybrid never starts on classic key exchange.
  *
  * @example
  * ```ts
- * tls.createServer({ ...meshTlsSettings(config.fips), key, cert });
+ * tls.createServer({ ...meshTlsSettings(config.fips, config.tlsGroups), key, cert });
  * ```
  */
-export function meshTlsSettings(fips: boolean): MeshTlsSettings {
-  return fips ? FIPS_TLS : MESH_TLS;
+export function meshTlsSettings(
+  fips: boolean,
+  tlsGroups: TlsGroupsMode = 'hybrid-preferred',
+  hybridAvailable?: () => boolean,
+): MeshTlsSettings {
+  const groups = tlsGroupList(tlsGroups, fips, hybridAvailable);
+  if (fips) return FIPS_TLS;
+  if (groups === MESH_TLS_HYBRID_REQUIRED.ecdhCurve) return MESH_TLS_HYBRID_REQUIRED;
+  if (groups === MESH_TLS_CLASSIC.ecdhCurve) return MESH_TLS_CLASSIC;
+  return MESH_TLS;
 }
 
 /** The smallest RSA modulus the FIPS policy accepts, in bits. */

@@ -1,25 +1,166 @@
 /**
- * core: primitives shared by every meshid component. npm imports only.
+ * core: primitives shared by every meshid component. npm imports only. Every public name is
+ * listed here (no `export *`): a name joins core's face when a component or cli needs it; tests
+ * that need an internal (the DER reader's parts, say) import its module by path.
  */
-export * from './errors.js';
-export * from './clock.js';
-export * from './duration.js';
-export * from './identity.js';
-export * from './logger.js';
-export * from './defaults.js';
-export * from './config.js';
-export * from './metrics.js';
-export * from './admin-server.js';
-export * from './pem.js';
-export * from './json.js';
-export * from './der.js';
-export * from './csr.js';
-export * from './certify-wire.js';
-export * from './destination-wire.js';
-export * from './certify-client.js';
-export * from './anchors.js';
-export * from './version.js';
-export * from './fips.js';
+export { ERROR_CODES, GrpcStatus, isMeshidError, MeshidError, RetryLaterError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { ManualClock, systemClock, systemRandom } from './clock.js';
+export type { Clock, Random } from './clock.js';
+export { formatDuration } from './duration.js';
+export {
+  ADMISSION_WEBHOOKS_LABEL,
+  CONTROL_PLANE_NS_LABEL,
+  identityName,
+  INJECT_ANNOTATION,
+  isDns1123Label,
+  isDns1123Subdomain,
+  parseIdentityName,
+  parseServiceAccountUsername,
+  printable,
+  spiffeId,
+} from './identity.js';
+export type { IdentityNaming, WorkloadIdentity } from './identity.js';
+export { createLogger, LogKey, silentLogger } from './logger.js';
+export type { Logger, LogLevel } from './logger.js';
+export { DEFAULTS, SIDECAR_NODE_OPTIONS } from './defaults.js';
+export {
+  caIdentityName,
+  COMMAND_SETTINGS,
+  configReference,
+  destinationIdentityName,
+  flagName,
+  formatAddress,
+  IN_CLUSTER,
+  KUBERNETES_JWKS,
+  loadConfig,
+  localStateInputs,
+  parseAddress,
+  settingsHelp,
+} from './config.js';
+export type {
+  Address,
+  CaConfig,
+  CheckConfig,
+  CommandName,
+  ConfigSources,
+  DestinationConfig,
+  IdentityConfig,
+  InstallConfig,
+  ProxyConfig,
+  ProxyInitConfig,
+  SettingReference,
+  TrustConfig,
+  VersionConfig,
+  WebhooksConfig,
+} from './config.js';
+export { Counter, createRegistry, Gauge, Histogram, Registry } from './metrics.js';
+export { startAdminServer } from './admin-server.js';
+export type { Readiness } from './admin-server.js';
+export { parsePem, PemError, toPem } from './pem.js';
+export { JsonDepthMeter, JsonTooDeep, parseJson } from './json.js';
+export {
+  concatBytes,
+  contextTag,
+  decodeDer,
+  DerError,
+  derOid,
+  DerReader,
+  DerTag,
+  derTime,
+  derUnsignedInteger,
+  isOneSequence,
+  plainView,
+  readOctetString,
+  readOid,
+  tlv,
+} from './der.js';
+export { createCsr, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
+export type { ParsedCsr } from './csr.js';
+export {
+  CERTIFY_PATH,
+  decodeCertifyRequest,
+  decodeCertifyResponse,
+  decodeGrpcMessage,
+  encodeCertifyRequest,
+  encodeCertifyResponse,
+  encodeGrpcMessage,
+  frameGrpcMessage,
+  RETRY_AFTER_METADATA,
+  retryAfterMsOf,
+  unframeGrpcMessage,
+} from './certify-wire.js';
+export type { CertifyRequest, CertifyResponse } from './certify-wire.js';
+export {
+  canonicalIp,
+  decodeDestinationProfile,
+  decodeDestinationUpdate,
+  decodeGetDestination,
+  DESTINATION_GET_PATH,
+  DESTINATION_GET_PROFILE_PATH,
+  encodeDestinationProfile,
+  encodeDestinationUpdate,
+  encodeGetDestination,
+  formatIpv6,
+} from './destination-wire.js';
+export type {
+  DestinationProfile,
+  DestinationUpdate,
+  GetDestination,
+  ProtocolHint,
+  TcpAddress,
+  WeightedAddr,
+} from './destination-wire.js';
+export { CertifyClient } from './certify-client.js';
+export type { CertifyCallError } from './certify-client.js';
+export {
+  bundleFingerprint,
+  bundleOfAnchors,
+  DEFAULT_EXPIRY_WARNING_MS,
+  MAX_CHAIN_DEPTH,
+  parseAnchors,
+  parseCertificates,
+  reachAnchor,
+  readIdentityReport,
+  shortName,
+} from './anchors.js';
+export type {
+  Anchor,
+  AnchorBundle,
+  AnchorKeyType,
+  ParseAnchorsOptions,
+  ParsedCertificate,
+  ProxyIdentityReport,
+  ProxyIdentityReportAsRead,
+  ProxyTlsReport,
+  Reach,
+} from './anchors.js';
+export { peerChain } from './peer-chain.js';
+export {
+  hybridGroupAvailable,
+  isPostQuantumGroup,
+  negotiatedAlgorithms,
+  sessionKexGroup,
+  TLS_GROUP_LISTS,
+  tlsGroupList,
+} from './tls-groups.js';
+export type { TlsAlgorithms, TlsGroupsMode } from './tls-groups.js';
+export type { PeerChainTls } from './peer-chain.js';
+export { versionInfo } from './version.js';
+export type { VersionInfo } from './version.js';
+export {
+  cryptoStatus,
+  enforceFips,
+  FIPS_HOW_TO,
+  FIPS_TLS,
+  fipsCertificateProblem,
+  fipsKeyProblem,
+  MESH_TLS,
+  MESH_TLS_CLASSIC,
+  MESH_TLS_HYBRID_REQUIRED,
+  meshTlsSettings,
+} from './fips.js';
+export type { CryptoStatus, MeshTlsSettings } from './fips.js';
 export { KubeApiError } from './kube/api.js';
 export type {
   AccessQuery,
@@ -34,4 +175,11 @@ export type {
 export { backoffDelay, watchList } from './kube/watch-list.js';
 export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/watch-list.js';
 export { openKubeClient } from './kube/open.js';
-export * from './transparent.js';
+export {
+  INBOUND_POLICIES,
+  parseCidrList,
+  parsePortList,
+  TRANSPARENT_ANNOTATIONS,
+  TRANSPARENT_DEFAULTS,
+} from './transparent.js';
+export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';

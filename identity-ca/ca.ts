@@ -46,6 +46,11 @@ const MAX_WAITING_CONNECTIONS = 8192;
  * stops one client (or a few) from holding every slot with handshakes it never finishes.
  */
 const MAX_HANDSHAKES_PER_SOURCE = 4;
+/**
+ * A handshake that has had its ClientHello and still runs after this while other connections
+ * wait is reset (handshake-gate.ts): an honest client finishes in one round trip.
+ */
+const HANDSHAKE_STALLED_MS = 1000;
 
 /** Where the issuer and anchors come from (the API objects, or mounted files): cli chooses. */
 export interface IssuerSource {
@@ -325,16 +330,18 @@ function createServer(
     credentials,
     ...(admission === undefined ? {} : { admission }),
     observe: ({ status, durationSeconds }) => metrics.observeCall(status, durationSeconds),
-    tls: meshTlsSettings(config.fips),
+    tls: meshTlsSettings(config.fips, config.tlsGroups),
     handshakes: {
       maxHandshakes: config.certifyMaxHandshakes,
       maxWaitMs: config.certifyHandshakeWait,
       maxWaiting: MAX_WAITING_CONNECTIONS,
       maxPerSource: MAX_HANDSHAKES_PER_SOURCE,
+      stalledAfterMs: HANDSHAKE_STALLED_MS,
     },
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),
       waited: (seconds) => metrics.handshakeWaited(seconds),
+      handshake: (algorithms) => metrics.handshake(algorithms),
     },
   });
 }

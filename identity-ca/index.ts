@@ -1,28 +1,16 @@
 /**
- * identity-ca: the Linkerd-compatible Certify service. This file is its public surface.
- * cli/ca.ts composes it: it chooses the issuer source and the token validator and passes them in.
+ * identity-ca: the Linkerd-compatible Certify service. This file is its public surface: what
+ * cli needs to compose it. cli/ca.ts chooses the issuer source and the token validator and
+ * passes them in. Tests reach internals (the Certify decision, the signer, the store) by path.
  */
-
-export { startCertifyProcess, readinessOf } from './ca.js';
+export { startCertifyProcess } from './ca.js';
 export type { CertifyProcess, CertifyProcessDeps, CertifyStatus, IssuerSource } from './ca.js';
 export { runCertifyWorker, startCaPrimary } from './cluster.js';
 export type { RunningCa, WorkerRole } from './cluster.js';
-export { createCertifyHandler, SignerCache } from './server/certify.js';
-export type { CertifyDeps, IssuedLeaf } from './server/certify.js';
-export { CertifyServer, CA_TLS_SETTINGS } from './server/grpc-server.js';
-export { checkCsrPolicy, checkFipsCsr } from './issuer/csr-policy.js';
-export { LeafSigner, randomSerial } from './issuer/leaf.js';
-export type { LeafFields } from './issuer/leaf.js';
-export { checkFipsIssuer, validateIssuer } from './issuer/material.js';
-export { probeX509Crypto } from './issuer/fips-probe.js';
-export type { X509CryptoProbe } from './issuer/fips-probe.js';
-
-export type { IssuerCredentials, IssuerMaterial } from './issuer/material.js';
-export { IssuerStore } from './issuer/store.js';
+export type { IssuedLeaf } from './server/certify.js';
 export { FileIssuerSource } from './issuer/file-source.js';
-export { KubeIssuerSource, issuerMaterialFromSecret } from './issuer/kube-source.js';
-export type { KubeApi, KubeObject, TokenReviewResult } from './kube/api.js';
-export { EventRecorder, EventReason } from './kube/events.js';
+export { KubeIssuerSource } from './issuer/kube-source.js';
+export type { KubeApi } from './kube/api.js';
 export {
   caRequirements,
   checkPermissions,

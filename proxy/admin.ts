@@ -9,6 +9,7 @@ import type {
   Clock,
   Logger,
   ProxyIdentityReport,
+  ProxyTlsReport,
   Readiness,
   Registry,
 } from '../core/index.js';
@@ -23,6 +24,8 @@ export interface ProxyAdminDeps {
   readonly clock: Clock;
   readonly registry: Registry;
   readonly logger: Logger;
+  /** The TLS part of `/identity`, when the proxy reports it. */
+  readonly tls?: () => ProxyTlsReport;
 }
 
 /**
@@ -55,6 +58,7 @@ export function identityReport(deps: ProxyAdminDeps): ProxyIdentityReport {
       loadedAt: new Date(bundle.loadedAt).toISOString(),
     },
     refreshes: { ok: deps.identity.stats.refreshes, failed: deps.identity.stats.failures },
+    ...(deps.tls === undefined ? {} : { tls: deps.tls() }),
   };
 }
 

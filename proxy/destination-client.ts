@@ -11,7 +11,8 @@
  * - When the service is unreachable the last answers stay in use (marked `stale`), an unknown
  *   target is answered "pass through" at once, never stalled; the outage is logged once when it
  *   starts and once when it ends, and `destination_client_available` says which it is now.
- *   Streams are reopened after a jittered, capped exponential backoff.
+ *   Streams are reopened after a jittered, capped exponential backoff (core's `backoffDelay`,
+ *   the one the Kubernetes watch loop uses).
  */
 import { connect as http2Connect, constants as h2 } from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
@@ -27,6 +28,7 @@ import {
   Counter,
   DESTINATION_GET_PATH,
   Gauge,
+  backoffDelay,
   decodeDestinationUpdate,
   decodeGrpcMessage,
   encodeGetDestination,
@@ -139,12 +141,6 @@ export interface DestinationClientOptions {
   readonly maxTargets?: number;
   /** HTTP/2 PING interval on the connection, to notice a service gone silent; default 15 s. */
   readonly pingIntervalMs?: number;
-}
-
-/** The wait before retry number `failures` (1-based): half the capped doubling plus up to half again. */
-function backoffDelay(failures: number, min: number, max: number, random: Random): number {
-  const cap = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
-  return Math.round(cap / 2 + (random.bytes(4).readUInt32BE(0) / 2 ** 32) * (cap / 2));
 }
 
 function targetPath(t: ResolveTarget): string {

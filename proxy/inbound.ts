@@ -45,8 +45,8 @@ import type {
   ServerHttp2Session,
   ServerHttp2Stream,
 } from 'node:http2';
-import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { FIPS_TLS, LogKey } from '../core/index.js';
+import type { Address, Logger, MeshTlsSettings, TlsAlgorithms } from '../core/index.js';
+import { FIPS_TLS, LogKey, negotiatedAlgorithms } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import {
   MESH_H2_ALPN,
@@ -120,6 +120,8 @@ export type InboundEvent =
       /** Verified identity; undefined for plaintext. */
       readonly peer: string | undefined;
       readonly tls: boolean;
+      /** The key-exchange group and cipher suite negotiated (core's negotiatedAlgorithms); TLS only. */
+      readonly algorithms?: TlsAlgorithms;
     }
   | {
       readonly type: 'handshake-failed';
@@ -777,7 +779,12 @@ export class InboundProxy {
     }
     conn.connectionKey = peer;
     conn.peer = peer;
-    this.#emit({ type: 'handshake-succeeded', peer, tls: true });
+    this.#emit({
+      type: 'handshake-succeeded',
+      peer,
+      tls: true,
+      algorithms: negotiatedAlgorithms(socket),
+    });
     this.#serve(conn, socket, undefined).catch((err: unknown) => {
       this.#log.warn({ err: String(err) }, 'inbound connection failed');
       destroyConn(conn);

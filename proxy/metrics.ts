@@ -109,6 +109,14 @@ class LatencyHistogram {
 export interface TrafficMetrics {
   inbound(e: InboundEvent): void;
   outbound(e: OutboundEvent): void;
+  /** Successful TLS handshakes so far by direction and key-exchange group (for /identity). */
+  groups(): TlsGroupCounts;
+}
+
+/** Successful TLS handshakes by direction and key-exchange group, e.g. `{ X25519MLKEM768: 3 }`. */
+export interface TlsGroupCounts {
+  readonly inbound: Readonly<Record<string, number>>;
+  readonly outbound: Readonly<Record<string, number>>;
 }
 
 /**
@@ -123,8 +131,8 @@ export interface TrafficMetrics {
 export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
   const handshakes = new Counter({
     name: 'meshid_proxy_tls_handshakes_total',
-    help: 'TLS handshakes by direction, result and failure reason.',
-    labelNames: ['direction', 'result', 'reason'] as const,
+    help: 'TLS handshakes by direction, result and failure reason; a successful one by its key-exchange group and cipher suite.',
+    labelNames: ['direction', 'result', 'reason', 'group', 'cipher'] as const,
     registers: [registry],
   });
   const connections = new Counter({
@@ -156,15 +164,36 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
       status: `${statusClass}xx`,
     }));
   };
+  const groups = { inbound: new Map<string, number>(), outbound: new Map<string, number>() };
+  const countGroup = (direction: 'inbound' | 'outbound', group: string): void => {
+    groups[direction].set(group, (groups[direction].get(group) ?? 0) + 1);
+  };
   const outbound = registerOutboundMetrics(registry);
   return {
+    groups: () => ({
+      inbound: Object.fromEntries(groups.inbound),
+      outbound: Object.fromEntries(groups.outbound),
+    }),
     inbound(e) {
       switch (e.type) {
         case 'handshake-succeeded':
-          handshakes.inc({ direction: 'inbound', result: 'ok', reason: '' });
+          if (e.algorithms !== undefined) countGroup('inbound', e.algorithms.group);
+          handshakes.inc({
+            direction: 'inbound',
+            result: 'ok',
+            reason: '',
+            group: e.algorithms?.group ?? '',
+            cipher: e.algorithms?.cipher ?? '',
+          });
           return;
         case 'handshake-failed':
-          handshakes.inc({ direction: 'inbound', result: 'failed', reason: e.reason });
+          handshakes.inc({
+            direction: 'inbound',
+            result: 'failed',
+            reason: e.reason,
+            group: '',
+            cipher: '',
+          });
           return;
         case 'connection-opened':
           connections.inc({ direction: 'inbound', peer: e.peer ?? '', protocol: e.protocol });
@@ -181,10 +210,13 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
     outbound(e) {
       switch (e.type) {
         case 'handshake':
+          if (e.ok) countGroup('outbound', e.algorithms.group);
           handshakes.inc({
             direction: 'outbound',
             result: e.ok ? 'ok' : 'failed',
             reason: e.ok ? '' : e.reason,
+            group: e.ok ? e.algorithms.group : '',
+            cipher: e.ok ? e.algorithms.cipher : '',
           });
           return;
         case 'opened':

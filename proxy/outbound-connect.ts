@@ -10,7 +10,14 @@ import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions, PeerCertificate, TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger, MeshTlsSettings } from '../core/index.js';
-import { FIPS_TLS, LogKey, MeshidError, formatAddress, printable } from '../core/index.js';
+import {
+  FIPS_TLS,
+  LogKey,
+  MeshidError,
+  formatAddress,
+  negotiatedAlgorithms,
+  printable,
+} from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination } from './routes.js';
 import { ContextCache, fipsPeerProblem, identityOfCertificate } from './tls.js';
@@ -198,7 +205,14 @@ export class Connector {
       clearTimeout(timer);
       const peerIdentity = identityOfCertificate(socket.getPeerCertificate()) ?? dest.identity;
       const durationMs = this.#o.now() - started;
-      this.#o.emit({ type: 'handshake', ok: true, ...base, peerIdentity, durationMs });
+      this.#o.emit({
+        type: 'handshake',
+        ok: true,
+        ...base,
+        peerIdentity,
+        durationMs,
+        algorithms: negotiatedAlgorithms(socket),
+      });
     });
     const failed = (err: Error | undefined): void => {
       if (settled) return;

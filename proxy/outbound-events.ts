@@ -2,7 +2,7 @@
  * What the outbound side reports for metrics and logs, shared by every outbound stage and
  * listener (re-exported by outbound.ts, which is the public surface).
  */
-import type { Address } from '../core/index.js';
+import type { Address, TlsAlgorithms } from '../core/index.js';
 
 /** Why an outbound connection was not established. */
 export type OutboundFailureReason =
@@ -44,6 +44,8 @@ export type OutboundEvent =
       readonly expectedIdentity: string;
       readonly peerIdentity: string;
       readonly durationMs: number;
+      /** The key-exchange group and cipher suite negotiated (core's negotiatedAlgorithms). */
+      readonly algorithms: TlsAlgorithms;
     })
   | (OutboundEventBase & {
       readonly type: 'handshake';

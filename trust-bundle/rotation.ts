@@ -17,8 +17,6 @@
  * overdue and holds; nothing ever skips ahead. Pause stops every step; rollback is allowed until
  * the switch (after it the issuer chains to the new root, and removing it would break the mesh).
  */
-import { connect as tlsConnect } from 'node:tls';
-import type { DetailedPeerCertificate } from 'node:tls';
 import type { Clock, Logger, Random } from '../core/index.js';
 import {
   MeshidError,
@@ -26,6 +24,7 @@ import {
   isMeshidError,
   parseAnchors,
   parseCertificates,
+  peerChain,
   reachAnchor,
   readIdentityReport,
   toPem,
@@ -763,32 +762,9 @@ export function observeCa(
   timeoutMs: number,
 ): Promise<CaObservation> {
   const name = `${address.host}:${address.port}`;
-  return new Promise((resolve) => {
-    const socket = tlsConnect({
-      host: address.host,
-      port: address.port,
-      servername: serverName,
-      // Only inspected: which root the chain leads to is checked by the caller.
-      rejectUnauthorized: false,
-      ALPNProtocols: ['h2'],
-    });
-    const timer = setTimeout(() => finish({ name, error: 'timed out' }), timeoutMs);
-    function finish(o: CaObservation): void {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(o);
-    }
-    socket.once('secureConnect', () => {
-      const pems: string[] = [];
-      let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (c?.raw !== undefined && !seen.has(c.fingerprint256)) {
-        seen.add(c.fingerprint256);
-        pems.push(toPem(c.raw, 'CERTIFICATE'));
-        c = c.issuerCertificate;
-      }
-      finish({ name, chainPem: pems.join('') });
-    });
-    socket.once('error', (err) => finish({ name, error: err.message }));
-  });
+  // Only inspected: which root the chain leads to is checked by the caller.
+  return peerChain(address, serverName, timeoutMs, { alpn: ['h2'], minVersion: 'TLSv1.2' }).then(
+    (pems) => ({ name, chainPem: pems.join('') }),
+    (err: Error) => ({ name, error: err.name === 'TimeoutError' ? 'timed out' : err.message }),
+  );
 }

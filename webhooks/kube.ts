@@ -1,9 +1,9 @@
 /**
  * What the webhooks read through the Kubernetes API (core's client): a namespace's annotations
- * (the AdmissionReview of a Pod does not carry them) and the issuer Secret's certificates (to
- * know which anchor must stay). Both are single GETs with a short cache, so a burst of pod
- * creations in one namespace costs one request. Failures are core's KubeApiError, naming the
- * object ("get Namespace /emojivoto: ...").
+ * (the AdmissionReview of a Pod does not carry them), by a single GET with a short cache, so a
+ * burst of pod creations in one namespace costs one request. Failures are core's KubeApiError,
+ * naming the object ("get Namespace /emojivoto: ..."). No Secret: the trust guard learns the live
+ * issuer from the chain the CA serves.
  */
 import type { Clock, KubeClient } from '../core/index.js';
 
@@ -11,8 +11,6 @@ import type { Clock, KubeClient } from '../core/index.js';
 export interface WebhookKube {
   /** A namespace's annotations; undefined when the namespace does not exist. */
   namespaceAnnotations(name: string): Promise<Record<string, string> | undefined>;
-  /** `tls.crt` then `ca.crt` of a Secret, as PEM; undefined when the Secret does not exist. */
-  secretCertificates(namespace: string, name: string): Promise<string | undefined>;
 }
 
 /** How long a namespace's annotations are reused. */
@@ -38,15 +36,6 @@ export function webhookKube(kube: Pick<KubeClient, 'get'>, clock: Clock): Webhoo
       if (cache.size > 1000) cache.clear();
       cache.set(name, { at: clock.now(), value });
       return value;
-    },
-    async secretCertificates(namespace, name) {
-      const secret = await kube.get('v1', 'Secret', namespace, name);
-      if (secret === undefined) return undefined;
-      const data = (secret['data'] ?? {}) as Record<string, string>;
-      // Only the certificates are decoded; tls.key is left as it came and goes with the object.
-      const text = (k: string): string =>
-        data[k] === undefined ? '' : Buffer.from(data[k], 'base64').toString('utf8');
-      return `${text('tls.crt')}\n${text('ca.crt')}`;
     },
   };
 }

@@ -5,8 +5,12 @@
  * - The anchors ConfigMap (in the control-plane namespace): its bundle must parse as CA
  *   certificates, and must still hold the anchor that the current issuer chains to; otherwise
  *   every proxy would refuse the CA's certificates, and every leaf, as soon as it reloads.
- *   Which issuer is current is read from the issuer Secret through the API (its `tls.crt` and
- *   `ca.crt`; the key is never read into anything).
+ *   Which issuer is live is learnt from the CA itself, without the issuer Secret (which holds
+ *   the issuer's key, so the webhooks have no right to read it): the CA serves a certificate for
+ *   its own identity signed by the issuer it signs with, followed by the issuer's chain. The
+ *   guard reads that chain over TLS, checks the first certificate is for the CA's identity and
+ *   signed by the next, and that the chain reaches the anchors in force (the ConfigMap as it is
+ *   before the edit), so that only the real CA can make the guard refuse or allow an edit.
  * - The cert-manager Certificate that issues the identity issuer (the one whose `secretName` is
  *   the issuer Secret): it must be a CA with an ECDSA P-256 key, or the CA would refuse the Secret
  *   cert-manager writes.
@@ -29,18 +33,36 @@ export interface TrustGuardOptions {
   readonly trustAnchorsConfigMap: string;
   readonly trustAnchorsKey: string;
   readonly issuerSecret: string;
+  /** The CA's identity name: the DNS SAN of the certificate it serves. */
+  readonly caIdentityName: string;
+  /** Where the CA is (HOST:PORT), for messages. */
+  readonly caAddress: string;
 }
 
 /** What the guard needs from outside. */
 export interface TrustGuardDeps {
   /**
-   * The issuer's certificates as PEM (`tls.crt`, then `ca.crt`) from the issuer Secret, or
-   * undefined when the Secret does not exist. Absent: the webhook has no API access, and the
-   * anchor check is skipped with a warning.
+   * The chain the CA serves on its Certify port, as PEM, its own certificate first, unverified
+   * (core's `peerChain`); rejects when the CA cannot be reached. Absent: the anchor check is
+   * skipped with a warning.
    */
-  readonly issuerChainPem?: () => Promise<string | undefined>;
+  readonly caChainPem?: () => Promise<string[]>;
   readonly clock: Clock;
   readonly logger: Logger;
+}
+
+/** The live issuer's chain (the issuer first), or why it is not known. */
+type LiveIssuer =
+  | { readonly chain: ParsedCertificate[] }
+  | { readonly chain?: undefined; readonly unknown: string };
+
+/** True when `parent` issued `child`: names and signature. */
+function signedBy(child: ParsedCertificate, parent: ParsedCertificate): boolean {
+  try {
+    return child.x509.checkIssued(parent.x509) && child.x509.verify(parent.x509.publicKey);
+  } catch {
+    return false;
+  }
 }
 
 function isObject(v: unknown): v is JsonObject {
@@ -61,7 +83,11 @@ function nameOf(o: JsonObject | undefined): string | undefined {
  *
  * @example
  * ```ts
- * const guard = createTrustGuard(options, { issuerChainPem, clock: systemClock, logger });
+ * const guard = createTrustGuard(options, {
+ *   caChainPem: () => peerChain(caAddress, options.caIdentityName, 3_000, { alpn: ['h2'], minVersion: 'TLSv1.3' }),
+ *   clock: systemClock,
+ *   logger,
+ * });
  * ```
  */
 export function createTrustGuard(
@@ -73,6 +99,52 @@ export function createTrustGuard(
     if (!isObject(data)) return undefined;
     const v = data[options.trustAnchorsKey];
     return typeof v === 'string' ? v : undefined;
+  };
+
+  /**
+   * The issuer the CA signs with now, from the chain it serves: its own certificate (for
+   * caIdentityName) signed by the next one, the issuer. When the anchors in force are known (the
+   * ConfigMap before this edit), the chain must reach them, or it proves nothing.
+   */
+  const liveIssuer = async (inForce: string | undefined, now: number): Promise<LiveIssuer> => {
+    const where = `the CA at ${options.caAddress}`;
+    if (deps.caChainPem === undefined) return { unknown: 'no CA address configured' };
+    let served: ParsedCertificate[];
+    try {
+      served = parseCertificates(
+        (await deps.caChainPem()).join(''),
+        'ERR_ISSUER_INVALID',
+        `${where} serves a chain that`,
+      );
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return { unknown: `cannot read the live issuer from ${where}: ${message.slice(0, 200)}` };
+    }
+    const [leaf, ...rest] = served;
+    if (leaf === undefined) return { unknown: `${where} presented no certificate` };
+    const names = (leaf.x509.subjectAltName ?? '').split(', ');
+    if (!names.includes(`DNS:${options.caIdentityName}`))
+      return {
+        unknown: `${where} serves a certificate for ${printable(leaf.x509.subjectAltName ?? leaf.subject, 120)}, not for ${options.caIdentityName}`,
+      };
+    const issuer = rest.find((c) => c.x509.ca && signedBy(leaf, c));
+    if (issuer === undefined)
+      return { unknown: `${where} serves its certificate without the issuer that signed it` };
+    const chain = [issuer, ...rest.filter((c) => c !== issuer)];
+    if (inForce !== undefined) {
+      let anchors: readonly Anchor[] | undefined;
+      try {
+        anchors = parseAnchors(inForce, { now }).anchors;
+      } catch {
+        // The bundle in force is already broken: nothing to verify against.
+      }
+      const reached = anchors === undefined ? undefined : reachAnchor(chain, anchors, now);
+      if (reached !== undefined && reached.anchor === undefined)
+        return {
+          unknown: `the chain ${where} serves does not reach the anchors in force (${reached.reason.slice(0, 200)})`,
+        };
+    }
+    return { chain };
   };
 
   const checkAnchors = async (
@@ -94,40 +166,20 @@ export function createTrustGuard(
       throw err;
     }
     if (pem === bundleOf(oldObject)) return { allowed: true };
-    if (deps.issuerChainPem === undefined)
+    const live = await liveIssuer(bundleOf(oldObject), now);
+    if (live.chain === undefined) {
+      deps.logger.warn(
+        { configMap: where, reason: live.unknown },
+        'allowed an anchors update without checking the live issuer',
+      );
       return {
         allowed: true,
         warnings: [
-          'meshid trust guard: no API access configured, so it was not checked that the current issuer still chains to this bundle',
-        ],
-      };
-    const chainPem = await deps.issuerChainPem();
-    if (chainPem === undefined)
-      return {
-        allowed: true,
-        warnings: [
-          `meshid trust guard: issuer Secret ${options.controlPlaneNamespace}/${options.issuerSecret} not found; the bundle is valid but no issuer was checked against it`,
-        ],
-      };
-    let chain: ParsedCertificate[];
-    try {
-      chain = parseCertificates(chainPem, 'ERR_ISSUER_INVALID', 'issuer Secret');
-    } catch (err) {
-      if (!isMeshidError(err)) throw err;
-      return {
-        allowed: true,
-        warnings: [
-          `meshid trust guard: the issuer Secret does not parse (${err.message.slice(0, 200)}); the bundle is valid but no issuer was checked against it`,
+          `meshid trust guard: ${live.unknown}; the bundle is valid but no issuer was checked against it`,
         ],
       };
     }
-    if (chain.length === 0)
-      return {
-        allowed: true,
-        warnings: [
-          'meshid trust guard: the issuer Secret holds no certificate; the bundle is valid but no issuer was checked against it',
-        ],
-      };
+    const chain = live.chain;
     const found = reachAnchor(chain, anchors, now);
     if (found.anchor !== undefined) return { allowed: true };
     const issuer = chain[0]!;

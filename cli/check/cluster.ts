@@ -22,6 +22,7 @@ import {
   bundleFingerprint,
   formatAddress,
   parseCertificates,
+  peerChain,
   reachAnchor,
 } from '../../core/index.js';
 import { caRequirements, describeAccess } from '../../identity-ca/index.js';
@@ -32,14 +33,7 @@ import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
 import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
-import {
-  checkProxies,
-  describeNetError,
-  mapLimit,
-  peerChain,
-  probeCa,
-  probeCaAdmin,
-} from './probes.js';
+import { checkProxies, describeNetError, mapLimit, probeCa, probeCaAdmin } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
 import { shortName, subjectAltNames } from './x509.js';
 

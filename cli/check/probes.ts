@@ -3,15 +3,13 @@
  * admin endpoints. Every probe has a timeout, and many probes run with bounded concurrency, so a
  * cluster with hundreds of pods is checked in a few seconds and one dead pod costs one timeout.
  */
-import { isIP } from 'node:net';
-import { connect } from 'node:tls';
 import type { Address } from '../../core/index.js';
 import {
   formatAddress,
   parseCertificates,
+  peerChain,
   reachAnchor,
   readIdentityReport,
-  toPem,
 } from '../../core/index.js';
 import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
@@ -123,52 +121,6 @@ export async function probeCa(o: {
         ),
   );
   return out;
-}
-
-/**
- * The certificate chain a TLS server presents for `servername` (SNI, unless it is an IP address),
- * unverified: the caller verifies it against what it should trust and says what is wrong. Rejects
- * on a network error or after `timeoutMs`; `describeNetError` turns the rejection into words.
- */
-export function peerChain(
-  address: Address,
-  servername: string,
-  timeoutMs: number,
-  tls: { alpn: string[]; minVersion: 'TLSv1.2' | 'TLSv1.3' },
-): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({
-      host: address.host,
-      port: address.port,
-      ...(isIP(servername) === 0 ? { servername } : {}),
-      ALPNProtocols: tls.alpn,
-      minVersion: tls.minVersion,
-      // The caller verifies the chain (against anchors or a caBundle) and says what is wrong.
-      rejectUnauthorized: false,
-    });
-    const timer = setTimeout(() => {
-      const e = new Error('timeout');
-      e.name = 'TimeoutError';
-      socket.destroy(e);
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      const pems: string[] = [];
-      let c = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (c !== undefined && c.raw !== undefined && !seen.has(c.fingerprint256)) {
-        seen.add(c.fingerprint256);
-        pems.push(toPem(c.raw, 'CERTIFICATE'));
-        c = c.issuerCertificate;
-      }
-      socket.end();
-      resolve(pems);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 /** `/ready` on the CA's admin port, and what `/version` and `/metrics` say (when they answer). */

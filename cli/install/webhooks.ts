@@ -13,12 +13,7 @@ import {
 import type { IRuleWithOperations } from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import {
-  ClusterRole,
-  ClusterRoleBinding,
-  Role,
-  RoleBinding,
-} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { Service, ServiceAccount } from 'kubernetes-models/v1';
 import type { IProbe } from 'kubernetes-models/v1';
 import { ADMISSION_WEBHOOKS_LABEL, IN_CLUSTER } from '../../core/index.js';
@@ -152,35 +147,6 @@ export function webhookObjects(
     {
       object: new ServiceAccount({ metadata: meta(N.serviceAccount) }),
       comment: 'the webhooks run as this ServiceAccount',
-      notes: [],
-    },
-    {
-      object: new Role({
-        metadata: meta(N.serviceAccount),
-        rules: [
-          {
-            apiGroups: [''],
-            resources: ['secrets'],
-            resourceNames: [config.issuerSecret],
-            verbs: ['get'],
-          },
-        ],
-      }),
-      comment: `what the webhooks read in ${ns}`,
-      notes: [
-        {
-          path: ['rules', 0],
-          text: "why: the trust guard reads the issuer's tls.crt and ca.crt to know which anchor must stay; RBAC cannot grant part of a Secret, so the key is readable too (it is never decoded or logged)",
-        },
-      ],
-    },
-    {
-      object: new RoleBinding({
-        metadata: meta(N.serviceAccount),
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: N.serviceAccount },
-        subjects,
-      }),
-      comment: `grants the Role ${N.serviceAccount} to the webhooks' ServiceAccount`,
       notes: [],
     },
     {

@@ -32,7 +32,7 @@ import { HandshakeGate } from './handshake-gate.js';
 import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Address, CertifyRequest, CertifyResponse, Clock, Logger } from '../../core/index.js';
-import type { MeshTlsSettings } from '../../core/index.js';
+import type { MeshTlsSettings, TlsAlgorithms } from '../../core/index.js';
 import {
   CERTIFY_PATH,
   ERROR_CODES,
@@ -47,6 +47,7 @@ import {
   encodeGrpcMessage,
   formatAddress,
   frameGrpcMessage,
+  negotiatedAlgorithms,
   unframeGrpcMessage,
 } from '../../core/index.js';
 
@@ -60,6 +61,8 @@ export type CertifyHandler = (req: CertifyRequest, call?: CallState) => Promise<
 export interface ConnectionObserver {
   refused(why: ConnectionRefusal): void;
   waited(seconds: number): void;
+  /** A finished handshake's key-exchange group and cipher suite (core's negotiatedAlgorithms). */
+  handshake?(algorithms: TlsAlgorithms): void;
 }
 
 /** Told about every call once it has ended, for metrics and logs. */
@@ -94,6 +97,11 @@ export interface CertifyServerOptions {
   readonly observe?: CallObserver;
   /** How long a TLS handshake may take before the connection is dropped. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * With the gate: how long a new connection may take to send its whole ClientHello before it
+   * is reset (it holds no handshake slot meanwhile). Default 3 s.
+   */
+  readonly helloTimeoutMs?: number;
   /** An HTTP/2 connection with no stream for this long is closed (proxies reconnect). */
   readonly idleTimeoutMs?: number;
   /** TLS settings: core's `meshTlsSettings(fips)`; default {@link CA_TLS_SETTINGS}. */
@@ -133,6 +141,50 @@ type WithPeer = { [kPeerIdentity]?: string };
  */
 const CALL_ENDED = Object.freeze(new Error('the Certify call has ended'));
 
+const DEFAULT_HELLO_TIMEOUT_MS = 3000;
+/** Connections from one address still sending their ClientHello (each a socket, no TLS state). */
+const MAX_AWAITING_HELLO_PER_SOURCE = 256;
+/** A TLS record's header and the largest plaintext record (RFC 8446 §5.1). */
+const TLS_RECORD_HEADER = 5;
+const TLS_MAX_RECORD = 16_384;
+
+/**
+ * Reads a connection's first TLS record (the ClientHello) within `timeoutMs`; undefined when it
+ * is not a handshake record, is oversized, the connection ends, or time runs out. A ClientHello
+ * split over several records is refused: clients send one (a post-quantum key share fits).
+ */
+function readClientHello(socket: Socket, timeoutMs: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (hello: Buffer | undefined): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      resolve(hello);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length < TLS_RECORD_HEADER) return;
+      const head = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
+      const recordLength = head.readUInt16BE(3);
+      if (head[0] !== 0x16 || recordLength > TLS_MAX_RECORD) {
+        finish(undefined);
+        return;
+      }
+      if (length >= TLS_RECORD_HEADER + recordLength) finish(Buffer.concat(chunks, length));
+    };
+    const onEnd = (): void => finish(undefined);
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    timer.unref();
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onEnd);
+  });
+}
+
 /** Streams one connection may have open at once. */
 const MAX_CONCURRENT_STREAMS = 256;
 /** The longest deadline honoured; a larger grpc-timeout is cut to it. */
@@ -160,6 +212,8 @@ export class CertifyServer {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #sessions = new Set<ServerHttp2Session>();
+  /** Connections whose ClientHello has not arrived yet, per source address. */
+  readonly #awaitingHello = new Map<string, number>();
 
   constructor(opts: CertifyServerOptions) {
     this.#opts = opts;
@@ -196,6 +250,7 @@ export class CertifyServer {
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
       this.#handshakeEnded(socket);
+      opts.observeConnections?.handshake?.(negotiatedAlgorithms(socket));
       // `false` is the Linkerd proxy (no ALPN offered); 'h2' an ordinary gRPC client.
       if (socket.alpnProtocol !== false && socket.alpnProtocol !== 'h2') {
         socket.destroy();
@@ -246,8 +301,7 @@ export class CertifyServer {
           },
         })
       : undefined;
-    // Not read until its handshake starts: a waiting connection is a socket and no more.
-    this.#net = createNetServer({ pauseOnConnect: gated }, (socket) => this.#onConnection(socket));
+    this.#net = createNetServer((socket) => this.#onConnection(socket));
   }
 
   /** HTTP/2 sessions open now (a session leaves this count when it closes). */
@@ -278,7 +332,31 @@ export class CertifyServer {
     });
     // A failed handshake destroys the socket ('close' above); a waiting one cannot fail.
     socket.on('error', () => undefined);
-    gate.offer(socket);
+    // No slot before the ClientHello: a connection that sends nothing (or dribbles) holds a
+    // socket, not a handshake slot, and is closed at the hello deadline.
+    const source = socket.remoteAddress;
+    const pending = this.#awaitingHello.get(source) ?? 0;
+    if (pending >= MAX_AWAITING_HELLO_PER_SOURCE) {
+      this.#opts.observeConnections?.refused('queue-full');
+      socket.resetAndDestroy();
+      return;
+    }
+    this.#awaitingHello.set(source, pending + 1);
+    const helloTimeoutMs = this.#opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
+    void readClientHello(socket, helloTimeoutMs).then((hello) => {
+      const left = (this.#awaitingHello.get(source) ?? 1) - 1;
+      if (left <= 0) this.#awaitingHello.delete(source);
+      else this.#awaitingHello.set(source, left);
+      if (hello === undefined || socket.destroyed) {
+        this.#opts.observeConnections?.refused('hello-timeout');
+        socket.resetAndDestroy();
+        return;
+      }
+      // Not read again until its handshake starts: a waiting connection holds its hello only.
+      socket.pause();
+      socket.unshift(hello);
+      gate.offer(socket);
+    });
   }
 
   /** Frees the gate's slot of a connection whose handshake has completed. */
@@ -330,7 +408,9 @@ export class CertifyServer {
       new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
     ]);
     for (const s of this.#sessions) s.destroy();
-    await closed;
+    // Bounded too: after a flood of reset connections node's count of open connections was seen
+    // not to reach zero (issue 20), and a worker must still stop.
+    await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 1000).unref())]);
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {

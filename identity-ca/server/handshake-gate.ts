@@ -32,10 +32,19 @@ export interface HandshakeGateSettings {
   readonly maxWaiting: number;
   /** Slots one source may hold at once (with the `source` hook); 0 or absent: no share. */
   readonly maxPerSource?: number;
+  /**
+   * A handshake running longer than this while others wait is closed to free its slot; 0 or
+   * absent: never. A connection is offered once its ClientHello has arrived, so what is left is
+   * the server's reply and the client's last flight: one round trip for an honest client. A
+   * client that stalls there holds its slot only while nobody needs it, however many addresses
+   * it comes from.
+   */
+  readonly stalledAfterMs?: number;
 }
 
 /** Why a connection was closed without a handshake, for metrics. */
-export type ConnectionRefusal = 'wait-timeout' | 'queue-full';
+export type ConnectionRefusal =
+  'wait-timeout' | 'queue-full' | 'handshake-stalled' | 'hello-timeout';
 
 /** What the gate does with connections: the owner's socket operations. */
 export interface HandshakeGateHooks<C> {
@@ -68,7 +77,8 @@ export class HandshakeGate<C> {
   readonly #s: HandshakeGateSettings;
   readonly #clock: Clock;
   readonly #hooks: HandshakeGateHooks<C>;
-  readonly #running = new Set<C>();
+  /** Handshakes in progress and when each started (insertion order: oldest first). */
+  readonly #running = new Map<C, number>();
   /** Slots held per source (only sources holding one). */
   readonly #bySource = new Map<string, number>();
   /** First come first served; `#head` skips the served part without shifting the array. */
@@ -93,7 +103,7 @@ export class HandshakeGate<C> {
       this.#hooks.start(conn, 0);
       return;
     }
-    this.sweep();
+    this.#sweepWaiting();
     if (this.#running.size < s.maxHandshakes && this.load.waiting === 0 && this.#underShare(conn)) {
       this.#begin(conn, 0);
       return;
@@ -103,8 +113,27 @@ export class HandshakeGate<C> {
       return;
     }
     this.#waiting.push({ conn, since: this.#clock.now() });
+    this.#evictStalled();
     // Those waiting may all be sources at their share, so this one may still start now.
     if (this.#running.size < s.maxHandshakes) this.#next();
+  }
+
+  /** While connections wait and every slot is taken, closes the handshakes that stalled. */
+  #evictStalled(): void {
+    const after = this.#s.stalledAfterMs ?? 0;
+    if (after <= 0) return;
+    const now = this.#clock.now();
+    const stalled: C[] = [];
+    let short = this.load.waiting - (this.#s.maxHandshakes - this.#running.size);
+    for (const [conn, started] of this.#running) {
+      if (short <= 0 || now - started <= after) break;
+      stalled.push(conn);
+      short--;
+    }
+    for (const conn of stalled) {
+      this.#hooks.refuse(conn, 'handshake-stalled');
+      this.done(conn);
+    }
   }
 
   /**
@@ -122,8 +151,16 @@ export class HandshakeGate<C> {
     this.#next();
   }
 
-  /** Closes the connections that have waited longer than `maxWaitMs`. */
+  /**
+   * Closes the connections that have waited longer than `maxWaitMs`, and the handshakes that
+   * stalled while others wait.
+   */
   sweep(): void {
+    this.#sweepWaiting();
+    if (this.load.waiting > 0) this.#evictStalled();
+  }
+
+  #sweepWaiting(): void {
     const now = this.#clock.now();
     while (this.#head < this.#waiting.length) {
       const w = this.#waiting[this.#head]!;
@@ -135,7 +172,7 @@ export class HandshakeGate<C> {
   }
 
   #next(): void {
-    this.sweep();
+    this.#sweepWaiting();
     while (this.#running.size < this.#s.maxHandshakes && this.#head < this.#waiting.length) {
       const w = this.#takeEligible();
       if (w === undefined) break; // every waiting source holds its share
@@ -163,7 +200,7 @@ export class HandshakeGate<C> {
   }
 
   #begin(conn: C, waitedMs: number): void {
-    this.#running.add(conn);
+    this.#running.set(conn, this.#clock.now());
     const source = this.#sourceOf(conn);
     if (source !== undefined) this.#bySource.set(source, (this.#bySource.get(source) ?? 0) + 1);
     this.#hooks.start(conn, waitedMs);

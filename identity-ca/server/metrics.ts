@@ -29,6 +29,8 @@ export interface CaMetrics {
   connectionRefused(why: string): void;
   /** Records how long a connection waited for a handshake slot. */
   handshakeWaited(seconds: number): void;
+  /** Counts a finished TLS handshake by its key-exchange group and cipher suite. */
+  handshake(algorithms: { group: string; cipher: string }): void;
 }
 
 /**
@@ -89,8 +91,14 @@ export function registerCaMetrics(
   });
   const connectionsRefused = new Counter({
     name: 'meshid_certify_connections_refused_total',
-    help: 'Connections closed before their TLS handshake by the handshake limit, by reason (wait-timeout, queue-full).',
+    help: 'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled).',
     labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const tlsHandshakes = new Counter({
+    name: 'meshid_certify_tls_handshakes_total',
+    help: 'Finished TLS handshakes with Certify clients, by key-exchange group (X25519MLKEM768 is the post-quantum hybrid) and cipher suite.',
+    labelNames: ['group', 'cipher'] as const,
     registers: [registry],
   });
   const handshakeWait = new Histogram({
@@ -231,6 +239,9 @@ export function registerCaMetrics(
     },
     handshakeWaited(seconds) {
       handshakeWait.observe(seconds);
+    },
+    handshake({ group, cipher }) {
+      tlsHandshakes.inc({ group, cipher });
     },
   };
 }

@@ -12,12 +12,13 @@
  */
 import { connect as http2Connect, constants as h2 } from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
-import type { PeerCertificate, SecureContext } from 'node:tls';
+import type { PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
 import type {
   Address,
   CertifyRequest,
   CertifyResponse,
   MeshTlsSettings,
+  TlsAlgorithms,
 } from '../../core/index.js';
 import {
   CERTIFY_PATH,
@@ -26,6 +27,7 @@ import {
   encodeCertifyRequest,
   formatAddress,
   frameGrpcMessage,
+  negotiatedAlgorithms,
   retryAfterMsOf,
   unframeGrpcMessage,
 } from '../../core/index.js';
@@ -81,6 +83,8 @@ export interface Http2CertifyClientOptions {
    * Not with `clientCertificate`.
    */
   readonly secureContext?: SecureContext;
+  /** Told the key-exchange group and cipher suite of each new connection to the CA. */
+  readonly onHandshake?: (algorithms: TlsAlgorithms) => void;
 }
 
 /** The server's name check: the CA must present its identity as a DNS SAN. */
@@ -138,6 +142,12 @@ export class Http2CertifyClient {
     session.unref();
     session.setTimeout(60_000, () => session.close());
     session.on('error', () => undefined); // reported through the call that was using it
+    const onHandshake = this.#o.onHandshake;
+    if (onHandshake !== undefined) {
+      session.once('connect', (_s, socket) =>
+        onHandshake(negotiatedAlgorithms(socket as TLSSocket)),
+      );
+    }
     const forget = (): void => {
       if (this.#session === session) this.#session = undefined;
     };

@@ -10,6 +10,7 @@
  * good bundle is `accepted` whatever the issuer.
  */
 import { strict as assert } from 'node:assert';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,8 +24,7 @@ import {
   silentLogger,
   systemRandom,
 } from '../../core/index.js';
-import { createRootCa } from '../../core/pki.js';
-import { IssuerStore } from '../../identity-ca/index.js';
+import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { AnchorSource } from '../../proxy/index.js';
 import {
   KubeRotationBackend,
@@ -38,6 +38,7 @@ import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import { IssuerStore } from '../../identity-ca/issuer/store.js';
 
 type Verdict = 'accepted' | 'refused' | 'unanchored';
 const NS = 'linkerd';
@@ -45,6 +46,8 @@ const CM = 'linkerd-identity-trust-roots';
 const KEY = 'ca-bundle.crt';
 const DAY = 86_400_000;
 const settings = kubeTrustSettings(loadConfig('trust', { argv: [], env: {} }).config);
+
+const CA_IDENTITY = 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local';
 
 /** Maps a refusal to a verdict: a bundle breaking the rule, or an issuer left without anchor. */
 function verdictOf(err: unknown, unanchoredCodes: readonly string[]): Verdict {
@@ -62,6 +65,8 @@ describe('one trust-anchor bundle rule: every consumer, one verdict', function (
   let dir: string;
   let root: string;
   let issuer: { tlsCrt: string; tlsKey: string; caCrt: string };
+  /** What the CA serves on its Certify port: its certificate from the issuer, then the issuer. */
+  let caServes: string[];
   const pki: Record<string, string> = {};
 
   before(async () => {
@@ -80,6 +85,19 @@ describe('one trust-anchor bundle rule: every consumer, one verdict', function (
     const text = (k: string): string => Buffer.from(secret.data[k]!, 'base64').toString('utf8');
     issuer = { tlsCrt: text('tls.crt'), tlsKey: text('tls.key'), caCrt: text('ca.crt') };
     const now = clock.now();
+    const serving = await createIntermediateCa({
+      issuer: {
+        certificateDer: new X509Certificate(issuer.tlsCrt).raw,
+        privateKey: createPrivateKey(issuer.tlsKey),
+      },
+      commonName: 'linkerd-identity',
+      notBefore: now - 60_000,
+      notAfter: now + 3_600_000,
+      isCa: false,
+      keyUsage: ['digitalSignature'],
+      dnsNames: [CA_IDENTITY],
+    });
+    caServes = [serving.certificatePem, issuer.tlsCrt];
     const make = async (name: string, o: { from: number; to: number; isCa?: boolean }) => {
       const ca = await createRootCa({
         commonName: name,
@@ -175,9 +193,11 @@ describe('one trust-anchor bundle rule: every consumer, one verdict', function (
           trustAnchorsConfigMap: CM,
           trustAnchorsKey: KEY,
           issuerSecret: 'linkerd-identity-issuer',
+          caIdentityName: CA_IDENTITY,
+          caAddress: 'linkerd-identity.linkerd.svc:8080',
         },
         {
-          issuerChainPem: () => Promise.resolve(issuer.tlsCrt + issuer.caCrt),
+          caChainPem: () => Promise.resolve(caServes),
           clock,
           logger: silentLogger(),
         },

@@ -229,7 +229,11 @@ describe('meshid identity and meshid version (real processes)', function () {
     assert.equal(t.code, 0);
     assert.match(
       t.stdout,
-      /^Client: meshid 0\.1\.0 \(Node\.js v20\.[\d.]+, OpenSSL [^,]+, FIPS off\)$/m,
+      // The runtime the tests run on is the one meshid runs on (package.json's pinned node).
+      new RegExp(
+        `^Client: meshid 0\\.1\\.0 \\(Node\\.js ${process.version.replaceAll('.', '\\.')}, OpenSSL [^,]+, FIPS off\\)$`,
+        'm',
+      ),
     );
     assert.match(
       t.stdout,

@@ -13,8 +13,8 @@ import type {
   Random,
   WatchListEvent,
 } from '../../core/index.js';
-import { backoffDelay } from '../../core/index.js';
 import { clientNodeKubeClient } from '../../core/kube/client-node.js';
+import { backoffDelay } from '../../core/kube/watch-list.js';
 import { waitFor } from '../support/ca-process.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';

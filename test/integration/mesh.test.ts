@@ -83,6 +83,50 @@ describe('two workloads through meshid proxies (real processes)', function () {
     );
   });
 
+  it('negotiates the post-quantum hybrid X25519MLKEM768 on every hop, and both ends report it', async () => {
+    const r = await httpGet(routes()[0]!, '/pq');
+    assert.equal(r.status, 200);
+    const hybrid = { group: 'X25519MLKEM768', result: 'ok' };
+    // proxy ↔ proxy: voting's outbound and web's inbound, each from its own end of the handshake.
+    const votingMetrics = (await adminGet(voting.admin, '/metrics')).body;
+    const webMetrics = (await adminGet(web.admin, '/metrics')).body;
+    assert.ok(
+      metricValue(votingMetrics, 'meshid_proxy_tls_handshakes_total', {
+        direction: 'outbound',
+        ...hybrid,
+      }) >= 1,
+      votingMetrics,
+    );
+    assert.ok(
+      metricValue(webMetrics, 'meshid_proxy_tls_handshakes_total', {
+        direction: 'inbound',
+        ...hybrid,
+      }) >= 1,
+      webMetrics,
+    );
+    assert.ok(
+      !/meshid_proxy_tls_handshakes_total\{[^}]*result="ok"[^}]*group="(X25519|P-256|P-384)"/.test(
+        votingMetrics + webMetrics,
+      ),
+    );
+    // CA ↔ proxy: the proxy's side in /identity, the CA's in its metrics.
+    for (const p of [web, voting]) {
+      const report = JSON.parse((await adminGet(p.admin, '/identity')).body) as {
+        tls: { mode: string; groups: string; ca: { group: string; cipher: string } };
+      };
+      assert.equal(report.tls.mode, 'hybrid-preferred');
+      assert.equal(report.tls.groups, 'X25519MLKEM768/X25519:P-256:P-384');
+      assert.equal(report.tls.ca.group, 'X25519MLKEM768');
+      assert.match(report.tls.ca.cipher, /^TLS_AES_(128|256)_GCM_SHA(256|384)$|^TLS_CHACHA20/);
+    }
+    const caMetrics = (await adminGet(ca.admin, '/metrics')).body;
+    assert.ok(
+      metricValue(caMetrics, 'meshid_certify_tls_handshakes_total', { group: 'X25519MLKEM768' }) >=
+        2,
+      caMetrics,
+    );
+  });
+
   it('refuses a route whose server is not the identity it expects, before the app sees anything', async () => {
     seen.length = 0;
     // The route listener answers the HTTP request itself, naming why (no bare reset).

@@ -10,8 +10,9 @@
  * refused with the reason.
  *
  * What is not a cluster here: no kubelet (the test plays it for the one container), no cluster
- * DNS (the CA's Service address in the proxy's env is replaced by the CA process's address, and
- * the webhooks' Service by their process's address), no cert-manager (the test fills caBundle).
+ * DNS (the CA's Service address in the proxy's env is replaced by the CA process's address, the
+ * trust guard is pointed at it with --ca-address, and the webhooks' Service is their process's
+ * address), no cert-manager (the test fills caBundle).
  */
 import { strict as assert } from 'node:assert';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -141,6 +142,9 @@ describe('webhooks end to end: admission through the API server, then identity f
       await kubeconfigFor('meshid-webhooks'),
       '--trust-anchors',
       anchorsFile,
+      // No cluster DNS: the guard reads the live issuer chain from the CA process itself.
+      '--ca-address',
+      `127.0.0.1:${ca.address.port}`,
       '--proxy-image',
       'registry.example.com/meshid:v0.1.0',
     ]);

@@ -28,9 +28,10 @@
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import type { Clock } from '../../core/index.js';
-import { parseDuration, parsePem, toPem } from '../../core/index.js';
+import { parsePem, toPem } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import type { KubeApiServer, KubeObject } from './kube-api-server/index.js';
+import { parseDuration } from '../../core/duration.js';
 
 const HOUR = 3_600_000;
 const SPEC_HASH = 'sim.meshid.io/spec-hash';

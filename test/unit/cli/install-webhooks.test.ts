@@ -51,8 +51,6 @@ describe('meshid install --webhooks', () => {
     const names = objects.map((o) => `${o.kind}/${o.metadata.name}`);
     assert.deepEqual(names.slice(names.indexOf('ServiceAccount/meshid-webhooks')), [
       'ServiceAccount/meshid-webhooks',
-      'Role/meshid-webhooks',
-      'RoleBinding/meshid-webhooks',
       'ClusterRole/meshid-webhooks-linkerd',
       'ClusterRoleBinding/meshid-webhooks-linkerd',
       'Issuer/meshid-webhooks-selfsigned',
@@ -237,17 +235,18 @@ describe('meshid install --webhooks', () => {
     assert.equal(config.issuerSecret, 'linkerd-identity-issuer');
   });
 
-  it('grants the webhooks get on namespaces and on the issuer Secret by name, and nothing else', () => {
+  it('grants the webhooks get on namespaces and nothing else: no Role, so no Secret (the issuer key)', () => {
     assert.deepEqual(one(objects, 'ClusterRole', 'meshid-webhooks-linkerd')['rules'], [
       { apiGroups: [''], resources: ['namespaces'], verbs: ['get'] },
     ]);
-    assert.deepEqual(one(objects, 'Role', 'meshid-webhooks')['rules'], [
-      {
-        apiGroups: [''],
-        resources: ['secrets'],
-        resourceNames: ['linkerd-identity-issuer'],
-        verbs: ['get'],
-      },
-    ]);
+    const bound = objects.filter(
+      (o) =>
+        (o.kind === 'RoleBinding' || o.kind === 'ClusterRoleBinding') &&
+        (o['subjects'] as { name: string }[]).some((s) => s.name === 'meshid-webhooks'),
+    );
+    assert.deepEqual(
+      bound.map((b) => `${b.kind}/${b.metadata.name}`),
+      ['ClusterRoleBinding/meshid-webhooks-linkerd'],
+    );
   });
 });

@@ -3,11 +3,11 @@ import {
   COMMAND_SETTINGS,
   loadConfig,
   parseAddress,
-  envName,
   flagName,
   isMeshidError,
 } from '../../../core/index.js';
 import type { MeshidError } from '../../../core/index.js';
+import { envName } from '../../../core/config.js';
 
 const files: Record<string, string> = {};
 const readFile = (p: string): string => {

@@ -14,7 +14,6 @@ import {
   derOid,
   isMeshidError,
   parseCsr,
-  readElement,
   tlv,
   verifyCsrSignature,
   type ParsedCsr,
@@ -33,6 +32,7 @@ import {
   webCrypto,
   type KeyKind,
 } from './fixtures/csr-makers.js';
+import { readElement } from '../../../core/der.js';
 
 const ID = 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
 

@@ -8,21 +8,23 @@ import {
   derOid,
   derTime,
   derUnsignedInteger,
+  plainView,
+  readOid,
+  tlv,
+} from '../../../core/index.js';
+import { seededBytes } from './fixtures/csr-makers.js';
+import {
   encodeLength,
   integerContents,
   oidToString,
-  plainView,
   readAll,
   readBitString,
   readBoolean,
   readElement,
   readOctetAlignedBitString,
-  readOid,
   readSmallInteger,
   readString,
-  tlv,
-} from '../../../core/index.js';
-import { seededBytes } from './fixtures/csr-makers.js';
+} from '../../../core/der.js';
 
 const hex = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 

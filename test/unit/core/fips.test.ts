@@ -17,7 +17,7 @@ import {
   meshTlsSettings,
   parsePem,
 } from '../../../core/index.js';
-import type { FipsCrypto } from '../../../core/index.js';
+import type { FipsCrypto } from '../../../core/fips.js';
 import { inTempDir } from './fixtures/csr-makers.js';
 
 /** A stand-in for node:crypto in each state the enforcement must tell apart. */

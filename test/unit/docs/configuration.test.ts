@@ -10,7 +10,8 @@ import {
   END,
   renderConfigurationDoc,
 } from '../../../cli/docs/config-reference.js';
-import { COMMAND_SETTINGS, envName, flagName } from '../../../core/index.js';
+import { COMMAND_SETTINGS, flagName } from '../../../core/index.js';
+import { envName } from '../../../core/config.js';
 
 describe('docs/configuration.md', () => {
   const page = readFileSync(CONFIGURATION_DOC, 'utf8');

@@ -39,21 +39,17 @@ import {
 } from '../../../core/index.js';
 import type { CertifyRequest, CertifyResponse } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
-import {
-  CertifyServer,
-  JwksTokenValidator,
-  SignerCache,
-  createCertifyHandler,
-  generateTokenSigningKey,
-  validateIssuer,
-} from '../../../identity-ca/index.js';
-import type { IssuerCredentials } from '../../../identity-ca/index.js';
+import { JwksTokenValidator, generateTokenSigningKey } from '../../../identity-ca/index.js';
 import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
 import { linkerdLikeCertify } from '../../support/linkerd-like-client.js';
 import { KEY_KINDS, signingAlgorithm, webKeyPair } from '../core/fixtures/csr-makers.js';
 import type { KeyKind } from '../core/fixtures/csr-makers.js';
 import { recordReliability } from '../../support/reliability-report.js';
 import { CA_IDENTITY, DAY, HOUR, TOKEN_ISSUER, idOf } from '../../support/state.js';
+import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
+import { SignerCache, createCertifyHandler } from '../../../identity-ca/server/certify.js';
+import { validateIssuer } from '../../../identity-ca/issuer/material.js';
+import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 
 const RUNS = Number(process.env['MESHID_PROPERTY_RUNS'] ?? 150);
 const WIRE_RUNS = Number(process.env['MESHID_PROPERTY_WIRE_RUNS'] ?? 25);

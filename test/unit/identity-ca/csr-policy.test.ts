@@ -10,7 +10,6 @@ import {
   isMeshidError,
   parseCsr,
   tlv,
-  type CreateCsrOptions,
   type ParsedCsr,
 } from '../../../core/index.js';
 import { checkCsrPolicy } from '../../../identity-ca/issuer/csr-policy.js';
@@ -24,6 +23,7 @@ import {
   sanExtension,
   type KeyKind,
 } from '../core/fixtures/csr-makers.js';
+import type { CreateCsrOptions } from '../../../core/csr.js';
 
 const ID = 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
 const LONG_ID =

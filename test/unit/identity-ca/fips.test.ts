@@ -5,10 +5,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock, parseCsr, silentLogger } from '../../../core/index.js';
 import type { GeneratedCa } from '../../../core/pki.js';
-import { checkFipsCsr, probeX509Crypto } from '../../../identity-ca/index.js';
 import { IssuerStore } from '../../../identity-ca/issuer/store.js';
 import { inTempDir, opensslCsr, peculiarCsr } from '../core/fixtures/csr-makers.js';
 import { NOW, assertRefused, bundle, ca, material, root } from './fixtures/pki.js';
+import { checkFipsCsr } from '../../../identity-ca/issuer/csr-policy.js';
+import { probeX509Crypto } from '../../../identity-ca/issuer/fips-probe.js';
 
 /** A self-signed Ed25519 CA certificate made by the openssl CLI. */
 function ed25519Root(): string {

@@ -33,8 +33,6 @@ import {
   systemRandom,
   parseAnchors,
 } from '../../../core/index.js';
-import { checkCsrPolicy, validateIssuer } from '../../../identity-ca/index.js';
-import type { IssuerCredentials } from '../../../identity-ca/index.js';
 import { Admission } from '../../../identity-ca/server/admission.js';
 import { createCertifyHandler } from '../../../identity-ca/server/certify.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
@@ -55,6 +53,9 @@ import type { RequestParts } from '../../support/fuzz.js';
 import { recordReliability } from '../../support/reliability-report.js';
 import { CA_IDENTITY, TOKEN_ISSUER, idOf, makeTestState } from '../../support/state.js';
 import type { TestState } from '../../support/state.js';
+import { checkCsrPolicy } from '../../../identity-ca/issuer/csr-policy.js';
+import { validateIssuer } from '../../../identity-ca/issuer/material.js';
+import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 
 const WEB = idOf('emojivoto', 'web');
 const OTHER = idOf('emojivoto', 'admin');

@@ -23,7 +23,6 @@ import {
   derOid,
   derUnsignedInteger,
   isMeshidError,
-  readOctetAlignedBitString,
   systemRandom,
   tlv,
   type ErrorCode,
@@ -37,6 +36,7 @@ import {
   peculiarLeaf,
   webCrypto,
 } from './fixtures/leaf-profile.js';
+import { readOctetAlignedBitString } from '../../../core/der.js';
 
 const fixture = (name: string): Buffer =>
   readFileSync(new URL(`./fixtures/${name}`, import.meta.url));

@@ -25,18 +25,16 @@ import {
 import { createRootCa } from '../../../core/pki.js';
 import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
-import {
-  JwksTokenValidator,
-  createCertifyHandler,
-  validateIssuer,
-} from '../../../identity-ca/index.js';
-import type { IssuerCredentials } from '../../../identity-ca/index.js';
+import { JwksTokenValidator } from '../../../identity-ca/index.js';
 import { CertifyCallFailed, Http2CertifyClient, IdentityClient } from '../../../proxy/index.js';
 import type { Timers } from '../../../proxy/index.js';
 import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
 import { SignerCache } from '../../../identity-ca/server/certify.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../../support/state.js';
 import type { TestState } from '../../support/state.js';
+import { createCertifyHandler } from '../../../identity-ca/server/certify.js';
+import { validateIssuer } from '../../../identity-ca/issuer/material.js';
+import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';
 
 const WEB = idOf('emojivoto', 'web');
 const HOUR = 3_600_000;

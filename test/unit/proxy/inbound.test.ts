@@ -360,10 +360,13 @@ describe('proxy inbound', function () {
       assert.match(r.stdout, /HTTP\/1\.1 201/);
       assert.match(r.stdout, /echo GET \/via-openssl/);
       assert.deepEqual(app.clientIds(0), [CLIENT_ID]);
+      // Debian's openssl (OpenSSL 3.0, no ML-KEM) is a classic-only peer: served with X25519 by
+      // the default hybrid-preferred inbound, and both the group and the cipher are reported.
       assert.deepEqual(await rec.waitFor('handshake-succeeded'), {
         type: 'handshake-succeeded',
         peer: CLIENT_ID,
         tls: true,
+        algorithms: { group: 'X25519', cipher: 'TLS_AES_128_GCM_SHA256' },
       });
     });
 

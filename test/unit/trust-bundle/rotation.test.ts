@@ -13,7 +13,6 @@ import {
 } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { initLocalState } from '../../../cli/init.js';
-import { validateIssuer } from '../../../identity-ca/index.js';
 import {
   LocalRotationBackend,
   RotationController,
@@ -29,6 +28,7 @@ import type {
   ProxyObservation,
   ProxyObserver,
 } from '../../../trust-bundle/index.js';
+import { validateIssuer } from '../../../identity-ca/issuer/material.js';
 
 const HOUR = 3_600_000;
 const LEAF = 24 * HOUR;

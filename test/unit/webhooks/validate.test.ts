@@ -16,7 +16,12 @@ const OPTIONS = {
   trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
   trustAnchorsKey: 'ca-bundle.crt',
   issuerSecret: 'linkerd-identity-issuer',
+  caIdentityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+  caAddress: 'linkerd-identity.linkerd.svc:8080',
 };
+
+/** What the CA's Certify port serves in a case (its certificate first), or that it is down. */
+type ServedChain = 'ca-a' | 'unreachable' | 'no-ca' | 'impostor' | 'other-name' | 'no-issuer';
 
 function review(
   operation: 'CREATE' | 'UPDATE',
@@ -88,6 +93,8 @@ describe('trust guard', () => {
   let expired: GeneratedCa;
   let issuerA: GeneratedCa;
   let notCa: GeneratedCa;
+  /** The chains a CA port may serve, by case. */
+  const served = new Map<ServedChain, string[]>();
   before(async () => {
     const window = { notBefore: NOW - HOUR, notAfter: NOW + 365 * 24 * HOUR };
     rootA = await createRootCa({ commonName: 'root-a.linkerd.cluster.local', ...window });
@@ -105,24 +112,58 @@ describe('trust guard', () => {
       notAfter: NOW + 48 * HOUR,
       pathLength: 0,
     });
+    // The CA's serving certificate, as identity-ca issues it to itself from its issuer.
+    const serving = (issuer: GeneratedCa, dns: string): Promise<GeneratedCa> =>
+      createIntermediateCa({
+        issuer,
+        commonName: dns.slice(0, 60),
+        notBefore: NOW - HOUR,
+        notAfter: NOW + 24 * HOUR,
+        isCa: false,
+        keyUsage: ['digitalSignature'],
+        extendedKeyUsage: ['serverAuth', 'clientAuth'],
+        dnsNames: [dns],
+      });
+    const rootC = await createRootCa({
+      commonName: 'root-c.attacker.example',
+      notBefore: NOW - HOUR,
+      notAfter: NOW + 24 * HOUR,
+    });
+    const issuerC = await createIntermediateCa({
+      issuer: rootC,
+      commonName: 'identity.linkerd.cluster.local',
+      notBefore: NOW - HOUR,
+      notAfter: NOW + 24 * HOUR,
+      pathLength: 0,
+    });
+    const servingA = await serving(issuerA, OPTIONS.caIdentityName);
+    served.set('ca-a', [servingA.certificatePem, issuerA.certificatePem]);
+    served.set('impostor', [
+      (await serving(issuerC, OPTIONS.caIdentityName)).certificatePem,
+      issuerC.certificatePem,
+    ]);
+    served.set('other-name', [
+      (await serving(issuerA, 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local'))
+        .certificatePem,
+      issuerA.certificatePem,
+    ]);
+    served.set('no-issuer', [servingA.certificatePem]);
   });
 
   async function judge(
     body: JsonObject,
-    issuerChain: 'issuer-a' | 'missing' | 'no-api',
+    ca: ServedChain,
   ): Promise<{ response: JsonObject; reads: number }> {
     let reads = 0;
     const guard = createTrustGuard(OPTIONS, {
-      ...(issuerChain === 'no-api'
+      ...(ca === 'no-ca'
         ? {}
         : {
-            issuerChainPem: () => {
+            caChainPem: () => {
               reads++;
-              return Promise.resolve(
-                issuerChain === 'issuer-a'
-                  ? `${issuerA.certificatePem}\n${rootA.certificatePem}`
-                  : undefined,
-              );
+              return ca === 'unreachable'
+                ? Promise.reject(new Error('connect ECONNREFUSED 10.96.0.20:8080'))
+                : Promise.resolve(served.get(ca)!);
             },
           }),
       clock: { now: () => NOW },
@@ -137,7 +178,7 @@ describe('trust guard', () => {
   const cases: {
     name: string;
     body: () => JsonObject;
-    issuer?: 'missing' | 'no-api';
+    ca?: ServedChain;
     allowed: boolean;
     message?: RegExp;
     warning?: RegExp;
@@ -226,18 +267,66 @@ describe('trust guard', () => {
       reads: 0,
     },
     {
-      name: 'allows a valid bundle with a warning when the issuer Secret does not exist yet',
+      name: 'allows a valid bundle with a warning when the CA cannot be reached (a first install: the CA waits for its anchors)',
       body: () => review('CREATE', anchorsConfigMap(rootB.certificatePem)),
-      issuer: 'missing',
+      ca: 'unreachable',
       allowed: true,
-      warning: /issuer Secret linkerd\/linkerd-identity-issuer not found/,
+      warning:
+        /cannot read the live issuer from the CA at linkerd-identity\.linkerd\.svc:8080: connect ECONNREFUSED.*no issuer was checked/,
     },
     {
-      name: 'allows a valid bundle with a warning when there is no API access',
+      name: 'allows a valid bundle with a warning when no CA is configured',
       body: () => review('CREATE', anchorsConfigMap(rootB.certificatePem)),
-      issuer: 'no-api',
+      ca: 'no-ca',
       allowed: true,
-      warning: /no API access/,
+      warning: /no CA address configured/,
+    },
+    {
+      name: 'an impostor on the CA address cannot make it refuse a good edit: its chain does not reach the anchors in force',
+      body: () =>
+        review(
+          'UPDATE',
+          anchorsConfigMap(rootA.certificatePem + rootB.certificatePem),
+          anchorsConfigMap(rootA.certificatePem),
+        ),
+      ca: 'impostor',
+      allowed: true,
+      warning:
+        /the chain the CA at linkerd-identity\.linkerd\.svc:8080 serves does not reach the anchors in force .*root-c\.attacker\.example.*no issuer was checked/,
+      reads: 1,
+    },
+    {
+      name: 'does not take the chain of a server that is not the CA (another identity) as the live issuer',
+      body: () =>
+        review(
+          'UPDATE',
+          anchorsConfigMap(rootB.certificatePem),
+          anchorsConfigMap(rootA.certificatePem),
+        ),
+      ca: 'other-name',
+      allowed: true,
+      warning:
+        /serves a certificate for DNS:web\.emojivoto\.serviceaccount\.identity\.linkerd\.cluster\.local, not for linkerd-identity\.linkerd\.serviceaccount/,
+    },
+    {
+      name: 'says so when the CA serves its certificate without the issuer',
+      body: () =>
+        review(
+          'UPDATE',
+          anchorsConfigMap(rootB.certificatePem),
+          anchorsConfigMap(rootA.certificatePem),
+        ),
+      ca: 'no-issuer',
+      allowed: true,
+      warning: /serves its certificate without the issuer that signed it/,
+    },
+    {
+      name: 'refuses creating the ConfigMap without the anchor the live issuer chains to',
+      body: () => review('CREATE', anchorsConfigMap(rootB.certificatePem)),
+      allowed: false,
+      message:
+        /drops the anchor the current issuer chains to.*The issuer "CN=identity\.linkerd\.cluster\.local"/s,
+      reads: 1,
     },
     {
       name: 'leaves other ConfigMaps alone, even with a broken bundle',
@@ -312,7 +401,7 @@ describe('trust guard', () => {
   ];
   for (const c of cases) {
     it(c.name, async () => {
-      const { response, reads } = await judge(c.body(), c.issuer ?? 'issuer-a');
+      const { response, reads } = await judge(c.body(), c.ca ?? 'ca-a');
       assert.equal(response['allowed'], c.allowed, JSON.stringify(response));
       assert.equal(response['patch'], undefined);
       if (c.message !== undefined) {

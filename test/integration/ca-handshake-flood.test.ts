@@ -1,0 +1,116 @@
+/**
+ * A few pods must not starve the CA (issue 20, case 3). A one-worker `meshid ca` is flooded from
+ * many loopback source addresses (127.0.0.2 and up, each connection bound to its address): TCP
+ * connections that send nothing, and connections that send a real ClientHello and then stall.
+ * Meanwhile five honest clients, each asking for its certificate as a proxy does, must all get
+ * it in bounded time.
+ */
+import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import { connect as netConnect, createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { NO_RATE_LIMITS, startCaProcess } from '../support/ca-process.js';
+import type { CaProcess } from '../support/ca-process.js';
+import { certificateFromCa } from '../support/proxy-process.js';
+import { makeTestState } from '../support/state.js';
+import type { TestState } from '../support/state.js';
+
+const SILENT_ADDRESSES = 12;
+const HELLO_ADDRESSES = 4;
+const PER_ADDRESS = 16;
+const HONEST = 5;
+/** Each honest client must have its certificate within this, flood or not. */
+const HONEST_BOUND_MS = 4000;
+
+/** The bytes of a real TLS 1.3 ClientHello as node's client sends it. */
+async function captureClientHello(): Promise<Buffer> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const got = once(server, 'connection') as Promise<[Socket]>;
+  const client = tlsConnect({
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    servername: 'identity',
+    minVersion: 'TLSv1.3',
+  });
+  client.on('error', () => undefined);
+  const [socket] = await got;
+  const [hello] = (await once(socket, 'data')) as [Buffer];
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return hello;
+}
+
+describe('meshid ca: handshake slots cannot be starved from many addresses (real processes)', function () {
+  this.timeout(90_000);
+  let state: TestState;
+  let ca: CaProcess;
+  const flood = new Set<Socket>();
+  let stopped = false;
+
+  before(async () => {
+    state = await makeTestState();
+    ca = await startCaProcess([...state.caArgs, '--workers', '1', ...NO_RATE_LIMITS]);
+  });
+  after(async () => {
+    stopped = true;
+    for (const s of flood) s.destroy();
+    // KNOWN DEFECT (issue 20, reported): after this flood the CA process was seen busy (state R)
+    // and not exiting on SIGTERM; it is killed after 10 s so that the suite goes on.
+    if (ca !== undefined && ca.proc.exitCode === null) {
+      ca.proc.kill('SIGTERM');
+      const killer = setTimeout(() => ca.proc.kill('SIGKILL'), 10_000);
+      await once(ca.proc, 'exit');
+      clearTimeout(killer);
+    }
+    await state?.cleanup();
+  });
+
+  /** Keeps `PER_ADDRESS` connections open from `address`, each sending `first` (if any). */
+  function hold(address: string, first: Buffer | undefined): void {
+    const open = (): void => {
+      if (stopped) return;
+      const s = netConnect({ host: '127.0.0.1', port: ca.address.port, localAddress: address });
+      flood.add(s);
+      s.on('error', () => undefined);
+      s.on('connect', () => {
+        if (first !== undefined) s.write(first);
+      });
+      s.resume();
+      // The attacker comes back as soon as the CA drops a connection.
+      s.once('close', () => {
+        flood.delete(s);
+        setImmediate(open);
+      });
+    };
+    for (let i = 0; i < PER_ADDRESS; i++) open();
+  }
+
+  it('issues to every honest client while silent and stalled connections flood it', async () => {
+    const hello = await captureClientHello();
+    for (let a = 0; a < SILENT_ADDRESSES; a++) hold(`127.0.0.${2 + a}`, undefined);
+    for (let a = 0; a < HELLO_ADDRESSES; a++) hold(`127.0.0.${2 + SILENT_ADDRESSES + a}`, hello);
+    // Let the flood take whatever it can before the honest clients come.
+    for (const s of [...flood]) {
+      if (s.connecting) await once(s, 'connect').catch(() => undefined);
+    }
+    const results = await Promise.all(
+      Array.from({ length: HONEST }, async (_, i) => {
+        const started = Date.now();
+        try {
+          await certificateFromCa(state, ca.address, 'emojivoto', `honest-${i}`);
+          return { ok: true, ms: Date.now() - started, err: '' };
+        } catch (err) {
+          return { ok: false, ms: Date.now() - started, err: String(err) };
+        }
+      }),
+    );
+    for (const r of results) {
+      assert.ok(r.ok, `an honest client failed after ${r.ms} ms: ${r.err}`);
+      assert.ok(r.ms < HONEST_BOUND_MS, `an honest client waited ${r.ms} ms`);
+    }
+  });
+});
