@@ -175,7 +175,7 @@ export const COMMAND_SETTINGS = {
     },
     destination: {
       kind: 'boolean',
-      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations',
+      help: 'render the destination service (meshid destination on 8086, list/watch of Services, EndpointSlices and Pods), which transparent proxies ask about their destinations; on by default with webhooks (the injector makes pods transparent), set false (MESHID_DESTINATION=false or destination: false in the config file) to leave it out',
     },
     injectorFailurePolicy: {
       kind: 'string',
@@ -1284,7 +1284,8 @@ function applyDefaults(
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
         webhooks: false,
-        destination: false,
+        // The injector makes pods transparent by default, and their proxies ask this service.
+        destination: raw['webhooks'] === true,
         injectorFailurePolicy: d.injectorFailurePolicy,
         trustGuardFailurePolicy: d.trustGuardFailurePolicy,
         webhookTimeout: d.webhookTimeoutMs,

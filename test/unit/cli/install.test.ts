@@ -957,6 +957,47 @@ describe('meshid install', () => {
       );
     });
 
+    it('is on by default with --webhooks (the injector makes pods transparent); false in the environment or the config file leaves it out', () => {
+      const names = (objects: KubeObject[]): string[] =>
+        objects.map((o) => `${o.kind}/${o.metadata.name}`);
+      const destination = [
+        'ServiceAccount/linkerd-destination',
+        'ClusterRole/meshid-destination-linkerd',
+        'ClusterRoleBinding/meshid-destination-linkerd',
+        'Service/linkerd-dst',
+        'Deployment/linkerd-destination',
+      ];
+      const withHooks = names(render(['--cert-manager', '--webhooks']).objects);
+      for (const name of destination) assert.ok(withHooks.includes(name), name);
+      assert.ok(!names(render(['--cert-manager']).objects).includes('Service/linkerd-dst'));
+      const optedOut = [
+        names(
+          parseAllDocuments(
+            renderInstall({
+              argv: ['--cert-manager', '--webhooks'],
+              env: { MESHID_DESTINATION: 'false' },
+              readFile,
+              now: NOW,
+            }),
+          ).map((d) => d.toJS() as KubeObject),
+        ),
+      ];
+      files = { '/etc/meshid/install.yaml': 'destination: false\n' };
+      optedOut.push(
+        names(
+          render(['--cert-manager', '--webhooks', '--config', '/etc/meshid/install.yaml']).objects,
+        ),
+      );
+      files = {};
+      for (const without of optedOut) {
+        assert.deepEqual(
+          without,
+          withHooks.filter((n) => !destination.includes(n)),
+        );
+        assert.ok(without.includes('Deployment/meshid-webhooks'));
+      }
+    });
+
     it('grants list and watch of Services, EndpointSlices and Pods, nothing else, to its ServiceAccount only', () => {
       const r = render(['--destination']);
       const role = r.one('ClusterRole', 'meshid-destination-linkerd');
