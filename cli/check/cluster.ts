@@ -5,7 +5,7 @@
  * What is read: the anchors ConfigMap (and its `meshid.io/rotation` annotation), the issuer
  * Secret, the issuer's cert-manager Certificate, the CA's Deployment (its ServiceAccount and
  * token validator), SubjectAccessReviews for that ServiceAccount, the webhook configurations
- * and the webhooks' serving Secret, and every pod (paged), of which the injected ones are checked
+ * and the webhooks' serving Secret, the destination service's Deployment, and every pod (paged), of which the injected ones are checked
  * by annotation and a sample is asked for its certificate at `<pod IP>:<proxy admin port>`.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -35,6 +35,8 @@ import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
 import { checkProxies, describeNetError, mapLimit, probeCa, probeCaAdmin } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
+import { checkDestinationReady, checkTransparentPods, transparentPods } from './transparent.js';
+import { DESTINATION_NAMES } from '../install/destination.js';
 import { shortName, subjectAltNames } from './x509.js';
 
 /** Names shared with the other components (COMMON contracts). */
@@ -126,7 +128,7 @@ export async function checkCluster(
   };
 
   progress('reading the trust anchors and the issuer');
-  const [cm, secret, certificate, deployment] = await Promise.all([
+  const [cm, secret, certificate, deployment, destination] = await Promise.all([
     api.get(`ConfigMap ${ns}/${cmName}`, () =>
       api.core.readNamespacedConfigMap({ name: cmName, namespace: ns }),
     ),
@@ -146,6 +148,9 @@ export async function checkCluster(
     ),
     api.get(`Deployment ${ns}/${CLUSTER_NAMES.caDeployment}`, () =>
       api.apps.readNamespacedDeployment({ name: CLUSTER_NAMES.caDeployment, namespace: ns }),
+    ),
+    api.get(`Deployment ${ns}/${DESTINATION_NAMES.deployment}`, () =>
+      api.apps.readNamespacedDeployment({ name: DESTINATION_NAMES.deployment, namespace: ns }),
     ),
   ]);
   const anchorsText =
@@ -199,7 +204,13 @@ export async function checkCluster(
         `cannot list pods: ${pods.message}`,
         'give the checking user "list pods" in every namespace',
       );
-    results.push(r('proxies-trust-root'), r('anchors-namespaces'), r('proxies-certificates'));
+    results.push(
+      r('proxies-trust-root'),
+      r('anchors-namespaces'),
+      r('proxies-transparent'),
+      r('destination-ready'),
+      r('proxies-certificates'),
+    );
   } else {
     const injected = pods.filter((p) => {
       const ann = p.metadata?.annotations ?? {};
@@ -215,6 +226,11 @@ export async function checkCluster(
         injected,
         anchorsText instanceof Error ? undefined : fingerprint,
       ),
+    );
+    const sorted = transparentPods(pods, ns);
+    results.push(
+      checkTransparentPods(sorted),
+      checkDestinationReady(destination, sorted.transparent.length, ns),
     );
     const running = injected.filter(
       (p) => p.status?.phase === 'Running' && typeof p.status.podIP === 'string',

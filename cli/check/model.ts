@@ -80,6 +80,18 @@ export const CHECKS = [
     modes: cluster,
   },
   {
+    id: 'proxies-transparent',
+    group: 'Data plane',
+    title: "injected pods' traffic goes through their proxies (transparent mode)",
+    modes: cluster,
+  },
+  {
+    id: 'destination-ready',
+    group: 'Data plane',
+    title: 'the destination service is ready for transparent proxies',
+    modes: cluster,
+  },
+  {
     id: 'proxies-certificates',
     group: 'Data plane',
     title: "proxies' certificates chain to the current anchors",

@@ -278,7 +278,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 20, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 22, 'every check of the catalog ran');
     assert.match(
       byId(report, 'cert-manager-ready').message,
       /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,
@@ -510,6 +510,105 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     } finally {
       api.delete(ref);
       api.create(emojivotoAnchors(state.root.certificatePem));
+    }
+  });
+
+  it('injected pods bypassing the mesh: ‼ naming them; destination service missing or not ready while transparent pods exist: ×', async () => {
+    const meshed = (
+      name: string,
+      o: { init?: boolean; disabled?: boolean; cp?: string } = {},
+    ): KubeObject => {
+      const p = pod(name) as KubeObject & {
+        metadata: { labels?: Record<string, string>; annotations: Record<string, string> };
+        spec: { initContainers?: unknown[] };
+      };
+      p.metadata.labels = { 'linkerd.io/control-plane-ns': o.cp ?? NS };
+      if (o.disabled === true) p.metadata.annotations['meshid.io/transparent'] = 'disabled';
+      if (o.init === true) p.spec.initContainers = [{ name: 'meshid-init', image: 'meshid:test' }];
+      return p;
+    };
+    const added = [
+      ...['a', 'b', 'c', 'd', 'e', 'f'].map((n) => meshed(`old-${n}`)),
+      meshed('explicit-a', { disabled: true }),
+      meshed('transparent-a', { init: true }),
+      meshed('transparent-b', { init: true }),
+      meshed('other-mesh-a', { cp: 'other-mesh' }),
+    ];
+    const destinationRef = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      name: 'linkerd-destination',
+      namespace: NS,
+    };
+    const destination = api.get<KubeObject>(destinationRef);
+    assert.ok(destination, 'meshid install --webhooks renders the destination Deployment');
+    for (const p of added) api.create(p);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      const t = byId(report, 'proxies-transparent');
+      assert.equal(t.status, 'warn');
+      assert.equal(
+        t.message,
+        '7 of 9 injected pods bypass the mesh unless their applications dial the proxy themselves; 6 have no meshid-init init container: emojivoto/old-a, emojivoto/old-b, emojivoto/old-c, emojivoto/old-d, emojivoto/old-e and 1 more; 1 are annotated meshid.io/transparent: disabled: emojivoto/explicit-a',
+      );
+      assert.match(
+        t.fix ?? '',
+        /^restart those workloads \("kubectl rollout restart"\) so the injector adds meshid-init; remove the annotation meshid\.io\/transparent: disabled/,
+      );
+      const d = byId(report, 'destination-ready');
+      assert.equal(d.status, 'error');
+      assert.equal(
+        d.message,
+        'Deployment linkerd/linkerd-destination has no ready replica while 2 transparent pods ask it: their outbound traffic leaves as plain TCP, without mTLS',
+      );
+      assert.deepEqual(
+        notOk(report).map((l) => l.split(':')[0]),
+        ['proxies-transparent', 'destination-ready'],
+      );
+
+      api.updateStatus({ ...destination, status: { replicas: 1, readyReplicas: 1 } } as KubeObject);
+      const ready = await check();
+      assert.equal(ready.code, 0);
+      assert.equal(byId(ready.report, 'destination-ready').status, 'ok');
+      assert.equal(
+        byId(ready.report, 'destination-ready').message,
+        'Deployment linkerd/linkerd-destination: 1 of 2 replicas ready',
+      );
+
+      api.delete(destinationRef);
+      const missing = await check();
+      assert.equal(missing.code, 1);
+      const m = byId(missing.report, 'destination-ready');
+      assert.equal(m.status, 'error');
+      assert.match(
+        m.message,
+        /^Deployment linkerd\/linkerd-destination is not installed while 2 transparent pods ask it/,
+      );
+      assert.match(
+        m.fix ?? '',
+        /"meshid install --webhooks" renders it unless destination is set false/,
+      );
+
+      // Without transparent pods a missing destination service harms nobody.
+      for (const n of ['transparent-a', 'transparent-b'])
+        api.delete({ apiVersion: 'v1', kind: 'Pod', name: n, namespace: 'emojivoto' });
+      const none = await check();
+      assert.equal(none.code, 0);
+      assert.equal(byId(none.report, 'destination-ready').status, 'ok');
+      assert.equal(byId(none.report, 'proxies-transparent').status, 'warn');
+    } finally {
+      for (const p of added) {
+        const ref = {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          name: String(p.metadata.name),
+          namespace: 'emojivoto',
+        };
+        if (api.get(ref) !== undefined) api.delete(ref);
+      }
+      if (api.get(destinationRef) !== undefined) api.delete(destinationRef);
+      api.create(destination);
     }
   });
 
