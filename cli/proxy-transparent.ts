@@ -1,18 +1,34 @@
 /**
- * The proxy's transparent inbound, composed: the original-dst addon (loaded here, so the
+ * The proxy's transparent listeners, composed: the original-dst addon (loaded here, so the
  * proxy refuses to start in transparent mode without it, and every other mode never loads it),
- * the inbound stages as a non-listening {@link InboundProxy}, and the listener on 4143 that the
- * nat rules of `meshid proxy-init` redirect to.
+ * the inbound stages as a non-listening {@link InboundProxy} behind the listener on 4143, and
+ * the outbound on 127.0.0.1:4140 with its client of the destination service; both are where the
+ * nat rules of `meshid proxy-init` redirect.
  */
-import type { Address, InboundPolicyName, Logger, ProxyConfig } from '../core/index.js';
+import type {
+  Address,
+  InboundPolicyName,
+  Logger,
+  MeshTlsSettings,
+  ProxyConfig,
+  Registry,
+} from '../core/index.js';
+import { parseAddress } from '../core/index.js';
 import {
+  DestinationClient,
   InboundPolicy,
   InboundProxy,
   TransparentInbound,
   loadOriginalDestination,
   parseAppProtocols,
+  resolverOverDestinationClient,
 } from '../proxy/index.js';
-import type { InboundOptions, TransparentInboundEvent } from '../proxy/index.js';
+import type {
+  ClientCertificate,
+  InboundOptions,
+  TransparentInboundEvent,
+  TransparentOutboundOptions,
+} from '../proxy/index.js';
 
 /** What the rest of the proxy gives the transparent inbound. */
 export type TransparentInboundDeps = Pick<
@@ -100,5 +116,43 @@ export async function startTransparentInbound(
       await transparent.close();
       await inbound.close(5000);
     },
+  };
+}
+
+/** What the rest of the proxy gives the transparent outbound. */
+export interface TransparentOutboundDeps {
+  readonly certificate: () => ClientCertificate | undefined;
+  readonly anchorsPem: () => string;
+  readonly tls: MeshTlsSettings;
+  readonly registry: Registry;
+  readonly logger: Logger;
+}
+
+/**
+ * The transparent outbound's options for {@link OutboundProxy}: the original-destination reader
+ * and a resolver over a client of the destination service (mTLS with the proxy's own
+ * certificate, the service's identity checked). `close` ends the client's streams.
+ *
+ * @throws MeshidError ERR_TRANSPARENT_UNAVAILABLE when the original-dst addon cannot load.
+ */
+export function transparentOutbound(
+  config: ProxyConfig,
+  listen: Address,
+  deps: TransparentOutboundDeps,
+): { options: TransparentOutboundOptions; close(): void } {
+  const originalDestination = loadOriginalDestination();
+  const client = new DestinationClient({
+    // Validated HOST:PORT by the settings' schema.
+    address: parseAddress(config.destinationAddr)!,
+    serverName: config.destinationName,
+    anchorsPem: deps.anchorsPem,
+    certificate: deps.certificate,
+    tls: deps.tls,
+    registry: deps.registry,
+    logger: deps.logger.child({ component: 'destination-client' }),
+  });
+  return {
+    options: { listen, originalDestination, resolver: resolverOverDestinationClient(client) },
+    close: () => client.close(),
   };
 }

@@ -46,7 +46,7 @@ import {
   startCrypto,
   untilStopSignal,
 } from './runtime.js';
-import { startTransparentInbound } from './proxy-transparent.js';
+import { startTransparentInbound, transparentOutbound } from './proxy-transparent.js';
 
 /** How long connections may finish after SIGTERM before they are cut. */
 const SHUTDOWN_GRACE_MS = 5000;
@@ -161,9 +161,11 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
   let inboundAddress: Address | undefined;
   let outbound: OutboundProxy | undefined;
   let outboundAddresses: Address[] = [];
+  let destinationClient: { close(): void } | undefined;
   let admin: Awaited<ReturnType<typeof startProxyAdmin>>;
   const stopParts = async (graceMs: number): Promise<void> => {
     await Promise.all([inbound?.close(graceMs), outbound?.close(graceMs)]);
+    destinationClient?.close();
     clearInterval(clockCheck);
     identity.close();
     anchors.close();
@@ -222,7 +224,19 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         listener.listen(),
       );
     }
-    if (config.route.length > 0 || config.outbound !== undefined) {
+    const transparentListen = config.transparent ? config.transparentOutbound : undefined;
+    const transparent =
+      transparentListen === undefined
+        ? undefined
+        : transparentOutbound(config, transparentListen, {
+            certificate: () => identity.current(),
+            anchorsPem: () => anchors.current().pem,
+            tls,
+            registry,
+            logger,
+          });
+    destinationClient = transparent;
+    if (config.route.length > 0 || config.outbound !== undefined || transparent !== undefined) {
       outbound = new OutboundProxy({
         routes: config.route.map(parseRoute),
         ...(config.outbound === undefined
@@ -233,6 +247,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
                 resolver: new StaticDestinationResolver(config.destination.map(parseDestination)),
               },
             }),
+        ...(transparent === undefined ? {} : { transparent: transparent.options }),
         certificate: () => identity.current(),
         anchorsPem: () => anchors.current().pem,
         logger: logger.child({ component: 'outbound' }),
@@ -242,8 +257,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       const listener = outbound;
       outboundAddresses = await listenOrExplain(
         'outbound listeners',
-        config.outbound === undefined ? '--route' : '--outbound or --route',
-        config.outbound,
+        outboundFlags(config),
+        config.outbound ?? transparentListen,
         () => listener.listen(),
       );
     }
@@ -266,6 +281,16 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       await admin.close();
     },
   };
+}
+
+/** The flags that configure the outbound listeners, for an error binding them. */
+function outboundFlags(config: ProxyConfig): string {
+  const flags = [
+    ...(config.outbound === undefined ? [] : ['--outbound']),
+    ...(config.route.length === 0 ? [] : ['--route']),
+    ...(config.transparent ? ['--transparent-outbound'] : []),
+  ];
+  return flags.join(' or ');
 }
 
 /**

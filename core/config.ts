@@ -250,6 +250,18 @@ export const COMMAND_SETTINGS = {
       kind: 'list',
       help: 'transparent mode: PORT=POLICY, a policy for one app port, repeatable',
     },
+    transparentOutbound: {
+      kind: 'address',
+      help: 'transparent mode: where the nat rules of meshid proxy-init redirect outbound TCP (default 127.0.0.1:4140)',
+    },
+    destinationAddr: {
+      kind: 'string',
+      help: 'transparent mode: the destination service, HOST:PORT (default linkerd-dst.<control-plane-namespace>.svc:8086)',
+    },
+    destinationName: {
+      kind: 'string',
+      help: "transparent mode: the destination service's identity (its TLS certificate's name; default derived from naming)",
+    },
     ...NAMING,
   },
   'proxy-init': {
@@ -697,6 +709,9 @@ const SCHEMAS = {
           `must be PORT=POLICY, POLICY one of ${INBOUND_POLICIES.join(', ')}`,
         ),
       ),
+      transparentOutbound: address.optional(),
+      destinationAddr: nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT'),
+      destinationName: subdomain,
       trustDomain: subdomain,
       controlPlaneNamespace: label,
     })
@@ -707,6 +722,13 @@ const SCHEMAS = {
             code: 'custom',
             path: ['inbound'],
             message: 'is required with transparent',
+          });
+        const out = c.transparentOutbound;
+        if (out !== undefined && c.outbound !== undefined && out.port === c.outbound.port)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['outbound'],
+            message: `must not use port ${out.port}: the transparent outbound listens there (--transparent-outbound)`,
           });
       } else if ((c.inbound === undefined) !== (c.app === undefined)) {
         ctx.addIssue({ code: 'custom', path: ['app'], message: 'is required with inbound' });
@@ -1154,7 +1176,10 @@ function applyDefaults(
       return { dir: d.stateDir, ttl: d.tokenTtlMs, audience: d.audience, ...withCommon };
     case 'local':
       return { dir: d.stateDir, listen: d.caListen, admin: d.caAdmin, workers: 0, ...withCommon };
-    case 'proxy':
+    case 'proxy': {
+      const cp = (raw['controlPlaneNamespace'] as string | undefined) ?? d.controlPlaneNamespace;
+      const td = (raw['trustDomain'] as string | undefined) ?? d.trustDomain;
+      const naming = { trustDomain: td, controlPlaneNamespace: cp };
       return {
         admin: d.proxyAdmin,
         route: [],
@@ -1175,12 +1200,20 @@ function applyDefaults(
         ...(raw['transparent'] === true && !('inbound' in raw)
           ? { inbound: { host: '0.0.0.0', port: TRANSPARENT_DEFAULTS.inboundPort } }
           : {}),
+        // The nat rules redirect the app's outbound TCP to loopback.
+        ...(raw['transparent'] === true
+          ? { transparentOutbound: { host: '127.0.0.1', port: TRANSPARENT_DEFAULTS.outboundPort } }
+          : {}),
+        destinationAddr: destinationServiceAddress(naming),
+        destinationName:
+          namingProblems(naming).length === 0 ? destinationIdentityName(naming) : 'invalid',
         ...('destination' in raw && !('outbound' in raw) ? { outbound: d.proxyOutbound } : {}),
         allowUnauthenticated: false,
-        trustDomain: d.trustDomain,
-        controlPlaneNamespace: d.controlPlaneNamespace,
+        trustDomain: td,
+        controlPlaneNamespace: cp,
         ...withCommon,
       };
+    }
     case 'proxy-init':
       return {
         inboundPort: TRANSPARENT_DEFAULTS.inboundPort,
@@ -1499,6 +1532,22 @@ export function destinationIdentityName(naming: {
 }): string {
   const cp = naming.controlPlaneNamespace;
   return `linkerd-destination.${cp}.serviceaccount.identity.${cp}.${naming.trustDomain}`;
+}
+
+/** The destination service's Service (Linkerd's name), which `meshid install --destination` renders. */
+export const DESTINATION_SERVICE_NAME = 'linkerd-dst';
+
+/**
+ * Where proxies reach the destination service: its Service in the control plane's namespace, on
+ * Linkerd's port.
+ *
+ * @example
+ * ```ts
+ * destinationServiceAddress({ controlPlaneNamespace: 'linkerd' }); // 'linkerd-dst.linkerd.svc:8086'
+ * ```
+ */
+export function destinationServiceAddress(naming: { controlPlaneNamespace: string }): string {
+  return `${DESTINATION_SERVICE_NAME}.${naming.controlPlaneNamespace}.svc:${DEFAULTS.destinationListen.port}`;
 }
 
 /**

@@ -29,6 +29,8 @@ export {
   COMMAND_SETTINGS,
   configReference,
   destinationIdentityName,
+  DESTINATION_SERVICE_NAME,
+  destinationServiceAddress,
   flagName,
   formatAddress,
   IN_CLUSTER,

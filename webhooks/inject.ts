@@ -17,7 +17,10 @@ import {
   CONTROL_PLANE_NS_LABEL,
   INJECT_ANNOTATION,
   SIDECAR_NODE_OPTIONS,
+  TRANSPARENT_ANNOTATIONS,
   bundleFingerprint,
+  destinationIdentityName,
+  destinationServiceAddress,
   isDns1123Label,
 } from '../core/index.js';
 import type { IdentityNaming, Logger } from '../core/index.js';
@@ -283,7 +286,14 @@ export function planInjection(
     throw err;
   }
   const routes = commaList(annotations[ANNOTATIONS.routes], ANNOTATIONS.routes);
-  const destinations = commaList(annotations[ANNOTATIONS.destinations], ANNOTATIONS.destinations);
+  let destinations = commaList(annotations[ANNOTATIONS.destinations], ANNOTATIONS.destinations);
+  if (transparent !== undefined && destinations.length > 0) {
+    // The transparent outbound holds 4140 and asks the destination service instead.
+    warnings.push(
+      `meshid: annotation ${ANNOTATIONS.destinations} is ignored in transparent mode (the destination service answers); set ${TRANSPARENT_ANNOTATIONS.transparent}: disabled to use it`,
+    );
+    destinations = [];
+  }
 
   // The app's ports, from every container that runs beside the proxy (and sidecars in init).
   const running = [
@@ -352,6 +362,8 @@ export function planInjection(
       : [
           { name: 'MESHID_TRANSPARENT', value: 'true' },
           { name: 'MESHID_INBOUND_POLICY', value: transparent.inboundPolicy },
+          { name: 'MESHID_DESTINATION_ADDR', value: destinationServiceAddress(options.naming) },
+          { name: 'MESHID_DESTINATION_NAME', value: destinationIdentityName(options.naming) },
         ]),
     ...(destinations.length > 0
       ? [

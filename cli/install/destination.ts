@@ -8,7 +8,13 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { Service, ServiceAccount } from 'kubernetes-models/v1';
 import type { IProbe } from 'kubernetes-models/v1';
-import { DEFAULTS, IN_CLUSTER, caIdentityName, destinationIdentityName } from '../../core/index.js';
+import {
+  DEFAULTS,
+  DESTINATION_SERVICE_NAME,
+  IN_CLUSTER,
+  caIdentityName,
+  destinationIdentityName,
+} from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
@@ -23,7 +29,7 @@ export interface DestinationManifestObject {
 export const DESTINATION_NAMES = Object.freeze({
   serviceAccount: 'linkerd-destination',
   deployment: 'linkerd-destination',
-  service: 'linkerd-dst',
+  service: DESTINATION_SERVICE_NAME,
   clusterRole: 'meshid-destination',
   container: 'destination',
 });

@@ -7,11 +7,11 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
-import { connect as netConnect, createServer } from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as netConnect } from 'node:net';
+import type { Socket } from 'node:net';
 import { NO_RATE_LIMITS, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
+import { captureClientHello } from '../support/client-hello.js';
 import { certificateFromCa } from '../support/proxy-process.js';
 import { makeTestState } from '../support/state.js';
 import type { TestState } from '../support/state.js';
@@ -27,27 +27,6 @@ const HONEST_BOUND_MS = 4000;
  * calls in flight plus 1 s for the listener. Issue 20: after a flood it never exited, busy.
  */
 const EXIT_BOUND_MS = 15_000;
-
-/** The bytes of a real TLS 1.3 ClientHello as node's client sends it. */
-async function captureClientHello(): Promise<Buffer> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const got = once(server, 'connection') as Promise<[Socket]>;
-  const client = tlsConnect({
-    host: '127.0.0.1',
-    port: (server.address() as AddressInfo).port,
-    servername: 'identity',
-    minVersion: 'TLSv1.3',
-  });
-  client.on('error', () => undefined);
-  const [socket] = await got;
-  const [hello] = (await once(socket, 'data')) as [Buffer];
-  client.destroy();
-  socket.destroy();
-  server.close();
-  return hello;
-}
 
 describe('meshid ca: handshake slots cannot be starved from many addresses (real processes)', function () {
   this.timeout(90_000);

@@ -318,6 +318,45 @@ describe('config: meshid proxy', () => {
     );
   });
 
+  it('in transparent mode, listens outbound on 127.0.0.1:4140 and asks the destination service named by the naming', () => {
+    const t = loadConfig('proxy', { argv: [...base, '--transparent'], env: {} }).config;
+    assert.deepEqual(t.transparentOutbound, { host: '127.0.0.1', port: 4140 });
+    assert.equal(t.destinationAddr, 'linkerd-dst.linkerd.svc:8086');
+    assert.equal(
+      t.destinationName,
+      'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    );
+    const other = loadConfig('proxy', {
+      argv: [...base, '--transparent', '--control-plane-namespace', 'mesh'],
+      env: { MESHID_TRUST_DOMAIN: 'corp.example', MESHID_DESTINATION_ADDR: '10.96.0.9:8086' },
+    }).config;
+    assert.equal(other.destinationAddr, '10.96.0.9:8086');
+    assert.equal(
+      other.destinationName,
+      'linkerd-destination.mesh.serviceaccount.identity.mesh.corp.example',
+    );
+    assert.equal(
+      loadConfig('proxy', { argv: base, env: {} }).config.transparentOutbound,
+      undefined,
+    );
+    assert.throws(
+      () =>
+        loadConfig('proxy', {
+          argv: [...base, '--transparent', '--destination-addr', 'linkerd-dst'],
+          env: {},
+        }),
+      /destinationAddr .*: must be HOST:PORT/,
+    );
+    assert.throws(
+      () =>
+        loadConfig('proxy', {
+          argv: [...base, '--transparent', '--outbound', '127.0.0.1:4140'],
+          env: {},
+        }),
+      /outbound .*: must not use port 4140: the transparent outbound listens there \(--transparent-outbound\)/,
+    );
+  });
+
   it('names each missing required setting', () => {
     assert.throws(
       () => loadConfig('proxy', { argv: [], env: {} }),

@@ -19,6 +19,7 @@ import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import type { CertifyServerOptions } from '../../../identity-ca/server/grpc-server.js';
 import { CertifyCallFailed, Http2CertifyClient } from '../../../proxy/index.js';
 import type { PresentedCertificate } from '../../../proxy/index.js';
+import { captureClientHello } from '../../support/client-hello.js';
 import { ca, root } from './fixtures/pki.js';
 
 const NAME = 'ca.test.example';
@@ -200,8 +201,13 @@ describe('identity-ca/server: backpressure on the wire', function () {
       for (const r of raws.splice(0)) r.destroy();
     });
 
-    /** A TCP connection that never sends its ClientHello: it holds a handshake slot. */
+    /**
+     * A TCP connection that sends a real ClientHello and then never answers the server's reply:
+     * it holds a handshake slot (one that sends nothing holds none: the gate offers a connection
+     * only once its ClientHello has arrived).
+     */
     async function silentConnection(address: Address, from?: string): Promise<Socket> {
+      const hello = await captureClientHello();
       const raw = tcpConnect({
         host: address.host,
         port: address.port,
@@ -210,6 +216,7 @@ describe('identity-ca/server: backpressure on the wire', function () {
       raw.on('error', () => undefined);
       raws.push(raw);
       await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+      raw.write(hello);
       return raw;
     }
 

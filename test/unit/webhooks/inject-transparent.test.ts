@@ -141,4 +141,54 @@ describe('proxy injector: transparent mode', () => {
       );
     });
   }
+
+  it("gives the proxy the destination service's address and identity, from the naming", () => {
+    const env = (options: Partial<InjectorOptions>, pod = emojivotoWeb()): JsonObject[] =>
+      added(plan(pod, options)).get(PROXY_CONTAINER)!['env'] as JsonObject[];
+    const values = (e: JsonObject[]) =>
+      Object.fromEntries(
+        e
+          .filter((v) => /^MESHID_DESTINATION/.test(v['name'] as string))
+          .map((v) => [v['name'], v['value']]),
+      );
+    assert.deepEqual(values(env({})), {
+      MESHID_DESTINATION_ADDR: 'linkerd-dst.linkerd.svc:8086',
+      MESHID_DESTINATION_NAME:
+        'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    });
+    assert.deepEqual(
+      values(env({ naming: { trustDomain: 'corp.example', controlPlaneNamespace: 'mesh' } })),
+      {
+        MESHID_DESTINATION_ADDR: 'linkerd-dst.mesh.svc:8086',
+        MESHID_DESTINATION_NAME:
+          'linkerd-destination.mesh.serviceaccount.identity.mesh.corp.example',
+      },
+    );
+    // The explicit mode asks no destination service.
+    const explicit = annotated(emojivotoWeb(), {
+      [TRANSPARENT_ANNOTATIONS.transparent]: 'disabled',
+    });
+    assert.deepEqual(values(env({}, explicit)), {});
+  });
+
+  it('ignores meshid.io/proxy-destinations in transparent mode with a warning: 4140 is the transparent outbound', () => {
+    const pod = annotated(emojivotoWeb(), {
+      'meshid.io/proxy-destinations':
+        'api.shop:80=10.0.0.1:4143@api.shop.serviceaccount.identity.linkerd.cluster.local',
+    });
+    const p = planInjection(pod, { namespace: 'emojivoto' }, OPTIONS);
+    assert.ok(p.inject);
+    const env = added(p.patch).get(PROXY_CONTAINER)!['env'] as JsonObject[];
+    const names = env.map((v) => v['name']);
+    assert.ok(!names.includes('MESHID_OUTBOUND'));
+    assert.ok(!names.includes('MESHID_DESTINATION'));
+    assert.ok(
+      p.warnings.some((w) =>
+        /meshid.io\/proxy-destinations is ignored in transparent mode.*meshid.io\/transparent: disabled/.test(
+          w,
+        ),
+      ),
+      p.warnings.join('\n'),
+    );
+  });
 });

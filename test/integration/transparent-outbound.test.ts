@@ -1,0 +1,218 @@
+/**
+ * Transparent outbound, end to end in network namespaces with real iptables: both pods' nat
+ * rules written by `meshid proxy-init`, both proxies `meshid proxy --transparent` as UID 2102,
+ * a real `meshid destination` (its own mesh certificate, reading the Kubernetes API test
+ * double) and a real `meshid ca` on the lab's host address. An unmodified curl in the client
+ * pod dials the server pod's IP and app port: the client proxy asks the destination service,
+ * sends mTLS to the server's identity, and the server app sees the client's verified identity.
+ * A destination the service does not know is passed through as plain TCP.
+ */
+import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { renderInstall } from '../../cli/install.js';
+import { formatAddress } from '../../core/index.js';
+import {
+  MESHID_BIN,
+  adminGet,
+  startCaProcess,
+  startMeshid,
+  waitFor,
+} from '../support/ca-process.js';
+import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
+import { pod } from '../support/destination-objects.js';
+import { startKubeApiServer } from '../support/kube-api-server/index.js';
+import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import { NetnsLab } from '../support/netns.js';
+import type { NetnsPod } from '../support/netns.js';
+import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import type { TestState } from '../support/state.js';
+
+/** The server app: answers with who it saw (port, peer address, l5d-client-id). */
+const WHO_APP = `
+const http = require('node:http');
+http.createServer((req, res) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ remote: req.socket.remoteAddress, clientId: req.headers['l5d-client-id'] ?? null }));
+}).listen(8080, '0.0.0.0', () => console.log('up'));
+`;
+
+interface Seen {
+  remote: string;
+  clientId: string | null;
+}
+
+describe('transparent outbound in network namespaces (proxy-init, meshid destination, mTLS to the identity)', function () {
+  this.timeout(180_000);
+  let lab: NetnsLab;
+  let state: TestState;
+  let ca: CaProcess;
+  let api: KubeApiServer;
+  let dst: MeshidProcess;
+  let server: NetnsPod;
+  let client: NetnsPod;
+  let outside: Server;
+  let dir: string;
+  const procs: MeshidProcess[] = [];
+  const clientId = idOf('emojivoto', 'voting');
+
+  /** Creates a pod and gives it its IP, as the kubelet would (status is a subresource). */
+  const createPod = (p: Record<string, unknown>): void => {
+    const { status, ...rest } = p as { status: Record<string, unknown> };
+    const created = api.create(rest as KubeObject);
+    api.updateStatus({ ...created, status });
+  };
+
+  function logs(): string {
+    return [dst, ...procs].map((p) => p.lines.slice(-10).join('\n')).join('\n---\n');
+  }
+
+  async function startPodProxy(p: NetnsPod, sa: string): Promise<MeshidProcess> {
+    const token = join(dir, `${sa}-token`);
+    await writeFile(token, await state.token('emojivoto', sa, { ttlMs: 2 * HOUR }));
+    await chmod(token, 0o644);
+    const init = await p.run(process.execPath, [MESHID_BIN, 'proxy-init', '--proxy-uid', '2102']);
+    assert.equal(init.code, 0, init.stderr);
+    const proxy = await startMeshid(
+      'proxy',
+      [
+        ...['--identity-addr', formatAddress(ca.address), '--identity-name', CA_IDENTITY],
+        ...['--trust-anchors', join(dir, 'anchors.pem'), '--token-file', token],
+        ...['--local-identity', idOf('emojivoto', sa), '--admin', `${p.ip}:4191`],
+        // The destination's identity is left to its default, derived from the naming.
+        ...['--transparent', '--destination-addr', String(dst.listening['address'])],
+      ],
+      {},
+      { prefix: p.prefix(2102) },
+    );
+    procs.push(proxy);
+    await waitFor(`${sa}'s proxy ready`, async () => {
+      const r = await adminGet({ host: p.ip, port: 4191 }, '/ready');
+      return r.status === 200 ? true : undefined;
+    });
+    return proxy;
+  }
+
+  async function curl(url: string): Promise<Seen> {
+    // As the app would: a UID other than the proxy's, so the nat rules redirect it.
+    const r = await client.run('curl', ['-sS', '--max-time', '10', url], { uid: 1000 });
+    assert.equal(r.code, 0, `curl ${url}: ${r.stderr}\n${logs()}`);
+    try {
+      return JSON.parse(r.stdout) as Seen;
+    } catch {
+      throw new Error(`curl ${url}: not the app's answer: ${r.stdout}\n${logs()}`);
+    }
+  }
+
+  before(async () => {
+    lab = await NetnsLab.create({ tag: 'tout' });
+    state = await makeTestState();
+    dir = await mkdtemp(join(tmpdir(), 'meshid-transparent-out-'));
+    await chmod(dir, 0o755);
+    await copyFile(state.anchorsFile, join(dir, 'anchors.pem'));
+    await chmod(join(dir, 'anchors.pem'), 0o644);
+    ca = await startCaProcess([...state.caArgs, '--workers', '1', '--listen', `${lab.hostIp}:0`]);
+    server = await lab.addPod('server');
+    client = await lab.addPod('client');
+
+    api = await startKubeApiServer({ namespaces: ['emojivoto'] });
+    for (const doc of parseAllDocuments(
+      renderInstall({ argv: ['--destination'], env: {}, now: Date.now() }),
+    )) {
+      const obj = doc.toJS() as KubeObject | null;
+      if (obj !== null) api.create(obj);
+    }
+    createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
+    createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
+    const { token: apiToken } = await api.mintToken({
+      namespace: 'linkerd',
+      serviceAccount: 'linkerd-destination',
+      expirationSeconds: 3600,
+    });
+    const kubeconfig = join(dir, 'destination-kubeconfig');
+    await api.writeKubeconfig(kubeconfig, { token: apiToken });
+    const dstToken = join(dir, 'destination-token');
+    await writeFile(dstToken, await state.token('linkerd', 'linkerd-destination', { ttlMs: HOUR }));
+    dst = await startMeshid('destination', [
+      ...['--kubeconfig', kubeconfig, '--admin', '127.0.0.1:0', '--listen', `${lab.hostIp}:0`],
+      ...['--identity-addr', formatAddress(ca.address), '--identity-name', CA_IDENTITY],
+      ...['--trust-anchors', state.anchorsFile, '--token-file', dstToken],
+    ]);
+    const dstAdmin = String(dst.listening['admin']);
+    const [dstHost = '', dstPort = ''] = dstAdmin.split(/:(?=\d+$)/);
+    await waitFor('the destination service ready', async () =>
+      (await adminGet({ host: dstHost, port: Number(dstPort) }, '/ready')).status === 200
+        ? true
+        : undefined,
+    );
+
+    const app = server.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
+    await once(app.stdout!, 'data');
+    // Something outside the mesh, on the host: the destination service knows nothing of it.
+    outside = createServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ remote: req.socket.remoteAddress, clientId: null }));
+    });
+    outside.listen(0, lab.hostIp);
+    await once(outside, 'listening');
+
+    await startPodProxy(server, 'web');
+    await startPodProxy(client, 'voting');
+  });
+
+  after(async () => {
+    for (const p of procs) await p.stop().catch(() => undefined);
+    await dst?.stop().catch(() => undefined);
+    outside?.close();
+    await ca?.stop();
+    await api?.stop();
+    await lab?.destroy();
+    await state?.cleanup();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("an unmodified curl to the server pod's IP:port reaches the app through both proxies, which sees the client's verified identity", async () => {
+    const seen = await curl(`http://${server.ip}:8080/`);
+    assert.equal(seen.clientId, clientId, logs());
+    assert.equal(seen.remote, '127.0.0.1', "the server's proxy connected to the app on loopback");
+  });
+
+  it('passes a destination the destination service does not know through as plain TCP', async () => {
+    const { port } = outside.address() as AddressInfo;
+    const seen = await curl(`http://${lab.hostIp}:${port}/`);
+    // The client pod's own address: the connection left as plain TCP, not through a server proxy.
+    assert.equal(seen.remote, client.ip);
+  });
+
+  it("counts the meshed request with the server's identity and the passed-through connection, in the client proxy's metrics", async () => {
+    const { port } = outside.address() as AddressInfo;
+    const metrics = (await adminGet({ host: client.ip, port: 4191 }, '/metrics')).body;
+    const meshed = metrics
+      .split('\n')
+      .find(
+        (l) =>
+          l.startsWith('meshid_proxy_outbound_requests_total{') &&
+          l.includes(`dst="${server.ip}:8080"`),
+      );
+    assert.ok(meshed, metrics);
+    assert.match(
+      meshed,
+      new RegExp(`server_id="${idOf('emojivoto', 'web').replace(/\./g, '\\.')}"`),
+    );
+    assert.match(meshed, /tls="true"/);
+    assert.match(meshed, /classification="success"/);
+    assert.match(
+      metrics,
+      new RegExp(
+        `meshid_proxy_outbound_plaintext_connections_total\\{dst="${lab.hostIp.replace(/\./g, '\\.')}:${port}",tls="false",reason="unknown"\\} 1`,
+      ),
+      metrics,
+    );
+  });
+});
