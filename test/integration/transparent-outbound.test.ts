@@ -5,13 +5,17 @@
  * double) and a real `meshid ca` on the lab's host address. An unmodified curl in the client
  * pod dials the server pod's IP and app port: the client proxy asks the destination service,
  * sends mTLS to the server's identity, and the server app sees the client's verified identity.
- * A destination the service does not know is passed through as plain TCP.
+ * A destination the service does not know is passed through as plain TCP, and so is a pod the
+ * service knows as unmeshed (no proxy-init, no proxy), which still answers a meshed client. A
+ * tcpdump on the client pod's eth0 shows the request body in the clear to the unmeshed pod and
+ * never to the meshed one.
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
-import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +61,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   let dst: MeshidProcess;
   let server: NetnsPod;
   let client: NetnsPod;
+  let plain: NetnsPod;
   let outside: Server;
   let dir: string;
   const procs: MeshidProcess[] = [];
@@ -99,15 +104,64 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     return proxy;
   }
 
-  async function curl(url: string): Promise<Seen> {
+  async function curl(url: string, body?: string): Promise<Seen> {
     // As the app would: a UID other than the proxy's, so the nat rules redirect it.
-    const r = await client.run('curl', ['-sS', '--max-time', '10', url], { uid: 1000 });
+    const data = body === undefined ? [] : ['--data-binary', body];
+    const r = await client.run('curl', ['-sS', '--max-time', '10', ...data, url], { uid: 1000 });
     assert.equal(r.code, 0, `curl ${url}: ${r.stderr}\n${logs()}`);
     try {
       return JSON.parse(r.stdout) as Seen;
     } catch {
       throw new Error(`curl ${url}: not the app's answer: ${r.stdout}\n${logs()}`);
     }
+  }
+
+  /**
+   * Runs `fn` while tcpdump records every TCP packet on the client pod's eth0 (the link to the
+   * other pods), and returns the capture file's bytes. Waits for tcpdump's "listening on" line
+   * before `fn`, stops it with SIGINT and waits for its exit, so every packet is flushed.
+   */
+  async function capture(fn: () => Promise<void>): Promise<{ bytes: Buffer; summary: string }> {
+    const file = join(dir, `capture-${randomBytes(4).toString('hex')}.pcap`);
+    const dump = client.spawn('tcpdump', [
+      '-i',
+      'eth0',
+      '-n',
+      // Every packet handed to tcpdump at once and written at once, so SIGINT loses none.
+      '--immediate-mode',
+      '-U',
+      '-Z',
+      'root',
+      '-w',
+      file,
+      'tcp',
+    ]);
+    const exited = once(dump, 'exit');
+    let stderr = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`tcpdump not listening: ${stderr}`)), 15_000);
+      dump.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('listening on')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      dump.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`tcpdump exited ${String(code)}: ${stderr}`));
+      });
+    });
+    try {
+      await fn();
+    } finally {
+      dump.kill('SIGINT');
+      await exited;
+    }
+    const summary = await client.run('tcpdump', ['-n', '-r', file]);
+    assert.equal(summary.code, 0, summary.stderr);
+    assert.match(stderr, /\b0 packets dropped by kernel/, 'the capture lost packets');
+    return { bytes: await readFile(file), summary: summary.stdout };
   }
 
   before(async () => {
@@ -120,6 +174,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     ca = await startCaProcess([...state.caArgs, '--workers', '1', '--listen', `${lab.hostIp}:0`]);
     server = await lab.addPod('server');
     client = await lab.addPod('client');
+    plain = await lab.addPod('plain');
 
     api = await startKubeApiServer({ namespaces: ['emojivoto'] });
     for (const doc of parseAllDocuments(
@@ -130,6 +185,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     }
     createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
     createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
+    createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
     const { token: apiToken } = await api.mintToken({
       namespace: 'linkerd',
       serviceAccount: 'linkerd-destination',
@@ -153,7 +209,8 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     );
 
     const app = server.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
-    await once(app.stdout!, 'data');
+    const plainApp = plain.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
+    await Promise.all([once(app.stdout!, 'data'), once(plainApp.stdout!, 'data')]);
     // Something outside the mesh, on the host: the destination service knows nothing of it.
     outside = createServer((req, res) => {
       res.setHeader('content-type', 'application/json');
@@ -214,5 +271,30 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
       ),
       metrics,
     );
+  });
+
+  it('an unmeshed server pod (no proxy-init, no proxy) still answers a meshed client, as plain TCP', async () => {
+    const seen = await curl(`http://${plain.ip}:8080/`);
+    assert.equal(seen.remote, client.ip, 'the connection came straight from the client pod');
+    assert.equal(seen.clientId, null);
+  });
+
+  it("a capture on the client pod's link never holds the request body sent to a meshed pod, but holds it to an unmeshed one", async () => {
+    const meshedMarker = `meshed-secret-${randomBytes(8).toString('hex')}`;
+    const plainMarker = `plain-secret-${randomBytes(8).toString('hex')}`;
+    const { bytes, summary } = await capture(async () => {
+      assert.equal((await curl(`http://${server.ip}:8080/`, meshedMarker)).clientId, clientId);
+      assert.equal((await curl(`http://${plain.ip}:8080/`, plainMarker)).clientId, null);
+    });
+    // The meshed request did cross this link (as TLS, to the server pod's port 8080)...
+    assert.match(
+      summary,
+      new RegExp(
+        `${client.ip.replace(/\./g, '\\.')}\\.\\d+ > ${server.ip.replace(/\./g, '\\.')}\\.8080: Flags \\[P\\.\\]`,
+      ),
+    );
+    // ...and its body never did in the clear, while the unmeshed one's did.
+    assert.equal(bytes.includes(meshedMarker), false, 'the meshed body is in the capture');
+    assert.equal(bytes.includes(plainMarker), true, 'the capture missed the plain body');
   });
 });
