@@ -8,7 +8,9 @@
  * A destination the service does not know is passed through as plain TCP, and so is a pod the
  * service knows as unmeshed (no proxy-init, no proxy), which still answers a meshed client. A
  * tcpdump on the client pod's eth0 shows the request body in the clear to the unmeshed pod and
- * never to the meshed one.
+ * never to the meshed one. A pod whose spec names one ServiceAccount but whose port presents
+ * another's mesh-valid certificate (`openssl s_server` with a leaf the mesh's issuer signed) is
+ * refused before any request byte.
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
@@ -31,6 +33,7 @@ import {
 } from '../support/ca-process.js';
 import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
 import { pod } from '../support/destination-objects.js';
+import { mintLeaf } from '../support/outbound-pki.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { NetnsLab } from '../support/netns.js';
@@ -62,7 +65,9 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   let server: NetnsPod;
   let client: NetnsPod;
   let plain: NetnsPod;
+  let impostor: NetnsPod;
   let outside: Server;
+  let impostorTls: { out: () => string };
   let dir: string;
   const procs: MeshidProcess[] = [];
   const clientId = idOf('emojivoto', 'voting');
@@ -164,6 +169,35 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     return { bytes: await readFile(file), summary: summary.stdout };
   }
 
+  /**
+   * In the impostor pod (no proxy-init): `openssl s_server` on the app port presenting a
+   * certificate the mesh's issuer really signed, for "web", whatever name the client asks for,
+   * and asking for the client's certificate as a proxy would. Resolves once it accepts.
+   */
+  async function startImpostor(): Promise<{ out: () => string }> {
+    const cert = mintLeaf(state.issuer, idOf('emojivoto', 'web'));
+    const [leaf = '', ...chain] =
+      cert.certChainPem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g) ??
+      [];
+    await writeFile(join(dir, 'impostor.crt'), leaf);
+    await writeFile(join(dir, 'impostor-chain.crt'), chain.join(''));
+    await writeFile(join(dir, 'impostor.key'), cert.keyPem, { mode: 0o600 });
+    const s = impostor.spawn(
+      'openssl',
+      [
+        ...['s_server', '-accept', '8080', '-cert', join(dir, 'impostor.crt')],
+        ...['-cert_chain', join(dir, 'impostor-chain.crt'), '-key', join(dir, 'impostor.key')],
+        ...['-verify', '1', '-CAfile', join(dir, 'anchors.pem')],
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    s.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    s.stderr!.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    await waitFor('the impostor listening', () => (out.includes('ACCEPT') ? true : undefined));
+    return { out: () => out };
+  }
+
   before(async () => {
     lab = await NetnsLab.create({ tag: 'tout' });
     state = await makeTestState();
@@ -175,6 +209,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     server = await lab.addPod('server');
     client = await lab.addPod('client');
     plain = await lab.addPod('plain');
+    impostor = await lab.addPod('impostor');
 
     api = await startKubeApiServer({ namespaces: ['emojivoto'] });
     for (const doc of parseAllDocuments(
@@ -186,6 +221,8 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
     createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
     createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
+    // Its spec names ServiceAccount "billing"; what answers on its port presents "web"'s certificate.
+    createPod(pod('emojivoto', 'billing-0', impostor.ip, { meshed: true, sa: 'billing' }));
     const { token: apiToken } = await api.mintToken({
       namespace: 'linkerd',
       serviceAccount: 'linkerd-destination',
@@ -221,6 +258,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
 
     await startPodProxy(server, 'web');
     await startPodProxy(client, 'voting');
+    impostorTls = await startImpostor();
   });
 
   after(async () => {
@@ -296,5 +334,22 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     // ...and its body never did in the clear, while the unmeshed one's did.
     assert.equal(bytes.includes(meshedMarker), false, 'the meshed body is in the capture');
     assert.equal(bytes.includes(plainMarker), true, 'the capture missed the plain body');
+  });
+
+  it('refuses an endpoint presenting another identity than the destination service names for it', async () => {
+    const r = await client.run(
+      'curl',
+      ['-sS', '--max-time', '10', '-w', '\n%{http_code}', `http://${impostor.ip}:8080/`],
+      { uid: 1000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      `server identity "${idOf('emojivoto', 'web')}" is not the expected identity "${idOf('emojivoto', 'billing')}"\n\n502`,
+      logs(),
+    );
+    // The handshake was cut before any request byte: the impostor never saw the request.
+    assert.match(impostorTls.out(), /ACCEPT/);
+    assert.doesNotMatch(impostorTls.out(), /GET \//);
   });
 });
