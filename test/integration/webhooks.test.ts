@@ -102,9 +102,12 @@ describe('meshid webhooks (real process, HTTPS)', function () {
     }[];
     assert.deepEqual(
       patch.map((p) => p.path),
+      // Transparent by default: the proxy-init lock volume and the meshid-init init container too.
       [
         '/spec/volumes/-',
         '/spec/volumes/-',
+        '/spec/volumes/-',
+        '/spec/initContainers',
         '/spec/containers/-',
         '/metadata/annotations/meshid.io~1proxy-version',
         '/metadata/annotations/meshid.io~1proxy-image',
