@@ -11,6 +11,14 @@
  * never to the meshed one. A pod whose spec names one ServiceAccount but whose port presents
  * another's mesh-valid certificate (`openssl s_server` with a leaf the mesh's issuer signed) is
  * refused before any request byte.
+ *
+ * A Service "emoji" has a ClusterIP and three meshed endpoint pods serving gRPC: an unmodified
+ * grpc-js client (plaintext h2c to the ClusterIP) reaches all three with mTLS, and a pod removed
+ * from the EndpointSlice gets no request from a second after the update on. Nothing stands in
+ * for kube-proxy: the client pod's default route (via the host address) takes the connect to
+ * the ClusterIP past routing to its nat OUTPUT chain, which redirects it to the outbound proxy;
+ * the proxy learns the endpoints of the ClusterIP from the destination service. Nothing here
+ * reaches a ClusterIP with the mesh off, which would need kube-proxy's DNAT.
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
@@ -32,7 +40,7 @@ import {
   waitFor,
 } from '../support/ca-process.js';
 import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { pod } from '../support/destination-objects.js';
+import { endpointSlice, pod, service } from '../support/destination-objects.js';
 import { mintLeaf } from '../support/outbound-pki.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
@@ -48,6 +56,48 @@ http.createServer((req, res) => {
   res.setHeader('content-type', 'application/json');
   res.end(JSON.stringify({ remote: req.socket.remoteAddress, clientId: req.headers['l5d-client-id'] ?? null }));
 }).listen(8080, '0.0.0.0', () => console.log('up'));
+`;
+
+/**
+ * A gRPC server (grpc-js, generic bytes codec) on 8090 whose one method answers the pod's name
+ * and the l5d-client-id its proxy added.
+ */
+const GRPC_APP = `
+const grpc = require('@grpc/grpc-js');
+const id = (x) => x;
+const server = new grpc.Server();
+server.addService(
+  { Who: { path: '/test.Who/Who', requestStream: false, responseStream: false,
+    requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } },
+  { Who: (call, cb) => cb(null, Buffer.from(process.env.POD_NAME + ' ' + call.metadata.get('l5d-client-id'))) },
+);
+server.bindAsync('0.0.0.0:8090', grpc.ServerCredentials.createInsecure(), (err) => {
+  if (err) throw err;
+  console.log('up');
+});
+`;
+
+/**
+ * An unmodified grpc-js client: one channel, plaintext h2c to argv[1]. Makes unary calls until it
+ * has seen argv[2] distinct answers or made argv[3] calls; with argv[4] (epoch ms) it first calls
+ * until that time and keeps only the answers after it. Prints the answers as JSON.
+ */
+const GRPC_CLIENT = `
+const grpc = require('@grpc/grpc-js');
+const id = (x) => x;
+const Who = grpc.makeGenericClientConstructor({ Who: { path: '/test.Who/Who', requestStream: false,
+  responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } });
+const c = new Who(process.argv[1], grpc.credentials.createInsecure());
+const call = () => new Promise((res, rej) =>
+  c.Who(Buffer.alloc(0), { deadline: Date.now() + 10000 }, (e, r) => (e ? rej(e) : res(r.toString()))));
+(async () => {
+  const after = Number(process.argv[4] ?? 0);
+  while (Date.now() <= after) await call();
+  const seen = [];
+  while (new Set(seen).size < Number(process.argv[2]) && seen.length < Number(process.argv[3])) seen.push(await call());
+  console.log(JSON.stringify(seen));
+  c.close();
+})().catch((e) => { console.error(e.message); process.exit(1); });
 `;
 
 interface Seen {
@@ -66,6 +116,8 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   let client: NetnsPod;
   let plain: NetnsPod;
   let impostor: NetnsPod;
+  const emoji: NetnsPod[] = [];
+  const CLUSTER_IP = '10.96.0.10';
   let outside: Server;
   let impostorTls: { out: () => string };
   let dir: string;
@@ -210,6 +262,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     client = await lab.addPod('client');
     plain = await lab.addPod('plain');
     impostor = await lab.addPod('impostor');
+    for (let i = 0; i < 3; i++) emoji.push(await lab.addPod(`emoji${i}`));
 
     api = await startKubeApiServer({ namespaces: ['emojivoto'] });
     for (const doc of parseAllDocuments(
@@ -223,6 +276,21 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
     // Its spec names ServiceAccount "billing"; what answers on its port presents "web"'s certificate.
     createPod(pod('emojivoto', 'billing-0', impostor.ip, { meshed: true, sa: 'billing' }));
+    emoji.forEach((p, i) =>
+      createPod(pod('emojivoto', `emoji-${i}`, p.ip, { meshed: true, sa: 'emoji' })),
+    );
+    api.create(
+      service('emojivoto', 'emoji', CLUSTER_IP, [{ name: 'grpc', port: 8090 }]) as KubeObject,
+    );
+    api.create(
+      endpointSlice(
+        'emojivoto',
+        'emoji-abc',
+        'emoji',
+        emoji.map((p, i) => ({ ip: p.ip, pod: `emoji-${i}`, ready: true })),
+        [{ name: 'grpc', port: 8090 }],
+      ) as KubeObject,
+    );
     const { token: apiToken } = await api.mintToken({
       namespace: 'linkerd',
       serviceAccount: 'linkerd-destination',
@@ -259,6 +327,14 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     await startPodProxy(server, 'web');
     await startPodProxy(client, 'voting');
     impostorTls = await startImpostor();
+    for (const [i, p] of emoji.entries()) {
+      const a = p.spawn(process.execPath, ['-e', GRPC_APP], {
+        uid: 1000,
+        env: { ...process.env, POD_NAME: `emoji-${i}` },
+      });
+      await once(a.stdout!, 'data');
+    }
+    await Promise.all(emoji.map((p) => startPodProxy(p, 'emoji')));
   });
 
   after(async () => {
@@ -351,5 +427,45 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     // The handshake was cut before any request byte: the impostor never saw the request.
     assert.match(impostorTls.out(), /ACCEPT/);
     assert.doesNotMatch(impostorTls.out(), /GET \//);
+  });
+
+  /** The answers of {@link GRPC_CLIENT} run in the client pod as the app would (UID 1000). */
+  async function grpcCalls(args: readonly string[]): Promise<string[]> {
+    const r = await client.run(
+      process.execPath,
+      ['-e', GRPC_CLIENT, `${CLUSTER_IP}:8090`, ...args],
+      {
+        uid: 1000,
+      },
+    );
+    assert.equal(r.code, 0, `grpc client: ${r.stderr}\n${logs()}`);
+    return JSON.parse(r.stdout) as string[];
+  }
+
+  it('gRPC calls from an unmodified grpc-js client to a ClusterIP reach all three meshed endpoints, with mTLS', async () => {
+    // Stops once all three answered (the balancer favours the fastest, so not evenly).
+    const seen = await grpcCalls(['3', '300']);
+    assert.deepEqual(
+      [...new Set(seen)].sort(),
+      ['emoji-0', 'emoji-1', 'emoji-2'].map((p) => `${p} ${clientId}`),
+    );
+  });
+
+  it('sends no new request to a pod removed from its EndpointSlice within a second of the update', async () => {
+    const kept = endpointSlice(
+      'emojivoto',
+      'emoji-abc',
+      'emoji',
+      emoji.slice(0, 2).map((p, i) => ({ ip: p.ip, pod: `emoji-${i}`, ready: true })),
+      [{ name: 'grpc', port: 8090 }],
+    ) as KubeObject;
+    api.apply(kept);
+    // Calls keep flowing through the second after the update; the 100 after it are counted.
+    const seen = await grpcCalls(['3', '100', String(Date.now() + 1000)]);
+    assert.equal(seen.length, 100);
+    assert.deepEqual(
+      seen.filter((s) => s !== `emoji-0 ${clientId}` && s !== `emoji-1 ${clientId}`),
+      [],
+    );
   });
 });
