@@ -447,12 +447,14 @@ async function assertX509OnFips(now: number, log: Logger): Promise<void> {
   const probe = await probeX509Crypto(now);
   const fields = {
     x509EcdsaP256: probe.approvedWorks ? 'works' : `failed: ${probe.approvedError ?? ''}`,
-    x509Rsa1024: probe.nonApprovedRefused ? `refused: ${probe.nonApprovedError ?? ''}` : 'allowed',
+    x509RsaExponent3: probe.nonApprovedRefused
+      ? `refused: ${probe.nonApprovedError ?? ''}`
+      : 'allowed',
   };
   if (!probe.approvedWorks || !probe.nonApprovedRefused) {
     throw new MeshidError(
       'ERR_FIPS_UNAVAILABLE',
-      `FIPS mode: the crypto under @peculiar/x509 does not run on a FIPS provider (ECDSA P-256 certificate ${fields.x509EcdsaP256}; RSA-1024, which only a non-FIPS provider offers, ${fields.x509Rsa1024}). ${FIPS_HOW_TO}`,
+      `FIPS mode: the crypto under @peculiar/x509 does not run on a FIPS provider (ECDSA P-256 certificate ${fields.x509EcdsaP256}; an RSA key with public exponent 3, which only a non-FIPS provider offers, ${fields.x509RsaExponent3}). ${FIPS_HOW_TO}`,
     );
   }
   log.info(fields, 'FIPS mode: @peculiar/x509 runs on the FIPS provider (RSA-1024 refused)');

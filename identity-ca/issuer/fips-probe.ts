@@ -4,8 +4,10 @@
  * @peculiar/x509 ({@link x509Crypto}), the probe
  *
  * - builds and verifies a self-signed ECDSA P-256/SHA-256 certificate (must work), and
- * - generates a 1024-bit RSA key, which only a non-FIPS provider offers (the OpenSSL FIPS
- *   provider refuses RSA keys under 2048 bits), and signs a certificate with it.
+ * - generates a 2048-bit RSA key with public exponent 3, which only a non-FIPS provider offers
+ *   (FIPS 186 requires e ≥ 65537: the OpenSSL FIPS provider answers "pub exponent out of
+ *   range"), and signs a certificate with it. (A 1024-bit modulus no longer tells: Node ≥ 22's
+ *   WebCrypto refuses it itself, before any provider sees it.)
  *
  * In FIPS mode the second must fail; if it works, something other than the FIPS provider serves
  * the x509 stack (a JavaScript WebCrypto, a global provider) and the CA refuses to start.
@@ -21,7 +23,7 @@ export interface X509CryptoProbe {
   readonly approvedWorks: boolean;
   /** Its error, when it failed. */
   readonly approvedError?: string;
-  /** The non-FIPS operation (RSA-1024 key and certificate) was refused. */
+  /** The non-FIPS operation (an RSA key with e = 3, and a certificate) was refused. */
   readonly nonApprovedRefused: boolean;
   /** Why it was refused (the provider's error), when it was. */
   readonly nonApprovedError?: string;
@@ -52,8 +54,8 @@ export async function probeX509Crypto(now: number): Promise<X509CryptoProbe> {
     const algorithm = {
       name: 'RSASSA-PKCS1-v1_5',
       hash: 'SHA-256',
-      modulusLength: 1024,
-      publicExponent: new Uint8Array([1, 0, 1]),
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([3]),
     };
     const keys = await x509Crypto.subtle.generateKey(algorithm, false, ['sign', 'verify']);
     await selfSigned(keys, algorithm, now);

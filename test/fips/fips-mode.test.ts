@@ -17,7 +17,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
-import type { TLSSocket } from 'node:tls';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { CertifyClient, createCsr, formatAddress } from '../../core/index.js';
 import {
   adminGet,
@@ -159,13 +159,13 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
       }
     });
 
-    it('proves @peculiar/x509 runs on the provider: RSA-1024, which only a non-FIPS provider offers, fails inside the CA', () => {
-      const probes = logRecords(ca.lines).filter((r) => 'x509Rsa1024' in r);
+    it('proves @peculiar/x509 runs on the provider: an RSA key with public exponent 3, which only a non-FIPS provider offers, fails inside the CA', () => {
+      const probes = logRecords(ca.lines).filter((r) => 'x509RsaExponent3' in r);
       assert.equal(probes.length, 2, 'one probe per worker');
       for (const p of probes) {
         assert.equal(p['x509EcdsaP256'], 'works');
-        // The FIPS provider's own refusal of a 1024-bit RSA modulus.
-        assert.match(String(p['x509Rsa1024']), /^refused: .*invalid modulus/);
+        // The FIPS provider's own refusal of an exponent FIPS 186 does not allow.
+        assert.match(String(p['x509RsaExponent3']), /^refused: .*pub exponent out of range/);
       }
     });
 
@@ -340,9 +340,17 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
 
   describe('the proxies', () => {
     /** A client with `cert` gets no answer from the FIPS web proxy, and the app sees nothing. */
-    const assertInboundRefuses = async (cert: WorkloadCertificate): Promise<void> => {
+    const assertInboundRefuses = async (
+      cert: WorkloadCertificate,
+      extra?: ConnectionOptions,
+    ): Promise<void> => {
       const before = appSaw.length;
-      const answer = await connectTls(web.inbound!.port, { servername: WEB, anchorsPem, cert })
+      const answer = await connectTls(web.inbound!.port, {
+        servername: WEB,
+        anchorsPem,
+        cert,
+        ...(extra === undefined ? {} : { extra }),
+      })
         .then(httpOver)
         .catch((err: unknown) => `error: ${String(err)}`);
       assert.doesNotMatch(answer, /HTTP\/1\.1 200/);
@@ -422,20 +430,31 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
       assert.match(accepted, /^HTTP\/1\.1 200[\s\S]*web says hi to voting\./);
     });
 
-    it('refuse a peer whose certificate has an RSA-1024 key after the handshake, saying FIPS mode refused it', async () => {
+    it('refuse a peer whose certificate has an RSA-1024 key in the handshake (OpenSSL security level 2)', async () => {
       const rsaCert = await issuerSignedLeaf(
         state,
         ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'],
         VOTING,
       );
-      await assertInboundRefuses(rsaCert);
-      const refusal = await waitFor('the refusal in the log', () =>
-        logRecords(web.lines).find((r) => r['code'] === 'ERR_FIPS_PEER_REFUSED'),
-      );
-      assert.match(
-        String(refusal['msg']),
-        /^FIPS mode refused the peer's certificate ".*": its key is RSA 1024-bit/,
-      );
+      // The hostile client lowers its own security level so that it can present the weak key at
+      // all (OpenSSL ≥ 3.2 refuses to load it at the default level 2). The proxy's OpenSSL 3.5
+      // refuses the key while verifying the chain, before meshid's own FIPS check after the
+      // handshake (which the Ed25519 case above exercises).
+      const before = appSaw.length;
+      const failure = await connectTls(web.inbound!.port, {
+        servername: WEB,
+        anchorsPem,
+        cert: rsaCert,
+        extra: { ciphers: 'DEFAULT:@SECLEVEL=0' },
+      })
+        .then(httpOver)
+        .then(
+          (answer) => `answered: ${answer}`,
+          (err: unknown) => `refused: ${String(err)}`,
+        );
+      assert.match(failure, /^refused: |^answered: (?!HTTP\/1\.1 200)/);
+      assert.doesNotMatch(failure, /HTTP\/1\.1 200/);
+      assert.equal(appSaw.length, before, 'nothing reached the app');
     });
 
     it('refuse, outbound, a server whose certificate is outside the policy', async () => {
@@ -445,10 +464,14 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
         WEB,
       );
       let served = 0;
-      const server = createTlsServer({ key: rsaCert.keyPem, cert: rsaCert.certChainPem }, (s) => {
-        served++;
-        s.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi');
-      });
+      const server = createTlsServer(
+        // Security level 0: OpenSSL ≥ 3.2 refuses to load a 1024-bit key at the default level 2.
+        { key: rsaCert.keyPem, cert: rsaCert.certChainPem, ciphers: 'DEFAULT:@SECLEVEL=0' },
+        (s) => {
+          served++;
+          s.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi');
+        },
+      );
       server.listen(0, '127.0.0.1');
       await once(server, 'listening');
       const fake = await startProxyProcess({
@@ -469,11 +492,16 @@ describe('FIPS mode under the real OpenSSL FIPS provider', function () {
         }));
         assert.notEqual(r.status, 200, r.body);
         assert.equal(served, 0, 'no request reached the server');
-        const lines = await waitFor('the refusal in the log', () => {
+        // Refused in the handshake by OpenSSL's security level (its key is too small), or after
+        // it by meshid's FIPS check: either way the log says why.
+        await waitFor('the refusal in the log', () => {
           const text = fake.lines.join('\n');
-          return /FIPS mode refused the peer's certificate/.test(text) ? text : undefined;
+          return /EE certificate key too (?:weak|small)|FIPS mode refused the peer's certificate[^\n]*its key is RSA 1024-bit/.test(
+            text,
+          )
+            ? text
+            : undefined;
         });
-        assert.match(lines, /its key is RSA 1024-bit/);
       } finally {
         await fake.stop();
         server.close();

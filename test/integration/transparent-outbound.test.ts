@@ -5,13 +5,27 @@
  * double) and a real `meshid ca` on the lab's host address. An unmodified curl in the client
  * pod dials the server pod's IP and app port: the client proxy asks the destination service,
  * sends mTLS to the server's identity, and the server app sees the client's verified identity.
- * A destination the service does not know is passed through as plain TCP.
+ * A destination the service does not know is passed through as plain TCP, and so is a pod the
+ * service knows as unmeshed (no proxy-init, no proxy), which still answers a meshed client. A
+ * tcpdump on the client pod's eth0 shows the request body in the clear to the unmeshed pod and
+ * never to the meshed one. A pod whose spec names one ServiceAccount but whose port presents
+ * another's mesh-valid certificate (`openssl s_server` with a leaf the mesh's issuer signed) is
+ * refused before any request byte.
+ *
+ * A Service "emoji" has a ClusterIP and three meshed endpoint pods serving gRPC: an unmodified
+ * grpc-js client (plaintext h2c to the ClusterIP) reaches all three with mTLS, and a pod removed
+ * from the EndpointSlice gets no request from a second after the update on. Nothing stands in
+ * for kube-proxy: the client pod's default route (via the host address) takes the connect to
+ * the ClusterIP past routing to its nat OUTPUT chain, which redirects it to the outbound proxy;
+ * the proxy learns the endpoints of the ClusterIP from the destination service. Nothing here
+ * reaches a ClusterIP with the mesh off, which would need kube-proxy's DNAT.
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
-import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +40,8 @@ import {
   waitFor,
 } from '../support/ca-process.js';
 import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
-import { pod } from '../support/destination-objects.js';
+import { endpointSlice, pod, service } from '../support/destination-objects.js';
+import { mintLeaf } from '../support/outbound-pki.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
 import { NetnsLab } from '../support/netns.js';
@@ -43,6 +58,48 @@ http.createServer((req, res) => {
 }).listen(8080, '0.0.0.0', () => console.log('up'));
 `;
 
+/**
+ * A gRPC server (grpc-js, generic bytes codec) on 8090 whose one method answers the pod's name
+ * and the l5d-client-id its proxy added.
+ */
+const GRPC_APP = `
+const grpc = require('@grpc/grpc-js');
+const id = (x) => x;
+const server = new grpc.Server();
+server.addService(
+  { Who: { path: '/test.Who/Who', requestStream: false, responseStream: false,
+    requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } },
+  { Who: (call, cb) => cb(null, Buffer.from(process.env.POD_NAME + ' ' + call.metadata.get('l5d-client-id'))) },
+);
+server.bindAsync('0.0.0.0:8090', grpc.ServerCredentials.createInsecure(), (err) => {
+  if (err) throw err;
+  console.log('up');
+});
+`;
+
+/**
+ * An unmodified grpc-js client: one channel, plaintext h2c to argv[1]. Makes unary calls until it
+ * has seen argv[2] distinct answers or made argv[3] calls; with argv[4] (epoch ms) it first calls
+ * until that time and keeps only the answers after it. Prints the answers as JSON.
+ */
+const GRPC_CLIENT = `
+const grpc = require('@grpc/grpc-js');
+const id = (x) => x;
+const Who = grpc.makeGenericClientConstructor({ Who: { path: '/test.Who/Who', requestStream: false,
+  responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } });
+const c = new Who(process.argv[1], grpc.credentials.createInsecure());
+const call = () => new Promise((res, rej) =>
+  c.Who(Buffer.alloc(0), { deadline: Date.now() + 10000 }, (e, r) => (e ? rej(e) : res(r.toString()))));
+(async () => {
+  const after = Number(process.argv[4] ?? 0);
+  while (Date.now() <= after) await call();
+  const seen = [];
+  while (new Set(seen).size < Number(process.argv[2]) && seen.length < Number(process.argv[3])) seen.push(await call());
+  console.log(JSON.stringify(seen));
+  c.close();
+})().catch((e) => { console.error(e.message); process.exit(1); });
+`;
+
 interface Seen {
   remote: string;
   clientId: string | null;
@@ -57,7 +114,12 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   let dst: MeshidProcess;
   let server: NetnsPod;
   let client: NetnsPod;
+  let plain: NetnsPod;
+  let impostor: NetnsPod;
+  const emoji: NetnsPod[] = [];
+  const CLUSTER_IP = '10.96.0.10';
   let outside: Server;
+  let impostorTls: { out: () => string };
   let dir: string;
   const procs: MeshidProcess[] = [];
   const clientId = idOf('emojivoto', 'voting');
@@ -99,15 +161,93 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     return proxy;
   }
 
-  async function curl(url: string): Promise<Seen> {
+  async function curl(url: string, body?: string): Promise<Seen> {
     // As the app would: a UID other than the proxy's, so the nat rules redirect it.
-    const r = await client.run('curl', ['-sS', '--max-time', '10', url], { uid: 1000 });
+    const data = body === undefined ? [] : ['--data-binary', body];
+    const r = await client.run('curl', ['-sS', '--max-time', '10', ...data, url], { uid: 1000 });
     assert.equal(r.code, 0, `curl ${url}: ${r.stderr}\n${logs()}`);
     try {
       return JSON.parse(r.stdout) as Seen;
     } catch {
       throw new Error(`curl ${url}: not the app's answer: ${r.stdout}\n${logs()}`);
     }
+  }
+
+  /**
+   * Runs `fn` while tcpdump records every TCP packet on the client pod's eth0 (the link to the
+   * other pods), and returns the capture file's bytes. Waits for tcpdump's "listening on" line
+   * before `fn`, stops it with SIGINT and waits for its exit, so every packet is flushed.
+   */
+  async function capture(fn: () => Promise<void>): Promise<{ bytes: Buffer; summary: string }> {
+    const file = join(dir, `capture-${randomBytes(4).toString('hex')}.pcap`);
+    const dump = client.spawn('tcpdump', [
+      '-i',
+      'eth0',
+      '-n',
+      // Every packet handed to tcpdump at once and written at once, so SIGINT loses none.
+      '--immediate-mode',
+      '-U',
+      '-Z',
+      'root',
+      '-w',
+      file,
+      'tcp',
+    ]);
+    const exited = once(dump, 'exit');
+    let stderr = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`tcpdump not listening: ${stderr}`)), 15_000);
+      dump.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('listening on')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      dump.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`tcpdump exited ${String(code)}: ${stderr}`));
+      });
+    });
+    try {
+      await fn();
+    } finally {
+      dump.kill('SIGINT');
+      await exited;
+    }
+    const summary = await client.run('tcpdump', ['-n', '-r', file]);
+    assert.equal(summary.code, 0, summary.stderr);
+    assert.match(stderr, /\b0 packets dropped by kernel/, 'the capture lost packets');
+    return { bytes: await readFile(file), summary: summary.stdout };
+  }
+
+  /**
+   * In the impostor pod (no proxy-init): `openssl s_server` on the app port presenting a
+   * certificate the mesh's issuer really signed, for "web", whatever name the client asks for,
+   * and asking for the client's certificate as a proxy would. Resolves once it accepts.
+   */
+  async function startImpostor(): Promise<{ out: () => string }> {
+    const cert = mintLeaf(state.issuer, idOf('emojivoto', 'web'));
+    const [leaf = '', ...chain] =
+      cert.certChainPem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g) ??
+      [];
+    await writeFile(join(dir, 'impostor.crt'), leaf);
+    await writeFile(join(dir, 'impostor-chain.crt'), chain.join(''));
+    await writeFile(join(dir, 'impostor.key'), cert.keyPem, { mode: 0o600 });
+    const s = impostor.spawn(
+      'openssl',
+      [
+        ...['s_server', '-accept', '8080', '-cert', join(dir, 'impostor.crt')],
+        ...['-cert_chain', join(dir, 'impostor-chain.crt'), '-key', join(dir, 'impostor.key')],
+        ...['-verify', '1', '-CAfile', join(dir, 'anchors.pem')],
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    s.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    s.stderr!.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    await waitFor('the impostor listening', () => (out.includes('ACCEPT') ? true : undefined));
+    return { out: () => out };
   }
 
   before(async () => {
@@ -120,6 +260,9 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     ca = await startCaProcess([...state.caArgs, '--workers', '1', '--listen', `${lab.hostIp}:0`]);
     server = await lab.addPod('server');
     client = await lab.addPod('client');
+    plain = await lab.addPod('plain');
+    impostor = await lab.addPod('impostor');
+    for (let i = 0; i < 3; i++) emoji.push(await lab.addPod(`emoji${i}`));
 
     api = await startKubeApiServer({ namespaces: ['emojivoto'] });
     for (const doc of parseAllDocuments(
@@ -130,6 +273,24 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     }
     createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
     createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
+    createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
+    // Its spec names ServiceAccount "billing"; what answers on its port presents "web"'s certificate.
+    createPod(pod('emojivoto', 'billing-0', impostor.ip, { meshed: true, sa: 'billing' }));
+    emoji.forEach((p, i) =>
+      createPod(pod('emojivoto', `emoji-${i}`, p.ip, { meshed: true, sa: 'emoji' })),
+    );
+    api.create(
+      service('emojivoto', 'emoji', CLUSTER_IP, [{ name: 'grpc', port: 8090 }]) as KubeObject,
+    );
+    api.create(
+      endpointSlice(
+        'emojivoto',
+        'emoji-abc',
+        'emoji',
+        emoji.map((p, i) => ({ ip: p.ip, pod: `emoji-${i}`, ready: true })),
+        [{ name: 'grpc', port: 8090 }],
+      ) as KubeObject,
+    );
     const { token: apiToken } = await api.mintToken({
       namespace: 'linkerd',
       serviceAccount: 'linkerd-destination',
@@ -153,7 +314,8 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     );
 
     const app = server.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
-    await once(app.stdout!, 'data');
+    const plainApp = plain.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
+    await Promise.all([once(app.stdout!, 'data'), once(plainApp.stdout!, 'data')]);
     // Something outside the mesh, on the host: the destination service knows nothing of it.
     outside = createServer((req, res) => {
       res.setHeader('content-type', 'application/json');
@@ -164,6 +326,15 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
 
     await startPodProxy(server, 'web');
     await startPodProxy(client, 'voting');
+    impostorTls = await startImpostor();
+    for (const [i, p] of emoji.entries()) {
+      const a = p.spawn(process.execPath, ['-e', GRPC_APP], {
+        uid: 1000,
+        env: { ...process.env, POD_NAME: `emoji-${i}` },
+      });
+      await once(a.stdout!, 'data');
+    }
+    await Promise.all(emoji.map((p) => startPodProxy(p, 'emoji')));
   });
 
   after(async () => {
@@ -213,6 +384,88 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
         `meshid_proxy_outbound_plaintext_connections_total\\{dst="${lab.hostIp.replace(/\./g, '\\.')}:${port}",tls="false",reason="unknown"\\} 1`,
       ),
       metrics,
+    );
+  });
+
+  it('an unmeshed server pod (no proxy-init, no proxy) still answers a meshed client, as plain TCP', async () => {
+    const seen = await curl(`http://${plain.ip}:8080/`);
+    assert.equal(seen.remote, client.ip, 'the connection came straight from the client pod');
+    assert.equal(seen.clientId, null);
+  });
+
+  it("a capture on the client pod's link never holds the request body sent to a meshed pod, but holds it to an unmeshed one", async () => {
+    const meshedMarker = `meshed-secret-${randomBytes(8).toString('hex')}`;
+    const plainMarker = `plain-secret-${randomBytes(8).toString('hex')}`;
+    const { bytes, summary } = await capture(async () => {
+      assert.equal((await curl(`http://${server.ip}:8080/`, meshedMarker)).clientId, clientId);
+      assert.equal((await curl(`http://${plain.ip}:8080/`, plainMarker)).clientId, null);
+    });
+    // The meshed request did cross this link (as TLS, to the server pod's port 8080)...
+    assert.match(
+      summary,
+      new RegExp(
+        `${client.ip.replace(/\./g, '\\.')}\\.\\d+ > ${server.ip.replace(/\./g, '\\.')}\\.8080: Flags \\[P\\.\\]`,
+      ),
+    );
+    // ...and its body never did in the clear, while the unmeshed one's did.
+    assert.equal(bytes.includes(meshedMarker), false, 'the meshed body is in the capture');
+    assert.equal(bytes.includes(plainMarker), true, 'the capture missed the plain body');
+  });
+
+  it('refuses an endpoint presenting another identity than the destination service names for it', async () => {
+    const r = await client.run(
+      'curl',
+      ['-sS', '--max-time', '10', '-w', '\n%{http_code}', `http://${impostor.ip}:8080/`],
+      { uid: 1000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      `server identity "${idOf('emojivoto', 'web')}" is not the expected identity "${idOf('emojivoto', 'billing')}"\n\n502`,
+      logs(),
+    );
+    // The handshake was cut before any request byte: the impostor never saw the request.
+    assert.match(impostorTls.out(), /ACCEPT/);
+    assert.doesNotMatch(impostorTls.out(), /GET \//);
+  });
+
+  /** The answers of {@link GRPC_CLIENT} run in the client pod as the app would (UID 1000). */
+  async function grpcCalls(args: readonly string[]): Promise<string[]> {
+    const r = await client.run(
+      process.execPath,
+      ['-e', GRPC_CLIENT, `${CLUSTER_IP}:8090`, ...args],
+      {
+        uid: 1000,
+      },
+    );
+    assert.equal(r.code, 0, `grpc client: ${r.stderr}\n${logs()}`);
+    return JSON.parse(r.stdout) as string[];
+  }
+
+  it('gRPC calls from an unmodified grpc-js client to a ClusterIP reach all three meshed endpoints, with mTLS', async () => {
+    // Stops once all three answered (the balancer favours the fastest, so not evenly).
+    const seen = await grpcCalls(['3', '300']);
+    assert.deepEqual(
+      [...new Set(seen)].sort(),
+      ['emoji-0', 'emoji-1', 'emoji-2'].map((p) => `${p} ${clientId}`),
+    );
+  });
+
+  it('sends no new request to a pod removed from its EndpointSlice within a second of the update', async () => {
+    const kept = endpointSlice(
+      'emojivoto',
+      'emoji-abc',
+      'emoji',
+      emoji.slice(0, 2).map((p, i) => ({ ip: p.ip, pod: `emoji-${i}`, ready: true })),
+      [{ name: 'grpc', port: 8090 }],
+    ) as KubeObject;
+    api.apply(kept);
+    // Calls keep flowing through the second after the update; the 100 after it are counted.
+    const seen = await grpcCalls(['3', '100', String(Date.now() + 1000)]);
+    assert.equal(seen.length, 100);
+    assert.deepEqual(
+      seen.filter((s) => s !== `emoji-0 ${clientId}` && s !== `emoji-1 ${clientId}`),
+      [],
     );
   });
 });

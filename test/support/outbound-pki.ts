@@ -55,34 +55,44 @@ export async function makeTrustDomain(
     notAfter: now + 48 * HOUR,
     pathLength: 0,
   });
-  const signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
   return {
     root,
     issuer,
     anchorsPem: root.certificatePem,
-    leaf(identity, opts = {}) {
-      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-      const serial = randomSerial(systemRandom);
-      const notBefore = Date.now() - 20_000;
-      const notAfter = opts.notAfter ?? Date.now() + 24 * HOUR;
-      const der = signer.sign({
-        spki: publicKey.export({ type: 'spki', format: 'der' }),
-        dnsName: identity,
-        uri: `spiffe://cluster.local/ns/test/sa/${identity.split('.')[0] ?? 'x'}`,
-        serial,
-        notBefore,
-        notAfter,
-      });
-      const leafPem = toPem(der, 'CERTIFICATE');
-      return {
-        identity,
-        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        certChainPem: leafPem + issuer.certificatePem,
-        notBefore,
-        notAfter,
-        serialHex: new X509Certificate(der).serialNumber.toLowerCase(),
-      };
-    },
+    leaf: (identity, opts = {}) => mintLeaf(issuer, identity, opts),
+  };
+}
+
+/**
+ * A workload certificate for `identity` signed by `issuer` the way meshid's CA signs (LeafSigner),
+ * its key made here: for peers that must present a mesh-valid certificate of their choosing.
+ */
+export function mintLeaf(
+  issuer: GeneratedCa,
+  identity: string,
+  opts: { notAfter?: number } = {},
+): WorkloadCertificate {
+  const signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const serial = randomSerial(systemRandom);
+  const notBefore = Date.now() - 20_000;
+  const notAfter = opts.notAfter ?? Date.now() + 24 * HOUR;
+  const der = signer.sign({
+    spki: publicKey.export({ type: 'spki', format: 'der' }),
+    dnsName: identity,
+    uri: `spiffe://cluster.local/ns/test/sa/${identity.split('.')[0] ?? 'x'}`,
+    serial,
+    notBefore,
+    notAfter,
+  });
+  const leafPem = toPem(der, 'CERTIFICATE');
+  return {
+    identity,
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    certChainPem: leafPem + issuer.certificatePem,
+    notBefore,
+    notAfter,
+    serialHex: new X509Certificate(der).serialNumber.toLowerCase(),
   };
 }
 
