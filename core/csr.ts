@@ -38,6 +38,7 @@ import {
   type DerElement,
 } from './der.js';
 import { MeshidError } from './errors.js';
+import { formatIpv6 } from './ip.js';
 
 /** A parsed PKCS#10 request. Byte fields are views into the input, not copies. */
 export interface ParsedCsr {
@@ -207,28 +208,7 @@ function formatIp(b: Uint8Array): string {
   if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
     return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   }
-  // RFC 5952 §4: lower-case hex without leading zeros, the longest run of two or more zero groups
-  // (the first on a tie) shortened to '::'.
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i]! << 8) | b[i + 1]!);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  return formatIpv6(b);
 }
 
 function readGeneralNames(extnValue: Uint8Array, dnsNames: string[], others: string[]): void {

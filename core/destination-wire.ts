@@ -6,6 +6,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { MeshidError } from './errors.js';
+import { formatIpv6 } from './ip.js';
 import { ProtoReader, ProtoWriter, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT } from './protobuf.js';
 
 /** The method paths on the wire. */
@@ -82,30 +83,6 @@ function ipv6Bytes(text: string): Buffer {
   groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
   if (tail.length === 4) out.set(tail, 12);
   return out;
-}
-
-/** RFC 5952 text of 16 bytes: lower case, the longest run of two or more zero groups as `::`. */
-export function formatIpv6(bytes: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
 /**

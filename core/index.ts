@@ -103,7 +103,6 @@ export {
   encodeDestinationProfile,
   encodeDestinationUpdate,
   encodeGetDestination,
-  formatIpv6,
 } from './destination-wire.js';
 export type {
   DestinationProfile,
