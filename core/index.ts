@@ -137,6 +137,7 @@ export type {
   Reach,
 } from './anchors.js';
 export { peerChain } from './peer-chain.js';
+export { resetSocket } from './sockets.js';
 export {
   hybridGroupAvailable,
   isPostQuantumGroup,

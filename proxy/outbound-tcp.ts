@@ -4,7 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { LogKey } from '../core/index.js';
+import { LogKey, resetSocket } from '../core/index.js';
 import type { Destination, Route } from './routes.js';
 import { detectProtocol } from './detect.js';
 import type { OutboundContext, Tracked } from './outbound-accept.js';
@@ -82,7 +82,7 @@ export function carryOpaque(
   const giveUp = (failure: UpstreamError): void => {
     if (app.destroyed) return;
     if (detectProtocol(early.bytes).protocol !== 'http1') {
-      app.resetAndDestroy();
+      resetSocket(app);
       return;
     }
     app.on('finish', () => app.destroy());
@@ -110,7 +110,7 @@ export function carryOpaque(
         (err === undefined ? undefined : ctx.connector.failureOf(err)) ??
         new UpstreamError('tls-failed', 'connection closed during the TLS handshake');
       if (app.destroyed || ctx.closing()) {
-        if (!app.destroyed) app.resetAndDestroy();
+        resetSocket(app);
         return;
       }
       if (n < CONNECT_ATTEMPTS && RETRIED.has(failure.reason)) {

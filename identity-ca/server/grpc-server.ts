@@ -48,6 +48,7 @@ import {
   formatAddress,
   frameGrpcMessage,
   negotiatedAlgorithms,
+  resetSocket,
   unframeGrpcMessage,
 } from '../../core/index.js';
 
@@ -185,19 +186,6 @@ function readClientHello(socket: Socket, timeoutMs: number): Promise<Buffer | un
   });
 }
 
-/**
- * Closes a connection refused before its handshake with a reset (not a FIN: the caller learns at
- * once), or plainly when its write side is already shutting down: a peer that closed first makes
- * node end the socket, and a reset then fails in libuv (a stream being shut down cannot be
- * reset) and leaves the handle half-closed, which kept `meshid ca` from exiting after a flood
- * (busy in node's exit clean-up forever, issue 20).
- */
-function refuseConnection(socket: Socket): void {
-  if (socket.destroyed) return;
-  if (socket.writableEnded) socket.destroy();
-  else socket.resetAndDestroy();
-}
-
 /** Streams one connection may have open at once. */
 const MAX_CONCURRENT_STREAMS = 256;
 /** The longest deadline honoured; a larger grpc-timeout is cut to it. */
@@ -309,7 +297,7 @@ export class CertifyServer {
           refuse: (socket, why) => {
             observer?.refused(why);
             this.#settingUp.delete(connectionKey(socket));
-            refuseConnection(socket);
+            resetSocket(socket);
           },
         })
       : undefined;
@@ -350,7 +338,7 @@ export class CertifyServer {
     const pending = this.#awaitingHello.get(source) ?? 0;
     if (pending >= MAX_AWAITING_HELLO_PER_SOURCE) {
       this.#opts.observeConnections?.refused('queue-full');
-      refuseConnection(socket);
+      resetSocket(socket);
       return;
     }
     this.#awaitingHello.set(source, pending + 1);
@@ -361,7 +349,7 @@ export class CertifyServer {
       else this.#awaitingHello.set(source, left);
       if (hello === undefined || socket.destroyed) {
         this.#opts.observeConnections?.refused('hello-timeout');
-        refuseConnection(socket);
+        resetSocket(socket);
         return;
       }
       // Not read again until its handshake starts: a waiting connection holds its hello only.

@@ -16,7 +16,7 @@ import type { Server, Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { IncomingHttpHeaders as Http2IncomingHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Address } from '../../core/index.js';
-import { LogKey, formatAddress } from '../../core/index.js';
+import { LogKey, formatAddress, resetSocket } from '../../core/index.js';
 import { detectProtocol } from '../detect.js';
 import type { Destination } from '../routes.js';
 import { TRANSPORT_HEADER_ALPN, encodeTransportHeader } from '../l5d-transport.js';
@@ -203,7 +203,7 @@ export class TransparentOutbound {
         { [LogKey.address]: formatAddress(dst), err: err.message },
         'pass-through connect failed',
       );
-      if (!app.destroyed) app.resetAndDestroy();
+      resetSocket(app);
     });
     app.once('close', () => {
       if (!connected) up.destroy();
@@ -219,7 +219,7 @@ export class TransparentOutbound {
   #opaque(app: Socket, early: FirstBytes, watch: DestinationWatch, tracked: Tracked): void {
     const picked = watch.balancer.pick();
     if (picked === undefined) {
-      app.resetAndDestroy();
+      resetSocket(app);
       return;
     }
     app.once('close', () => picked.done(false));
