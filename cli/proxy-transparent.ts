@@ -50,17 +50,18 @@ function portPolicies(entries: readonly string[]): Map<number, InboundPolicyName
 }
 
 /**
- * Starts the transparent inbound.
+ * Who the inbound lets in, from the proxy's allow settings: one reading for the explicit inbound
+ * and for the transparent one, so the two can never admit different peers.
  *
- * @throws MeshidError ERR_TRANSPARENT_UNAVAILABLE when the original-dst addon cannot load.
+ * @example
+ * ```ts
+ * new InboundPolicy({ ...inboundPolicyLists(config), allowUnauthenticated: false });
+ * ```
  */
-export async function startTransparentInbound(
+export function inboundPolicyLists(
   config: ProxyConfig,
-  inboundListen: Address,
-  deps: TransparentInboundDeps,
-): Promise<{ address: Address; close(): Promise<void> }> {
-  const originalDestination = loadOriginalDestination();
-  const lists = {
+): Omit<NonNullable<ConstructorParameters<typeof InboundPolicy>[0]>, 'allowUnauthenticated'> {
+  return {
     ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
     ...(config.allowServiceAccount === undefined
       ? {}
@@ -71,6 +72,20 @@ export async function startTransparentInbound(
       controlPlaneNamespace: config.controlPlaneNamespace,
     },
   };
+}
+
+/**
+ * Starts the transparent inbound.
+ *
+ * @throws MeshidError ERR_TRANSPARENT_UNAVAILABLE when the original-dst addon cannot load.
+ */
+export async function startTransparentInbound(
+  config: ProxyConfig,
+  inboundListen: Address,
+  deps: TransparentInboundDeps,
+): Promise<{ address: Address; close(): Promise<void> }> {
+  const originalDestination = loadOriginalDestination();
+  const lists = inboundPolicyLists(config);
   const policies = {
     'all-unauthenticated': new InboundPolicy({ ...lists, allowUnauthenticated: true }),
     'all-authenticated': new InboundPolicy({ ...lists, allowUnauthenticated: false }),

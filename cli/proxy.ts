@@ -46,7 +46,11 @@ import {
   startCrypto,
   untilStopSignal,
 } from './runtime.js';
-import { startTransparentInbound, transparentOutbound } from './proxy-transparent.js';
+import {
+  inboundPolicyLists,
+  startTransparentInbound,
+  transparentOutbound,
+} from './proxy-transparent.js';
 
 /** How long connections may finish after SIGTERM before they are cut. */
 const SHUTDOWN_GRACE_MS = 5000;
@@ -204,15 +208,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         certificate: () => identity.current(),
         anchorsPem: () => anchors.current().pem,
         policy: new InboundPolicy({
-          ...(config.allowIdentity === undefined ? {} : { identities: config.allowIdentity }),
-          ...(config.allowServiceAccount === undefined
-            ? {}
-            : { serviceAccounts: config.allowServiceAccount }),
-          ...(config.allowNamespace === undefined ? {} : { namespaces: config.allowNamespace }),
-          naming: {
-            trustDomain: config.trustDomain,
-            controlPlaneNamespace: config.controlPlaneNamespace,
-          },
+          ...inboundPolicyLists(config),
           allowUnauthenticated: config.allowUnauthenticated,
         }),
         logger: logger.child({ component: 'inbound' }),
