@@ -8,7 +8,7 @@ export type { ErrorCode } from './errors.js';
 export { ManualClock, systemClock, systemRandom, systemTimers } from './clock.js';
 export type { Clock, Random, Timers } from './clock.js';
 export { formatDuration } from './duration.js';
-export { watchFile, watchFiles, WatchedFile } from './watch-file.js';
+export { readFiles, watchFile, watchFiles, WatchedFile } from './watch-file.js';
 export type {
   Parse,
   ReloadResult,

@@ -258,7 +258,7 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
     await this.#armAll();
     let contents: (Buffer | undefined)[];
     try {
-      contents = await Promise.all(this.#files.map((f) => this.#read(f)));
+      contents = await readFiles(this.#files, this.#o);
     } catch (err) {
       const error = asMeshidError(err, this.#o.code);
       return this.#reject(error, `unreadable: ${error.message}`, force);
@@ -300,36 +300,6 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
       (this.emit as (e: K, ...a: WatchedFileEvents<T>[K]) => boolean)(event, ...args);
     } catch (err) {
       this.#o.logger.error({ err, [LogKey.event]: event }, `a ${this.#o.what} listener threw`);
-    }
-  }
-
-  async #read(file: WatchedPath): Promise<Buffer | undefined> {
-    const what = file.what ?? this.#o.what;
-    const fail = (reason: string, cause?: unknown): MeshidError =>
-      new MeshidError(file.code ?? this.#o.code, `cannot read ${what} ${file.path}: ${reason}`, {
-        cause,
-      });
-    let handle;
-    try {
-      handle = await open(file.path, 'r');
-    } catch (err) {
-      const errno = (err as NodeJS.ErrnoException).code;
-      if (file.optional === true && errno === 'ENOENT') return undefined;
-      throw fail(errno ?? (err as Error).message, err);
-    }
-    try {
-      const max = this.#o.maxBytes;
-      const tooBig = (n: number): MeshidError => fail(`it is ${n} bytes, over ${max}`);
-      const { size } = await handle.stat();
-      if (size > max) throw tooBig(size);
-      const bytes = await handle.readFile();
-      if (bytes.byteLength > max) throw tooBig(bytes.byteLength);
-      return bytes;
-    } catch (err) {
-      if (isMeshidError(err)) throw err;
-      throw fail((err as NodeJS.ErrnoException).code ?? (err as Error).message, err);
-    } finally {
-      await handle.close();
     }
   }
 
@@ -400,6 +370,57 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
     const arm = this.#arms.get(dir);
     if (arm?.watcher === watcher) arm.watcher = undefined;
     this.#trigger();
+  }
+}
+
+/**
+ * Reads files as {@link watchFiles} does, once: bounded in size, a missing optional file as
+ * undefined, a failure as a MeshidError naming the file (`cannot read <what> <path>: ENOENT`).
+ *
+ * @example
+ * ```ts
+ * const [crt, key] = await readFiles([{ path: 'tls.crt' }, { path: 'tls.key' }], {
+ *   code: 'ERR_ISSUER_INVALID', what: 'issuer',
+ * });
+ * ```
+ */
+export function readFiles(
+  files: readonly WatchedPath[],
+  defaults: Pick<WatchFileOptions, 'code' | 'what' | 'maxBytes'>,
+): Promise<(Buffer | undefined)[]> {
+  return Promise.all(files.map((f) => readOne(f, defaults)));
+}
+
+async function readOne(
+  file: WatchedPath,
+  defaults: Pick<WatchFileOptions, 'code' | 'what' | 'maxBytes'>,
+): Promise<Buffer | undefined> {
+  const what = file.what ?? defaults.what ?? 'file';
+  const fail = (reason: string, cause?: unknown): MeshidError =>
+    new MeshidError(file.code ?? defaults.code, `cannot read ${what} ${file.path}: ${reason}`, {
+      cause,
+    });
+  let handle;
+  try {
+    handle = await open(file.path, 'r');
+  } catch (err) {
+    const errno = (err as NodeJS.ErrnoException).code;
+    if (file.optional === true && errno === 'ENOENT') return undefined;
+    throw fail(errno ?? (err as Error).message, err);
+  }
+  try {
+    const max = defaults.maxBytes ?? DEFAULTS.maxWatchedFileBytes;
+    const tooBig = (n: number): MeshidError => fail(`it is ${n} bytes, over ${max}`);
+    const { size } = await handle.stat();
+    if (size > max) throw tooBig(size);
+    const bytes = await handle.readFile();
+    if (bytes.byteLength > max) throw tooBig(bytes.byteLength);
+    return bytes;
+  } catch (err) {
+    if (isMeshidError(err)) throw err;
+    throw fail((err as NodeJS.ErrnoException).code ?? (err as Error).message, err);
+  } finally {
+    await handle.close();
   }
 }
 
