@@ -5,9 +5,18 @@
  */
 export { ERROR_CODES, GrpcStatus, isMeshidError, MeshidError, RetryLaterError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { ManualClock, systemClock, systemRandom } from './clock.js';
-export type { Clock, Random } from './clock.js';
+export { ManualClock, systemClock, systemRandom, systemTimers } from './clock.js';
+export type { Clock, Random, Timers } from './clock.js';
 export { formatDuration } from './duration.js';
+export { readFiles, watchFile, watchFiles, WatchedFile } from './watch-file.js';
+export type {
+  Parse,
+  ReloadResult,
+  WatchedFileEvents,
+  WatchedPath,
+  WatchFileOptions,
+  WatchFolder,
+} from './watch-file.js';
 export {
   ADMISSION_WEBHOOKS_LABEL,
   CONTROL_PLANE_NS_LABEL,
