@@ -213,6 +213,30 @@ describe('transparent inbound in network namespaces (proxy-init, SO_ORIGINAL_DST
     const seen = await curl(client, 'http://127.0.0.1:15001/');
     assert.equal(seen.port, '8081');
     assert.equal(seen.clientId, clientId);
+    // The refusal is counted with the port and the policy that refused it; the mTLS one too.
+    const metrics = (await adminGet({ host: server.ip, port: 4191 }, '/metrics')).body;
+    const name = 'meshid_proxy_inbound_transparent_connections_total';
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8081",kind="plaintext",policy="all-authenticated",tls="false",result="refused"\\} [1-9]`,
+        'm',
+      ),
+    );
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8081",kind="mtls",policy="all-authenticated",tls="true",result="allowed"\\} [1-9]`,
+        'm',
+      ),
+    );
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8080",kind="plaintext",policy="all-unauthenticated",tls="false",result="allowed"\\} [1-9]`,
+        'm',
+      ),
+    );
   });
 
   it("serves IPv6 connections the ip6tables rules redirect: plaintext and mTLS to the app port of the pod's IPv6 address", async () => {
