@@ -189,8 +189,10 @@ export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/wat
 export { openKubeClient } from './kube/open.js';
 export {
   INBOUND_POLICIES,
+  MAX_PORT_POLICIES,
   parseCidrList,
   parsePortList,
+  parsePortPolicies,
   TRANSPARENT_ANNOTATIONS,
 } from './transparent.js';
 export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';
