@@ -19,11 +19,15 @@ import {
   DEFAULTS,
   JsonDepthMeter,
   JsonTooDeep,
+  LISTENER_LIMITS,
+  LogKey,
   MeshidError,
+  applyHttpTimeouts,
   fipsCertificateProblem,
   isMeshidError,
+  limitConnections,
 } from '../core/index.js';
-import type { Address, Logger } from '../core/index.js';
+import type { Address, HttpListenerLimits, Logger, PeerBudget } from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
@@ -49,6 +53,8 @@ export interface AdmissionServerOptions {
    * like a broken pair: at start the server does not start, on reload the last good pair stays.
    */
   readonly fips?: boolean;
+  /** Connections per peer address and in all, and request times; default LISTENER_LIMITS.webhooks. */
+  readonly limits?: HttpListenerLimits;
 }
 
 interface ServingPair {
@@ -146,6 +152,7 @@ export class AdmissionServer {
   readonly #options: AdmissionServerOptions;
   readonly #log: Logger;
   readonly #maxBody: number;
+  readonly #connections: PeerBudget;
   #pair: ServingPair;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -163,9 +170,16 @@ export class AdmissionServer {
         void this.#handle(req, res);
       },
     );
-    // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 30_000;
+    // Slow or stalled clients are cut off (the API server's own timeout is at most 30 s), and
+    // one peer cannot hold every connection the server will take.
+    const limits = options.limits ?? LISTENER_LIMITS.webhooks;
+    applyHttpTimeouts(this.#server, limits.http);
+    this.#connections = limitConnections(this.#server, limits.connections, (peer, hit, limit) =>
+      this.#log.warn(
+        { [LogKey.address]: peer, hit, limit },
+        'webhooks refusing connections: limit reached',
+      ),
+    );
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
     );
@@ -197,6 +211,11 @@ export class AdmissionServer {
   get address(): Address {
     const a = this.#server.address() as AddressInfo;
     return { host: a.address, port: a.port };
+  }
+
+  /** The server's count of open connections, per peer address. */
+  get connections(): PeerBudget {
+    return this.#connections;
   }
 
   /** SHA-256 (hex, of the DER) of the certificate being served. */
