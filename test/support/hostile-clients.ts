@@ -164,3 +164,33 @@ export async function perPeerCapScenario(
     for (const c of opened) c.socket.destroy();
   }
 }
+
+/**
+ * Tries TLS session resumption against a server that speaks first once connected (HTTP/2's
+ * SETTINGS): a first connection keeps any session ticket it is given (tickets come right after
+ * the handshake, before the server's first application bytes, so waiting for those is enough),
+ * and a second connection offers it. `offered` says the second connection had one to offer.
+ */
+export async function tryResumption(
+  to: Address,
+  tls: TlsClient,
+): Promise<{ offered: boolean; resumed: boolean }> {
+  const once1 = async (
+    session?: Buffer,
+  ): Promise<{ ticket: Buffer | undefined; reused: boolean }> => {
+    const socket = tlsConnect({ ...tls, host: to.host, port: to.port, session });
+    let ticket: Buffer | undefined;
+    socket.on('session', (s: Buffer) => (ticket = s));
+    socket.on('error', () => undefined);
+    await once(socket, 'secureConnect');
+    const reused = socket.isSessionReused();
+    await once(socket, 'data');
+    socket.destroy();
+    return { ticket, reused };
+  };
+  const first = await once1();
+  const second = await once1(first.ticket);
+  // OpenSSL hands out a TLS 1.3 session even without tickets (a stateful one, which a server
+  // without a session cache cannot resume): the second connection always offers something.
+  return { offered: first.ticket !== undefined, resumed: second.reused };
+}
