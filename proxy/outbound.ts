@@ -33,6 +33,7 @@ import {
   formatAddress,
   limitConnections,
 } from '../core/index.js';
+import type { PeerBudget } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
@@ -127,6 +128,7 @@ export class OutboundProxy {
   readonly #log: Logger;
   readonly #ctx: OutboundContext;
   readonly #servers: Server[] = [];
+  readonly #connections: PeerBudget[] = [];
   readonly #fronts: (HttpFront | TransparentOutbound)[] = [];
   #closing = false;
 
@@ -245,14 +247,23 @@ export class OutboundProxy {
     await Promise.all(stopped);
   }
 
+  /**
+   * Each route and HTTP listener's count of its open connections, per peer address, in the order
+   * `listen()` bound them.
+   */
+  get connections(): readonly PeerBudget[] {
+    return this.#connections;
+  }
+
   /** Caps the connections of one listener (refused ones are reset before any handler runs). */
   #limit(server: Server, listener: string): void {
-    limitConnections(server, this.#ctx.limits.connections, (peer, hit, limit) =>
+    const budget = limitConnections(server, this.#ctx.limits.connections, (peer, hit, limit) =>
       this.#log.warn(
         { [LogKey.address]: peer, listener, hit, limit },
         'outbound listener refusing connections: limit reached',
       ),
     );
+    this.#connections.push(budget);
   }
 
   async #bind(server: Server, address: Address): Promise<Address> {
