@@ -149,6 +149,20 @@ export type {
 export { peerChain } from './peer-chain.js';
 export { resetSocket } from './sockets.js';
 export {
+  applyHttpTimeouts,
+  limitConnections,
+  LISTENER_LIMITS,
+  NO_RESUMPTION,
+  PeerBudget,
+} from './listener-limits.js';
+export type {
+  ConnectionLimitHit,
+  ConnectionRefusedHook,
+  HttpListenerLimits,
+  HttpTimeouts,
+  PeerBudgetLimits,
+} from './listener-limits.js';
+export {
   hybridGroupAvailable,
   isPostQuantumGroup,
   negotiatedAlgorithms,

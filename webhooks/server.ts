@@ -17,13 +17,25 @@ import {
   DEFAULTS,
   JsonDepthMeter,
   JsonTooDeep,
+  LISTENER_LIMITS,
+  LogKey,
   MeshidError,
+  applyHttpTimeouts,
   fipsCertificateProblem,
   isMeshidError,
   systemClock,
   watchFiles,
+  limitConnections,
 } from '../core/index.js';
-import type { Address, Clock, Logger, Timers, WatchedFile } from '../core/index.js';
+import type {
+  Address,
+  Clock,
+  HttpListenerLimits,
+  Logger,
+  PeerBudget,
+  Timers,
+  WatchedFile,
+} from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
@@ -52,6 +64,8 @@ export interface AdmissionServerOptions {
    * like a broken pair: at start the server does not start, on reload the last good pair stays.
    */
   readonly fips?: boolean;
+  /** Connections per peer address and in all, and request times; default LISTENER_LIMITS.webhooks. */
+  readonly limits?: HttpListenerLimits;
 }
 
 interface ServingPair {
@@ -134,6 +148,7 @@ export class AdmissionServer {
   readonly #log: Logger;
   readonly #maxBody: number;
   readonly #pair: WatchedFile<ServingPair>;
+  readonly #connections: PeerBudget;
 
   private constructor(options: AdmissionServerOptions, pair: WatchedFile<ServingPair>) {
     this.#options = options;
@@ -143,9 +158,16 @@ export class AdmissionServer {
     this.#server = createServer(pair.current().context, (req, res) => {
       void this.#handle(req, res);
     });
-    // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 30_000;
+    // Slow or stalled clients are cut off (the API server's own timeout is at most 30 s), and
+    // one peer cannot hold every connection the server will take.
+    const limits = options.limits ?? LISTENER_LIMITS.webhooks;
+    applyHttpTimeouts(this.#server, limits.http);
+    this.#connections = limitConnections(this.#server, limits.connections, (peer, hit, limit) =>
+      this.#log.warn(
+        { [LogKey.address]: peer, hit, limit },
+        'webhooks refusing connections: limit reached',
+      ),
+    );
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
     );
@@ -211,6 +233,11 @@ export class AdmissionServer {
   get address(): Address {
     const a = this.#server.address() as AddressInfo;
     return { host: a.address, port: a.port };
+  }
+
+  /** The server's count of open connections, per peer address. */
+  get connections(): PeerBudget {
+    return this.#connections;
   }
 
   /** SHA-256 (hex, of the DER) of the certificate being served. */
