@@ -33,6 +33,7 @@ import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
 import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
+import { checkKeyExchange } from './key-exchange.js';
 import { checkProxies, describeNetError, mapLimit, probeCa, probeCaAdmin } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
 import { checkDestinationReady, checkTransparentPods, transparentPods } from './transparent.js';
@@ -210,6 +211,7 @@ export async function checkCluster(
       r('proxies-transparent'),
       r('destination-ready'),
       r('proxies-certificates'),
+      r('proxies-key-exchange'),
     );
   } else {
     const injected = pods.filter((p) => {
@@ -237,19 +239,29 @@ export async function checkCluster(
     );
     const sample = spread(running, config.proxySample);
     progress(`asking ${sample.length} of ${injected.length} injected pods' proxies`);
+    const targets = sample.map((p) => ({
+      name: `${p.metadata?.namespace}/${p.metadata?.name}`,
+      admin: { host: p.status!.podIP!, port: config.proxyAdminPort },
+    }));
     results.push(
-      await checkProxies({
-        targets: sample.map((p) => ({
-          name: `${p.metadata?.namespace}/${p.metadata?.name}`,
-          admin: { host: p.status!.podIP!, port: config.proxyAdminPort },
-        })),
-        total: injected.length,
-        anchors: a.anchors,
-        bundleFingerprint: fingerprint,
-        now,
-        timeoutMs: config.timeout,
-        concurrency: config.concurrency,
-      }),
+      ...(await Promise.all([
+        checkProxies({
+          targets,
+          total: injected.length,
+          anchors: a.anchors,
+          bundleFingerprint: fingerprint,
+          now,
+          timeoutMs: config.timeout,
+          concurrency: config.concurrency,
+        }),
+        checkKeyExchange({
+          targets,
+          total: injected.length,
+          required: config.tlsGroups === 'hybrid-required',
+          timeoutMs: config.timeout,
+          concurrency: config.concurrency,
+        }),
+      ])),
     );
   }
   let rotation: RotationState | undefined | Error;
