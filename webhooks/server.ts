@@ -13,7 +13,7 @@ import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import {
   DEFAULTS,
@@ -22,8 +22,9 @@ import {
   MeshidError,
   fipsCertificateProblem,
   isMeshidError,
+  negotiatedAlgorithms,
 } from '../core/index.js';
-import type { Address, Logger } from '../core/index.js';
+import type { Address, Logger, TlsAlgorithms } from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
@@ -151,6 +152,8 @@ export class AdmissionServer {
   #timer: NodeJS.Timeout | undefined;
   #reloading: Promise<boolean> | undefined;
   #again = false;
+  /** What each connection's handshake negotiated, read once when it finishes (for the log). */
+  readonly #algorithms = new WeakMap<object, TlsAlgorithms>();
 
   private constructor(options: AdmissionServerOptions, pair: ServingPair) {
     this.#options = options;
@@ -166,6 +169,9 @@ export class AdmissionServer {
     // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
     this.#server.headersTimeout = 10_000;
     this.#server.requestTimeout = 30_000;
+    this.#server.on('secureConnection', (socket: TLSSocket) =>
+      this.#algorithms.set(socket, negotiatedAlgorithms(socket)),
+    );
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
     );
@@ -307,6 +313,8 @@ export class AdmissionServer {
           allowed: result.allowed,
           patched: (result.patch?.length ?? 0) > 0,
           ms: Date.now() - started,
+          // The key exchange the API server's connection negotiated (X25519MLKEM768 by default).
+          tls: this.#algorithms.get(req.socket),
         },
         'review answered',
       );
