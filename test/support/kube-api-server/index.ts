@@ -52,7 +52,7 @@
  * ```
  */
 import { Admission } from './admission.js';
-import type { WebhookServiceResolver } from './admission.js';
+import type { WebhookConnection, WebhookServiceResolver } from './admission.js';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
@@ -74,7 +74,7 @@ import { TokenAuthority } from './tokens.js';
 import type { ServiceAccountClaims } from './tokens.js';
 import type { KubeObject, RequestLogEntry, UserRule } from './types.js';
 
-export type { WebhookServiceResolver } from './admission.js';
+export type { WebhookConnection, WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
 export type { ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
@@ -225,6 +225,8 @@ export interface KubeApiServer {
   readonly openWatches: number;
   /** Serves one more resource type (a custom resource). */
   registerResource(type: ResourceType): void;
+  /** Every TLS connection this server opened to an admission webhook, with what it negotiated. */
+  readonly webhookConnections: readonly WebhookConnection[];
   /** Where admission webhooks' Services are reached from here (see the option). */
   setWebhookServiceResolver(resolve: WebhookServiceResolver | undefined): void;
 
@@ -303,11 +305,12 @@ export async function startKubeApiServer(
   objects = new Objects(store, registry, { now, onNamespaceCreated: seedNamespace });
 
   let resolveWebhookService = options.resolveWebhookService;
+  const admission = new Admission(store, registry, () => resolveWebhookService);
   const ctx: ServerContext = {
     registry,
     store,
     objects,
-    admission: new Admission(store, registry, () => resolveWebhookService),
+    admission,
     authn,
     authz,
     tokens,
@@ -522,6 +525,9 @@ export async function startKubeApiServer(
       return watches.size;
     },
     registerResource: (t) => registry.add(t),
+    get webhookConnections() {
+      return admission.connections;
+    },
     setWebhookServiceResolver: (resolve) => (resolveWebhookService = resolve),
     pause: close,
     resume: async () => {
