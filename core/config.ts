@@ -16,6 +16,7 @@ import { DEFAULTS } from './defaults.js';
 import { INBOUND_POLICIES, TRANSPARENT_DEFAULTS } from './transparent.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { MeshidError } from './errors.js';
+import { didYouMean } from './suggest.js';
 import { TLS_GROUPS_MODES } from './tls-groups.js';
 import {
   isDns1123Label,
@@ -1043,7 +1044,10 @@ export function loadConfig<C extends CommandName>(
   const put = (key: string, value: unknown, where: string): void => {
     const setting = settings[key];
     if (setting === undefined) {
-      problems.push({ field: where, message: `unknown setting for "meshid ${command}"` });
+      problems.push({
+        field: where,
+        message: `unknown setting for "meshid ${command}"${didYouMean(key, Object.keys(settings))}`,
+      });
       return;
     }
     const parsed = parseValue(setting.kind, value);
@@ -1095,7 +1099,10 @@ export function loadConfig<C extends CommandName>(
     const key = Object.keys(settings).find((k) => envName(k) === name);
     if (key === undefined) {
       if (!KNOWN_ENV.has(name))
-        problems.push({ field: name, message: 'unknown MESHID_ environment variable' });
+        problems.push({
+          field: name,
+          message: `unknown MESHID_ environment variable${didYouMean(name, KNOWN_ENV)}`,
+        });
       continue;
     }
     if (key !== 'config') put(key, value, name);
@@ -1141,7 +1148,13 @@ function parseFlags(
   try {
     return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${(err as Error).message}`);
+    const e = err as Error & { code?: string };
+    const unknown = /^Unknown option '(-{1,2}[^'=]*)/.exec(e.message)?.[1];
+    const message =
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown !== undefined
+        ? `unknown flag ${unknown}${didYouMean(unknown.replace(/^-+/, ''), Object.keys(options), (f) => `--${f}`)} ('meshid ${command} --help' lists every flag)`
+        : e.message;
+    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${message}`);
   }
 }
 
