@@ -31,6 +31,7 @@ export {
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
+  envName,
   flagName,
   formatAddress,
   IN_CLUSTER,
