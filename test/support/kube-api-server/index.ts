@@ -64,6 +64,7 @@ import type { ServerContext } from './context.js';
 import { Faults } from './faults.js';
 import type { Fault } from './faults.js';
 import { createHandler } from './http.js';
+import { rolledOutStatus } from './deployments.js';
 import { kubeconfigYaml } from './kubeconfig.js';
 import { Objects } from './objects.js';
 import { BUILTIN_RESOURCES, ResourceRegistry } from './resources.js';
@@ -194,6 +195,12 @@ export interface KubeApiServer {
   update<T extends KubeObject = KubeObject>(obj: T): T;
   /** PUT of the status subresource. */
   updateStatus<T extends KubeObject = KubeObject>(obj: T): T;
+  /**
+   * Writes the status of a rolled-out Deployment (its current generation, every replica ready and
+   * available), as the deployment controller does once the pods are ready; the double runs no
+   * controllers, so a Deployment has no status until a test says this (deployments.ts).
+   */
+  rollOut(namespace: string, name: string): KubeObject;
   delete(ref: ObjectRef): void;
   createNamespace(name: string, labels?: Record<string, string>): KubeObject;
   createServiceAccount(namespace: string, name: string): KubeObject;
@@ -466,6 +473,17 @@ export async function startKubeApiServer(
         obj,
         'status',
       ) as T,
+    rollOut: (namespace, name) => {
+      const t = typeOf('apps/v1', 'Deployment');
+      const d = objects.get(t, namespace, name);
+      return objects.update(
+        t,
+        namespace,
+        name,
+        { ...d, status: rolledOutStatus(d, now()) },
+        'status',
+      );
+    },
     delete: (ref) => {
       objects.delete(typeOf(ref.apiVersion, ref.kind), ref.namespace ?? '', ref.name);
     },
