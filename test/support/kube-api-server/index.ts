@@ -66,6 +66,8 @@ import type { Fault } from './faults.js';
 import { createHandler } from './http.js';
 import { kubeconfigYaml } from './kubeconfig.js';
 import { Objects } from './objects.js';
+import { podCertificateResources } from './pod-certificates.js';
+import type { PodCertificatesMode } from './pod-certificates.js';
 import { BUILTIN_RESOURCES, ResourceRegistry } from './resources.js';
 import type { ResourceType } from './resources.js';
 import { Store } from './store.js';
@@ -78,6 +80,8 @@ export type { WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
 export type { ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
+export type { PodCertificatesMode } from './pod-certificates.js';
+export { verifyProofOfPossession } from './pod-certificates.js';
 export { ApiError } from './status.js';
 export type { StatusBody } from './status.js';
 export type { ServiceAccountClaims, KubernetesClaim } from './tokens.js';
@@ -108,6 +112,13 @@ export interface KubeApiServerOptions {
    * network); also settable later with `setWebhookServiceResolver`.
    */
   readonly resolveWebhookService?: WebhookServiceResolver;
+  /**
+   * Which Kubernetes version's PodCertificateRequest API is served (KEP-4317, pod-certificates.ts):
+   * `off` (default: the feature gate and runtime-config are off, as by default on 1.35 and 1.36),
+   * `1.35` (v1beta1, public key + proof of possession), `1.36` (v1beta1, also the stub CSR) or
+   * `1.37` (v1 and v1beta1).
+   */
+  readonly podCertificates?: PodCertificatesMode;
 }
 
 /** Identifies one object for the programmatic helpers. */
@@ -272,7 +283,11 @@ export async function startKubeApiServer(
     generateServerTls(),
     TokenAuthority.create(issuer, now),
   ]);
-  const registry = new ResourceRegistry([...BUILTIN_RESOURCES, ...(options.resources ?? [])]);
+  const registry = new ResourceRegistry([
+    ...BUILTIN_RESOURCES,
+    ...podCertificateResources(options.podCertificates ?? 'off'),
+    ...(options.resources ?? []),
+  ]);
   const store = new Store(options.watchHistory ?? 1000);
   const authn = new Authenticator(tokens, store, registry, apiAudiences);
   const authz = new Authorizer(store, registry);
@@ -285,9 +300,8 @@ export async function startKubeApiServer(
 
   const typeOf = (apiVersion: string, kind: string): ResourceType => {
     const { group, version } = splitApiVersion(apiVersion);
-    const t = registry.byKind(group, kind);
-    if (t === undefined || t.version !== version)
-      throw new Error(`the test server does not serve ${apiVersion} ${kind}`);
+    const t = registry.byKindVersion(group, version, kind);
+    if (t === undefined) throw new Error(`the test server does not serve ${apiVersion} ${kind}`);
     return t;
   };
 
