@@ -138,12 +138,29 @@ export const COMMAND_SETTINGS = {
       kind: 'duration',
       help: 'a connection that waited this long for a handshake is closed instead',
     },
+    podCertificates: {
+      kind: 'boolean',
+      help: 'sign PodCertificateRequests addressed to podCertificateSigner (needs kubeconfig; docs/pod-certificates.md)',
+    },
+    podCertificateSigner: {
+      kind: 'string',
+      help: 'the signer name the pod certificate signer answers for',
+    },
+    podCertificateApiVersion: {
+      kind: 'string',
+      help: 'PodCertificateRequest version watched: v1beta1 (Kubernetes 1.35+) or v1 (1.37+)',
+    },
   },
   install: {
     ...COMMON,
     ...NAMING,
     image: { kind: 'string', help: 'meshid container image' },
     replicas: { kind: 'integer', help: 'identity CA replicas' },
+    podCertificates: {
+      kind: 'boolean',
+      help: 'the CA also signs PodCertificateRequests (RBAC and flags; docs/pod-certificates.md)',
+    },
+    podCertificateSigner: { kind: 'string', help: 'its signer name' },
     trustAnchors: {
       kind: 'string',
       help: 'PEM trust-anchor bundle to put in the anchors ConfigMap (omitted: managed elsewhere)',
@@ -544,6 +561,11 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 const nonEmpty = z.string().min(1, 'must not be empty');
 const label = nonEmpty.refine(isDns1123Label, 'must be a DNS-1123 label');
 const subdomain = nonEmpty.refine(isDns1123Subdomain, 'must be a DNS-1123 subdomain');
+/** A Kubernetes signer name: a DNS domain, a slash, a name (`meshid.io/workload-identity`). */
+const signerName = nonEmpty.regex(
+  /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+\/[A-Za-z0-9][-._A-Za-z0-9]*$/,
+  'must be a signer name: a domain, "/", a name (e.g. meshid.io/workload-identity)',
+);
 const positiveMs = z.number().int().positive('must be a positive duration');
 const address = z.object({ host: z.string(), port: z.number().int().min(0).max(65535) });
 // A Kubernetes resource quantity: 100m, 0.5, 96Mi, 1G, 1e3.
@@ -607,6 +629,9 @@ const SCHEMAS = {
       certifyIdentityRate: z.number().int().min(1).max(1_000_000),
       certifyMaxHandshakes: z.number().int().min(0, 'must be 0 (no limit) or more').max(100_000),
       certifyHandshakeWait: positiveMs.max(60_000, 'must be at most 60s'),
+      podCertificates: z.boolean(),
+      podCertificateSigner: signerName,
+      podCertificateApiVersion: z.enum(['v1beta1', 'v1']),
       trustDomain: subdomain,
       controlPlaneNamespace: label,
       identityName: subdomain,
@@ -633,6 +658,12 @@ const SCHEMAS = {
         ctx.addIssue({ code: 'custom', path: ['identityName'], message: (err as Error).message });
       }
       caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
+      if (c.podCertificates && c.kubeconfig === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['podCertificates'],
+          message: 'needs the Kubernetes API: set kubeconfig (in a pod, "in-cluster")',
+        });
     }),
   install: z
     .strictObject({
@@ -641,6 +672,8 @@ const SCHEMAS = {
       controlPlaneNamespace: label,
       image: nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces'),
       replicas: z.number().int().min(1).max(100),
+      podCertificates: z.boolean(),
+      podCertificateSigner: signerName,
       trustAnchors: nonEmpty.optional(),
       issuerSecret: subdomain,
       trustAnchorsConfigMap: subdomain,
@@ -1274,6 +1307,8 @@ function applyDefaults(
         controlPlaneNamespace: d.controlPlaneNamespace,
         image: d.image,
         replicas: d.installReplicas,
+        podCertificates: false,
+        podCertificateSigner: d.podCertificateSigner,
         issuerSecret: d.issuerSecret,
         trustAnchorsConfigMap: d.trustAnchorsConfigMap,
         trustAnchorsKey: d.trustAnchorsKey,
@@ -1377,7 +1412,8 @@ function applyDefaults(
         tokenValidator === 'tokenreview' ||
         jwks === KUBERNETES_JWKS ||
         'issuerSecret' in raw ||
-        'trustAnchorsConfigMap' in raw;
+        'trustAnchorsConfigMap' in raw ||
+        raw['podCertificates'] === true;
       return {
         ...fromDir,
         tokenValidator,
@@ -1397,6 +1433,9 @@ function applyDefaults(
         certifyIdentityRate: d.certifyIdentityRate,
         certifyMaxHandshakes: d.certifyMaxHandshakes,
         certifyHandshakeWait: d.certifyHandshakeWaitMs,
+        podCertificates: false,
+        podCertificateSigner: d.podCertificateSigner,
+        podCertificateApiVersion: d.podCertificateApiVersion,
         audience: d.audience,
         certLifetime: d.certLifetimeMs,
         clockSkew: d.clockSkewMs,

@@ -38,16 +38,19 @@ const PLURAL: Readonly<Record<WatchKind, string>> = {
   Pod: 'pods',
   Service: 'services',
   EndpointSlice: 'endpointslices',
+  PodCertificateRequest: 'podcertificaterequests',
 };
 
 /** The apiVersion of each kind (core/v1 unless listed). */
 const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
   EndpointSlice: 'discovery.k8s.io/v1',
+  PodCertificateRequest: 'certificates.k8s.io/v1beta1',
 };
-const apiVersionOf = (kind: WatchKind): string => API_VERSION[kind] ?? 'v1';
+const apiVersionOf = (kind: WatchKind, version?: string): string =>
+  version ?? API_VERSION[kind] ?? 'v1';
 /** The URL prefix of a kind's API group version. */
-const apiPrefix = (kind: WatchKind): string => {
-  const v = apiVersionOf(kind);
+const apiPrefix = (kind: WatchKind, version?: string): string => {
+  const v = apiVersionOf(kind, version);
   return v === 'v1' ? '/api/v1' : `/apis/${v}`;
 };
 
@@ -92,8 +95,8 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
       () =>
         watcher.watch(
           o.namespace === undefined
-            ? `${apiPrefix(o.kind)}/${plural}`
-            : `${apiPrefix(o.kind)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
+            ? `${apiPrefix(o.kind, o.apiVersion)}/${plural}`
+            : `${apiPrefix(o.kind, o.apiVersion)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
           {
             allowWatchBookmarks: true,
             resourceVersion,
@@ -102,7 +105,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
           },
           (type: string, obj: unknown) => {
             if (ended) return;
-            const event = toWatchEvent(o.kind, type, obj, what);
+            const event = toWatchEvent(o.kind, type, obj, what, o.apiVersion);
             if (event instanceof KubeApiError) end(event);
             else if (event !== undefined) onEvent(event);
           },
@@ -212,8 +215,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
           : { onRetry: (err, ms) => o.onRetry?.(toKubeError(err, `watch ${o.kind}`), ms) }),
         list: (signal) =>
           listCollection(
-            core,
-            discovery,
+            { core, discovery, objects },
             o,
             AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)]),
           ),
@@ -374,8 +376,7 @@ function reviewsAndEvents(
 
 /** One list of a core/v1 collection, bounded by `signal`, as plain JSON. */
 async function listCollection(
-  core: CoreV1Api,
-  discovery: DiscoveryV1Api,
+  clients: { core: CoreV1Api; discovery: DiscoveryV1Api; objects: KubernetesObjectApi },
   o: KubeWatchListOptions,
   signal: AbortSignal,
 ): Promise<{ items: KubeResource[]; resourceVersion: string }> {
@@ -383,39 +384,57 @@ async function listCollection(
     ...(o.fieldSelector === undefined ? {} : { fieldSelector: o.fieldSelector }),
     ...(o.labelSelector === undefined ? {} : { labelSelector: o.labelSelector }),
   };
+  const { core, discovery, objects } = clients;
   const opts = withSignal(signal);
   const ns = o.namespace;
   const what = `list ${PLURAL[o.kind]}${ns === undefined ? '' : ` in ${ns}`}`;
-  const listed = await call(async (): Promise<{ items: unknown[]; metadata?: unknown }> => {
-    switch (o.kind) {
-      case 'Namespace':
-        return core.listNamespace(q, opts);
-      case 'ConfigMap':
-        return ns === undefined
-          ? core.listConfigMapForAllNamespaces(q, opts)
-          : core.listNamespacedConfigMap({ ...q, namespace: ns }, opts);
-      case 'Secret':
-        return ns === undefined
-          ? core.listSecretForAllNamespaces(q, opts)
-          : core.listNamespacedSecret({ ...q, namespace: ns }, opts);
-      case 'Pod':
-        return ns === undefined
-          ? core.listPodForAllNamespaces(q, opts)
-          : core.listNamespacedPod({ ...q, namespace: ns }, opts);
-      case 'Service':
-        return ns === undefined
-          ? core.listServiceForAllNamespaces(q, opts)
-          : core.listNamespacedService({ ...q, namespace: ns }, opts);
-      case 'EndpointSlice':
-        return ns === undefined
-          ? discovery.listEndpointSliceForAllNamespaces(q, opts)
-          : discovery.listNamespacedEndpointSlice({ ...q, namespace: ns }, opts);
-    }
-  }, what);
+  const listed = await call(
+    async (): Promise<{ items: unknown[]; metadata?: unknown }> => {
+      switch (o.kind) {
+        case 'Namespace':
+          return core.listNamespace(q, opts);
+        case 'ConfigMap':
+          return ns === undefined
+            ? core.listConfigMapForAllNamespaces(q, opts)
+            : core.listNamespacedConfigMap({ ...q, namespace: ns }, opts);
+        case 'Secret':
+          return ns === undefined
+            ? core.listSecretForAllNamespaces(q, opts)
+            : core.listNamespacedSecret({ ...q, namespace: ns }, opts);
+        case 'Pod':
+          return ns === undefined
+            ? core.listPodForAllNamespaces(q, opts)
+            : core.listNamespacedPod({ ...q, namespace: ns }, opts);
+        case 'Service':
+          return ns === undefined
+            ? core.listServiceForAllNamespaces(q, opts)
+            : core.listNamespacedService({ ...q, namespace: ns }, opts);
+        case 'EndpointSlice':
+          return ns === undefined
+            ? discovery.listEndpointSliceForAllNamespaces(q, opts)
+            : discovery.listNamespacedEndpointSlice({ ...q, namespace: ns }, opts);
+        case 'PodCertificateRequest':
+          // No typed client yet: the generic one (its path comes from discovery).
+          return objects.list(
+            apiVersionOf(o.kind, o.apiVersion),
+            o.kind,
+            ns,
+            undefined,
+            undefined,
+            undefined,
+            o.fieldSelector,
+            o.labelSelector,
+          );
+      }
+      // The generic client takes no per-call signal: the race below gives up on it instead.
+    },
+    what,
+    signal,
+  );
   return {
     items: listed.items.map((i) => ({
       ...plain(i),
-      apiVersion: apiVersionOf(o.kind),
+      apiVersion: apiVersionOf(o.kind, o.apiVersion),
       kind: o.kind,
     })),
     resourceVersion:
@@ -502,12 +521,13 @@ function toWatchEvent(
   type: string,
   obj: unknown,
   what: string,
+  version?: string,
 ): WatchStreamEvent<KubeResource> | KubeApiError | undefined {
   switch (type) {
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED': {
-      const object = { ...plain(obj), apiVersion: apiVersionOf(kind), kind };
+      const object = { ...plain(obj), apiVersion: apiVersionOf(kind, version), kind };
       return { type, object, resourceVersion: object.metadata.resourceVersion ?? '' };
     }
     case 'BOOKMARK':

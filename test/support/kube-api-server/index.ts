@@ -119,6 +119,12 @@ export interface KubeApiServerOptions {
    * `1.37` (v1 and v1beta1).
    */
   readonly podCertificates?: PodCertificatesMode;
+  /**
+   * `false` plays an API server that skips PodCertificateRequest's key, proof-of-possession,
+   * stub-CSR and lifetime-floor checks (a compromised or broken one), so tests can show a signer
+   * refusing on its own. Default true.
+   */
+  readonly podCertificateChecks?: boolean;
 }
 
 /** Identifies one object for the programmatic helpers. */
@@ -285,7 +291,10 @@ export async function startKubeApiServer(
   ]);
   const registry = new ResourceRegistry([
     ...BUILTIN_RESOURCES,
-    ...podCertificateResources(options.podCertificates ?? 'off'),
+    ...podCertificateResources(
+      options.podCertificates ?? 'off',
+      options.podCertificateChecks ?? true,
+    ),
     ...(options.resources ?? []),
   ]);
   const store = new Store(options.watchHistory ?? 1000);
