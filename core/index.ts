@@ -23,11 +23,12 @@ export {
 export type { IdentityNaming, WorkloadIdentity } from './identity.js';
 export { createLogger, LogKey, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';
-export { DEFAULTS, SIDECAR_NODE_OPTIONS } from './defaults.js';
+export { DEFAULTS, SIDECAR_NODE_OPTIONS, TRANSPARENT_DEFAULTS } from './defaults.js';
 export {
   caIdentityName,
   COMMAND_SETTINGS,
   configReference,
+  describeSettings,
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
@@ -182,6 +183,5 @@ export {
   parseCidrList,
   parsePortList,
   TRANSPARENT_ANNOTATIONS,
-  TRANSPARENT_DEFAULTS,
 } from './transparent.js';
 export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';

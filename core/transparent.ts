@@ -23,15 +23,6 @@ export const TRANSPARENT_ANNOTATIONS = {
   defaultInboundPolicy: 'config.linkerd.io/default-inbound-policy',
 } as const;
 
-/** The proxy's ports and UID in transparent mode (Linkerd's numbers). */
-export const TRANSPARENT_DEFAULTS = {
-  inboundPort: 4143,
-  outboundPort: 4140,
-  adminPort: 4191,
-  proxyUid: 2102,
-  inboundPolicy: 'all-unauthenticated',
-} as const;
-
 /**
  * Linkerd's default inbound policies that meshid implements on redirected ports:
  * `all-unauthenticated` (plaintext allowed, counted as unauthenticated), `all-authenticated`
