@@ -17,6 +17,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
   tokenValidator,
@@ -27,6 +28,10 @@ export const INSTALL = {
   ...NAMING,
   image: string(imageRef, D.image).describe('meshid container image'),
   replicas: integer(count(1, 100), D.installReplicas).describe('identity CA replicas'),
+  podCertificates: boolean().describe(
+    'the CA also signs PodCertificateRequests (RBAC and flags; docs/pod-certificates.md)',
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe('its signer name'),
   trustAnchors: path(nonEmpty.optional()).describe(
     'PEM trust-anchor bundle to put in the anchors ConfigMap (omitted: managed elsewhere)',
   ),
