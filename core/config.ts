@@ -169,6 +169,10 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'with certManager: a trust-manager Bundle fills the anchors ConfigMap',
     },
+    podCertificateSigner: {
+      kind: 'string',
+      help: "the Kubernetes signer name of meshid's pod certificates and of the ClusterTrustBundles trust sync publishes",
+    },
     webhooks: {
       kind: 'boolean',
       help: 'render the admission webhooks (proxy injector, trust guard); needs certManager for their serving certificate',
@@ -420,6 +424,14 @@ export const COMMAND_SETTINGS = {
       kind: 'boolean',
       help: 'manifests: a trust-manager Bundle fills the anchors ConfigMap (instead of meshid trust sync)',
     },
+    clusterTrustBundles: {
+      kind: 'string',
+      help: "publish the anchors as ClusterTrustBundles (certificates.k8s.io/v1beta1) of the pod-certificate signer, a 'live' and a 'canary' one: on, off, or auto (when the API serves them)",
+    },
+    podCertificateSigner: {
+      kind: 'string',
+      help: 'the signer name the ClusterTrustBundles belong to (the pod-certificate signer)',
+    },
     warnWithin: { kind: 'duration', help: 'warn when an anchor expires within this time' },
     certLifetime: {
       kind: 'duration',
@@ -544,6 +556,11 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 const nonEmpty = z.string().min(1, 'must not be empty');
 const label = nonEmpty.refine(isDns1123Label, 'must be a DNS-1123 label');
 const subdomain = nonEmpty.refine(isDns1123Subdomain, 'must be a DNS-1123 subdomain');
+/** A Kubernetes signer name: a DNS subdomain, a slash, a path (`meshid.io/workload-identity`). */
+const signerName = nonEmpty.regex(
+  /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[^/\s]+$/,
+  'must be a signer name of the form example.com/signer-name',
+);
 const positiveMs = z.number().int().positive('must be a positive duration');
 const address = z.object({ host: z.string(), port: z.number().int().min(0).max(65535) });
 // A Kubernetes resource quantity: 100m, 0.5, 96Mi, 1G, 1e3.
@@ -651,6 +668,7 @@ const SCHEMAS = {
       certManager: z.boolean(),
       certManagerIssuer: subdomain,
       trustManager: z.boolean(),
+      podCertificateSigner: signerName,
       webhooks: z.boolean(),
       destination: z.boolean(),
       injectorFailurePolicy: z.enum(['Fail', 'Ignore']),
@@ -805,6 +823,8 @@ const SCHEMAS = {
     rootCertificate: subdomain,
     certManagerIssuer: subdomain,
     trustManager: z.boolean(),
+    clusterTrustBundles: z.enum(['auto', 'on', 'off']),
+    podCertificateSigner: signerName,
     warnWithin: z.number().int().min(0),
     certLifetime: positiveMs.min(5_000, 'must be at least 5s').max(366 * 24 * 3_600_000),
     clockSkew: z.number().int().min(0).max(3_600_000, 'must be at most 1h'),
@@ -1283,6 +1303,7 @@ function applyDefaults(
         certManager: false,
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
+        podCertificateSigner: d.podCertificateSigner,
         webhooks: false,
         // The injector makes pods transparent by default, and their proxies ask this service.
         destination: raw['webhooks'] === true,
@@ -1349,6 +1370,8 @@ function applyDefaults(
         rootCertificate: d.certManagerIssuer,
         certManagerIssuer: d.certManagerIssuer,
         trustManager: false,
+        clusterTrustBundles: 'auto',
+        podCertificateSigner: d.podCertificateSigner,
         warnWithin: d.anchorExpiryWarningMs,
         certLifetime: d.certLifetimeMs,
         clockSkew: d.clockSkewMs,

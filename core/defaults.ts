@@ -100,6 +100,8 @@ export const DEFAULTS = Object.freeze({
   checkProxySample: 50,
   /** `meshid trust`: warn when an anchor expires within 60 days (as `linkerd check`). */
   anchorExpiryWarningMs: 60 * 86_400_000,
+  /** The Kubernetes signer name of meshid's pod certificates and ClusterTrustBundles. */
+  podCertificateSigner: 'meshid.io/workload-identity',
   /** A rotation wait longer than this is reported overdue (the rotation holds, never skips). */
   rotationWaitTimeoutMs: 3_600_000,
   /** How often the trust controllers re-check what they wait for. */

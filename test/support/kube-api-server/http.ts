@@ -466,7 +466,7 @@ async function serveResource(
     case 'create': {
       if (r.name !== '' || r.subresource !== '') throw methodNotAllowed();
       const body = decodeBody(await readBody(req), req.headers['content-type']);
-      if (ctx.admission.idle) {
+      if (ctx.admission.idleFor(t)) {
         const created = ctx.objects.create(t, r.namespace, body, { dryRun });
         sendJson(res, 201, created);
         return 201;
@@ -488,7 +488,7 @@ async function serveResource(
     case 'update': {
       const body = decodeBody(await readBody(req), req.headers['content-type']);
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
         const code = old !== undefined ? 200 : 201;
         sendJson(res, code, updated);
@@ -511,9 +511,9 @@ async function serveResource(
         req.headers['content-type'] ?? '',
         text,
         sub,
-        { dryRun: dryRun || (!ctx.admission.idle && sub === ''), ...patchOptions },
+        { dryRun: dryRun || (!ctx.admission.idleFor(t) && sub === ''), ...patchOptions },
       );
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const code = created ? 201 : 200;
         sendJson(res, code, object);
         return code;

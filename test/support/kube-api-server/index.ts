@@ -76,8 +76,9 @@ import type { KubeObject, RequestLogEntry, UserRule } from './types.js';
 
 export type { WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
-export type { ResourceType, NameRule } from './resources.js';
+export type { BuiltinAdmission, ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
+export { CLUSTER_TRUST_BUNDLE_RESOURCE } from './cluster-trust-bundles.js';
 export { ApiError } from './status.js';
 export type { StatusBody } from './status.js';
 export type { ServiceAccountClaims, KubernetesClaim } from './tokens.js';
@@ -307,7 +308,12 @@ export async function startKubeApiServer(
     registry,
     store,
     objects,
-    admission: new Admission(store, registry, () => resolveWebhookService),
+    admission: new Admission(
+      store,
+      registry,
+      () => resolveWebhookService,
+      (user, a) => authz.authorize(user, a).allowed,
+    ),
     authn,
     authz,
     tokens,

@@ -149,6 +149,7 @@ export class Objects {
     if (t.group === 'events.k8s.io') validateEventsV1(obj);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
+    t.validate?.(t, obj, old);
   }
 
   create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): KubeObject {
