@@ -509,6 +509,10 @@ export const COMMAND_SETTINGS = {
       kind: 'integer',
       help: 'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
     },
+    podCertificateSigner: {
+      kind: 'string',
+      help: "the signer name of meshid's ClusterTrustBundles, compared with the anchors (cluster)",
+    },
     proxyAdmin: {
       kind: 'list',
       help: "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
@@ -866,6 +870,7 @@ const SCHEMAS = {
     concurrency: z.number().int().min(1).max(256),
     proxyAdminPort: z.number().int().min(1).max(65535),
     proxySample: z.number().int().min(0).max(100_000),
+    podCertificateSigner: signerName,
     proxyAdmin: z.array(nonEmpty.refine((a) => parseAddress(a) !== undefined, 'must be HOST:PORT')),
   }),
   identity: z
@@ -1332,6 +1337,7 @@ function applyDefaults(
         concurrency: d.checkConcurrency,
         proxyAdminPort: d.proxyAdmin.port,
         proxySample: d.checkProxySample,
+        podCertificateSigner: d.podCertificateSigner,
         proxyAdmin: [],
         ...withCommon,
       };

@@ -38,6 +38,8 @@ import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state
 import { checkDestinationReady, checkTransparentPods, transparentPods } from './transparent.js';
 import { DESTINATION_NAMES } from '../install/destination.js';
 import { shortName, subjectAltNames } from './x509.js';
+import { checkTrustBundles } from './trust-bundles.js';
+import type { ListedTrustBundle } from './trust-bundles.js';
 
 /** Names shared with the other components (COMMON contracts). */
 export const CLUSTER_NAMES = Object.freeze({
@@ -252,6 +254,25 @@ export async function checkCluster(
       }),
     );
   }
+  const ctbs = await api.get(
+    'list ClusterTrustBundles',
+    () =>
+      api.custom.listClusterCustomObject({
+        group: 'certificates.k8s.io',
+        version: 'v1beta1',
+        plural: 'clustertrustbundles',
+        fieldSelector: `spec.signerName=${config.podCertificateSigner}`,
+      }) as Promise<{ items: ListedTrustBundle[] }>,
+  );
+  results.push(
+    checkTrustBundles({
+      bundles: ctbs === undefined ? 'unserved' : ctbs instanceof Error ? ctbs : ctbs.items,
+      anchorsText,
+      anchorsAnnotations: cm instanceof Error ? undefined : cm?.metadata?.annotations,
+      signerName: config.podCertificateSigner,
+      now,
+    }),
+  );
   let rotation: RotationState | undefined | Error;
   try {
     rotation =

@@ -130,7 +130,7 @@ function clusterRules(config: InstallConfig): Rule[] {
         ),
       },
       reason:
-        "publish the anchors as the signer's live and canary ClusterTrustBundles (docs/pod-certificates.md): read and update those two only",
+        "publish the anchors as the signer's live and canary ClusterTrustBundles (docs/cluster-trust-bundles.md): read and update those two only",
     },
     {
       rule: {
