@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { silentLogger } from '../../../core/index.js';
+import { loadConfig, silentLogger } from '../../../core/index.js';
 import {
   admissionResponse,
   createInjector,
@@ -131,6 +131,12 @@ describe('proxy injector: meshid.io/identity-source', () => {
     assert.equal(response['allowed'], true);
     assert.ok(pod !== undefined);
     assertPodCertificate(pod);
+    // What the injector renders is what the proxy's settings accept.
+    const { config } = loadConfig('proxy', { argv: [], env: Object.fromEntries(envOf(pod)) });
+    assert.equal(config.identitySource, 'pod-certificate');
+    assert.equal(config.credentialBundle, `${MOUNT}/credentialbundle.pem`);
+    assert.equal(config.trustAnchors, `${MOUNT}/ca-bundle.crt`);
+    assert.equal(config.tokenFile, undefined);
   });
 
   it('pod-certificate on the namespace applies to a pod that opts in without choosing (the namespace is read for it)', async () => {
