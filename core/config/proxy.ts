@@ -135,18 +135,23 @@ export const PROXY = {
   ...NAMING,
 };
 
-export const PROXY_SCHEMA = schemaOf(PROXY).superRefine((c, ctx) => {
-  const need = (key: 'identityAddr' | 'identityName' | 'tokenFile' | 'credentialBundle') => {
-    if (c[key] === undefined)
-      ctx.addIssue({
-        code: 'custom',
-        path: [key],
-        message: `is required with identitySource ${c.identitySource}`,
-      });
-  };
-  if (c.identitySource === 'certify')
-    for (const k of ['identityAddr', 'identityName', 'tokenFile'] as const) need(k);
-  else need('credentialBundle');
+/** Settings required by one identity source only: reported even when other settings are missing. */
+const BY_SOURCE = [
+  ['certify', 'identityAddr'],
+  ['certify', 'identityName'],
+  ['certify', 'tokenFile'],
+  ['pod-certificate', 'credentialBundle'],
+] as const;
+
+export const PROXY_SCHEMA = BY_SOURCE.reduce(
+  (schema, [source, key]) =>
+    schema.refine(
+      (c: { identitySource?: string } & Record<string, unknown>) =>
+        (c.identitySource ?? D.proxyIdentitySource) !== source || c[key] !== undefined,
+      { path: [key], message: `is required with identitySource ${source}`, when: () => true },
+    ),
+  schemaOf(PROXY),
+).superRefine((c, ctx) => {
   if (c.transparent) {
     if (c.inbound === undefined)
       ctx.addIssue({ code: 'custom', path: ['inbound'], message: 'is required with transparent' });
