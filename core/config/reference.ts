@@ -60,10 +60,9 @@ export function describeSettings(command: CommandName): SettingReference[] {
  * ```
  */
 export function configReference(): Record<CommandName, SettingReference[]> {
-  const out = {} as Record<CommandName, SettingReference[]>;
-  for (const command of Object.keys(COMMAND_SETTINGS) as CommandName[])
-    out[command] = describeSettings(command);
-  return out;
+  const commands = Object.keys(COMMAND_SETTINGS) as CommandName[];
+  const all = commands.map((c) => [c, describeSettings(c)]);
+  return Object.fromEntries(all) as Record<CommandName, SettingReference[]>;
 }
 
 /**
