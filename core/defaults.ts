@@ -115,6 +115,12 @@ export const DEFAULTS = Object.freeze({
    * parsing of anything admitted to microseconds, where 2.5 million levels in 5 MB cost seconds.
    */
   maxJsonDepth: 64,
+  /** Quiet time after the last event in a watched file's folder before it is re-read. */
+  fileDebounceMs: 100,
+  /** How often a watched file is re-read besides watching it (the safety net of core/watch-file). */
+  fileRecheckMs: 10_000,
+  /** Largest watched file read (a bundle, a key set, a serving pair). */
+  maxWatchedFileBytes: 1024 * 1024,
   /** How often the webhooks re-check their serving certificate files (besides watching them). */
   webhooksTlsReloadMs: 10_000,
   /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */
