@@ -8,6 +8,8 @@ import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
+import { withoutNulls } from './nulls.js';
+import { openApiV3 } from './openapi.js';
 import { STORAGE_VERBS, apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import {
@@ -212,8 +214,8 @@ function decodeBody(text: string, contentType: string | undefined): unknown {
   if (text.trim() === '')
     throw badRequest("couldn't get version/kind; json parse error: unexpected end of JSON input");
   try {
-    if ((contentType ?? '').includes('yaml')) return parseYaml(text);
-    return JSON.parse(text);
+    if ((contentType ?? '').includes('yaml')) return withoutNulls(parseYaml(text));
+    return withoutNulls(JSON.parse(text));
   } catch (e) {
     throw badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
   }
@@ -344,6 +346,11 @@ async function serveNonResource(
       .filter((g) => g.group !== '')
       .map((g) => apiGroup(g.group, g.versions));
     sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups });
+    return 200;
+  }
+  const openapi = openApiV3(ctx.registry, path);
+  if (openapi !== undefined) {
+    sendJson(res, 200, openapi);
     return 200;
   }
   const parts = path.split('/').filter((p) => p !== '');
