@@ -65,23 +65,6 @@ export function configReference(): Record<CommandName, SettingReference[]> {
   return Object.fromEntries(all) as Record<CommandName, SettingReference[]>;
 }
 
-/**
- * One line per setting for `--help`, with its default.
- *
- * @example
- * ```ts
- * settingsHelp('ca'); // '  --trust-anchors  MESHID_TRUST_ANCHORS  PEM bundle of trust anchors\n...'
- * ```
- */
-export function settingsHelp(command: CommandName): string {
-  return describeSettings(command)
-    .map(
-      (s) =>
-        `  ${s.flag.padEnd(28)} ${s.env.padEnd(34)} ${s.help}${s.default === undefined ? '' : ` (default: ${s.default})`}`,
-    )
-    .join('\n');
-}
-
 function formatSetting(kind: Kind, value: unknown): string | undefined {
   if (value === undefined) return undefined;
   switch (kind) {
