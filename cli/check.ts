@@ -3,7 +3,7 @@
  * identity plumbing. Exit status 1 when any check fails (×), 0 otherwise (warnings included),
  * 2 for a bad configuration.
  */
-import { loadConfig, systemClock } from '../core/index.js';
+import { loadConfig, openKubeClient, systemClock } from '../core/index.js';
 import type { CheckConfig, Clock } from '../core/index.js';
 import { checkCluster } from './check/cluster.js';
 import { checkLocal } from './check/local.js';
@@ -11,6 +11,7 @@ import { buildReport } from './check/model.js';
 import type { CheckReport } from './check/model.js';
 import { renderReport } from './check/render.js';
 import { ProgressLine, styles, useColor } from './term.js';
+import { startCrypto } from './runtime.js';
 
 /** Runs the checks of a configuration; resolves with the report. */
 export async function runChecks(
@@ -22,9 +23,13 @@ export async function runChecks(
   let target;
   if (config.kubeconfig !== undefined) {
     const { loadKubeConfig } = await import('../core/kube/config.js');
-    const kc = loadKubeConfig(config.kubeconfig, process.env);
-    target = `${kc.getCurrentCluster()?.server ?? config.kubeconfig} (namespace ${config.namespace})`;
-    results = await checkCluster(kc, config, startedAt, deps.progress);
+    const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    target = `${kube.server} (namespace ${config.namespace})`;
+    try {
+      results = await checkCluster(kube, config, startedAt, deps.progress);
+    } finally {
+      kube.close();
+    }
   } else {
     target = config.dir;
     results = await checkLocal(config, startedAt, deps.progress);
@@ -41,6 +46,7 @@ export async function runChecks(
 /** `meshid check` */
 export async function runCheck(argv: string[]): Promise<number> {
   const { config } = loadConfig('check', { argv, env: process.env });
+  startCrypto(config);
   const progress = new ProgressLine(process.stderr, process.env);
   let report: CheckReport;
   try {

@@ -23,6 +23,12 @@ export const DEFAULTS = Object.freeze({
   audience: 'identity.l5d.io',
   certLifetimeMs: 24 * 3_600_000,
   clockSkewMs: 20_000,
+  /** The signer name of meshid's PodCertificateRequest signer (KEP-4317). */
+  podCertificateSigner: 'meshid.io/workload-identity',
+  /** `meshid trust`: publish ClusterTrustBundles when the API serves them. */
+  clusterTrustBundles: 'auto' as 'auto' | 'on' | 'off',
+  /** The PodCertificateRequest version the signer watches (v1beta1 also shows 1.35 kubelets' keys). */
+  podCertificateApiVersion: 'v1beta1' as const,
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   /** CA worker processes: 0 is one per core. */
@@ -119,6 +125,12 @@ export const DEFAULTS = Object.freeze({
    * parsing of anything admitted to microseconds, where 2.5 million levels in 5 MB cost seconds.
    */
   maxJsonDepth: 64,
+  /** Quiet time after the last event in a watched file's folder before it is re-read. */
+  fileDebounceMs: 100,
+  /** How often a watched file is re-read besides watching it (the safety net of core/watch-file). */
+  fileRecheckMs: 10_000,
+  /** Largest watched file read (a bundle, a key set, a serving pair). */
+  maxWatchedFileBytes: 1024 * 1024,
   /** How often the webhooks re-check their serving certificate files (besides watching them). */
   webhooksTlsReloadMs: 10_000,
   /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */

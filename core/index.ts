@@ -5,9 +5,18 @@
  */
 export { ERROR_CODES, GrpcStatus, isMeshidError, MeshidError, RetryLaterError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { ManualClock, systemClock, systemRandom } from './clock.js';
-export type { Clock, Random } from './clock.js';
+export { ManualClock, systemClock, systemRandom, systemTimers } from './clock.js';
+export type { Clock, Random, Timers } from './clock.js';
 export { formatDuration } from './duration.js';
+export { readFiles, watchFile, watchFiles, WatchedFile } from './watch-file.js';
+export type {
+  Parse,
+  ReloadResult,
+  WatchedFileEvents,
+  WatchedPath,
+  WatchFileOptions,
+  WatchFolder,
+} from './watch-file.js';
 export {
   ADMISSION_WEBHOOKS_LABEL,
   CONTROL_PLANE_NS_LABEL,
@@ -32,6 +41,7 @@ export {
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
+  envName,
   flagName,
   formatAddress,
   IN_CLUSTER,
@@ -164,6 +174,7 @@ export {
 export type { TlsAlgorithms, TlsGroupsMode } from './tls-groups.js';
 export type { PeerChainTls } from './peer-chain.js';
 export { versionInfo } from './version.js';
+export { closest, didYouMean } from './suggest.js';
 export type { VersionInfo } from './version.js';
 export {
   cryptoStatus,
@@ -194,8 +205,10 @@ export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/wat
 export { openKubeClient } from './kube/open.js';
 export {
   INBOUND_POLICIES,
+  MAX_PORT_POLICIES,
   parseCidrList,
   parsePortList,
+  parsePortPolicies,
   TRANSPARENT_ANNOTATIONS,
 } from './transparent.js';
 export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';
