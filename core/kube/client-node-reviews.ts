@@ -4,12 +4,13 @@
  */
 import {
   AuthenticationV1Api,
+  CoreV1Api,
   AuthorizationV1Api,
   PatchStrategy,
   WellKnownApi,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { CoreV1Api, CoreV1Event, KubeConfig } from '@kubernetes/client-node';
+import type { CoreV1Event, KubeConfig } from '@kubernetes/client-node';
 import type { KubeClient } from './api.js';
 import { KubeApiError } from './api.js';
 import { call, withSignal } from './client-node-call.js';
@@ -17,8 +18,8 @@ import { call, withSignal } from './client-node-call.js';
 /** TokenReview, SelfSubjectAccessReview, Events and OIDC discovery: the CA's typed calls. */
 export function reviewsAndEvents(
   kc: KubeConfig,
-  core: CoreV1Api,
 ): Pick<KubeClient, 'createTokenReview' | 'canI' | 'recordEvent' | 'oidcIssuer'> {
+  const core = kc.makeApiClient(CoreV1Api);
   const authn = kc.makeApiClient(AuthenticationV1Api);
   const authz = kc.makeApiClient(AuthorizationV1Api);
   const wellKnown = kc.makeApiClient(WellKnownApi);
