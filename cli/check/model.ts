@@ -97,6 +97,12 @@ export const CHECKS = [
     title: "proxies' certificates chain to the current anchors",
     modes: both,
   },
+  {
+    id: 'proxies-key-exchange',
+    group: 'Data plane',
+    title: "proxies' connections use the post-quantum hybrid key exchange",
+    modes: both,
+  },
   { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },
   { id: 'fips-status', group: 'FIPS', title: 'FIPS status', modes: both },
 ] as const satisfies readonly CheckSpec[];

@@ -17,16 +17,20 @@ const PLURAL: Readonly<Record<WatchKind, string>> = {
   Pod: 'pods',
   Service: 'services',
   EndpointSlice: 'endpointslices',
+  PodCertificateRequest: 'podcertificaterequests',
 };
 
 /** The apiVersion of each kind (core/v1 unless listed). */
 const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
   EndpointSlice: 'discovery.k8s.io/v1',
+  PodCertificateRequest: 'certificates.k8s.io/v1beta1',
 };
-export const apiVersionOf = (kind: WatchKind): string => API_VERSION[kind] ?? 'v1';
+/** The apiVersion followed: the option's, for a kind served in several versions. */
+export const apiVersionOf = (kind: WatchKind, version?: string): string =>
+  version ?? API_VERSION[kind] ?? 'v1';
 /** The URL prefix of a kind's API group version. */
-const apiPrefix = (kind: WatchKind): string => {
-  const v = apiVersionOf(kind);
+const apiPrefix = (kind: WatchKind, version?: string): string => {
+  const v = apiVersionOf(kind, version);
   return v === 'v1' ? '/api/v1' : `/apis/${v}`;
 };
 
@@ -60,8 +64,8 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
       () =>
         watcher.watch(
           o.namespace === undefined
-            ? `${apiPrefix(o.kind)}/${plural}`
-            : `${apiPrefix(o.kind)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
+            ? `${apiPrefix(o.kind, o.apiVersion)}/${plural}`
+            : `${apiPrefix(o.kind, o.apiVersion)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
           {
             allowWatchBookmarks: true,
             resourceVersion,
@@ -70,7 +74,7 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
           },
           (type: string, obj: unknown) => {
             if (ended) return;
-            const event = toWatchEvent(o.kind, type, obj, what);
+            const event = toWatchEvent(o.kind, type, obj, what, o.apiVersion);
             if (event instanceof KubeApiError) end(event);
             else if (event !== undefined) onEvent(event);
           },
@@ -95,12 +99,13 @@ function toWatchEvent(
   type: string,
   obj: unknown,
   what: string,
+  version?: string,
 ): WatchStreamEvent<KubeResource> | KubeApiError | undefined {
   switch (type) {
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED': {
-      const object = { ...plain(obj), apiVersion: apiVersionOf(kind), kind };
+      const object = { ...plain(obj), apiVersion: apiVersionOf(kind, version), kind };
       return { type, object, resourceVersion: object.metadata.resourceVersion ?? '' };
     }
     case 'BOOKMARK':

@@ -42,7 +42,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
         list: (signal) =>
           listAll(
             objects,
-            { ...o, apiVersion: apiVersionOf(o.kind) },
+            { ...o, apiVersion: apiVersionOf(o.kind, o.apiVersion) },
             AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)]),
           ),
         watch: (version, onEvent, onEnd) => openWatch(o, version, onEvent, onEnd),

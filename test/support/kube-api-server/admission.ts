@@ -13,6 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { request as httpsRequest } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { jsonPatch } from './patch.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
@@ -104,8 +105,21 @@ function ruleMatches(w: Webhook, a: AdmissionAttributes): boolean {
   });
 }
 
+/** One TLS connection the server opened to a webhook: what kube-apiserver's client negotiated. */
+export interface WebhookConnection {
+  readonly webhook: string;
+  /** The key-exchange group as the client's OpenSSL names it (e.g. X25519MLKEM768, X25519). */
+  readonly group: string;
+  /** The cipher suite's standard name. */
+  readonly cipher: string;
+  readonly protocol: string;
+}
+
 /** The admission chain of one server. */
 export class Admission {
+  /** Every TLS connection made to a webhook, in order. */
+  readonly connections: WebhookConnection[] = [];
+
   constructor(
     private readonly store: Store,
     private readonly registry: ResourceRegistry,
@@ -355,6 +369,18 @@ export class Admission {
           });
           res.on('error', reject);
         },
+      );
+      req.on('socket', (socket) =>
+        socket.once('secureConnect', () => {
+          const tlsSocket = socket as TLSSocket;
+          const kex = tlsSocket.getEphemeralKeyInfo() as { name?: string } | null;
+          this.connections.push({
+            webhook: w.name,
+            group: kex?.name ?? '',
+            cipher: tlsSocket.getCipher()?.standardName ?? '',
+            protocol: tlsSocket.getProtocol() ?? '',
+          });
+        }),
       );
       req.on('timeout', () =>
         req.destroy(new Error(`context deadline exceeded (timeout ${w.timeoutSeconds ?? 10}s)`)),

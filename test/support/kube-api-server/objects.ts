@@ -21,6 +21,11 @@ import type { StatusBody } from './status.js';
 import type { Store } from './store.js';
 import type { JsonObject, KubeObject } from './types.js';
 import {
+  isPodCertificateRequest,
+  validatePodCertificateRequest,
+  validatePodCertificateRequestStatus,
+} from './pod-certificates.js';
+import {
   checkMicroTimes,
   defaultAndValidatePod,
   normalizeSecret,
@@ -147,6 +152,7 @@ export class Objects {
       };
     }
     if (t.group === 'events.k8s.io') validateEventsV1(obj);
+    if (isPodCertificateRequest(t)) validatePodCertificateRequest(t, obj, old);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
   }
@@ -266,6 +272,8 @@ export class Objects {
       next = structuredClone(old);
       if (incoming['status'] === undefined) delete next['status'];
       else next['status'] = incoming['status'];
+      if (isPodCertificateRequest(t))
+        validatePodCertificateRequestStatus(t, next, old, this.options.now());
     } else {
       next = incoming;
       // Server-owned metadata stays as stored.

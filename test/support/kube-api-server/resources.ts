@@ -84,6 +84,16 @@ export const BUILTIN_RESOURCES: readonly ResourceType[] = [
   {
     group: '',
     version: 'v1',
+    kind: 'Node',
+    plural: 'nodes',
+    namespaced: false,
+    subresources: ['status'],
+    shortNames: ['no'],
+    deleteReturnsObject: true,
+  },
+  {
+    group: '',
+    version: 'v1',
     kind: 'ConfigMap',
     plural: 'configmaps',
     namespaced: true,
@@ -327,6 +337,11 @@ export class ResourceRegistry {
 
   byKind(group: string, kind: string): ResourceType | undefined {
     return this.#types.find((t) => t.group === group && t.kind === kind);
+  }
+
+  /** The type of a kind in one version (a kind served in several versions has one per version). */
+  byKindVersion(group: string, version: string, kind: string): ResourceType | undefined {
+    return this.#types.find((t) => t.group === group && t.version === version && t.kind === kind);
   }
 
   /** Group/version pairs in table order, the core group first. */
