@@ -532,7 +532,7 @@ async function serveResource(
           r.namespace,
           body,
         );
-      if (ctx.admission.idle) {
+      if (ctx.admission.idleFor(t)) {
         const created = ctx.objects.create(t, r.namespace, body, { dryRun });
         sendJson(res, 201, present(t, created));
         return 201;
@@ -555,7 +555,7 @@ async function serveResource(
       const body = decodeBody(await readBody(req), req.headers['content-type']);
       if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
         const code = old !== undefined ? 200 : 201;
         sendJson(res, code, present(t, updated));
@@ -579,9 +579,9 @@ async function serveResource(
         req.headers['content-type'] ?? '',
         text,
         sub,
-        { dryRun: dryRun || (!ctx.admission.idle && sub === ''), ...patchOptions },
+        { dryRun: dryRun || (!ctx.admission.idleFor(t) && sub === ''), ...patchOptions },
       );
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const code = created ? 201 : 200;
         sendJson(res, code, present(t, object));
         return code;

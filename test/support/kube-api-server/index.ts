@@ -79,10 +79,11 @@ import type { KubeObject, RequestLogEntry, UserRule } from './types.js';
 
 export type { WebhookConnection, WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
-export type { ResourceType, NameRule } from './resources.js';
+export type { BuiltinAdmission, ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
 export type { PodCertificatesMode } from './pod-certificates.js';
 export { verifyProofOfPossession } from './pod-certificates.js';
+export { CLUSTER_TRUST_BUNDLE_RESOURCE } from './cluster-trust-bundles.js';
 export { ApiError } from './status.js';
 export type { StatusBody } from './status.js';
 export type { ServiceAccountClaims, KubernetesClaim } from './tokens.js';
@@ -335,7 +336,12 @@ export async function startKubeApiServer(
   objects = new Objects(store, registry, { now, onNamespaceCreated: seedNamespace });
 
   let resolveWebhookService = options.resolveWebhookService;
-  const admission = new Admission(store, registry, () => resolveWebhookService);
+  const admission = new Admission(
+    store,
+    registry,
+    () => resolveWebhookService,
+    (user, a) => authz.authorize(user, a).allowed,
+  );
   const ctx: ServerContext = {
     registry,
     store,
