@@ -32,15 +32,6 @@ export const TRANSPARENT_ANNOTATIONS = {
 /** The most ports {@link parsePortPolicies} expands ranges to (each is one proxy setting). */
 export const MAX_PORT_POLICIES = 1024;
 
-/** The proxy's ports and UID in transparent mode (Linkerd's numbers). */
-export const TRANSPARENT_DEFAULTS = {
-  inboundPort: 4143,
-  outboundPort: 4140,
-  adminPort: 4191,
-  proxyUid: 2102,
-  inboundPolicy: 'all-unauthenticated',
-} as const;
-
 /**
  * Linkerd's default inbound policies that meshid implements on redirected ports:
  * `all-unauthenticated` (plaintext allowed, counted as unauthenticated), `all-authenticated`

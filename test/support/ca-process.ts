@@ -131,15 +131,17 @@ export async function startCaProcess(
   };
 }
 
-/** Runs a short-lived `meshid` command; resolves with its exit code and output. */
+/** Runs a short-lived `meshid` command (in `cwd`); resolves with its exit code and output. */
 export async function runMeshid(
   args: string[],
   env: Record<string, string> = {},
+  cwd?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(process.execPath, [MESHID_BIN, ...args], {
       env: { PATH: process.env['PATH'] ?? '', ...env },
       timeout: 60_000,
+      ...(cwd === undefined ? {} : { cwd }),
     });
     return { code: 0, stdout, stderr };
   } catch (err) {
