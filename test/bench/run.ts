@@ -15,12 +15,14 @@
  *
  * 5. The restart storm (`storm.ts`): thousands of proxies asking at once, backpressure on and off.
  * 6. The proxy path (`proxy.ts`).
+ * 6b. The transparent path beside the explicit one and nginx, between network namespaces
+ *    (`transparent.ts`).
  * 7. The mesh TLS handshake without resumption against a resumed one (`handshake.ts`).
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
  * 9. Node 20 and Node 26 side by side (`runtimes.ts`), with the figures of 4 and 6 from this run.
  *
- * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `handshake`, `destination`,
- * `runtimes`, comma-separated; default all.
+ * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
+ * `destination`, `runtimes`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -46,6 +48,7 @@ import { measureHotPath } from './hot-path.js';
 import { treeCpuSeconds } from '../support/proc.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
+import { runTransparentBench } from './transparent.js';
 import { runDestinationBench } from './destination.js';
 import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
@@ -62,9 +65,14 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP_SECONDS'] ?? 8);
 /** Node options of the CA processes under h2load, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-/** Which parts run: any of `ca`, `storm`, `proxy`, `handshake`, `destination`, `runtimes`, comma-separated (default all). */
+/**
+ * Which parts run: any of `ca`, `storm`, `proxy`, `transparent`, `handshake`, `destination`,
+ * `runtimes`, comma-separated (default all).
+ */
 const PARTS = new Set(
-  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,handshake,destination,runtimes').split(','),
+  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination,runtimes').split(
+    ',',
+  ),
 );
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
@@ -379,6 +387,10 @@ if (PARTS.has('storm')) {
   out();
 }
 if (PARTS.has('proxy')) await runProxyBench(out);
+if (PARTS.has('transparent')) {
+  out();
+  await runTransparentBench(out);
+}
 if (PARTS.has('handshake')) await runHandshakeBench(out);
 if (PARTS.has('destination')) {
   out();
