@@ -25,6 +25,7 @@ import type { ParsedCertificate } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
 import { humanDuration, keyType, shortName, subjectAltNames, validity } from './check/x509.js';
 import { styles, useColor } from './term.js';
+import { startCrypto } from './runtime.js';
 
 /** One certificate as `meshid identity` describes it (the JSON output's `certificates[]`). */
 export interface CertificateView {
@@ -247,6 +248,7 @@ export async function runIdentity(argv: string[]): Promise<number> {
     argv: file === undefined ? rest : [...rest, '--file', file],
     env: process.env,
   });
+  startCrypto(config);
   const view = await inspectIdentity(config, systemClock.now());
   if (config.output === 'json') process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
   else process.stdout.write(renderIdentity(view, useColor(process.stdout, process.env)));

@@ -41,6 +41,7 @@ export {
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
+  envName,
   flagName,
   formatAddress,
   IN_CLUSTER,
@@ -173,6 +174,7 @@ export {
 export type { TlsAlgorithms, TlsGroupsMode } from './tls-groups.js';
 export type { PeerChainTls } from './peer-chain.js';
 export { versionInfo } from './version.js';
+export { closest, didYouMean } from './suggest.js';
 export type { VersionInfo } from './version.js';
 export {
   cryptoStatus,

@@ -92,6 +92,12 @@ export const CHECKS = [
     modes: cluster,
   },
   {
+    id: 'cluster-trust-bundles',
+    group: 'Data plane',
+    title: "meshid's ClusterTrustBundles hold the current anchors",
+    modes: cluster,
+  },
+  {
     id: 'proxies-certificates',
     group: 'Data plane',
     title: "proxies' certificates chain to the current anchors",

@@ -19,7 +19,7 @@ import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
 import { ApiError, internalError } from './status.js';
 import type { Store } from './store.js';
-import type { JsonObject, KubeObject, UserInfo } from './types.js';
+import type { JsonObject, KubeObject, RequestAttributes, UserInfo } from './types.js';
 
 /** Where a webhook's Service is reached from the test: `{host, port}` for `svc.namespace/svc.name:port`. */
 export type WebhookServiceResolver = (service: {
@@ -124,6 +124,8 @@ export class Admission {
     private readonly store: Store,
     private readonly registry: ResourceRegistry,
     private readonly resolveService: () => WebhookServiceResolver | undefined,
+    /** The server's authorization decision, for built-in plugins that check a verb. */
+    private readonly authorize: (user: UserInfo, a: RequestAttributes) => boolean,
   ) {}
 
   #configs(kind: 'MutatingWebhookConfiguration' | 'ValidatingWebhookConfiguration'): Webhook[] {
@@ -136,9 +138,13 @@ export class Admission {
       .flatMap((c) => (c as unknown as { webhooks?: Webhook[] }).webhooks ?? []);
   }
 
-  /** True when no webhook is configured at all: writes skip admission entirely. */
-  get idle(): boolean {
+  /**
+   * True when no webhook is configured at all and the type has no built-in admission plugin:
+   * writes of `t` skip admission entirely.
+   */
+  idleFor(t: ResourceType): boolean {
     return (
+      t.admit === undefined &&
       this.#configs('MutatingWebhookConfiguration').length === 0 &&
       this.#configs('ValidatingWebhookConfiguration').length === 0
     );
@@ -191,6 +197,22 @@ export class Admission {
       const response = await this.#call(w, { ...a, object });
       if (response !== undefined) warnings.push(...response.warnings);
     }
+    a.type.admit?.({
+      type: a.type,
+      object,
+      oldObject: a.oldObject,
+      can: (verb, group, resource, name) =>
+        this.authorize(a.user, {
+          verb,
+          resourceRequest: true,
+          apiGroup: group,
+          resource,
+          subresource: '',
+          namespace: '',
+          name,
+          path: '',
+        }),
+    });
     return { object, warnings };
   }
 
