@@ -36,10 +36,20 @@ const atLeastOne = (max: number) => count(1, max, 'must be at least 1');
 
 export const PROXY = {
   ...COMMON,
-  identityAddr: string(hostPort).describe('the CA, HOST:PORT'),
-  identityName: string(subdomain).describe("the CA's identity (its TLS certificate's name)"),
+  identitySource: string(z.enum(['certify', 'pod-certificate']), D.proxyIdentitySource).describe(
+    "where the proxy's certificate comes from: certify (a token and the CA) or pod-certificate (the kubelet's credential bundle file, docs/pod-certificates.md)",
+  ),
+  credentialBundle: path(nonEmpty.optional()).describe(
+    "pod-certificate: the podCertificate volume's credential bundle file (the key, then the chain)",
+  ),
+  identityAddr: string(hostPort.optional()).describe('certify: the CA, HOST:PORT'),
+  identityName: string(subdomain.optional()).describe(
+    "certify: the CA's identity (its TLS certificate's name)",
+  ),
   trustAnchors: SHARED.watchedTrustAnchors,
-  tokenFile: path(nonEmpty).describe('projected ServiceAccount token, re-read on every request'),
+  tokenFile: path(nonEmpty.optional()).describe(
+    'certify: projected ServiceAccount token, re-read on every request',
+  ),
   localIdentity: string(subdomain).describe("this workload's identity name"),
   inbound: address(addr.optional(), (g) =>
     g['transparent'] === true ? D.proxyTransparentInbound : 'app' in g ? D.proxyInbound : undefined,
@@ -126,6 +136,17 @@ export const PROXY = {
 };
 
 export const PROXY_SCHEMA = schemaOf(PROXY).superRefine((c, ctx) => {
+  const need = (key: 'identityAddr' | 'identityName' | 'tokenFile' | 'credentialBundle') => {
+    if (c[key] === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `is required with identitySource ${c.identitySource}`,
+      });
+  };
+  if (c.identitySource === 'certify')
+    for (const k of ['identityAddr', 'identityName', 'tokenFile'] as const) need(k);
+  else need('credentialBundle');
   if (c.transparent) {
     if (c.inbound === undefined)
       ctx.addIssue({ code: 'custom', path: ['inbound'], message: 'is required with transparent' });
