@@ -278,7 +278,7 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 23, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 24, 'every check of the catalog ran');
     assert.equal(
       byId(report, 'cluster-trust-bundles').message,
       'the API does not serve ClusterTrustBundles: nothing to compare',
