@@ -97,6 +97,12 @@ export const CHECKS = [
     title: "proxies' certificates chain to the current anchors",
     modes: both,
   },
+  {
+    id: 'pod-certificates',
+    group: 'Data plane',
+    title: "PodCertificateRequests of meshid's signer are answered and refreshed",
+    modes: cluster,
+  },
   { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },
   { id: 'fips-status', group: 'FIPS', title: 'FIPS status', modes: both },
 ] as const satisfies readonly CheckSpec[];

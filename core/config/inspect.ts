@@ -18,6 +18,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
 } from './setting.js';
@@ -65,6 +66,9 @@ export const CHECK = {
   ),
   proxyAdmin: list(z.array(hostPort), []).describe(
     "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the signer name whose PodCertificateRequests are checked (cluster)',
   ),
 };
 
