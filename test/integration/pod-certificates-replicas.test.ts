@@ -71,7 +71,10 @@ describe('pod certificates: two signer replicas under 1,000 requests at once', f
     for (const w of writes.filter((r) => r.status === 200))
       won.set(w.path, (won.get(w.path) ?? 0) + 1);
     assert.equal(won.size, COUNT, 'a status write succeeded for every request');
-    assert.ok([...won.values()].every((n) => n === 1), 'and only one for each');
+    assert.ok(
+      [...won.values()].every((n) => n === 1),
+      'and only one for each',
+    );
     const conflicts = writes.filter((r) => r.status === 409).length;
 
     const audits = replicas.map(
