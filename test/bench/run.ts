@@ -20,8 +20,11 @@
  * 7. The mesh TLS handshake without resumption against a resumed one (`handshake.ts`).
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
  *
+ * 9. Pod certificates (`podcert.ts`): PodCertificateRequests issued per second through the API
+ *    test double, one and two CA replicas, beside Certify's rate through the same double.
+ *
  * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
- * `destination`, comma-separated; default all.
+ * `destination`, `podcert`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -51,6 +54,7 @@ import { runTransparentBench } from './transparent.js';
 import { runDestinationBench } from './destination.js';
 import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
+import { runPodCertBench } from './podcert.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -67,7 +71,9 @@ const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter
  * comma-separated (default all).
  */
 const PARTS = new Set(
-  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination').split(','),
+  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination,podcert').split(
+    ',',
+  ),
 );
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
@@ -388,4 +394,8 @@ if (PARTS.has('handshake')) await runHandshakeBench(out);
 if (PARTS.has('destination')) {
   out();
   runDestinationBench(out);
+}
+if (PARTS.has('podcert')) {
+  out();
+  await runPodCertBench(out);
 }

@@ -3,6 +3,9 @@
  * (the Kubernetes API test double, a test double): every request is issued exactly once (one
  * status write each, one audit record each across both replicas, each replica doing part of the
  * work), and the spread of beginRefreshAt over the certificates' lifetimes is measured.
+ *
+ * Minutes long on a shared machine (both replicas decide every request; the loser's write is a
+ * 409): `npm run test:scale`, not part of `npm test`.
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
@@ -16,7 +19,7 @@ import type { PodCertCluster } from '../support/podcert-cluster.js';
 const COUNT = 1000;
 
 describe('pod certificates: two signer replicas under 1,000 requests at once', function () {
-  this.timeout(300_000);
+  this.timeout(1_800_000);
   let cluster: PodCertCluster;
   let replicas: CaProcess[];
 
@@ -58,7 +61,7 @@ describe('pod certificates: two signer replicas under 1,000 requests at once', f
         const all = cluster.requests();
         return all.every((p) => answerOf(p) !== undefined) ? all : undefined;
       },
-      240_000,
+      1_500_000,
     );
     const seconds = (Date.now() - started) / 1000;
     assert.equal(answered.length, COUNT);
