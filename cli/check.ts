@@ -11,6 +11,7 @@ import { buildReport } from './check/model.js';
 import type { CheckReport } from './check/model.js';
 import { renderReport } from './check/render.js';
 import { ProgressLine, styles, useColor } from './term.js';
+import { startCrypto } from './runtime.js';
 
 /** Runs the checks of a configuration; resolves with the report. */
 export async function runChecks(
@@ -45,6 +46,7 @@ export async function runChecks(
 /** `meshid check` */
 export async function runCheck(argv: string[]): Promise<number> {
   const { config } = loadConfig('check', { argv, env: process.env });
+  startCrypto(config);
   const progress = new ProgressLine(process.stderr, process.env);
   let report: CheckReport;
   try {

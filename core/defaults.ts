@@ -25,6 +25,8 @@ export const DEFAULTS = Object.freeze({
   clockSkewMs: 20_000,
   /** The signer name of meshid's PodCertificateRequest signer (KEP-4317). */
   podCertificateSigner: 'meshid.io/workload-identity',
+  /** `meshid trust`: publish ClusterTrustBundles when the API serves them. */
+  clusterTrustBundles: 'auto' as 'auto' | 'on' | 'off',
   /** The PodCertificateRequest version the signer watches (v1beta1 also shows 1.35 kubelets' keys). */
   podCertificateApiVersion: 'v1beta1' as const,
   caListen: { host: '127.0.0.1', port: 8080 },

@@ -64,11 +64,12 @@ export const CHECK = {
   proxySample: integer(count(0, 100_000), D.checkProxySample).describe(
     'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
   ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    "the signer name of meshid's ClusterTrustBundles (compared with the anchors) and PodCertificateRequests (checked) (cluster)",
+  ),
+
   proxyAdmin: list(z.array(hostPort), []).describe(
     "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
-  ),
-  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
-    'the signer name whose PodCertificateRequests are checked (cluster)',
   ),
 };
 

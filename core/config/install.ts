@@ -110,6 +110,12 @@ export const TRUST = {
   trustManager: boolean().describe(
     'manifests: a trust-manager Bundle fills the anchors ConfigMap (instead of meshid trust sync)',
   ),
+  clusterTrustBundles: string(z.enum(['auto', 'on', 'off']), D.clusterTrustBundles).describe(
+    "publish the anchors as ClusterTrustBundles (certificates.k8s.io/v1beta1) of the pod-certificate signer, a 'live' and a 'canary' one: on, off, or auto (when the API serves them; docs/cluster-trust-bundles.md)",
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the signer name the ClusterTrustBundles belong to (the pod-certificate signer)',
+  ),
   warnWithin: duration(z.number().int().min(0), D.anchorExpiryWarningMs).describe(
     'warn when an anchor expires within this time',
   ),

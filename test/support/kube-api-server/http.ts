@@ -8,6 +8,8 @@ import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
+import { withoutNulls } from './nulls.js';
+import { openApiV3 } from './openapi.js';
 import { STORAGE_VERBS, apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import {
@@ -253,8 +255,8 @@ function decodeBody(text: string, contentType: string | undefined): unknown {
   if (text.trim() === '')
     throw badRequest("couldn't get version/kind; json parse error: unexpected end of JSON input");
   try {
-    if ((contentType ?? '').includes('yaml')) return parseYaml(text);
-    return JSON.parse(text);
+    if ((contentType ?? '').includes('yaml')) return withoutNulls(parseYaml(text));
+    return withoutNulls(JSON.parse(text));
   } catch (e) {
     throw badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
   }
@@ -385,6 +387,11 @@ async function serveNonResource(
       .filter((g) => g.group !== '')
       .map((g) => apiGroup(g.group, g.versions));
     sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups });
+    return 200;
+  }
+  const openapi = openApiV3(ctx.registry, path);
+  if (openapi !== undefined) {
+    sendJson(res, 200, openapi);
     return 200;
   }
   const parts = path.split('/').filter((p) => p !== '');
@@ -525,7 +532,7 @@ async function serveResource(
           r.namespace,
           body,
         );
-      if (ctx.admission.idle) {
+      if (ctx.admission.idleFor(t)) {
         const created = ctx.objects.create(t, r.namespace, body, { dryRun });
         sendJson(res, 201, present(t, created));
         return 201;
@@ -548,7 +555,7 @@ async function serveResource(
       const body = decodeBody(await readBody(req), req.headers['content-type']);
       if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
         const code = old !== undefined ? 200 : 201;
         sendJson(res, code, present(t, updated));
@@ -572,9 +579,9 @@ async function serveResource(
         req.headers['content-type'] ?? '',
         text,
         sub,
-        { dryRun: dryRun || (!ctx.admission.idle && sub === ''), ...patchOptions },
+        { dryRun: dryRun || (!ctx.admission.idleFor(t) && sub === ''), ...patchOptions },
       );
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const code = created ? 201 : 200;
         sendJson(res, code, present(t, object));
         return code;

@@ -155,6 +155,7 @@ export class Objects {
     if (isPodCertificateRequest(t)) validatePodCertificateRequest(t, obj, old);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
+    t.validate?.(t, obj, old);
   }
 
   create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): KubeObject {

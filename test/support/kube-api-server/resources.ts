@@ -3,6 +3,7 @@
  * group, version, kind, plural, scope. Discovery, routing, RBAC names and Status wording all come
  * from this table.
  */
+import type { KubeObject } from './types.js';
 
 /** How `metadata.name` is validated, as the real API does per type. */
 export type NameRule = 'dns1123-subdomain' | 'dns1123-label' | 'dns1035-label' | 'path-segment';
@@ -39,6 +40,19 @@ export interface ResourceType {
   readonly custom?: boolean;
   /** Paths (dotted) of metav1.MicroTime fields, which the real API parses strictly. */
   readonly microTimeFields?: readonly string[];
+  /** Type-specific validation on create (`old` undefined) and update; throws an ApiError. */
+  readonly validate?: (t: ResourceType, obj: KubeObject, old: KubeObject | undefined) => void;
+  /** A built-in validating admission plugin of this type (after the webhooks); throws an ApiError. */
+  readonly admit?: (a: BuiltinAdmission) => void;
+}
+
+/** What a built-in admission plugin sees of a write. */
+export interface BuiltinAdmission {
+  readonly type: ResourceType;
+  readonly object: KubeObject;
+  readonly oldObject?: KubeObject | undefined;
+  /** Whether the requesting user may do `verb` on `resource` named `name` (cluster scope, RBAC). */
+  readonly can: (verb: string, group: string, resource: string, name: string) => boolean;
 }
 
 export const STORAGE_VERBS = [
