@@ -19,6 +19,7 @@ import type { DataObject, Deployment, Read } from './cluster-api.js';
 import { checkCertificate, checkRbac, deploymentArg } from './cluster-control-plane.js';
 import type { CertManagerCertificate } from './cluster-control-plane.js';
 import { checkWorkloads } from './cluster-pods.js';
+import { checkPodCertificates } from './cluster-podcerts.js';
 import { checkWebhook } from './cluster-webhooks.js';
 import type { Progress } from './local.js';
 import { checkAnchors, checkIssuer } from './material.js';
@@ -77,6 +78,7 @@ export async function checkCluster(
     destination,
   };
   results.push(...(await checkWorkloads(api, config, inputs, now, progress)));
+  results.push(await checkPodCertificates(api, config, now));
   results.push(await checkClusterTrustBundles(api, config, anchorsText, cm, now));
   results.push(
     checkRotation(

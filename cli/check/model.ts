@@ -109,6 +109,12 @@ export const CHECKS = [
     title: "proxies' connections use the post-quantum hybrid key exchange",
     modes: both,
   },
+  {
+    id: 'pod-certificates',
+    group: 'Data plane',
+    title: "PodCertificateRequests of meshid's signer are answered and refreshed",
+    modes: cluster,
+  },
   { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },
   { id: 'fips-status', group: 'FIPS', title: 'FIPS status', modes: both },
 ] as const satisfies readonly CheckSpec[];

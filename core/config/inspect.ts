@@ -18,9 +18,9 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
-  signerName,
 } from './setting.js';
 import { z } from 'zod';
 
@@ -65,7 +65,7 @@ export const CHECK = {
     'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
   ),
   podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
-    "the signer name of meshid's ClusterTrustBundles, compared with the anchors (cluster)",
+    "the signer name of meshid's ClusterTrustBundles (compared with the anchors) and PodCertificateRequests (checked) (cluster)",
   ),
 
   proxyAdmin: list(z.array(hostPort), []).describe(

@@ -21,8 +21,11 @@
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
  * 9. Node 20 and Node 26 side by side (`runtimes.ts`), with the figures of 4 and 6 from this run.
  *
+ * 9. Pod certificates (`podcert.ts`): PodCertificateRequests issued per second through the API
+ *    test double, one and two CA replicas, beside Certify's rate through the same double.
+ *
  * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
- * `destination`, `runtimes`, comma-separated; default all.
+ * `destination`, `runtimes`, `podcert`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -54,6 +57,7 @@ import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
 import { runRuntimesBench } from './runtimes.js';
 import type { CertifyFigures } from './runtimes.js';
+import { runPodCertBench } from './podcert.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -70,9 +74,10 @@ const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter
  * `runtimes`, comma-separated (default all).
  */
 const PARTS = new Set(
-  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination,runtimes').split(
-    ',',
-  ),
+  (
+    process.env['BENCH_PARTS'] ??
+    'ca,storm,proxy,transparent,handshake,destination,runtimes,podcert'
+  ).split(','),
 );
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
@@ -399,4 +404,8 @@ if (PARTS.has('destination')) {
 if (PARTS.has('runtimes')) {
   out();
   await runRuntimesBench(out, certify, PARTS.has('proxy'));
+}
+if (PARTS.has('podcert')) {
+  out();
+  await runPodCertBench(out);
 }
