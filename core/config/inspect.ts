@@ -26,9 +26,12 @@ import { z } from 'zod';
 export const CHECK = {
   ...COMMON,
   dir: path(nonEmpty, D.stateDir).describe(
-    'local state folder to check (the default, .meshid, when no kubeconfig is given)',
+    'local state folder to check (the default, .meshid, only when there is no kubeconfig)',
   ),
-  kubeconfig: SHARED.kubeconfig.describe('kubeconfig of the cluster to check'),
+  kubeconfig: SHARED.kubeconfig.describe(
+    'kubeconfig of the cluster to check (default, as kubectl: $KUBECONFIG, else ~/.kube/config)',
+  ),
+  context: SHARED.context,
   output: SHARED.output.describe('text (a checklist) or json (for machines)'),
   namespace: SHARED.namespace.describe(
     'control-plane namespace of the install (default: the control-plane namespace)',
