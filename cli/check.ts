@@ -7,6 +7,7 @@ import { MeshidError, loadConfig, openKubeClient, systemClock } from '../core/in
 import type { CheckConfig, Clock } from '../core/index.js';
 import { checkCluster } from './check/cluster.js';
 import { checkLocal } from './check/local.js';
+import { checkPre } from './check/pre.js';
 import { buildReport } from './check/model.js';
 import type { CheckReport } from './check/model.js';
 import { renderReport } from './check/render.js';
@@ -33,7 +34,7 @@ export async function runChecks(
   const startedAt = deps.clock.now();
   const { findKubeconfig } = await import('../core/kube/config.js');
   const found =
-    config.kubeconfig === undefined && deps.dirGiven === true
+    config.kubeconfig === undefined && deps.dirGiven === true && !config.pre
       ? undefined
       : findKubeconfig({
           kubeconfig: config.kubeconfig,
@@ -42,11 +43,18 @@ export async function runChecks(
         });
   let results;
   let target;
+  if (config.pre && found === undefined)
+    throw new MeshidError(
+      'ERR_CONFIG_INVALID',
+      `--pre checks a cluster before an install, and there is no kubeconfig${deps.dirGiven === true ? ' (--dir is for the local state)' : ''}: give --kubeconfig, set KUBECONFIG, or write ~/.kube/config`,
+    );
   if (found !== undefined) {
     const kube = await openKubeClient(found.kc);
     target = `context ${found.context} at ${found.server} (namespace ${config.namespace})`;
     try {
-      results = await checkCluster(kube, config, startedAt, deps.progress);
+      results = config.pre
+        ? await checkPre(kube, config.namespace, found.context, deps.progress)
+        : await checkCluster(kube, config, startedAt, deps.progress);
     } finally {
       kube.close();
     }
@@ -63,7 +71,7 @@ export async function runChecks(
     results = await checkLocal(config, startedAt, deps.progress);
   }
   return buildReport({
-    mode: found === undefined ? 'local' : 'cluster',
+    mode: found === undefined ? 'local' : config.pre ? 'pre' : 'cluster',
     target,
     startedAt,
     finishedAt: deps.clock.now(),
