@@ -21,4 +21,8 @@ if (major * 1e6 + minor * 1e3 + patch < fMajor * 1e6 + fMinor * 1e3 + fPatch) {
 }
 
 const { main } = await import('../dist/cli/main.js');
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
+// A command that failed ends: a listener or a watcher it opened before the failure must not keep
+// the process alive (a failed start would otherwise hang with nothing to show for it).
+if (code !== 0) setTimeout(() => process.exit(code), 100).unref();

@@ -6,9 +6,9 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { createRegistry, systemClock, systemRandom } from '../core/index.js';
 import { runCertifyWorker, startCertifyProcess } from '../identity-ca/index.js';
-import { certifyChoices } from './ca.js';
+import { caListeners, certifyChoices } from './ca.js';
 import { caKube } from './kube.js';
-import { processLogger, startCrypto } from './runtime.js';
+import { listenersOrExplain, processLogger, startCrypto } from './runtime.js';
 
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
@@ -20,15 +20,20 @@ await runCertifyWorker(
     // Each worker is its own process: FIPS mode is checked (and set) in every one.
     startCrypto(config, logger);
     const kube = await caKube(config);
-    return startCertifyProcess({
-      ...certifyChoices(config, kube, logger, systemClock),
-      config,
-      registry,
-      recordIssuerEvents: role.recordIssuerEvents,
-      logger,
-      clock: systemClock,
-      random: systemRandom,
-    });
+    // A busy port fails here, in the worker: the primary prints what the worker says.
+    return listenersOrExplain(caListeners(config).slice(0, 1), () =>
+      startCertifyProcess({
+        ...certifyChoices(config, kube, logger, systemClock),
+        config,
+        registry,
+        recordIssuerEvents: role.recordIssuerEvents,
+        // One signer per replica (in the worker that records issuer Events), not one per worker.
+        signPodCertificates: role.recordIssuerEvents,
+        logger,
+        clock: systemClock,
+        random: systemRandom,
+      }),
+    );
   },
   () => createRegistry(),
   bootLogger,

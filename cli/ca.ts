@@ -37,11 +37,13 @@ import { caKube, checkCaPermissions } from './kube.js';
 import { checkStateDir } from './state-dir.js';
 import {
   announceListening,
+  listenersOrExplain,
   processLogger,
   startCrypto,
   untilStopSignal,
   workerCount,
 } from './runtime.js';
+import type { ListenerSetting } from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
 export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
@@ -187,6 +189,14 @@ async function startIdentityCa(deps: {
   };
 }
 
+/** The CA's listeners and the flags that choose their addresses. */
+export function caListeners(config: CaConfig): ListenerSetting[] {
+  return [
+    { what: "identity CA's gRPC server (Certify)", flag: '--listen', address: config.listen },
+    { what: "identity CA's admin server", flag: '--admin', address: config.admin },
+  ];
+}
+
 /**
  * Starts the CA and logs the one "listening" line with the bound addresses.
  *
@@ -208,14 +218,16 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
       if (workers > 1) kube.api.close();
     }
   }
-  const ca = await startIdentityCa({
-    config,
-    kube: workers > 1 ? undefined : kube,
-    workers,
-    logger,
-    clock: systemClock,
-    random: systemRandom,
-  });
+  const ca = await listenersOrExplain(caListeners(config), () =>
+    startIdentityCa({
+      config,
+      kube: workers > 1 ? undefined : kube,
+      workers,
+      logger,
+      clock: systemClock,
+      random: systemRandom,
+    }),
+  );
   announceListening(
     logger,
     { service: 'identity-ca' },

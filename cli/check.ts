@@ -12,6 +12,7 @@ import { buildReport } from './check/model.js';
 import type { CheckReport } from './check/model.js';
 import { renderReport } from './check/render.js';
 import { ProgressLine, styles, useColor } from './term.js';
+import { startCrypto } from './runtime.js';
 
 /**
  * Runs the checks of a configuration; resolves with the report. What is checked, as kubectl
@@ -82,6 +83,7 @@ export async function runChecks(
 /** `meshid check` */
 export async function runCheck(argv: string[]): Promise<number> {
   const { config, given } = loadConfig('check', { argv, env: process.env });
+  startCrypto(config);
   const progress = new ProgressLine(process.stderr, process.env);
   let report: CheckReport;
   try {

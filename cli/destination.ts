@@ -23,7 +23,13 @@ import { DestinationServer, EndpointIndex, followCluster } from '../destination/
 import { AnchorSource, IdentityClient, systemTimers } from '../proxy/index.js';
 import type { WorkloadCertificate } from '../proxy/index.js';
 import { certifyThroughCa } from './proxy.js';
-import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import {
+  announceListening,
+  listenOrExplain,
+  processLogger,
+  startCrypto,
+  untilStopSignal,
+} from './runtime.js';
 
 /** A running destination service. */
 export interface RunningDestination {
@@ -125,19 +131,21 @@ export async function startDestination(
     onRetry: (kind) => watchFailures.inc({ kind }),
   });
 
-  const admin = await startAdminServer(config.admin, {
-    logger: logger.child({ component: 'admin' }),
-    metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    readiness: () =>
-      identity.current() === undefined
-        ? { ready: false, reason: 'no certificate yet' }
-        : !index.synced
-          ? {
-              ready: false,
-              reason: 'the first lists of Services, EndpointSlices and Pods are not in yet',
-            }
-          : { ready: true, reason: 'ready' },
-  });
+  const admin = await listenOrExplain('admin server', '--admin', config.admin, () =>
+    startAdminServer(config.admin, {
+      logger: logger.child({ component: 'admin' }),
+      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+      readiness: () =>
+        identity.current() === undefined
+          ? { ready: false, reason: 'no certificate yet' }
+          : !index.synced
+            ? {
+                ready: false,
+                reason: 'the first lists of Services, EndpointSlices and Pods are not in yet',
+              }
+            : { ready: true, reason: 'ready' },
+    }),
+  );
 
   // Serving needs a certificate: the listener opens once the CA has issued the first one.
   const cert = await firstCertificate(identity);
@@ -159,7 +167,12 @@ export async function startDestination(
     const c = identity.current();
     if (c !== undefined) server.setCredentials(credentials(c));
   });
-  const address = await server.listen(config.listen);
+  const address = await listenOrExplain(
+    "destination service's gRPC server",
+    '--listen',
+    config.listen,
+    () => server.listen(config.listen),
+  );
   return {
     address,
     admin: admin.address,

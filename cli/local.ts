@@ -12,7 +12,9 @@ import type { Logger, ProxyConfig } from '../core/index.js';
 import {
   CertifyClient,
   DEFAULTS,
+  MeshidError,
   caIdentityName,
+  isMeshidError,
   formatDuration,
   createCsr,
   formatAddress,
@@ -123,7 +125,19 @@ export async function runLocal(argv: string[]): Promise<number> {
   });
   const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
   const stopped = untilStopSignal();
-  const ca = await startCa(caConfig, logger);
+  let ca: RunningCa;
+  try {
+    ca = await startCa(caConfig, logger);
+  } catch (err) {
+    // npm start's ports are fixed (those of docs/quickstart.md too): say how to move them.
+    if (isMeshidError(err) && err.code === 'ERR_LISTEN_FAILED')
+      throw new MeshidError(
+        err.code,
+        `${err.message}\n  with npm start, flags follow "--": npm start -- --listen 127.0.0.1:18080 --admin 127.0.0.1:19990`,
+        { cause: err },
+      );
+    throw err;
+  }
   out(`meshid: CA listening on ${formatAddress(ca.address)} as ${caConfig.identityName}`);
   out(`meshid: admin on http://${formatAddress(ca.adminAddress)} (/metrics, /ready, /live)`);
   for (const who of [

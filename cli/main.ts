@@ -2,8 +2,9 @@
  * `meshid`: the only composition root. Parses the configuration, builds the dependencies
  * (logger, clock, randomness) and dispatches to the components.
  */
-import { isMeshidError, settingsHelp } from '../core/index.js';
+import { didYouMean, isMeshidError, versionInfo } from '../core/index.js';
 import type { CommandName } from '../core/index.js';
+import { commandHelp } from './help.js';
 
 // Each command's modules are loaded only when it runs: a sidecar proxy must not carry the CA's
 // X.509 builders and their dependencies in its memory (about 40 MB of a node process).
@@ -93,10 +94,31 @@ const COMMANDS: Record<CommandName, { summary: string; run: (argv: string[]) => 
   };
 
 function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 1;
   const lines = Object.entries(COMMANDS).map(
-    ([name, c]) => `  meshid ${name.padEnd(10)} ${c.summary}`,
+    ([name, c]) => `  meshid ${name.padEnd(width)} ${c.summary}`,
   );
-  return `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n'meshid <command> --help' lists a command's settings.\n`;
+  return (
+    `meshid: workload-identity CA for Kubernetes service meshes\n\nUsage:\n${lines.join('\n')}\n\n` +
+    `'meshid help <command>' or 'meshid <command> --help' lists a command's flags and their defaults;\n` +
+    `'meshid --version' prints the version.\n`
+  );
+}
+
+function lookup(name: string): CommandName | undefined {
+  return Object.hasOwn(COMMANDS, name) ? (name as CommandName) : undefined;
+}
+
+function unknownCommand(name: string): number {
+  process.stderr.write(
+    `meshid: unknown command "${name}"${didYouMean(name, Object.keys(COMMANDS))}\n\n${usage()}`,
+  );
+  return 2;
+}
+
+function help(name: CommandName): number {
+  process.stdout.write(commandHelp(name, COMMANDS[name].summary));
+  return 0;
 }
 
 /**
@@ -108,29 +130,35 @@ function usage(): string {
  * ```
  */
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
-    process.stdout.write(usage());
-    return name === undefined ? 2 : 0;
-  }
-  const command = Object.hasOwn(COMMANDS, name)
-    ? COMMANDS[name as keyof typeof COMMANDS]
-    : undefined;
-  if (command === undefined) {
-    process.stderr.write(`meshid: unknown command "${name}"\n\n${usage()}`);
+  const [first, ...rest] = argv;
+  if (first === undefined) {
+    process.stderr.write(usage());
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(
-      `meshid ${name}: ${command.summary}\n\nSettings (flag, environment variable, and the camelCase key in a --config file):\n${settingsHelp(name as CommandName)}\n`,
-    );
+  if (first === '--version' || first === '-V') {
+    const v = versionInfo();
+    process.stdout.write(`meshid ${v.version} (Node.js ${v.node}, OpenSSL ${v.openssl})\n`);
     return 0;
   }
+  if (first === 'help' || first === '--help' || first === '-h') {
+    const topic = rest[0];
+    if (topic === undefined) {
+      process.stdout.write(usage());
+      return 0;
+    }
+    const named = lookup(topic);
+    return named === undefined ? unknownCommand(topic) : help(named);
+  }
+  const name = lookup(first);
+  if (name === undefined) return unknownCommand(first);
+  if (rest.includes('--help') || rest.includes('-h')) return help(name);
   try {
-    return await command.run(rest);
+    return await COMMANDS[name].run(rest);
   } catch (err) {
     if (isMeshidError(err)) {
-      process.stderr.write(`meshid ${name}: ${err.message} [${err.code}]\n`);
+      // One prefix: a message that already names its command is printed as it is.
+      const prefix = err.message.startsWith(`meshid ${name}`) ? '' : `meshid ${name}: `;
+      process.stderr.write(`${prefix}${err.message} [${err.code}]\n`);
       return err.code === 'ERR_CONFIG_INVALID' ? 2 : 1;
     }
     process.stderr.write(

@@ -3,12 +3,13 @@
  * injector runs it as an init container; `--dry-run` prints what it would write.
  */
 import { loadConfig } from '../core/index.js';
-import { processLogger } from './runtime.js';
+import { processLogger, startCrypto } from './runtime.js';
 import { proxyInit } from './proxy-init/run.js';
 
 /** `meshid proxy-init` */
 export async function runProxyInit(argv: string[]): Promise<number> {
   const { config } = loadConfig('proxy-init', { argv, env: process.env });
+  startCrypto(config);
   const logger = processLogger(config.logLevel, { service: 'proxy-init' });
   const result = await proxyInit(config, logger);
   if (result.backend === 'dry-run') {

@@ -10,12 +10,14 @@ import {
   MeshidError,
   createLogger,
   enforceFips,
+  envName,
   formatAddress,
   hybridGroupAvailable,
   tlsGroupList,
 } from '../core/index.js';
 import type { Address, CryptoStatus, LogLevel, Logger, TlsGroupsMode } from '../core/index.js';
 import type * as Tls from 'node:tls';
+import { findPortOwner } from './port-owner.js';
 
 /** The process logger. */
 export function processLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
@@ -102,6 +104,14 @@ export function startCrypto(
   return status;
 }
 
+/** One listener of a command: what it serves, the flag that chooses its address, the address. */
+export interface ListenerSetting {
+  readonly what: string;
+  /** The flag, e.g. `--admin`; its MESHID_* variable and config key are derived from it. */
+  readonly flag: string;
+  readonly address: Address | undefined;
+}
+
 /**
  * Binds one listener, or fails with ERR_LISTEN_FAILED naming the address, the cause and `flag`,
  * the setting that chooses it: "address already in use" alone does not say which of a process's
@@ -113,31 +123,66 @@ export async function listenOrExplain<T>(
   address: Address | undefined,
   listen: () => Promise<T>,
 ): Promise<T> {
+  return listenersOrExplain([{ what, flag, address }], listen);
+}
+
+/**
+ * Runs `start`, which binds one or more of `listeners`; a bind failure becomes ERR_LISTEN_FAILED
+ * naming the listener whose port failed, its flag (and variable and config key), the address,
+ * the cause and, for a busy port, the process found holding it. No stack trace: the message is
+ * the whole story.
+ */
+export async function listenersOrExplain<T>(
+  listeners: readonly ListenerSetting[],
+  start: () => Promise<T>,
+): Promise<T> {
   try {
-    return await listen();
+    return await start();
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
     if (e.syscall !== 'listen' && e.syscall !== 'bind') throw err;
-    const where =
-      e.address !== undefined && e.port !== undefined
-        ? formatAddress({ host: e.address, port: e.port })
-        : address === undefined
-          ? 'its address'
-          : formatAddress(address);
-    const hint =
-      e.code === 'EADDRINUSE'
-        ? 'another process holds that port: stop it, or choose another address'
-        : e.code === 'EADDRNOTAVAIL'
-          ? 'that address is not one of this host: choose one that is'
-          : e.code === 'EACCES'
-            ? 'the process may not bind that port: choose a port above 1023 or grant the capability'
-            : 'choose another address';
-    throw new MeshidError(
-      'ERR_LISTEN_FAILED',
-      `cannot listen on ${where} for the ${what} (${e.code ?? e.message}): ${hint} with ${flag}`,
-      { cause: err },
-    );
+    throw await listenError(e, listeners);
   }
+}
+
+async function listenError(
+  e: NodeJS.ErrnoException & { address?: string; port?: number },
+  listeners: readonly ListenerSetting[],
+): Promise<MeshidError> {
+  const listener =
+    listeners.find((l) => l.address !== undefined && l.address.port === e.port) ??
+    (listeners.length === 1 ? listeners[0] : undefined);
+  const address =
+    e.address !== undefined && e.port !== undefined
+      ? { host: e.address, port: e.port }
+      : listener?.address;
+  const where = address === undefined ? 'its address' : formatAddress(address);
+  const flag = listener?.flag ?? listeners.map((l) => l.flag).join(' or ');
+  const key = flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+  const how =
+    listener === undefined ? flag : `${flag} (${envName(key)}, or ${key}: in a --config file)`;
+  let hint: string;
+  if (e.code === 'EADDRINUSE') {
+    const owner = address === undefined ? undefined : await findPortOwner(address.port);
+    const holder =
+      owner === undefined
+        ? 'another process holds that port'
+        : owner.pid === process.pid
+          ? `this meshid process already listens there (pid ${owner.pid}: two settings name the same port)`
+          : `process ${owner.pid} (${owner.command}) holds that port`;
+    hint = `${holder}: stop it, or choose another address with ${how}`;
+  } else if (e.code === 'EADDRNOTAVAIL') {
+    hint = `that address is not one of this host's: choose one that is with ${how}`;
+  } else if (e.code === 'EACCES') {
+    hint = `the process may not bind that port: choose a port above 1023 with ${how}, or grant the capability (CAP_NET_BIND_SERVICE)`;
+  } else {
+    hint = `choose another address with ${how}`;
+  }
+  return new MeshidError(
+    'ERR_LISTEN_FAILED',
+    `cannot listen on ${where} for the ${listener?.what ?? 'server'} (${e.code ?? e.message}): ${hint}`,
+    { cause: e },
+  );
 }
 
 /**

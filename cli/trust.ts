@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import {
   MeshidError,
   createLogger,
+  didYouMean,
   loadConfig,
   parseAnchors,
   parsePem,
@@ -33,7 +34,9 @@ import { caAddressObserver, kubeTrustSettings } from './trust-kube.js';
 import type { OpenedRotation, RotationOptions } from './trust-kube.js';
 import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
 import { certManagerChain } from './install/manifest.js';
+import { TRUST_USAGE } from './help.js';
 import { manifestYaml } from './install/yaml.js';
+import { startCrypto } from './runtime.js';
 
 /** The `meshid trust` subcommands. */
 export const TRUST_SUBCOMMANDS = [
@@ -48,12 +51,7 @@ export const TRUST_SUBCOMMANDS = [
 ] as const;
 type Subcommand = (typeof TRUST_SUBCOMMANDS)[number];
 
-const USAGE = `Usage:
-  meshid trust validate FILE
-  meshid trust manifests [--trust-manager] [--namespace NS]
-  meshid trust rotate|status|pause|resume|rollback [--dir D | --kubeconfig F]
-  meshid trust sync [--kubeconfig F]
-'meshid trust --help' lists the settings.
+const USAGE = `${TRUST_USAGE}'meshid trust --help' lists the settings.
 `;
 
 /** Output of a subcommand: what to print, and the exit code. */
@@ -180,7 +178,7 @@ export async function runTrust(argv: string[]): Promise<number> {
   const { sub, positionals, flags } = splitArgs(argv);
   if (sub === undefined) {
     process.stderr.write(
-      `meshid trust: ${argv[0] === undefined ? 'a subcommand is required' : `unknown subcommand "${argv[0]}"`}\n${USAGE}`,
+      `meshid trust: ${argv[0] === undefined ? 'a subcommand is required' : `unknown subcommand "${argv[0]}"${didYouMean(argv[0], TRUST_SUBCOMMANDS)}`}\n${USAGE}`,
     );
     return 2;
   }
@@ -194,6 +192,7 @@ export async function runTrust(argv: string[]): Promise<number> {
     );
   }
   const { config } = loadConfig('trust', { argv: flags, env: process.env });
+  startCrypto(config);
   const out = await runSubcommand(sub, positionals, config);
   await new Promise<void>((resolve, reject) =>
     process.stdout.write(out.stdout, (err) => (err ? reject(err) : resolve())),

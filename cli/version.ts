@@ -13,6 +13,7 @@ import {
   versionInfo,
 } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
+import { startCrypto } from './runtime.js';
 
 /** The JSON output. */
 export interface VersionView {
@@ -77,6 +78,7 @@ export async function gatherVersions(config: VersionConfig): Promise<VersionView
 /** `meshid version` */
 export async function runVersion(argv: string[]): Promise<number> {
   const { config } = loadConfig('version', { argv, env: process.env });
+  startCrypto(config);
   const v = await gatherVersions(config);
   if (config.output === 'json') {
     process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);

@@ -24,7 +24,13 @@ import {
 } from '../webhooks/index.js';
 import type { WebhookKube } from '../webhooks/index.js';
 import { imageTag } from './install/manifest.js';
-import { announceListening, processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import {
+  announceListening,
+  listenOrExplain,
+  processLogger,
+  startCrypto,
+  untilStopSignal,
+} from './runtime.js';
 
 /** How long the trust guard waits for the CA's handshake (the API server waits 10 s in all). */
 const GUARD_CA_TIMEOUT_MS = 3_000;
@@ -112,17 +118,19 @@ export async function startWebhooks(
       logger: logger.child({ component: 'trust-guard' }),
     },
   );
-  const server = await AdmissionServer.start({
-    listen: config.listen,
-    tlsDir: config.tlsDir,
-    handlers: { '/inject': injector, '/validate': guard },
-    reloadIntervalMs: config.tlsReloadInterval,
-    // The API server may speak TLS 1.2 (webhooks.ts's default); the key exchange is meshid's.
-    ...(config.fips
-      ? { tls: FIPS_TLS, fips: true }
-      : { tls: { ecdhCurve: tlsGroupList(config.tlsGroups, false) } }),
-    logger: logger.child({ component: 'admission-server' }),
-  });
+  const server = await listenOrExplain('admission webhooks server', '--listen', config.listen, () =>
+    AdmissionServer.start({
+      listen: config.listen,
+      tlsDir: config.tlsDir,
+      handlers: { '/inject': injector, '/validate': guard },
+      reloadIntervalMs: config.tlsReloadInterval,
+      // The API server may speak TLS 1.2 (webhooks.ts's default); the key exchange is meshid's.
+      ...(config.fips
+        ? { tls: FIPS_TLS, fips: true }
+        : { tls: { ecdhCurve: tlsGroupList(config.tlsGroups, false) } }),
+      logger: logger.child({ component: 'admission-server' }),
+    }),
+  );
   return { address: server.address, close: () => server.close() };
 }
 

@@ -26,6 +26,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type * as Yaml from 'yaml';
 import { MeshidError } from './errors.js';
+import { didYouMean } from './suggest.js';
 import { COMMAND_SETTINGS, SCHEMAS } from './config/commands.js';
 import type { CommandConfigs, CommandName } from './config/commands.js';
 import { IN_CLUSTER, KUBERNETES_JWKS } from './config/names.js';
@@ -79,7 +80,10 @@ class Reading {
   put(key: string, value: unknown, where: string, base?: string): void {
     const setting = this.settings[key];
     if (setting === undefined) {
-      this.problems.push({ field: where, message: `unknown setting for "meshid ${this.command}"` });
+      this.problems.push({
+        field: where,
+        message: `unknown setting for "meshid ${this.command}"${didYouMean(key, Object.keys(this.settings))}`,
+      });
       return;
     }
     const parsed = parseValue(setting.kind, value);
@@ -131,7 +135,10 @@ export function loadConfig<C extends CommandName>(
     const key = Object.keys(settings).find((k) => envName(k) === name);
     if (key === undefined) {
       if (!KNOWN_ENV.has(name))
-        reading.problems.push({ field: name, message: 'unknown MESHID_ environment variable' });
+        reading.problems.push({
+          field: name,
+          message: `unknown MESHID_ environment variable${didYouMean(name, KNOWN_ENV)}`,
+        });
       continue;
     }
     if (key !== 'config') reading.put(key, value, name);
@@ -215,7 +222,13 @@ function parseFlags(
   try {
     return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${(err as Error).message}`);
+    const e = err as Error & { code?: string };
+    const unknown = /^Unknown option '(-{1,2}[^'=]*)/.exec(e.message)?.[1];
+    const message =
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown !== undefined
+        ? `unknown flag ${unknown}${didYouMean(unknown.replace(/^-+/, ''), Object.keys(options), (f) => `--${f}`)} ('meshid ${command} --help' lists every flag)`
+        : e.message;
+    throw new MeshidError('ERR_CONFIG_INVALID', `meshid ${command}: ${message}`);
   }
 }
 

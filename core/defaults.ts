@@ -23,6 +23,12 @@ export const DEFAULTS = Object.freeze({
   audience: 'identity.l5d.io',
   certLifetimeMs: 24 * 3_600_000,
   clockSkewMs: 20_000,
+  /** The signer name of meshid's PodCertificateRequest signer (KEP-4317). */
+  podCertificateSigner: 'meshid.io/workload-identity',
+  /** `meshid trust`: publish ClusterTrustBundles when the API serves them. */
+  clusterTrustBundles: 'auto' as 'auto' | 'on' | 'off',
+  /** The PodCertificateRequest version the signer watches (v1beta1 also shows 1.35 kubelets' keys). */
+  podCertificateApiVersion: 'v1beta1' as const,
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   /** CA worker processes: 0 is one per core. */

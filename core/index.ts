@@ -41,6 +41,7 @@ export {
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
+  envName,
   flagName,
   formatAddress,
   IN_CLUSTER,
@@ -149,6 +150,20 @@ export type {
 export { peerChain } from './peer-chain.js';
 export { resetSocket } from './sockets.js';
 export {
+  applyHttpTimeouts,
+  limitConnections,
+  LISTENER_LIMITS,
+  NO_RESUMPTION,
+  PeerBudget,
+} from './listener-limits.js';
+export type {
+  ConnectionLimitHit,
+  ConnectionRefusedHook,
+  HttpListenerLimits,
+  HttpTimeouts,
+  PeerBudgetLimits,
+} from './listener-limits.js';
+export {
   hybridGroupAvailable,
   isPostQuantumGroup,
   negotiatedAlgorithms,
@@ -159,6 +174,7 @@ export {
 export type { TlsAlgorithms, TlsGroupsMode } from './tls-groups.js';
 export type { PeerChainTls } from './peer-chain.js';
 export { versionInfo } from './version.js';
+export { closest, didYouMean } from './suggest.js';
 export type { VersionInfo } from './version.js';
 export {
   cryptoStatus,
@@ -189,8 +205,10 @@ export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/wat
 export { openKubeClient } from './kube/open.js';
 export {
   INBOUND_POLICIES,
+  MAX_PORT_POLICIES,
   parseCidrList,
   parsePortList,
+  parsePortPolicies,
   TRANSPARENT_ANNOTATIONS,
 } from './transparent.js';
 export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';

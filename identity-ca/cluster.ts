@@ -117,14 +117,34 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
     }
     return readinessOf(statuses.values().next().value ?? {}, clock.now());
   };
-  const admin = await startAdminServer(config.admin, {
-    logger: log,
-    readiness,
-    metrics: async () => ({
-      contentType: aggregator.contentType,
-      body: await aggregator.clusterMetrics(),
-    }),
-  });
+  const stopWorkers = async (): Promise<void> => {
+    await Promise.all(
+      Object.values(cluster.workers ?? {}).map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w === undefined || w.isDead()) return resolve();
+            w.once('exit', () => resolve());
+            w.process.kill('SIGTERM');
+          }),
+      ),
+    );
+  };
+  let admin: Awaited<ReturnType<typeof startAdminServer>>;
+  try {
+    admin = await startAdminServer(config.admin, {
+      logger: log,
+      readiness,
+      metrics: async () => ({
+        contentType: aggregator.contentType,
+        body: await aggregator.clusterMetrics(),
+      }),
+    });
+  } catch (err) {
+    // The workers would keep the process alive, serving with no admin port.
+    stopping = true;
+    await stopWorkers();
+    throw err;
+  }
 
   return {
     address: address!,
@@ -137,16 +157,7 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
     async close() {
       stopping = true;
       await admin.close();
-      await Promise.all(
-        Object.values(cluster.workers ?? {}).map(
-          (w) =>
-            new Promise<void>((resolve) => {
-              if (w === undefined || w.isDead()) return resolve();
-              w.once('exit', () => resolve());
-              w.process.kill('SIGTERM');
-            }),
-        ),
-      );
+      await stopWorkers();
     },
   };
 }

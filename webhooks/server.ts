@@ -11,19 +11,33 @@ import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import type { SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import {
   DEFAULTS,
   JsonDepthMeter,
   JsonTooDeep,
+  LISTENER_LIMITS,
+  LogKey,
   MeshidError,
+  applyHttpTimeouts,
   fipsCertificateProblem,
   isMeshidError,
   systemClock,
   watchFiles,
+  limitConnections,
+  negotiatedAlgorithms,
 } from '../core/index.js';
-import type { Address, Clock, Logger, Timers, WatchedFile } from '../core/index.js';
+import type {
+  Address,
+  Clock,
+  HttpListenerLimits,
+  Logger,
+  PeerBudget,
+  Timers,
+  TlsAlgorithms,
+  WatchedFile,
+} from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
@@ -52,6 +66,8 @@ export interface AdmissionServerOptions {
    * like a broken pair: at start the server does not start, on reload the last good pair stays.
    */
   readonly fips?: boolean;
+  /** Connections per peer address and in all, and request times; default LISTENER_LIMITS.webhooks. */
+  readonly limits?: HttpListenerLimits;
 }
 
 interface ServingPair {
@@ -134,6 +150,9 @@ export class AdmissionServer {
   readonly #log: Logger;
   readonly #maxBody: number;
   readonly #pair: WatchedFile<ServingPair>;
+  readonly #connections: PeerBudget;
+  /** What each connection's handshake negotiated, read once when it finishes (for the log). */
+  readonly #algorithms = new WeakMap<object, TlsAlgorithms>();
 
   private constructor(options: AdmissionServerOptions, pair: WatchedFile<ServingPair>) {
     this.#options = options;
@@ -143,9 +162,19 @@ export class AdmissionServer {
     this.#server = createServer(pair.current().context, (req, res) => {
       void this.#handle(req, res);
     });
-    // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 30_000;
+    // Slow or stalled clients are cut off (the API server's own timeout is at most 30 s), and
+    // one peer cannot hold every connection the server will take.
+    const limits = options.limits ?? LISTENER_LIMITS.webhooks;
+    applyHttpTimeouts(this.#server, limits.http);
+    this.#connections = limitConnections(this.#server, limits.connections, (peer, hit, limit) =>
+      this.#log.warn(
+        { [LogKey.address]: peer, hit, limit },
+        'webhooks refusing connections: limit reached',
+      ),
+    );
+    this.#server.on('secureConnection', (socket: TLSSocket) =>
+      this.#algorithms.set(socket, negotiatedAlgorithms(socket)),
+    );
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
     );
@@ -213,6 +242,11 @@ export class AdmissionServer {
     return { host: a.address, port: a.port };
   }
 
+  /** The server's count of open connections, per peer address. */
+  get connections(): PeerBudget {
+    return this.#connections;
+  }
+
   /** SHA-256 (hex, of the DER) of the certificate being served. */
   get certificateFingerprint(): string {
     return this.#pair.current().fingerprint;
@@ -267,6 +301,8 @@ export class AdmissionServer {
           allowed: result.allowed,
           patched: (result.patch?.length ?? 0) > 0,
           ms: Date.now() - started,
+          // The key exchange the API server's connection negotiated (X25519MLKEM768 by default).
+          tls: this.#algorithms.get(req.socket),
         },
         'review answered',
       );

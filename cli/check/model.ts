@@ -112,9 +112,21 @@ export const CHECKS = [
     modes: cluster,
   },
   {
+    id: 'cluster-trust-bundles',
+    group: 'Data plane',
+    title: "meshid's ClusterTrustBundles hold the current anchors",
+    modes: cluster,
+  },
+  {
     id: 'proxies-certificates',
     group: 'Data plane',
     title: "proxies' certificates chain to the current anchors",
+    modes: both,
+  },
+  {
+    id: 'proxies-key-exchange',
+    group: 'Data plane',
+    title: "proxies' connections use the post-quantum hybrid key exchange",
     modes: both,
   },
   { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },

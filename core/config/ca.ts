@@ -26,6 +26,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
   tokenValidator,
@@ -90,7 +91,8 @@ const needsKube = (g: Given): boolean =>
   caTokenValidator(g) === 'tokenreview' ||
   caJwks(g) === KUBERNETES_JWKS ||
   'issuerSecret' in g ||
-  'trustAnchorsConfigMap' in g;
+  'trustAnchorsConfigMap' in g ||
+  g['podCertificates'] === true;
 
 const limit = (min: number, max: number, help: string, dflt: number) =>
   integer(count(min, max, min === 0 ? 'must be 0 (no limit) or more' : undefined), dflt).describe(
@@ -194,6 +196,15 @@ export const CA = {
     positiveMs.max(60_000, 'must be at most 60s'),
     D.certifyHandshakeWaitMs,
   ).describe('a connection that waited this long for a handshake is closed instead'),
+  podCertificates: boolean().describe(
+    'sign PodCertificateRequests addressed to podCertificateSigner (needs kubeconfig; docs/pod-certificates.md)',
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the signer name the pod certificate signer answers for',
+  ),
+  podCertificateApiVersion: string(z.enum(['v1beta1', 'v1']), D.podCertificateApiVersion).describe(
+    'PodCertificateRequest version watched: v1beta1 (Kubernetes 1.35+) or v1 (1.37+)',
+  ),
 };
 
 export const CA_SCHEMA = schemaOf(CA).superRefine((c, ctx) => {
@@ -210,6 +221,12 @@ export const CA_SCHEMA = schemaOf(CA).superRefine((c, ctx) => {
     ctx.addIssue({ code: 'custom', path: ['identityName'], message: (err as Error).message });
   }
   caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
+  if (c.podCertificates && c.kubeconfig === undefined)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['podCertificates'],
+      message: 'needs the Kubernetes API: set kubeconfig (in a pod, "in-cluster")',
+    });
 });
 
 export const LOCAL = {

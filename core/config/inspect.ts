@@ -21,6 +21,7 @@ import {
   schemaOf,
   string,
   subdomain,
+  signerName,
 } from './setting.js';
 import { z } from 'zod';
 
@@ -70,6 +71,10 @@ export const CHECK = {
   proxySample: integer(count(0, 100_000), D.checkProxySample).describe(
     'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
   ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    "the signer name of meshid's ClusterTrustBundles, compared with the anchors (cluster)",
+  ),
+
   proxyAdmin: list(z.array(hostPort), []).describe(
     "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
   ),

@@ -31,6 +31,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
   const server = kc.getCurrentCluster()?.server ?? '(no cluster)';
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
   const aborts = new Set<() => void>();
   const openWatch = watchOpener(kc, aborts);
   return {
@@ -47,8 +48,7 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
           : { onRetry: (err, ms) => o.onRetry?.(toKubeError(err, `watch ${o.kind}`), ms) }),
         list: (signal) =>
           listCollection(
-            core,
-            discovery,
+            { core, discovery, objects },
             o,
             AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)]),
           ),

@@ -278,7 +278,11 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 22, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 23, 'every check of the catalog ran');
+    assert.equal(
+      byId(report, 'cluster-trust-bundles').message,
+      'the API does not serve ClusterTrustBundles: nothing to compare',
+    );
     assert.match(
       byId(report, 'cert-manager-ready').message,
       /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,

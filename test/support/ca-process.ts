@@ -38,6 +38,9 @@ export interface StartOptions {
   readonly nodeArgs?: readonly string[];
 }
 
+/** How long a `meshid` process may take to say "listening" before it is killed. */
+export const START_LIMIT_MS = 120_000;
+
 /** Starts `meshid <command> <args>` and waits for its "listening" log line. */
 export async function startMeshid(
   command: string,
@@ -78,7 +81,9 @@ export async function startMeshid(
       ),
     );
   });
-  const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  // Generous: a CA with two workers on a machine kept busy by another test run took over 30 s
+  // to say "listening" (issue 20); an honest start on an idle machine takes about 1 s.
+  const timeout = setTimeout(() => proc.kill('SIGKILL'), START_LIMIT_MS);
   try {
     return {
       proc,

@@ -91,7 +91,29 @@ describe('config', () => {
 
   it('refuses an unknown flag', () => {
     const err = configError(() => loadConfig('ca', { argv: ['--cert-life', '1h'], env: {} }));
-    assert.match(err.message, /Unknown option '--cert-life'/);
+    assert.match(
+      err.message,
+      /^meshid ca: unknown flag --cert-life; did you mean --cert-lifetime\? \('meshid ca --help' lists every flag\)$/,
+    );
+  });
+
+  it('suggests the setting a mistyped config key or MESHID_ variable meant', () => {
+    files['/typo.yaml'] = 'certLifetme: 1h\n';
+    const err = configError(() =>
+      loadConfig('ca', {
+        argv: ['--config', '/typo.yaml'],
+        env: { MESHID_CLOCK_SKWE: '1s' },
+        readFile,
+      }),
+    );
+    assert.match(
+      err.message,
+      /certLifetme: unknown setting for "meshid ca"; did you mean "certLifetime"\?/,
+    );
+    assert.match(
+      err.message,
+      /MESHID_CLOCK_SKWE: unknown MESHID_ environment variable; did you mean "MESHID_CLOCK_SKEW"\?/,
+    );
   });
 
   it('reports every bad field at once, each named', () => {
