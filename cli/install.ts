@@ -106,7 +106,10 @@ export async function runInstall(argv: string[]): Promise<number> {
   startCrypto(config);
   const yaml = renderInstall({ argv, env: process.env, now: systemClock.now() });
   const said = installImage(config, given);
-  process.stderr.write(`${said}\n`);
+  // The install is rendered offline; what it meets in the cluster is check --pre's to say.
+  process.stderr.write(
+    `${said}\nmeshid install: before applying, \`meshid check --pre --namespace ${config.controlPlaneNamespace}\` says whether Linkerd or meshid already runs there and what applying does\n`,
+  );
   // One write of the whole stream, and only once all of it rendered.
   await new Promise<void>((resolve, reject) =>
     process.stdout.write(yaml, (err) => (err ? reject(err) : resolve())),
