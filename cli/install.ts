@@ -5,7 +5,6 @@
  */
 import { readFileSync } from 'node:fs';
 import {
-  DEFAULTS,
   MeshidError,
   isMeshidError,
   loadConfig,
@@ -85,12 +84,9 @@ export const PUBLISHED_IMAGES: readonly string[] = [];
  */
 export function installImage(
   config: Pick<InstallConfig, 'image' | 'controlPlaneNamespace' | 'webhooks'>,
-  sources: Pick<ConfigSources, 'argv' | 'env'>,
+  given: ReadonlySet<string>,
 ): string {
-  const chosen =
-    sources.argv.some((a) => a === '--image' || a.startsWith('--image=')) ||
-    (sources.env['MESHID_IMAGE'] ?? '') !== '' ||
-    config.image !== DEFAULTS.image;
+  const chosen = given.has('image');
   if (!chosen && !PUBLISHED_IMAGES.includes(config.image)) {
     throw new MeshidError(
       'ERR_CONFIG_INVALID',
@@ -106,11 +102,14 @@ export function installImage(
 
 /** `meshid install` */
 export async function runInstall(argv: string[]): Promise<number> {
-  const { config } = loadConfig('install', { argv, env: process.env });
+  const { config, given } = loadConfig('install', { argv, env: process.env });
   startCrypto(config);
   const yaml = renderInstall({ argv, env: process.env, now: systemClock.now() });
-  const said = installImage(config, { argv, env: process.env });
-  process.stderr.write(`${said}\n`);
+  const said = installImage(config, given);
+  // The install is rendered offline; what it meets in the cluster is check --pre's to say.
+  process.stderr.write(
+    `${said}\nmeshid install: before applying, \`meshid check --pre --namespace ${config.controlPlaneNamespace}\` says whether Linkerd or meshid already runs there and what applying does\n`,
+  );
   // One write of the whole stream, and only once all of it rendered.
   await new Promise<void>((resolve, reject) =>
     process.stdout.write(yaml, (err) => (err ? reject(err) : resolve())),

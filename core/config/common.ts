@@ -64,6 +64,10 @@ export const SHARED = {
   kubeconfig: path(nonEmpty.optional()).describe(
     `kubeconfig file for the Kubernetes API; "${IN_CLUSTER}" uses the pod's service account`,
   ),
+  /** A context of the kubeconfig, as kubectl's --context; unset: its current-context. */
+  context: string(nonEmpty.optional()).describe(
+    "kubeconfig context to use, as kubectl's --context (default: the kubeconfig's current-context)",
+  ),
   /** The namespace of the control plane's objects; the control-plane namespace unless given. */
   namespace: string(
     label,

@@ -8,6 +8,7 @@ import { caIdentityName, derivedIdentity } from './names.js';
 import {
   addr,
   address,
+  boolean,
   count,
   duration,
   hostPort,
@@ -27,9 +28,15 @@ import { z } from 'zod';
 export const CHECK = {
   ...COMMON,
   dir: path(nonEmpty, D.stateDir).describe(
-    'local state folder to check (the default, .meshid, when no kubeconfig is given)',
+    'local state folder to check (the default, .meshid, only when there is no kubeconfig)',
   ),
-  kubeconfig: SHARED.kubeconfig.describe('kubeconfig of the cluster to check'),
+  kubeconfig: SHARED.kubeconfig.describe(
+    'kubeconfig of the cluster to check (default, as kubectl: $KUBECONFIG, else ~/.kube/config)',
+  ),
+  context: SHARED.context,
+  pre: boolean(false).describe(
+    'before an install: the API answers, these credentials may install, cert-manager is there, and whether Linkerd or meshid already runs in the namespace',
+  ),
   output: SHARED.output.describe('text (a checklist) or json (for machines)'),
   namespace: SHARED.namespace.describe(
     'control-plane namespace of the install (default: the control-plane namespace)',

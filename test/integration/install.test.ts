@@ -21,6 +21,8 @@ import { DAY, HOUR } from '../support/state.js';
 
 const NS = 'meshid-system';
 const IMAGE = 'registry.example.com/meshid:v0.1.0';
+const PRE =
+  'meshid install: before applying, `meshid check --pre --namespace linkerd` says whether Linkerd or meshid already runs there and what applying does\n';
 
 /** Parses a YAML stream, failing on any error, into its objects. */
 function objectsOf(yaml: string): KubernetesObject[] {
@@ -63,12 +65,12 @@ describe('meshid install (real process)', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('exits 0 and prints only YAML on stdout, and on stderr only which image it rendered', async () => {
+  it('exits 0 and prints only YAML on stdout, and on stderr which image it rendered and to run check --pre', async () => {
     const r = await runMeshid(['install', '--image', IMAGE]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(
       r.stderr,
-      `meshid install: rendering image ${IMAGE} for every Deployment in namespace linkerd (not pinned by digest: REF@sha256:… makes every node run the same build)\n`,
+      `meshid install: rendering image ${IMAGE} for every Deployment in namespace linkerd (not pinned by digest: REF@sha256:… makes every node run the same build)\n${PRE}`,
     );
     assert.deepEqual(
       objectsOf(r.stdout).map((o) => o.kind),
@@ -98,7 +100,7 @@ describe('meshid install (real process)', function () {
     assert.equal(deployment.spec?.template?.spec?.containers?.[0]?.image, digest);
     assert.equal(
       r.stderr,
-      `meshid install: rendering image ${digest} for every Deployment in namespace linkerd\n`,
+      `meshid install: rendering image ${digest} for every Deployment in namespace linkerd\n${PRE}`,
     );
   });
 
