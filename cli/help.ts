@@ -3,8 +3,8 @@
  * subcommands of the commands that have them) and every setting with its flag, its `MESHID_*`
  * variable, what it does and its default. Light on purpose: no component is loaded to print help.
  */
-import { configReference } from '../core/index.js';
-import type { CommandName, SettingReference } from '../core/index.js';
+import { describeSettings } from '../core/index.js';
+import type { CommandName } from '../core/index.js';
 
 /**
  * The subcommands of `meshid trust`, with what each does: the usage its `--help` and its errors
@@ -31,14 +31,6 @@ const USAGE: Partial<Record<CommandName, string>> = {
 };
 
 /**
- * Every setting of a command with its default: the one call `--help` makes, so that when the
- * configuration module offers a dedicated helper only this line changes.
- */
-function settingsWithDefaults(command: CommandName): readonly SettingReference[] {
-  return configReference()[command];
-}
-
-/**
  * The `--help` text of one command.
  *
  * @example
@@ -47,7 +39,7 @@ function settingsWithDefaults(command: CommandName): readonly SettingReference[]
  * ```
  */
 export function commandHelp(command: CommandName, summary: string): string {
-  const lines = settingsWithDefaults(command).map((s) => {
+  const lines = describeSettings(command).map((s) => {
     const given =
       s.default === undefined || s.default === '' || (s.kind === 'boolean' && s.default === 'false')
         ? ''

@@ -44,7 +44,7 @@ export {
   KUBERNETES_JWKS,
   localStateInputs,
 } from './config/names.js';
-export { configReference, describeSettings, settingsHelp } from './config/reference.js';
+export { configReference, describeSettings } from './config/reference.js';
 export type { SettingReference } from './config/reference.js';
 export { envName, flagName, formatAddress, parseAddress } from './config/setting.js';
 export type { Address } from './config/setting.js';

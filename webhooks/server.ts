@@ -252,14 +252,6 @@ export class AdmissionServer {
     return this.#pair.current().fingerprint;
   }
 
-  /**
-   * Re-reads the serving pair now; resolves true when a new valid pair is in use. A bad pair is
-   * logged and the last good one stays.
-   */
-  async reloadTls(): Promise<boolean> {
-    return (await this.#pair.reload()).status === 'updated';
-  }
-
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = Date.now();
     const path = (req.url ?? '/').split('?')[0]!;

@@ -192,6 +192,13 @@ export async function checkKeyExchange(o: {
       [...(m ?? new Map<string, number>()).values()].reduce((a, b) => a + b, 0);
     return sum + count(g?.inbound) + count(g?.outbound) + (v.p.caGroup === undefined ? 0 : 1);
   }, 0);
+  if (hybrid.length === 0) {
+    return result(
+      'proxies-key-exchange',
+      'ok',
+      `none of the ${n} proxies uses the post-quantum hybrid${tail}`,
+    );
+  }
   return result(
     'proxies-key-exchange',
     'ok',

@@ -1,7 +1,7 @@
 /**
  * Settings several commands share, declared once: the ones every command has, the naming, and
  * those that mean the same wherever they appear. A command that gives one a narrower meaning
- * keeps the declaration and changes only the help line (`withHelp`).
+ * keeps the declaration and changes only the help line (`.describe()`).
  */
 import { z } from 'zod';
 import { DEFAULTS as D } from '../defaults.js';
@@ -22,13 +22,12 @@ import {
   subdomain,
 } from './setting.js';
 
+const LOG_LEVELS = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
 /** The settings every command has. */
 export const COMMON = {
   config: path(z.string().optional()).describe('YAML or JSON configuration file'),
-  logLevel: string(
-    z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-    D.logLevel,
-  ).describe('fatal|error|warn|info|debug|trace|silent'),
+  logLevel: string(LOG_LEVELS, D.logLevel).describe(LOG_LEVELS.options.join('|')),
   fips: boolean().describe(
     'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
   ),

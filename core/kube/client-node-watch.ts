@@ -4,15 +4,10 @@
  * failures in core's.
  */
 import { Watch } from '@kubernetes/client-node';
-import type {
-  CoreV1Api,
-  DiscoveryV1Api,
-  KubeConfig,
-  KubernetesObjectApi,
-} from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeResource, KubeWatchListOptions, WatchKind } from './api.js';
 import { KubeApiError } from './api.js';
-import { call, plain, toKubeError, withSignal } from './client-node-call.js';
+import { call, plain, toKubeError } from './client-node-call.js';
 import type { WatchStreamEvent } from './watch-list.js';
 
 const PLURAL: Readonly<Record<WatchKind, string>> = {
@@ -31,7 +26,7 @@ const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
   PodCertificateRequest: 'certificates.k8s.io/v1beta1',
 };
 /** The apiVersion followed: the option's, for a kind served in several versions. */
-const apiVersionOf = (kind: WatchKind, version?: string): string =>
+export const apiVersionOf = (kind: WatchKind, version?: string): string =>
   version ?? API_VERSION[kind] ?? 'v1';
 /** The URL prefix of a kind's API group version. */
 const apiPrefix = (kind: WatchKind, version?: string): string => {
@@ -96,74 +91,6 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
     if (ended) controller.abort();
     else aborts.add(stop);
     return stop;
-  };
-}
-
-/** One list of a core/v1 collection, bounded by `signal`, as plain JSON. */
-export async function listCollection(
-  clients: { core: CoreV1Api; discovery: DiscoveryV1Api; objects: KubernetesObjectApi },
-  o: KubeWatchListOptions,
-  signal: AbortSignal,
-): Promise<{ items: KubeResource[]; resourceVersion: string }> {
-  const { core, discovery, objects } = clients;
-  const q = {
-    ...(o.fieldSelector === undefined ? {} : { fieldSelector: o.fieldSelector }),
-    ...(o.labelSelector === undefined ? {} : { labelSelector: o.labelSelector }),
-  };
-  const opts = withSignal(signal);
-  const ns = o.namespace;
-  const what = `list ${PLURAL[o.kind]}${ns === undefined ? '' : ` in ${ns}`}`;
-  const listed = await call(
-    async (): Promise<{ items: unknown[]; metadata?: unknown }> => {
-      switch (o.kind) {
-        case 'Namespace':
-          return core.listNamespace(q, opts);
-        case 'ConfigMap':
-          return ns === undefined
-            ? core.listConfigMapForAllNamespaces(q, opts)
-            : core.listNamespacedConfigMap({ ...q, namespace: ns }, opts);
-        case 'Secret':
-          return ns === undefined
-            ? core.listSecretForAllNamespaces(q, opts)
-            : core.listNamespacedSecret({ ...q, namespace: ns }, opts);
-        case 'Pod':
-          return ns === undefined
-            ? core.listPodForAllNamespaces(q, opts)
-            : core.listNamespacedPod({ ...q, namespace: ns }, opts);
-        case 'Service':
-          return ns === undefined
-            ? core.listServiceForAllNamespaces(q, opts)
-            : core.listNamespacedService({ ...q, namespace: ns }, opts);
-        case 'EndpointSlice':
-          return ns === undefined
-            ? discovery.listEndpointSliceForAllNamespaces(q, opts)
-            : discovery.listNamespacedEndpointSlice({ ...q, namespace: ns }, opts);
-        case 'PodCertificateRequest':
-          // No typed client yet: the generic one (its path comes from discovery), which takes no
-          // per-call signal; the race in call() gives up on it instead.
-          return objects.list(
-            apiVersionOf(o.kind, o.apiVersion),
-            o.kind,
-            ns,
-            undefined,
-            undefined,
-            undefined,
-            o.fieldSelector,
-            o.labelSelector,
-          );
-      }
-    },
-    what,
-    signal,
-  );
-  return {
-    items: listed.items.map((i) => ({
-      ...plain(i),
-      apiVersion: apiVersionOf(o.kind, o.apiVersion),
-      kind: o.kind,
-    })),
-    resourceVersion:
-      (listed.metadata as { resourceVersion?: string } | undefined)?.resourceVersion ?? '',
   };
 }
 
