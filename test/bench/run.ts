@@ -21,7 +21,7 @@
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
  * 9. Node 20 and Node 26 side by side (`runtimes.ts`), with the figures of 4 and 6 from this run.
  *
- * 9. Pod certificates (`podcert.ts`): PodCertificateRequests issued per second through the API
+ * 10. Pod certificates (`podcert.ts`): PodCertificateRequests issued per second through the API
  *    test double, one and two CA replicas, beside Certify's rate through the same double.
  *
  * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
