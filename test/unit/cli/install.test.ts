@@ -836,10 +836,7 @@ describe('meshid install', () => {
           apiGroups: ['certificates.k8s.io'],
           resources: ['clustertrustbundles'],
           verbs: ['get', 'update'],
-          resourceNames: [
-            'meshid.io:workload-identity:live',
-            'meshid.io:workload-identity:canary',
-          ],
+          resourceNames: ['meshid.io:workload-identity:live', 'meshid.io:workload-identity:canary'],
         },
         {
           apiGroups: ['certificates.k8s.io'],
