@@ -89,6 +89,7 @@ export function certifyChoices(
       }
       return new FileIssuerSource({
         ...o,
+        clock,
         issuerDir: config.issuerDir,
         trustAnchorsFile: config.trustAnchors,
       });

@@ -3,7 +3,7 @@
  * identity plumbing. Exit status 1 when any check fails (×), 0 otherwise (warnings included),
  * 2 for a bad configuration.
  */
-import { loadConfig, systemClock } from '../core/index.js';
+import { loadConfig, openKubeClient, systemClock } from '../core/index.js';
 import type { CheckConfig, Clock } from '../core/index.js';
 import { checkCluster } from './check/cluster.js';
 import { checkLocal } from './check/local.js';
@@ -23,9 +23,13 @@ export async function runChecks(
   let target;
   if (config.kubeconfig !== undefined) {
     const { loadKubeConfig } = await import('../core/kube/config.js');
-    const kc = loadKubeConfig(config.kubeconfig, process.env);
-    target = `${kc.getCurrentCluster()?.server ?? config.kubeconfig} (namespace ${config.namespace})`;
-    results = await checkCluster(kc, config, startedAt, deps.progress);
+    const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    target = `${kube.server} (namespace ${config.namespace})`;
+    try {
+      results = await checkCluster(kube, config, startedAt, deps.progress);
+    } finally {
+      kube.close();
+    }
   } else {
     target = config.dir;
     results = await checkLocal(config, startedAt, deps.progress);

@@ -3,7 +3,7 @@
  * subcommands of the commands that have them) and every setting with its flag, its `MESHID_*`
  * variable, what it does and its default. Light on purpose: no component is loaded to print help.
  */
-import { configReference } from '../core/index.js';
+import { describeSettings } from '../core/index.js';
 import type { CommandName, SettingReference } from '../core/index.js';
 
 /**
@@ -30,12 +30,9 @@ const USAGE: Partial<Record<CommandName, string>> = {
 `,
 };
 
-/**
- * Every setting of a command with its default: the one call `--help` makes, so that when the
- * configuration module offers a dedicated helper only this line changes.
- */
+/** Every setting of a command with its default: the one call `--help` makes. */
 function settingsWithDefaults(command: CommandName): readonly SettingReference[] {
-  return configReference()[command];
+  return describeSettings(command);
 }
 
 /**

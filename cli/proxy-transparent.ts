@@ -13,7 +13,7 @@ import type {
   ProxyConfig,
   Registry,
 } from '../core/index.js';
-import { parseAddress } from '../core/index.js';
+import { MeshidError, parseAddress, parsePortPolicies } from '../core/index.js';
 import {
   DestinationClient,
   InboundPolicy,
@@ -39,14 +39,17 @@ export type TransparentInboundDeps = Pick<
   readonly observeTransparent?: (e: TransparentInboundEvent) => void;
 };
 
-/** Per-port policies from `--inbound-port-policy PORT=POLICY` (validated by the schema). */
-function portPolicies(entries: readonly string[]): Map<number, InboundPolicyName> {
-  return new Map(
-    entries.map((e) => {
-      const [port = '', policy = ''] = e.split('=');
-      return [Number(port), policy as InboundPolicyName];
-    }),
-  );
+/**
+ * Per-port policies from `--inbound-port-policy PORT=POLICY` (each checked by the schema), read
+ * by the same parser as the injector's `meshid.io/inbound-port-policy` annotation.
+ *
+ * @throws MeshidError ERR_CONFIG_INVALID when one port is given two policies.
+ */
+function portPolicies(entries: readonly string[]): ReadonlyMap<number, InboundPolicyName> {
+  const r = parsePortPolicies(entries.join(','));
+  if ('problem' in r)
+    throw new MeshidError('ERR_CONFIG_INVALID', `--inbound-port-policy: ${r.problem}`);
+  return r.policies;
 }
 
 /**

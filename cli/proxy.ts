@@ -187,6 +187,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
             certificate: () => identity.current(),
             anchorsPem: () => anchors.current().pem,
             observe: (e) => traffic.inbound(e),
+            observeTransparent: (e) => traffic.transparentInbound(e),
             tls,
             logger,
           }),

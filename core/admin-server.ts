@@ -8,7 +8,10 @@ import type { Server, IncomingMessage, ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { Address } from './config.js';
 import type { Logger } from './logger.js';
+import { LogKey } from './logger.js';
 import { versionInfo } from './version.js';
+import { LISTENER_LIMITS, applyHttpTimeouts, limitConnections } from './listener-limits.js';
+import type { HttpListenerLimits, PeerBudget } from './listener-limits.js';
 
 /** A readiness verdict with the reason a person reads when it is false. */
 export interface Readiness {
@@ -28,6 +31,8 @@ export interface AdminServerOptions {
   readonly metrics: () => Promise<{ contentType: string; body: string }>;
   readonly readiness: () => Readiness | Promise<Readiness>;
   readonly routes?: Readonly<Record<string, () => AdminResponse | Promise<AdminResponse>>>;
+  /** Connections per peer address and in all, and request times; default LISTENER_LIMITS.admin. */
+  readonly limits?: HttpListenerLimits;
 }
 
 /**
@@ -41,7 +46,13 @@ export interface AdminServerOptions {
 export async function startAdminServer(
   address: Address,
   opts: AdminServerOptions,
-): Promise<{ server: Server; address: Address; close: () => Promise<void> }> {
+): Promise<{
+  server: Server;
+  address: Address;
+  /** The server's count of open connections, per peer address (limits: `opts.limits`). */
+  connections: PeerBudget;
+  close: () => Promise<void>;
+}> {
   const routes: Record<string, () => AdminResponse | Promise<AdminResponse>> = {
     '/live': () => text(200, 'live\n'),
     // What `meshid version` shows as the server's version; public facts only.
@@ -81,7 +92,16 @@ export async function startAdminServer(
         },
       );
   });
-  server.keepAliveTimeout = 5000;
+  // Probes and a scraper: a handful of connections, each request a GET with no body. A peer
+  // that opens more, or sends its head slowly, is cut off without costing the others.
+  const limits = opts.limits ?? LISTENER_LIMITS.admin;
+  applyHttpTimeouts(server, limits.http);
+  const connections = limitConnections(server, limits.connections, (peer, hit, limit) =>
+    opts.logger.warn(
+      { [LogKey.address]: peer, hit, limit },
+      'admin server refusing connections: limit reached',
+    ),
+  );
   server.listen({ host: address.host, port: address.port });
   await once(server, 'listening');
   const bound = server.address();
@@ -89,6 +109,7 @@ export async function startAdminServer(
   return {
     server,
     address: { host: bound.address, port: bound.port },
+    connections,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -9,6 +9,26 @@ export interface Clock {
   now(): number;
 }
 
+/** Timers, passed in like the clock so that tests fire them by hand instead of waiting. */
+export interface Timers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+/**
+ * Node's timers, unref'd: a pending timer alone does not keep the process alive.
+ *
+ * @example
+ * ```ts
+ * const handle = systemTimers.set(() => void renew(), 60_000);
+ * systemTimers.clear(handle);
+ * ```
+ */
+export const systemTimers: Timers = Object.freeze({
+  set: (fn: () => void, ms: number) => setTimeout(fn, ms).unref(),
+  clear: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
+});
+
 /** A source of cryptographically secure random bytes. */
 export interface Random {
   bytes(n: number): Buffer;

@@ -1,6 +1,19 @@
 /**
- * Every default in one place (DESIGN.md, "Names and defaults").
+ * Every default in one place (DESIGN.md, "Names and defaults"). The settings tables in
+ * core/config/ name these constants; a default written there as a literal is only `false` (a
+ * switch off) or `[]` (nothing listed), which test/unit/core/config-settings.test.ts checks.
  */
+
+/** The proxy's ports and UID in transparent mode (Linkerd's numbers), and its inbound policy. */
+export const TRANSPARENT_DEFAULTS = Object.freeze({
+  inboundPort: 4143,
+  outboundPort: 4140,
+  adminPort: 4191,
+  proxyUid: 2102,
+  inboundPolicy: 'all-unauthenticated' as const,
+});
+
+/** The defaults of meshid's settings and policies. */
 export const DEFAULTS = Object.freeze({
   stateDir: '.meshid',
   trustDomain: 'cluster.local',
@@ -12,10 +25,37 @@ export const DEFAULTS = Object.freeze({
   clockSkewMs: 20_000,
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
+  /** CA worker processes: 0 is one per core. */
+  caWorkers: 0,
+  /** How the CA checks a token when no JWKS is given: it asks the API server (TokenReview). */
+  tokenValidator: 'tokenreview' as const,
+  /** The CA records Kubernetes Events when it has a kubeconfig. */
+  caEvents: true,
+  /** Certify admission control (the certify* limits below) is on. */
+  certifyBackpressure: true,
   tokenTtlMs: 3_600_000,
   proxyInbound: { host: '127.0.0.1', port: 4143 },
   proxyOutbound: { host: '127.0.0.1', port: 4140 },
   proxyAdmin: { host: '127.0.0.1', port: 4191 },
+  /** Longest wait between a proxy's failed certificate requests (the backoff's cap). */
+  proxyIdentityRetryMaxMs: 60_000,
+  /** How long the app may take to start an answer before the inbound sends 504. */
+  proxyAppTimeoutMs: 60_000,
+  /**
+   * The inbound's limits (proxy/inbound.ts, DEFAULT_INBOUND_LIMITS): 100 streams per connection
+   * (RFC 9113 §6.5.2 recommends no less), 512 app exchanges in all and 128 per peer, 128
+   * connections per peer.
+   */
+  proxyInboundMaxStreams: 100,
+  proxyInboundMaxAppConnections: 512,
+  proxyInboundMaxAppConnectionsPerPeer: 128,
+  proxyInboundMaxConnectionsPerPeer: 128,
+  /** Transparent mode: redirected inbound connections arrive on the pod's address, not loopback. */
+  proxyTransparentInbound: { host: '0.0.0.0', port: TRANSPARENT_DEFAULTS.inboundPort },
+  /** Transparent mode: the nat rules redirect the app's outbound TCP here. */
+  proxyTransparentOutbound: { host: '127.0.0.1', port: TRANSPARENT_DEFAULTS.outboundPort },
+  /** `meshid proxy-init`: which iptables back end (auto: the one already holding rules). */
+  iptablesMode: 'auto' as const,
   logLevel: 'info' as const,
   /** TLS key exchange of every meshid endpoint (core/tls-groups.ts). */
   tlsGroups: 'hybrid-preferred' as const,
@@ -62,6 +102,8 @@ export const DEFAULTS = Object.freeze({
   /** `meshid destination`: the Destination API (Linkerd's port) and its admin server (the install listens on 0.0.0.0). */
   destinationListen: { host: '127.0.0.1', port: 8086 },
   destinationAdmin: { host: '127.0.0.1', port: 9996 },
+  /** `meshid destination` runs in a pod: its service account reaches the API. */
+  destinationKubeconfig: 'in-cluster',
   /** `meshid webhooks`: HTTPS listen address (the install listens on 0.0.0.0:8443). */
   webhooksListen: { host: '127.0.0.1', port: 8443 },
   /**
@@ -77,6 +119,12 @@ export const DEFAULTS = Object.freeze({
    * parsing of anything admitted to microseconds, where 2.5 million levels in 5 MB cost seconds.
    */
   maxJsonDepth: 64,
+  /** Quiet time after the last event in a watched file's folder before it is re-read. */
+  fileDebounceMs: 100,
+  /** How often a watched file is re-read besides watching it (the safety net of core/watch-file). */
+  fileRecheckMs: 10_000,
+  /** Largest watched file read (a bundle, a key set, a serving pair). */
+  maxWatchedFileBytes: 1024 * 1024,
   /** How often the webhooks re-check their serving certificate files (besides watching them). */
   webhooksTlsReloadMs: 10_000,
   /** `expirationSeconds` of the projected token the injector adds (Linkerd's default). */
@@ -90,6 +138,8 @@ export const DEFAULTS = Object.freeze({
   trustGuardFailurePolicy: 'Fail' as const,
   /** timeoutSeconds of the webhook configurations (the API server allows 1-30 s). */
   webhookTimeoutMs: 10_000,
+  /** What the inspecting commands (check, identity, version, trust) print: text or json. */
+  output: 'text' as const,
   /** `meshid check`: warn when a certificate has less than this left (Linkerd's check uses 60 days). */
   checkExpiryWarningMs: 60 * 24 * 3_600_000,
   /** `meshid check`: deadline of one network probe. */

@@ -5,9 +5,18 @@
  */
 export { ERROR_CODES, GrpcStatus, isMeshidError, MeshidError, RetryLaterError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { ManualClock, systemClock, systemRandom } from './clock.js';
-export type { Clock, Random } from './clock.js';
+export { ManualClock, systemClock, systemRandom, systemTimers } from './clock.js';
+export type { Clock, Random, Timers } from './clock.js';
 export { formatDuration } from './duration.js';
+export { readFiles, watchFile, watchFiles, WatchedFile } from './watch-file.js';
+export type {
+  Parse,
+  ReloadResult,
+  WatchedFileEvents,
+  WatchedPath,
+  WatchFileOptions,
+  WatchFolder,
+} from './watch-file.js';
 export {
   ADMISSION_WEBHOOKS_LABEL,
   CONTROL_PLANE_NS_LABEL,
@@ -23,11 +32,12 @@ export {
 export type { IdentityNaming, WorkloadIdentity } from './identity.js';
 export { createLogger, LogKey, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';
-export { DEFAULTS, SIDECAR_NODE_OPTIONS } from './defaults.js';
+export { DEFAULTS, SIDECAR_NODE_OPTIONS, TRANSPARENT_DEFAULTS } from './defaults.js';
 export {
   caIdentityName,
   COMMAND_SETTINGS,
   configReference,
+  describeSettings,
   destinationIdentityName,
   DESTINATION_SERVICE_NAME,
   destinationServiceAddress,
@@ -140,6 +150,20 @@ export type {
 export { peerChain } from './peer-chain.js';
 export { resetSocket } from './sockets.js';
 export {
+  applyHttpTimeouts,
+  limitConnections,
+  LISTENER_LIMITS,
+  NO_RESUMPTION,
+  PeerBudget,
+} from './listener-limits.js';
+export type {
+  ConnectionLimitHit,
+  ConnectionRefusedHook,
+  HttpListenerLimits,
+  HttpTimeouts,
+  PeerBudgetLimits,
+} from './listener-limits.js';
+export {
   hybridGroupAvailable,
   isPostQuantumGroup,
   negotiatedAlgorithms,
@@ -181,9 +205,10 @@ export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/wat
 export { openKubeClient } from './kube/open.js';
 export {
   INBOUND_POLICIES,
+  MAX_PORT_POLICIES,
   parseCidrList,
   parsePortList,
+  parsePortPolicies,
   TRANSPARENT_ANNOTATIONS,
-  TRANSPARENT_DEFAULTS,
 } from './transparent.js';
 export type { Cidr, InboundPolicyName, PortRange } from './transparent.js';

@@ -21,16 +21,16 @@ export const TRANSPARENT_ANNOTATIONS = {
   proxyUid: 'config.linkerd.io/proxy-uid',
   /** What plaintext gets on redirected inbound ports: see {@link INBOUND_POLICIES}. */
   defaultInboundPolicy: 'config.linkerd.io/default-inbound-policy',
+  /**
+   * Per-port policies overriding the default: `8081=all-authenticated, 9000-9010=deny` (ports
+   * and ranges as in Linkerd's port-list annotations). Linkerd has no per-port counterpart of
+   * default-inbound-policy (it uses Server resources), so this one is meshid's.
+   */
+  inboundPortPolicy: 'meshid.io/inbound-port-policy',
 } as const;
 
-/** The proxy's ports and UID in transparent mode (Linkerd's numbers). */
-export const TRANSPARENT_DEFAULTS = {
-  inboundPort: 4143,
-  outboundPort: 4140,
-  adminPort: 4191,
-  proxyUid: 2102,
-  inboundPolicy: 'all-unauthenticated',
-} as const;
+/** The most ports {@link parsePortPolicies} expands ranges to (each is one proxy setting). */
+export const MAX_PORT_POLICIES = 1024;
 
 /**
  * Linkerd's default inbound policies that meshid implements on redirected ports:
@@ -103,4 +103,51 @@ export function parseCidrList(text: string): { cidrs: Cidr[] } | { problem: stri
     cidrs.push({ text: `${address}/${prefix}`, family: family === 6 ? 6 : 4 });
   }
   return { cidrs };
+}
+
+/**
+ * Parses per-port policies as the `meshid.io/inbound-port-policy` annotation writes them:
+ * `PORTS=POLICY` entries, comma-separated, PORTS a port or a range. Ranges are expanded (at most
+ * {@link MAX_PORT_POLICIES} ports in all); a port named twice with different policies is a
+ * problem, named with the entry.
+ *
+ * @example
+ * ```ts
+ * parsePortPolicies('8081=all-authenticated, 9000-9001=deny');
+ * // { policies: Map { 8081 => 'all-authenticated', 9000 => 'deny', 9001 => 'deny' } }
+ * parsePortPolicies('8081=open'); // { problem: '"8081=open": POLICY must be one of ...' }
+ * ```
+ */
+export function parsePortPolicies(
+  text: string,
+): { policies: Map<number, InboundPolicyName> } | { problem: string } {
+  const policies = new Map<number, InboundPolicyName>();
+  for (const raw of text.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    const [ports = '', policy = '', extra] = entry.split('=').map((x) => x.trim());
+    if (extra !== undefined || !(INBOUND_POLICIES as readonly string[]).includes(policy)) {
+      return {
+        problem: `"${entry}" must be PORTS=POLICY, POLICY one of ${INBOUND_POLICIES.join(', ')}`,
+      };
+    }
+    const list = parsePortList(ports);
+    if ('problem' in list || list.ranges.length !== 1) {
+      return {
+        problem: `"${entry}": "${ports}" is not a port (1-65535) or a range such as 9000-9010`,
+      };
+    }
+    const { from, to } = list.ranges[0]!;
+    if (policies.size + (to - from + 1) > MAX_PORT_POLICIES) {
+      return { problem: `more than ${MAX_PORT_POLICIES} ports; narrow the ranges` };
+    }
+    for (let port = from; port <= to; port++) {
+      const before = policies.get(port);
+      if (before !== undefined && before !== policy) {
+        return { problem: `"${entry}": port ${port} already has policy ${before}` };
+      }
+      policies.set(port, policy as InboundPolicyName);
+    }
+  }
+  return { policies };
 }

@@ -7,10 +7,12 @@
  * Callers must present a mesh certificate (any workload identity chained to the trust anchors):
  * the answers say which pods are meshed and as whom, which only the mesh needs to know.
  *
- * Bounds against one misbehaving peer: the TLS handshake has a deadline; a connection holds at
- * most {@link MAX_STREAMS_PER_CONNECTION} streams; a request is one message of at most 4 KiB; a
- * stream whose reader stops reading is cancelled once {@link MAX_BUFFERED_BYTES} wait for it; the
- * index bounds the subscriptions of all callers together.
+ * Bounds against one misbehaving peer: connections per peer address and in all
+ * (core's LISTENER_LIMITS.destination); no TLS resumption; the TLS handshake has a deadline; a
+ * connection holds at most {@link MAX_STREAMS_PER_CONNECTION} streams; a request is one message
+ * of at most 4 KiB; a stream whose reader stops reading is cancelled once
+ * {@link MAX_BUFFERED_BYTES} wait for it; the index bounds the subscriptions of all callers
+ * together.
  */
 import { once } from 'node:events';
 import { createServer as createH2Server, constants as h2 } from 'node:http2';
@@ -22,20 +24,31 @@ import type {
 } from 'node:http2';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Address, Logger, MeshTlsSettings, Registry } from '../core/index.js';
+import type {
+  Address,
+  Logger,
+  MeshTlsSettings,
+  PeerBudget,
+  PeerBudgetLimits,
+  Registry,
+} from '../core/index.js';
 import {
   Counter,
   DESTINATION_GET_PATH,
   DESTINATION_GET_PROFILE_PATH,
   Gauge,
   GrpcStatus,
+  LISTENER_LIMITS,
+  LogKey,
   MESH_TLS,
+  NO_RESUMPTION,
   decodeGetDestination,
   encodeDestinationProfile,
   encodeDestinationUpdate,
   encodeGrpcMessage,
   frameGrpcMessage,
   isMeshidError,
+  limitConnections,
   unframeGrpcMessage,
 } from '../core/index.js';
 import type { EndpointIndex, IndexSubscription } from './endpoint-index.js';
@@ -68,6 +81,8 @@ export interface DestinationServerOptions {
   /** Where the stream and call metrics go. */
   readonly registry?: Registry;
   readonly handshakeTimeoutMs?: number;
+  /** Connections per peer address and in all; default LISTENER_LIMITS.destination. */
+  readonly connectionLimits?: PeerBudgetLimits;
 }
 
 interface Metrics {
@@ -121,6 +136,7 @@ export class DestinationServer {
   readonly #open = new Set<() => void>();
   readonly #metrics: Metrics | undefined;
   readonly #log: Logger;
+  readonly #connections: PeerBudget;
 
   constructor(options: DestinationServerOptions) {
     this.#o = options;
@@ -164,10 +180,32 @@ export class DestinationServer {
     this.#tls.on('tlsClientError', (err, socket) =>
       this.#log.debug({ err: err.message, remote: socket.remoteAddress }, 'TLS handshake failed'),
     );
+    // A proxy keeps one connection; a peer that opens many more is refused before its handshake.
+    this.#connections = limitConnections(
+      this.#tls,
+      options.connectionLimits ?? LISTENER_LIMITS.destination.connections,
+      (peer, hit, limit) =>
+        this.#log.warn(
+          { [LogKey.address]: peer, hit, limit },
+          'destination refusing connections: limit reached',
+        ),
+    );
+  }
+
+  /** The server's count of open connections, per peer address. */
+  get connections(): PeerBudget {
+    return this.#connections;
   }
 
   #secureContext(c: DestinationCredentials): Record<string, unknown> {
-    return { ...(this.#o.tls ?? MESH_TLS), key: c.keyPem, cert: c.certChainPem, ca: c.anchorsPem };
+    // No resumption: a caller is verified on every connection, against the anchors of now.
+    return {
+      ...(this.#o.tls ?? MESH_TLS),
+      ...NO_RESUMPTION,
+      key: c.keyPem,
+      cert: c.certChainPem,
+      ca: c.anchorsPem,
+    };
   }
 
   /** New key, certificate or anchors, for connections from now on. */

@@ -7,6 +7,7 @@ import type { Registry } from '../core/index.js';
 import { Counter, Gauge, formatAddress } from '../core/index.js';
 import type { InboundEvent } from './inbound.js';
 import type { OutboundEvent } from './outbound.js';
+import type { TransparentInboundEvent } from './transparent/inbound.js';
 
 /** One label combination of a {@link LatencyHistogram}: plain counters, no lookups. */
 class Series {
@@ -109,6 +110,8 @@ class LatencyHistogram {
 export interface TrafficMetrics {
   inbound(e: InboundEvent): void;
   outbound(e: OutboundEvent): void;
+  /** How the transparent inbound classified a redirected connection, and whether it let it in. */
+  transparentInbound(e: TransparentInboundEvent): void;
   /** Successful TLS handshakes so far by direction and key-exchange group (for /identity). */
   groups(): TlsGroupCounts;
 }
@@ -169,7 +172,9 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
     groups[direction].set(group, (groups[direction].get(group) ?? 0) + 1);
   };
   const outbound = registerOutboundMetrics(registry);
+  const transparentInbound = registerTransparentInboundMetrics(registry);
   return {
+    transparentInbound,
     groups: () => ({
       inbound: Object.fromEntries(groups.inbound),
       outbound: Object.fromEntries(groups.outbound),
@@ -300,5 +305,39 @@ function registerOutboundMetrics(registry: Registry): (e: OutboundEvent) => void
       default:
         return;
     }
+  };
+}
+
+/**
+ * Distinct `port` label values of the transparent inbound's counter; connections to further
+ * ports (a port scan of the pod) are counted under `port="other"`, so one peer cannot grow the
+ * series without bound.
+ */
+const MAX_TRANSPARENT_PORT_SERIES = 64;
+
+/**
+ * The transparent inbound's connections by original port, kind (`mtls`, `plaintext`,
+ * `other-tls`), the port's policy and the result (`allowed`, `refused`), with `tls` ("true" for
+ * meshid mTLS), so a refused plaintext connection shows which port and policy refused it.
+ */
+function registerTransparentInboundMetrics(
+  registry: Registry,
+): (e: TransparentInboundEvent) => void {
+  const connections = new Counter({
+    name: 'meshid_proxy_inbound_transparent_connections_total',
+    help: 'Redirected inbound connections by original port, kind, port policy, tls and result (allowed or refused).',
+    labelNames: ['port', 'kind', 'policy', 'tls', 'result'] as const,
+    registers: [registry],
+  });
+  const ports = new Set<number>();
+  return (e) => {
+    if (!ports.has(e.port) && ports.size < MAX_TRANSPARENT_PORT_SERIES) ports.add(e.port);
+    connections.inc({
+      port: ports.has(e.port) ? String(e.port) : 'other',
+      kind: e.kind,
+      policy: e.policy,
+      tls: e.kind === 'mtls' ? 'true' : 'false',
+      result: e.allowed ? 'allowed' : 'refused',
+    });
   };
 }

@@ -4,11 +4,21 @@
  */
 import type { AddressInfo, Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Address, Logger } from '../core/index.js';
+import type { Address, HttpTimeouts, Logger, PeerBudgetLimits } from '../core/index.js';
 import type { Connector } from './outbound-connect.js';
 import { closedOf } from './outbound-connect.js';
 import type { OutboundEvent } from './outbound-events.js';
 import type { MeshPool } from './outbound-pool.js';
+
+/** Bounds of the outbound listeners; the defaults are core's LISTENER_LIMITS.outbound. */
+export interface OutboundLimits {
+  /** Connections each listener holds, per peer address and in all. */
+  readonly connections: PeerBudgetLimits;
+  /** The HTTP listener's request times (HTTP/1). */
+  readonly http: HttpTimeouts;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of the HTTP listener's HTTP/2 connections. */
+  readonly maxStreams: number;
+}
 
 /** What every outbound stage shares: one per {@link OutboundProxy}. */
 export interface OutboundContext {
@@ -18,6 +28,7 @@ export interface OutboundContext {
   readonly detectTimeoutMs: number;
   /** Whether HTTP goes over multiplexed HTTP/2 to peers that are meshid proxies. */
   readonly meshH2: boolean;
+  readonly limits: OutboundLimits;
   readonly connector: Connector;
   readonly pool: MeshPool;
   readonly tracker: Tracker;

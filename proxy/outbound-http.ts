@@ -14,6 +14,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
+import { applyHttpTimeouts } from '../core/index.js';
 import type { DestinationResolver } from './routes.js';
 import type { OutboundContext } from './outbound-accept.js';
 import { messageOf } from './outbound-connect.js';
@@ -45,7 +46,10 @@ export class HttpFront {
   constructor(ctx: OutboundContext, handlers: HttpHandlers) {
     this.#ctx = ctx;
     this.#http1 = createHttpServer({ noDelay: true });
-    this.#http2 = createHttp2Server();
+    // Handed connections, never listening: node would enforce no request time without `fed`.
+    applyHttpTimeouts(this.#http1, ctx.limits.http, { fed: true });
+    // Node's default is 2^32-1 streams on one connection.
+    this.#http2 = createHttp2Server({ settings: { maxConcurrentStreams: ctx.limits.maxStreams } });
     this.#http2.on('session', (session: ServerHttp2Session) => {
       this.#appSessions.add(session);
       session.once('close', () => this.#appSessions.delete(session));
@@ -95,9 +99,13 @@ export class HttpFront {
     app.resume();
   }
 
-  /** Sends GOAWAY on every app HTTP/2 session. */
+  /**
+   * Sends GOAWAY on every app HTTP/2 session, and stops the HTTP/1 server (its request-time
+   * check, and its idle keep-alive connections; busy ones finish their request).
+   */
   closeSessions(): void {
     for (const s of this.#appSessions) s.close();
+    this.#http1.close();
   }
 }
 

@@ -26,11 +26,18 @@
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { LogKey, MeshidError, formatAddress } from '../core/index.js';
+import {
+  LISTENER_LIMITS,
+  LogKey,
+  MeshidError,
+  formatAddress,
+  limitConnections,
+} from '../core/index.js';
+import type { PeerBudget } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import type { DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
-import type { OutboundContext } from './outbound-accept.js';
+import type { OutboundContext, OutboundLimits } from './outbound-accept.js';
 import { Tracker, bindServer } from './outbound-accept.js';
 import { Connector, messageOf } from './outbound-connect.js';
 import type { OutboundEvent } from './outbound-events.js';
@@ -50,6 +57,7 @@ export {
 } from './routes.js';
 export type { Destination, DestinationResolver, Route } from './routes.js';
 export type { OutboundEvent, OutboundEventBase, OutboundFailureReason } from './outbound-events.js';
+export type { OutboundLimits } from './outbound-accept.js';
 export { PeerIdentityMismatchError } from './outbound-connect.js';
 export type { TransparentOutboundOptions } from './transparent/outbound.js';
 
@@ -90,6 +98,8 @@ export interface OutboundOptions {
    * not select it get HTTP/1.1, pooled, as before.
    */
   readonly meshH2?: boolean;
+  /** Bounds of the route and HTTP listeners; each defaults to core's LISTENER_LIMITS.outbound. */
+  readonly limits?: Partial<OutboundLimits>;
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -118,6 +128,7 @@ export class OutboundProxy {
   readonly #log: Logger;
   readonly #ctx: OutboundContext;
   readonly #servers: Server[] = [];
+  readonly #connections: PeerBudget[] = [];
   readonly #fronts: (HttpFront | TransparentOutbound)[] = [];
   #closing = false;
 
@@ -149,6 +160,7 @@ export class OutboundProxy {
       now,
       detectTimeoutMs: options.protocolDetectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS,
       meshH2: options.meshH2 !== false,
+      limits: { ...LISTENER_LIMITS.outbound, ...options.limits },
       connector,
       pool: new MeshPool(connector, now, this.#log),
       tracker: new Tracker(),
@@ -169,7 +181,9 @@ export class OutboundProxy {
         const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
         const address = await this.#bind(server, route.listen);
         const listener = formatAddress(address);
+        this.#limit(server, listener);
         server.on('connection', (app: Socket) => {
+          if (app.destroyed) return; // refused by the connection limit
           acceptRouteConnection(this.#ctx, app, listener, route);
         });
         bound.push(address);
@@ -179,9 +193,13 @@ export class OutboundProxy {
         // clients send) or HTTP/1.1.
         const front = createServer({ pauseOnConnect: true });
         const address = await this.#bind(front, this.#o.http.listen);
-        const http = httpListenerFront(this.#ctx, formatAddress(address), this.#o.http.resolver);
+        const listener = formatAddress(address);
+        const http = httpListenerFront(this.#ctx, listener, this.#o.http.resolver);
         this.#fronts.push(http);
-        front.on('connection', (s: Socket) => http.accept(s));
+        this.#limit(front, listener);
+        front.on('connection', (s: Socket) => {
+          if (!s.destroyed) http.accept(s);
+        });
         bound.push(address);
       }
       if (this.#o.transparent !== undefined) {
@@ -227,6 +245,25 @@ export class OutboundProxy {
     }
     this.#ctx.pool.destroy();
     await Promise.all(stopped);
+  }
+
+  /**
+   * Each route and HTTP listener's count of its open connections, per peer address, in the order
+   * `listen()` bound them.
+   */
+  get connections(): readonly PeerBudget[] {
+    return this.#connections;
+  }
+
+  /** Caps the connections of one listener (refused ones are reset before any handler runs). */
+  #limit(server: Server, listener: string): void {
+    const budget = limitConnections(server, this.#ctx.limits.connections, (peer, hit, limit) =>
+      this.#log.warn(
+        { [LogKey.address]: peer, listener, hit, limit },
+        'outbound listener refusing connections: limit reached',
+      ),
+    );
+    this.#connections.push(budget);
   }
 
   async #bind(server: Server, address: Address): Promise<Address> {

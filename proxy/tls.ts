@@ -5,11 +5,10 @@
  * either changes); and the peer identity as the first DNS SAN of a verified certificate, which is
  * how Linkerd's proxies read it.
  */
-import { constants as cryptoConstants } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { DetailedPeerCertificate, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
 import type { MeshTlsSettings } from '../core/index.js';
-import { MESH_TLS, fipsCertificateProblem } from '../core/index.js';
+import { MESH_TLS, NO_RESUMPTION, fipsCertificateProblem } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 
 /**
@@ -19,25 +18,12 @@ import type { WorkloadCertificate } from './identity/client.js';
 export const PROXY_TLS: MeshTlsSettings = MESH_TLS;
 
 /**
- * No TLS session resumption on mesh connections: the server issues no session tickets and keeps
- * no session cache, so every connection is a full handshake whose peer certificate is verified
- * now, against the anchors of now. A resumed session carries the verification result of the
- * handshake that made it: with tickets, a client could go on resuming after its certificate had
- * expired, and tickets chain (each resumption hands out a new one). The cost is one full
- * handshake per connection instead of a resumption (test/bench, "inbound handshake"); mesh
- * connections are long-lived and multiplexed, so it is paid rarely. Clients (the outbound) never
- * offer a session either: node's client resumes only when given one.
- *
- * @example
- * ```ts
- * tls.createServer({ ...PROXY_TLS, ...NO_RESUMPTION, key, cert });
- * ```
+ * No TLS session resumption on mesh connections (core's {@link NO_RESUMPTION}, which the CA and
+ * the destination service use too): every connection is a full handshake verified now. The cost
+ * is one full handshake per connection instead of a resumption (test/bench, "inbound
+ * handshake"); mesh connections are long-lived and multiplexed, so it is paid rarely.
  */
-export const NO_RESUMPTION = Object.freeze({
-  secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
-  // No stateful cache either (node stores none without a 'newSession' listener; explicit here).
-  sessionTimeout: 0,
-});
+export { NO_RESUMPTION };
 
 /**
  * FIPS mode's check of a verified peer: every certificate it presented (leaf and chain) must have

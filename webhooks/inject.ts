@@ -362,6 +362,9 @@ export function planInjection(
       : [
           { name: 'MESHID_TRANSPARENT', value: 'true' },
           { name: 'MESHID_INBOUND_POLICY', value: transparent.inboundPolicy },
+          ...(transparent.portPolicies.length === 0
+            ? []
+            : [{ name: 'MESHID_INBOUND_PORT_POLICY', value: transparent.portPolicies.join(',') }]),
           { name: 'MESHID_DESTINATION_ADDR', value: destinationServiceAddress(options.naming) },
           { name: 'MESHID_DESTINATION_NAME', value: destinationIdentityName(options.naming) },
         ]),

@@ -6,24 +6,36 @@
  * certificate reloaded from its folder when it changes, without a restart.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import type { SecureContextOptions } from 'node:tls';
 import { join } from 'node:path';
 import {
   DEFAULTS,
   JsonDepthMeter,
   JsonTooDeep,
+  LISTENER_LIMITS,
+  LogKey,
   MeshidError,
+  applyHttpTimeouts,
   fipsCertificateProblem,
   isMeshidError,
+  systemClock,
+  watchFiles,
+  limitConnections,
 } from '../core/index.js';
-import type { Address, Logger } from '../core/index.js';
+import type {
+  Address,
+  Clock,
+  HttpListenerLimits,
+  Logger,
+  PeerBudget,
+  Timers,
+  WatchedFile,
+} from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
@@ -39,6 +51,9 @@ export interface AdmissionServerOptions {
   readonly maxBodyBytes?: number;
   /** Re-check of the certificate files besides watching the folder; default 10 s. */
   readonly reloadIntervalMs?: number;
+  /** For the re-check and the reload debounce; default the system's. */
+  readonly clock?: Clock;
+  readonly timers?: Timers;
   /**
    * TLS settings (versions, suites, curves); default TLS 1.2 and up, which every supported API
    * server speaks. In FIPS mode the CLI passes core's FIPS_TLS.
@@ -49,16 +64,16 @@ export interface AdmissionServerOptions {
    * like a broken pair: at start the server does not start, on reload the last good pair stays.
    */
   readonly fips?: boolean;
+  /** Connections per peer address and in all, and request times; default LISTENER_LIMITS.webhooks. */
+  readonly limits?: HttpListenerLimits;
 }
 
 interface ServingPair {
-  readonly cert: string;
-  readonly key: string;
+  /** The TLS options the server is serving with (the certificate and key included). */
+  readonly context: SecureContextOptions;
   /** Hex SHA-256 of the certificate (DER), for logs. */
   readonly fingerprint: string;
   readonly notAfter: string;
-  /** Of the files' bytes, to tell a real change from a touch. */
-  readonly digest: string;
 }
 
 class BodyTooLarge extends MeshidError {
@@ -68,62 +83,48 @@ class BodyTooLarge extends MeshidError {
 }
 
 /**
- * Reads and checks the serving pair: both files present, the certificate parses, the key parses
- * and belongs to it. Throws ERR_WEBHOOK_TLS_INVALID naming the problem, or in FIPS mode
- * ERR_FIPS_MATERIAL_REFUSED for a certificate outside the policy.
+ * Checks the serving pair read from `dir`: the certificate parses, the key parses and belongs to
+ * it, and TLS accepts them with the server's settings. Throws ERR_WEBHOOK_TLS_INVALID naming the
+ * problem, or in FIPS mode ERR_FIPS_MATERIAL_REFUSED for a certificate outside the policy.
  */
-async function readServingPair(dir: string, fips: boolean): Promise<ServingPair> {
-  let cert: string;
-  let key: string;
-  try {
-    [cert, key] = await Promise.all([
-      readFile(join(dir, 'tls.crt'), 'utf8'),
-      readFile(join(dir, 'tls.key'), 'utf8'),
-    ]);
-  } catch (err) {
-    throw new MeshidError(
-      'ERR_WEBHOOK_TLS_INVALID',
-      `serving certificate in ${dir}: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
+function servingPair(
+  dir: string,
+  [certBytes, keyBytes]: readonly (Buffer | undefined)[],
+  options: AdmissionServerOptions,
+): ServingPair {
+  const cert = certBytes!.toString('utf8');
+  const key = keyBytes!.toString('utf8');
+  const invalid = (message: string, cause?: unknown): MeshidError =>
+    new MeshidError('ERR_WEBHOOK_TLS_INVALID', message, { cause });
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new MeshidError(
-      'ERR_WEBHOOK_TLS_INVALID',
-      `${dir}/tls.crt does not hold a certificate: ${(err as Error).message}`,
-      { cause: err },
-    );
+    throw invalid(`${dir}/tls.crt does not hold a certificate: ${(err as Error).message}`, err);
   }
   let matches: boolean;
   try {
     matches = x509.checkPrivateKey(createPrivateKey(key));
   } catch (err) {
-    throw new MeshidError(
-      'ERR_WEBHOOK_TLS_INVALID',
-      `${dir}/tls.key does not hold a private key: ${(err as Error).message}`,
-      { cause: err },
-    );
+    throw invalid(`${dir}/tls.key does not hold a private key: ${(err as Error).message}`, err);
   }
-  if (!matches)
-    throw new MeshidError(
-      'ERR_WEBHOOK_TLS_INVALID',
-      `${dir}/tls.key is not the key of the certificate in ${dir}/tls.crt`,
-    );
-  const problem = fips ? fipsCertificateProblem(x509.raw) : undefined;
+  if (!matches) throw invalid(`${dir}/tls.key is not the key of the certificate in ${dir}/tls.crt`);
+  const problem = options.fips === true ? fipsCertificateProblem(x509.raw) : undefined;
   if (problem !== undefined)
     throw new MeshidError(
       'ERR_FIPS_MATERIAL_REFUSED',
       `FIPS mode refused the serving certificate in ${dir}/tls.crt: ${problem}`,
     );
+  const context: SecureContextOptions = { minVersion: 'TLSv1.2', ...options.tls, cert, key };
+  try {
+    createSecureContext(context);
+  } catch (err) {
+    throw invalid(`TLS refused the serving pair in ${dir}: ${(err as Error).message}`, err);
+  }
   return {
-    cert,
-    key,
+    context,
     fingerprint: createHash('sha256').update(x509.raw).digest('hex'),
     notAfter: new Date(x509.validTo).toISOString(),
-    digest: createHash('sha256').update(cert).update('\0').update(key).digest('hex'),
   };
 }
 
@@ -146,26 +147,27 @@ export class AdmissionServer {
   readonly #options: AdmissionServerOptions;
   readonly #log: Logger;
   readonly #maxBody: number;
-  #pair: ServingPair;
-  #watcher: FSWatcher | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #reloading: Promise<boolean> | undefined;
-  #again = false;
+  readonly #pair: WatchedFile<ServingPair>;
+  readonly #connections: PeerBudget;
 
-  private constructor(options: AdmissionServerOptions, pair: ServingPair) {
+  private constructor(options: AdmissionServerOptions, pair: WatchedFile<ServingPair>) {
     this.#options = options;
     this.#log = options.logger;
     this.#maxBody = options.maxBodyBytes ?? DEFAULTS.maxReviewBytes;
     this.#pair = pair;
-    this.#server = createServer(
-      { minVersion: 'TLSv1.2', ...options.tls, cert: pair.cert, key: pair.key },
-      (req, res) => {
-        void this.#handle(req, res);
-      },
+    this.#server = createServer(pair.current().context, (req, res) => {
+      void this.#handle(req, res);
+    });
+    // Slow or stalled clients are cut off (the API server's own timeout is at most 30 s), and
+    // one peer cannot hold every connection the server will take.
+    const limits = options.limits ?? LISTENER_LIMITS.webhooks;
+    applyHttpTimeouts(this.#server, limits.http);
+    this.#connections = limitConnections(this.#server, limits.connections, (peer, hit, limit) =>
+      this.#log.warn(
+        { [LogKey.address]: peer, hit, limit },
+        'webhooks refusing connections: limit reached',
+      ),
     );
-    // Slow or stalled clients are cut off; the API server's own timeout is at most 30 s.
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 30_000;
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
     );
@@ -176,18 +178,52 @@ export class AdmissionServer {
    * the folder.
    */
   static async start(options: AdmissionServerOptions): Promise<AdmissionServer> {
-    const pair = await readServingPair(options.tlsDir, options.fips === true);
+    const dir = options.tlsDir;
+    // A mounted Secret changes by an atomic swap of the folder's `..data` link; files written in
+    // place show too; the periodic re-read is the guarantee.
+    const pair = await watchFiles(
+      [{ path: join(dir, 'tls.crt') }, { path: join(dir, 'tls.key') }],
+      (contents) => servingPair(dir, contents, options),
+      {
+        clock: options.clock ?? systemClock,
+        logger: options.logger,
+        code: 'ERR_WEBHOOK_TLS_INVALID',
+        what: 'serving certificate',
+        recheckMs: options.reloadIntervalMs ?? DEFAULTS.webhooksTlsReloadMs,
+        ...(options.timers === undefined ? {} : { timers: options.timers }),
+      },
+    );
     const server = new AdmissionServer(options, pair);
-    await new Promise<void>((resolve, reject) => {
-      server.#server.once('error', reject);
-      server.#server.listen(options.listen.port, options.listen.host, () => {
-        server.#server.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.#server.once('error', reject);
+        server.#server.listen(options.listen.port, options.listen.host, () => {
+          server.#server.off('error', reject);
+          resolve();
+        });
       });
+    } catch (err) {
+      await pair.close();
+      throw err;
+    }
+    pair.on('change', (next, previous) => {
+      server.#server.setSecureContext(next.context);
+      server.#log.info(
+        { fingerprint: next.fingerprint, previous: previous.fingerprint, notAfter: next.notAfter },
+        'serving certificate reloaded',
+      );
     });
-    server.#watch();
+    pair.on('rejected', (err) =>
+      // Mid-rotation (one file written, not the other) is normal for a moment; the next read
+      // picks up the finished pair.
+      server.#log.warn(
+        { err: err.message, fingerprint: pair.current().fingerprint },
+        'serving certificate not reloaded; the last good one stays in use',
+      ),
+    );
+    const first = pair.current();
     server.#log.info(
-      { fingerprint: pair.fingerprint, notAfter: pair.notAfter },
+      { fingerprint: first.fingerprint, notAfter: first.notAfter },
       'serving certificate loaded',
     );
     return server;
@@ -199,71 +235,22 @@ export class AdmissionServer {
     return { host: a.address, port: a.port };
   }
 
+  /** The server's count of open connections, per peer address. */
+  get connections(): PeerBudget {
+    return this.#connections;
+  }
+
   /** SHA-256 (hex, of the DER) of the certificate being served. */
   get certificateFingerprint(): string {
-    return this.#pair.fingerprint;
+    return this.#pair.current().fingerprint;
   }
 
   /**
    * Re-reads the serving pair now; resolves true when a new valid pair is in use. A bad pair is
    * logged and the last good one stays.
    */
-  reloadTls(): Promise<boolean> {
-    if (this.#reloading !== undefined) {
-      this.#again = true;
-      return this.#reloading;
-    }
-    this.#reloading = (async () => {
-      let changed = false;
-      do {
-        this.#again = false;
-        changed = (await this.#reloadOnce()) || changed;
-      } while (this.#again);
-      return changed;
-    })().finally(() => (this.#reloading = undefined));
-    return this.#reloading;
-  }
-
-  async #reloadOnce(): Promise<boolean> {
-    let pair: ServingPair;
-    try {
-      pair = await readServingPair(this.#options.tlsDir, this.#options.fips === true);
-      if (pair.digest === this.#pair.digest) return false;
-      this.#server.setSecureContext({
-        minVersion: 'TLSv1.2',
-        ...this.#options.tls,
-        cert: pair.cert,
-        key: pair.key,
-      });
-    } catch (err) {
-      // Mid-rotation (one file written, not the other) is normal for a moment; the next check
-      // picks up the finished pair.
-      this.#log.warn(
-        { err: (err as Error).message, fingerprint: this.#pair.fingerprint },
-        'serving certificate not reloaded; the last good one stays in use',
-      );
-      return false;
-    }
-    this.#log.info(
-      { fingerprint: pair.fingerprint, previous: this.#pair.fingerprint, notAfter: pair.notAfter },
-      'serving certificate reloaded',
-    );
-    this.#pair = pair;
-    return true;
-  }
-
-  #watch(): void {
-    const kick = (): void => void this.reloadTls();
-    try {
-      // A mounted Secret changes by an atomic swap of the folder's `..data` link, which shows as
-      // an event on the folder; files written in place show too.
-      this.#watcher = watch(this.#options.tlsDir, kick);
-      this.#watcher.on('error', () => undefined);
-    } catch {
-      // Watching is an optimisation; the periodic check below is the guarantee.
-    }
-    this.#timer = setInterval(kick, this.#options.reloadIntervalMs ?? DEFAULTS.webhooksTlsReloadMs);
-    this.#timer.unref();
+  async reloadTls(): Promise<boolean> {
+    return (await this.#pair.reload()).status === 'updated';
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -341,8 +328,7 @@ export class AdmissionServer {
 
   /** Stops listening, watching and polling; open connections are closed. */
   async close(): Promise<void> {
-    this.#watcher?.close();
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    await this.#pair.close();
     await new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();

@@ -12,6 +12,7 @@ import {
   TRANSPARENT_DEFAULTS,
   parseCidrList,
   parsePortList,
+  parsePortPolicies,
 } from '../core/index.js';
 import type { InboundPolicyName } from '../core/index.js';
 import type { JsonObject } from './admission.js';
@@ -25,6 +26,8 @@ export const XTABLES_LOCK_VOLUME = 'meshid-proxy-init-xtables-lock';
 export interface TransparentSettings {
   readonly proxyUid: number;
   readonly inboundPolicy: InboundPolicyName;
+  /** Per-port policies, `PORT=POLICY` each (the proxy's `--inbound-port-policy`), ranges expanded. */
+  readonly portPolicies: readonly string[];
   /** `meshid proxy-init`'s arguments (after the command name). */
   readonly initArgs: readonly string[];
 }
@@ -80,6 +83,14 @@ export function transparentSettings(
     throw new BadTransparentAnnotation(
       `annotation ${A.defaultInboundPolicy} must be one of ${INBOUND_POLICIES.join(', ')}`,
     );
+  const portPolicies: string[] = [];
+  const perPort = annotations[A.inboundPortPolicy];
+  if (perPort !== undefined) {
+    const r = parsePortPolicies(perPort);
+    if ('problem' in r)
+      throw new BadTransparentAnnotation(`annotation ${A.inboundPortPolicy}: ${r.problem}`);
+    for (const [port, name] of r.policies) portPolicies.push(`${port}=${name}`);
+  }
   const args = ['proxy-init', '--proxy-uid', String(proxyUid)];
   for (const [annotation, flag] of [
     [A.skipInboundPorts, '--skip-inbound-ports'],
@@ -103,7 +114,12 @@ export function transparentSettings(
       throw new BadTransparentAnnotation(`annotation ${A.skipSubnets}: ${r.problem}`);
     if (r.cidrs.length > 0) args.push('--skip-subnets', r.cidrs.map((c) => c.text).join(','));
   }
-  return { proxyUid, inboundPolicy: policy as InboundPolicyName, initArgs: args };
+  return {
+    proxyUid,
+    inboundPolicy: policy as InboundPolicyName,
+    portPolicies,
+    initArgs: args,
+  };
 }
 
 /**

@@ -4,29 +4,29 @@
  * the proxy), and whether the destination service that transparent proxies ask is up. Pure
  * functions of what cluster.ts read; docs/troubleshooting.md has a section per id.
  */
-import type { V1Deployment, V1Pod } from '@kubernetes/client-node';
 import { CONTROL_PLANE_NS_LABEL, TRANSPARENT_ANNOTATIONS } from '../../core/index.js';
 import { PROXY_INIT_CONTAINER } from '../../webhooks/index.js';
 import { DESTINATION_NAMES } from '../install/destination.js';
+import type { Deployment, Pod, Read } from './cluster-api.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
 
 /** How many pod names a message lists before "and N more". */
 const LISTED = 5;
 
-const podName = (p: V1Pod): string => `${p.metadata?.namespace}/${p.metadata?.name}`;
+const podName = (p: Pod): string => `${p.metadata?.namespace}/${p.metadata?.name}`;
 
-const listed = (pods: readonly V1Pod[]): string =>
+const listed = (pods: readonly Pod[]): string =>
   `${pods.slice(0, LISTED).map(podName).join(', ')}${pods.length > LISTED ? ` and ${pods.length - LISTED} more` : ''}`;
 
 /** The pods of this control plane, split by whether their traffic is redirected to the proxy. */
-export interface TransparentPods {
+export interface TransparentPods<P extends Pod = Pod> {
   /** Injected with the `meshid-init` init container. */
-  readonly transparent: readonly V1Pod[];
+  readonly transparent: readonly P[];
   /** Annotated `meshid.io/transparent: disabled`: the explicit mode, by request. */
-  readonly disabled: readonly V1Pod[];
+  readonly disabled: readonly P[];
   /** Neither: injected without transparent mode (before it existed, or by an older injector). */
-  readonly missingInit: readonly V1Pod[];
+  readonly missingInit: readonly P[];
 }
 
 /**
@@ -37,13 +37,13 @@ export interface TransparentPods {
  * transparentPods([], 'linkerd').transparent.length; // 0
  * ```
  */
-export function transparentPods(
-  pods: readonly V1Pod[],
+export function transparentPods<P extends Pod>(
+  pods: readonly P[],
   controlPlaneNamespace: string,
-): TransparentPods {
-  const transparent: V1Pod[] = [];
-  const disabled: V1Pod[] = [];
-  const missingInit: V1Pod[] = [];
+): TransparentPods<P> {
+  const transparent: P[] = [];
+  const disabled: P[] = [];
+  const missingInit: P[] = [];
   for (const p of pods) {
     if (p.metadata?.labels?.[CONTROL_PLANE_NS_LABEL] !== controlPlaneNamespace) continue;
     if (p.metadata.annotations?.[TRANSPARENT_ANNOTATIONS.transparent] === 'disabled')
@@ -99,7 +99,7 @@ export function checkTransparentPods(sorted: TransparentPods): CheckResult {
  * ready replica: their proxies then pass their outbound traffic as plain TCP.
  */
 export function checkDestinationReady(
-  deployment: V1Deployment | undefined | Error,
+  deployment: Read<Deployment>,
   transparentCount: number,
   namespace: string,
 ): CheckResult {

@@ -1,6 +1,6 @@
 /**
- * Writes the settings tables of docs/configuration.md from the configuration schema
- * (`configReference()` in core/config.ts), between the GENERATED markers; the text around them
+ * Writes the settings tables of docs/configuration.md from the settings tables in core/config/
+ * (`configReference()`), between the GENERATED markers; the text around them
  * is kept as written. `npm run docs:config` rewrites the page; test/unit/docs/configuration.test.ts
  * fails when the page differs from what this would write.
  */

@@ -40,6 +40,7 @@ import {
   MESH_TLS,
   GrpcStatus,
   MeshidError,
+  NO_RESUMPTION,
   RETRY_AFTER_METADATA,
   RetryLaterError,
   decodeCertifyRequest,
@@ -241,6 +242,9 @@ export class CertifyServer {
     );
     this.#tls = createTlsServer({
       ...(opts.tls ?? CA_TLS_SETTINGS),
+      // No session tickets, as on every mesh listener: a resumed session would carry the old
+      // verification of a client certificate (renewing, below). A proxy connects once per renewal.
+      ...NO_RESUMPTION,
       ...toSecureContext(opts.credentials),
       ALPNProtocols: ['h2'],
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
@@ -374,6 +378,7 @@ export class CertifyServer {
     this.#opts = { ...this.#opts, credentials };
     this.#tls.setSecureContext({
       ...(this.#opts.tls ?? CA_TLS_SETTINGS),
+      ...NO_RESUMPTION,
       ...toSecureContext(credentials),
     });
   }

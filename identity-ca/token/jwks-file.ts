@@ -1,17 +1,12 @@
 /**
  * The JWKS validator's key source for a file (the local state folder's key set, or a mounted
- * ConfigMap), watched and hot-reloaded with a last good key set.
+ * ConfigMap), watched and hot-reloaded with core's watchFile. A new file is used only once it
+ * passes the same checks as at start; until then, and when it fails them, the last good key set
+ * stays in use.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import {
-  createLocalJWKSet,
-  type JSONWebKeySet,
-  type JWTVerifyGetKey,
-  type LocalJWKSet,
-} from 'jose';
-import { LogKey, MeshidError, type Logger } from '../../core/index.js';
+import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { LogKey, MeshidError, watchFile } from '../../core/index.js';
+import type { Clock, Logger, WatchedFile } from '../../core/index.js';
 import { UTF8 } from './claims.js';
 import {
   JwksLogEvent,
@@ -24,34 +19,17 @@ import {
   type KeySource,
 } from './jwks-keys.js';
 
-/** Quiet time after a change to the JWKS file's folder before it is re-read. */
-const RELOAD_DEBOUNCE_MS = 50;
+interface LoadedKeys {
+  readonly keys: JSONWebKeySet;
+  readonly keySet: JWTVerifyGetKey;
+}
 
-/**
- * A JWKS file, watched and hot-reloaded. A new file is used only once it passes the same checks
- * as at start; until then, and when it fails them, the last good key set stays in use.
- *
- * It watches the file's folder rather than the file: the kubelet updates a mounted ConfigMap by
- * swapping a `..data` symlink and editors replace files by rename, and either would leave a watch
- * on the old inode deaf. Any event in the folder triggers a re-read; unchanged content is ignored.
- */
+/** A JWKS file, watched and hot-reloaded. */
 export class FileKeySource implements KeySource {
-  readonly #file: string;
-  readonly #log: Logger;
-  #current: LocalJWKSet;
-  /** The last content read, good or bad, so that a refused file is not re-parsed and re-logged. */
-  #lastSeen: string | undefined;
-  #watcher: FSWatcher | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #running = false;
-  #again = false;
-  #closed = false;
+  readonly #file: WatchedFile<LoadedKeys>;
 
-  private constructor(file: string, log: Logger, keys: JSONWebKeySet, text: string) {
+  private constructor(file: WatchedFile<LoadedKeys>) {
     this.#file = file;
-    this.#log = log;
-    this.#current = createLocalJWKSet(keys);
-    this.#lastSeen = text;
   }
 
   /**
@@ -59,145 +37,65 @@ export class FileKeySource implements KeySource {
    *
    * @example
    * ```ts
-   * const source = await FileKeySource.open('.meshid/token-signing.jwks.json', logger);
+   * const source = await FileKeySource.open('.meshid/token-signing.jwks.json', logger, clock);
    * ```
    */
-  static async open(file: string, log: Logger): Promise<FileKeySource> {
-    let text: string;
-    let keys: JSONWebKeySet;
+  static async open(file: string, log: Logger, clock: Clock): Promise<FileKeySource> {
+    const parse = async (bytes: Buffer): Promise<LoadedKeys> => {
+      try {
+        let text: string;
+        try {
+          text = UTF8.decode(bytes);
+        } catch {
+          throw new Error('is not UTF-8 text');
+        }
+        const keys = await usableKeySet(parseKeySetJson(text), log);
+        return { keys, keySet: createLocalJWKSet(keys) };
+      } catch (err) {
+        throw new MeshidError('ERR_CONFIG_INVALID', describe(err), { cause: err });
+      }
+    };
+    let watched: WatchedFile<LoadedKeys>;
     try {
-      text = await readJwksFile(file);
-      keys = await usableKeySet(parseKeySetJson(text), log);
-    } catch (err) {
-      throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${describe(err)}`, {
-        cause: err,
+      watched = await watchFile(file, parse, {
+        clock,
+        logger: log,
+        code: 'ERR_CONFIG_INVALID',
+        what: 'JWKS file',
+        maxBytes: MAX_JWKS_BYTES,
       });
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message.includes(file)) throw err;
+      throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${message}`, { cause: err });
     }
-    log.info(
-      {
-        [LogKey.event]: JwksLogEvent.loaded,
-        [JwksLogKey.file]: file,
-        [JwksLogKey.kids]: kids(keys),
-      },
-      'JWKS loaded',
+    const logged = (event: string, keys: JSONWebKeySet): object => ({
+      [LogKey.event]: event,
+      [JwksLogKey.file]: file,
+      [JwksLogKey.kids]: kids(keys),
+    });
+    log.info(logged(JwksLogEvent.loaded, watched.current().keys), 'JWKS loaded');
+    watched.on('change', (next) =>
+      log.info(logged(JwksLogEvent.reloaded, next.keys), 'JWKS reloaded'),
     );
-    const source = new FileKeySource(file, log, keys, text);
-    source.#watch();
-    return source;
+    watched.on('rejected', (err) =>
+      log.warn(
+        {
+          [LogKey.event]: JwksLogEvent.reloadRefused,
+          [JwksLogKey.file]: file,
+          [LogKey.reason]: err.message,
+        },
+        'new JWKS refused; keeping the last good key set',
+      ),
+    );
+    return new FileKeySource(watched);
   }
 
   get keySet(): JWTVerifyGetKey {
-    return this.#current;
+    return this.#file.current().keySet;
   }
 
   close(): void {
-    this.#closed = true;
-    clearTimeout(this.#timer);
-    this.#watcher?.close();
-  }
-
-  #watch(): void {
-    try {
-      // persistent: false, so the watcher alone never keeps the process alive.
-      this.#watcher = watch(dirname(this.#file), { persistent: false }, () => this.#changed());
-    } catch (err) {
-      this.#log.warn(
-        {
-          [LogKey.event]: JwksLogEvent.watchFailed,
-          [JwksLogKey.file]: this.#file,
-          [LogKey.reason]: describe(err),
-        },
-        'JWKS file cannot be watched; it will not be hot-reloaded',
-      );
-      return;
-    }
-    this.#watcher.on('error', (err) => {
-      this.#log.warn(
-        {
-          [LogKey.event]: JwksLogEvent.watchFailed,
-          [JwksLogKey.file]: this.#file,
-          [LogKey.reason]: describe(err),
-        },
-        'JWKS file watch failed; it will not be hot-reloaded',
-      );
-    });
-  }
-
-  /** Editors and the kubelet write in several steps; one reload after the burst is enough. */
-  #changed(): void {
-    if (this.#closed) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => void this.#reload(), RELOAD_DEBOUNCE_MS);
-    this.#timer.unref();
-  }
-
-  /** Reloads never overlap: a change during a reload queues exactly one more. */
-  async #reload(): Promise<void> {
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = true;
-    try {
-      do {
-        this.#again = false;
-        await this.#reloadOnce();
-      } while (this.#again && !this.#closed);
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  async #reloadOnce(): Promise<void> {
-    let text: string;
-    try {
-      text = await readJwksFile(this.#file);
-    } catch (err) {
-      this.#lastSeen = undefined;
-      this.#refused(err, 'JWKS file could not be read; keeping the last good key set');
-      return;
-    }
-    if (text === this.#lastSeen || this.#closed) return;
-    this.#lastSeen = text;
-    let keys: JSONWebKeySet;
-    try {
-      keys = await usableKeySet(parseKeySetJson(text), this.#log);
-    } catch (err) {
-      this.#refused(err, 'new JWKS refused; keeping the last good key set');
-      return;
-    }
-    if (this.#closed) return;
-    this.#current = createLocalJWKSet(keys);
-    this.#log.info(
-      {
-        [LogKey.event]: JwksLogEvent.reloaded,
-        [JwksLogKey.file]: this.#file,
-        [JwksLogKey.kids]: kids(keys),
-      },
-      'JWKS reloaded',
-    );
-  }
-
-  #refused(err: unknown, msg: string): void {
-    this.#log.warn(
-      {
-        [LogKey.event]: JwksLogEvent.reloadRefused,
-        [JwksLogKey.file]: this.#file,
-        [LogKey.reason]: describe(err),
-      },
-      msg,
-    );
-  }
-}
-
-async function readJwksFile(file: string): Promise<string> {
-  const bytes = await readFile(file);
-  if (bytes.byteLength > MAX_JWKS_BYTES) {
-    throw new Error(`is ${bytes.byteLength} bytes, over ${MAX_JWKS_BYTES}`);
-  }
-  try {
-    return UTF8.decode(bytes);
-  } catch {
-    throw new Error('is not UTF-8 text');
+    void this.#file.close();
   }
 }

@@ -18,7 +18,6 @@ export const JwksLogEvent = {
   reloaded: 'JwksReloaded',
   reloadRefused: 'JwksReloadRefused',
   keyIgnored: 'JwksKeyIgnored',
-  watchFailed: 'JwksWatchFailed',
   unavailable: 'JwksUnavailable',
   recovered: 'JwksRecovered',
   tokenRefused: 'TokenRefused',

@@ -119,7 +119,7 @@ export class JwksTokenValidator implements TokenValidator {
     const log = opts.logger.child({ [LogKey.component]: 'jwks-token-validator' });
     const source =
       'file' in opts.jwks
-        ? await FileKeySource.open(opts.jwks.file, log)
+        ? await FileKeySource.open(opts.jwks.file, log, opts.clock)
         : await openUrlKeySource(opts.jwks, log);
     return new JwksTokenValidator(opts, source, log);
   }

@@ -23,8 +23,18 @@ import { EventEmitter } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { readFile as fsReadFile } from 'node:fs/promises';
-import type { CertifyRequest, CertifyResponse, Clock, Logger, Random } from '../../core/index.js';
+import type {
+  CertifyRequest,
+  CertifyResponse,
+  Clock,
+  Logger,
+  Random,
+  Timers,
+} from '../../core/index.js';
 import { createCsr, toPem } from '../../core/index.js';
+// Timers moved to core (one home, shared with the watched files); the proxy's face keeps them.
+export { systemTimers } from '../../core/index.js';
+export type { Timers } from '../../core/index.js';
 import { certificatesOf, verifyCertifyResponse } from './verify.js';
 
 /**
@@ -43,18 +53,6 @@ export function freshRequestKey(identity: string): RequestKey {
     csr: createCsr({ privateKey, commonName: identity, dnsNames: [identity] }),
   };
 }
-
-/** Timers are passed in so tests drive renewal without waiting. */
-export interface Timers {
-  set(fn: () => void, ms: number): unknown;
-  clear(handle: unknown): void;
-}
-
-/** Node's timers, unref'd: a pending renewal alone does not keep the process alive. */
-export const systemTimers: Timers = {
-  set: (fn, ms) => setTimeout(fn, ms).unref(),
-  clear: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 /** A workload certificate and the key it certifies, as the TLS listeners use them. */
 export interface WorkloadCertificate {

@@ -15,7 +15,7 @@
  * port in its header) goes to the inbound stages as mTLS only.
  */
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { AddressInfo, ListenOptions, Server as NetServer, Socket } from 'node:net';
 import type { Address, InboundPolicyName, Logger } from '../../core/index.js';
 import { LogKey, isMeshidError } from '../../core/index.js';
 import type { InboundPolicy } from '../policy.js';
@@ -36,7 +36,10 @@ export interface TransparentInboundEvent {
 
 /** Settings of a {@link TransparentInbound}. */
 export interface TransparentInboundOptions {
-  /** Where the nat rules send inbound TCP: `0.0.0.0:4143` (or `[::]:4143` for both families). */
+  /**
+   * Where the nat rules send inbound TCP: `0.0.0.0:4143` (and `[::]:4143` beside it when the host
+   * has IPv6), or `[::]:4143` (one dual-stack socket).
+   */
   readonly listen: Address;
   /** The inbound stages that serve mTLS and plaintext connections. */
   readonly inbound: InboundProxy;
@@ -86,6 +89,17 @@ function peekFirst(socket: Socket, timeoutMs: number): Promise<{ bytes: Buffer; 
   });
 }
 
+/** Listens; rejects with the listen error (EADDRINUSE, EAFNOSUPPORT...). */
+function bind(server: NetServer, options: ListenOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
 /**
  * The transparent inbound listener.
  *
@@ -107,36 +121,60 @@ export class TransparentInbound {
   readonly #o: TransparentInboundOptions;
   readonly #log: Logger;
   readonly #server: NetServer;
+  /** The IPv6 companion of a `0.0.0.0` listener. */
+  #v6: NetServer | undefined;
   readonly #passThrough = new Set<Socket>();
   #port = 0;
 
   constructor(options: TransparentInboundOptions) {
     this.#o = options;
     this.#log = options.logger.child({ [LogKey.component]: 'proxy-transparent-inbound' });
-    this.#server = createNetServer({ allowHalfOpen: true }, (raw) => {
+    this.#server = this.#newServer();
+  }
+
+  #newServer(): NetServer {
+    const server = createNetServer({ allowHalfOpen: true }, (raw) => {
       this.#accept(raw).catch((err: unknown) => {
         this.#log.warn({ err: String(err) }, 'transparent inbound connection failed');
         raw.destroy();
       });
     });
-    this.#server.on('error', (err) =>
+    server.on('error', (err) =>
       this.#log.error({ err: err.message }, 'transparent inbound listener error'),
     );
+    return server;
   }
 
-  /** Starts listening; resolves with the bound address. */
+  /**
+   * Starts listening; resolves with the bound address. On `0.0.0.0` it also listens on `[::]`
+   * (IPv6 only) on the same port, as Linkerd's proxy does, so that the IPv6 connections the
+   * ip6tables rules redirect are served; a host without IPv6 keeps the IPv4 listener alone.
+   */
   async listen(): Promise<Address> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#o.listen.port, this.#o.listen.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
+    const { host, port } = this.#o.listen;
+    await bind(this.#server, { host, port });
     const a = this.#server.address() as AddressInfo;
     this.#port = a.port;
+    if (host === '0.0.0.0') {
+      const v6 = this.#newServer();
+      try {
+        await bind(v6, { host: '::', port: a.port, ipv6Only: true });
+        this.#v6 = v6;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') {
+          await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+          throw err;
+        }
+        this.#log.info({ err: code }, 'transparent inbound: no IPv6 on this host; IPv4 only');
+      }
+    }
     this.#log.info(
-      { [LogKey.address]: `${a.address}:${a.port}`, policy: this.#o.defaultPolicy },
+      {
+        [LogKey.address]: `${a.address}:${a.port}`,
+        ipv6: this.#v6 !== undefined || host.includes(':'),
+        policy: this.#o.defaultPolicy,
+      },
       'transparent inbound listening',
     );
     return { host: a.address, port: a.port };
@@ -145,7 +183,8 @@ export class TransparentInbound {
   /** Stops accepting; connections handed to the inbound stages close with it. */
   async close(): Promise<void> {
     for (const s of this.#passThrough) s.destroy();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const servers = [this.#server, ...(this.#v6 === undefined ? [] : [this.#v6])];
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   }
 
   /** Stage 1: where was the client going? */

@@ -15,11 +15,13 @@
  *
  * 5. The restart storm (`storm.ts`): thousands of proxies asking at once, backpressure on and off.
  * 6. The proxy path (`proxy.ts`).
+ * 6b. The transparent path beside the explicit one and nginx, between network namespaces
+ *    (`transparent.ts`).
  * 7. The mesh TLS handshake without resumption against a resumed one (`handshake.ts`).
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
  *
- * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `handshake`, `destination`,
- * comma-separated; default all.
+ * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
+ * `destination`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -45,6 +47,7 @@ import { measureHotPath } from './hot-path.js';
 import { treeCpuSeconds } from '../support/proc.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
+import { runTransparentBench } from './transparent.js';
 import { runDestinationBench } from './destination.js';
 import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
@@ -59,9 +62,12 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP_SECONDS'] ?? 8);
 /** Node options of the CA processes under h2load, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-/** Which parts run: any of `ca`, `storm`, `proxy`, `handshake`, `destination`, comma-separated (default all). */
+/**
+ * Which parts run: any of `ca`, `storm`, `proxy`, `transparent`, `handshake`, `destination`,
+ * comma-separated (default all).
+ */
 const PARTS = new Set(
-  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,handshake,destination').split(','),
+  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination').split(','),
 );
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
@@ -374,6 +380,10 @@ if (PARTS.has('storm')) {
   out();
 }
 if (PARTS.has('proxy')) await runProxyBench(out);
+if (PARTS.has('transparent')) {
+  out();
+  await runTransparentBench(out);
+}
 if (PARTS.has('handshake')) await runHandshakeBench(out);
 if (PARTS.has('destination')) {
   out();

@@ -20,6 +20,7 @@ import {
   adminGet,
   metricValue,
   runMeshid,
+  START_LIMIT_MS,
   startCaProcess,
   waitFor,
 } from '../support/ca-process.js';
@@ -356,7 +357,9 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     }
   });
 
-  it('runs as two replicas (one of them with two workers) issuing concurrently with no coordination: distinct serials, one chain', async () => {
+  it('runs as two replicas (one of them with two workers) issuing concurrently with no coordination: distinct serials, one chain', async function () {
+    // Two worker processes start slowly on a loaded machine: the start limit, then the calls.
+    this.timeout(START_LIMIT_MS + 90_000);
     // The second replica runs two worker processes, each with its own API client and watches.
     const replicaArgs = caArgs.map((a, i) => (caArgs[i - 1] === '--workers' ? '2' : a));
     const replica = await startCaProcess([...replicaArgs, '--token-review-cache-ttl', '0s']);
@@ -397,7 +400,9 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     }
   });
 
-  it('records an issuer change once per CA process, not once per worker (two workers)', async () => {
+  it('records an issuer change once per CA process, not once per worker (two workers)', async function () {
+    // Two worker processes start slowly on a loaded machine: the start limit, then the calls.
+    this.timeout(START_LIMIT_MS + 90_000);
     const instance = 'meshid-identity-two-workers';
     const replicaArgs = caArgs.map((a, i) => (caArgs[i - 1] === '--workers' ? '2' : a));
     const replica = await startCaProcess([...replicaArgs, '--token-review-cache-ttl', '0s'], {

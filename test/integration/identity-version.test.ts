@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatAddress, systemClock } from '../../core/index.js';
@@ -159,6 +159,35 @@ describe('meshid identity and meshid version (real processes)', function () {
       bad.stdout,
       /^× does not chain to the current anchors from .*other\.pem: identity\.linkerd\.cluster\.local \(issued by root\.linkerd\.cluster\.local\) is not signed by any current anchor/m,
     );
+  });
+
+  it("a --config file's relative paths: its own folder's anchors, not the working directory's", async () => {
+    // Two meshes' folders with the same file names, run from the other one (issue 22).
+    const meshA = join(dir, 'mesh-a');
+    const meshB = join(dir, 'mesh-b');
+    await mkdir(meshA);
+    await mkdir(meshB);
+    await writeFile(join(meshA, 'anchors.pem'), state.root.certificatePem);
+    await writeFile(join(meshA, 'identity.yaml'), 'trustAnchors: anchors.pem\noutput: json\n');
+    const other = await createRootCa({
+      commonName: 'other-mesh.example',
+      notBefore: systemClock.now() - HOUR,
+      notAfter: systemClock.now() + DAY,
+    });
+    await writeFile(join(meshB, 'anchors.pem'), other.certificatePem);
+    const leaf = join(state.issuerDir, 'tls.crt');
+    const r = await runMeshid(
+      ['identity', leaf, '--config', join(meshA, 'identity.yaml')],
+      {},
+      meshB,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const view = JSON.parse(r.stdout) as View;
+    assert.equal(view.chainsToAnchors, true);
+    // On the command line a relative path stays relative to the working directory.
+    const cli = await runMeshid(['identity', leaf, '--trust-anchors', 'anchors.pem'], {}, meshB);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stdout, /^× does not chain to the current anchors from anchors\.pem: /m);
   });
 
   it('a Secret through the API, with the anchors from the ConfigMap', async () => {

@@ -164,6 +164,8 @@ describe('transparent inbound in network namespaces (proxy-init, SO_ORIGINAL_DST
       `127.0.0.1:15000=${server.ip}:8080@${serverId}`,
       '--route',
       `127.0.0.1:15001=${server.ip}:8081@${serverId}`,
+      '--route',
+      `127.0.0.1:15002=[${server.ip6}]:8080@${serverId}`,
     ]);
   });
 
@@ -211,5 +213,39 @@ describe('transparent inbound in network namespaces (proxy-init, SO_ORIGINAL_DST
     const seen = await curl(client, 'http://127.0.0.1:15001/');
     assert.equal(seen.port, '8081');
     assert.equal(seen.clientId, clientId);
+    // The refusal is counted with the port and the policy that refused it; the mTLS one too.
+    const metrics = (await adminGet({ host: server.ip, port: 4191 }, '/metrics')).body;
+    const name = 'meshid_proxy_inbound_transparent_connections_total';
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8081",kind="plaintext",policy="all-authenticated",tls="false",result="refused"\\} [1-9]`,
+        'm',
+      ),
+    );
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8081",kind="mtls",policy="all-authenticated",tls="true",result="allowed"\\} [1-9]`,
+        'm',
+      ),
+    );
+    assert.match(
+      metrics,
+      new RegExp(
+        `^${name}\\{port="8080",kind="plaintext",policy="all-unauthenticated",tls="false",result="allowed"\\} [1-9]`,
+        'm',
+      ),
+    );
+  });
+
+  it("serves IPv6 connections the ip6tables rules redirect: plaintext and mTLS to the app port of the pod's IPv6 address", async () => {
+    const plain = await curl(client, `http://[${server.ip6}]:8080/`, []);
+    assert.equal(plain.port, '8080');
+    assert.equal(plain.remote, '127.0.0.1', 'the proxy connected to the app on loopback');
+    assert.equal(plain.clientId, null);
+    const meshed = await curl(client, 'http://127.0.0.1:15002/');
+    assert.equal(meshed.port, '8080');
+    assert.equal(meshed.clientId, clientId);
   });
 });

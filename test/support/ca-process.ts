@@ -38,6 +38,9 @@ export interface StartOptions {
   readonly nodeArgs?: readonly string[];
 }
 
+/** How long a `meshid` process may take to say "listening" before it is killed. */
+export const START_LIMIT_MS = 120_000;
+
 /** Starts `meshid <command> <args>` and waits for its "listening" log line. */
 export async function startMeshid(
   command: string,
@@ -78,7 +81,9 @@ export async function startMeshid(
       ),
     );
   });
-  const timeout = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  // Generous: a CA with two workers on a machine kept busy by another test run took over 30 s
+  // to say "listening" (issue 20); an honest start on an idle machine takes about 1 s.
+  const timeout = setTimeout(() => proc.kill('SIGKILL'), START_LIMIT_MS);
   try {
     return {
       proc,
@@ -131,15 +136,17 @@ export async function startCaProcess(
   };
 }
 
-/** Runs a short-lived `meshid` command; resolves with its exit code and output. */
+/** Runs a short-lived `meshid` command (in `cwd`); resolves with its exit code and output. */
 export async function runMeshid(
   args: string[],
   env: Record<string, string> = {},
+  cwd?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(process.execPath, [MESHID_BIN, ...args], {
       env: { PATH: process.env['PATH'] ?? '', ...env },
       timeout: 60_000,
+      ...(cwd === undefined ? {} : { cwd }),
     });
     return { code: 0, stdout, stderr };
   } catch (err) {

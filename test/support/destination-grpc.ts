@@ -106,6 +106,8 @@ export function destinationTestClient(
   const client = new DestinationClient(formatAddress(address), creds, {
     'grpc.ssl_target_name_override': o.serverName,
     'grpc.default_authority': o.serverName,
+    // Its own connection, closed with the client (not kept in grpc-js's shared pool for 10 s).
+    'grpc.use_local_subchannel_pool': 1,
   });
   const request = (path: string): GetDestination => ({ scheme: 'k8s', path, contextToken: '' });
   return {

@@ -27,6 +27,7 @@ import type { Address } from '../../../core/index.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import type { CertifyHandler } from '../../../identity-ca/server/grpc-server.js';
 import { ca, root } from './fixtures/pki.js';
+import { tryResumption } from '../../support/hostile-clients.js';
 
 const NAME = 'ca.test.example';
 const execFileP = promisify(execFile);
@@ -152,6 +153,16 @@ describe('identity-ca/server/grpc-server: the gRPC protocol', function () {
     } finally {
       client.close();
     }
+  });
+
+  it('resumes no TLS session: a renewing client is verified on every connection, as on every mesh listener', async () => {
+    // Before issue 20's fix the CA handed out tickets and resumed them (resumed: true).
+    const r = await tryResumption(address, {
+      servername: NAME,
+      ca: anchorsPem,
+      ALPNProtocols: ['h2'],
+    });
+    assert.deepEqual(r, { offered: true, resumed: false });
   });
 
   it('returns a refusal as a trailers-only response with the status and a percent-encoded message', async () => {

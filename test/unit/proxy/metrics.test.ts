@@ -92,4 +92,72 @@ describe('proxy traffic metrics', () => {
     traffic.outbound({ type: 'discovery', listener: '', target, available: true, message: '' });
     assert.ok((await registry.metrics()).includes('meshid_proxy_destination_unavailable 0'));
   });
+
+  it('counts the transparent inbound\'s connections per original port, kind, port policy and result, and folds ports past 64 into port="other"', async () => {
+    const registry = new Registry();
+    const traffic = registerTrafficMetrics(registry);
+    const event = { type: 'transparent-connection' } as const;
+    traffic.transparentInbound({
+      ...event,
+      port: 8081,
+      kind: 'plaintext',
+      policy: 'all-authenticated',
+      allowed: false,
+    });
+    traffic.transparentInbound({
+      ...event,
+      port: 8081,
+      kind: 'plaintext',
+      policy: 'all-authenticated',
+      allowed: false,
+    });
+    traffic.transparentInbound({
+      ...event,
+      port: 8081,
+      kind: 'mtls',
+      policy: 'all-authenticated',
+      allowed: true,
+    });
+    traffic.transparentInbound({
+      ...event,
+      port: 9090,
+      kind: 'other-tls',
+      policy: 'deny',
+      allowed: false,
+    });
+    // A port scan: 62 more ports fill the series; those after them are counted as "other".
+    for (let port = 20_000; port < 20_100; port++) {
+      traffic.transparentInbound({
+        ...event,
+        port,
+        kind: 'plaintext',
+        policy: 'all-unauthenticated',
+        allowed: true,
+      });
+    }
+    const text = await registry.metrics();
+    const name = 'meshid_proxy_inbound_transparent_connections_total';
+    const line = (l: string) => assert.ok(text.split('\n').includes(l), `missing: ${l}\n${text}`);
+    line(
+      `${name}{port="8081",kind="plaintext",policy="all-authenticated",tls="false",result="refused"} 2`,
+    );
+    line(
+      `${name}{port="8081",kind="mtls",policy="all-authenticated",tls="true",result="allowed"} 1`,
+    );
+    line(`${name}{port="9090",kind="other-tls",policy="deny",tls="false",result="refused"} 1`);
+    line(
+      `${name}{port="20061",kind="plaintext",policy="all-unauthenticated",tls="false",result="allowed"} 1`,
+    );
+    line(
+      `${name}{port="other",kind="plaintext",policy="all-unauthenticated",tls="false",result="allowed"} 38`,
+    );
+    assert.ok(!text.includes(`${name}{port="20062"`), text);
+    const ports = new Set(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(`${name}{`))
+        .map((l) => /port="([^"]+)"/.exec(l)?.[1]),
+    );
+    assert.equal(ports.size, 65, 'at most 64 ports and "other"');
+  });
 });

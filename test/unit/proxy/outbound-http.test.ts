@@ -15,13 +15,14 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server as HttpsServer } from 'node:https';
-import { silentLogger } from '../../../core/index.js';
+import { LISTENER_LIMITS, silentLogger } from '../../../core/index.js';
 import type { Address } from '../../../core/index.js';
 import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/index.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import { OutboundProxy } from '../../../proxy/outbound.js';
 import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';
-import { StaticDestinationResolver } from '../../../proxy/routes.js';
+import { StaticDestinationResolver, parseRoute } from '../../../proxy/routes.js';
+import { perPeerCapScenario, slowHead } from '../../support/hostile-clients.js';
 import { makeTrustDomain, workloadId } from '../../support/outbound-pki.js';
 import { h2Answer } from '../../support/protocol-apps.js';
 import type { TrustDomain } from '../../support/outbound-pki.js';
@@ -384,5 +385,66 @@ describe('OutboundProxy HTTP listener', function () {
       web.seen.map((s) => s.id),
       [VOTE],
     );
+  });
+  describe('bounded against a misbehaving app (issue 20)', function () {
+    this.timeout(30_000);
+
+    it('answers 408 to a request head sent one byte at a time, and serves another request meanwhile', async function () {
+      const { address, agent } = await start({
+        limits: { http: { headersTimeoutMs: 500, requestTimeoutMs: 0, keepAliveTimeoutMs: 5000 } },
+      });
+      // 1,000 bytes at one every 20 ms would take 20 s: the listener must not wait for them.
+      const head = `GET / HTTP/1.1\r\nhost: web.emojivoto.svc.cluster.local\r\nx-slow: ${'a'.repeat(1000)}\r\n\r\n`;
+      const slow = slowHead(address, head, { intervalMs: 20, from: '127.0.0.2' });
+      const honest = await ask(address, agent, {
+        path: '/',
+        headers: { host: 'web.emojivoto.svc.cluster.local' },
+      });
+      assert.equal(honest.status, 200);
+      const r = await slow;
+      assert.match(r.response, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.equal(r.finished, false, 'the listener waited for the whole dribbled head');
+    });
+
+    it('advertises at most 100 concurrent HTTP/2 streams to an h2c app', async function () {
+      const { address } = await start();
+      const session = http2Connect(`http://127.0.0.1:${address.port}`);
+      session.on('error', () => undefined);
+      const [settings] = (await once(session, 'remoteSettings')) as [
+        { maxConcurrentStreams?: number },
+      ];
+      session.destroy();
+      assert.equal(settings.maxConcurrentStreams, 100);
+    });
+
+    it('refuses a route listener connection beyond the limits, serves another, and takes one again once one closes', async function () {
+      const limits = { total: 6, perPeer: 2 };
+      const p = new OutboundProxy({
+        routes: [parseRoute(`127.0.0.1:0=127.0.0.1:${web.address.port}@${WEB}`)],
+        certificate: () => clientCert,
+        anchorsPem: () => mesh.anchorsPem,
+        logger: silentLogger(),
+        limits: { connections: limits },
+      });
+      const [route] = await p.listen();
+      cleanups.push(() => p.close(0));
+      const r = await perPeerCapScenario(route!, limits, p.connections[0]!, {
+        honest: async () => {
+          const agent = new HttpAgent({ keepAlive: false });
+          const a = await ask(route!, agent, { path: '/', headers: { host: 'web' } });
+          agent.destroy();
+          assert.equal(a.status, 200);
+        },
+      });
+      assert.deepEqual(r, { beyondShare: 'reset', beyondTotal: 'reset', readmitted: true });
+    });
+
+    it('has fixed defaults: 4096 connections a listener, 10 s for a head, 100 streams', function () {
+      assert.deepEqual(LISTENER_LIMITS.outbound, {
+        connections: { total: 4096, perPeer: 4096 },
+        http: { headersTimeoutMs: 10_000, requestTimeoutMs: 0, keepAliveTimeoutMs: 5_000 },
+        maxStreams: 100,
+      });
+    });
   });
 });

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { TRANSPARENT_ANNOTATIONS } from '../../../core/index.js';
+import { TRANSPARENT_ANNOTATIONS, loadConfig } from '../../../core/index.js';
 import { PROXY_CONTAINER, PROXY_INIT_CONTAINER, planInjection } from '../../../webhooks/index.js';
 import type { InjectorOptions, JsonObject, PatchOperation } from '../../../webhooks/index.js';
 import { emojivotoWeb, shopFrontend } from './fixtures/pods.js';
@@ -111,6 +111,35 @@ describe('proxy injector: transparent mode', () => {
     );
   });
 
+  it('gives the proxy the per-port policies of meshid.io/inbound-port-policy, ranges expanded', () => {
+    const pod = annotated(emojivotoWeb(), {
+      [TRANSPARENT_ANNOTATIONS.inboundPortPolicy]: ' 8081=all-authenticated, 9000-9002=deny ,',
+    });
+    const env = added(plan(pod)).get(PROXY_CONTAINER)!['env'] as { name: string; value: string }[];
+    assert.deepEqual(
+      env.filter((e) => e.name === 'MESHID_INBOUND_PORT_POLICY'),
+      [
+        {
+          name: 'MESHID_INBOUND_PORT_POLICY',
+          value: '8081=all-authenticated,9000=deny,9001=deny,9002=deny',
+        },
+      ],
+    );
+    // What the injector renders is what the proxy's settings accept.
+    const { config } = loadConfig('proxy', {
+      argv: [],
+      env: Object.fromEntries(env.map((e) => [e.name, e.value])),
+    });
+    assert.deepEqual(config.inboundPortPolicy, [
+      '8081=all-authenticated',
+      '9000=deny',
+      '9001=deny',
+      '9002=deny',
+    ]);
+    const without = added(plan(emojivotoWeb())).get(PROXY_CONTAINER)!['env'] as { name: string }[];
+    assert.ok(!without.some((e) => e.name === 'MESHID_INBOUND_PORT_POLICY'));
+  });
+
   const bad: [string, string, RegExp][] = [
     [
       TRANSPARENT_ANNOTATIONS.transparent,
@@ -126,6 +155,31 @@ describe('proxy injector: transparent mode', () => {
       TRANSPARENT_ANNOTATIONS.defaultInboundPolicy,
       'cluster-unauthenticated',
       /default-inbound-policy must be one of all-unauthenticated, all-authenticated, deny/,
+    ],
+    [
+      TRANSPARENT_ANNOTATIONS.inboundPortPolicy,
+      '8081=open',
+      /inbound-port-policy: "8081=open" must be PORTS=POLICY, POLICY one of all-unauthenticated, all-authenticated, deny/,
+    ],
+    [
+      TRANSPARENT_ANNOTATIONS.inboundPortPolicy,
+      '8081',
+      /inbound-port-policy: "8081" must be PORTS=POLICY/,
+    ],
+    [
+      TRANSPARENT_ANNOTATIONS.inboundPortPolicy,
+      'http=deny',
+      /inbound-port-policy: "http=deny": "http" is not a port/,
+    ],
+    [
+      TRANSPARENT_ANNOTATIONS.inboundPortPolicy,
+      '8000-8100=deny, 8080=all-authenticated',
+      /inbound-port-policy: "8080=all-authenticated": port 8080 already has policy deny/,
+    ],
+    [
+      TRANSPARENT_ANNOTATIONS.inboundPortPolicy,
+      '1-2000=deny',
+      /inbound-port-policy: more than 1024 ports; narrow the ranges/,
     ],
   ];
   for (const [annotation, value, message] of bad) {

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { PeerBudget } from '../../../proxy/peer-budget.js';
+import { PeerBudget } from '../../../core/listener-limits.js';
 
 describe('PeerBudget', () => {
   it('gives one peer at most its share, and leaves the rest of the total to others', () => {
