@@ -30,7 +30,7 @@ import { DemoGrpcClient, demoHttpCall, startWebService } from './demo.js';
 import type { WebCall } from './demo.js';
 import { startProxy } from './proxy.js';
 import { initLocalState } from './init.js';
-import { processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import { logFormat, processLogger, startCrypto, untilStopSignal } from './runtime.js';
 import { localToken } from './token.js';
 
 const NAMING = {
@@ -119,11 +119,14 @@ export async function runLocal(argv: string[]): Promise<number> {
       String(config.workers),
       '--log-level',
       config.logLevel === 'info' ? 'warn' : config.logLevel,
+      // Its output is for people: so are the CA's and the proxies' log lines, in every worker.
+      '--log-format',
+      logFormat(config.logFormat, true),
       ...(config.fips ? ['--fips'] : []),
     ],
     env: {},
   });
-  const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
+  const logger: Logger = processLogger(caConfig, { service: 'identity-ca' }, true);
   const stopped = untilStopSignal();
   let ca: RunningCa;
   try {

@@ -29,6 +29,9 @@ export const COMMON = {
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     D.logLevel,
   ).describe('fatal|error|warn|info|debug|trace|silent'),
+  logFormat: string(z.enum(['auto', 'json', 'text']), D.logFormat).describe(
+    'log lines: json (one JSON object a line, for machines), text (for people), or auto: text on a terminal, json otherwise',
+  ),
   fips: boolean().describe(
     'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
   ),
