@@ -28,6 +28,7 @@ export default tseslint.config(
   {
     ignores: [
       'dist/**',
+      'build/**',
       'node_modules/**',
       'test/support/*.cjs',
       'bin/**',

@@ -30,6 +30,8 @@ await runCertifyWorker(
         config,
         registry,
         recordIssuerEvents: role.recordIssuerEvents,
+        // One signer per replica (in the worker that records issuer Events), not one per worker.
+        signPodCertificates: role.recordIssuerEvents,
         logger,
         clock: systemClock,
         random: systemRandom,

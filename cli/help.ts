@@ -4,7 +4,7 @@
  * variable, what it does and its default. Light on purpose: no component is loaded to print help.
  */
 import { describeSettings } from '../core/index.js';
-import type { CommandName, SettingReference } from '../core/index.js';
+import type { CommandName } from '../core/index.js';
 
 /**
  * The subcommands of `meshid trust`, with what each does: the usage its `--help` and its errors
@@ -30,11 +30,6 @@ const USAGE: Partial<Record<CommandName, string>> = {
 `,
 };
 
-/** Every setting of a command with its default: the one call `--help` makes. */
-function settingsWithDefaults(command: CommandName): readonly SettingReference[] {
-  return describeSettings(command);
-}
-
 /**
  * The `--help` text of one command.
  *
@@ -44,7 +39,7 @@ function settingsWithDefaults(command: CommandName): readonly SettingReference[]
  * ```
  */
 export function commandHelp(command: CommandName, summary: string): string {
-  const lines = settingsWithDefaults(command).map((s) => {
+  const lines = describeSettings(command).map((s) => {
     const given =
       s.default === undefined || s.default === '' || (s.kind === 'boolean' && s.default === 'false')
         ? ''

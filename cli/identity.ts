@@ -135,7 +135,7 @@ async function loadTarget(
     if (r.status !== 200)
       throw new MeshidError('ERR_INSPECT_TARGET', `${where}/identity answered ${r.status}`);
     const report = readIdentityReport(r.body);
-    const proxyTls = readProxyTls(r.body);
+    const proxyTls = report.tls;
     if (report.certificate?.chainPem === undefined) {
       throw new MeshidError(
         'ERR_INSPECT_TARGET',
@@ -294,28 +294,6 @@ export function renderIdentity(view: IdentityView, color: boolean): string {
     lines.push(`  the proxy's loaded bundle: sha256 ${view.proxyBundleFingerprint}`);
   if (view.proxyTls !== undefined) lines.push('', ...renderProxyTls(view.proxyTls, s));
   return `${lines.join('\n')}\n`;
-}
-
-/** The `tls` part of a proxy's `/identity` when every field has its type (a proxy may be old or hostile). */
-function readProxyTls(body: string): ProxyTlsReport | undefined {
-  const t = (JSON.parse(body) as { tls?: unknown }).tls as Record<string, unknown> | undefined;
-  const counts = (v: unknown): Record<string, number> | undefined =>
-    typeof v === 'object' && v !== null && Object.values(v).every((n) => typeof n === 'number')
-      ? (v as Record<string, number>)
-      : undefined;
-  if (typeof t !== 'object' || t === null) return undefined;
-  const [inbound, outbound] = [counts(t['inbound']), counts(t['outbound'])];
-  if (typeof t['mode'] !== 'string' || typeof t['groups'] !== 'string') return undefined;
-  if (inbound === undefined || outbound === undefined) return undefined;
-  const ca = t['ca'] as { group?: unknown; cipher?: unknown } | undefined;
-  const caOk = typeof ca?.group === 'string' && typeof ca.cipher === 'string';
-  return {
-    mode: t['mode'],
-    groups: t['groups'],
-    inbound,
-    outbound,
-    ...(caOk ? { ca: { group: ca.group as string, cipher: ca.cipher as string } } : {}),
-  };
 }
 
 /** The key-exchange part of `--proxy`: ✓ post-quantum hybrid, ‼ a classic fallback. */

@@ -36,6 +36,9 @@ export async function checkCaPermissions(
       issuerSecret: config.issuerSecret,
       trustAnchorsConfigMap: config.trustAnchorsConfigMap,
       events: config.events,
+      podCertificates: config.podCertificates
+        ? { signerName: config.podCertificateSigner, version: config.podCertificateApiVersion }
+        : undefined,
     }),
   );
   for (const r of denied) {

@@ -22,6 +22,7 @@ import {
 } from '../core/index.js';
 import {
   AnchorSource,
+  CredentialFileIdentity,
   Http2CertifyClient,
   IdentityClient,
   InboundPolicy,
@@ -37,7 +38,7 @@ import {
   startProxyAdmin,
   systemTimers,
 } from '../proxy/index.js';
-import type { PresentedCertificate } from '../proxy/index.js';
+import type { IdentitySource, PresentedCertificate } from '../proxy/index.js';
 import {
   announceListening,
   exitAfter,
@@ -62,7 +63,7 @@ export interface RunningProxy {
   readonly admin: Address;
   readonly inbound?: Address;
   readonly outbound: readonly Address[];
-  readonly identity: IdentityClient;
+  readonly identity: IdentitySource;
   close(): Promise<void>;
 }
 
@@ -72,7 +73,10 @@ export interface RunningProxy {
  * own certificate.
  */
 export function certifyThroughCa(
-  config: Pick<ProxyConfig, 'identityAddr' | 'identityName' | 'fips' | 'tlsGroups'>,
+  config: Pick<ProxyConfig, 'fips' | 'tlsGroups'> & {
+    readonly identityAddr: string;
+    readonly identityName: string;
+  },
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
   onHandshake: (algorithms: TlsAlgorithms) => void = () => undefined,
@@ -105,6 +109,51 @@ export function certifyThroughCa(
 }
 
 /**
+ * The proxy's identity: a token and the CA (Certify), or the kubelet's pod certificate file.
+ *
+ * @example
+ * ```ts
+ * const { identity } = await openIdentity(config, anchors, logger, () => undefined);
+ * ```
+ */
+async function openIdentity(
+  config: ProxyConfig,
+  anchors: AnchorSource,
+  logger: Logger,
+  onCaHandshake: (algorithms: TlsAlgorithms) => void,
+): Promise<{ identity: IdentitySource; ca?: { close(): void } }> {
+  if (config.identitySource === 'pod-certificate')
+    return {
+      identity: await CredentialFileIdentity.open({
+        file: config.credentialBundle!,
+        localIdentity: config.localIdentity,
+        anchorsPem: () => anchors.current().pem,
+        clock: systemClock,
+        logger: logger.child({ component: 'identity' }),
+      }),
+    };
+  // The certificate held is shown to the CA: under load it serves pods without one first.
+  const ca = certifyThroughCa(
+    { ...config, identityAddr: config.identityAddr!, identityName: config.identityName! },
+    anchors,
+    () => identity.current(),
+    onCaHandshake,
+  );
+  const identity = new IdentityClient({
+    localIdentity: config.localIdentity,
+    tokenFile: config.tokenFile!,
+    certify: ca.certify,
+    anchorsPem: () => anchors.current().pem,
+    clock: systemClock,
+    random: systemRandom,
+    timers: systemTimers,
+    maxRetryMs: config.identityRetryMax,
+    logger: logger.child({ component: 'identity' }),
+  });
+  return { identity, ca };
+}
+
+/**
  * Starts the proxy's parts.
  *
  * @example
@@ -120,25 +169,8 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     fips: config.fips,
   });
   const tls = meshTlsSettings(config.fips, config.tlsGroups);
-  // The certificate held is shown to the CA: under load it serves pods without one first.
   let caTls: TlsAlgorithms | undefined;
-  const ca = certifyThroughCa(
-    config,
-    anchors,
-    () => identity.current(),
-    (algorithms) => (caTls = algorithms),
-  );
-  const identity = new IdentityClient({
-    localIdentity: config.localIdentity,
-    tokenFile: config.tokenFile,
-    certify: ca.certify,
-    anchorsPem: () => anchors.current().pem,
-    clock,
-    random: systemRandom,
-    timers: systemTimers,
-    maxRetryMs: config.identityRetryMax,
-    logger: logger.child({ component: 'identity' }),
-  });
+  const { identity, ca } = await openIdentity(config, anchors, logger, (a) => (caTls = a));
   identity.start();
   // Renewal timers run on the monotonic clock; this notices a wall-clock jump within a second.
   const clockCheck = setInterval(() => identity.checkClock(), 1000);
@@ -173,7 +205,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     clearInterval(clockCheck);
     identity.close();
     anchors.close();
-    ca.close();
+    ca?.close();
   };
   try {
     if (config.transparent && config.inbound !== undefined) {

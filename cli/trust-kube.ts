@@ -3,10 +3,15 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import { caIdentityName, openKubeClient, parseAddress } from '../core/index.js';
+import { KubeApiError, caIdentityName, openKubeClient, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   AnchorsCopyController,
+  CTB_API_VERSION,
+  ClusterTrustBundleController,
+  TRUST_BUNDLE_ROLE_LABEL,
+  clusterTrustBundleCopiesOf,
+  combinedCopies,
   KubeRotationBackend,
   RotationController,
   SELF_SIGNED_ISSUER,
@@ -22,6 +27,7 @@ import {
   waitInterval,
 } from '../trust-bundle/index.js';
 import type {
+  BundleCopies,
   CaObserver,
   CopyPassResult,
   KubeTrustSettings,
@@ -36,6 +42,8 @@ export interface OpenedRotation {
   readonly where: string;
   /** The anchors' copies in meshed namespaces the rotation waits for (none with trust-manager). */
   readonly copies?: AnchorsCopyController;
+  /** The anchors' ClusterTrustBundles (none when off, or not served in auto mode). */
+  readonly clusterTrustBundles?: ClusterTrustBundleController;
   close(): void;
 }
 
@@ -124,6 +132,59 @@ export function anchorsCopies(
 }
 
 /**
+ * The controller of the anchors' ClusterTrustBundles; none with `clusterTrustBundles: off`, or in
+ * `auto` mode when the API server does not serve certificates.k8s.io/v1beta1 ClusterTrustBundles
+ * (beta, off by default before Kubernetes 1.37).
+ *
+ * @example
+ * ```ts
+ * await (await clusterTrustBundles(config, api, options))?.converge();
+ * ```
+ */
+export async function clusterTrustBundles(
+  config: TrustConfig,
+  api: TrustKubeApi,
+  options: Pick<RotationOptions, 'logger' | 'clock'>,
+): Promise<ClusterTrustBundleController | undefined> {
+  if (config.clusterTrustBundles === 'off') return undefined;
+  const logger = options.logger.child({ component: 'cluster-trust-bundles' });
+  if (config.clusterTrustBundles === 'auto') {
+    const why = await clusterTrustBundlesUnserved(api);
+    if (why !== undefined) {
+      logger.info(
+        { apiVersion: CTB_API_VERSION, reason: why },
+        'ClusterTrustBundles are not served by this cluster: not published (set clusterTrustBundles: on to require them)',
+      );
+      return undefined;
+    }
+  }
+  return new ClusterTrustBundleController({
+    api,
+    settings: {
+      signerName: config.podCertificateSigner,
+      namespace: config.namespace,
+      trustAnchorsConfigMap: config.trustAnchorsConfigMap,
+      trustAnchorsKey: config.trustAnchorsKey,
+    },
+    logger,
+    now: () => options.clock.now(),
+  });
+}
+
+/** Why the API does not serve ClusterTrustBundles, or undefined when it does. */
+async function clusterTrustBundlesUnserved(api: TrustKubeApi): Promise<string | undefined> {
+  try {
+    await api.list(CTB_API_VERSION, 'ClusterTrustBundle', undefined, TRUST_BUNDLE_ROLE_LABEL);
+    return undefined;
+  } catch (err) {
+    // A list of a kind the server does not serve answers 404 (a list of a served kind never does).
+    const cause = err instanceof Error ? err.cause : undefined;
+    if (cause instanceof KubeApiError && cause.status === 404) return cause.message;
+    throw err;
+  }
+}
+
+/**
  * The rotation controller on the cluster of `--kubeconfig`.
  *
  * @example
@@ -138,9 +199,14 @@ export async function openKubeRotation(
   const api = await openApi(config);
   const settings = kubeTrustSettings(config);
   const copies = anchorsCopies(config, api, options);
+  const ctbs = await clusterTrustBundles(config, api, options);
+  const waitedFor: BundleCopies[] = [
+    ...(copies === undefined ? [] : [bundleCopiesOf(copies)]),
+    ...(ctbs === undefined ? [] : [clusterTrustBundleCopiesOf(ctbs)]),
+  ];
   const controller = new RotationController({
     ...options,
-    ...(copies === undefined ? {} : { copies: bundleCopiesOf(copies) }),
+    ...(waitedFor.length === 0 ? {} : { copies: combinedCopies(waitedFor) }),
     backend: new KubeRotationBackend(api, settings, options.clock),
     observer: observerOf(config, api),
     // The CA's own pods (as `meshid install` labels them), and any address given.
@@ -153,6 +219,7 @@ export async function openKubeRotation(
     controller,
     where: `${config.namespace}/${config.trustAnchorsConfigMap}`,
     ...(copies === undefined ? {} : { copies }),
+    ...(ctbs === undefined ? {} : { clusterTrustBundles: ctbs }),
     close: () => undefined,
   };
 }
@@ -193,7 +260,7 @@ export async function runSync(
       ? Promise.resolve()
       : copies.run(AbortSignal.any([signal, stopCopies.signal]));
   try {
-    return await syncLoop(config, sync, copies, options, signal);
+    return await syncLoop(config, sync, copies, opened.clusterTrustBundles, options, signal);
   } finally {
     stopCopies.abort();
     await copying;
@@ -204,6 +271,7 @@ async function syncLoop(
   config: TrustConfig,
   sync: SyncController,
   copies: AnchorsCopyController | undefined,
+  ctbs: ClusterTrustBundleController | undefined,
   options: RotationOptions,
   signal: AbortSignal,
 ): Promise<string> {
@@ -211,6 +279,16 @@ async function syncLoop(
   for (;;) {
     try {
       last = await sync.reconcile(signal);
+      // The bundles follow the anchors ConfigMap on every pass (three reads when nothing changed).
+      if (ctbs !== undefined) {
+        const c = await ctbs.converge();
+        const what = [
+          ...(c.created.length > 0 ? [`created ${c.created.join(', ')}`] : []),
+          ...(c.updated.length > 0 ? [`updated ${c.updated.join(', ')}`] : []),
+          ...(c.foreign.length > 0 ? [`not ours, left alone: ${c.foreign.join(', ')}`] : []),
+        ];
+        if (what.length > 0) last += `; ClusterTrustBundles ${what.join('; ')}`;
+      }
       if (config.once && copies !== undefined) {
         const c = await copies.converge();
         const what = describeCopies(c);

@@ -78,6 +78,7 @@ export async function startWebhooks(
       trustAnchorsConfigMap: config.trustAnchorsConfigMap,
       trustAnchorsKey: config.trustAnchorsKey,
       tokenExpirationSeconds: config.tokenExpiration / 1000,
+      podCertificateSigner: config.podCertificateSigner,
       nativeSidecar: config.nativeSidecar,
       excludeNamespaces: config.excludeNamespace,
       resources: {

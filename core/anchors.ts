@@ -437,6 +437,8 @@ export interface ProxyIdentityReportAsRead {
   readonly trustAnchors: Partial<
     Pick<ProxyIdentityReport['trustAnchors'], 'fingerprint' | 'loadedAt'>
   >;
+  /** The key-exchange report, when every field of it has its type (older proxies have none). */
+  readonly tls?: ProxyTlsReport;
 }
 
 /**
@@ -462,5 +464,35 @@ export function readIdentityReport(body: string): ProxyIdentityReportAsRead {
     ...(top['identity'] === undefined ? {} : { identity: top['identity'] }),
     certificate: fields((json as Record<string, unknown> | null)?.['certificate']),
     trustAnchors: fields((json as Record<string, unknown> | null)?.['trustAnchors']),
+    ...withTls(readTlsReport((json as Record<string, unknown> | null)?.['tls'])),
+  };
+}
+
+function withTls(tls: ProxyTlsReport | undefined): { tls?: ProxyTlsReport } {
+  return tls === undefined ? {} : { tls };
+}
+
+/** The `tls` part of a `/identity` body when every field has its type, else undefined. */
+function readTlsReport(t: unknown): ProxyTlsReport | undefined {
+  const counts = (v: unknown): Record<string, number> | undefined =>
+    typeof v === 'object' &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v).every((n) => typeof n === 'number' && Number.isFinite(n) && n >= 0)
+      ? Object.fromEntries(Object.entries(v as Record<string, number>))
+      : undefined;
+  if (typeof t !== 'object' || t === null) return undefined;
+  const r = t as Record<string, unknown>;
+  const [inbound, outbound] = [counts(r['inbound']), counts(r['outbound'])];
+  if (typeof r['mode'] !== 'string' || typeof r['groups'] !== 'string') return undefined;
+  if (inbound === undefined || outbound === undefined) return undefined;
+  const ca = r['ca'] as { group?: unknown; cipher?: unknown } | null | undefined;
+  const caOk = typeof ca?.group === 'string' && typeof ca.cipher === 'string';
+  return {
+    mode: r['mode'],
+    groups: r['groups'],
+    inbound,
+    outbound,
+    ...(caOk ? { ca: { group: ca.group as string, cipher: ca.cipher as string } } : {}),
   };
 }

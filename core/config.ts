@@ -44,7 +44,7 @@ export {
   KUBERNETES_JWKS,
   localStateInputs,
 } from './config/names.js';
-export { configReference, describeSettings, settingsHelp } from './config/reference.js';
+export { configReference, describeSettings } from './config/reference.js';
 export type { SettingReference } from './config/reference.js';
 export { envName, flagName, formatAddress, parseAddress } from './config/setting.js';
 export type { Address } from './config/setting.js';
@@ -118,7 +118,11 @@ function resolvePath(base: string, value: string): string {
 export function loadConfig<C extends CommandName>(
   command: C,
   sources: ConfigSources,
-): { config: CommandConfigs[C] } {
+): {
+  config: CommandConfigs[C];
+  /** The settings given by a flag, a MESHID_ variable or the --config file (not defaulted). */
+  given: ReadonlySet<string>;
+} {
   const settings: Settings = COMMAND_SETTINGS[command];
   const reading = new Reading(command, settings);
   // Flags are parsed first (to find --config) but applied last.
@@ -160,7 +164,10 @@ export function loadConfig<C extends CommandName>(
       }),
     );
   }
-  return { config: deepFreeze(result.data) as CommandConfigs[C] };
+  return {
+    config: deepFreeze(result.data) as CommandConfigs[C],
+    given: new Set(Object.keys(reading.given)),
+  };
 }
 
 /** Reads the `--config` file into `reading`; its relative paths are relative to its folder. */

@@ -9,13 +9,8 @@
  * The parser checks structure only. What a CSR may ask for (key type, names, proof of possession)
  * is the issuer's policy, in identity-ca/issuer/csr-policy.ts.
  */
-import {
-  KeyObject,
-  createPublicKey,
-  sign as cryptoSign,
-  verify as cryptoVerify,
-  webcrypto,
-} from 'node:crypto';
+import { createPublicKey, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import {
   DerError,
@@ -99,13 +94,6 @@ const CURVE_NAMES: ReadonlyMap<string, string> = new Map([
   [X509Oid.p256, 'P-256'],
   [X509Oid.p384, 'P-384'],
   [X509Oid.p521, 'P-521'],
-]);
-
-/** Coordinate sizes in bytes of the curves whose keys can be imported as JWKs. */
-const COORDINATE_SIZE: ReadonlyMap<string, number> = new Map([
-  ['P-256', 32],
-  ['P-384', 48],
-  ['P-521', 66],
 ]);
 
 /** The ECDSA signature algorithms accepted, and their hashes. */
@@ -420,30 +408,14 @@ function asBuffer(u: Uint8Array): Buffer {
 }
 
 /**
- * Imports a CSR's EC public key. An uncompressed point on a named NIST curve goes in raw, through
- * WebCrypto (the cheapest import node:crypto offers, see below); anything else goes in as the DER
- * SPKI. Both paths check that the point is on the curve.
+ * Imports a CSR's EC public key from its DER SubjectPublicKeyInfo with node:crypto. OpenSSL's
+ * SPKI decoder checks the point is on the named curve (EC_POINT_oct2point), so a key off the
+ * curve never imports. On OpenSSL 3.5 (Node 26) this is the cheapest import there is: about twice
+ * as fast as WebCrypto's raw import, which the CA used on Node 20's OpenSSL 3.0, and it needs no
+ * CryptoKey, so nothing is handed to `KeyObject.from` (Node 26 deprecates that for
+ * non-extractable keys, DEP0204). docs/benchmarks.md has the figures.
  */
-async function importEcPublicKey(key: ParsedCsr['publicKey']): Promise<KeyObject> {
-  const size = key.curve === undefined ? undefined : COORDINATE_SIZE.get(key.curve);
-  const p = key.point;
-  if (key.curve !== undefined && size !== undefined && p.length === 1 + 2 * size && p[0] === 0x04) {
-    // WebCrypto's raw import builds the key from the point (checked to be on the curve) and
-    // nothing more. createPublicKey's JWK path also runs OpenSSL's EC_KEY_check_key, a full
-    // scalar multiplication that proves nothing more for prime-order curves, and leaves a
-    // legacy key that OpenSSL 3 converts again on first use: ~50 µs more per request in all.
-    // The import runs synchronously inside the promise; no thread-pool job is involved.
-    // The point is a view of the DER bytes, never of a SharedArrayBuffer (which WebCrypto's
-    // BufferSource type leaves out).
-    const imported = await webcrypto.subtle.importKey(
-      'raw',
-      p as Uint8Array<ArrayBuffer>,
-      { name: 'ECDSA', namedCurve: key.curve },
-      false,
-      ['verify'],
-    );
-    return KeyObject.from(imported);
-  }
+function importEcPublicKey(key: ParsedCsr['publicKey']): KeyObject {
   return createPublicKey({ key: asBuffer(key.spki), format: 'der', type: 'spki' });
 }
 
@@ -461,7 +433,7 @@ export async function verifyCsrSignature(csr: ParsedCsr): Promise<boolean> {
   try {
     const hash = ECDSA_HASH.get(csr.signatureAlgorithm);
     if (hash === undefined || csr.publicKey.algorithm !== 'EC') return false;
-    const key = await importEcPublicKey(csr.publicKey);
+    const key = importEcPublicKey(csr.publicKey);
     return cryptoVerify(
       hash,
       csr.certificationRequestInfo,

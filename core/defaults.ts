@@ -23,6 +23,14 @@ export const DEFAULTS = Object.freeze({
   audience: 'identity.l5d.io',
   certLifetimeMs: 24 * 3_600_000,
   clockSkewMs: 20_000,
+  /** The signer name of meshid's PodCertificateRequest signer (KEP-4317). */
+  podCertificateSigner: 'meshid.io/workload-identity',
+  /** `meshid proxy`: its certificate from a token and the CA (Certify) unless told otherwise. */
+  proxyIdentitySource: 'certify' as 'certify' | 'pod-certificate',
+  /** `meshid trust`: publish ClusterTrustBundles when the API serves them. */
+  clusterTrustBundles: 'auto' as 'auto' | 'on' | 'off',
+  /** The PodCertificateRequest version the signer watches (v1beta1 also shows 1.35 kubelets' keys). */
+  podCertificateApiVersion: 'v1beta1' as const,
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   /** CA worker processes: 0 is one per core. */
@@ -41,11 +49,7 @@ export const DEFAULTS = Object.freeze({
   proxyIdentityRetryMaxMs: 60_000,
   /** How long the app may take to start an answer before the inbound sends 504. */
   proxyAppTimeoutMs: 60_000,
-  /**
-   * The inbound's limits (proxy/inbound.ts, DEFAULT_INBOUND_LIMITS): 100 streams per connection
-   * (RFC 9113 §6.5.2 recommends no less), 512 app exchanges in all and 128 per peer, 128
-   * connections per peer.
-   */
+  /** The inbound's limits (as DEFAULT_INBOUND_LIMITS; RFC 9113 §6.5.2: no less than 100 streams). */
   proxyInboundMaxStreams: 100,
   proxyInboundMaxAppConnections: 512,
   proxyInboundMaxAppConnectionsPerPeer: 128,

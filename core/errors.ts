@@ -146,6 +146,13 @@ export const ERROR_CODES = {
     description:
       'a trust-anchor bundle was refused: unparseable, empty, a certificate that is not a root CA with a supported key, or no anchor valid now (docs/rotation.md)',
   },
+  ERR_POD_CERTIFICATE_INVALID: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    retryable: false,
+    description:
+      "a proxy's pod certificate credential bundle was refused: not one key then a chain, not this workload's identity, not for the key, not valid now, or not chaining to the anchors (docs/pod-certificates.md)",
+  },
   ERR_ROTATION_STATE: {
     grpc: 'FAILED_PRECONDITION',
     http: 500,

@@ -49,7 +49,6 @@ export {
   loadConfig,
   localStateInputs,
   parseAddress,
-  settingsHelp,
 } from './config.js';
 export type {
   Address,

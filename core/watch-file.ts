@@ -1,24 +1,16 @@
 /**
  * One watched file with a last-good value: the home of every hot reload (the issuer folder, the
- * trust anchors, a JWKS file, a serving pair, a pod's credential file). Linkerd has one such
- * watcher too (`FsCredsWatcher`, pkg/tls/creds_watcher.go).
+ * trust anchors, a JWKS file, a serving pair, a pod's credential file), as Linkerd's
+ * `FsCredsWatcher` (pkg/tls/creds_watcher.go) is theirs.
  *
- * Files are mounted by the kubelet, which updates a Secret or ConfigMap volume by writing a new
- * hidden `..<timestamp>` folder and atomically swapping the `..data` symlink the visible names
- * point through; locally they are plain files that an editor replaces by rename or that a person
- * deletes and writes again, and a whole folder may be replaced with `mv`. A watch on a file's inode
- * goes deaf after any of these, so the watcher watches folders:
- *
- * - each watched file's folder (renames, in-place writes, the `..data` swap), filtered to the
- *   watched names and the kubelet's `..` names;
- * - that folder's parent, for the folder itself being replaced, deleted or made again, after which
- *   the folder's watch is re-made on the new inode.
- *
- * Events are debounced (a burst of writes makes one read). A watch that fails (or cannot be made
- * yet) is re-armed on the next read; a periodic re-read on the injected timers is the safety net for
- * whatever the watches miss (network filesystems, an exhausted inotify budget). Reads never overlap,
- * unchanged bytes are not parsed again, and content that fails to read or parse is reported once
- * (a `rejected` event) while the last good value stays in use. Nothing here throws out of a watch.
+ * The kubelet updates a Secret or ConfigMap volume by swapping a `..data` symlink; editors save
+ * by rename; a person deletes a file and writes it again, or replaces a folder with `mv`. A watch
+ * on a file's inode goes deaf after any of these, so each file's folder is watched (its names and
+ * the kubelet's `..` ones), and that folder's parent (for the folder itself, whose watch is then
+ * made again on the new inode). Events are debounced. A watch that fails or cannot be made yet is
+ * made again on the next read, and a periodic re-read on the injected timers catches whatever the
+ * watches miss. Reads never overlap, unchanged bytes are not parsed again, and content that fails
+ * to read or parse is reported once while the last good value stays in use.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -100,11 +92,9 @@ const defaultWatch: WatchFolder = (dir, onEvent) =>
  *
  * @example
  * ```ts
- * const anchors = await watchFile(file, (bytes) => parseAnchors(bytes.toString('utf8'), { now: clock.now() }), {
- *   clock, logger, code: 'ERR_ANCHORS_INVALID', what: 'trust anchors',
- * });
- * anchors.on('change', (bundle) => logger.info({ fingerprint: bundle.fingerprint }, 'anchors updated'));
- * anchors.current();
+ * const parse = (bytes: Buffer, now: number) => parseAnchors(bytes.toString('utf8'), { now });
+ * const anchors = await watchFile(file, parse, { clock, logger, code: 'ERR_ANCHORS_INVALID' });
+ * anchors.on('change', (bundle) => logger.info({ fingerprint: bundle.fingerprint }, 'updated'));
  * ```
  */
 export function watchFile<T>(
@@ -138,63 +128,52 @@ export async function watchFiles<T>(
   return watched;
 }
 
-/** A folder watch and the inode it was made on. */
-interface Arm {
-  watcher: FSWatcher | undefined;
-  ino: number | undefined;
-}
-
 /**
  * A watched file's last good value. Made by {@link watchFile} or {@link watchFiles}.
+ *
+ * @example
+ * ```ts
+ * watched.on('rejected', (err) => logger.warn({ code: err.code }, err.message));
+ * await watched.close();
+ * ```
  */
 export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
   readonly #files: readonly WatchedPath[];
   readonly #parse: Parse<T>;
-  readonly #o: Required<WatchFileOptions>;
-  /** Folder → names in it that matter (null: any). */
-  readonly #dirs = new Map<string, Set<string> | null>();
-  readonly #arms = new Map<string, Arm>();
+  readonly #o: WatchFileOptions;
+  readonly #timers: Timers;
+  /** Folder → the names in it that matter, and its watch with the inode it was made on. */
+  readonly #dirs = new Map<
+    string,
+    { names: Set<string>; watcher?: FSWatcher | undefined; ino?: number | undefined }
+  >();
   #value: T | undefined;
-  /** Digest of the current value's bytes, and of the last bytes (or read failure) seen. */
-  #goodDigest: string | undefined;
-  #seenDigest: string | undefined;
-  #lastError: MeshidError | undefined;
+  /** Digest of the current value's bytes; of the last bytes (or read failure) seen, and its error. */
+  #good: string | undefined;
+  #seen: string | undefined;
+  #error: MeshidError | undefined;
   #debounce: unknown;
   #recheck: unknown;
   #running: Promise<ReloadResult<T>> | undefined;
-  #again = false;
-  #forceAgain = false;
+  #again: boolean | undefined;
   #closed = false;
 
   /** Use {@link watchFile} or {@link watchFiles}. */
   constructor(files: readonly WatchedPath[], parse: Parse<T>, options: WatchFileOptions) {
     super();
-    if (files.length === 0) throw new TypeError('watchFiles needs at least one file');
     this.#files = files.map((f) => ({ ...f, path: resolve(f.path) }));
     this.#parse = parse;
-    this.#o = {
-      clock: options.clock,
-      logger: options.logger,
-      code: options.code,
-      what: options.what ?? 'file',
-      timers: options.timers ?? systemTimers,
-      debounceMs: options.debounceMs ?? DEFAULTS.fileDebounceMs,
-      recheckMs: options.recheckMs ?? DEFAULTS.fileRecheckMs,
-      maxBytes: options.maxBytes ?? DEFAULTS.maxWatchedFileBytes,
-      watch: options.watch ?? defaultWatch,
-    };
-    for (const { path } of this.#files) {
+    this.#o = options;
+    this.#timers = options.timers ?? systemTimers;
+    // Each file's folder, for its names and the kubelet's `..` ones; and that folder's parent,
+    // for the folder itself.
+    const dirs = this.#files.map((f) => f.path);
+    for (const path of [...dirs, ...dirs.map(dirname)]) {
       const dir = dirname(path);
-      const names = this.#dirs.get(dir) ?? new Set<string>();
-      names.add(basename(path));
-      this.#dirs.set(dir, names);
-    }
-    for (const dir of [...this.#dirs.keys()]) {
-      const parent = dirname(dir);
-      if (parent === dir) continue;
-      const names = this.#dirs.get(parent);
-      if (names === undefined) this.#dirs.set(parent, new Set([basename(dir)]));
-      else names?.add(basename(dir));
+      if (dir === path) continue;
+      const entry = this.#dirs.get(dir) ?? { names: new Set<string>() };
+      this.#dirs.set(dir, entry);
+      entry.names.add(basename(path));
     }
   }
 
@@ -203,11 +182,10 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
     return this.#value as T;
   }
 
-  /** @internal Arms the watches, then reads; throws the first read's error. */
+  /** @internal The first read (the watches armed before it); throws its error. */
   async start(): Promise<void> {
-    // Watch first, so that a change made while the first read runs is not missed.
     const first = await this.#run(true);
-    if (first.status === 'rejected' && this.#goodDigest === undefined) {
+    if (first.status === 'rejected' && this.#good === undefined) {
       await this.close();
       throw first.error;
     }
@@ -225,26 +203,23 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
   /** Stops watching and re-checking, and waits for a read in progress. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#o.timers.clear(this.#debounce);
-    this.#o.timers.clear(this.#recheck);
-    for (const arm of this.#arms.values()) arm.watcher?.close();
-    this.#arms.clear();
+    this.#timers.clear(this.#debounce);
+    this.#timers.clear(this.#recheck);
+    for (const d of this.#dirs.values()) d.watcher?.close();
     await this.#running?.catch(() => undefined);
   }
 
-  /** Reads never overlap: a trigger during a read queues exactly one more. */
+  /** Reads never overlap: a trigger during a read queues one more (forced if any asked). */
   #run(force: boolean): Promise<ReloadResult<T>> {
     if (this.#running !== undefined) {
-      this.#again = true;
-      this.#forceAgain ||= force;
+      this.#again = (this.#again ?? false) || force;
       return this.#running;
     }
     const loop = async (): Promise<ReloadResult<T>> => {
       let result = await this.#once(force);
       this.#emit('checked', result);
-      while (this.#again && !this.#closed) {
-        const again = this.#forceAgain;
-        this.#again = this.#forceAgain = false;
+      for (let again = this.#again; again !== undefined && !this.#closed; again = this.#again) {
+        this.#again = undefined;
         result = await this.#once(again);
         this.#emit('checked', result);
       }
@@ -255,7 +230,7 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
   }
 
   async #once(force: boolean): Promise<ReloadResult<T>> {
-    await this.#armAll();
+    await Promise.all([...this.#dirs.keys()].map((dir) => this.#arm(dir)));
     let contents: (Buffer | undefined)[];
     try {
       contents = await readFiles(this.#files, this.#o);
@@ -264,33 +239,32 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
       return this.#reject(error, `unreadable: ${error.message}`, force);
     }
     const digest = digestOf(contents);
-    if (digest === this.#goodDigest && !force)
-      return { status: 'unchanged', value: this.current() };
-    if (digest === this.#seenDigest && !force && this.#lastError !== undefined)
-      return { status: 'rejected', error: this.#lastError, value: this.current() };
-    this.#seenDigest = digest;
+    const value = this.current();
+    if (!force && digest === this.#good) {
+      this.#seen = digest;
+      return { status: 'unchanged', value };
+    }
+    if (!force && digest === this.#seen && this.#error !== undefined)
+      return { status: 'rejected', error: this.#error, value };
     let next: T;
     try {
       next = await this.#parse(contents, this.#o.clock.now());
     } catch (err) {
       return this.#reject(asMeshidError(err, this.#o.code), digest, true);
     }
-    const previous = this.#value as T;
-    const quiet = this.#goodDigest === undefined || digest === this.#goodDigest;
+    const quiet = this.#good === undefined || digest === this.#good;
     this.#value = next;
-    this.#goodDigest = digest;
-    this.#lastError = undefined;
+    this.#good = this.#seen = digest;
     if (quiet) return { status: 'unchanged', value: next };
-    this.#emit('change', next, previous);
-    return { status: 'updated', value: next, previous };
+    this.#emit('change', next, value);
+    return { status: 'updated', value: next, previous: value };
   }
 
   /** Reports a failure once per distinct cause (re-reads of the same bad bytes stay quiet). */
   #reject(error: MeshidError, seen: string, report: boolean): ReloadResult<T> {
-    const repeat = seen === this.#seenDigest && !report;
-    this.#seenDigest = seen;
-    this.#lastError = error;
-    if (!repeat && this.#goodDigest !== undefined) this.#emit('rejected', error);
+    if ((report || seen !== this.#seen) && this.#good !== undefined) this.#emit('rejected', error);
+    this.#seen = seen;
+    this.#error = error;
     return { status: 'rejected', error, value: this.current() };
   }
 
@@ -299,77 +273,65 @@ export class WatchedFile<T> extends EventEmitter<WatchedFileEvents<T>> {
     try {
       (this.emit as (e: K, ...a: WatchedFileEvents<T>[K]) => boolean)(event, ...args);
     } catch (err) {
-      this.#o.logger.error({ err, [LogKey.event]: event }, `a ${this.#o.what} listener threw`);
+      this.#o.logger.error({ err, [LogKey.event]: event }, `a ${this.#what} listener threw`);
     }
+  }
+
+  get #what(): string {
+    return this.#o.what ?? 'file';
   }
 
   #trigger(): void {
     if (this.#closed) return;
-    this.#o.timers.clear(this.#debounce);
-    this.#debounce = this.#o.timers.set(() => {
-      this.#debounce = undefined;
+    this.#timers.clear(this.#debounce);
+    this.#debounce = this.#timers.set(() => {
       if (!this.#closed) void this.#run(false);
-    }, this.#o.debounceMs);
+    }, this.#o.debounceMs ?? DEFAULTS.fileDebounceMs);
   }
 
   #scheduleRecheck(): void {
-    if (this.#closed) return;
-    this.#recheck = this.#o.timers.set(() => {
+    this.#recheck = this.#timers.set(() => {
       if (this.#closed) return;
       this.#scheduleRecheck();
       void this.#run(false);
-    }, this.#o.recheckMs);
+    }, this.#o.recheckMs ?? DEFAULTS.fileRecheckMs);
   }
 
-  /** (Re-)makes every folder watch that is missing, failed, or on a folder since replaced. */
-  async #armAll(): Promise<void> {
-    await Promise.all([...this.#dirs].map(([dir, names]) => this.#arm(dir, names)));
-  }
-
-  async #arm(dir: string, names: Set<string> | null): Promise<void> {
-    let ino: number | undefined;
-    try {
-      ino = (await stat(dir)).ino;
-    } catch {
-      ino = undefined;
-    }
-    if (this.#closed) return;
-    const arm = this.#arms.get(dir) ?? { watcher: undefined, ino: undefined };
-    this.#arms.set(dir, arm);
-    if (arm.watcher !== undefined && arm.ino === ino) return;
-    if (arm.watcher !== undefined) {
-      this.#o.logger.debug({ dir }, 'watched folder replaced; watching the new one');
-      arm.watcher.close();
-      arm.watcher = undefined;
-    }
-    arm.ino = ino;
-    if (ino === undefined) return; // Made again once the folder exists (parent watch, re-check).
+  /** (Re-)makes a folder's watch when it is missing, failed, or on a folder since replaced. */
+  async #arm(dir: string): Promise<void> {
+    const ino = await stat(dir).then(
+      (s) => s.ino,
+      () => undefined,
+    );
+    const d = this.#dirs.get(dir)!;
+    if (this.#closed || (d.watcher !== undefined && d.ino === ino)) return;
+    d.watcher?.close();
+    d.watcher = undefined;
+    d.ino = ino;
+    if (ino === undefined) return; // Made once the folder exists (the parent's watch, a re-check).
     const relevant = (name: string | null): boolean =>
-      name === null || names === null || names.has(name) || name.startsWith('..');
+      name === null || d.names.has(name) || name.startsWith('..');
     try {
-      const watcher = this.#o.watch(dir, (name) => {
+      const watcher = (this.#o.watch ?? defaultWatch)(dir, (name) => {
         if (relevant(name)) this.#trigger();
       });
-      watcher.on('error', (err) => this.#watchFailed(dir, watcher, err));
-      arm.watcher = watcher;
+      watcher.on('error', (err) => {
+        // Dropped, and made again by the read this triggers.
+        this.#o.logger.warn(
+          { dir, [LogKey.reason]: err.message },
+          `${this.#what} folder watch failed; watching it again`,
+        );
+        watcher.close();
+        if (d.watcher === watcher) d.watcher = undefined;
+        this.#trigger();
+      });
+      d.watcher = watcher;
     } catch (err) {
       this.#o.logger.warn(
         { dir, [LogKey.reason]: (err as Error).message },
-        `cannot watch the ${this.#o.what} folder yet; re-reading it every ${this.#o.recheckMs} ms`,
+        `cannot watch the ${this.#what} folder yet; re-reading it every ${this.#o.recheckMs ?? DEFAULTS.fileRecheckMs} ms`,
       );
     }
-  }
-
-  /** A failed watch is dropped and made again on the next read, which it triggers. */
-  #watchFailed(dir: string, watcher: FSWatcher, err: Error): void {
-    this.#o.logger.warn(
-      { dir, [LogKey.reason]: err.message },
-      `${this.#o.what} folder watch failed; watching it again`,
-    );
-    watcher.close();
-    const arm = this.#arms.get(dir);
-    if (arm?.watcher === watcher) arm.watcher = undefined;
-    this.#trigger();
   }
 }
 

@@ -28,6 +28,7 @@ import { CaEvents, EventRecorder } from './kube/events.js';
 import { Admission } from './server/admission.js';
 import { createCertifyHandler, SignerCache } from './server/certify.js';
 import type { IssuedLeaf } from './server/certify.js';
+import { PodCertificateSigner } from './podcert/signer.js';
 import { CertifyServer } from './server/grpc-server.js';
 import { registerCaMetrics } from './server/metrics.js';
 import type { CaMetrics } from './server/metrics.js';
@@ -80,7 +81,7 @@ export interface CertifyProcessDeps {
   readonly tokens: () => Promise<TokenValidator>;
   /** The Kubernetes API for Events, when the configuration uses it (`kubeconfig`). */
   readonly kube?: {
-    readonly api: Pick<KubeApi, 'recordEvent'>;
+    readonly api: Pick<KubeApi, 'recordEvent' | 'watchList' | 'get' | 'replaceStatus'>;
     /** This instance's name for Events (the pod name). */
     readonly instance: string;
   };
@@ -90,6 +91,11 @@ export interface CertifyProcessDeps {
    * Default true; in a multi-worker CA only one worker does, so a change is recorded once.
    */
   readonly recordIssuerEvents?: boolean;
+  /**
+   * Whether this process runs the PodCertificateRequest signer when the configuration turns it
+   * on (`podCertificates`). Default true; in a multi-worker CA only one worker does.
+   */
+  readonly signPodCertificates?: boolean;
 }
 
 /** The state a worker reports to the primary (no secrets). */
@@ -200,12 +206,14 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   });
   metrics.servingCertificate(serving.certificate.notAfter);
   const handler = certifyHandler(deps, { store, tokens, signers, events, metrics });
+  const podSigner = podCertificateSigner(deps, { store, signers, events, metrics });
   const server = createServer(deps, handler, credentials(), admission, metrics);
   handshakeLoad = () => server.handshakeLoad;
   const status = new StatusBoard(store, () => serving.certificate);
   serving.start();
   watchStore(store, { metrics, events, status, serving, admission, server, credentials });
-  return listen(deps, server, { source, tokens, serving, events, status });
+  if (podSigner !== undefined) store.on('updated', () => podSigner.kick());
+  return listen(deps, server, { source, tokens, serving, events, status, podSigner });
 }
 
 /** Admission control (backpressure), when configured. */
@@ -314,6 +322,32 @@ function certifyHandler(
   );
 }
 
+/** The PodCertificateRequest signer, when configured and this process is the one to run it. */
+function podCertificateSigner(
+  deps: CertifyProcessDeps,
+  p: { store: IssuerStore; signers: SignerCache; events: CaEvents; metrics: CaMetrics },
+): PodCertificateSigner | undefined {
+  const { config, kube } = deps;
+  if (!config.podCertificates || kube === undefined || deps.signPodCertificates === false)
+    return undefined;
+  return new PodCertificateSigner({
+    api: kube.api,
+    signerName: config.podCertificateSigner,
+    apiVersion: `certificates.k8s.io/${config.podCertificateApiVersion}`,
+    currentIssuer: () => p.store.current(),
+    signers: p.signers,
+    naming: naming(config),
+    certLifetimeMs: config.certLifetime,
+    clockSkewMs: config.clockSkew,
+    clock: deps.clock,
+    random: deps.random,
+    logger: deps.logger,
+    ...(p.events.recorder === undefined ? {} : { events: p.events.recorder }),
+    ...(deps.onIssued === undefined ? {} : { onIssued: deps.onIssued }),
+    onOutcome: (outcome, reason) => p.metrics.podCertificate(outcome, reason),
+  });
+}
+
 /** The gRPC server, bounded against misbehaving peers. */
 function createServer(
   deps: CertifyProcessDeps,
@@ -411,6 +445,7 @@ async function listen(
     serving: ServingCertRenewal;
     events: CaEvents;
     status: StatusBoard;
+    podSigner: PodCertificateSigner | undefined;
   },
 ): Promise<CertifyProcess> {
   let address: Address;
@@ -422,6 +457,7 @@ async function listen(
     throw err;
   }
   deps.logger.debug({ address: formatAddress(address) }, 'Certify server bound');
+  p.podSigner?.start();
   return {
     address,
     status: () => p.status.current(),
@@ -432,6 +468,7 @@ async function listen(
     onStatus: (l) => p.status.listeners.push(l),
     async close() {
       p.serving.stop();
+      await p.podSigner?.close();
       await server.close();
       await Promise.all([p.source.close(), p.tokens.close()]);
       await p.events.flush();

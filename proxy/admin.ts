@@ -15,11 +15,11 @@ import type {
 } from '../core/index.js';
 import { Counter, Gauge, startAdminServer } from '../core/index.js';
 import type { AnchorSource } from './anchors.js';
-import type { IdentityClient } from './identity/client.js';
+import type { IdentitySource } from './identity/credential-file.js';
 
 export interface ProxyAdminDeps {
   readonly localIdentity: string;
-  readonly identity: IdentityClient;
+  readonly identity: IdentitySource;
   readonly anchors: AnchorSource;
   readonly clock: Clock;
   readonly registry: Registry;

@@ -90,11 +90,6 @@ export class AnchorSource extends EventEmitter<AnchorSourceEvents> {
     return this.#file.current();
   }
 
-  /** Re-reads the file now; resolves with the bundle in use afterwards. */
-  async reload(): Promise<LoadedAnchors> {
-    return (await this.#file.reload()).value;
-  }
-
   close(): void {
     void this.#file.close();
   }

@@ -10,6 +10,8 @@ export type {
   WorkloadCertificate,
 } from './identity/client.js';
 export { certificatesOf, verifyCertifyResponse } from './identity/verify.js';
+export { CredentialFileIdentity, parseCredentialBundle } from './identity/credential-file.js';
+export type { CredentialFileOptions, IdentitySource } from './identity/credential-file.js';
 export { CertifyCallFailed, Http2CertifyClient } from './identity/certify-h2.js';
 export type { Http2CertifyClientOptions, PresentedCertificate } from './identity/certify-h2.js';
 export type { VerifiedLeaf } from './identity/verify.js';

@@ -403,7 +403,7 @@ export class AnchorsCopyController {
  */
 export function bundleCopiesOf(copies: AnchorsCopyController): BundleCopies {
   return {
-    description: 'anchors copies in meshed namespaces',
+    description: 'namespace copies of the anchors',
     async sync(bundlePem) {
       await copies.converge();
       return copies.lag(bundlePem);

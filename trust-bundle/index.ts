@@ -68,3 +68,17 @@ export {
   wantsAnchorsCopy,
 } from './copies.js';
 export type { AnchorsCopySettings, CopiesLag, CopyPassResult } from './copies.js';
+export {
+  CTB_API_VERSION,
+  ClusterTrustBundleController,
+  TRUST_BUNDLE_ROLE_LABEL,
+  anchorSet,
+  clusterTrustBundleCopiesOf,
+  clusterTrustBundleName,
+  combinedCopies,
+} from './cluster-trust-bundles.js';
+export type {
+  ClusterTrustBundleSettings,
+  CtbPassResult,
+  TrustBundleRole,
+} from './cluster-trust-bundles.js';

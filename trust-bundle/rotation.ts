@@ -433,7 +433,7 @@ export class RotationController {
       const c = await this.#o.copies.sync(snap.bundlePem);
       if (c.behind.length > 0) {
         return this.#wait(snap, state, {
-          description: `${c.total - c.behind.length} of ${c.total} namespace copies of the anchors hold the staged bundle (waiting for ${names(c.behind.map((name) => ({ name })))})`,
+          description: `${c.total - c.behind.length} of ${c.total} ${this.#o.copies.description} hold the staged bundle (waiting for ${names(c.behind.map((name) => ({ name })))})`,
           done: c.total - c.behind.length,
           total: c.total,
         });

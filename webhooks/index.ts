@@ -37,6 +37,13 @@ export {
   transparentWanted,
 } from './transparent.js';
 export type { TransparentSettings } from './transparent.js';
+export {
+  IDENTITY_SOURCES,
+  IDENTITY_SOURCE_ANNOTATION,
+  POD_CERTIFICATE_MOUNT,
+  identitySourceOf,
+} from './identity-source.js';
+export type { IdentitySource } from './identity-source.js';
 export { createTrustGuard } from './validate.js';
 export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
 export { webhookKube } from './kube.js';

@@ -26,6 +26,16 @@ import {
 import type { IdentityNaming, Logger } from '../core/index.js';
 import { pointerToken } from './admission.js';
 import {
+  BadIdentitySourceAnnotation,
+  IDENTITY_SOURCE_ANNOTATION,
+  POD_CERTIFICATE_MOUNT,
+  POD_CERTIFICATE_VOLUME,
+  certifyVolumes,
+  identitySourceOf,
+  podCertificateEnv,
+  podCertificateVolume,
+} from './identity-source.js';
+import {
   BadTransparentAnnotation,
   XTABLES_LOCK_VOLUME,
   proxyInitContainer,
@@ -56,6 +66,8 @@ export const ANNOTATIONS = Object.freeze({
   routes: 'meshid.io/proxy-routes',
   /** Read: the proxy's `--destination` values, comma-separated (`AUTHORITY=HOST:PORT@IDENTITY`). */
   destinations: 'meshid.io/proxy-destinations',
+  /** Read, on the pod or its namespace: `certify` (default) or `pod-certificate` (identity-source.ts). */
+  identitySource: IDENTITY_SOURCE_ANNOTATION,
 });
 
 /** The injected container's name; its presence is what "already injected" means. */
@@ -72,7 +84,6 @@ export const PROXY_MOUNTS = Object.freeze({
 
 const TOKEN_VOLUME = 'meshid-identity-token';
 const ANCHORS_VOLUME = 'meshid-trust-anchors';
-const TOKEN_AUDIENCE = 'identity.l5d.io';
 /** The proxy's user in explicit mode: the image's non-root user (distroless "nonroot"). */
 const PROXY_UID = 65532;
 
@@ -88,6 +99,8 @@ export interface InjectorOptions {
   readonly trustAnchorsConfigMap: string;
   readonly trustAnchorsKey: string;
   readonly tokenExpirationSeconds: number;
+  /** The pod-certificate signer's name, for pods with `meshid.io/identity-source: pod-certificate`. */
+  readonly podCertificateSigner: string;
   readonly nativeSidecar: boolean;
   /** Never injected, whatever the annotations (kube-system and the control plane are added). */
   readonly excludeNamespaces: readonly string[];
@@ -279,10 +292,14 @@ export function planInjection(
       ? options.nativeSidecar
       : parseBool(nativeAnnotation, ANNOTATIONS.nativeSidecar);
   let transparent: TransparentSettings | undefined;
+  let podCertificate: boolean;
   try {
     transparent = transparentWanted(annotations) ? transparentSettings(annotations) : undefined;
+    podCertificate =
+      identitySourceOf(annotations, context.namespaceAnnotations) === 'pod-certificate';
   } catch (err) {
-    if (err instanceof BadTransparentAnnotation) throw new PodNotInjectable(err.message);
+    if (err instanceof BadTransparentAnnotation || err instanceof BadIdentitySourceAnnotation)
+      throw new PodNotInjectable(err.message);
     throw err;
   }
   const routes = commaList(annotations[ANNOTATIONS.routes], ANNOTATIONS.routes);
@@ -335,7 +352,7 @@ export function planInjection(
     );
 
   const volumeNames = new Set(volumes.map((v) => (typeof v['name'] === 'string' ? v['name'] : '')));
-  const tokenVolume = freeName(TOKEN_VOLUME, volumeNames);
+  const tokenVolume = freeName(podCertificate ? POD_CERTIFICATE_VOLUME : TOKEN_VOLUME, volumeNames);
   const anchorsVolume = freeName(ANCHORS_VOLUME, new Set([...volumeNames, tokenVolume]));
   const lockVolume = freeName(
     XTABLES_LOCK_VOLUME,
@@ -343,17 +360,26 @@ export function planInjection(
   );
 
   const identity = `${sa}.${context.namespace}.serviceaccount.identity.${options.naming.controlPlaneNamespace}.${options.naming.trustDomain}`;
-  const env: { name: string; value: string }[] = [
-    { name: 'MESHID_LOCAL_IDENTITY', value: identity },
-    { name: 'MESHID_IDENTITY_ADDR', value: options.identityAddr },
-    { name: 'MESHID_IDENTITY_NAME', value: options.identityName },
+  const naming = [
     { name: 'MESHID_TRUST_DOMAIN', value: options.naming.trustDomain },
     { name: 'MESHID_CONTROL_PLANE_NAMESPACE', value: options.naming.controlPlaneNamespace },
-    {
-      name: 'MESHID_TRUST_ANCHORS',
-      value: `${PROXY_MOUNTS.anchors}/${options.trustAnchorsKey}`,
-    },
-    { name: 'MESHID_TOKEN_FILE', value: `${PROXY_MOUNTS.token}/token` },
+  ];
+  // Certify: the CA, a token for it and the anchors ConfigMap; pod-certificate: the kubelet's files.
+  const identityEnv = podCertificate
+    ? [...naming, ...podCertificateEnv()]
+    : [
+        { name: 'MESHID_IDENTITY_ADDR', value: options.identityAddr },
+        { name: 'MESHID_IDENTITY_NAME', value: options.identityName },
+        ...naming,
+        {
+          name: 'MESHID_TRUST_ANCHORS',
+          value: `${PROXY_MOUNTS.anchors}/${options.trustAnchorsKey}`,
+        },
+        { name: 'MESHID_TOKEN_FILE', value: `${PROXY_MOUNTS.token}/token` },
+      ];
+  const env: { name: string; value: string }[] = [
+    { name: 'MESHID_LOCAL_IDENTITY', value: identity },
+    ...identityEnv,
     { name: 'MESHID_ADMIN', value: `0.0.0.0:${PROXY_PORTS.admin}` },
     ...(inbound ? [{ name: 'MESHID_INBOUND', value: `0.0.0.0:${PROXY_PORTS.inbound}` }] : []),
     ...(appPort === undefined ? [] : [{ name: 'MESHID_APP', value: `127.0.0.1:${appPort}` }]),
@@ -419,38 +445,18 @@ export function planInjection(
       seccompProfile: { type: 'RuntimeDefault' },
     },
     terminationMessagePolicy: 'FallbackToLogsOnError',
-    volumeMounts: [
-      { name: tokenVolume, mountPath: PROXY_MOUNTS.token, readOnly: true },
-      { name: anchorsVolume, mountPath: PROXY_MOUNTS.anchors, readOnly: true },
-    ],
-  };
-  const newVolumes: JsonObject[] = [
-    {
-      // A projected token works whatever automountServiceAccountToken says: that setting only
-      // governs the API token volume, which the proxy does not use.
-      name: tokenVolume,
-      projected: {
-        sources: [
-          {
-            serviceAccountToken: {
-              audience: TOKEN_AUDIENCE,
-              expirationSeconds: options.tokenExpirationSeconds,
-              path: 'token',
-            },
-          },
+    volumeMounts: podCertificate
+      ? [{ name: tokenVolume, mountPath: POD_CERTIFICATE_MOUNT, readOnly: true }]
+      : [
+          { name: tokenVolume, mountPath: PROXY_MOUNTS.token, readOnly: true },
+          { name: anchorsVolume, mountPath: PROXY_MOUNTS.anchors, readOnly: true },
         ],
-      },
-    },
-    {
-      // A pod mounts ConfigMaps of its own namespace only: the anchors ConfigMap is expected in
-      // every meshed namespace (`meshid trust sync` keeps copies there, or a trust-manager
-      // Bundle's targets).
-      name: anchorsVolume,
-      configMap: {
-        name: options.trustAnchorsConfigMap,
-        items: [{ key: options.trustAnchorsKey, path: options.trustAnchorsKey }],
-      },
-    },
+  };
+  const identityVolumes: JsonObject[] = podCertificate
+    ? [podCertificateVolume(tokenVolume, options.podCertificateSigner)]
+    : certifyVolumes(tokenVolume, anchorsVolume, options);
+  const newVolumes: JsonObject[] = [
+    ...identityVolumes,
     ...(transparent === undefined ? [] : [proxyInitVolume(lockVolume)]),
   ];
 
@@ -537,8 +543,12 @@ export function createInjector(options: InjectorOptions, deps: InjectorDeps): Ad
     try {
       const podAnnotations = annotationsOf(pod);
       let nsAnnotations: Record<string, string> | undefined;
+      // The namespace decides the opt-in when the pod does not, and the identity source of a
+      // pod that opts in without choosing one.
+      const podInject = podAnnotations[ANNOTATIONS.inject];
       if (
-        podAnnotations[ANNOTATIONS.inject] === undefined &&
+        (podInject === undefined ||
+          (podInject === 'enabled' && podAnnotations[ANNOTATIONS.identitySource] === undefined)) &&
         !excluded.has(namespace) &&
         deps.namespaceAnnotations !== undefined
       )

@@ -11,7 +11,7 @@ import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import type { SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import {
   DEFAULTS,
@@ -26,6 +26,7 @@ import {
   systemClock,
   watchFiles,
   limitConnections,
+  negotiatedAlgorithms,
 } from '../core/index.js';
 import type {
   Address,
@@ -34,6 +35,7 @@ import type {
   Logger,
   PeerBudget,
   Timers,
+  TlsAlgorithms,
   WatchedFile,
 } from '../core/index.js';
 import { admissionResponse, parseAdmissionReview } from './admission.js';
@@ -149,6 +151,8 @@ export class AdmissionServer {
   readonly #maxBody: number;
   readonly #pair: WatchedFile<ServingPair>;
   readonly #connections: PeerBudget;
+  /** What each connection's handshake negotiated, read once when it finishes (for the log). */
+  readonly #algorithms = new WeakMap<object, TlsAlgorithms>();
 
   private constructor(options: AdmissionServerOptions, pair: WatchedFile<ServingPair>) {
     this.#options = options;
@@ -167,6 +171,9 @@ export class AdmissionServer {
         { [LogKey.address]: peer, hit, limit },
         'webhooks refusing connections: limit reached',
       ),
+    );
+    this.#server.on('secureConnection', (socket: TLSSocket) =>
+      this.#algorithms.set(socket, negotiatedAlgorithms(socket)),
     );
     this.#server.on('tlsClientError', (err) =>
       this.#log.debug({ err: err.message }, 'TLS handshake failed'),
@@ -245,14 +252,6 @@ export class AdmissionServer {
     return this.#pair.current().fingerprint;
   }
 
-  /**
-   * Re-reads the serving pair now; resolves true when a new valid pair is in use. A bad pair is
-   * logged and the last good one stays.
-   */
-  async reloadTls(): Promise<boolean> {
-    return (await this.#pair.reload()).status === 'updated';
-  }
-
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = Date.now();
     const path = (req.url ?? '/').split('?')[0]!;
@@ -294,6 +293,8 @@ export class AdmissionServer {
           allowed: result.allowed,
           patched: (result.patch?.length ?? 0) > 0,
           ms: Date.now() - started,
+          // The key exchange the API server's connection negotiated (X25519MLKEM768 by default).
+          tls: this.#algorithms.get(req.socket),
         },
         'review answered',
       );

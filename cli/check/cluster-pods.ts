@@ -10,6 +10,7 @@ import type { Cluster, DataObject, Deployment, Pod, Read } from './cluster-api.j
 import type { Progress } from './local.js';
 import type { CheckId, CheckResult } from './model.js';
 import { result } from './model.js';
+import { checkKeyExchange } from './key-exchange.js';
 import { checkProxies, mapLimit } from './probes.js';
 import { checkDestinationReady, checkTransparentPods, transparentPods } from './transparent.js';
 
@@ -47,6 +48,7 @@ export async function checkWorkloads(
       r('proxies-transparent'),
       r('destination-ready'),
       r('proxies-certificates'),
+      r('proxies-key-exchange'),
     ];
   }
   const pods = listed as Pod[];
@@ -73,19 +75,29 @@ export async function checkWorkloads(
   );
   const sample = spread(running, config.proxySample);
   progress(`asking ${sample.length} of ${injected.length} injected pods' proxies`);
+  const targets = sample.map((p) => ({
+    name: `${p.metadata?.namespace}/${p.metadata?.name}`,
+    admin: { host: p.status!.podIP!, port: config.proxyAdminPort },
+  }));
   results.push(
-    await checkProxies({
-      targets: sample.map((p) => ({
-        name: `${p.metadata?.namespace}/${p.metadata?.name}`,
-        admin: { host: p.status!.podIP!, port: config.proxyAdminPort },
-      })),
-      total: injected.length,
-      anchors: w.anchors,
-      bundleFingerprint: w.fingerprint,
-      now,
-      timeoutMs: config.timeout,
-      concurrency: config.concurrency,
-    }),
+    ...(await Promise.all([
+      checkProxies({
+        targets,
+        total: injected.length,
+        anchors: w.anchors,
+        bundleFingerprint: w.fingerprint,
+        now,
+        timeoutMs: config.timeout,
+        concurrency: config.concurrency,
+      }),
+      checkKeyExchange({
+        targets,
+        total: injected.length,
+        required: config.tlsGroups === 'hybrid-required',
+        timeoutMs: config.timeout,
+        concurrency: config.concurrency,
+      }),
+    ])),
   );
   return results;
 }

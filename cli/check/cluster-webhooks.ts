@@ -12,19 +12,19 @@ import { result } from './model.js';
 import { describeNetError } from './probes.js';
 import { shortName, subjectAltNames } from './x509.js';
 
+/** Where a webhook is served in the cluster. */
+interface HookService {
+  readonly name: string;
+  readonly namespace: string;
+  readonly port?: number;
+}
+
 /** The parts of a Mutating- or ValidatingWebhookConfiguration the check reads. */
 interface WebhookConfiguration {
   readonly metadata?: { readonly annotations?: Readonly<Record<string, string>> };
   readonly webhooks?: readonly {
     readonly name: string;
-    readonly clientConfig: {
-      readonly caBundle?: string;
-      readonly service?: {
-        readonly name: string;
-        readonly namespace: string;
-        readonly port?: number;
-      };
-    };
+    readonly clientConfig: { readonly caBundle?: string; readonly service?: HookService };
   }[];
 }
 
@@ -74,7 +74,38 @@ export async function checkWebhook(
         : `cert-manager's cainjector fills it from Certificate ${injectFrom}: check that cainjector runs and "kubectl -n ${injectFrom.split('/')[0]} describe certificate ${injectFrom.split('/')[1] ?? ''}" is Ready`,
     );
   }
-  const service = hook.clientConfig.service;
+  const stored = await checkStoredServing(
+    api,
+    id,
+    names,
+    hook.clientConfig.service,
+    bundleText,
+    ns,
+    now,
+  );
+  if (!('bundle' in stored)) return stored;
+  const { service, bundle } = stored;
+  if (service === undefined) {
+    return result(
+      id,
+      'ok',
+      `${kind} ${names.config}: caBundle verifies the serving certificate (a URL webhook: not probed)`,
+    );
+  }
+  return checkServedCertificate(id, names, kind, service, bundle, ns, now, config);
+}
+
+/** The certificate in the webhooks' Secret: the caBundle verifies it, for the Service's name. */
+async function checkStoredServing(
+  api: Cluster,
+  id: 'webhook-injector' | 'webhook-trust-guard',
+  names: WebhookNames,
+  service: HookService | undefined,
+  bundleText: string,
+  ns: string,
+  now: number,
+): Promise<CheckResult | { service: HookService | undefined; bundle: ParsedCertificate[] }> {
+  const install = 'install the webhooks (docs/webhooks.md)';
   const secretNs = service?.namespace ?? ns;
   const secret = await api.read<DataObject>('v1', 'Secret', secretNs, CLUSTER_NAMES.webhooksSecret);
   if (secret instanceof Error)
@@ -125,13 +156,21 @@ export async function checkWebhook(
       `reissue ${CLUSTER_NAMES.webhooksSecret} with the DNS name ${host}`,
     );
   }
-  if (service === undefined || host === undefined) {
-    return result(
-      id,
-      'ok',
-      `${kind} ${names.config}: caBundle verifies the serving certificate (a URL webhook: not probed)`,
-    );
-  }
+  return { service, bundle };
+}
+
+/** The certificate the running webhooks present for the Service's name: the caBundle verifies it. */
+async function checkServedCertificate(
+  id: 'webhook-injector' | 'webhook-trust-guard',
+  names: WebhookNames,
+  kind: string,
+  service: HookService,
+  bundle: readonly ParsedCertificate[],
+  ns: string,
+  now: number,
+  config: Pick<CheckConfig, 'webhooksAddress' | 'timeout'>,
+): Promise<CheckResult> {
+  const host = `${service.name}.${service.namespace}.svc`;
   const address = config.webhooksAddress ?? { host, port: service.port ?? 443 };
   const where = formatAddress(address);
   let served: ParsedCertificate[];

@@ -10,7 +10,7 @@
  * its certificate at `<pod IP>:<proxy admin port>` (cluster-pods.ts).
  */
 import type { CheckConfig, KubeClient } from '../../core/index.js';
-import { bundleFingerprint } from '../../core/index.js';
+import { KubeApiError, bundleFingerprint } from '../../core/index.js';
 import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
 import { DESTINATION_NAMES } from '../install/destination.js';
@@ -19,10 +19,13 @@ import type { DataObject, Deployment, Read } from './cluster-api.js';
 import { checkCertificate, checkRbac, deploymentArg } from './cluster-control-plane.js';
 import type { CertManagerCertificate } from './cluster-control-plane.js';
 import { checkWorkloads } from './cluster-pods.js';
+import { checkPodCertificates } from './cluster-podcerts.js';
 import { checkWebhook } from './cluster-webhooks.js';
 import type { Progress } from './local.js';
 import { checkAnchors, checkIssuer } from './material.js';
 import type { IssuerFiles, MaterialSources } from './material.js';
+import { checkTrustBundles } from './trust-bundles.js';
+import type { ListedTrustBundle } from './trust-bundles.js';
 import type { CheckResult } from './model.js';
 import { probeCa, probeCaAdmin } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
@@ -75,6 +78,8 @@ export async function checkCluster(
     destination,
   };
   results.push(...(await checkWorkloads(api, config, inputs, now, progress)));
+  results.push(await checkPodCertificates(api, config, now));
+  results.push(await checkClusterTrustBundles(api, config, anchorsText, cm, now));
   results.push(
     checkRotation(
       rotationOf(cm),
@@ -84,6 +89,38 @@ export async function checkCluster(
     checkFips({ client: clientFips(), ca: caFipsFromMetrics(ca.metrics) }),
   );
   return results;
+}
+
+/** meshid's ClusterTrustBundles against the anchors ConfigMap (a 404 list: the API is off). */
+async function checkClusterTrustBundles(
+  api: Cluster,
+  config: CheckConfig,
+  anchorsText: string | Error,
+  cm: Read<DataObject>,
+  now: number,
+): Promise<CheckResult> {
+  const listed = await api.call('list ClusterTrustBundles', async (signal) => {
+    try {
+      return await api.kube.list(
+        'certificates.k8s.io/v1beta1',
+        'ClusterTrustBundle',
+        undefined,
+        undefined,
+        `spec.signerName=${config.podCertificateSigner}`,
+        signal,
+      );
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404) return 'unserved' as const;
+      throw err;
+    }
+  });
+  return checkTrustBundles({
+    bundles: listed as readonly ListedTrustBundle[] | 'unserved' | Error,
+    anchorsText,
+    anchorsAnnotations: cm instanceof Error ? undefined : cm?.metadata?.annotations,
+    signerName: config.podCertificateSigner,
+    now,
+  });
 }
 
 /** Where the material comes from and how to fix it, for the material checks' messages. */

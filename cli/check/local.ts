@@ -11,6 +11,7 @@ import { ROTATION_FILE, readRotationStateFile } from '../../trust-bundle/index.j
 import { checkAnchors, checkIssuer } from './material.js';
 import type { MaterialSources } from './material.js';
 import type { CheckResult } from './model.js';
+import { checkKeyExchange } from './key-exchange.js';
 import { checkProxies, probeCa, probeCaAdmin } from './probes.js';
 import type { ProxyTarget } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
@@ -92,15 +93,24 @@ export async function checkLocal(
         })),
   ];
   progress(`asking ${targets.length} proxies`);
-  const proxies = await checkProxies({
-    targets,
-    total: targets.length,
-    anchors: a.anchors,
-    bundleFingerprint: anchorsText instanceof Error ? '' : bundleFingerprint(anchorsText),
-    now,
-    timeoutMs: config.timeout,
-    concurrency: config.concurrency,
-  });
+  const [proxies, keyExchange] = await Promise.all([
+    checkProxies({
+      targets,
+      total: targets.length,
+      anchors: a.anchors,
+      bundleFingerprint: anchorsText instanceof Error ? '' : bundleFingerprint(anchorsText),
+      now,
+      timeoutMs: config.timeout,
+      concurrency: config.concurrency,
+    }),
+    checkKeyExchange({
+      targets,
+      total: targets.length,
+      required: config.tlsGroups === 'hybrid-required',
+      timeoutMs: config.timeout,
+      concurrency: config.concurrency,
+    }),
+  ]);
   const rotation = await readRotationStateFile(dir).catch((err: unknown) =>
     err instanceof Error ? err : new Error(String(err)),
   );
@@ -110,6 +120,7 @@ export async function checkLocal(
     ...caResults,
     ...admin.results,
     proxies,
+    keyExchange,
     checkRotation(rotation, join(dir, ROTATION_FILE), now),
     checkFips({ client: clientFips(), ca: caFipsFromMetrics(admin.metrics) }),
   ];

@@ -7,7 +7,7 @@
 export type CheckStatus = 'ok' | 'warn' | 'error';
 
 /** Where a check applies. */
-export type CheckMode = 'local' | 'cluster';
+export type CheckMode = 'local' | 'cluster' | 'pre';
 
 /** One check in the catalog. */
 export interface CheckSpec {
@@ -19,9 +19,29 @@ export interface CheckSpec {
 
 const both: readonly CheckMode[] = ['local', 'cluster'];
 const cluster: readonly CheckMode[] = ['cluster'];
+const pre: readonly CheckMode[] = ['pre'];
 
 /** Every check, in the order they are printed. */
 export const CHECKS = [
+  { id: 'pre-api', group: 'Before install', title: 'the API server answers', modes: pre },
+  {
+    id: 'pre-rbac',
+    group: 'Before install',
+    title: 'these credentials may create what the install holds',
+    modes: pre,
+  },
+  {
+    id: 'pre-cert-manager',
+    group: 'Before install',
+    title: "cert-manager's API is served",
+    modes: pre,
+  },
+  {
+    id: 'pre-existing',
+    group: 'Before install',
+    title: 'what already runs in the namespace (Linkerd, meshid)',
+    modes: pre,
+  },
   {
     id: 'anchors-valid',
     group: 'Trust anchors',
@@ -92,10 +112,28 @@ export const CHECKS = [
     modes: cluster,
   },
   {
+    id: 'cluster-trust-bundles',
+    group: 'Data plane',
+    title: "meshid's ClusterTrustBundles hold the current anchors",
+    modes: cluster,
+  },
+  {
     id: 'proxies-certificates',
     group: 'Data plane',
     title: "proxies' certificates chain to the current anchors",
     modes: both,
+  },
+  {
+    id: 'proxies-key-exchange',
+    group: 'Data plane',
+    title: "proxies' connections use the post-quantum hybrid key exchange",
+    modes: both,
+  },
+  {
+    id: 'pod-certificates',
+    group: 'Data plane',
+    title: "PodCertificateRequests of meshid's signer are answered and refreshed",
+    modes: cluster,
   },
   { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },
   { id: 'fips-status', group: 'FIPS', title: 'FIPS status', modes: both },

@@ -12,7 +12,9 @@ export const SYMBOLS: Readonly<Record<CheckStatus, string>> = { ok: '✓', warn:
 export function renderReport(report: CheckReport, s: Styles): string {
   const colour = { ok: s.green, warn: s.yellow, error: s.red } as const;
   const lines: string[] = [
-    s.bold(`meshid check: ${report.mode === 'local' ? 'local state' : 'cluster'} ${report.target}`),
+    s.bold(
+      `meshid check: ${report.mode === 'local' ? 'local state' : report.mode === 'pre' ? 'before install, cluster' : 'cluster'} ${report.target}`,
+    ),
   ];
   let group = '';
   for (const c of report.checks) {

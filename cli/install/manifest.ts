@@ -229,6 +229,9 @@ export function caContainerArgs(config: InstallConfig): string[] {
     flag('trust-anchors-key', config.trustAnchorsKey),
     flag('token-validator', config.tokenValidator),
     ...(config.tokenValidator === 'jwks' ? [flag('jwks', 'kubernetes')] : []),
+    ...(config.podCertificates
+      ? ['--pod-certificates', flag('pod-certificate-signer', config.podCertificateSigner)]
+      : []),
     flag('trust-domain', config.trustDomain),
     flag('control-plane-namespace', config.controlPlaneNamespace),
     flag('cert-lifetime', formatDuration(config.certLifetime)),

@@ -16,6 +16,51 @@ export interface PermissionInputs {
   readonly issuerSecret: string;
   readonly trustAnchorsConfigMap: string;
   readonly tokenValidator: 'tokenreview' | 'jwks';
+  /** The CA signs PodCertificateRequests (docs/pod-certificates.md). */
+  readonly podCertificates?: boolean;
+  readonly podCertificateSigner?: string;
+}
+
+/**
+ * The pod certificate signer's rules (KEP-4317): what a PodCertificateRequest signer needs and no
+ * more. RBAC cannot limit list/watch by signer name; the signer asks for its own with a field
+ * selector on spec.signerName.
+ */
+function podCertificatePermissions(signerName: string): Permission[] {
+  return [
+    {
+      reason:
+        'why: follow the PodCertificateRequests of every namespace (the signer lists and watches with fieldSelector=spec.signerName, which RBAC cannot express)',
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['podcertificaterequests'],
+        verbs: ['list', 'watch'],
+      },
+    },
+    {
+      reason:
+        'why: answer a PodCertificateRequest (issue, deny or fail) through its status subresource only',
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['podcertificaterequests/status'],
+        verbs: ['update'],
+      },
+    },
+    {
+      reason: `why: the API server lets only a holder of "sign" on the signer name write a request's status; this signer name only`,
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['signers'],
+        resourceNames: [signerName],
+        verbs: ['sign'],
+      },
+    },
+    {
+      reason:
+        'why: check that a PodCertificateRequest names a real pod, with its UID and ServiceAccount, bound to the requesting node (get only)',
+      rule: { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+    },
+  ];
 }
 
 // The CA lists and watches its two inputs with `fieldSelector=metadata.name=<name>`. That is the
@@ -78,6 +123,9 @@ export function clusterPermissions(inputs: PermissionInputs): Permission[] {
             },
           },
         ]
+      : []),
+    ...(inputs.podCertificates === true
+      ? podCertificatePermissions(inputs.podCertificateSigner ?? 'meshid.io/workload-identity')
       : []),
     {
       // The CA writes core/v1 Events only (never events.k8s.io), and aggregates a repeat the way

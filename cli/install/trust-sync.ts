@@ -15,6 +15,7 @@ import {
 import { ServiceAccount } from 'kubernetes-models/v1';
 import { IN_CLUSTER, formatDuration } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
+import { clusterTrustBundleName } from '../../trust-bundle/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
@@ -119,6 +120,37 @@ function clusterRules(config: InstallConfig): Rule[] {
       rule: { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
       reason: 'create the copy in a namespace that opts in (create cannot be limited by name)',
     },
+    {
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['clustertrustbundles'],
+        verbs: ['get', 'update'],
+        resourceNames: (['live', 'canary'] as const).map((r) =>
+          clusterTrustBundleName(config.podCertificateSigner, r),
+        ),
+      },
+      reason:
+        "publish the anchors as the signer's live and canary ClusterTrustBundles (docs/cluster-trust-bundles.md): read and update those two only",
+    },
+    {
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['clustertrustbundles'],
+        verbs: ['list', 'create'],
+      },
+      reason:
+        'create the two bundles (create cannot be limited by name); list to learn whether the API serves ClusterTrustBundles at all (clusterTrustBundles: auto)',
+    },
+    {
+      rule: {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['signers'],
+        verbs: ['attest'],
+        resourceNames: [config.podCertificateSigner],
+      },
+      reason:
+        "attest for meshid's signer: the API server's ClusterTrustBundleAttest admission requires it to write a bundle that names the signer",
+    },
   ];
 }
 
@@ -147,6 +179,7 @@ export function trustSyncArgs(config: InstallConfig): string[] {
     flag('cert-manager-issuer', config.certManagerIssuer),
     flag('cert-lifetime', formatDuration(config.certLifetime)),
     flag('clock-skew', formatDuration(config.clockSkew)),
+    flag('pod-certificate-signer', config.podCertificateSigner),
   ];
 }
 

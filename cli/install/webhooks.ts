@@ -89,6 +89,8 @@ export function webhooksContainerArgs(config: InstallConfig): string[] {
     flag('trust-anchors-config-map', config.trustAnchorsConfigMap),
     flag('trust-anchors-key', config.trustAnchorsKey),
     flag('issuer-secret', config.issuerSecret),
+    // Named in the volumes of pods that take their identity from pod certificates.
+    flag('pod-certificate-signer', config.podCertificateSigner),
   ];
 }
 

@@ -26,6 +26,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
   tokenValidator,
@@ -50,27 +51,21 @@ export const TOKEN = {
   audience: string(nonEmpty, D.audience).describe('token audience'),
 };
 
-/** Settings that name the CA's inputs; when none is given, the local state folder supplies them. */
-const CA_INPUTS = [
-  'trustAnchors',
-  'issuerDir',
-  'jwks',
-  'tokenIssuer',
-  'issuerSecret',
-  'trustAnchorsConfigMap',
-  'tokenValidator',
-  'kubeconfig',
-];
+/** The inputs the local state folder supplies (`meshid init` writes them). */
+type DirInput = 'trustAnchors' | 'issuerDir' | 'jwks' | 'tokenIssuer';
+const DIR_INPUTS: DirInput[] = ['trustAnchors', 'issuerDir', 'jwks', 'tokenIssuer'];
+/** With these, the CA's inputs, the local state folder supplies them only when none is given. */
+const API_INPUTS = ['issuerSecret', 'trustAnchorsConfigMap', 'tokenValidator', 'kubeconfig'];
 
 /** The local state folder the CA reads its inputs from: given, or the default when no input is. */
 function caDir(g: Given): string | undefined {
-  const explicit = CA_INPUTS.some((k) => k in g);
+  const explicit = [...DIR_INPUTS, ...API_INPUTS].some((k) => k in g);
   return (g['dir'] as string | undefined) ?? (explicit ? undefined : D.stateDir);
 }
 
 /** An input from the local state folder, when the CA reads one. */
 const fromDir =
-  (key: 'trustAnchors' | 'issuerDir' | 'jwks' | 'tokenIssuer') =>
+  (key: DirInput) =>
   (g: Given): string | undefined => {
     const dir = caDir(g);
     return dir === undefined ? undefined : localStateInputs(dir)[key];
@@ -90,7 +85,8 @@ const needsKube = (g: Given): boolean =>
   caTokenValidator(g) === 'tokenreview' ||
   caJwks(g) === KUBERNETES_JWKS ||
   'issuerSecret' in g ||
-  'trustAnchorsConfigMap' in g;
+  'trustAnchorsConfigMap' in g ||
+  g['podCertificates'] === true;
 
 const limit = (min: number, max: number, help: string, dflt: number) =>
   integer(count(min, max, min === 0 ? 'must be 0 (no limit) or more' : undefined), dflt).describe(
@@ -123,7 +119,11 @@ export const CA = {
   listen: address(addr, D.caListen).describe('gRPC listen address'),
   admin: address(addr, D.caAdmin).describe('admin HTTP listen address'),
   workers: integer(workers, D.caWorkers).describe('worker processes (0 = one per core)'),
-  kubeconfig: SHARED.kubeconfig.derive((g) => (needsKube(g) ? IN_CLUSTER : undefined)),
+  kubeconfig: SHARED.kubeconfig
+    .derive((g) => (needsKube(g) ? IN_CLUSTER : undefined))
+    .describe(
+      `kubeconfig file for the Kubernetes API; "${IN_CLUSTER}" (the pod's service account) is the default when the API is needed: tokenreview, --jwks ${KUBERNETES_JWKS}, issuerSecret or trustAnchorsConfigMap`,
+    ),
   namespace: SHARED.namespace.describe(
     'namespace of the issuer Secret, anchors ConfigMap and Events (default: the control-plane namespace)',
   ),
@@ -194,6 +194,15 @@ export const CA = {
     positiveMs.max(60_000, 'must be at most 60s'),
     D.certifyHandshakeWaitMs,
   ).describe('a connection that waited this long for a handshake is closed instead'),
+  podCertificates: boolean().describe(
+    'sign PodCertificateRequests addressed to podCertificateSigner (needs kubeconfig; docs/pod-certificates.md)',
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the signer name the pod certificate signer answers for',
+  ),
+  podCertificateApiVersion: string(z.enum(['v1beta1', 'v1']), D.podCertificateApiVersion).describe(
+    'PodCertificateRequest version watched: v1beta1 (Kubernetes 1.35+) or v1 (1.37+)',
+  ),
 };
 
 export const CA_SCHEMA = schemaOf(CA).superRefine((c, ctx) => {
@@ -210,6 +219,12 @@ export const CA_SCHEMA = schemaOf(CA).superRefine((c, ctx) => {
     ctx.addIssue({ code: 'custom', path: ['identityName'], message: (err as Error).message });
   }
   caSourceProblems(c).forEach((p) => ctx.addIssue({ code: 'custom', ...p }));
+  if (c.podCertificates && c.kubeconfig === undefined)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['podCertificates'],
+      message: 'needs the Kubernetes API: set kubeconfig (in a pod, "in-cluster")',
+    });
 });
 
 export const LOCAL = {

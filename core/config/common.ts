@@ -1,7 +1,7 @@
 /**
  * Settings several commands share, declared once: the ones every command has, the naming, and
  * those that mean the same wherever they appear. A command that gives one a narrower meaning
- * keeps the declaration and changes only the help line (`withHelp`).
+ * keeps the declaration and changes only the help line (`.describe()`).
  */
 import { z } from 'zod';
 import { DEFAULTS as D } from '../defaults.js';
@@ -22,13 +22,12 @@ import {
   subdomain,
 } from './setting.js';
 
+const LOG_LEVELS = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
 /** The settings every command has. */
 export const COMMON = {
   config: path(z.string().optional()).describe('YAML or JSON configuration file'),
-  logLevel: string(
-    z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-    D.logLevel,
-  ).describe('fatal|error|warn|info|debug|trace|silent'),
+  logLevel: string(LOG_LEVELS, D.logLevel).describe(LOG_LEVELS.options.join('|')),
   logFormat: string(z.enum(['auto', 'json', 'text']), D.logFormat).describe(
     'log lines: json (one JSON object a line, for machines), text (for people), or auto: text on a terminal, json otherwise',
   ),
@@ -67,6 +66,10 @@ export const SHARED = {
   /** A kubeconfig file, or `in-cluster` for the pod's service account; unset: no API. */
   kubeconfig: path(nonEmpty.optional()).describe(
     `kubeconfig file for the Kubernetes API; "${IN_CLUSTER}" uses the pod's service account`,
+  ),
+  /** A context of the kubeconfig, as kubectl's --context; unset: its current-context. */
+  context: string(nonEmpty.optional()).describe(
+    "kubeconfig context to use, as kubectl's --context (default: the kubeconfig's current-context)",
   ),
   /** The namespace of the control plane's objects; the control-plane namespace unless given. */
   namespace: string(

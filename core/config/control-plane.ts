@@ -24,6 +24,7 @@ import {
   nonEmpty,
   path,
   quantity,
+  signerName,
   string,
   subdomain,
 } from './setting.js';
@@ -93,6 +94,9 @@ export const WEBHOOKS = {
   trustAnchorsKey: SHARED.trustAnchorsKey,
   issuerSecret: SHARED.issuerSecret.describe(
     'issuer Secret the guard reads (tls.crt, ca.crt) to know which anchor must stay',
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the pod-certificate signer named in the volumes of pods with meshid.io/identity-source: pod-certificate',
   ),
   tokenExpiration: duration(
     z

@@ -8,6 +8,7 @@ import { caIdentityName, derivedIdentity } from './names.js';
 import {
   addr,
   address,
+  boolean,
   count,
   duration,
   hostPort,
@@ -18,6 +19,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
 } from './setting.js';
@@ -26,9 +28,15 @@ import { z } from 'zod';
 export const CHECK = {
   ...COMMON,
   dir: path(nonEmpty, D.stateDir).describe(
-    'local state folder to check (the default, .meshid, when no kubeconfig is given)',
+    'local state folder to check (the default, .meshid, only when there is no kubeconfig)',
   ),
-  kubeconfig: SHARED.kubeconfig.describe('kubeconfig of the cluster to check'),
+  kubeconfig: SHARED.kubeconfig.describe(
+    'kubeconfig of the cluster to check (default, as kubectl: $KUBECONFIG, else ~/.kube/config)',
+  ),
+  context: SHARED.context,
+  pre: boolean(false).describe(
+    'before an install: the API answers, these credentials may install, cert-manager is there, and whether Linkerd or meshid already runs in the namespace',
+  ),
   output: SHARED.output.describe('text (a checklist) or json (for machines)'),
   namespace: SHARED.namespace.describe(
     'control-plane namespace of the install (default: the control-plane namespace)',
@@ -63,6 +71,10 @@ export const CHECK = {
   proxySample: integer(count(0, 100_000), D.checkProxySample).describe(
     'injected pods whose proxy is asked for its certificate (0 = all; annotations are checked on all)',
   ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    "the signer name of meshid's ClusterTrustBundles (compared with the anchors) and PodCertificateRequests (checked) (cluster)",
+  ),
+
   proxyAdmin: list(z.array(hostPort), []).describe(
     "admin address of a proxy to check, repeatable (local: the local mesh's are found by themselves)",
   ),

@@ -17,6 +17,7 @@ import {
   path,
   positiveMs,
   schemaOf,
+  signerName,
   string,
   subdomain,
   tokenValidator,
@@ -27,6 +28,10 @@ export const INSTALL = {
   ...NAMING,
   image: string(imageRef, D.image).describe('meshid container image'),
   replicas: integer(count(1, 100), D.installReplicas).describe('identity CA replicas'),
+  podCertificates: boolean().describe(
+    'the CA also signs PodCertificateRequests (RBAC and flags; docs/pod-certificates.md)',
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe('its signer name'),
   trustAnchors: path(nonEmpty.optional()).describe(
     'PEM trust-anchor bundle to put in the anchors ConfigMap (omitted: managed elsewhere)',
   ),
@@ -104,6 +109,12 @@ export const TRUST = {
   ),
   trustManager: boolean().describe(
     'manifests: a trust-manager Bundle fills the anchors ConfigMap (instead of meshid trust sync)',
+  ),
+  clusterTrustBundles: string(z.enum(['auto', 'on', 'off']), D.clusterTrustBundles).describe(
+    "publish the anchors as ClusterTrustBundles (certificates.k8s.io/v1beta1) of the pod-certificate signer, a 'live' and a 'canary' one: on, off, or auto (when the API serves them; docs/cluster-trust-bundles.md)",
+  ),
+  podCertificateSigner: string(signerName, D.podCertificateSigner).describe(
+    'the signer name the ClusterTrustBundles belong to (the pod-certificate signer)',
   ),
   warnWithin: duration(z.number().int().min(0), D.anchorExpiryWarningMs).describe(
     'warn when an anchor expires within this time',

@@ -13,6 +13,7 @@ import {
 } from './names.js';
 import {
   addr,
+  formatAddress,
   address,
   boolean,
   count,
@@ -36,18 +37,34 @@ const atLeastOne = (max: number) => count(1, max, 'must be at least 1');
 
 export const PROXY = {
   ...COMMON,
-  identityAddr: string(hostPort).describe('the CA, HOST:PORT'),
-  identityName: string(subdomain).describe("the CA's identity (its TLS certificate's name)"),
+  identitySource: string(z.enum(['certify', 'pod-certificate']), D.proxyIdentitySource).describe(
+    "where the proxy's certificate comes from: certify (a token and the CA) or pod-certificate (the kubelet's credential bundle file, docs/pod-certificates.md)",
+  ),
+  credentialBundle: path(nonEmpty.optional()).describe(
+    "pod-certificate: the podCertificate volume's credential bundle file (the key, then the chain)",
+  ),
+  identityAddr: string(hostPort.optional()).describe('certify: the CA, HOST:PORT'),
+  identityName: string(subdomain.optional()).describe(
+    "certify: the CA's identity (its TLS certificate's name)",
+  ),
   trustAnchors: SHARED.watchedTrustAnchors,
-  tokenFile: path(nonEmpty).describe('projected ServiceAccount token, re-read on every request'),
+  tokenFile: path(nonEmpty.optional()).describe(
+    'certify: projected ServiceAccount token, re-read on every request',
+  ),
   localIdentity: string(subdomain).describe("this workload's identity name"),
+  // A listener exists when what it serves is configured, on its default port; redirected
+  // connections arrive on the pod's address, not on loopback.
   inbound: address(addr.optional(), (g) =>
     g['transparent'] === true ? D.proxyTransparentInbound : 'app' in g ? D.proxyInbound : undefined,
-  ).describe('inbound mTLS listen address'),
+  ).describe(
+    `inbound mTLS listen address (default with --app ${formatAddress(D.proxyInbound)}, with --transparent ${formatAddress(D.proxyTransparentInbound)})`,
+  ),
   app: address(addr.optional()).describe('the application, where inbound traffic goes'),
   outbound: address(addr.optional(), (g) =>
     'destination' in g ? D.proxyOutbound : undefined,
-  ).describe('outbound listen address'),
+  ).describe(
+    `outbound listen address (default with --destination ${formatAddress(D.proxyOutbound)})`,
+  ),
   route: strings('LISTEN_ADDR=HOST:PORT@EXPECTED_IDENTITY, repeatable (env: comma-separated)'),
   destination: strings(
     'for the outbound HTTP listener: AUTHORITY=HOST:PORT@EXPECTED_IDENTITY, repeatable',
@@ -114,7 +131,7 @@ export const PROXY = {
   transparentOutbound: address(addr.optional(), (g) =>
     g['transparent'] === true ? D.proxyTransparentOutbound : undefined,
   ).describe(
-    'transparent mode: where the nat rules of meshid proxy-init redirect outbound TCP (default 127.0.0.1:4140)',
+    `transparent mode: where the nat rules of meshid proxy-init redirect outbound TCP (default ${formatAddress(D.proxyTransparentOutbound)})`,
   ),
   destinationAddr: string(hostPort, (g) => destinationServiceAddress(givenNaming(g))).describe(
     'transparent mode: the destination service, HOST:PORT (default linkerd-dst.<control-plane-namespace>.svc:8086)',
@@ -125,7 +142,23 @@ export const PROXY = {
   ...NAMING,
 };
 
-export const PROXY_SCHEMA = schemaOf(PROXY).superRefine((c, ctx) => {
+/** Settings required by one identity source only: reported even when other settings are missing. */
+const BY_SOURCE = [
+  ['certify', 'identityAddr'],
+  ['certify', 'identityName'],
+  ['certify', 'tokenFile'],
+  ['pod-certificate', 'credentialBundle'],
+] as const;
+
+export const PROXY_SCHEMA = BY_SOURCE.reduce(
+  (schema, [source, key]) =>
+    schema.refine(
+      (c: { identitySource?: string } & Record<string, unknown>) =>
+        (c.identitySource ?? D.proxyIdentitySource) !== source || c[key] !== undefined,
+      { path: [key], message: `is required with identitySource ${source}`, when: () => true },
+    ),
+  schemaOf(PROXY),
+).superRefine((c, ctx) => {
   if (c.transparent) {
     if (c.inbound === undefined)
       ctx.addIssue({ code: 'custom', path: ['inbound'], message: 'is required with transparent' });

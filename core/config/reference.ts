@@ -60,27 +60,9 @@ export function describeSettings(command: CommandName): SettingReference[] {
  * ```
  */
 export function configReference(): Record<CommandName, SettingReference[]> {
-  const out = {} as Record<CommandName, SettingReference[]>;
-  for (const command of Object.keys(COMMAND_SETTINGS) as CommandName[])
-    out[command] = describeSettings(command);
-  return out;
-}
-
-/**
- * One line per setting for `--help`, with its default.
- *
- * @example
- * ```ts
- * settingsHelp('ca'); // '  --trust-anchors  MESHID_TRUST_ANCHORS  PEM bundle of trust anchors\n...'
- * ```
- */
-export function settingsHelp(command: CommandName): string {
-  return describeSettings(command)
-    .map(
-      (s) =>
-        `  ${s.flag.padEnd(28)} ${s.env.padEnd(34)} ${s.help}${s.default === undefined ? '' : ` (default: ${s.default})`}`,
-    )
-    .join('\n');
+  const commands = Object.keys(COMMAND_SETTINGS) as CommandName[];
+  const all = commands.map((c) => [c, describeSettings(c)]);
+  return Object.fromEntries(all) as Record<CommandName, SettingReference[]>;
 }
 
 function formatSetting(kind: Kind, value: unknown): string | undefined {

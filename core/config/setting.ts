@@ -108,6 +108,11 @@ export const configMapKey = nonEmpty.regex(/^[-._a-zA-Z0-9]+$/, 'must be a Confi
 export const imageRef = nonEmpty.regex(/^[^\s]+$/, 'must be an image reference without spaces');
 export const failurePolicy = z.enum(['Fail', 'Ignore']);
 export const tokenValidator = z.enum(['jwks', 'tokenreview']);
+/** A Kubernetes signer name: a DNS domain, a slash, a name (`meshid.io/workload-identity`). */
+export const signerName = nonEmpty.regex(
+  /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+\/[A-Za-z0-9][-._A-Za-z0-9]*$/,
+  'must be a signer name: a domain, "/", a name (e.g. meshid.io/workload-identity)',
+);
 export const workers = z.number().int().min(0, 'must be 0 (one per core) or more').max(64);
 export const skew = z.number().int().min(0).max(3_600_000, 'must be at most 1h');
 export const probeTimeout = positiveMs.max(120_000, 'must be at most 2m');

@@ -23,9 +23,17 @@ export interface KubeResource {
 
 /**
  * The kinds meshid lists and watches: core/v1's, plus discovery.k8s.io/v1 EndpointSlices (the
- * destination service).
+ * destination service) and certificates.k8s.io PodCertificateRequests (the CA's pod certificate
+ * signer; v1beta1 unless `apiVersion` says v1).
  */
-export type WatchKind = 'Namespace' | 'ConfigMap' | 'Secret' | 'Pod' | 'Service' | 'EndpointSlice';
+export type WatchKind =
+  | 'Namespace'
+  | 'ConfigMap'
+  | 'Secret'
+  | 'Pod'
+  | 'Service'
+  | 'EndpointSlice'
+  | 'PodCertificateRequest';
 
 /** What a TokenReview said (the `status` of `authentication.k8s.io/v1` TokenReview). */
 export interface TokenReviewResult {
@@ -80,6 +88,8 @@ export interface ApiConnection {
 /** What {@link KubeClient.watchList} follows, and how. */
 export interface KubeWatchListOptions {
   readonly kind: WatchKind;
+  /** The version to follow, for a kind served in several (`certificates.k8s.io/v1`). */
+  readonly apiVersion?: string;
   /** All namespaces when undefined. */
   readonly namespace?: string;
   readonly fieldSelector?: string;

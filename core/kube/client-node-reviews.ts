@@ -4,21 +4,22 @@
  */
 import {
   AuthenticationV1Api,
+  CoreV1Api,
   AuthorizationV1Api,
   PatchStrategy,
   WellKnownApi,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { CoreV1Api, CoreV1Event, KubeConfig } from '@kubernetes/client-node';
-import type { KubeClient } from './api.js';
+import type { CoreV1Event, KubeConfig } from '@kubernetes/client-node';
+import type { EventRecord, KubeClient } from './api.js';
 import { KubeApiError } from './api.js';
 import { call, withSignal } from './client-node-call.js';
 
 /** TokenReview, SelfSubjectAccessReview, Events and OIDC discovery: the CA's typed calls. */
 export function reviewsAndEvents(
   kc: KubeConfig,
-  core: CoreV1Api,
 ): Pick<KubeClient, 'createTokenReview' | 'canI' | 'recordEvent' | 'oidcIssuer'> {
+  const core = kc.makeApiClient(CoreV1Api);
   const authn = kc.makeApiClient(AuthenticationV1Api);
   const authz = kc.makeApiClient(AuthorizationV1Api);
   const wellKnown = kc.makeApiClient(WellKnownApi);
@@ -67,54 +68,7 @@ export function reviewsAndEvents(
       };
     },
 
-    async recordEvent(name, e, signal) {
-      const namespace = e.namespace;
-      const body: CoreV1Event = {
-        apiVersion: 'v1',
-        kind: 'Event',
-        metadata: { name, namespace },
-        involvedObject: e.involvedObject,
-        type: e.type,
-        reason: e.reason,
-        message: e.message,
-        source: { component: e.component, host: e.instance },
-        reportingComponent: e.component,
-        reportingInstance: e.instance,
-        count: e.count,
-        firstTimestamp: e.firstTimestamp,
-        lastTimestamp: e.lastTimestamp,
-      };
-      const create = (): Promise<unknown> =>
-        call(
-          () => core.createNamespacedEvent({ namespace, body }, withSignal(signal)),
-          `create event ${namespace}/${name}`,
-        );
-      if (e.count <= 1) {
-        await create();
-        return;
-      }
-      // A repeat of a recorded event: one object with a growing count, as kubectl shows it. A
-      // merge patch of the changing fields, so the CA needs create and patch on Events only.
-      const patch = {
-        count: e.count,
-        message: e.message,
-        lastTimestamp: e.lastTimestamp.toISOString(),
-      };
-      try {
-        await call(
-          () =>
-            core.patchNamespacedEvent(
-              { name, namespace, body: patch },
-              setHeaderOptions('Content-Type', PatchStrategy.MergePatch, withSignal(signal)),
-            ),
-          `patch event ${namespace}/${name}`,
-        );
-      } catch (err) {
-        // The first write of this series was dropped (rate limit, outage): create it now.
-        if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
-        await create();
-      }
-    },
+    recordEvent: (name, e, signal) => recordEvent(core, name, e, signal),
 
     async oidcIssuer(signal) {
       const text = await call(
@@ -136,4 +90,59 @@ export function reviewsAndEvents(
       return issuer;
     },
   };
+}
+
+/** Creates a core/v1 Event, or adds to the count of the one named `name` (see KubeClient). */
+async function recordEvent(
+  core: CoreV1Api,
+  name: string,
+  e: EventRecord,
+  signal: AbortSignal,
+): Promise<void> {
+  const namespace = e.namespace;
+  const body: CoreV1Event = {
+    apiVersion: 'v1',
+    kind: 'Event',
+    metadata: { name, namespace },
+    involvedObject: e.involvedObject,
+    type: e.type,
+    reason: e.reason,
+    message: e.message,
+    source: { component: e.component, host: e.instance },
+    reportingComponent: e.component,
+    reportingInstance: e.instance,
+    count: e.count,
+    firstTimestamp: e.firstTimestamp,
+    lastTimestamp: e.lastTimestamp,
+  };
+  const create = (): Promise<unknown> =>
+    call(
+      () => core.createNamespacedEvent({ namespace, body }, withSignal(signal)),
+      `create event ${namespace}/${name}`,
+    );
+  if (e.count <= 1) {
+    await create();
+    return;
+  }
+  // A repeat of a recorded event: one object with a growing count, as kubectl shows it. A
+  // merge patch of the changing fields, so the CA needs create and patch on Events only.
+  const patch = {
+    count: e.count,
+    message: e.message,
+    lastTimestamp: e.lastTimestamp.toISOString(),
+  };
+  try {
+    await call(
+      () =>
+        core.patchNamespacedEvent(
+          { name, namespace, body: patch },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch, withSignal(signal)),
+        ),
+      `patch event ${namespace}/${name}`,
+    );
+  } catch (err) {
+    // The first write of this series was dropped (rate limit, outage): create it now.
+    if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
+    await create();
+  }
 }

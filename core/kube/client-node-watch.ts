@@ -4,10 +4,10 @@
  * failures in core's.
  */
 import { Watch } from '@kubernetes/client-node';
-import type { CoreV1Api, DiscoveryV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeResource, KubeWatchListOptions, WatchKind } from './api.js';
 import { KubeApiError } from './api.js';
-import { call, plain, toKubeError, withSignal } from './client-node-call.js';
+import { call, plain, toKubeError } from './client-node-call.js';
 import type { WatchStreamEvent } from './watch-list.js';
 
 const PLURAL: Readonly<Record<WatchKind, string>> = {
@@ -17,16 +17,20 @@ const PLURAL: Readonly<Record<WatchKind, string>> = {
   Pod: 'pods',
   Service: 'services',
   EndpointSlice: 'endpointslices',
+  PodCertificateRequest: 'podcertificaterequests',
 };
 
 /** The apiVersion of each kind (core/v1 unless listed). */
 const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
   EndpointSlice: 'discovery.k8s.io/v1',
+  PodCertificateRequest: 'certificates.k8s.io/v1beta1',
 };
-const apiVersionOf = (kind: WatchKind): string => API_VERSION[kind] ?? 'v1';
+/** The apiVersion followed: the option's, for a kind served in several versions. */
+export const apiVersionOf = (kind: WatchKind, version?: string): string =>
+  version ?? API_VERSION[kind] ?? 'v1';
 /** The URL prefix of a kind's API group version. */
-const apiPrefix = (kind: WatchKind): string => {
-  const v = apiVersionOf(kind);
+const apiPrefix = (kind: WatchKind, version?: string): string => {
+  const v = apiVersionOf(kind, version);
   return v === 'v1' ? '/api/v1' : `/apis/${v}`;
 };
 
@@ -60,8 +64,8 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
       () =>
         watcher.watch(
           o.namespace === undefined
-            ? `${apiPrefix(o.kind)}/${plural}`
-            : `${apiPrefix(o.kind)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
+            ? `${apiPrefix(o.kind, o.apiVersion)}/${plural}`
+            : `${apiPrefix(o.kind, o.apiVersion)}/namespaces/${encodeURIComponent(o.namespace)}/${plural}`,
           {
             allowWatchBookmarks: true,
             resourceVersion,
@@ -70,7 +74,7 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
           },
           (type: string, obj: unknown) => {
             if (ended) return;
-            const event = toWatchEvent(o.kind, type, obj, what);
+            const event = toWatchEvent(o.kind, type, obj, what, o.apiVersion);
             if (event instanceof KubeApiError) end(event);
             else if (event !== undefined) onEvent(event);
           },
@@ -90,68 +94,18 @@ export function watchOpener(kc: KubeConfig, aborts: Set<() => void>): OpenWatch 
   };
 }
 
-/** One list of a core/v1 collection, bounded by `signal`, as plain JSON. */
-export async function listCollection(
-  core: CoreV1Api,
-  discovery: DiscoveryV1Api,
-  o: KubeWatchListOptions,
-  signal: AbortSignal,
-): Promise<{ items: KubeResource[]; resourceVersion: string }> {
-  const q = {
-    ...(o.fieldSelector === undefined ? {} : { fieldSelector: o.fieldSelector }),
-    ...(o.labelSelector === undefined ? {} : { labelSelector: o.labelSelector }),
-  };
-  const opts = withSignal(signal);
-  const ns = o.namespace;
-  const what = `list ${PLURAL[o.kind]}${ns === undefined ? '' : ` in ${ns}`}`;
-  const listed = await call(async (): Promise<{ items: unknown[]; metadata?: unknown }> => {
-    switch (o.kind) {
-      case 'Namespace':
-        return core.listNamespace(q, opts);
-      case 'ConfigMap':
-        return ns === undefined
-          ? core.listConfigMapForAllNamespaces(q, opts)
-          : core.listNamespacedConfigMap({ ...q, namespace: ns }, opts);
-      case 'Secret':
-        return ns === undefined
-          ? core.listSecretForAllNamespaces(q, opts)
-          : core.listNamespacedSecret({ ...q, namespace: ns }, opts);
-      case 'Pod':
-        return ns === undefined
-          ? core.listPodForAllNamespaces(q, opts)
-          : core.listNamespacedPod({ ...q, namespace: ns }, opts);
-      case 'Service':
-        return ns === undefined
-          ? core.listServiceForAllNamespaces(q, opts)
-          : core.listNamespacedService({ ...q, namespace: ns }, opts);
-      case 'EndpointSlice':
-        return ns === undefined
-          ? discovery.listEndpointSliceForAllNamespaces(q, opts)
-          : discovery.listNamespacedEndpointSlice({ ...q, namespace: ns }, opts);
-    }
-  }, what);
-  return {
-    items: listed.items.map((i) => ({
-      ...plain(i),
-      apiVersion: apiVersionOf(o.kind),
-      kind: o.kind,
-    })),
-    resourceVersion:
-      (listed.metadata as { resourceVersion?: string } | undefined)?.resourceVersion ?? '',
-  };
-}
-
 function toWatchEvent(
   kind: WatchKind,
   type: string,
   obj: unknown,
   what: string,
+  version?: string,
 ): WatchStreamEvent<KubeResource> | KubeApiError | undefined {
   switch (type) {
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED': {
-      const object = { ...plain(obj), apiVersion: apiVersionOf(kind), kind };
+      const object = { ...plain(obj), apiVersion: apiVersionOf(kind, version), kind };
       return { type, object, resourceVersion: object.metadata.resourceVersion ?? '' };
     }
     case 'BOOKMARK':

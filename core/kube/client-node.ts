@@ -6,17 +6,12 @@
  * so that commands which never talk to the API do not load the library.
  */
 import type * as https from 'node:https';
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  DiscoveryV1Api,
-  KubernetesObjectApi,
-} from '@kubernetes/client-node';
+import { CustomObjectsApi, KubernetesObjectApi } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { KubeClient, KubeResource } from './api.js';
 import { call, isNotFound, plain, timeout, toKubeError } from './client-node-call.js';
 import { reviewsAndEvents } from './client-node-reviews.js';
-import { listCollection, watchOpener } from './client-node-watch.js';
+import { apiVersionOf, watchOpener } from './client-node-watch.js';
 import { watchList } from './watch-list.js';
 
 /**
@@ -29,13 +24,12 @@ import { watchList } from './watch-list.js';
  */
 export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
   const server = kc.getCurrentCluster()?.server ?? '(no cluster)';
-  const core = kc.makeApiClient(CoreV1Api);
-  const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
   const aborts = new Set<() => void>();
   const openWatch = watchOpener(kc, aborts);
   return {
     server,
-    ...objectCalls(kc),
+    ...objectCalls(kc, objects),
 
     watchList(o) {
       return watchList<KubeResource>({
@@ -46,17 +40,16 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
           ? {}
           : { onRetry: (err, ms) => o.onRetry?.(toKubeError(err, `watch ${o.kind}`), ms) }),
         list: (signal) =>
-          listCollection(
-            core,
-            discovery,
-            o,
+          listAll(
+            objects,
+            { ...o, apiVersion: apiVersionOf(o.kind, o.apiVersion) },
             AbortSignal.any([signal, timeout(o.listTimeoutMs ?? 30_000)]),
           ),
         watch: (version, onEvent, onEnd) => openWatch(o, version, onEvent, onEnd),
       });
     },
 
-    ...reviewsAndEvents(kc, core),
+    ...reviewsAndEvents(kc),
 
     connection: () => connection(kc, server),
 
@@ -69,8 +62,8 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
 /** Reads and writes of any kind, through the library's generic object API. */
 function objectCalls(
   kc: KubeConfig,
+  objects: KubernetesObjectApi,
 ): Pick<KubeClient, 'get' | 'list' | 'create' | 'replace' | 'delete' | 'replaceStatus'> {
-  const objects = KubernetesObjectApi.makeApiClient(kc);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const ref = (apiVersion: string, kind: string, namespace: string, name: string) => ({
     apiVersion,
@@ -87,8 +80,14 @@ function objectCalls(
       }
     },
 
-    list: (apiVersion, kind, namespace, labelSelector, fieldSelector, signal) =>
-      listAll(objects, { apiVersion, kind, namespace, labelSelector, fieldSelector }, signal),
+    list: async (apiVersion, kind, namespace, labelSelector, fieldSelector, signal) =>
+      (
+        await listAll(
+          objects,
+          { apiVersion, kind, namespace, labelSelector, fieldSelector },
+          signal,
+        )
+      ).items,
 
     async create(obj) {
       const made = await call(
@@ -144,19 +143,23 @@ function objectCalls(
 /** Items per page of a list, as kubectl asks for them. */
 const PAGE = 500;
 
-/** A whole collection, page by page, as plain JSON. */
+/**
+ * A whole collection, page by page, as plain JSON, with the resourceVersion to watch it from (the
+ * first page's: the list's snapshot, or older, from which a watch replays what followed).
+ */
 async function listAll(
   objects: KubernetesObjectApi,
   q: {
-    apiVersion: string;
-    kind: string;
-    namespace: string | undefined;
-    labelSelector: string | undefined;
-    fieldSelector: string | undefined;
+    readonly apiVersion: string;
+    readonly kind: string;
+    readonly namespace?: string | undefined;
+    readonly labelSelector?: string | undefined;
+    readonly fieldSelector?: string | undefined;
   },
   signal: AbortSignal | undefined,
-): Promise<KubeResource[]> {
+): Promise<{ items: KubeResource[]; resourceVersion: string }> {
   const items: KubeResource[] = [];
+  let resourceVersion: string | undefined;
   let cont: string | undefined;
   do {
     const page = await call(
@@ -173,13 +176,14 @@ async function listAll(
           PAGE,
           cont,
         ),
-      `list ${q.kind}`,
+      `list ${q.kind}${q.namespace === undefined ? '' : ` in ${q.namespace}`}`,
       signal,
     );
     for (const i of page.items) items.push({ ...plain(i), apiVersion: q.apiVersion, kind: q.kind });
+    resourceVersion ??= page.metadata?.resourceVersion ?? '';
     cont = page.metadata?._continue || undefined;
   } while (cont !== undefined);
-  return items;
+  return { items, resourceVersion: resourceVersion ?? '' };
 }
 
 /** Where and how to reach the API server, for callers that speak HTTP themselves (jose). */

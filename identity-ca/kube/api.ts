@@ -45,6 +45,8 @@ export type KubeApi = Pick<
   | 'createTokenReview'
   | 'canI'
   | 'list'
+  | 'get'
+  | 'replaceStatus'
   | 'watchList'
   | 'recordEvent'
   | 'connection'

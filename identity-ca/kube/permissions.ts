@@ -29,6 +29,8 @@ export function caRequirements(c: {
   issuerSecret?: string | undefined;
   trustAnchorsConfigMap?: string | undefined;
   events: boolean;
+  /** The PodCertificateRequest signer's name and API version, when it runs. */
+  podCertificates?: { signerName: string; version: string } | undefined;
 }): Requirement[] {
   const reqs: Requirement[] = [];
   if (c.tokenReview) {
@@ -50,6 +52,41 @@ export function caRequirements(c: {
         required: true,
       });
     }
+  }
+  if (c.podCertificates !== undefined) {
+    const why = 'to sign PodCertificateRequests (podCertificates)';
+    for (const verb of ['list', 'watch'])
+      reqs.push({
+        query: { verb, group: 'certificates.k8s.io', resource: 'podcertificaterequests' },
+        why,
+        required: true,
+      });
+    reqs.push(
+      {
+        query: {
+          verb: 'update',
+          group: 'certificates.k8s.io',
+          resource: 'podcertificaterequests/status',
+        },
+        why,
+        required: true,
+      },
+      {
+        query: {
+          verb: 'sign',
+          group: 'certificates.k8s.io',
+          resource: 'signers',
+          name: c.podCertificates.signerName,
+        },
+        why,
+        required: true,
+      },
+      {
+        query: { verb: 'get', group: '', resource: 'pods' },
+        why: 'to check that a PodCertificateRequest names a real pod on its node',
+        required: true,
+      },
+    );
   }
   if (c.events) {
     reqs.push({

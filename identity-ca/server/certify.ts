@@ -7,7 +7,6 @@
  * one → sign. Nothing is issued on any doubt; every refusal is a MeshidError whose code fixes the
  * gRPC status.
  */
-import { createHash } from 'node:crypto';
 import type {
   CertifyRequest,
   CertifyResponse,
@@ -18,15 +17,15 @@ import type {
 } from '../../core/index.js';
 import {
   DEFAULTS,
-  LogKey,
   MeshidError,
   identityName,
   parseCsr,
   parseIdentityName,
-  spiffeId,
 } from '../../core/index.js';
 import { checkCsrPolicy, checkFipsCsr } from '../issuer/csr-policy.js';
-import { LeafSigner, randomSerial } from '../issuer/leaf.js';
+import { auditIssued, signLeaf } from '../issuer/issue.js';
+import type { IssuedLeaf } from '../issuer/issue.js';
+import { LeafSigner } from '../issuer/leaf.js';
 import type { IssuerCredentials } from '../issuer/material.js';
 import type { TokenValidator } from '../token/validator.js';
 import { checkWanted } from './call-state.js';
@@ -53,16 +52,7 @@ export interface CertifyDeps {
   readonly onDropped?: DropObserver;
 }
 
-/** What was issued, for logs and events. Never holds a key or a token. */
-export interface IssuedLeaf {
-  readonly identity: string;
-  /** The workload's ServiceAccount. */
-  readonly namespace: string;
-  readonly serviceAccount: string;
-  readonly serialHex: string;
-  readonly sha256: string;
-  readonly notAfter: number;
-}
+export type { IssuedLeaf } from '../issuer/issue.js';
 
 /**
  * A signer per issuer, built once: the issuer's constant parts are encoded when it is loaded, not
@@ -129,57 +119,25 @@ export function createCertifyHandler(
     }
 
     checkWanted(call, 'sign', dropped);
-    // Whole seconds: X.509 times have no fractions, and valid_until must equal NotAfter.
-    const issuedAt = Math.floor(deps.clock.now() / 1000) * 1000;
-    const notBefore = Math.max(issuedAt - deps.clockSkewMs, issuer.chainNotBefore);
-    const notAfter = Math.min(
-      issuedAt + deps.certLifetimeMs,
-      Math.floor(issuer.chainNotAfter / 1000) * 1000,
-    );
-    const serial = randomSerial(deps.random);
-    let leaf: Buffer;
-    try {
-      leaf = signers.get(issuer).sign({
+    const signed = signLeaf(
+      issuer,
+      signers.get(issuer),
+      {
         spki: csr.publicKey.spki,
-        dnsName: req.identity,
-        uri: spiffeId(workload, deps.naming),
-        serial,
-        notBefore,
-        notAfter,
-      });
-    } catch (err) {
-      if (err instanceof MeshidError && err.code !== 'ERR_INTERNAL') throw err;
-      log.error({ err }, 'signing failed');
-      throw new MeshidError('ERR_SIGNING_FAILED', 'the leaf certificate could not be signed', {
-        cause: err,
-      });
-    }
-    // The audit record: skipped entirely (no hashing, no formatting) when nobody reads it.
-    if (deps.onIssued !== undefined || log.isLevelEnabled('info')) {
-      const issued: IssuedLeaf = {
-        identity: req.identity,
-        namespace: workload.namespace,
-        serviceAccount: workload.serviceAccount,
-        serialHex: serial.toString('hex'),
-        sha256: createHash('sha256').update(leaf).digest('hex'),
-        notAfter,
-      };
-      log.info(
-        {
-          [LogKey.event]: 'issued',
-          [LogKey.identity]: issued.identity,
-          [LogKey.serial]: issued.serialHex,
-          [LogKey.sha256]: issued.sha256,
-          [LogKey.notAfter]: iso(notAfter),
-        },
-        'issued leaf certificate',
-      );
-      deps.onIssued?.(issued);
-    }
+        workload,
+        naming: deps.naming,
+        issuedAt: deps.clock.now(),
+        lifetimeMs: deps.certLifetimeMs,
+        clockSkewMs: deps.clockSkewMs,
+        random: deps.random,
+      },
+      log,
+    );
+    auditIssued(signed, workload, log, deps.onIssued);
     return {
-      leafCertificate: leaf,
+      leafCertificate: signed.leaf,
       intermediateCertificates: issuer.intermediatesDer,
-      validUntil: notAfter,
+      validUntil: signed.notAfter,
     };
   };
 }

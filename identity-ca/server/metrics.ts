@@ -31,6 +31,8 @@ export interface CaMetrics {
   handshakeWaited(seconds: number): void;
   /** Counts a finished TLS handshake by its key-exchange group and cipher suite. */
   handshake(algorithms: { group: string; cipher: string }): void;
+  /** Counts an answered (or contended) PodCertificateRequest by outcome and reason. */
+  podCertificate(outcome: string, reason: string): void;
 }
 
 /**
@@ -105,6 +107,12 @@ export function registerCaMetrics(
     name: 'meshid_certify_handshake_wait_seconds',
     help: 'Time a connection waited for a TLS handshake slot (0 when one was free).',
     buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const podCertificates = new Counter({
+    name: 'meshid_podcert_requests_total',
+    help: 'PodCertificateRequests handled by the pod certificate signer, by outcome (issued, denied, failed; conflict: another replica answered first; error: the API failed, retried) and reason.',
+    labelNames: ['outcome', 'reason'] as const,
     registers: [registry],
   });
   const handshakes = deps.handshakeLoad;
@@ -227,6 +235,9 @@ export function registerCaMetrics(
     },
     eventDropped(why) {
       eventsDropped.inc({ reason: why });
+    },
+    podCertificate(outcome, reason) {
+      podCertificates.inc({ outcome, reason });
     },
     admissionRefused(why) {
       admissionRefused.inc({ reason: why });

@@ -24,78 +24,71 @@ interface LoadedKeys {
   readonly keySet: JWTVerifyGetKey;
 }
 
-/** A JWKS file, watched and hot-reloaded. */
-export class FileKeySource implements KeySource {
-  readonly #file: WatchedFile<LoadedKeys>;
-
-  private constructor(file: WatchedFile<LoadedKeys>) {
-    this.#file = file;
-  }
-
-  /**
-   * Reads and checks the file (ERR_CONFIG_INVALID when unusable), then starts watching it.
-   *
-   * @example
-   * ```ts
-   * const source = await FileKeySource.open('.meshid/token-signing.jwks.json', logger, clock);
-   * ```
-   */
-  static async open(file: string, log: Logger, clock: Clock): Promise<FileKeySource> {
-    const parse = async (bytes: Buffer): Promise<LoadedKeys> => {
-      try {
-        let text: string;
-        try {
-          text = UTF8.decode(bytes);
-        } catch {
-          throw new Error('is not UTF-8 text');
-        }
-        const keys = await usableKeySet(parseKeySetJson(text), log);
-        return { keys, keySet: createLocalJWKSet(keys) };
-      } catch (err) {
-        throw new MeshidError('ERR_CONFIG_INVALID', describe(err), { cause: err });
-      }
-    };
-    let watched: WatchedFile<LoadedKeys>;
+/**
+ * Reads and checks a JWKS file (ERR_CONFIG_INVALID when unusable), then watches it: a key source
+ * whose key set is the last good one.
+ *
+ * @example
+ * ```ts
+ * const source = await openFileKeySource('.meshid/token-signing.jwks.json', logger, clock);
+ * ```
+ */
+export async function openFileKeySource(
+  file: string,
+  log: Logger,
+  clock: Clock,
+): Promise<KeySource> {
+  const parse = async (bytes: Buffer): Promise<LoadedKeys> => {
     try {
-      watched = await watchFile(file, parse, {
-        clock,
-        logger: log,
-        code: 'ERR_CONFIG_INVALID',
-        what: 'JWKS file',
-        maxBytes: MAX_JWKS_BYTES,
-      });
+      let text: string;
+      try {
+        text = UTF8.decode(bytes);
+      } catch {
+        throw new Error('is not UTF-8 text');
+      }
+      const keys = await usableKeySet(parseKeySetJson(text), log);
+      return { keys, keySet: createLocalJWKSet(keys) };
     } catch (err) {
-      const message = (err as Error).message;
-      if (message.includes(file)) throw err;
-      throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${message}`, { cause: err });
+      throw new MeshidError('ERR_CONFIG_INVALID', describe(err), { cause: err });
     }
-    const logged = (event: string, keys: JSONWebKeySet): object => ({
-      [LogKey.event]: event,
-      [JwksLogKey.file]: file,
-      [JwksLogKey.kids]: kids(keys),
+  };
+  let watched: WatchedFile<LoadedKeys>;
+  try {
+    watched = await watchFile(file, parse, {
+      clock,
+      logger: log,
+      code: 'ERR_CONFIG_INVALID',
+      what: 'JWKS file',
+      maxBytes: MAX_JWKS_BYTES,
     });
-    log.info(logged(JwksLogEvent.loaded, watched.current().keys), 'JWKS loaded');
-    watched.on('change', (next) =>
-      log.info(logged(JwksLogEvent.reloaded, next.keys), 'JWKS reloaded'),
-    );
-    watched.on('rejected', (err) =>
-      log.warn(
-        {
-          [LogKey.event]: JwksLogEvent.reloadRefused,
-          [JwksLogKey.file]: file,
-          [LogKey.reason]: err.message,
-        },
-        'new JWKS refused; keeping the last good key set',
-      ),
-    );
-    return new FileKeySource(watched);
+  } catch (err) {
+    const message = (err as Error).message;
+    if (message.includes(file)) throw err;
+    throw new MeshidError('ERR_CONFIG_INVALID', `JWKS file ${file}: ${message}`, { cause: err });
   }
-
-  get keySet(): JWTVerifyGetKey {
-    return this.#file.current().keySet;
-  }
-
-  close(): void {
-    void this.#file.close();
-  }
+  const logged = (event: string, keys: JSONWebKeySet): object => ({
+    [LogKey.event]: event,
+    [JwksLogKey.file]: file,
+    [JwksLogKey.kids]: kids(keys),
+  });
+  log.info(logged(JwksLogEvent.loaded, watched.current().keys), 'JWKS loaded');
+  watched.on('change', (next) =>
+    log.info(logged(JwksLogEvent.reloaded, next.keys), 'JWKS reloaded'),
+  );
+  watched.on('rejected', (err) =>
+    log.warn(
+      {
+        [LogKey.event]: JwksLogEvent.reloadRefused,
+        [JwksLogKey.file]: file,
+        [LogKey.reason]: err.message,
+      },
+      'new JWKS refused; keeping the last good key set',
+    ),
+  );
+  return {
+    get keySet() {
+      return watched.current().keySet;
+    },
+    close: () => void watched.close(),
+  };
 }

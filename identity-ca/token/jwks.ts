@@ -30,7 +30,7 @@ import {
 } from '../../core/index.js';
 import { checkClaims, compactToken, headerField, parseSegment, quote } from './claims.js';
 import type { ClaimPolicy } from './claims.js';
-import { FileKeySource } from './jwks-file.js';
+import { openFileKeySource } from './jwks-file.js';
 import { JwksLogEvent, describe, type KeySource } from './jwks-keys.js';
 import { openUrlKeySource, type JwksUrl } from './jwks-url.js';
 import { DEFAULT_MAX_TOKEN_BYTES } from './validator.js';
@@ -119,7 +119,7 @@ export class JwksTokenValidator implements TokenValidator {
     const log = opts.logger.child({ [LogKey.component]: 'jwks-token-validator' });
     const source =
       'file' in opts.jwks
-        ? await FileKeySource.open(opts.jwks.file, log, opts.clock)
+        ? await openFileKeySource(opts.jwks.file, log, opts.clock)
         : await openUrlKeySource(opts.jwks, log);
     return new JwksTokenValidator(opts, source, log);
   }

@@ -19,9 +19,13 @@
  *    (`transparent.ts`).
  * 7. The mesh TLS handshake without resumption against a resumed one (`handshake.ts`).
  * 8. The destination service's endpoint index at 10,000 pods (`destination.ts`): memory and update time.
+ * 9. Node 20 and Node 26 side by side (`runtimes.ts`), with the figures of 4 and 6 from this run.
+ *
+ * 9. Pod certificates (`podcert.ts`): PodCertificateRequests issued per second through the API
+ *    test double, one and two CA replicas, beside Certify's rate through the same double.
  *
  * `BENCH_PARTS` picks parts: `ca` (1 to 4), `storm`, `proxy`, `transparent`, `handshake`,
- * `destination`, comma-separated; default all.
+ * `destination`, `runtimes`, `podcert`, comma-separated; default all.
  * Medians of several alternating rounds; the machine is shared and noisy, so ratios measured in
  * the same run matter more than absolute numbers. Bounded: every load stops by itself.
  */
@@ -51,6 +55,9 @@ import { runTransparentBench } from './transparent.js';
 import { runDestinationBench } from './destination.js';
 import { median, percentile } from './stats.js';
 import { runStormBench } from './storm.js';
+import { runRuntimesBench } from './runtimes.js';
+import type { CertifyFigures } from './runtimes.js';
+import { runPodCertBench } from './podcert.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -64,10 +71,13 @@ const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP_SECONDS'] ?? 8);
 const CA_NODE_ARGS = (process.env['BENCH_CA_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 /**
  * Which parts run: any of `ca`, `storm`, `proxy`, `transparent`, `handshake`, `destination`,
- * comma-separated (default all).
+ * `runtimes`, comma-separated (default all).
  */
 const PARTS = new Set(
-  (process.env['BENCH_PARTS'] ?? 'ca,storm,proxy,transparent,handshake,destination').split(','),
+  (
+    process.env['BENCH_PARTS'] ??
+    'ca,storm,proxy,transparent,handshake,destination,runtimes,podcert'
+  ).split(','),
 );
 const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
@@ -235,7 +245,7 @@ async function microsecondsAsync(fn: () => Promise<unknown>, n = 2000): Promise<
   return median(rounds);
 }
 
-async function main(): Promise<void> {
+async function main(): Promise<CertifyFigures> {
   const resultsDir = join(process.cwd(), 'bench-results');
   mkdirSync(resultsDir, { recursive: true });
   out(
@@ -369,10 +379,12 @@ async function main(): Promise<void> {
       2,
     ),
   );
+  return { ratioOne, ratioTwo, scaling, cpuUsPerCert: one.cpu };
 }
 
+let certify: CertifyFigures | undefined;
 if (PARTS.has('ca')) {
-  await main();
+  certify = await main();
   out();
 }
 if (PARTS.has('storm')) {
@@ -388,4 +400,12 @@ if (PARTS.has('handshake')) await runHandshakeBench(out);
 if (PARTS.has('destination')) {
   out();
   runDestinationBench(out);
+}
+if (PARTS.has('runtimes')) {
+  out();
+  await runRuntimesBench(out, certify, PARTS.has('proxy'));
+}
+if (PARTS.has('podcert')) {
+  out();
+  await runPodCertBench(out);
 }

@@ -225,34 +225,11 @@ async function startDestination(lab: Lab, ct: NetnsPod, st: NetnsPod): Promise<s
   return String(dst.listening['address']);
 }
 
-/** nginx's two hops: outbound on cx's loopback, inbound on sx, certificates from the same CA. */
-async function startNginxPair(
-  nginx: string,
-  lab: Lab,
-  cx: NetnsPod,
-  sx: NetnsPod,
-): Promise<{ outbound: Child; inbound: Child; port: number }> {
-  const files: Record<string, string> = { anchors: join(lab.dir, 'anchors.pem') };
-  for (const sa of ['web', 'voting']) {
-    const c = await certificateFromCa(lab.state, lab.ca.address, NS, sa);
-    files[`${sa}Crt`] = join(lab.dir, `nginx-${sa}.crt`);
-    files[`${sa}Key`] = join(lab.dir, `nginx-${sa}.key`);
-    await writeFile(files[`${sa}Crt`]!, c.chainPem);
-    await writeFile(files[`${sa}Key`]!, c.keyPem, { mode: 0o600 });
-  }
-  const upstream = (name: string, to: string): string => `  upstream ${name} {
-    server ${to};
-    keepalive ${CONNECTIONS};
-    keepalive_requests 1000000;
-  }`;
-  const inbound = await startNginx(
-    nginx,
-    lab.dir,
-    'nginx-inbound',
-    nginxMain(
-      lab.dir,
-      'nginx-inbound',
-      `${upstream('backend', `127.0.0.1:${APP_PORT}`)}
+type Upstream = (name: string, to: string) => string;
+
+/** nginx's inbound hop: TLS 1.3, a client certificate required and verified, to the backend. */
+function nginxInbound(files: Record<string, string>, upstream: Upstream): string {
+  return `${upstream('backend', `127.0.0.1:${APP_PORT}`)}
   server {
     listen 0.0.0.0:4443 ssl;
     ssl_protocols TLSv1.3;
@@ -267,20 +244,17 @@ async function startNginxPair(
       proxy_set_header Connection "";
       proxy_set_header l5d-client-id $ssl_client_verify;
     }
-  }`,
-    ),
-    sx.prefix(),
-  );
-  lab.children.push(inbound);
-  const port = 7002;
-  const outbound = await startNginx(
-    nginx,
-    lab.dir,
-    'nginx-outbound',
-    nginxMain(
-      lab.dir,
-      'nginx-outbound',
-      `${upstream('inbound', `${sx.ip}:4443`)}
+  }`;
+}
+
+/** nginx's outbound hop: HTTP in, mTLS out to the inbound hop, the server's identity verified. */
+function nginxOutbound(
+  files: Record<string, string>,
+  upstream: Upstream,
+  sxIp: string,
+  port: number,
+): string {
+  return `${upstream('inbound', `${sxIp}:4443`)}
   server {
     listen 127.0.0.1:${port};
     location / {
@@ -297,8 +271,43 @@ async function startNginxPair(
       proxy_ssl_protocols TLSv1.3;
       proxy_ssl_session_reuse on;
     }
-  }`,
-    ),
+  }`;
+}
+
+/** nginx's two hops: outbound on cx's loopback, inbound on sx, certificates from the same CA. */
+async function startNginxPair(
+  nginx: string,
+  lab: Lab,
+  cx: NetnsPod,
+  sx: NetnsPod,
+): Promise<{ outbound: Child; inbound: Child; port: number }> {
+  const files: Record<string, string> = { anchors: join(lab.dir, 'anchors.pem') };
+  for (const sa of ['web', 'voting']) {
+    const c = await certificateFromCa(lab.state, lab.ca.address, NS, sa);
+    files[`${sa}Crt`] = join(lab.dir, `nginx-${sa}.crt`);
+    files[`${sa}Key`] = join(lab.dir, `nginx-${sa}.key`);
+    await writeFile(files[`${sa}Crt`]!, c.chainPem);
+    await writeFile(files[`${sa}Key`]!, c.keyPem, { mode: 0o600 });
+  }
+  const upstream: Upstream = (name, to) => `  upstream ${name} {
+    server ${to};
+    keepalive ${CONNECTIONS};
+    keepalive_requests 1000000;
+  }`;
+  const inbound = await startNginx(
+    nginx,
+    lab.dir,
+    'nginx-inbound',
+    nginxMain(lab.dir, 'nginx-inbound', nginxInbound(files, upstream)),
+    sx.prefix(),
+  );
+  lab.children.push(inbound);
+  const port = 7002;
+  const outbound = await startNginx(
+    nginx,
+    lab.dir,
+    'nginx-outbound',
+    nginxMain(lab.dir, 'nginx-outbound', nginxOutbound(files, upstream, sx.ip, port)),
     cx.prefix(),
   );
   lab.children.push(outbound);
@@ -470,6 +479,38 @@ async function setUp(
   };
 }
 
+/** Writes bench-results/transparent.json. */
+function writeResults(r: {
+  summary: Record<PathName, PathSummary>;
+  rssAtStart: Record<string, number>;
+  rounds: Rounds<PathName>[];
+  loadBefore: string;
+}): void {
+  const resultsDir = join(ROOT, 'bench-results');
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(
+    join(resultsDir, 'transparent.json'),
+    JSON.stringify(
+      {
+        settings: {
+          rounds: ROUNDS,
+          seconds: SECONDS,
+          rate: RATE,
+          nice: NICE,
+          node: process.version,
+        },
+        loadBefore: r.loadBefore,
+        loadAfter: loadavg(),
+        summary: r.summary,
+        rssAtStart: r.rssAtStart,
+        rounds: r.rounds,
+      },
+      null,
+      2,
+    ),
+  );
+}
+
 /** The transparent bench: sets up, measures, prints, writes bench-results/transparent.json. */
 export async function runTransparentBench(out: Out): Promise<void> {
   const tools = ensureTools(out);
@@ -522,29 +563,7 @@ export async function runTransparentBench(out: Out): Promise<void> {
     });
     const summary = summarize(rounds, proxiesOf);
     report(out, summary, loadBefore);
-    const resultsDir = join(ROOT, 'bench-results');
-    mkdirSync(resultsDir, { recursive: true });
-    writeFileSync(
-      join(resultsDir, 'transparent.json'),
-      JSON.stringify(
-        {
-          settings: {
-            rounds: ROUNDS,
-            seconds: SECONDS,
-            rate: RATE,
-            nice: NICE,
-            node: process.version,
-          },
-          loadBefore,
-          loadAfter: loadavg(),
-          summary,
-          rssAtStart,
-          rounds,
-        },
-        null,
-        2,
-      ),
-    );
+    writeResults({ summary, rssAtStart, rounds, loadBefore });
   } finally {
     for (const c of (lab?.children ?? []).reverse()) await c.stop().catch(() => undefined);
     await lab?.destination?.stop().catch(() => undefined);

@@ -278,7 +278,15 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     assert.deepEqual(notOk(report), []);
     assert.equal(code, 0);
     assert.equal(report.mode, 'cluster');
-    assert.equal(report.checks.length, 22, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 25, 'every check of the catalog ran');
+    assert.equal(
+      byId(report, 'pod-certificates').message,
+      'the PodCertificateRequest API is not served: pod certificates are not in use',
+    );
+    assert.equal(
+      byId(report, 'cluster-trust-bundles').message,
+      'the API does not serve ClusterTrustBundles: nothing to compare',
+    );
     assert.match(
       byId(report, 'cert-manager-ready').message,
       /^Ready \(Ready\), issued by Issuer linkerd-trust-anchor/,
@@ -782,8 +790,10 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
         c.message,
         /^3 of 203 sampled of 500 proxies hold certificates that chain to the current anchors; 200 did not answer: emojivoto\/hung-000 \(no answer within 1000 ms\);.* and 195 more$/,
       );
-      // 200 probes of 1 s, 50 at once: about 4 s; far less than 200 s one by one.
-      assert.ok(report.durationMs < 20_000, `took ${report.durationMs} ms`);
+      // 200 probes of 1 s, 50 at once: about 4 s. One by one would take at least 200 s (each
+      // hung probe waits out its timer, which a loaded machine does not shorten); half that
+      // still proves they ran together, however busy the machine (issue 20).
+      assert.ok(report.durationMs < 100_000, `took ${report.durationMs} ms`);
       console.log(
         `      (check over ${POD_COUNT + 200} pods, 203 asked, 200 hung: ${report.durationMs} ms inside, ${elapsed} ms with process start)`,
       );

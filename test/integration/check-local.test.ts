@@ -109,6 +109,7 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
         'ca-certificate',
         'ca-ready',
         'proxies-certificates',
+        'proxies-key-exchange',
         'rotation-state',
         'fips-status',
       ],
@@ -125,7 +126,7 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     assert.equal(t.code, 0);
     assert.match(t.stdout, /^Trust anchors\n {2}✓ anchors-valid: 1 anchor in /m);
     assert.match(t.stdout, /^Identity CA\n {2}✓ ca-reachable: TLS handshake with /m);
-    assert.match(t.stdout, /^Status: all checks passed \(13 ✓, 0 ‼, 0 ×\)/m);
+    assert.match(t.stdout, /^Status: all checks passed \(14 ✓, 0 ‼, 0 ×\)/m);
     assert.ok(!(t.stdout + t.stderr).includes('\u001b['), 'no escape codes on a pipe');
   });
 

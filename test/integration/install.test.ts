@@ -20,6 +20,9 @@ import type { KubeApiServer } from '../support/kube-api-server/index.js';
 import { DAY, HOUR } from '../support/state.js';
 
 const NS = 'meshid-system';
+const IMAGE = 'registry.example.com/meshid:v0.1.0';
+const PRE =
+  'meshid install: before applying, `meshid check --pre --namespace linkerd` says whether Linkerd or meshid already runs there and what applying does\n';
 
 /** Parses a YAML stream, failing on any error, into its objects. */
 function objectsOf(yaml: string): KubernetesObject[] {
@@ -62,10 +65,13 @@ describe('meshid install (real process)', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('exits 0 and prints only YAML on stdout, nothing on stderr', async () => {
-    const r = await runMeshid(['install']);
+  it('exits 0 and prints only YAML on stdout, and on stderr which image it rendered and to run check --pre', async () => {
+    const r = await runMeshid(['install', '--image', IMAGE]);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stderr, '');
+    assert.equal(
+      r.stderr,
+      `meshid install: rendering image ${IMAGE} for every Deployment in namespace linkerd (not pinned by digest: REF@sha256:… makes every node run the same build)\n${PRE}`,
+    );
     assert.deepEqual(
       objectsOf(r.stdout).map((o) => o.kind),
       [
@@ -84,12 +90,32 @@ describe('meshid install (real process)', function () {
   });
 
   it('takes its settings from MESHID_ variables too', async () => {
-    const r = await runMeshid(['install'], { MESHID_REPLICAS: '4' });
+    const digest = `registry.example.com/meshid@sha256:${'ab'.repeat(32)}`;
+    const r = await runMeshid(['install'], { MESHID_REPLICAS: '4', MESHID_IMAGE: digest });
     assert.equal(r.code, 0, r.stderr);
     const deployment = objectsOf(r.stdout).find((o) => o.kind === 'Deployment') as {
-      spec?: { replicas?: number };
+      spec?: { replicas?: number; template?: { spec?: { containers?: { image?: string }[] } } };
     };
     assert.equal(deployment.spec?.replicas, 4);
+    assert.equal(deployment.spec?.template?.spec?.containers?.[0]?.image, digest);
+    assert.equal(
+      r.stderr,
+      `meshid install: rendering image ${digest} for every Deployment in namespace linkerd\n${PRE}`,
+    );
+  });
+
+  it('refuses the unpublished default image unless --image is given, naming the flag', async () => {
+    const r = await runMeshid(['install', '--cert-manager', '--webhooks']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, '');
+    assert.match(
+      r.stderr,
+      /^meshid install: --image: no image given, and the default ghcr\.io\/meshid\/meshid:v0\.1\.0 has not been published; build the image \(npm run image\), push it .* pass --image REGISTRY\/meshid:TAG \(or MESHID_IMAGE\); see docs\/install\.md#the-image \[ERR_CONFIG_INVALID\]\n$/,
+    );
+    // Chosen explicitly, even the default reference is the user's call (a mirror of it).
+    const chosen = await runMeshid(['install', '--image', 'ghcr.io/meshid/meshid:v0.1.0']);
+    assert.equal(chosen.code, 0, chosen.stderr);
+    assert.match(chosen.stderr, /rendering image ghcr\.io\/meshid\/meshid:v0\.1\.0 for/);
   });
 
   it('exits 1 with the file and the reason on stderr, and nothing on stdout, for bad anchors', async () => {
@@ -120,6 +146,8 @@ describe('meshid install (real process)', function () {
       api = await startKubeApiServer();
       const r = await runMeshid([
         'install',
+        '--image',
+        IMAGE,
         '--control-plane-namespace',
         NS,
         '--trust-anchors',

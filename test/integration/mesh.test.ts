@@ -144,4 +144,18 @@ describe('two workloads through meshid proxies (real processes)', function () {
       }) >= 1,
     );
   });
+
+  it('prints no deprecation warning on stderr, in the CA (Certify, CSR key import) or either proxy', async () => {
+    // Both proxies became ready with a certificate from the CA, so Certify ran end to end (CSR
+    // parse, key import, signature check, signing) and the proxies made their keys and CSRs.
+    // Node 26 prints DEP0204 when a non-extractable CryptoKey goes through KeyObject.from, as
+    // the CA's CSR key import once did; any deprecation is a runtime problem waiting to happen.
+    for (const [name, p] of [
+      ['ca', ca],
+      ['web', web],
+      ['voting', voting],
+    ] as const) {
+      assert.doesNotMatch(p.stderr(), /DeprecationWarning|DEP0\d{3}/, `${name}'s stderr`);
+    }
+  });
 });

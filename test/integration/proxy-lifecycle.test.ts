@@ -73,14 +73,13 @@ describe('meshid proxy: bind failures and SIGTERM end the process (real processe
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     proc.stdout.resume();
-    const started = Date.now();
     const exited = once(proc, 'exit') as Promise<[number | null, string | null]>;
-    const killer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+    // Before issue 20 it never exited by itself. Generous: a loaded machine slows the start.
+    const killer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
     try {
       const [code, signal] = await exited;
-      assert.equal(signal, null, `killed after 20 s: the proxy did not exit by itself\n${stderr}`);
+      assert.equal(signal, null, `killed after 60 s: the proxy did not exit by itself\n${stderr}`);
       assert.equal(code, 1, stderr);
-      assert.ok(Date.now() - started < 15_000);
       assert.match(stderr, new RegExp(`127\\.0\\.0\\.1:${busy}`));
       assert.match(stderr, /--admin/);
       assert.match(stderr, /EADDRINUSE/);

@@ -147,6 +147,9 @@ describe('webhooks end to end: admission through the API server, then identity f
       `127.0.0.1:${ca.address.port}`,
       '--proxy-image',
       'registry.example.com/meshid:v0.1.0',
+      // Each review's line carries the key exchange of its connection.
+      '--log-level',
+      'debug',
     ]);
     api.setWebhookServiceResolver((svc) =>
       svc.namespace === NS && svc.name === 'meshid-webhooks' && svc.port === 443
@@ -225,6 +228,24 @@ describe('webhooks end to end: admission through the API server, then identity f
         (r) => r.user === 'system:serviceaccount:linkerd:meshid-webhooks' && r.status === 200,
       ),
     );
+  });
+
+  it('the API server reaches the webhooks over the post-quantum hybrid X25519MLKEM768, and both ends report it', () => {
+    // The client's end: the test double's own TLS connection (node's defaults, as Go's
+    // kube-apiserver offers the hybrid first since Go 1.24).
+    const calls = api.webhookConnections.filter((c) => c.webhook === 'proxy-injector.meshid.io');
+    assert.ok(calls.length >= 1, JSON.stringify(api.webhookConnections));
+    for (const c of calls) {
+      assert.equal(c.group, 'X25519MLKEM768');
+      assert.equal(c.protocol, 'TLSv1.3');
+      assert.match(c.cipher, /^TLS_(AES_(128|256)_GCM_SHA(256|384)|CHACHA20_POLY1305_SHA256)$/);
+    }
+    // The server's end: the webhooks' own "review answered" line for that review.
+    const answered = hooks.lines
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; tls?: { group?: string } })
+      .filter((r) => r.msg === 'review answered' && r.path === '/inject');
+    assert.ok(answered.length >= 1, hooks.lines.join('\n'));
+    for (const r of answered) assert.equal(r.tls?.group, 'X25519MLKEM768');
   });
 
   it('runs the injected proxy as the kubelet would, and it obtains its certificate from the CA', async () => {

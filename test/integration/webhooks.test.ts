@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { waitFor } from '../support/ca-process.js';
+import { cpuSeconds } from '../support/proc.js';
 import {
   WEBHOOKS_DNS,
   mountServingPair,
@@ -313,19 +314,24 @@ describe('meshid webhooks (real process, HTTPS)', function () {
           latencies.push(performance.now() - started);
         }
       })();
-      const started = performance.now();
+      const cpuBefore = cpuSeconds(hooks.proc.pid!);
       const r = await send('/inject', deep).finally(() => (inFlight = false));
-      const refusedMs = performance.now() - started;
       await honest;
+      const cpu = cpuSeconds(hooks.proc.pid!) - cpuBefore;
       assert.equal(r.status, 400, r.body);
       const answer = JSON.parse(r.body) as { code: string; message: string };
       assert.equal(answer.code, 'ERR_JSON_TOO_DEEP');
       assert.match(answer.message, /nests deeper than 64 levels/);
-      const worst = Math.max(...latencies);
-      // Bounds far above an idle machine's figures (tens of ms) and far below what a parse of
-      // the deep body on the event loop costs (seconds).
-      assert.ok(refusedMs < 2_000, `refused after ${Math.round(refusedMs)} ms`);
-      assert.ok(worst < 2_000, `an honest review waited ${Math.round(worst)} ms`);
+      assert.ok(latencies.length >= 1, 'honest reviews were answered meanwhile');
+      // The webhooks' own CPU time over the whole exchange, deep body and honest reviews: an
+      // event loop that parsed the deep body would have spent ~5 s on it, and honest reviews
+      // waited that long. CPU time, unlike the latencies, does not grow when other processes
+      // keep the machine busy (issue 20: wall-clock bounds failed on a loaded machine).
+      const worst = Math.round(Math.max(...latencies));
+      assert.ok(
+        cpu < 2.5,
+        `the webhooks spent ${cpu.toFixed(2)} s of CPU (worst honest wait ${worst} ms)`,
+      );
     });
 
     it('is still the same process after all of them', () => {

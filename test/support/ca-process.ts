@@ -136,16 +136,20 @@ export async function startCaProcess(
   };
 }
 
-/** Runs a short-lived `meshid` command (in `cwd`); resolves with its exit code and output. */
+/**
+ * Runs a short-lived `meshid` command (in `cwd`); resolves with its exit code and output. It is
+ * killed after `timeoutMs` (default 60 s).
+ */
 export async function runMeshid(
   args: string[],
   env: Record<string, string> = {},
   cwd?: string,
+  timeoutMs = 60_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(process.execPath, [MESHID_BIN, ...args], {
       env: { PATH: process.env['PATH'] ?? '', ...env },
-      timeout: 60_000,
+      timeout: timeoutMs,
       ...(cwd === undefined ? {} : { cwd }),
     });
     return { code: 0, stdout, stderr };

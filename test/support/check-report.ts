@@ -13,7 +13,7 @@ const ids = CHECKS.map((c) => c.id) as [string, ...string[]];
 /** Schema version 1. New optional fields may be added; nothing here may change meaning. */
 export const REPORT_SCHEMA_V1 = z.strictObject({
   schemaVersion: z.literal(1),
-  mode: z.enum(['local', 'cluster']),
+  mode: z.enum(['local', 'cluster', 'pre']),
   target: z.string().min(1),
   checkedAt: z.iso.datetime(),
   durationMs: z.number().int().min(0),

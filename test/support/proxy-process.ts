@@ -38,6 +38,8 @@ export async function startProxyProcess(o: {
   ready?: boolean;
   /** Environment of the process (e.g. a FIPS provider's), besides PATH. */
   env?: Record<string, string>;
+  /** Node's own options, e.g. SIDECAR_NODE_OPTIONS (what the injected sidecar runs with). */
+  nodeArgs?: readonly string[];
 }): Promise<ProxyProcess> {
   const identity = idOf('emojivoto', o.sa);
   const tokenFile = join(o.state.dir, `${o.sa}-token`);
@@ -51,6 +53,7 @@ export async function startProxyProcess(o: {
       ...(o.args ?? []),
     ],
     o.env,
+    o.nodeArgs === undefined ? {} : { nodeArgs: o.nodeArgs },
   );
   const inbound = p.listening['inbound'];
   const proxy: ProxyProcess = {

@@ -30,6 +30,13 @@ import { CA_IDENTITY } from './state.js';
 export interface LoadStats {
   certifyOk: number;
   certifyFailed: number;
+  /**
+   * Certify calls the CA shed under load (RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, or a connection
+   * reset or refused: UNAVAILABLE with no certificate problem named). The workload keeps its
+   * certificate and the next renewal, {@link RotationLoadOptions.renewMs} later, tries again, as
+   * a proxy retries; a trust failure (the CA's chain not verified) counts in `certifyFailed`.
+   */
+  certifyShed: number;
   handshakesOk: number;
   handshakesFailed: number;
   /** Requests through a real proxy's inbound (when `proxyInbound` is given). */
@@ -91,7 +98,8 @@ export interface RotationLoad {
  */
 export async function finishLoad(load: RotationLoad): Promise<LoadStats> {
   const okBefore = load.stats.handshakesOk;
-  const deadline = Date.now() + 30_000;
+  // Bounded, generously: 20 handshakes take well under a second on an idle machine.
+  const deadline = Date.now() + 90_000;
   while (load.stats.handshakesOk <= okBefore + 20 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -102,14 +110,37 @@ export async function finishLoad(load: RotationLoad): Promise<LoadStats> {
   assert.equal(stats.proxyRequestsFailed, 0);
   assert.ok(stats.handshakesOk > okBefore + 20, 'handshakes under the final bundle');
   assert.ok(stats.certifyOk >= 10, `Certify calls: ${stats.certifyOk}`);
+  assert.ok(
+    stats.certifyShed < stats.certifyOk,
+    `Certify calls shed under load: ${stats.certifyShed} of ${stats.certifyShed + stats.certifyOk}`,
+  );
   assert.ok(stats.handshakesOk >= 100, `handshakes: ${stats.handshakesOk}`);
   return stats;
 }
 
+/** gRPC statuses a loaded CA answers with; each is retried by the next renewal. */
+const RESOURCE_EXHAUSTED = 8;
+const DEADLINE_EXCEEDED = 4;
+const UNAVAILABLE = 14;
+
+/** Whether a Certify failure is the CA shedding load, not a trust failure. */
+function shedUnderLoad(err: unknown): boolean {
+  const { code, details } = err as { code?: number; details?: string };
+  if (code === RESOURCE_EXHAUSTED || code === DEADLINE_EXCEEDED) return true;
+  return (
+    code === UNAVAILABLE &&
+    !/certificate|verify|self[- ]signed|unknown ca|alert|handshake failure/i.test(details ?? '')
+  );
+}
+
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-/** A connection of the load that stalls for 10 s fails (counted, with the reason) instead of hanging the run. */
-const STALL_MS = 10_000;
+/**
+ * A connection of the load that stalls this long fails (counted, with the reason) instead of
+ * hanging the run. Generous: on a machine kept busy by another test run a handshake between
+ * two processes can pause for seconds without anything being wrong (issue 20).
+ */
+const STALL_MS = 30_000;
 const bound = (socket: TLSSocket): void => {
   socket.setTimeout(STALL_MS, () =>
     socket.destroy(new Error(`no progress for ${STALL_MS / 1000} s (stalled connection)`)),
@@ -128,6 +159,7 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
   const stats: LoadStats = {
     certifyOk: 0,
     certifyFailed: 0,
+    certifyShed: 0,
     handshakesOk: 0,
     handshakesFailed: 0,
     proxyRequestsOk: 0,
@@ -174,8 +206,11 @@ export async function startRotationLoad(o: RotationLoadOptions): Promise<Rotatio
       w.notBefore = Date.parse(new X509Certificate(w.chainPem).validFrom);
       stats.certifyOk++;
     } catch (err) {
-      stats.certifyFailed++;
-      fail(`Certify ${w.identity}`, err);
+      if (shedUnderLoad(err)) stats.certifyShed++;
+      else {
+        stats.certifyFailed++;
+        fail(`Certify ${w.identity}`, err);
+      }
     } finally {
       client.close();
     }

@@ -13,12 +13,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { request as httpsRequest } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { jsonPatch } from './patch.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
 import { ApiError, internalError } from './status.js';
 import type { Store } from './store.js';
-import type { JsonObject, KubeObject, UserInfo } from './types.js';
+import type { JsonObject, KubeObject, RequestAttributes, UserInfo } from './types.js';
 
 /** Where a webhook's Service is reached from the test: `{host, port}` for `svc.namespace/svc.name:port`. */
 export type WebhookServiceResolver = (service: {
@@ -104,12 +105,27 @@ function ruleMatches(w: Webhook, a: AdmissionAttributes): boolean {
   });
 }
 
+/** One TLS connection the server opened to a webhook: what kube-apiserver's client negotiated. */
+export interface WebhookConnection {
+  readonly webhook: string;
+  /** The key-exchange group as the client's OpenSSL names it (e.g. X25519MLKEM768, X25519). */
+  readonly group: string;
+  /** The cipher suite's standard name. */
+  readonly cipher: string;
+  readonly protocol: string;
+}
+
 /** The admission chain of one server. */
 export class Admission {
+  /** Every TLS connection made to a webhook, in order. */
+  readonly connections: WebhookConnection[] = [];
+
   constructor(
     private readonly store: Store,
     private readonly registry: ResourceRegistry,
     private readonly resolveService: () => WebhookServiceResolver | undefined,
+    /** The server's authorization decision, for built-in plugins that check a verb. */
+    private readonly authorize: (user: UserInfo, a: RequestAttributes) => boolean,
   ) {}
 
   #configs(kind: 'MutatingWebhookConfiguration' | 'ValidatingWebhookConfiguration'): Webhook[] {
@@ -122,9 +138,13 @@ export class Admission {
       .flatMap((c) => (c as unknown as { webhooks?: Webhook[] }).webhooks ?? []);
   }
 
-  /** True when no webhook is configured at all: writes skip admission entirely. */
-  get idle(): boolean {
+  /**
+   * True when no webhook is configured at all and the type has no built-in admission plugin:
+   * writes of `t` skip admission entirely.
+   */
+  idleFor(t: ResourceType): boolean {
     return (
+      t.admit === undefined &&
       this.#configs('MutatingWebhookConfiguration').length === 0 &&
       this.#configs('ValidatingWebhookConfiguration').length === 0
     );
@@ -177,6 +197,22 @@ export class Admission {
       const response = await this.#call(w, { ...a, object });
       if (response !== undefined) warnings.push(...response.warnings);
     }
+    a.type.admit?.({
+      type: a.type,
+      object,
+      oldObject: a.oldObject,
+      can: (verb, group, resource, name) =>
+        this.authorize(a.user, {
+          verb,
+          resourceRequest: true,
+          apiGroup: group,
+          resource,
+          subresource: '',
+          namespace: '',
+          name,
+          path: '',
+        }),
+    });
     return { object, warnings };
   }
 
@@ -355,6 +391,18 @@ export class Admission {
           });
           res.on('error', reject);
         },
+      );
+      req.on('socket', (socket) =>
+        socket.once('secureConnect', () => {
+          const tlsSocket = socket as TLSSocket;
+          const kex = tlsSocket.getEphemeralKeyInfo() as { name?: string } | null;
+          this.connections.push({
+            webhook: w.name,
+            group: kex?.name ?? '',
+            cipher: tlsSocket.getCipher()?.standardName ?? '',
+            protocol: tlsSocket.getProtocol() ?? '',
+          });
+        }),
       );
       req.on('timeout', () =>
         req.destroy(new Error(`context deadline exceeded (timeout ${w.timeoutSeconds ?? 10}s)`)),

@@ -8,6 +8,8 @@ import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
+import { withoutNulls } from './nulls.js';
+import { openApiV3 } from './openapi.js';
 import { STORAGE_VERBS, apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import {
@@ -30,6 +32,47 @@ import {
 } from './status.js';
 import type { JsonObject, KubeObject, RequestAttributes, UserInfo } from './types.js';
 import { serveWatch } from './watch.js';
+import {
+  admitPodCertificateRequest,
+  isPodCertificateRequest,
+  presentPodCertificateRequest,
+} from './pod-certificates.js';
+
+/** An object as the requested version shows it (versions of one kind share storage). */
+function present(t: ResourceType, o: KubeObject): KubeObject {
+  return isPodCertificateRequest(t) ? presentPodCertificateRequest(t, o) : o;
+}
+
+/**
+ * A PodCertificateRequest status write needs `sign` on its signer (`signers`, the signer name
+ * or `<domain>/*`), as a CertificateSigningRequest's does.
+ */
+function authorizeSigner(ctx: ServerContext, r: ResourceRoute, user: UserInfo): void {
+  const stored = ctx.store.get(r.type, r.namespace, r.name);
+  if (stored === undefined) return;
+  const spec = (stored['spec'] ?? {}) as JsonObject;
+  const signer = String(spec['signerName'] ?? '');
+  const names = [signer, `${signer.split('/')[0] ?? ''}/*`];
+  const allowed = names.some(
+    (name) =>
+      ctx.authz.authorize(user, {
+        verb: 'sign',
+        resourceRequest: true,
+        apiGroup: 'certificates.k8s.io',
+        resource: 'signers',
+        subresource: '',
+        namespace: '',
+        name,
+        path: '',
+      }).allowed,
+  );
+  if (!allowed)
+    throw forbidden(
+      r.type,
+      r.name,
+      `user "${user.username}" is not permitted to "sign" for signer "${signer}"`,
+    );
+}
 
 /** The Kubernetes version the server claims to be. */
 export const SERVER_VERSION = {
@@ -212,8 +255,8 @@ function decodeBody(text: string, contentType: string | undefined): unknown {
   if (text.trim() === '')
     throw badRequest("couldn't get version/kind; json parse error: unexpected end of JSON input");
   try {
-    if ((contentType ?? '').includes('yaml')) return parseYaml(text);
-    return JSON.parse(text);
+    if ((contentType ?? '').includes('yaml')) return withoutNulls(parseYaml(text));
+    return withoutNulls(JSON.parse(text));
   } catch (e) {
     throw badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
   }
@@ -346,6 +389,11 @@ async function serveNonResource(
     sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups });
     return 200;
   }
+  const openapi = openApiV3(ctx.registry, path);
+  if (openapi !== undefined) {
+    sendJson(res, 200, openapi);
+    return 200;
+  }
   const parts = path.split('/').filter((p) => p !== '');
   if (parts[0] === 'api' && parts.length === 2) {
     const list = discoveryResources(ctx, '', parts[1]!);
@@ -416,7 +464,7 @@ async function serveResource(
 
   switch (r.verb) {
     case 'get': {
-      sendJson(res, 200, ctx.objects.get(t, r.namespace, r.name));
+      sendJson(res, 200, present(t, ctx.objects.get(t, r.namespace, r.name)));
       return 200;
     }
     case 'list': {
@@ -431,7 +479,15 @@ async function serveResource(
       if (result.continue !== undefined) metadata['continue'] = result.continue;
       if (result.remainingItemCount !== undefined)
         metadata['remainingItemCount'] = result.remainingItemCount;
-      sendJson(res, 200, listBody(t, result.items, metadata));
+      sendJson(
+        res,
+        200,
+        listBody(
+          t,
+          result.items.map((o) => present(t, o)),
+          metadata,
+        ),
+      );
       return 200;
     }
     case 'watch': {
@@ -466,9 +522,19 @@ async function serveResource(
     case 'create': {
       if (r.name !== '' || r.subresource !== '') throw methodNotAllowed();
       const body = decodeBody(await readBody(req), req.headers['content-type']);
-      if (ctx.admission.idle) {
+      if (isPodCertificateRequest(t))
+        admitPodCertificateRequest(
+          t,
+          ctx.store,
+          ctx.registry.byPlural('', 'v1', 'pods')!,
+          ctx.registry.byPlural('', 'v1', 'nodes'),
+          user,
+          r.namespace,
+          body,
+        );
+      if (ctx.admission.idleFor(t)) {
         const created = ctx.objects.create(t, r.namespace, body, { dryRun });
-        sendJson(res, 201, created);
+        sendJson(res, 201, present(t, created));
         return 201;
       }
       // As kube-apiserver: defaulting and validation, then admission, then storage.
@@ -487,11 +553,12 @@ async function serveResource(
     }
     case 'update': {
       const body = decodeBody(await readBody(req), req.headers['content-type']);
+      if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
         const code = old !== undefined ? 200 : 201;
-        sendJson(res, code, updated);
+        sendJson(res, code, present(t, updated));
         return code;
       }
       const candidate = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun: true });
@@ -499,6 +566,7 @@ async function serveResource(
     }
     case 'patch': {
       const text = await readBody(req);
+      if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
       const patchOptions = {
         fieldManager: query.get('fieldManager') ?? undefined,
         force: truthy(query.get('force')),
@@ -511,11 +579,11 @@ async function serveResource(
         req.headers['content-type'] ?? '',
         text,
         sub,
-        { dryRun: dryRun || (!ctx.admission.idle && sub === ''), ...patchOptions },
+        { dryRun: dryRun || (!ctx.admission.idleFor(t) && sub === ''), ...patchOptions },
       );
-      if (ctx.admission.idle || sub !== '') {
+      if (ctx.admission.idleFor(t) || sub !== '') {
         const code = created ? 201 : 200;
-        sendJson(res, code, object);
+        sendJson(res, code, present(t, object));
         return code;
       }
       return writeAdmitted(ctx, res, t, r, user, dryRun, object, created ? undefined : old);

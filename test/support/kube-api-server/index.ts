@@ -52,7 +52,7 @@
  * ```
  */
 import { Admission } from './admission.js';
-import type { WebhookServiceResolver } from './admission.js';
+import type { WebhookConnection, WebhookServiceResolver } from './admission.js';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
@@ -64,8 +64,11 @@ import type { ServerContext } from './context.js';
 import { Faults } from './faults.js';
 import type { Fault } from './faults.js';
 import { createHandler } from './http.js';
+import { rolledOutStatus } from './deployments.js';
 import { kubeconfigYaml } from './kubeconfig.js';
 import { Objects } from './objects.js';
+import { podCertificateResources } from './pod-certificates.js';
+import type { PodCertificatesMode } from './pod-certificates.js';
 import { BUILTIN_RESOURCES, ResourceRegistry } from './resources.js';
 import type { ResourceType } from './resources.js';
 import { Store } from './store.js';
@@ -74,10 +77,13 @@ import { TokenAuthority } from './tokens.js';
 import type { ServiceAccountClaims } from './tokens.js';
 import type { KubeObject, RequestLogEntry, UserRule } from './types.js';
 
-export type { WebhookServiceResolver } from './admission.js';
+export type { WebhookConnection, WebhookServiceResolver } from './admission.js';
 export type { Fault } from './faults.js';
-export type { ResourceType, NameRule } from './resources.js';
+export type { BuiltinAdmission, ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
+export type { PodCertificatesMode } from './pod-certificates.js';
+export { verifyProofOfPossession } from './pod-certificates.js';
+export { CLUSTER_TRUST_BUNDLE_RESOURCE } from './cluster-trust-bundles.js';
 export { ApiError } from './status.js';
 export type { StatusBody } from './status.js';
 export type { ServiceAccountClaims, KubernetesClaim } from './tokens.js';
@@ -108,6 +114,19 @@ export interface KubeApiServerOptions {
    * network); also settable later with `setWebhookServiceResolver`.
    */
   readonly resolveWebhookService?: WebhookServiceResolver;
+  /**
+   * Which Kubernetes version's PodCertificateRequest API is served (KEP-4317, pod-certificates.ts):
+   * `off` (default: the feature gate and runtime-config are off, as by default on 1.35 and 1.36),
+   * `1.35` (v1beta1, public key + proof of possession), `1.36` (v1beta1, also the stub CSR) or
+   * `1.37` (v1 and v1beta1).
+   */
+  readonly podCertificates?: PodCertificatesMode;
+  /**
+   * `false` plays an API server that skips PodCertificateRequest's key, proof-of-possession,
+   * stub-CSR and lifetime-floor checks (a compromised or broken one), so tests can show a signer
+   * refusing on its own. Default true.
+   */
+  readonly podCertificateChecks?: boolean;
 }
 
 /** Identifies one object for the programmatic helpers. */
@@ -194,6 +213,12 @@ export interface KubeApiServer {
   update<T extends KubeObject = KubeObject>(obj: T): T;
   /** PUT of the status subresource. */
   updateStatus<T extends KubeObject = KubeObject>(obj: T): T;
+  /**
+   * Writes the status of a rolled-out Deployment (its current generation, every replica ready and
+   * available), as the deployment controller does once the pods are ready; the double runs no
+   * controllers, so a Deployment has no status until a test says this (deployments.ts).
+   */
+  rollOut(namespace: string, name: string): KubeObject;
   delete(ref: ObjectRef): void;
   createNamespace(name: string, labels?: Record<string, string>): KubeObject;
   createServiceAccount(namespace: string, name: string): KubeObject;
@@ -225,6 +250,8 @@ export interface KubeApiServer {
   readonly openWatches: number;
   /** Serves one more resource type (a custom resource). */
   registerResource(type: ResourceType): void;
+  /** Every TLS connection this server opened to an admission webhook, with what it negotiated. */
+  readonly webhookConnections: readonly WebhookConnection[];
   /** Where admission webhooks' Services are reached from here (see the option). */
   setWebhookServiceResolver(resolve: WebhookServiceResolver | undefined): void;
 
@@ -272,7 +299,14 @@ export async function startKubeApiServer(
     generateServerTls(),
     TokenAuthority.create(issuer, now),
   ]);
-  const registry = new ResourceRegistry([...BUILTIN_RESOURCES, ...(options.resources ?? [])]);
+  const registry = new ResourceRegistry([
+    ...BUILTIN_RESOURCES,
+    ...podCertificateResources(
+      options.podCertificates ?? 'off',
+      options.podCertificateChecks ?? true,
+    ),
+    ...(options.resources ?? []),
+  ]);
   const store = new Store(options.watchHistory ?? 1000);
   const authn = new Authenticator(tokens, store, registry, apiAudiences);
   const authz = new Authorizer(store, registry);
@@ -285,9 +319,8 @@ export async function startKubeApiServer(
 
   const typeOf = (apiVersion: string, kind: string): ResourceType => {
     const { group, version } = splitApiVersion(apiVersion);
-    const t = registry.byKind(group, kind);
-    if (t === undefined || t.version !== version)
-      throw new Error(`the test server does not serve ${apiVersion} ${kind}`);
+    const t = registry.byKindVersion(group, version, kind);
+    if (t === undefined) throw new Error(`the test server does not serve ${apiVersion} ${kind}`);
     return t;
   };
 
@@ -303,11 +336,17 @@ export async function startKubeApiServer(
   objects = new Objects(store, registry, { now, onNamespaceCreated: seedNamespace });
 
   let resolveWebhookService = options.resolveWebhookService;
+  const admission = new Admission(
+    store,
+    registry,
+    () => resolveWebhookService,
+    (user, a) => authz.authorize(user, a).allowed,
+  );
   const ctx: ServerContext = {
     registry,
     store,
     objects,
-    admission: new Admission(store, registry, () => resolveWebhookService),
+    admission,
     authn,
     authz,
     tokens,
@@ -463,6 +502,17 @@ export async function startKubeApiServer(
         obj,
         'status',
       ) as T,
+    rollOut: (namespace, name) => {
+      const t = typeOf('apps/v1', 'Deployment');
+      const d = objects.get(t, namespace, name);
+      return objects.update(
+        t,
+        namespace,
+        name,
+        { ...d, status: rolledOutStatus(d, now()) },
+        'status',
+      );
+    },
     delete: (ref) => {
       objects.delete(typeOf(ref.apiVersion, ref.kind), ref.namespace ?? '', ref.name);
     },
@@ -522,6 +572,9 @@ export async function startKubeApiServer(
       return watches.size;
     },
     registerResource: (t) => registry.add(t),
+    get webhookConnections() {
+      return admission.connections;
+    },
     setWebhookServiceResolver: (resolve) => (resolveWebhookService = resolve),
     pause: close,
     resume: async () => {

@@ -21,6 +21,11 @@ import type { StatusBody } from './status.js';
 import type { Store } from './store.js';
 import type { JsonObject, KubeObject } from './types.js';
 import {
+  isPodCertificateRequest,
+  validatePodCertificateRequest,
+  validatePodCertificateRequestStatus,
+} from './pod-certificates.js';
+import {
   checkMicroTimes,
   defaultAndValidatePod,
   normalizeSecret,
@@ -147,8 +152,10 @@ export class Objects {
       };
     }
     if (t.group === 'events.k8s.io') validateEventsV1(obj);
+    if (isPodCertificateRequest(t)) validatePodCertificateRequest(t, obj, old);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
+    t.validate?.(t, obj, old);
   }
 
   create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): KubeObject {
@@ -266,6 +273,8 @@ export class Objects {
       next = structuredClone(old);
       if (incoming['status'] === undefined) delete next['status'];
       else next['status'] = incoming['status'];
+      if (isPodCertificateRequest(t))
+        validatePodCertificateRequestStatus(t, next, old, this.options.now());
     } else {
       next = incoming;
       // Server-owned metadata stays as stored.

@@ -3,6 +3,7 @@
  * group, version, kind, plural, scope. Discovery, routing, RBAC names and Status wording all come
  * from this table.
  */
+import type { KubeObject } from './types.js';
 
 /** How `metadata.name` is validated, as the real API does per type. */
 export type NameRule = 'dns1123-subdomain' | 'dns1123-label' | 'dns1035-label' | 'path-segment';
@@ -39,6 +40,19 @@ export interface ResourceType {
   readonly custom?: boolean;
   /** Paths (dotted) of metav1.MicroTime fields, which the real API parses strictly. */
   readonly microTimeFields?: readonly string[];
+  /** Type-specific validation on create (`old` undefined) and update; throws an ApiError. */
+  readonly validate?: (t: ResourceType, obj: KubeObject, old: KubeObject | undefined) => void;
+  /** A built-in validating admission plugin of this type (after the webhooks); throws an ApiError. */
+  readonly admit?: (a: BuiltinAdmission) => void;
+}
+
+/** What a built-in admission plugin sees of a write. */
+export interface BuiltinAdmission {
+  readonly type: ResourceType;
+  readonly object: KubeObject;
+  readonly oldObject?: KubeObject | undefined;
+  /** Whether the requesting user may do `verb` on `resource` named `name` (cluster scope, RBAC). */
+  readonly can: (verb: string, group: string, resource: string, name: string) => boolean;
 }
 
 export const STORAGE_VERBS = [
@@ -80,6 +94,16 @@ export const BUILTIN_RESOURCES: readonly ResourceType[] = [
     shortNames: ['ns'],
     deleteReturnsObject: true,
     fieldLabels: ['status.phase'],
+  },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Node',
+    plural: 'nodes',
+    namespaced: false,
+    subresources: ['status'],
+    shortNames: ['no'],
+    deleteReturnsObject: true,
   },
   {
     group: '',
@@ -327,6 +351,11 @@ export class ResourceRegistry {
 
   byKind(group: string, kind: string): ResourceType | undefined {
     return this.#types.find((t) => t.group === group && t.kind === kind);
+  }
+
+  /** The type of a kind in one version (a kind served in several versions has one per version). */
+  byKindVersion(group: string, version: string, kind: string): ResourceType | undefined {
+    return this.#types.find((t) => t.group === group && t.version === version && t.kind === kind);
   }
 
   /** Group/version pairs in table order, the core group first. */

@@ -5,6 +5,7 @@
  * a 410 Expired Status when the resourceVersion is older than the history window.
  */
 import type { ServerResponse } from 'node:http';
+import { isPodCertificateRequest, presentPodCertificateRequest } from './pod-certificates.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import { expired } from './status.js';
@@ -68,8 +69,15 @@ export function serveWatch(
     res.end();
     onEnd();
   };
+  // Versions of one kind share storage: each watcher sees the version it asked for.
+  const versioned = isPodCertificateRequest(p.type);
   const send = (e: WireEvent): void => {
-    if (!ended) res.write(`${JSON.stringify(e)}\n`);
+    if (ended) return;
+    const out =
+      versioned && e.type !== 'BOOKMARK' && e.type !== 'ERROR'
+        ? { type: e.type, object: presentPodCertificateRequest(p.type, e.object as KubeObject) }
+        : e;
+    res.write(`${JSON.stringify(out)}\n`);
   };
   const bookmark = (annotations?: Record<string, string>): void => {
     const metadata: Record<string, unknown> = { resourceVersion: String(store.resourceVersion) };

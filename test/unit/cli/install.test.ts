@@ -831,6 +831,27 @@ describe('meshid install', () => {
         },
         { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
         { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+        // The anchors as ClusterTrustBundles: the two of meshid's signer, and attest on it only.
+        {
+          apiGroups: ['certificates.k8s.io'],
+          resources: ['clustertrustbundles'],
+          verbs: ['get', 'update'],
+          resourceNames: [
+            'meshid.io:workload-identity:live',
+            'meshid.io:workload-identity:canary',
+          ],
+        },
+        {
+          apiGroups: ['certificates.k8s.io'],
+          resources: ['clustertrustbundles'],
+          verbs: ['list', 'create'],
+        },
+        {
+          apiGroups: ['certificates.k8s.io'],
+          resources: ['signers'],
+          verbs: ['attest'],
+          resourceNames: ['meshid.io/workload-identity'],
+        },
       ]);
       const clusterBinding = r.one('ClusterRoleBinding', 'meshid-trust-mesh') as KubeObject & {
         roleRef: { name: string };

@@ -379,6 +379,29 @@ describe('config: meshid proxy', () => {
     );
   });
 
+  it('pod-certificate identity: a credential bundle instead of a token and the CA', () => {
+    const argv = [
+      '--identity-source',
+      'pod-certificate',
+      '--trust-anchors',
+      '/var/run/meshid/ca-bundle.crt',
+      '--local-identity',
+      'web.emojivoto.serviceaccount.identity.linkerd.cluster.local',
+    ];
+    assert.throws(
+      () => loadConfig('proxy', { argv, env: {} }),
+      (err: Error) =>
+        /credentialBundle .*: is required with identitySource pod-certificate/.test(err.message) &&
+        !/tokenFile/.test(err.message),
+    );
+    const { config } = loadConfig('proxy', {
+      argv: [...argv, '--credential-bundle', '/var/run/meshid/credentialbundle.pem'],
+      env: {},
+    });
+    assert.equal(config.identitySource, 'pod-certificate');
+    assert.equal(config.tokenFile, undefined);
+  });
+
   it('names each missing required setting', () => {
     assert.throws(
       () => loadConfig('proxy', { argv: [], env: {} }),

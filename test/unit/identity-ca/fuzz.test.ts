@@ -114,9 +114,16 @@ describe(`Certify fuzzing (seed ${SEED}, ${WIRE_CASES} wire cases)`, function ()
     const wrong: string[] = [];
     for (let i = 0; i < cases; i++) {
       const csr = i % 50 === 0 ? rng.pick(csrs) : mutateCsr(rng.pick(csrs), rng, WEB);
-      const started = performance.now();
+      // CPU time of this process, not wall time: a machine kept busy by other work must not
+      // make a case look slow (issue 20). A pathological input costs CPU either way.
+      const cpu = process.cpuUsage();
+      const cpuMs = (): number => {
+        const used = process.cpuUsage(cpu);
+        return (used.user + used.system) / 1000;
+      };
       try {
         await checkCsrPolicy(parseCsr(csr), WEB);
+        slowestMs = Math.max(slowestMs, cpuMs());
         accepted++;
         const verdict = await oracle.judge(
           frame(encodeRequest({ identity: Buffer.from(WEB), token: validToken, csr })),
@@ -126,10 +133,10 @@ describe(`Certify fuzzing (seed ${SEED}, ${WIRE_CASES} wire cases)`, function ()
             `case ${i}: accepted a CSR the judge refuses (${verdict.why}): ${csr.toString('base64')}`,
           );
       } catch (err) {
+        slowestMs = Math.max(slowestMs, cpuMs());
         if (!isMeshidError(err, 'ERR_CSR_MALFORMED') && !isMeshidError(err, 'ERR_CSR_POLICY'))
           wrong.push(`case ${i}: ${String(err)} for ${csr.toString('base64')}`);
       }
-      slowestMs = Math.max(slowestMs, performance.now() - started);
     }
     recordReliability({
       suite: 'fuzz: CSR parser and policy',
@@ -139,7 +146,7 @@ describe(`Certify fuzzing (seed ${SEED}, ${WIRE_CASES} wire cases)`, function ()
     });
     assert.deepEqual(wrong.slice(0, 5), []);
     assert.ok(accepted >= cases / 50, `the unmutated CSRs pass (${accepted})`);
-    assert.ok(slowestMs < 2000, `no case took long (slowest ${slowestMs.toFixed(0)} ms)`);
+    assert.ok(slowestMs < 2000, `no case took long (slowest ${slowestMs.toFixed(0)} ms of CPU)`);
   });
 
   it('the whole request on the wire: defined statuses, nothing issued unless exactly valid, counters agree', async () => {

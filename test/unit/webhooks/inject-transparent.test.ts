@@ -13,6 +13,7 @@ const OPTIONS: InjectorOptions = {
   trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
   trustAnchorsKey: 'ca-bundle.crt',
   tokenExpirationSeconds: 86400,
+  podCertificateSigner: 'meshid.io/workload-identity',
   nativeSidecar: false,
   excludeNamespaces: [],
   resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },

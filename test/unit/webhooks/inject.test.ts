@@ -26,6 +26,7 @@ const OPTIONS: InjectorOptions = {
   trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
   trustAnchorsKey: 'ca-bundle.crt',
   tokenExpirationSeconds: 86400,
+  podCertificateSigner: 'meshid.io/workload-identity',
   nativeSidecar: false,
   excludeNamespaces: ['legacy'],
   resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },
@@ -145,11 +146,12 @@ describe('proxy injector: real-shaped pods, patch applied with fast-json-patch',
       const annotations = (injected['metadata'] as JsonObject)['annotations'] as JsonObject;
       assert.equal(annotations['meshid.io/trust-root-sha256'], bundleFingerprint(BUNDLE));
       assert.equal(annotations['meshid.io/proxy-version'], 'v0.1.0');
-      // The namespace is read only when the pod does not decide.
-      const podDecides = ((pod['metadata'] as JsonObject)['annotations'] as JsonObject)[
-        'meshid.io/inject'
-      ];
-      assert.deepEqual(lookups, podDecides === undefined ? [c.namespace] : []);
+      // The namespace is read only when the pod does not decide the opt-in or the identity source.
+      const podAnnotations = (pod['metadata'] as JsonObject)['annotations'] as JsonObject;
+      const podDecides =
+        podAnnotations['meshid.io/inject'] !== undefined &&
+        podAnnotations['meshid.io/identity-source'] !== undefined;
+      assert.deepEqual(lookups, podDecides ? [] : [c.namespace]);
 
       // Idempotent: the injected pod sent again is left alone.
       const again = await admit(podReview(injected, c.namespace), deps, options);
