@@ -12,11 +12,14 @@ import { listenersOrExplain, processLogger, startCrypto } from './runtime.js';
 
 const bootstrapLevel = process.env['MESHID_LOG_LEVEL'] === 'silent' ? 'silent' : 'info';
 const workerId = cluster.worker?.id ?? 0;
-const bootLogger = processLogger(bootstrapLevel, { service: 'identity-ca', worker: workerId });
+const bootLogger = processLogger(
+  { logLevel: bootstrapLevel, logFormat: 'json' },
+  { service: 'identity-ca', worker: workerId },
+);
 
 await runCertifyWorker(
   async (config, registry, role) => {
-    const logger = processLogger(config.logLevel, { service: 'identity-ca', worker: workerId });
+    const logger = processLogger(config, { service: 'identity-ca', worker: workerId });
     // Each worker is its own process: FIPS mode is checked (and set) in every one.
     startCrypto(config, logger);
     const kube = await caKube(config);

@@ -228,23 +228,19 @@ export async function startCa(config: CaConfig, logger: Logger): Promise<Running
       random: systemRandom,
     }),
   );
-  announceListening(
-    logger,
-    { service: 'identity-ca' },
-    {
-      address: formatAddress(ca.address),
-      admin: formatAddress(ca.adminAddress),
-      identity: config.identityName,
-      workers,
-    },
-  );
+  announceListening(logger, {
+    address: formatAddress(ca.address),
+    admin: formatAddress(ca.adminAddress),
+    identity: config.identityName,
+    workers,
+  });
   return ca;
 }
 
 /** `meshid ca` */
 export async function runCa(argv: string[]): Promise<number> {
   const { config } = loadConfig('ca', { argv, env: process.env });
-  const logger = processLogger(config.logLevel, { service: 'identity-ca' });
+  const logger = processLogger(config, { service: 'identity-ca' });
   startCrypto(config, logger);
   // Handlers first: a stop signal during start-up must still stop the CA cleanly.
   const stopped = untilStopSignal();

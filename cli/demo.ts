@@ -37,6 +37,15 @@ export async function startWebService(
   h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const clientId = headers['l5d-client-id'] as string | undefined;
     stream.resume();
+    // A proxy may carry a plain HTTP request (curl's) to web over HTTP/2: the same JSON answer.
+    if (headers[':path'] !== DEMO_GRPC_PATH) {
+      stream.on('end', () => {
+        onCall({ protocol: 'http', clientId });
+        stream.respond({ ':status': 200, 'content-type': 'application/json' });
+        stream.end(`${JSON.stringify({ service: 'web', youAre: clientId ?? null })}\n`);
+      });
+      return;
+    }
     stream.on('end', () => {
       onCall({ protocol: 'grpc', clientId });
       const text = Buffer.from(`hello, ${clientId ?? 'stranger'}`);

@@ -193,15 +193,14 @@ export async function startDestination(
 /** `meshid destination` */
 export async function runDestination(argv: string[]): Promise<number> {
   const { config } = loadConfig('destination', { argv, env: process.env });
-  const logger = processLogger(config.logLevel, { service: 'destination' });
+  const logger = processLogger(config, { service: 'destination' });
   startCrypto(config, logger);
   const stopped = untilStopSignal();
   const running = await startDestination(config, logger);
-  announceListening(
-    logger,
-    { service: 'destination' },
-    { address: formatAddress(running.address), admin: formatAddress(running.admin) },
-  );
+  announceListening(logger, {
+    address: formatAddress(running.address),
+    admin: formatAddress(running.admin),
+  });
   const signal = await stopped;
   logger.info({ signal }, 'shutting down');
   await running.close();

@@ -30,7 +30,7 @@ import { DemoGrpcClient, demoHttpCall, startWebService } from './demo.js';
 import type { WebCall } from './demo.js';
 import { startProxy } from './proxy.js';
 import { initLocalState } from './init.js';
-import { processLogger, startCrypto, untilStopSignal } from './runtime.js';
+import { logFormat, processLogger, startCrypto, untilStopSignal } from './runtime.js';
 import { localToken } from './token.js';
 
 const NAMING = {
@@ -119,11 +119,14 @@ export async function runLocal(argv: string[]): Promise<number> {
       String(config.workers),
       '--log-level',
       config.logLevel === 'info' ? 'warn' : config.logLevel,
+      // Its output is for people: so are the CA's and the proxies' log lines, in every worker.
+      '--log-format',
+      logFormat(config.logFormat, true),
       ...(config.fips ? ['--fips'] : []),
     ],
     env: {},
   });
-  const logger: Logger = processLogger(caConfig.logLevel, { service: 'identity-ca' });
+  const logger: Logger = processLogger(caConfig, { service: 'identity-ca' }, true);
   const stopped = untilStopSignal();
   let ca: RunningCa;
   try {
@@ -140,8 +143,9 @@ export async function runLocal(argv: string[]): Promise<number> {
   }
   out(`meshid: CA listening on ${formatAddress(ca.address)} as ${caConfig.identityName}`);
   out(`meshid: admin on http://${formatAddress(ca.adminAddress)} (/metrics, /ready, /live)`);
+  // The identities the demo below runs as, so the self-check shows the very names it will use.
   for (const who of [
-    { ns: 'default', sa: 'web' },
+    { ns: 'emojivoto', sa: 'web' },
     { ns: 'emojivoto', sa: 'voting' },
   ]) {
     try {
@@ -167,11 +171,14 @@ export async function runLocal(argv: string[]): Promise<number> {
     proxies: mesh.proxies,
   };
   await writeFile(meshFile, `${JSON.stringify(info, null, 2)}\n`);
-  out(`meshid: check it: npx meshid check --dir ${config.dir}`);
+  const web = mesh.proxies.find((p) => p.name === 'web')!;
+  out('meshid: try it in a second terminal (this one shows the traffic):');
   out(
-    `meshid: try it: npx meshid token --dir ${config.dir} --ns default --sa web   (a development token)`,
+    `  curl -s http://${mesh.route}/    # through voting's proxy to web over mTLS: web answers with the identity it verified`,
   );
-  out('meshid: Ctrl-C stops the mesh and the CA');
+  out(`  npx meshid check --dir ${config.dir}    # the checklist of this mesh: ✓ ‼ ×`);
+  out(`  npx meshid identity --proxy ${web.admin}    # web's certificate and its chain`);
+  out('meshid: Ctrl-C here stops the mesh and the CA');
   await stopped;
   out('meshid: stopping');
   await rm(meshFile, { force: true });
@@ -182,6 +189,8 @@ export async function runLocal(argv: string[]): Promise<number> {
 
 interface LocalMesh {
   readonly proxies: readonly { name: string; admin: string }[];
+  /** voting's outbound route to web (plain HTTP in, mTLS out). */
+  readonly route: string;
   close(): Promise<void>;
 }
 
@@ -302,6 +311,7 @@ async function startLocalMesh(
     }
   })();
   return {
+    route: formatAddress(route),
     proxies: [
       { name: 'web', admin: formatAddress(webProxy.admin) },
       { name: 'voting', admin: formatAddress(votingProxy.admin) },

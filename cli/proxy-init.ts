@@ -10,7 +10,7 @@ import { proxyInit } from './proxy-init/run.js';
 export async function runProxyInit(argv: string[]): Promise<number> {
   const { config } = loadConfig('proxy-init', { argv, env: process.env });
   startCrypto(config);
-  const logger = processLogger(config.logLevel, { service: 'proxy-init' });
+  const logger = processLogger(config, { service: 'proxy-init' });
   const result = await proxyInit(config, logger);
   if (result.backend === 'dry-run') {
     for (const { family, input } of result.applied) {

@@ -340,13 +340,15 @@ function boundYoungGeneration(): boolean {
 export async function runProxy(argv: string[]): Promise<number> {
   const bounded = boundYoungGeneration();
   const { config } = loadConfig('proxy', { argv, env: process.env });
-  const logger = processLogger(config.logLevel, {
+  const logger = processLogger(config, {
     service: 'proxy',
     identity: config.localIdentity,
   });
   startCrypto(config, logger);
   if (!bounded) {
-    logger.info(
+    // Advice for whoever tunes the sidecar's start (the injector sets these options), not for
+    // every reader of its log: debug only.
+    logger.debug(
       { nodeOptions: SIDECAR_NODE_OPTIONS.join(' ') },
       'the V8 young generation is not bounded; start the sidecar with these node options to keep its memory near its idle size under load',
     );
@@ -360,15 +362,11 @@ export async function runProxy(argv: string[]): Promise<number> {
     exitAfter(SHUTDOWN_SLACK_MS, 1, logger, 'start-up failed; exiting');
     throw err;
   }
-  announceListening(
-    logger,
-    { service: 'proxy', identity: config.localIdentity },
-    {
-      admin: formatAddress(proxy.admin),
-      ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),
-      outbound: proxy.outbound.map(formatAddress),
-    },
-  );
+  announceListening(logger, {
+    admin: formatAddress(proxy.admin),
+    ...(proxy.inbound === undefined ? {} : { inbound: formatAddress(proxy.inbound) }),
+    outbound: proxy.outbound.map(formatAddress),
+  });
   const signal = await stopped;
   logger.info({ signal, graceMs: SHUTDOWN_GRACE_MS }, 'shutting down');
   exitAfter(

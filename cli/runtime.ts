@@ -15,28 +15,52 @@ import {
   hybridGroupAvailable,
   tlsGroupList,
 } from '../core/index.js';
-import type { Address, CryptoStatus, LogLevel, Logger, TlsGroupsMode } from '../core/index.js';
+import type {
+  Address,
+  CryptoStatus,
+  LogFormat,
+  LogLevel,
+  Logger,
+  TlsGroupsMode,
+} from '../core/index.js';
 import type * as Tls from 'node:tls';
 import { findPortOwner } from './port-owner.js';
 
-/** The process logger. */
-export function processLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
-  return createLogger({ level }).child(bindings);
+/** The log settings every command has. */
+export interface LogSettings {
+  readonly logLevel: LogLevel;
+  readonly logFormat: 'auto' | LogFormat;
+}
+
+/**
+ * The format of log lines: as set, or for `auto` text where people read them (a terminal, or a
+ * command whose output is for people, `human`) and JSON where machines do.
+ */
+export function logFormat(setting: LogSettings['logFormat'], human = false): LogFormat {
+  if (setting !== 'auto') return setting;
+  return human || process.stdout.isTTY ? 'text' : 'json';
+}
+
+/** The process logger, on stdout. */
+export function processLogger(
+  log: LogSettings,
+  bindings: Record<string, unknown> = {},
+  human = false,
+): Logger {
+  return createLogger({ level: log.logLevel, format: logFormat(log.logFormat, human) }).child(
+    bindings,
+  );
 }
 
 /**
  * Logs the one "listening" line. It is printed at any level but silent, because tools and tests
- * wait for it; below info it goes through a logger of its own.
+ * wait for it; below info it goes through a child logger of its own level.
  */
-export function announceListening(
-  logger: Logger,
-  bindings: Record<string, unknown>,
-  fields: Record<string, unknown>,
-): void {
+export function announceListening(logger: Logger, fields: Record<string, unknown>): void {
   const announce =
     logger.isLevelEnabled('info') || logger.level === 'silent'
       ? logger
-      : createLogger({ level: 'info' }).child(bindings);
+      : logger.child({}, { level: 'info' });
   announce.info(fields, 'listening');
 }
 
@@ -77,6 +101,7 @@ export function startCrypto(
   config: {
     readonly fips: boolean;
     readonly logLevel: LogLevel;
+    readonly logFormat: LogSettings['logFormat'];
     readonly tlsGroups: TlsGroupsMode;
   },
   logger?: Logger,
@@ -86,6 +111,8 @@ export function startCrypto(
     createLogger({
       level: config.fips ? config.logLevel : 'silent',
       destination: process.stderr,
+      // These commands' own output is for people (or is YAML, a token): so is this line.
+      format: logFormat(config.logFormat, true),
     });
   const status = enforceFips(config.fips, log);
   const groups = tlsGroupList(config.tlsGroups, config.fips);

@@ -36,7 +36,7 @@ import { LOCAL_ISSUER_LIFETIME_MS, LOCAL_ROOT_LIFETIME_MS } from './init.js';
 import { certManagerChain } from './install/manifest.js';
 import { TRUST_USAGE } from './help.js';
 import { manifestYaml } from './install/yaml.js';
-import { startCrypto } from './runtime.js';
+import { logFormat, startCrypto } from './runtime.js';
 
 /** The `meshid trust` subcommands. */
 export const TRUST_SUBCOMMANDS = [
@@ -228,7 +228,7 @@ async function runSyncCommand(config: TrustConfig): Promise<TrustOutput> {
       'meshid trust sync: --kubeconfig is required (the sync controller keeps the anchors ConfigMap of a cluster)',
     );
   }
-  const logger = createLogger({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel, format: logFormat(config.logFormat) });
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
   process.once('SIGINT', onSignal);
@@ -324,7 +324,11 @@ export async function runRotationCommand(
   print: (text: string) => void,
   clock: Clock = systemClock,
 ): Promise<TrustOutput> {
-  const logger = createLogger({ level: config.logLevel, destination: process.stderr });
+  const logger = createLogger({
+    level: config.logLevel,
+    destination: process.stderr,
+    format: logFormat(config.logFormat, true),
+  });
   const opened = await openRotation(config, logger, clock);
   const { controller } = opened;
   const show = (state: RotationState | undefined): string =>

@@ -138,11 +138,11 @@ export async function startWebhooks(
 /** `meshid webhooks` */
 export async function runWebhooks(argv: string[]): Promise<number> {
   const { config } = loadConfig('webhooks', { argv, env: process.env });
-  const logger = processLogger(config.logLevel, { service: 'webhooks' });
+  const logger = processLogger(config, { service: 'webhooks' });
   startCrypto(config, logger);
   const stopped = untilStopSignal();
   const running = await startWebhooks(config, logger);
-  announceListening(logger, { service: 'webhooks' }, { address: formatAddress(running.address) });
+  announceListening(logger, { address: formatAddress(running.address) });
   const signal = await stopped;
   logger.info({ signal }, 'shutting down');
   await running.close();

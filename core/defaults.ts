@@ -61,6 +61,8 @@ export const DEFAULTS = Object.freeze({
   /** `meshid proxy-init`: which iptables back end (auto: the one already holding rules). */
   iptablesMode: 'auto' as const,
   logLevel: 'info' as const,
+  /** Log lines: text on a terminal, JSON otherwise (core/logger.ts). */
+  logFormat: 'auto' as const,
   /** TLS key exchange of every meshid endpoint (core/tls-groups.ts). */
   tlsGroups: 'hybrid-preferred' as const,
   /** The `iss` of tokens minted by `meshid token` for local development. */

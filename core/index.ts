@@ -30,8 +30,8 @@ export {
   spiffeId,
 } from './identity.js';
 export type { IdentityNaming, WorkloadIdentity } from './identity.js';
-export { createLogger, LogKey, silentLogger } from './logger.js';
-export type { Logger, LogLevel } from './logger.js';
+export { createLogger, formatLogLine, LogKey, silentLogger } from './logger.js';
+export type { LogFormat, Logger, LogLevel } from './logger.js';
 export { DEFAULTS, SIDECAR_NODE_OPTIONS, TRANSPARENT_DEFAULTS } from './defaults.js';
 export {
   caIdentityName,

@@ -28,6 +28,9 @@ const LOG_LEVELS = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export const COMMON = {
   config: path(z.string().optional()).describe('YAML or JSON configuration file'),
   logLevel: string(LOG_LEVELS, D.logLevel).describe(LOG_LEVELS.options.join('|')),
+  logFormat: string(z.enum(['auto', 'json', 'text']), D.logFormat).describe(
+    'log lines: json (one JSON object a line, for machines), text (for people), or auto: text on a terminal, json otherwise',
+  ),
   fips: boolean().describe(
     'FIPS mode: run all crypto on a FIPS provider (or refuse to start), FIPS-approved algorithms only',
   ),

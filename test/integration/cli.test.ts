@@ -154,10 +154,19 @@ describe('meshid CLI (real processes)', function () {
     });
     assert.ok(ready, out);
     assert.match(out, /initialised local state/);
+    // The self-check issues the identities the demo runs as.
     assert.match(
       out,
-      /self-check: issued web\.default\.serviceaccount\.identity\.linkerd\.cluster\.local/,
+      /self-check: issued web\.emojivoto\.serviceaccount\.identity\.linkerd\.cluster\.local/,
     );
+    // The next steps: a second terminal, and a curl that works as printed.
+    assert.match(out, /try it in a second terminal/);
+    const route = /curl -s http:\/\/(\S+)\/ /.exec(out)?.[1];
+    assert.ok(route !== undefined, out);
+    const answer = (await (await fetch(`http://${route}/`)).json()) as { youAre: string };
+    assert.equal(answer.youAre, 'voting.emojivoto.serviceaccount.identity.linkerd.cluster.local');
+    // Output for people: no raw JSON log line among it (piped, the logs are text too).
+    assert.doesNotMatch(out, /^\{"level"/m);
     assert.match(out, /chain verified to the trust anchor/);
     // The local mesh: voting calls web over HTTP and gRPC through both proxies, over mTLS.
     assert.match(

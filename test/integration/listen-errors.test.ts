@@ -11,6 +11,7 @@ import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runMeshid } from '../support/ca-process.js';
+import { strictJsonLine } from '../support/strict-json.js';
 
 const CA_IDENTITY = 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local';
 const WEB = 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
@@ -128,10 +129,12 @@ describe('busy ports (real processes)', function () {
     'silent',
   ];
 
-  it('proxy --inbound on a busy port names --inbound', async () => {
+  it('proxy --inbound on a busy port names --inbound; its log lines are strict JSON', async () => {
     const r = await runMeshid([
       'proxy',
-      ...proxyArgs(),
+      ...proxyArgs().slice(0, -2),
+      '--log-level',
+      'info',
       '--admin',
       '127.0.0.1:0',
       '--inbound',
@@ -140,6 +143,14 @@ describe('busy ports (real processes)', function () {
       '127.0.0.1:9',
     ]);
     expectExplained(r, 'proxy', /inbound listener/, '--inbound', 'MESHID_INBOUND');
+    // Piped, the log is JSON: every line parses strictly, each key once (the inbound's lines
+    // carried "component" twice, once per logger child).
+    const lines = r.stdout.split('\n').filter((l) => l !== '');
+    const records = lines.map(strictJsonLine);
+    assert.ok(
+      records.some((x) => x['component'] === 'proxy-inbound'),
+      `no inbound line in:\n${r.stdout}`,
+    );
   });
 
   it('proxy --admin on a busy port names --admin', async () => {
