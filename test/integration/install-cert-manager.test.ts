@@ -169,7 +169,7 @@ describe('docs/install.md with cert-manager: install, cert-manager issues, meshi
       [],
     );
     assert.equal(json.code, 0);
-    assert.equal(report.checks.length, 22, 'every check of the catalog ran');
+    assert.equal(report.checks.length, 25, 'every check of the catalog ran');
 
     const text = await runMeshid(args);
     assert.equal(text.code, 0, text.stderr);
