@@ -50,6 +50,9 @@ export interface PrimaryDeps {
   readonly workerEntry: string;
 }
 
+/** How long a worker may take to stop after SIGTERM before it is killed. */
+const WORKER_STOP_MS = 10_000;
+
 /**
  * Starts the primary: forks the workers, waits until every one listens (or one fails, which
  * fails the start), then serves the admin port. A worker that dies later is replaced.
@@ -123,7 +126,19 @@ export async function startCaPrimary(deps: PrimaryDeps): Promise<RunningCa> {
         (w) =>
           new Promise<void>((resolve) => {
             if (w === undefined || w.isDead()) return resolve();
-            w.once('exit', () => resolve());
+            // Either exit event ends the wait; the timer keeps the primary's event loop alive
+            // meanwhile (a wait with no handle left would end the process with exit code 13) and
+            // bounds it: a worker still there after 10 s is killed.
+            const done = (): void => {
+              clearTimeout(backstop);
+              resolve();
+            };
+            const backstop = setTimeout(() => {
+              w.process.kill('SIGKILL');
+              done();
+            }, WORKER_STOP_MS);
+            w.once('exit', done);
+            w.process.once('exit', done);
             w.process.kill('SIGTERM');
           }),
       ),
