@@ -118,7 +118,7 @@ describe('the container image (podman, read-only root, uid 65532)', function () 
     const exited = new Promise<number | null>((resolve) => local!.on('exit', resolve));
     const ready = new Promise<void>((resolve) => {
       local!.stdout!.on('data', () => {
-        if (localOut.includes('meshid: check it:')) resolve();
+        if (localOut.includes('meshid: Ctrl-C here stops the mesh')) resolve();
       });
     });
     const first = await Promise.race([ready.then(() => 'ready'), exited]);
@@ -126,7 +126,7 @@ describe('the container image (podman, read-only root, uid 65532)', function () 
     assert.match(localOut, /initialised local state in \/state\/\.meshid/);
     assert.match(
       localOut,
-      /self-check: issued web\.default\.serviceaccount\.identity\.linkerd\.cluster\.local[\s\S]*chain verified to the trust anchor/,
+      /self-check: issued web\.emojivoto\.serviceaccount\.identity\.linkerd\.cluster\.local[\s\S]*chain verified to the trust anchor/,
     );
     assert.match(localOut, /self-check: issued voting\.emojivoto\./);
   });
