@@ -87,7 +87,7 @@ export {
   readOid,
   tlv,
 } from './der.js';
-export { createCsr, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
+export { createCsr, importSpki, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
 export type { ParsedCsr } from './csr.js';
 export {
   CERTIFY_PATH,
@@ -188,7 +188,7 @@ export {
   meshTlsSettings,
 } from './fips.js';
 export type { CryptoStatus, MeshTlsSettings } from './fips.js';
-export { KubeApiError } from './kube/api.js';
+export { KubeApiError, kindNotServed } from './kube/api.js';
 export type {
   AccessQuery,
   ApiConnection,
