@@ -18,7 +18,6 @@ import {
   DerTag,
   contextTag,
   decodeDer,
-  derOid,
   readAll,
   readBoolean,
   readElement,
@@ -29,9 +28,9 @@ import {
   readString,
   ia5ToString,
   plainView,
-  tlv,
   type DerElement,
 } from './der.js';
+import { derOid, tlv } from './der-write.js';
 import { MeshidError } from './errors.js';
 import { formatIpv6 } from './ip.js';
 

@@ -72,21 +72,17 @@ export type { Readiness } from './admin-server.js';
 export { parsePem, PemError, toPem } from './pem.js';
 export { JsonDepthMeter, JsonTooDeep, parseJson } from './json.js';
 export {
-  concatBytes,
   contextTag,
   decodeDer,
   DerError,
-  derOid,
   DerReader,
   DerTag,
-  derTime,
-  derUnsignedInteger,
   isOneSequence,
   plainView,
   readOctetString,
   readOid,
-  tlv,
 } from './der.js';
+export { concatBytes, derOid, derTime, derUnsignedInteger, tlv } from './der-write.js';
 export { createCsr, importSpki, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
 export type { ParsedCsr } from './csr.js';
 export {
