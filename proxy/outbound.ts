@@ -205,9 +205,7 @@ export class OutboundProxy {
       if (this.#o.transparent !== undefined) {
         const transparent = new TransparentOutbound(this.#ctx, this.#o.transparent);
         this.#fronts.push(transparent);
-        const address = await this.#bind(transparent.server(), this.#o.transparent.listen);
-        transparent.bound(address);
-        bound.push(address);
+        bound.push(await transparent.listen((server, address) => this.#bind(server, address)));
       }
     } catch (err) {
       await this.close(0);
