@@ -181,7 +181,7 @@ export class CertifyConnections {
   /**
    * A connection's handshake is done: its gate slot is free, and it takes one of its address's
    * established connections; false when the address holds its share (the connection is reset,
-   * counted as `per-peer` and logged at most every 10 s per address).
+   * closed, counted as `per-peer` and logged at most every 10 s per address).
    */
   handshaken(socket: TLSSocket): boolean {
     this.#handshakeEnded(socket);
@@ -201,7 +201,8 @@ export class CertifyConnections {
           'Certify connections refused after their handshake: the address holds its share (certifyMaxConnectionsPerPeer)',
         );
       }
-      resetSocket(socket);
+      // Closed, not reset: a TLS socket has no TCP handle of its own to reset (node throws).
+      socket.destroy();
       return false;
     }
     socket.once('close', () => budget.release(peer));
