@@ -205,14 +205,15 @@ export class OutboundProxy {
       if (this.#o.transparent !== undefined) {
         const transparent = new TransparentOutbound(this.#ctx, this.#o.transparent);
         this.#fronts.push(transparent);
-        const server = transparent.server();
-        const address = await this.#bind(server, this.#o.transparent.listen);
-        transparent.bound(address);
         // Every connection is the app's (iptables redirects only the pod's own traffic), and
         // they all come from the pod's address: the per-peer share is the total, a cap on a
-        // leaking or runaway app, as on the other outbound listeners.
-        this.#limit(server, formatAddress(address));
-        bound.push(address);
+        // leaking or runaway app, as on the other outbound listeners (one cap per address family).
+        const bindCapped = async (server: Server, address: Address): Promise<Address> => {
+          const bound = await this.#bind(server, address);
+          this.#limit(server, formatAddress(bound));
+          return bound;
+        };
+        bound.push(await transparent.listen(bindCapped));
       }
     } catch (err) {
       await this.close(0);

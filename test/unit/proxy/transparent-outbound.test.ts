@@ -480,6 +480,32 @@ describe('transparent outbound listener', function () {
     assert.equal(budget.refused, 0);
   });
 
+  it("also listens on [::1] at the same port (ip6tables' REDIRECT target): an IPv6 connection to an IPv6 ClusterIP is meshed alike", async function () {
+    const service6: Address = { host: 'fd00:96::10', port: 80 };
+    const resolver = new TestResolver();
+    resolver.answers.set(formatAddress(service6), {
+      kind: 'endpoints',
+      endpoints: [meshed(backends[1]!)],
+    });
+    const p = await start(resolver);
+    assert.equal(p.listen.host, '127.0.0.1');
+    p.dial.set('::1', service6);
+    const agent = new Agent({ keepAlive: false });
+    const r = await get({ host: '::1', port: p.listen.port }, '::1', agent, '/v6');
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'web-1');
+    assert.equal(backends[1]!.seen.at(-1)?.clientId, VOTE);
+    const e = p.events.find((x) => x.type === 'request');
+    assert.equal(e?.type === 'request' && e.dst, '[fd00:96::10]:80');
+    // Dialled directly on [::1] (not redirected): closed, as on 127.0.0.1.
+    p.dial.set('::1', { host: '::1', port: p.listen.port });
+    const s = netConnect({ host: '::1', port: p.listen.port });
+    s.on('error', () => undefined);
+    s.resume();
+    await once(s, 'close');
+    assert.equal(p.events.filter((x) => x.type === 'passthrough').length, 0);
+  });
+
   it('closes a connection that reached the listener without being redirected', async function () {
     const p = await start(new TestResolver());
     const from = source(p.dial, p.listen);
