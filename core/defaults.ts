@@ -49,7 +49,7 @@ export const DEFAULTS = Object.freeze({
   proxyIdentityRetryMaxMs: 60_000,
   /** How long the app may take to start an answer before the inbound sends 504. */
   proxyAppTimeoutMs: 60_000,
-  /** The inbound's limits (as DEFAULT_INBOUND_LIMITS; RFC 9113 §6.5.2: no less than 100 streams). */
+  /** The inbound's limits (proxy's DEFAULT_INBOUND_LIMITS reads them; RFC 9113 §6.5.2: no less than 100 streams). */
   proxyInboundMaxStreams: 100,
   proxyInboundMaxAppConnections: 512,
   proxyInboundMaxAppConnectionsPerPeer: 128,
