@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import type { ServerHttp2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import type { Clock, Logger } from '../../core/index.js';
+import type { Clock, Logger, TlsAlgorithms } from '../../core/index.js';
 import { LogKey, PeerBudget, RefusalReports, resetSocket } from '../../core/index.js';
 import { HandshakeGate } from './handshake-gate.js';
 import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
@@ -25,7 +25,7 @@ export interface ConnectionObserver {
   refused(why: CertifyConnectionRefusal): void;
   waited(seconds: number): void;
   /** A finished handshake's key-exchange group and cipher suite (core's negotiatedAlgorithms). */
-  handshake?(algorithms: { group: string; cipher: string }): void;
+  handshake?(algorithms: TlsAlgorithms): void;
 }
 
 /** Settings of {@link CertifyConnections}. */
