@@ -141,6 +141,7 @@ export class TransparentOutbound {
   }
 
   #accept(app: Socket): void {
+    if (app.destroyed) return; // refused by the connection limit
     const ctx = this.#ctx;
     const tracked = ctx.tracker.track([app]);
     app.setNoDelay(true);
