@@ -205,6 +205,20 @@ describe('transparent mTLS for IPv6 and dual-stack pods in network namespaces (i
     assert.equal(bytes.includes(plainMarker), true, 'the capture missed the plain body');
   });
 
+  it("a pod whose loopback has no IPv6: the proxy's outbound says it is IPv4 only, and IPv4 traffic is still meshed", async () => {
+    const v4lo = await mesh.lab.addPod('v4lo');
+    // Loopback without ::1 (eth0 keeps its IPv6 address, so the control plane stays reachable).
+    const off = await v4lo.run('sysctl', ['-w', 'net.ipv6.conf.lo.disable_ipv6=1']);
+    assert.equal(off.code, 0, off.stderr);
+    mesh.createPod(pod('emojivoto', 'books-0', [v4lo.ip6, v4lo.ip], { meshed: true, sa: 'books' }));
+    const proxy = await mesh.startPodProxy(v4lo, 'books');
+    const line = proxy.lines.find((l) => l.includes('no IPv6 on this host; IPv4 only'));
+    assert.ok(line, proxy.lines.join('\n'));
+    assert.equal((JSON.parse(line) as { err?: string }).err, 'EADDRNOTAVAIL');
+    const seen = await mesh.curl(v4lo, `http://${server.ip}:8080/`);
+    assert.equal(seen.clientId, idOf('emojivoto', 'books'), mesh.logs());
+  });
+
   it('proxy-init run again in the running pod (a restarted init container) leaves identical ip6tables rules, and traffic still flows', async () => {
     const before = await ip6Nat(client);
     assert.match(before, /^-A OUTPUT -p tcp .*-j MESHID_PROXY_INIT_OUTPUT$/m);
