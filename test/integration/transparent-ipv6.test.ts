@@ -12,7 +12,8 @@
  * (IP6T_SO_ORIGINAL_DST through the addon), asks the destination service for `[addr]:port`
  * (the Destination API's `ip6` TcpAddress in the answer), and meshes to the endpoint's IPv6
  * address, where the server pod's ip6tables rules hand it to the proxy's `[::]:4143`. The
- * Service "web" is dual-stack: an IPv6 and an IPv4 ClusterIP, an EndpointSlice per family.
+ * Service "web" is dual-stack: an IPv6 and an IPv4 ClusterIP, an EndpointSlice per family. A
+ * last pod has IPv6 disabled on its loopback: its proxy serves IPv4 alone and says so.
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
@@ -208,7 +209,7 @@ describe('transparent mTLS for IPv6 and dual-stack pods in network namespaces (i
   it("a pod whose loopback has no IPv6: the proxy's outbound says it is IPv4 only, and IPv4 traffic is still meshed", async () => {
     const v4lo = await mesh.lab.addPod('v4lo');
     // Loopback without ::1 (eth0 keeps its IPv6 address, so the control plane stays reachable).
-    const off = await v4lo.run('sysctl', ['-w', 'net.ipv6.conf.lo.disable_ipv6=1']);
+    const off = await v4lo.run('sh', ['-c', 'echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6']);
     assert.equal(off.code, 0, off.stderr);
     mesh.createPod(pod('emojivoto', 'books-0', [v4lo.ip6, v4lo.ip], { meshed: true, sa: 'books' }));
     const proxy = await mesh.startPodProxy(v4lo, 'books');
