@@ -25,7 +25,7 @@
  * YAML bodies (`Content-Type: application/yaml`) name repeated keys by line, as the real decoder
  * does. The schemas come from schemas.ts; a kind without one is not checked.
  */
-import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
+import { LineCounter, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import type { ResourceType } from './resources.js';
 import { rootTypeOf, shapeOf } from './schemas.js';
 import { ApiError, badRequest, invalid } from './status.js';
@@ -141,7 +141,6 @@ function yamlRepeats(text: string): string[] {
         walk(p.value);
       }
     } else if (isSeq(node)) for (const n of node.items) walk(n);
-    else if (isPair(node)) walk(node.value);
   };
   walk(doc.contents);
   return out;
@@ -152,15 +151,13 @@ const join = (path: string, key: string): string => (path === '' ? key : `${path
 
 /**
  * The problems of a body in document order: `unknown field` (once, and not looked into) and,
- * for known fields, `duplicate field`. `repeats` says whether repeated keys are reported.
+ * for known fields, `duplicate field`.
  */
-function treeProblems(type: string, tree: Tree, path: string, repeats: boolean): string[] {
+function treeProblems(type: string, tree: Tree, path: string): string[] {
   const shape = shapeOf(type);
   const out: string[] = [];
   if (tree.kind === 'array' && shape.kind === 'list')
-    tree.items.forEach((t, i) =>
-      out.push(...treeProblems(shape.item, t, `${path}[${i}]`, repeats)),
-    );
+    tree.items.forEach((t, i) => out.push(...treeProblems(shape.item, t, `${path}[${i}]`)));
   if (tree.kind !== 'object') return out;
   const seen = new Set<string>();
   const unknown = new Set<string>();
@@ -173,9 +170,9 @@ function treeProblems(type: string, tree: Tree, path: string, repeats: boolean):
       unknown.add(k);
       continue;
     }
-    if (seen.has(k) && repeats) out.push(`duplicate field "${p}"`);
+    if (seen.has(k)) out.push(`duplicate field "${p}"`);
     seen.add(k);
-    out.push(...treeProblems(fieldType, v, p, repeats));
+    out.push(...treeProblems(fieldType, v, p));
   }
   return out;
 }
@@ -255,7 +252,7 @@ export function checkBody(t: ResourceType, obj: JsonObject, check: FieldCheck): 
       check.warnings.push(...repeats, ...unknown);
       problems = [];
     }
-  } else problems = treeProblems(root, jsonTree(check.raw), '', true);
+  } else problems = treeProblems(root, jsonTree(check.raw), '');
   report(check, problems, () =>
     badRequest(
       `${t.kind} in version "${t.version}" cannot be handled as a ${t.kind}: strict decoding error: ${problems.join(', ')}`,
