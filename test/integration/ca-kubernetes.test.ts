@@ -371,6 +371,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     });
     try {
       const token = await podToken('web-9');
+      const started = Date.now();
       const calls = Array.from({ length: 40 }, (_, i) =>
         (i % 2 === 0 ? client : replicaClient).certify({
           identity: WEB,
@@ -393,7 +394,13 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
         ).map((e) => e.count ?? 0);
         return c.some((n) => n >= 2) ? c : undefined;
       });
-      assert.ok(Math.max(...counts) <= 5, `at most the burst per replica: ${counts.join(',')}`);
+      // The bucket gives 5 at once and one more per minute after (identity-ca/kube/events.ts): on
+      // a loaded machine the 40 calls can take over a minute, which earns a sixth.
+      const bound = 5 + Math.floor((Date.now() - started) / 60_000);
+      assert.ok(
+        Math.max(...counts) <= bound,
+        `at most the burst per replica (${bound}): ${counts.join(',')}`,
+      );
     } finally {
       replicaClient.close();
       replica.proc.kill('SIGTERM');
