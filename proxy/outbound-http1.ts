@@ -276,6 +276,10 @@ interface ParsedRequest {
   readonly close: boolean;
 }
 
+function uncork(socket: Socket): void {
+  socket.uncork();
+}
+
 /** The request-target of a request head (after any empty lines), or undefined. */
 function requestTargetOf(head: Buffer): string | undefined {
   let i = 0;
@@ -477,8 +481,16 @@ class FastExchange {
       head += 'content-length: 0\r\n';
     }
     if (this.closeAfter) head += 'connection: close\r\n';
-    this.#app.write(`${head}\r\n`, 'latin1');
-    if (up.endAfterHeaders) this.#finish(status);
+    const app = this.#app;
+    if (up.endAfterHeaders) {
+      app.write(`${head}\r\n`, 'latin1');
+      this.#finish(status);
+      return;
+    }
+    // The head and the body that usually comes in the same read go out in one write.
+    app.cork();
+    app.write(`${head}\r\n`, 'latin1');
+    process.nextTick(uncork, app);
   }
 
   #data(d: Buffer): void {
