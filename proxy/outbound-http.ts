@@ -20,12 +20,19 @@ import type { OutboundContext } from './outbound-accept.js';
 import { messageOf } from './outbound-connect.js';
 import { opensWithH2Preface, sniffFirstBytes } from './outbound-detect.js';
 import { forwardRequest, forwardStream } from './outbound-forward.js';
+import { FastHttp1Connection } from './outbound-http1.js';
+import type { FastFrontOptions, FastRouter } from './outbound-http1.js';
 import type { StreamAnswer } from './outbound-forward.js';
 import { destinationFor, proxyError, requestTarget } from './outbound-route.js';
 import { tunnel, upgrade } from './outbound-tunnel.js';
 
-/** What an HTTP front serves: requests, HTTP/2 streams, and optionally CONNECT and upgrades. */
+/**
+ * What an HTTP front serves: requests, HTTP/2 streams, and optionally CONNECT and upgrades; with
+ * `fast`, HTTP/1.1 requests to meshid peers take the fast path (outbound-http1.ts) and only the
+ * rest reach `request`.
+ */
 export interface HttpHandlers {
+  readonly fast?: { readonly router: FastRouter; readonly listener: () => string };
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
   readonly stream: (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) => void;
   readonly connect?: (req: IncomingMessage, app: Socket, head: Buffer) => void;
@@ -42,9 +49,22 @@ export class HttpFront {
   readonly #http2: Http2Server;
   /** HTTP/2 sessions apps opened (closed with GOAWAY on shutdown). */
   readonly #appSessions = new Set<ServerHttp2Session>();
+  readonly #fast: FastFrontOptions | undefined;
+  /** Connections on the fast path (told to close on shutdown). */
+  readonly #fastConns = new Set<FastHttp1Connection>();
+  /** Connections already tracked (a fast one handed to node's server is not tracked twice). */
+  readonly #tracked = new WeakSet<Socket>();
 
   constructor(ctx: OutboundContext, handlers: HttpHandlers) {
     this.#ctx = ctx;
+    this.#fast =
+      handlers.fast === undefined
+        ? undefined
+        : {
+            ...handlers.fast,
+            fallback: (app, bytes) => this.#serveHttp1(app, bytes),
+            keepAliveTimeoutMs: ctx.limits.http.keepAliveTimeoutMs,
+          };
     this.#http1 = createHttpServer({ noDelay: true });
     // Handed connections, never listening: node would enforce no request time without `fed`.
     applyHttpTimeouts(this.#http1, ctx.limits.http, { fed: true });
@@ -59,7 +79,7 @@ export class HttpFront {
     });
     this.#http2.on('stream', handlers.stream);
     this.#http2.on('sessionError', () => undefined);
-    this.#http1.on('connection', (s: Socket) => ctx.tracker.track([s]));
+    this.#http1.on('connection', (s: Socket) => this.#track(s));
     this.#http1.on('request', handlers.request);
     if (handlers.connect !== undefined) this.#http1.on('connect', handlers.connect);
     if (handlers.upgrade !== undefined) this.#http1.on('upgrade', handlers.upgrade);
@@ -88,15 +108,35 @@ export class HttpFront {
 
   /** Serves a connection whose first bytes (already read) are `bytes`. */
   serve(app: Socket, bytes: Buffer): void {
-    if (bytes.length > 0) app.unshift(bytes);
     if (opensWithH2Preface(bytes)) {
-      this.#ctx.tracker.track([app]);
+      if (bytes.length > 0) app.unshift(bytes);
+      this.#track(app);
       // node's HTTP/2 server reads the socket itself (the put-back bytes first).
       this.#http2.emit('connection', app);
       return;
     }
+    if (this.#fast !== undefined) {
+      this.#track(app);
+      const conn = new FastHttp1Connection(this.#ctx, this.#fast, app);
+      this.#fastConns.add(conn);
+      app.once('close', () => this.#fastConns.delete(conn));
+      conn.start(bytes);
+      return;
+    }
+    this.#serveHttp1(app, bytes);
+  }
+
+  /** Node's HTTP/1 server serves the connection from `bytes` (read, not yet served) on. */
+  #serveHttp1(app: Socket, bytes: Buffer): void {
+    if (bytes.length > 0) app.unshift(bytes);
     this.#http1.emit('connection', app);
     app.resume();
+  }
+
+  #track(s: Socket): void {
+    if (this.#tracked.has(s)) return;
+    this.#tracked.add(s);
+    this.#ctx.tracker.track([s]);
   }
 
   /**
@@ -105,6 +145,7 @@ export class HttpFront {
    */
   closeSessions(): void {
     for (const s of this.#appSessions) s.close();
+    for (const c of this.#fastConns) c.drain();
     this.#http1.close();
   }
 }
@@ -116,6 +157,18 @@ export function httpListenerFront(
   resolver: DestinationResolver,
 ): HttpFront {
   return new HttpFront(ctx, {
+    fast: {
+      router: async (req, refuse) => {
+        const dest = await destinationFor(
+          ctx.emit,
+          { required: req.required, authority: req.authority, listener },
+          resolver,
+          refuse,
+        );
+        return dest === undefined ? undefined : { dest };
+      },
+      listener: () => listener,
+    },
     request: (req, res) => void routeRequest(ctx, req, res, listener, resolver),
     stream: (stream, headers) => void routeStream(ctx, stream, headers, listener, resolver),
     connect: (req, app, head) => void tunnel(ctx, { req, app, head, listener, resolver }),

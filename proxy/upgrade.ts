@@ -15,7 +15,7 @@ import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../core/index.js';
 import { MAX_HEAD_BYTES } from './http1-parse.js';
-import { proxyResponse } from './http1-relay.js';
+import { proxyResponse } from './http1-body.js';
 
 /** What {@link forwardUpgrade} needs. */
 export interface UpgradeOptions {

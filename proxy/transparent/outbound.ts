@@ -27,6 +27,7 @@ import type { FirstBytes } from '../outbound-detect.js';
 import { opensWithH2Preface, sniffFirstBytes } from '../outbound-detect.js';
 import { forwardRequest, forwardStream } from '../outbound-forward.js';
 import { HttpFront, streamAnswer } from '../outbound-http.js';
+import type { FastRefuse, FastRequest, FastRoute } from '../outbound-http1.js';
 import { proxyError, requestTarget } from '../outbound-route.js';
 import { carryOpaque } from '../outbound-tcp.js';
 import type { Pick } from '../balancer.js';
@@ -96,6 +97,7 @@ export class TransparentOutbound {
         }),
     });
     this.#front = new HttpFront(ctx, {
+      fast: { router: (req, refuse) => this.#route(req, refuse), listener: () => this.#listener },
       request: (req, res) => this.#request(req, res),
       stream: (stream, headers) => this.#stream(stream, headers),
     });
@@ -273,6 +275,26 @@ export class TransparentOutbound {
           }
         : {}),
     });
+  }
+
+  /** One HTTP/1.1 request on the fast path (outbound-http1.ts): an endpoint picked for it alone. */
+  #route(req: FastRequest, refuse: FastRefuse): FastRoute | undefined {
+    const conn = (req.socket as Marked)[MESHED];
+    if (conn === undefined) {
+      refuse(500, 'internal', 'request on a connection the transparent listener did not route');
+      return undefined;
+    }
+    const picked = this.#pick(conn, refuse);
+    if (picked === undefined) return undefined;
+    const started = this.#ctx.now();
+    return {
+      dest: destOf(picked.endpoint),
+      done: (status) => {
+        // Handed to node's server, which picks again: this pick is not an observation.
+        if (status === undefined) picked.done(false);
+        else this.#done(conn, picked, started, status);
+      },
+    };
   }
 
   /** One HTTP/1.1 request on a meshed connection: an endpoint picked for it alone. */
