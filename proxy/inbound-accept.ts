@@ -6,14 +6,13 @@ import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import type { ServerHttp2Session } from 'node:http2';
 import type { Address, Logger } from '../core/index.js';
-import { LogKey } from '../core/index.js';
+import { LogKey, PeerBudget } from '../core/index.js';
 import type { DetectedProtocol } from './detect.js';
 import type { Http1Relay } from './http1-relay.js';
 import type { AppPorts, ResolvedAppProtocol } from './app-protocol.js';
 import type { TranslateContext } from './translate.js';
 import { CLIENT_ID_HEADER } from './h2-relay.js';
 import type { InboundPolicy, PolicyDecision } from './policy.js';
-import { PeerBudget } from './peer-budget.js';
 import type { HandshakeFailureReason, InboundEvent } from './inbound-events.js';
 import { PROXY_ERROR_HEADER } from './inbound-events.js';
 
