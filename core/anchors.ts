@@ -409,6 +409,13 @@ export interface ProxyIdentityReport {
   readonly trustAnchors: {
     /** {@link bundleFingerprint} of the bundle the proxy loaded. */
     readonly fingerprint: string;
+    /**
+     * {@link bundleFingerprint} of that bundle's canonical PEM: the same for every file holding
+     * the same anchors in any order or line wrapping. A kubelet writes a `clusterTrustBundle`
+     * volume's anchors in an order of its own, so a pod-certificate proxy's file is not the
+     * ConfigMap's text even when it holds the same anchors. Absent from older proxies.
+     */
+    readonly canonicalFingerprint?: string;
     readonly subjects: readonly string[];
     readonly loadedAt: string;
   };
@@ -435,7 +442,7 @@ export interface ProxyIdentityReportAsRead {
   readonly identity?: string;
   readonly certificate: Partial<NonNullable<ProxyIdentityReport['certificate']>>;
   readonly trustAnchors: Partial<
-    Pick<ProxyIdentityReport['trustAnchors'], 'fingerprint' | 'loadedAt'>
+    Pick<ProxyIdentityReport['trustAnchors'], 'fingerprint' | 'canonicalFingerprint' | 'loadedAt'>
   >;
   /** The key-exchange report, when every field of it has its type (older proxies have none). */
   readonly tls?: ProxyTlsReport;

@@ -13,7 +13,7 @@ import type {
   Readiness,
   Registry,
 } from '../core/index.js';
-import { Counter, Gauge, startAdminServer } from '../core/index.js';
+import { Counter, Gauge, bundleFingerprint, startAdminServer } from '../core/index.js';
 import type { AnchorSource } from './anchors.js';
 import type { IdentitySource } from './identity/credential-file.js';
 
@@ -54,6 +54,7 @@ export function identityReport(deps: ProxyAdminDeps): ProxyIdentityReport {
         }),
     trustAnchors: {
       fingerprint: bundle.fingerprint,
+      canonicalFingerprint: bundleFingerprint(bundle.pem),
       subjects: bundle.anchors.map((a) => a.subject),
       loadedAt: new Date(bundle.loadedAt).toISOString(),
     },

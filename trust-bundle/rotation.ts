@@ -75,6 +75,11 @@ export interface ProxyObservation {
   /** Pod name or admin URL. */
   readonly name: string;
   readonly bundleFingerprint?: string | undefined;
+  /**
+   * The fingerprint of its bundle's canonical form (the same anchors in any order give the same
+   * one), when the proxy reports it: a kubelet's clusterTrustBundle file orders them its own way.
+   */
+  readonly canonicalFingerprint?: string | undefined;
   /** NotBefore of its current certificate (ms). */
   readonly certNotBefore?: number | undefined;
   /** Its current chain, PEM, when the proxy reports it. */
@@ -446,7 +451,11 @@ export class RotationController {
         'rotation: no proxies are observed, so propagation has nothing to wait for (give --proxy-admin or --pod-selector)',
       );
     }
-    const behind = seen.filter((p) => p.bundleFingerprint !== want);
+    // The staged bundle is written in canonical form, so its fingerprint is also the canonical
+    // fingerprint of any file holding its anchors (a kubelet's trust bundle file, shuffled).
+    const behind = seen.filter(
+      (p) => p.bundleFingerprint !== want && p.canonicalFingerprint !== want,
+    );
     if (behind.length > 0) {
       return this.#wait(snap, state, {
         description: `${seen.length - behind.length} of ${seen.length} proxies have loaded the staged bundle (waiting for ${names(behind)})`,
@@ -547,7 +556,29 @@ export class RotationController {
       { rotation: state.id, bundle: kept.fingerprint },
       'rotation done: old root retired',
     );
+    await this.#retireCopies(state, kept.pem);
     return { state: next, advanced: true };
+  }
+
+  /**
+   * Brings the copies (namespace ConfigMaps, ClusterTrustBundles) to the final bundle at once, as
+   * stage did with the staged one, instead of leaving the old root in them until the sync
+   * controller's next pass (or for good, where no sync controller runs). Best effort: the
+   * rotation is done either way, and a copy not written now is the sync controller's to fix.
+   */
+  async #retireCopies(state: RotationState, bundlePem: string): Promise<void> {
+    if (this.#o.copies === undefined) return;
+    let behind: readonly string[];
+    try {
+      behind = (await this.#o.copies.sync(bundlePem)).behind;
+    } catch (err) {
+      behind = [err instanceof Error ? err.message : String(err)];
+    }
+    if (behind.length > 0)
+      this.#o.logger.warn(
+        { rotation: state.id, behind },
+        `rotation: ${this.#o.copies.description} not all updated to the final bundle; meshid trust sync brings them along`,
+      );
   }
 
   // ---- helpers ----------------------------------------------------------------------------
@@ -720,6 +751,7 @@ export async function observeAdmin(
     return {
       name,
       bundleFingerprint: body.trustAnchors.fingerprint,
+      canonicalFingerprint: body.trustAnchors.canonicalFingerprint,
       certNotBefore: nb === undefined ? undefined : Date.parse(nb),
       chainPem: body.certificate.chainPem,
     };

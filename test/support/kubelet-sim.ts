@@ -14,8 +14,15 @@
  * - `1.36`: certificates.k8s.io/v1beta1, `stubPKCS10Request` (an empty CSR signed with the key);
  * - `1.37`: certificates.k8s.io/v1, `stubPKCS10Request`.
  *
+ * `mountPod` takes a pod as stored (say, as the proxy injector left it) and mounts its projected
+ * volumes from its spec: each `podCertificate` source as above, each `clusterTrustBundle` source
+ * from the ClusterTrustBundles the simulator follows by a watch (kubelet-trust-bundles.ts: the
+ * selected anchors de-duplicated and shuffled, as the kubelet writes them), all the files of one
+ * volume written together, and the volume written again when the bundles it selects change.
+ *
  * Not modelled: the kubelet's up-to-five-minutes refresh jitter (tests drive refreshes with the
- * clock), keyPath/certificateChainPath (only credentialBundlePath), pod startup gating.
+ * clock), keyPath/certificateChainPath (only credentialBundlePath), pod startup gating, and other
+ * projected source kinds (a pod's token, ConfigMap and Secret volumes are not written).
  */
 import { createPublicKey, generateKeyPairSync, randomUUID, sign as cryptoSign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
@@ -24,6 +31,8 @@ import { join } from 'node:path';
 import { KubernetesObjectApi, Watch } from '@kubernetes/client-node';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { KubeApiServer, KubeObject } from './kube-api-server/index.js';
+import { TrustBundleInformer, projectTrustBundles } from './kubelet-trust-bundles.js';
+import type { ClusterTrustBundleSource } from './kubelet-trust-bundles.js';
 
 /** The kubelet's Kubernetes version, which fixes the request shape. */
 export type KubeletVersion = '1.35' | '1.36' | '1.37';
@@ -92,6 +101,17 @@ export interface KubeletSimOptions {
   readonly now?: () => number;
   /** How long to wait for the signer's answer; default 30 s. */
   readonly answerTimeoutMs?: number;
+  /** The randomness of the kubelet's order of a clusterTrustBundle file; default Math.random. */
+  readonly random?: () => number;
+}
+
+/** A projected volume the simulator mounted from a pod's spec. */
+export interface MountedVolume {
+  readonly name: string;
+  /** Its directory (what the containers see at the volume's mountPath). */
+  readonly dir: string;
+  /** The files it holds now, by path in the volume. */
+  readonly files: Readonly<Record<string, string>>;
 }
 
 /** A running simulated kubelet. */
@@ -107,9 +127,19 @@ export interface KubeletSim {
   requestBody(pod: SimPod, volume: PodCertificateVolume, key: KeyObject): Promise<KubeObject>;
   /** Creates a request body as this node and waits for its answer (issued chain, or refusal). */
   submit(body: KubeObject): Promise<KubeObject>;
+  /**
+   * Mounts the projected volumes of `pod` (a Pod as stored, bound to this node) that have
+   * `podCertificate` or `clusterTrustBundle` sources, as the kubelet does before starting its
+   * containers; rejects when a certificate is refused or a required trust bundle selects nothing.
+   */
+  mountPod(pod: KubeObject): Promise<MountedVolume[]>;
   /** Refreshes every mounted volume whose beginRefreshAt has come; resolves to how many. */
   refreshDue(): Promise<number>;
   readonly mounts: readonly MountedPodCertificate[];
+  /** The volumes `mountPod` mounted. */
+  readonly volumes: readonly MountedVolume[];
+  /** Resolves when every volume write started so far has finished. */
+  settled(): Promise<void>;
   close(): void;
 }
 
@@ -280,6 +310,32 @@ async function atomicWrite(
     await rm(join(dir, previous), { recursive: true, force: true });
 }
 
+/** A volume of a pod's spec, as far as the simulator reads it. */
+interface PodSpecVolume {
+  readonly name: string;
+  readonly projected?: {
+    readonly sources?: readonly {
+      readonly podCertificate?: PodCertificateVolume;
+      readonly clusterTrustBundle?: ClusterTrustBundleSource;
+    }[];
+  };
+}
+
+/** A mounted volume: its sources and what it holds. */
+interface SimVolume {
+  readonly name: string;
+  readonly pod: SimPod;
+  readonly dir: string;
+  readonly podCertificate?: PodCertificateVolume;
+  readonly trustBundles: readonly ClusterTrustBundleSource[];
+  cert?: MountedPodCertificate;
+  keyPem: string;
+  /** Each trust bundle source's file, by path, with the anchor set it holds. */
+  readonly anchors: Map<string, { key: string; pem: string }>;
+  files: Record<string, string>;
+  writing: Promise<void>;
+}
+
 /**
  * Starts a simulated kubelet for node `nodeName` (the Node object is created when missing).
  *
@@ -307,13 +363,23 @@ export function startKubeletSim(o: KubeletSimOptions): KubeletSim {
         apiGroups: ['certificates.k8s.io'],
         resources: ['podcertificaterequests'],
       },
+      // What a node may read for clusterTrustBundle volumes (every authenticated user may).
+      {
+        verbs: ['get', 'list', 'watch'],
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['clustertrustbundles'],
+      },
+      { verbs: ['get'], apiGroups: [''], resources: ['serviceaccounts'] },
     ],
   });
   const kc = api.kubeConfig({ token, user: `node-${nodeName}` });
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const watcher = new Watch(kc);
   const aborts = new Set<AbortController>();
-  const mounts: (MountedPodCertificate & { volume: PodCertificateVolume })[] = [];
+  const random = o.random ?? Math.random;
+  const volumes: SimVolume[] = [];
+  const writeErrors: Error[] = [];
+  let informer: Promise<TrustBundleInformer> | undefined;
   let stamps = 0;
 
   const requestBody = async (
@@ -403,11 +469,13 @@ export function startKubeletSim(o: KubeletSimOptions): KubeletSim {
     return answer(created.metadata.namespace ?? '', created.metadata.name ?? '');
   };
 
+  /** One request for `volume`'s certificate, answered: the key and chain the kubelet writes. */
   const issue = async (
     pod: SimPod,
     volume: PodCertificateVolume,
+    dir: string,
     generation: number,
-  ): Promise<MountedPodCertificate & { volume: PodCertificateVolume }> => {
+  ): Promise<{ cert: MountedPodCertificate; keyPem: string }> => {
     const key = generatePodKey(volume.keyType);
     const done = await submit(await requestBody(pod, volume, key));
     const status = (done['status'] ?? {}) as {
@@ -421,19 +489,86 @@ export function startKubeletSim(o: KubeletSimOptions): KubeletSim {
       throw new PodCertificateRefused(cond.type, cond.reason, cond.message, done.metadata.name!);
     const chainPem = pemBlocks(status.certificateChain ?? '').join('');
     const file = volume.credentialBundlePath ?? 'credentialbundle.pem';
-    const dir = join(o.dir, `${pod.namespace}_${pod.name}_${pod.uid.slice(0, 8)}`);
-    const keyPem = key.export({ type: 'pkcs8', format: 'pem' }).toString();
-    await atomicWrite(dir, { [file]: keyPem + chainPem }, `${now()}_${++stamps}`);
     return {
-      pod,
-      dir,
-      bundlePath: join(dir, file),
-      chainPem,
-      requestName: done.metadata.name!,
-      beginRefreshAt: Date.parse(status.beginRefreshAt ?? ''),
-      notAfter: Date.parse(status.notAfter ?? ''),
-      generation,
-      volume,
+      keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      cert: {
+        pod,
+        dir,
+        bundlePath: join(dir, file),
+        chainPem,
+        requestName: done.metadata.name!,
+        beginRefreshAt: Date.parse(status.beginRefreshAt ?? ''),
+        notAfter: Date.parse(status.notAfter ?? ''),
+        generation,
+      },
+    };
+  };
+
+  /** The files of `v` as they are now. */
+  const filesOf = (v: SimVolume): Record<string, string> => {
+    const files: Record<string, string> = {};
+    if (v.podCertificate !== undefined && v.cert !== undefined)
+      files[v.podCertificate.credentialBundlePath ?? 'credentialbundle.pem'] =
+        v.keyPem + v.cert.chainPem;
+    for (const [path, p] of v.anchors) files[path] = p.pem;
+    return files;
+  };
+
+  /** Writes all of `v`'s files at once, after any write of it still under way. */
+  const write = (v: SimVolume): Promise<void> => {
+    const files = filesOf(v);
+    v.files = files;
+    v.writing = v.writing
+      .then(() => atomicWrite(v.dir, files, `${now()}_${++stamps}`))
+      .catch((err: unknown) => {
+        writeErrors.push(err instanceof Error ? err : new Error(String(err)));
+      });
+    return v.writing;
+  };
+
+  /** Projects `v`'s trust bundle sources from `bundles`; true when an anchor set changed. */
+  const project = (v: SimVolume, bundles: readonly KubeObject[]): boolean => {
+    let changed = false;
+    for (const source of v.trustBundles) {
+      const p = projectTrustBundles(source, bundles, random);
+      // Nothing selected any more: the kubelet fails the volume's sync and keeps the old files.
+      if (p === undefined || v.anchors.get(source.path)?.key === p.key) continue;
+      v.anchors.set(source.path, p);
+      changed = true;
+    }
+    return changed;
+  };
+
+  const trustBundles = (): Promise<TrustBundleInformer> =>
+    (informer ??= TrustBundleInformer.start(kc).then((inf) => {
+      inf.on('change', () => {
+        for (const v of volumes)
+          if (v.trustBundles.length > 0 && project(v, inf.all())) void write(v);
+      });
+      inf.on('error', (err) => writeErrors.push(err));
+      return inf;
+    }));
+
+  const podOf = (obj: KubeObject): SimPod => {
+    const namespace = obj.metadata.namespace ?? 'default';
+    const spec = (obj['spec'] ?? {}) as { serviceAccountName?: string; nodeName?: string };
+    if (spec.nodeName !== nodeName)
+      throw new Error(
+        `pod ${namespace}/${obj.metadata.name ?? '?'} is bound to ${spec.nodeName ?? 'no node'}, not ${nodeName}`,
+      );
+    const serviceAccount = spec.serviceAccountName ?? 'default';
+    const sa = api.get({
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      namespace,
+      name: serviceAccount,
+    });
+    return {
+      namespace,
+      name: obj.metadata.name!,
+      uid: obj.metadata.uid!,
+      serviceAccount,
+      serviceAccountUid: sa?.metadata.uid ?? '',
     };
   };
 
@@ -467,27 +602,92 @@ export function startKubeletSim(o: KubeletSimOptions): KubeletSim {
       };
     },
     async mount(pod, volume) {
-      const m = await issue(pod, volume, 1);
-      mounts.push(m);
-      return m;
+      const dir = join(o.dir, `${pod.namespace}_${pod.name}_${pod.uid.slice(0, 8)}`);
+      const { cert, keyPem } = await issue(pod, volume, dir, 1);
+      const v: SimVolume = {
+        name: 'podcertificate',
+        pod,
+        dir,
+        podCertificate: volume,
+        trustBundles: [],
+        cert,
+        keyPem,
+        anchors: new Map(),
+        files: {},
+        writing: Promise.resolve(),
+      };
+      volumes.push(v);
+      await write(v);
+      return cert;
+    },
+    async mountPod(obj) {
+      const pod = podOf(obj);
+      const specVolumes = ((obj['spec'] ?? {}) as { volumes?: PodSpecVolume[] }).volumes ?? [];
+      const mounted: SimVolume[] = [];
+      for (const sv of specVolumes) {
+        const sources = sv.projected?.sources ?? [];
+        const pc = sources.find((x) => x.podCertificate !== undefined)?.podCertificate;
+        const tbs = sources.flatMap((x) =>
+          x.clusterTrustBundle === undefined ? [] : [x.clusterTrustBundle],
+        );
+        if (pc === undefined && tbs.length === 0) continue;
+        const dir = join(o.dir, `${pod.namespace}_${pod.name}_${pod.uid.slice(0, 8)}`, sv.name);
+        const v: SimVolume = {
+          name: sv.name,
+          pod,
+          dir,
+          ...(pc === undefined ? {} : { podCertificate: pc }),
+          trustBundles: tbs,
+          keyPem: '',
+          anchors: new Map(),
+          files: {},
+          writing: Promise.resolve(),
+        };
+        if (tbs.length > 0) {
+          project(v, (await trustBundles()).all());
+          const missing = tbs.find((t) => t.optional !== true && !v.anchors.has(t.path));
+          if (missing !== undefined)
+            throw new Error(
+              `volume ${sv.name}: combination of signerName and labelSelector matched zero ClusterTrustBundles (${JSON.stringify(missing)})`,
+            );
+        }
+        if (pc !== undefined) Object.assign(v, await issue(pod, pc, dir, 1));
+        mounted.push(v);
+      }
+      for (const v of mounted) {
+        volumes.push(v);
+        await write(v);
+      }
+      return mounted.map((v) => ({ name: v.name, dir: v.dir, files: v.files }));
     },
     requestBody,
     submit,
     async refreshDue() {
       let n = 0;
-      for (let i = 0; i < mounts.length; i++) {
-        const m = mounts[i]!;
-        if (now() < m.beginRefreshAt) continue;
-        mounts[i] = await issue(m.pod, m.volume, m.generation + 1);
+      for (const v of volumes) {
+        if (v.podCertificate === undefined || v.cert === undefined) continue;
+        if (now() < v.cert.beginRefreshAt) continue;
+        Object.assign(v, await issue(v.pod, v.podCertificate, v.dir, v.cert.generation + 1));
+        await write(v);
         n++;
       }
       return n;
     },
     get mounts() {
-      return mounts;
+      return volumes.flatMap((v) => (v.cert === undefined ? [] : [v.cert]));
+    },
+    get volumes() {
+      return volumes
+        .filter((v) => v.name !== 'podcertificate')
+        .map((v) => ({ name: v.name, dir: v.dir, files: v.files }));
+    },
+    async settled() {
+      await Promise.all(volumes.map((v) => v.writing));
+      if (writeErrors.length > 0) throw writeErrors[0]!;
     },
     close() {
       for (const a of [...aborts]) a.abort();
+      void informer?.then((inf) => inf.close());
     },
   };
 }

@@ -6,11 +6,14 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ManualClock,
+  bundleFingerprint,
   isMeshidError,
+  toPem,
   silentLogger,
   systemRandom,
   parseAnchors,
 } from '../../../core/index.js';
+import type { AnchorBundle } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { initLocalState } from '../../../cli/init.js';
 import {
@@ -244,6 +247,36 @@ describe('trust-bundle: rotation controller (local mode)', function () {
     );
     // Finished: a new rotation may start.
     assert.equal((await controller().start()).phase, 'stage');
+  });
+
+  it("counts a proxy whose file holds the staged anchors in another order (a kubelet's clusterTrustBundle file) as propagated, by the canonical fingerprint it reports", async () => {
+    const rc = controller();
+    await rc.start();
+    await rc.step();
+    const staged = parseAnchors((await files()).bundle, { now: clock.now() });
+    // What a kubelet writes: the same anchors, the other way round. What the proxy reports for it.
+    const shuffled = [...staged.anchors]
+      .reverse()
+      .map((a) => toPem(a.der, 'CERTIFICATE'))
+      .join('');
+    const loaded = parseAnchors(shuffled, { now: clock.now() });
+    assert.notEqual(loaded.fingerprint, staged.fingerprint, 'not the same text');
+    const report = (name: string, b: AnchorBundle): ProxyObservation => ({
+      name,
+      bundleFingerprint: b.fingerprint,
+      canonicalFingerprint: bundleFingerprint(b.pem),
+    });
+    const old = parseAnchors(toPem(staged.anchors[0]!.der, 'CERTIFICATE'), { now: clock.now() });
+    proxies.reports = [report('web', loaded), report('voting', old)];
+    let r = await rc.step();
+    assert.equal(r.state?.phase, 'propagate');
+    assert.match(
+      r.state?.waitingFor?.description ?? '',
+      /1 of 2 proxies .* \(waiting for voting\)$/,
+    );
+    proxies.reports = [report('web', loaded), report('voting', loaded)];
+    r = await rc.step();
+    assert.equal(r.state?.phase, 'switch');
   });
 
   it('completes the switch only when every CA replica serves from the new issuer', async () => {
