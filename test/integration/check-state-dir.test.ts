@@ -19,7 +19,8 @@ import { assertReportShape, byId } from '../support/check-report.js';
 import type { Report } from '../support/check-report.js';
 
 describe('meshid check --dir: the state folder, token-signing/ and the issuer key', function () {
-  this.timeout(120_000);
+  // Each case runs `meshid check` once; a loaded machine takes tens of seconds for one.
+  this.timeout(300_000);
   let base: string;
   let dir: string;
   let closedPort: number;
@@ -161,107 +162,141 @@ describe('meshid check --dir: the state folder, token-signing/ and the issuer ke
     assert.match(byId(report, 'state-dir').message, /trust-anchors\.pem \(--dir\) is not a folder/);
   });
 
-  it('token-signing/key.pem: garbage, readable by others, not in the JWKS, missing: × token-signing naming the file', async () => {
-    const key = join(dir, 'token-signing', 'key.pem');
-    const jwks = join(dir, 'token-signing', 'jwks.json');
-    await withFile(key, 'not a key\n', async () => {
-      const { code, report } = await check(dir);
-      assert.equal(code, 1);
-      const t = byId(report, 'token-signing');
-      assert.equal(t.status, 'error');
-      assert.equal(t.message, `${key} is not a PEM private key`);
-      assert.match(t.fix ?? '', /meshid init --force --dir /);
-    });
-    await withFile(
-      key,
-      await readFile(key),
-      async () => {
-        const { report } = await check(dir);
+  describe('token-signing/key.pem: × token-signing naming the file', () => {
+    const key = (): string => join(dir, 'token-signing', 'key.pem');
+    const jwks = (): string => join(dir, 'token-signing', 'jwks.json');
+
+    it('garbage: not a PEM private key, fixed by meshid init --force', async () => {
+      await withFile(key(), 'not a key\n', async () => {
+        const { code, report } = await check(dir);
+        assert.equal(code, 1);
         const t = byId(report, 'token-signing');
         assert.equal(t.status, 'error');
-        assert.match(t.message, /is readable by others \(mode 0644\)/);
-        assert.equal(t.fix, `run: chmod 600 ${key}`);
-        // The folder's own rule says it too.
-        assert.equal(byId(report, 'state-dir').status, 'error');
-      },
-      0o644,
-    );
-    const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
-      .privateKey.export({ type: 'pkcs8', format: 'pem' })
-      .toString();
-    await withFile(key, otherRsa, async () => {
-      const { report } = await check(dir);
-      const t = byId(report, 'token-signing');
-      assert.equal(t.status, 'error');
-      assert.equal(
-        t.message,
-        `${key} is not the key of any of the 1 keys in ${jwks}: the CA (meshid ca --dir ${dir}) refuses every token it signs`,
+        assert.equal(t.message, `${key()} is not a PEM private key`);
+        assert.match(t.fix ?? '', /meshid init --force --dir /);
+      });
+    });
+
+    it('readable by others: chmod 600 (and the folder rule says it too)', async () => {
+      await withFile(
+        key(),
+        await readFile(key()),
+        async () => {
+          const { report } = await check(dir);
+          const t = byId(report, 'token-signing');
+          assert.equal(t.status, 'error');
+          assert.match(t.message, /is readable by others \(mode 0644\)/);
+          assert.equal(t.fix, `run: chmod 600 ${key()}`);
+          assert.equal(byId(report, 'state-dir').status, 'error');
+        },
+        0o644,
       );
     });
-    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-      .privateKey.export({ type: 'pkcs8', format: 'pem' })
-      .toString();
-    await withFile(key, ec, async () => {
-      const { report } = await check(dir);
-      assert.match(
-        byId(report, 'token-signing').message,
-        /is EC, not an RSA key of at least 2048 bits \(meshid token signs RS256\)$/,
-      );
+
+    it('another RSA key: not in the JWKS the CA uses', async () => {
+      const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString();
+      await withFile(key(), otherRsa, async () => {
+        const t = byId((await check(dir)).report, 'token-signing');
+        assert.equal(t.status, 'error');
+        assert.equal(
+          t.message,
+          `${key()} is not the key of any of the 1 keys in ${jwks()}: the CA (meshid ca --dir ${dir}) refuses every token it signs`,
+        );
+      });
     });
-    const saved = await readFile(key);
-    await rm(key);
-    try {
-      const { report } = await check(dir);
-      assert.equal(
-        byId(report, 'token-signing').message,
-        `${key} does not exist: "meshid token" cannot sign development tokens`,
-      );
-    } finally {
-      await writeFile(key, saved, { mode: 0o600 });
-    }
+
+    it('an EC key: not the RSA key meshid token signs RS256 with', async () => {
+      const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString();
+      await withFile(key(), ec, async () => {
+        assert.match(
+          byId((await check(dir)).report, 'token-signing').message,
+          /is EC, not an RSA key of at least 2048 bits \(meshid token signs RS256\)$/,
+        );
+      });
+    });
+
+    it('missing: meshid token cannot sign', async () => {
+      const saved = await readFile(key());
+      await rm(key());
+      try {
+        const t = byId((await check(dir)).report, 'token-signing');
+        assert.equal(t.status, 'error');
+        assert.equal(
+          t.message,
+          `${key()} does not exist: "meshid token" cannot sign development tokens`,
+        );
+      } finally {
+        await writeFile(key(), saved, { mode: 0o600 });
+      }
+    });
   });
 
-  it('issuer tls.key: not PEM, a certificate, P-384, another key: × naming the file (and the certificate by fingerprint), no OpenSSL decoder text', async () => {
-    const keyFile = join(dir, 'issuer', 'tls.key');
-    const crtFile = join(dir, 'issuer', 'tls.crt');
-    const crt = parseCertificates(await readFile(crtFile, 'utf8'), 'ERR_INSPECT_TARGET')[0]!;
-    const cases: [string, string | Buffer, string, RegExp][] = [
-      ['garbage', 'garbage\n', 'issuer-valid', /^.*tls\.key is not a PEM private key \(line 1: /],
-      [
-        'a certificate',
-        await readFile(crtFile, 'utf8'),
+  describe('issuer tls.key: × naming the file, never an OpenSSL decoder string', () => {
+    const keyFile = (): string => join(dir, 'issuer', 'tls.key');
+    const crtFile = (): string => join(dir, 'issuer', 'tls.crt');
+    const refused = async (
+      what: string,
+      content: string,
+      id: string,
+      expected: () => Promise<RegExp> | RegExp,
+    ): Promise<void> => {
+      await withFile(keyFile(), content, async () => {
+        const { code, report, stderr } = await check(dir);
+        assert.equal(code, 1, what);
+        const c = byId(report, id);
+        assert.equal(c.status, 'error', what);
+        assert.match(c.message, await expected(), what);
+        if (id === 'issuer-valid') assert.ok(c.message.startsWith(keyFile()), c.message);
+        assert.doesNotMatch(JSON.stringify(report) + stderr, /DECODER|error:[0-9A-F]{8}/, what);
+      });
+    };
+
+    it('garbage: not a PEM private key', () =>
+      refused(
+        'garbage',
+        'garbage\n',
         'issuer-valid',
-        /tls\.key is not a PEM private key \(it holds "CERTIFICATE"\)$/,
-      ],
-      [
+        () => /tls\.key is not a PEM private key \(line 1: /,
+      ));
+
+    it('a certificate where the key should be: not a PEM private key, saying what it holds', async () =>
+      refused(
+        'a certificate',
+        await readFile(crtFile(), 'utf8'),
+        'issuer-valid',
+        () => /tls\.key is not a PEM private key \(it holds "CERTIFICATE"\)$/,
+      ));
+
+    it('a P-384 key: not the ECDSA P-256 key the CA signs with', () =>
+      refused(
         'P-384',
         generateKeyPairSync('ec', { namedCurve: 'P-384' })
           .privateKey.export({ type: 'pkcs8', format: 'pem' })
           .toString(),
         'issuer-valid',
-        /tls\.key is not a usable issuer key: .*ECDSA P-384.*must be ECDSA P-256/,
-      ],
-      [
+        () => /tls\.key is not a usable issuer key: .*ECDSA P-384.*must be ECDSA P-256/,
+      ));
+
+    it('another P-256 key: does not match the issuer certificate, named by file and fingerprint', () =>
+      refused(
         'another P-256 key',
         generateKeyPairSync('ec', { namedCurve: 'P-256' })
           .privateKey.export({ type: 'pkcs8', format: 'pem' })
           .toString(),
         'issuer-key',
-        new RegExp(
-          `^${keyFile} does not match the issuer certificate ${crtFile} \\(identity\\.linkerd\\.cluster\\.local, sha256 ${crt.fingerprint}\\)$`,
-        ),
-      ],
-    ];
-    for (const [what, content, id, expected] of cases) {
-      await withFile(keyFile, content, async () => {
-        const { code, report, stderr } = await check(dir);
-        assert.equal(code, 1, what);
-        const c = byId(report, id);
-        assert.equal(c.status, 'error', what);
-        assert.match(c.message, expected, what);
-        if (id === 'issuer-valid') assert.ok(c.message.startsWith(keyFile), c.message);
-        assert.doesNotMatch(JSON.stringify(report) + stderr, /DECODER|error:[0-9A-F]{8}/, what);
-      });
-    }
+        async () => {
+          const crt = parseCertificates(
+            await readFile(crtFile(), 'utf8'),
+            'ERR_INSPECT_TARGET',
+          )[0]!;
+          return new RegExp(
+            `^${keyFile()} does not match the issuer certificate ${crtFile()} \\(identity\\.linkerd\\.cluster\\.local, sha256 ${crt.fingerprint}\\)$`,
+          );
+        },
+      ));
   });
 });

@@ -46,7 +46,7 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
 }
 
 describe('meshid init --renew-issuer', function () {
-  this.timeout(180_000);
+  this.timeout(300_000);
   let base: string;
 
   before(async () => {
