@@ -333,7 +333,12 @@ export function chainFingerprints(
     parent !== undefined
       ? `issued by ${shortName(parent)} sha256 ${parent.fingerprint}`
       : `issued by ${shortName({ subject: issuerName })} (not in the chain)`;
-  return `${from.chain}: ${shortName(first)} sha256 ${first.fingerprint}, ${issuer}${anchorList}`;
+  // A workload leaf has an empty subject: its name is its first DNS SAN.
+  const firstName =
+    first.subject === ''
+      ? (/(?:^|, )DNS:([^,]+)/.exec(first.x509.subjectAltName ?? '')?.[1] ?? shortName(first))
+      : shortName(first);
+  return `${from.chain}: ${firstName} sha256 ${first.fingerprint}, ${issuer}${anchorList}`;
 }
 
 /**

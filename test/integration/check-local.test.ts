@@ -24,7 +24,8 @@ import type { Report } from '../support/check-report.js';
 const execFileAsync = promisify(execFile);
 
 describe('meshid check --dir (real CA and proxy processes)', function () {
-  this.timeout(120_000);
+  // A test runs meshid check up to four times; on a loaded machine one run takes tens of seconds.
+  this.timeout(300_000);
   let state: TestState;
   let ca: CaProcess;
   let proxy: ProxyProcess;
