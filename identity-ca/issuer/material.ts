@@ -24,6 +24,7 @@ import {
   PemError,
   chainFingerprints,
   fipsCertificateProblem,
+  importSpki,
   parseCertificates as parseCoreCertificates,
   isOneSequence,
   parsePem,
@@ -440,11 +441,7 @@ function curveName(curve: string | undefined): string {
 function checkKeyMatches(key: KeyObject, issuer: ParsedCert): void {
   let certKey: KeyObject;
   try {
-    certKey = createPublicKey({
-      key: Buffer.from(issuer.cert.publicKey.rawData),
-      format: 'der',
-      type: 'spki',
-    });
+    certKey = importSpki(new Uint8Array(issuer.cert.publicKey.rawData));
   } catch (err) {
     throw invalid(
       `issuer private key does not match the issuer certificate (its public key cannot be read: ${(err as Error).message})`,
