@@ -4,18 +4,22 @@
  *   D/trust-anchors.pem               the root (trust anchor) certificate
  *   D/issuer/{tls.crt,tls.key,ca.crt} the issuer, laid out like a kubernetes.io/tls Secret
  *   D/token-signing/{key.pem,jwks.json} the development token-signing key and its JWKS
+ *   D/root/tls.key                    the trust anchor's private key (0600)
  *
- * The root's private key is used once, to sign the issuer, and never written: nothing local
- * can mint another issuer under this anchor. Rotating locally means `meshid init --force`.
+ * The root's key is kept so that `meshid init --renew-issuer` (cli/init-renew.ts) can issue a
+ * new issuer under the same anchor when the issuer nears its end, without a new root that every
+ * proxy would have to learn. It is as private as the issuer key beside it, and anyone who
+ * must not be able to mint another issuer deletes it (renewal then refuses, naming the file).
+ * A new root means `meshid init --force` or a rotation (`meshid trust rotate`).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { MeshidError, loadConfig, localStateInputs, systemClock } from '../core/index.js';
 import { createIntermediateCa, createRootCa } from '../core/pki.js';
 import { generateTokenSigningKey } from '../identity-ca/index.js';
+import { renewLocalIssuer, renewalReport } from './init-renew.js';
 import { startCrypto } from './runtime.js';
-import { checkStateDir } from './state-dir.js';
+import { LOCAL_ROOT_KEY, checkStateDir, writeStateFiles } from './state-dir.js';
 
 const DAY = 86_400_000;
 /** Local material lifetimes: long enough not to expire under a developer. */
@@ -30,6 +34,7 @@ export const LOCAL_STATE_FILES = [
   'issuer/ca.crt',
   'token-signing/key.pem',
   'token-signing/jwks.json',
+  'root/tls.key',
 ] as const;
 
 /**
@@ -71,30 +76,45 @@ export async function initLocalState(opts: {
     pathLength: 0,
   });
   const signing = await generateTokenSigningKey();
-  const files: [string, string, number][] = [
-    ['trust-anchors.pem', root.certificatePem, 0o644],
-    ['issuer/tls.crt', issuer.certificatePem, 0o644],
-    ['issuer/tls.key', issuer.privateKeyPem, 0o600],
-    ['issuer/ca.crt', root.certificatePem, 0o644],
-    ['token-signing/key.pem', signing.privateKeyPem, 0o600],
-    ['token-signing/jwks.json', `${JSON.stringify(signing.jwks, null, 2)}\n`, 0o644],
-  ];
-  const written: string[] = [];
-  for (const [rel, content, mode] of files) {
-    const path = join(opts.dir, rel);
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    // Write-then-rename so a watcher (a running CA) never reads half a file.
-    const tmp = `${path}.tmp-${process.pid}`;
-    await writeFile(tmp, content, { mode });
-    await rename(tmp, path);
-    written.push(path);
-  }
-  return written;
+  // Write-then-rename (writeStateFiles) so a watcher (a running CA) never reads half a file.
+  return writeStateFiles(opts.dir, [
+    { rel: 'trust-anchors.pem', content: root.certificatePem, mode: 0o644 },
+    { rel: 'issuer/tls.crt', content: issuer.certificatePem, mode: 0o644 },
+    { rel: 'issuer/tls.key', content: issuer.privateKeyPem, mode: 0o600 },
+    { rel: 'issuer/ca.crt', content: root.certificatePem, mode: 0o644 },
+    { rel: 'token-signing/key.pem', content: signing.privateKeyPem, mode: 0o600 },
+    {
+      rel: 'token-signing/jwks.json',
+      content: `${JSON.stringify(signing.jwks, null, 2)}\n`,
+      mode: 0o644,
+    },
+    { rel: LOCAL_ROOT_KEY, content: root.privateKeyPem, mode: 0o600 },
+  ]);
 }
 
 /** `meshid init` */
 export async function runInit(argv: string[]): Promise<number> {
-  const { config } = loadConfig('init', { argv, env: process.env });
+  const { config, given } = loadConfig('init', { argv, env: process.env });
+  if (config.renewIssuer) {
+    const contradicting = (['force', 'trustDomain', 'controlPlaneNamespace'] as const).filter((k) =>
+      given.has(k),
+    );
+    if (contradicting.length > 0) {
+      const flag = (k: string): string => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      throw new MeshidError(
+        'ERR_CONFIG_INVALID',
+        `--renew-issuer keeps the trust anchor and the issuer's name, so it cannot be combined with ${contradicting.map(flag).join(', ')}: ${contradicting.includes('force') ? '--force writes a new trust anchor (every proxy must then learn it)' : "the naming is the existing issuer's"}; give --renew-issuer alone, or "meshid init --force --dir ${config.dir}" for a new trust anchor`,
+      );
+    }
+    startCrypto(config);
+    const renewed = await renewLocalIssuer({
+      dir: config.dir,
+      now: systemClock.now(),
+      fallbackCommonName: `identity.${config.controlPlaneNamespace}.${config.trustDomain}`,
+    });
+    process.stdout.write(renewalReport(renewed, config.dir));
+    return 0;
+  }
   startCrypto(config);
   const written = await initLocalState(config);
   const inputs = localStateInputs(config.dir);
@@ -102,7 +122,7 @@ export async function runInit(argv: string[]): Promise<number> {
     `meshid init: wrote a new trust anchor, issuer and token-signing key in ${config.dir}\n` +
       written.map((p) => `  ${p}\n`).join('') +
       `Run the CA with: meshid ca --dir ${config.dir}\n` +
-      `(trust anchors: ${inputs.trustAnchors}; the root's private key was not kept)\n`,
+      `(trust anchors: ${inputs.trustAnchors}; its private key is kept in ${join(config.dir, LOCAL_ROOT_KEY)} to renew the issuer: meshid init --renew-issuer --dir ${config.dir})\n`,
   );
   return 0;
 }

@@ -76,6 +76,8 @@ export function certifyThroughCa(
   config: Pick<ProxyConfig, 'fips' | 'tlsGroups'> & {
     readonly identityAddr: string;
     readonly identityName: string;
+    /** The anchors file, named when the CA's chain does not verify against it. */
+    readonly trustAnchors?: string | undefined;
   },
   anchors: AnchorSource,
   held: () => PresentedCertificate | undefined,
@@ -96,6 +98,7 @@ export function certifyThroughCa(
           address,
           serverName: config.identityName,
           anchorsPem: bundle.pem,
+          ...(config.trustAnchors === undefined ? {} : { anchorsSource: config.trustAnchors }),
           tls: meshTlsSettings(config.fips, config.tlsGroups),
           clientCertificate: held,
           onHandshake,

@@ -8,20 +8,28 @@
  *   what the folder lists is public, the keys are protected by their own modes;
  * - nothing inside it may be a symbolic link: a planted `issuer` link would send the issuer key
  *   into a folder someone else controls, or feed the CA an issuer of their choosing;
- * - the private keys (`issuer/tls.key`, `token-signing/key.pem`) must be readable by this user
- *   only (0600).
+ * - the private keys (`issuer/tls.key`, `token-signing/key.pem`, `root/tls.key`) must be
+ *   readable by this user only (0600).
  *
  * An unsafe folder is refused, never tightened: a folder others could write may already hold
  * what they wrote, and only its owner can tell. The error names the path and the command that
  * fixes it.
  */
-import { lstat, mkdir, readdir, readlink, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, readdir, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MeshidError } from '../core/index.js';
 
+/** Where `meshid init` keeps the trust anchor's private key, relative to the state folder. */
+export const LOCAL_ROOT_KEY = 'root/tls.key';
+
 /** The state folder's private keys, relative to it. */
-export const LOCAL_PRIVATE_KEYS = ['issuer/tls.key', 'token-signing/key.pem'] as const;
+export const LOCAL_PRIVATE_KEYS = [
+  'issuer/tls.key',
+  'token-signing/key.pem',
+  LOCAL_ROOT_KEY,
+] as const;
 
 /** How deep the walk goes: the layout is two levels (rotation's pending folder included). */
 const MAX_DEPTH = 4;
@@ -99,4 +107,41 @@ export async function checkStateDir(dir: string, opts: { create?: boolean } = {}
   const uid = process.getuid?.();
   checkFolder(dir, st, uid);
   await walk(dir, '', uid, 1);
+}
+
+/** One file for {@link writeStateFiles}: its path relative to the state folder, text and mode. */
+export interface StateFile {
+  readonly rel: string;
+  readonly content: string;
+  /** 0o600 for a private key, 0o644 otherwise. */
+  readonly mode: number;
+}
+
+/**
+ * Writes files into a state folder that {@link checkStateDir} passed, in the order given: a
+ * missing folder is made 0700, and each file is written to a temporary name (with its mode from
+ * the start, so a key is never readable by others) and renamed over the old one, so a watcher
+ * (a running CA) never reads half a file. Resolves with the paths written.
+ *
+ * @example
+ * ```ts
+ * await writeStateFiles('.meshid', [{ rel: 'issuer/tls.key', content: keyPem, mode: 0o600 }]);
+ * ```
+ */
+export async function writeStateFiles(dir: string, files: readonly StateFile[]): Promise<string[]> {
+  const written: string[] = [];
+  for (const f of files) {
+    const path = join(dir, f.rel);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      await writeFile(tmp, f.content, { mode: f.mode, flag: 'wx' });
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    written.push(path);
+  }
+  return written;
 }

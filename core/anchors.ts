@@ -289,6 +289,59 @@ export function reachAnchor<A extends ParsedCertificate>(
 }
 
 /**
+ * Anchors as a person compares them: `root.linkerd.cluster.local sha256 9a1b…, …` (the full
+ * SHA-256 of each DER, as `meshid trust inspect` prints it); `no anchors` for none.
+ *
+ * @example
+ * ```ts
+ * `checked against ${file}: ${anchorFingerprints(bundle.anchors)}`;
+ * ```
+ */
+export function anchorFingerprints(anchors: readonly ParsedCertificate[]): string {
+  return anchors.length === 0
+    ? 'no anchors'
+    : anchors.map((a) => `${shortName(a)} sha256 ${a.fingerprint}`).join(', ');
+}
+
+/**
+ * What a person compares when a chain is refused, whatever refused it (the CA's issuer load, a
+ * proxy's look at the CA or at its own certificate, `meshid check`, the trust commands): every
+ * state folder has the same names (`root.linkerd.cluster.local`), so the names alone read as a
+ * contradiction. Says the SHA-256 fingerprint (of the DER, as {@link ParsedCertificate}) of the
+ * chain's first certificate, of its issuer when the chain carries it (else only the issuer's
+ * name), and of each anchor it was checked against, with the files or objects they came from.
+ *
+ * @example
+ * ```ts
+ * `${found.reason}; ${chainFingerprints(chain, bundle.anchors, { chain: 'issuer/tls.crt', anchors: 'trust-anchors.pem' })}`;
+ * // '… ; issuer/tls.crt: identity.linkerd.cluster.local sha256 3f0c…, issued by root.linkerd.cluster.local (not in the chain); trust-anchors.pem: root.linkerd.cluster.local sha256 9a1b…'
+ * ```
+ */
+export function chainFingerprints(
+  chain: readonly ParsedCertificate[],
+  anchors: readonly ParsedCertificate[],
+  /** Where the chain and the anchors came from; without `anchors`, the anchors are left out. */
+  from: { readonly chain: string; readonly anchors?: string },
+): string {
+  const [first, ...rest] = chain;
+  const anchorList =
+    from.anchors === undefined ? '' : `; ${from.anchors}: ${anchorFingerprints(anchors)}`;
+  if (first === undefined) return `${from.chain}: no certificate${anchorList}`;
+  const issuerName = nameOf(first.x509.issuer);
+  const parent = rest.find((c) => nameOf(c.x509.subject) === issuerName);
+  const issuer =
+    parent !== undefined
+      ? `issued by ${shortName(parent)} sha256 ${parent.fingerprint}`
+      : `issued by ${shortName({ subject: issuerName })} (not in the chain)`;
+  // A workload leaf has an empty subject: its name is its first DNS SAN.
+  const firstName =
+    first.subject === ''
+      ? (/(?:^|, )DNS:([^,]+)/.exec(first.x509.subjectAltName ?? '')?.[1] ?? shortName(first))
+      : shortName(first);
+  return `${from.chain}: ${firstName} sha256 ${first.fingerprint}, ${issuer}${anchorList}`;
+}
+
+/**
  * `CN=root.linkerd.cluster.local, O=x` → `root.linkerd.cluster.local`; the whole subject when it
  * has no CN.
  *

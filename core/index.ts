@@ -121,8 +121,10 @@ export type {
 export { CertifyClient } from './certify-client.js';
 export type { CertifyCallError } from './certify-client.js';
 export {
+  anchorFingerprints,
   bundleFingerprint,
   bundleOfAnchors,
+  chainFingerprints,
   DEFAULT_EXPIRY_WARNING_MS,
   MAX_CHAIN_DEPTH,
   parseAnchors,

@@ -9,6 +9,7 @@ export { runCertifyWorker, startCaPrimary } from './cluster.js';
 export type { RunningCa, WorkerRole } from './cluster.js';
 export type { IssuedLeaf } from './server/certify.js';
 export { FileIssuerSource } from './issuer/file-source.js';
+export { parseIssuerKey } from './issuer/material.js';
 export { KubeIssuerSource } from './issuer/kube-source.js';
 export type { KubeApi } from './kube/api.js';
 export {

@@ -91,12 +91,14 @@ export function localTrustFiles(dir: string): {
  */
 export class LocalRotationBackend implements RotationBackend {
   readonly mode = 'local' as const;
+  readonly sources: { readonly issuer: string; readonly anchors: string };
   readonly #o: LocalBackendOptions;
   readonly #f: ReturnType<typeof localTrustFiles>;
 
   constructor(options: LocalBackendOptions) {
     this.#o = options;
     this.#f = localTrustFiles(options.dir);
+    this.sources = { issuer: `${this.#f.issuerCrt} (+ ca.crt)`, anchors: this.#f.bundle };
   }
 
   async read(): Promise<RotationSnapshot> {

@@ -21,6 +21,7 @@ import type { Clock, Logger, Random } from '../core/index.js';
 import {
   MeshidError,
   bundleOfAnchors,
+  chainFingerprints,
   isMeshidError,
   parseAnchors,
   parseCertificates,
@@ -50,6 +51,8 @@ export interface RotationSnapshot {
  */
 export interface RotationBackend {
   readonly mode: RotationState['mode'];
+  /** Where the issuer and the bundle are (files, objects), named when a chain is refused. */
+  readonly sources?: { readonly issuer: string; readonly anchors: string };
   read(): Promise<RotationSnapshot>;
   /** Writes bundle and state together if `version` is still current; ERR_ROTATION_CONFLICT if not. */
   write(version: string, bundlePem: string, state: RotationState): Promise<void>;
@@ -204,6 +207,23 @@ export function firstSubject(chainPem: string): string | undefined {
   }
 }
 
+/** `(… sha256 …)`: the issuer's and the anchors' fingerprints, with where they were read. */
+function fingerprintsOf(
+  chainPem: string,
+  bundle: AnchorBundle,
+  sources: { readonly issuer: string; readonly anchors: string } | undefined,
+): string {
+  try {
+    const chain = parseCertificates(chainPem, 'ERR_ROTATION_REFUSED');
+    return ` (${chainFingerprints(chain, bundle.anchors, {
+      chain: sources?.issuer ?? 'the live issuer',
+      anchors: sources?.anchors ?? 'the current bundle',
+    })})`;
+  } catch {
+    return '';
+  }
+}
+
 function describeIssuer(chainPem: string): string {
   const subject = firstSubject(chainPem);
   return subject === undefined ? ' (no issuer certificate could be read)' : ` "${subject}"`;
@@ -261,7 +281,7 @@ export class RotationController {
         if (!isMeshidError(err, 'ERR_ROTATION_REFUSED')) throw err;
         throw new MeshidError(
           'ERR_ROTATION_REFUSED',
-          `refusing to rotate: the live issuer${describeIssuer(snap.issuerChainPem)} does not chain to any anchor of the current bundle, so a rotation would leave it unanchored; fix the issuer or the bundle first`,
+          `refusing to rotate: the live issuer${describeIssuer(snap.issuerChainPem)} does not chain to any anchor of the current bundle, so a rotation would leave it unanchored; fix the issuer or the bundle first${fingerprintsOf(snap.issuerChainPem, bundle, this.#o.backend.sources)}`,
         );
       }
       const now = this.#o.clock.now();

@@ -85,6 +85,7 @@ export async function checkWorkloads(
         targets,
         total: injected.length,
         anchors: w.anchors,
+        anchorsSource: `ConfigMap ${config.namespace}/${config.trustAnchorsConfigMap} key ${config.trustAnchorsKey}`,
         bundleFingerprint: w.fingerprint,
         now,
         timeoutMs: config.timeout,

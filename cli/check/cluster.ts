@@ -129,6 +129,7 @@ function materialSources(config: CheckConfig): MaterialSources {
   return {
     anchors: `ConfigMap ${ns}/${config.trustAnchorsConfigMap} key ${config.trustAnchorsKey}`,
     issuer: `Secret ${ns}/${config.issuerSecret}`,
+    issuerFile: (name) => `Secret ${ns}/${config.issuerSecret} key ${name}`,
     fixAnchors: `update the ConfigMap (trust-manager or "meshid install --trust-anchors"), see docs/install.md`,
     fixIssuer: `renew or replace the Secret (cert-manager: "cmctl renew -n ${ns} ${config.issuerSecret}"), see docs/install.md`,
   };
@@ -155,6 +156,7 @@ async function checkCa(
       address: config.caAddress ?? { host: caHost, port: Number(caPort) },
       identityName: config.identityName,
       anchors,
+      anchorsSource: materialSources(config).anchors,
       now,
       timeoutMs: config.timeout,
       fix,

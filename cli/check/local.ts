@@ -15,6 +15,7 @@ import { checkKeyExchange } from './key-exchange.js';
 import { checkProxies, probeCa, probeCaAdmin } from './probes.js';
 import type { ProxyTarget } from './probes.js';
 import { caFipsFromMetrics, checkFips, checkRotation, clientFips } from './state.js';
+import { checkStateFolder, checkTokenSigning } from './state-folder.js';
 
 /** The file `meshid local` writes while it runs: where its CA and proxies listen. */
 export const LOCAL_MESH_FILE = 'mesh.json';
@@ -40,13 +41,20 @@ export async function checkLocal(
   progress: Progress,
 ): Promise<CheckResult[]> {
   const dir = config.dir;
+  progress('reading the state folder');
+  const folder = await checkStateFolder(dir);
+  // Without the folder there are no anchors to judge the CA or proxies by: ask nothing.
+  if (!folder.exists) return [folder.result];
   const inputs = localStateInputs(dir);
   const src: MaterialSources = {
     anchors: inputs.trustAnchors,
     issuer: inputs.issuerDir,
+    issuerFile: (name) => join(inputs.issuerDir, name),
     fixAnchors: `write fresh local material with "meshid init --dir ${dir} --force" (then restart the CA and proxies)`,
     fixIssuer: `put a valid issuer in ${inputs.issuerDir} (tls.crt, tls.key, ca.crt), or "meshid init --dir ${dir} --force"`,
+    renewIssuer: `renew it under the same trust anchor: meshid init --renew-issuer --dir ${dir} (a running CA loads it by itself)`,
   };
+  const tokenSigning = await checkTokenSigning(dir);
   progress('reading the trust anchors and the issuer');
   const anchorsText = await read(inputs.trustAnchors);
   const a = checkAnchors(anchorsText, src, now, config.expiryWarning);
@@ -76,6 +84,7 @@ export async function checkLocal(
       address: caAddress,
       identityName: config.identityName,
       anchors: a.anchors,
+      anchorsSource: inputs.trustAnchors,
       now,
       timeoutMs: config.timeout,
       fix,
@@ -98,6 +107,7 @@ export async function checkLocal(
       targets,
       total: targets.length,
       anchors: a.anchors,
+      anchorsSource: inputs.trustAnchors,
       bundleFingerprint: anchorsText instanceof Error ? '' : bundleFingerprint(anchorsText),
       now,
       timeoutMs: config.timeout,
@@ -115,6 +125,8 @@ export async function checkLocal(
     err instanceof Error ? err : new Error(String(err)),
   );
   return [
+    folder.result,
+    tokenSigning,
     ...a.results,
     ...i.results,
     ...caResults,

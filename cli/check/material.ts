@@ -4,9 +4,19 @@
  */
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import { parseAnchors, parseCertificates, reachAnchor } from '../../core/index.js';
+import { createPublicKey } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import {
+  PemError,
+  chainFingerprints,
+  parseAnchors,
+  parseCertificates,
+  parsePem,
+  reachAnchor,
+} from '../../core/index.js';
 import type { ParsedCertificate } from '../../core/index.js';
-import { judgeExpiry, keyMatches, shortName } from './x509.js';
+import { parseIssuerKey } from '../../identity-ca/index.js';
+import { judgeExpiry, shortName } from './x509.js';
 
 /** Where the material was read from, for messages and fixes. */
 export interface MaterialSources {
@@ -14,10 +24,37 @@ export interface MaterialSources {
   readonly anchors: string;
   /** `.meshid/issuer`, `Secret linkerd/linkerd-identity-issuer`. */
   readonly issuer: string;
+  /** One file of the issuer: `.meshid/issuer/tls.key`, `Secret linkerd/… key tls.key`. */
+  issuerFile(name: 'tls.crt' | 'tls.key' | 'ca.crt'): string;
   /** How to replace the anchors (one line). */
   readonly fixAnchors: string;
   /** How to replace the issuer (one line). */
   readonly fixIssuer: string;
+  /** How to renew the issuer under the same anchor, when there is a way (local: --renew-issuer). */
+  readonly renewIssuer?: string;
+}
+
+const KEY_LABELS = ['EC PRIVATE KEY', 'PRIVATE KEY', 'RSA PRIVATE KEY', 'ENCRYPTED PRIVATE KEY'];
+
+/**
+ * The issuer key by the CA's rule (identity-ca's parseIssuerKey), or what is wrong with it, naming
+ * the file: not a PEM private key at all, or not the ECDSA P-256 key the CA signs with.
+ */
+function readIssuerKey(pem: string, file: string): KeyObject | string {
+  let labels: string[];
+  try {
+    labels = parsePem(pem).map((b) => b.label);
+  } catch (err) {
+    if (!(err instanceof PemError)) throw err;
+    return `${file} is not a PEM private key (${err.message})`;
+  }
+  if (!labels.some((l) => KEY_LABELS.includes(l)))
+    return `${file} is not a PEM private key (${labels.length === 0 ? 'it is empty' : `it holds ${labels.map((l) => `"${l}"`).join(', ')}`})`;
+  try {
+    return parseIssuerKey(pem);
+  } catch (err) {
+    return `${file} is not a usable issuer key: ${(err as Error).message}`;
+  }
 }
 
 /** The issuer as read: the certificate (with chain), key and optional ca.crt. */
@@ -143,17 +180,12 @@ export function checkIssuer(
   } catch {
     // ca.crt is only a hint for building the chain; a bad one is reported by the chain check.
   }
-  let keyOk: boolean | Error;
-  try {
-    keyOk = keyMatches(issuer.x509, files.keyPem);
-  } catch (err) {
-    keyOk = new Error(`tls.key cannot be parsed: ${(err as Error).message}`);
+  const key = readIssuerKey(files.keyPem, src.issuerFile('tls.key'));
+  if (typeof key === 'string') {
+    return { results: [result('issuer-valid', 'error', key, src.fixIssuer)] };
   }
-  if (keyOk instanceof Error) {
-    return {
-      results: [result('issuer-valid', 'error', `${src.issuer}: ${keyOk.message}`, src.fixIssuer)],
-    };
-  }
+  const spki = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
+  const keyOk = spki(createPublicKey(key)).equals(spki(issuer.x509.publicKey));
   const name = shortName(issuer.x509);
   const results: CheckResult[] = [
     result('issuer-valid', 'ok', `${name} from ${src.issuer}`),
@@ -170,7 +202,7 @@ export function checkIssuer(
       : result(
           'issuer-key',
           'error',
-          `tls.key does not belong to ${name}`,
+          `${src.issuerFile('tls.key')} does not match the issuer certificate ${src.issuerFile('tls.crt')} (${name}, sha256 ${issuer.fingerprint})`,
           `put the key that was certified with the certificate; ${src.fixIssuer}`,
         ),
   ];
@@ -194,7 +226,7 @@ export function checkIssuer(
         : result(
             'issuer-chain',
             'error',
-            `${name} does not chain to the current trust anchors: ${c.reason}`,
+            `${name} does not chain to the current trust anchors: ${c.reason} (${chainFingerprints([...chain, ...extra], anchors, { chain: src.issuerFile('tls.crt'), anchors: src.anchors })})`,
             `issue the issuer from a current anchor, or add its root to the anchors bundle first (docs/rotation.md)`,
           ),
     );
@@ -207,9 +239,11 @@ export function checkIssuer(
       `${name} ${v.text}`,
       v.status === 'ok'
         ? undefined
-        : v.status === 'error'
-          ? `replace the issuer now: ${src.fixIssuer}`
-          : `renew the issuer soon (cert-manager renews it by itself when it manages it): ${src.fixIssuer}`,
+        : src.renewIssuer !== undefined
+          ? `${v.status === 'error' ? 'replace the issuer now' : 'renew the issuer soon'}: ${src.renewIssuer}; or, for a new trust anchor too, ${src.fixIssuer}`
+          : v.status === 'error'
+            ? `replace the issuer now: ${src.fixIssuer}`
+            : `renew the issuer soon (cert-manager renews it by itself when it manages it): ${src.fixIssuer}`,
     ),
   );
   return { results, issuer };

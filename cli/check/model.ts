@@ -20,6 +20,7 @@ export interface CheckSpec {
 const both: readonly CheckMode[] = ['local', 'cluster'];
 const cluster: readonly CheckMode[] = ['cluster'];
 const pre: readonly CheckMode[] = ['pre'];
+const local: readonly CheckMode[] = ['local'];
 
 /** Every check, in the order they are printed. */
 export const CHECKS = [
@@ -41,6 +42,18 @@ export const CHECKS = [
     group: 'Before install',
     title: 'what already runs in the namespace (Linkerd, meshid)',
     modes: pre,
+  },
+  {
+    id: 'state-dir',
+    group: 'State folder',
+    title: 'the state folder exists and only this user can change it',
+    modes: local,
+  },
+  {
+    id: 'token-signing',
+    group: 'State folder',
+    title: 'the token-signing key parses, is private, and is in the JWKS the CA uses',
+    modes: local,
   },
   {
     id: 'anchors-valid',

@@ -5,6 +5,8 @@
  */
 import type { Address } from '../../core/index.js';
 import {
+  anchorFingerprints,
+  chainFingerprints,
   formatAddress,
   parseCertificates,
   peerChain,
@@ -66,6 +68,8 @@ export async function probeCa(o: {
   address: Address;
   identityName: string;
   anchors: readonly ParsedCertificate[];
+  /** Where the anchors came from (a file, a ConfigMap), for a refusal's message. */
+  anchorsSource: string;
   now: number;
   timeoutMs: number;
   fix: string;
@@ -116,7 +120,7 @@ export async function probeCa(o: {
       : result(
           'ca-certificate',
           'error',
-          `the CA's certificate for ${o.identityName} does not chain to the current anchors: ${c.reason}`,
+          `the CA's certificate for ${o.identityName} does not chain to the current anchors: ${c.reason} (${chainFingerprints([leaf, ...rest], o.anchors, { chain: `the chain ${where} serves`, anchors: o.anchorsSource })})`,
           'the CA runs with other anchors or issuer than these: restart it after fixing the issuer, or check that both read the same anchors',
         ),
   );
@@ -187,6 +191,8 @@ export async function checkProxies(o: {
   /** How many proxies there were in all (the targets may be a sample). */
   total: number;
   anchors: readonly ParsedCertificate[];
+  /** Where the anchors came from (a file, a ConfigMap), for a refusal's message. */
+  anchorsSource: string;
   bundleFingerprint: string;
   now: number;
   timeoutMs: number;
@@ -214,7 +220,7 @@ export async function checkProxies(o: {
     return result(
       'proxies-certificates',
       'error',
-      `${bad.length} of ${asked} proxies hold no certificate that chains to the current anchors: ${list(bad)}`,
+      `${bad.length} of ${asked} proxies hold no certificate that chains to the current anchors: ${list(bad)}; checked against ${o.anchorsSource}: ${anchorFingerprints(o.anchors)}`,
       'restart those pods so their proxies get a certificate from the current issuer; if many, check the issuer chain and the rotation state first',
     );
   }
@@ -279,7 +285,8 @@ async function askProxy(
   const c = reachAnchor([leaf, ...rest], o.anchors, o.now);
   if (c.anchor === undefined) {
     const who = report.identity === undefined ? '' : `${report.identity}: `;
-    return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}` };
+    const held = chainFingerprints(chain, o.anchors, { chain: 'its certificate' });
+    return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}; ${held}` };
   }
   if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)
     return {

@@ -1,10 +1,8 @@
 /**
  * Certificate inspection shared by `meshid check` and `meshid identity`: describing names, keys
  * and validity for a person. Parsing and chaining are core's (parseCertificates, reachAnchor).
- * Read-only: nothing here holds or makes a private key except {@link keyMatches}, which only
- * compares the public halves.
+ * Read-only: nothing here holds or makes a private key.
  */
-import { createPrivateKey, createPublicKey } from 'node:crypto';
 import type { X509Certificate } from 'node:crypto';
 
 /**
@@ -45,13 +43,6 @@ export function keyType(c: X509Certificate): string {
     default:
       return String(k.asymmetricKeyType ?? 'unknown').toUpperCase();
   }
-}
-
-/** True when the private key (PEM) is the key of the certificate. */
-export function keyMatches(c: X509Certificate, keyPem: string): boolean {
-  const spki = (k: ReturnType<typeof createPublicKey>): Buffer =>
-    k.export({ type: 'spki', format: 'der' });
-  return spki(createPublicKey(createPrivateKey(keyPem))).equals(spki(c.publicKey));
 }
 
 /** `notBefore`/`notAfter` as ms since the epoch. */

@@ -37,6 +37,9 @@ export const INIT = {
   ...COMMON,
   dir: path(nonEmpty, D.stateDir).describe('state folder to write'),
   force: boolean().describe('overwrite existing material'),
+  renewIssuer: boolean().describe(
+    "issue a new issuer under the folder's existing trust anchor (root/tls.key), keeping the anchor",
+  ),
   ...NAMING,
 };
 

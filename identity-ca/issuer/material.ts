@@ -22,8 +22,10 @@ import type { KeyObject, webcrypto as WebCrypto } from 'node:crypto';
 import {
   MeshidError,
   PemError,
+  chainFingerprints,
   fipsCertificateProblem,
   importSpki,
+  parseCertificates as parseCoreCertificates,
   isOneSequence,
   parsePem,
   printable,
@@ -193,8 +195,19 @@ async function validate(
   const found = await findPath(issuer, [...crt.slice(1), ...caCrt], anchorCerts, now);
   if (!('anchor' in found)) {
     const reasons = found.reasons.length > 0 ? `: ${found.reasons.join('; ')}` : '';
+    // Every state folder names its certificates alike: the fingerprints tell them apart.
+    let seen: string;
+    try {
+      seen = `; ${chainFingerprints(
+        parseCoreCertificates(material.tlsCrt + (material.caCrt ?? ''), 'ERR_ISSUER_INVALID'),
+        anchors.anchors,
+        { chain: 'issuer tls.crt (+ ca.crt)', anchors: 'trust anchors' },
+      )}`;
+    } catch {
+      seen = ''; // Parsed above by this module's rule; core's stricter reading adds nothing here.
+    }
     throw invalid(
-      `issuer does not chain to any trust anchor (issuer ${quote(issuer.subject)} issued by ${quote(issuer.cert.issuer)}, anchors: ${anchors.anchors.map((a) => quote(a.subject)).join(', ')})${reasons}`,
+      `issuer does not chain to any trust anchor (issuer ${quote(issuer.subject)} issued by ${quote(issuer.cert.issuer)}, anchors: ${anchors.anchors.map((a) => quote(a.subject)).join(', ')})${reasons}${seen}`,
     );
   }
 
@@ -338,7 +351,17 @@ function chainCertProblem(c: ParsedCert): string | undefined {
   return undefined;
 }
 
-function parseIssuerKey(pem: string): KeyObject {
+/**
+ * The issuer's private key from `tls.key` by the CA's rule: one unencrypted ECDSA P-256 key
+ * (SEC1 or PKCS#8). Throws ERR_ISSUER_INVALID saying what the file holds instead. `meshid
+ * check` applies the same rule, so it says what the CA would.
+ *
+ * @example
+ * ```ts
+ * const key = parseIssuerKey(await readFile('issuer/tls.key', 'utf8'));
+ * ```
+ */
+export function parseIssuerKey(pem: string): KeyObject {
   let blocks;
   try {
     blocks = parsePem(pem);

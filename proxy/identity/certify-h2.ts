@@ -22,12 +22,15 @@ import type {
 } from '../../core/index.js';
 import {
   CERTIFY_PATH,
+  chainFingerprints,
   decodeCertifyResponse,
   decodeGrpcMessage,
   encodeCertifyRequest,
   formatAddress,
   frameGrpcMessage,
   negotiatedAlgorithms,
+  parseCertificates,
+  peerChain,
   retryAfterMsOf,
   unframeGrpcMessage,
 } from '../../core/index.js';
@@ -36,6 +39,22 @@ import {
 const INTERNAL = 13;
 const UNAVAILABLE = 14;
 const DEADLINE_EXCEEDED = 4;
+/**
+ * OpenSSL's verdicts on a chain that does not verify against the anchors (node's error codes).
+ * Every state folder names its certificates alike, so these get the fingerprints added.
+ */
+const CHAIN_REFUSALS = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+]);
+/** The look at a refused chain gets this long; past it the refusal is reported as it was. */
+const EXPLAIN_TIMEOUT_MS = 2_000;
 /** Larger answers are refused: a leaf and a few intermediates are a few kilobytes. */
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -66,6 +85,8 @@ export interface Http2CertifyClientOptions {
   readonly serverName: string;
   /** The trust anchors the CA's chain must lead to. */
   readonly anchorsPem: string;
+  /** Where the anchors came from (the proxy's --trust-anchors file), named when the chain is refused. */
+  readonly anchorsSource?: string;
   /** TLS settings (core's meshTlsSettings): FIPS mode passes FIPS_TLS; default node's. */
   readonly tls?: MeshTlsSettings;
   /**
@@ -158,6 +179,34 @@ export class Http2CertifyClient {
   }
 
   /**
+   * OpenSSL's verdict on a CA chain that does not verify ("unable to get local issuer
+   * certificate") with what a person compares: the anchors file, and the fingerprints of the
+   * CA's certificate, its issuer and the anchors, read over one more handshake that verifies
+   * nothing (core's peerChain; only after a refusal, so at the retry pace). The verdict alone
+   * when that look fails.
+   */
+  async #explainRefusal(message: string): Promise<string> {
+    const { address, serverName, anchorsPem, anchorsSource } = this.#o;
+    try {
+      const served = await peerChain(address, serverName, EXPLAIN_TIMEOUT_MS, {
+        alpn: ['h2'],
+        minVersion: 'TLSv1.3',
+      });
+      const seen = chainFingerprints(
+        parseCertificates(served.join(''), 'ERR_INSPECT_TARGET'),
+        parseCertificates(anchorsPem, 'ERR_ANCHORS_INVALID'),
+        {
+          chain: `the CA at ${formatAddress(address)} serves`,
+          anchors: anchorsSource ?? 'the trust anchors',
+        },
+      );
+      return `${message}: the CA's chain does not verify against the trust anchors${anchorsSource === undefined ? '' : ` in ${anchorsSource}`} (${seen})`;
+    } catch {
+      return message;
+    }
+  }
+
+  /**
    * One Certify call. Rejects with {@link CertifyCallFailed}: the CA's status, or UNAVAILABLE
    * (transport, TLS, identity of the CA), DEADLINE_EXCEEDED or INTERNAL (a malformed answer).
    */
@@ -184,8 +233,14 @@ export class Http2CertifyClient {
         stream?.close(h2.NGHTTP2_CANCEL);
         done(new CertifyCallFailed(DEADLINE_EXCEEDED, 'Deadline exceeded'));
       }, deadlineMs);
-      const onSessionError = (err: Error): void =>
-        done(new CertifyCallFailed(UNAVAILABLE, err.message));
+      const onSessionError = (err: Error): void => {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === undefined || !CHAIN_REFUSALS.has(code))
+          return done(new CertifyCallFailed(UNAVAILABLE, err.message));
+        void this.#explainRefusal(err.message).then((m) =>
+          done(new CertifyCallFailed(UNAVAILABLE, m)),
+        );
+      };
       const frame = frameGrpcMessage(encodeCertifyRequest(req));
       const send = (): void => {
         if (settled) return;

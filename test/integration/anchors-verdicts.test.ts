@@ -230,7 +230,13 @@ describe('one trust-anchor bundle rule: every consumer, one verdict', function (
         : 'refused';
     },
     'meshid check': async (pem) => {
-      const src = { anchors: 'anchors', issuer: 'issuer', fixAnchors: '', fixIssuer: '' };
+      const src = {
+        anchors: 'anchors',
+        issuer: 'issuer',
+        issuerFile: (n: string) => n,
+        fixAnchors: '',
+        fixIssuer: '',
+      };
       const now = clock.now();
       const a = checkAnchors(pem, src, now, 0);
       if (a.results.some((x) => x.id === 'anchors-valid' && x.status === 'error')) return 'refused';

@@ -10,7 +10,7 @@ import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { formatAddress, systemClock } from '../../core/index.js';
+import { formatAddress, parseCertificates, systemClock } from '../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { MESHID_BIN, runMeshid, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
@@ -24,7 +24,8 @@ import type { Report } from '../support/check-report.js';
 const execFileAsync = promisify(execFile);
 
 describe('meshid check --dir (real CA and proxy processes)', function () {
-  this.timeout(120_000);
+  // A test runs meshid check up to four times; on a loaded machine one run takes tens of seconds.
+  this.timeout(300_000);
   let state: TestState;
   let ca: CaProcess;
   let proxy: ProxyProcess;
@@ -34,7 +35,7 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
   let strayProxy: ProxyProcess;
 
   before(async () => {
-    state = await makeTestState();
+    state = await makeTestState({ plainFiles: true });
     otherState = await makeTestState();
     [ca, otherCa] = await Promise.all([
       startCaProcess([...state.caArgs, '--workers', '1']),
@@ -98,6 +99,8 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     assert.deepEqual(
       report.checks.map((c) => c.id),
       [
+        'state-dir',
+        'token-signing',
         'anchors-valid',
         'anchors-expiry',
         'issuer-valid',
@@ -126,7 +129,7 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
     assert.equal(t.code, 0);
     assert.match(t.stdout, /^Trust anchors\n {2}✓ anchors-valid: 1 anchor in /m);
     assert.match(t.stdout, /^Identity CA\n {2}✓ ca-reachable: TLS handshake with /m);
-    assert.match(t.stdout, /^Status: all checks passed \(14 ✓, 0 ‼, 0 ×\)/m);
+    assert.match(t.stdout, /^Status: all checks passed \(16 ✓, 0 ‼, 0 ×\)/m);
     assert.ok(!(t.stdout + t.stderr).includes('\u001b['), 'no escape codes on a pipe');
   });
 
@@ -148,6 +151,13 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
         assert.equal(c.status, 'error');
         assert.match(c.message, /^identity\.linkerd\.cluster\.local expired 1h ago \(NotAfter /);
         assert.match(c.fix ?? '', /replace the issuer now/);
+        // The renewal under the same anchor first, a new root only as the other way.
+        assert.match(
+          c.fix ?? '',
+          new RegExp(
+            `^replace the issuer now: renew it under the same trust anchor: meshid init --renew-issuer --dir ${state.dir} `,
+          ),
+        );
         // The signature chain is still right: only the expiry is wrong.
         assert.equal(byId(report, 'issuer-chain').status, 'ok');
         const t = await text();
@@ -222,6 +232,17 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
           c.message,
           /does not chain to the current trust anchors: .*issued by other-root\.example/,
         );
+        // Both folders name their certificates alike: the files and fingerprints tell them apart.
+        const [fi, fr] = [foreign, otherRoot].map(
+          (x) => parseCertificates(x.certificatePem, 'ERR_INSPECT_TARGET')[0]!.fingerprint,
+        );
+        const anchor = parseCertificates(state.root.certificatePem, 'ERR_INSPECT_TARGET')[0]!;
+        assert.ok(
+          c.message.endsWith(
+            `(${join(state.issuerDir, 'tls.crt')}: identity.linkerd.cluster.local sha256 ${fi}, issued by other-root.example sha256 ${fr}; ${state.anchorsFile}: root.linkerd.cluster.local sha256 ${anchor.fingerprint})`,
+          ),
+          c.message,
+        );
       },
     );
   });
@@ -253,9 +274,11 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
         const { code, report } = await check();
         assert.equal(code, 1);
         assert.equal(byId(report, 'issuer-key').status, 'error');
-        assert.match(
+        // The files by their paths and the certificate by its fingerprint (issue 22, item 7).
+        const fp = parseCertificates(state.issuer.certificatePem, 'ERR_INSPECT_TARGET')[0]!;
+        assert.equal(
           byId(report, 'issuer-key').message,
-          /tls\.key does not belong to identity\.linkerd\.cluster\.local/,
+          `${join(state.issuerDir, 'tls.key')} does not match the issuer certificate ${join(state.issuerDir, 'tls.crt')} (identity.linkerd.cluster.local, sha256 ${fp.fingerprint})`,
         );
       },
     );
@@ -395,6 +418,9 @@ describe('meshid check --dir (real CA and proxy processes)', function () {
           state.root.certificatePem + other.certificatePem,
         );
         await cp(state.issuerDir, join(dir, 'issuer'), { recursive: true, dereference: true });
+        await cp(join(state.dir, 'token-signing'), join(dir, 'token-signing'), {
+          recursive: true,
+        });
         return await runMeshid(
           [...base().map((a) => (a === state.dir ? dir : a)), '--output', 'json'],
           {},

@@ -54,11 +54,28 @@ export interface TestState {
   cleanup(): Promise<void>;
 }
 
+/** Writes issuer files as plain files, each to a temporary name and renamed (as meshid init does). */
+async function writeIssuerFiles(
+  issuerDir: string,
+  files: { 'tls.crt': string; 'tls.key': string; 'ca.crt'?: string },
+): Promise<void> {
+  await mkdir(issuerDir, { recursive: true });
+  for (const name of ['ca.crt', 'tls.key', 'tls.crt'] as const) {
+    const content = files[name];
+    if (content === undefined) continue;
+    const tmp = join(issuerDir, `.${name}.tmp-${generation++}`);
+    await writeFile(tmp, content, { mode: 0o600 });
+    await rename(tmp, join(issuerDir, name));
+  }
+}
+
 /**
  * Makes a fresh state folder. `caArgs` runs `meshid ca` against it with the token issuer a
- * cluster would use.
+ * cluster would use. The issuer folder is kubelet-style (`..data` links) unless `plainFiles`:
+ * then it is laid out as `meshid init` writes it, so the folder passes the state folder's rule
+ * (cli/state-dir.ts, no links) and `meshid check --dir` finds it all green.
  */
-export async function makeTestState(): Promise<TestState> {
+export async function makeTestState(opts: { plainFiles?: boolean } = {}): Promise<TestState> {
   const dir = await mkdtemp(join(tmpdir(), 'meshid-test-'));
   const now = systemClock.now();
   const root = await createRootCa({
@@ -84,11 +101,13 @@ export async function makeTestState(): Promise<TestState> {
   await writeFile(anchorsFile, root.certificatePem);
   await mkdir(join(dir, 'token-signing'));
   await writeFile(jwksFile, JSON.stringify(signing.jwks));
-  const installIssuer = async (i: Ca, opts: { root?: Ca; key?: string } = {}): Promise<void> =>
-    writeIssuerDir(issuerDir, {
+  await writeFile(join(dir, 'token-signing', 'key.pem'), signing.privateKeyPem, { mode: 0o600 });
+  const write = opts.plainFiles === true ? writeIssuerFiles : writeIssuerDir;
+  const installIssuer = async (i: Ca, o: { root?: Ca; key?: string } = {}): Promise<void> =>
+    write(issuerDir, {
       'tls.crt': i.certificatePem,
-      'tls.key': opts.key ?? i.privateKeyPem,
-      'ca.crt': (opts.root ?? root).certificatePem,
+      'tls.key': o.key ?? i.privateKeyPem,
+      'ca.crt': (o.root ?? root).certificatePem,
     });
   await installIssuer(issuer);
   return {

@@ -410,6 +410,19 @@ describe('issuer validation (validateIssuer)', () => {
       );
     });
 
+    it('a refused chain names the fingerprints of the issuer, of its root (from ca.crt) and of the anchors (same names, told apart)', async () => {
+      const underOther = await ca(otherRoot);
+      const fp = (c: GeneratedCa): string =>
+        createHash('sha256').update(c.certificateDer).digest('hex');
+      await assertRefused(
+        validateIssuer(material(underOther, [], [otherRoot]), anchorsOf(anchor), NOW),
+        'ERR_ISSUER_INVALID',
+        new RegExp(
+          `; issuer tls\\.crt \\(\\+ ca\\.crt\\): \\S+ sha256 ${fp(underOther)}, issued by root\\.linkerd\\.cluster\\.local sha256 ${fp(otherRoot)}; trust anchors: root\\.linkerd\\.cluster\\.local sha256 ${fp(anchor)}$`,
+        ),
+      );
+    });
+
     it('an issuer whose only anchor in the bundle has expired', async () => {
       const old = await root('old.test', { notBefore: NOW - 400 * DAY, notAfter: NOW - DAY });
       const underOld = await ca(old, 'under-old.test', { notBefore: NOW - 2 * DAY });

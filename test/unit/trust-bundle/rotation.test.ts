@@ -12,6 +12,7 @@ import {
   silentLogger,
   systemRandom,
   parseAnchors,
+  parseCertificates,
 } from '../../../core/index.js';
 import type { AnchorBundle } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
@@ -120,6 +121,26 @@ describe('trust-bundle: rotation controller (local mode)', function () {
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses to start when the live issuer is from another root, naming the files and the fingerprints (same names, told apart)', async () => {
+    const other = await createRoot('root.linkerd.cluster.local');
+    const foreign = await createIssuer(other, 'identity.linkerd.cluster.local');
+    await writeFile(join(dir, 'issuer', 'tls.crt'), foreign.certificatePem);
+    await writeFile(join(dir, 'issuer', 'ca.crt'), other.certificatePem);
+    const fp = (pem: string): string =>
+      parseCertificates(pem, 'ERR_INSPECT_TARGET')[0]!.fingerprint;
+    const anchors = await readFile(join(dir, 'trust-anchors.pem'), 'utf8');
+    await assert.rejects(controller().start(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_ROTATION_REFUSED');
+      assert.ok(
+        err.message.endsWith(
+          `fix the issuer or the bundle first (${join(dir, 'issuer', 'tls.crt')} (+ ca.crt): identity.linkerd.cluster.local sha256 ${fp(foreign.certificatePem)}, issued by root.linkerd.cluster.local sha256 ${fp(other.certificatePem)}; ${join(dir, 'trust-anchors.pem')}: root.linkerd.cluster.local sha256 ${fp(anchors)})`,
+        ),
+        err.message,
+      );
+      return true;
+    });
   });
 
   it('completes when the old root expires mid-way, between the switch and retire', async () => {
