@@ -5,6 +5,7 @@
  */
 import { randomUUID, randomInt } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
+import { validateLease } from './leases.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
@@ -155,6 +156,7 @@ export class Objects {
     if (isPodCertificateRequest(t)) validatePodCertificateRequest(t, obj, old);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
+    if (t.group === 'coordination.k8s.io' && t.plural === 'leases') validateLease(t, obj);
     t.validate?.(t, obj, old);
   }
 
