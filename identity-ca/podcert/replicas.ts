@@ -239,7 +239,7 @@ export class SignerReplicas {
     }
     const sorted = [...live].sort();
     const changed = sorted.join('\n') !== this.#live.join('\n');
-    if (changed) {
+    if (changed || force) {
       const joined = sorted.filter((r) => !this.#live.includes(r));
       const left = this.#live.filter((r) => !sorted.includes(r));
       this.#live = sorted;
