@@ -3,7 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import { KubeApiError, caIdentityName, openKubeClient, parseAddress } from '../core/index.js';
+import { caIdentityName, kindNotServed, openKubeClient, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   AnchorsCopyController,
@@ -177,10 +177,8 @@ async function clusterTrustBundlesUnserved(api: TrustKubeApi): Promise<string | 
     await api.list(CTB_API_VERSION, 'ClusterTrustBundle', undefined, TRUST_BUNDLE_ROLE_LABEL);
     return undefined;
   } catch (err) {
-    // A list of a kind the server does not serve answers 404 (a list of a served kind never does).
-    const cause = err instanceof Error ? err.cause : undefined;
-    if (cause instanceof KubeApiError && cause.status === 404) return cause.message;
-    throw err;
+    if (!kindNotServed(err) || !(err instanceof Error)) throw err;
+    return err.message;
   }
 }
 

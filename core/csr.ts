@@ -18,7 +18,6 @@ import {
   DerTag,
   contextTag,
   decodeDer,
-  derOid,
   readAll,
   readBoolean,
   readElement,
@@ -29,9 +28,9 @@ import {
   readString,
   ia5ToString,
   plainView,
-  tlv,
   type DerElement,
 } from './der.js';
+import { derOid, tlv } from './der-write.js';
 import { MeshidError } from './errors.js';
 import { formatIpv6 } from './ip.js';
 
@@ -408,15 +407,20 @@ function asBuffer(u: Uint8Array): Buffer {
 }
 
 /**
- * Imports a CSR's EC public key from its DER SubjectPublicKeyInfo with node:crypto. OpenSSL's
- * SPKI decoder checks the point is on the named curve (EC_POINT_oct2point), so a key off the
- * curve never imports. On OpenSSL 3.5 (Node 26) this is the cheapest import there is: about twice
- * as fast as WebCrypto's raw import, which the CA used on Node 20's OpenSSL 3.0, and it needs no
- * CryptoKey, so nothing is handed to `KeyObject.from` (Node 26 deprecates that for
- * non-extractable keys, DEP0204). docs/benchmarks.md has the figures.
+ * Imports a public key from its DER SubjectPublicKeyInfo with node:crypto: meshid's one key-import
+ * path. OpenSSL's SPKI decoder checks an EC point is on the named curve (EC_POINT_oct2point), so
+ * a key off the curve never imports. On OpenSSL 3.5 (Node 26) this is the cheapest import there
+ * is: about twice as fast as WebCrypto's raw import, and it makes no CryptoKey, so nothing goes
+ * through `KeyObject.from` (deprecated for non-extractable keys, DEP0204). docs/benchmarks.md has
+ * the figures. Throws on a malformed key.
+ *
+ * @example
+ * ```ts
+ * const key = importSpki(new Uint8Array(cert.publicKey.rawData));
+ * ```
  */
-function importEcPublicKey(key: ParsedCsr['publicKey']): KeyObject {
-  return createPublicKey({ key: asBuffer(key.spki), format: 'der', type: 'spki' });
+export function importSpki(spki: Uint8Array): KeyObject {
+  return createPublicKey({ key: asBuffer(spki), format: 'der', type: 'spki' });
 }
 
 /**
@@ -433,7 +437,7 @@ export async function verifyCsrSignature(csr: ParsedCsr): Promise<boolean> {
   try {
     const hash = ECDSA_HASH.get(csr.signatureAlgorithm);
     if (hash === undefined || csr.publicKey.algorithm !== 'EC') return false;
-    const key = importEcPublicKey(csr.publicKey);
+    const key = importSpki(csr.publicKey.spki);
     return cryptoVerify(
       hash,
       csr.certificationRequestInfo,

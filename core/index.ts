@@ -72,22 +72,18 @@ export type { Readiness } from './admin-server.js';
 export { parsePem, PemError, toPem } from './pem.js';
 export { JsonDepthMeter, JsonTooDeep, parseJson } from './json.js';
 export {
-  concatBytes,
   contextTag,
   decodeDer,
   DerError,
-  derOid,
   DerReader,
   DerTag,
-  derTime,
-  derUnsignedInteger,
   isOneSequence,
   plainView,
   readOctetString,
   readOid,
-  tlv,
 } from './der.js';
-export { createCsr, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
+export { concatBytes, derOid, derTime, derUnsignedInteger, tlv } from './der-write.js';
+export { createCsr, importSpki, parseCsr, parseSpki, verifyCsrSignature, X509Oid } from './csr.js';
 export type { ParsedCsr } from './csr.js';
 export {
   CERTIFY_PATH,
@@ -154,9 +150,13 @@ export {
   LISTENER_LIMITS,
   NO_RESUMPTION,
   PeerBudget,
+  REFUSAL_REPORT_INTERVAL_MS,
+  RefusalReports,
 } from './listener-limits.js';
 export type {
+  ConnectionCountHook,
   ConnectionLimitHit,
+  ConnectionLimitOptions,
   ConnectionRefusedHook,
   HttpListenerLimits,
   HttpTimeouts,
@@ -188,7 +188,7 @@ export {
   meshTlsSettings,
 } from './fips.js';
 export type { CryptoStatus, MeshTlsSettings } from './fips.js';
-export { KubeApiError } from './kube/api.js';
+export { KubeApiError, kindNotServed } from './kube/api.js';
 export type {
   AccessQuery,
   ApiConnection,

@@ -22,16 +22,15 @@
 import { performance } from 'node:perf_hooks';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import type { Agent as HttpAgent } from 'node:http';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { LogKey } from '../core/index.js';
+import { DEFAULTS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import { PROXY_TLS } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import { AppProtocolDetector } from './app-protocol.js';
 import type { AppPorts, AppProtocol } from './app-protocol.js';
-import { appAgent } from './translate.js';
+import { AppConnections } from './h2-to-http1.js';
 import type { InboundPolicy } from './policy.js';
 import type { InboundEvent } from './inbound-events.js';
 import type { Conn, InboundContext, InboundLimits } from './inbound-accept.js';
@@ -130,7 +129,6 @@ const DEFAULT_GRACE_MS = 10_000;
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** A request head still arriving after this long gets its connection closed (slow clients). */
 const HEAD_TIMEOUT_MS = 60_000;
-const DEFAULT_APP_TIMEOUT_MS = 60_000;
 /** How long a probe of what the app speaks may take. */
 const APP_DETECT_TIMEOUT_MS = 5_000;
 
@@ -165,7 +163,7 @@ export class InboundProxy {
   readonly #appSessions: AppSessions;
   readonly #conns = new Set<Conn>();
   readonly #detector = new AppProtocolDetector({ timeoutMs: APP_DETECT_TIMEOUT_MS });
-  readonly #agent: HttpAgent;
+  readonly #appConnections: AppConnections;
   #sweeper: NodeJS.Timeout | undefined;
   #closing = false;
   #closed: Promise<void> | undefined;
@@ -181,13 +179,13 @@ export class InboundProxy {
       log: this.#log,
       app: options.app,
       appPorts: options.appPorts ?? new Map([[options.app.port, 'detect' as const]]),
-      appTimeoutMs: options.appTimeoutMs ?? DEFAULT_APP_TIMEOUT_MS,
+      appTimeoutMs: options.appTimeoutMs ?? DEFAULTS.proxyAppTimeoutMs,
       limits,
       shares: new PeerShares(limits, this.#log),
       closing: () => this.#closing,
       emit: (e) => this.#emit(e),
     };
-    this.#agent = appAgent(limits.maxAppConnections);
+    this.#appConnections = new AppConnections(limits.maxAppConnections);
 
     // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
     // app's answer.
@@ -203,7 +201,7 @@ export class InboundProxy {
       verified: (conn, socket) => this.#serveOrDestroy(conn, socket, undefined),
     });
     this.#appSessions = new AppSessions(this.#ctx);
-    this.#http2 = new InboundHttp2(this.#ctx, this.#appSessions, this.#agent);
+    this.#http2 = new InboundHttp2(this.#ctx, this.#appSessions, this.#appConnections);
     this.#http1ToH2 = new InboundHttp1ToH2(this.#ctx, this.#appSessions);
   }
 
@@ -280,7 +278,7 @@ export class InboundProxy {
     await stopped;
     clearInterval(this.#sweeper);
     this.#appSessions.destroy();
-    this.#agent.destroy();
+    this.#appConnections.destroy();
   }
 
   #sweep(): void {

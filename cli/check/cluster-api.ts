@@ -88,7 +88,7 @@ export class Cluster {
       return await Promise.race([fn(signal), late]);
     } catch (err) {
       if (err instanceof KubeApiError && err.status > 0)
-        return new Error(`${err.message} (HTTP ${err.status})`);
+        return new Error(`${err.message} (HTTP ${err.status})`, { cause: err });
       return err instanceof Error ? err : new Error(`${what}: ${String(err)}`);
     } finally {
       late.catch(() => undefined);

@@ -4,6 +4,7 @@
  * denied and failed ones name their reason; an issued certificate whose pod asked for no newer
  * one long after `beginRefreshAt` (or past `notAfter`) is overdue.
  */
+import { kindNotServed } from '../../core/index.js';
 import type { CheckConfig } from '../../core/index.js';
 import type { Cluster } from './cluster-api.js';
 import { result } from './model.js';
@@ -51,7 +52,7 @@ async function listRequests(api: Cluster, signer: string): Promise<Pcr[] | undef
       ),
     );
     if (!(listed instanceof Error)) return listed as unknown as Pcr[];
-    if (!/HTTP 404|not found|no matches|does not serve/i.test(listed.message)) return listed;
+    if (!kindNotServed(listed)) return listed;
   }
   return undefined;
 }

@@ -10,7 +10,7 @@
  * its certificate at `<pod IP>:<proxy admin port>` (cluster-pods.ts).
  */
 import type { CheckConfig, KubeClient } from '../../core/index.js';
-import { KubeApiError, bundleFingerprint } from '../../core/index.js';
+import { bundleFingerprint, kindNotServed } from '../../core/index.js';
 import { ROTATION_ANNOTATION, rotationStateFromAnnotations } from '../../trust-bundle/index.js';
 import type { RotationState } from '../../trust-bundle/index.js';
 import { DESTINATION_NAMES } from '../install/destination.js';
@@ -110,7 +110,7 @@ async function checkClusterTrustBundles(
         signal,
       );
     } catch (err) {
-      if (err instanceof KubeApiError && err.status === 404) return 'unserved' as const;
+      if (kindNotServed(err)) return 'unserved' as const;
       throw err;
     }
   });

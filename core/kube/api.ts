@@ -206,3 +206,18 @@ export class KubeApiError extends Error {
     super(message, options);
   }
 }
+
+/**
+ * Whether a failed list says the API server does not serve the kind (its group or version is
+ * off): a list of a served kind never answers 404. Looks through wrapping errors' causes.
+ *
+ * @example
+ * ```ts
+ * if (kindNotServed(err)) return undefined; // ClusterTrustBundles are not in this cluster
+ * ```
+ */
+export function kindNotServed(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++)
+    if (e instanceof KubeApiError && e.status === 404) return true;
+  return false;
+}

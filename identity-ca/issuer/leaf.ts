@@ -31,6 +31,7 @@ import {
   derOid,
   derTime,
   derUnsignedInteger,
+  importSpki,
   parseSpki,
   plainView,
   readOctetString,
@@ -245,9 +246,7 @@ export class LeafSigner {
     // an encoding difference (say a compressed point) is not taken for a different key.
     let certKey: Buffer;
     try {
-      certKey = canonicalSpki(
-        createPublicKey({ key: Buffer.from(facts.spki), format: 'der', type: 'spki' }),
-      );
+      certKey = canonicalSpki(importSpki(facts.spki));
     } catch (err) {
       throw issuerInvalid('issuer certificate public key cannot be read', err);
     }

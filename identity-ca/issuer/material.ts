@@ -23,6 +23,7 @@ import {
   MeshidError,
   PemError,
   fipsCertificateProblem,
+  importSpki,
   isOneSequence,
   parsePem,
   printable,
@@ -417,11 +418,7 @@ function curveName(curve: string | undefined): string {
 function checkKeyMatches(key: KeyObject, issuer: ParsedCert): void {
   let certKey: KeyObject;
   try {
-    certKey = createPublicKey({
-      key: Buffer.from(issuer.cert.publicKey.rawData),
-      format: 'der',
-      type: 'spki',
-    });
+    certKey = importSpki(new Uint8Array(issuer.cert.publicKey.rawData));
   } catch (err) {
     throw invalid(
       `issuer private key does not match the issuer certificate (its public key cannot be read: ${(err as Error).message})`,

@@ -22,6 +22,7 @@ import { errors, type JWSHeaderParameters, type JWTPayload, type JWTVerifyGetKey
 import {
   LogKey,
   MeshidError,
+  importSpki,
   isMeshidError,
   printable,
   type Clock,
@@ -236,37 +237,33 @@ async function candidateKeys(
   // jose's key sets select by the header alone; the token argument is only for custom resolvers.
   const token = { payload: '', signature: '' };
   try {
-    return [toKeyObject(await keySet(header, token))];
+    return [await toKeyObject(await keySet(header, token))];
   } catch (err) {
     if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;
     const keys: KeyObject[] = [];
-    for await (const key of err) keys.push(toKeyObject(key));
+    for await (const key of err) keys.push(await toKeyObject(key));
     return keys;
   }
 }
 
 /** Each CryptoKey jose hands out is converted once; jose keeps handing out the same object. */
-const keyObjects = new WeakMap<object, KeyObject>();
+const keyObjects = new WeakMap<CryptoKey, KeyObject>();
 
-function toKeyObject(key: unknown): KeyObject {
+/** jose's key as a KeyObject, through its SPKI and core's one key import (no `KeyObject.from`). */
+async function toKeyObject(key: unknown): Promise<KeyObject> {
   if (key instanceof KeyObject) return key;
-  const notPublic = (): MeshidError =>
-    new MeshidError(
-      'ERR_TOKEN_UNAUTHENTICATED',
-      'the JWKS produced a key that is not a public key',
-    );
-  if (typeof key !== 'object' || key === null) throw notPublic();
-  let ko = keyObjects.get(key);
+  let ko = key instanceof CryptoKey ? keyObjects.get(key) : undefined;
   if (ko === undefined) {
     try {
-      ko = KeyObject.from(key as Parameters<typeof KeyObject.from>[0]);
+      if (!(key instanceof CryptoKey) || key.type !== 'public') throw new TypeError(typeof key);
+      ko = importSpki(new Uint8Array(await crypto.subtle.exportKey('spki', key)));
+      keyObjects.set(key, ko);
     } catch {
-      throw notPublic();
+      throw new MeshidError(
+        'ERR_TOKEN_UNAUTHENTICATED',
+        'the JWKS produced a key that is not a public key',
+      );
     }
-    if (ko.type !== 'public') {
-      throw notPublic();
-    }
-    keyObjects.set(key, ko);
   }
   return ko;
 }

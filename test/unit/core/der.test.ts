@@ -13,8 +13,8 @@ import {
   tlv,
 } from '../../../core/index.js';
 import { seededBytes } from './fixtures/csr-makers.js';
+import { encodeLength } from '../../../core/der-write.js';
 import {
-  encodeLength,
   integerContents,
   oidToString,
   readAll,
