@@ -93,8 +93,18 @@ describe('pod certificates: two signer replicas under 1,000 requests at once', f
     );
     const conflicts = writes.filter((r) => r.status === 409).length;
 
-    const audits = replicas.map(
-      (ca) => ca.lines.filter((l) => l.includes('issued leaf certificate for a pod')).length,
+    const auditCounts = (): number[] =>
+      replicas.map(
+        (ca) => ca.lines.filter((l) => l.includes('issued leaf certificate for a pod')).length,
+      );
+    // The audit record follows the winning write: wait for the last ones to be logged.
+    const audits = await waitFor(
+      'the audit records',
+      () => {
+        const counts = auditCounts();
+        return counts[0]! + counts[1]! >= COUNT ? counts : undefined;
+      },
+      120_000,
     );
     const audited = new Set(
       replicas.flatMap((ca) =>
