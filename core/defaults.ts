@@ -31,6 +31,10 @@ export const DEFAULTS = Object.freeze({
   clusterTrustBundles: 'auto' as 'auto' | 'on' | 'off',
   /** The PodCertificateRequest version the signer watches (v1beta1 also shows 1.35 kubelets' keys). */
   podCertificateApiVersion: 'v1beta1' as const,
+  /** A pod certificate signer replica's Lease counts this long unrenewed (renewed every third). */
+  podCertificateLeaseMs: 15_000,
+  /** Another replica's pending request is answered after its owner answered nothing this long. */
+  podCertificateTakeoverMs: 30_000,
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   /** CA worker processes: 0 is one per core. */

@@ -20,6 +20,7 @@ import {
   formatAddress,
   MeshidError,
   meshTlsSettings,
+  systemTimers,
 } from '../core/index.js';
 import { probeX509Crypto } from './issuer/fips-probe.js';
 import { IssuerStore } from './issuer/store.js';
@@ -28,6 +29,7 @@ import { CaEvents, EventRecorder } from './kube/events.js';
 import { Admission } from './server/admission.js';
 import { createCertifyHandler, SignerCache } from './server/certify.js';
 import type { IssuedLeaf } from './server/certify.js';
+import { replicaIdentity, SignerReplicas } from './podcert/replicas.js';
 import { PodCertificateSigner } from './podcert/signer.js';
 import { CertifyServer } from './server/grpc-server.js';
 import { registerCaMetrics } from './server/metrics.js';
@@ -81,7 +83,10 @@ export interface CertifyProcessDeps {
   readonly tokens: () => Promise<TokenValidator>;
   /** The Kubernetes API for Events, when the configuration uses it (`kubeconfig`). */
   readonly kube?: {
-    readonly api: Pick<KubeApi, 'recordEvent' | 'watchList' | 'get' | 'replaceStatus'>;
+    readonly api: Pick<
+      KubeApi,
+      'recordEvent' | 'watchList' | 'get' | 'replaceStatus' | 'create' | 'replace' | 'delete'
+    >;
     /** This instance's name for Events (the pod name). */
     readonly instance: string;
   };
@@ -212,7 +217,7 @@ export async function startCertifyProcess(deps: CertifyProcessDeps): Promise<Cer
   const status = new StatusBoard(store, () => serving.certificate);
   serving.start();
   watchStore(store, { metrics, events, status, serving, admission, server, credentials });
-  if (podSigner !== undefined) store.on('updated', () => podSigner.kick());
+  if (podSigner !== undefined) store.on('updated', () => podSigner.signer.kick());
   return listen(deps, server, { source, tokens, serving, events, status, podSigner });
 }
 
@@ -322,15 +327,34 @@ function certifyHandler(
   );
 }
 
-/** The PodCertificateRequest signer, when configured and this process is the one to run it. */
+/** The signer and the replica set it shares the work with. */
+interface PodSigning {
+  readonly signer: PodCertificateSigner;
+  readonly replicas: SignerReplicas;
+}
+
+/**
+ * The PodCertificateRequest signer, when configured and this process is the one to run it, with
+ * this replica's Lease among the signer's replicas (podcert/replicas.ts).
+ */
 function podCertificateSigner(
   deps: CertifyProcessDeps,
   p: { store: IssuerStore; signers: SignerCache; events: CaEvents; metrics: CaMetrics },
-): PodCertificateSigner | undefined {
+): PodSigning | undefined {
   const { config, kube } = deps;
   if (!config.podCertificates || kube === undefined || deps.signPodCertificates === false)
     return undefined;
-  return new PodCertificateSigner({
+  const replicas = new SignerReplicas({
+    api: kube.api,
+    namespace: config.namespace,
+    signerName: config.podCertificateSigner,
+    identity: replicaIdentity(kube.instance, deps.random),
+    leaseDurationMs: config.podCertificateLeaseDuration,
+    clock: deps.clock,
+    timers: systemTimers,
+    logger: deps.logger,
+  });
+  const signer = new PodCertificateSigner({
     api: kube.api,
     signerName: config.podCertificateSigner,
     apiVersion: `certificates.k8s.io/${config.podCertificateApiVersion}`,
@@ -342,10 +366,13 @@ function podCertificateSigner(
     clock: deps.clock,
     random: deps.random,
     logger: deps.logger,
+    share: replicas,
+    takeoverAfterMs: config.podCertificateTakeover,
     ...(p.events.recorder === undefined ? {} : { events: p.events.recorder }),
     ...(deps.onIssued === undefined ? {} : { onIssued: deps.onIssued }),
     onOutcome: (outcome, reason) => p.metrics.podCertificate(outcome, reason),
   });
+  return { signer, replicas };
 }
 
 /** The gRPC server, bounded against misbehaving peers. */
@@ -446,7 +473,7 @@ async function listen(
     serving: ServingCertRenewal;
     events: CaEvents;
     status: StatusBoard;
-    podSigner: PodCertificateSigner | undefined;
+    podSigner: PodSigning | undefined;
   },
 ): Promise<CertifyProcess> {
   let address: Address;
@@ -458,7 +485,8 @@ async function listen(
     throw err;
   }
   deps.logger.debug({ address: formatAddress(address) }, 'Certify server bound');
-  p.podSigner?.start();
+  p.podSigner?.replicas.start();
+  p.podSigner?.signer.start();
   return {
     address,
     status: () => p.status.current(),
@@ -469,7 +497,9 @@ async function listen(
     onStatus: (l) => p.status.listeners.push(l),
     async close() {
       p.serving.stop();
-      await p.podSigner?.close();
+      // Answers in flight end first; then the Lease goes and the others take this share.
+      await p.podSigner?.signer.close();
+      await p.podSigner?.replicas.close();
       await server.close();
       await Promise.all([p.source.close(), p.tokens.close()]);
       await p.events.flush();

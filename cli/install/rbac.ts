@@ -63,6 +63,20 @@ function podCertificatePermissions(signerName: string): Permission[] {
   ];
 }
 
+/**
+ * The signer replicas' Leases (identity-ca/podcert/replicas.ts), in the CA's namespace only.
+ * Their names carry the pod name and a random suffix, and RBAC cannot limit create by name.
+ */
+const signerLeasePermission: Permission = {
+  reason:
+    'why: each pod certificate signer replica holds a Lease here (create, renew with update, delete when it stops or when one was left expired long ago) and follows the others (list, watch with a label selector) to share the PodCertificateRequests among the live replicas',
+  rule: {
+    apiGroups: ['coordination.k8s.io'],
+    resources: ['leases'],
+    verbs: ['create', 'update', 'delete', 'list', 'watch'],
+  },
+};
+
 // The CA lists and watches its two inputs with `fieldSelector=metadata.name=<name>`. That is the
 // only way Kubernetes applies `resourceNames` to list and watch, so the rules below can name the
 // objects instead of granting every Secret in the namespace.
@@ -79,6 +93,7 @@ const BY_NAME =
  */
 export function namespacedPermissions(inputs: PermissionInputs): Permission[] {
   return [
+    ...(inputs.podCertificates === true ? [signerLeasePermission] : []),
     {
       reason: `why: load and hot-reload the issuer certificate and key the CA signs leaves with; ${BY_NAME}`,
       rule: {

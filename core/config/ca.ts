@@ -212,6 +212,21 @@ export const CA = {
   podCertificateApiVersion: string(z.enum(['v1beta1', 'v1']), D.podCertificateApiVersion).describe(
     'PodCertificateRequest version watched: v1beta1 (Kubernetes 1.35+) or v1 (1.37+)',
   ),
+  podCertificateLeaseDuration: duration(
+    positiveMs
+      .min(3000, 'must be at least 3s')
+      .max(300_000, 'must be at most 5m')
+      .refine((ms) => ms % 1000 === 0, 'must be whole seconds'),
+    D.podCertificateLeaseMs,
+  ).describe(
+    "each signer replica's Lease in the CA's namespace: it is renewed every third of this, and a replica whose Lease was not renewed this long is dropped from the replicas sharing the requests",
+  ),
+  podCertificateTakeover: duration(
+    positiveMs.min(1000, 'must be at least 1s').max(600_000, 'must be at most 10m'),
+    D.podCertificateTakeoverMs,
+  ).describe(
+    "a request another live signer replica owns is answered by this one after it waited this long while that replica answered nothing (it is stuck); the status write's resourceVersion keeps it to one answer",
+  ),
 };
 
 export const CA_SCHEMA = schemaOf(CA).superRefine((c, ctx) => {

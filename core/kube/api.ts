@@ -23,8 +23,9 @@ export interface KubeResource {
 
 /**
  * The kinds meshid lists and watches: core/v1's, plus discovery.k8s.io/v1 EndpointSlices (the
- * destination service) and certificates.k8s.io PodCertificateRequests (the CA's pod certificate
- * signer; v1beta1 unless `apiVersion` says v1).
+ * destination service), certificates.k8s.io PodCertificateRequests (the CA's pod certificate
+ * signer; v1beta1 unless `apiVersion` says v1) and coordination.k8s.io/v1 Leases (the signer's
+ * replicas).
  */
 export type WatchKind =
   | 'Namespace'
@@ -33,7 +34,8 @@ export type WatchKind =
   | 'Pod'
   | 'Service'
   | 'EndpointSlice'
-  | 'PodCertificateRequest';
+  | 'PodCertificateRequest'
+  | 'Lease';
 
 /** What a TokenReview said (the `status` of `authentication.k8s.io/v1` TokenReview). */
 export interface TokenReviewResult {

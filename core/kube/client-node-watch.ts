@@ -18,12 +18,14 @@ const PLURAL: Readonly<Record<WatchKind, string>> = {
   Service: 'services',
   EndpointSlice: 'endpointslices',
   PodCertificateRequest: 'podcertificaterequests',
+  Lease: 'leases',
 };
 
 /** The apiVersion of each kind (core/v1 unless listed). */
 const API_VERSION: Readonly<Partial<Record<WatchKind, string>>> = {
   EndpointSlice: 'discovery.k8s.io/v1',
   PodCertificateRequest: 'certificates.k8s.io/v1beta1',
+  Lease: 'coordination.k8s.io/v1',
 };
 /** The apiVersion followed: the option's, for a kind served in several versions. */
 export const apiVersionOf = (kind: WatchKind, version?: string): string =>

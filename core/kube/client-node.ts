@@ -5,6 +5,7 @@
  * error or a failed connection. Loaded on first use (see {@link openKubeClient} in core's index)
  * so that commands which never talk to the API do not load the library.
  */
+import { createHash } from 'node:crypto';
 import type * as https from 'node:https';
 import { CustomObjectsApi, KubernetesObjectApi } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
@@ -23,6 +24,7 @@ import { watchList } from './watch-list.js';
  * ```
  */
 export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
+  reuseConnections(kc);
   const server = kc.getCurrentCluster()?.server ?? '(no cluster)';
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const aborts = new Set<() => void>();
@@ -56,6 +58,37 @@ export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
     close() {
       for (const abort of [...aborts]) abort();
     },
+  };
+}
+
+/**
+ * One connection pool per set of TLS settings instead of one per call. The library (2.x) builds a
+ * new undici Agent for every request (`applySecurityAuthentication` calls `createDispatcher`
+ * each time), so no connection is ever reused: every API call pays a TCP connect, a TLS
+ * handshake and a new SecureContext on both ends. The Agent is kept per hash of its options (the
+ * CA, client certificate and key, server name), so a rotated client certificate gets a new one.
+ * The key material stays where it was: only its SHA-256 is a map key.
+ */
+function reuseConnections(kc: KubeConfig): void {
+  const target = kc as unknown as {
+    createDispatcher?: (cluster: unknown, agentOptions: unknown) => unknown;
+  };
+  const make = target.createDispatcher?.bind(kc);
+  if (make === undefined) return;
+  const pools = new Map<string, unknown>();
+  target.createDispatcher = (cluster, agentOptions) => {
+    const options = kc.createDispatcherOptions(
+      cluster as Parameters<KubeConfig['createDispatcherOptions']>[0],
+      agentOptions as Parameters<KubeConfig['createDispatcherOptions']>[1],
+    );
+    if (options.type === 'none') return make(cluster, agentOptions);
+    const key = createHash('sha256').update(JSON.stringify(options)).digest('hex');
+    let pool = pools.get(key);
+    if (pool === undefined) {
+      pool = make(cluster, agentOptions);
+      pools.set(key, pool);
+    }
+    return pool;
   };
 }
 

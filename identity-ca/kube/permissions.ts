@@ -87,6 +87,17 @@ export function caRequirements(c: {
         required: true,
       },
     );
+    for (const verb of ['create', 'update', 'delete', 'list', 'watch'])
+      reqs.push({
+        query: {
+          verb,
+          group: 'coordination.k8s.io',
+          resource: 'leases',
+          namespace: c.namespace,
+        },
+        why: 'to share PodCertificateRequests with the other signer replicas (a Lease each)',
+        required: true,
+      });
   }
   if (c.events) {
     reqs.push({

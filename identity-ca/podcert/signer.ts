@@ -9,13 +9,23 @@
  * The pod is bound in the audit record (log line, Event on the request, `onIssued`), not in the
  * leaf, so pod certificates and Certify's are the same profile to every peer.
  *
- * Replicas share the work without issuing twice: every status write is conditional on the
- * resourceVersion the decision was made on. The first write wins; a replica that loses gets a
- * 409, drops its leaf unpublished and un-audited, and sees the answer arrive on its watch. A
- * restarted signer lists again and answers whatever is still pending.
+ * Replicas share the work: with a {@link WorkShare} (./replicas.ts), each answers the requests
+ * it owns by rendezvous hashing of the request's UID over the live replicas, and takes over
+ * another's request only when it waited `takeoverAfterMs` while its owner answered nothing (the
+ * owner is stuck: no issuer, a broken watch). Replicas never issue twice: every status write is
+ * conditional on the resourceVersion the decision was made on. The first write wins; a replica
+ * that loses gets a 409, drops its leaf unpublished and un-audited, and sees the answer arrive on
+ * its watch. A restarted signer lists again and answers whatever is still pending.
  */
-import type { Clock, IdentityNaming, KubeResource, Logger, Random } from '../../core/index.js';
-import { KubeApiError, MeshidError, toPem } from '../../core/index.js';
+import type {
+  Clock,
+  IdentityNaming,
+  KubeResource,
+  Logger,
+  Random,
+  Timers,
+} from '../../core/index.js';
+import { KubeApiError, MeshidError, systemTimers, toPem } from '../../core/index.js';
 import type { IssuedLeaf } from '../issuer/issue.js';
 import { auditIssued, signLeaf } from '../issuer/issue.js';
 import type { SignedLeaf } from '../issuer/issue.js';
@@ -33,8 +43,23 @@ import {
   requestProblem,
 } from './request.js';
 
-/** How a request ended, for metrics. */
-export type PodCertOutcome = 'issued' | 'denied' | 'failed' | 'conflict' | 'error';
+/**
+ * How a request ended, for metrics; `takeover` is counted besides the outcome when this replica
+ * answers a request another replica owns.
+ */
+export type PodCertOutcome = 'issued' | 'denied' | 'failed' | 'conflict' | 'error' | 'takeover';
+
+/** Which replica answers which request (./replicas.ts); without one, this replica answers all. */
+export interface WorkShare {
+  /** This replica. */
+  readonly self: string;
+  /** False until the replicas are known: nothing is answered before (it would be all of it). */
+  readonly synced: boolean;
+  /** The replica that owns the request of this UID. */
+  ownerOf(uid: string): string;
+  /** Called when owners may have changed; returns the unsubscribe. */
+  onChange(listener: () => void): () => void;
+}
 
 /** What the signer needs; all of it passed in. */
 export interface PodCertSignerDeps {
@@ -62,6 +87,25 @@ export interface PodCertSignerDeps {
   readonly refreshWindow?: { readonly from: number; readonly to: number };
   /** Wait before trying a request again after an API failure; default 1 s. */
   readonly retryMs?: number;
+  /** The replicas sharing the work; without it this replica answers every request. */
+  readonly share?: WorkShare;
+  /**
+   * A request another replica owns is answered here once it waited this long while its owner
+   * answered nothing; default 30 s.
+   */
+  readonly takeoverAfterMs?: number;
+  /** For the takeover timer; default Node's. */
+  readonly timers?: Timers;
+}
+
+/** A pending request: the latest version seen, since when, and its owner once computed. */
+interface Pending {
+  readonly o: KubeResource;
+  readonly uid: string;
+  /** When this replica first saw it pending (kept across newer versions). */
+  readonly since: number;
+  /** The owning replica, computed once per replica set. */
+  owner?: string;
 }
 
 const PLURAL = 'podcertificaterequests';
@@ -88,12 +132,17 @@ function keyOf(r: { namespace: string; name: string }): string {
 export class PodCertificateSigner {
   readonly #d: PodCertSignerDeps;
   readonly #log: Logger;
+  readonly #timersApi: Timers;
   /** Pending requests by namespace/name: the latest object seen. */
-  readonly #pending = new Map<string, KubeResource>();
+  readonly #pending = new Map<string, Pending>();
   /** Keys being answered now. */
   readonly #busy = new Set<string>();
+  /** When each replica last answered a request this one saw pending (the takeover's measure). */
+  readonly #progress = new Map<string, number>();
   readonly #abort = new AbortController();
-  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #timers = new Set<unknown>();
+  #takeover: { at: number; timer: unknown } | undefined;
+  #unshare: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #idle: (() => void)[] = [];
   #drained: (() => void)[] = [];
@@ -101,9 +150,10 @@ export class PodCertificateSigner {
   constructor(deps: PodCertSignerDeps) {
     this.#d = deps;
     this.#log = deps.logger.child({ component: 'podcert-signer' });
+    this.#timersApi = deps.timers ?? systemTimers;
   }
 
-  /** Requests waiting for an answer now. */
+  /** Requests waiting for an answer now (this replica's and the others'). */
   get pending(): number {
     return this.#pending.size;
   }
@@ -112,9 +162,17 @@ export class PodCertificateSigner {
     if (this.#loop !== undefined) return;
     const d = this.#d;
     this.#log.info(
-      { signerName: d.signerName, apiVersion: d.apiVersion },
+      {
+        signerName: d.signerName,
+        apiVersion: d.apiVersion,
+        ...(d.share === undefined ? {} : { replica: d.share.self }),
+      },
       'signing PodCertificateRequests',
     );
+    this.#unshare = d.share?.onChange(() => {
+      for (const p of this.#pending.values()) delete p.owner;
+      this.#pump();
+    });
     this.#loop = d.api.watchList({
       kind: 'PodCertificateRequest',
       apiVersion: d.apiVersion,
@@ -122,7 +180,8 @@ export class PodCertificateSigner {
       signal: this.#abort.signal,
       onEvent: (e) => {
         if (e.type === 'SYNC') {
-          this.#pending.clear();
+          const listed = new Set(e.items.map((o) => keyOf(readRequest(o))));
+          for (const k of this.#pending.keys()) if (!listed.has(k)) this.#pending.delete(k);
           for (const o of e.items) this.#see(o);
         } else if (e.type === 'DELETED') this.#pending.delete(keyOf(readRequest(e.object)));
         else this.#see(e.object);
@@ -149,7 +208,9 @@ export class PodCertificateSigner {
 
   async close(): Promise<void> {
     this.#abort.abort();
-    for (const t of this.#timers) clearTimeout(t);
+    this.#unshare?.();
+    for (const t of this.#timers) this.#timersApi.clear(t);
+    if (this.#takeover !== undefined) this.#timersApi.clear(this.#takeover.timer);
     await this.#loop;
     if (this.#busy.size > 0) await new Promise<void>((r) => this.#drained.push(r));
   }
@@ -158,18 +219,65 @@ export class PodCertificateSigner {
     const req = readRequest(o);
     // The field selector already limits the watch; this is the second look.
     if (req.signerName !== this.#d.signerName) return;
-    if (req.answered !== undefined) this.#pending.delete(keyOf(req));
-    else this.#pending.set(keyOf(req), o);
+    const key = keyOf(req);
+    const before = this.#pending.get(key);
+    if (req.answered === undefined) {
+      this.#pending.set(key, {
+        o,
+        uid: req.uid,
+        since: before?.since ?? this.#d.clock.now(),
+        ...(before?.owner === undefined ? {} : { owner: before.owner }),
+      });
+      return;
+    }
+    this.#pending.delete(key);
+    // An answer: its owner is making progress (ours are recorded too; they are never consulted).
+    if (before !== undefined && this.#d.share !== undefined)
+      this.#progress.set(this.#ownerOf(before), this.#d.clock.now());
+  }
+
+  #ownerOf(p: Pending): string {
+    p.owner ??= this.#d.share?.ownerOf(p.uid) ?? '';
+    return p.owner;
+  }
+
+  /**
+   * Whether this replica answers `p` now: it owns it, or its owner has answered nothing seen here
+   * for `takeoverAfterMs` while `p` waited (then the time it becomes due is returned instead).
+   */
+  #mayAnswer(p: Pending, now: number): true | 'takeover' | number {
+    const share = this.#d.share;
+    if (share === undefined) return true;
+    const owner = this.#ownerOf(p);
+    if (owner === share.self) return true;
+    const quiet = Math.max(p.since, this.#progress.get(owner) ?? 0);
+    const due = quiet + (this.#d.takeoverAfterMs ?? 30_000);
+    return now >= due ? 'takeover' : due;
   }
 
   #pump(): void {
     const max = this.#d.concurrency ?? 16;
     if (this.#d.currentIssuer() === undefined) return;
-    for (const [key, o] of this.#pending) {
+    if (this.#d.share?.synced === false) return;
+    const now = this.#d.clock.now();
+    let nextDue = Infinity;
+    for (const [key, p] of this.#pending) {
       if (this.#busy.size >= max || this.#abort.signal.aborted) break;
       if (this.#busy.has(key)) continue;
+      const may = this.#mayAnswer(p, now);
+      if (typeof may === 'number') {
+        nextDue = Math.min(nextDue, may);
+        continue;
+      }
+      if (may === 'takeover') {
+        this.#d.onOutcome?.('takeover', '');
+        this.#log.info(
+          { request: key, owner: p.owner, waitedMs: now - p.since },
+          'answering a PodCertificateRequest of a replica that answers nothing',
+        );
+      }
       this.#busy.add(key);
-      void this.#answer(o).finally(() => {
+      void this.#answer(key, p.o).finally(() => {
         this.#busy.delete(key);
         this.#pump();
         if (this.#busy.size > 0) return;
@@ -177,12 +285,27 @@ export class PodCertificateSigner {
         if (this.#pending.size === 0) for (const r of this.#idle.splice(0)) r();
       });
     }
+    this.#armTakeover(nextDue, now);
+  }
+
+  /** One timer for the earliest takeover seen (a later pump arms the next). */
+  #armTakeover(at: number, now: number): void {
+    if (at === Infinity || this.#abort.signal.aborted) return;
+    if (this.#takeover !== undefined && this.#takeover.at <= at) return;
+    if (this.#takeover !== undefined) this.#timersApi.clear(this.#takeover.timer);
+    const timer = this.#timersApi.set(
+      () => {
+        this.#takeover = undefined;
+        this.#pump();
+      },
+      Math.max(0, at - now),
+    );
+    this.#takeover = { at, timer };
   }
 
   /** Decides one request and writes the answer, conditional on the version decided on. */
-  async #answer(o: KubeResource): Promise<void> {
+  async #answer(key: string, o: KubeResource): Promise<void> {
     const req = readRequest(o);
-    const key = keyOf(req);
     let decided: { status: Record<string, unknown>; signed?: SignedLeaf; refusal?: Refusal };
     try {
       decided = await this.#decide(req);
@@ -196,14 +319,14 @@ export class PodCertificateSigner {
       if (err instanceof KubeApiError && (err.status === 409 || err.status === 404)) {
         // Another replica answered first (or the request changed or went): its answer, or the
         // new version, arrives on the watch. This leaf was never published.
-        if (this.#pending.get(key) === o) this.#pending.delete(key);
+        if (this.#pending.get(key)?.o === o) this.#pending.delete(key);
         this.#d.onOutcome?.('conflict', '');
         return;
       }
       this.#retryLater(key, o, err);
       return;
     }
-    if (this.#pending.get(key) === o) this.#pending.delete(key);
+    if (this.#pending.get(key)?.o === o) this.#pending.delete(key);
     this.#published(req, decided);
   }
 
@@ -214,13 +337,13 @@ export class PodCertificateSigner {
       'could not answer a PodCertificateRequest; trying again',
     );
     // Out of the queue until the timer: the watch may bring a newer version meanwhile.
-    if (this.#pending.get(key) === o) this.#pending.delete(key);
-    const t = setTimeout(() => {
+    const held = this.#pending.get(key);
+    if (held?.o === o) this.#pending.delete(key);
+    const t = this.#timersApi.set(() => {
       this.#timers.delete(t);
-      if (!this.#pending.has(key)) this.#pending.set(key, o);
+      if (!this.#pending.has(key) && held?.o === o) this.#pending.set(key, held);
       this.#pump();
     }, this.#d.retryMs ?? 1000);
-    t.unref();
     this.#timers.add(t);
   }
 

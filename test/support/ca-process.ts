@@ -91,7 +91,8 @@ export async function startMeshid(
       lines,
       stderr: () => stderr,
       async stop() {
-        if (proc.exitCode !== null) return proc.exitCode;
+        // Already gone (exited, or killed by a signal: exitCode stays null then).
+        if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
         proc.kill('SIGTERM');
         const [code, signal] = (await once(proc, 'exit')) as [number | null, string | null];
         if (code === null) {

@@ -135,3 +135,52 @@ export function answerOf(
   }[];
   return conds.find((c) => ['Issued', 'Denied', 'Failed'].includes(c.type));
 }
+
+/**
+ * Resolves once the double has accepted `count` PodCertificateRequest status writes from now on
+ * (event-driven, from its request log: no list of every request on a timer); rejects after
+ * `timeoutMs` saying how many came.
+ *
+ * @example
+ * ```ts
+ * const written = statusWrites(cluster, 1000);
+ * for (const b of bodies) cluster.api.create(b);
+ * await written;
+ * ```
+ */
+export function statusWrites(
+  cluster: PodCertCluster,
+  count: number,
+  timeoutMs = 1_500_000,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let n = 0;
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`only ${n} of ${count} status writes in ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    const off = cluster.api.onRequest((e) => {
+      if (
+        e.verb === 'update' &&
+        e.resource === 'podcertificaterequests' &&
+        e.path.endsWith('/status') &&
+        e.status === 200 &&
+        ++n === count
+      ) {
+        off();
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+/** How many signer replicas a CA last logged it shares the requests with (undefined: none yet). */
+export function replicasSeen(ca: CaProcess): number | undefined {
+  for (let i = ca.lines.length - 1; i >= 0; i--) {
+    const line = ca.lines[i]!;
+    if (!line.includes('"pod certificate signer replicas"')) continue;
+    return (JSON.parse(line) as { replicas?: number }).replicas;
+  }
+  return undefined;
+}

@@ -7,6 +7,7 @@ import { randomUUID, randomInt } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { checkApply, checkBody, checkPatch } from './field-validation.js';
 import type { FieldCheck } from './field-validation.js';
+import { validateLease } from './leases.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
@@ -159,6 +160,7 @@ export class Objects {
     if (isPodCertificateRequest(t)) validatePodCertificateRequest(t, obj, old);
     if (t.group === 'discovery.k8s.io' && t.plural === 'endpointslices')
       validateEndpointSlice(obj, old);
+    if (t.group === 'coordination.k8s.io' && t.plural === 'leases') validateLease(t, obj);
     t.validate?.(t, obj, old);
   }
 

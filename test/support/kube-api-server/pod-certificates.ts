@@ -24,7 +24,12 @@
  * may only create requests for a pod bound to it, naming the pod's UID, ServiceAccount and UID,
  * and the node's UID.
  */
-import { createPublicKey, constants as cryptoConstants, verify as cryptoVerify } from 'node:crypto';
+import {
+  createPublicKey,
+  constants as cryptoConstants,
+  verify as cryptoVerify,
+  X509Certificate,
+} from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -320,10 +325,17 @@ export function requestedSpki(o: KubeObject): Buffer | undefined {
   const spec = specOf(o);
   const stub = spec['stubPKCS10Request'];
   if (typeof stub === 'string' && stub !== '') {
+    // CertificationRequest { CertificationRequestInfo { version, subject, subjectPKInfo, ... } }:
+    // the SPKI read in place (the CSR was fully checked on create; this runs on every status
+    // write, so no ASN.1 schema parse here).
     try {
-      return Buffer.from(
-        new x509.Pkcs10CertificateRequest(Buffer.from(stub, 'base64')).publicKey.rawData,
-      );
+      const der = Buffer.from(stub, 'base64');
+      const info = tlvAt(der, tlvAt(der, 0).start);
+      const version = tlvAt(der, info.start);
+      const subject = tlvAt(der, version.end);
+      const spki = der.subarray(subject.end, tlvAt(der, subject.end).end);
+      createPublicKey({ key: spki, format: 'der', type: 'spki' });
+      return spki;
     } catch {
       return undefined;
     }
@@ -572,7 +584,9 @@ function checkIssued(
       'status.certificateChain',
       'issued certificate chain must contain at least one certificate',
     );
-  const certs: x509.X509Certificate[] = [];
+  // node:crypto's parser (native): the chain is parsed on every status write, and
+  // @peculiar/x509's ASN.1 schema parser was most of the double's time under load.
+  const certs: X509Certificate[] = [];
   for (const b of blocks) {
     if (b[1] !== 'CERTIFICATE')
       fail(
@@ -580,7 +594,7 @@ function checkIssued(
         'issued certificate chain must consist entirely of CERTIFICATE PEM blocks',
       );
     try {
-      certs.push(new x509.X509Certificate(Buffer.from(b[2]!.replace(/\s+/g, ''), 'base64')));
+      certs.push(new X509Certificate(Buffer.from(b[2]!.replace(/\s+/g, ''), 'base64')));
     } catch {
       fail(
         'status.certificateChain',
@@ -592,7 +606,16 @@ function checkIssued(
   }
   const leaf = certs[0]!;
   const want = requestedSpki(old);
-  if (want === undefined || !Buffer.from(leaf.publicKey.rawData).equals(want))
+  // Compared as keys, not as encodings (as Go's PublicKey.Equal does).
+  const spkiOf = (der: Buffer): Buffer =>
+    createPublicKey({ key: der, format: 'der', type: 'spki' }).export({
+      type: 'spki',
+      format: 'der',
+    });
+  if (
+    want === undefined ||
+    !leaf.publicKey.export({ type: 'spki', format: 'der' }).equals(spkiOf(want))
+  )
     fail('status.certificateChain', 'leaf certificate was not issued to the requested public key');
   const nb = parseTime(status['notBefore']);
   const na = parseTime(status['notAfter']);
@@ -617,7 +640,7 @@ function checkIssued(
       detail: 'must be present and in the range [notbefore+10min, notafter-10min]',
     });
   if (missing.length > 0) throw invalid(t, name, missing);
-  if (nb !== leaf.notBefore.getTime())
+  if (nb !== leaf.validFromDate.getTime())
     fail(
       'status.notBefore',
       'must be set to the NotBefore time encoded in the leaf certificate',
@@ -629,7 +652,7 @@ function checkIssued(
       "must be set to within 5 minutes of kube-apiserver's current time",
       status['notBefore'],
     );
-  if (na !== leaf.notAfter.getTime())
+  if (na !== leaf.validToDate.getTime())
     fail(
       'status.notAfter',
       'must be set to the NotAfter time encoded in the leaf certificate',
