@@ -25,27 +25,22 @@ export {
   trustManagerBundle,
 } from './cert-manager.js';
 export type { CertManagerSettings } from './cert-manager.js';
-export {
-  RotationController,
-  adminUrlObserver,
-  anchorOfChain,
-  assertAnchorsIssuer,
-  observeAdmin,
-  observeCa,
-  tlsCaObserver,
-  waitInterval,
-} from './rotation.js';
+export { RotationController, waitInterval } from './rotation.js';
 export type {
   BundleCopies,
-  CaObservation,
-  CaObserver,
-  ProxyObservation,
-  ProxyObserver,
   RotationBackend,
   RotationControllerOptions,
   RotationSnapshot,
   StepResult,
 } from './rotation.js';
+export { anchorOfChain, assertAnchorsIssuer } from './lineage.js';
+export { adminUrlObserver, observeAdmin, observeCa, tlsCaObserver } from './rotation-observe.js';
+export type {
+  CaObservation,
+  CaObserver,
+  ProxyObservation,
+  ProxyObserver,
+} from './rotation-observe.js';
 export { LocalRotationBackend, STALE_LOCK_MS, localTrustFiles } from './local-backend.js';
 export type { GeneratedPem, LocalBackendOptions } from './local-backend.js';
 export { formatRotationStatus, progressLine } from './status.js';

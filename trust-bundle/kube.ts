@@ -19,20 +19,10 @@ import {
 } from '../core/index.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import {
-  anchorOfChain,
-  assertAnchorsIssuer,
-  observeAdmin,
-  observeCa,
-  rootFromPem,
-} from './rotation.js';
-import type {
-  CaObserver,
-  ProxyObserver,
-  RotationBackend,
-  RotationController,
-  RotationSnapshot,
-} from './rotation.js';
+import { anchorOfChain, assertAnchorsIssuer, rootFromPem } from './lineage.js';
+import { observeAdmin, observeCa } from './rotation-observe.js';
+import type { CaObserver, ProxyObserver } from './rotation-observe.js';
+import type { RotationBackend, RotationController, RotationSnapshot } from './rotation.js';
 import {
   ROTATION_ANNOTATION,
   rotationInProgress,

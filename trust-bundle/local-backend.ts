@@ -18,7 +18,7 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MeshidError } from '../core/index.js';
 import type { RotationBackend, RotationSnapshot } from './rotation.js';
-import { firstSubject } from './rotation.js';
+import { firstSubject } from './lineage.js';
 import { ROTATION_FILE, parseRotationState, serializeRotationState } from './rotation-state.js';
 import type { RotationState } from './rotation-state.js';
 
