@@ -12,7 +12,7 @@ import {
   loadConfig,
   MeshidError,
   meshTlsSettings,
-  openKubeClient,
+  openKubeconfig,
   startAdminServer,
   systemClock,
   systemRandom,
@@ -122,8 +122,7 @@ export async function startDestination(
   const stopWatching = new AbortController();
   let client = kube;
   if (client === undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    client = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    client = await openKubeconfig(config.kubeconfig, process.env);
   }
   const following = followCluster(client, index, {
     signal: stopWatching.signal,

@@ -15,7 +15,7 @@ import {
   isPostQuantumGroup,
   loadConfig,
   localStateInputs,
-  openKubeClient,
+  openKubeconfig,
   parseCertificates,
   reachAnchor,
   readIdentityReport,
@@ -172,8 +172,7 @@ async function loadTarget(
 }
 
 async function kubeClient(config: IdentityConfig): Promise<KubeClient> {
-  const { loadKubeConfig } = await import('../core/kube/config.js');
-  return openKubeClient(loadKubeConfig(config.kubeconfig!, process.env));
+  return openKubeconfig(config.kubeconfig!, process.env);
 }
 
 async function loadAnchors(

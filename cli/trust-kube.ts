@@ -3,7 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import { caIdentityName, kindNotServed, openKubeClient, parseAddress } from '../core/index.js';
+import { caIdentityName, kindNotServed, openKubeconfig, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   AnchorsCopyController,
@@ -95,8 +95,7 @@ export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
 }
 
 async function openApi(config: TrustConfig): Promise<TrustKubeApi> {
-  const { loadKubeConfig } = await import('../core/kube/config.js');
-  return trustKubeApi(await openKubeClient(loadKubeConfig(config.kubeconfig!, process.env)));
+  return trustKubeApi(await openKubeconfig(config.kubeconfig!, process.env));
 }
 
 function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {

@@ -9,7 +9,7 @@ import {
   cryptoStatus,
   formatAddress,
   loadConfig,
-  openKubeClient,
+  openKubeconfig,
   versionInfo,
 } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
@@ -55,8 +55,7 @@ export async function gatherVersions(config: VersionConfig): Promise<VersionView
   }
   let installed: VersionView['installed'] = null;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    const kube = await openKubeconfig(config.kubeconfig, process.env);
     try {
       const d = await kube.get('apps/v1', 'Deployment', config.namespace, 'linkerd-identity');
       const spec = d?.['spec'] as

@@ -10,7 +10,7 @@ import {
   caIdentityName,
   formatAddress,
   loadConfig,
-  openKubeClient,
+  openKubeconfig,
   parseAddress,
   peerChain,
   systemClock,
@@ -55,11 +55,7 @@ export async function startWebhooks(
 ): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    kube = webhookKube(
-      await openKubeClient(loadKubeConfig(config.kubeconfig, process.env)),
-      systemClock,
-    );
+    kube = webhookKube(await openKubeconfig(config.kubeconfig, process.env), systemClock);
   } else {
     logger.warn('no kubeconfig: namespace annotations are not read (only pods opt in)');
   }
