@@ -150,9 +150,13 @@ export {
   LISTENER_LIMITS,
   NO_RESUMPTION,
   PeerBudget,
+  REFUSAL_REPORT_INTERVAL_MS,
+  RefusalReports,
 } from './listener-limits.js';
 export type {
+  ConnectionCountHook,
   ConnectionLimitHit,
+  ConnectionLimitOptions,
   ConnectionRefusedHook,
   HttpListenerLimits,
   HttpTimeouts,

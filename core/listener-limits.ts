@@ -83,17 +83,99 @@ export class PeerBudget {
 export type ConnectionLimitHit = 'per-peer' | 'total';
 
 /**
- * Told when a peer starts being refused: once per episode (again only after one of its
- * connections, or for `total` any connection, has closed), so a flood does not flood the log.
+ * Told about refused connections at a bounded rate, for a log line: the first refusal of a peer
+ * (of any peer, for `total`), then at most one per {@link REFUSAL_REPORT_INTERVAL_MS};
+ * `refused` is how many connections that key had refused since the last report, this one
+ * included. A flood of refusals costs one line per key and interval, not one per connection.
  */
-export type ConnectionRefusedHook = (peer: string, hit: ConnectionLimitHit, limit: number) => void;
+export type ConnectionRefusedHook = (
+  peer: string,
+  hit: ConnectionLimitHit,
+  limit: number,
+  refused: number,
+) => void;
+
+/** Told about every refused connection (a counter); no log line belongs here. */
+export type ConnectionCountHook = (peer: string, hit: ConnectionLimitHit) => void;
+
+/** How often refusals of one key are reported at most ({@link RefusalReports}). */
+export const REFUSAL_REPORT_INTERVAL_MS = 10_000;
+
+/** Keys a {@link RefusalReports} remembers before it forgets the quiet ones. */
+const MAX_REPORT_KEYS = 1024;
+
+/**
+ * Rate-limits the log lines of refusals: per key (a peer address, `*` for a listener's total),
+ * the first refusal is reported, then at most one per `intervalMs`, carrying how many were
+ * refused since the last report. Keys are forgotten once quiet for an interval, so peers that
+ * come from many addresses cannot grow it past {@link MAX_REPORT_KEYS} for long.
+ *
+ * @example
+ * ```ts
+ * const reports = new RefusalReports();
+ * const refused = reports.refused(peer);
+ * if (refused !== undefined) log.warn({ peer, refused }, 'connections refused: limit reached');
+ * ```
+ */
+export class RefusalReports {
+  readonly #intervalMs: number;
+  readonly #now: () => number;
+  /** Per key: when it was last reported, and refusals since (the reported one excluded). */
+  readonly #keys = new Map<string, { at: number; since: number }>();
+
+  constructor(o: { readonly intervalMs?: number; readonly now?: () => number } = {}) {
+    this.#intervalMs = o.intervalMs ?? REFUSAL_REPORT_INTERVAL_MS;
+    this.#now = o.now ?? (() => performance.now());
+  }
+
+  /** Keys remembered now (for tests: bounded however many addresses refusals come from). */
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  /**
+   * Records one refusal for `key`: how many to report now (this one included), or undefined
+   * while the key was reported less than an interval ago.
+   */
+  refused(key: string): number | undefined {
+    const now = this.#now();
+    const last = this.#keys.get(key);
+    if (last !== undefined && now - last.at < this.#intervalMs) {
+      last.since++;
+      return undefined;
+    }
+    if (last === undefined && this.#keys.size >= MAX_REPORT_KEYS) this.#forgetQuiet(now);
+    this.#keys.set(key, { at: now, since: 0 });
+    return (last?.since ?? 0) + 1;
+  }
+
+  #forgetQuiet(now: number): void {
+    for (const [key, last] of this.#keys) {
+      if (now - last.at >= this.#intervalMs) this.#keys.delete(key);
+    }
+    // Still full: every key was reported within the interval (many addresses at once). Their
+    // next refusals are reported again, which is at most MAX_REPORT_KEYS more lines.
+    if (this.#keys.size >= MAX_REPORT_KEYS) this.#keys.clear();
+  }
+}
+
+/** Optional parts of {@link limitConnections}. */
+export interface ConnectionLimitOptions {
+  /** Every refused connection, e.g. for a counter. */
+  readonly count?: ConnectionCountHook;
+  /** The clock of the report rate (milliseconds); default performance.now. */
+  readonly now?: () => number;
+}
 
 /**
  * Caps the connections `server` holds open: at most `limits.perPeer` from one peer address, at
  * most `limits.total` in all. A connection beyond either is reset as it arrives, before the TLS
  * handshake or the HTTP parser sees a byte of it, so refusing costs next to nothing; the count
- * drops when a connection closes. Works on any server built on net.Server (net, tls, http,
- * https, http2): the check runs before the server's own connection listener.
+ * drops, exactly once, when a connection closes, whatever the server's own handlers were doing
+ * with it. Works on any server built on net.Server (net, tls, http, https, http2): the check runs
+ * before the server's own connection listener, which must skip a socket already destroyed.
+ * Which limit refused: `total` when the listener is full (so a listener whose only peer is its
+ * own app reports `total`), `per-peer` otherwise.
  *
  * @returns the budget, whose counts are the listener's own accounting (`inUse`, `heldBy`,
  *   `refused`), for metrics and tests.
@@ -108,10 +190,10 @@ export function limitConnections(
   server: NetServer,
   limits: PeerBudgetLimits,
   onRefused?: ConnectionRefusedHook,
+  o: ConnectionLimitOptions = {},
 ): PeerBudget {
   const budget = new PeerBudget(limits);
-  /** Peers (and `*` for the total) refused since their count last went down. */
-  const refusing = new Set<string>();
+  const reports = new RefusalReports(o.now === undefined ? {} : { now: o.now });
   server.prependListener('connection', (socket: Socket) => {
     const peer = socket.remoteAddress;
     if (peer === undefined) {
@@ -119,20 +201,16 @@ export function limitConnections(
       return;
     }
     if (!budget.acquire(peer)) {
-      const hit: ConnectionLimitHit = budget.heldBy(peer) >= limits.perPeer ? 'per-peer' : 'total';
-      const key = hit === 'total' ? '*' : peer;
-      if (!refusing.has(key)) {
-        refusing.add(key);
-        onRefused?.(peer, hit, hit === 'total' ? limits.total : limits.perPeer);
+      const hit: ConnectionLimitHit = budget.inUse >= limits.total ? 'total' : 'per-peer';
+      o.count?.(peer, hit);
+      const refused = reports.refused(hit === 'total' ? '*' : peer);
+      if (refused !== undefined) {
+        onRefused?.(peer, hit, hit === 'total' ? limits.total : limits.perPeer, refused);
       }
       resetSocket(socket);
       return;
     }
-    socket.once('close', () => {
-      budget.release(peer);
-      refusing.delete(peer);
-      refusing.delete('*');
-    });
+    socket.once('close', () => budget.release(peer));
   });
   return budget;
 }

@@ -15,10 +15,11 @@ import type {
   ServerHttp2Session,
   ServerHttp2Stream,
 } from 'node:http2';
-import type { Agent as HttpAgent } from 'node:http';
 import { CLIENT_ID_HEADER, forwardableHttp2Headers, relayH2Stream } from './h2-relay.js';
 import { CONNECT_REFUSAL } from './http1-parse.js';
-import { appFailure, failureBody, h2ToHttp1 } from './translate.js';
+import { h2ToHttp1 } from './h2-to-http1.js';
+import type { AppConnections } from './h2-to-http1.js';
+import { appFailure, failureBody } from './translate.js';
 import type { Conn, InboundContext } from './inbound-accept.js';
 import { appAddress, formatHost, peerOf, translateContext } from './inbound-accept.js';
 import { PROXY_ERROR_HEADER } from './inbound-events.js';
@@ -62,16 +63,16 @@ export class AppSessions {
 export class InboundHttp2 {
   readonly #ctx: InboundContext;
   readonly #appSessions: AppSessions;
-  readonly #agent: HttpAgent;
+  readonly #appConnections: AppConnections;
   readonly #server: Http2Server;
   readonly #conns = new WeakMap<ServerHttp2Session, Conn>();
   /** The connection being handed to the server (its 'session' event is synchronous). */
   #handing: Conn | undefined;
 
-  constructor(ctx: InboundContext, appSessions: AppSessions, agent: HttpAgent) {
+  constructor(ctx: InboundContext, appSessions: AppSessions, appConnections: AppConnections) {
     this.#ctx = ctx;
     this.#appSessions = appSessions;
-    this.#agent = agent;
+    this.#appConnections = appConnections;
     this.#server = createServer({
       // Node's default is 2^32-1: one peer could open 10,000 streams on one connection.
       settings: { maxConcurrentStreams: ctx.limits.maxStreams },
@@ -153,7 +154,7 @@ export class InboundHttp2 {
       status = s;
     };
     if (conn.appProtocol !== 'h2') {
-      h2ToHttp1(stream, headers, translateContext(this.#ctx, conn), this.#agent, onStatus);
+      h2ToHttp1(stream, headers, translateContext(this.#ctx, conn), this.#appConnections, onStatus);
       return;
     }
     this.#relayToH2App(conn, stream, headers, onStatus);

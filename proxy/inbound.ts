@@ -22,7 +22,6 @@
 import { performance } from 'node:perf_hooks';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import type { Agent as HttpAgent } from 'node:http';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
 import { LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
@@ -31,7 +30,7 @@ import { detectProtocol, readFirstBytes } from './detect.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import { AppProtocolDetector } from './app-protocol.js';
 import type { AppPorts, AppProtocol } from './app-protocol.js';
-import { appAgent } from './translate.js';
+import { AppConnections } from './h2-to-http1.js';
 import type { InboundPolicy } from './policy.js';
 import type { InboundEvent } from './inbound-events.js';
 import type { Conn, InboundContext, InboundLimits } from './inbound-accept.js';
@@ -165,7 +164,7 @@ export class InboundProxy {
   readonly #appSessions: AppSessions;
   readonly #conns = new Set<Conn>();
   readonly #detector = new AppProtocolDetector({ timeoutMs: APP_DETECT_TIMEOUT_MS });
-  readonly #agent: HttpAgent;
+  readonly #appConnections: AppConnections;
   #sweeper: NodeJS.Timeout | undefined;
   #closing = false;
   #closed: Promise<void> | undefined;
@@ -187,7 +186,7 @@ export class InboundProxy {
       closing: () => this.#closing,
       emit: (e) => this.#emit(e),
     };
-    this.#agent = appAgent(limits.maxAppConnections);
+    this.#appConnections = new AppConnections(limits.maxAppConnections);
 
     // allowHalfOpen everywhere: an opaque client that finishes sending must still get the
     // app's answer.
@@ -203,7 +202,7 @@ export class InboundProxy {
       verified: (conn, socket) => this.#serveOrDestroy(conn, socket, undefined),
     });
     this.#appSessions = new AppSessions(this.#ctx);
-    this.#http2 = new InboundHttp2(this.#ctx, this.#appSessions, this.#agent);
+    this.#http2 = new InboundHttp2(this.#ctx, this.#appSessions, this.#appConnections);
     this.#http1ToH2 = new InboundHttp1ToH2(this.#ctx, this.#appSessions);
   }
 
@@ -280,7 +279,7 @@ export class InboundProxy {
     await stopped;
     clearInterval(this.#sweeper);
     this.#appSessions.destroy();
-    this.#agent.destroy();
+    this.#appConnections.destroy();
   }
 
   #sweep(): void {

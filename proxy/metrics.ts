@@ -239,7 +239,8 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
 }
 
 /**
- * The transparent listener's metrics, with Linkerd's label names: `dst` (the address the app
+ * The outbound listeners' refused connections, and the transparent listener's metrics, with
+ * Linkerd's label names: `dst` (the address the app
  * dialled), `server_id` (the identity the endpoint proved), `tls` ("true" when meshed), and
  * `classification` (`success` below 500, `failure` otherwise or when no answer came).
  */
@@ -272,8 +273,17 @@ function registerOutboundMetrics(registry: Registry): (e: OutboundEvent) => void
     help: 'Times a destination watch lost the destination service.',
     registers: [registry],
   });
+  const refused = new Counter({
+    name: 'meshid_proxy_outbound_connections_refused_total',
+    help: "Connections from the app refused by an outbound listener's connection cap, by listener and reason (total: the listener is full; per-peer: the address holds its share).",
+    labelNames: ['listener', 'reason'] as const,
+    registers: [registry],
+  });
   return (e) => {
     switch (e.type) {
+      case 'refused':
+        refused.inc({ listener: e.listener, reason: e.reason });
+        return;
       case 'request': {
         const tls = e.tls ? 'true' : 'false';
         const ok = e.status > 0 && e.status < 500;

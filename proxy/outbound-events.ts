@@ -2,7 +2,7 @@
  * What the outbound side reports for metrics and logs, shared by every outbound stage and
  * listener (re-exported by outbound.ts, which is the public surface).
  */
-import type { Address, TlsAlgorithms } from '../core/index.js';
+import type { Address, ConnectionLimitHit, TlsAlgorithms } from '../core/index.js';
 
 /** Why an outbound connection was not established. */
 export type OutboundFailureReason =
@@ -89,6 +89,14 @@ export type OutboundEvent =
       /** The status the app got (0 when the exchange broke before one). */
       readonly status: number;
       readonly durationMs: number;
+    })
+  /**
+   * A connection from the app refused by the listener's connection cap (reset as it arrived),
+   * and which limit: `total` when the listener is full.
+   */
+  | (OutboundEventBase & {
+      readonly type: 'refused';
+      readonly reason: ConnectionLimitHit;
     })
   /** The destination service stopped (`available: false`) or resumed answering for an address. */
   | (OutboundEventBase & {

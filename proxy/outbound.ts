@@ -205,9 +205,15 @@ export class OutboundProxy {
       if (this.#o.transparent !== undefined) {
         const transparent = new TransparentOutbound(this.#ctx, this.#o.transparent);
         this.#fronts.push(transparent);
-        const address = await this.#bind(transparent.server(), this.#o.transparent.listen);
-        transparent.bound(address);
-        bound.push(address);
+        // Every connection is the app's (iptables redirects only the pod's own traffic), and
+        // they all come from the pod's address: the per-peer share is the total, a cap on a
+        // leaking or runaway app, as on the other outbound listeners (one cap per address family).
+        const bindCapped = async (server: Server, address: Address): Promise<Address> => {
+          const bound = await this.#bind(server, address);
+          this.#limit(server, formatAddress(bound));
+          return bound;
+        };
+        bound.push(await transparent.listen(bindCapped));
       }
     } catch (err) {
       await this.close(0);
@@ -248,20 +254,27 @@ export class OutboundProxy {
   }
 
   /**
-   * Each route and HTTP listener's count of its open connections, per peer address, in the order
-   * `listen()` bound them.
+   * Each listener's count of its open connections, per peer address, in the order `listen()`
+   * bound them (routes, the HTTP listener, the transparent listener).
    */
   get connections(): readonly PeerBudget[] {
     return this.#connections;
   }
 
-  /** Caps the connections of one listener (refused ones are reset before any handler runs). */
+  /**
+   * Caps the connections of one listener: refused ones are reset before any handler runs, each
+   * counted (a `refused` event), logged at most once per key and 10 s.
+   */
   #limit(server: Server, listener: string): void {
-    const budget = limitConnections(server, this.#ctx.limits.connections, (peer, hit, limit) =>
-      this.#log.warn(
-        { [LogKey.address]: peer, listener, hit, limit },
-        'outbound listener refusing connections: limit reached',
-      ),
+    const budget = limitConnections(
+      server,
+      this.#ctx.limits.connections,
+      (peer, hit, limit, refused) =>
+        this.#log.warn(
+          { [LogKey.address]: peer, listener, hit, limit, refused },
+          'outbound listener refusing connections: limit reached',
+        ),
+      { count: (_peer, hit) => this.#emit({ type: 'refused', listener, reason: hit }) },
     );
     this.#connections.push(budget);
   }

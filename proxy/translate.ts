@@ -1,11 +1,12 @@
 /**
  * Translation between the client's HTTP version and the app's, on the inbound:
  *
- * - {@link h2ToHttp1}: an HTTP/2 stream (ALPN h2, prior knowledge, or a peer meshid proxy) to an
- *   HTTP/1.1 app. Pseudo-headers become the request line and Host; bodies are piped both ways,
- *   so HTTP/2 flow control and TCP backpressure meet and nothing is buffered whole. Request
- *   trailers go on as HTTP/1.1 chunked trailers when the body is chunked (no content-length) and
- *   are dropped otherwise; response trailers of a chunked answer become HTTP/2 trailers.
+ * - h2ToHttp1 (h2-to-http1.ts): an HTTP/2 stream (ALPN h2, prior knowledge, or a peer meshid
+ *   proxy) to an HTTP/1.1 app. Pseudo-headers become the request line and Host; bodies flow both
+ *   ways with backpressure, so HTTP/2 flow control and TCP backpressure meet and nothing is
+ *   buffered whole. Request trailers go on as HTTP/1.1 chunked trailers when the body is chunked
+ *   (no content-length) and are dropped otherwise; response trailers of a chunked answer become
+ *   HTTP/2 trailers.
  * - {@link http1ToH2}: an HTTP/1.1 request (node's HTTP/1 parser) to an h2c app, the other way
  *   round, for gRPC apps and other h2-only servers.
  *
@@ -14,22 +15,13 @@
  * hop-by-hop fields, answer 502 with a body naming the cause when the app cannot be reached or
  * resets, and 504 when the app has not started its answer within the timeout.
  */
-import { Agent as HttpAgent, request as httpRequest } from 'node:http';
-import type {
-  AgentOptions as HttpAgentOptions,
-  IncomingHttpHeaders,
-  IncomingMessage,
-  OutgoingHttpHeaders,
-  ServerResponse,
-} from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { constants as h2 } from 'node:http2';
 import type {
   ClientHttp2Session,
   IncomingHttpHeaders as Http2IncomingHeaders,
   OutgoingHttpHeaders as Http2OutgoingHeaders,
-  ServerHttp2Stream,
 } from 'node:http2';
-import type { TcpNetConnectOpts } from 'node:net';
 import type { Address, Logger } from '../core/index.js';
 import { HOP_BY_HOP_HTTP1, connectionOptions } from './hop-by-hop.js';
 
@@ -50,7 +42,11 @@ export interface TranslateContext {
  * neither side of a translation carries gRPC), Host (it becomes :authority and back), and
  * Trailer (the trailers are re-sent, or not, by the translation itself).
  */
-const HOP_BY_HOP = new Set([...HOP_BY_HOP_HTTP1, 'host', 'trailer']);
+export const TRANSLATION_HOP_BY_HOP: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP_HTTP1,
+  'host',
+  'trailer',
+]);
 
 /** Why the app did not answer, for the 502 body and the `l5d-proxy-error` header. */
 export interface AppFailure {
@@ -101,7 +97,8 @@ export function appFailure(
   if (
     code === 'ERR_HTTP2_ERROR' ||
     code === 'ERR_HTTP2_SESSION_ERROR' ||
-    code === 'HPE_INVALID_CONSTANT'
+    code === 'HPE_INVALID_CONSTANT' ||
+    code === 'ERR_HTTP1_APP_RESPONSE'
   ) {
     return {
       status: 502,
@@ -136,7 +133,7 @@ function copyHeaders(
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(from)) {
-    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name)) continue;
+    if (value === undefined || name.startsWith(':') || TRANSLATION_HOP_BY_HOP.has(name)) continue;
     if (name === clientIdHeader || extraDrop?.has(name) === true) continue;
     out[name] = value;
   }
@@ -148,153 +145,6 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
   if (ms <= 0) return { stop: () => undefined };
   const t = setTimeout(onTimeout, ms);
   return { stop: () => clearTimeout(t) };
-}
-
-/**
- * An agent for HTTP/1.1 requests to the app: kept-alive connections, reused across streams, at
- * most `maxSockets` of them at once.
- *
- * @example
- * ```ts
- * const agent = appAgent();
- * ```
- */
-export function appAgent(maxSockets = Infinity): HttpAgent {
-  // noDelay reaches net.connect: a request head and its body go out without waiting on Nagle
-  // (Node passes the agent's options on to it; @types/node's AgentOptions leaves it out).
-  // maxSockets bounds the app connections (the inbound's exchange budget should never reach it).
-  const options: HttpAgentOptions & Pick<TcpNetConnectOpts, 'noDelay'> = {
-    keepAlive: true,
-    maxFreeSockets: 64,
-    maxSockets,
-    maxTotalSockets: maxSockets,
-    scheduling: 'lifo',
-    noDelay: true,
-  };
-  return new HttpAgent(options);
-}
-
-/**
- * Carries one HTTP/2 stream to an HTTP/1.1 app. `onStatus` gets the status sent to the client.
- *
- * @example
- * ```ts
- * http2Server.on('stream', (stream, headers) => h2ToHttp1(stream, headers, ctx, agent, (s) => (status = s)));
- * ```
- */
-export function h2ToHttp1(
-  stream: ServerHttp2Stream,
-  headers: Http2IncomingHeaders,
-  ctx: TranslateContext,
-  agent: HttpAgent,
-  onStatus: (status: number) => void,
-): void {
-  const method = headers[':method'] ?? 'GET';
-  const authority = headers[':authority'] ?? headers['host'];
-  let failed = false;
-  const fail = (f: AppFailure): void => {
-    // The first failure answers; a later one (the request destroyed after a 504) must not
-    // reset the stream that answer is on.
-    if (failed) return;
-    failed = true;
-    onStatus(f.status);
-    if (stream.destroyed || stream.closed) return;
-    if (stream.headersSent) {
-      stream.close(h2.NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
-    stream.respond({
-      ':status': f.status,
-      'content-type': 'text/plain; charset=utf-8',
-      [ctx.errorHeader]: f.reason,
-    });
-    stream.end(failureBody(f));
-  };
-  if (typeof authority !== 'string' || authority.length === 0) {
-    onStatus(400);
-    stream.respond({ ':status': 400, [ctx.errorHeader]: 'no authority' });
-    stream.end('bad request: an HTTP/1.1 app needs a Host; the request had no :authority\n');
-    return;
-  }
-  const out: OutgoingHttpHeaders = copyHeaders(
-    headers,
-    ctx.clientIdHeader,
-    connectionOptions(headers['connection']),
-  );
-  // HTTP/2 splits cookies into one field each (RFC 9113 §8.2.3); HTTP/1.1 wants them in one.
-  const cookie = headers['cookie'];
-  if (Array.isArray(cookie)) out['cookie'] = cookie.join('; ');
-  out['host'] = authority;
-  if (ctx.peer !== undefined) out[ctx.clientIdHeader] = ctx.peer;
-  const chunkedRequest = !stream.endAfterHeaders && headers['content-length'] === undefined;
-
-  const req = httpRequest({
-    agent,
-    host: ctx.app.host,
-    port: ctx.app.port,
-    method,
-    path: headers[':path'] ?? '/',
-    headers: out,
-    // The proxy sets Host from :authority; node must not add its own.
-    setHost: false,
-  });
-  const timer = answerTimer(ctx.appTimeoutMs, () => {
-    fail(appFailure(ctx.app, 'timeout', ctx.appTimeoutMs));
-    req.destroy();
-  });
-  let answered = false;
-  req.on('error', (err) => {
-    timer.stop();
-    ctx.logger.debug({ err: err.message }, 'inbound app HTTP/1 request failed');
-    if (!answered) fail(appFailure(ctx.app, err));
-    else if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
-  });
-  if (chunkedRequest) {
-    stream.on('trailers', (t: Http2IncomingHeaders) => {
-      const kept = copyHeaders(t, ctx.clientIdHeader, undefined);
-      if (Object.keys(kept).length > 0) req.addTrailers(kept as Record<string, string>);
-    });
-  }
-  if (stream.endAfterHeaders) req.end();
-  else stream.pipe(req);
-
-  req.on('response', (res: IncomingMessage) => {
-    timer.stop();
-    answered = true;
-    const status = res.statusCode ?? 502;
-    onStatus(status);
-    if (stream.destroyed || stream.closed) {
-      res.destroy();
-      return;
-    }
-    const responseHeaders: Http2OutgoingHeaders = copyHeaders(
-      res.headers,
-      '',
-      connectionOptions(res.headers['connection']),
-    );
-    responseHeaders[':status'] = status;
-    const chunked = /chunked/i.test(String(res.headers['transfer-encoding'] ?? ''));
-    const bodiless = method === 'HEAD' || status === 204 || status === 304;
-    stream.respond(responseHeaders, { endStream: bodiless, waitForTrailers: chunked && !bodiless });
-    if (bodiless) {
-      res.resume();
-      return;
-    }
-    if (chunked) {
-      stream.on('wantTrailers', () => {
-        stream.sendTrailers(copyHeaders(res.trailers, '', undefined));
-      });
-    }
-    res.pipe(stream);
-    res.on('error', () => {
-      if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
-    });
-  });
-  stream.on('close', () => {
-    timer.stop();
-    // The client went away (or reset): the app's exchange is abandoned.
-    if (!req.writableFinished || !answered) req.destroy();
-  });
 }
 
 /** What {@link http1ToH2} needs besides the context. */

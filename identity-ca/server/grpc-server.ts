@@ -17,7 +17,7 @@
  */
 import { once } from 'node:events';
 import { createServer as createNetServer } from 'node:net';
-import type { Server as NetServer, Socket } from 'node:net';
+import type { Server as NetServer } from 'node:net';
 import { createServer as createH2Server, constants as h2 } from 'node:http2';
 import type {
   Http2Server,
@@ -28,11 +28,19 @@ import type {
 import { createServer as createTlsServer } from 'node:tls';
 import type { Admission } from './admission.js';
 import type { CallState } from './call-state.js';
-import { HandshakeGate } from './handshake-gate.js';
-import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
+import { CertifyConnections } from './connections.js';
+import type { ConnectionObserver } from './connections.js';
+import type { HandshakeGateSettings } from './handshake-gate.js';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Address, CertifyRequest, CertifyResponse, Clock, Logger } from '../../core/index.js';
-import type { MeshTlsSettings, TlsAlgorithms } from '../../core/index.js';
+import type {
+  Address,
+  CertifyRequest,
+  CertifyResponse,
+  Clock,
+  Logger,
+  PeerBudget,
+} from '../../core/index.js';
+import type { MeshTlsSettings } from '../../core/index.js';
 import {
   CERTIFY_PATH,
   ERROR_CODES,
@@ -49,7 +57,6 @@ import {
   formatAddress,
   frameGrpcMessage,
   negotiatedAlgorithms,
-  resetSocket,
   unframeGrpcMessage,
 } from '../../core/index.js';
 
@@ -59,13 +66,7 @@ import {
  */
 export type CertifyHandler = (req: CertifyRequest, call?: CallState) => Promise<CertifyResponse>;
 
-/** Told about connections the handshake gate refused and how long admitted ones waited. */
-export interface ConnectionObserver {
-  refused(why: ConnectionRefusal): void;
-  waited(seconds: number): void;
-  /** A finished handshake's key-exchange group and cipher suite (core's negotiatedAlgorithms). */
-  handshake?(algorithms: TlsAlgorithms): void;
-}
+export type { CertifyConnectionRefusal, ConnectionObserver } from './connections.js';
 
 /** Told about every call once it has ended, for metrics and logs. */
 export type CallObserver = (outcome: {
@@ -119,6 +120,12 @@ export interface CertifyServerOptions {
    * every connection's handshake starts at once.
    */
   readonly handshakes?: HandshakeGateSettings;
+  /**
+   * Established connections one client address may hold at once, counted after the handshake
+   * (beside the gate's share of handshakes); one beyond is reset and counted as `per-peer`.
+   * Absent or 0: no limit.
+   */
+  readonly maxConnectionsPerPeer?: number;
   readonly observeConnections?: ConnectionObserver;
   /**
    * The clock of call deadlines and handshake waits: monotonic by default (a wall-clock step
@@ -129,9 +136,6 @@ export interface CertifyServerOptions {
 
 /** performance.now(): milliseconds that only go forward, whatever the wall clock does. */
 const monotonicClock: Clock = Object.freeze({ now: () => performance.now() });
-/** How often connections that waited too long for a handshake are looked for. */
-const SWEEP_MS = 100;
-
 /** The identity of a connection's verified client certificate (its first DNS SAN), if any. */
 const kPeerIdentity = Symbol('meshid.peerIdentity');
 type WithPeer = { [kPeerIdentity]?: string };
@@ -142,50 +146,6 @@ type WithPeer = { [kPeerIdentity]?: string };
  * worker's time under load.
  */
 const CALL_ENDED = Object.freeze(new Error('the Certify call has ended'));
-
-const DEFAULT_HELLO_TIMEOUT_MS = 3000;
-/** Connections from one address still sending their ClientHello (each a socket, no TLS state). */
-const MAX_AWAITING_HELLO_PER_SOURCE = 256;
-/** A TLS record's header and the largest plaintext record (RFC 8446 §5.1). */
-const TLS_RECORD_HEADER = 5;
-const TLS_MAX_RECORD = 16_384;
-
-/**
- * Reads a connection's first TLS record (the ClientHello) within `timeoutMs`; undefined when it
- * is not a handshake record, is oversized, the connection ends, or time runs out. A ClientHello
- * split over several records is refused: clients send one (a post-quantum key share fits).
- */
-function readClientHello(socket: Socket, timeoutMs: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const finish = (hello: Buffer | undefined): void => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('close', onEnd);
-      resolve(hello);
-    };
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      length += chunk.length;
-      if (length < TLS_RECORD_HEADER) return;
-      const head = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
-      const recordLength = head.readUInt16BE(3);
-      if (head[0] !== 0x16 || recordLength > TLS_MAX_RECORD) {
-        finish(undefined);
-        return;
-      }
-      if (length >= TLS_RECORD_HEADER + recordLength) finish(Buffer.concat(chunks, length));
-    };
-    const onEnd = (): void => finish(undefined);
-    const timer = setTimeout(() => finish(undefined), timeoutMs);
-    timer.unref();
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.once('close', onEnd);
-  });
-}
 
 /** Streams one connection may have open at once. */
 const MAX_CONCURRENT_STREAMS = 256;
@@ -205,17 +165,11 @@ export class CertifyServer {
   #opts: CertifyServerOptions;
   readonly #h2: Http2Server;
   readonly #tls: TlsServer;
-  /** Accepts TCP connections and hands each to the TLS server when the gate lets it. */
+  /** Accepts TCP connections and hands each to the TLS server when `#connections` lets it. */
   readonly #net: NetServer;
-  readonly #gate: HandshakeGate<Socket> | undefined;
-  /** Connections in set-up by remote address and port, to tell the gate a handshake ended. */
-  readonly #settingUp = new Map<string, Socket>();
-  #sweep: NodeJS.Timeout | undefined;
+  readonly #connections: CertifyConnections;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #sessions = new Set<ServerHttp2Session>();
-  /** Connections whose ClientHello has not arrived yet, per source address. */
-  readonly #awaitingHello = new Map<string, number>();
 
   constructor(opts: CertifyServerOptions) {
     this.#opts = opts;
@@ -225,18 +179,7 @@ export class CertifyServer {
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: 16 * 1024 },
       maxSessionMemory: 8,
     });
-    this.#h2.on('session', (session: ServerHttp2Session) => {
-      this.#sessions.add(session);
-      session.on('close', () => this.#sessions.delete(session));
-      session.on('error', (err) => this.#log.debug({ err: err.message }, 'HTTP/2 session error'));
-      // Idle: no new call for idleTimeoutMs. Not session.setTimeout: node (20) keeps that timer,
-      // and through it the closed session with its socket, until it fires, so every connection
-      // (a proxy opens one per renewal) stayed in memory for the whole idle timeout.
-      const idle = setTimeout(() => session.close(), opts.idleTimeoutMs ?? 10 * 60_000);
-      idle.unref();
-      session.on('stream', () => idle.refresh());
-      session.on('close', () => clearTimeout(idle));
-    });
+    this.#h2.on('session', (session: ServerHttp2Session) => this.#connections.session(session));
     this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) =>
       this.#onStream(stream, headers),
     );
@@ -254,8 +197,8 @@ export class CertifyServer {
       rejectUnauthorized: false,
     });
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
-      this.#handshakeEnded(socket);
       opts.observeConnections?.handshake?.(negotiatedAlgorithms(socket));
+      if (!this.#connections.handshaken(socket)) return;
       // `false` is the Linkerd proxy (no ALPN offered); 'h2' an ordinary gRPC client.
       if (socket.alpnProtocol !== false && socket.alpnProtocol !== 'h2') {
         socket.destroy();
@@ -284,93 +227,37 @@ export class CertifyServer {
           : 'TLS handshake failed',
       );
     });
-    const gated = opts.handshakes !== undefined && opts.handshakes.maxHandshakes > 0;
-    const observer = opts.observeConnections;
-    this.#gate = gated
-      ? new HandshakeGate<Socket>(opts.handshakes!, this.#clock, {
-          start: (socket, waitedMs) => {
-            if (socket.destroyed) {
-              // Closed while waiting (the server is closing): its slot is free again.
-              queueMicrotask(() => this.#gate?.done(socket));
-              return;
-            }
-            observer?.waited(waitedMs / 1000);
-            this.#tls.emit('connection', socket);
-          },
-          source: (socket) => socket.remoteAddress ?? '',
-          refuse: (socket, why) => {
-            observer?.refused(why);
-            this.#settingUp.delete(connectionKey(socket));
-            resetSocket(socket);
-          },
-        })
-      : undefined;
-    this.#net = createNetServer((socket) => this.#onConnection(socket));
+    this.#connections = new CertifyConnections({
+      ...(opts.handshakes === undefined ? {} : { handshakes: opts.handshakes }),
+      ...(opts.helloTimeoutMs === undefined ? {} : { helloTimeoutMs: opts.helloTimeoutMs }),
+      ...(opts.maxConnectionsPerPeer === undefined
+        ? {}
+        : { maxConnectionsPerPeer: opts.maxConnectionsPerPeer }),
+      ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
+      ...(opts.observeConnections === undefined ? {} : { observer: opts.observeConnections }),
+      clock: this.#clock,
+      logger: this.#log,
+      handshake: (socket) => this.#tls.emit('connection', socket),
+    });
+    this.#net = createNetServer((socket) => this.#connections.accept(socket));
   }
 
   /** HTTP/2 sessions open now (a session leaves this count when it closes). */
   get openSessions(): number {
-    return this.#sessions.size;
+    return this.#connections.openSessions;
   }
 
   /** Handshakes in progress and connections waiting for one now (zeros without the gate). */
   get handshakeLoad(): { handshaking: number; waiting: number } {
-    return this.#gate?.load ?? { handshaking: 0, waiting: 0 };
+    return this.#connections.handshakeLoad;
   }
 
-  #onConnection(socket: Socket): void {
-    const gate = this.#gate;
-    if (gate === undefined) {
-      this.#tls.emit('connection', socket);
-      return;
-    }
-    if (socket.remoteAddress === undefined) {
-      socket.destroy(); // already gone
-      return;
-    }
-    const key = connectionKey(socket);
-    this.#settingUp.set(key, socket);
-    socket.once('close', () => {
-      if (this.#settingUp.get(key) === socket) this.#settingUp.delete(key);
-      gate.done(socket);
-    });
-    // A failed handshake destroys the socket ('close' above); a waiting one cannot fail.
-    socket.on('error', () => undefined);
-    // No slot before the ClientHello: a connection that sends nothing (or dribbles) holds a
-    // socket, not a handshake slot, and is closed at the hello deadline.
-    const source = socket.remoteAddress;
-    const pending = this.#awaitingHello.get(source) ?? 0;
-    if (pending >= MAX_AWAITING_HELLO_PER_SOURCE) {
-      this.#opts.observeConnections?.refused('queue-full');
-      resetSocket(socket);
-      return;
-    }
-    this.#awaitingHello.set(source, pending + 1);
-    const helloTimeoutMs = this.#opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
-    void readClientHello(socket, helloTimeoutMs).then((hello) => {
-      const left = (this.#awaitingHello.get(source) ?? 1) - 1;
-      if (left <= 0) this.#awaitingHello.delete(source);
-      else this.#awaitingHello.set(source, left);
-      if (hello === undefined || socket.destroyed) {
-        this.#opts.observeConnections?.refused('hello-timeout');
-        resetSocket(socket);
-        return;
-      }
-      // Not read again until its handshake starts: a waiting connection holds its hello only.
-      socket.pause();
-      socket.unshift(hello);
-      gate.offer(socket);
-    });
-  }
-
-  /** Frees the gate's slot of a connection whose handshake has completed. */
-  #handshakeEnded(socket: TLSSocket): void {
-    if (this.#gate === undefined) return;
-    const key = connectionKey(socket);
-    const raw = this.#settingUp.get(key);
-    if (raw === undefined) return;
-    this.#settingUp.delete(key);
-    this.#gate.done(raw);
+  /**
+   * Established connections per client address, the server's own count (undefined without
+   * `maxConnectionsPerPeer`).
+   */
+  get establishedByPeer(): PeerBudget | undefined {
+    return this.#connections.establishedByPeer;
   }
 
   /** Replaces the serving key and certificate for new connections. */
@@ -387,11 +274,7 @@ export class CertifyServer {
   async listen(address: Address): Promise<Address> {
     this.#net.listen({ host: address.host, port: address.port });
     await once(this.#net, 'listening');
-    if (this.#gate !== undefined) {
-      const gate = this.#gate;
-      this.#sweep = setInterval(() => gate.sweep(), SWEEP_MS);
-      this.#sweep.unref();
-    }
+    this.#connections.start();
     const bound = this.#net.address();
     if (bound === null || typeof bound === 'string') throw new Error('TLS server has no address');
     const result = { host: bound.address, port: bound.port };
@@ -404,15 +287,8 @@ export class CertifyServer {
    * finish within `graceMs`, then cuts what is left.
    */
   async close(graceMs = 5000): Promise<void> {
-    clearInterval(this.#sweep);
     const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()));
-    for (const socket of this.#settingUp.values()) socket.destroy();
-    const sessions = [...this.#sessions];
-    await Promise.race([
-      Promise.all(sessions.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))),
-      new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
-    ]);
-    for (const s of this.#sessions) s.destroy();
+    await this.#connections.close(graceMs);
     // Bounded too: after a flood of reset connections node's count of open connections was seen
     // not to reach zero (issue 20), and a worker must still stop.
     await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 1000).unref())]);
@@ -545,11 +421,6 @@ export class CertifyServer {
         );
     });
   }
-}
-
-/** A TCP connection's remote address and port: unique among the listener's live connections. */
-function connectionKey(socket: Socket): string {
-  return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 /** `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n); undefined when absent or bad. */

@@ -41,7 +41,10 @@ import { DestinationWatches } from './resolver.js';
 
 /** Options of the transparent listener. */
 export interface TransparentOutboundOptions {
-  /** Where iptables sends the app's connections; loopback (127.0.0.1:4140). */
+  /**
+   * Where iptables sends the app's connections; loopback (127.0.0.1:4140, and [::1]:4140 beside it
+   * for IPv6).
+   */
   readonly listen: Address;
   readonly originalDestination: OriginalDestinationReader;
   readonly resolver: Resolver;
@@ -98,17 +101,31 @@ export class TransparentOutbound {
     });
   }
 
-  /** The server to bind; `bound` is called with its address once it listens. */
-  server(): Server {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
-    server.on('connection', (app: Socket) => this.#accept(app));
-    return server;
-  }
-
-  /** Records the bound address (connections addressed to it were not redirected). */
-  bound(address: Address): void {
+  /**
+   * Starts listening through `bind` (the owner's, which keeps the servers to close); resolves
+   * with the bound address. On `127.0.0.1` it also listens on `[::1]` at the same port: ip6tables'
+   * REDIRECT sends the IPv6 connections the app makes to the loopback address of their own
+   * family, so an IPv6 or dual-stack pod needs both. A host without IPv6 keeps the IPv4
+   * listener alone (logged).
+   */
+  async listen(bind: (server: Server, address: Address) => Promise<Address>): Promise<Address> {
+    const address = await bind(this.#server(), this.#o.listen);
     this.#bound = address;
     this.#listener = formatAddress(address);
+    if (address.host !== '127.0.0.1') return address;
+    const v6: Address = { host: '::1', port: address.port };
+    try {
+      await bind(this.#server(), v6);
+      this.#ctx.log.info(
+        { [LogKey.address]: formatAddress(v6) },
+        'transparent outbound listening for IPv6 beside IPv4',
+      );
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw err;
+      this.#ctx.log.info({ err: code }, 'transparent outbound: no IPv6 on this host; IPv4 only');
+    }
+    return address;
   }
 
   /** Sends GOAWAY to the apps' HTTP/2 sessions and stops every destination watch. */
@@ -117,7 +134,14 @@ export class TransparentOutbound {
     this.#watches.close();
   }
 
+  #server(): Server {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    server.on('connection', (app: Socket) => this.#accept(app));
+    return server;
+  }
+
   #accept(app: Socket): void {
+    if (app.destroyed) return; // refused by the connection limit
     const ctx = this.#ctx;
     const tracked = ctx.tracker.track([app]);
     app.setNoDelay(true);

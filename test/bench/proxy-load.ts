@@ -208,7 +208,9 @@ export async function waitUp(
       }
       return (await check()) ? true : undefined;
     },
-    20_000,
+    // Bounded but generous: under a load average of 20 a proxy took over 20 s to get its first
+    // certificate (the CA and the proxy both start cold), which crashed the bench.
+    120_000,
   ).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\n${child.name} output:\n${child.output()}`);
   });

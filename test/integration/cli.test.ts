@@ -3,12 +3,12 @@
  * the errors a user meets.
  */
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { MESHID_BIN, runMeshid, startCaProcess } from '../support/ca-process.js';
+import { children } from '../support/children.js';
 
 describe('meshid CLI (real processes)', function () {
   this.timeout(60_000);
@@ -16,6 +16,9 @@ describe('meshid CLI (real processes)', function () {
   before(async () => {
     dir = join(await mkdtemp(join(tmpdir(), 'meshid-cli-')), 'state');
   });
+  // Whatever an assertion does, no process of a test outlives it.
+  const procs = children();
+  afterEach(() => procs.killAll());
   after(async () => {
     await rm(join(dir, '..'), { recursive: true, force: true });
   });
@@ -131,13 +134,16 @@ describe('meshid CLI (real processes)', function () {
 
   it('local (npm start) initialises an empty folder, runs the CA and a two-workload mesh over mTLS, and stops on Ctrl-C', async () => {
     const localDir = join(dir, '..', 'local');
-    const proc = spawn(
-      process.execPath,
-      [MESHID_BIN, 'local', '--dir', localDir, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const proc = procs.spawn(process.execPath, [
+      MESHID_BIN,
+      'local',
+      '--dir',
+      localDir,
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+    ]);
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -25,38 +25,18 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
-import { renderInstall } from '../../cli/install.js';
-import { formatAddress } from '../../core/index.js';
-import {
-  MESHID_BIN,
-  adminGet,
-  startCaProcess,
-  startMeshid,
-  waitFor,
-} from '../support/ca-process.js';
-import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
+import { adminGet, waitFor } from '../support/ca-process.js';
 import { endpointSlice, pod, service } from '../support/destination-objects.js';
 import { mintLeaf } from '../support/outbound-pki.js';
-import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
-import { NetnsLab } from '../support/netns.js';
-import type { NetnsPod } from '../support/netns.js';
-import { CA_IDENTITY, HOUR, idOf, makeTestState } from '../support/state.js';
+import type { NetnsLab, NetnsPod } from '../support/netns.js';
+import { idOf } from '../support/state.js';
 import type { TestState } from '../support/state.js';
-
-/** The server app: answers with who it saw (port, peer address, l5d-client-id). */
-const WHO_APP = `
-const http = require('node:http');
-http.createServer((req, res) => {
-  res.setHeader('content-type', 'application/json');
-  res.end(JSON.stringify({ remote: req.socket.remoteAddress, clientId: req.headers['l5d-client-id'] ?? null }));
-}).listen(8080, '0.0.0.0', () => console.log('up'));
-`;
+import { TransparentMesh, WHO_APP } from '../support/transparent-mesh.js';
+import type { Seen } from '../support/transparent-mesh.js';
 
 /**
  * A gRPC server (grpc-js, generic bytes codec) on 8090 whose one method answers the pod's name
@@ -100,18 +80,12 @@ const call = () => new Promise((res, rej) =>
 })().catch((e) => { console.error(e.message); process.exit(1); });
 `;
 
-interface Seen {
-  remote: string;
-  clientId: string | null;
-}
-
 describe('transparent outbound in network namespaces (proxy-init, meshid destination, mTLS to the identity)', function () {
   this.timeout(180_000);
+  let mesh: TransparentMesh;
   let lab: NetnsLab;
   let state: TestState;
-  let ca: CaProcess;
   let api: KubeApiServer;
-  let dst: MeshidProcess;
   let server: NetnsPod;
   let client: NetnsPod;
   let plain: NetnsPod;
@@ -121,105 +95,10 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   let outside: Server;
   let impostorTls: { out: () => string };
   let dir: string;
-  const procs: MeshidProcess[] = [];
   const clientId = idOf('emojivoto', 'voting');
-
-  /** Creates a pod and gives it its IP, as the kubelet would (status is a subresource). */
-  const createPod = (p: Record<string, unknown>): void => {
-    const { status, ...rest } = p as { status: Record<string, unknown> };
-    const created = api.create(rest as KubeObject);
-    api.updateStatus({ ...created, status });
-  };
-
-  function logs(): string {
-    return [dst, ...procs].map((p) => p.lines.slice(-10).join('\n')).join('\n---\n');
-  }
-
-  async function startPodProxy(p: NetnsPod, sa: string): Promise<MeshidProcess> {
-    const token = join(dir, `${sa}-token`);
-    await writeFile(token, await state.token('emojivoto', sa, { ttlMs: 2 * HOUR }));
-    await chmod(token, 0o644);
-    const init = await p.run(process.execPath, [MESHID_BIN, 'proxy-init', '--proxy-uid', '2102']);
-    assert.equal(init.code, 0, init.stderr);
-    const proxy = await startMeshid(
-      'proxy',
-      [
-        ...['--identity-addr', formatAddress(ca.address), '--identity-name', CA_IDENTITY],
-        ...['--trust-anchors', join(dir, 'anchors.pem'), '--token-file', token],
-        ...['--local-identity', idOf('emojivoto', sa), '--admin', `${p.ip}:4191`],
-        // The destination's identity is left to its default, derived from the naming.
-        ...['--transparent', '--destination-addr', String(dst.listening['address'])],
-      ],
-      {},
-      { prefix: p.prefix(2102) },
-    );
-    procs.push(proxy);
-    await waitFor(`${sa}'s proxy ready`, async () => {
-      const r = await adminGet({ host: p.ip, port: 4191 }, '/ready');
-      return r.status === 200 ? true : undefined;
-    });
-    return proxy;
-  }
-
-  async function curl(url: string, body?: string): Promise<Seen> {
-    // As the app would: a UID other than the proxy's, so the nat rules redirect it.
-    const data = body === undefined ? [] : ['--data-binary', body];
-    const r = await client.run('curl', ['-sS', '--max-time', '10', ...data, url], { uid: 1000 });
-    assert.equal(r.code, 0, `curl ${url}: ${r.stderr}\n${logs()}`);
-    try {
-      return JSON.parse(r.stdout) as Seen;
-    } catch {
-      throw new Error(`curl ${url}: not the app's answer: ${r.stdout}\n${logs()}`);
-    }
-  }
-
-  /**
-   * Runs `fn` while tcpdump records every TCP packet on the client pod's eth0 (the link to the
-   * other pods), and returns the capture file's bytes. Waits for tcpdump's "listening on" line
-   * before `fn`, stops it with SIGINT and waits for its exit, so every packet is flushed.
-   */
-  async function capture(fn: () => Promise<void>): Promise<{ bytes: Buffer; summary: string }> {
-    const file = join(dir, `capture-${randomBytes(4).toString('hex')}.pcap`);
-    const dump = client.spawn('tcpdump', [
-      '-i',
-      'eth0',
-      '-n',
-      // Every packet handed to tcpdump at once and written at once, so SIGINT loses none.
-      '--immediate-mode',
-      '-U',
-      '-Z',
-      'root',
-      '-w',
-      file,
-      'tcp',
-    ]);
-    const exited = once(dump, 'exit');
-    let stderr = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`tcpdump not listening: ${stderr}`)), 15_000);
-      dump.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes('listening on')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      dump.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`tcpdump exited ${String(code)}: ${stderr}`));
-      });
-    });
-    try {
-      await fn();
-    } finally {
-      dump.kill('SIGINT');
-      await exited;
-    }
-    const summary = await client.run('tcpdump', ['-n', '-r', file]);
-    assert.equal(summary.code, 0, summary.stderr);
-    assert.match(stderr, /\b0 packets dropped by kernel/, 'the capture lost packets');
-    return { bytes: await readFile(file), summary: summary.stdout };
-  }
+  const logs = (): string => mesh.logs();
+  const curl = (url: string, body?: string): Promise<Seen> =>
+    mesh.curl(client, url, body === undefined ? {} : { body });
 
   /**
    * In the impostor pod (no proxy-init): `openssl s_server` on the app port presenting a
@@ -251,33 +130,21 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   }
 
   before(async () => {
-    lab = await NetnsLab.create({ tag: 'tout' });
-    state = await makeTestState();
-    dir = await mkdtemp(join(tmpdir(), 'meshid-transparent-out-'));
-    await chmod(dir, 0o755);
-    await copyFile(state.anchorsFile, join(dir, 'anchors.pem'));
-    await chmod(join(dir, 'anchors.pem'), 0o644);
-    ca = await startCaProcess([...state.caArgs, '--workers', '1', '--listen', `${lab.hostIp}:0`]);
+    mesh = await TransparentMesh.start({ tag: 'tout', family: 4 });
+    ({ lab, state, api, dir } = mesh);
     server = await lab.addPod('server');
     client = await lab.addPod('client');
     plain = await lab.addPod('plain');
     impostor = await lab.addPod('impostor');
     for (let i = 0; i < 3; i++) emoji.push(await lab.addPod(`emoji${i}`));
 
-    api = await startKubeApiServer({ namespaces: ['emojivoto'] });
-    for (const doc of parseAllDocuments(
-      renderInstall({ argv: ['--destination'], env: {}, now: Date.now() }),
-    )) {
-      const obj = doc.toJS() as KubeObject | null;
-      if (obj !== null) api.create(obj);
-    }
-    createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
-    createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
-    createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
+    mesh.createPod(pod('emojivoto', 'web-0', server.ip, { meshed: true, sa: 'web' }));
+    mesh.createPod(pod('emojivoto', 'voting-0', client.ip, { meshed: true, sa: 'voting' }));
+    mesh.createPod(pod('emojivoto', 'legacy-0', plain.ip, { sa: 'legacy' }));
     // Its spec names ServiceAccount "billing"; what answers on its port presents "web"'s certificate.
-    createPod(pod('emojivoto', 'billing-0', impostor.ip, { meshed: true, sa: 'billing' }));
+    mesh.createPod(pod('emojivoto', 'billing-0', impostor.ip, { meshed: true, sa: 'billing' }));
     emoji.forEach((p, i) =>
-      createPod(pod('emojivoto', `emoji-${i}`, p.ip, { meshed: true, sa: 'emoji' })),
+      mesh.createPod(pod('emojivoto', `emoji-${i}`, p.ip, { meshed: true, sa: 'emoji' })),
     );
     api.create(
       service('emojivoto', 'emoji', CLUSTER_IP, [{ name: 'grpc', port: 8090 }]) as KubeObject,
@@ -291,27 +158,6 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
         [{ name: 'grpc', port: 8090 }],
       ) as KubeObject,
     );
-    const { token: apiToken } = await api.mintToken({
-      namespace: 'linkerd',
-      serviceAccount: 'linkerd-destination',
-      expirationSeconds: 3600,
-    });
-    const kubeconfig = join(dir, 'destination-kubeconfig');
-    await api.writeKubeconfig(kubeconfig, { token: apiToken });
-    const dstToken = join(dir, 'destination-token');
-    await writeFile(dstToken, await state.token('linkerd', 'linkerd-destination', { ttlMs: HOUR }));
-    dst = await startMeshid('destination', [
-      ...['--kubeconfig', kubeconfig, '--admin', '127.0.0.1:0', '--listen', `${lab.hostIp}:0`],
-      ...['--identity-addr', formatAddress(ca.address), '--identity-name', CA_IDENTITY],
-      ...['--trust-anchors', state.anchorsFile, '--token-file', dstToken],
-    ]);
-    const dstAdmin = String(dst.listening['admin']);
-    const [dstHost = '', dstPort = ''] = dstAdmin.split(/:(?=\d+$)/);
-    await waitFor('the destination service ready', async () =>
-      (await adminGet({ host: dstHost, port: Number(dstPort) }, '/ready')).status === 200
-        ? true
-        : undefined,
-    );
 
     const app = server.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
     const plainApp = plain.spawn(process.execPath, ['-e', WHO_APP], { uid: 1000 });
@@ -324,8 +170,8 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
     outside.listen(0, lab.hostIp);
     await once(outside, 'listening');
 
-    await startPodProxy(server, 'web');
-    await startPodProxy(client, 'voting');
+    await mesh.startPodProxy(server, 'web');
+    await mesh.startPodProxy(client, 'voting');
     impostorTls = await startImpostor();
     for (const [i, p] of emoji.entries()) {
       const a = p.spawn(process.execPath, ['-e', GRPC_APP], {
@@ -334,18 +180,12 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
       });
       await once(a.stdout!, 'data');
     }
-    await Promise.all(emoji.map((p) => startPodProxy(p, 'emoji')));
+    await Promise.all(emoji.map((p) => mesh.startPodProxy(p, 'emoji')));
   });
 
   after(async () => {
-    for (const p of procs) await p.stop().catch(() => undefined);
-    await dst?.stop().catch(() => undefined);
     outside?.close();
-    await ca?.stop();
-    await api?.stop();
-    await lab?.destroy();
-    await state?.cleanup();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await mesh?.stop();
   });
 
   it("an unmodified curl to the server pod's IP:port reaches the app through both proxies, which sees the client's verified identity", async () => {
@@ -363,7 +203,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
 
   it("counts the meshed request with the server's identity and the passed-through connection, in the client proxy's metrics", async () => {
     const { port } = outside.address() as AddressInfo;
-    const metrics = (await adminGet({ host: client.ip, port: 4191 }, '/metrics')).body;
+    const metrics = (await adminGet(mesh.admin(client), '/metrics')).body;
     const meshed = metrics
       .split('\n')
       .find(
@@ -396,7 +236,7 @@ describe('transparent outbound in network namespaces (proxy-init, meshid destina
   it("a capture on the client pod's link never holds the request body sent to a meshed pod, but holds it to an unmeshed one", async () => {
     const meshedMarker = `meshed-secret-${randomBytes(8).toString('hex')}`;
     const plainMarker = `plain-secret-${randomBytes(8).toString('hex')}`;
-    const { bytes, summary } = await capture(async () => {
+    const { bytes, summary } = await mesh.capture(client, async () => {
       assert.equal((await curl(`http://${server.ip}:8080/`, meshedMarker)).clientId, clientId);
       assert.equal((await curl(`http://${plain.ip}:8080/`, plainMarker)).clientId, null);
     });

@@ -13,15 +13,19 @@ import type { IncomingHttpHeaders, Server as HttpServer } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { formatAddress, silentLogger } from '../../../core/index.js';
-import type { Address } from '../../../core/index.js';
+import { createLogger, createRegistry, formatAddress, silentLogger } from '../../../core/index.js';
+import type { Address, Logger } from '../../../core/index.js';
 import { InboundPolicy, InboundProxy, OutboundProxy } from '../../../proxy/index.js';
 import type { OutboundEvent, WorkloadCertificate } from '../../../proxy/index.js';
+import type { OutboundLimits } from '../../../proxy/outbound-accept.js';
+import { registerTrafficMetrics } from '../../../proxy/metrics.js';
 import type {
   EndpointUpdate,
   ResolvedEndpoint,
   Resolver,
 } from '../../../proxy/transparent/resolver.js';
+import { waitFor } from '../../support/ca-process.js';
+import { openFrom } from '../../support/hostile-clients.js';
 import { makeTrustDomain, workloadId } from '../../support/outbound-pki.js';
 import type { TrustDomain } from '../../support/outbound-pki.js';
 
@@ -153,7 +157,13 @@ describe('transparent outbound listener', function () {
   async function start(
     resolver: Resolver,
     extra: { resolveTimeoutMs?: number } = {},
-  ): Promise<{ listen: Address; events: OutboundEvent[]; dial: Map<string, Address> }> {
+    o: { limits?: Partial<OutboundLimits>; logger?: Logger } = {},
+  ): Promise<{
+    listen: Address;
+    events: OutboundEvent[];
+    dial: Map<string, Address>;
+    proxy: OutboundProxy;
+  }> {
     const dial = new Map<string, Address>();
     const events: OutboundEvent[] = [];
     const proxy = new OutboundProxy({
@@ -170,12 +180,13 @@ describe('transparent outbound listener', function () {
       },
       certificate: () => clientCert,
       anchorsPem: () => mesh.anchorsPem,
-      logger: silentLogger(),
+      logger: o.logger ?? silentLogger(),
       observe: (e) => events.push(e),
+      ...(o.limits === undefined ? {} : { limits: o.limits }),
     });
     const [bound] = await proxy.listen();
     perTest.push(() => proxy.close(0));
-    return { listen: bound!, events, dial };
+    return { listen: bound!, events, dial, proxy };
   }
 
   /** An app connection "to" `dst`: from its own loopback source, redirected to the proxy. */
@@ -379,6 +390,122 @@ describe('transparent outbound listener', function () {
     assert.equal(e?.type === 'passthrough' && e.reason, 'unavailable');
   });
 
+  it("refuses the app's connections beyond the listener's cap (reset as they arrive, counted as total, one log line), and takes new ones once one has closed", async function () {
+    const logs: { msg: string; hit?: string; limit?: number; refused?: number }[] = [];
+    const logger = createLogger({
+      level: 'warn',
+      destination: { write: (line: string) => void logs.push(JSON.parse(line) as never) },
+    });
+    const cap = 3;
+    // Nothing known: every connection passes through to the echo server and stays open.
+    const p = await start(
+      new TestResolver(),
+      {},
+      { logger, limits: { connections: { total: cap, perPeer: cap } } },
+    );
+    const budget = p.proxy.connections[0]!;
+    const from = source(p.dial, echo);
+    const open = await Promise.all(Array.from({ length: cap }, () => openFrom(p.listen, from)));
+    for (const [i, c] of open.entries()) assert.equal(await echoed(c.socket, `held ${i}`), true);
+    assert.equal(budget.inUse, cap);
+    // The app goes on opening connections: each is reset, none reaches the echo server.
+    const beyond = [await openFrom(p.listen, from), await openFrom(p.listen, from)];
+    for (const b of beyond) assert.equal(await b.closed, 'reset');
+    assert.equal(budget.inUse, cap);
+    const refused = p.events.filter((e) => e.type === 'refused');
+    assert.deepEqual(refused, [
+      { type: 'refused', listener: formatAddress(p.listen), reason: 'total' },
+      { type: 'refused', listener: formatAddress(p.listen), reason: 'total' },
+    ]);
+    // Two refusals, one line (the next one for this listener comes 10 s later at the soonest).
+    assert.deepEqual(
+      logs.map((l) => [l.msg, l.hit, l.limit, l.refused]),
+      [['outbound listener refusing connections: limit reached', 'total', cap, 1]],
+    );
+    const registry = createRegistry();
+    const traffic = registerTrafficMetrics(registry);
+    for (const e of p.events) traffic.outbound(e);
+    const text = await registry.metrics();
+    assert.ok(
+      text.includes(
+        `meshid_proxy_outbound_connections_refused_total{listener="${formatAddress(p.listen)}",reason="total"} 2`,
+      ),
+      text,
+    );
+    open[0]!.socket.destroy();
+    await waitFor('a slot freed', () => (budget.inUse === cap - 1 ? true : undefined));
+    const again = await openFrom(p.listen, from);
+    open.push(again);
+    assert.equal(await echoed(again.socket, 'again'), true);
+    for (const c of open) c.socket.destroy();
+    await waitFor('every slot given back', () => (budget.inUse === 0 ? true : undefined));
+  });
+
+  it('gives back the slot of a connection closed while its destination is being looked up, exactly once', async function () {
+    const resolver = new TestResolver();
+    resolver.silent = true;
+    const cap = 8;
+    // The lookup waits for the resolver's first answer (bounded at 30 s here): the test answers.
+    const p = await start(
+      resolver,
+      { resolveTimeoutMs: 30_000 },
+      { limits: { connections: { total: cap, perPeer: cap } } },
+    );
+    const budget = p.proxy.connections[0]!;
+    const from = source(p.dial, echo);
+    const open = await Promise.all(Array.from({ length: 6 }, () => openFrom(p.listen, from)));
+    await waitFor('six connections held', () => (budget.inUse === 6 ? true : undefined));
+    // Four leave mid-lookup, two with a reset, two closed. A connection waiting for its lookup
+    // is not read (its first bytes stay in the kernel until it is routed), so the proxy may see
+    // them leave only when it routes them; either way each slot comes back once.
+    open[0]!.socket.resetAndDestroy();
+    open[1]!.socket.resetAndDestroy();
+    open[2]!.socket.destroy();
+    open[3]!.socket.destroy();
+    await Promise.all(open.slice(0, 4).map((c) => c.closed));
+    resolver.push(echo, { kind: 'unknown' });
+    // The two still open are passed through and served; the four are given back, and nothing
+    // is given back twice (the two keep their slots).
+    assert.equal(await echoed(open[4]!.socket, 'still here'), true);
+    assert.equal(await echoed(open[5]!.socket, 'me too'), true);
+    // Once the four are closed on the proxy's side too, each has given its slot back.
+    await waitFor('the four slots back', () => (budget.inUse === 2 ? true : undefined));
+    assert.equal(await echoed(open[4]!.socket, 'still served'), true);
+    assert.equal(budget.inUse, 2);
+    assert.equal(budget.heldBy(from), 2);
+    open[4]!.socket.destroy();
+    open[5]!.socket.destroy();
+    await waitFor('every slot given back', () => (budget.inUse === 0 ? true : undefined));
+    assert.equal(budget.heldBy(from), 0);
+    assert.equal(budget.refused, 0);
+  });
+
+  it("also listens on [::1] at the same port (ip6tables' REDIRECT target): an IPv6 connection to an IPv6 ClusterIP is meshed alike", async function () {
+    const service6: Address = { host: 'fd00:96::10', port: 80 };
+    const resolver = new TestResolver();
+    resolver.answers.set(formatAddress(service6), {
+      kind: 'endpoints',
+      endpoints: [meshed(backends[1]!)],
+    });
+    const p = await start(resolver);
+    assert.equal(p.listen.host, '127.0.0.1');
+    p.dial.set('::1', service6);
+    const agent = new Agent({ keepAlive: false });
+    const r = await get({ host: '::1', port: p.listen.port }, '::1', agent, '/v6');
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'web-1');
+    assert.equal(backends[1]!.seen.at(-1)?.clientId, VOTE);
+    const e = p.events.find((x) => x.type === 'request');
+    assert.equal(e?.type === 'request' && e.dst, '[fd00:96::10]:80');
+    // Dialled directly on [::1] (not redirected): closed, as on 127.0.0.1.
+    p.dial.set('::1', { host: '::1', port: p.listen.port });
+    const s = netConnect({ host: '::1', port: p.listen.port });
+    s.on('error', () => undefined);
+    s.resume();
+    await once(s, 'close');
+    assert.equal(p.events.filter((x) => x.type === 'passthrough').length, 0);
+  });
+
   it('closes a connection that reached the listener without being redirected', async function () {
     const p = await start(new TestResolver());
     const from = source(p.dial, p.listen);
@@ -400,4 +527,22 @@ async function rawExchange(proxy: Address, localAddress: string, text: string): 
   s.end(text);
   await once(s, 'close');
   return got;
+}
+
+/** Writes `text` on an open connection and waits for it to come back (the echo server). */
+async function echoed(socket: Socket, text: string): Promise<boolean> {
+  let got = '';
+  const back = new Promise<boolean>((resolve) => {
+    const onData = (c: Buffer): void => {
+      got += c.toString();
+      if (got === text) {
+        socket.off('data', onData);
+        resolve(true);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('close', () => resolve(got === text));
+  });
+  socket.write(text);
+  return back;
 }
