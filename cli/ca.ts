@@ -46,7 +46,7 @@ import {
 import type { ListenerSetting } from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
-export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
+const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
 
 /** The CA's Kubernetes API and this instance's name, when the configuration uses the API. */
 type CaKube = { readonly api: KubeApi; readonly instance: string };

@@ -32,7 +32,7 @@ import {
 } from './runtime.js';
 
 /** A running destination service. */
-export interface RunningDestination {
+interface RunningDestination {
   readonly address: Address;
   readonly admin: Address;
   readonly index: EndpointIndex;

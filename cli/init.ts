@@ -23,7 +23,7 @@ export const LOCAL_ROOT_LIFETIME_MS = 3650 * DAY;
 export const LOCAL_ISSUER_LIFETIME_MS = 365 * DAY;
 
 /** The files init writes, relative to the state folder. */
-export const LOCAL_STATE_FILES = [
+const LOCAL_STATE_FILES = [
   'trust-anchors.pem',
   'issuer/tls.crt',
   'issuer/tls.key',

@@ -46,7 +46,7 @@ const NAMING = {
  * const line = await selfCheck(ca, config.dir, { ns: 'default', sa: 'web' });
  * ```
  */
-export async function selfCheck(
+async function selfCheck(
   ca: RunningCa,
   dir: string,
   who: { ns: string; sa: string },

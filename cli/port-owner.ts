@@ -8,7 +8,7 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 
 /** A process found holding a listening socket. */
-export interface PortOwner {
+interface PortOwner {
   readonly pid: number;
   /** Its command line, arguments joined by spaces and shortened. */
   readonly command: string;

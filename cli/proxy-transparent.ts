@@ -31,7 +31,7 @@ import type {
 } from '../proxy/index.js';
 
 /** What the rest of the proxy gives the transparent inbound. */
-export type TransparentInboundDeps = Pick<
+type TransparentInboundDeps = Pick<
   InboundOptions,
   'certificate' | 'anchorsPem' | 'observe' | 'tls'
 > & {
@@ -138,7 +138,7 @@ export async function startTransparentInbound(
 }
 
 /** What the rest of the proxy gives the transparent outbound. */
-export interface TransparentOutboundDeps {
+interface TransparentOutboundDeps {
   readonly certificate: () => ClientCertificate | undefined;
   readonly anchorsPem: () => string;
   readonly tls: MeshTlsSettings;

@@ -59,7 +59,7 @@ const SHUTDOWN_GRACE_MS = 5000;
 const SHUTDOWN_SLACK_MS = 1500;
 
 /** A running proxy. */
-export interface RunningProxy {
+interface RunningProxy {
   readonly admin: Address;
   readonly inbound?: Address;
   readonly outbound: readonly Address[];

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { MeshidError } from '../core/index.js';
 
 /** The state folder's private keys, relative to it. */
-export const LOCAL_PRIVATE_KEYS = ['issuer/tls.key', 'token-signing/key.pem'] as const;
+const LOCAL_PRIVATE_KEYS = ['issuer/tls.key', 'token-signing/key.pem'] as const;
 
 /** How deep the walk goes: the layout is two levels (rotation's pending folder included). */
 const MAX_DEPTH = 4;

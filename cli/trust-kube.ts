@@ -113,7 +113,7 @@ function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
  * await anchorsCopies(config, api, options)?.converge();
  * ```
  */
-export function anchorsCopies(
+function anchorsCopies(
   config: TrustConfig,
   api: TrustKubeApi,
   options: Pick<RotationOptions, 'logger'>,

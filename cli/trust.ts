@@ -55,7 +55,7 @@ const USAGE = `${TRUST_USAGE}'meshid trust --help' lists the settings.
 `;
 
 /** Output of a subcommand: what to print, and the exit code. */
-export interface TrustOutput {
+interface TrustOutput {
   readonly stdout: string;
   readonly code: number;
 }
@@ -264,7 +264,7 @@ function rotationOptions(config: TrustConfig, logger: Logger, clock: Clock): Rot
  * const { controller, close } = await openRotation(config, logger);
  * ```
  */
-export async function openRotation(
+async function openRotation(
   config: TrustConfig,
   logger: Logger,
   clock: Clock = systemClock,
@@ -318,7 +318,7 @@ export async function openRotation(
  * await runRotationCommand('status', config, (t) => process.stdout.write(t));
  * ```
  */
-export async function runRotationCommand(
+async function runRotationCommand(
   sub: 'rotate' | 'status' | 'pause' | 'resume' | 'rollback',
   config: TrustConfig,
   print: (text: string) => void,

@@ -16,7 +16,7 @@ import { getWithTimeout } from './check/probes.js';
 import { startCrypto } from './runtime.js';
 
 /** The JSON output. */
-export interface VersionView {
+interface VersionView {
   readonly client: VersionInfo & {
     /** A FIPS provider serves this process's crypto (core/fips.ts). */
     readonly fips: boolean;
@@ -32,7 +32,7 @@ export interface VersionView {
 }
 
 /** Gathers what `meshid version` prints. */
-export async function gatherVersions(config: VersionConfig): Promise<VersionView> {
+async function gatherVersions(config: VersionConfig): Promise<VersionView> {
   const crypto = cryptoStatus();
   const client = { ...versionInfo(), fips: crypto.fipsProviderActive, fipsDetail: crypto.detail };
   let server: VersionView['server'] = null;

@@ -36,7 +36,7 @@ import {
 const GUARD_CA_TIMEOUT_MS = 3_000;
 
 /** A running webhooks server. */
-export interface RunningWebhooks {
+interface RunningWebhooks {
   readonly address: Address;
   close(): Promise<void>;
 }
@@ -49,10 +49,7 @@ export interface RunningWebhooks {
  * const running = await startWebhooks(config, logger);
  * ```
  */
-export async function startWebhooks(
-  config: WebhooksConfig,
-  logger: Logger,
-): Promise<RunningWebhooks> {
+async function startWebhooks(config: WebhooksConfig, logger: Logger): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;
   if (config.kubeconfig !== undefined) {
     kube = webhookKube(await openKubeconfig(config.kubeconfig, process.env), systemClock);

@@ -359,7 +359,7 @@ export function readBoolean(el: DerElement, what = 'BOOLEAN'): boolean {
 }
 
 /** A decoded BIT STRING: the bytes and how many bits of the last byte are padding. */
-export interface BitString {
+interface BitString {
   readonly unusedBits: number;
   readonly bytes: Uint8Array;
 }

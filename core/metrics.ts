@@ -34,7 +34,7 @@ export function createRegistry(opts: { processMetrics?: boolean } = {}): Registr
  * registerFipsMetric(registry); // fips_enabled 0|1
  * ```
  */
-export function registerFipsMetric(registry: Registry): void {
+function registerFipsMetric(registry: Registry): void {
   new Gauge({
     name: 'fips_enabled',
     help: 'Whether all crypto of this process runs on a FIPS provider (meshid FIPS mode): 1 or 0',

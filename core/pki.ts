@@ -20,13 +20,13 @@ import type { Random } from './clock.js';
 import { toPem } from './pem.js';
 
 /** Key algorithms a generated CA can have. Only `ecdsa-p256` is usable as a meshid issuer. */
-export type CaKeyAlgorithm = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048';
+type CaKeyAlgorithm = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048';
 
 /** Key usage bits a generated CA can carry. */
-export type CaKeyUsage = 'digitalSignature' | 'keyCertSign' | 'cRLSign';
+type CaKeyUsage = 'digitalSignature' | 'keyCertSign' | 'cRLSign';
 
 /** Extended key usages a generated CA can carry (none by default, as cert-manager's CAs). */
-export type CaExtendedKeyUsage = 'serverAuth' | 'clientAuth' | 'codeSigning';
+type CaExtendedKeyUsage = 'serverAuth' | 'clientAuth' | 'codeSigning';
 
 /** Options shared by root and intermediate CAs. */
 export interface CaOptions {
@@ -63,16 +63,16 @@ export interface CaOptions {
 }
 
 /** Options of {@link createRootCa}: a self-signed CA. */
-export type RootCaOptions = CaOptions;
+type RootCaOptions = CaOptions;
 
 /** The parts of a CA needed to sign with it. */
-export interface CaSigner {
+interface CaSigner {
   readonly certificateDer: Uint8Array;
   readonly privateKey: KeyObject;
 }
 
 /** Options of {@link createIntermediateCa}: a CA signed by `issuer`. */
-export interface IntermediateCaOptions extends CaOptions {
+interface IntermediateCaOptions extends CaOptions {
   /** The CA that signs the new certificate. */
   readonly issuer: CaSigner;
 }

@@ -27,7 +27,7 @@ let cached: string | undefined;
  * meshidVersion(); // '0.1.0'
  * ```
  */
-export function meshidVersion(): string {
+function meshidVersion(): string {
   if (cached !== undefined) return cached;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {

@@ -54,7 +54,7 @@ const MAX_HANDSHAKES_PER_SOURCE = 4;
 const HANDSHAKE_STALLED_MS = 1000;
 
 /** Where the issuer and anchors come from (the API objects, or mounted files): cli chooses. */
-export interface IssuerSource {
+interface IssuerSource {
   /** Loads them into the store; rejects when they are missing or invalid. */
   start(): Promise<unknown>;
   /** Loads them again now (SIGHUP). */

@@ -17,7 +17,7 @@ const DEFAULT_RTT_MS = 30;
 const DEFAULT_DECAY_MS = 10_000;
 
 /** Options of {@link PeakEwmaBalancer}. */
-export interface BalancerOptions {
+interface BalancerOptions {
   /** Milliseconds, monotonic enough for latencies. */
   readonly now: () => number;
   /** Uniform in [0, 1). */

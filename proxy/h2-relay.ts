@@ -58,7 +58,7 @@ export function forwardableHttp2Headers(
 export type H2RelayFailure = Error | 'timeout' | { readonly rstCode: number };
 
 /** What {@link relayH2Stream} needs besides the two ends. */
-export interface H2RelayOptions {
+interface H2RelayOptions {
   /** How long the upstream may take to start its answer; 0 for no limit. */
   readonly timeoutMs: number;
   /** Answers the client when the upstream failed before answering; returns the status sent. */

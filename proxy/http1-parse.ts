@@ -356,7 +356,7 @@ export function parseRequestHead(
 }
 
 /** What the relay needs to know about a response head. */
-export interface ResponseHead {
+interface ResponseHead {
   readonly status: number;
   readonly framing: Framing;
   /** The connection closes after this response. */

@@ -148,7 +148,7 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
 }
 
 /** What {@link http1ToH2} needs besides the context. */
-export interface Http1ToH2Options {
+interface Http1ToH2Options {
   /** The shared h2c session to the app (made on first use, replaced when it goes away). */
   readonly session: () => ClientHttp2Session;
 }

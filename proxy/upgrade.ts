@@ -18,7 +18,7 @@ import { MAX_HEAD_BYTES } from './http1-parse.js';
 import { proxyResponse } from './http1-relay.js';
 
 /** What {@link forwardUpgrade} needs. */
-export interface UpgradeOptions {
+interface UpgradeOptions {
   /** The client's connection, after its request head. */
   readonly client: Duplex;
   /** What the client sent after the head (node's `upgrade` event `head`). */

@@ -47,7 +47,7 @@ export interface CertManagerSettings {
  * `${TRUST_ANCHOR_LABEL}=true`; // a label selector of the root Secrets
  * ```
  */
-export const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
+const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
 
 /**
  * The default name of the self-signed Issuer (Linkerd's recipe).

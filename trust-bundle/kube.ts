@@ -410,7 +410,7 @@ export function combinedObserver(observers: readonly ProxyObserver[]): ProxyObse
 }
 
 /** What one sync pass did. */
-export type SyncResult = 'unchanged' | 'written' | 'waiting';
+type SyncResult = 'unchanged' | 'written' | 'waiting';
 
 /**
  * The sync controller, for clusters without trust-manager: keeps the anchors ConfigMap equal to

@@ -29,7 +29,7 @@ export interface GeneratedPem {
 }
 
 /** What the local backend needs besides the folder: how to make a root and an issuer. */
-export interface LocalBackendOptions {
+interface LocalBackendOptions {
   readonly dir: string;
   /** Makes a self-signed root with this common name. */
   createRoot(commonName: string): Promise<GeneratedPem>;
@@ -61,7 +61,7 @@ interface LockHolder {
  * localTrustFiles('.meshid').bundle; // '.meshid/trust-anchors.pem'
  * ```
  */
-export function localTrustFiles(dir: string): {
+function localTrustFiles(dir: string): {
   bundle: string;
   state: string;
   issuerCrt: string;

@@ -39,7 +39,7 @@ export const ROTATION_FILE = 'rotation.json';
  * ROTATION_PHASES.indexOf(state.phase);
  * ```
  */
-export const ROTATION_PHASES = [
+const ROTATION_PHASES = [
   'stage',
   'propagate',
   'switch',

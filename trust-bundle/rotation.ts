@@ -99,7 +99,7 @@ export interface RotationControllerOptions {
 }
 
 /** What one {@link RotationController.step} did. */
-export interface StepResult {
+interface StepResult {
   readonly state: RotationState | undefined;
   /** True when the phase advanced (the caller steps again at once). */
   readonly advanced: boolean;

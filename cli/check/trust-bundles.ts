@@ -20,7 +20,7 @@ export interface ListedTrustBundle {
 }
 
 /** What the check compares. */
-export interface TrustBundlesInput {
+interface TrustBundlesInput {
   /** The bundles listed; `'unserved'` when the API does not serve them; an Error when unreadable. */
   readonly bundles: readonly ListedTrustBundle[] | 'unserved' | Error;
   /** The anchors ConfigMap's text (an Error when it could not be read). */

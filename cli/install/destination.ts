@@ -19,7 +19,7 @@ import type { InstallConfig } from '../../core/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-export interface DestinationManifestObject {
+interface DestinationManifestObject {
   readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
   readonly comment: string;
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
@@ -35,7 +35,7 @@ export const DESTINATION_NAMES = Object.freeze({
 });
 
 /** Its ports inside the pod: the Destination API (Linkerd's 8086) and admin. */
-export const DESTINATION_PORTS = Object.freeze({
+const DESTINATION_PORTS = Object.freeze({
   grpc: DEFAULTS.destinationListen.port,
   admin: DEFAULTS.destinationAdmin.port,
 });
@@ -53,7 +53,7 @@ const ANCHORS_MOUNT = '/var/run/meshid/trust-anchors';
  * destinationRules().map((r) => r.rule.resources); // [['services', 'pods'], ['endpointslices']]
  * ```
  */
-export function destinationRules(): {
+function destinationRules(): {
   rule: { apiGroups: string[]; resources: string[]; verbs: string[] };
   reason: string;
 }[] {
@@ -82,7 +82,7 @@ export function destinationRules(): {
  * destinationArgs(config)[0]; // 'destination'
  * ```
  */
-export function destinationArgs(config: InstallConfig): string[] {
+function destinationArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   const naming = {
     trustDomain: config.trustDomain,

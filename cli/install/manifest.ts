@@ -31,7 +31,7 @@ import { destinationObjects } from './destination.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
-export interface KubeModel {
+interface KubeModel {
   readonly apiVersion: string;
   readonly kind: string;
   validate(): void;
@@ -39,7 +39,7 @@ export interface KubeModel {
 }
 
 /** A comment above one node of a document, found by its path (keys and sequence indexes). */
-export interface NodeComment {
+interface NodeComment {
   readonly path: readonly (string | number)[];
   readonly text: string;
 }
@@ -64,13 +64,13 @@ export const INSTALL_NAMES = Object.freeze({
 });
 
 /** The CA's ports inside the pod (DESIGN.md: gRPC 8080, admin 9990). */
-export const CA_PORTS = Object.freeze({ grpc: 8080, admin: 9990 });
+const CA_PORTS = Object.freeze({ grpc: 8080, admin: 9990 });
 
 /** A fixed non-root uid/gid (the "nonroot" user of distroless images), so runAsNonRoot can be checked. */
 export const RUN_AS_USER = 65532;
 
 /** Inputs besides the configuration. */
-export interface InstallInputs {
+interface InstallInputs {
   /** The validated trust-anchor bundle, when `--trust-anchors` was given. */
   readonly trustAnchorsPem?: string | undefined;
 }
@@ -220,7 +220,7 @@ export function buildInstallObjects(
  * caContainerArgs(config)[0]; // 'ca'
  * ```
  */
-export function caContainerArgs(config: InstallConfig): string[] {
+function caContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   return [
     'ca',
@@ -423,7 +423,7 @@ export function certManagerChain(s: CertManagerSettings, trustManager: boolean):
  * certManagerSettings(config, {}).rootCertificate; // 'linkerd-trust-anchor'
  * ```
  */
-export function certManagerSettings(
+function certManagerSettings(
   config: InstallConfig,
   labels: Record<string, string>,
 ): CertManagerSettings {

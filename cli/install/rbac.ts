@@ -12,7 +12,7 @@ export interface Permission {
 }
 
 /** What the permissions depend on. */
-export interface PermissionInputs {
+interface PermissionInputs {
   readonly issuerSecret: string;
   readonly trustAnchorsConfigMap: string;
   readonly tokenValidator: 'tokenreview' | 'jwks';

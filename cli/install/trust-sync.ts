@@ -19,7 +19,7 @@ import { clusterTrustBundleName } from '../../trust-bundle/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-export interface TrustSyncManifestObject {
+interface TrustSyncManifestObject {
   readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
   readonly comment: string;
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
@@ -162,7 +162,7 @@ function clusterRules(config: InstallConfig): Rule[] {
  * trustSyncArgs(config).slice(0, 2); // ['trust', 'sync']
  * ```
  */
-export function trustSyncArgs(config: InstallConfig): string[] {
+function trustSyncArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string): string => `--${name}=${value}`;
   return [
     'trust',

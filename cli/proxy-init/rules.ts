@@ -64,7 +64,7 @@ function comment(text: string): string {
 }
 
 /** The hooks from the built-in chains into meshid's chains. */
-export function jumpRules(): {
+function jumpRules(): {
   readonly chain: string;
   readonly target: string;
   readonly rule: string;

@@ -10,7 +10,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { MeshidError } from '../errors.js';
 
 /** The `kubeconfig` value that means "the pod's own service account". */
-export const IN_CLUSTER_KUBECONFIG = 'in-cluster';
+const IN_CLUSTER_KUBECONFIG = 'in-cluster';
 
 /**
  * Loads a KubeConfig. `env` is passed in (library code never reads process.env): in a cluster,
@@ -59,7 +59,7 @@ export function loadKubeConfig(
 }
 
 /** The kubeconfig a command uses and how it was found, for saying which cluster it talks to. */
-export interface FoundKubeconfig {
+interface FoundKubeconfig {
   readonly kc: KubeConfig;
   /** `--kubeconfig FILE`, `KUBECONFIG=A:B`, `~/.kube/config (FILE)` or `in-cluster`. */
   readonly source: string;

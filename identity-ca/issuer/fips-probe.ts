@@ -18,7 +18,7 @@ import type { webcrypto } from 'node:crypto';
 import { x509Crypto } from './material.js';
 
 /** What the probe found. */
-export interface X509CryptoProbe {
+interface X509CryptoProbe {
   /** The approved operation (ECDSA P-256 certificate, sign and verify) worked. */
   readonly approvedWorks: boolean;
   /** Its error, when it failed. */

@@ -12,7 +12,7 @@ import { randomSerial } from './leaf.js';
 import type { IssuerCredentials } from './material.js';
 
 /** The pod a certificate was issued for (PodCertificateRequests), for the audit record. */
-export interface IssuedPod {
+interface IssuedPod {
   readonly name: string;
   readonly uid: string;
   readonly node: string;
@@ -34,7 +34,7 @@ export interface IssuedLeaf {
 }
 
 /** One leaf to sign. */
-export interface LeafOrder {
+interface LeafOrder {
   /** The subjectPublicKeyInfo (DER) of the workload's key. */
   readonly spki: Uint8Array;
   readonly workload: { readonly namespace: string; readonly serviceAccount: string };

@@ -18,7 +18,7 @@ import type { IssuerCredentials, IssuerMaterial } from './material.js';
 import type { ApplyResult, IssuerStore } from './store.js';
 
 /** What a {@link KubeIssuerSource} needs. */
-export interface KubeIssuerSourceOptions {
+interface KubeIssuerSourceOptions {
   readonly api: Pick<KubeApi, 'list' | 'watchList' | 'server'>;
   readonly namespace: string;
   readonly secretName: string;

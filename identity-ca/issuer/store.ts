@@ -38,7 +38,7 @@ export type ApplyResult =
     };
 
 /** What an {@link IssuerStore} needs. */
-export interface IssuerStoreOptions {
+interface IssuerStoreOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   /** FIPS mode: anchors and issuer chains outside the FIPS policy are refused. */

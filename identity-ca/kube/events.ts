@@ -26,7 +26,7 @@ export const EventReason = {
 } as const;
 
 /** The object an Event is about. */
-export interface EventTarget {
+interface EventTarget {
   readonly kind: string;
   readonly apiVersion?: string;
   readonly namespace: string;
@@ -34,7 +34,7 @@ export interface EventTarget {
 }
 
 /** Options of {@link EventRecorder}. */
-export interface EventRecorderOptions {
+interface EventRecorderOptions {
   readonly api: Pick<KubeApi, 'recordEvent'>;
   /** `reportingController` / `source.component`. */
   readonly component: string;

@@ -10,7 +10,7 @@ import { MeshidError } from '../../core/index.js';
 export type CallAbandoned = 'deadline' | 'gone';
 
 /** Where a call was dropped: waiting for admission, or before the handler's steps. */
-export type DropStage = 'queue' | 'start' | 'token' | 'sign';
+type DropStage = 'queue' | 'start' | 'token' | 'sign';
 
 /** What a handler may ask about the call it is deciding. */
 export interface CallState {

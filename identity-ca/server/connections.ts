@@ -29,7 +29,7 @@ export interface ConnectionObserver {
 }
 
 /** Settings of {@link CertifyConnections}. */
-export interface CertifyConnectionsOptions {
+interface CertifyConnectionsOptions {
   /** Bounds the TLS handshakes in progress; absent or `maxHandshakes` 0: no gate. */
   readonly handshakes?: HandshakeGateSettings;
   /** With the gate: how long a new connection may take to send its whole ClientHello. */

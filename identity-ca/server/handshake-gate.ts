@@ -47,7 +47,7 @@ export type ConnectionRefusal =
   'wait-timeout' | 'queue-full' | 'handshake-stalled' | 'hello-timeout';
 
 /** What the gate does with connections: the owner's socket operations. */
-export interface HandshakeGateHooks<C> {
+interface HandshakeGateHooks<C> {
   /** Starts the TLS handshake of `conn`; `waitedMs` is how long it waited for its slot. */
   readonly start: (conn: C, waitedMs: number) => void;
   /** Closes `conn` without a handshake. */

@@ -33,7 +33,7 @@ export interface ServingCertOptions {
 }
 
 /** The share of a certificate's life after which it is renewed. */
-export const RENEW_AT_FRACTION = 0.7;
+const RENEW_AT_FRACTION = 0.7;
 
 /**
  * Issues a serving certificate for the CA's identity from `issuer`.
@@ -90,7 +90,7 @@ function spkiOf(key: KeyObject): Buffer {
 }
 
 /** Options of {@link ServingCertRenewal}. */
-export interface ServingCertRenewalOptions {
+interface ServingCertRenewalOptions {
   /** The issuer in force. */
   readonly current: () => IssuerCredentials | undefined;
   readonly options: ServingCertOptions;
