@@ -36,17 +36,9 @@ export interface Destination {
  * and the identity it must prove. `undefined` means "not a meshed destination": the caller
  * refuses the request rather than sending it in the clear.
  *
- * The static implementation below answers from configuration. A dynamic one plugs in behind
- * the same interface without changing the proxy:
- * - Linkerd's destination service: `GetProfile`/`Get` on `linkerd-dst:8086` stream endpoint
- *   updates whose `TlsIdentity.DnsLikeIdentity.name` is exactly the `identity` here; the
- *   resolver keeps the latest update per authority and answers from that cache (picking an
- *   endpoint per call gives simple load balancing).
- * - Kubernetes directly: watch the Service and its EndpointSlices for `<svc>.<ns>.svc.<domain>`
- *   and derive the identity from each ready endpoint's pod ServiceAccount
- *   (`<sa>.<ns>.serviceaccount.identity.<cp-ns>.<trust-domain>`).
- * The call is async so either can wait for its first update instead of refusing during
- * start-up; it is made per new upstream connection, never per byte, so a cache lookup suffices.
+ * The static implementation below answers from configuration. The call is async so a resolver
+ * over watches can wait for its first update; it is made per new upstream connection, never per
+ * byte.
  *
  * @example
  * ```ts
