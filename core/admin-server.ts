@@ -96,9 +96,9 @@ export async function startAdminServer(
   // that opens more, or sends its head slowly, is cut off without costing the others.
   const limits = opts.limits ?? LISTENER_LIMITS.admin;
   applyHttpTimeouts(server, limits.http);
-  const connections = limitConnections(server, limits.connections, (peer, hit, limit) =>
+  const connections = limitConnections(server, limits.connections, (peer, hit, limit, refused) =>
     opts.logger.warn(
-      { [LogKey.address]: peer, hit, limit },
+      { [LogKey.address]: peer, hit, limit, refused },
       'admin server refusing connections: limit reached',
     ),
   );

@@ -49,7 +49,7 @@ export const DEFAULTS = Object.freeze({
   proxyIdentityRetryMaxMs: 60_000,
   /** How long the app may take to start an answer before the inbound sends 504. */
   proxyAppTimeoutMs: 60_000,
-  /** The inbound's limits (as DEFAULT_INBOUND_LIMITS; RFC 9113 §6.5.2: no less than 100 streams). */
+  /** The inbound's limits (proxy's DEFAULT_INBOUND_LIMITS reads them; RFC 9113 §6.5.2: no less than 100 streams). */
   proxyInboundMaxStreams: 100,
   proxyInboundMaxAppConnections: 512,
   proxyInboundMaxAppConnectionsPerPeer: 128,
@@ -99,6 +99,13 @@ export const DEFAULTS = Object.freeze({
    */
   certifyMaxHandshakes: 32,
   certifyHandshakeWaitMs: 5_000,
+  /**
+   * Established Certify connections one client address may hold at once, per CA worker, counted
+   * after the TLS handshake (issue 20). A pod's proxy holds one, for one renewal; 128 is above
+   * kubelet's default of 110 pods per node, so a whole node behind one SNAT address is still
+   * served, while one address can no longer hold thousands of TLS and HTTP/2 sessions.
+   */
+  certifyMaxConnectionsPerPeer: 128,
   /** The image `meshid install` deploys. */
   image: 'ghcr.io/meshid/meshid:v0.1.0',
   /** Identity CA replicas `meshid install` deploys: two, so that a drain or a crash is not an outage. */

@@ -184,9 +184,9 @@ export class DestinationServer {
     this.#connections = limitConnections(
       this.#tls,
       options.connectionLimits ?? LISTENER_LIMITS.destination.connections,
-      (peer, hit, limit) =>
+      (peer, hit, limit, refused) =>
         this.#log.warn(
-          { [LogKey.address]: peer, hit, limit },
+          { [LogKey.address]: peer, hit, limit, refused },
           'destination refusing connections: limit reached',
         ),
     );

@@ -372,6 +372,7 @@ function createServer(
       maxPerSource: MAX_HANDSHAKES_PER_SOURCE,
       stalledAfterMs: HANDSHAKE_STALLED_MS,
     },
+    maxConnectionsPerPeer: config.certifyMaxConnectionsPerPeer,
     observeConnections: {
       refused: (why) => metrics.connectionRefused(why),
       waited: (seconds) => metrics.handshakeWaited(seconds),

@@ -13,104 +13,27 @@
  *   starts and once when it ends, and `destination_client_available` says which it is now.
  *   Streams are reopened after a jittered, capped exponential backoff (core's `backoffDelay`,
  *   the one the Kubernetes watch loop uses).
+ *
+ * What it answers (the types and the per-target record that applies updates) is in
+ * destination-answers.ts; one `Get` stream's gRPC reading in destination-stream.ts.
  */
 import { connect as http2Connect, constants as h2 } from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
-import type {
-  Address,
-  DestinationUpdate,
-  Logger,
-  MeshTlsSettings,
-  Random,
-  Registry,
-} from '../core/index.js';
-import {
-  Counter,
-  DESTINATION_GET_PATH,
-  Gauge,
-  backoffDelay,
-  decodeDestinationUpdate,
-  decodeGrpcMessage,
-  encodeGetDestination,
-  formatAddress,
-  frameGrpcMessage,
-  systemRandom,
-} from '../core/index.js';
+import type { ClientHttp2Session } from 'node:http2';
+import type { Address, Logger, MeshTlsSettings, Random, Registry } from '../core/index.js';
+import { Counter, Gauge, backoffDelay, formatAddress, systemRandom } from '../core/index.js';
+import { Entry, targetPath } from './destination-answers.js';
+import type { EndpointSet, EndpointWatch, ResolveTarget, Resolver } from './destination-answers.js';
+import { openGetStream } from './destination-stream.js';
 import { identityOfCertificate } from './tls.js';
 
-/** What to resolve: an original destination address, or a Service name (`web.shop.svc.cluster.local`). */
-export type ResolveTarget =
-  { readonly ip: string; readonly port: number } | { readonly name: string; readonly port: number };
-
-/** One endpoint of an answer. */
-export interface ResolvedEndpoint {
-  readonly ip: string;
-  readonly port: number;
-  /** Meshed: the identity its certificate must name (connect with mTLS to exactly this). Absent: plain TCP. */
-  readonly identity?: string;
-  /** `h2`: HTTP over the multiplexed HTTP/2 mTLS connection; `opaque`: the bytes as they are. */
-  readonly protocol?: 'h2' | 'opaque';
-  /** For an opaque port of a meshed endpoint: its proxy's inbound port, for the transport.l5d.io/v1 header. */
-  readonly opaqueTransportPort?: number;
-  readonly weight: number;
-  /** Labels for metrics (`pod`, `serviceaccount`, and the set's `namespace`, `service`). */
-  readonly labels: Readonly<Record<string, string>>;
-}
-
-/** Why an answer says to pass a connection through as plain TCP to its original destination. */
-export type PassThroughReason =
-  /** The destination service does not know the target (not a Service, not a pod). */
-  | 'unknown'
-  /** No answer could be had: the service is unreachable, or did not answer in time. */
-  | 'unavailable'
-  /** The service refused the target as malformed. */
-  | 'invalid';
-
-/** An answer. */
-export type EndpointSet =
-  | {
-      readonly kind: 'endpoints';
-      /** Every ready endpoint, by `ip:port` (IPv6 in brackets). */
-      readonly endpoints: ReadonlyMap<string, ResolvedEndpoint>;
-      /** True while the service is unreachable: this is the last answer it gave. */
-      readonly stale: boolean;
-    }
-  /** The target exists (a Service) but has no ready endpoint: fail the connection, do not bypass. */
-  | { readonly kind: 'no-endpoints'; readonly stale: boolean }
-  | { readonly kind: 'pass-through'; readonly reason: PassThroughReason };
-
-/**
- * A followed target. Take `current()` for the answer now, `answer()` to wait for the first one
- * (bounded: it never stalls a connection), `onChange` to hear of changes; `close()` when done.
- */
-export interface EndpointWatch {
-  readonly target: ResolveTarget;
-  /** The answer now; undefined until the first one (or until the wait for it gave up). */
-  current(): EndpointSet | undefined;
-  /**
-   * The first answer; pass-through (`unavailable`) at once while the service is unreachable, or
-   * after `timeoutMs` (default the client's `answerTimeoutMs`) without one.
-   */
-  answer(timeoutMs?: number): Promise<EndpointSet>;
-  /** Called with each new answer; returns the function that stops it. */
-  onChange(listener: (set: EndpointSet) => void): () => void;
-  /** Releases this watch (the answer is kept a while for the next caller). */
-  close(): void;
-}
-
-/**
- * What the transparent outbound needs: resolve a target to a watch of its answers.
- *
- * @example
- * ```ts
- * const watch = resolver.resolve({ ip: '10.96.0.10', port: 80 });
- * const set = await watch.answer();
- * if (set.kind === 'pass-through') return plainTcp(original);
- * ```
- */
-export interface Resolver {
-  resolve(target: ResolveTarget): EndpointWatch;
-}
+export type {
+  EndpointSet,
+  EndpointWatch,
+  PassThroughReason,
+  ResolveTarget,
+  ResolvedEndpoint,
+  Resolver,
+} from './destination-answers.js';
 
 /** The certificate the proxy holds (the destination service requires one). */
 export interface ClientCertificate {
@@ -143,95 +66,12 @@ export interface DestinationClientOptions {
   readonly pingIntervalMs?: number;
 }
 
-function targetPath(t: ResolveTarget): string {
-  if ('name' in t) return `${t.name}:${t.port}`;
-  return t.ip.includes(':') ? `[${t.ip}]:${t.port}` : `${t.ip}:${t.port}`;
-}
-
-function addrKey(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
-/** Largest message accepted on a stream (an add of a few thousand endpoints). */
-const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
-const INVALID_ARGUMENT = 3;
-
 interface ClientMetrics {
   available: Gauge;
   outages: Counter;
   passThrough: Counter;
   targets: Gauge;
   reconnects: Counter;
-}
-
-/** One target's stream and answer, shared by every watch of it. */
-class Entry {
-  readonly path: string;
-  refs = 0;
-  idleTimer: NodeJS.Timeout | undefined;
-  stream: ClientHttp2Stream | undefined;
-  /** Endpoints held; undefined before the first answer. */
-  held: Map<string, ResolvedEndpoint> | undefined;
-  exists = false;
-  invalid = false;
-  stale = false;
-  /** True until the first message of the current stream (a snapshot that replaces what is held). */
-  fresh = true;
-  readonly listeners = new Set<(set: EndpointSet) => void>();
-  readonly waiters = new Set<(set: EndpointSet) => void>();
-
-  constructor(readonly target: ResolveTarget) {
-    this.path = targetPath(target);
-  }
-
-  get set(): EndpointSet | undefined {
-    if (this.invalid) return { kind: 'pass-through', reason: 'invalid' };
-    if (this.held === undefined) return undefined;
-    if (!this.exists) return { kind: 'pass-through', reason: 'unknown' };
-    if (this.held.size === 0) return { kind: 'no-endpoints', stale: this.stale };
-    return { kind: 'endpoints', endpoints: new Map(this.held), stale: this.stale };
-  }
-
-  /** Applies one update; the first of a stream replaces what is held. */
-  apply(u: DestinationUpdate): void {
-    const held =
-      this.fresh || this.held === undefined ? new Map<string, ResolvedEndpoint>() : this.held;
-    this.fresh = false;
-    this.stale = false;
-    if ('add' in u) {
-      this.exists = true;
-      for (const a of u.add.addrs) {
-        const hint = a.protocolHint;
-        held.set(addrKey(a.addr.ip, a.addr.port), {
-          ip: a.addr.ip,
-          port: a.addr.port,
-          weight: a.weight,
-          labels: { ...u.add.metricLabels, ...a.metricLabels },
-          ...(a.tlsIdentity === undefined ? {} : { identity: a.tlsIdentity }),
-          ...(hint?.protocol === undefined ? {} : { protocol: hint.protocol }),
-          ...(hint?.opaqueTransport === undefined
-            ? {}
-            : { opaqueTransportPort: hint.opaqueTransport.inboundPort }),
-        });
-      }
-    } else if ('remove' in u) {
-      this.exists = true;
-      for (const a of u.remove.addrs) held.delete(addrKey(a.ip, a.port));
-    } else {
-      this.exists = u.noEndpoints.exists;
-      held.clear();
-    }
-    this.held = held;
-    this.notify();
-  }
-
-  notify(): void {
-    const set = this.set;
-    if (set === undefined) return;
-    for (const w of [...this.waiters]) w(set);
-    this.waiters.clear();
-    for (const l of [...this.listeners]) l(set);
-  }
 }
 
 /**
@@ -486,82 +326,35 @@ export class DestinationClient implements Resolver {
       this.#failed(e, (err as Error).message);
       return;
     }
-    const stream = session.request({
-      [h2.HTTP2_HEADER_METHOD]: 'POST',
-      [h2.HTTP2_HEADER_PATH]: DESTINATION_GET_PATH,
-      [h2.HTTP2_HEADER_AUTHORITY]: this.#o.serverName,
-      [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-      [h2.HTTP2_HEADER_TE]: 'trailers',
-    });
-    e.stream = stream;
     e.fresh = true;
-    let buffered: Buffer = Buffer.alloc(0);
-    let trailers: Record<string, unknown> | undefined;
-    let headers: Record<string, unknown> = {};
-    stream.on('response', (h) => (headers = h));
-    stream.on('trailers', (t) => (trailers = t));
-    stream.on('data', (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 5) {
-        const len = buffered.readUInt32BE(1);
-        if (buffered[0] !== 0 || len > MAX_MESSAGE_BYTES) {
-          stream.close(h2.NGHTTP2_CANCEL);
-          this.#failed(e, 'the destination service sent a compressed or oversized message');
-          return;
-        }
-        if (buffered.length < 5 + len) break;
-        const message = buffered.subarray(5, 5 + len);
-        buffered = buffered.subarray(5 + len);
-        let update: DestinationUpdate;
-        try {
-          update = decodeDestinationUpdate(message);
-        } catch (err) {
-          stream.close(h2.NGHTTP2_CANCEL);
-          this.#failed(e, (err as Error).message);
-          return;
-        }
-        this.#up();
-        e.apply(update);
-      }
-    });
-    stream.on('error', () => undefined); // the 'close' below says what happened
-    // On the next turn: a failed connection's 'error' (which says why) comes after its streams close.
-    stream.on('close', () =>
-      setImmediate(() => {
-        if (e.stream !== stream) return;
-        e.stream = undefined;
-        if (this.#closed || this.#entries.get(e.path) !== e) return;
-        const final = trailers ?? headers;
-        const status = final['grpc-status'];
-        if (status === String(INVALID_ARGUMENT)) {
+    const stream = openGetStream(
+      session,
+      { path: e.path, authority: this.#o.serverName, contextToken: this.#o.contextToken ?? '' },
+      {
+        update: (u) => {
+          this.#up();
+          e.apply(u);
+        },
+        connectionError: () => this.#sessionError,
+        end: (end) => {
+          if (e.stream !== stream) return;
+          e.stream = undefined;
+          if (this.#closed || this.#entries.get(e.path) !== e) return;
+          if (end.kind === 'failed') {
+            this.#failed(e, end.reason);
+            return;
+          }
           // Permanent: the service will never know this target; say so and stop asking.
           e.invalid = true;
           this.#o.logger.debug(
-            {
-              target: e.path,
-              reason: decodeGrpcMessage(final['grpc-message'] as string | undefined),
-            },
+            { target: e.path, reason: end.message },
             'destination refused the target',
           );
           e.notify();
-          return;
-        }
-        const why =
-          status === undefined
-            ? (this.#sessionError ?? `stream closed (code ${stream.rstCode})`)
-            : `stream ended with gRPC status ${String(status)} ${decodeGrpcMessage(final['grpc-message'] as string | undefined)}`;
-        this.#failed(e, why);
-      }),
+        },
+      },
     );
-    stream.end(
-      frameGrpcMessage(
-        encodeGetDestination({
-          scheme: 'k8s',
-          path: e.path,
-          contextToken: this.#o.contextToken ?? '',
-        }),
-      ),
-    );
+    e.stream = stream;
   }
 
   /** A stream ended or could not open: keep its answer (stale), reopen after the backoff. */

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import type { ServerHttp2Session } from 'node:http2';
 import type { Address, Logger } from '../core/index.js';
-import { LogKey, PeerBudget } from '../core/index.js';
+import { DEFAULTS, LogKey, PeerBudget } from '../core/index.js';
 import type { DetectedProtocol } from './detect.js';
 import type { Http1Relay } from './http1-relay.js';
 import type { AppPorts, ResolvedAppProtocol } from './app-protocol.js';
@@ -35,7 +35,8 @@ export interface InboundLimits {
 }
 
 /**
- * The defaults: 100 streams per connection (RFC 9113 §6.5.2 recommends no less than 100);
+ * The defaults, one home: core's DEFAULTS (the `inbound*` settings of `meshid proxy` default to
+ * the same values): 100 streams per connection (RFC 9113 §6.5.2 recommends no less than 100);
  * 512 app exchanges in all and 128 per peer; 128 connections per peer.
  *
  * @example
@@ -44,10 +45,10 @@ export interface InboundLimits {
  * ```
  */
 export const DEFAULT_INBOUND_LIMITS: InboundLimits = Object.freeze({
-  maxStreams: 100,
-  maxAppConnections: 512,
-  maxAppConnectionsPerPeer: 128,
-  maxConnectionsPerPeer: 128,
+  maxStreams: DEFAULTS.proxyInboundMaxStreams,
+  maxAppConnections: DEFAULTS.proxyInboundMaxAppConnections,
+  maxAppConnectionsPerPeer: DEFAULTS.proxyInboundMaxAppConnectionsPerPeer,
+  maxConnectionsPerPeer: DEFAULTS.proxyInboundMaxConnectionsPerPeer,
 });
 
 /** One accepted connection, from the first byte to close. */

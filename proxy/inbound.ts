@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { LogKey } from '../core/index.js';
+import { DEFAULTS, LogKey } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import { PROXY_TLS } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
@@ -129,7 +129,6 @@ const DEFAULT_GRACE_MS = 10_000;
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** A request head still arriving after this long gets its connection closed (slow clients). */
 const HEAD_TIMEOUT_MS = 60_000;
-const DEFAULT_APP_TIMEOUT_MS = 60_000;
 /** How long a probe of what the app speaks may take. */
 const APP_DETECT_TIMEOUT_MS = 5_000;
 
@@ -180,7 +179,7 @@ export class InboundProxy {
       log: this.#log,
       app: options.app,
       appPorts: options.appPorts ?? new Map([[options.app.port, 'detect' as const]]),
-      appTimeoutMs: options.appTimeoutMs ?? DEFAULT_APP_TIMEOUT_MS,
+      appTimeoutMs: options.appTimeoutMs ?? DEFAULTS.proxyAppTimeoutMs,
       limits,
       shares: new PeerShares(limits, this.#log),
       closing: () => this.#closing,

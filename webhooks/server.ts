@@ -166,11 +166,14 @@ export class AdmissionServer {
     // one peer cannot hold every connection the server will take.
     const limits = options.limits ?? LISTENER_LIMITS.webhooks;
     applyHttpTimeouts(this.#server, limits.http);
-    this.#connections = limitConnections(this.#server, limits.connections, (peer, hit, limit) =>
-      this.#log.warn(
-        { [LogKey.address]: peer, hit, limit },
-        'webhooks refusing connections: limit reached',
-      ),
+    this.#connections = limitConnections(
+      this.#server,
+      limits.connections,
+      (peer, hit, limit, refused) =>
+        this.#log.warn(
+          { [LogKey.address]: peer, hit, limit, refused },
+          'webhooks refusing connections: limit reached',
+        ),
     );
     this.#server.on('secureConnection', (socket: TLSSocket) =>
       this.#algorithms.set(socket, negotiatedAlgorithms(socket)),

@@ -194,6 +194,12 @@ export const CA = {
     positiveMs.max(60_000, 'must be at most 60s'),
     D.certifyHandshakeWaitMs,
   ).describe('a connection that waited this long for a handshake is closed instead'),
+  certifyMaxConnectionsPerPeer: limit(
+    0,
+    1_000_000,
+    'established connections one client address may hold, per worker; one beyond is reset after its handshake (0 = no limit)',
+    D.certifyMaxConnectionsPerPeer,
+  ),
   podCertificates: boolean().describe(
     'sign PodCertificateRequests addressed to podCertificateSigner (needs kubeconfig; docs/pod-certificates.md)',
   ),

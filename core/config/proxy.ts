@@ -131,7 +131,7 @@ export const PROXY = {
   transparentOutbound: address(addr.optional(), (g) =>
     g['transparent'] === true ? D.proxyTransparentOutbound : undefined,
   ).describe(
-    `transparent mode: where the nat rules of meshid proxy-init redirect outbound TCP (default ${formatAddress(D.proxyTransparentOutbound)})`,
+    `transparent mode: where the nat rules of meshid proxy-init redirect outbound TCP (default ${formatAddress(D.proxyTransparentOutbound)}; on 127.0.0.1 also [::1] at that port, for IPv6)`,
   ),
   destinationAddr: string(hostPort, (g) => destinationServiceAddress(givenNaming(g))).describe(
     'transparent mode: the destination service, HOST:PORT (default linkerd-dst.<control-plane-namespace>.svc:8086)',

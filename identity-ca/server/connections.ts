@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import type { ServerHttp2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import type { Clock, Logger } from '../../core/index.js';
+import type { Clock, Logger, TlsAlgorithms } from '../../core/index.js';
 import { LogKey, PeerBudget, RefusalReports, resetSocket } from '../../core/index.js';
 import { HandshakeGate } from './handshake-gate.js';
 import type { ConnectionRefusal, HandshakeGateSettings } from './handshake-gate.js';
@@ -25,7 +25,7 @@ export interface ConnectionObserver {
   refused(why: CertifyConnectionRefusal): void;
   waited(seconds: number): void;
   /** A finished handshake's key-exchange group and cipher suite (core's negotiatedAlgorithms). */
-  handshake?(algorithms: { group: string; cipher: string }): void;
+  handshake?(algorithms: TlsAlgorithms): void;
 }
 
 /** Settings of {@link CertifyConnections}. */
@@ -181,7 +181,7 @@ export class CertifyConnections {
   /**
    * A connection's handshake is done: its gate slot is free, and it takes one of its address's
    * established connections; false when the address holds its share (the connection is reset,
-   * counted as `per-peer` and logged at most every 10 s per address).
+   * closed, counted as `per-peer` and logged at most every 10 s per address).
    */
   handshaken(socket: TLSSocket): boolean {
     this.#handshakeEnded(socket);
@@ -201,7 +201,8 @@ export class CertifyConnections {
           'Certify connections refused after their handshake: the address holds its share (certifyMaxConnectionsPerPeer)',
         );
       }
-      resetSocket(socket);
+      // Closed, not reset: a TLS socket has no TCP handle of its own to reset (node throws).
+      socket.destroy();
       return false;
     }
     socket.once('close', () => budget.release(peer));

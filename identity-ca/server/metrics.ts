@@ -93,7 +93,7 @@ export function registerCaMetrics(
   });
   const connectionsRefused = new Counter({
     name: 'meshid_certify_connections_refused_total',
-    help: 'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled).',
+    help: 'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled), or right after their handshake because the client address held its share of connections (per-peer).',
     labelNames: ['reason'] as const,
     registers: [registry],
   });

@@ -31,7 +31,7 @@ import type {
   Random,
   Timers,
 } from '../../core/index.js';
-import { createCsr, toPem } from '../../core/index.js';
+import { DEFAULTS, createCsr, toPem } from '../../core/index.js';
 // Timers moved to core (one home, shared with the watched files); the proxy's face keeps them.
 export { systemTimers } from '../../core/index.js';
 export type { Timers } from '../../core/index.js';
@@ -139,7 +139,7 @@ export class IdentityClient extends EventEmitter<IdentityClientEvents> {
       renewFraction: 0.7,
       jitterFraction: 0.1,
       minRetryMs: 1000,
-      maxRetryMs: 60_000,
+      maxRetryMs: DEFAULTS.proxyIdentityRetryMaxMs,
       readFile: (p) => fsReadFile(p),
       requestKey: freshRequestKey,
       ...opts,

@@ -9,13 +9,13 @@
  * `expirationSeconds: null`) for `auth can-i` as the CA, and the uninstall with `delete -f`.
  */
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../../core/index.js';
 import { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { runMeshid } from '../support/ca-process.js';
+import { children } from '../support/children.js';
 import { assertLinesInOrder, shellSteps } from '../support/docs.js';
 import type { DocStep } from '../support/docs.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
@@ -40,11 +40,13 @@ describe("docs/install.md's kubectl steps, with the real kubectl (Kubernetes API
   let steps: DocStep[];
   let kubeconfig: string;
 
+  // A kubectl still waiting when an assertion fails is ended with the test.
+  const procs = children();
+  afterEach(() => procs.killAll());
   const shell = (code: string): Shell => {
-    const child = spawn('bash', ['-euo', 'pipefail', '-c', code], {
+    const child = procs.spawn('bash', ['-euo', 'pipefail', '-c', code], {
       cwd: dir,
       env: { PATH: process.env['PATH'] ?? '', HOME: dir, KUBECONFIG: kubeconfig },
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     const waiters = new Set<() => void>();
@@ -127,6 +129,8 @@ describe("docs/install.md's kubectl steps, with the real kubectl (Kubernetes API
     // kubectl left validation to the server, which it found supports it.
     const posts = api.requests.filter((r) => r.method === 'POST' && r.verb === 'create');
     assert.ok(posts.length >= created.length);
+    // ... with strict field validation: the server found no field it does not know.
+    for (const p of posts) assert.equal(p.query['fieldValidation'], 'Strict', p.path);
     assert.ok(api.requests.some((r) => r.path === '/openapi/v3' && r.status === 200));
     const rv = api.resourceVersion;
     const second = await run(apply.code);
@@ -214,5 +218,49 @@ describe("docs/install.md's kubectl steps, with the real kubectl (Kubernetes API
         .filter((n) => n.startsWith('meshid'));
       assert.deepEqual(left, [], kind);
     }
+  });
+
+  it('a typo in a manifest: kubectl apply is refused as a cluster refuses it; --validate=warn warns and drops the field', async () => {
+    await writeFile(
+      join(dir, 'typo.yaml'),
+      [
+        'apiVersion: v1',
+        'kind: Namespace',
+        'metadata:',
+        '  name: typo',
+        '---',
+        'apiVersion: v1',
+        'kind: ConfigMap',
+        'metadata:',
+        '  name: settings',
+        '  namespace: typo',
+        'dta:',
+        '  level: debug',
+        '',
+      ].join('\n'),
+    );
+    const strict = await run('kubectl apply -f typo.yaml');
+    assert.equal(strict.code, 1, strict.out);
+    assert.match(strict.out, /^namespace\/typo created$/m);
+    assert.match(
+      strict.out,
+      /^Error from server \(BadRequest\): error when creating "typo\.yaml": ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "dta"$/m,
+    );
+    assert.equal(
+      api.get({ apiVersion: 'v1', kind: 'ConfigMap', namespace: 'typo', name: 'settings' }),
+      undefined,
+    );
+    const warn = await run('kubectl apply --validate=warn -f typo.yaml');
+    assert.equal(warn.code, 0, warn.out);
+    assert.match(warn.out, /^Warning: unknown field "dta"$/m);
+    assert.match(warn.out, /^configmap\/settings created$/m);
+    const stored = api.get({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      namespace: 'typo',
+      name: 'settings',
+    });
+    assert.ok(stored !== undefined);
+    assert.equal(stored['dta'], undefined);
   });
 });

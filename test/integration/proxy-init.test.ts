@@ -28,7 +28,7 @@ const INIT_ARGS = [
   '--skip-outbound-ports',
   '5432',
   '--skip-subnets',
-  '10.99.0.0/16',
+  '10.99.0.0/16,fd99::/16',
 ];
 
 /** The nat table as iptables-save prints it, without its comments and counters. */
@@ -40,6 +40,21 @@ async function natRules(pod: NetnsPod, save: string): Promise<string> {
     .filter((l) => !l.startsWith('#'))
     .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
     .join('\n');
+}
+
+/** Dials `host:port` from pod `from` (as `uid` when given): what the server sent, or `error <code>`. */
+async function dial(from: NetnsPod, host: string, port: number, uid?: number): Promise<string> {
+  const r = await from.run(
+    process.execPath,
+    ['-e', DIAL, host, String(port)],
+    uid === undefined ? {} : { uid },
+  );
+  return r.code === 0 ? r.stdout : `error ${r.stderr.trim()}`;
+}
+
+/** A plain listener on both families that answers `text` and closes. */
+function answering(text: string, port: number): string {
+  return `require('node:net').createServer((c) => c.end(${JSON.stringify(text)})).listen(${port}, '::', () => console.log('up'))`;
 }
 
 async function proxyInit(pod: NetnsPod, args: readonly string[]): Promise<void> {
@@ -77,6 +92,11 @@ describe('meshid proxy-init in a pod network namespace (real iptables)', functio
       assert.match(first4, /REDIRECT --to-ports 4140/);
       assert.match(first6, /REDIRECT --to-ports 4143/);
       assert.doesNotMatch(first6, /10\.99/, 'an IPv4 subnet is not written to ip6tables');
+      assert.match(first6, /-d fd99::\/16 .*-j RETURN/);
+      assert.doesNotMatch(first4, /fd99/, 'an IPv6 subnet is not written to iptables');
+      assert.match(first6, /^-A OUTPUT -p tcp .*-j MESHID_PROXY_INIT_OUTPUT$/m);
+      assert.match(first6, /--uid-owner 2102 .*-j RETURN/);
+      assert.match(first6, /REDIRECT --to-ports 4140/);
 
       await proxyInit(pod, [...INIT_ARGS, '--iptables-mode', mode]);
       assert.equal(await natRules(pod, `iptables-${mode}-save`), first4);
@@ -106,19 +126,8 @@ describe('meshid proxy-init in a pod network namespace (real iptables)', functio
       const echo = server.spawn(process.execPath, ['--import', 'tsx', ECHO, port]);
       await once(echo.stdout!, 'data');
     }
-    const plain = peer.spawn(process.execPath, [
-      '-e',
-      `require('node:net').createServer((c) => c.end('peer')).listen(5432, () => console.log('up'))`,
-    ]);
+    const plain = peer.spawn(process.execPath, ['-e', answering('peer', 5432)]);
     await once(plain.stdout!, 'data');
-    const dial = async (from: NetnsPod, host: string, port: number, uid?: number) => {
-      const r = await from.run(
-        process.execPath,
-        ['-e', DIAL, host, String(port)],
-        uid === undefined ? {} : { uid },
-      );
-      return r.code === 0 ? r.stdout : `error ${r.stderr.trim()}`;
-    };
 
     // inbound: an app port goes to 4143 with its original destination; skipped ones do not
     assert.deepEqual(JSON.parse(await dial(peer, server.ip, 8080)), {
@@ -141,6 +150,44 @@ describe('meshid proxy-init in a pod network namespace (real iptables)', functio
       'the proxy UID goes out directly',
     );
     assert.equal(await dial(server, '127.0.0.1', 8080), 'error ECONNREFUSED', 'loopback');
+  });
+
+  it('sends IPv6 inbound and outbound TCP where the ip6tables rules say (skipped ports and subnets, the proxy UID and ::1 exempt)', async () => {
+    const server = await lab.addPod('server6');
+    const peer = await lab.addPod('peer6');
+    const skipped = await lab.addPod('skipped6');
+    await proxyInit(server, [...INIT_ARGS.slice(0, -1), `10.99.0.0/16,${skipped.ip6}/128`]);
+    for (const port of ['4143', '4140']) {
+      const echo = server.spawn(process.execPath, ['--import', 'tsx', ECHO, port]);
+      await once(echo.stdout!, 'data');
+    }
+    const listeners = [
+      peer.spawn(process.execPath, ['-e', answering('peer', 5432)]),
+      skipped.spawn(process.execPath, ['-e', answering('skipped', 5433)]),
+    ];
+    await Promise.all(listeners.map((l) => once(l.stdout!, 'data')));
+
+    // inbound over IPv6: an app port goes to 4143 with its original destination (IP6T_SO_ORIGINAL_DST)
+    assert.deepEqual(JSON.parse(await dial(peer, server.ip6, 8080)), {
+      address: server.ip6,
+      port: 8080,
+      family: 6,
+    });
+    assert.equal(await dial(peer, server.ip6, 2222), 'error ECONNREFUSED', 'skip-inbound-ports');
+    // outbound over IPv6: to [::1]:4140 with its original destination
+    assert.deepEqual(JSON.parse(await dial(server, peer.ip6, 5433)), {
+      address: peer.ip6,
+      port: 5433,
+      family: 6,
+    });
+    assert.equal(await dial(server, peer.ip6, 5432), 'peer', 'skip-outbound-ports');
+    assert.equal(await dial(server, skipped.ip6, 5433), 'skipped', 'an IPv6 skipped subnet');
+    assert.equal(
+      await dial(server, peer.ip6, 5433, 2102),
+      'error ECONNREFUSED',
+      'the proxy UID goes out directly',
+    );
+    assert.equal(await dial(server, '::1', 8080), 'error ECONNREFUSED', 'loopback ::1');
   });
 
   it('without NET_ADMIN, fails with ERR_PROXY_INIT naming the capability and changes nothing', async () => {

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Address } from '../../core/index.js';
-import { parseAddress } from '../../core/index.js';
+import { formatAddress, parseAddress } from '../../core/index.js';
 
 export const MESHID_BIN = fileURLToPath(new URL('../../bin/meshid.js', import.meta.url));
 const execFileAsync = promisify(execFile);
@@ -168,7 +168,7 @@ export async function adminGet(
   admin: Address,
   path: string,
 ): Promise<{ status: number; body: string }> {
-  const res = await fetch(`http://${admin.host}:${admin.port}${path}`);
+  const res = await fetch(`http://${formatAddress(admin)}${path}`);
   return { status: res.status, body: await res.text() };
 }
 

@@ -8,6 +8,8 @@ import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
+import { fieldValidationOf } from './field-validation.js';
+import type { FieldCheck } from './field-validation.js';
 import { withoutNulls } from './nulls.js';
 import { openApiV3 } from './openapi.js';
 import { STORAGE_VERBS, apiVersionOf } from './resources.js';
@@ -255,7 +257,8 @@ function decodeBody(text: string, contentType: string | undefined): unknown {
   if (text.trim() === '')
     throw badRequest("couldn't get version/kind; json parse error: unexpected end of JSON input");
   try {
-    if ((contentType ?? '').includes('yaml')) return withoutNulls(parseYaml(text));
+    if ((contentType ?? '').includes('yaml'))
+      return withoutNulls(parseYaml(text, { uniqueKeys: false }));
     return withoutNulls(JSON.parse(text));
   } catch (e) {
     throw badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
@@ -521,7 +524,9 @@ async function serveResource(
     }
     case 'create': {
       if (r.name !== '' || r.subresource !== '') throw methodNotAllowed();
-      const body = decodeBody(await readBody(req), req.headers['content-type']);
+      const text = await readBody(req);
+      const body = decodeBody(text, req.headers['content-type']);
+      const fields = fieldCheck(query, 'CreateOptions', req, text);
       if (isPodCertificateRequest(t))
         admitPodCertificateRequest(
           t,
@@ -533,12 +538,12 @@ async function serveResource(
           body,
         );
       if (ctx.admission.idleFor(t)) {
-        const created = ctx.objects.create(t, r.namespace, body, { dryRun });
-        sendJson(res, 201, present(t, created));
+        const created = ctx.objects.create(t, r.namespace, body, { dryRun, fields });
+        sendJson(res, 201, present(t, created), warningHeaders(fields.warnings));
         return 201;
       }
-      // As kube-apiserver: defaulting and validation, then admission, then storage.
-      const candidate = ctx.objects.create(t, r.namespace, body, { dryRun: true });
+      // As kube-apiserver: decoding, defaulting and validation, then admission, then storage.
+      const candidate = ctx.objects.create(t, r.namespace, body, { dryRun: true, fields });
       const admitted = await ctx.admission.admit({
         type: t,
         operation: 'CREATE',
@@ -548,28 +553,35 @@ async function serveResource(
         dryRun,
       });
       const created = ctx.objects.create(t, r.namespace, admitted.object, { dryRun });
-      sendJson(res, 201, created, warningHeaders(admitted.warnings));
+      sendJson(res, 201, created, warningHeaders([...fields.warnings, ...admitted.warnings]));
       return 201;
     }
     case 'update': {
-      const body = decodeBody(await readBody(req), req.headers['content-type']);
+      const text = await readBody(req);
+      const body = decodeBody(text, req.headers['content-type']);
+      const fields = fieldCheck(query, 'UpdateOptions', req, text);
       if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
       if (ctx.admission.idleFor(t) || sub !== '') {
-        const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun });
+        const updated = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun, fields });
         const code = old !== undefined ? 200 : 201;
-        sendJson(res, code, present(t, updated));
+        sendJson(res, code, present(t, updated), warningHeaders(fields.warnings));
         return code;
       }
-      const candidate = ctx.objects.update(t, r.namespace, r.name, body, sub, { dryRun: true });
-      return writeAdmitted(ctx, res, t, r, user, dryRun, candidate, old);
+      const candidate = ctx.objects.update(t, r.namespace, r.name, body, sub, {
+        dryRun: true,
+        fields,
+      });
+      return writeAdmitted(ctx, res, t, r, user, dryRun, candidate, old, fields.warnings);
     }
     case 'patch': {
       const text = await readBody(req);
       if (sub === 'status' && isPodCertificateRequest(t)) authorizeSigner(ctx, r, user);
+      const fields = fieldCheck(query, 'PatchOptions', req, text);
       const patchOptions = {
         fieldManager: query.get('fieldManager') ?? undefined,
         force: truthy(query.get('force')),
+        fields,
       };
       const old = ctx.store.get(t, t.namespaced ? r.namespace : '', r.name);
       const { object, created } = ctx.objects.patch(
@@ -583,10 +595,20 @@ async function serveResource(
       );
       if (ctx.admission.idleFor(t) || sub !== '') {
         const code = created ? 201 : 200;
-        sendJson(res, code, present(t, object));
+        sendJson(res, code, present(t, object), warningHeaders(fields.warnings));
         return code;
       }
-      return writeAdmitted(ctx, res, t, r, user, dryRun, object, created ? undefined : old);
+      return writeAdmitted(
+        ctx,
+        res,
+        t,
+        r,
+        user,
+        dryRun,
+        object,
+        created ? undefined : old,
+        fields.warnings,
+      );
     }
     case 'delete': {
       const text = await readBody(req);
@@ -632,7 +654,25 @@ async function serveResource(
   }
 }
 
-/** `Warning: 299 - "..."` headers, as kube-apiserver returns a webhook's warnings. */
+/** The field validation of a create, update or patch request (field-validation.ts). */
+function fieldCheck(
+  query: URLSearchParams,
+  options: 'CreateOptions' | 'UpdateOptions' | 'PatchOptions',
+  req: IncomingMessage,
+  raw: string,
+): FieldCheck {
+  return {
+    directive: fieldValidationOf(query, options),
+    raw,
+    contentType: (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase(),
+    warnings: [],
+  };
+}
+
+/**
+ * `Warning: 299 - "..."` headers, as kube-apiserver returns a webhook's warnings and field
+ * validation's.
+ */
 function warningHeaders(warnings: readonly string[]): Record<string, string> {
   if (warnings.length === 0) return {};
   return {
@@ -655,6 +695,7 @@ async function writeAdmitted(
   dryRun: boolean,
   candidate: KubeObject,
   old: KubeObject | undefined,
+  decodingWarnings: readonly string[],
 ): Promise<number> {
   const admitted = await ctx.admission.admit({
     type: t,
@@ -667,13 +708,13 @@ async function writeAdmitted(
   });
   if (old === undefined) {
     const created = ctx.objects.create(t, r.namespace, admitted.object, { dryRun });
-    sendJson(res, 201, created, warningHeaders(admitted.warnings));
+    sendJson(res, 201, created, warningHeaders([...decodingWarnings, ...admitted.warnings]));
     return 201;
   }
   const next = structuredClone(admitted.object);
   next.metadata.resourceVersion = old.metadata.resourceVersion!;
   const updated = ctx.objects.update(t, r.namespace, r.name, next, '', { dryRun });
-  sendJson(res, 200, updated, warningHeaders(admitted.warnings));
+  sendJson(res, 200, updated, warningHeaders([...decodingWarnings, ...admitted.warnings]));
   return 200;
 }
 

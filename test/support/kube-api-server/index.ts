@@ -25,7 +25,8 @@
  *   (DNS-1123 subdomain/label, DNS-1035, path segment) → 422; namespace must exist → 404;
  *   body kind/apiVersion/namespace mismatch → 400; status subresource split; finalizers;
  *   Secret stringData → data; MicroTime fields parsed as strictly as the real API; dryRun=All;
- *   label and field selectors; limit/continue.
+ *   label and field selectors; limit/continue; field validation (`fieldValidation` Strict, Warn,
+ *   Ignore: unknown and repeated fields refused, warned about or dropped; field-validation.ts).
  * - Watches: JSON lines, resume from resourceVersion out of a bounded per-type history, 410 Expired
  *   as an ERROR event, selector transitions, bookmarks, timeoutSeconds, sendInitialEvents.
  * - Discovery (/api, /apis, group versions), /version, health endpoints, OIDC discovery and JWKS.
@@ -37,7 +38,8 @@
  * Not covered: admission (no webhooks are called, no quota, no defaults beyond those listed),
  * controllers (no Deployment rollouts, pods never run, namespace deletion is immediate, no garbage
  * collection by ownerReferences), real server-side apply (no managedFields or conflicts),
- * strategic-merge list semantics, OpenAPI schema validation of bodies, protobuf/CBOR, Table output,
+ * strategic-merge list semantics, OpenAPI schema validation of bodies (beyond unknown fields),
+ * protobuf/CBOR, Table output,
  * aggregated discovery, CRD objects (the custom types come from a table), pagination snapshots,
  * core and events.k8s.io Events sharing storage, exec/logs/port-forward, impersonation.
  *

@@ -5,6 +5,8 @@
  */
 import { randomUUID, randomInt } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
+import { checkApply, checkBody, checkPatch } from './field-validation.js';
+import type { FieldCheck } from './field-validation.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { apiVersionOf } from './resources.js';
 import type { ResourceRegistry, ResourceType } from './resources.js';
@@ -56,6 +58,8 @@ export interface ListResult {
 export interface WriteOptions {
   /** `dryRun=All`: validate and answer, store nothing. */
   readonly dryRun?: boolean;
+  /** The request's field validation (an HTTP write); programmatic writes are not checked. */
+  readonly fields?: FieldCheck | undefined;
 }
 
 const NAMESPACE_TYPE = { group: '', plural: 'namespaces' } as const;
@@ -160,6 +164,7 @@ export class Objects {
 
   create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): KubeObject {
     const obj = this.#decode(t, namespace, body);
+    if (opts.fields !== undefined) checkBody(t, obj, opts.fields);
     const meta = obj.metadata;
     if ((meta.name ?? '') === '' && (meta.generateName ?? '') !== '') {
       let suffix = '';
@@ -247,6 +252,7 @@ export class Objects {
         return this.create(t, namespace, incoming, opts);
       throw notFound(t, name);
     }
+    if (opts.fields !== undefined) checkBody(t, incoming, opts.fields);
     return this.#replace(t, old, incoming, subresource, opts);
   }
 
@@ -330,16 +336,21 @@ export class Objects {
         );
       let applied: unknown;
       try {
-        applied = parseYaml(rawBody);
+        // Repeated keys: the last counts (field validation names them).
+        applied = parseYaml(rawBody, { uniqueKeys: false });
       } catch (e) {
         throw badRequest(`error decoding YAML: ${(e as Error).message}`);
       }
+      if (opts.fields !== undefined) checkApply(t, ns, name, applied, opts.fields);
       const old = this.store.get(t, ns, name);
       if (old === undefined) {
         if (subresource !== '') throw notFound(t, name);
         const obj = this.#decode(t, ns, applied);
         obj.metadata.name ??= name;
-        return { object: this.create(t, namespace, obj, opts), created: true };
+        return {
+          object: this.create(t, namespace, obj, { ...opts, fields: undefined }),
+          created: true,
+        };
       }
       const merged = mergePatch(old, applied) as KubeObject;
       return { object: this.#patched(t, old, merged, subresource, opts), created: false };
@@ -364,6 +375,7 @@ export class Objects {
         );
       merged = mergePatch(old, patch) as KubeObject;
     } else throw unsupportedMediaType(contentType);
+    if (opts.fields !== undefined) checkPatch(t, ct, patch, merged, opts.fields);
     return { object: this.#patched(t, old, merged, subresource, opts), created: false };
   }
 

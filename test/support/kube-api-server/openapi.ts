@@ -6,13 +6,15 @@
  * Why clients need it: `kubectl apply` (and `create`, `replace`) with the default
  * `--validate=strict` first asks the group-version's document whether the PATCH operation of the
  * kind takes the `fieldValidation` query parameter; if so it leaves validation to the server
- * (`?fieldValidation=Strict`), otherwise it validates on the client against the OpenAPI v2
- * schemas (which this double does not serve: "failed to download openapi").
+ * (`?fieldValidation=Strict`, which field-validation.ts honours), otherwise it validates on the
+ * client against the OpenAPI v2 schemas (which this double does not serve: "failed to download
+ * openapi").
  *
  * What is not copied: the documents hold operations, parameters and the
  * `x-kubernetes-group-version-kind`/`x-kubernetes-action` extensions, but no schemas
  * (`components.schemas` is empty), so clients that build strategic merge patches from the
- * schemas fall back to their compiled-in types, and `kubectl explain` finds nothing.
+ * schemas fall back to their compiled-in types, and `kubectl explain` finds nothing. (The
+ * field lists that strict validation checks against come from client-node's models: schemas.ts.)
  */
 import { createHash } from 'node:crypto';
 import type { ResourceRegistry, ResourceType } from './resources.js';

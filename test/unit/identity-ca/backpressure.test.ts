@@ -9,6 +9,7 @@ import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { KeyObject } from 'node:crypto';
 import { GrpcStatus, silentLogger, systemClock, systemRandom, toPem } from '../../../core/index.js';
 import type { Address, CertifyRequest, CertifyResponse } from '../../../core/index.js';
@@ -20,6 +21,7 @@ import type { CertifyServerOptions } from '../../../identity-ca/server/grpc-serv
 import { CertifyCallFailed, Http2CertifyClient } from '../../../proxy/index.js';
 import type { PresentedCertificate } from '../../../proxy/index.js';
 import { captureClientHello } from '../../support/client-hello.js';
+import { openFrom } from '../../support/hostile-clients.js';
 import { ca, root } from './fixtures/pki.js';
 
 const NAME = 'ca.test.example';
@@ -292,6 +294,46 @@ describe('identity-ca/server: backpressure on the wire', function () {
       const res = await client(s.address).certify(req('a'), 10_000);
       assert.match(res.leafCertificate.toString(), /leaf for a/);
       assert.equal(s.server.handshakeLoad.handshaking, 2, 'still only the silent share');
+    });
+
+    it('counts established connections per address after their handshake, closes one beyond the share, and gives each back once', async () => {
+      const refused: string[] = [];
+      const s = await start(
+        {},
+        {
+          handshakes: { maxHandshakes: 4, maxWaitMs: 20_000, maxWaiting: 100 },
+          maxConnectionsPerPeer: 2,
+          observeConnections: { refused: (w) => refused.push(w), waited: () => undefined },
+        },
+      );
+      s.releaseAll();
+      const counts = s.server.establishedByPeer!;
+      const tls = { servername: NAME, ca: anchorsPem, ALPNProtocols: ['h2'] };
+      const held = [
+        await openFrom(s.address, '127.0.0.2', tls),
+        await openFrom(s.address, '127.0.0.2', tls),
+      ];
+      await until('two established', () => counts.heldBy('127.0.0.2') === 2);
+      // A connection stalled mid-handshake holds a handshake slot, not an established one.
+      const stalled = await silentConnection(s.address, '127.0.0.2');
+      await until('the stalled handshake running', () => s.server.handshakeLoad.handshaking === 1);
+      const beyond = await openFrom(s.address, '127.0.0.2', tls);
+      assert.equal((beyond.socket as TLSSocket).alpnProtocol, 'h2', 'its handshake finished');
+      assert.match(await beyond.closed, /^(closed|reset)$/);
+      assert.deepEqual(refused, ['per-peer']);
+      assert.equal(counts.heldBy('127.0.0.2'), 2);
+      // Another address is served meanwhile.
+      const res = await client(s.address).certify(req('a'), 10_000);
+      assert.match(res.leafCertificate.toString(), /leaf for a/);
+      assert.equal(counts.heldBy('127.0.0.1'), 1);
+      stalled.destroy();
+      held[0]!.socket.destroy();
+      await until('one given back', () => counts.heldBy('127.0.0.2') === 1);
+      held[1]!.socket.destroy();
+      await until('both given back', () => counts.heldBy('127.0.0.2') === 0);
+      assert.equal(counts.inUse, 1, 'only the Certify client from 127.0.0.1 is left');
+      for (const c of clients.splice(0)) c.close();
+      await until('all given back', () => counts.inUse === 0);
     });
 
     it('resets a newcomer at once when maxWaiting connections already wait', async () => {

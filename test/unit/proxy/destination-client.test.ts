@@ -182,6 +182,45 @@ describe('proxy/destination-client: resolving through the destination service', 
     });
   });
 
+  it('resolves an IPv6 ClusterIP of a dual-stack Service to its IPv6 endpoints, and an IPv6 pod address to its pod (ip6 on the wire)', async () => {
+    index.apply(
+      'Service',
+      'ADDED',
+      service('shop', 'api', ['fd00:96::20', '10.96.0.20'], [{ name: 'http', port: 80 }]),
+    );
+    index.apply(
+      'Pod',
+      'ADDED',
+      pod('shop', 'api-1', ['fd00::3:1', '10.0.3.1'], { meshed: true, sa: 'api' }),
+    );
+    for (const [name, ip, family] of [
+      ['api-v6', 'fd00::3:1', 'IPv6'],
+      ['api-v4', '10.0.3.1', 'IPv4'],
+    ] as const)
+      index.apply(
+        'EndpointSlice',
+        'ADDED',
+        endpointSlice(
+          'shop',
+          name,
+          'api',
+          [{ ip, pod: 'api-1' }],
+          [{ name: 'http', port: 8080 }],
+          family,
+        ),
+      );
+    const v6 = await client.resolve({ ip: 'fd00:96::20', port: 80 }).answer(5000);
+    assert.deepEqual(keys(v6), ['[fd00::3:1]:8080']);
+    const ep = v6.kind === 'endpoints' ? v6.endpoints.get('[fd00::3:1]:8080') : undefined;
+    assert.equal(ep?.ip, 'fd00::3:1');
+    assert.equal(ep?.identity, workloadId('shop', 'api'));
+    assert.deepEqual(keys(await client.resolve({ ip: '10.96.0.20', port: 80 }).answer(5000)), [
+      '10.0.3.1:8080',
+    ]);
+    const byPod = await client.resolve({ ip: 'fd00::3:1', port: 8080 }).answer(5000);
+    assert.deepEqual(keys(byPod), ['[fd00::3:1]:8080']);
+  });
+
   it('shares one stream between watches of one target', async () => {
     const a = client.resolve({ ip: '10.96.0.10', port: 80 });
     const b = client.resolve({ ip: '10.96.0.10', port: 80 });
