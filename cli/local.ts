@@ -40,11 +40,6 @@ const NAMING = {
 
 /**
  * Calls the CA once for a workload and checks the answer; resolves with a one-line summary.
- *
- * @example
- * ```ts
- * const line = await selfCheck(ca, config.dir, { ns: 'default', sa: 'web' });
- * ```
  */
 async function selfCheck(
   ca: RunningCa,

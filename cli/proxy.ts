@@ -110,11 +110,6 @@ export function certifyThroughCa(
 
 /**
  * The proxy's identity: a token and the CA (Certify), or the kubelet's pod certificate file.
- *
- * @example
- * ```ts
- * const { identity } = await openIdentity(config, anchors, logger, () => undefined);
- * ```
  */
 async function openIdentity(
   config: ProxyConfig,

@@ -107,11 +107,6 @@ function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
 /**
  * The controller of the anchors' copies in meshed namespaces; none with `--trust-manager`, whose
  * Bundle targets are the copies then.
- *
- * @example
- * ```ts
- * await anchorsCopies(config, api, options)?.converge();
- * ```
  */
 function anchorsCopies(
   config: TrustConfig,

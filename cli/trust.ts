@@ -258,11 +258,6 @@ function rotationOptions(config: TrustConfig, logger: Logger, clock: Clock): Rot
 /**
  * Builds the rotation controller of `--dir` (local files) or `--kubeconfig` (the API and
  * cert-manager).
- *
- * @example
- * ```ts
- * const { controller, close } = await openRotation(config, logger);
- * ```
  */
 async function openRotation(
   config: TrustConfig,
@@ -312,11 +307,6 @@ async function openRotation(
 
 /**
  * `meshid trust rotate|status|pause|resume|rollback`. `print` receives progress as it happens.
- *
- * @example
- * ```ts
- * await runRotationCommand('status', config, (t) => process.stdout.write(t));
- * ```
  */
 async function runRotationCommand(
   sub: 'rotate' | 'status' | 'pause' | 'resume' | 'rollback',

@@ -43,11 +43,6 @@ interface RunningWebhooks {
 
 /**
  * Starts the webhooks' server.
- *
- * @example
- * ```ts
- * const running = await startWebhooks(config, logger);
- * ```
  */
 async function startWebhooks(config: WebhooksConfig, logger: Logger): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;

@@ -28,11 +28,6 @@ export function createRegistry(opts: { processMetrics?: boolean } = {}): Registr
  * `fips_enabled`: 1 when this process's crypto runs on a FIPS provider (measured at each scrape,
  * see core/fips.ts), else 0. Across the CA's worker processes the lowest value is reported, so 1
  * means every worker is in FIPS mode.
- *
- * @example
- * ```ts
- * registerFipsMetric(registry); // fips_enabled 0|1
- * ```
  */
 function registerFipsMetric(registry: Registry): void {
   new Gauge({

@@ -21,11 +21,6 @@ let cached: string | undefined;
 /**
  * meshid's version, read once from the package.json above this module (the same file from the
  * sources and from `dist/`).
- *
- * @example
- * ```ts
- * meshidVersion(); // '0.1.0'
- * ```
  */
 function meshidVersion(): string {
   if (cached !== undefined) return cached;

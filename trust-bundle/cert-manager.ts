@@ -41,11 +41,6 @@ export interface CertManagerSettings {
 
 /**
  * The label on every root Certificate meshid manages (and on their Secrets).
- *
- * @example
- * ```ts
- * `${TRUST_ANCHOR_LABEL}=true`; // a label selector of the root Secrets
- * ```
  */
 const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
 

@@ -73,11 +73,6 @@ export function clusterTrustBundleName(signerName: string, role: TrustBundleRole
  * The fingerprints (hex SHA-256 of each certificate's DER) of a PEM bundle, sorted: two bundles
  * hold the same anchors when these are equal (order, duplicates and line breaks do not matter, as
  * the kubelet reorders and de-duplicates).
- *
- * @example
- * ```ts
- * anchorSet(ctb.spec.trustBundle) === anchorSet(configMapText);
- * ```
  */
 function anchorSet(pem: string, now: number): string {
   return parseAnchors(pem, { now })

@@ -69,11 +69,6 @@ interface CopiesLag {
 
 /**
  * Whether a namespace gets a copy.
- *
- * @example
- * ```ts
- * wantsAnchorsCopy(namespaceObject, settings); // true for an opted-in app namespace
- * ```
  */
 function wantsAnchorsCopy(
   ns: TrustKubeObject,
@@ -94,11 +89,6 @@ const injectedPodSelector = (s: AnchorsCopySettings): string =>
 
 /**
  * Whether a ConfigMap is a copy this controller made from `s`'s source.
- *
- * @example
- * ```ts
- * isOurAnchorsCopy(configMap, settings);
- * ```
  */
 function isOurAnchorsCopy(cm: TrustKubeObject, s: AnchorsCopySettings): boolean {
   return cm.metadata.labels?.[ANCHORS_COPY_LABEL] === s.namespace;

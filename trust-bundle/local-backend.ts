@@ -55,11 +55,6 @@ interface LockHolder {
 
 /**
  * The files of a local state folder the rotation reads and writes.
- *
- * @example
- * ```ts
- * localTrustFiles('.meshid').bundle; // '.meshid/trust-anchors.pem'
- * ```
  */
 function localTrustFiles(dir: string): {
   bundle: string;

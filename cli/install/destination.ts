@@ -47,11 +47,6 @@ const ANCHORS_MOUNT = '/var/run/meshid/trust-anchors';
  * The ClusterRole's rules with the reason for each: list and watch of exactly the three kinds
  * the endpoint index reads, cluster-wide because proxies in every namespace ask about Services
  * in every namespace.
- *
- * @example
- * ```ts
- * destinationRules().map((r) => r.rule.resources); // [['services', 'pods'], ['endpointslices']]
- * ```
  */
 function destinationRules(): {
   rule: { apiGroups: string[]; resources: string[]; verbs: string[] };
@@ -76,11 +71,6 @@ function destinationRules(): {
 
 /**
  * The `meshid destination` arguments of the container.
- *
- * @example
- * ```ts
- * destinationArgs(config)[0]; // 'destination'
- * ```
  */
 function destinationArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;

@@ -214,11 +214,6 @@ export function buildInstallObjects(
 /**
  * The `meshid ca` arguments of the container (after the image's `meshid` entrypoint). The
  * namespace comes from the downward API instead (`MESHID_NAMESPACE`).
- *
- * @example
- * ```ts
- * caContainerArgs(config)[0]; // 'ca'
- * ```
  */
 function caContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
@@ -417,11 +412,6 @@ export function certManagerChain(s: CertManagerSettings, trustManager: boolean):
 /**
  * The names of the cert-manager chain an install uses (the root Certificate, its Secret and the
  * CA Issuer share the name of --cert-manager-issuer, as in Linkerd's recipe).
- *
- * @example
- * ```ts
- * certManagerSettings(config, {}).rootCertificate; // 'linkerd-trust-anchor'
- * ```
  */
 function certManagerSettings(
   config: InstallConfig,

@@ -156,11 +156,6 @@ function clusterRules(config: InstallConfig): Rule[] {
 
 /**
  * The `meshid trust sync` arguments of the container.
- *
- * @example
- * ```ts
- * trustSyncArgs(config).slice(0, 2); // ['trust', 'sync']
- * ```
  */
 function trustSyncArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string): string => `--${name}=${value}`;

@@ -69,11 +69,6 @@ function selector(): Record<string, string> {
 
 /**
  * The `meshid webhooks` arguments of the container.
- *
- * @example
- * ```ts
- * webhooksContainerArgs(config)[0]; // 'webhooks'
- * ```
  */
 function webhooksContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
