@@ -49,11 +49,6 @@ function firstCertificate(identity: IdentityClient): Promise<WorkloadCertificate
 /**
  * Starts the destination service. `kube` is the Kubernetes client (default: opened from
  * `config.kubeconfig`).
- *
- * @example
- * ```ts
- * const running = await startDestination(config, logger);
- * ```
  */
 export async function startDestination(
   config: DestinationConfig,

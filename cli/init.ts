@@ -35,11 +35,6 @@ const LOCAL_STATE_FILES = [
 /**
  * Writes fresh local material into `dir`; refuses to overwrite unless `force`, and refuses a
  * folder others could change (cli/state-dir.ts), before writing anything.
- *
- * @example
- * ```ts
- * await initLocalState({ dir: '.meshid', force: false, trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' });
- * ```
  */
 export async function initLocalState(opts: {
   dir: string;

@@ -26,11 +26,6 @@ interface InstallSources extends ConfigSources {
  * Loads the install settings, validates the trust anchors (when given) and returns the install
  * as a multi-document YAML string. Throws a MeshidError (ERR_CONFIG_INVALID,
  * ERR_ANCHORS_INVALID) instead of returning anything partial.
- *
- * @example
- * ```ts
- * const yaml = renderInstall({ argv: ['--replicas', '3'], env: process.env, now: Date.now() });
- * ```
  */
 export function renderInstall(sources: InstallSources): string {
   const { config } = loadConfig('install', sources);

@@ -55,11 +55,6 @@ function portPolicies(entries: readonly string[]): ReadonlyMap<number, InboundPo
 /**
  * Who the inbound lets in, from the proxy's allow settings: one reading for the explicit inbound
  * and for the transparent one, so the two can never admit different peers.
- *
- * @example
- * ```ts
- * new InboundPolicy({ ...inboundPolicyLists(config), allowUnauthenticated: false });
- * ```
  */
 export function inboundPolicyLists(
   config: ProxyConfig,

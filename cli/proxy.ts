@@ -150,11 +150,6 @@ async function openIdentity(
 
 /**
  * Starts the proxy's parts.
- *
- * @example
- * ```ts
- * const proxy = await startProxy(config, logger);
- * ```
  */
 export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
   const clock = systemClock;

@@ -56,11 +56,6 @@ const CA_GRPC_PORT = 8080;
 
 /**
  * The CA replicas named by `--ca-address`.
- *
- * @example
- * ```ts
- * caAddressObserver(config).description; // '1 CA address(es)'
- * ```
  */
 export function caAddressObserver(config: TrustConfig): CaObserver {
   return tlsCaObserver(
@@ -71,11 +66,6 @@ export function caAddressObserver(config: TrustConfig): CaObserver {
 
 /**
  * The trust objects' names from `meshid trust` settings.
- *
- * @example
- * ```ts
- * kubeTrustSettings(config).trustAnchorsConfigMap; // 'linkerd-identity-trust-roots'
- * ```
  */
 export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
   return {
@@ -129,11 +119,6 @@ function anchorsCopies(
  * The controller of the anchors' ClusterTrustBundles; none with `clusterTrustBundles: off`, or in
  * `auto` mode when the API server does not serve certificates.k8s.io/v1beta1 ClusterTrustBundles
  * (beta, off by default before Kubernetes 1.37).
- *
- * @example
- * ```ts
- * await (await clusterTrustBundles(config, api, options))?.converge();
- * ```
  */
 export async function clusterTrustBundles(
   config: TrustConfig,
@@ -178,11 +163,6 @@ async function clusterTrustBundlesUnserved(api: TrustKubeApi): Promise<string | 
 
 /**
  * The rotation controller on the cluster of `--kubeconfig`.
- *
- * @example
- * ```ts
- * const { controller } = await openKubeRotation(config, options);
- * ```
  */
 export async function openKubeRotation(
   config: TrustConfig,
@@ -219,11 +199,6 @@ export async function openKubeRotation(
 /**
  * `meshid trust sync`: keeps the anchors ConfigMap right and drives rotations, every `interval`
  * until stopped (or once with `--once`).
- *
- * @example
- * ```ts
- * await runSync(config, options, signal);
- * ```
  */
 export async function runSync(
   config: TrustConfig,

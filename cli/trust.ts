@@ -62,11 +62,6 @@ interface TrustOutput {
 
 /**
  * `meshid trust validate FILE`: parses the bundle with every anchor check and summarises it.
- *
- * @example
- * ```ts
- * const out = await validateBundleFile('ca-bundle.crt', config, Date.now());
- * ```
  */
 export async function validateBundleFile(
   file: string,
@@ -132,11 +127,6 @@ export async function validateBundleFile(
 /**
  * `meshid trust manifests`: the cert-manager chain (and the trust-manager Bundle with
  * --trust-manager) as YAML, the same objects `meshid install --cert-manager` renders.
- *
- * @example
- * ```ts
- * renderTrustManifests(loadConfig('trust', { argv: ['--trust-manager'], env: {} }).config);
- * ```
  */
 export function renderTrustManifests(config: TrustConfig): string {
   return manifestYaml(

@@ -95,16 +95,6 @@ const crypto: WebCrypto.Crypto = webcrypto;
 /**
  * Creates a self-signed CA certificate (a trust anchor): ECDSA P-256 unless told otherwise,
  * SKI, keyUsage keyCertSign + cRLSign, critical basicConstraints cA, a random positive serial.
- *
- * @example
- * ```ts
- * const root = await createRootCa({
- *   commonName: 'root.linkerd.cluster.local',
- *   notBefore: clock.now(),
- *   notAfter: clock.now() + 365 * 86_400_000,
- * });
- * await writeFile('ca-bundle.crt', root.certificatePem);
- * ```
  */
 export async function createRootCa(options: RootCaOptions): Promise<GeneratedCa> {
   const keys = await subjectKeys(options);
@@ -114,17 +104,6 @@ export async function createRootCa(options: RootCaOptions): Promise<GeneratedCa>
 /**
  * Creates a CA certificate signed by another CA (an issuer or an intermediate), with an AKI that
  * names the signer's key.
- *
- * @example
- * ```ts
- * const issuer = await createIntermediateCa({
- *   issuer: root,
- *   commonName: 'identity.linkerd.cluster.local',
- *   notBefore: clock.now(),
- *   notAfter: clock.now() + 48 * 3_600_000,
- *   pathLength: 0,
- * });
- * ```
  */
 export async function createIntermediateCa(options: IntermediateCaOptions): Promise<GeneratedCa> {
   const keys = await subjectKeys(options);

@@ -122,11 +122,6 @@ export interface CertifyProcess {
 
 /**
  * Readiness from a status: an issuer is loaded and its whole chain is valid now.
- *
- * @example
- * ```ts
- * readinessOf(process.status(), Date.now()); // { ready: true, reason: 'issuer CN=… valid until …' }
- * ```
  */
 export function readinessOf(s: CertifyStatus, now: number): Readiness {
   if (s.chainNotAfter === undefined || s.chainNotBefore === undefined) {

@@ -51,15 +51,6 @@ export interface Pick<E> {
 
 /**
  * P2C over peak-EWMA for endpoints of type `E`, keyed by `keyOf`.
- *
- * @example
- * ```ts
- * const lb = new PeakEwmaBalancer((e: Endpoint) => e.key, { now: performance.now, random: Math.random });
- * lb.update(endpoints);
- * const p = lb.pick();
- * // ... send the request to p.endpoint, then:
- * p?.done();
- * ```
  */
 export class PeakEwmaBalancer<E> {
   readonly #keyOf: (e: E) => string;

@@ -24,22 +24,12 @@ import { isHopByHop } from './hop-by-hop.js';
 /**
  * The header that carries the verified peer identity to the application (Linkerd's name); never
  * taken from a client.
- *
- * @example
- * ```ts
- * const peer = req.headers[CLIENT_ID_HEADER]; // in the app: set by the proxy, never by the client
- * ```
  */
 export const CLIENT_ID_HEADER = 'l5d-client-id';
 
 /**
  * HTTP/2 headers to re-send: pseudo-headers as `keepPseudo` says, no connection-specific ones,
  * no `l5d-client-id`.
- *
- * @example
- * ```ts
- * forwardableHttp2Headers(headers, (n) => n !== ':scheme');
- * ```
  */
 export function forwardableHttp2Headers(
   headers: Http2IncomingHeaders,
@@ -70,11 +60,6 @@ interface H2RelayOptions {
 
 /**
  * Relays `stream` (with its outgoing `headers`, already prepared) as a new stream on `session`.
- *
- * @example
- * ```ts
- * relayH2Stream(stream, out, session, { timeoutMs: 0, failed, onStatus, logger });
- * ```
  */
 export function relayH2Stream(
   stream: ServerHttp2Stream,

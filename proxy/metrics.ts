@@ -124,12 +124,6 @@ interface TlsGroupCounts {
 
 /**
  * Registers the traffic metrics on `registry`.
- *
- * @example
- * ```ts
- * const traffic = registerTrafficMetrics(registry);
- * new InboundProxy({ ..., observe: (e) => traffic.inbound(e) });
- * ```
  */
 export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
   const handshakes = new Counter({

@@ -39,12 +39,6 @@ export interface Destination {
  * The static implementation below answers from configuration. The call is async so a resolver
  * over watches can wait for its first update; it is made per new upstream connection, never per
  * byte.
- *
- * @example
- * ```ts
- * const d = await resolver.resolve('web.emojivoto.svc.cluster.local:80');
- * if (d !== undefined) dial(d.target, d.identity);
- * ```
  */
 export interface DestinationResolver {
   resolve(authority: string): Promise<Destination | undefined>;
@@ -52,11 +46,6 @@ export interface DestinationResolver {
 
 /**
  * A resolver over a fixed table (`--destination AUTHORITY=HOST:PORT@IDENTITY`).
- *
- * @example
- * ```ts
- * const resolver = new StaticDestinationResolver([parseDestination('web.emojivoto:80=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local')]);
- * ```
  */
 export class StaticDestinationResolver implements DestinationResolver {
   readonly #table: ReadonlyMap<string, Destination>;
@@ -85,11 +74,6 @@ const HOST_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 /**
  * Lower-cases an authority and adds the HTTP default port, so `Web.NS:80` and `web.ns` are one
  * key. Undefined when it is not `host[:port]` (userinfo, paths and empty hosts are refused).
- *
- * @example
- * ```ts
- * normalizeAuthority('Web.Emojivoto'); // 'web.emojivoto:80'
- * ```
  */
 export function normalizeAuthority(authority: string, defaultPort = 80): string | undefined {
   const lower = authority.trim().toLowerCase();
@@ -105,11 +89,6 @@ export function normalizeAuthority(authority: string, defaultPort = 80): string 
  * as this workload.
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the part that is wrong.
- * @example
- * ```ts
- * parseRoute('127.0.0.1:7001=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local');
- * // { listen: {host:'127.0.0.1',port:7001}, target: {host:'10.0.0.7',port:4143}, identity: 'web.emojivoto…' }
- * ```
  */
 export function parseRoute(text: string): Route {
   const { left, target, identity } = splitSpec(text, 'route', 'LISTEN_ADDR');
@@ -132,10 +111,6 @@ export function parseRoute(text: string): Route {
  * AUTHORITY is what the app puts in the Host header; the port defaults to 80.
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the part that is wrong.
- * @example
- * ```ts
- * parseDestination('web.emojivoto:80=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local');
- * ```
  */
 export function parseDestination(text: string): { authority: string } & Destination {
   const { left, target, identity } = splitSpec(text, 'destination', 'AUTHORITY');

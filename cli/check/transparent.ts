@@ -31,11 +31,6 @@ interface TransparentPods<P extends Pod = Pod> {
 
 /**
  * Sorts the pods labelled `linkerd.io/control-plane-ns=<controlPlaneNamespace>`.
- *
- * @example
- * ```ts
- * transparentPods([], 'linkerd').transparent.length; // 0
- * ```
  */
 export function transparentPods<P extends Pod>(
   pods: readonly P[],

@@ -96,12 +96,6 @@ function destinationArgs(config: InstallConfig): string[] {
 
 /**
  * The destination service's objects.
- *
- * @example
- * ```ts
- * destinationObjects(config, { runAsUser: 65532, labels }).map((o) => o.object.kind);
- * // ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Service', 'Deployment']
- * ```
  */
 export function destinationObjects(
   config: InstallConfig,

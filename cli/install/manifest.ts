@@ -78,12 +78,6 @@ interface InstallInputs {
 /**
  * Builds every object of the install, in the order they can be applied: the Namespace first,
  * the Deployment after what it refers to.
- *
- * @example
- * ```ts
- * const { config } = loadConfig('install', { argv: ['--replicas', '3'], env: {} });
- * buildInstallObjects(config, {}).map((o) => o.object.kind); // ['Namespace', 'ServiceAccount', ...]
- * ```
  */
 export function buildInstallObjects(
   config: InstallConfig,
@@ -372,11 +366,6 @@ function grpcService(
  * The cert-manager chain (trust-bundle's builders), in the order they can be applied: the
  * self-signed Issuer, the root Certificate, the CA Issuer over it, the identity issuer
  * Certificate, and with `trustManager` the Bundle that fills the anchors ConfigMap.
- *
- * @example
- * ```ts
- * certManagerChain(certManagerSettings(config, {}), false).length; // 4
- * ```
  */
 export function certManagerChain(s: CertManagerSettings, trustManager: boolean): ManifestObject[] {
   const doc = (object: KubeModel, comment: string): ManifestObject => ({
@@ -460,12 +449,6 @@ function commonLabels(image: string): Record<string, string> & {
 /**
  * The tag of an image reference when it is also a valid label value (a digest-only reference has
  * none, and then the version label is left out rather than guessed).
- *
- * @example
- * ```ts
- * imageTag('ghcr.io/meshid/meshid:v0.1.0'); // 'v0.1.0'
- * imageTag('localhost:5000/meshid@sha256:0123...'); // undefined
- * ```
  */
 export function imageTag(image: string): string | undefined {
   const withoutDigest = image.split('@')[0]!;

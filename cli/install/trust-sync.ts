@@ -180,11 +180,6 @@ function trustSyncArgs(config: InstallConfig): string[] {
 
 /**
  * The ServiceAccount, Role, RoleBinding and Deployment of the sync controller.
- *
- * @example
- * ```ts
- * trustSyncObjects(config, { runAsUser: 65532, labels }).map((o) => o.object.kind);
- * ```
  */
 export function trustSyncObjects(
   config: InstallConfig,

@@ -93,11 +93,6 @@ function webhooksContainerArgs(config: InstallConfig): string[] {
  * Every object of the webhooks, in apply order: the webhook configurations last, so that a
  * first install does not send its own Certificates and ConfigMap to a guard that is not running
  * yet.
- *
- * @example
- * ```ts
- * webhookObjects(config, { runAsUser: 65532, version: 'v0.1.0' }).map((o) => o.object.kind).at(-1); // 'ValidatingWebhookConfiguration'
- * ```
  */
 export function webhookObjects(
   config: InstallConfig,

@@ -16,11 +16,6 @@ import { watchList } from './watch-list.js';
 
 /**
  * Wraps a loaded KubeConfig as a {@link KubeClient}.
- *
- * @example
- * ```ts
- * const kube = clientNodeKubeClient(loadKubeConfig('in-cluster', process.env));
- * ```
  */
 export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
   const server = kc.getCurrentCluster()?.server ?? '(no cluster)';

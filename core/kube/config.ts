@@ -15,12 +15,6 @@ const IN_CLUSTER_KUBECONFIG = 'in-cluster';
 /**
  * Loads a KubeConfig. `env` is passed in (library code never reads process.env): in a cluster,
  * `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` locate the API server.
- *
- * @example
- * ```ts
- * const kc = loadKubeConfig('/tmp/kubeconfig.yaml', process.env);
- * const kcInPod = loadKubeConfig('in-cluster', process.env);
- * ```
  */
 export function loadKubeConfig(
   spec: string,
@@ -78,11 +72,6 @@ interface FoundKubeconfig {
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the file (or `KUBECONFIG`) and what is wrong: not
  *   loadable, no such context (with the ones there are), no current context.
- * @example
- * ```ts
- * const found = findKubeconfig({ kubeconfig: config.kubeconfig, context: config.context, env: process.env });
- * if (found !== undefined) console.log(`context ${found.context} (${found.server})`);
- * ```
  */
 export function findKubeconfig(opts: {
   readonly kubeconfig?: string | undefined;

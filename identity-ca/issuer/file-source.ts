@@ -56,11 +56,6 @@ function material([crt, key, ca]: readonly (Buffer | undefined)[]): IssuerMateri
 /**
  * Reads issuer material from a folder: `tls.crt` and `tls.key` (required) and `ca.crt` (optional).
  * Throws ERR_ISSUER_INVALID naming the file that cannot be read.
- *
- * @example
- * ```ts
- * const material = await readIssuerMaterial('/var/run/linkerd/identity/issuer');
- * ```
  */
 export async function readIssuerMaterial(dir: string): Promise<IssuerMaterial> {
   const files = issuerFiles(dir, '').slice(0, 3);

@@ -31,12 +31,6 @@ interface X509CryptoProbe {
 
 /**
  * Runs the probe at `now` (ms since the epoch, for the throwaway certificates' validity).
- *
- * @example
- * ```ts
- * const probe = await probeX509Crypto(clock.now());
- * if (config.fips && !(probe.approvedWorks && probe.nonApprovedRefused)) throw ...;
- * ```
  */
 export async function probeX509Crypto(now: number): Promise<X509CryptoProbe> {
   const approved = await attempt(async () => {

@@ -60,14 +60,6 @@ const TLS_MAX_RECORD = 16_384;
 
 /**
  * The connections of one Certify server.
- *
- * @example
- * ```ts
- * const connections = new CertifyConnections({ clock, logger, handshake: (s) => tls.emit('connection', s) });
- * net.on('connection', (s) => connections.accept(s));
- * tls.on('secureConnection', (s) => { if (connections.handshaken(s)) h2.emit('connection', s); });
- * h2.on('session', (session) => connections.session(session));
- * ```
  */
 export class CertifyConnections {
   readonly #o: CertifyConnectionsOptions;

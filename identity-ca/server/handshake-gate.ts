@@ -63,15 +63,6 @@ interface Waiting<C> {
 
 /**
  * The handshake admission of one CA process.
- *
- * @example
- * ```ts
- * const gate = new HandshakeGate({ maxHandshakes: 32, maxWaitMs: 5000, maxWaiting: 4096 }, clock, {
- *   start: (socket) => tlsServer.emit('connection', socket),
- *   refuse: (socket) => socket.destroy(),
- * });
- * gate.offer(socket); // and gate.done(socket) once its handshake has ended, either way
- * ```
  */
 export class HandshakeGate<C> {
   readonly #s: HandshakeGateSettings;
