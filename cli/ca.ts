@@ -46,7 +46,7 @@ import {
 import type { ListenerSetting } from './runtime.js';
 
 /** The worker process entry (compiled beside this file). */
-export const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
+const CA_WORKER_ENTRY = fileURLToPath(new URL('./ca-worker.js', import.meta.url));
 
 /** The CA's Kubernetes API and this instance's name, when the configuration uses the API. */
 type CaKube = { readonly api: KubeApi; readonly instance: string };
@@ -55,11 +55,6 @@ type CaKube = { readonly api: KubeApi; readonly instance: string };
  * What a Certify process is made of, as the configuration names it: the issuer source (the API
  * objects, or mounted files) and the token validator (TokenReview, the cluster JWKS, or a JWKS
  * file or URL).
- *
- * @example
- * ```ts
- * const ca = await startCertifyProcess({ ...certifyChoices(config, kube, logger, clock), config, ... });
- * ```
  */
 export function certifyChoices(
   config: CaConfig,
@@ -199,11 +194,6 @@ export function caListeners(config: CaConfig): ListenerSetting[] {
 
 /**
  * Starts the CA and logs the one "listening" line with the bound addresses.
- *
- * @example
- * ```ts
- * const ca = await startCa(config, logger);
- * ```
  */
 export async function startCa(config: CaConfig, logger: Logger): Promise<RunningCa> {
   // A state folder others could change is refused before anything is read from it.

@@ -15,7 +15,7 @@ import { Duplex } from 'node:stream';
 import type { Address } from '../core/index.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-export const DEMO_GRPC_PATH = '/meshid.demo.Web/Hello';
+const DEMO_GRPC_PATH = '/meshid.demo.Web/Hello';
 
 /** What web saw of one call. */
 export interface WebCall {

@@ -12,7 +12,7 @@ import {
   loadConfig,
   MeshidError,
   meshTlsSettings,
-  openKubeClient,
+  openKubeconfig,
   startAdminServer,
   systemClock,
   systemRandom,
@@ -32,7 +32,7 @@ import {
 } from './runtime.js';
 
 /** A running destination service. */
-export interface RunningDestination {
+interface RunningDestination {
   readonly address: Address;
   readonly admin: Address;
   readonly index: EndpointIndex;
@@ -49,11 +49,6 @@ function firstCertificate(identity: IdentityClient): Promise<WorkloadCertificate
 /**
  * Starts the destination service. `kube` is the Kubernetes client (default: opened from
  * `config.kubeconfig`).
- *
- * @example
- * ```ts
- * const running = await startDestination(config, logger);
- * ```
  */
 export async function startDestination(
   config: DestinationConfig,
@@ -122,8 +117,7 @@ export async function startDestination(
   const stopWatching = new AbortController();
   let client = kube;
   if (client === undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    client = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    client = await openKubeconfig(config.kubeconfig, process.env);
   }
   const following = followCluster(client, index, {
     signal: stopWatching.signal,

@@ -32,11 +32,6 @@ const USAGE: Partial<Record<CommandName, string>> = {
 
 /**
  * The `--help` text of one command.
- *
- * @example
- * ```ts
- * process.stdout.write(commandHelp('ca', 'run the identity CA'));
- * ```
  */
 export function commandHelp(command: CommandName, summary: string): string {
   const lines = describeSettings(command).map((s) => {

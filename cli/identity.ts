@@ -15,7 +15,7 @@ import {
   isPostQuantumGroup,
   loadConfig,
   localStateInputs,
-  openKubeClient,
+  openKubeconfig,
   parseCertificates,
   reachAnchor,
   readIdentityReport,
@@ -28,7 +28,7 @@ import { styles, useColor } from './term.js';
 import { startCrypto } from './runtime.js';
 
 /** One certificate as `meshid identity` describes it (the JSON output's `certificates[]`). */
-export interface CertificateView {
+interface CertificateView {
   readonly subject: string;
   readonly issuer: string;
   readonly dnsNames: readonly string[];
@@ -45,7 +45,7 @@ export interface CertificateView {
 }
 
 /** The JSON output. */
-export interface IdentityView {
+interface IdentityView {
   readonly source: string;
   readonly certificates: readonly CertificateView[];
   readonly anchors: { readonly source: string; readonly count: number } | null;
@@ -59,7 +59,7 @@ export interface IdentityView {
 }
 
 /** Describes one certificate at `now`. */
-export function describeCertificate(c: ParsedCertificate, now: number): CertificateView {
+function describeCertificate(c: ParsedCertificate, now: number): CertificateView {
   const san = subjectAltNames(c.x509);
   const v = validity(c.x509);
   return {
@@ -85,7 +85,7 @@ export function describeCertificate(c: ParsedCertificate, now: number): Certific
 }
 
 /** Splits the optional leading FILE argument from the flags. */
-export function splitFileArgument(argv: readonly string[]): { file?: string; rest: string[] } {
+function splitFileArgument(argv: readonly string[]): { file?: string; rest: string[] } {
   const settings = COMMAND_SETTINGS.identity as Record<string, { kind: string }>;
   const takesValue = new Set(
     Object.entries(settings)
@@ -172,8 +172,7 @@ async function loadTarget(
 }
 
 async function kubeClient(config: IdentityConfig): Promise<KubeClient> {
-  const { loadKubeConfig } = await import('../core/kube/config.js');
-  return openKubeClient(loadKubeConfig(config.kubeconfig!, process.env));
+  return openKubeconfig(config.kubeconfig!, process.env);
 }
 
 async function loadAnchors(
@@ -205,7 +204,7 @@ async function loadAnchors(
 }
 
 /** Builds the view of a configuration's certificate. */
-export async function inspectIdentity(config: IdentityConfig, now: number): Promise<IdentityView> {
+async function inspectIdentity(config: IdentityConfig, now: number): Promise<IdentityView> {
   const target = await loadTarget(config);
   let chain: ParsedCertificate[];
   try {
@@ -256,7 +255,7 @@ export async function runIdentity(argv: string[]): Promise<number> {
 }
 
 /** The text output. */
-export function renderIdentity(view: IdentityView, color: boolean): string {
+function renderIdentity(view: IdentityView, color: boolean): string {
   const s = styles(color);
   const lines: string[] = [s.bold(`meshid identity: ${view.source}`)];
   view.certificates.forEach((c, i) => {

@@ -27,7 +27,7 @@ export const LOCAL_ROOT_LIFETIME_MS = 3650 * DAY;
 export const LOCAL_ISSUER_LIFETIME_MS = 365 * DAY;
 
 /** The files init writes, relative to the state folder. */
-export const LOCAL_STATE_FILES = [
+const LOCAL_STATE_FILES = [
   'trust-anchors.pem',
   'issuer/tls.crt',
   'issuer/tls.key',
@@ -40,11 +40,6 @@ export const LOCAL_STATE_FILES = [
 /**
  * Writes fresh local material into `dir`; refuses to overwrite unless `force`, and refuses a
  * folder others could change (cli/state-dir.ts), before writing anything.
- *
- * @example
- * ```ts
- * await initLocalState({ dir: '.meshid', force: false, trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' });
- * ```
  */
 export async function initLocalState(opts: {
   dir: string;

@@ -17,7 +17,7 @@ import { buildInstallObjects } from './install/manifest.js';
 import { manifestYaml } from './install/yaml.js';
 
 /** Where `renderInstall` gets its inputs; tests pass their own. */
-export interface InstallSources extends ConfigSources {
+interface InstallSources extends ConfigSources {
   /** Milliseconds since the epoch: the anchors must not all have expired by then. */
   readonly now: number;
 }
@@ -26,11 +26,6 @@ export interface InstallSources extends ConfigSources {
  * Loads the install settings, validates the trust anchors (when given) and returns the install
  * as a multi-document YAML string. Throws a MeshidError (ERR_CONFIG_INVALID,
  * ERR_ANCHORS_INVALID) instead of returning anything partial.
- *
- * @example
- * ```ts
- * const yaml = renderInstall({ argv: ['--replicas', '3'], env: process.env, now: Date.now() });
- * ```
  */
 export function renderInstall(sources: InstallSources): string {
   const { config } = loadConfig('install', sources);
@@ -73,7 +68,7 @@ function readTrustAnchors(
  * Image references the project has published. None yet: the default reference is where releases
  * will go, so an install that relies on it would render pods that can never pull.
  */
-export const PUBLISHED_IMAGES: readonly string[] = [];
+const PUBLISHED_IMAGES: readonly string[] = [];
 
 /**
  * The image an install renders, and what to tell the user about it (one line for stderr).
@@ -82,7 +77,7 @@ export const PUBLISHED_IMAGES: readonly string[] = [];
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming `--image` and how to build and push one.
  */
-export function installImage(
+function installImage(
   config: Pick<InstallConfig, 'image' | 'controlPlaneNamespace' | 'webhooks'>,
   given: ReadonlySet<string>,
 ): string {

@@ -3,7 +3,7 @@
  */
 import { hostname } from 'node:os';
 import type { CaConfig, Logger } from '../core/index.js';
-import { openKubeClient } from '../core/index.js';
+import { openKubeconfig } from '../core/index.js';
 import { caRequirements, checkPermissions, describeAccess } from '../identity-ca/index.js';
 import type { KubeApi } from '../identity-ca/index.js';
 
@@ -12,9 +12,7 @@ export async function caKube(
   config: CaConfig,
 ): Promise<{ api: KubeApi; instance: string } | undefined> {
   if (config.kubeconfig === undefined) return undefined;
-  // Loaded only here: a CA on files never pays for the Kubernetes client.
-  const { loadKubeConfig } = await import('../core/kube/config.js');
-  const api = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+  const api = await openKubeconfig(config.kubeconfig, process.env);
   // In a pod the hostname is the pod name, which is what `reportingInstance` should say.
   return { api, instance: process.env['POD_NAME'] ?? hostname() };
 }

@@ -40,13 +40,8 @@ const NAMING = {
 
 /**
  * Calls the CA once for a workload and checks the answer; resolves with a one-line summary.
- *
- * @example
- * ```ts
- * const line = await selfCheck(ca, config.dir, { ns: 'default', sa: 'web' });
- * ```
  */
-export async function selfCheck(
+async function selfCheck(
   ca: RunningCa,
   dir: string,
   who: { ns: string; sa: string },

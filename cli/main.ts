@@ -123,11 +123,6 @@ function help(name: CommandName): number {
 
 /**
  * Runs the CLI; resolves with the process exit code.
- *
- * @example
- * ```ts
- * process.exitCode = await main(process.argv.slice(2));
- * ```
  */
 export async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;

@@ -8,7 +8,7 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 
 /** A process found holding a listening socket. */
-export interface PortOwner {
+interface PortOwner {
   readonly pid: number;
   /** Its command line, arguments joined by spaces and shortened. */
   readonly command: string;
@@ -19,11 +19,6 @@ const MAX_COMMAND = 120;
 
 /**
  * The inodes of the sockets listening on `port` in one /proc/net/tcp{,6} table's text.
- *
- * @example
- * ```ts
- * listeningInodes(await readFile('/proc/net/tcp', 'utf8'), 8080); // ['123456']
- * ```
  */
 export function listeningInodes(table: string, port: number): string[] {
   const wanted = port.toString(16).toUpperCase().padStart(4, '0');
@@ -41,11 +36,6 @@ export function listeningInodes(table: string, port: number): string[] {
 /**
  * The process listening on TCP `port` of this host's network namespace, or undefined when it
  * cannot be told.
- *
- * @example
- * ```ts
- * await findPortOwner(8080); // { pid: 4242, command: 'node bin/meshid.js local' }
- * ```
  */
 export async function findPortOwner(port: number, proc = '/proc'): Promise<PortOwner | undefined> {
   try {

@@ -31,7 +31,7 @@ import type {
 } from '../proxy/index.js';
 
 /** What the rest of the proxy gives the transparent inbound. */
-export type TransparentInboundDeps = Pick<
+type TransparentInboundDeps = Pick<
   InboundOptions,
   'certificate' | 'anchorsPem' | 'observe' | 'tls'
 > & {
@@ -55,11 +55,6 @@ function portPolicies(entries: readonly string[]): ReadonlyMap<number, InboundPo
 /**
  * Who the inbound lets in, from the proxy's allow settings: one reading for the explicit inbound
  * and for the transparent one, so the two can never admit different peers.
- *
- * @example
- * ```ts
- * new InboundPolicy({ ...inboundPolicyLists(config), allowUnauthenticated: false });
- * ```
  */
 export function inboundPolicyLists(
   config: ProxyConfig,
@@ -138,7 +133,7 @@ export async function startTransparentInbound(
 }
 
 /** What the rest of the proxy gives the transparent outbound. */
-export interface TransparentOutboundDeps {
+interface TransparentOutboundDeps {
   readonly certificate: () => ClientCertificate | undefined;
   readonly anchorsPem: () => string;
   readonly tls: MeshTlsSettings;

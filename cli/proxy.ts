@@ -59,7 +59,7 @@ const SHUTDOWN_GRACE_MS = 5000;
 const SHUTDOWN_SLACK_MS = 1500;
 
 /** A running proxy. */
-export interface RunningProxy {
+interface RunningProxy {
   readonly admin: Address;
   readonly inbound?: Address;
   readonly outbound: readonly Address[];
@@ -113,11 +113,6 @@ export function certifyThroughCa(
 
 /**
  * The proxy's identity: a token and the CA (Certify), or the kubelet's pod certificate file.
- *
- * @example
- * ```ts
- * const { identity } = await openIdentity(config, anchors, logger, () => undefined);
- * ```
  */
 async function openIdentity(
   config: ProxyConfig,
@@ -158,11 +153,6 @@ async function openIdentity(
 
 /**
  * Starts the proxy's parts.
- *
- * @example
- * ```ts
- * const proxy = await startProxy(config, logger);
- * ```
  */
 export async function startProxy(config: ProxyConfig, logger: Logger): Promise<RunningProxy> {
   const clock = systemClock;

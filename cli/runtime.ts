@@ -27,7 +27,7 @@ import type * as Tls from 'node:tls';
 import { findPortOwner } from './port-owner.js';
 
 /** The log settings every command has. */
-export interface LogSettings {
+interface LogSettings {
   readonly logLevel: LogLevel;
   readonly logFormat: 'auto' | LogFormat;
 }

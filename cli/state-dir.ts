@@ -88,11 +88,6 @@ async function walk(
  * Checks the state folder as described above; with `create`, makes it (0700) when it does not
  * exist. Resolves when it is safe; rejects with ERR_LOCAL_STATE naming the path and the fix. A
  * folder that does not exist (without `create`) passes: reading it then fails on its own.
- *
- * @example
- * ```ts
- * await checkStateDir('.meshid', { create: true }); // before meshid init writes into it
- * ```
  */
 export async function checkStateDir(dir: string, opts: { create?: boolean } = {}): Promise<void> {
   if (opts.create === true) await mkdir(dir, { recursive: true, mode: 0o700 });

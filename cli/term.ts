@@ -6,7 +6,7 @@
 import type { Writable } from 'node:stream';
 
 /** A stream that may be a terminal. */
-export type MaybeTty = Writable & { isTTY?: boolean };
+type MaybeTty = Writable & { isTTY?: boolean };
 
 /**
  * True when colour should be used on `stream` (https://no-color.org: NO_COLOR set to anything

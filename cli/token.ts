@@ -9,11 +9,6 @@ import { startCrypto } from './runtime.js';
 
 /**
  * Mints a development token from the key in a local state folder.
- *
- * @example
- * ```ts
- * const jwt = await localToken({ dir: '.meshid', ns: 'default', sa: 'web', ttl: 3_600_000, audience: 'identity.l5d.io' });
- * ```
  */
 export async function localToken(opts: {
   dir: string;

@@ -3,7 +3,7 @@
  * anchors ConfigMap and cert-manager, and the sync controller. Loaded only when a kubeconfig is
  * given, so the local commands never load the Kubernetes client.
  */
-import { caIdentityName, kindNotServed, openKubeClient, parseAddress } from '../core/index.js';
+import { caIdentityName, kindNotServed, openKubeconfig, parseAddress } from '../core/index.js';
 import type { TrustConfig } from '../core/index.js';
 import {
   AnchorsCopyController,
@@ -56,11 +56,6 @@ const CA_GRPC_PORT = 8080;
 
 /**
  * The CA replicas named by `--ca-address`.
- *
- * @example
- * ```ts
- * caAddressObserver(config).description; // '1 CA address(es)'
- * ```
  */
 export function caAddressObserver(config: TrustConfig): CaObserver {
   return tlsCaObserver(
@@ -71,11 +66,6 @@ export function caAddressObserver(config: TrustConfig): CaObserver {
 
 /**
  * The trust objects' names from `meshid trust` settings.
- *
- * @example
- * ```ts
- * kubeTrustSettings(config).trustAnchorsConfigMap; // 'linkerd-identity-trust-roots'
- * ```
  */
 export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
   return {
@@ -95,8 +85,7 @@ export function kubeTrustSettings(config: TrustConfig): KubeTrustSettings {
 }
 
 async function openApi(config: TrustConfig): Promise<TrustKubeApi> {
-  const { loadKubeConfig } = await import('../core/kube/config.js');
-  return trustKubeApi(await openKubeClient(loadKubeConfig(config.kubeconfig!, process.env)));
+  return trustKubeApi(await openKubeconfig(config.kubeconfig!, process.env));
 }
 
 function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
@@ -108,13 +97,8 @@ function observerOf(config: TrustConfig, api: TrustKubeApi): ProxyObserver {
 /**
  * The controller of the anchors' copies in meshed namespaces; none with `--trust-manager`, whose
  * Bundle targets are the copies then.
- *
- * @example
- * ```ts
- * await anchorsCopies(config, api, options)?.converge();
- * ```
  */
-export function anchorsCopies(
+function anchorsCopies(
   config: TrustConfig,
   api: TrustKubeApi,
   options: Pick<RotationOptions, 'logger'>,
@@ -135,11 +119,6 @@ export function anchorsCopies(
  * The controller of the anchors' ClusterTrustBundles; none with `clusterTrustBundles: off`, or in
  * `auto` mode when the API server does not serve certificates.k8s.io/v1beta1 ClusterTrustBundles
  * (beta, off by default before Kubernetes 1.37).
- *
- * @example
- * ```ts
- * await (await clusterTrustBundles(config, api, options))?.converge();
- * ```
  */
 export async function clusterTrustBundles(
   config: TrustConfig,
@@ -184,11 +163,6 @@ async function clusterTrustBundlesUnserved(api: TrustKubeApi): Promise<string | 
 
 /**
  * The rotation controller on the cluster of `--kubeconfig`.
- *
- * @example
- * ```ts
- * const { controller } = await openKubeRotation(config, options);
- * ```
  */
 export async function openKubeRotation(
   config: TrustConfig,
@@ -225,11 +199,6 @@ export async function openKubeRotation(
 /**
  * `meshid trust sync`: keeps the anchors ConfigMap right and drives rotations, every `interval`
  * until stopped (or once with `--once`).
- *
- * @example
- * ```ts
- * await runSync(config, options, signal);
- * ```
  */
 export async function runSync(
   config: TrustConfig,

@@ -55,18 +55,13 @@ const USAGE = `${TRUST_USAGE}'meshid trust --help' lists the settings.
 `;
 
 /** Output of a subcommand: what to print, and the exit code. */
-export interface TrustOutput {
+interface TrustOutput {
   readonly stdout: string;
   readonly code: number;
 }
 
 /**
  * `meshid trust validate FILE`: parses the bundle with every anchor check and summarises it.
- *
- * @example
- * ```ts
- * const out = await validateBundleFile('ca-bundle.crt', config, Date.now());
- * ```
  */
 export async function validateBundleFile(
   file: string,
@@ -132,11 +127,6 @@ export async function validateBundleFile(
 /**
  * `meshid trust manifests`: the cert-manager chain (and the trust-manager Bundle with
  * --trust-manager) as YAML, the same objects `meshid install --cert-manager` renders.
- *
- * @example
- * ```ts
- * renderTrustManifests(loadConfig('trust', { argv: ['--trust-manager'], env: {} }).config);
- * ```
  */
 export function renderTrustManifests(config: TrustConfig): string {
   return manifestYaml(
@@ -258,13 +248,8 @@ function rotationOptions(config: TrustConfig, logger: Logger, clock: Clock): Rot
 /**
  * Builds the rotation controller of `--dir` (local files) or `--kubeconfig` (the API and
  * cert-manager).
- *
- * @example
- * ```ts
- * const { controller, close } = await openRotation(config, logger);
- * ```
  */
-export async function openRotation(
+async function openRotation(
   config: TrustConfig,
   logger: Logger,
   clock: Clock = systemClock,
@@ -312,13 +297,8 @@ export async function openRotation(
 
 /**
  * `meshid trust rotate|status|pause|resume|rollback`. `print` receives progress as it happens.
- *
- * @example
- * ```ts
- * await runRotationCommand('status', config, (t) => process.stdout.write(t));
- * ```
  */
-export async function runRotationCommand(
+async function runRotationCommand(
   sub: 'rotate' | 'status' | 'pause' | 'resume' | 'rollback',
   config: TrustConfig,
   print: (text: string) => void,

@@ -9,14 +9,14 @@ import {
   cryptoStatus,
   formatAddress,
   loadConfig,
-  openKubeClient,
+  openKubeconfig,
   versionInfo,
 } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
 import { startCrypto } from './runtime.js';
 
 /** The JSON output. */
-export interface VersionView {
+interface VersionView {
   readonly client: VersionInfo & {
     /** A FIPS provider serves this process's crypto (core/fips.ts). */
     readonly fips: boolean;
@@ -32,7 +32,7 @@ export interface VersionView {
 }
 
 /** Gathers what `meshid version` prints. */
-export async function gatherVersions(config: VersionConfig): Promise<VersionView> {
+async function gatherVersions(config: VersionConfig): Promise<VersionView> {
   const crypto = cryptoStatus();
   const client = { ...versionInfo(), fips: crypto.fipsProviderActive, fipsDetail: crypto.detail };
   let server: VersionView['server'] = null;
@@ -55,8 +55,7 @@ export async function gatherVersions(config: VersionConfig): Promise<VersionView
   }
   let installed: VersionView['installed'] = null;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+    const kube = await openKubeconfig(config.kubeconfig, process.env);
     try {
       const d = await kube.get('apps/v1', 'Deployment', config.namespace, 'linkerd-identity');
       const spec = d?.['spec'] as

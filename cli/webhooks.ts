@@ -10,7 +10,7 @@ import {
   caIdentityName,
   formatAddress,
   loadConfig,
-  openKubeClient,
+  openKubeconfig,
   parseAddress,
   peerChain,
   systemClock,
@@ -36,30 +36,18 @@ import {
 const GUARD_CA_TIMEOUT_MS = 3_000;
 
 /** A running webhooks server. */
-export interface RunningWebhooks {
+interface RunningWebhooks {
   readonly address: Address;
   close(): Promise<void>;
 }
 
 /**
  * Starts the webhooks' server.
- *
- * @example
- * ```ts
- * const running = await startWebhooks(config, logger);
- * ```
  */
-export async function startWebhooks(
-  config: WebhooksConfig,
-  logger: Logger,
-): Promise<RunningWebhooks> {
+async function startWebhooks(config: WebhooksConfig, logger: Logger): Promise<RunningWebhooks> {
   let kube: WebhookKube | undefined;
   if (config.kubeconfig !== undefined) {
-    const { loadKubeConfig } = await import('../core/kube/config.js');
-    kube = webhookKube(
-      await openKubeClient(loadKubeConfig(config.kubeconfig, process.env)),
-      systemClock,
-    );
+    kube = webhookKube(await openKubeconfig(config.kubeconfig, process.env), systemClock);
   } else {
     logger.warn('no kubeconfig: namespace annotations are not read (only pods opt in)');
   }

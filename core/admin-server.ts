@@ -20,13 +20,13 @@ export interface Readiness {
 }
 
 /** An admin route's answer. */
-export interface AdminResponse {
+interface AdminResponse {
   readonly status: number;
   readonly contentType: string;
   readonly body: string;
 }
 
-export interface AdminServerOptions {
+interface AdminServerOptions {
   readonly logger: Logger;
   readonly metrics: () => Promise<{ contentType: string; body: string }>;
   readonly readiness: () => Readiness | Promise<Readiness>;

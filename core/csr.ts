@@ -103,7 +103,7 @@ const ECDSA_HASH: ReadonlyMap<string, string> = new Map([
 ]);
 
 /** A subjectPublicKeyInfo taken apart. */
-export interface SpkiInfo {
+interface SpkiInfo {
   readonly algorithm: 'EC' | 'RSA' | 'Ed25519' | 'other';
   /** The algorithm's dotted OID, e.g. '1.2.840.10045.2.1'. */
   readonly algorithmOid: string;

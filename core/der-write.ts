@@ -7,11 +7,6 @@ import { DerError, DerTag } from './der.js';
 
 /**
  * The DER length octets for `n`.
- *
- * @example
- * ```ts
- * encodeLength(200); // Uint8Array [0x81, 0xc8]
- * ```
  */
 export function encodeLength(n: number): Uint8Array {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {

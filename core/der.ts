@@ -95,11 +95,6 @@ function tagName(tag: number): string {
  * Reads one TLV starting at `offset` of `buf`, which may be followed by more data.
  * Rejects high-tag-number form, indefinite lengths, non-minimal lengths and lengths that run
  * past the end of `buf`. `what` names the thing being read, for the error message.
- *
- * @example
- * ```ts
- * const el = readElement(Uint8Array.of(0x02, 0x01, 0x05, 0xff), 0); // el.end === 3
- * ```
  */
 export function readElement(buf: Uint8Array, offset: number, what = 'element'): DerElement {
   const avail = buf.length - offset;
@@ -293,11 +288,6 @@ export class DerReader {
 
 /**
  * All elements in the contents of a constructed element, in order (for SEQUENCE OF / SET OF).
- *
- * @example
- * ```ts
- * for (const rdn of readAll(name.contents, 'Name')) { ... }
- * ```
  */
 export function readAll(contents: Uint8Array, what = 'structure'): DerElement[] {
   const out: DerElement[] = [];
@@ -326,11 +316,6 @@ export function integerContents(el: DerElement, what = 'INTEGER'): Uint8Array {
 
 /**
  * Reads a small non-negative INTEGER (up to 2^31 - 1) as a number, e.g. a version field.
- *
- * @example
- * ```ts
- * readSmallInteger(r.next(DerTag.INTEGER)); // 0 for a PKCS#10 version
- * ```
  */
 export function readSmallInteger(el: DerElement, what = 'INTEGER'): number {
   const c = integerContents(el, what);
@@ -343,11 +328,6 @@ export function readSmallInteger(el: DerElement, what = 'INTEGER'): number {
 
 /**
  * Reads a BOOLEAN; DER allows only 0x00 and 0xff.
- *
- * @example
- * ```ts
- * readBoolean(decodeDer(Uint8Array.of(0x01, 0x01, 0xff))); // true
- * ```
  */
 export function readBoolean(el: DerElement, what = 'BOOLEAN'): boolean {
   if (el.tag !== DerTag.BOOLEAN) throw new DerError(`${what} is not a BOOLEAN`);
@@ -359,18 +339,13 @@ export function readBoolean(el: DerElement, what = 'BOOLEAN'): boolean {
 }
 
 /** A decoded BIT STRING: the bytes and how many bits of the last byte are padding. */
-export interface BitString {
+interface BitString {
   readonly unusedBits: number;
   readonly bytes: Uint8Array;
 }
 
 /**
  * Reads a BIT STRING, enforcing DER: at most 7 unused bits, none when empty, and padding bits zero.
- *
- * @example
- * ```ts
- * const { bytes } = readBitString(r.next(DerTag.BIT_STRING, 'signature'));
- * ```
  */
 export function readBitString(el: DerElement, what = 'BIT STRING'): BitString {
   if (el.tag !== DerTag.BIT_STRING) throw new DerError(`${what} is not a BIT STRING`);
@@ -389,11 +364,6 @@ export function readBitString(el: DerElement, what = 'BIT STRING'): BitString {
 
 /**
  * Reads a BIT STRING that must be a whole number of bytes (keys and signatures).
- *
- * @example
- * ```ts
- * const point = readOctetAlignedBitString(r.next(DerTag.BIT_STRING), 'subjectPublicKey');
- * ```
  */
 export function readOctetAlignedBitString(el: DerElement, what = 'BIT STRING'): Uint8Array {
   const bs = readBitString(el, what);
@@ -418,11 +388,6 @@ export function readOctetString(el: DerElement, what = 'OCTET STRING'): Uint8Arr
  * The dotted form of OBJECT IDENTIFIER contents. Rejects empty contents, non-minimal
  * sub-identifiers (a leading 0x80 byte) and a final sub-identifier cut short. Sub-identifiers
  * beyond 2^53 (UUID arcs under 2.25) are decoded exactly with BigInt.
- *
- * @example
- * ```ts
- * oidToString(Uint8Array.of(0x55, 0x1d, 0x11)); // '2.5.29.17'
- * ```
  */
 export function oidToString(contents: Uint8Array, what = 'OBJECT IDENTIFIER'): string {
   const n = contents.length;
@@ -502,11 +467,6 @@ const isPrintable = (b: number): boolean => b < 0x80 && PRINTABLE[b] === 1;
  * Decodes any of the ASN.1 character string types found in X.509 names and GeneralNames,
  * checking each type's character set (UTF8String must be valid UTF-8, IA5String ASCII, ...).
  * TeletexString is read as Latin-1, as most X.509 stacks do in practice.
- *
- * @example
- * ```ts
- * readString(r.next(undefined, 'value')); // 'web.emojivoto.serviceaccount.identity...'
- * ```
  */
 export function readString(el: DerElement, what = 'string'): string {
   const c = el.contents;
@@ -555,11 +515,6 @@ export function readString(el: DerElement, what = 'string'): string {
 /**
  * Decodes IA5String contents (used by the implicitly tagged dNSName, rfc822Name and URI
  * GeneralNames, whose tag is the context tag, not 0x16).
- *
- * @example
- * ```ts
- * ia5ToString(el.contents, 'dNSName');
- * ```
  */
 export function ia5ToString(contents: Uint8Array, what = 'IA5String'): string {
   return ascii(contents, what, isIa5, 'IA5String');

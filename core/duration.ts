@@ -6,11 +6,6 @@ const PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
 
 /**
  * Parses a duration string into milliseconds, or returns undefined when it is not one.
- *
- * @example
- * ```ts
- * parseDuration('1h30m'); // 5_400_000
- * ```
  */
 export function parseDuration(text: string): number | undefined {
   if (text.length === 0) return undefined;

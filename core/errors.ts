@@ -25,10 +25,10 @@ export const GrpcStatus = {
   DATA_LOSS: 15,
   UNAUTHENTICATED: 16,
 } as const;
-export type GrpcStatusName = keyof typeof GrpcStatus;
+type GrpcStatusName = keyof typeof GrpcStatus;
 
 /** What each error code means on the wire. */
-export interface ErrorCodeInfo {
+interface ErrorCodeInfo {
   readonly grpc: GrpcStatusName;
   readonly http: number;
   readonly retryable: boolean;

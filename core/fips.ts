@@ -226,7 +226,7 @@ export function meshTlsSettings(
 }
 
 /** The smallest RSA modulus the FIPS policy accepts, in bits. */
-export const FIPS_MIN_RSA_BITS = 2048;
+const FIPS_MIN_RSA_BITS = 2048;
 
 const SIGNATURE_NAMES: ReadonlyMap<string, string> = new Map([
   [X509Oid.ecdsaWithSha256, 'ECDSA with SHA-256'],

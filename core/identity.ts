@@ -48,11 +48,6 @@ export function isDns1123Subdomain(s: string): boolean {
 
 /**
  * Checks the naming settings; returns a list of problems (empty when valid).
- *
- * @example
- * ```ts
- * namingProblems({ trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' }); // []
- * ```
  */
 export function namingProblems(naming: IdentityNaming): string[] {
   const problems: string[] = [];

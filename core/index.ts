@@ -203,7 +203,7 @@ export type {
 } from './kube/api.js';
 export { backoffDelay, watchList } from './kube/watch-list.js';
 export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/watch-list.js';
-export { openKubeClient } from './kube/open.js';
+export { openKubeClient, openKubeconfig } from './kube/open.js';
 export {
   INBOUND_POLICIES,
   MAX_PORT_POLICIES,

@@ -6,11 +6,6 @@
  * RFC 5952 text of a 16-byte IPv6 address: lower-case hex without leading zeros, the longest run
  * of two or more zero groups (the first on a tie) as `::` (§4). An IPv4-mapped address is left
  * in hex here: the destination API keys endpoints by this text; a certificate's IP SAN dots it.
- *
- * @example
- * ```ts
- * formatIpv6(Buffer.from('fd000000000000000000000000000001', 'hex')); // 'fd00::1'
- * ```
  */
 export function formatIpv6(b: Uint8Array): string {
   const groups: number[] = [];

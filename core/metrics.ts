@@ -28,13 +28,8 @@ export function createRegistry(opts: { processMetrics?: boolean } = {}): Registr
  * `fips_enabled`: 1 when this process's crypto runs on a FIPS provider (measured at each scrape,
  * see core/fips.ts), else 0. Across the CA's worker processes the lowest value is reported, so 1
  * means every worker is in FIPS mode.
- *
- * @example
- * ```ts
- * registerFipsMetric(registry); // fips_enabled 0|1
- * ```
  */
-export function registerFipsMetric(registry: Registry): void {
+function registerFipsMetric(registry: Registry): void {
   new Gauge({
     name: 'fips_enabled',
     help: 'Whether all crypto of this process runs on a FIPS provider (meshid FIPS mode): 1 or 0',

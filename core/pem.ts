@@ -10,7 +10,7 @@
  */
 
 /** One decoded PEM block. */
-export interface PemBlock {
+interface PemBlock {
   /** The label between `BEGIN ` and `-----`, e.g. `CERTIFICATE` or `EC PRIVATE KEY`. */
   readonly label: string;
   /** The decoded body. */

@@ -20,13 +20,13 @@ import type { Random } from './clock.js';
 import { toPem } from './pem.js';
 
 /** Key algorithms a generated CA can have. Only `ecdsa-p256` is usable as a meshid issuer. */
-export type CaKeyAlgorithm = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048';
+type CaKeyAlgorithm = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048';
 
 /** Key usage bits a generated CA can carry. */
-export type CaKeyUsage = 'digitalSignature' | 'keyCertSign' | 'cRLSign';
+type CaKeyUsage = 'digitalSignature' | 'keyCertSign' | 'cRLSign';
 
 /** Extended key usages a generated CA can carry (none by default, as cert-manager's CAs). */
-export type CaExtendedKeyUsage = 'serverAuth' | 'clientAuth' | 'codeSigning';
+type CaExtendedKeyUsage = 'serverAuth' | 'clientAuth' | 'codeSigning';
 
 /** Options shared by root and intermediate CAs. */
 export interface CaOptions {
@@ -63,16 +63,16 @@ export interface CaOptions {
 }
 
 /** Options of {@link createRootCa}: a self-signed CA. */
-export type RootCaOptions = CaOptions;
+type RootCaOptions = CaOptions;
 
 /** The parts of a CA needed to sign with it. */
-export interface CaSigner {
+interface CaSigner {
   readonly certificateDer: Uint8Array;
   readonly privateKey: KeyObject;
 }
 
 /** Options of {@link createIntermediateCa}: a CA signed by `issuer`. */
-export interface IntermediateCaOptions extends CaOptions {
+interface IntermediateCaOptions extends CaOptions {
   /** The CA that signs the new certificate. */
   readonly issuer: CaSigner;
 }
@@ -95,16 +95,6 @@ const crypto: WebCrypto.Crypto = webcrypto;
 /**
  * Creates a self-signed CA certificate (a trust anchor): ECDSA P-256 unless told otherwise,
  * SKI, keyUsage keyCertSign + cRLSign, critical basicConstraints cA, a random positive serial.
- *
- * @example
- * ```ts
- * const root = await createRootCa({
- *   commonName: 'root.linkerd.cluster.local',
- *   notBefore: clock.now(),
- *   notAfter: clock.now() + 365 * 86_400_000,
- * });
- * await writeFile('ca-bundle.crt', root.certificatePem);
- * ```
  */
 export async function createRootCa(options: RootCaOptions): Promise<GeneratedCa> {
   const keys = await subjectKeys(options);
@@ -114,17 +104,6 @@ export async function createRootCa(options: RootCaOptions): Promise<GeneratedCa>
 /**
  * Creates a CA certificate signed by another CA (an issuer or an intermediate), with an AKI that
  * names the signer's key.
- *
- * @example
- * ```ts
- * const issuer = await createIntermediateCa({
- *   issuer: root,
- *   commonName: 'identity.linkerd.cluster.local',
- *   notBefore: clock.now(),
- *   notAfter: clock.now() + 48 * 3_600_000,
- *   pathLength: 0,
- * });
- * ```
  */
 export async function createIntermediateCa(options: IntermediateCaOptions): Promise<GeneratedCa> {
   const keys = await subjectKeys(options);

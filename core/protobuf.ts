@@ -18,12 +18,6 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /**
  * Reads one message. Every failure is an ERR_REQUEST_INVALID naming `what` ("CertifyRequest is
  * not valid protobuf: truncated varint").
- *
- * @example
- * ```ts
- * const r = new ProtoReader(bytes, 'GetDestination');
- * while (!r.done) { const { field, wireType } = r.tag(); ... }
- * ```
  */
 export class ProtoReader {
   pos = 0;
@@ -138,13 +132,6 @@ export class ProtoReader {
 /**
  * Writes one message, field by field in the order called (protobuf's canonical order is by
  * field number: call in that order). Nested messages are written to their own writer first.
- *
- * @example
- * ```ts
- * const w = new ProtoWriter();
- * w.string(1, 'k8s').string(2, 'web.emojivoto.svc.cluster.local:80');
- * const bytes = w.finish();
- * ```
  */
 export class ProtoWriter {
   readonly #parts: Uint8Array[] = [];

@@ -24,7 +24,7 @@ export const TLS_GROUPS_MODES = ['hybrid-preferred', 'hybrid-required', 'classic
 export type TlsGroupsMode = (typeof TLS_GROUPS_MODES)[number];
 
 /** The post-quantum hybrid group meshid prefers (ML-KEM-768 with X25519, IANA 0x11EC). */
-export const HYBRID_GROUP = 'X25519MLKEM768';
+const HYBRID_GROUP = 'X25519MLKEM768';
 
 /**
  * OpenSSL group lists (`ecdhCurve`) per mode. In `hybrid-preferred` the `/` ends the first
@@ -179,7 +179,7 @@ export function negotiatedAlgorithms(socket: TLSSocket): TlsAlgorithms {
 }
 
 /** The key-exchange group of a finished handshake, or undefined when it cannot be told. */
-export function negotiatedGroup(socket: TLSSocket): string | undefined {
+function negotiatedGroup(socket: TLSSocket): string | undefined {
   const info = socket.getEphemeralKeyInfo() as { name?: string } | null;
   if (info !== null && typeof info.name === 'string' && info.name !== '') {
     return CURVE_ALIASES.get(info.name) ?? info.name;

@@ -21,13 +21,8 @@ let cached: string | undefined;
 /**
  * meshid's version, read once from the package.json above this module (the same file from the
  * sources and from `dist/`).
- *
- * @example
- * ```ts
- * meshidVersion(); // '0.1.0'
- * ```
  */
-export function meshidVersion(): string {
+function meshidVersion(): string {
   if (cached !== undefined) return cached;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {

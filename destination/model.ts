@@ -21,10 +21,10 @@ export const INBOUND_PORT_NAMES: readonly string[] = Object.freeze([
 ]);
 
 /** The label of an EndpointSlice naming its Service. */
-export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 /** Inclusive port ranges (a single port is [p, p]); bounded whatever the annotation says. */
-export type PortRanges = readonly (readonly [number, number])[];
+type PortRanges = readonly (readonly [number, number])[];
 
 /** The most ranges one annotation may hold; beyond it the annotation is ignored as malformed. */
 const MAX_RANGES = 64;
@@ -44,7 +44,7 @@ export interface PodRecord {
 }
 
 /** One port of a Service. */
-export interface ServicePort {
+interface ServicePort {
   readonly name: string;
   readonly port: number;
   readonly protocol: string;
@@ -66,7 +66,7 @@ export interface ServiceRecord {
 }
 
 /** One endpoint of an EndpointSlice. */
-export interface SliceEndpoint {
+interface SliceEndpoint {
   readonly ip: string;
   /** `namespace/name` of the Pod behind it (targetRef), when it is one. */
   readonly pod?: string;

@@ -56,7 +56,7 @@ const MAX_HANDSHAKES_PER_SOURCE = 4;
 const HANDSHAKE_STALLED_MS = 1000;
 
 /** Where the issuer and anchors come from (the API objects, or mounted files): cli chooses. */
-export interface IssuerSource {
+interface IssuerSource {
   /** Loads them into the store; rejects when they are missing or invalid. */
   start(): Promise<unknown>;
   /** Loads them again now (SIGHUP). */
@@ -127,11 +127,6 @@ export interface CertifyProcess {
 
 /**
  * Readiness from a status: an issuer is loaded and its whole chain is valid now.
- *
- * @example
- * ```ts
- * readinessOf(process.status(), Date.now()); // { ready: true, reason: 'issuer CN=… valid until …' }
- * ```
  */
 export function readinessOf(s: CertifyStatus, now: number): Readiness {
   if (s.chainNotAfter === undefined || s.chainNotBefore === undefined) {

@@ -23,7 +23,7 @@ type ToWorker = { t: 'meshid:config'; config: CaConfig; role: WorkerRole } | { t
  * primary's choice) records the issuer Events, so a change is one Event per CA process, not one
  * per worker.
  */
-export interface WorkerRole {
+interface WorkerRole {
   readonly recordIssuerEvents: boolean;
 }
 type FromWorker =
@@ -41,7 +41,7 @@ export interface RunningCa {
   close(): Promise<void>;
 }
 
-export interface PrimaryDeps {
+interface PrimaryDeps {
   readonly config: CaConfig;
   readonly workers: number;
   readonly logger: Logger;

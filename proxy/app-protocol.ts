@@ -29,11 +29,6 @@ export type AppPorts = ReadonlyMap<number, AppProtocol>;
  * Parses `--app-protocol` entries: `PROTOCOL` (the `--app` port) or `PORT=PROTOCOL` (another port
  * of the same app, which the inbound may then route to, e.g. by Linkerd's transport header). The
  * `--app` port is always in the result (default `detect`).
- *
- * @example
- * ```ts
- * parseAppProtocols(8080, ['http1', '9090=h2']); // Map { 8080 => 'http1', 9090 => 'h2' }
- * ```
  * @throws MeshidError ERR_CONFIG_INVALID naming the entry.
  */
 export function parseAppProtocols(appPort: number, entries: readonly string[]): AppPorts {
@@ -71,12 +66,6 @@ const SETTINGS_TYPE = 4;
 
 /**
  * Learns once per port whether the app speaks HTTP/2 (h2c prior knowledge) or HTTP/1.1.
- *
- * @example
- * ```ts
- * const detector = new AppProtocolDetector({ timeoutMs: 2000 });
- * await detector.resolve({ host: '127.0.0.1', port: 8080 }, 'detect'); // 'http1' or 'h2'
- * ```
  */
 export class AppProtocolDetector {
   readonly #timeoutMs: number;

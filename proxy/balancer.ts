@@ -17,7 +17,7 @@ const DEFAULT_RTT_MS = 30;
 const DEFAULT_DECAY_MS = 10_000;
 
 /** Options of {@link PeakEwmaBalancer}. */
-export interface BalancerOptions {
+interface BalancerOptions {
   /** Milliseconds, monotonic enough for latencies. */
   readonly now: () => number;
   /** Uniform in [0, 1). */
@@ -51,15 +51,6 @@ export interface Pick<E> {
 
 /**
  * P2C over peak-EWMA for endpoints of type `E`, keyed by `keyOf`.
- *
- * @example
- * ```ts
- * const lb = new PeakEwmaBalancer((e: Endpoint) => e.key, { now: performance.now, random: Math.random });
- * lb.update(endpoints);
- * const p = lb.pick();
- * // ... send the request to p.endpoint, then:
- * p?.done();
- * ```
  */
 export class PeakEwmaBalancer<E> {
   readonly #keyOf: (e: E) => string;

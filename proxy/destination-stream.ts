@@ -40,15 +40,6 @@ export interface GetStreamHandlers {
 
 /**
  * Opens `Get` for `path` and reads its answer.
- *
- * @example
- * ```ts
- * const stream = openGetStream(session, { path: '[fd00::10]:80', authority, contextToken: '' }, {
- *   update: (u) => entry.apply(u),
- *   end: (e) => (e.kind === 'invalid' ? giveUp(e.message) : retryLater(e.reason)),
- *   connectionError: () => lastSessionError,
- * });
- * ```
  */
 export function openGetStream(
   session: ClientHttp2Session,

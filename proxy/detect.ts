@@ -75,13 +75,6 @@ function detectHttp1(bytes: Uint8Array): 'full' | 'prefix' | 'no' {
 
 /**
  * Classifies a connection by its first bytes.
- *
- * @example
- * ```ts
- * detectProtocol(Buffer.from('GET / HTTP/1.1\r\n')); // { protocol: 'http1', decided: true }
- * detectProtocol(Buffer.from('GET /ver'));           // { protocol: 'http1', decided: false }
- * detectProtocol(Buffer.from('\x16\x03\x01'));       // { protocol: 'opaque', decided: true }
- * ```
  */
 export function detectProtocol(bytes: Uint8Array): Detection {
   if (bytes.length === 0) return { protocol: 'opaque', decided: false };

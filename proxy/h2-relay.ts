@@ -24,22 +24,12 @@ import { isHopByHop } from './hop-by-hop.js';
 /**
  * The header that carries the verified peer identity to the application (Linkerd's name); never
  * taken from a client.
- *
- * @example
- * ```ts
- * const peer = req.headers[CLIENT_ID_HEADER]; // in the app: set by the proxy, never by the client
- * ```
  */
 export const CLIENT_ID_HEADER = 'l5d-client-id';
 
 /**
  * HTTP/2 headers to re-send: pseudo-headers as `keepPseudo` says, no connection-specific ones,
  * no `l5d-client-id`.
- *
- * @example
- * ```ts
- * forwardableHttp2Headers(headers, (n) => n !== ':scheme');
- * ```
  */
 export function forwardableHttp2Headers(
   headers: Http2IncomingHeaders,
@@ -58,7 +48,7 @@ export function forwardableHttp2Headers(
 export type H2RelayFailure = Error | 'timeout' | { readonly rstCode: number };
 
 /** What {@link relayH2Stream} needs besides the two ends. */
-export interface H2RelayOptions {
+interface H2RelayOptions {
   /** How long the upstream may take to start its answer; 0 for no limit. */
   readonly timeoutMs: number;
   /** Answers the client when the upstream failed before answering; returns the status sent. */
@@ -70,11 +60,6 @@ export interface H2RelayOptions {
 
 /**
  * Relays `stream` (with its outgoing `headers`, already prepared) as a new stream on `session`.
- *
- * @example
- * ```ts
- * relayH2Stream(stream, out, session, { timeoutMs: 0, failed, onStatus, logger });
- * ```
  */
 export function relayH2Stream(
   stream: ServerHttp2Stream,

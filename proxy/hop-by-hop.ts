@@ -34,11 +34,6 @@ const MESH_HOP_FIELDS = [
 
 /**
  * Fields an HTTP/1.1 hop never forwards (lower case), besides those its Connection header names.
- *
- * @example
- * ```ts
- * HOP_BY_HOP_HTTP1.has('keep-alive'); // true
- * ```
  */
 export const HOP_BY_HOP_HTTP1: ReadonlySet<string> = new Set([
   ...CONNECTION_FIELDS,
@@ -48,11 +43,6 @@ export const HOP_BY_HOP_HTTP1: ReadonlySet<string> = new Set([
 /**
  * Fields an HTTP/2 hop never forwards: the HTTP/1.1 list but TE, which {@link isHopByHop} judges
  * by its value.
- *
- * @example
- * ```ts
- * HOP_BY_HOP_HTTP2.has('te'); // false: `te: trailers` crosses, any other TE does not
- * ```
  */
 export const HOP_BY_HOP_HTTP2: ReadonlySet<string> = new Set(
   [...HOP_BY_HOP_HTTP1].filter((n) => n !== 'te'),
@@ -60,12 +50,6 @@ export const HOP_BY_HOP_HTTP2: ReadonlySet<string> = new Set(
 
 /**
  * Whether a field (lower-case name) stops at this hop.
- *
- * @example
- * ```ts
- * isHopByHop('h2', 'te', 'trailers'); // false
- * isHopByHop('http/1.1', 'te', 'trailers'); // true
- * ```
  */
 export function isHopByHop(
   protocol: 'http/1.1' | 'h2',
@@ -78,11 +62,6 @@ export function isHopByHop(
 
 /**
  * The field names a Connection header lists (lower case): options of this hop, dropped with it.
- *
- * @example
- * ```ts
- * connectionOptions('close, X-Trace'); // Set { 'close', 'x-trace' }
- * ```
  */
 export function connectionOptions(value: string | readonly string[] | undefined): Set<string> {
   const names = new Set<string>();

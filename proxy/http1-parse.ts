@@ -212,12 +212,6 @@ const NEVER_DROPPED_BY_CONNECTION = new Set(['host', 'content-length', 'transfer
 /**
  * Parses a complete request head: `head[0, end)`, ending with the empty line's CRLF (empty lines
  * before the request line allowed, as RFC 9112 §2.2 suggests).
- *
- * @example
- * ```ts
- * const h = parseRequestHead(Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n'), 26, 'l5d-client-id');
- * h.framing; // { kind: 'none' }
- * ```
  */
 export function parseRequestHead(
   head: Uint8Array,
@@ -356,7 +350,7 @@ export function parseRequestHead(
 }
 
 /** What the relay needs to know about a response head. */
-export interface ResponseHead {
+interface ResponseHead {
   readonly status: number;
   readonly framing: Framing;
   /** The connection closes after this response. */
@@ -369,12 +363,6 @@ export interface ResponseHead {
  * Parses a complete response head, `head[0, end)`. `requestMethod` decides HEAD's bodiless
  * answers. The application is trusted, but its framing still must be unambiguous, because the
  * client reads the same bytes: the same refusals apply.
- *
- * @example
- * ```ts
- * const r = parseResponseHead(Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n'), 38, 'GET');
- * r.framing; // { kind: 'length', length: 3 }
- * ```
  */
 export function parseResponseHead(
   head: Uint8Array,
@@ -455,11 +443,6 @@ export function parseResponseHead(
 /**
  * Parses a chunk-size line, `line[0, end)` ending in CRLF: hex digits, then optional extensions
  * (`;` and visible characters), which are passed on unchanged. Returns the size.
- *
- * @example
- * ```ts
- * parseChunkSize(Buffer.from('1a;x=y\r\n'), 8); // 26
- * ```
  */
 export function parseChunkSize(line: Uint8Array, end: number): number {
   let i = 0;

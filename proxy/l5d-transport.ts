@@ -37,11 +37,6 @@ export class TransportHeaderError extends Error {
 
 /**
  * Encodes a header with its preface (what a Linkerd outbound writes).
- *
- * @example
- * ```ts
- * socket.write(encodeTransportHeader({ port: 8080, name: '', protocol: undefined }));
- * ```
  */
 export function encodeTransportHeader(h: TransportHeader): Buffer {
   const parts: Buffer[] = [];
@@ -122,11 +117,6 @@ class Reader {
 
 /**
  * Decodes the protobuf `Header` message (without preface and length).
- *
- * @example
- * ```ts
- * decodeTransportHeaderMessage(Buffer.from([0x08, 0x90, 0x3f])); // { port: 8080, name: '', protocol: undefined }
- * ```
  * @throws TransportHeaderError when it is malformed or the port is not 1-65535.
  */
 export function decodeTransportHeaderMessage(message: Buffer): TransportHeader {

@@ -107,7 +107,7 @@ class LatencyHistogram {
 }
 
 /** Records inbound events. */
-export interface TrafficMetrics {
+interface TrafficMetrics {
   inbound(e: InboundEvent): void;
   outbound(e: OutboundEvent): void;
   /** How the transparent inbound classified a redirected connection, and whether it let it in. */
@@ -117,19 +117,13 @@ export interface TrafficMetrics {
 }
 
 /** Successful TLS handshakes by direction and key-exchange group, e.g. `{ X25519MLKEM768: 3 }`. */
-export interface TlsGroupCounts {
+interface TlsGroupCounts {
   readonly inbound: Readonly<Record<string, number>>;
   readonly outbound: Readonly<Record<string, number>>;
 }
 
 /**
  * Registers the traffic metrics on `registry`.
- *
- * @example
- * ```ts
- * const traffic = registerTrafficMetrics(registry);
- * new InboundProxy({ ..., observe: (e) => traffic.inbound(e) });
- * ```
  */
 export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
   const handshakes = new Counter({

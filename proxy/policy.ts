@@ -42,13 +42,6 @@ const ALLOWED: PolicyDecision = Object.freeze({ allowed: true });
 /**
  * An inbound listener's authorization policy. Built once and checked per connection, so the
  * lists are turned into sets up front and bad entries are refused at start-up.
- *
- * @example
- * ```ts
- * const policy = new InboundPolicy({ serviceAccounts: ['emojivoto/web'] });
- * policy.authorize('web.emojivoto.serviceaccount.identity.linkerd.cluster.local'); // { allowed: true }
- * policy.authorize(undefined); // { allowed: false, reason: 'unauthenticated connections are not allowed' }
- * ```
  */
 export class InboundPolicy {
   readonly #identities: ReadonlySet<string> | undefined;

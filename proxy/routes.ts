@@ -36,23 +36,9 @@ export interface Destination {
  * and the identity it must prove. `undefined` means "not a meshed destination": the caller
  * refuses the request rather than sending it in the clear.
  *
- * The static implementation below answers from configuration. A dynamic one plugs in behind
- * the same interface without changing the proxy:
- * - Linkerd's destination service: `GetProfile`/`Get` on `linkerd-dst:8086` stream endpoint
- *   updates whose `TlsIdentity.DnsLikeIdentity.name` is exactly the `identity` here; the
- *   resolver keeps the latest update per authority and answers from that cache (picking an
- *   endpoint per call gives simple load balancing).
- * - Kubernetes directly: watch the Service and its EndpointSlices for `<svc>.<ns>.svc.<domain>`
- *   and derive the identity from each ready endpoint's pod ServiceAccount
- *   (`<sa>.<ns>.serviceaccount.identity.<cp-ns>.<trust-domain>`).
- * The call is async so either can wait for its first update instead of refusing during
- * start-up; it is made per new upstream connection, never per byte, so a cache lookup suffices.
- *
- * @example
- * ```ts
- * const d = await resolver.resolve('web.emojivoto.svc.cluster.local:80');
- * if (d !== undefined) dial(d.target, d.identity);
- * ```
+ * The static implementation below answers from configuration. The call is async so a resolver
+ * over watches can wait for its first update; it is made per new upstream connection, never per
+ * byte.
  */
 export interface DestinationResolver {
   resolve(authority: string): Promise<Destination | undefined>;
@@ -60,11 +46,6 @@ export interface DestinationResolver {
 
 /**
  * A resolver over a fixed table (`--destination AUTHORITY=HOST:PORT@IDENTITY`).
- *
- * @example
- * ```ts
- * const resolver = new StaticDestinationResolver([parseDestination('web.emojivoto:80=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local')]);
- * ```
  */
 export class StaticDestinationResolver implements DestinationResolver {
   readonly #table: ReadonlyMap<string, Destination>;
@@ -93,11 +74,6 @@ const HOST_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 /**
  * Lower-cases an authority and adds the HTTP default port, so `Web.NS:80` and `web.ns` are one
  * key. Undefined when it is not `host[:port]` (userinfo, paths and empty hosts are refused).
- *
- * @example
- * ```ts
- * normalizeAuthority('Web.Emojivoto'); // 'web.emojivoto:80'
- * ```
  */
 export function normalizeAuthority(authority: string, defaultPort = 80): string | undefined {
   const lower = authority.trim().toLowerCase();
@@ -113,11 +89,6 @@ export function normalizeAuthority(authority: string, defaultPort = 80): string 
  * as this workload.
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the part that is wrong.
- * @example
- * ```ts
- * parseRoute('127.0.0.1:7001=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local');
- * // { listen: {host:'127.0.0.1',port:7001}, target: {host:'10.0.0.7',port:4143}, identity: 'web.emojivoto…' }
- * ```
  */
 export function parseRoute(text: string): Route {
   const { left, target, identity } = splitSpec(text, 'route', 'LISTEN_ADDR');
@@ -140,10 +111,6 @@ export function parseRoute(text: string): Route {
  * AUTHORITY is what the app puts in the Host header; the port defaults to 80.
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the part that is wrong.
- * @example
- * ```ts
- * parseDestination('web.emojivoto:80=10.0.0.7:4143@web.emojivoto.serviceaccount.identity.linkerd.cluster.local');
- * ```
  */
 export function parseDestination(text: string): { authority: string } & Destination {
   const { left, target, identity } = splitSpec(text, 'destination', 'AUTHORITY');

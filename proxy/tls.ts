@@ -29,11 +29,6 @@ export { NO_RESUMPTION };
  * FIPS mode's check of a verified peer: every certificate it presented (leaf and chain) must have
  * a key and signature inside the FIPS policy. The handshake's signature algorithms are already
  * limited; this also covers the keys. Returns the refusal message, or undefined.
- *
- * @example
- * ```ts
- * const refused = fipsPeerProblem(socket.getPeerCertificate(true));
- * ```
  */
 export function fipsPeerProblem(leaf: PeerCertificate): string | undefined {
   let cert: PeerCertificate | undefined = leaf;

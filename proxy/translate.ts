@@ -59,12 +59,6 @@ export interface AppFailure {
 
 /**
  * Describes an app-side failure so that a user can act on it.
- *
- * @example
- * ```ts
- * appFailure({ host: '127.0.0.1', port: 8080 }, Object.assign(new Error('x'), { code: 'ECONNREFUSED' }));
- * // { status: 502, reason: 'app refused connection', message: 'the application at 127.0.0.1:8080 refused the connection (ECONNREFUSED): is it listening?' }
- * ```
  */
 export function appFailure(
   app: Address,
@@ -115,11 +109,6 @@ export function appFailure(
 
 /**
  * The body of a proxy-made error answer.
- *
- * @example
- * ```ts
- * failureBody(appFailure(app, 'timeout', 500)); // 'gateway timeout: the application at … within 500 ms\n'
- * ```
  */
 export function failureBody(f: AppFailure): string {
   return `${f.status === 504 ? 'gateway timeout' : 'bad gateway'}: ${f.message}\n`;
@@ -148,7 +137,7 @@ function answerTimer(ms: number, onTimeout: () => void): { stop(): void } {
 }
 
 /** What {@link http1ToH2} needs besides the context. */
-export interface Http1ToH2Options {
+interface Http1ToH2Options {
   /** The shared h2c session to the app (made on first use, replaced when it goes away). */
   readonly session: () => ClientHttp2Session;
 }
@@ -156,11 +145,6 @@ export interface Http1ToH2Options {
 /**
  * Carries one HTTP/1.1 request (parsed by node's server) to an h2c app. Response trailers (gRPC
  * status) go back as HTTP/1.1 chunked trailers.
- *
- * @example
- * ```ts
- * http1Server.on('request', (req, res) => http1ToH2(req, res, ctx, { session }, (s) => (status = s)));
- * ```
  */
 export function http1ToH2(
   req: IncomingMessage,

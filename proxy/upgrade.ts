@@ -18,7 +18,7 @@ import { MAX_HEAD_BYTES } from './http1-parse.js';
 import { proxyResponse } from './http1-body.js';
 
 /** What {@link forwardUpgrade} needs. */
-export interface UpgradeOptions {
+interface UpgradeOptions {
   /** The client's connection, after its request head. */
   readonly client: Duplex;
   /** What the client sent after the head (node's `upgrade` event `head`). */
@@ -41,11 +41,6 @@ const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
  * Rebuilds a request head from node's parsed request: the request line, the headers as the
  * client wrote them except every `clientIdHeader` copy, then `clientIdHeader: peer` (neither
  * when `clientIdHeader` is undefined: the outbound leaves identity to the peer's inbound).
- *
- * @example
- * ```ts
- * const head = upgradeRequestHead(req, 'l5d-client-id', peer);
- * ```
  */
 export function upgradeRequestHead(
   req: IncomingMessage,
@@ -64,13 +59,6 @@ export function upgradeRequestHead(
 
 /**
  * Forwards an upgrade request and, if the server switches, splices the two connections.
- *
- * @example
- * ```ts
- * server.on('upgrade', (req, socket, head) =>
- *   forwardUpgrade({ client: socket, clientRest: head, requestHead: upgradeRequestHead(req, id, peer),
- *     upstream: net.connect(app), where: '127.0.0.1:8080', errorHeader: 'l5d-proxy-error', logger }));
- * ```
  */
 export function forwardUpgrade(o: UpgradeOptions): void {
   const { client, upstream } = o;

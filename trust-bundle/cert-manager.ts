@@ -41,13 +41,8 @@ export interface CertManagerSettings {
 
 /**
  * The label on every root Certificate meshid manages (and on their Secrets).
- *
- * @example
- * ```ts
- * `${TRUST_ANCHOR_LABEL}=true`; // a label selector of the root Secrets
- * ```
  */
-export const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
+const TRUST_ANCHOR_LABEL = 'meshid.io/trust-anchor';
 
 /**
  * The default name of the self-signed Issuer (Linkerd's recipe).

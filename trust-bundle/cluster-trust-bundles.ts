@@ -32,10 +32,10 @@ export const CTB_API_VERSION = 'certificates.k8s.io/v1beta1';
 export const TRUST_BUNDLE_ROLE_LABEL = 'meshid.io/trust-bundle';
 
 /** The two bundles meshid publishes. */
-export type TrustBundleRole = 'live' | 'canary';
+type TrustBundleRole = 'live' | 'canary';
 
 /** Where the anchors are and which signer the bundles belong to. */
-export interface ClusterTrustBundleSettings {
+interface ClusterTrustBundleSettings {
   /** The signer whose anchors these are, e.g. `meshid.io/workload-identity`. */
   readonly signerName: string;
   /** The control-plane namespace holding the anchors ConfigMap. */
@@ -45,7 +45,7 @@ export interface ClusterTrustBundleSettings {
 }
 
 /** What one pass did. */
-export interface CtbPassResult {
+interface CtbPassResult {
   readonly created: readonly TrustBundleRole[];
   readonly updated: readonly TrustBundleRole[];
   /** Bundles of our names that are not ours (left alone). */
@@ -73,13 +73,8 @@ export function clusterTrustBundleName(signerName: string, role: TrustBundleRole
  * The fingerprints (hex SHA-256 of each certificate's DER) of a PEM bundle, sorted: two bundles
  * hold the same anchors when these are equal (order, duplicates and line breaks do not matter, as
  * the kubelet reorders and de-duplicates).
- *
- * @example
- * ```ts
- * anchorSet(ctb.spec.trustBundle) === anchorSet(configMapText);
- * ```
  */
-export function anchorSet(pem: string, now: number): string {
+function anchorSet(pem: string, now: number): string {
   return parseAnchors(pem, { now })
     .anchors.map((a) => a.fingerprint)
     .sort()

@@ -35,7 +35,7 @@ import type { BundleCopies } from './rotation.js';
 export const ANCHORS_COPY_LABEL = 'meshid.io/anchors-copy-of';
 
 /** Where the source is and what the copies are called. */
-export interface AnchorsCopySettings {
+interface AnchorsCopySettings {
   /** The control-plane namespace: the source lives there, and it gets no copy. */
   readonly namespace: string;
   readonly trustAnchorsConfigMap: string;
@@ -58,7 +58,7 @@ export interface CopyPassResult {
 }
 
 /** How far the copies are from a bundle (the rotation's propagate step). */
-export interface CopiesLag {
+interface CopiesLag {
   /** Namespaces that opt in. */
   readonly total: number;
   /** Those whose copy is missing or holds another text (ours, or none yet). */
@@ -69,13 +69,8 @@ export interface CopiesLag {
 
 /**
  * Whether a namespace gets a copy.
- *
- * @example
- * ```ts
- * wantsAnchorsCopy(namespaceObject, settings); // true for an opted-in app namespace
- * ```
  */
-export function wantsAnchorsCopy(
+function wantsAnchorsCopy(
   ns: TrustKubeObject,
   s: AnchorsCopySettings,
   /** Namespaces that hold a pod the injector labelled. */
@@ -94,13 +89,8 @@ const injectedPodSelector = (s: AnchorsCopySettings): string =>
 
 /**
  * Whether a ConfigMap is a copy this controller made from `s`'s source.
- *
- * @example
- * ```ts
- * isOurAnchorsCopy(configMap, settings);
- * ```
  */
-export function isOurAnchorsCopy(cm: TrustKubeObject, s: AnchorsCopySettings): boolean {
+function isOurAnchorsCopy(cm: TrustKubeObject, s: AnchorsCopySettings): boolean {
   return cm.metadata.labels?.[ANCHORS_COPY_LABEL] === s.namespace;
 }
 

@@ -6,7 +6,6 @@
 export {
   ROTATION_ANNOTATION,
   ROTATION_FILE,
-  ROTATION_PHASES,
   parseRotationState,
   readRotationStateFile,
   rotationInProgress,
@@ -16,7 +15,6 @@ export {
 export type { RootRef, RotationPhase, RotationState, RotationWait } from './rotation-state.js';
 export {
   SELF_SIGNED_ISSUER,
-  TRUST_ANCHOR_LABEL,
   caIssuer,
   identityIssuerCertificate,
   rootCertificate,
@@ -25,29 +23,23 @@ export {
   trustManagerBundle,
 } from './cert-manager.js';
 export type { CertManagerSettings } from './cert-manager.js';
-export {
-  RotationController,
-  adminUrlObserver,
-  anchorOfChain,
-  assertAnchorsIssuer,
-  observeAdmin,
-  observeCa,
-  tlsCaObserver,
-  waitInterval,
-} from './rotation.js';
+export { RotationController, waitInterval } from './rotation.js';
 export type {
   BundleCopies,
+  RotationBackend,
+  RotationControllerOptions,
+  RotationSnapshot,
+} from './rotation.js';
+export { anchorOfChain, assertAnchorsIssuer } from './lineage.js';
+export { adminUrlObserver, observeAdmin, observeCa, tlsCaObserver } from './rotation-observe.js';
+export type {
   CaObservation,
   CaObserver,
   ProxyObservation,
   ProxyObserver,
-  RotationBackend,
-  RotationControllerOptions,
-  RotationSnapshot,
-  StepResult,
-} from './rotation.js';
-export { LocalRotationBackend, STALE_LOCK_MS, localTrustFiles } from './local-backend.js';
-export type { GeneratedPem, LocalBackendOptions } from './local-backend.js';
+} from './rotation-observe.js';
+export { LocalRotationBackend, STALE_LOCK_MS } from './local-backend.js';
+export type { GeneratedPem } from './local-backend.js';
 export { formatRotationStatus, progressLine } from './status.js';
 export {
   KubeRotationBackend,
@@ -59,26 +51,15 @@ export {
   issuerChain,
   podObserver,
 } from './kube.js';
-export type { KubeTrustSettings, SyncResult, TrustKubeApi, TrustKubeObject } from './kube.js';
-export {
-  ANCHORS_COPY_LABEL,
-  AnchorsCopyController,
-  bundleCopiesOf,
-  isOurAnchorsCopy,
-  wantsAnchorsCopy,
-} from './copies.js';
-export type { AnchorsCopySettings, CopiesLag, CopyPassResult } from './copies.js';
+export type { KubeTrustSettings, TrustKubeApi, TrustKubeObject } from './kube.js';
+export { ANCHORS_COPY_LABEL, AnchorsCopyController, bundleCopiesOf } from './copies.js';
+export type { CopyPassResult } from './copies.js';
 export {
   CTB_API_VERSION,
   ClusterTrustBundleController,
   TRUST_BUNDLE_ROLE_LABEL,
-  anchorSet,
   clusterTrustBundleCopiesOf,
   clusterTrustBundleName,
   combinedCopies,
 } from './cluster-trust-bundles.js';
-export type {
-  ClusterTrustBundleSettings,
-  CtbPassResult,
-  TrustBundleRole,
-} from './cluster-trust-bundles.js';
+export type {} from './cluster-trust-bundles.js';

@@ -19,20 +19,10 @@ import {
 } from '../core/index.js';
 import { rootCertificate, caIssuer, rotatedRootName } from './cert-manager.js';
 import type { CertManagerSettings } from './cert-manager.js';
-import {
-  anchorOfChain,
-  assertAnchorsIssuer,
-  observeAdmin,
-  observeCa,
-  rootFromPem,
-} from './rotation.js';
-import type {
-  CaObserver,
-  ProxyObserver,
-  RotationBackend,
-  RotationController,
-  RotationSnapshot,
-} from './rotation.js';
+import { anchorOfChain, assertAnchorsIssuer, rootFromPem } from './lineage.js';
+import { observeAdmin, observeCa } from './rotation-observe.js';
+import type { CaObserver, ProxyObserver } from './rotation-observe.js';
+import type { RotationBackend, RotationController, RotationSnapshot } from './rotation.js';
 import {
   ROTATION_ANNOTATION,
   rotationInProgress,
@@ -336,15 +326,11 @@ export function podObserver(
   return {
     description: `pods matching ${labelSelector} (admin port ${port})`,
     async observe(signal) {
-      const pods = await api.list('v1', 'Pod', undefined, labelSelector);
-      const running = pods.filter(
-        (p) => (p['status'] as { phase?: string } | undefined)?.phase === 'Running',
-      );
+      const pods = runningPods(await api.list('v1', 'Pod', undefined, labelSelector));
       return Promise.all(
-        running.map((p) => {
-          const name = `${p.metadata.namespace ?? ''}/${p.metadata.name}`;
-          const ip = (p['status'] as { podIP?: string } | undefined)?.podIP;
-          if (ip === undefined || ip === '') return Promise.resolve({ name, error: 'no pod IP' });
+        pods.map(({ pod, ip }) => {
+          const name = `${pod.metadata.namespace ?? ''}/${pod.metadata.name}`;
+          if (ip === '') return Promise.resolve({ name, error: 'no pod IP' });
           const host = ip.includes(':') ? `[${ip}]` : ip;
           return observeAdmin(name, `http://${host}:${port}`, timeoutMs, signal);
         }),
@@ -372,21 +358,23 @@ export function caPodObserver(
   return {
     description: `CA pods matching ${labelSelector} in ${namespace}`,
     async observe() {
-      const pods = await api.list('v1', 'Pod', namespace, labelSelector);
-      const running = pods.filter(
-        (p) => (p['status'] as { phase?: string } | undefined)?.phase === 'Running',
-      );
+      const pods = runningPods(await api.list('v1', 'Pod', namespace, labelSelector));
       return Promise.all(
-        running.map((p) => {
-          const ip = (p['status'] as { podIP?: string } | undefined)?.podIP;
-          if (ip === undefined || ip === '') {
-            return Promise.resolve({ name: p.metadata.name, error: 'no pod IP' });
-          }
+        pods.map(({ pod, ip }) => {
+          if (ip === '') return Promise.resolve({ name: pod.metadata.name, error: 'no pod IP' });
           return observeCa({ host: ip, port }, serverName, 2000);
         }),
       );
     },
   };
+}
+
+/** The running pods of a list, each with its IP ('' while it has none). */
+function runningPods(pods: readonly TrustKubeObject[]): { pod: TrustKubeObject; ip: string }[] {
+  return pods.flatMap((pod) => {
+    const status = pod['status'] as { phase?: string; podIP?: string } | undefined;
+    return status?.phase === 'Running' ? [{ pod, ip: status.podIP ?? '' }] : [];
+  });
 }
 
 /**
@@ -420,7 +408,7 @@ export function combinedObserver(observers: readonly ProxyObserver[]): ProxyObse
 }
 
 /** What one sync pass did. */
-export type SyncResult = 'unchanged' | 'written' | 'waiting';
+type SyncResult = 'unchanged' | 'written' | 'waiting';
 
 /**
  * The sync controller, for clusters without trust-manager: keeps the anchors ConfigMap equal to

@@ -18,7 +18,7 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MeshidError } from '../core/index.js';
 import type { RotationBackend, RotationSnapshot } from './rotation.js';
-import { firstSubject } from './rotation.js';
+import { firstSubject } from './lineage.js';
 import { ROTATION_FILE, parseRotationState, serializeRotationState } from './rotation-state.js';
 import type { RotationState } from './rotation-state.js';
 
@@ -29,7 +29,7 @@ export interface GeneratedPem {
 }
 
 /** What the local backend needs besides the folder: how to make a root and an issuer. */
-export interface LocalBackendOptions {
+interface LocalBackendOptions {
   readonly dir: string;
   /** Makes a self-signed root with this common name. */
   createRoot(commonName: string): Promise<GeneratedPem>;
@@ -55,13 +55,8 @@ interface LockHolder {
 
 /**
  * The files of a local state folder the rotation reads and writes.
- *
- * @example
- * ```ts
- * localTrustFiles('.meshid').bundle; // '.meshid/trust-anchors.pem'
- * ```
  */
-export function localTrustFiles(dir: string): {
+function localTrustFiles(dir: string): {
   bundle: string;
   state: string;
   issuerCrt: string;

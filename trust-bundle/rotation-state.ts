@@ -33,13 +33,8 @@ export const ROTATION_FILE = 'rotation.json';
 /**
  * The phases, in order. `stage` → `propagate` → `switch` → `drain` → `retire` → `done`;
  * `rolled-back` ends a rotation undone from stage or propagate.
- *
- * @example
- * ```ts
- * ROTATION_PHASES.indexOf(state.phase);
- * ```
  */
-export const ROTATION_PHASES = [
+const ROTATION_PHASES = [
   'stage',
   'propagate',
   'switch',

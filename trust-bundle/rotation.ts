@@ -18,19 +18,16 @@
  * the switch (after it the issuer chains to the new root, and removing it would break the mesh).
  */
 import type { Clock, Logger, Random } from '../core/index.js';
-import {
-  MeshidError,
-  bundleOfAnchors,
-  chainFingerprints,
-  isMeshidError,
-  parseAnchors,
-  parseCertificates,
-  peerChain,
-  reachAnchor,
-  readIdentityReport,
-  toPem,
-} from '../core/index.js';
+import { MeshidError, bundleOfAnchors, isMeshidError, parseAnchors } from '../core/index.js';
 import type { Anchor, AnchorBundle } from '../core/index.js';
+import {
+  anchorOfChain,
+  assertAnchorsIssuer,
+  describeIssuer,
+  fingerprintsOf,
+  rootFromPem,
+} from './lineage.js';
+import type { CaObserver, ProxyObservation, ProxyObserver } from './rotation-observe.js';
 import { rotationInProgress } from './rotation-state.js';
 import type { RootRef, RotationPhase, RotationState, RotationWait } from './rotation-state.js';
 
@@ -73,45 +70,6 @@ export interface RotationBackend {
   removeOldRoot(state: RotationState): Promise<void>;
 }
 
-/** What one proxy reports about itself (its admin `/identity`). */
-export interface ProxyObservation {
-  /** Pod name or admin URL. */
-  readonly name: string;
-  readonly bundleFingerprint?: string | undefined;
-  /**
-   * The fingerprint of its bundle's canonical form (the same anchors in any order give the same
-   * one), when the proxy reports it: a kubelet's clusterTrustBundle file orders them its own way.
-   */
-  readonly canonicalFingerprint?: string | undefined;
-  /** NotBefore of its current certificate (ms). */
-  readonly certNotBefore?: number | undefined;
-  /** Its current chain, PEM, when the proxy reports it. */
-  readonly chainPem?: string | undefined;
-  /** Why it could not be read. */
-  readonly error?: string | undefined;
-}
-
-/** How the controller learns what proxies have loaded. */
-export interface ProxyObserver {
-  /** For status: where observations come from. */
-  readonly description: string;
-  observe(signal: AbortSignal): Promise<ProxyObservation[]>;
-}
-
-/** What one CA replica serves. */
-export interface CaObservation {
-  readonly name: string;
-  /** Its serving certificate chain, PEM. */
-  readonly chainPem?: string | undefined;
-  readonly error?: string | undefined;
-}
-
-/** How the controller learns which issuer the CA replicas sign with. */
-export interface CaObserver {
-  readonly description: string;
-  observe(signal: AbortSignal): Promise<CaObservation[]>;
-}
-
 /**
  * Copies of the bundle that pods read instead of the original (the anchors ConfigMap in every
  * meshed namespace): the propagate step brings them up to date and waits until each holds the
@@ -149,85 +107,13 @@ export interface RotationControllerOptions {
 }
 
 /** What one {@link RotationController.step} did. */
-export interface StepResult {
+interface StepResult {
   readonly state: RotationState | undefined;
   /** True when the phase advanced (the caller steps again at once). */
   readonly advanced: boolean;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
-
-/**
- * Refuses a bundle that would not anchor the live issuer. Used for every bundle the trust
- * controllers write.
- *
- * @throws ERR_ROTATION_REFUSED naming the issuer.
- * @example
- * ```ts
- * assertAnchorsIssuer(nextBundle, issuerTlsCrt);
- * ```
- */
-export function assertAnchorsIssuer(bundle: AnchorBundle, issuerChainPem: string): Anchor {
-  const anchor = anchorOfChain(issuerChainPem, bundle.anchors);
-  if (anchor === undefined) {
-    throw new MeshidError(
-      'ERR_ROTATION_REFUSED',
-      `refusing a trust bundle that does not anchor the live issuer${describeIssuer(issuerChainPem)}: every certificate it signed would stop verifying`,
-    );
-  }
-  return anchor;
-}
-
-/**
- * The anchor a PEM chain was issued under, validity not looked at (the injected clock may have
- * outlived a proxy's leaf; a lineage question).
- */
-export function anchorOfChain(chainPem: string, anchors: readonly Anchor[]): Anchor | undefined {
-  try {
-    return reachAnchor(parseCertificates(chainPem, 'ERR_ANCHORS_INVALID'), anchors).anchor;
-  } catch {
-    return undefined;
-  }
-}
-
-/** A root certificate (the first of a `tls.crt`) as an anchor, by the bundle rule. */
-export function rootFromPem(pem: string, now: number): Anchor {
-  const first = parseCertificates(pem, 'ERR_ANCHORS_INVALID', 'root certificate')[0];
-  if (first === undefined)
-    throw new MeshidError('ERR_ANCHORS_INVALID', 'root certificate: no CERTIFICATE block');
-  return parseAnchors(toPem(first.der, 'CERTIFICATE'), { now }).anchors[0]!;
-}
-
-/** The subject of a PEM chain's first certificate, or undefined when there is none. */
-export function firstSubject(chainPem: string): string | undefined {
-  try {
-    return parseCertificates(chainPem, 'ERR_ANCHORS_INVALID')[0]?.subject;
-  } catch {
-    return undefined;
-  }
-}
-
-/** `(… sha256 …)`: the issuer's and the anchors' fingerprints, with where they were read. */
-function fingerprintsOf(
-  chainPem: string,
-  bundle: AnchorBundle,
-  sources: { readonly issuer: string; readonly anchors: string } | undefined,
-): string {
-  try {
-    const chain = parseCertificates(chainPem, 'ERR_ROTATION_REFUSED');
-    return ` (${chainFingerprints(chain, bundle.anchors, {
-      chain: sources?.issuer ?? 'the live issuer',
-      anchors: sources?.anchors ?? 'the current bundle',
-    })})`;
-  } catch {
-    return '';
-  }
-}
-
-function describeIssuer(chainPem: string): string {
-  const subject = firstSubject(chainPem);
-  return subject === undefined ? ' (no issuer certificate could be read)' : ` "${subject}"`;
-}
 
 function rootRef(a: Anchor, certificate?: string): RootRef {
   return {
@@ -728,95 +614,4 @@ export function waitInterval(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener('abort', done, { once: true });
   });
-}
-
-/**
- * Observes proxies through their admin `/identity` endpoints (the bundle fingerprint, the
- * certificate's notBefore and, when reported, its chain).
- *
- * @example
- * ```ts
- * const observer = adminUrlObserver(['http://127.0.0.1:4191'], 2000);
- * ```
- */
-export function adminUrlObserver(urls: readonly string[], timeoutMs = 2000): ProxyObserver {
-  return {
-    description:
-      urls.length === 0 ? 'no proxies configured' : `${urls.length} proxy admin endpoint(s)`,
-    observe: (signal) => Promise.all(urls.map((u) => observeAdmin(u, u, timeoutMs, signal))),
-  };
-}
-
-/**
- * Reads one proxy's `/identity`.
- *
- * @example
- * ```ts
- * const o = await observeAdmin('web-0', 'http://10.0.0.7:4191', 2000, signal);
- * ```
- */
-export async function observeAdmin(
-  name: string,
-  baseUrl: string,
-  timeoutMs: number,
-  signal: AbortSignal,
-): Promise<ProxyObservation> {
-  try {
-    const res = await fetch(new URL('/identity', baseUrl), {
-      signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
-    });
-    if (!res.ok) return { name, error: `HTTP ${res.status}` };
-    const body = readIdentityReport(await res.text());
-    const nb = body.certificate.notBefore;
-    return {
-      name,
-      bundleFingerprint: body.trustAnchors.fingerprint,
-      canonicalFingerprint: body.trustAnchors.canonicalFingerprint,
-      certNotBefore: nb === undefined ? undefined : Date.parse(nb),
-      chainPem: body.certificate.chainPem,
-    };
-  } catch (err) {
-    return { name, error: err instanceof Error ? err.message : String(err) };
-  }
-}
-
-/**
- * Observes CA replicas at fixed addresses: a TLS handshake (nothing sent) that reads the serving
- * certificate chain. The CA's certificate is checked only for which root it chains to.
- *
- * @example
- * ```ts
- * const cas = tlsCaObserver([{ host: '10.0.0.5', port: 8080 }], 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local');
- * ```
- */
-export function tlsCaObserver(
-  addresses: readonly { host: string; port: number }[],
-  serverName: string,
-  timeoutMs = 2000,
-): CaObserver {
-  return {
-    description: `${addresses.length} CA address(es)`,
-    observe: () => Promise.all(addresses.map((a) => observeCa(a, serverName, timeoutMs))),
-  };
-}
-
-/**
- * Reads one CA replica's serving chain.
- *
- * @example
- * ```ts
- * const o = await observeCa({ host: '127.0.0.1', port: 8080 }, caIdentity, 2000);
- * ```
- */
-export function observeCa(
-  address: { host: string; port: number },
-  serverName: string,
-  timeoutMs: number,
-): Promise<CaObservation> {
-  const name = `${address.host}:${address.port}`;
-  // Only inspected: which root the chain leads to is checked by the caller.
-  return peerChain(address, serverName, timeoutMs, { alpn: ['h2'], minVersion: 'TLSv1.2' }).then(
-    (pems) => ({ name, chainPem: pems.join('') }),
-    (err: Error) => ({ name, error: err.name === 'TimeoutError' ? 'timed out' : err.message }),
-  );
 }

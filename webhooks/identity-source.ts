@@ -12,7 +12,7 @@ import type { JsonObject } from './admission.js';
 export const IDENTITY_SOURCE_ANNOTATION = 'meshid.io/identity-source';
 
 /** Its values; the first is the default. */
-export const IDENTITY_SOURCES = Object.freeze(['certify', 'pod-certificate'] as const);
+const IDENTITY_SOURCES = Object.freeze(['certify', 'pod-certificate'] as const);
 export type IdentitySource = (typeof IDENTITY_SOURCES)[number];
 
 /** Where the proxy finds its credential bundle and anchors in `pod-certificate` mode. */

@@ -3,7 +3,7 @@
  * trust-configuration guard (`/validate`), on a generic AdmissionReview v1 server.
  */
 export { AdmissionServer } from './server.js';
-export type { AdmissionServerOptions } from './server.js';
+export type {} from './server.js';
 export { admissionResponse, parseAdmissionReview, pointerToken } from './admission.js';
 export type {
   AdmissionHandler,
@@ -13,23 +13,13 @@ export type {
   PatchOperation,
 } from './admission.js';
 export {
-  ANNOTATIONS,
   PROXY_CONTAINER,
-  PROXY_MOUNTS,
-  PROXY_PORTS,
   PodNotInjectable,
   createInjector,
-  excludedNamespaces,
   optIn,
   planInjection,
 } from './inject.js';
-export type {
-  InjectionContext,
-  InjectionPlan,
-  InjectionReason,
-  InjectorDeps,
-  InjectorOptions,
-} from './inject.js';
+export type { InjectorDeps, InjectorOptions } from './inject.js';
 export {
   PROXY_INIT_CONTAINER,
   proxyInitContainer,
@@ -38,13 +28,12 @@ export {
 } from './transparent.js';
 export type { TransparentSettings } from './transparent.js';
 export {
-  IDENTITY_SOURCES,
   IDENTITY_SOURCE_ANNOTATION,
   POD_CERTIFICATE_MOUNT,
   identitySourceOf,
 } from './identity-source.js';
 export type { IdentitySource } from './identity-source.js';
 export { createTrustGuard } from './validate.js';
-export type { TrustGuardDeps, TrustGuardOptions } from './validate.js';
+export type {} from './validate.js';
 export { webhookKube } from './kube.js';
 export type { WebhookKube } from './kube.js';

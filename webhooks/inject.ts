@@ -47,7 +47,7 @@ import type { TransparentSettings } from './transparent.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject, PatchOperation } from './admission.js';
 
 /** The annotations the injector reads and writes (the contract with `meshid check`). */
-export const ANNOTATIONS = Object.freeze({
+const ANNOTATIONS = Object.freeze({
   /** The opt-in, on the pod or its namespace: `enabled` or `disabled` (the pod's wins). */
   inject: INJECT_ANNOTATION,
   /** Written: the proxy's version (the image tag). */
@@ -74,10 +74,10 @@ export const ANNOTATIONS = Object.freeze({
 export const PROXY_CONTAINER = 'meshid-proxy';
 
 /** The proxy's ports in the pod (DESIGN.md). */
-export const PROXY_PORTS = Object.freeze({ inbound: 4143, outbound: 4140, admin: 4191 });
+const PROXY_PORTS = Object.freeze({ inbound: 4143, outbound: 4140, admin: 4191 });
 
 /** Where the proxy finds its token and its anchors. */
-export const PROXY_MOUNTS = Object.freeze({
+const PROXY_MOUNTS = Object.freeze({
   token: '/var/run/secrets/meshid.io/serviceaccount',
   anchors: '/var/run/meshid/trust-anchors',
 });
@@ -124,7 +124,7 @@ export interface InjectorDeps {
 }
 
 /** Why a pod was or was not injected. */
-export type InjectionReason =
+type InjectionReason =
   | 'injected'
   | 'not-opted-in'
   | 'disabled-on-pod'
@@ -135,7 +135,7 @@ export type InjectionReason =
   | 'port-conflict';
 
 /** The decision for one pod. */
-export type InjectionPlan =
+type InjectionPlan =
   | { readonly inject: true; readonly patch: PatchOperation[]; readonly warnings: string[] }
   | {
       readonly inject: false;
@@ -152,7 +152,7 @@ export class PodNotInjectable extends Error {
 }
 
 /** The inputs of {@link planInjection} besides the pod. */
-export interface InjectionContext {
+interface InjectionContext {
   /** The pod's namespace (the request's). */
   readonly namespace: string;
   /** The namespace's annotations, when known. */
@@ -206,7 +206,7 @@ export function optIn(
 }
 
 /** Namespaces never injected, whatever they say. */
-export function excludedNamespaces(options: InjectorOptions): Set<string> {
+function excludedNamespaces(options: InjectorOptions): Set<string> {
   return new Set([
     'kube-system',
     options.naming.controlPlaneNamespace,

@@ -21,7 +21,7 @@ const NAMESPACE_CACHE_MS = 5_000;
  *
  * @example
  * ```ts
- * const kube = webhookKube(await openKubeClient(loadKubeConfig('in-cluster', process.env)), systemClock);
+ * const kube = webhookKube(await openKubeconfig('in-cluster', process.env), systemClock);
  * await kube.namespaceAnnotations('emojivoto'); // { 'meshid.io/inject': 'enabled' }
  * ```
  */

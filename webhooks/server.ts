@@ -42,7 +42,7 @@ import { admissionResponse, parseAdmissionReview } from './admission.js';
 import type { AdmissionHandler } from './admission.js';
 
 /** Options of {@link AdmissionServer.start}. */
-export interface AdmissionServerOptions {
+interface AdmissionServerOptions {
   readonly listen: Address;
   /** Folder holding `tls.crt` (the certificate first, then its chain) and `tls.key`. */
   readonly tlsDir: string;

@@ -28,7 +28,7 @@ import type { Anchor, Clock, Logger, ParsedCertificate } from '../core/index.js'
 import type { AdmissionHandler, AdmissionResult, JsonObject } from './admission.js';
 
 /** Options of the guard; from the `meshid webhooks` configuration. */
-export interface TrustGuardOptions {
+interface TrustGuardOptions {
   readonly controlPlaneNamespace: string;
   readonly trustAnchorsConfigMap: string;
   readonly trustAnchorsKey: string;
@@ -40,7 +40,7 @@ export interface TrustGuardOptions {
 }
 
 /** What the guard needs from outside. */
-export interface TrustGuardDeps {
+interface TrustGuardDeps {
   /**
    * The chain the CA serves on its Certify port, as PEM, its own certificate first, unverified
    * (core's `peerChain`); rejects when the CA cannot be reached. Absent: the anchor check is

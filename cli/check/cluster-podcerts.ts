@@ -59,11 +59,6 @@ async function listRequests(api: Cluster, signer: string): Promise<Pcr[] | undef
 
 /**
  * The `pod-certificates` check.
- *
- * @example
- * ```ts
- * results.push(await checkPodCertificates(api, config, Date.now()));
- * ```
  */
 export async function checkPodCertificates(
   api: Cluster,

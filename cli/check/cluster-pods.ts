@@ -15,7 +15,7 @@ import { checkProxies, mapLimit } from './probes.js';
 import { checkDestinationReady, checkTransparentPods, transparentPods } from './transparent.js';
 
 /** What the workload checks compare the pods with. */
-export interface WorkloadInputs {
+interface WorkloadInputs {
   /** The control plane's anchors, parsed; the fingerprint of their text ('' when unreadable). */
   readonly anchors: readonly ParsedCertificate[];
   readonly fingerprint: string;

@@ -22,7 +22,7 @@ import type { ProxyTarget } from './probes.js';
 const HANDSHAKES = 'meshid_proxy_tls_handshakes_total';
 
 /** Successful handshakes of one proxy, by direction and key-exchange group ('' when unknown). */
-export interface HandshakeGroups {
+interface HandshakeGroups {
   readonly inbound: ReadonlyMap<string, number>;
   readonly outbound: ReadonlyMap<string, number>;
 }

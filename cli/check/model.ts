@@ -7,10 +7,10 @@
 export type CheckStatus = 'ok' | 'warn' | 'error';
 
 /** Where a check applies. */
-export type CheckMode = 'local' | 'cluster' | 'pre';
+type CheckMode = 'local' | 'cluster' | 'pre';
 
 /** One check in the catalog. */
-export interface CheckSpec {
+interface CheckSpec {
   readonly id: string;
   readonly group: string;
   readonly title: string;

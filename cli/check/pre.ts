@@ -50,7 +50,7 @@ export type Existing =
  * Looks at the install's namespace: Linkerd's control-plane Deployments (by Linkerd's label), or
  * meshid's CA Deployment (by `app.kubernetes.io/part-of: meshid`).
  */
-export async function findExisting(
+async function findExisting(
   kube: Pick<KubeClient, 'get' | 'list'>,
   namespace: string,
 ): Promise<Existing> {
@@ -74,7 +74,7 @@ export async function findExisting(
 }
 
 /** One line on what applying the install does, given what is there (also `meshid install`'s). */
-export function describeExisting(existing: Existing, namespace: string): string {
+function describeExisting(existing: Existing, namespace: string): string {
   switch (existing.kind) {
     case 'none':
       return existing.namespaceExists

@@ -6,7 +6,7 @@ import type { Styles } from '../term.js';
 import type { CheckReport, CheckStatus } from './model.js';
 
 /** The symbol of each status. */
-export const SYMBOLS: Readonly<Record<CheckStatus, string>> = { ok: '✓', warn: '‼', error: '×' };
+const SYMBOLS: Readonly<Record<CheckStatus, string>> = { ok: '✓', warn: '‼', error: '×' };
 
 /** Renders the report as text. */
 export function renderReport(report: CheckReport, s: Styles): string {

@@ -20,7 +20,7 @@ const listed = (pods: readonly Pod[]): string =>
   `${pods.slice(0, LISTED).map(podName).join(', ')}${pods.length > LISTED ? ` and ${pods.length - LISTED} more` : ''}`;
 
 /** The pods of this control plane, split by whether their traffic is redirected to the proxy. */
-export interface TransparentPods<P extends Pod = Pod> {
+interface TransparentPods<P extends Pod = Pod> {
   /** Injected with the `meshid-init` init container. */
   readonly transparent: readonly P[];
   /** Annotated `meshid.io/transparent: disabled`: the explicit mode, by request. */
@@ -31,11 +31,6 @@ export interface TransparentPods<P extends Pod = Pod> {
 
 /**
  * Sorts the pods labelled `linkerd.io/control-plane-ns=<controlPlaneNamespace>`.
- *
- * @example
- * ```ts
- * transparentPods([], 'linkerd').transparent.length; // 0
- * ```
  */
 export function transparentPods<P extends Pod>(
   pods: readonly P[],

@@ -20,7 +20,7 @@ export interface ListedTrustBundle {
 }
 
 /** What the check compares. */
-export interface TrustBundlesInput {
+interface TrustBundlesInput {
   /** The bundles listed; `'unserved'` when the API does not serve them; an Error when unreadable. */
   readonly bundles: readonly ListedTrustBundle[] | 'unserved' | Error;
   /** The anchors ConfigMap's text (an Error when it could not be read). */
@@ -42,11 +42,6 @@ const short = (fps: readonly string[]): string => fps.map((f) => f.slice(0, 12))
  * ✓ when meshid's live bundle holds exactly the ConfigMap's anchors (and the canary what the
  * rotation leaves), ‼ when there are none (trust sync not run with clusterTrustBundles, or the
  * API off), × when they disagree.
- *
- * @example
- * ```ts
- * checkTrustBundles({ bundles: 'unserved', anchorsText, signerName, now }).status; // 'ok'
- * ```
  */
 export function checkTrustBundles(input: TrustBundlesInput): CheckResult {
   const { bundles, anchorsText, signerName, now } = input;

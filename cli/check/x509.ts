@@ -71,7 +71,7 @@ export function humanDuration(ms: number): string {
 }
 
 /** The verdict on a certificate's validity window at `now`. */
-export interface ExpiryVerdict {
+interface ExpiryVerdict {
   readonly status: 'ok' | 'warn' | 'error';
   /** `valid for 29d 4h (until 2026-…)`, `expired 2h ago (…)`, `not valid until …`. */
   readonly text: string;

@@ -35,7 +35,7 @@ const HEADER = [
  * The generated part: the settings every command has (same key, help and default everywhere),
  * then one table per command with the rest.
  */
-export function generatedSettings(): string {
+function generatedSettings(): string {
   const ref = configReference();
   const commands = Object.keys(ref) as CommandName[];
   const same = (a: SettingReference, b: SettingReference | undefined): boolean =>

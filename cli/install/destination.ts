@@ -19,7 +19,7 @@ import type { InstallConfig } from '../../core/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-export interface DestinationManifestObject {
+interface DestinationManifestObject {
   readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
   readonly comment: string;
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
@@ -35,7 +35,7 @@ export const DESTINATION_NAMES = Object.freeze({
 });
 
 /** Its ports inside the pod: the Destination API (Linkerd's 8086) and admin. */
-export const DESTINATION_PORTS = Object.freeze({
+const DESTINATION_PORTS = Object.freeze({
   grpc: DEFAULTS.destinationListen.port,
   admin: DEFAULTS.destinationAdmin.port,
 });
@@ -47,13 +47,8 @@ const ANCHORS_MOUNT = '/var/run/meshid/trust-anchors';
  * The ClusterRole's rules with the reason for each: list and watch of exactly the three kinds
  * the endpoint index reads, cluster-wide because proxies in every namespace ask about Services
  * in every namespace.
- *
- * @example
- * ```ts
- * destinationRules().map((r) => r.rule.resources); // [['services', 'pods'], ['endpointslices']]
- * ```
  */
-export function destinationRules(): {
+function destinationRules(): {
   rule: { apiGroups: string[]; resources: string[]; verbs: string[] };
   reason: string;
 }[] {
@@ -76,13 +71,8 @@ export function destinationRules(): {
 
 /**
  * The `meshid destination` arguments of the container.
- *
- * @example
- * ```ts
- * destinationArgs(config)[0]; // 'destination'
- * ```
  */
-export function destinationArgs(config: InstallConfig): string[] {
+function destinationArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   const naming = {
     trustDomain: config.trustDomain,
@@ -106,12 +96,6 @@ export function destinationArgs(config: InstallConfig): string[] {
 
 /**
  * The destination service's objects.
- *
- * @example
- * ```ts
- * destinationObjects(config, { runAsUser: 65532, labels }).map((o) => o.object.kind);
- * // ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Service', 'Deployment']
- * ```
  */
 export function destinationObjects(
   config: InstallConfig,

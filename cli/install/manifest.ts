@@ -31,7 +31,7 @@ import { destinationObjects } from './destination.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
-export interface KubeModel {
+interface KubeModel {
   readonly apiVersion: string;
   readonly kind: string;
   validate(): void;
@@ -39,7 +39,7 @@ export interface KubeModel {
 }
 
 /** A comment above one node of a document, found by its path (keys and sequence indexes). */
-export interface NodeComment {
+interface NodeComment {
   readonly path: readonly (string | number)[];
   readonly text: string;
 }
@@ -64,13 +64,13 @@ export const INSTALL_NAMES = Object.freeze({
 });
 
 /** The CA's ports inside the pod (DESIGN.md: gRPC 8080, admin 9990). */
-export const CA_PORTS = Object.freeze({ grpc: 8080, admin: 9990 });
+const CA_PORTS = Object.freeze({ grpc: 8080, admin: 9990 });
 
 /** A fixed non-root uid/gid (the "nonroot" user of distroless images), so runAsNonRoot can be checked. */
 export const RUN_AS_USER = 65532;
 
 /** Inputs besides the configuration. */
-export interface InstallInputs {
+interface InstallInputs {
   /** The validated trust-anchor bundle, when `--trust-anchors` was given. */
   readonly trustAnchorsPem?: string | undefined;
 }
@@ -78,12 +78,6 @@ export interface InstallInputs {
 /**
  * Builds every object of the install, in the order they can be applied: the Namespace first,
  * the Deployment after what it refers to.
- *
- * @example
- * ```ts
- * const { config } = loadConfig('install', { argv: ['--replicas', '3'], env: {} });
- * buildInstallObjects(config, {}).map((o) => o.object.kind); // ['Namespace', 'ServiceAccount', ...]
- * ```
  */
 export function buildInstallObjects(
   config: InstallConfig,
@@ -214,13 +208,8 @@ export function buildInstallObjects(
 /**
  * The `meshid ca` arguments of the container (after the image's `meshid` entrypoint). The
  * namespace comes from the downward API instead (`MESHID_NAMESPACE`).
- *
- * @example
- * ```ts
- * caContainerArgs(config)[0]; // 'ca'
- * ```
  */
-export function caContainerArgs(config: InstallConfig): string[] {
+function caContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   return [
     'ca',
@@ -377,11 +366,6 @@ function grpcService(
  * The cert-manager chain (trust-bundle's builders), in the order they can be applied: the
  * self-signed Issuer, the root Certificate, the CA Issuer over it, the identity issuer
  * Certificate, and with `trustManager` the Bundle that fills the anchors ConfigMap.
- *
- * @example
- * ```ts
- * certManagerChain(certManagerSettings(config, {}), false).length; // 4
- * ```
  */
 export function certManagerChain(s: CertManagerSettings, trustManager: boolean): ManifestObject[] {
   const doc = (object: KubeModel, comment: string): ManifestObject => ({
@@ -417,13 +401,8 @@ export function certManagerChain(s: CertManagerSettings, trustManager: boolean):
 /**
  * The names of the cert-manager chain an install uses (the root Certificate, its Secret and the
  * CA Issuer share the name of --cert-manager-issuer, as in Linkerd's recipe).
- *
- * @example
- * ```ts
- * certManagerSettings(config, {}).rootCertificate; // 'linkerd-trust-anchor'
- * ```
  */
-export function certManagerSettings(
+function certManagerSettings(
   config: InstallConfig,
   labels: Record<string, string>,
 ): CertManagerSettings {
@@ -470,12 +449,6 @@ function commonLabels(image: string): Record<string, string> & {
 /**
  * The tag of an image reference when it is also a valid label value (a digest-only reference has
  * none, and then the version label is left out rather than guessed).
- *
- * @example
- * ```ts
- * imageTag('ghcr.io/meshid/meshid:v0.1.0'); // 'v0.1.0'
- * imageTag('localhost:5000/meshid@sha256:0123...'); // undefined
- * ```
  */
 export function imageTag(image: string): string | undefined {
   const withoutDigest = image.split('@')[0]!;

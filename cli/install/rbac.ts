@@ -12,7 +12,7 @@ export interface Permission {
 }
 
 /** What the permissions depend on. */
-export interface PermissionInputs {
+interface PermissionInputs {
   readonly issuerSecret: string;
   readonly trustAnchorsConfigMap: string;
   readonly tokenValidator: 'tokenreview' | 'jwks';
@@ -85,11 +85,6 @@ const BY_NAME =
 
 /**
  * Rules of the namespaced Role: the issuer Secret and the anchors ConfigMap, by name only.
- *
- * @example
- * ```ts
- * namespacedPermissions(config).map((p) => p.rule.resources); // [['secrets'], ['configmaps']]
- * ```
  */
 export function namespacedPermissions(inputs: PermissionInputs): Permission[] {
   return [
@@ -118,11 +113,6 @@ export function namespacedPermissions(inputs: PermissionInputs): Permission[] {
 /**
  * Rules of the ClusterRole: TokenReview (with the tokenreview validator) and Events, which are
  * recorded in workload namespaces too and so cannot live in a Role.
- *
- * @example
- * ```ts
- * clusterPermissions({ ...config, tokenValidator: 'jwks' }).length; // 1: Events
- * ```
  */
 export function clusterPermissions(inputs: PermissionInputs): Permission[] {
   return [
@@ -156,11 +146,6 @@ export function clusterPermissions(inputs: PermissionInputs): Permission[] {
 /**
  * What the CA does with the API without a rule of its own, said in the ClusterRole's comment so
  * that nobody adds a rule for it.
- *
- * @example
- * ```ts
- * permissionsNotNeeded('jwks').length; // 2: SelfSubjectAccessReview and OIDC discovery
- * ```
  */
 export function permissionsNotNeeded(tokenValidator: 'tokenreview' | 'jwks'): string[] {
   return [

@@ -19,7 +19,7 @@ import { clusterTrustBundleName } from '../../trust-bundle/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-export interface TrustSyncManifestObject {
+interface TrustSyncManifestObject {
   readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
   readonly comment: string;
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
@@ -156,13 +156,8 @@ function clusterRules(config: InstallConfig): Rule[] {
 
 /**
  * The `meshid trust sync` arguments of the container.
- *
- * @example
- * ```ts
- * trustSyncArgs(config).slice(0, 2); // ['trust', 'sync']
- * ```
  */
-export function trustSyncArgs(config: InstallConfig): string[] {
+function trustSyncArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string): string => `--${name}=${value}`;
   return [
     'trust',
@@ -185,11 +180,6 @@ export function trustSyncArgs(config: InstallConfig): string[] {
 
 /**
  * The ServiceAccount, Role, RoleBinding and Deployment of the sync controller.
- *
- * @example
- * ```ts
- * trustSyncObjects(config, { runAsUser: 65532, labels }).map((o) => o.object.kind);
- * ```
  */
 export function trustSyncObjects(
   config: InstallConfig,

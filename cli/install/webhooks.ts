@@ -21,20 +21,20 @@ import type { InstallConfig } from '../../core/index.js';
 import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
 
 /** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-export interface WebhookManifestObject {
+interface WebhookManifestObject {
   readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
   readonly comment: string;
   readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
 }
 
 /** What the rest of the install decides: the uid the pods run as, and the version label. */
-export interface WebhookInstallInputs {
+interface WebhookInstallInputs {
   readonly runAsUser: number;
   readonly version: string | undefined;
 }
 
 /** The webhooks' object names (the contract with the other components and `meshid check`). */
-export const WEBHOOK_NAMES = Object.freeze({
+const WEBHOOK_NAMES = Object.freeze({
   deployment: 'meshid-webhooks',
   service: 'meshid-webhooks',
   serviceAccount: 'meshid-webhooks',
@@ -50,7 +50,7 @@ export const WEBHOOK_NAMES = Object.freeze({
 });
 
 /** The webhooks' HTTPS port in the pod; the Service exposes it on 443. */
-export const WEBHOOKS_PORT = 8443;
+const WEBHOOKS_PORT = 8443;
 
 const TLS_MOUNT = '/var/run/meshid/tls';
 const ANCHORS_MOUNT = '/var/run/meshid/trust-anchors';
@@ -69,13 +69,8 @@ function selector(): Record<string, string> {
 
 /**
  * The `meshid webhooks` arguments of the container.
- *
- * @example
- * ```ts
- * webhooksContainerArgs(config)[0]; // 'webhooks'
- * ```
  */
-export function webhooksContainerArgs(config: InstallConfig): string[] {
+function webhooksContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   return [
     'webhooks',
@@ -98,11 +93,6 @@ export function webhooksContainerArgs(config: InstallConfig): string[] {
  * Every object of the webhooks, in apply order: the webhook configurations last, so that a
  * first install does not send its own Certificates and ConfigMap to a guard that is not running
  * yet.
- *
- * @example
- * ```ts
- * webhookObjects(config, { runAsUser: 65532, version: 'v0.1.0' }).map((o) => o.object.kind).at(-1); // 'ValidatingWebhookConfiguration'
- * ```
  */
 export function webhookObjects(
   config: InstallConfig,

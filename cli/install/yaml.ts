@@ -11,11 +11,6 @@ import type { ManifestObject } from './manifest.js';
 /**
  * Checks every object against its kubernetes-models schema, then serialises them in order.
  * Throws before returning any text, so a caller never prints half an install.
- *
- * @example
- * ```ts
- * process.stdout.write(manifestYaml(buildInstallObjects(config, {})));
- * ```
  */
 export function manifestYaml(objects: readonly ManifestObject[], header?: string): string {
   for (const { object } of objects) {

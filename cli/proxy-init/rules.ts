@@ -64,7 +64,7 @@ function comment(text: string): string {
 }
 
 /** The hooks from the built-in chains into meshid's chains. */
-export function jumpRules(): {
+function jumpRules(): {
   readonly chain: string;
   readonly target: string;
   readonly rule: string;
@@ -85,12 +85,6 @@ export function jumpRules(): {
 
 /**
  * The rules of meshid's two chains for one address family, in `iptables-save` syntax.
- *
- * @example
- * ```ts
- * chainRules(settings, 4);
- * // ['-A MESHID_PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4143,4191 ... -j RETURN', ...]
- * ```
  */
 export function chainRules(settings: ProxyInitSettings, family: 4 | 6): string[] {
   const rules: string[] = [];
@@ -124,12 +118,6 @@ export function chainRules(settings: ProxyInitSettings, family: 4 | 6): string[]
  * The `iptables-restore --noflush` input that brings the nat table from `currentSave` (the
  * output of `iptables-save -t nat`, empty for a dry run) to meshid's rules: both chains declared
  * (created, or emptied if they exist) and filled, and each jump added unless already there.
- *
- * @example
- * ```ts
- * const input = restoreInput(settings, 4, await save());
- * await run('iptables-restore', ['--noflush'], input);
- * ```
  */
 export function restoreInput(
   settings: ProxyInitSettings,

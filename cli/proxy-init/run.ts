@@ -12,13 +12,13 @@ import { MeshidError, parseCidrList, parsePortList } from '../../core/index.js';
 import type { ProxyInitSettings } from './rules.js';
 import { restoreInput } from './rules.js';
 
-export type IptablesBackend = 'legacy' | 'nft';
+type IptablesBackend = 'legacy' | 'nft';
 
 /**
  * The settings of the rules from the command's configuration, or ERR_CONFIG_INVALID naming
  * every bad flag.
  */
-export function proxyInitSettings(config: ProxyInitConfig): ProxyInitSettings {
+function proxyInitSettings(config: ProxyInitConfig): ProxyInitSettings {
   const problems: string[] = [];
   const ports = (flag: string, values: readonly string[]): PortRange[] => {
     const r = parsePortList(values.join(','));
@@ -58,7 +58,7 @@ const NEEDED_CAPABILITIES = [
 ] as const;
 
 /** The needed capabilities this process lacks (read from /proc/self/status). */
-export function missingCapabilities(status = readFileSync('/proc/self/status', 'utf8')): string[] {
+function missingCapabilities(status = readFileSync('/proc/self/status', 'utf8')): string[] {
   const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0';
   const eff = BigInt(`0x${hex}`);
   return NEEDED_CAPABILITIES.filter(([, bit]) => (eff & (1n << BigInt(bit))) === 0n).map(
@@ -154,7 +154,7 @@ async function chooseBackend(mode: ProxyInitConfig['iptablesMode']): Promise<Ipt
 }
 
 /** What one run did. */
-export interface ProxyInitResult {
+interface ProxyInitResult {
   readonly backend: IptablesBackend | 'dry-run';
   /** Per family, the iptables-restore input applied (or printed). */
   readonly applied: { readonly family: 4 | 6; readonly input: string }[];

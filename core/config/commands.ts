@@ -49,10 +49,7 @@ export const SCHEMAS = {
 
 /** The validated, frozen configuration of each command. */
 export type CommandConfigs = { [C in CommandName]: Readonly<z.infer<(typeof SCHEMAS)[C]>> };
-export type InitConfig = CommandConfigs['init'];
-export type TokenConfig = CommandConfigs['token'];
 export type CaConfig = CommandConfigs['ca'];
-export type LocalConfig = CommandConfigs['local'];
 export type InstallConfig = CommandConfigs['install'];
 export type ProxyConfig = CommandConfigs['proxy'];
 export type WebhooksConfig = CommandConfigs['webhooks'];

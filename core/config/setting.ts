@@ -24,7 +24,7 @@ export type Kind = 'string' | 'path' | 'boolean' | 'duration' | 'address' | 'int
 export type Given = Readonly<Record<string, unknown>>;
 
 /** A default derived from the values given for the other settings; undefined: none. */
-export type DerivedDefault<T> = (given: Given) => T | undefined;
+type DerivedDefault<T> = (given: Given) => T | undefined;
 
 /**
  * One setting: everything about it, in one place. Declared with its kind's function, then its

@@ -37,7 +37,7 @@ const apiPrefix = (kind: WatchKind, version?: string): string => {
 };
 
 /** Opens one watch of a collection from `resourceVersion`; resolves with its stop. */
-export type OpenWatch = (
+type OpenWatch = (
   o: KubeWatchListOptions,
   resourceVersion: string,
   onEvent: (e: WatchStreamEvent<KubeResource>) => void,

@@ -17,11 +17,6 @@ import { watchList } from './watch-list.js';
 
 /**
  * Wraps a loaded KubeConfig as a {@link KubeClient}.
- *
- * @example
- * ```ts
- * const kube = clientNodeKubeClient(loadKubeConfig('in-cluster', process.env));
- * ```
  */
 export function clientNodeKubeClient(kc: KubeConfig): KubeClient {
   reuseConnections(kc);

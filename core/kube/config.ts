@@ -10,17 +10,11 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { MeshidError } from '../errors.js';
 
 /** The `kubeconfig` value that means "the pod's own service account". */
-export const IN_CLUSTER_KUBECONFIG = 'in-cluster';
+const IN_CLUSTER_KUBECONFIG = 'in-cluster';
 
 /**
  * Loads a KubeConfig. `env` is passed in (library code never reads process.env): in a cluster,
  * `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` locate the API server.
- *
- * @example
- * ```ts
- * const kc = loadKubeConfig('/tmp/kubeconfig.yaml', process.env);
- * const kcInPod = loadKubeConfig('in-cluster', process.env);
- * ```
  */
 export function loadKubeConfig(
   spec: string,
@@ -59,7 +53,7 @@ export function loadKubeConfig(
 }
 
 /** The kubeconfig a command uses and how it was found, for saying which cluster it talks to. */
-export interface FoundKubeconfig {
+interface FoundKubeconfig {
   readonly kc: KubeConfig;
   /** `--kubeconfig FILE`, `KUBECONFIG=A:B`, `~/.kube/config (FILE)` or `in-cluster`. */
   readonly source: string;
@@ -78,11 +72,6 @@ export interface FoundKubeconfig {
  *
  * @throws MeshidError ERR_CONFIG_INVALID naming the file (or `KUBECONFIG`) and what is wrong: not
  *   loadable, no such context (with the ones there are), no current context.
- * @example
- * ```ts
- * const found = findKubeconfig({ kubeconfig: config.kubeconfig, context: config.context, env: process.env });
- * if (found !== undefined) console.log(`context ${found.context} (${found.server})`);
- * ```
  */
 export function findKubeconfig(opts: {
   readonly kubeconfig?: string | undefined;

@@ -11,10 +11,25 @@ import type { KubeClient } from './api.js';
  *
  * @example
  * ```ts
- * const { loadKubeConfig } = await import('../core/kube/config.js');
- * const kube = await openKubeClient(loadKubeConfig(config.kubeconfig, process.env));
+ * const kube = await openKubeClient(found.kc);
  * ```
  */
 export async function openKubeClient(kc: KubeConfig): Promise<KubeClient> {
   return (await import('./client-node.js')).clientNodeKubeClient(kc);
+}
+
+/**
+ * The Kubernetes client of a `--kubeconfig` setting: a file, or `in-cluster` (where `env`'s
+ * `KUBERNETES_SERVICE_HOST` and `_PORT` locate the API server).
+ *
+ * @example
+ * ```ts
+ * const kube = await openKubeconfig(config.kubeconfig, process.env);
+ * ```
+ */
+export async function openKubeconfig(
+  spec: string,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<KubeClient> {
+  return openKubeClient((await import('./config.js')).loadKubeConfig(spec, env));
 }

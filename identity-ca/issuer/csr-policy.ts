@@ -44,12 +44,6 @@ function describeKey(csr: ParsedCsr): string {
  * Rules: the key is ECDSA P-256 (an uncompressed point, which is what TLS stacks accept); exactly
  * one DNS SAN, equal to `identity`; no other SANs (URI, IP, email, ...); at most one subject CN,
  * empty or equal to `identity` (it may exceed 64 characters); the signature verifies.
- *
- * @example
- * ```ts
- * const csr = parseCsr(req.certificateSigningRequest);
- * checkCsrPolicy(csr, req.identity); // throws ERR_CSR_POLICY on any doubt
- * ```
  */
 export async function checkCsrPolicy(csr: ParsedCsr, identity: string): Promise<void> {
   const { algorithm, curve } = csr.publicKey;
@@ -108,11 +102,6 @@ const FIPS_CSR_SIGNATURES: ReadonlySet<string> = new Set([
  * FIPS mode's check of a CSR, before the issuance rules: its key must be inside the FIPS policy
  * (ECDSA P-256/P-384 or RSA ≥ 2048) and its self-signature ECDSA or RSA over SHA-256/384. Throws
  * ERR_FIPS_CSR_REFUSED saying FIPS mode refused it; the issuance rules (P-256 only) still follow.
- *
- * @example
- * ```ts
- * if (config.fips) checkFipsCsr(csr); // an Ed25519 or RSA-1024 CSR is refused here
- * ```
  */
 export function checkFipsCsr(csr: ParsedCsr): void {
   const keyProblem = fipsKeyProblem(csr.publicKey.spki);

@@ -16,10 +16,10 @@ import type { IssuerMaterial, IssuerCredentials } from './material.js';
 import type { ApplyResult, IssuerStore } from './store.js';
 
 /** File names inside an issuer folder (a `kubernetes.io/tls` Secret). */
-export const ISSUER_FILES = Object.freeze({ crt: 'tls.crt', key: 'tls.key', ca: 'ca.crt' });
+const ISSUER_FILES = Object.freeze({ crt: 'tls.crt', key: 'tls.key', ca: 'ca.crt' });
 
 /** What a {@link FileIssuerSource} needs. */
-export interface FileIssuerSourceOptions {
+interface FileIssuerSourceOptions {
   /** Folder holding tls.crt, tls.key and optionally ca.crt. */
   readonly issuerDir: string;
   /** The PEM trust-anchor bundle (e.g. …/trust-roots/ca-bundle.crt). */
@@ -56,11 +56,6 @@ function material([crt, key, ca]: readonly (Buffer | undefined)[]): IssuerMateri
 /**
  * Reads issuer material from a folder: `tls.crt` and `tls.key` (required) and `ca.crt` (optional).
  * Throws ERR_ISSUER_INVALID naming the file that cannot be read.
- *
- * @example
- * ```ts
- * const material = await readIssuerMaterial('/var/run/linkerd/identity/issuer');
- * ```
  */
 export async function readIssuerMaterial(dir: string): Promise<IssuerMaterial> {
   const files = issuerFiles(dir, '').slice(0, 3);

@@ -18,7 +18,7 @@ import type { webcrypto } from 'node:crypto';
 import { x509Crypto } from './material.js';
 
 /** What the probe found. */
-export interface X509CryptoProbe {
+interface X509CryptoProbe {
   /** The approved operation (ECDSA P-256 certificate, sign and verify) worked. */
   readonly approvedWorks: boolean;
   /** Its error, when it failed. */
@@ -31,12 +31,6 @@ export interface X509CryptoProbe {
 
 /**
  * Runs the probe at `now` (ms since the epoch, for the throwaway certificates' validity).
- *
- * @example
- * ```ts
- * const probe = await probeX509Crypto(clock.now());
- * if (config.fips && !(probe.approvedWorks && probe.nonApprovedRefused)) throw ...;
- * ```
  */
 export async function probeX509Crypto(now: number): Promise<X509CryptoProbe> {
   const approved = await attempt(async () => {

@@ -12,7 +12,7 @@ import { randomSerial } from './leaf.js';
 import type { IssuerCredentials } from './material.js';
 
 /** The pod a certificate was issued for (PodCertificateRequests), for the audit record. */
-export interface IssuedPod {
+interface IssuedPod {
   readonly name: string;
   readonly uid: string;
   readonly node: string;
@@ -34,7 +34,7 @@ export interface IssuedLeaf {
 }
 
 /** One leaf to sign. */
-export interface LeafOrder {
+interface LeafOrder {
   /** The subjectPublicKeyInfo (DER) of the workload's key. */
   readonly spki: Uint8Array;
   readonly workload: { readonly namespace: string; readonly serviceAccount: string };
@@ -63,12 +63,6 @@ export interface SignedLeaf {
  * the lifetime later from the decision (capped by `maxLifetimeMs` from notBefore) and clamped to
  * the issuer chain's expiry. Throws ERR_SIGNING_FAILED when the signer fails for an unexpected
  * reason (logged), or the signer's own MeshidError.
- *
- * @example
- * ```ts
- * const signed = signLeaf(issuer, signers.get(issuer), { spki, workload, naming, issuedAt: clock.now(),
- *   lifetimeMs: 86_400_000, clockSkewMs: 20_000, random }, logger);
- * ```
  */
 export function signLeaf(
   issuer: IssuerCredentials,
@@ -109,11 +103,6 @@ export function signLeaf(
  * The audit record of an issued leaf: one log line (serial, SHA-256, identity, expiry, and the
  * pod for a PodCertificateRequest) and the record handed to `onIssued`. Skipped entirely (no
  * hashing, no formatting) when nobody reads it.
- *
- * @example
- * ```ts
- * auditIssued(signed, { namespace: 'emojivoto', serviceAccount: 'web' }, log, deps.onIssued);
- * ```
  */
 export function auditIssued(
   signed: SignedLeaf,

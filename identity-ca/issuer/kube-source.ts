@@ -18,7 +18,7 @@ import type { IssuerCredentials, IssuerMaterial } from './material.js';
 import type { ApplyResult, IssuerStore } from './store.js';
 
 /** What a {@link KubeIssuerSource} needs. */
-export interface KubeIssuerSourceOptions {
+interface KubeIssuerSourceOptions {
   readonly api: Pick<KubeApi, 'list' | 'watchList' | 'server'>;
   readonly namespace: string;
   readonly secretName: string;
@@ -43,11 +43,6 @@ const SCHEMES = {
 
 /**
  * Reads issuer material out of a Secret. Throws ERR_ISSUER_INVALID naming the missing key.
- *
- * @example
- * ```ts
- * issuerMaterialFromSecret({ type: 'kubernetes.io/tls', data: { 'tls.crt': pem, 'tls.key': key }, ... });
- * ```
  */
 export function issuerMaterialFromSecret(secret: KubeObject): IssuerMaterial {
   const where = `Secret ${secret.namespace}/${secret.name}`;

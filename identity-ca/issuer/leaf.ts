@@ -203,12 +203,6 @@ function canonicalSpki(key: KeyObject): Buffer {
  *
  * The signer does not check that the issuer is a CA or chains to the anchors; the issuer loader
  * does, before a signer is made.
- *
- * @example
- * ```ts
- * const signer = new LeafSigner(issuer.certificateDer, issuer.privateKey);
- * const leaf = signer.sign({ spki: csr.publicKey.spki, dnsName: id, uri: spiffe, serial: randomSerial(random), notBefore, notAfter });
- * ```
  */
 export class LeafSigner {
   readonly #key: KeyObject;
@@ -393,10 +387,6 @@ const SERIAL_BYTES = 16;
  *
  * @throws MeshidError ERR_INTERNAL when the random source returns the wrong length, or only zeros
  *   four times running (it is broken).
- * @example
- * ```ts
- * const serial = randomSerial(systemRandom); // e.g. <Buffer 3f 9a ... > (≤ 16 bytes)
- * ```
  */
 export function randomSerial(random: Random): Buffer {
   for (let attempt = 0; attempt < 4; attempt++) {

@@ -128,15 +128,6 @@ interface ParsedCert {
  * @param material - the issuer files.
  * @param anchors - from core's parseAnchors.
  * @param now - ms since the epoch.
- *
- * @example
- * ```ts
- * const issuer = await validateIssuer(
- *   { tlsCrt, tlsKey, caCrt },
- *   parseAnchors(bundle, { now: clock.now() }),
- *   clock.now(),
- * );
- * ```
  */
 export async function validateIssuer(
   material: IssuerMaterial,
@@ -526,11 +517,6 @@ function sha256Hex(data: Uint8Array): string {
  * FIPS mode's check of the issuer and its chain certificates (the anchors are checked by core's
  * parseAnchors with `fips`): each must have a key and a signature inside the FIPS policy (core's
  * fipsCertificateProblem). Throws ERR_FIPS_MATERIAL_REFUSED naming the first one outside it.
- *
- * @example
- * ```ts
- * checkFipsIssuer(await validateIssuer(material, parseAnchors(pem, { now, fips: true }), now));
- * ```
  */
 export function checkFipsIssuer(issuer: IssuerCredentials): void {
   issuer.intermediatesDer.forEach((der, i) => {

@@ -38,7 +38,7 @@ export type ApplyResult =
     };
 
 /** What an {@link IssuerStore} needs. */
-export interface IssuerStoreOptions {
+interface IssuerStoreOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   /** FIPS mode: anchors and issuer chains outside the FIPS policy are refused. */
@@ -47,14 +47,6 @@ export interface IssuerStoreOptions {
 
 /**
  * Holds the last good issuer credentials (with the anchors they were validated against).
- *
- * @example
- * ```ts
- * const store = new IssuerStore({ clock, logger });
- * store.on('rejected', (err, source) => events.warn('IssuerUpdateSkipped', err.message));
- * const result = await store.apply({ tlsCrt, tlsKey, caCrt }, bundlePem, 'secret linkerd/linkerd-identity-issuer');
- * const issuer = store.current();
- * ```
  */
 export class IssuerStore extends EventEmitter<IssuerStoreEvents> {
   readonly #clock: Clock;

@@ -26,7 +26,7 @@ export const EventReason = {
 } as const;
 
 /** The object an Event is about. */
-export interface EventTarget {
+interface EventTarget {
   readonly kind: string;
   readonly apiVersion?: string;
   readonly namespace: string;
@@ -34,7 +34,7 @@ export interface EventTarget {
 }
 
 /** Options of {@link EventRecorder}. */
-export interface EventRecorderOptions {
+interface EventRecorderOptions {
   readonly api: Pick<KubeApi, 'recordEvent'>;
   /** `reportingController` / `source.component`. */
   readonly component: string;
@@ -70,14 +70,6 @@ const MAX_KEYS = 10_000;
 
 /**
  * Records Events through the API, aggregated and rate-limited.
- *
- * @example
- * ```ts
- * const events = new EventRecorder({ api, component: 'meshid-identity', instance: hostname(), clock, logger });
- * events.record({ kind: 'Secret', namespace: 'linkerd', name: 'linkerd-identity-issuer' },
- *   'Normal', EventReason.issuerUpdated, 'Updated identity issuer');
- * await events.flush();
- * ```
  */
 export class EventRecorder {
   readonly #o: EventRecorderOptions;
@@ -226,12 +218,6 @@ type IssuerFacts = Pick<IssuerCredentials, 'subject' | 'serial' | 'notAfter'>;
  * (no API, or `events: false`) every call does nothing; issuer Events only where `issuerTarget`
  * is set and `recordIssuer` (one worker of a multi-worker CA records them, so a change is
  * recorded once).
- *
- * @example
- * ```ts
- * const events = new CaEvents(recorder, { kind: 'Secret', namespace: 'linkerd', name: 'linkerd-identity-issuer' }, true);
- * events.issuerUpdated(store.current()!);
- * ```
  */
 export class CaEvents {
   constructor(

@@ -6,7 +6,7 @@ import { MeshidError } from '../../core/index.js';
 import type { AccessQuery, KubeApi } from './api.js';
 
 /** One permission the CA needs, and what happens without it. */
-export interface Requirement {
+interface Requirement {
   readonly query: AccessQuery;
   /** Why the CA needs it (goes into the error). */
   readonly why: string;

@@ -78,13 +78,6 @@ const MAX_HINT_MS = 30_000;
 
 /**
  * The admission control of one CA process.
- *
- * @example
- * ```ts
- * const admission = new Admission(settings, clock);
- * const release = await admission.admit({ identity, source: '10.0.0.7', renewal: false });
- * try { return await decide(req); } finally { release(); }
- * ```
  */
 export class Admission {
   readonly #s: AdmissionSettings;

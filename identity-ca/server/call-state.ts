@@ -10,7 +10,7 @@ import { MeshidError } from '../../core/index.js';
 export type CallAbandoned = 'deadline' | 'gone';
 
 /** Where a call was dropped: waiting for admission, or before the handler's steps. */
-export type DropStage = 'queue' | 'start' | 'token' | 'sign';
+type DropStage = 'queue' | 'start' | 'token' | 'sign';
 
 /** What a handler may ask about the call it is deciding. */
 export interface CallState {
@@ -28,12 +28,6 @@ export type DropObserver = (why: CallAbandoned, stage: DropStage) => void;
 /**
  * The refusal of an abandoned call: DEADLINE_EXCEEDED (answered if the stream is still open)
  * or CANCELLED (nobody can read it).
- *
- * @example
- * ```ts
- * const why = call?.abandoned();
- * if (why !== undefined) throw abandonedError(why, 'token');
- * ```
  */
 export function abandonedError(why: CallAbandoned, stage: DropStage): MeshidError {
   const where = stage === 'queue' ? 'while waiting for admission' : `before the ${stage} step`;
@@ -45,11 +39,6 @@ export function abandonedError(why: CallAbandoned, stage: DropStage): MeshidErro
 /**
  * Throws the refusal of `call` when its caller has gone, telling `onDropped`; does nothing
  * otherwise (or without a call state).
- *
- * @example
- * ```ts
- * checkWanted(call, 'sign', deps.onDropped); // nothing is signed for a caller that has gone
- * ```
  */
 export function checkWanted(
   call: CallState | undefined,

@@ -73,12 +73,6 @@ export class SignerCache {
 
 /**
  * Makes the Certify handler.
- *
- * @example
- * ```ts
- * const certify = createCertifyHandler({ currentIssuer: () => store.current(), tokens, naming, ... });
- * const res = await certify(request);
- * ```
  */
 export function createCertifyHandler(
   deps: CertifyDeps,

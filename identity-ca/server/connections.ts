@@ -29,7 +29,7 @@ export interface ConnectionObserver {
 }
 
 /** Settings of {@link CertifyConnections}. */
-export interface CertifyConnectionsOptions {
+interface CertifyConnectionsOptions {
   /** Bounds the TLS handshakes in progress; absent or `maxHandshakes` 0: no gate. */
   readonly handshakes?: HandshakeGateSettings;
   /** With the gate: how long a new connection may take to send its whole ClientHello. */
@@ -60,14 +60,6 @@ const TLS_MAX_RECORD = 16_384;
 
 /**
  * The connections of one Certify server.
- *
- * @example
- * ```ts
- * const connections = new CertifyConnections({ clock, logger, handshake: (s) => tls.emit('connection', s) });
- * net.on('connection', (s) => connections.accept(s));
- * tls.on('secureConnection', (s) => { if (connections.handshaken(s)) h2.emit('connection', s); });
- * h2.on('session', (session) => connections.session(session));
- * ```
  */
 export class CertifyConnections {
   readonly #o: CertifyConnectionsOptions;

@@ -47,7 +47,7 @@ export type ConnectionRefusal =
   'wait-timeout' | 'queue-full' | 'handshake-stalled' | 'hello-timeout';
 
 /** What the gate does with connections: the owner's socket operations. */
-export interface HandshakeGateHooks<C> {
+interface HandshakeGateHooks<C> {
   /** Starts the TLS handshake of `conn`; `waitedMs` is how long it waited for its slot. */
   readonly start: (conn: C, waitedMs: number) => void;
   /** Closes `conn` without a handshake. */
@@ -63,15 +63,6 @@ interface Waiting<C> {
 
 /**
  * The handshake admission of one CA process.
- *
- * @example
- * ```ts
- * const gate = new HandshakeGate({ maxHandshakes: 32, maxWaitMs: 5000, maxWaiting: 4096 }, clock, {
- *   start: (socket) => tlsServer.emit('connection', socket),
- *   refuse: (socket) => socket.destroy(),
- * });
- * gate.offer(socket); // and gate.done(socket) once its handshake has ended, either way
- * ```
  */
 export class HandshakeGate<C> {
   readonly #s: HandshakeGateSettings;

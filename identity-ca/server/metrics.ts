@@ -37,11 +37,6 @@ export interface CaMetrics {
 
 /**
  * Registers the CA's metrics on `registry`.
- *
- * @example
- * ```ts
- * const metrics = registerCaMetrics(registry, { clock, currentIssuer: () => store.current() });
- * ```
  */
 export function registerCaMetrics(
   registry: Registry,

@@ -33,16 +33,10 @@ export interface ServingCertOptions {
 }
 
 /** The share of a certificate's life after which it is renewed. */
-export const RENEW_AT_FRACTION = 0.7;
+const RENEW_AT_FRACTION = 0.7;
 
 /**
  * Issues a serving certificate for the CA's identity from `issuer`.
- *
- * @example
- * ```ts
- * const cert = issueServingCertificate(store.current()!, opts);
- * server.setCredentials(cert);
- * ```
  */
 export function issueServingCertificate(
   issuer: IssuerCredentials,
@@ -90,7 +84,7 @@ function spkiOf(key: KeyObject): Buffer {
 }
 
 /** Options of {@link ServingCertRenewal}. */
-export interface ServingCertRenewalOptions {
+interface ServingCertRenewalOptions {
   /** The issuer in force. */
   readonly current: () => IssuerCredentials | undefined;
   readonly options: ServingCertOptions;
@@ -105,13 +99,6 @@ export interface ServingCertRenewalOptions {
  * reads the injected clock. It wakes every second (the check is a comparison), so a wall-clock
  * step forward past the certificate's expiry is noticed at once: the timer runs on the monotonic
  * clock, which the step does not move.
- *
- * @example
- * ```ts
- * const serving = new ServingCertRenewal({ current: () => store.current(), options, logger,
- *   onRenewed: (cert) => server.setCredentials(cert) });
- * serving.start();
- * ```
  */
 export class ServingCertRenewal {
   readonly #o: ServingCertRenewalOptions;

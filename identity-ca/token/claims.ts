@@ -35,11 +35,6 @@ export interface ClaimPolicy {
 /**
  * The cheap checks, before any base64 or JSON work: bytes, size, UTF-8, compact serialization.
  * Returns the JWS text.
- *
- * @example
- * ```ts
- * const jwt = compactToken(tokenBytes, 16 * 1024);
- * ```
  */
 export function compactToken(token: Uint8Array, maxBytes: number): string {
   if (!(token instanceof Uint8Array)) {
@@ -70,11 +65,6 @@ export function compactToken(token: Uint8Array, maxBytes: number): string {
  * never expires, and must not get certificates) and not past, nbf and iat not in the future (with
  * the skew allowance); the subject is a ServiceAccount, and the `kubernetes.io` claim, when
  * present, names the same one.
- *
- * @example
- * ```ts
- * const who = checkClaims(payload, { issuer, audience: 'identity.l5d.io', skewMs: 20_000 }, now);
- * ```
  */
 export function checkClaims(
   payload: JWTPayload,

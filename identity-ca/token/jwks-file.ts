@@ -27,11 +27,6 @@ interface LoadedKeys {
 /**
  * Reads and checks a JWKS file (ERR_CONFIG_INVALID when unusable), then watches it: a key source
  * whose key set is the last good one.
- *
- * @example
- * ```ts
- * const source = await openFileKeySource('.meshid/token-signing.jwks.json', logger, clock);
- * ```
  */
 export async function openFileKeySource(
   file: string,

@@ -48,11 +48,6 @@ export interface JwksUrl {
  * A JWKS at an HTTP(S) URL, through jose's remote set (its cache, cooldown and refetch on an
  * unknown `kid`). Fetched once now if reachable; not being reachable is not fatal, because the
  * API server may come up after the CA, and tokens are refused as unavailable meanwhile.
- *
- * @example
- * ```ts
- * const source = await openUrlKeySource({ url: 'https://10.0.0.1/openid/v1/jwks', caPem }, logger);
- * ```
  */
 export async function openUrlKeySource(source: JwksUrl, log: Logger): Promise<KeySource> {
   let url: URL;

@@ -44,7 +44,7 @@ export { JwksLogEvent } from './jwks-keys.js';
  * ES256 is what it signs with when its service-account key is EC P-256. Everything else (`none`,
  * HMAC, which would let a public key serve as a shared secret, PSS, EdDSA) is refused.
  */
-export const ALLOWED_TOKEN_ALGORITHMS: readonly ['RS256', 'ES256'] = Object.freeze([
+const ALLOWED_TOKEN_ALGORITHMS: readonly ['RS256', 'ES256'] = Object.freeze([
   'RS256',
   'ES256',
 ] as const);
@@ -58,7 +58,7 @@ export const ALLOWED_TOKEN_ALGORITHMS: readonly ['RS256', 'ES256'] = Object.free
 export type JwksSource = { readonly file: string } | JwksUrl;
 
 /** Options of {@link JwksTokenValidator.create}. */
-export interface JwksTokenValidatorOptions {
+interface JwksTokenValidatorOptions {
   readonly jwks: JwksSource;
   /** The token issuer (`iss`) to require, e.g. `https://kubernetes.default.svc.cluster.local`. */
   readonly issuer: string;

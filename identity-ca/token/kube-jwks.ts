@@ -11,8 +11,8 @@ import type { KubeApi } from '../kube/api.js';
 import { JwksTokenValidator } from './jwks.js';
 
 /** Where the API server publishes its discovery document and keys. */
-export const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
-export const OIDC_JWKS_PATH = '/openid/v1/jwks';
+const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
+const OIDC_JWKS_PATH = '/openid/v1/jwks';
 
 /**
  * Builds a JwksTokenValidator for the cluster's service-account tokens.

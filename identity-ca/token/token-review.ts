@@ -52,7 +52,7 @@ interface CacheEntry {
 }
 
 /** Values of the `event` log key this validator writes. */
-export const TokenReviewLogEvent = {
+const TokenReviewLogEvent = {
   refused: 'TokenRefused',
   unavailable: 'TokenReviewUnavailable',
   recovered: 'TokenReviewRecovered',

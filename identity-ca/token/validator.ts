@@ -11,11 +11,6 @@ export const DEFAULT_MAX_TOKEN_BYTES = DEFAULTS.maxTokenBytes;
 
 /**
  * Refuses an empty token, or one over `maxBytes`, as ERR_TOKEN_MALFORMED, before any parsing.
- *
- * @example
- * ```ts
- * checkTokenSize(token, DEFAULT_MAX_TOKEN_BYTES);
- * ```
  */
 export function checkTokenSize(token: Uint8Array, maxBytes: number): void {
   if (token.byteLength === 0) throw new MeshidError('ERR_TOKEN_MALFORMED', 'token is empty');

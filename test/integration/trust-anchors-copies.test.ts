@@ -7,63 +7,28 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import {
-  ManualClock,
-  createLogger,
-  loadConfig,
-  openKubeClient,
-  systemRandom,
-} from '../../core/index.js';
 import type { Logger } from '../../core/index.js';
-import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import {
   ANCHORS_COPY_LABEL,
   AnchorsCopyController,
-  KubeRotationBackend,
-  RotationController,
-  SyncController,
   bundleCopiesOf,
-  trustKubeApi,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
-import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
+import type { TrustKubeApi } from '../../trust-bundle/index.js';
 import { waitFor } from '../support/ca-process.js';
-import { applyCertManagerInstall } from '../support/cert-manager-install.js';
-import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
-import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import { KEY, NAME, NS, stagedRotation, startTrustCluster } from '../support/trust-cluster.js';
+import type { ConfigMap, TrustCluster } from '../support/trust-cluster.js';
 
-const NS = 'linkerd';
-const NAME = 'linkerd-identity-trust-roots';
-const KEY = 'ca-bundle.crt';
 const APPS = ['emojivoto', 'books', 'shop'];
-const settings = kubeTrustSettings(
-  loadConfig('trust', { argv: ['--cert-lifetime', '10s', '--clock-skew', '1s'], env: {} }).config,
-);
 const copySettings = { namespace: NS, trustAnchorsConfigMap: NAME, trustAnchorsKey: KEY };
-const none: ProxyObserver = { description: 'none', observe: () => Promise.resolve([]) };
-
-type ConfigMap = KubeObject & { data?: Record<string, string> };
-
-/** A logger whose records the test reads. */
-function recordingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({
-    level: 'info',
-    destination: {
-      write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>),
-    },
-  });
-  return { logger, lines };
-}
 
 describe('anchors copies in meshed namespaces (Kubernetes API test server, installed RBAC)', function () {
   this.timeout(60_000);
+  let t: TrustCluster;
   let server: KubeApiServer;
   let api: TrustKubeApi;
-  let sim: CertManagerSimulator;
-  let clock: ManualClock;
-  let log: ReturnType<typeof recordingLogger>;
+  let log: TrustCluster['log'];
   let stop: AbortController;
   let running: Promise<void> | undefined;
 
@@ -93,28 +58,15 @@ describe('anchors copies in meshed namespaces (Kubernetes API test server, insta
     );
 
   beforeEach(async () => {
-    server = await startKubeApiServer({ namespaces: [...APPS, 'plain'] });
-    clock = new ManualClock(Date.now());
-    sim = await applyCertManagerInstall(server, clock);
-    const { token } = await server.mintToken({
-      namespace: NS,
-      serviceAccount: 'meshid-trust',
-      expirationSeconds: 3600,
-    });
-    api = trustKubeApi(await openKubeClient(server.kubeConfig({ token })));
-    log = recordingLogger();
-    assert.equal(
-      await new SyncController({ api, settings, clock, logger: log.logger }).reconcile(),
-      'written',
-    );
+    t = await startTrustCluster({ namespaces: [...APPS, 'plain'] });
+    ({ server, api, log } = t);
     for (const n of APPS) optIn(n, 'enabled');
     running = undefined;
   });
   afterEach(async () => {
     stop?.abort();
     await running;
-    await sim.stop();
-    await server.stop();
+    await t.stop();
   });
 
   it('a namespace that opts in gets a labelled copy, by watch; kube-system, the control plane and others do not', async () => {
@@ -215,21 +167,7 @@ describe('anchors copies in meshed namespaces (Kubernetes API test server, insta
   it('a rotation holds in propagate until every copy holds the staged bundle, then moves on', async () => {
     const copyController = copies();
     await copyController.converge();
-    const rotation = new RotationController({
-      backend: new KubeRotationBackend(api, settings, clock),
-      observer: none,
-      copies: bundleCopiesOf(copyController),
-      clock,
-      random: systemRandom,
-      logger: log.logger,
-      leafLifetime: 10_000,
-      clockSkew: 1000,
-      waitTimeout: 3_600_000,
-      holder: 'test',
-    });
-    await rotation.start();
-    await rotation.step();
-    await sim.reconcile();
+    const rotation = await stagedRotation(t, bundleCopiesOf(copyController));
     // The copy in shop cannot be written for now (an API server failing these requests).
     server.failNext({
       method: 'PUT',

@@ -12,59 +12,46 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  KubeApiError,
-  ManualClock,
-  createLogger,
-  loadConfig,
-  openKubeClient,
-  parseAnchors,
-  systemRandom,
-} from '../../core/index.js';
-import type { KubeClient, Logger } from '../../core/index.js';
-import { clusterTrustBundles, kubeTrustSettings } from '../../cli/trust-kube.js';
+import { KubeApiError, openKubeClient, parseAnchors } from '../../core/index.js';
+import type { KubeClient, ManualClock } from '../../core/index.js';
+import { clusterTrustBundles } from '../../cli/trust-kube.js';
 import {
   ClusterTrustBundleController,
-  KubeRotationBackend,
   ROTATION_ANNOTATION,
-  RotationController,
-  SyncController,
   TRUST_BUNDLE_ROLE_LABEL,
   clusterTrustBundleCopiesOf,
   trustKubeApi,
 } from '../../trust-bundle/index.js';
-import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
+import type { TrustKubeApi } from '../../trust-bundle/index.js';
 import { applyCertManagerInstall } from '../support/cert-manager-install.js';
-import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import {
   CLUSTER_TRUST_BUNDLE_RESOURCE,
   startKubeApiServer,
 } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
+import {
+  KEY,
+  NAME,
+  NS,
+  stagedRotation,
+  startTrustCluster,
+  trustConfig,
+} from '../support/trust-cluster.js';
+import type { ConfigMap, TrustCluster } from '../support/trust-cluster.js';
 import { createRootCa } from '../../core/pki.js';
 
-const NS = 'linkerd';
-const NAME = 'linkerd-identity-trust-roots';
-const KEY = 'ca-bundle.crt';
 const SIGNER = 'meshid.io/workload-identity';
 const LIVE = 'meshid.io:workload-identity:live';
 const CANARY = 'meshid.io:workload-identity:canary';
 const CTB = 'certificates.k8s.io/v1beta1';
-const trustConfig = loadConfig('trust', {
-  argv: ['--cert-lifetime', '10s', '--clock-skew', '1s'],
-  env: {},
-}).config;
-const settings = kubeTrustSettings(trustConfig);
 const ctbSettings = {
   signerName: SIGNER,
   namespace: NS,
   trustAnchorsConfigMap: NAME,
   trustAnchorsKey: KEY,
 };
-const none: ProxyObserver = { description: 'none', observe: () => Promise.resolve([]) };
 
 type Ctb = KubeObject & { spec: { signerName?: string; trustBundle: string } };
-type ConfigMap = KubeObject & { data?: Record<string, string> };
 
 /** A fresh self-signed certificate: a CA (an anchor) unless `isCa` is false. */
 async function cert(isCa = true): Promise<string> {
@@ -80,17 +67,6 @@ async function cert(isCa = true): Promise<string> {
   ).certificatePem;
 }
 
-function recordingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({
-    level: 'info',
-    destination: {
-      write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>),
-    },
-  });
-  return { logger, lines };
-}
-
 /** The API's refusal of `write`: its HTTP status and message. */
 async function refusal(write: Promise<unknown>): Promise<{ status: number; message: string }> {
   try {
@@ -104,12 +80,12 @@ async function refusal(write: Promise<unknown>): Promise<{ status: number; messa
 
 describe('anchors as ClusterTrustBundles (Kubernetes API test server, installed RBAC)', function () {
   this.timeout(60_000);
+  let t: TrustCluster;
   let server: KubeApiServer;
   let kube: KubeClient;
   let api: TrustKubeApi;
-  let sim: CertManagerSimulator;
   let clock: ManualClock;
-  let log: ReturnType<typeof recordingLogger>;
+  let log: TrustCluster['log'];
 
   const ctb = (name: string): Ctb | undefined =>
     server.get<Ctb>({ apiVersion: CTB, kind: 'ClusterTrustBundle', name });
@@ -129,27 +105,10 @@ describe('anchors as ClusterTrustBundles (Kubernetes API test server, installed 
     });
 
   beforeEach(async () => {
-    server = await startKubeApiServer({ resources: [CLUSTER_TRUST_BUNDLE_RESOURCE] });
-    clock = new ManualClock(Date.now());
-    sim = await applyCertManagerInstall(server, clock);
-    const { token } = await server.mintToken({
-      namespace: NS,
-      serviceAccount: 'meshid-trust',
-      expirationSeconds: 3600,
-    });
-    kube = await openKubeClient(server.kubeConfig({ token }));
-    api = trustKubeApi(kube);
-    log = recordingLogger();
-    assert.equal(
-      await new SyncController({ api, settings, clock, logger: log.logger }).reconcile(),
-      'written',
-    );
+    t = await startTrustCluster({ resources: [CLUSTER_TRUST_BUNDLE_RESOURCE] });
+    ({ server, kube, api, clock, log } = t);
   });
-  afterEach(async () => {
-    kube.close();
-    await sim.stop();
-    await server.stop();
-  });
+  afterEach(() => t.stop());
 
   describe('the API rules the test double keeps', () => {
     const bundle = (name: string, trustBundle: string, signerName: string | null = SIGNER) => ({
@@ -305,21 +264,7 @@ describe('anchors as ClusterTrustBundles (Kubernetes API test server, installed 
   it('a rotation holds in propagate until the live bundle holds the staged anchors; the canary holds the new root only', async () => {
     const c = controller();
     await c.converge();
-    const rotation = new RotationController({
-      backend: new KubeRotationBackend(api, settings, clock),
-      observer: none,
-      copies: clusterTrustBundleCopiesOf(c),
-      clock,
-      random: systemRandom,
-      logger: log.logger,
-      leafLifetime: 10_000,
-      clockSkew: 1000,
-      waitTimeout: 3_600_000,
-      holder: 'test',
-    });
-    await rotation.start();
-    await rotation.step();
-    await sim.reconcile();
+    const rotation = await stagedRotation(t, clusterTrustBundleCopiesOf(c));
     // The live bundle cannot be written for now (an API server failing these requests).
     server.failNext({
       method: 'PUT',
