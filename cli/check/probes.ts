@@ -5,6 +5,9 @@
  */
 import type { Address } from '../../core/index.js';
 import {
+  bundleFingerprint,
+  parseAnchors,
+  toPem,
   anchorFingerprints,
   chainFingerprints,
   formatAddress,
@@ -288,11 +291,31 @@ async function askProxy(
     const held = chainFingerprints(chain, o.anchors, { chain: 'its certificate' });
     return { name: t.name, kind: 'old-chain', detail: `${who}${c.reason}; ${held}` };
   }
-  if (report.trustAnchors?.fingerprint !== o.bundleFingerprint)
+  // A kubelet writes a clusterTrustBundle file in its own order: the same anchors in another
+  // order are the same bundle (the proxy reports the canonical form's fingerprint too).
+  const canonical = canonicalFingerprintOf(o.anchors, o.now);
+  const current =
+    report.trustAnchors?.fingerprint === o.bundleFingerprint ||
+    (report.trustAnchors?.canonicalFingerprint !== undefined &&
+      report.trustAnchors.canonicalFingerprint === canonical);
+  if (!current)
     return {
       name: t.name,
       kind: 'old-bundle',
       detail: `bundle ${String(report.trustAnchors?.fingerprint).slice(0, 12)}…`,
     };
   return { name: t.name, kind: 'ok', detail: '' };
+}
+
+/** The fingerprint of the anchors' canonical bundle, as a proxy reports it; undefined if invalid. */
+function canonicalFingerprintOf(
+  anchors: readonly ParsedCertificate[],
+  now: number,
+): string | undefined {
+  try {
+    const pem = anchors.map((c) => toPem(c.der, 'CERTIFICATE')).join('');
+    return bundleFingerprint(parseAnchors(pem, { now }).pem);
+  } catch {
+    return undefined;
+  }
 }
