@@ -200,7 +200,7 @@ export const CA = {
   certifyMaxConnectionsPerPeer: limit(
     0,
     1_000_000,
-    'established connections one client address may hold, per worker; one beyond is reset after its handshake (0 = no limit)',
+    'established connections one client address may hold, per worker; one beyond is closed right after its handshake (0 = no limit)',
     D.certifyMaxConnectionsPerPeer,
   ),
   podCertificates: boolean().describe(
