@@ -64,7 +64,8 @@ describe('classic-only peers (openssl s_client and Python ssl on OpenSSL 3.0) ag
   before(async () => {
     // The peers this test stands for: OpenSSL 3.0, which has no ML-KEM.
     assert.match(spawnSync('openssl', ['version'], { encoding: 'utf8' }).stdout, /^OpenSSL 3\.0\./);
-    state = await makeTestState();
+    // `meshid check --dir` below reads this folder: laid out as `meshid init` writes it (no links).
+    state = await makeTestState({ plainFiles: true });
     [caPreferred, caRequired] = await Promise.all([
       startCaProcess([...state.caArgs, '--workers', '1']),
       startCaProcess([...state.caArgs, '--workers', '1', '--tls-groups', 'hybrid-required']),
