@@ -14,11 +14,11 @@ import { NO_RATE_LIMITS, waitFor } from '../support/ca-process.js';
 import { median } from './stats.js';
 import type { CaProcess } from '../support/ca-process.js';
 import type { KubeObject } from '../support/kube-api-server/index.js';
-import { generatePodKey, startKubeletSim } from '../support/kubelet-sim.js';
+import { startKubeletSim } from '../support/kubelet-sim.js';
 import {
   answerOf,
   replicasSeen,
-  SIGNER,
+  podCertRequestBodies,
   startPodCertCluster,
   statusWrites,
 } from '../support/podcert-cluster.js';
@@ -36,17 +36,7 @@ async function prepare(cluster: PodCertCluster, prefix: string): Promise<KubeObj
     version: '1.36',
     dir: cluster.dir,
   });
-  const bodies: KubeObject[] = [];
-  for (let i = 0; i < COUNT; i++) {
-    const pod = kubelet.createPod('emojivoto', `${prefix}-${i}`, 'web');
-    const body = await kubelet.requestBody(
-      pod,
-      { signerName: SIGNER, keyType: 'ECDSAP256' },
-      generatePodKey('ECDSAP256'),
-    );
-    body.metadata.name = `${prefix}-${i}`;
-    bodies.push(body);
-  }
+  const bodies = await podCertRequestBodies(kubelet, prefix, COUNT);
   kubelet.close();
   return bodies;
 }

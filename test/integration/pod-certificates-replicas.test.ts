@@ -12,13 +12,13 @@ import { once } from 'node:events';
 import { waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import type { KubeObject } from '../support/kube-api-server/index.js';
-import { generatePodKey, startKubeletSim } from '../support/kubelet-sim.js';
+import { startKubeletSim } from '../support/kubelet-sim.js';
 import type { KubeletSim } from '../support/kubelet-sim.js';
 import {
   answerOf,
   NS,
   replicasSeen,
-  SIGNER,
+  podCertRequestBodies,
   startPodCertCluster,
 } from '../support/podcert-cluster.js';
 import type { PodCertCluster } from '../support/podcert-cluster.js';
@@ -92,17 +92,7 @@ describe('pod certificates: two signer replicas (Leases, rendezvous hashing)', f
 
   /** Creates `n` requests named `<prefix>-<i>` at once; resolves with their names. */
   async function request(prefix: string, n: number): Promise<string[]> {
-    const bodies: KubeObject[] = [];
-    for (let i = 0; i < n; i++) {
-      const pod = kubelet.createPod('emojivoto', `${prefix}-${i}`, 'web');
-      const body = await kubelet.requestBody(
-        pod,
-        { signerName: SIGNER, keyType: 'ECDSAP256' },
-        generatePodKey('ECDSAP256'),
-      );
-      body.metadata.name = `${prefix}-${i}`;
-      bodies.push(body);
-    }
+    const bodies = await podCertRequestBodies(kubelet, prefix, n);
     for (const b of bodies) cluster.api.create(b);
     return bodies.map((b) => b.metadata.name!);
   }

@@ -12,12 +12,11 @@ import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
-import type { KubeObject } from '../support/kube-api-server/index.js';
-import { generatePodKey, startKubeletSim } from '../support/kubelet-sim.js';
+import { startKubeletSim } from '../support/kubelet-sim.js';
 import {
   answerOf,
   replicasSeen,
-  SIGNER,
+  podCertRequestBodies,
   startPodCertCluster,
   statusWrites,
 } from '../support/podcert-cluster.js';
@@ -46,17 +45,7 @@ describe('pod certificates: two signer replicas under 1,000 requests at once', f
       version: '1.36',
       dir: cluster.dir,
     });
-    const bodies: KubeObject[] = [];
-    for (let i = 0; i < COUNT; i++) {
-      const pod = kubelet.createPod('emojivoto', `web-${i}`, 'web');
-      const body = await kubelet.requestBody(
-        pod,
-        { signerName: SIGNER, keyType: 'ECDSAP256' },
-        generatePodKey('ECDSAP256'),
-      );
-      body.metadata.name = `web-${i}`;
-      bodies.push(body);
-    }
+    const bodies = await podCertRequestBodies(kubelet, 'web', COUNT);
     kubelet.close();
     // Both replicas share the work from the first request: each has seen the other's Lease.
     await waitFor(

@@ -16,6 +16,8 @@ import type { GeneratedCa } from '../../core/pki.js';
 import { startCaProcess } from './ca-process.js';
 import type { CaProcess } from './ca-process.js';
 import { issuerSecret } from './issuer-secret.js';
+import { generatePodKey } from './kubelet-sim.js';
+import type { KubeletSim } from './kubelet-sim.js';
 import { startKubeApiServer } from './kube-api-server/index.js';
 import type { KubeApiServer, KubeObject, PodCertificatesMode } from './kube-api-server/index.js';
 import { DAY, HOUR } from './state.js';
@@ -183,4 +185,28 @@ export function replicasSeen(ca: CaProcess): number | undefined {
     return (JSON.parse(line) as { replicas?: number }).replicas;
   }
   return undefined;
+}
+
+/**
+ * The bodies of `n` PodCertificateRequests for meshid's signer, named `<prefix>-<i>`, one per new
+ * pod of `kubelet`'s node, as its kubelet would send them (not created yet: the caller creates
+ * them at once).
+ */
+export async function podCertRequestBodies(
+  kubelet: KubeletSim,
+  prefix: string,
+  n: number,
+): Promise<KubeObject[]> {
+  const bodies: KubeObject[] = [];
+  for (let i = 0; i < n; i++) {
+    const pod = kubelet.createPod('emojivoto', `${prefix}-${i}`, 'web');
+    const body = await kubelet.requestBody(
+      pod,
+      { signerName: SIGNER, keyType: 'ECDSAP256' },
+      generatePodKey('ECDSAP256'),
+    );
+    body.metadata.name = `${prefix}-${i}`;
+    bodies.push(body);
+  }
+  return bodies;
 }
