@@ -10,7 +10,8 @@
  */
 import { createSecureContext } from 'node:tls';
 import type { CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
-import { GrpcStatus, silentLogger, systemClock, systemRandom } from '../../core/index.js';
+import { GrpcStatus, systemClock, systemRandom } from '../../core/index.js';
+import { silentLogger } from '../../core/logger.js';
 import type { RequestKey } from '../../proxy/index.js';
 import {
   CertifyCallFailed,

@@ -16,14 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { checkAnchors, checkIssuer } from '../../cli/check/material.js';
-import {
-  ManualClock,
-  isMeshidError,
-  loadConfig,
-  openKubeClient,
-  silentLogger,
-  systemRandom,
-} from '../../core/index.js';
+import { isMeshidError, loadConfig, openKubeClient, systemRandom } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
+import { silentLogger } from '../../core/logger.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { AnchorSource } from '../../proxy/index.js';
 import {

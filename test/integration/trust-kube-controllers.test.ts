@@ -8,14 +8,9 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  ManualClock,
-  isMeshidError,
-  openKubeClient,
-  parseAnchors,
-  silentLogger,
-  systemRandom,
-} from '../../core/index.js';
+import { isMeshidError, openKubeClient, parseAnchors, systemRandom } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
+import { silentLogger } from '../../core/logger.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {

@@ -15,13 +15,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CertifyClient,
-  ManualClock,
   createCsr,
   createLogger,
-  silentLogger,
   systemRandom,
   parseAnchors,
 } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import { createRootCa } from '../../../core/pki.js';
 import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';

@@ -17,7 +17,7 @@ import type { Server as HttpsServer } from 'node:https';
 import { connect as h2Connect, createSecureServer } from 'node:http2';
 import type { Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { rm } from 'node:fs/promises';
-import { silentLogger } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/index.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';

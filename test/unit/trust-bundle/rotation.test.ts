@@ -5,15 +5,15 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ManualClock,
   bundleFingerprint,
   isMeshidError,
   toPem,
-  silentLogger,
   systemRandom,
   parseAnchors,
   parseCertificates,
 } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { AnchorBundle } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { initLocalState } from '../../../cli/init.js';

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { loadConfig, silentLogger } from '../../../core/index.js';
+import { loadConfig } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import {
   admissionResponse,
   createInjector,

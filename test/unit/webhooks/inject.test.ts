@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { readFileSync, writeFileSync } from 'node:fs';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { bundleFingerprint, silentLogger } from '../../../core/index.js';
+import { bundleFingerprint } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import {
   admissionResponse,
   createInjector,
