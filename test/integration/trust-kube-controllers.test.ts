@@ -17,12 +17,12 @@ import {
   KubeRotationBackend,
   RotationController,
   SyncController,
-  anchorOfChain,
-  issuerChain,
   trustKubeApi,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
+import { anchorOfChain } from '../../trust-bundle/lineage.js';
+import { issuerChain } from '../../trust-bundle/kube.js';
 import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
 import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import { CertManagerSimulator } from '../support/cert-manager-sim.js';

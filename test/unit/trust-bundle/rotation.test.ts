@@ -20,18 +20,13 @@ import { initLocalState } from '../../../cli/init.js';
 import {
   LocalRotationBackend,
   RotationController,
-  STALE_LOCK_MS,
-  anchorOfChain,
-  assertAnchorsIssuer,
   readRotationStateFile,
 } from '../../../trust-bundle/index.js';
-import type {
-  CaObservation,
-  CaObserver,
-  GeneratedPem,
-  ProxyObservation,
-  ProxyObserver,
-} from '../../../trust-bundle/index.js';
+import { STALE_LOCK_MS } from '../../../trust-bundle/local-backend.js';
+import { anchorOfChain, assertAnchorsIssuer } from '../../../trust-bundle/lineage.js';
+import type { CaObserver, ProxyObserver } from '../../../trust-bundle/index.js';
+import type { CaObservation, ProxyObservation } from '../../../trust-bundle/rotation-observe.js';
+import type { GeneratedPem } from '../../../trust-bundle/local-backend.js';
 import { validateIssuer } from '../../../identity-ca/issuer/material.js';
 
 const HOUR = 3_600_000;
