@@ -28,7 +28,8 @@ import {
   trustKubeApi,
 } from '../../trust-bundle/index.js';
 import type { TrustKubeApi } from '../../trust-bundle/index.js';
-import { createTrustGuard, parseAdmissionReview } from '../../webhooks/index.js';
+import { createTrustGuard } from '../../webhooks/index.js';
+import { parseAdmissionReview } from '../../webhooks/admission.js';
 import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';

@@ -18,7 +18,7 @@ import type { Server as HttpsServer } from 'node:https';
 import { LISTENER_LIMITS } from '../../../core/index.js';
 import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
-import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/index.js';
+import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/tls.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import { OutboundProxy } from '../../../proxy/outbound.js';
 import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';

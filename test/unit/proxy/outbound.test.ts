@@ -19,7 +19,7 @@ import type { Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from '
 import { rm } from 'node:fs/promises';
 import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
-import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/index.js';
+import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/tls.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import { OutboundProxy } from '../../../proxy/outbound.js';
 import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';

@@ -17,7 +17,8 @@ import { createLogger, createRegistry, formatAddress } from '../../../core/index
 import { silentLogger } from '../../../core/logger.js';
 import type { Address, Logger } from '../../../core/index.js';
 import { InboundPolicy, InboundProxy, OutboundProxy } from '../../../proxy/index.js';
-import type { OutboundEvent, WorkloadCertificate } from '../../../proxy/index.js';
+import type { WorkloadCertificate } from '../../../proxy/index.js';
+import type { OutboundEvent } from '../../../proxy/outbound-events.js';
 import type { OutboundLimits } from '../../../proxy/outbound-accept.js';
 import { registerTrafficMetrics } from '../../../proxy/metrics.js';
 import type {
