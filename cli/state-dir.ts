@@ -25,11 +25,7 @@ import { MeshidError } from '../core/index.js';
 export const LOCAL_ROOT_KEY = 'root/tls.key';
 
 /** The state folder's private keys, relative to it. */
-export const LOCAL_PRIVATE_KEYS = [
-  'issuer/tls.key',
-  'token-signing/key.pem',
-  LOCAL_ROOT_KEY,
-] as const;
+const LOCAL_PRIVATE_KEYS = ['issuer/tls.key', 'token-signing/key.pem', LOCAL_ROOT_KEY] as const;
 
 /** How deep the walk goes: the layout is two levels (rotation's pending folder included). */
 const MAX_DEPTH = 4;

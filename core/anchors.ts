@@ -78,18 +78,11 @@ export interface ParseAnchorsOptions {
   readonly fips?: boolean | undefined;
 }
 
-/**
- * Default expiry warning window: 60 days, as `linkerd check`.
- *
- * @example
- * ```ts
- * parseAnchors(pem, { now, warnWithin: DEFAULT_EXPIRY_WARNING_MS });
- * ```
- */
-export const DEFAULT_EXPIRY_WARNING_MS = 60 * 86_400_000;
+/** Default expiry warning window: 60 days, as `linkerd check`. */
+const DEFAULT_EXPIRY_WARNING_MS = 60 * 86_400_000;
 
 /** At most this many certificates between a chain's first certificate and its anchor. */
-export const MAX_CHAIN_DEPTH = 5;
+const MAX_CHAIN_DEPTH = 5;
 
 const WHAT = 'trust anchor bundle';
 

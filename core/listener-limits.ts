@@ -99,7 +99,7 @@ export type ConnectionRefusedHook = (
 export type ConnectionCountHook = (peer: string, hit: ConnectionLimitHit) => void;
 
 /** How often refusals of one key are reported at most ({@link RefusalReports}). */
-export const REFUSAL_REPORT_INTERVAL_MS = 10_000;
+const REFUSAL_REPORT_INTERVAL_MS = 10_000;
 
 /** Keys a {@link RefusalReports} remembers before it forgets the quiet ones. */
 const MAX_REPORT_KEYS = 1024;

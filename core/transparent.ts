@@ -30,7 +30,7 @@ export const TRANSPARENT_ANNOTATIONS = {
 } as const;
 
 /** The most ports {@link parsePortPolicies} expands ranges to (each is one proxy setting). */
-export const MAX_PORT_POLICIES = 1024;
+const MAX_PORT_POLICIES = 1024;
 
 /**
  * Linkerd's default inbound policies that meshid implements on redirected ports:

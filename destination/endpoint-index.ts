@@ -19,7 +19,7 @@ export type WatchedKind = 'Service' | 'EndpointSlice' | 'Pod';
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 /** The weight of every endpoint (Linkerd's default): all are equal. */
-export const ENDPOINT_WEIGHT = 10_000;
+const ENDPOINT_WEIGHT = 10_000;
 
 /** One answer: what a target resolves to now. */
 export interface Resolution {

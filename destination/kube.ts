@@ -12,11 +12,7 @@ import type { EndpointIndex, WatchedKind } from './endpoint-index.js';
 export type DestinationKube = Pick<KubeClient, 'watchList'>;
 
 /** The kinds followed, in the order their first lists are asked for. */
-export const WATCHED_KINDS: readonly WatchedKind[] = Object.freeze([
-  'Service',
-  'EndpointSlice',
-  'Pod',
-]);
+const WATCHED_KINDS: readonly WatchedKind[] = Object.freeze(['Service', 'EndpointSlice', 'Pod']);
 
 /**
  * Follows the three kinds into `index` until `signal` aborts. Failures are retried by the loop

@@ -9,16 +9,13 @@ import type { IdentityNaming } from '../core/index.js';
 import { CONTROL_PLANE_NS_LABEL, canonicalIp, identityName } from '../core/index.js';
 
 /** Linkerd's annotation naming a pod's or a Service's opaque ports: `3306,4000-4100,mysql`. */
-export const OPAQUE_PORTS_ANNOTATION = 'config.linkerd.io/opaque-ports';
+const OPAQUE_PORTS_ANNOTATION = 'config.linkerd.io/opaque-ports';
 
 /**
  * The names of the container port that is a meshed pod's proxy inbound port: meshid's injector
  * writes `meshid-inbound`, Linkerd's `linkerd-proxy`.
  */
-export const INBOUND_PORT_NAMES: readonly string[] = Object.freeze([
-  'meshid-inbound',
-  'linkerd-proxy',
-]);
+const INBOUND_PORT_NAMES: readonly string[] = Object.freeze(['meshid-inbound', 'linkerd-proxy']);
 
 /** The label of an EndpointSlice naming its Service. */
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -122,14 +119,9 @@ function meta(o: Json): { namespace: string; name: string; labels: Json; annotat
 /**
  * Parses an opaque-ports annotation: ports, ranges `lo-hi`, and names resolved through `named`
  * (a pod's container port names). Returns no ranges for a malformed value, as Linkerd ignores
- * one it cannot read; `onBad` hears why.
- *
- * @example
- * ```ts
- * parseOpaquePorts('3306,4000-4100'); // [[3306, 3306], [4000, 4100]]
- * ```
+ * one it cannot read; `onBad` hears why: `3306,4000-4100` is `[[3306, 3306], [4000, 4100]]`.
  */
-export function parseOpaquePorts(
+function parseOpaquePorts(
   value: string | undefined,
   named: ReadonlyMap<string, number> = new Map(),
   onBad?: (why: string) => void,

@@ -57,9 +57,9 @@ import type { Target } from './target.js';
 import { UpdateStream, profileOf } from './updates.js';
 
 /** Streams one connection may have open at once (a proxy asks about each destination once). */
-export const MAX_STREAMS_PER_CONNECTION = 1000;
+const MAX_STREAMS_PER_CONNECTION = 1000;
 /** Bytes of answers that may wait for a slow reader before its stream is cancelled. */
-export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /** The largest request message (a GetDestination is a name and a token). */
 const MAX_REQUEST_BYTES = 4096;
 

@@ -50,7 +50,7 @@ export const PodCertReason = {
 } as const;
 
 /** The one key type meshid issues to (the podCertificate volume's `keyType` value). */
-export const SUGGESTED_KEY_TYPE = 'ECDSAP256';
+const SUGGESTED_KEY_TYPE = 'ECDSAP256';
 
 /** The API's floor for maxExpirationSeconds and for an issued lifetime. */
 export const MIN_LIFETIME_SECONDS = 3600;

@@ -89,7 +89,7 @@ export interface ServingCredentials {
  * TLS settings of the CA outside FIPS mode: TLS 1.3 only, AEAD suites, modern groups (core's
  * MESH_TLS; FIPS mode uses FIPS_TLS through the `tls` option).
  */
-export const CA_TLS_SETTINGS = MESH_TLS;
+const CA_TLS_SETTINGS = MESH_TLS;
 
 export interface CertifyServerOptions {
   readonly handler: CertifyHandler;
