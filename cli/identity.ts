@@ -20,10 +20,11 @@ import {
   reachAnchor,
   readIdentityReport,
   systemClock,
+  shortName,
 } from '../core/index.js';
 import type { ParsedCertificate } from '../core/index.js';
 import { getWithTimeout } from './check/probes.js';
-import { humanDuration, keyType, shortName, subjectAltNames, validity } from './check/x509.js';
+import { humanDuration, keyType, subjectAltNames, validity } from './check/x509.js';
 import { styles, useColor } from './term.js';
 import { startCrypto } from './runtime.js';
 
@@ -233,7 +234,7 @@ async function inspectIdentity(config: IdentityConfig, now: number): Promise<Ide
     anchors:
       anchorsText === undefined ? null : { source: anchorsText.source, count: anchors.length },
     chainsToAnchors: verdict === undefined ? null : verdict.anchor !== undefined,
-    ...(verdict?.anchor === undefined ? {} : { anchor: shortName(verdict.anchor.x509) }),
+    ...(verdict?.anchor === undefined ? {} : { anchor: shortName(verdict.anchor) }),
     ...(verdict !== undefined && verdict.anchor === undefined ? { reason: verdict.reason } : {}),
     ...(target.proxyBundle === undefined ? {} : { proxyBundleFingerprint: target.proxyBundle }),
     ...(target.proxyTls === undefined ? {} : { proxyTls: target.proxyTls }),

@@ -326,25 +326,29 @@ export function chainFingerprints(
     parent !== undefined
       ? `issued by ${shortName(parent)} sha256 ${parent.fingerprint}`
       : `issued by ${shortName({ subject: issuerName })} (not in the chain)`;
-  // A workload leaf has an empty subject: its name is its first DNS SAN.
-  const firstName =
-    first.subject === ''
-      ? (/(?:^|, )DNS:([^,]+)/.exec(first.x509.subjectAltName ?? '')?.[1] ?? shortName(first))
-      : shortName(first);
-  return `${from.chain}: ${firstName} sha256 ${first.fingerprint}, ${issuer}${anchorList}`;
+  return `${from.chain}: ${shortName(first)} sha256 ${first.fingerprint}, ${issuer}${anchorList}`;
 }
 
 /**
- * `CN=root.linkerd.cluster.local, O=x` → `root.linkerd.cluster.local`; the whole subject when it
- * has no CN.
+ * A certificate's name for a person: its CN (`CN=root.linkerd.cluster.local, O=x` →
+ * `root.linkerd.cluster.local`); without one (a workload leaf has an empty subject) its first DNS
+ * SAN, else the whole subject. `{ subject }` alone names an issuer known only by its DN.
  *
  * @example
  * ```ts
  * shortName(bundle.anchors[0]!); // 'root.linkerd.cluster.local'
  * ```
  */
-export function shortName(c: { readonly subject: string }): string {
-  return /(?:^|, )CN=([^,]*)/.exec(c.subject)?.[1] ?? (c.subject || '(no subject)');
+export function shortName(c: {
+  readonly subject: string;
+  readonly x509?: X509Certificate | undefined;
+}): string {
+  const subject = nameOf(c.subject);
+  return (
+    /(?:^|, )CN=([^,]*)/.exec(subject)?.[1] ??
+    /(?:^|, )DNS:([^,]+)/.exec(c.x509?.subjectAltName ?? '')?.[1] ??
+    (subject || '(no subject)')
+  );
 }
 
 function bundleOf(anchors: readonly Anchor[], text: string, warnings: string[]): AnchorBundle {

@@ -4,13 +4,19 @@
  * one the running server presents for the Service's name.
  */
 import type { CheckConfig, ParsedCertificate } from '../../core/index.js';
-import { formatAddress, parseCertificates, peerChain, reachAnchor } from '../../core/index.js';
+import {
+  formatAddress,
+  parseCertificates,
+  peerChain,
+  reachAnchor,
+  shortName,
+} from '../../core/index.js';
 import { b64, CLUSTER_NAMES } from './cluster-api.js';
 import type { Cluster, DataObject, WebhookNames } from './cluster-api.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
 import { describeNetError } from './probes.js';
-import { shortName, subjectAltNames } from './x509.js';
+import { subjectAltNames } from './x509.js';
 
 /** Where a webhook is served in the cluster. */
 interface HookService {
@@ -144,7 +150,7 @@ async function checkStoredServing(
     return result(
       id,
       'error',
-      `${names.webhook}: the caBundle does not verify the serving certificate ${shortName(leaf.x509)}: ${stored.reason}`,
+      `${names.webhook}: the caBundle does not verify the serving certificate ${shortName(leaf)}: ${stored.reason}`,
       'the caBundle is stale: update it from the CA that issued meshid-webhooks-tls (cert-manager cainjector does it by itself)',
     );
   }
@@ -197,7 +203,7 @@ async function checkServedCertificate(
     return result(
       id,
       'error',
-      `${names.webhook}: the caBundle does not verify the certificate served at ${where}${live === undefined ? '' : ` (${shortName(live.x509)})`}: ${why}; the API server cannot call the webhook`,
+      `${names.webhook}: the caBundle does not verify the certificate served at ${where}${live === undefined ? '' : ` (${shortName(live)})`}: ${why}; the API server cannot call the webhook`,
       `restart the webhooks' pods so they serve ${CLUSTER_NAMES.webhooksSecret}, or update the caBundle from the CA that issued what they serve`,
     );
   }

@@ -13,10 +13,11 @@ import {
   parseCertificates,
   parsePem,
   reachAnchor,
+  shortName,
 } from '../../core/index.js';
 import type { ParsedCertificate } from '../../core/index.js';
 import { parseIssuerKey } from '../../identity-ca/index.js';
-import { judgeExpiry, shortName } from './x509.js';
+import { judgeExpiry } from './x509.js';
 
 /** Where the material was read from, for messages and fixes. */
 export interface MaterialSources {
@@ -108,7 +109,7 @@ export function checkAnchors(
     result(
       'anchors-valid',
       'ok',
-      `${anchors.length} anchor${anchors.length === 1 ? '' : 's'} in ${src.anchors}: ${anchors.map((a) => shortName(a.x509)).join(', ')}`,
+      `${anchors.length} anchor${anchors.length === 1 ? '' : 's'} in ${src.anchors}: ${anchors.map(shortName).join(', ')}`,
     ),
   ];
   const verdicts = anchors.map((a) => ({ a, v: judgeExpiry(a.x509, now, warnWithinMs) }));
@@ -121,8 +122,8 @@ export function checkAnchors(
         'anchors-expiry',
         'ok',
         anchors.length === 1
-          ? `${shortName(soonest.a.x509)} ${soonest.v.text}`
-          : `all ${anchors.length} valid; the first to expire, ${shortName(soonest.a.x509)}, is ${soonest.v.text}`,
+          ? `${shortName(soonest.a)} ${soonest.v.text}`
+          : `all ${anchors.length} valid; the first to expire, ${shortName(soonest.a)}, is ${soonest.v.text}`,
       ),
     );
   } else {
@@ -131,7 +132,7 @@ export function checkAnchors(
       result(
         'anchors-expiry',
         worst.v.status,
-        `${shortName(worst.a.x509)} ${worst.v.text}${anchors.length > 1 ? ` (${valid} of ${anchors.length} anchors still valid)` : ''}`,
+        `${shortName(worst.a)} ${worst.v.text}${anchors.length > 1 ? ` (${valid} of ${anchors.length} anchors still valid)` : ''}`,
         worst.v.status === 'error'
           ? `rotate the trust anchor now (docs/rotation.md); ${src.fixAnchors}`
           : 'plan the trust-anchor rotation before it expires (docs/rotation.md)',
@@ -186,7 +187,7 @@ export function checkIssuer(
   }
   const spki = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
   const keyOk = spki(createPublicKey(key)).equals(spki(issuer.x509.publicKey));
-  const name = shortName(issuer.x509);
+  const name = shortName(issuer);
   const results: CheckResult[] = [
     result('issuer-valid', 'ok', `${name} from ${src.issuer}`),
     issuer.x509.ca
@@ -222,7 +223,7 @@ export function checkIssuer(
     const c = reachAnchor([...chain, ...extra], anchors, at);
     results.push(
       c.anchor !== undefined
-        ? result('issuer-chain', 'ok', `${name} chains to the anchor ${shortName(c.anchor.x509)}`)
+        ? result('issuer-chain', 'ok', `${name} chains to the anchor ${shortName(c.anchor)}`)
         : result(
             'issuer-chain',
             'error',

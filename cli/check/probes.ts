@@ -15,11 +15,12 @@ import {
   peerChain,
   reachAnchor,
   readIdentityReport,
+  shortName,
 } from '../../core/index.js';
 import type { ParsedCertificate, ProxyIdentityReportAsRead } from '../../core/index.js';
 import type { CheckResult } from './model.js';
 import { result } from './model.js';
-import { shortName, subjectAltNames } from './x509.js';
+import { subjectAltNames } from './x509.js';
 
 /** Runs `fn` over `items`, at most `limit` at once, keeping the order of the results. */
 export async function mapLimit<T, R>(
@@ -106,7 +107,7 @@ export async function probeCa(o: {
       result(
         'ca-certificate',
         'error',
-        `${where} serves a certificate for ${names.join(', ') || shortName(leaf.x509)}, not ${o.identityName}`,
+        `${where} serves a certificate for ${names.join(', ') || shortName(leaf)}, not ${o.identityName}`,
         "check the CA's --identity-name and that --ca-address points at the identity CA",
       ),
     );
@@ -118,7 +119,7 @@ export async function probeCa(o: {
       ? result(
           'ca-certificate',
           'ok',
-          `serves ${o.identityName}, chained to ${shortName(c.anchor.x509)}`,
+          `serves ${o.identityName}, chained to ${shortName(c.anchor)}`,
         )
       : result(
           'ca-certificate',

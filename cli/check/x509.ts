@@ -5,17 +5,6 @@
  */
 import type { X509Certificate } from 'node:crypto';
 
-/**
- * `CN=root.linkerd.cluster.local` → `root.linkerd.cluster.local`; without a CN (workload leaves
- * have an empty subject) the first DNS SAN, else the whole subject.
- */
-export function shortName(c: X509Certificate): string {
-  // node gives undefined, not '', for an empty subject.
-  const subject = (c.subject as string | undefined) ?? '';
-  const cn = /(?:^|\n)CN=([^\n]*)/.exec(subject);
-  return cn?.[1] ?? subjectAltNames(c).dns[0] ?? (subject.replace(/\n/g, ', ') || '(no subject)');
-}
-
 /** The DNS names and URIs of the subjectAltName extension. */
 export function subjectAltNames(c: X509Certificate): { dns: string[]; uris: string[] } {
   const dns: string[] = [];
