@@ -35,26 +35,67 @@ export interface CaMetrics {
   podCertificate(outcome: string, reason: string): void;
 }
 
-/**
- * Registers the CA's metrics on `registry`.
- */
-export function registerCaMetrics(
+/** What the CA's metrics read when scraped. */
+export interface CaMetricsDeps {
+  readonly clock: Clock;
+  readonly currentIssuer: () => IssuerCredentials | undefined;
+  /** Calls admitted and running, and waiting, now (with admission control). */
+  readonly admissionLoad?: () => { inFlight: number; queued: number };
+  /** TLS handshakes in progress, and connections waiting for one, now (with the gate). */
+  readonly handshakeLoad?: () => { handshaking: number; waiting: number };
+}
+
+/** Registers the CA's metrics on `registry`: one group per job, each with its instruments. */
+export function registerCaMetrics(registry: Registry, deps: CaMetricsDeps): CaMetrics {
+  return {
+    ...callMetrics(registry, deps),
+    ...handshakeMetrics(registry, deps),
+    ...issuerMetrics(registry, deps),
+    ...kubernetesMetrics(registry),
+  };
+}
+
+function counter<L extends string>(
   registry: Registry,
-  deps: {
-    clock: Clock;
-    currentIssuer: () => IssuerCredentials | undefined;
-    /** Calls admitted and running, and waiting, now (with admission control). */
-    admissionLoad?: () => { inFlight: number; queued: number };
-    /** TLS handshakes in progress, and connections waiting for one, now (with the gate). */
-    handshakeLoad?: () => { handshaking: number; waiting: number };
-  },
-): CaMetrics {
-  const requests = new Counter({
-    name: 'meshid_certify_requests_total',
-    help: 'Certify calls by outcome (issued, refused, error) and gRPC status code.',
-    labelNames: ['outcome', 'code'] as const,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+): Counter<L> {
+  return new Counter({ name, help, labelNames, registers: [registry] });
+}
+
+/** A gauge read when scraped; `min` is the aggregate across workers (the worst case). */
+function gauge(
+  registry: Registry,
+  name: string,
+  help: string,
+  value: () => number | undefined,
+  aggregator?: 'min',
+): void {
+  new Gauge({
+    name,
+    help,
     registers: [registry],
+    ...(aggregator === undefined ? {} : { aggregator }),
+    collect() {
+      const v = value();
+      if (v === undefined) this.reset();
+      else this.set(v);
+    },
   });
+}
+
+/** Certify calls: answered, refused by admission control, dropped; the admission load. */
+function callMetrics(
+  registry: Registry,
+  deps: CaMetricsDeps,
+): Pick<CaMetrics, 'observeCall' | 'admissionRefused' | 'callDropped'> {
+  const requests = counter(
+    registry,
+    'meshid_certify_requests_total',
+    'Certify calls by outcome (issued, refused, error) and gRPC status code.',
+    ['outcome', 'code'],
+  );
   const latency = new Histogram({
     name: 'meshid_certify_duration_seconds',
     help: 'Time to answer a Certify call, from request decoded to response ready.',
@@ -62,141 +103,33 @@ export function registerCaMetrics(
     buckets: [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
-  const issuerUpdates = new Counter({
-    name: 'meshid_issuer_updates_total',
-    help: 'Issuer or trust-anchor changes seen, by result.',
-    labelNames: ['result'] as const,
-    registers: [registry],
-  });
-  const eventsDropped = new Counter({
-    name: 'meshid_kubernetes_events_dropped_total',
-    help: 'Kubernetes Events not written, by reason (rate-limited, queue-full, error).',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-  });
-  const admissionRefused = new Counter({
-    name: 'meshid_certify_admission_refused_total',
-    help: 'Certify calls refused with RESOURCE_EXHAUSTED by admission control, by reason (source-rate, identity-rate, queue-full, displaced).',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-  });
-  const dropped = new Counter({
-    name: 'meshid_certify_dropped_total',
-    help: 'Certify calls dropped unanswered or answered DEADLINE_EXCEEDED/CANCELLED because the caller had gone, by reason (deadline, gone) and stage (queue, start, token, sign); none of them was signed.',
-    labelNames: ['reason', 'stage'] as const,
-    registers: [registry],
-  });
-  const connectionsRefused = new Counter({
-    name: 'meshid_certify_connections_refused_total',
-    help: 'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled), or right after their handshake because the client address held its share of connections (per-peer).',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-  });
-  const tlsHandshakes = new Counter({
-    name: 'meshid_certify_tls_handshakes_total',
-    help: 'Finished TLS handshakes with Certify clients, by key-exchange group (X25519MLKEM768 is the post-quantum hybrid) and cipher suite.',
-    labelNames: ['group', 'cipher'] as const,
-    registers: [registry],
-  });
-  const handshakeWait = new Histogram({
-    name: 'meshid_certify_handshake_wait_seconds',
-    help: 'Time a connection waited for a TLS handshake slot (0 when one was free).',
-    buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  const podCertificates = new Counter({
-    name: 'meshid_podcert_requests_total',
-    help: 'PodCertificateRequests handled by the pod certificate signer, by outcome (issued, denied, failed; conflict: another replica answered first; error: the API failed, retried) and reason.',
-    labelNames: ['outcome', 'reason'] as const,
-    registers: [registry],
-  });
-  const handshakes = deps.handshakeLoad;
-  if (handshakes !== undefined) {
-    new Gauge({
-      name: 'meshid_certify_handshakes_in_progress',
-      help: 'TLS handshakes of Certify connections in progress now.',
-      registers: [registry],
-      collect() {
-        this.set(handshakes().handshaking);
-      },
-    });
-    new Gauge({
-      name: 'meshid_certify_connections_waiting',
-      help: 'Connections waiting for a TLS handshake slot now.',
-      registers: [registry],
-      collect() {
-        this.set(handshakes().waiting);
-      },
-    });
-  }
+  const admissionRefused = counter(
+    registry,
+    'meshid_certify_admission_refused_total',
+    'Certify calls refused with RESOURCE_EXHAUSTED by admission control, by reason (source-rate, identity-rate, queue-full, displaced).',
+    ['reason'],
+  );
+  const dropped = counter(
+    registry,
+    'meshid_certify_dropped_total',
+    'Certify calls dropped unanswered or answered DEADLINE_EXCEEDED/CANCELLED because the caller had gone, by reason (deadline, gone) and stage (queue, start, token, sign); none of them was signed.',
+    ['reason', 'stage'],
+  );
   const load = deps.admissionLoad;
   if (load !== undefined) {
-    new Gauge({
-      name: 'meshid_certify_in_flight',
-      help: 'Certify calls admitted and being decided now.',
-      registers: [registry],
-      collect() {
-        this.set(load().inFlight);
-      },
-    });
-    new Gauge({
-      name: 'meshid_certify_queued',
-      help: 'Certify calls waiting for admission now.',
-      registers: [registry],
-      collect() {
-        this.set(load().queued);
-      },
-    });
+    gauge(
+      registry,
+      'meshid_certify_in_flight',
+      'Certify calls admitted and being decided now.',
+      () => load().inFlight,
+    );
+    gauge(
+      registry,
+      'meshid_certify_queued',
+      'Certify calls waiting for admission now.',
+      () => load().queued,
+    );
   }
-  const issuerGauge = (
-    name: string,
-    help: string,
-    value: (i: IssuerCredentials, now: number) => number,
-  ): void => {
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      aggregator: 'min',
-      collect() {
-        const issuer = deps.currentIssuer();
-        if (issuer === undefined) this.reset();
-        else this.set(value(issuer, deps.clock.now()));
-      },
-    });
-  };
-  issuerGauge(
-    'meshid_issuer_not_after_timestamp_seconds',
-    'NotAfter of the issuer in use (Unix seconds).',
-    (i) => i.notAfter / 1000,
-  );
-  issuerGauge(
-    'meshid_issuer_cert_ttl_seconds',
-    'Seconds until the issuer in use expires.',
-    (i, now) => (i.notAfter - now) / 1000,
-  );
-  issuerGauge(
-    'issuer_cert_ttl_seconds',
-    'Seconds until the issuer in use expires (Linkerd-compatible name).',
-    (i, now) => (i.notAfter - now) / 1000,
-  );
-  issuerGauge(
-    'meshid_issuer_chain_not_after_timestamp_seconds',
-    'Earliest NotAfter over the issuer, its chain and its anchor (Unix seconds); leaves are clamped to it.',
-    (i) => i.chainNotAfter / 1000,
-  );
-  issuerGauge(
-    'meshid_trust_anchors_earliest_not_after_timestamp_seconds',
-    'Earliest NotAfter among the loaded trust anchors (Unix seconds).',
-    (i) => i.anchors.earliestNotAfter / 1000,
-  );
-  const serving = new Gauge({
-    name: 'meshid_serving_cert_not_after_timestamp_seconds',
-    help: "NotAfter of the CA's own serving certificate (Unix seconds).",
-    registers: [registry],
-    aggregator: 'min',
-  });
-
   const byStatus = new Map<
     number,
     { count: ReturnType<typeof requests.labels>; latency: ReturnType<typeof latency.labels> }
@@ -222,24 +155,54 @@ export function registerCaMetrics(
       child.count.inc();
       child.latency.observe(durationSeconds);
     },
-    issuerUpdate(result) {
-      issuerUpdates.inc({ result });
-    },
-    servingCertificate(notAfter) {
-      serving.set(notAfter / 1000);
-    },
-    eventDropped(why) {
-      eventsDropped.inc({ reason: why });
-    },
-    podCertificate(outcome, reason) {
-      podCertificates.inc({ outcome, reason });
-    },
     admissionRefused(why) {
       admissionRefused.inc({ reason: why });
     },
     callDropped(why, stage) {
       dropped.inc({ reason: why, stage });
     },
+  };
+}
+
+/** TLS connections: refused by the handshake gate, waits for a slot, finished handshakes. */
+function handshakeMetrics(
+  registry: Registry,
+  deps: CaMetricsDeps,
+): Pick<CaMetrics, 'connectionRefused' | 'handshakeWaited' | 'handshake'> {
+  const connectionsRefused = counter(
+    registry,
+    'meshid_certify_connections_refused_total',
+    'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled), or right after their handshake because the client address held its share of connections (per-peer).',
+    ['reason'],
+  );
+  const tlsHandshakes = counter(
+    registry,
+    'meshid_certify_tls_handshakes_total',
+    'Finished TLS handshakes with Certify clients, by key-exchange group (X25519MLKEM768 is the post-quantum hybrid) and cipher suite.',
+    ['group', 'cipher'],
+  );
+  const handshakeWait = new Histogram({
+    name: 'meshid_certify_handshake_wait_seconds',
+    help: 'Time a connection waited for a TLS handshake slot (0 when one was free).',
+    buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const handshakes = deps.handshakeLoad;
+  if (handshakes !== undefined) {
+    gauge(
+      registry,
+      'meshid_certify_handshakes_in_progress',
+      'TLS handshakes of Certify connections in progress now.',
+      () => handshakes().handshaking,
+    );
+    gauge(
+      registry,
+      'meshid_certify_connections_waiting',
+      'Connections waiting for a TLS handshake slot now.',
+      () => handshakes().waiting,
+    );
+  }
+  return {
     connectionRefused(why) {
       connectionsRefused.inc({ reason: why });
     },
@@ -248,6 +211,93 @@ export function registerCaMetrics(
     },
     handshake({ group, cipher }) {
       tlsHandshakes.inc({ group, cipher });
+    },
+  };
+}
+
+/** The issuer gauges: name, help, value from the issuer in use and now (ms). */
+const ISSUER_GAUGES: readonly [string, string, (i: IssuerCredentials, now: number) => number][] = [
+  [
+    'meshid_issuer_not_after_timestamp_seconds',
+    'NotAfter of the issuer in use (Unix seconds).',
+    (i) => i.notAfter / 1000,
+  ],
+  [
+    'meshid_issuer_cert_ttl_seconds',
+    'Seconds until the issuer in use expires.',
+    (i, now) => (i.notAfter - now) / 1000,
+  ],
+  [
+    'issuer_cert_ttl_seconds',
+    'Seconds until the issuer in use expires (Linkerd-compatible name).',
+    (i, now) => (i.notAfter - now) / 1000,
+  ],
+  [
+    'meshid_issuer_chain_not_after_timestamp_seconds',
+    'Earliest NotAfter over the issuer, its chain and its anchor (Unix seconds); leaves are clamped to it.',
+    (i) => i.chainNotAfter / 1000,
+  ],
+  [
+    'meshid_trust_anchors_earliest_not_after_timestamp_seconds',
+    'Earliest NotAfter among the loaded trust anchors (Unix seconds).',
+    (i) => i.anchors.earliestNotAfter / 1000,
+  ],
+];
+
+/** The issuer and serving certificate in use: their expiry, and issuer updates. */
+function issuerMetrics(
+  registry: Registry,
+  deps: CaMetricsDeps,
+): Pick<CaMetrics, 'issuerUpdate' | 'servingCertificate'> {
+  const issuerUpdates = counter(
+    registry,
+    'meshid_issuer_updates_total',
+    'Issuer or trust-anchor changes seen, by result.',
+    ['result'],
+  );
+  for (const [name, help, value] of ISSUER_GAUGES) {
+    const read = (): number | undefined => {
+      const issuer = deps.currentIssuer();
+      return issuer === undefined ? undefined : value(issuer, deps.clock.now());
+    };
+    gauge(registry, name, help, read, 'min');
+  }
+  const serving = new Gauge({
+    name: 'meshid_serving_cert_not_after_timestamp_seconds',
+    help: "NotAfter of the CA's own serving certificate (Unix seconds).",
+    registers: [registry],
+    aggregator: 'min',
+  });
+  return {
+    issuerUpdate(result) {
+      issuerUpdates.inc({ result });
+    },
+    servingCertificate(notAfter) {
+      serving.set(notAfter / 1000);
+    },
+  };
+}
+
+/** Kubernetes work: Events not written, PodCertificateRequests answered. */
+function kubernetesMetrics(registry: Registry): Pick<CaMetrics, 'eventDropped' | 'podCertificate'> {
+  const eventsDropped = counter(
+    registry,
+    'meshid_kubernetes_events_dropped_total',
+    'Kubernetes Events not written, by reason (rate-limited, queue-full, error).',
+    ['reason'],
+  );
+  const podCertificates = counter(
+    registry,
+    'meshid_podcert_requests_total',
+    'PodCertificateRequests handled by the pod certificate signer, by outcome (issued, denied, failed; conflict: another replica answered first; error: the API failed, retried) and reason.',
+    ['outcome', 'reason'],
+  );
+  return {
+    eventDropped(why) {
+      eventsDropped.inc({ reason: why });
+    },
+    podCertificate(outcome, reason) {
+      podCertificates.inc({ outcome, reason });
     },
   };
 }
