@@ -74,7 +74,7 @@ function webhooksContainerArgs(config: InstallConfig): string[] {
   const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   return [
     'webhooks',
-    flag('listen', `0.0.0.0:${WEBHOOKS_PORT}`),
+    flag('listen', `[::]:${WEBHOOKS_PORT}`),
     flag('tls-dir', TLS_MOUNT),
     flag('kubeconfig', IN_CLUSTER),
     flag('trust-domain', config.trustDomain),
