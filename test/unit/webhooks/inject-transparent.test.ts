@@ -67,7 +67,7 @@ describe('proxy injector: transparent mode', () => {
       (proxy['env'] as { name: string; value: string }[]).map((e) => [e.name, e.value]),
     );
     assert.equal(env.get('MESHID_TRANSPARENT'), 'true');
-    assert.equal(env.get('MESHID_INBOUND'), '0.0.0.0:4143');
+    assert.equal(env.get('MESHID_INBOUND'), '[::]:4143');
     assert.equal(env.get('MESHID_INBOUND_POLICY'), 'all-unauthenticated');
   });
 
