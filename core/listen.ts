@@ -21,7 +21,7 @@ import { LogKey } from './logger.js';
 export const ALL_ADDRESSES = '::';
 
 /** The host of a listener on every IPv4 address only. */
-export const ALL_IPV4_ADDRESSES = '0.0.0.0';
+const ALL_IPV4_ADDRESSES = '0.0.0.0';
 
 /** Errors that mean "this kernel (or namespace) has no IPv6": fall back to IPv4. */
 const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL']);
