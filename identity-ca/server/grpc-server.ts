@@ -323,24 +323,13 @@ export class CertifyServer {
     };
     let deadline: NodeJS.Timeout | undefined;
 
-    if (headers[':method'] !== 'POST') {
-      respondHttp(stream, 405);
-      return;
-    }
-    const contentType = headers['content-type'] ?? '';
-    if (!/^application\/grpc(\+proto)?(;|$)/.test(contentType)) {
-      respondHttp(stream, 415);
-      return;
-    }
-    if (headers[':path'] !== CERTIFY_PATH) {
-      finish(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}`);
-      closeAfterAnswer(stream);
-      return;
-    }
-    const encoding = headers['grpc-encoding'];
-    if (encoding !== undefined && encoding !== 'identity') {
-      finish(GrpcStatus.UNIMPLEMENTED, `message encoding "${String(encoding)}" is not supported`);
-      closeAfterAnswer(stream);
+    const refused = refuseHead(headers);
+    if (refused !== undefined) {
+      if ('http' in refused) respondHttp(stream, refused.http);
+      else {
+        finish(GrpcStatus.UNIMPLEMENTED, refused.unimplemented);
+        closeAfterAnswer(stream);
+      }
       return;
     }
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
@@ -387,27 +376,9 @@ export class CertifyServer {
         finish(GrpcStatus.INTERNAL, (err as Error).message);
         return;
       }
-      const handler = this.#opts.handler;
-      const decide =
-        admission === undefined
-          ? (req: CertifyRequest): Promise<CertifyResponse> => handler(req, call)
-          : async (req: CertifyRequest): Promise<CertifyResponse> => {
-              const release = await admission.admit({
-                identity: req.identity,
-                source,
-                renewal: peerIdentity === req.identity,
-                signal: gone!.signal,
-                abandoned: call.abandoned,
-              });
-              try {
-                return await handler(req, call);
-              } finally {
-                release();
-              }
-            };
       Promise.resolve(message)
         .then(decodeCertifyRequest)
-        .then(decide)
+        .then((req) => this.#decide(req, call, { source, peerIdentity, gone }))
         .then(
           (res) => finish(GrpcStatus.OK, '', encodeCertifyResponse(res)),
           (err: unknown) => {
@@ -417,6 +388,52 @@ export class CertifyServer {
         );
     });
   }
+
+  /** The Certify decision for one call: the handler, behind admission control when there is one. */
+  async #decide(
+    req: CertifyRequest,
+    call: CallState,
+    caller: {
+      readonly source: string;
+      readonly peerIdentity: string | undefined;
+      readonly gone: AbortController | undefined;
+    },
+  ): Promise<CertifyResponse> {
+    const admission = this.#opts.admission;
+    if (admission === undefined) return this.#opts.handler(req, call);
+    const release = await admission.admit({
+      identity: req.identity,
+      source: caller.source,
+      renewal: caller.peerIdentity === req.identity,
+      signal: caller.gone!.signal,
+      abandoned: call.abandoned,
+    });
+    try {
+      return await this.#opts.handler(req, call);
+    } finally {
+      release();
+    }
+  }
+}
+
+/**
+ * Why a request's head is refused before its message is read: an HTTP status (not a gRPC call)
+ * or the detail of an UNIMPLEMENTED answer (another method, a compressed message).
+ */
+function refuseHead(
+  headers: IncomingHttpHeaders,
+): { readonly http: number } | { readonly unimplemented: string } | undefined {
+  if (headers[':method'] !== 'POST') return { http: 405 };
+  if (!/^application\/grpc(\+proto)?(;|$)/.test(headers['content-type'] ?? ''))
+    return { http: 415 };
+  if (headers[':path'] !== CERTIFY_PATH) {
+    return { unimplemented: `unknown method ${String(headers[':path'])}` };
+  }
+  const encoding = headers['grpc-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') {
+    return { unimplemented: `message encoding "${String(encoding)}" is not supported` };
+  }
+  return undefined;
 }
 
 /** `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n); undefined when absent or bad. */
