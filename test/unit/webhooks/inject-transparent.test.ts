@@ -1,7 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { TRANSPARENT_ANNOTATIONS, loadConfig } from '../../../core/index.js';
-import { PROXY_CONTAINER, PROXY_INIT_CONTAINER, planInjection } from '../../../webhooks/index.js';
-import type { InjectorOptions, JsonObject, PatchOperation } from '../../../webhooks/index.js';
+import { PROXY_INIT_CONTAINER } from '../../../webhooks/index.js';
+import { PROXY_CONTAINER, planInjection } from '../../../webhooks/inject.js';
+import type { InjectorOptions } from '../../../webhooks/inject.js';
+import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
 import { emojivotoWeb, shopFrontend } from './fixtures/pods.js';
 
 const OPTIONS: InjectorOptions = {
