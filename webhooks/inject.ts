@@ -380,8 +380,8 @@ export function planInjection(
   const env: { name: string; value: string }[] = [
     { name: 'MESHID_LOCAL_IDENTITY', value: identity },
     ...identityEnv,
-    { name: 'MESHID_ADMIN', value: `0.0.0.0:${PROXY_PORTS.admin}` },
-    ...(inbound ? [{ name: 'MESHID_INBOUND', value: `0.0.0.0:${PROXY_PORTS.inbound}` }] : []),
+    { name: 'MESHID_ADMIN', value: `[::]:${PROXY_PORTS.admin}` },
+    ...(inbound ? [{ name: 'MESHID_INBOUND', value: `[::]:${PROXY_PORTS.inbound}` }] : []),
     ...(appPort === undefined ? [] : [{ name: 'MESHID_APP', value: `127.0.0.1:${appPort}` }]),
     ...(transparent === undefined
       ? []

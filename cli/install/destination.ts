@@ -4,10 +4,7 @@
  * and Service name), and a ClusterRole that lists and watches Services, EndpointSlices and Pods
  * and nothing else. docs/destination.md.
  */
-import { Deployment } from 'kubernetes-models/apps/v1';
-import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { Service, ServiceAccount } from 'kubernetes-models/v1';
-import type { IProbe } from 'kubernetes-models/v1';
+import { ServiceAccount } from 'kubernetes-models/v1';
 import {
   DEFAULTS,
   DESTINATION_SERVICE_NAME,
@@ -16,14 +13,17 @@ import {
   destinationIdentityName,
 } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
-import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
-
-/** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-interface DestinationManifestObject {
-  readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
-  readonly comment: string;
-  readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
-}
+import type { Permission } from './rbac.js';
+import {
+  adminProbes,
+  clusterService,
+  doc,
+  flag,
+  grant,
+  statelessReplicas,
+  workloadDeployment,
+} from './workload.js';
+import type { ManifestObject } from './workload.js';
 
 /** The destination service's object names (Linkerd's, so proxies and docs find them). */
 export const DESTINATION_NAMES = Object.freeze({
@@ -48,10 +48,7 @@ const ANCHORS_MOUNT = '/var/run/meshid/trust-anchors';
  * the endpoint index reads, cluster-wide because proxies in every namespace ask about Services
  * in every namespace.
  */
-function destinationRules(): {
-  rule: { apiGroups: string[]; resources: string[]; verbs: string[] };
-  reason: string;
-}[] {
+function destinationRules(): Permission[] {
   return [
     {
       rule: { apiGroups: [''], resources: ['services', 'pods'], verbs: ['list', 'watch'] },
@@ -73,15 +70,14 @@ function destinationRules(): {
  * The `meshid destination` arguments of the container.
  */
 function destinationArgs(config: InstallConfig): string[] {
-  const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   const naming = {
     trustDomain: config.trustDomain,
     controlPlaneNamespace: config.controlPlaneNamespace,
   };
   return [
     'destination',
-    flag('listen', `0.0.0.0:${DESTINATION_PORTS.grpc}`),
-    flag('admin', `0.0.0.0:${DESTINATION_PORTS.admin}`),
+    flag('listen', `[::]:${DESTINATION_PORTS.grpc}`),
+    flag('admin', `[::]:${DESTINATION_PORTS.admin}`),
     flag('kubeconfig', IN_CLUSTER),
     flag('trust-domain', config.trustDomain),
     flag('control-plane-namespace', config.controlPlaneNamespace),
@@ -100,7 +96,7 @@ function destinationArgs(config: InstallConfig): string[] {
 export function destinationObjects(
   config: InstallConfig,
   o: { readonly runAsUser: number; readonly labels: Readonly<Record<string, string>> },
-): DestinationManifestObject[] {
+): ManifestObject[] {
   const ns = config.controlPlaneNamespace;
   const selector = {
     'app.kubernetes.io/name': 'meshid',
@@ -108,114 +104,67 @@ export function destinationObjects(
   };
   const labels = { ...o.labels, ...selector };
   const meta = (name: string) => ({ name, namespace: ns, labels });
-  const clusterName = `${DESTINATION_NAMES.clusterRole}-${ns}`;
-  const rules = destinationRules();
-  const probe = (path: string, fields: Omit<IProbe, 'httpGet'>): IProbe => ({
-    httpGet: { path, port: 'admin', scheme: 'HTTP' },
-    timeoutSeconds: 2,
-    ...fields,
-  });
+  const N = DESTINATION_NAMES;
   const podSpec = ['spec', 'template', 'spec'];
   return [
-    {
-      object: new ServiceAccount({ metadata: meta(DESTINATION_NAMES.serviceAccount) }),
-      comment: `the destination service runs as this ServiceAccount; its mesh identity is ${destinationIdentityName({ trustDomain: config.trustDomain, controlPlaneNamespace: ns })}`,
-      notes: [],
-    },
-    {
-      object: new ClusterRole({
-        metadata: { name: clusterName, labels },
-        rules: rules.map((r) => r.rule),
-      }),
-      comment:
-        'what the destination service reads: list and watch of Services, EndpointSlices and Pods, nothing else (no Secrets, no writes)',
-      notes: rules.map((r, i) => ({ path: ['rules', i], text: r.reason })),
-    },
-    {
-      object: new ClusterRoleBinding({
-        metadata: { name: clusterName, labels },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
-        subjects: [
-          { kind: 'ServiceAccount', name: DESTINATION_NAMES.serviceAccount, namespace: ns },
-        ],
-      }),
-      comment: `grants the ClusterRole ${clusterName} to the destination service's ServiceAccount`,
-      notes: [],
-    },
-    {
-      object: new Service({
-        metadata: meta(DESTINATION_NAMES.service),
-        spec: {
-          type: 'ClusterIP',
-          selector,
+    doc(
+      new ServiceAccount({ metadata: meta(N.serviceAccount) }),
+      `the destination service runs as this ServiceAccount; its mesh identity is ${destinationIdentityName({ trustDomain: config.trustDomain, controlPlaneNamespace: ns })}`,
+    ),
+    ...grant(
+      'ClusterRole',
+      { name: `${N.clusterRole}-${ns}`, labels },
+      destinationRules(),
+      'what the destination service reads: list and watch of Services, EndpointSlices and Pods, nothing else (no Secrets, no writes)',
+      { name: N.serviceAccount, namespace: ns, who: "the destination service's ServiceAccount" },
+    ),
+    doc(
+      clusterService(meta(N.service), selector, { name: 'grpc', port: DESTINATION_PORTS.grpc }),
+      "Linkerd's Destination API over mTLS, where proxies ask about their destinations",
+    ),
+    doc(
+      workloadDeployment({
+        metadata: meta(N.deployment),
+        selector,
+        replicas: config.replicas,
+        noInject: 'linkerd.io/inject',
+        serviceAccount: N.serviceAccount,
+        runAsUser: o.runAsUser,
+        image: config.image,
+        container: {
+          name: N.container,
+          args: destinationArgs(config),
           ports: [
-            { name: 'grpc', port: DESTINATION_PORTS.grpc, targetPort: 'grpc', protocol: 'TCP' },
+            { name: 'grpc', containerPort: DESTINATION_PORTS.grpc, protocol: 'TCP' },
+            { name: 'admin', containerPort: DESTINATION_PORTS.admin, protocol: 'TCP' },
+          ],
+          ...adminProbes(),
+          resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } },
+          volumeMounts: [
+            { name: 'identity-token', mountPath: TOKEN_MOUNT, readOnly: true },
+            { name: 'trust-anchors', mountPath: ANCHORS_MOUNT, readOnly: true },
           ],
         },
-      }),
-      comment: "Linkerd's Destination API over mTLS, where proxies ask about their destinations",
-      notes: [],
-    },
-    {
-      object: new Deployment({
-        metadata: meta(DESTINATION_NAMES.deployment),
-        spec: {
-          replicas: config.replicas,
-          selector: { matchLabels: selector },
-          template: {
-            metadata: { labels, annotations: { 'linkerd.io/inject': 'disabled' } },
-            spec: {
-              serviceAccountName: DESTINATION_NAMES.serviceAccount,
-              automountServiceAccountToken: true,
-              enableServiceLinks: false,
-              securityContext: restrictedPodSecurity(o.runAsUser),
-              containers: [
+        volumes: [
+          {
+            name: 'identity-token',
+            projected: {
+              sources: [
                 {
-                  name: DESTINATION_NAMES.container,
-                  image: config.image,
-                  imagePullPolicy: 'IfNotPresent',
-                  args: destinationArgs(config),
-                  ports: [
-                    { name: 'grpc', containerPort: DESTINATION_PORTS.grpc, protocol: 'TCP' },
-                    { name: 'admin', containerPort: DESTINATION_PORTS.admin, protocol: 'TCP' },
-                  ],
-                  startupProbe: probe('/live', { periodSeconds: 2, failureThreshold: 30 }),
-                  livenessProbe: probe('/live', { periodSeconds: 10, failureThreshold: 3 }),
-                  readinessProbe: probe('/ready', { periodSeconds: 5, failureThreshold: 2 }),
-                  resources: {
-                    requests: { cpu: '100m', memory: '128Mi' },
-                    limits: { memory: '512Mi' },
-                  },
-                  securityContext: restrictedContainerSecurity(o.runAsUser),
-                  volumeMounts: [
-                    { name: 'identity-token', mountPath: TOKEN_MOUNT, readOnly: true },
-                    { name: 'trust-anchors', mountPath: ANCHORS_MOUNT, readOnly: true },
-                  ],
-                },
-              ],
-              volumes: [
-                {
-                  name: 'identity-token',
-                  projected: {
-                    sources: [
-                      {
-                        serviceAccountToken: {
-                          audience: DEFAULTS.audience,
-                          expirationSeconds: DEFAULTS.proxyTokenExpirationMs / 1000,
-                          path: 'token',
-                        },
-                      },
-                    ],
+                  serviceAccountToken: {
+                    audience: DEFAULTS.audience,
+                    expirationSeconds: DEFAULTS.proxyTokenExpirationMs / 1000,
+                    path: 'token',
                   },
                 },
-                { name: 'trust-anchors', configMap: { name: config.trustAnchorsConfigMap } },
               ],
             },
           },
-        },
+          { name: 'trust-anchors', configMap: { name: config.trustAnchorsConfigMap } },
+        ],
       }),
-      comment: `the destination service: ${config.replicas} stateless ${config.replicas === 1 ? 'replica' : 'replicas'}, each following the cluster through its own watches`,
-      notes: [
+      `the destination service: ${statelessReplicas(config.replicas)}, each following the cluster through its own watches`,
+      [
         {
           path: [...podSpec, 'automountServiceAccountToken'],
           text: 'the watches of Services, EndpointSlices and Pods use this token',
@@ -229,6 +178,6 @@ export function destinationObjects(
           text: 'memory grows with the cluster: about 1.5 KB of heap per pod (npm run bench: 14 MB for 10,000 pods)',
         },
       ],
-    },
+    ),
   ];
 }

@@ -2,16 +2,8 @@
  * The objects of an in-cluster install of the identity CA, built as typed kubernetes-models
  * objects (never as text). docs/install.md explains every choice made here.
  */
-import { Deployment } from 'kubernetes-models/apps/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import {
-  ClusterRole,
-  ClusterRoleBinding,
-  Role,
-  RoleBinding,
-} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
-import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
+import type { IContainer } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, ServiceAccount } from 'kubernetes-models/v1';
 import { formatDuration, IN_CLUSTER } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
 import {
@@ -25,33 +17,20 @@ import {
 import type { CertManagerSettings } from '../../trust-bundle/index.js';
 import { clusterPermissions, namespacedPermissions, permissionsNotNeeded } from './rbac.js';
 import { webhookObjects } from './webhooks.js';
-import type { Permission } from './rbac.js';
 import { trustSyncObjects } from './trust-sync.js';
 import { destinationObjects } from './destination.js';
-import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
-
-/** A kubernetes-models object: it checks itself against the API schema and turns into JSON. */
-interface KubeModel {
-  readonly apiVersion: string;
-  readonly kind: string;
-  validate(): void;
-  toJSON(): unknown;
-}
-
-/** A comment above one node of a document, found by its path (keys and sequence indexes). */
-interface NodeComment {
-  readonly path: readonly (string | number)[];
-  readonly text: string;
-}
-
-/** One document of the rendered install. */
-export interface ManifestObject {
-  readonly object: KubeModel;
-  /** Printed at the top of the document: what the object is for. */
-  readonly comment: string;
-  /** Printed above nodes inside the document: why a setting or permission is there. */
-  readonly notes: readonly NodeComment[];
-}
+import {
+  adminProbes,
+  clusterService,
+  doc,
+  flag,
+  grant,
+  oneAtATime,
+  spreadOverNodes,
+  statelessReplicas,
+  workloadDeployment,
+} from './workload.js';
+import type { ManifestObject, Metadata } from './workload.js';
 
 /** Names every install uses; the ServiceAccount name is part of the CA's own TLS identity. */
 export const INSTALL_NAMES = Object.freeze({
@@ -85,18 +64,18 @@ export function buildInstallObjects(
 ): ManifestObject[] {
   const ns = config.controlPlaneNamespace;
   const labels = commonLabels(config.image);
-  const meta = (name: string): { name: string; namespace: string; labels: typeof labels } => ({
-    name,
-    namespace: ns,
-    labels,
-  });
+  const meta = (name: string): Metadata => ({ name, namespace: ns, labels });
   const clusterName = `${INSTALL_NAMES.role}-${ns}`;
-  const subjects = [{ kind: 'ServiceAccount', name: INSTALL_NAMES.serviceAccount, namespace: ns }];
-  const roleRules = namespacedPermissions(config);
-  const clusterRules = clusterPermissions(config);
+  const subject = {
+    name: INSTALL_NAMES.serviceAccount,
+    namespace: ns,
+    who: "the CA's ServiceAccount",
+  };
+  const selector = selectorLabels();
+  const grpc = { name: 'grpc', port: CA_PORTS.grpc };
   const objects: ManifestObject[] = [
-    {
-      object: new Namespace({
+    doc(
+      new Namespace({
         metadata: {
           name: ns,
           labels: {
@@ -110,98 +89,67 @@ export function buildInstallObjects(
           },
         },
       }),
-      comment: `the control-plane namespace; the CA's identity is linkerd-identity.${ns}.serviceaccount.identity.${ns}.${config.trustDomain}`,
-      notes: [],
-    },
-    {
-      object: new ServiceAccount({ metadata: meta(INSTALL_NAMES.serviceAccount) }),
-      comment:
-        'the CA runs as this ServiceAccount; its name is part of the CA identity, so it is not configurable',
-      notes: [],
-    },
-    {
-      object: new Role({ metadata: meta(INSTALL_NAMES.role), rules: rulesOf(roleRules) }),
-      comment: `what the CA reads in ${ns}: its two inputs, by name, and nothing else`,
-      notes: ruleNotes(roleRules),
-    },
-    {
-      object: new RoleBinding({
-        metadata: meta(INSTALL_NAMES.role),
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: INSTALL_NAMES.role },
-        subjects,
-      }),
-      comment: `grants the Role ${INSTALL_NAMES.role} to the CA's ServiceAccount`,
-      notes: [],
-    },
-    {
-      object: new ClusterRole({
-        metadata: { name: clusterName, labels },
-        rules: rulesOf(clusterRules),
-      }),
-      comment: [
+      `the control-plane namespace; the CA's identity is linkerd-identity.${ns}.serviceaccount.identity.${ns}.${config.trustDomain}`,
+    ),
+    doc(
+      new ServiceAccount({ metadata: meta(INSTALL_NAMES.serviceAccount) }),
+      'the CA runs as this ServiceAccount; its name is part of the CA identity, so it is not configurable',
+    ),
+    ...grant(
+      'Role',
+      meta(INSTALL_NAMES.role),
+      namespacedPermissions(config),
+      `what the CA reads in ${ns}: its two inputs, by name, and nothing else`,
+      subject,
+    ),
+    ...grant(
+      'ClusterRole',
+      { name: clusterName, labels },
+      clusterPermissions(config),
+      [
         'what the CA does beyond its namespace; the name carries the namespace so installs do not collide',
         ...permissionsNotNeeded(config.tokenValidator),
       ].join('\n'),
-      notes: ruleNotes(clusterRules),
-    },
-    {
-      object: new ClusterRoleBinding({
-        metadata: { name: clusterName, labels },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
-        subjects,
-      }),
-      comment: `grants the ClusterRole ${clusterName} to the CA's ServiceAccount`,
-      notes: [],
-    },
+      subject,
+    ),
   ];
   if (inputs.trustAnchorsPem !== undefined) {
-    objects.push({
-      object: new ConfigMap({
-        metadata: meta(config.trustAnchorsConfigMap),
-        data: { [config.trustAnchorsKey]: inputs.trustAnchorsPem },
-      }),
-      comment:
+    objects.push(
+      doc(
+        new ConfigMap({
+          metadata: meta(config.trustAnchorsConfigMap),
+          data: { [config.trustAnchorsKey]: inputs.trustAnchorsPem },
+        }),
         'the trust anchors from --trust-anchors (validated before rendering); every issuer must chain to one of them',
-      notes: [],
-    });
+      ),
+    );
   }
   if (config.certManager) {
     objects.push(...certManagerChain(certManagerSettings(config, labels), config.trustManager));
   }
   objects.push(
-    {
-      object: grpcService(INSTALL_NAMES.service, meta, false),
-      comment: 'Certify over gRPC/TLS, load-balanced by the cluster IP',
-      notes: [],
-    },
-    {
-      object: grpcService(INSTALL_NAMES.headlessService, meta, true),
-      comment:
-        'the same port without a cluster IP: proxies resolve every ready replica and balance themselves (Linkerd dials this one)',
-      notes: [],
-    },
+    doc(
+      clusterService(meta(INSTALL_NAMES.service), selector, grpc),
+      'Certify over gRPC/TLS, load-balanced by the cluster IP',
+    ),
+    doc(
+      clusterService(meta(INSTALL_NAMES.headlessService), selector, grpc, true),
+      'the same port without a cluster IP: proxies resolve every ready replica and balance themselves (Linkerd dials this one)',
+    ),
     deployment(config, meta(INSTALL_NAMES.deployment)),
-    {
-      object: new PodDisruptionBudget({
-        metadata: meta(INSTALL_NAMES.deployment),
-        spec: { maxUnavailable: 1, selector: { matchLabels: selectorLabels() } },
-      }),
-      comment:
-        'voluntary evictions (drains) take one replica at a time; maxUnavailable, unlike minAvailable 1, still lets a drain finish with --replicas 1',
-      notes: [],
-    },
+    doc(
+      oneAtATime(meta(INSTALL_NAMES.deployment), selector),
+      'voluntary evictions (drains) take one replica at a time; maxUnavailable, unlike minAvailable 1, still lets a drain finish with --replicas 1',
+    ),
   );
+  const workload = { runAsUser: RUN_AS_USER, labels };
   // The destination service proxies ask about their destinations (transparent mode).
-  if (config.destination)
-    objects.push(...destinationObjects(config, { runAsUser: RUN_AS_USER, labels }));
+  if (config.destination) objects.push(...destinationObjects(config, workload));
   // Without trust-manager, meshid's sync controller keeps the anchors ConfigMap.
   if (config.certManager && !config.trustManager)
-    objects.push(...trustSyncObjects(config, { runAsUser: RUN_AS_USER, labels }));
+    objects.push(...trustSyncObjects(config, workload));
   // Last: their configurations must not be in force before what they guard exists.
-  if (config.webhooks)
-    objects.push(
-      ...webhookObjects(config, { runAsUser: RUN_AS_USER, version: imageTag(config.image) }),
-    );
+  if (config.webhooks) objects.push(...webhookObjects(config, workload));
   return objects;
 }
 
@@ -210,7 +158,6 @@ export function buildInstallObjects(
  * namespace comes from the downward API instead (`MESHID_NAMESPACE`).
  */
 function caContainerArgs(config: InstallConfig): string[] {
-  const flag = (name: string, value: string | number): string => `--${name}=${value}`;
   return [
     'ca',
     flag('issuer-secret', config.issuerSecret),
@@ -225,8 +172,8 @@ function caContainerArgs(config: InstallConfig): string[] {
     flag('control-plane-namespace', config.controlPlaneNamespace),
     flag('cert-lifetime', formatDuration(config.certLifetime)),
     flag('clock-skew', formatDuration(config.clockSkew)),
-    flag('listen', `0.0.0.0:${CA_PORTS.grpc}`),
-    flag('admin', `0.0.0.0:${CA_PORTS.admin}`),
+    flag('listen', `[::]:${CA_PORTS.grpc}`),
+    flag('admin', `[::]:${CA_PORTS.admin}`),
     flag('kubeconfig', IN_CLUSTER),
     // One process per pod: os.availableParallelism() counts the node's cores, not the pod's CPU
     // share, so "one per core" could fork dozens of workers into a 256 MiB limit. Scale by replicas.
@@ -236,19 +183,9 @@ function caContainerArgs(config: InstallConfig): string[] {
   ];
 }
 
-function deployment(
-  config: InstallConfig,
-  metadata: { name: string; namespace: string; labels: Record<string, string> },
-): ManifestObject {
-  const probe = (path: string, fields: Omit<IProbe, 'httpGet'>): IProbe => ({
-    httpGet: { path, port: 'admin', scheme: 'HTTP' },
-    timeoutSeconds: 2,
-    ...fields,
-  });
-  const container: IContainer = {
+function deployment(config: InstallConfig, metadata: Metadata): ManifestObject {
+  const container: IContainer & { args: string[] } = {
     name: INSTALL_NAMES.container,
-    image: config.image,
-    imagePullPolicy: 'IfNotPresent',
     args: caContainerArgs(config),
     env: [
       {
@@ -264,64 +201,40 @@ function deployment(
       { name: 'grpc', containerPort: CA_PORTS.grpc, protocol: 'TCP' },
       { name: 'admin', containerPort: CA_PORTS.admin, protocol: 'TCP' },
     ],
-    // Up to a minute to load the issuer and anchors before liveness starts counting.
-    startupProbe: probe('/live', { periodSeconds: 2, failureThreshold: 30 }),
-    livenessProbe: probe('/live', { periodSeconds: 10, failureThreshold: 3 }),
-    // Ready only with a valid issuer loaded, so Services send Certify calls only to replicas that can sign.
-    readinessProbe: probe('/ready', { periodSeconds: 5, failureThreshold: 2 }),
+    // Up to a minute to load the issuer and anchors before liveness starts counting; ready only
+    // with a valid issuer loaded, so Services send Certify calls only to replicas that can sign.
+    ...adminProbes(),
     resources: {
       requests: { cpu: '100m', memory: '128Mi' },
       limits: { memory: '256Mi' },
     },
-    securityContext: restrictedContainerSecurity(RUN_AS_USER),
   };
   const selector = selectorLabels();
-  const pod: IPodSpec = {
-    serviceAccountName: INSTALL_NAMES.serviceAccount,
-    automountServiceAccountToken: true,
-    enableServiceLinks: false,
-    securityContext: restrictedPodSecurity(RUN_AS_USER),
-    affinity: {
-      podAntiAffinity: {
-        preferredDuringSchedulingIgnoredDuringExecution: [
+  const pathToPod = ['spec', 'template', 'spec'];
+  return doc(
+    workloadDeployment({
+      metadata,
+      selector,
+      replicas: config.replicas,
+      noInject: 'linkerd.io/inject',
+      serviceAccount: INSTALL_NAMES.serviceAccount,
+      runAsUser: RUN_AS_USER,
+      image: config.image,
+      scheduling: {
+        affinity: spreadOverNodes(selector),
+        topologySpreadConstraints: [
           {
-            weight: 100,
-            podAffinityTerm: {
-              labelSelector: { matchLabels: selector },
-              topologyKey: 'kubernetes.io/hostname',
-            },
+            maxSkew: 1,
+            topologyKey: 'topology.kubernetes.io/zone',
+            whenUnsatisfiable: 'ScheduleAnyway',
+            labelSelector: { matchLabels: selector },
           },
         ],
       },
-    },
-    topologySpreadConstraints: [
-      {
-        maxSkew: 1,
-        topologyKey: 'topology.kubernetes.io/zone',
-        whenUnsatisfiable: 'ScheduleAnyway',
-        labelSelector: { matchLabels: selector },
-      },
-    ],
-    containers: [container],
-  };
-  const pathToPod = ['spec', 'template', 'spec'];
-  return {
-    object: new Deployment({
-      metadata,
-      spec: {
-        replicas: config.replicas,
-        selector: { matchLabels: selector },
-        template: {
-          metadata: {
-            labels: metadata.labels,
-            annotations: { 'linkerd.io/inject': 'disabled' },
-          },
-          spec: pod,
-        },
-      },
+      container,
     }),
-    comment: `the identity CA: ${config.replicas} stateless ${config.replicas === 1 ? 'replica' : 'replicas'} reading the issuer and anchors through the API`,
-    notes: [
+    `the identity CA: ${statelessReplicas(config.replicas)} reading the issuer and anchors through the API`,
+    [
       {
         path: [...pathToPod, 'automountServiceAccountToken'],
         text: 'the CA calls the API (watches, TokenReview, Events) with this token; workloads need nothing from it',
@@ -343,23 +256,7 @@ function deployment(
         text: 'no CPU limit (throttling would stall signing); a memory limit for one Node.js process',
       },
     ],
-  };
-}
-
-function grpcService(
-  name: string,
-  meta: (name: string) => { name: string; namespace: string; labels: Record<string, string> },
-  headless: boolean,
-): Service {
-  return new Service({
-    metadata: meta(name),
-    spec: {
-      type: 'ClusterIP',
-      ...(headless ? { clusterIP: 'None' } : {}),
-      selector: selectorLabels(),
-      ports: [{ name: 'grpc', port: CA_PORTS.grpc, targetPort: 'grpc', protocol: 'TCP' }],
-    },
-  });
+  );
 }
 
 /**
@@ -368,11 +265,6 @@ function grpcService(
  * Certificate, and with `trustManager` the Bundle that fills the anchors ConfigMap.
  */
 export function certManagerChain(s: CertManagerSettings, trustManager: boolean): ManifestObject[] {
-  const doc = (object: KubeModel, comment: string): ManifestObject => ({
-    object,
-    comment,
-    notes: [],
-  });
   return [
     doc(
       selfSignedIssuer(s),
@@ -419,14 +311,6 @@ function certManagerSettings(
     certLifetime: config.certLifetime,
     labels,
   };
-}
-
-function rulesOf(permissions: readonly Permission[]): Permission['rule'][] {
-  return permissions.map((p) => p.rule);
-}
-
-function ruleNotes(permissions: readonly Permission[]): NodeComment[] {
-  return permissions.map((p, i) => ({ path: ['rules', i], text: p.reason }));
 }
 
 /** The labels that select the CA's pods; never the version, because selectors are immutable. */

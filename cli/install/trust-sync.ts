@@ -5,25 +5,13 @@
  * namespaces only, so that the CA itself never gets write access to the anchors or any access
  * to the root's key. docs/rotation.md describes what it does.
  */
-import { Deployment } from 'kubernetes-models/apps/v1';
-import {
-  ClusterRole,
-  ClusterRoleBinding,
-  Role,
-  RoleBinding,
-} from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { ServiceAccount } from 'kubernetes-models/v1';
 import { IN_CLUSTER, formatDuration } from '../../core/index.js';
 import type { InstallConfig } from '../../core/index.js';
 import { clusterTrustBundleName } from '../../trust-bundle/index.js';
-import { restrictedContainerSecurity, restrictedPodSecurity } from './pod-security.js';
-
-/** One document, shaped as manifest.ts's ManifestObject (which imports this module). */
-interface TrustSyncManifestObject {
-  readonly object: { apiVersion: string; kind: string; validate(): void; toJSON(): unknown };
-  readonly comment: string;
-  readonly notes: readonly { path: readonly (string | number)[]; text: string }[];
-}
+import type { Permission } from './rbac.js';
+import { doc, flag, grant, workloadDeployment } from './workload.js';
+import type { ManifestObject } from './workload.js';
 
 /** The sync controller's object names (its ClusterRole and binding: `<role>-<namespace>`). */
 export const TRUST_SYNC_NAMES = Object.freeze({
@@ -32,18 +20,7 @@ export const TRUST_SYNC_NAMES = Object.freeze({
   deployment: 'meshid-trust',
 });
 
-/** A rule and why it is there. */
-interface Rule {
-  readonly rule: {
-    apiGroups: string[];
-    resources: string[];
-    verbs: string[];
-    resourceNames?: string[];
-  };
-  readonly reason: string;
-}
-
-function rules(config: InstallConfig): Rule[] {
+function rules(config: InstallConfig): Permission[] {
   return [
     {
       rule: { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
@@ -94,7 +71,7 @@ function rules(config: InstallConfig): Rule[] {
  * The cluster-wide rules: the copies of the anchors ConfigMap in every namespace that opts into
  * injection (docs/install.md), and nothing else.
  */
-function clusterRules(config: InstallConfig): Rule[] {
+function clusterRules(config: InstallConfig): Permission[] {
   return [
     {
       rule: { apiGroups: [''], resources: ['namespaces'], verbs: ['get', 'list', 'watch'] },
@@ -158,7 +135,6 @@ function clusterRules(config: InstallConfig): Rule[] {
  * The `meshid trust sync` arguments of the container.
  */
 function trustSyncArgs(config: InstallConfig): string[] {
-  const flag = (name: string, value: string): string => `--${name}=${value}`;
   return [
     'trust',
     'sync',
@@ -184,96 +160,52 @@ function trustSyncArgs(config: InstallConfig): string[] {
 export function trustSyncObjects(
   config: InstallConfig,
   inputs: { runAsUser: number; labels: Record<string, string> },
-): TrustSyncManifestObject[] {
+): ManifestObject[] {
   const ns = config.controlPlaneNamespace;
   const selector = {
     'app.kubernetes.io/name': 'meshid',
     'app.kubernetes.io/component': 'trust-sync',
   };
   const labels = { ...inputs.labels, ...selector };
+  const N = TRUST_SYNC_NAMES;
   const meta = (name: string) => ({ name, namespace: ns, labels });
-  const list = rules(config);
-  const cluster = clusterRules(config);
-  // Cluster-scoped names carry the namespace, so that two installs do not collide.
-  const clusterName = `${TRUST_SYNC_NAMES.role}-${ns}`;
-  const subjects = [
-    { kind: 'ServiceAccount', name: TRUST_SYNC_NAMES.serviceAccount, namespace: ns },
-  ];
-  const user = inputs.runAsUser;
+  const subject = { name: N.serviceAccount, namespace: ns, who: 'its ServiceAccount' };
   return [
-    {
-      object: new ServiceAccount({ metadata: meta(TRUST_SYNC_NAMES.serviceAccount) }),
-      comment: 'the trust sync controller runs as this ServiceAccount, apart from the CA',
-      notes: [],
-    },
-    {
-      object: new Role({ metadata: meta(TRUST_SYNC_NAMES.role), rules: list.map((r) => r.rule) }),
-      comment: `what the sync controller may do, in ${ns} only`,
-      notes: list.map((r, i) => ({ path: ['rules', i], text: r.reason })),
-    },
-    {
-      object: new RoleBinding({
-        metadata: meta(TRUST_SYNC_NAMES.role),
-        roleRef: {
-          apiGroup: 'rbac.authorization.k8s.io',
-          kind: 'Role',
-          name: TRUST_SYNC_NAMES.role,
-        },
-        subjects,
-      }),
-      comment: `grants the Role ${TRUST_SYNC_NAMES.role} to its ServiceAccount`,
-      notes: [],
-    },
-    {
-      object: new ClusterRole({
-        metadata: { name: clusterName, labels },
-        rules: cluster.map((r) => r.rule),
-      }),
-      comment: 'what the sync controller may do in other namespaces: the anchors copies only',
-      notes: cluster.map((r, i) => ({ path: ['rules', i], text: r.reason })),
-    },
-    {
-      object: new ClusterRoleBinding({
-        metadata: { name: clusterName, labels },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
-        subjects,
-      }),
-      comment: `grants the ClusterRole ${clusterName} to its ServiceAccount`,
-      notes: [],
-    },
-    {
-      object: new Deployment({
-        metadata: meta(TRUST_SYNC_NAMES.deployment),
-        spec: {
-          replicas: 1,
-          selector: { matchLabels: selector },
-          template: {
-            metadata: { labels, annotations: { 'linkerd.io/inject': 'disabled' } },
-            spec: {
-              serviceAccountName: TRUST_SYNC_NAMES.serviceAccount,
-              automountServiceAccountToken: true,
-              enableServiceLinks: false,
-              securityContext: restrictedPodSecurity(user),
-              containers: [
-                {
-                  name: 'trust-sync',
-                  image: config.image,
-                  imagePullPolicy: 'IfNotPresent',
-                  args: trustSyncArgs(config),
-                  resources: {
-                    requests: { cpu: '10m', memory: '64Mi' },
-                    limits: { memory: '192Mi' },
-                  },
-                  securityContext: restrictedContainerSecurity(user),
-                },
-              ],
-            },
-          },
+    doc(
+      new ServiceAccount({ metadata: meta(N.serviceAccount) }),
+      'the trust sync controller runs as this ServiceAccount, apart from the CA',
+    ),
+    ...grant(
+      'Role',
+      meta(N.role),
+      rules(config),
+      `what the sync controller may do, in ${ns} only`,
+      subject,
+    ),
+    // Cluster-scoped names carry the namespace, so that two installs do not collide.
+    ...grant(
+      'ClusterRole',
+      { name: `${N.role}-${ns}`, labels },
+      clusterRules(config),
+      'what the sync controller may do in other namespaces: the anchors copies only',
+      subject,
+    ),
+    doc(
+      workloadDeployment({
+        metadata: meta(N.deployment),
+        selector,
+        replicas: 1,
+        noInject: 'linkerd.io/inject',
+        serviceAccount: N.serviceAccount,
+        runAsUser: inputs.runAsUser,
+        image: config.image,
+        container: {
+          name: 'trust-sync',
+          args: trustSyncArgs(config),
+          resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '192Mi' } },
         },
       }),
-      comment:
-        "meshid trust sync: keeps the anchors ConfigMap equal to the current root (and the live issuer's), drives rotations; safe with more replicas (every write is conditional)",
-      notes: [],
-    },
+      "meshid trust sync: keeps the anchors ConfigMap equal to the current root (and the live issuer's), drives rotations; safe with more replicas (every write is conditional)",
+    ),
   ];
 }

@@ -6,7 +6,7 @@
 import { Document, isMap, isNode, isScalar } from 'yaml';
 import type { Node } from 'yaml';
 import { MeshidError } from '../../core/index.js';
-import type { ManifestObject } from './manifest.js';
+import type { ManifestObject } from './workload.js';
 
 /**
  * Checks every object against its kubernetes-models schema, then serialises them in order.
