@@ -12,13 +12,8 @@ export type {
   JsonObject,
   PatchOperation,
 } from './admission.js';
-export {
-  PROXY_CONTAINER,
-  PodNotInjectable,
-  createInjector,
-  optIn,
-  planInjection,
-} from './inject.js';
+export { PodNotInjectable, createInjector, optIn, planInjection } from './inject.js';
+export { PROXY_CONTAINER } from './proxy-container.js';
 export type { InjectorDeps, InjectorOptions } from './inject.js';
 export {
   PROXY_INIT_CONTAINER,
