@@ -5,11 +5,8 @@
 import type { ServerContext } from './context.js';
 import { timestamp } from './objects.js';
 import { badRequest, conflict, invalid, notFound } from './status.js';
+import { isObject } from './types.js';
 import type { JsonObject, RequestAttributes, UserInfo } from './types.js';
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function checkTypeMeta(body: unknown, apiVersion: string, kind: string): JsonObject {
   if (!isObject(body))
