@@ -13,6 +13,7 @@ import { createServer as createNetServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { Address } from '../core/index.js';
+import { formatAddress } from '../core/index.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const DEMO_GRPC_PATH = '/meshid.demo.Web/Hello';
@@ -141,7 +142,7 @@ export class DemoGrpcClient {
 
   call(): Promise<number> {
     if (this.#session === undefined || this.#session.destroyed || this.#session.closed) {
-      this.#session = http2Connect(`http://${this.via.host}:${this.via.port}`);
+      this.#session = http2Connect(`http://${formatAddress(this.via)}`);
       this.#session.on('error', () => undefined);
     }
     const session = this.#session;

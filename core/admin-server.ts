@@ -5,10 +5,10 @@
  */
 import { createServer } from 'node:http';
 import type { Server, IncomingMessage, ServerResponse } from 'node:http';
-import { once } from 'node:events';
 import type { Address } from './config.js';
 import type { Logger } from './logger.js';
 import { LogKey } from './logger.js';
+import { listenOn } from './listen.js';
 import { versionInfo } from './version.js';
 import { LISTENER_LIMITS, applyHttpTimeouts, limitConnections } from './listener-limits.js';
 import type { HttpListenerLimits, PeerBudget } from './listener-limits.js';
@@ -102,13 +102,10 @@ export async function startAdminServer(
       'admin server refusing connections: limit reached',
     ),
   );
-  server.listen({ host: address.host, port: address.port });
-  await once(server, 'listening');
-  const bound = server.address();
-  if (bound === null || typeof bound === 'string') throw new Error('admin server has no address');
+  const bound = await listenOn(server, address, { logger: opts.logger, name: 'admin' });
   return {
     server,
-    address: { host: bound.address, port: bound.port },
+    address: bound,
     connections,
     close: () =>
       new Promise<void>((resolve) => {

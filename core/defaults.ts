@@ -35,6 +35,10 @@ export const DEFAULTS = Object.freeze({
   podCertificateLeaseMs: 15_000,
   /** Another replica's pending request is answered after its owner answered nothing this long. */
   podCertificateTakeoverMs: 30_000,
+  /**
+   * The CA's Certify and admin addresses: loopback for local mode; the install renders `[::]`,
+   * every address of both families (core/listen.ts; `0.0.0.0` is IPv4 only).
+   */
   caListen: { host: '127.0.0.1', port: 8080 },
   caAdmin: { host: '127.0.0.1', port: 9990 },
   /** CA worker processes: 0 is one per core. */
@@ -46,6 +50,7 @@ export const DEFAULTS = Object.freeze({
   /** Certify admission control (the certify* limits below) is on. */
   certifyBackpressure: true,
   tokenTtlMs: 3_600_000,
+  /** The proxy's loopback defaults; the injector sets the admin and an inbound to `[::]` (both families). */
   proxyInbound: { host: '127.0.0.1', port: 4143 },
   proxyOutbound: { host: '127.0.0.1', port: 4140 },
   proxyAdmin: { host: '127.0.0.1', port: 4191 },
@@ -58,8 +63,12 @@ export const DEFAULTS = Object.freeze({
   proxyInboundMaxAppConnections: 512,
   proxyInboundMaxAppConnectionsPerPeer: 128,
   proxyInboundMaxConnectionsPerPeer: 128,
-  /** Transparent mode: redirected inbound connections arrive on the pod's address, not loopback. */
-  proxyTransparentInbound: { host: '0.0.0.0', port: TRANSPARENT_DEFAULTS.inboundPort },
+  /**
+   * Transparent mode: redirected inbound connections arrive on the pod's address, not loopback.
+   * `[::]` is every address of both families (one dual-stack socket; `0.0.0.0` where the kernel
+   * has no IPv6), so iptables' and ip6tables' redirections both land (core/listen.ts).
+   */
+  proxyTransparentInbound: { host: '::', port: TRANSPARENT_DEFAULTS.inboundPort },
   /** Transparent mode: the nat rules redirect the app's outbound TCP here. */
   proxyTransparentOutbound: { host: '127.0.0.1', port: TRANSPARENT_DEFAULTS.outboundPort },
   /** `meshid proxy-init`: which iptables back end (auto: the one already holding rules). */
@@ -116,12 +125,15 @@ export const DEFAULTS = Object.freeze({
   installReplicas: 2,
   /** The cert-manager Issuer holding the trust anchor's key, for `meshid install --cert-manager`. */
   certManagerIssuer: 'linkerd-trust-anchor',
-  /** `meshid destination`: the Destination API (Linkerd's port) and its admin server (the install listens on 0.0.0.0). */
+  /**
+   * `meshid destination`: the Destination API (Linkerd's port) and its admin server. The install
+   * listens on `[::]`: every address of both families (core/listen.ts).
+   */
   destinationListen: { host: '127.0.0.1', port: 8086 },
   destinationAdmin: { host: '127.0.0.1', port: 9996 },
   /** `meshid destination` runs in a pod: its service account reaches the API. */
   destinationKubeconfig: 'in-cluster',
-  /** `meshid webhooks`: HTTPS listen address (the install listens on 0.0.0.0:8443). */
+  /** `meshid webhooks`: HTTPS listen address (the install listens on `[::]:8443`, both families). */
   webhooksListen: { host: '127.0.0.1', port: 8443 },
   /**
    * Largest AdmissionReview body the webhooks read. An object is at most ~1.5 MiB in etcd and a

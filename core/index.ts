@@ -5,18 +5,11 @@
  */
 export { ERROR_CODES, GrpcStatus, isMeshidError, MeshidError, RetryLaterError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { ManualClock, systemClock, systemRandom, systemTimers } from './clock.js';
+export { systemClock, systemRandom, systemTimers } from './clock.js';
 export type { Clock, Random, Timers } from './clock.js';
 export { formatDuration } from './duration.js';
 export { readFiles, watchFile, watchFiles, WatchedFile } from './watch-file.js';
-export type {
-  Parse,
-  ReloadResult,
-  WatchedFileEvents,
-  WatchedPath,
-  WatchFileOptions,
-  WatchFolder,
-} from './watch-file.js';
+export type { WatchedPath } from './watch-file.js';
 export {
   ADMISSION_WEBHOOKS_LABEL,
   CONTROL_PLANE_NS_LABEL,
@@ -30,7 +23,7 @@ export {
   spiffeId,
 } from './identity.js';
 export type { IdentityNaming, WorkloadIdentity } from './identity.js';
-export { createLogger, formatLogLine, LogKey, silentLogger } from './logger.js';
+export { createLogger, LogKey } from './logger.js';
 export type { LogFormat, Logger, LogLevel } from './logger.js';
 export { DEFAULTS, SIDECAR_NODE_OPTIONS, TRANSPARENT_DEFAULTS } from './defaults.js';
 export {
@@ -101,7 +94,6 @@ export {
 export type { CertifyRequest, CertifyResponse } from './certify-wire.js';
 export {
   canonicalIp,
-  decodeDestinationProfile,
   decodeDestinationUpdate,
   decodeGetDestination,
   DESTINATION_GET_PATH,
@@ -110,23 +102,13 @@ export {
   encodeDestinationUpdate,
   encodeGetDestination,
 } from './destination-wire.js';
-export type {
-  DestinationProfile,
-  DestinationUpdate,
-  GetDestination,
-  ProtocolHint,
-  TcpAddress,
-  WeightedAddr,
-} from './destination-wire.js';
+export type { DestinationProfile, DestinationUpdate, WeightedAddr } from './destination-wire.js';
 export { CertifyClient } from './certify-client.js';
-export type { CertifyCallError } from './certify-client.js';
 export {
   anchorFingerprints,
   bundleFingerprint,
   bundleOfAnchors,
   chainFingerprints,
-  DEFAULT_EXPIRY_WARNING_MS,
-  MAX_CHAIN_DEPTH,
   parseAnchors,
   parseCertificates,
   reachAnchor,
@@ -136,30 +118,25 @@ export {
 export type {
   Anchor,
   AnchorBundle,
-  AnchorKeyType,
-  ParseAnchorsOptions,
   ParsedCertificate,
   ProxyIdentityReport,
   ProxyIdentityReportAsRead,
   ProxyTlsReport,
-  Reach,
 } from './anchors.js';
 export { peerChain } from './peer-chain.js';
 export { resetSocket } from './sockets.js';
+export { ALL_ADDRESSES, ALL_IPV4_ADDRESSES, isWildcardHost, listenOn } from './listen.js';
+export type { ListenOnOptions } from './listen.js';
 export {
   applyHttpTimeouts,
   limitConnections,
   LISTENER_LIMITS,
   NO_RESUMPTION,
   PeerBudget,
-  REFUSAL_REPORT_INTERVAL_MS,
   RefusalReports,
 } from './listener-limits.js';
 export type {
-  ConnectionCountHook,
   ConnectionLimitHit,
-  ConnectionLimitOptions,
-  ConnectionRefusedHook,
   HttpListenerLimits,
   HttpTimeouts,
   PeerBudgetLimits,
@@ -168,14 +145,11 @@ export {
   hybridGroupAvailable,
   isPostQuantumGroup,
   negotiatedAlgorithms,
-  sessionKexGroup,
-  TLS_GROUP_LISTS,
   tlsGroupList,
 } from './tls-groups.js';
 export type { TlsAlgorithms, TlsGroupsMode } from './tls-groups.js';
-export type { PeerChainTls } from './peer-chain.js';
 export { versionInfo } from './version.js';
-export { closest, didYouMean } from './suggest.js';
+export { didYouMean } from './suggest.js';
 export type { VersionInfo } from './version.js';
 export {
   cryptoStatus,
@@ -185,8 +159,6 @@ export {
   fipsCertificateProblem,
   fipsKeyProblem,
   MESH_TLS,
-  MESH_TLS_CLASSIC,
-  MESH_TLS_HYBRID_REQUIRED,
   meshTlsSettings,
 } from './fips.js';
 export type { CryptoStatus, MeshTlsSettings } from './fips.js';
@@ -197,16 +169,13 @@ export type {
   EventRecord,
   KubeClient,
   KubeResource,
-  KubeWatchListOptions,
   TokenReviewResult,
-  WatchKind,
 } from './kube/api.js';
-export { backoffDelay, watchList } from './kube/watch-list.js';
-export type { WatchListEvent, WatchListLoop, WatchStreamEvent } from './kube/watch-list.js';
+export { backoffDelay } from './kube/watch-list.js';
+export type { WatchListEvent } from './kube/watch-list.js';
 export { openKubeClient, openKubeconfig } from './kube/open.js';
 export {
   INBOUND_POLICIES,
-  MAX_PORT_POLICIES,
   parseCidrList,
   parsePortList,
   parsePortPolicies,

@@ -9,6 +9,7 @@
  * endpoints), so an event recomputes only the answers it can change.
  */
 import type { IdentityNaming, WeightedAddr } from '../core/index.js';
+import { formatAddress } from '../core/index.js';
 import { inRanges, keyOf, podRecord, serviceRecord, sliceRecord } from './model.js';
 import type { PodRecord, ServiceRecord, SliceRecord } from './model.js';
 import type { Target } from './target.js';
@@ -75,7 +76,7 @@ const UNKNOWN: Resolution = Object.freeze({
 });
 
 function addrKey(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+  return formatAddress({ host: ip, port });
 }
 
 function addTo<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {

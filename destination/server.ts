@@ -14,7 +14,6 @@
  * {@link MAX_BUFFERED_BYTES} wait for it; the index bounds the subscriptions of all callers
  * together.
  */
-import { once } from 'node:events';
 import { createServer as createH2Server, constants as h2 } from 'node:http2';
 import type {
   Http2Server,
@@ -49,6 +48,7 @@ import {
   frameGrpcMessage,
   isMeshidError,
   limitConnections,
+  listenOn,
   unframeGrpcMessage,
 } from '../core/index.js';
 import type { EndpointIndex, IndexSubscription } from './endpoint-index.js';
@@ -125,7 +125,7 @@ const STATUS_NAME = new Map<number, string>(
  * @example
  * ```ts
  * const server = new DestinationServer({ index, clusterDomain: 'cluster.local', logger, credentials });
- * const bound = await server.listen({ host: '0.0.0.0', port: 8086 });
+ * const bound = await server.listen({ host: '::', port: 8086 });
  * ```
  */
 export class DestinationServer {
@@ -215,12 +215,7 @@ export class DestinationServer {
 
   /** Binds; resolves with the bound address (port 0 allowed). */
   async listen(address: Address): Promise<Address> {
-    this.#tls.listen({ host: address.host, port: address.port });
-    await once(this.#tls, 'listening');
-    const bound = this.#tls.address();
-    if (bound === null || typeof bound === 'string')
-      throw new Error('destination server has no address');
-    return { host: bound.address, port: bound.port };
+    return listenOn(this.#tls, address, { logger: this.#log, name: 'destination' });
   }
 
   /** Streams open now. */

@@ -2,7 +2,13 @@
  * What a proxy asks about: the `path` of a GetDestination, read as an address (`10.96.0.10:80`,
  * `[fd00::10]:80`) or a Service name (`web.emojivoto.svc.cluster.local:80`).
  */
-import { MeshidError, canonicalIp, isDns1123Label, printable } from '../core/index.js';
+import {
+  MeshidError,
+  canonicalIp,
+  formatAddress,
+  isDns1123Label,
+  printable,
+} from '../core/index.js';
 
 /** An address or a Service name with a port. */
 export type Target =
@@ -72,7 +78,7 @@ export function parseTarget(path: string, clusterDomain: string): Target {
 export function formatTarget(t: Target): string {
   switch (t.kind) {
     case 'address':
-      return t.ip.includes(':') ? `[${t.ip}]:${t.port}` : `${t.ip}:${t.port}`;
+      return formatAddress({ host: t.ip, port: t.port });
     case 'service':
       return `${t.service}.${t.namespace}.svc:${t.port}`;
     case 'external':

@@ -4,10 +4,9 @@
  * passes them in. Tests reach internals (the Certify decision, the signer, the store) by path.
  */
 export { startCertifyProcess } from './ca.js';
-export type { CertifyProcess, CertifyProcessDeps, CertifyStatus } from './ca.js';
+export type { CertifyProcessDeps } from './ca.js';
 export { runCertifyWorker, startCaPrimary } from './cluster.js';
 export type { RunningCa } from './cluster.js';
-export type { IssuedLeaf } from './server/certify.js';
 export { FileIssuerSource } from './issuer/file-source.js';
 export { parseIssuerKey } from './issuer/material.js';
 export { KubeIssuerSource } from './issuer/kube-source.js';

@@ -11,7 +11,7 @@
  */
 import { connect as netConnect } from 'node:net';
 import type { Address } from '../core/index.js';
-import { MeshidError } from '../core/index.js';
+import { MeshidError, formatAddress } from '../core/index.js';
 import { HTTP2_PREFACE } from './detect.js';
 
 /** What the inbound does with a port's traffic. */
@@ -131,7 +131,7 @@ function probe(app: Address, timeoutMs: number): Promise<'http1' | 'h2'> {
       if (connected) done('http1');
       else {
         clearTimeout(timer);
-        reject(new Error(`connect to ${app.host}:${app.port} failed`));
+        reject(new Error(`connect to ${formatAddress(app)} failed`));
       }
     });
   });

@@ -6,6 +6,7 @@
  */
 import type { ClientHttp2Stream } from 'node:http2';
 import type { DestinationUpdate } from '../core/index.js';
+import { formatAddress } from '../core/index.js';
 
 /** What to resolve: an original destination address, or a Service name (`web.shop.svc.cluster.local`). */
 export type ResolveTarget =
@@ -84,12 +85,12 @@ export interface Resolver {
 /** The `path` of a GetDestination for a target: `ip:port` (IPv6 in brackets) or `name:port`. */
 export function targetPath(t: ResolveTarget): string {
   if ('name' in t) return `${t.name}:${t.port}`;
-  return t.ip.includes(':') ? `[${t.ip}]:${t.port}` : `${t.ip}:${t.port}`;
+  return formatAddress({ host: t.ip, port: t.port });
 }
 
 /** The key of an endpoint in a set: `ip:port`, IPv6 in brackets. */
 function addrKey(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+  return formatAddress({ host: ip, port });
 }
 
 /** One target's stream and answer, shared by every watch of it. */

@@ -237,10 +237,6 @@ export function peerKey(socket: Socket): string {
   return `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
 }
 
-export function formatHost(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
-}
-
 export function destroyConn(conn: Conn): void {
   conn.relay?.destroy();
   conn.app?.destroy();

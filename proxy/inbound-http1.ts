@@ -17,7 +17,8 @@ import { Http1Relay } from './http1-relay.js';
 import { http1ToH2 } from './translate.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import type { Conn, InboundContext } from './inbound-accept.js';
-import { appAddress, formatHost, translateContext } from './inbound-accept.js';
+import { formatAddress } from '../core/index.js';
+import { appAddress, translateContext } from './inbound-accept.js';
 import { PROXY_ERROR_HEADER } from './inbound-events.js';
 import type { AppSessions } from './inbound-http2.js';
 
@@ -156,7 +157,7 @@ export class InboundHttp1ToH2 {
       clientRest: head,
       requestHead: upgradeRequestHead(req, CLIENT_ID_HEADER, conn.peer),
       upstream: netConnect({ host: app.host, port: app.port }),
-      where: `the application at ${formatHost(app.host)}:${app.port}`,
+      where: `the application at ${formatAddress(app)}`,
       errorHeader: PROXY_ERROR_HEADER,
       logger: this.#ctx.log,
       onStatus: (status) =>

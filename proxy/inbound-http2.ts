@@ -21,7 +21,8 @@ import { h2ToHttp1 } from './h2-to-http1.js';
 import type { AppConnections } from './h2-to-http1.js';
 import { appFailure, failureBody } from './translate.js';
 import type { Conn, InboundContext } from './inbound-accept.js';
-import { appAddress, formatHost, peerOf, translateContext } from './inbound-accept.js';
+import { formatAddress } from '../core/index.js';
+import { appAddress, peerOf, translateContext } from './inbound-accept.js';
 import { PROXY_ERROR_HEADER } from './inbound-events.js';
 
 /** gRPC's percent-encoding of grpc-message (only what is outside printable ASCII, and '%'). */
@@ -41,7 +42,7 @@ export class AppSessions {
   get(port: number): ClientHttp2Session {
     const current = this.#sessions.get(port);
     if (current !== undefined && !current.closed && !current.destroyed) return current;
-    const session = http2Connect(`http://${formatHost(this.#ctx.app.host)}:${port}`);
+    const session = http2Connect(`http://${formatAddress({ host: this.#ctx.app.host, port })}`);
     session.on('error', (err) =>
       this.#ctx.log.debug({ err: err.message }, 'inbound app h2 session error'),
     );
@@ -181,7 +182,7 @@ export class InboundHttp2 {
               stream,
               502,
               'app reset',
-              `bad gateway: the application at ${formatHost(app.host)}:${conn.appPort} reset the stream (HTTP/2 error code ${cause.rstCode})\n`,
+              `bad gateway: the application at ${formatAddress({ host: app.host, port: conn.appPort })} reset the stream (HTTP/2 error code ${cause.rstCode})\n`,
             )
           : this.#appFailed(stream, conn, cause),
       onStatus,

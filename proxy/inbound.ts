@@ -21,9 +21,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
-import { DEFAULTS, LogKey } from '../core/index.js';
+import { DEFAULTS, LogKey, formatAddress, listenOn } from '../core/index.js';
 import type { WorkloadCertificate } from './identity/client.js';
 import { PROXY_TLS } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
@@ -41,7 +41,6 @@ import {
   appAddress,
   destroyConn,
   drainConn,
-  formatHost,
   newConn,
   refuseConn,
 } from './inbound-accept.js';
@@ -138,7 +137,7 @@ const APP_DETECT_TIMEOUT_MS = 5_000;
  * @example
  * ```ts
  * const inbound = new InboundProxy({
- *   listen: { host: '0.0.0.0', port: 4143 },
+ *   listen: { host: '::', port: 4143 },
  *   app: { host: '127.0.0.1', port: 8080 },
  *   certificate: () => identity.current(),
  *   anchorsPem: () => anchors.current().pem,
@@ -207,20 +206,12 @@ export class InboundProxy {
 
   /** Starts listening; resolves with the bound address (useful with port 0). */
   async listen(): Promise<Address> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#o.listen.port, this.#o.listen.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
+    const bound = await listenOn(this.#server, this.#o.listen, {
+      logger: this.#log,
+      name: 'inbound',
     });
-    const a = this.#server.address() as AddressInfo;
-    const bound = { host: a.address, port: a.port };
     this.#startSweeper();
-    this.#log.info(
-      { [LogKey.address]: `${formatHost(bound.host)}:${bound.port}` },
-      'inbound listening',
-    );
+    this.#log.info({ [LogKey.address]: formatAddress(bound) }, 'inbound listening');
     return bound;
   }
 

@@ -232,6 +232,57 @@ export function registerTrafficMetrics(registry: Registry): TrafficMetrics {
   };
 }
 
+/** Most (destination, server identity) pairs whose series {@link RequestSeries} keeps at hand. */
+export const MAX_KEPT_REQUEST_SERIES = 1024;
+
+/** The counter child and latency series of one (dst, server_id, tls, classification). */
+interface RequestPair {
+  readonly count: { inc(): void };
+  readonly latency: Series;
+}
+
+/**
+ * The transparent listener's per-request series, kept by destination and server identity so a
+ * request costs two map lookups on strings the listener already holds, not a label hash in
+ * prom-client and a JSON key for the histogram. At most {@link MAX_KEPT_REQUEST_SERIES} pairs are
+ * kept; requests for further pairs are counted the same way, looked up each time.
+ */
+class RequestSeries {
+  readonly #requests: Counter<'dst' | 'server_id' | 'tls' | 'classification'>;
+  readonly #latency: LatencyHistogram;
+  /** dst → server_id → [tls false/true × failure/success]. */
+  readonly #kept = new Map<string, Map<string, (RequestPair | undefined)[]>>();
+  #size = 0;
+
+  constructor(
+    requests: Counter<'dst' | 'server_id' | 'tls' | 'classification'>,
+    latency: LatencyHistogram,
+  ) {
+    this.#requests = requests;
+    this.#latency = latency;
+  }
+
+  of(dst: string, serverId: string, tls: boolean, ok: boolean): RequestPair {
+    let byId = this.#kept.get(dst);
+    let pairs = byId?.get(serverId);
+    const i = (tls ? 2 : 0) + (ok ? 1 : 0);
+    const kept = pairs?.[i];
+    if (kept !== undefined) return kept;
+    const tlsLabel = tls ? 'true' : 'false';
+    const classification = ok ? 'success' : 'failure';
+    const pair: RequestPair = {
+      count: this.#requests.labels({ dst, server_id: serverId, tls: tlsLabel, classification }),
+      latency: this.#latency.series({ dst, tls: tlsLabel, classification }),
+    };
+    if (this.#size >= MAX_KEPT_REQUEST_SERIES) return pair;
+    this.#size++;
+    if (byId === undefined) this.#kept.set(dst, (byId = new Map()));
+    if (pairs === undefined) byId.set(serverId, (pairs = []));
+    pairs[i] = pair;
+    return pair;
+  }
+}
+
 /**
  * The outbound listeners' refused connections, and the transparent listener's metrics, with
  * Linkerd's label names: `dst` (the address the app
@@ -267,6 +318,7 @@ function registerOutboundMetrics(registry: Registry): (e: OutboundEvent) => void
     help: 'Times a destination watch lost the destination service.',
     registers: [registry],
   });
+  const requestSeries = new RequestSeries(requests, latency);
   const refused = new Counter({
     name: 'meshid_proxy_outbound_connections_refused_total',
     help: "Connections from the app refused by an outbound listener's connection cap, by listener and reason (total: the listener is full; per-peer: the address holds its share).",
@@ -279,17 +331,9 @@ function registerOutboundMetrics(registry: Registry): (e: OutboundEvent) => void
         refused.inc({ listener: e.listener, reason: e.reason });
         return;
       case 'request': {
-        const tls = e.tls ? 'true' : 'false';
-        const ok = e.status > 0 && e.status < 500;
-        requests.inc({
-          dst: e.dst,
-          server_id: e.peerIdentity,
-          tls,
-          classification: ok ? 'success' : 'failure',
-        });
-        latency
-          .series({ dst: e.dst, tls, classification: ok ? 'success' : 'failure' })
-          .observe(e.durationMs / 1000);
+        const s = requestSeries.of(e.dst, e.peerIdentity, e.tls, e.status > 0 && e.status < 500);
+        s.count.inc();
+        s.latency.observe(e.durationMs / 1000);
         return;
       }
       case 'passthrough':

@@ -2,9 +2,10 @@
  * The outbound accept stage: binding listeners, keeping every app connection (and what it is
  * piped to) under graceful close, and the context every later stage works with.
  */
-import type { AddressInfo, Server, Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Address, HttpTimeouts, Logger, PeerBudgetLimits } from '../core/index.js';
+import { ALL_ADDRESSES, listenOn } from '../core/index.js';
 import type { Connector } from './outbound-connect.js';
 import { closedOf } from './outbound-connect.js';
 import type { OutboundEvent } from './outbound-events.js';
@@ -84,16 +85,20 @@ export class Tracker {
   }
 }
 
-/** Listens on `address`; resolves with the bound address (the real port when 0 was asked). */
-export function bindServer(server: Server, address: Address): Promise<Address> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: address.host, port: address.port }, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
-      resolve({ host: address.host, port: a.port });
-    });
+/**
+ * Listens on `address` (core's rule: `[::]` is both families); resolves with the address as
+ * asked, with the real port when 0 was asked (and `0.0.0.0` when `[::]` fell back to IPv4).
+ */
+export async function bindServer(
+  server: Server,
+  address: Address,
+  logger?: Logger,
+): Promise<Address> {
+  const bound = await listenOn(server, address, {
+    ...(logger === undefined ? {} : { logger }),
+    name: 'outbound',
   });
+  return { host: address.host === ALL_ADDRESSES ? bound.host : address.host, port: bound.port };
 }
 
 /** Pipes both ways; a half-close passes through; an error on one side destroys the other. */

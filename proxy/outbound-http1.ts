@@ -391,6 +391,11 @@ class FastExchange {
       this.#handOff();
       return;
     }
+    const open = ctx.pool.openMeshSession(route.dest);
+    if (open !== undefined) {
+      this.#send(open);
+      return;
+    }
     ctx.pool.meshSession(this.#o.listener(), route.dest).then(
       (session) => {
         if (session === undefined) this.#handOff();
@@ -487,10 +492,12 @@ class FastExchange {
       this.#finish(status);
       return;
     }
-    // The head and the body that usually comes in the same read go out in one write.
+    // The head and the body that usually comes in the same read go out in one write: node
+    // emits the stream's data and end in later ticks of this turn of the loop (not in this
+    // one), so the socket stays corked until the loop's check phase, after all of them.
     app.cork();
     app.write(`${head}\r\n`, 'latin1');
-    process.nextTick(uncork, app);
+    setImmediate(uncork, app);
   }
 
   #data(d: Buffer): void {

@@ -20,9 +20,17 @@ const HTTP1_PEER_RECHECK_MS = 3_600_000;
 /** Idle pooled connections and sessions close after a minute, as the app's own would. */
 const IDLE_MS = 60_000;
 
+/** Keys already made, by destination object (listeners hand the same objects per request). */
+const KEYS = new WeakMap<Destination, string>();
+
 /** The pool key: target and expected identity, so one pool never serves two identities. */
 export function destinationKey(dest: Destination): string {
-  return `${formatAddress(dest.target)}@${dest.identity}`;
+  let key = KEYS.get(dest);
+  if (key === undefined) {
+    key = `${formatAddress(dest.target)}@${dest.identity}`;
+    KEYS.set(dest, key);
+  }
+  return key;
 }
 
 /** Extra request options MeshAgent reads. */
@@ -41,6 +49,8 @@ export class MeshPool {
   readonly agent: MeshAgent;
   /** One HTTP/2 session per destination whose proxy selected the mesh ALPN. */
   readonly #sessions = new Map<string, Promise<ClientHttp2Session | undefined>>();
+  /** The same sessions once open, for a request to take without waiting on the promise. */
+  readonly #open = new Map<string, ClientHttp2Session>();
   /** Destinations that answered without the mesh ALPN, and since when (re-asked hourly). */
   readonly #http1Peers = new Map<string, number>();
   /** A connection that answered the mesh offer with HTTP/1.1, for the pool's next request. */
@@ -73,7 +83,9 @@ export class MeshPool {
     const opening = new Promise<ClientHttp2Session | undefined>((resolve, reject) => {
       const socket = this.#connector.originate(listener, dest, [MESH_H2_ALPN, 'http/1.1']);
       const forget = (): void => {
-        if (this.#sessions.get(key) === opening) this.#sessions.delete(key);
+        if (this.#sessions.get(key) !== opening) return;
+        this.#sessions.delete(key);
+        this.#open.delete(key);
       };
       socket.once('error', (err) => {
         forget();
@@ -90,13 +102,25 @@ export class MeshPool {
           resolve(undefined);
           return;
         }
-        resolve(this.#session(dest, socket, forget));
+        const session = this.#session(dest, socket, forget);
+        if (this.#sessions.get(key) === opening) this.#open.set(key, session);
+        resolve(session);
       });
     });
     // The rejection is handled by the caller; this only keeps it from being reported twice.
     opening.catch(() => undefined);
     this.#sessions.set(key, opening);
     return opening;
+  }
+
+  /**
+   * The HTTP/2 session to a destination's proxy when one is open now (what
+   * {@link MeshPool.meshSession} would resolve with), else undefined: a request then asks
+   * {@link MeshPool.meshSession}. Saves each request a promise and a turn of the microtask queue.
+   */
+  openMeshSession(dest: Destination): ClientHttp2Session | undefined {
+    const session = this.#open.get(destinationKey(dest));
+    return session === undefined || session.closed || session.destroyed ? undefined : session;
   }
 
   /** Not a meshid proxy: HTTP/1.1 from now on, starting with this connection. */
@@ -161,6 +185,7 @@ export class MeshPool {
         () => undefined,
       );
     this.#sessions.clear();
+    this.#open.clear();
   }
 }
 

@@ -280,7 +280,7 @@ export class OutboundProxy {
   }
 
   async #bind(server: Server, address: Address): Promise<Address> {
-    const bound = await bindServer(server, address);
+    const bound = await bindServer(server, address, this.#log);
     this.#servers.push(server);
     return bound;
   }

@@ -23,6 +23,7 @@ import type {
   OutgoingHttpHeaders as Http2OutgoingHeaders,
 } from 'node:http2';
 import type { Address, Logger } from '../core/index.js';
+import { formatAddress } from '../core/index.js';
 import { HOP_BY_HOP_HTTP1, connectionOptions } from './hop-by-hop.js';
 
 /** What both translations need. */
@@ -174,7 +175,7 @@ export function http1ToH2(
   headers[':method'] = req.method ?? 'GET';
   headers[':path'] = req.url ?? '/';
   headers[':scheme'] = 'http';
-  headers[':authority'] = req.headers.host ?? `${ctx.app.host}:${ctx.app.port}`;
+  headers[':authority'] = req.headers.host ?? formatAddress(ctx.app);
   // gRPC needs "te: trailers" end to end; it is the one TE value HTTP/2 allows.
   if (/(^|,)\s*trailers\s*(,|$)/i.test(String(req.headers['te'] ?? ''))) headers['te'] = 'trailers';
   if (ctx.peer !== undefined) headers[ctx.clientIdHeader] = ctx.peer;
@@ -251,7 +252,7 @@ export function http1ToH2(
           ? {
               status: 502,
               reason: 'app reset',
-              message: `the application at ${ctx.app.host}:${ctx.app.port} reset the stream (HTTP/2 error code ${appReq.rstCode})`,
+              message: `the application at ${formatAddress(ctx.app)} reset the stream (HTTP/2 error code ${appReq.rstCode})`,
             }
           : appFailure(ctx.app, 'closed'),
       );

@@ -14,6 +14,7 @@ import {
   KubeApiError,
   MeshidError,
   bundleOfAnchors,
+  formatAddress,
   isMeshidError,
   parseAnchors,
 } from '../core/index.js';
@@ -331,8 +332,12 @@ export function podObserver(
         pods.map(({ pod, ip }) => {
           const name = `${pod.metadata.namespace ?? ''}/${pod.metadata.name}`;
           if (ip === '') return Promise.resolve({ name, error: 'no pod IP' });
-          const host = ip.includes(':') ? `[${ip}]` : ip;
-          return observeAdmin(name, `http://${host}:${port}`, timeoutMs, signal);
+          return observeAdmin(
+            name,
+            `http://${formatAddress({ host: ip, port })}`,
+            timeoutMs,
+            signal,
+          );
         }),
       );
     },

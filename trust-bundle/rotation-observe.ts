@@ -2,7 +2,7 @@
  * How the rotation controller sees the mesh: proxies through their admin `/identity` endpoint,
  * CA replicas through a TLS handshake that reads their serving chain.
  */
-import { peerChain, readIdentityReport } from '../core/index.js';
+import { formatAddress, peerChain, readIdentityReport } from '../core/index.js';
 
 /** What one proxy reports about itself (its admin `/identity`). */
 export interface ProxyObservation {
@@ -126,7 +126,7 @@ export function observeCa(
   serverName: string,
   timeoutMs: number,
 ): Promise<CaObservation> {
-  const name = `${address.host}:${address.port}`;
+  const name = formatAddress(address);
   // Only inspected: which root the chain leads to is checked by the caller.
   return peerChain(address, serverName, timeoutMs, { alpn: ['h2'], minVersion: 'TLSv1.2' }).then(
     (pems) => ({ name, chainPem: pems.join('') }),

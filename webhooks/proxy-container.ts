@@ -75,8 +75,8 @@ function proxyEnv(i: ProxySpec): { name: string; value: string }[] {
   return [
     { name: 'MESHID_LOCAL_IDENTITY', value: identity },
     ...identityEnv,
-    { name: 'MESHID_ADMIN', value: `0.0.0.0:${PROXY_PORTS.admin}` },
-    ...(i.inbound ? [{ name: 'MESHID_INBOUND', value: `0.0.0.0:${PROXY_PORTS.inbound}` }] : []),
+    { name: 'MESHID_ADMIN', value: `[::]:${PROXY_PORTS.admin}` },
+    ...(i.inbound ? [{ name: 'MESHID_INBOUND', value: `[::]:${PROXY_PORTS.inbound}` }] : []),
     ...(i.appPort === undefined ? [] : [{ name: 'MESHID_APP', value: `127.0.0.1:${i.appPort}` }]),
     ...(transparent === undefined
       ? []

@@ -26,6 +26,7 @@ import {
   systemClock,
   watchFiles,
   limitConnections,
+  listenOn,
   negotiatedAlgorithms,
 } from '../core/index.js';
 import type {
@@ -136,7 +137,7 @@ function servingPair(
  * @example
  * ```ts
  * const server = await AdmissionServer.start({
- *   listen: { host: '0.0.0.0', port: 8443 },
+ *   listen: { host: '::', port: 8443 },
  *   tlsDir: '/var/run/meshid/tls',
  *   handlers: { '/inject': injector, '/validate': guard },
  *   logger,
@@ -205,13 +206,7 @@ export class AdmissionServer {
     );
     const server = new AdmissionServer(options, pair);
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.#server.once('error', reject);
-        server.#server.listen(options.listen.port, options.listen.host, () => {
-          server.#server.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(server.#server, options.listen, { logger: server.#log, name: 'webhooks' });
     } catch (err) {
       await pair.close();
       throw err;

@@ -76,8 +76,8 @@ function destinationArgs(config: InstallConfig): string[] {
   };
   return [
     'destination',
-    flag('listen', `0.0.0.0:${DESTINATION_PORTS.grpc}`),
-    flag('admin', `0.0.0.0:${DESTINATION_PORTS.admin}`),
+    flag('listen', `[::]:${DESTINATION_PORTS.grpc}`),
+    flag('admin', `[::]:${DESTINATION_PORTS.admin}`),
     flag('kubeconfig', IN_CLUSTER),
     flag('trust-domain', config.trustDomain),
     flag('control-plane-namespace', config.controlPlaneNamespace),

@@ -172,8 +172,8 @@ function caContainerArgs(config: InstallConfig): string[] {
     flag('control-plane-namespace', config.controlPlaneNamespace),
     flag('cert-lifetime', formatDuration(config.certLifetime)),
     flag('clock-skew', formatDuration(config.clockSkew)),
-    flag('listen', `0.0.0.0:${CA_PORTS.grpc}`),
-    flag('admin', `0.0.0.0:${CA_PORTS.admin}`),
+    flag('listen', `[::]:${CA_PORTS.grpc}`),
+    flag('admin', `[::]:${CA_PORTS.admin}`),
     flag('kubeconfig', IN_CLUSTER),
     // One process per pod: os.availableParallelism() counts the node's cores, not the pod's CPU
     // share, so "one per core" could fork dozens of workers into a 256 MiB limit. Scale by replicas.

@@ -70,7 +70,7 @@ interface Context {
 function webhooksContainerArgs(config: InstallConfig): string[] {
   return [
     'webhooks',
-    flag('listen', `0.0.0.0:${WEBHOOKS_PORT}`),
+    flag('listen', `[::]:${WEBHOOKS_PORT}`),
     flag('tls-dir', TLS_MOUNT),
     flag('kubeconfig', IN_CLUSTER),
     flag('trust-domain', config.trustDomain),

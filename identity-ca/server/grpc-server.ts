@@ -15,7 +15,6 @@
  * bounded size, `grpc-timeout`, trailers-only responses for errors, UNIMPLEMENTED for any other
  * method.
  */
-import { once } from 'node:events';
 import { createServer as createNetServer } from 'node:net';
 import type { Server as NetServer } from 'node:net';
 import { createServer as createH2Server, constants as h2 } from 'node:http2';
@@ -56,6 +55,7 @@ import {
   encodeGrpcMessage,
   formatAddress,
   frameGrpcMessage,
+  listenOn,
   negotiatedAlgorithms,
   unframeGrpcMessage,
 } from '../../core/index.js';
@@ -272,12 +272,8 @@ export class CertifyServer {
 
   /** Binds and starts accepting; resolves with the bound address (port 0 allowed). */
   async listen(address: Address): Promise<Address> {
-    this.#net.listen({ host: address.host, port: address.port });
-    await once(this.#net, 'listening');
+    const result = await listenOn(this.#net, address, { logger: this.#log, name: 'certify' });
     this.#connections.start();
-    const bound = this.#net.address();
-    if (bound === null || typeof bound === 'string') throw new Error('TLS server has no address');
-    const result = { host: bound.address, port: bound.port };
     this.#log.debug({ address: formatAddress(result) }, 'TLS listener bound');
     return result;
   }

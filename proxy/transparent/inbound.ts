@@ -15,9 +15,9 @@
  * port in its header) goes to the inbound stages as mTLS only.
  */
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, ListenOptions, Server as NetServer, Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { Address, InboundPolicyName, Logger } from '../../core/index.js';
-import { LogKey, isMeshidError } from '../../core/index.js';
+import { LogKey, formatAddress, isMeshidError, listenOn } from '../../core/index.js';
 import type { InboundPolicy } from '../policy.js';
 import type { InboundProxy } from '../inbound.js';
 import type { OriginalDestinationReader } from './original-dst.js';
@@ -37,8 +37,9 @@ export interface TransparentInboundEvent {
 /** Settings of a {@link TransparentInbound}. */
 export interface TransparentInboundOptions {
   /**
-   * Where the nat rules send inbound TCP: `0.0.0.0:4143` (and `[::]:4143` beside it when the host
-   * has IPv6), or `[::]:4143` (one dual-stack socket).
+   * Where the nat rules send inbound TCP: `[::]:4143`, one dual-stack socket for the connections
+   * of both families (`0.0.0.0:4143` when the host has no IPv6); `0.0.0.0:4143` written out
+   * serves IPv4 only.
    */
   readonly listen: Address;
   /** The inbound stages that serve mTLS and plaintext connections. */
@@ -89,24 +90,13 @@ function peekFirst(socket: Socket, timeoutMs: number): Promise<{ bytes: Buffer; 
   });
 }
 
-/** Listens; rejects with the listen error (EADDRINUSE, EAFNOSUPPORT...). */
-function bind(server: NetServer, options: ListenOptions): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
 /**
  * The transparent inbound listener.
  *
  * @example
  * ```ts
  * const transparent = new TransparentInbound({
- *   listen: { host: '0.0.0.0', port: 4143 },
+ *   listen: { host: '::', port: 4143 },
  *   inbound, // an InboundProxy that is not listening itself
  *   localIdentity,
  *   originalDestination: loadOriginalDestination(),
@@ -121,8 +111,6 @@ export class TransparentInbound {
   readonly #o: TransparentInboundOptions;
   readonly #log: Logger;
   readonly #server: NetServer;
-  /** The IPv6 companion of a `0.0.0.0` listener. */
-  #v6: NetServer | undefined;
   readonly #passThrough = new Set<Socket>();
   #port = 0;
 
@@ -146,45 +134,31 @@ export class TransparentInbound {
   }
 
   /**
-   * Starts listening; resolves with the bound address. On `0.0.0.0` it also listens on `[::]`
-   * (IPv6 only) on the same port, as Linkerd's proxy does, so that the IPv6 connections the
-   * ip6tables rules redirect are served; a host without IPv6 keeps the IPv4 listener alone.
+   * Starts listening (core's rule: `[::]` is one socket for both families, so the connections
+   * iptables and ip6tables redirect are both served; `0.0.0.0` is IPv4 only); resolves with the
+   * bound address.
    */
   async listen(): Promise<Address> {
-    const { host, port } = this.#o.listen;
-    await bind(this.#server, { host, port });
-    const a = this.#server.address() as AddressInfo;
-    this.#port = a.port;
-    if (host === '0.0.0.0') {
-      const v6 = this.#newServer();
-      try {
-        await bind(v6, { host: '::', port: a.port, ipv6Only: true });
-        this.#v6 = v6;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') {
-          await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-          throw err;
-        }
-        this.#log.info({ err: code }, 'transparent inbound: no IPv6 on this host; IPv4 only');
-      }
-    }
+    const bound = await listenOn(this.#server, this.#o.listen, {
+      logger: this.#log,
+      name: 'transparent inbound',
+    });
+    this.#port = bound.port;
     this.#log.info(
       {
-        [LogKey.address]: `${a.address}:${a.port}`,
-        ipv6: this.#v6 !== undefined || host.includes(':'),
+        [LogKey.address]: formatAddress(bound),
+        ipv6: bound.host.includes(':'),
         policy: this.#o.defaultPolicy,
       },
       'transparent inbound listening',
     );
-    return { host: a.address, port: a.port };
+    return bound;
   }
 
   /** Stops accepting; connections handed to the inbound stages close with it. */
   async close(): Promise<void> {
     for (const s of this.#passThrough) s.destroy();
-    const servers = [this.#server, ...(this.#v6 === undefined ? [] : [this.#v6])];
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
   /** Stage 1: where was the client going? */

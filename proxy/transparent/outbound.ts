@@ -60,6 +60,8 @@ const DEFAULT_RESOLVE_TIMEOUT_MS = 1_000;
 /** What a meshed HTTP connection's requests are routed by. */
 interface MeshedConnection {
   readonly dst: Address;
+  /** `formatAddress(dst)`, the `dst` of every request's metrics (made once per connection). */
+  readonly dstText: string;
   readonly watch: DestinationWatch;
 }
 
@@ -172,7 +174,7 @@ export class TransparentOutbound {
         return;
       }
       if (!early.ended && detectProtocol(early.bytes).protocol !== 'opaque') {
-        (app as Marked)[MESHED] = { dst, watch: decision.watch };
+        (app as Marked)[MESHED] = { dst, dstText: formatAddress(dst), watch: decision.watch };
         this.#front.serve(app, early.bytes);
         return;
       }
@@ -361,11 +363,11 @@ export class TransparentOutbound {
   ): Pick<ResolvedEndpoint> | undefined {
     const picked = conn.watch.balancer.pick();
     if (picked === undefined) {
-      refuse(503, 'no-endpoints', `no meshed endpoint is left for ${formatAddress(conn.dst)}`);
+      refuse(503, 'no-endpoints', `no meshed endpoint is left for ${conn.dstText}`);
       this.#ctx.emit({
         type: 'request',
         listener: this.#listener,
-        dst: formatAddress(conn.dst),
+        dst: conn.dstText,
         peerIdentity: '',
         tls: false,
         status: 503,
@@ -386,7 +388,7 @@ export class TransparentOutbound {
       type: 'request',
       listener: this.#listener,
       target: picked.endpoint.address,
-      dst: formatAddress(conn.dst),
+      dst: conn.dstText,
       peerIdentity: picked.endpoint.identity ?? '',
       tls: true,
       status,
@@ -395,7 +397,15 @@ export class TransparentOutbound {
   }
 }
 
+/** Each endpoint's destination, made once: the pool keys its sessions by the object. */
+const DESTINATIONS = new WeakMap<ResolvedEndpoint, Destination>();
+
 /** Where a request to a meshed endpoint goes: its own address, its identity. */
 function destOf(ep: ResolvedEndpoint): Destination {
-  return { target: ep.address, identity: ep.identity! };
+  let dest = DESTINATIONS.get(ep);
+  if (dest === undefined) {
+    dest = { target: ep.address, identity: ep.identity! };
+    DESTINATIONS.set(ep, dest);
+  }
+  return dest;
 }

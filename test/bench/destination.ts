@@ -8,7 +8,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { EndpointIndex, UpdateStream, parseTarget } from '../../destination/index.js';
+import { EndpointIndex } from '../../destination/index.js';
+import { UpdateStream } from '../../destination/updates.js';
+import { parseTarget } from '../../destination/target.js';
 import { endpointSlice, pod, service } from '../support/destination-objects.js';
 
 const PODS = Number(process.env['BENCH_DESTINATION_PODS'] ?? 10_000);

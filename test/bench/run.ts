@@ -37,13 +37,8 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import {
-  CERTIFY_PATH,
-  createCsr,
-  encodeCertifyRequest,
-  silentLogger,
-  systemClock,
-} from '../../core/index.js';
+import { CERTIFY_PATH, createCsr, encodeCertifyRequest, systemClock } from '../../core/index.js';
+import { silentLogger } from '../../core/logger.js';
 import { JwksTokenValidator } from '../../identity-ca/index.js';
 import { NO_RATE_LIMITS, adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';

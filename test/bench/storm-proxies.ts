@@ -10,15 +10,12 @@
  */
 import { createSecureContext } from 'node:tls';
 import type { CertifyRequest, CertifyResponse, Logger } from '../../core/index.js';
-import { GrpcStatus, silentLogger, systemClock, systemRandom } from '../../core/index.js';
-import type { RequestKey } from '../../proxy/index.js';
-import {
-  CertifyCallFailed,
-  Http2CertifyClient,
-  IdentityClient,
-  freshRequestKey,
-  systemTimers,
-} from '../../proxy/index.js';
+import { GrpcStatus, systemClock, systemRandom } from '../../core/index.js';
+import { silentLogger } from '../../core/logger.js';
+import type { RequestKey } from '../../proxy/identity/client.js';
+import { Http2CertifyClient, IdentityClient, systemTimers } from '../../proxy/index.js';
+import { CertifyCallFailed } from '../../proxy/identity/certify-h2.js';
+import { freshRequestKey } from '../../proxy/identity/client.js';
 
 /** One simulated pod: its identity, its token and its own source address. */
 export interface StormProxy {

@@ -442,7 +442,7 @@ async function setUp(
   const dstAddr = await startDestination(lab, ct, st);
 
   const web = await startProxy(lab, sx, 'web', 'web', 4191, [
-    ...['--inbound', `0.0.0.0:4143`, '--app', `127.0.0.1:${APP_PORT}`],
+    ...['--inbound', '[::]:4143', '--app', `127.0.0.1:${APP_PORT}`],
   ]);
   const voting = await startProxy(lab, cx, 'voting', 'voting', 4191, [
     ...['--route', `127.0.0.1:7001=${sx.ip}:4143@${WEB}`],

@@ -16,14 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { checkAnchors, checkIssuer } from '../../cli/check/material.js';
-import {
-  ManualClock,
-  isMeshidError,
-  loadConfig,
-  openKubeClient,
-  silentLogger,
-  systemRandom,
-} from '../../core/index.js';
+import { isMeshidError, loadConfig, openKubeClient, systemRandom } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
+import { silentLogger } from '../../core/logger.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { AnchorSource } from '../../proxy/index.js';
 import {
@@ -33,7 +28,8 @@ import {
   trustKubeApi,
 } from '../../trust-bundle/index.js';
 import type { TrustKubeApi } from '../../trust-bundle/index.js';
-import { createTrustGuard, parseAdmissionReview } from '../../webhooks/index.js';
+import { createTrustGuard } from '../../webhooks/index.js';
+import { parseAdmissionReview } from '../../webhooks/admission.js';
 import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import type { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';

@@ -12,7 +12,8 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CertifyClient, createCsr, systemClock } from '../../core/index.js';
-import type { CertifyCallError, CertifyResponse } from '../../core/index.js';
+import type { CertifyResponse } from '../../core/index.js';
+import type { CertifyCallError } from '../../core/certify-client.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { renderInstall } from '../../cli/install.js';
 import {

@@ -20,7 +20,8 @@ import {
   decodeDer,
   toPem,
 } from '../../core/index.js';
-import type { CertifyCallError, CertifyResponse } from '../../core/index.js';
+import type { CertifyResponse } from '../../core/index.js';
+import type { CertifyCallError } from '../../core/certify-client.js';
 import { adminGet, metricValue, startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { linkerdLikeCertify } from '../support/linkerd-like-client.js';

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { X509Certificate } from 'node:crypto';
-import { ManualClock } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
 import { CertManagerSimulator } from '../support/cert-manager-sim.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';

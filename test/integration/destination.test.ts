@@ -13,7 +13,7 @@ import { renderInstall } from '../../cli/install.js';
 import { createLogger, formatAddress, parseAddress } from '../../core/index.js';
 import type { Address, DestinationUpdate } from '../../core/index.js';
 import { DestinationClient } from '../../proxy/index.js';
-import type { EndpointSet } from '../../proxy/index.js';
+import type { EndpointSet } from '../../proxy/destination-client.js';
 import { adminGet, startCaProcess, startMeshid, waitFor } from '../support/ca-process.js';
 import type { CaProcess, MeshidProcess } from '../support/ca-process.js';
 import { destinationTestClient } from '../support/destination-grpc.js';

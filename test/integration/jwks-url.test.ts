@@ -13,7 +13,7 @@ import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CertifyClient, createCsr } from '../../core/index.js';
-import type { CertifyCallError } from '../../core/index.js';
+import type { CertifyCallError } from '../../core/certify-client.js';
 import { startCaProcess } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { CA_IDENTITY, TOKEN_ISSUER, idOf, makeTestState } from '../support/state.js';

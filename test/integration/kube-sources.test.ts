@@ -5,7 +5,8 @@
  */
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { silentLogger, systemClock } from '../../core/index.js';
+import { systemClock } from '../../core/index.js';
+import { silentLogger } from '../../core/logger.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { IssuerStore } from '../../identity-ca/issuer/store.js';
 import { KubeIssuerSource } from '../../identity-ca/issuer/kube-source.js';

@@ -5,14 +5,10 @@
  * namespaces, ConfigMaps and injected pods (all namespaces, by field and label selector).
  */
 import { strict as assert } from 'node:assert';
-import { KubeApiError, watchList } from '../../core/index.js';
-import type {
-  KubeClient,
-  KubeResource,
-  KubeWatchListOptions,
-  Random,
-  WatchListEvent,
-} from '../../core/index.js';
+import { KubeApiError } from '../../core/index.js';
+import { watchList } from '../../core/kube/watch-list.js';
+import type { KubeClient, KubeResource, Random, WatchListEvent } from '../../core/index.js';
+import type { KubeWatchListOptions } from '../../core/kube/api.js';
 import { clientNodeKubeClient } from '../../core/kube/client-node.js';
 import { backoffDelay } from '../../core/kube/watch-list.js';
 import { waitFor } from '../support/ca-process.js';

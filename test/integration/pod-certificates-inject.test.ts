@@ -423,8 +423,8 @@ describe('pod certificates end to end: injected, mounted by the kubelet, the pro
         if (value.startsWith(`${mountPath}/`)) value = local + value.slice(mountPath.length);
       env[e.name] = value;
     }
-    assert.equal(env['MESHID_ADMIN'], '0.0.0.0:4191');
-    assert.equal(env['MESHID_INBOUND'], '0.0.0.0:4143');
+    assert.equal(env['MESHID_ADMIN'], '[::]:4191');
+    assert.equal(env['MESHID_INBOUND'], '[::]:4143');
     assert.equal(env['MESHID_APP'], `127.0.0.1:${appPort}`);
     env['MESHID_ADMIN'] = '127.0.0.1:0';
     env['MESHID_INBOUND'] = '127.0.0.1:0';

@@ -150,8 +150,9 @@ describe('transparent inbound in network namespaces (proxy-init, SO_ORIGINAL_DST
       'web',
       [
         '--transparent',
+        // What the injector renders: one dual-stack socket for both families' redirections.
         '--inbound',
-        '0.0.0.0:4143',
+        '[::]:4143',
         '--inbound-port-policy',
         '8081=all-authenticated',
       ],

@@ -9,11 +9,11 @@ import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import type { Logger } from '../../core/index.js';
 import {
-  ANCHORS_COPY_LABEL,
   AnchorsCopyController,
   bundleCopiesOf,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
+import { ANCHORS_COPY_LABEL } from '../../trust-bundle/copies.js';
 import type { TrustKubeApi } from '../../trust-bundle/index.js';
 import { waitFor } from '../support/ca-process.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';

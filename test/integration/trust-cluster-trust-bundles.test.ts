@@ -13,7 +13,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeApiError, openKubeClient, parseAnchors } from '../../core/index.js';
-import type { KubeClient, ManualClock } from '../../core/index.js';
+import type { KubeClient } from '../../core/index.js';
+import type { ManualClock } from '../../core/clock.js';
 import { clusterTrustBundles } from '../../cli/trust-kube.js';
 import {
   ClusterTrustBundleController,

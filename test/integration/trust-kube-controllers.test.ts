@@ -8,26 +8,21 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  ManualClock,
-  isMeshidError,
-  openKubeClient,
-  parseAnchors,
-  silentLogger,
-  systemRandom,
-} from '../../core/index.js';
+import { isMeshidError, openKubeClient, parseAnchors, systemRandom } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
+import { silentLogger } from '../../core/logger.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import { loadConfig } from '../../core/index.js';
 import {
   KubeRotationBackend,
   RotationController,
   SyncController,
-  anchorOfChain,
-  issuerChain,
   trustKubeApi,
   podObserver,
   rotationStateFromAnnotations,
 } from '../../trust-bundle/index.js';
+import { anchorOfChain } from '../../trust-bundle/lineage.js';
+import { issuerChain } from '../../trust-bundle/kube.js';
 import type { ProxyObserver, TrustKubeApi } from '../../trust-bundle/index.js';
 import { applyCertManagerInstall } from '../support/cert-manager-install.js';
 import { CertManagerSimulator } from '../support/cert-manager-sim.js';

@@ -24,7 +24,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CertifyClient, formatAddress } from '../../core/index.js';
 import type { Address } from '../../core/index.js';
-import { freshRequestKey } from '../../proxy/index.js';
+import { freshRequestKey } from '../../proxy/identity/client.js';
 import { adminGet, metricValue, startCaProcess, waitFor } from '../support/ca-process.js';
 import type { CaProcess } from '../support/ca-process.js';
 import { getStatus, startProxyProcess } from '../support/proxy-process.js';

@@ -5,7 +5,7 @@
 import { strict as assert } from 'node:assert';
 import { z } from 'zod';
 import { CHECKS } from '../../cli/check/model.js';
-import { serializeRotationState } from '../../trust-bundle/index.js';
+import { serializeRotationState } from '../../trust-bundle/rotation-state.js';
 import type { RotationState } from '../../trust-bundle/index.js';
 
 const ids = CHECKS.map((c) => c.id) as [string, ...string[]];

@@ -7,12 +7,12 @@ import type { Address, DestinationProfile, DestinationUpdate } from '../../core/
 import {
   DESTINATION_GET_PATH,
   DESTINATION_GET_PROFILE_PATH,
-  decodeDestinationProfile,
   decodeDestinationUpdate,
   encodeGetDestination,
   formatAddress,
 } from '../../core/index.js';
-import type { GetDestination } from '../../core/index.js';
+import { decodeDestinationProfile } from '../../core/destination-wire.js';
+import type { GetDestination } from '../../core/destination-wire.js';
 
 const definition = {
   get: {

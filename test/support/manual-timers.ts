@@ -4,7 +4,7 @@
  * timer of that delay to be set, so a test can react to a watcher's debounce without sleeping.
  */
 import { EventEmitter, once } from 'node:events';
-import { ManualClock } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
 import type { Timers } from '../../core/index.js';
 
 interface Entry {

@@ -6,7 +6,8 @@
 import { mkdtemp, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, systemClock } from '../../core/index.js';
+import { systemClock } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
 import { createIntermediateCa, createRootCa } from '../../core/pki.js';
 import { generateTokenSigningKey, mintDevelopmentToken } from '../../identity-ca/index.js';
 

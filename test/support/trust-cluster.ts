@@ -5,13 +5,8 @@
  * written by one sync pass; and a rotation controller over it, staged up to its propagate step.
  */
 import { strict as assert } from 'node:assert';
-import {
-  ManualClock,
-  createLogger,
-  loadConfig,
-  openKubeClient,
-  systemRandom,
-} from '../../core/index.js';
+import { createLogger, loadConfig, openKubeClient, systemRandom } from '../../core/index.js';
+import { ManualClock } from '../../core/clock.js';
 import type { KubeClient, Logger } from '../../core/index.js';
 import { kubeTrustSettings } from '../../cli/trust-kube.js';
 import {

@@ -230,7 +230,7 @@ describe('meshid install --webhooks', () => {
     const [command, ...argv] = d.spec.template.spec.containers[0]!.args;
     assert.equal(command, 'webhooks');
     const { config } = loadConfig('webhooks', { argv, env: {} });
-    assert.deepEqual(config.listen, { host: '0.0.0.0', port: 8443 });
+    assert.deepEqual(config.listen, { host: '::', port: 8443 });
     assert.equal(config.kubeconfig, 'in-cluster');
     assert.equal(config.issuerSecret, 'linkerd-identity-issuer');
   });

@@ -595,8 +595,8 @@ describe('meshid install', () => {
         const ca = caConfigOf(render(c.argv));
         for (const [key, value] of Object.entries(c.expect))
           assert.deepEqual(ca[key as keyof typeof ca], value, key);
-        assert.deepEqual(ca.listen, { host: '0.0.0.0', port: 8080 });
-        assert.deepEqual(ca.admin, { host: '0.0.0.0', port: 9990 });
+        assert.deepEqual(ca.listen, { host: '::', port: 8080 });
+        assert.deepEqual(ca.admin, { host: '::', port: 9990 });
       });
     }
 
@@ -959,8 +959,8 @@ describe('meshid install', () => {
       assert.equal(portNumber(container, 'grpc'), 8086);
       assert.deepEqual(container.args?.slice(0, 4), [
         'destination',
-        '--listen=0.0.0.0:8086',
-        '--admin=0.0.0.0:9996',
+        '--listen=[::]:8086',
+        '--admin=[::]:9996',
         '--kubeconfig=in-cluster',
       ]);
       assert.ok(

@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import {
   canonicalIp,
-  decodeDestinationProfile,
   decodeDestinationUpdate,
   decodeGetDestination,
   encodeDestinationProfile,
@@ -11,6 +10,7 @@ import {
   encodeGetDestination,
   isMeshidError,
 } from '../../../core/index.js';
+import { decodeDestinationProfile } from '../../../core/destination-wire.js';
 import type { WeightedAddr } from '../../../core/index.js';
 
 const PROTO = fileURLToPath(

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { Writable } from 'node:stream';
-import { createLogger, formatLogLine } from '../../../core/index.js';
+import { createLogger } from '../../../core/index.js';
+import { formatLogLine } from '../../../core/logger.js';
 import { strictJsonLine } from '../../support/strict-json.js';
 
 function capture(): { lines: string[]; stream: Writable } {

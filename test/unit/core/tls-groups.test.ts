@@ -16,16 +16,14 @@ import { join } from 'node:path';
 import {
   FIPS_TLS,
   MESH_TLS,
-  MESH_TLS_CLASSIC,
-  MESH_TLS_HYBRID_REQUIRED,
-  TLS_GROUP_LISTS,
   hybridGroupAvailable,
   isMeshidError,
   meshTlsSettings,
   negotiatedAlgorithms,
-  sessionKexGroup,
   tlsGroupList,
 } from '../../../core/index.js';
+import { MESH_TLS_CLASSIC, MESH_TLS_HYBRID_REQUIRED } from '../../../core/fips.js';
+import { TLS_GROUP_LISTS, sessionKexGroup } from '../../../core/tls-groups.js';
 import type { TlsAlgorithms } from '../../../core/index.js';
 
 describe('core/tls-groups: the group policy', () => {

@@ -10,14 +10,10 @@ import type { FSWatcher } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  MeshidError,
-  isMeshidError,
-  silentLogger,
-  watchFile,
-  watchFiles,
-} from '../../../core/index.js';
-import type { WatchedFile, WatchFileOptions, WatchFolder } from '../../../core/index.js';
+import { MeshidError, isMeshidError, watchFile, watchFiles } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
+import type { WatchedFile } from '../../../core/index.js';
+import type { WatchFileOptions, WatchFolder } from '../../../core/watch-file.js';
 import { kubeletWrite } from '../../support/kubelet-volume.js';
 import { ManualTimers } from '../../support/manual-timers.js';
 

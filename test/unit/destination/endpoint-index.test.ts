@@ -1,7 +1,10 @@
 import { strict as assert } from 'node:assert';
 import type { DestinationUpdate } from '../../../core/index.js';
-import { EndpointIndex, UpdateStream, parseTarget, profileOf } from '../../../destination/index.js';
-import type { Resolution, Target } from '../../../destination/index.js';
+import { EndpointIndex } from '../../../destination/index.js';
+import { UpdateStream, profileOf } from '../../../destination/updates.js';
+import { parseTarget } from '../../../destination/target.js';
+import type { Resolution } from '../../../destination/endpoint-index.js';
+import type { Target } from '../../../destination/target.js';
 import { endpointSlice, pod, service } from '../../support/destination-objects.js';
 
 const naming = { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' };

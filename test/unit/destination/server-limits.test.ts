@@ -5,7 +5,8 @@
  * connection). Real mTLS clients from several loopback addresses.
  */
 import { strict as assert } from 'node:assert';
-import { LISTENER_LIMITS, silentLogger } from '../../../core/index.js';
+import { LISTENER_LIMITS } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { DestinationServer, EndpointIndex } from '../../../destination/index.js';
 import { destinationTestClient } from '../../support/destination-grpc.js';

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { connect as http2Connect } from 'node:http2';
-import { Registry, silentLogger } from '../../../core/index.js';
+import { Registry } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address, DestinationUpdate } from '../../../core/index.js';
 import { DestinationServer, EndpointIndex } from '../../../destination/index.js';
 import { destinationTestClient } from '../../support/destination-grpc.js';

@@ -3,7 +3,8 @@
  * the bounded queue, first issuance before renewal, the retry hints, callers that leave.
  */
 import { strict as assert } from 'node:assert';
-import { ManualClock, RetryLaterError } from '../../../core/index.js';
+import { RetryLaterError } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
 import { Admission } from '../../../identity-ca/server/admission.js';
 import type { AdmissionRefusal, AdmissionSettings } from '../../../identity-ca/server/admission.js';
 

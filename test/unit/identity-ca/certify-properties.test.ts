@@ -29,14 +29,9 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
 import { SignJWT, importPKCS8 } from 'jose';
-import {
-  GrpcStatus,
-  ManualClock,
-  isMeshidError,
-  silentLogger,
-  systemRandom,
-  parseAnchors,
-} from '../../../core/index.js';
+import { GrpcStatus, isMeshidError, systemRandom, parseAnchors } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { CertifyRequest, CertifyResponse } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { JwksTokenValidator, generateTokenSigningKey } from '../../../identity-ca/index.js';

@@ -7,14 +7,14 @@ import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import {
-  ManualClock,
   createCsr,
   MeshidError,
   isMeshidError,
-  silentLogger,
   systemRandom,
   parseAnchors,
 } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { ErrorCode, WorkloadIdentity } from '../../../core/index.js';
 import { createCertifyHandler } from '../../../identity-ca/server/certify.js';
 import type { CertifyDeps } from '../../../identity-ca/server/certify.js';

@@ -10,7 +10,9 @@ import {
   jwtVerify,
   type JSONWebKeySet,
 } from 'jose';
-import { ManualClock, isMeshidError, silentLogger } from '../../../core/index.js';
+import { isMeshidError } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import {
   generateTokenSigningKey,
   mintDevelopmentToken,

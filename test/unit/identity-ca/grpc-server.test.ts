@@ -17,10 +17,10 @@ import {
   CertifyClient,
   MeshidError,
   encodeCertifyRequest,
-  silentLogger,
   systemRandom,
   toPem,
 } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { CertifyRequest } from '../../../core/index.js';
 import { LeafSigner, randomSerial } from '../../../identity-ca/issuer/leaf.js';
 import type { Address } from '../../../core/index.js';

@@ -4,7 +4,7 @@
  * turn comes), a full waiting room, and the gate turned off.
  */
 import { strict as assert } from 'node:assert';
-import { ManualClock } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
 import { HandshakeGate } from '../../../identity-ca/server/handshake-gate.js';
 import type { HandshakeGateSettings } from '../../../identity-ca/server/handshake-gate.js';
 

@@ -23,13 +23,9 @@ import {
   type JWTPayload,
 } from 'jose';
 import { pino } from 'pino';
-import {
-  ManualClock,
-  isMeshidError,
-  silentLogger,
-  type ErrorCode,
-  type Logger,
-} from '../../../core/index.js';
+import { isMeshidError, type ErrorCode, type Logger } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import { JwksTokenValidator, type JwksSource } from '../../../identity-ca/token/jwks.js';
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';

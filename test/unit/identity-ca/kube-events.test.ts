@@ -4,7 +4,9 @@
  * Secret schemes and the start-up permission check.
  */
 import { strict as assert } from 'node:assert';
-import { ManualClock, isMeshidError, silentLogger } from '../../../core/index.js';
+import { isMeshidError } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import { issuerMaterialFromSecret } from '../../../identity-ca/issuer/kube-source.js';
 import type { AccessQuery, EventRecord, KubeObject } from '../../../identity-ca/kube/api.js';
 import { KubeApiError } from '../../../identity-ca/kube/api.js';

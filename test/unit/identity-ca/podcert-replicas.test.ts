@@ -7,7 +7,8 @@
  */
 import { strict as assert } from 'node:assert';
 import type { KubeResource, WatchListEvent } from '../../../core/index.js';
-import { KubeApiError, silentLogger, systemRandom } from '../../../core/index.js';
+import { KubeApiError, systemRandom } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import {
   replicaIdentity,
   SIGNER_LEASE_LABEL,

@@ -8,7 +8,8 @@
  */
 import { strict as assert } from 'node:assert';
 import type { KubeResource, WatchListEvent } from '../../../core/index.js';
-import { silentLogger, systemRandom } from '../../../core/index.js';
+import { systemRandom } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { PodCertOutcome, WorkShare } from '../../../identity-ca/podcert/signer.js';
 import { PodCertificateSigner } from '../../../identity-ca/podcert/signer.js';
 import { ManualTimers } from '../../support/manual-timers.js';

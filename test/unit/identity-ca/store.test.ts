@@ -1,6 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { ManualClock, createLogger, silentLogger } from '../../../core/index.js';
+import { createLogger } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Clock, MeshidError } from '../../../core/index.js';
 import type { GeneratedCa } from '../../../core/pki.js';
 import type { IssuerCredentials } from '../../../identity-ca/issuer/material.js';

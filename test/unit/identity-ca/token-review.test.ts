@@ -3,7 +3,9 @@
  * way around the audience it refuses, the cache's bounds, and unavailability.
  */
 import { strict as assert } from 'node:assert';
-import { ManualClock, isMeshidError, silentLogger } from '../../../core/index.js';
+import { isMeshidError } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { ErrorCode } from '../../../core/index.js';
 import { KubeApiError } from '../../../identity-ca/kube/api.js';
 import type { TokenReviewResult } from '../../../identity-ca/kube/api.js';

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { connect } from 'node:tls';
-import { peekClientHello } from '../../../proxy/index.js';
+import { peekClientHello } from '../../../proxy/transparent/client-hello.js';
 
 /** The first bytes a real Node TLS client sends, with `servername` as its SNI (or none). */
 async function clientHello(servername: string | undefined): Promise<Buffer> {

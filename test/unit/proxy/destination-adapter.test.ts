@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import type { EndpointSet, EndpointWatch, Resolver } from '../../../proxy/index.js';
+import type { EndpointSet, EndpointWatch, Resolver } from '../../../proxy/destination-client.js';
 import { resolverOverDestinationClient } from '../../../proxy/index.js';
 import { updatesOf } from '../../../proxy/transparent/destination-adapter.js';
 import type { EndpointUpdate } from '../../../proxy/transparent/resolver.js';

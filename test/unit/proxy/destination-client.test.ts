@@ -3,7 +3,7 @@ import { Registry, createLogger } from '../../../core/index.js';
 import type { Address } from '../../../core/index.js';
 import { DestinationServer, EndpointIndex } from '../../../destination/index.js';
 import { DestinationClient } from '../../../proxy/index.js';
-import type { EndpointSet, EndpointWatch } from '../../../proxy/index.js';
+import type { EndpointSet, EndpointWatch } from '../../../proxy/destination-client.js';
 import { endpointSlice, pod, service } from '../../support/destination-objects.js';
 import { NAMING, createWorkloadPki, workloadId } from '../../support/proxy-pki.js';
 import type { WorkloadPki } from '../../support/proxy-pki.js';

@@ -12,7 +12,7 @@ import { createServer as createHttpServer } from 'node:http';
 import type { Server as HttpServer } from 'node:http';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { silentLogger } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { InboundPolicy, InboundProxy, OutboundProxy } from '../../../proxy/index.js';
 import { StaticDestinationResolver } from '../../../proxy/routes.js';

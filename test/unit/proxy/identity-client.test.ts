@@ -15,19 +15,20 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CertifyClient,
-  ManualClock,
   createCsr,
   createLogger,
-  silentLogger,
   systemRandom,
   parseAnchors,
 } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import { createRootCa } from '../../../core/pki.js';
 import type { CertifyRequest, CertifyResponse, Random } from '../../../core/index.js';
 import { CertifyServer } from '../../../identity-ca/server/grpc-server.js';
 import { JwksTokenValidator } from '../../../identity-ca/index.js';
-import { CertifyCallFailed, Http2CertifyClient, IdentityClient } from '../../../proxy/index.js';
-import type { Timers } from '../../../proxy/index.js';
+import { Http2CertifyClient, IdentityClient } from '../../../proxy/index.js';
+import { CertifyCallFailed } from '../../../proxy/identity/certify-h2.js';
+import type { Timers } from '../../../proxy/identity/client.js';
 import { issueServingCertificate } from '../../../identity-ca/server/serving-cert.js';
 import { SignerCache } from '../../../identity-ca/server/certify.js';
 import { TOKEN_ISSUER, idOf, makeTestState } from '../../support/state.js';

@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders, Server as HttpServer } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { silentLogger } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { InboundProxy } from '../../../proxy/inbound.js';
 import type { InboundEvent, InboundOptions } from '../../../proxy/inbound.js';

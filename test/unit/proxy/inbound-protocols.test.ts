@@ -18,7 +18,8 @@ import type { AddressInfo, Server as NetServer } from 'node:net';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import WebSocket from 'ws';
-import { MeshidError, silentLogger } from '../../../core/index.js';
+import { MeshidError } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import {
   AppProtocolDetector,

@@ -20,7 +20,7 @@ import { connect as netConnect, createServer as createNetServer } from 'node:net
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
-import { silentLogger } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { InboundProxy } from '../../../proxy/inbound.js';
 import type { InboundEvent, InboundOptions } from '../../../proxy/inbound.js';

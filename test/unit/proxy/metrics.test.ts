@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { Histogram, Registry } from '../../../core/index.js';
-import { registerTrafficMetrics } from '../../../proxy/metrics.js';
+import { MAX_KEPT_REQUEST_SERIES, registerTrafficMetrics } from '../../../proxy/metrics.js';
 
 const NAME = 'meshid_proxy_request_duration_seconds';
 
@@ -91,6 +91,51 @@ describe('proxy traffic metrics', () => {
     line('meshid_proxy_destination_unavailable 1');
     traffic.outbound({ type: 'discovery', listener: '', target, available: true, message: '' });
     assert.ok((await registry.metrics()).includes('meshid_proxy_destination_unavailable 0'));
+  });
+
+  it('keeps counting each destination and server identity apart when their series are kept at hand, and past the number kept', async () => {
+    const registry = new Registry();
+    const traffic = registerTrafficMetrics(registry);
+    const web = 'web.emojivoto.serviceaccount.identity.linkerd.cluster.local';
+    const api = 'api.emojivoto.serviceaccount.identity.linkerd.cluster.local';
+    const request = { type: 'request', listener: '127.0.0.1:4140', tls: true } as const;
+    const send = (dst: string, peerIdentity: string, status: number, durationMs = 1): void =>
+      traffic.outbound({ ...request, dst, peerIdentity, status, durationMs });
+    // Interleaved, so a kept series handed to the wrong pair would show.
+    for (let i = 0; i < 5; i++) {
+      send('10.96.0.10:80', web, 200, 2);
+      send('10.96.0.10:80', api, 200);
+      send('10.96.0.11:80', web, 500);
+    }
+    send('10.96.0.10:80', web, 0);
+    // More pairs than are kept: the first and the last still count exactly.
+    for (let i = 0; i < MAX_KEPT_REQUEST_SERIES + 10; i++)
+      send(`10.97.${i >> 8}.${i & 255}:80`, web, 200);
+    const last = `10.97.${(MAX_KEPT_REQUEST_SERIES + 9) >> 8}.${(MAX_KEPT_REQUEST_SERIES + 9) & 255}:80`;
+    send(last, web, 200);
+    send('10.97.0.0:80', web, 200);
+    const lines = (await registry.metrics()).split('\n');
+    const value = (l: string): string | undefined =>
+      lines.find((x) => x.startsWith(`${l} `))?.slice(l.length + 1);
+    const total = (dst: string, id: string, cls: string): string | undefined =>
+      value(
+        `meshid_proxy_outbound_requests_total{dst="${dst}",server_id="${id}",tls="true",classification="${cls}"}`,
+      );
+    assert.equal(total('10.96.0.10:80', web, 'success'), '5');
+    assert.equal(total('10.96.0.10:80', web, 'failure'), '1');
+    assert.equal(total('10.96.0.10:80', api, 'success'), '5');
+    assert.equal(total('10.96.0.11:80', web, 'failure'), '5');
+    assert.equal(total('10.96.0.11:80', web, 'success'), undefined);
+    assert.equal(total('10.97.0.0:80', web, 'success'), '2');
+    assert.equal(total(last, web, 'success'), '2');
+    const latency = (dst: string, cls: string, what: string): string | undefined =>
+      value(
+        `meshid_proxy_outbound_response_latency_seconds_${what}{dst="${dst}",tls="true",classification="${cls}"}`,
+      );
+    // web and api share the histogram series of one dst (it has no server_id label).
+    assert.equal(latency('10.96.0.10:80', 'success', 'count'), '10');
+    assert.equal(latency('10.96.0.10:80', 'success', 'sum'), String((5 * 2 + 5 * 1) / 1000));
+    assert.equal(latency(last, 'success', 'count'), '2');
   });
 
   it('counts the transparent inbound\'s connections per original port, kind, port policy and result, and folds ports past 64 into port="other"', async () => {

@@ -13,10 +13,12 @@ import type { IncomingHttpHeaders, Server as HttpServer } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { createLogger, createRegistry, formatAddress, silentLogger } from '../../../core/index.js';
+import { createLogger, createRegistry, formatAddress } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { Address, Logger } from '../../../core/index.js';
 import { InboundPolicy, InboundProxy, OutboundProxy } from '../../../proxy/index.js';
-import type { OutboundEvent, WorkloadCertificate } from '../../../proxy/index.js';
+import type { WorkloadCertificate } from '../../../proxy/index.js';
+import type { OutboundEvent } from '../../../proxy/outbound-events.js';
 import type { OutboundLimits } from '../../../proxy/outbound-accept.js';
 import { registerTrafficMetrics } from '../../../proxy/metrics.js';
 import type {

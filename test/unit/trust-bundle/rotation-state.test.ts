@@ -5,12 +5,14 @@ import { join } from 'node:path';
 import { isMeshidError } from '../../../core/index.js';
 import {
   ROTATION_ANNOTATION,
-  parseRotationState,
   readRotationStateFile,
   rotationInProgress,
   rotationStateFromAnnotations,
-  serializeRotationState,
 } from '../../../trust-bundle/index.js';
+import {
+  parseRotationState,
+  serializeRotationState,
+} from '../../../trust-bundle/rotation-state.js';
 import type { RotationState } from '../../../trust-bundle/index.js';
 
 const T = '2026-06-01T00:00:00.000Z';

@@ -5,33 +5,28 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ManualClock,
   bundleFingerprint,
   isMeshidError,
   toPem,
-  silentLogger,
   systemRandom,
   parseAnchors,
   parseCertificates,
 } from '../../../core/index.js';
+import { ManualClock } from '../../../core/clock.js';
+import { silentLogger } from '../../../core/logger.js';
 import type { AnchorBundle } from '../../../core/index.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import { initLocalState } from '../../../cli/init.js';
 import {
   LocalRotationBackend,
   RotationController,
-  STALE_LOCK_MS,
-  anchorOfChain,
-  assertAnchorsIssuer,
   readRotationStateFile,
 } from '../../../trust-bundle/index.js';
-import type {
-  CaObservation,
-  CaObserver,
-  GeneratedPem,
-  ProxyObservation,
-  ProxyObserver,
-} from '../../../trust-bundle/index.js';
+import { STALE_LOCK_MS } from '../../../trust-bundle/local-backend.js';
+import { anchorOfChain, assertAnchorsIssuer } from '../../../trust-bundle/lineage.js';
+import type { CaObserver, ProxyObserver } from '../../../trust-bundle/index.js';
+import type { CaObservation, ProxyObservation } from '../../../trust-bundle/rotation-observe.js';
+import type { GeneratedPem } from '../../../trust-bundle/local-backend.js';
 import { validateIssuer } from '../../../identity-ca/issuer/material.js';
 
 const HOUR = 3_600_000;

@@ -1,14 +1,13 @@
 import { strict as assert } from 'node:assert';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { loadConfig, silentLogger } from '../../../core/index.js';
-import {
-  admissionResponse,
-  createInjector,
-  identitySourceOf,
-  parseAdmissionReview,
-} from '../../../webhooks/index.js';
-import type { InjectorOptions, JsonObject, PatchOperation } from '../../../webhooks/index.js';
+import { loadConfig } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
+import { createInjector } from '../../../webhooks/index.js';
+import { admissionResponse, parseAdmissionReview } from '../../../webhooks/admission.js';
+import { identitySourceOf } from '../../../webhooks/identity-source.js';
+import type { InjectorOptions } from '../../../webhooks/inject.js';
+import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
 import { emojivotoWeb, podReview } from './fixtures/pods.js';
 
 const OPTIONS: InjectorOptions = {

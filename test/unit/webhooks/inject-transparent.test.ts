@@ -1,7 +1,10 @@
 import { strict as assert } from 'node:assert';
 import { TRANSPARENT_ANNOTATIONS, loadConfig } from '../../../core/index.js';
-import { PROXY_CONTAINER, PROXY_INIT_CONTAINER, planInjection } from '../../../webhooks/index.js';
-import type { InjectorOptions, JsonObject, PatchOperation } from '../../../webhooks/index.js';
+import { PROXY_INIT_CONTAINER } from '../../../webhooks/index.js';
+import { planInjection } from '../../../webhooks/inject.js';
+import { PROXY_CONTAINER } from '../../../webhooks/proxy-container.js';
+import type { InjectorOptions } from '../../../webhooks/inject.js';
+import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
 import { emojivotoWeb, shopFrontend } from './fixtures/pods.js';
 
 const OPTIONS: InjectorOptions = {
@@ -65,7 +68,7 @@ describe('proxy injector: transparent mode', () => {
       (proxy['env'] as { name: string; value: string }[]).map((e) => [e.name, e.value]),
     );
     assert.equal(env.get('MESHID_TRANSPARENT'), 'true');
-    assert.equal(env.get('MESHID_INBOUND'), '0.0.0.0:4143');
+    assert.equal(env.get('MESHID_INBOUND'), '[::]:4143');
     assert.equal(env.get('MESHID_INBOUND_POLICY'), 'all-unauthenticated');
   });
 

@@ -2,19 +2,13 @@ import { strict as assert } from 'node:assert';
 import { readFileSync, writeFileSync } from 'node:fs';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { bundleFingerprint, silentLogger } from '../../../core/index.js';
-import {
-  admissionResponse,
-  createInjector,
-  parseAdmissionReview,
-  planInjection,
-} from '../../../webhooks/index.js';
-import type {
-  InjectorDeps,
-  InjectorOptions,
-  JsonObject,
-  PatchOperation,
-} from '../../../webhooks/index.js';
+import { bundleFingerprint } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
+import { createInjector } from '../../../webhooks/index.js';
+import { admissionResponse, parseAdmissionReview } from '../../../webhooks/admission.js';
+import { planInjection } from '../../../webhooks/inject.js';
+import type { InjectorDeps, InjectorOptions } from '../../../webhooks/inject.js';
+import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
 import { emojivotoWeb, ledgerNoAutomount, podReview, shopFrontend } from './fixtures/pods.js';
 
 const OPTIONS: InjectorOptions = {

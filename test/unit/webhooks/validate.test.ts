@@ -1,13 +1,10 @@
 import { strict as assert } from 'node:assert';
-import { silentLogger } from '../../../core/index.js';
+import { silentLogger } from '../../../core/logger.js';
 import { createIntermediateCa, createRootCa } from '../../../core/pki.js';
 import type { GeneratedCa } from '../../../core/pki.js';
-import {
-  admissionResponse,
-  createTrustGuard,
-  parseAdmissionReview,
-} from '../../../webhooks/index.js';
-import type { JsonObject } from '../../../webhooks/index.js';
+import { createTrustGuard } from '../../../webhooks/index.js';
+import { admissionResponse, parseAdmissionReview } from '../../../webhooks/admission.js';
+import type { JsonObject } from '../../../webhooks/admission.js';
 
 const HOUR = 3_600_000;
 const NOW = Date.parse('2026-12-03T08:00:00Z');
