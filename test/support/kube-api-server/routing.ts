@@ -24,20 +24,14 @@ export function truthy(v: string | null): boolean {
   return v === 'true' || v === '1';
 }
 
+/** The attributes of a request for a path outside the resource API (`/healthz`, `/version`…). */
+export function nonResourceAttributes(verb: string, path: string): RequestAttributes {
+  const none = { apiGroup: '', resource: '', subresource: '', namespace: '', name: '' };
+  return { verb, resourceRequest: false, ...none, path };
+}
+
 function nonResource(verb: string, path: string): Route {
-  return {
-    kind: 'nonResource',
-    attrs: {
-      verb,
-      resourceRequest: false,
-      apiGroup: '',
-      resource: '',
-      subresource: '',
-      namespace: '',
-      name: '',
-      path,
-    },
-  };
+  return { kind: 'nonResource', attrs: nonResourceAttributes(verb, path) };
 }
 
 /** The name a field selector requires exactly (`metadata.name=x` or `metadata.name==x`), or ''. */
