@@ -125,8 +125,7 @@ export type {
 } from './anchors.js';
 export { peerChain } from './peer-chain.js';
 export { resetSocket } from './sockets.js';
-export { ALL_ADDRESSES, ALL_IPV4_ADDRESSES, isWildcardHost, listenOn } from './listen.js';
-export type { ListenOnOptions } from './listen.js';
+export { ALL_ADDRESSES, listenOn } from './listen.js';
 export {
   applyHttpTimeouts,
   limitConnections,

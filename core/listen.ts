@@ -17,10 +17,24 @@ import type { Address } from './config/setting.js';
 import type { Logger } from './logger.js';
 import { LogKey } from './logger.js';
 
-/** The host of a listener on every address of both families (`[::]:4191`). */
+/**
+ * The host of a listener on every address of both families (`[::]:4191`).
+ *
+ * @example
+ * ```ts
+ * await listenOn(server, { host: ALL_ADDRESSES, port: 4191 }); // IPv4 and IPv6 clients
+ * ```
+ */
 export const ALL_ADDRESSES = '::';
 
-/** The host of a listener on every IPv4 address only. */
+/**
+ * The host of a listener on every IPv4 address only, and where `[::]` falls back to.
+ *
+ * @example
+ * ```ts
+ * await listenOn(server, { host: ALL_IPV4_ADDRESSES, port: 4191 }); // IPv4 clients only
+ * ```
+ */
 export const ALL_IPV4_ADDRESSES = '0.0.0.0';
 
 /** Errors that mean "this kernel (or namespace) has no IPv6": fall back to IPv4. */
@@ -84,12 +98,4 @@ export async function listenOn(
   const bound = server.address() as AddressInfo | string | null;
   if (bound === null || typeof bound === 'string') throw new Error('listener has no address');
   return { host: bound.address, port: bound.port };
-}
-
-/**
- * Whether `host` is a wildcard ("all addresses" of one family or both): `::` or `0.0.0.0`.
- * A peer dialing such a listener uses its own loopback or the pod's address instead.
- */
-export function isWildcardHost(host: string): boolean {
-  return host === ALL_ADDRESSES || host === ALL_IPV4_ADDRESSES;
 }

@@ -16,7 +16,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { waitFor } from '../support/ca-process.js';
-import { childPids, cpuSeconds, rssMb } from '../support/proc.js';
+import { childPids, cpuSeconds, rssMb, rssSplitMb } from '../support/proc.js';
 
 export type Out = (s?: string) => void;
 
@@ -347,6 +347,12 @@ export interface ProxyUsage {
   readonly rssBeforeMb: Record<string, number>;
   /** Max RSS per proxy during the run, MB (nginx: master + worker). */
   readonly rssMb: Record<string, number>;
+  /**
+   * The same, split (each its own maximum): private pages (RssAnon: heap, buffers) and shared
+   * file-backed pages (RssFile: mostly the executable, shared by every process running it).
+   */
+  readonly rssAnonMb: Record<string, number>;
+  readonly rssFileMb: Record<string, number>;
   /** CPU time of each proxy per request, µs. */
   readonly cpuUsPerRequestOf: Record<string, number>;
   /** CPU time of all the path's proxy processes per request, µs. */
@@ -370,8 +376,15 @@ export async function saturate(
     Object.fromEntries([...pidsOf].map(([name, pids]) => [name, sum(pids.map(cpuSeconds))]));
   const rssBefore = rssNow();
   const rss = { ...rssBefore };
+  const anon: Record<string, number> = {};
+  const file: Record<string, number> = {};
   const sample = (): void => {
     for (const [name, mb] of Object.entries(rssNow())) rss[name] = Math.max(rss[name] ?? 0, mb);
+    for (const [name, pids] of pidsOf) {
+      const split = pids.map(rssSplitMb);
+      anon[name] = Math.max(anon[name] ?? 0, sum(split.map((x) => x.anon)));
+      file[name] = Math.max(file[name] ?? 0, sum(split.map((x) => x.file)));
+    }
   };
   const cpu0 = cpuNow();
   const timer = setInterval(sample, 200);
@@ -391,6 +404,8 @@ export async function saturate(
     ...res,
     rssBeforeMb: rssBefore,
     rssMb: rss,
+    rssAnonMb: anon,
+    rssFileMb: file,
     cpuUsPerRequestOf: cpuOf,
     cpuUsPerRequest: sum(Object.values(cpuOf)),
   };
@@ -599,6 +614,11 @@ export interface MeasureOptions<P extends string> {
   readonly warmupSeconds: number;
   /** Every server process (pinned to core 0 and reniced for the fixed-rate runs). */
   readonly servers: () => number[];
+  /**
+   * Called just before each fixed-rate run of a path; what it returns is called just after, and
+   * its text is printed with the run (e.g. the proxies' event-loop delay and GC in that window).
+   */
+  readonly rateProbe?: (path: P) => Promise<() => Promise<string>>;
   readonly out: Out;
 }
 
@@ -628,7 +648,7 @@ export async function measureRounds<P extends string>(o: MeasureOptions<P>): Pro
       const usage = o.proxiesOf[p]
         .map(
           (c) =>
-            `${c.name}: CPU ${f1(s.cpuUsPerRequestOf[c.name] ?? NaN)} µs/req, RSS ${f1(s.rssBeforeMb[c.name] ?? NaN)} → ${f1(s.rssMb[c.name] ?? NaN)} MB`,
+            `${c.name}: CPU ${f1(s.cpuUsPerRequestOf[c.name] ?? NaN)} µs/req, RSS ${f1(s.rssBeforeMb[c.name] ?? NaN)} → ${f1(s.rssMb[c.name] ?? NaN)} MB (RssAnon ${f1(s.rssAnonMb[c.name] ?? NaN)} / RssFile ${f1(s.rssFileMb[c.name] ?? NaN)})`,
         )
         .join('; ');
       out(
@@ -640,11 +660,13 @@ export async function measureRounds<P extends string>(o: MeasureOptions<P>): Pro
     if (root) renice(servers, NICE);
     try {
       for (const p of order) {
+        const probed = await o.rateProbe?.(p);
         const x = await fixedRate(o.targetOf[p]);
+        const probe = probed === undefined ? '' : await probed();
         checkLoad(`round ${r + 1} ${p} at ${RATE} req/s`, x);
         rate[p] = x;
         out(
-          `  round ${r + 1}, ${p.padEnd(6)} ${RATE} req/s: p50 ${f2(x.p50ms)} ms, p99 ${f2(x.p99ms)} ms, p99.9 ${f2(x.p999ms)} ms, max ${f2(x.maxMs)} ms (send lag p99 ${f2(x.lagP99ms)} ms, max ${f2(x.lagMaxMs)} ms; ${x.ok} of ${x.sent} answered 200)`,
+          `  round ${r + 1}, ${p.padEnd(6)} ${RATE} req/s: p50 ${f2(x.p50ms)} ms, p99 ${f2(x.p99ms)} ms, p99.9 ${f2(x.p999ms)} ms, max ${f2(x.maxMs)} ms (send lag p99 ${f2(x.lagP99ms)} ms, max ${f2(x.lagMaxMs)} ms; ${x.ok} of ${x.sent} answered 200)${probe === '' ? '' : `; ${probe}`}`,
         );
       }
     } finally {

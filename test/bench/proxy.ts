@@ -352,7 +352,50 @@ export async function runProxyBench(out: Out): Promise<void> {
     if (!(h2Connections >= 1))
       throw new Error(`meshidH2 path: web-h2 saw no inbound HTTP/2 connection (${h2Connections})`);
 
+    // Each meshid proxy's own account of a fixed-rate run, from its /metrics (prom-client's
+    // process metrics): the event-loop delay (its histogram restarts at every scrape, so the
+    // scrape before the run starts the window) and the GC time by kind (V8's pauses and
+    // incremental marking steps on the main thread) within the run.
+    const gcKinds = ['major', 'incremental', 'minor'] as const;
+    const scrape = async (name: string): Promise<string> =>
+      (await adminGet({ host: '127.0.0.1', port: admins.get(name)! }, '/metrics')).body;
+    const gcOf = (text: string): Record<(typeof gcKinds)[number], { n: number; s: number }> =>
+      Object.fromEntries(
+        gcKinds.map((kind) => [
+          kind,
+          {
+            n: metricValue(text, 'nodejs_gc_duration_seconds_count', { kind }) || 0,
+            s: metricValue(text, 'nodejs_gc_duration_seconds_sum', { kind }) || 0,
+          },
+        ]),
+      ) as Record<(typeof gcKinds)[number], { n: number; s: number }>;
+    const rateProbe = async (p: PathName): Promise<() => Promise<string>> => {
+      const names = proxiesOf[p]
+        .map((c) => c.name.replace(/^meshid /, ''))
+        .filter((n) => admins.has(n));
+      const before = new Map(
+        await Promise.all(names.map(async (n) => [n, gcOf(await scrape(n))] as const)),
+      );
+      return async () => {
+        const parts = await Promise.all(
+          names.map(async (n) => {
+            const text = await scrape(n);
+            const gc = gcOf(text);
+            const b = before.get(n)!;
+            const lagMax = metricValue(text, 'nodejs_eventloop_lag_max_seconds') * 1000;
+            const lagP99 = metricValue(text, 'nodejs_eventloop_lag_p99_seconds') * 1000;
+            const kinds = gcKinds
+              .map((k) => `${k} ${gc[k].n - b[k].n} (${f1((gc[k].s - b[k].s) * 1000)} ms)`)
+              .join(', ');
+            return `${n}: loop delay p99 ${f1(lagP99)} ms, max ${f1(lagMax)} ms; GC ${kinds}`;
+          }),
+        );
+        return parts.join('; ');
+      };
+    };
+
     const rounds = await measureRounds({
+      rateProbe,
       paths: PATHS,
       wrkBin: tools.wrk,
       targetOf: portOf,
@@ -369,6 +412,17 @@ export async function runProxyBench(out: Out): Promise<void> {
 
     // Summaries: medians over rounds; ratios and differences taken within each round.
     const med = (fn: (x: RoundResult) => number): number => median(rounds.map(fn));
+    // Per proxy of a path, the maximum over the rounds' saturation runs.
+    const maxOver = (
+      p: PathName,
+      of: (x: RoundResult['saturation'][PathName]) => Record<string, number>,
+    ): Record<string, number> =>
+      Object.fromEntries(
+        proxiesOf[p].map((c) => [
+          c.name,
+          Math.max(...rounds.map((x) => of(x.saturation[p])[c.name] ?? 0)),
+        ]),
+      );
     const summary = Object.fromEntries(
       PATHS.map((p) => [
         p,
@@ -383,12 +437,9 @@ export async function runProxyBench(out: Out): Promise<void> {
           p99AddedMs: med((x) => x.rate[p].p99ms - x.rate.direct.p99ms),
           p50AddedMs: med((x) => x.rate[p].p50ms - x.rate.direct.p50ms),
           cpuUsPerRequest: med((x) => x.saturation[p].cpuUsPerRequest),
-          rssMaxMb: Object.fromEntries(
-            proxiesOf[p].map((c) => [
-              c.name,
-              Math.max(...rounds.map((x) => x.saturation[p].rssMb[c.name] ?? 0)),
-            ]),
-          ),
+          rssMaxMb: maxOver(p, (x) => x.rssMb),
+          rssAnonMaxMb: maxOver(p, (x) => x.rssAnonMb),
+          rssFileMaxMb: maxOver(p, (x) => x.rssFileMb),
         },
       ]),
     ) as Record<
@@ -405,18 +456,23 @@ export async function runProxyBench(out: Out): Promise<void> {
         p50AddedMs: number;
         cpuUsPerRequest: number;
         rssMaxMb: Record<string, number>;
+        rssAnonMaxMb: Record<string, number>;
+        rssFileMaxMb: Record<string, number>;
       }
     >;
 
     out();
     out(
-      `| path | req/s at saturation | ÷ (a) | ÷ (c) | p50 / p99 ms at saturation | p50 / p99 ms at ${RATE.toLocaleString('en')} req/s | p99 added over direct | RSS per proxy, MB (max) | proxy CPU µs/req |`,
+      `| path | req/s at saturation | ÷ (a) | ÷ (c) | p50 / p99 ms at saturation | p50 / p99 ms at ${RATE.toLocaleString('en')} req/s | p99 added over direct | RSS per proxy, MB (max; RssAnon / RssFile) | proxy CPU µs/req |`,
     );
     out('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const p of PATHS) {
       const s = summary[p];
       const rss = Object.entries(s.rssMaxMb)
-        .map(([n, mb]) => `${n.replace(/^(meshid|nginx) /, '')} ${f1(mb)}`)
+        .map(
+          ([n, mb]) =>
+            `${n.replace(/^(meshid|nginx) /, '')} ${f1(mb)} (${f1(s.rssAnonMaxMb[n] ?? NaN)} / ${f1(s.rssFileMaxMb[n] ?? NaN)})`,
+        )
         .join(', ');
       out(
         `| ${LABEL[p]} | ${f0(s.rps)} | ${f2(s.vsDirect)} | ${f2(s.vsNginx)} | ${f2(s.satP50ms)} / ${f2(s.satP99ms)} | ${f2(s.rateP50ms)} / ${f2(s.rateP99ms)} | ${p === 'direct' ? '—' : `${f2(s.p99AddedMs)} ms`} | ${rss === '' ? '—' : rss} | ${p === 'direct' ? '—' : f1(s.cpuUsPerRequest)} |`,
@@ -425,6 +481,7 @@ export async function runProxyBench(out: Out): Promise<void> {
     out();
     const m = summary.meshid;
     const meshidRss = Math.max(...Object.values(m.rssMaxMb));
+    const meshidAnon = Math.max(...Object.values(m.rssAnonMaxMb));
     const verdict = (ok: boolean): string => (ok ? 'met' : 'NOT MET');
     out('targets:');
     out(
@@ -438,7 +495,7 @@ export async function runProxyBench(out: Out): Promise<void> {
       `  (d) HTTP/2 between the proxies, same run: ${f2(d.vsNginx)} of nginx's saturation throughput (${f2(d.vsNginx / m.vsNginx)} of (b)), ${f2(d.p99AddedMs)} ms added at p99 at ${RATE} req/s, RSS max ${f1(Math.max(...Object.values(d.rssMaxMb)))} MB (no target of its own; reported)`,
     );
     out(
-      `  RSS < 80 MB per meshid proxy: max ${f1(meshidRss)} MB under load — ${verdict(meshidRss < 80)} (right after start, before traffic: ${Object.entries(
+      `  RSS < 80 MB per meshid proxy: max ${f1(meshidRss)} MB under load — ${verdict(meshidRss < 80)}; of which private (RssAnon) at most ${f1(meshidAnon)} MB, the rest file-backed pages shared by every proxy on a node (right after start, before traffic: ${Object.entries(
         rssAtStartMb,
       )
         .map(([n, mb]) => `${n} ${f1(mb)}`)

@@ -23,6 +23,8 @@ import { connect, createSecureContext, createServer } from 'node:tls';
 /** The memory of the runtime before any work: read first. */
 const startMemory = memoryKb();
 
+// Its own reader rather than test/support/proc.ts's rssSplitMb: this figure is the bare runtime's,
+// read before anything else is loaded (proc.ts would first load child_process and run getconf).
 function memoryKb(): { rssAnonKb: number; rssFileKb: number } {
   const status = readFileSync('/proc/self/status', 'utf8');
   const field = (name: string): number =>

@@ -26,6 +26,7 @@ import type { Address } from '../../core/index.js';
 import { startCaProcess } from '../support/ca-process.js';
 import { startProxyProcess } from '../support/proxy-process.js';
 import { createWorkloadPki, workloadId } from '../support/proxy-pki.js';
+import { rssSplitMb } from '../support/proc.js';
 import { idOf, makeTestState } from '../support/state.js';
 import { median } from './stats.js';
 
@@ -61,14 +62,6 @@ export interface CertifyFigures {
   readonly scaling: number;
   readonly cpuUsPerCert: number;
   readonly ratioTwo: number;
-}
-
-/** RssAnon and RssFile of a live process, MB. */
-function rssSplitMb(pid: number): { anon: number; file: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string): number =>
-    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { anon: kb('RssAnon') / 1024, file: kb('RssFile') / 1024 };
 }
 
 function runMicro(node: string, materialFile: string): Micro {

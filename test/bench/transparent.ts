@@ -29,7 +29,7 @@
 import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
 import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -143,6 +143,24 @@ async function startBackend(nginx: string, lab: Lab, p: NetnsPod): Promise<Child
 async function curlIn(p: NetnsPod, url: string): Promise<string> {
   const r = await p.run('curl', ['-sS', '--max-time', '5', '-H', `Host: ${HOST}`, url]);
   return (r.code === 0 ? r.stdout : `curl failed: ${r.stderr}`).trim();
+}
+
+/**
+ * The directories node writes profiles and reports to (`--cpu-prof-dir=…`, `--heap-prof-dir=…`,
+ * `--diagnostic-dir=…` in BENCH_PROXY_NODE_ARGS), made and opened to every user (sticky, as
+ * /tmp): the transparent proxies run as UID 2102 and otherwise lose their profiles silently at
+ * exit.
+ */
+function openProfileDirs(args: readonly string[], out: Out): void {
+  for (const arg of args) {
+    const m = /^--(?:cpu-prof-dir|heap-prof-dir|diagnostic-dir)=(.+)$/.exec(arg);
+    if (m === null) continue;
+    mkdirSync(m[1]!, { recursive: true });
+    chmodSync(m[1]!, 0o1777);
+    out(
+      `  ${m[1]} opened to UID ${PROXY_UID} (the transparent proxies write their profiles there)`,
+    );
+  }
 }
 
 /** A `meshid proxy` in pod `p`, as UID `uid`, ready (its admin /ready) before this resolves. */
@@ -527,6 +545,7 @@ export async function runTransparentBench(out: Out): Promise<void> {
   out(
     `Transparent path (HTTP/1.1 between network namespaces, ${availableParallelism()} cores): ${ROUNDS} rounds × (wrk ${SECONDS}s, ${CONNECTIONS} connections | open loop ${RATE} req/s × ${RATE_SECONDS}s) per path, after a ${WARMUP_SECONDS}s warm-up; load average ${loadBefore}`,
   );
+  openProfileDirs(PROXY_NODE_ARGS, out);
   const netns = await NetnsLab.create({ tag: 'bench' });
   let lab: Lab | undefined;
   try {

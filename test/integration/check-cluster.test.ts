@@ -728,6 +728,31 @@ describe('meshid check --kubeconfig (Kubernetes API test server, real CA and pro
     }
   });
 
+  it('a pod whose status.podIP is IPv6: its proxy admin is asked at [podIP]:port and counts as good', async () => {
+    // Its "pod IP" is ::1 (the other proxies hold the port on 127.77.0.x, so not [::]); a URL
+    // built without brackets (http://::1:port) would fail the probe and the count below.
+    const v6 = await startProxyProcess({
+      state,
+      ca: formatAddress(ca.address),
+      sa: 'books',
+      args: ['--admin', `[::1]:${adminPort}`],
+    });
+    api.create(pod('books-0'));
+    setRunning('books-0', '::1');
+    try {
+      const { code, report } = await check();
+      assert.deepEqual(notOk(report), []);
+      assert.equal(code, 0);
+      assert.equal(
+        byId(report, 'proxies-certificates').message,
+        `4 sampled of ${POD_COUNT + 1} proxies hold certificates that chain to the current anchors`,
+      );
+    } finally {
+      api.delete({ apiVersion: 'v1', kind: 'Pod', name: 'books-0', namespace: 'emojivoto' });
+      await v6.stop();
+    }
+  });
+
   it('the rotation annotation on the anchors ConfigMap is shown', async () => {
     const cm = api.get({
       apiVersion: 'v1',

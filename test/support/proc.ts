@@ -21,8 +21,11 @@ function statFields(pid: number): string[] | undefined {
   }
 }
 
-/** A `kB` field of /proc/<pid>/status in bytes (VmRSS, VmHWM), or undefined once the process is gone. */
-function statusBytes(pid: number, field: string): number | undefined {
+/**
+ * `kB` fields of /proc/<pid>/status in bytes (VmRSS, VmHWM, RssAnon, RssFile), or undefined once
+ * the process is gone; `pid` 'self' reads this process.
+ */
+function statusBytes(pid: number | 'self', field: string): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
@@ -51,6 +54,19 @@ export function rssBytes(pid: number): number | undefined {
 /** VmRSS of a process in MB, 0 if it is gone. */
 export function rssMb(pid: number): number {
   return (rssBytes(pid) ?? 0) / MB;
+}
+
+/**
+ * Resident memory of a process split as the kernel counts it, MB: `anon`, its private pages
+ * (RssAnon: the JavaScript heap, buffers, stacks), and `file`, its file-backed pages (RssFile:
+ * mostly the node binary and libraries, shared by every process running the same files, e.g.
+ * every proxy on a node). Zeros once the process is gone; 'self' reads this process.
+ */
+export function rssSplitMb(pid: number | 'self'): { anon: number; file: number } {
+  return {
+    anon: (statusBytes(pid, 'RssAnon') ?? 0) / MB,
+    file: (statusBytes(pid, 'RssFile') ?? 0) / MB,
+  };
 }
 
 /** User+system CPU seconds of a process, 0 if it is gone. */

@@ -608,6 +608,33 @@ describe('meshid install', () => {
       assert.equal(portNumber(container, 'admin'), ca.admin.port);
     });
 
+    it('bind every listener on all addresses of both families ([::]), and the kubelet probes name no host (the pod IP, of either family)', () => {
+      const r = render(['--cert-manager', '--webhooks', '--destination']);
+      const listeners: string[] = [];
+      for (const d of r.all('Deployment')) {
+        const spec = (d as unknown as { spec: { template: { spec: IPodSpec } } }).spec.template
+          .spec;
+        for (const c of spec.containers) {
+          for (const a of c.args ?? []) {
+            const m = /^--(listen|admin)=(.*)$/.exec(a);
+            if (m !== null) listeners.push(`${d.metadata.name} ${m[1]}=${m[2]}`);
+          }
+          for (const probe of [c.startupProbe, c.livenessProbe, c.readinessProbe]) {
+            if (probe === undefined) continue;
+            assert.equal(probe.httpGet?.host, undefined, `${d.metadata.name}: ${c.name}`);
+            assert.equal(probe.tcpSocket, undefined, `${d.metadata.name}: ${c.name}`);
+          }
+        }
+      }
+      assert.deepEqual(listeners.sort(), [
+        'linkerd-destination admin=[::]:9996',
+        'linkerd-destination listen=[::]:8086',
+        'linkerd-identity admin=[::]:9990',
+        'linkerd-identity listen=[::]:8080',
+        'meshid-webhooks listen=[::]:8443',
+      ]);
+    });
+
     it('take the namespace (and the pod name for Events) from the downward API', () => {
       const { container } = deploymentParts(render());
       assert.deepEqual(container.env, [

@@ -10,8 +10,8 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import type { Server as HttpServer } from 'node:http';
-import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { Socket, connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { InboundPolicy, InboundProxy, OutboundProxy } from '../../../proxy/index.js';
@@ -179,6 +179,58 @@ describe('the HTTP/2 carriage between proxies (outbound fast path → HTTP/2 →
       [VOTE, VOTE, VOTE],
     );
     assert.equal(appConnections(), 1);
+  });
+
+  it('writes each answer, head and body, to the app in one write (not the head alone first)', async () => {
+    const proxy = await pair(await echoApp());
+    const client = netConnect(proxy.port, proxy.host);
+    await once(client, 'connect');
+    // The writes the proxy's socket to this client hands to the kernel, counted where node's
+    // stream gives them to the socket (one per write or writev system call).
+    const writes: number[] = [];
+    const proto = Socket.prototype as unknown as Record<
+      '_write' | '_writev',
+      (this: Socket, ...args: unknown[]) => unknown
+    >;
+    const original = { _write: proto._write, _writev: proto._writev };
+    const mine = (socket: Socket): boolean => socket.remotePort === client.localPort;
+    proto._write = function (this: Socket, ...args: unknown[]) {
+      if (mine(this)) writes.push(1);
+      return original._write.apply(this, args);
+    };
+    proto._writev = function (this: Socket, ...args: unknown[]) {
+      if (mine(this)) writes.push((args[0] as unknown[]).length);
+      return original._writev.apply(this, args);
+    };
+    try {
+      const chunks: Buffer[] = [];
+      client.on('data', (b: Buffer) => chunks.push(b));
+      const answered = async (n: number): Promise<void> => {
+        while (
+          (
+            Buffer.concat(chunks)
+              .toString('latin1')
+              .match(/GET \/\w+ $/gm) ?? []
+          ).length < n
+        )
+          await once(client, 'data');
+      };
+      client.write(`GET /one HTTP/1.1\r\nhost: ${HOST}\r\n\r\n`);
+      await answered(1);
+      client.write(`GET /two HTTP/1.1\r\nhost: ${HOST}\r\nconnection: close\r\n\r\n`);
+      await once(client, 'close');
+      const rs = responses(Buffer.concat(chunks).toString('latin1'));
+      assert.deepEqual(
+        rs.map((r) => r.body),
+        ['GET /one ', 'GET /two '],
+      );
+      // One write per answer, each carrying the head and the body together.
+      assert.deepEqual(writes, [2, 2]);
+    } finally {
+      proto._write = original._write;
+      proto._writev = original._writev;
+      client.destroy();
+    }
   });
 
   it('re-frames an answer without a length as chunked, carries a 204 bodiless, and keeps the connection', async () => {

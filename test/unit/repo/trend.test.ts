@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { childPids, rssBytes } from '../../support/proc.js';
+import { childPids, rssBytes, rssSplitMb } from '../../support/proc.js';
 import { leastSquaresSlope } from '../../support/trend.js';
 
 describe('test/support/trend', () => {
@@ -39,10 +39,22 @@ describe('test/support/trend', () => {
         `a running node process has tens of MB (${rss})`,
       );
       assert.ok(childPids(process.pid).includes(child.pid!));
+      // Private pages (the heap) and the node binary's pages, each several MB, adding up to
+      // about the RSS read a moment before (RssShmem, the rest, is next to nothing here).
+      const split = rssSplitMb(child.pid!);
+      assert.ok(split.anon > 5 && split.file > 5, JSON.stringify(split));
+      const mb = rss / (1024 * 1024);
+      assert.ok(
+        Math.abs(split.anon + split.file - mb) < 0.25 * mb,
+        `${JSON.stringify(split)} vs ${mb}`,
+      );
+      const self = rssSplitMb('self');
+      assert.ok(self.anon > 5 && self.file > 5, JSON.stringify(self));
     } finally {
       child.kill('SIGKILL');
       await once(child, 'exit');
     }
     assert.equal(rssBytes(child.pid!), undefined);
+    assert.deepEqual(rssSplitMb(child.pid!), { anon: 0, file: 0 });
   });
 });
