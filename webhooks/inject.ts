@@ -16,11 +16,8 @@
 import {
   CONTROL_PLANE_NS_LABEL,
   INJECT_ANNOTATION,
-  SIDECAR_NODE_OPTIONS,
   TRANSPARENT_ANNOTATIONS,
   bundleFingerprint,
-  destinationIdentityName,
-  destinationServiceAddress,
   isDns1123Label,
 } from '../core/index.js';
 import type { IdentityNaming, Logger } from '../core/index.js';
@@ -28,11 +25,9 @@ import { pointerToken } from './admission.js';
 import {
   BadIdentitySourceAnnotation,
   IDENTITY_SOURCE_ANNOTATION,
-  POD_CERTIFICATE_MOUNT,
   POD_CERTIFICATE_VOLUME,
   certifyVolumes,
   identitySourceOf,
-  podCertificateEnv,
   podCertificateVolume,
 } from './identity-source.js';
 import {
@@ -45,6 +40,7 @@ import {
 } from './transparent.js';
 import type { TransparentSettings } from './transparent.js';
 import type { AdmissionHandler, AdmissionResult, JsonObject, PatchOperation } from './admission.js';
+import { PROXY_CONTAINER, PROXY_PORTS, proxyContainer } from './proxy-container.js';
 
 /** The annotations the injector reads and writes (the contract with `meshid check`). */
 const ANNOTATIONS = Object.freeze({
@@ -70,23 +66,8 @@ const ANNOTATIONS = Object.freeze({
   identitySource: IDENTITY_SOURCE_ANNOTATION,
 });
 
-/** The injected container's name; its presence is what "already injected" means. */
-export const PROXY_CONTAINER = 'meshid-proxy';
-
-/** The proxy's ports in the pod (DESIGN.md). */
-const PROXY_PORTS = Object.freeze({ inbound: 4143, outbound: 4140, admin: 4191 });
-
-/** Where the proxy finds its token and its anchors. */
-const PROXY_MOUNTS = Object.freeze({
-  token: '/var/run/secrets/meshid.io/serviceaccount',
-  anchors: '/var/run/meshid/trust-anchors',
-});
-
 const TOKEN_VOLUME = 'meshid-identity-token';
 const ANCHORS_VOLUME = 'meshid-trust-anchors';
-/** The proxy's user in explicit mode: the image's non-root user (distroless "nonroot"). */
-const PROXY_UID = 65532;
-
 /** Options of the injector; from the `meshid webhooks` configuration. */
 export interface InjectorOptions {
   readonly naming: IdentityNaming;
@@ -237,10 +218,24 @@ function commaList(value: string | undefined, name: string): string[] {
   return items;
 }
 
+/** An opted-in pod the injector works on: its parts, checked. */
+type PodParts = Exclude<ReturnType<typeof podToInject>, string>;
+
+/** Everything the later stages build from: the pod, the proxy's settings and ports, the inputs. */
+type Injection = PodParts &
+  ReturnType<typeof proxySettings> &
+  Exclude<ReturnType<typeof proxyPorts>, 'port-conflict'> & {
+    readonly context: InjectionContext;
+    readonly options: InjectorOptions;
+    /** The names of the volumes the injector adds, free in the pod. */
+    readonly names: ReturnType<typeof proxyVolumeNames>;
+  };
+
 /**
- * Decides whether to inject a pod and builds the JSON Patch. Pure: the same pod and context give
- * the same patch. Throws {@link PodNotInjectable} for an opted-in pod it cannot work with
- * (malformed spec, bad annotation values).
+ * Decides whether to inject a pod and builds the JSON Patch, in stages: the decision, the
+ * proxy's settings and ports, its volumes and container, then the patch. Pure: the same pod and
+ * context give the same patch. Throws {@link PodNotInjectable} for an opted-in pod it cannot work
+ * with (malformed spec, bad annotation values).
  *
  * @example
  * ```ts
@@ -253,12 +248,29 @@ export function planInjection(
   context: InjectionContext,
   options: InjectorOptions,
 ): InjectionPlan {
-  const annotations = annotationsOf(pod);
   const warnings: string[] = [];
+  const parts = podToInject(pod, context, options, warnings);
+  if (typeof parts === 'string') return { inject: false, reason: parts, warnings };
+  const settings = proxySettings(parts.annotations, context, options, warnings);
+  const ports = proxyPorts(parts, settings, warnings);
+  if (ports === 'port-conflict') return { inject: false, reason: ports, warnings };
+  const names = proxyVolumeNames(parts.volumes, settings.podCertificate);
+  const i: Injection = { ...parts, ...settings, ...ports, context, options, names };
+  const patch = [...volumesPatch(i), ...containersPatch(i), ...metadataPatch(pod['metadata'], i)];
+  return { inject: true, patch, warnings };
+}
+
+/** The decision: whether the pod opts in and can carry a proxy, and its parts when it does. */
+function podToInject(
+  pod: JsonObject,
+  context: InjectionContext,
+  options: InjectorOptions,
+  warnings: string[],
+) {
+  const annotations = annotationsOf(pod);
   const decided = optIn(annotations, context.namespaceAnnotations);
-  if (decided !== 'enabled') return { inject: false, reason: decided, warnings };
-  if (excludedNamespaces(options).has(context.namespace))
-    return { inject: false, reason: 'excluded-namespace', warnings };
+  if (decided !== 'enabled') return decided;
+  if (excludedNamespaces(options).has(context.namespace)) return 'excluded-namespace' as const;
 
   const spec = pod['spec'];
   if (!isObject(spec)) throw new PodNotInjectable('spec must be an object');
@@ -266,7 +278,7 @@ export function planInjection(
     warnings.push(
       `meshid: pod uses hostNetwork, so it is not injected (the proxy's ports would be the node's)`,
     );
-    return { inject: false, reason: 'host-network', warnings };
+    return 'host-network' as const;
   }
   const containers = list(spec['containers'], 'spec.containers');
   if (containers.length === 0) throw new PodNotInjectable('spec.containers must not be empty');
@@ -277,15 +289,23 @@ export function planInjection(
       throw new PodNotInjectable(`container #${i + 1} has no name`);
     return c['name'];
   });
-  if (names.includes(PROXY_CONTAINER))
-    return { inject: false, reason: 'already-injected', warnings };
+  if (names.includes(PROXY_CONTAINER)) return 'already-injected' as const;
 
   const sa = spec['serviceAccountName'] ?? spec['serviceAccount'] ?? 'default';
   if (typeof sa !== 'string' || !isDns1123Label(sa))
     throw new PodNotInjectable('spec.serviceAccountName must be a DNS-1123 label');
   if (!isDns1123Label(context.namespace))
     throw new PodNotInjectable('the namespace must be a DNS-1123 label');
+  return { annotations, spec, containers, initContainers, volumes, serviceAccount: sa };
+}
 
+/** What the pod's annotations (and its namespace's) ask of the proxy. */
+function proxySettings(
+  annotations: Readonly<Record<string, string>>,
+  context: InjectionContext,
+  options: InjectorOptions,
+  warnings: string[],
+) {
   const nativeAnnotation = annotations[ANNOTATIONS.nativeSidecar];
   const native =
     nativeAnnotation === undefined
@@ -311,30 +331,42 @@ export function planInjection(
     );
     destinations = [];
   }
+  return { native, transparent, podCertificate, routes, destinations };
+}
 
+/**
+ * The proxy's ports: inbound when there is an app port to forward to (always in transparent
+ * mode), outbound when there is somewhere to send to. None may be one the pod uses.
+ */
+function proxyPorts(
+  parts: PodParts,
+  settings: { transparent: TransparentSettings | undefined; destinations: string[] },
+  warnings: string[],
+) {
+  const transparent = settings.transparent;
   // The app's ports, from every container that runs beside the proxy (and sidecars in init).
   const running = [
-    ...containers.map((c, i) => ({ c, field: `spec.containers[${i}]` })),
-    ...initContainers
+    ...parts.containers.map((c, i) => ({ c, field: `spec.containers[${i}]` })),
+    ...parts.initContainers
       .map((c, i) => ({ c, field: `spec.initContainers[${i}]` }))
       .filter(({ c }) => c['restartPolicy'] === 'Always'),
   ];
   const appPorts = running.map(({ c, field }) => portsOf(c, field));
-  let appPort: number | undefined;
-  const declared = annotations[ANNOTATIONS.inboundPort];
-  if (declared !== undefined) {
-    if (!/^\d{1,5}$/.test(declared) || Number(declared) < 1 || Number(declared) > 65535)
-      throw new PodNotInjectable(`annotation ${ANNOTATIONS.inboundPort} must be a port 1-65535`);
-    appPort = Number(declared);
-  } else {
-    appPort = appPorts[0]?.find((p) => p.tcp)?.port;
-  }
+  const declared = parts.annotations[ANNOTATIONS.inboundPort];
+  if (
+    declared !== undefined &&
+    !(/^\d{1,5}$/.test(declared) && +declared >= 1 && +declared <= 65535)
+  )
+    throw new PodNotInjectable(`annotation ${ANNOTATIONS.inboundPort} must be a port 1-65535`);
+  const appPort = declared === undefined ? appPorts[0]?.find((p) => p.tcp)?.port : +declared;
   // In transparent mode the proxy listens on all three whatever the pod declares.
   const inbound = transparent !== undefined || appPort !== undefined;
   const proxyPorts: number[] = [
     PROXY_PORTS.admin,
     ...(inbound ? [PROXY_PORTS.inbound] : []),
-    ...(transparent !== undefined || destinations.length > 0 ? [PROXY_PORTS.outbound] : []),
+    ...(transparent !== undefined || settings.destinations.length > 0
+      ? [PROXY_PORTS.outbound]
+      : []),
   ];
   const clash = [
     ...appPorts.flat().map((p) => p.port),
@@ -344,143 +376,67 @@ export function planInjection(
     warnings.push(
       `meshid: not injected: the pod uses port ${clash[0]}, which the proxy needs (${proxyPorts.join(', ')})`,
     );
-    return { inject: false, reason: 'port-conflict', warnings };
+    return 'port-conflict' as const;
   }
   if (appPort === undefined && transparent === undefined)
     warnings.push(
       `meshid: no container port and no ${ANNOTATIONS.inboundPort} annotation: the proxy takes no inbound traffic`,
     );
+  return { inbound, appPort };
+}
 
+/** The injected volumes' names, each free among the pod's and the others. */
+function proxyVolumeNames(volumes: JsonObject[], podCertificate: boolean) {
   const volumeNames = new Set(volumes.map((v) => (typeof v['name'] === 'string' ? v['name'] : '')));
-  const tokenVolume = freeName(podCertificate ? POD_CERTIFICATE_VOLUME : TOKEN_VOLUME, volumeNames);
-  const anchorsVolume = freeName(ANCHORS_VOLUME, new Set([...volumeNames, tokenVolume]));
-  const lockVolume = freeName(
-    XTABLES_LOCK_VOLUME,
-    new Set([...volumeNames, tokenVolume, anchorsVolume]),
-  );
+  const token = freeName(podCertificate ? POD_CERTIFICATE_VOLUME : TOKEN_VOLUME, volumeNames);
+  const anchors = freeName(ANCHORS_VOLUME, new Set([...volumeNames, token]));
+  const lock = freeName(XTABLES_LOCK_VOLUME, new Set([...volumeNames, token, anchors]));
+  return { token, anchors, lock };
+}
 
-  const identity = `${sa}.${context.namespace}.serviceaccount.identity.${options.naming.controlPlaneNamespace}.${options.naming.trustDomain}`;
-  const naming = [
-    { name: 'MESHID_TRUST_DOMAIN', value: options.naming.trustDomain },
-    { name: 'MESHID_CONTROL_PLANE_NAMESPACE', value: options.naming.controlPlaneNamespace },
-  ];
-  // Certify: the CA, a token for it and the anchors ConfigMap; pod-certificate: the kubelet's files.
-  const identityEnv = podCertificate
-    ? [...naming, ...podCertificateEnv()]
-    : [
-        { name: 'MESHID_IDENTITY_ADDR', value: options.identityAddr },
-        { name: 'MESHID_IDENTITY_NAME', value: options.identityName },
-        ...naming,
-        {
-          name: 'MESHID_TRUST_ANCHORS',
-          value: `${PROXY_MOUNTS.anchors}/${options.trustAnchorsKey}`,
-        },
-        { name: 'MESHID_TOKEN_FILE', value: `${PROXY_MOUNTS.token}/token` },
-      ];
-  const env: { name: string; value: string }[] = [
-    { name: 'MESHID_LOCAL_IDENTITY', value: identity },
-    ...identityEnv,
-    { name: 'MESHID_ADMIN', value: `[::]:${PROXY_PORTS.admin}` },
-    ...(inbound ? [{ name: 'MESHID_INBOUND', value: `[::]:${PROXY_PORTS.inbound}` }] : []),
-    ...(appPort === undefined ? [] : [{ name: 'MESHID_APP', value: `127.0.0.1:${appPort}` }]),
-    ...(transparent === undefined
-      ? []
-      : [
-          { name: 'MESHID_TRANSPARENT', value: 'true' },
-          { name: 'MESHID_INBOUND_POLICY', value: transparent.inboundPolicy },
-          ...(transparent.portPolicies.length === 0
-            ? []
-            : [{ name: 'MESHID_INBOUND_PORT_POLICY', value: transparent.portPolicies.join(',') }]),
-          { name: 'MESHID_DESTINATION_ADDR', value: destinationServiceAddress(options.naming) },
-          { name: 'MESHID_DESTINATION_NAME', value: destinationIdentityName(options.naming) },
-        ]),
-    ...(destinations.length > 0
-      ? [
-          { name: 'MESHID_OUTBOUND', value: `127.0.0.1:${PROXY_PORTS.outbound}` },
-          { name: 'MESHID_DESTINATION', value: destinations.join(',') },
-        ]
-      : []),
-    ...(routes.length > 0 ? [{ name: 'MESHID_ROUTE', value: routes.join(',') }] : []),
-    // V8 reads the young-generation bound only at start (docs/benchmarks.md).
-    { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS.join(' ') },
-  ];
-  const probe = (path: string, extra: JsonObject): JsonObject => ({
-    httpGet: { path, port: PROXY_PORTS.admin, scheme: 'HTTP' },
-    timeoutSeconds: 2,
-    ...extra,
-  });
-  const proxy: JsonObject = {
-    name: PROXY_CONTAINER,
-    image: options.proxyImage,
-    imagePullPolicy: 'IfNotPresent',
-    args: ['proxy'],
-    env,
-    ports: [
-      ...(inbound
-        ? [{ name: 'meshid-inbound', containerPort: PROXY_PORTS.inbound, protocol: 'TCP' }]
-        : []),
-      { name: 'meshid-admin', containerPort: PROXY_PORTS.admin, protocol: 'TCP' },
-    ],
-    ...(native ? { restartPolicy: 'Always' } : {}),
-    // A native sidecar's startup probe holds the app's containers until the proxy has its
-    // certificate; as a plain container it only gates readiness.
-    ...(native
-      ? { startupProbe: probe('/ready', { periodSeconds: 1, failureThreshold: 120 }) }
-      : {}),
-    livenessProbe: probe('/live', { periodSeconds: 10, failureThreshold: 3 }),
-    readinessProbe: probe('/ready', { periodSeconds: 5, failureThreshold: 2 }),
-    resources: {
-      requests: { cpu: options.resources.cpuRequest, memory: options.resources.memoryRequest },
-      limits: { memory: options.resources.memoryLimit },
-    },
-    securityContext: {
-      runAsNonRoot: true,
-      // In transparent mode, the UID whose connections the nat rules leave alone.
-      runAsUser: transparent?.proxyUid ?? PROXY_UID,
-      runAsGroup: transparent?.proxyUid ?? PROXY_UID,
-      readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: false,
-      privileged: false,
-      capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
-    terminationMessagePolicy: 'FallbackToLogsOnError',
-    volumeMounts: podCertificate
-      ? [{ name: tokenVolume, mountPath: POD_CERTIFICATE_MOUNT, readOnly: true }]
-      : [
-          { name: tokenVolume, mountPath: PROXY_MOUNTS.token, readOnly: true },
-          { name: anchorsVolume, mountPath: PROXY_MOUNTS.anchors, readOnly: true },
-        ],
-  };
-  const identityVolumes: JsonObject[] = podCertificate
-    ? [podCertificateVolume(tokenVolume, options.podCertificateSigner)]
-    : certifyVolumes(tokenVolume, anchorsVolume, options);
-  const newVolumes: JsonObject[] = [
-    ...identityVolumes,
-    ...(transparent === undefined ? [] : [proxyInitVolume(lockVolume)]),
-  ];
+/** Adds `values` to the list at `path`: the whole list when the pod has none. */
+function addToList(
+  spec: JsonObject,
+  field: string,
+  values: JsonObject[],
+  at: (i: number) => string,
+) {
+  if (spec[field] === undefined || spec[field] === null)
+    return [{ op: 'add' as const, path: `/spec/${field}`, value: values }];
+  return values.map((value, i) => ({ op: 'add' as const, path: `/spec/${field}/${at(i)}`, value }));
+}
 
-  const patch: PatchOperation[] = [];
-  if (spec['volumes'] === undefined || spec['volumes'] === null)
-    patch.push({ op: 'add', path: '/spec/volumes', value: newVolumes });
-  else for (const v of newVolumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
-  // First among init containers: proxy-init, so that no container's traffic goes out before
-  // the rules exist; then a native sidecar proxy, so that the ones after it can use the mesh.
+/** The identity's volumes (a token and the anchors, or the pod certificate) and proxy-init's lock. */
+function volumesPatch({ names, options, ...i }: Injection): PatchOperation[] {
+  const identityVolumes: JsonObject[] = i.podCertificate
+    ? [podCertificateVolume(names.token, options.podCertificateSigner)]
+    : certifyVolumes(names.token, names.anchors, options);
+  const lock = i.transparent === undefined ? [] : [proxyInitVolume(names.lock)];
+  return addToList(i.spec, 'volumes', [...identityVolumes, ...lock], () => '-');
+}
+
+/**
+ * First among init containers: proxy-init, so that no container's traffic goes out before the
+ * rules exist; then a native sidecar proxy, so that the ones after it can use the mesh. A plain
+ * proxy goes last among the containers.
+ */
+function containersPatch(i: Injection): PatchOperation[] {
+  const { native, transparent } = i;
+  const proxy = proxyContainer(i);
   const inits = [
     ...(transparent === undefined
       ? []
-      : [proxyInitContainer(options.proxyImage, transparent, lockVolume)]),
+      : [proxyInitContainer(i.options.proxyImage, transparent, i.names.lock)]),
     ...(native ? [proxy] : []),
   ];
-  if (inits.length > 0) {
-    if (spec['initContainers'] === undefined || spec['initContainers'] === null)
-      patch.push({ op: 'add', path: '/spec/initContainers', value: inits });
-    else
-      inits.forEach((c, i) =>
-        patch.push({ op: 'add', path: `/spec/initContainers/${i}`, value: c }),
-      );
-  }
-  if (!native) patch.push({ op: 'add', path: '/spec/containers/-', value: proxy });
+  return [
+    ...(inits.length > 0 ? addToList(i.spec, 'initContainers', inits, String) : []),
+    ...(native ? [] : [{ op: 'add' as const, path: '/spec/containers/-', value: proxy }]),
+  ];
+}
+
+/** The annotations saying what was injected, and the label naming the control plane. */
+function metadataPatch(meta: unknown, { context, options }: Injection): PatchOperation[] {
   const written: Record<string, string> = {
     [ANNOTATIONS.proxyVersion]: options.proxyVersion,
     [ANNOTATIONS.proxyImage]: options.proxyImage,
@@ -492,21 +448,22 @@ export function planInjection(
   // The label lets `meshid trust sync` find a namespace whose pods opt in one by one: it needs a
   // copy of the anchors ConfigMap as much as one that opts in as a whole.
   const labels = { [CONTROL_PLANE_NS_LABEL]: options.naming.controlPlaneNamespace };
-  const meta = pod['metadata'];
   if (!isObject(meta))
-    patch.push({ op: 'add', path: '/metadata', value: { annotations: written, labels } });
-  else
-    for (const [field, values] of [
+    return [{ op: 'add', path: '/metadata', value: { annotations: written, labels } }];
+  return (
+    [
       ['annotations', written],
       ['labels', labels],
-    ] as const) {
-      if (!isObject(meta[field]))
-        patch.push({ op: 'add', path: `/metadata/${field}`, value: values });
-      else
-        for (const [k, v] of Object.entries(values))
-          patch.push({ op: 'add', path: `/metadata/${field}/${pointerToken(k)}`, value: v });
-    }
-  return { inject: true, patch, warnings };
+    ] as const
+  ).flatMap(([field, values]): PatchOperation[] =>
+    isObject(meta[field])
+      ? Object.entries(values).map(([k, v]) => ({
+          op: 'add',
+          path: `/metadata/${field}/${pointerToken(k)}`,
+          value: v,
+        }))
+      : [{ op: 'add', path: `/metadata/${field}`, value: values }],
+  );
 }
 
 function parseBool(value: string, name: string): boolean {

@@ -79,7 +79,8 @@ function nameOf(o: JsonObject | undefined): string | undefined {
 }
 
 /**
- * The `/validate` handler.
+ * The `/validate` handler: the anchors ConfigMap and the identity issuer's Certificate in the
+ * control-plane namespace are checked; everything else is allowed.
  *
  * @example
  * ```ts
@@ -94,143 +95,6 @@ export function createTrustGuard(
   options: TrustGuardOptions,
   deps: TrustGuardDeps,
 ): AdmissionHandler {
-  const bundleOf = (o: JsonObject | undefined): string | undefined => {
-    const data = o?.['data'];
-    if (!isObject(data)) return undefined;
-    const v = data[options.trustAnchorsKey];
-    return typeof v === 'string' ? v : undefined;
-  };
-
-  /**
-   * The issuer the CA signs with now, from the chain it serves: its own certificate (for
-   * caIdentityName) signed by the next one, the issuer. When the anchors in force are known (the
-   * ConfigMap before this edit), the chain must reach them, or it proves nothing.
-   */
-  const liveIssuer = async (inForce: string | undefined, now: number): Promise<LiveIssuer> => {
-    const where = `the CA at ${options.caAddress}`;
-    if (deps.caChainPem === undefined) return { unknown: 'no CA address configured' };
-    let served: ParsedCertificate[];
-    try {
-      served = parseCertificates(
-        (await deps.caChainPem()).join(''),
-        'ERR_ISSUER_INVALID',
-        `${where} serves a chain that`,
-      );
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      return { unknown: `cannot read the live issuer from ${where}: ${message.slice(0, 200)}` };
-    }
-    const [leaf, ...rest] = served;
-    if (leaf === undefined) return { unknown: `${where} presented no certificate` };
-    const names = (leaf.x509.subjectAltName ?? '').split(', ');
-    if (!names.includes(`DNS:${options.caIdentityName}`))
-      return {
-        unknown: `${where} serves a certificate for ${printable(leaf.x509.subjectAltName ?? leaf.subject, 120)}, not for ${options.caIdentityName}`,
-      };
-    const issuer = rest.find((c) => c.x509.ca && signedBy(leaf, c));
-    if (issuer === undefined)
-      return { unknown: `${where} serves its certificate without the issuer that signed it` };
-    const chain = [issuer, ...rest.filter((c) => c !== issuer)];
-    if (inForce !== undefined) {
-      let anchors: readonly Anchor[] | undefined;
-      try {
-        anchors = parseAnchors(inForce, { now }).anchors;
-      } catch {
-        // The bundle in force is already broken: nothing to verify against.
-      }
-      const reached = anchors === undefined ? undefined : reachAnchor(chain, anchors, now);
-      if (reached !== undefined && reached.anchor === undefined)
-        return {
-          unknown: `the chain ${where} serves does not reach the anchors in force (${reached.reason.slice(0, 200)})`,
-        };
-    }
-    return { chain };
-  };
-
-  const checkAnchors = async (
-    object: JsonObject,
-    oldObject: JsonObject | undefined,
-  ): Promise<AdmissionResult> => {
-    const where = `ConfigMap ${options.controlPlaneNamespace}/${options.trustAnchorsConfigMap}`;
-    const pem = bundleOf(object);
-    if (pem === undefined)
-      return deny(
-        `${where} must hold the trust-anchor bundle under the key "${options.trustAnchorsKey}"`,
-      );
-    const now = deps.clock.now();
-    let anchors: readonly Anchor[];
-    try {
-      anchors = parseAnchors(pem, { now }).anchors;
-    } catch (err) {
-      if (isMeshidError(err)) return deny(`${where}: ${err.message}`);
-      throw err;
-    }
-    if (pem === bundleOf(oldObject)) return { allowed: true };
-    const live = await liveIssuer(bundleOf(oldObject), now);
-    if (live.chain === undefined) {
-      deps.logger.warn(
-        { configMap: where, reason: live.unknown },
-        'allowed an anchors update without checking the live issuer',
-      );
-      return {
-        allowed: true,
-        warnings: [
-          `meshid trust guard: ${live.unknown}; the bundle is valid but no issuer was checked against it`,
-        ],
-      };
-    }
-    const chain = live.chain;
-    const found = reachAnchor(chain, anchors, now);
-    if (found.anchor !== undefined) return { allowed: true };
-    const issuer = chain[0]!;
-    let dropped = '';
-    const oldPem = bundleOf(oldObject);
-    if (oldPem !== undefined) {
-      try {
-        const before = reachAnchor(chain, parseAnchors(oldPem, { now }).anchors, now);
-        if (before.anchor !== undefined)
-          dropped = ` It removes "${printable(before.anchor.subject)}" (sha256 ${before.anchor.fingerprint.slice(0, 16)}…), the anchor the issuer chains to now.`;
-      } catch {
-        // The old bundle was already bad: nothing to name.
-      }
-    }
-    deps.logger.warn(
-      { issuer: issuer.subject, configMap: where },
-      'refused an anchors update that drops the current issuer’s anchor',
-    );
-    return deny(
-      `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer "${printable(issuer.subject)}" does not chain to any valid anchor of the new bundle: ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
-    );
-  };
-
-  const checkIssuerCertificate = (object: JsonObject): AdmissionResult => {
-    const spec = isObject(object['spec']) ? object['spec'] : {};
-    if (spec['secretName'] !== options.issuerSecret) return { allowed: true };
-    const problems: string[] = [];
-    if (spec['isCA'] !== true)
-      problems.push('spec.isCA must be true (the identity issuer signs workload certificates)');
-    const key = isObject(spec['privateKey']) ? spec['privateKey'] : {};
-    const algorithm = key['algorithm'];
-    if (algorithm === undefined)
-      problems.push(
-        'spec.privateKey.algorithm is not set, and cert-manager defaults it to RSA: set it to ECDSA (with size 256)',
-      );
-    else if (algorithm !== 'ECDSA')
-      problems.push(
-        `spec.privateKey.algorithm must be ECDSA, got ${JSON.stringify(printable(String(algorithm)))}`,
-      );
-    if (
-      key['size'] !== undefined &&
-      key['size'] !== 256 &&
-      (algorithm === 'ECDSA' || algorithm === undefined)
-    )
-      problems.push(`spec.privateKey.size must be 256 (P-256), got ${JSON.stringify(key['size'])}`);
-    if (problems.length === 0) return { allowed: true };
-    return deny(
-      `Certificate ${options.controlPlaneNamespace}/${nameOf(object) ?? '?'} issues the identity issuer (Secret ${options.issuerSecret}), which meshid uses only as an ECDSA P-256 CA: ${problems.join('; ')}`,
-    );
-  };
-
   return async (request): Promise<AdmissionResult> => {
     if (request.operation !== 'CREATE' && request.operation !== 'UPDATE') return { allowed: true };
     if (request.subResource !== undefined || request.object === undefined) return { allowed: true };
@@ -240,10 +104,158 @@ export function createTrustGuard(
     if (k.group === '' && k.kind === 'ConfigMap') {
       const name = request.name ?? nameOf(request.object);
       if (name !== options.trustAnchorsConfigMap) return { allowed: true };
-      return checkAnchors(request.object, request.oldObject);
+      return checkAnchors(options, deps, request.object, request.oldObject);
     }
     if (k.group === 'cert-manager.io' && k.kind === 'Certificate')
-      return checkIssuerCertificate(request.object);
+      return checkIssuerCertificate(options, request.object);
     return { allowed: true };
   };
+}
+
+/** The bundle a ConfigMap holds under the anchors key. */
+function bundleOf(options: TrustGuardOptions, o: JsonObject | undefined): string | undefined {
+  const data = o?.['data'];
+  if (!isObject(data)) return undefined;
+  const v = data[options.trustAnchorsKey];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * The issuer the CA signs with now, from the chain it serves: its own certificate (for
+ * caIdentityName) signed by the next one, the issuer. When the anchors in force are known (the
+ * ConfigMap before this edit), the chain must reach them, or it proves nothing.
+ */
+async function liveIssuer(
+  options: TrustGuardOptions,
+  deps: TrustGuardDeps,
+  inForce: string | undefined,
+  now: number,
+): Promise<LiveIssuer> {
+  const where = `the CA at ${options.caAddress}`;
+  if (deps.caChainPem === undefined) return { unknown: 'no CA address configured' };
+  let served: ParsedCertificate[];
+  try {
+    served = parseCertificates(
+      (await deps.caChainPem()).join(''),
+      'ERR_ISSUER_INVALID',
+      `${where} serves a chain that`,
+    );
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return { unknown: `cannot read the live issuer from ${where}: ${message.slice(0, 200)}` };
+  }
+  const [leaf, ...rest] = served;
+  if (leaf === undefined) return { unknown: `${where} presented no certificate` };
+  const names = (leaf.x509.subjectAltName ?? '').split(', ');
+  if (!names.includes(`DNS:${options.caIdentityName}`))
+    return {
+      unknown: `${where} serves a certificate for ${printable(leaf.x509.subjectAltName ?? leaf.subject, 120)}, not for ${options.caIdentityName}`,
+    };
+  const issuer = rest.find((c) => c.x509.ca && signedBy(leaf, c));
+  if (issuer === undefined)
+    return { unknown: `${where} serves its certificate without the issuer that signed it` };
+  const chain = [issuer, ...rest.filter((c) => c !== issuer)];
+  if (inForce !== undefined) {
+    const reached = reachAnchors(chain, inForce, now);
+    if (reached !== undefined && reached.anchor === undefined)
+      return {
+        unknown: `the chain ${where} serves does not reach the anchors in force (${reached.reason.slice(0, 200)})`,
+      };
+  }
+  return { chain };
+}
+
+/** Which anchor of a bundle the chain reaches; undefined when the bundle itself is broken. */
+function reachAnchors(chain: ParsedCertificate[], pem: string, now: number) {
+  let anchors: readonly Anchor[];
+  try {
+    anchors = parseAnchors(pem, { now }).anchors;
+  } catch {
+    // The bundle is already broken: nothing to verify against, nothing to name.
+    return undefined;
+  }
+  return reachAnchor(chain, anchors, now);
+}
+
+/** An anchors edit: a valid bundle that still holds the anchor the live issuer chains to. */
+async function checkAnchors(
+  options: TrustGuardOptions,
+  deps: TrustGuardDeps,
+  object: JsonObject,
+  oldObject: JsonObject | undefined,
+): Promise<AdmissionResult> {
+  const where = `ConfigMap ${options.controlPlaneNamespace}/${options.trustAnchorsConfigMap}`;
+  const pem = bundleOf(options, object);
+  if (pem === undefined)
+    return deny(
+      `${where} must hold the trust-anchor bundle under the key "${options.trustAnchorsKey}"`,
+    );
+  const now = deps.clock.now();
+  let anchors: readonly Anchor[];
+  try {
+    anchors = parseAnchors(pem, { now }).anchors;
+  } catch (err) {
+    if (isMeshidError(err)) return deny(`${where}: ${err.message}`);
+    throw err;
+  }
+  const oldPem = bundleOf(options, oldObject);
+  if (pem === oldPem) return { allowed: true };
+  const live = await liveIssuer(options, deps, oldPem, now);
+  if (live.chain === undefined) {
+    deps.logger.warn(
+      { configMap: where, reason: live.unknown },
+      'allowed an anchors update without checking the live issuer',
+    );
+    return {
+      allowed: true,
+      warnings: [
+        `meshid trust guard: ${live.unknown}; the bundle is valid but no issuer was checked against it`,
+      ],
+    };
+  }
+  const chain = live.chain;
+  const found = reachAnchor(chain, anchors, now);
+  if (found.anchor !== undefined) return { allowed: true };
+  const issuer = chain[0]!;
+  const before = oldPem === undefined ? undefined : reachAnchors(chain, oldPem, now)?.anchor;
+  const dropped =
+    before === undefined
+      ? ''
+      : ` It removes "${printable(before.subject)}" (sha256 ${before.fingerprint.slice(0, 16)}…), the anchor the issuer chains to now.`;
+  deps.logger.warn(
+    { issuer: issuer.subject, configMap: where },
+    'refused an anchors update that drops the current issuer’s anchor',
+  );
+  return deny(
+    `${where}: the new bundle drops the anchor the current issuer chains to, so every proxy would refuse the CA and its certificates.${dropped} The issuer "${printable(issuer.subject)}" does not chain to any valid anchor of the new bundle: ${found.reason}. Add the new anchor beside the old one first, rotate the issuer, then remove the old anchor (docs/rotation.md).`,
+  );
+}
+
+/** The identity issuer's Certificate: a CA with an ECDSA P-256 key, or the CA refuses it. */
+function checkIssuerCertificate(options: TrustGuardOptions, object: JsonObject): AdmissionResult {
+  const spec = isObject(object['spec']) ? object['spec'] : {};
+  if (spec['secretName'] !== options.issuerSecret) return { allowed: true };
+  const problems: string[] = [];
+  if (spec['isCA'] !== true)
+    problems.push('spec.isCA must be true (the identity issuer signs workload certificates)');
+  const key = isObject(spec['privateKey']) ? spec['privateKey'] : {};
+  const algorithm = key['algorithm'];
+  if (algorithm === undefined)
+    problems.push(
+      'spec.privateKey.algorithm is not set, and cert-manager defaults it to RSA: set it to ECDSA (with size 256)',
+    );
+  else if (algorithm !== 'ECDSA')
+    problems.push(
+      `spec.privateKey.algorithm must be ECDSA, got ${JSON.stringify(printable(String(algorithm)))}`,
+    );
+  if (
+    key['size'] !== undefined &&
+    key['size'] !== 256 &&
+    (algorithm === 'ECDSA' || algorithm === undefined)
+  )
+    problems.push(`spec.privateKey.size must be 256 (P-256), got ${JSON.stringify(key['size'])}`);
+  if (problems.length === 0) return { allowed: true };
+  return deny(
+    `Certificate ${options.controlPlaneNamespace}/${nameOf(object) ?? '?'} issues the identity issuer (Secret ${options.issuerSecret}), which meshid uses only as an ECDSA P-256 CA: ${problems.join('; ')}`,
+  );
 }

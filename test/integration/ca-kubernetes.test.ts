@@ -8,8 +8,7 @@
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CertifyClient, createCsr, systemClock } from '../../core/index.js';
@@ -29,7 +28,7 @@ import type { CaProcess } from '../support/ca-process.js';
 import { issuerSecret, putIssuerSecret } from '../support/issuer-secret.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
-import { CA_IDENTITY, DAY, HOUR, idOf } from '../support/state.js';
+import { CA_IDENTITY, DAY, HOUR, idOf, writeAnchorsFile } from '../support/state.js';
 
 const Status = { OK: 0, UNAUTHENTICATED_AS_PRECONDITION: 9, UNAVAILABLE: 14 } as const;
 const NS = 'linkerd';
@@ -94,13 +93,9 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
       );
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meshid-kube-'));
+    const anchors = await writeAnchorsFile('meshid-kube-');
+    ({ dir, root } = anchors);
     const now = systemClock.now();
-    root = await createRootCa({
-      commonName: 'root.linkerd.cluster.local',
-      notBefore: now - HOUR,
-      notAfter: now + 365 * DAY,
-    });
     issuer = await createIntermediateCa({
       issuer: root,
       commonName: 'identity.linkerd.cluster.local',
@@ -111,9 +106,7 @@ describe('meshid ca in the cluster (real process, Kubernetes API test server)', 
     api = await startKubeApiServer({ namespaces: ['emojivoto'], minTokenExpirationSeconds: 60 });
 
     // Everything `meshid install` renders, applied as kubectl would (the Namespace first).
-    const anchorsFile = join(dir, 'anchors.pem');
-    await writeFile(anchorsFile, root.certificatePem);
-    const yaml = renderInstall({ argv: ['--trust-anchors', anchorsFile], env: {}, now });
+    const yaml = renderInstall({ argv: ['--trust-anchors', anchors.file], env: {}, now });
     for (const doc of parseAllDocuments(yaml)) {
       const obj = doc.toJS() as KubeObject | null;
       if (obj !== null) api.create(obj);

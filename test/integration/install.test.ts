@@ -6,18 +6,16 @@
  * applied rules let it do.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuthorizationV1Api, KubernetesObjectApi } from '@kubernetes/client-node';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { systemClock } from '../../core/index.js';
-import { createRootCa } from '../../core/pki.js';
 import { runMeshid } from '../support/ca-process.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer } from '../support/kube-api-server/index.js';
-import { DAY, HOUR } from '../support/state.js';
+import { writeAnchorsFile } from '../support/state.js';
+import type { AnchorsFile } from '../support/state.js';
 
 const NS = 'meshid-system';
 const IMAGE = 'registry.example.com/meshid:v0.1.0';
@@ -47,23 +45,15 @@ describe('meshid install (real process)', function () {
   this.timeout(60_000);
   let dir: string;
   let anchorsPem: string;
+  let anchors: AnchorsFile;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meshid-install-'));
-    const now = systemClock.now();
-    anchorsPem = (
-      await createRootCa({
-        commonName: 'root.linkerd.cluster.local',
-        notBefore: now - HOUR,
-        notAfter: now + 365 * DAY,
-      })
-    ).certificatePem;
-    await writeFile(join(dir, 'anchors.pem'), anchorsPem);
+    anchors = await writeAnchorsFile('meshid-install-');
+    ({ dir } = anchors);
+    anchorsPem = anchors.root.certificatePem;
     await writeFile(join(dir, 'garbage.pem'), 'not a certificate\n');
   });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => anchors.remove());
 
   it('exits 0 and prints only YAML on stdout, and on stderr which image it rendered and to run check --pre', async () => {
     const r = await runMeshid(['install', '--image', IMAGE]);

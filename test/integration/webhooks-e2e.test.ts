@@ -15,8 +15,7 @@
  * address), no cert-manager (the test fills caBundle).
  */
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApiException, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
@@ -31,7 +30,7 @@ import { issuerSecret } from '../support/issuer-secret.js';
 import { serviceAccountKubeconfig } from '../support/kubeconfig.js';
 import { startKubeApiServer } from '../support/kube-api-server/index.js';
 import type { KubeApiServer, KubeObject } from '../support/kube-api-server/index.js';
-import { DAY, HOUR } from '../support/state.js';
+import { DAY, HOUR, writeAnchorsFile } from '../support/state.js';
 import { mountServingPair, opensslServingPair, startWebhooksProcess } from '../support/webhooks.js';
 import type { WebhooksProcess } from '../support/webhooks.js';
 import { emojivotoWeb } from '../unit/webhooks/fixtures/pods.js';
@@ -66,13 +65,9 @@ describe('webhooks end to end: admission through the API server, then identity f
   let core: CoreV1Api;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meshid-webhooks-e2e-'));
+    const anchors = await writeAnchorsFile('meshid-webhooks-e2e-');
+    ({ dir, root } = anchors);
     const now = systemClock.now();
-    root = await createRootCa({
-      commonName: 'root.linkerd.cluster.local',
-      notBefore: now - HOUR,
-      notAfter: now + 365 * DAY,
-    });
     otherRoot = await createRootCa({
       commonName: 'other-root.linkerd.cluster.local',
       notBefore: now - HOUR,
@@ -93,10 +88,8 @@ describe('webhooks end to end: admission through the API server, then identity f
 
     // The install as kubectl applies it, then what cert-manager would do: the issuer Secret,
     // the webhooks' serving Secret (mounted below as a folder) and caBundle on both configurations.
-    const anchorsFile = join(dir, 'anchors.pem');
-    await writeFile(anchorsFile, root.certificatePem);
     const yaml = renderInstall({
-      argv: ['--trust-anchors', anchorsFile, '--cert-manager', '--webhooks'],
+      argv: ['--trust-anchors', anchors.file, '--cert-manager', '--webhooks'],
       env: {},
       now,
     });
@@ -141,7 +134,7 @@ describe('webhooks end to end: admission through the API server, then identity f
       '--kubeconfig',
       await kubeconfigFor('meshid-webhooks'),
       '--trust-anchors',
-      anchorsFile,
+      join(dir, 'anchors.pem'),
       // No cluster DNS: the guard reads the live issuer chain from the CA process itself.
       '--ca-address',
       `127.0.0.1:${ca.address.port}`,

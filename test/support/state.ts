@@ -16,6 +16,29 @@ export const HOUR = 3_600_000;
 export const DAY = 24 * HOUR;
 export const TOKEN_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
+/** A new temporary folder holding `anchors.pem`: one fresh root, valid from an hour ago for a year. */
+export interface AnchorsFile {
+  readonly dir: string;
+  /** `<dir>/anchors.pem`, as `--trust-anchors` takes it. */
+  readonly file: string;
+  readonly root: Ca;
+  remove(): Promise<void>;
+}
+
+/** Makes an {@link AnchorsFile} in a folder named after `prefix`. */
+export async function writeAnchorsFile(prefix: string): Promise<AnchorsFile> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const now = systemClock.now();
+  const root = await createRootCa({
+    commonName: 'root.linkerd.cluster.local',
+    notBefore: now - HOUR,
+    notAfter: now + 365 * DAY,
+  });
+  const file = join(dir, 'anchors.pem');
+  await writeFile(file, root.certificatePem);
+  return { dir, file, root, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
 let generation = 0;
 
 /** Writes issuer material into `issuerDir` by a kubelet-style `..data` symlink swap. */

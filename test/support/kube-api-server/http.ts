@@ -1,17 +1,14 @@
 /**
- * The HTTP side: request parsing into the real API's request attributes (verb, group, resource,
- * subresource, namespace, name), authentication, authorization on every request, routing to
- * discovery, OIDC, storage verbs, watches and reviews, and the request log.
+ * The HTTP side: authentication and authorization of every request (routed by routing.ts),
+ * then discovery and OIDC (discovery.ts), the storage verbs, watches and reviews, and the
+ * request log.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parse as parseYaml } from 'yaml';
 import { ANONYMOUS, ANONYMOUS_PATHS, forbiddenMessage } from './auth.js';
 import type { ServerContext } from './context.js';
 import { faultStatus } from './faults.js';
 import { fieldValidationOf } from './field-validation.js';
 import type { FieldCheck } from './field-validation.js';
-import { withoutNulls } from './nulls.js';
-import { openApiV3 } from './openapi.js';
 import { STORAGE_VERBS, apiVersionOf } from './resources.js';
 import type { ResourceType } from './resources.js';
 import {
@@ -32,7 +29,11 @@ import {
   notFoundPath,
   unauthorized,
 } from './status.js';
-import type { JsonObject, KubeObject, RequestAttributes, UserInfo } from './types.js';
+import type { JsonObject, KubeObject, UserInfo } from './types.js';
+import { serveNonResource } from './discovery.js';
+import { route, truthy } from './routing.js';
+import type { ResourceRoute } from './routing.js';
+import { bearer, decodeBody, readBody, sendJson, warningHeaders } from './wire.js';
 import { serveWatch } from './watch.js';
 import {
   admitPodCertificateRequest,
@@ -76,202 +77,6 @@ function authorizeSigner(ctx: ServerContext, r: ResourceRoute, user: UserInfo): 
     );
 }
 
-/** The Kubernetes version the server claims to be. */
-export const SERVER_VERSION = {
-  major: '1',
-  minor: '31',
-  gitVersion: 'v1.31.0+meshid-test',
-  gitCommit: '0000000000000000000000000000000000000000',
-  gitTreeState: 'clean',
-  buildDate: '2024-08-13T00:00:00Z',
-  goVersion: 'go1.22.5',
-  compiler: 'gc',
-  platform: 'linux/amd64',
-};
-
-const MAX_BODY = 3 * 1024 * 1024;
-
-/** A parsed resource request. */
-interface ResourceRoute {
-  readonly type: ResourceType;
-  readonly namespace: string;
-  readonly name: string;
-  readonly subresource: string;
-  readonly verb: string;
-}
-
-type Route =
-  | { readonly kind: 'resource'; readonly route: ResourceRoute; readonly attrs: RequestAttributes }
-  | { readonly kind: 'nonResource'; readonly attrs: RequestAttributes };
-
-function sendJson(
-  res: ServerResponse,
-  code: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  const text = JSON.stringify(body);
-  res.writeHead(code, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(text),
-    ...headers,
-  });
-  res.end(text);
-}
-
-function sendText(res: ServerResponse, code: number, text: string): void {
-  res.writeHead(code, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
-function truthy(v: string | null): boolean {
-  return v === 'true' || v === '1';
-}
-
-function nonResource(verb: string, path: string): Route {
-  return {
-    kind: 'nonResource',
-    attrs: {
-      verb,
-      resourceRequest: false,
-      apiGroup: '',
-      resource: '',
-      subresource: '',
-      namespace: '',
-      name: '',
-      path,
-    },
-  };
-}
-
-/** The name a field selector requires exactly (`metadata.name=x` or `metadata.name==x`), or ''. */
-function selectedName(query: URLSearchParams): string {
-  const terms = (query.get('fieldSelector') ?? '').split(',').map((t) => t.trim());
-  for (const t of terms) {
-    const m = /^metadata\.name==?(.+)$/.exec(t);
-    if (m !== null) return m[1]!;
-  }
-  return '';
-}
-
-/** Maps method + path onto request attributes, as the real RequestInfoFactory does. */
-function route(ctx: ServerContext, method: string, path: string, query: URLSearchParams): Route {
-  const parts = path
-    .split('/')
-    .filter((p) => p !== '')
-    .map(decodeURIComponent);
-  const httpVerb = method.toLowerCase();
-  let group: string;
-  let version: string;
-  let rest: string[];
-  if (parts[0] === 'api' && parts.length >= 3) {
-    group = '';
-    version = parts[1]!;
-    rest = parts.slice(2);
-  } else if (parts[0] === 'apis' && parts.length >= 4) {
-    group = parts[1]!;
-    version = parts[2]!;
-    rest = parts.slice(3);
-  } else {
-    return nonResource(httpVerb === 'head' ? 'get' : httpVerb, path);
-  }
-  let legacyWatch = false;
-  if (rest[0] === 'watch') {
-    legacyWatch = true;
-    rest = rest.slice(1);
-  }
-  let namespace = '';
-  if (rest[0] === 'namespaces' && rest.length > 1) {
-    namespace = rest[1]!;
-    if (rest.length > 2 && !['status', 'finalize'].includes(rest[2]!)) rest = rest.slice(2);
-  }
-  const [plural, name = '', subresource = ''] = rest;
-  if (plural === undefined || rest.length > 3) throw notFoundPath();
-  const type = ctx.registry.byPlural(group, version, plural);
-  if (type === undefined) throw notFoundPath();
-  if (!type.namespaced && plural !== 'namespaces' && namespace !== '') throw notFoundPath();
-  let verb: string;
-  switch (method) {
-    case 'GET':
-    case 'HEAD':
-      verb = legacyWatch || truthy(query.get('watch')) ? 'watch' : name === '' ? 'list' : 'get';
-      break;
-    case 'POST':
-      verb = 'create';
-      break;
-    case 'PUT':
-      verb = 'update';
-      break;
-    case 'PATCH':
-      verb = 'patch';
-      break;
-    case 'DELETE':
-      verb = name === '' ? 'deletecollection' : 'delete';
-      break;
-    default:
-      throw methodNotAllowed();
-  }
-  const r: ResourceRoute = { type, namespace, name, subresource, verb };
-  return {
-    kind: 'resource',
-    route: r,
-    attrs: {
-      verb,
-      resourceRequest: true,
-      apiGroup: group,
-      resource: plural,
-      subresource,
-      namespace,
-      // As the real RequestInfoFactory does: a list or watch whose field selector pins
-      // metadata.name is authorized as a request for that name, so RBAC resourceNames apply.
-      name: name === '' && (verb === 'list' || verb === 'watch') ? selectedName(query) : name,
-      path,
-    },
-  };
-}
-
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > MAX_BODY)
-      throw new ApiError({
-        kind: 'Status',
-        apiVersion: 'v1',
-        metadata: {},
-        status: 'Failure',
-        message: 'Request entity too large: limit is 3145728',
-        reason: 'RequestEntityTooLarge',
-        code: 413,
-      });
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-function decodeBody(text: string, contentType: string | undefined): unknown {
-  if (text.trim() === '')
-    throw badRequest("couldn't get version/kind; json parse error: unexpected end of JSON input");
-  try {
-    if ((contentType ?? '').includes('yaml'))
-      return withoutNulls(parseYaml(text, { uniqueKeys: false }));
-    return withoutNulls(JSON.parse(text));
-  } catch (e) {
-    throw badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
-  }
-}
-
-function bearer(req: IncomingMessage): string | undefined {
-  const h = req.headers.authorization;
-  if (h === undefined) return undefined;
-  const m = /^Bearer\s+(.+)$/i.exec(h.trim());
-  return m === null ? '' : m[1]!.trim();
-}
-
 /** Built-in lists omit the items' apiVersion/kind on the wire; custom resource lists keep them. */
 function listBody(t: ResourceType, items: KubeObject[], metadata: JsonObject): JsonObject {
   return {
@@ -288,135 +93,6 @@ function listBody(t: ResourceType, items: KubeObject[], metadata: JsonObject): J
             return rest;
           }),
   };
-}
-
-function discoveryResources(
-  ctx: ServerContext,
-  group: string,
-  version: string,
-): JsonObject | undefined {
-  const types = ctx.registry.all().filter((t) => t.group === group && t.version === version);
-  if (types.length === 0) return undefined;
-  const resources: JsonObject[] = [];
-  for (const t of types) {
-    const main: JsonObject = {
-      name: t.plural,
-      singularName: t.singular ?? t.kind.toLowerCase(),
-      namespaced: t.namespaced,
-      kind: t.kind,
-      verbs: [...(t.verbs ?? STORAGE_VERBS)],
-    };
-    if (t.shortNames !== undefined && t.shortNames.length > 0)
-      main['shortNames'] = [...t.shortNames];
-    resources.push(main);
-    for (const sub of t.subresources ?? []) {
-      if (sub === 'status')
-        resources.push({
-          name: `${t.plural}/status`,
-          singularName: '',
-          namespaced: t.namespaced,
-          kind: t.kind,
-          verbs: ['get', 'patch', 'update'],
-        });
-      if (sub === 'token')
-        resources.push({
-          name: `${t.plural}/token`,
-          singularName: '',
-          namespaced: t.namespaced,
-          group: 'authentication.k8s.io',
-          version: 'v1',
-          kind: 'TokenRequest',
-          verbs: ['create'],
-        });
-    }
-  }
-  return {
-    kind: 'APIResourceList',
-    apiVersion: 'v1',
-    groupVersion: group === '' ? version : `${group}/${version}`,
-    resources,
-  };
-}
-
-function apiGroup(group: string, versions: string[]): JsonObject {
-  const vs = versions.map((v) => ({ groupVersion: `${group}/${v}`, version: v }));
-  return { name: group, versions: vs, preferredVersion: vs[0] };
-}
-
-async function serveNonResource(
-  ctx: ServerContext,
-  req: IncomingMessage,
-  res: ServerResponse,
-  path: string,
-): Promise<number> {
-  if (req.method !== 'GET' && req.method !== 'HEAD') throw methodNotAllowed();
-  if (
-    ['/healthz', '/livez', '/readyz'].includes(path) ||
-    /^\/(healthz|livez|readyz)\/.+/.test(path)
-  ) {
-    sendText(res, 200, 'ok');
-    return 200;
-  }
-  if (path === '/version') {
-    sendJson(res, 200, SERVER_VERSION);
-    return 200;
-  }
-  if (path === '/.well-known/openid-configuration') {
-    sendJson(res, 200, {
-      issuer: ctx.tokens.issuer,
-      jwks_uri: `${ctx.url()}/openid/v1/jwks`,
-      response_types_supported: ['id_token'],
-      subject_types_supported: ['public'],
-      id_token_signing_alg_values_supported: ['RS256'],
-    });
-    return 200;
-  }
-  if (path === '/openid/v1/jwks') {
-    sendJson(res, 200, await ctx.tokens.jwks(), { 'Content-Type': 'application/jwk-set+json' });
-    return 200;
-  }
-  if (path === '/api') {
-    const host = new URL(ctx.url()).host;
-    sendJson(res, 200, {
-      kind: 'APIVersions',
-      versions: ['v1'],
-      serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: host }],
-    });
-    return 200;
-  }
-  if (path === '/apis') {
-    const groups = ctx.registry
-      .groupVersions()
-      .filter((g) => g.group !== '')
-      .map((g) => apiGroup(g.group, g.versions));
-    sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups });
-    return 200;
-  }
-  const openapi = openApiV3(ctx.registry, path);
-  if (openapi !== undefined) {
-    sendJson(res, 200, openapi);
-    return 200;
-  }
-  const parts = path.split('/').filter((p) => p !== '');
-  if (parts[0] === 'api' && parts.length === 2) {
-    const list = discoveryResources(ctx, '', parts[1]!);
-    if (list === undefined) throw notFoundPath();
-    sendJson(res, 200, list);
-    return 200;
-  }
-  if (parts[0] === 'apis' && parts.length === 2) {
-    const g = ctx.registry.groupVersions().find((x) => x.group === parts[1]);
-    if (g === undefined) throw notFoundPath();
-    sendJson(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...apiGroup(g.group, g.versions) });
-    return 200;
-  }
-  if (parts[0] === 'apis' && parts.length === 3) {
-    const list = discoveryResources(ctx, parts[1]!, parts[2]!);
-    if (list === undefined) throw notFoundPath();
-    sendJson(res, 200, list);
-    return 200;
-  }
-  throw notFoundPath();
 }
 
 function selectorFor(r: ResourceRoute, query: URLSearchParams): Selector {
@@ -666,19 +342,6 @@ function fieldCheck(
     raw,
     contentType: (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase(),
     warnings: [],
-  };
-}
-
-/**
- * `Warning: 299 - "..."` headers, as kube-apiserver returns a webhook's warnings and field
- * validation's.
- */
-function warningHeaders(warnings: readonly string[]): Record<string, string> {
-  if (warnings.length === 0) return {};
-  return {
-    Warning: warnings
-      .map((w) => `299 - ${JSON.stringify(w.replace(/[^\x20-\x7e]/g, '?'))}`)
-      .join(', '),
   };
 }
 

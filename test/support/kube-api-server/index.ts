@@ -84,7 +84,7 @@ export type { Fault } from './faults.js';
 export type { BuiltinAdmission, ResourceType, NameRule } from './resources.js';
 export { BUILTIN_RESOURCES } from './resources.js';
 export type { PodCertificatesMode } from './pod-certificates.js';
-export { verifyProofOfPossession } from './pod-certificates.js';
+export { verifyProofOfPossession } from './pod-certificate-keys.js';
 export { CLUSTER_TRUST_BUNDLE_RESOURCE } from './cluster-trust-bundles.js';
 export { ApiError } from './status.js';
 export type { StatusBody } from './status.js';

@@ -22,12 +22,10 @@ import {
 } from './status.js';
 import type { StatusBody } from './status.js';
 import type { Store } from './store.js';
+import { isObject } from './types.js';
 import type { JsonObject, KubeObject } from './types.js';
-import {
-  isPodCertificateRequest,
-  validatePodCertificateRequest,
-  validatePodCertificateRequestStatus,
-} from './pod-certificates.js';
+import { isPodCertificateRequest, validatePodCertificateRequest } from './pod-certificates.js';
+import { validatePodCertificateRequestStatus } from './pod-certificate-status.js';
 import {
   checkMicroTimes,
   defaultAndValidatePod,
@@ -69,10 +67,6 @@ const GENERATE_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
 /** RFC 3339 with second precision, as metav1.Time is serialized. */
 export function timestamp(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
-}
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function withoutMetaAndStatus(o: KubeObject): JsonObject {

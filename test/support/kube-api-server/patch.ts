@@ -4,11 +4,8 @@
  * are not interpreted). The resources meshid writes do not depend on list merge keys.
  */
 import { ApiError, badRequest } from './status.js';
+import { isObject } from './types.js';
 import type { JsonObject } from './types.js';
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** RFC 7386: null deletes, objects merge recursively, anything else replaces. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

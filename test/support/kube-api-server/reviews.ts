@@ -5,11 +5,9 @@
 import type { ServerContext } from './context.js';
 import { timestamp } from './objects.js';
 import { badRequest, conflict, invalid, notFound } from './status.js';
+import { nonResourceAttributes } from './routing.js';
+import { isObject } from './types.js';
 import type { JsonObject, RequestAttributes, UserInfo } from './types.js';
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function checkTypeMeta(body: unknown, apiVersion: string, kind: string): JsonObject {
   if (!isObject(body))
@@ -172,16 +170,7 @@ function attributesOf(spec: JsonObject, forceNamespace?: string): RequestAttribu
     };
   }
   if (isObject(nra)) {
-    return {
-      verb: String(nra['verb'] ?? ''),
-      resourceRequest: false,
-      apiGroup: '',
-      resource: '',
-      subresource: '',
-      namespace: '',
-      name: '',
-      path: String(nra['path'] ?? ''),
-    };
+    return nonResourceAttributes(String(nra['verb'] ?? ''), String(nra['path'] ?? ''));
   }
   throw invalid({ group: 'authorization.k8s.io', kind: 'SubjectAccessReview' }, '', [
     {

@@ -3,6 +3,11 @@
 /** A JSON object as decoded from a request body. */
 export type JsonObject = Record<string, unknown>;
 
+/** True for a JSON object (not null, not an array). */
+export function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 /** The subset of ObjectMeta the server reads and writes. Everything else is kept as sent. */
 export interface ObjectMeta {
   name?: string;

@@ -5,14 +5,12 @@
  * --pod-certificates there is no Lease rule at all.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { renderInstall } from '../../../cli/install.js';
 import { INSTALL_NAMES } from '../../../cli/install/manifest.js';
 import { systemClock } from '../../../core/index.js';
-import { createRootCa } from '../../../core/pki.js';
+import { writeAnchorsFile } from '../../support/state.js';
+import type { AnchorsFile } from '../../support/state.js';
 
 interface Rule {
   apiGroups?: string[];
@@ -34,25 +32,16 @@ const touchesLeases = (r: Rule): boolean =>
 
 describe('meshid install --pod-certificates: the signer replicas’ Lease permissions', function () {
   this.timeout(60_000);
-  let dir: string;
-  let anchorsFile: string;
+  let anchors: AnchorsFile;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meshid-install-podcert-'));
-    anchorsFile = join(dir, 'anchors.pem');
-    const now = systemClock.now();
-    const root = await createRootCa({
-      commonName: 'root.linkerd.cluster.local',
-      notBefore: now - 3_600_000,
-      notAfter: now + 86_400_000,
-    });
-    await writeFile(anchorsFile, root.certificatePem);
+    anchors = await writeAnchorsFile('meshid-install-podcert-');
   });
-  after(() => rm(dir, { recursive: true, force: true }));
+  after(() => anchors.remove());
 
   const render = (...flags: string[]): Obj[] =>
     parseAllDocuments(
       renderInstall({
-        argv: ['--trust-anchors', anchorsFile, '--control-plane-namespace', 'mesh-ca', ...flags],
+        argv: ['--trust-anchors', anchors.file, '--control-plane-namespace', 'mesh-ca', ...flags],
         env: {},
         now: systemClock.now(),
       }),

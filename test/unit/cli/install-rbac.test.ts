@@ -7,15 +7,13 @@
  * issuer Secret holds the issuer's private key.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { renderInstall } from '../../../cli/install.js';
 import { INSTALL_NAMES } from '../../../cli/install/manifest.js';
 import { TRUST_SYNC_NAMES } from '../../../cli/install/trust-sync.js';
 import { COMMAND_SETTINGS, flagName, isMeshidError, systemClock } from '../../../core/index.js';
-import { createRootCa } from '../../../core/pki.js';
+import { writeAnchorsFile } from '../../support/state.js';
+import type { AnchorsFile } from '../../support/state.js';
 
 interface Rule {
   apiGroups?: string[];
@@ -69,20 +67,11 @@ describe('meshid install: no Secret permission outside the CA and the trust sync
   // 256 renders of the whole install: CPU-bound work, about 10 s alone, and past 60 s on a machine
   // loaded by another test run (seen in a load pair). Bounded, and generous for that reason.
   this.timeout(300_000);
-  let dir: string;
-  let anchorsFile: string;
+  let anchorsFile: AnchorsFile;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meshid-install-rbac-'));
-    anchorsFile = join(dir, 'anchors.pem');
-    const now = systemClock.now();
-    const root = await createRootCa({
-      commonName: 'root.linkerd.cluster.local',
-      notBefore: now - 3_600_000,
-      notAfter: now + 86_400_000,
-    });
-    await writeFile(anchorsFile, root.certificatePem);
+    anchorsFile = await writeAnchorsFile('meshid-install-rbac-');
   });
-  after(() => rm(dir, { recursive: true, force: true }));
+  after(() => anchorsFile.remove());
 
   const switches = Object.entries(COMMAND_SETTINGS.install)
     .filter(([, s]) => s.kind === 'boolean')
@@ -100,7 +89,7 @@ describe('meshid install: no Secret permission outside the CA and the trust sync
     for (let mask = 0; mask < 1 << switches.length; mask++) {
       const flags = switches.filter((_, i) => (mask & (1 << i)) !== 0);
       for (const validator of ['tokenreview', 'jwks'])
-        for (const anchors of [[], ['--trust-anchors', anchorsFile]]) {
+        for (const anchors of [[], ['--trust-anchors', anchorsFile.file]]) {
           const argv = [...flags, '--token-validator', validator, ...anchors];
           let yaml: string;
           try {

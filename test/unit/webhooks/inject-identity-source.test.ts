@@ -8,21 +8,11 @@ import { admissionResponse, parseAdmissionReview } from '../../../webhooks/admis
 import { identitySourceOf } from '../../../webhooks/identity-source.js';
 import type { InjectorOptions } from '../../../webhooks/inject.js';
 import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
-import { emojivotoWeb, podReview } from './fixtures/pods.js';
+import { INJECTOR_OPTIONS, emojivotoWeb, podReview } from './fixtures/pods.js';
 
 const OPTIONS: InjectorOptions = {
-  naming: { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' },
-  proxyImage: 'ghcr.io/meshid/meshid:v0.1.0',
-  proxyVersion: 'v0.1.0',
-  identityAddr: 'linkerd-identity.linkerd.svc:8080',
-  identityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
-  trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
-  trustAnchorsKey: 'ca-bundle.crt',
-  tokenExpirationSeconds: 86400,
+  ...INJECTOR_OPTIONS,
   podCertificateSigner: 'example.com/mesh-signer',
-  nativeSidecar: false,
-  excludeNamespaces: [],
-  resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },
 };
 const MOUNT = '/var/run/meshid/pod-certificate';
 

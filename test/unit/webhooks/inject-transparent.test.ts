@@ -1,25 +1,13 @@
 import { strict as assert } from 'node:assert';
 import { TRANSPARENT_ANNOTATIONS, loadConfig } from '../../../core/index.js';
 import { PROXY_INIT_CONTAINER } from '../../../webhooks/index.js';
-import { PROXY_CONTAINER, planInjection } from '../../../webhooks/inject.js';
+import { planInjection } from '../../../webhooks/inject.js';
+import { PROXY_CONTAINER } from '../../../webhooks/proxy-container.js';
 import type { InjectorOptions } from '../../../webhooks/inject.js';
 import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
-import { emojivotoWeb, shopFrontend } from './fixtures/pods.js';
+import { INJECTOR_OPTIONS, emojivotoWeb, shopFrontend } from './fixtures/pods.js';
 
-const OPTIONS: InjectorOptions = {
-  naming: { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' },
-  proxyImage: 'ghcr.io/meshid/meshid:v0.1.0',
-  proxyVersion: 'v0.1.0',
-  identityAddr: 'linkerd-identity.linkerd.svc:8080',
-  identityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
-  trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
-  trustAnchorsKey: 'ca-bundle.crt',
-  tokenExpirationSeconds: 86400,
-  podCertificateSigner: 'meshid.io/workload-identity',
-  nativeSidecar: false,
-  excludeNamespaces: [],
-  resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },
-};
+const OPTIONS: InjectorOptions = INJECTOR_OPTIONS;
 
 function annotated(pod: JsonObject, extra: Record<string, string>): JsonObject {
   const meta = pod['metadata'] as JsonObject;

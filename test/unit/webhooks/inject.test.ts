@@ -9,22 +9,15 @@ import { admissionResponse, parseAdmissionReview } from '../../../webhooks/admis
 import { planInjection } from '../../../webhooks/inject.js';
 import type { InjectorDeps, InjectorOptions } from '../../../webhooks/inject.js';
 import type { JsonObject, PatchOperation } from '../../../webhooks/admission.js';
-import { emojivotoWeb, ledgerNoAutomount, podReview, shopFrontend } from './fixtures/pods.js';
+import {
+  INJECTOR_OPTIONS,
+  emojivotoWeb,
+  ledgerNoAutomount,
+  podReview,
+  shopFrontend,
+} from './fixtures/pods.js';
 
-const OPTIONS: InjectorOptions = {
-  naming: { trustDomain: 'cluster.local', controlPlaneNamespace: 'linkerd' },
-  proxyImage: 'ghcr.io/meshid/meshid:v0.1.0',
-  proxyVersion: 'v0.1.0',
-  identityAddr: 'linkerd-identity.linkerd.svc:8080',
-  identityName: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
-  trustAnchorsConfigMap: 'linkerd-identity-trust-roots',
-  trustAnchorsKey: 'ca-bundle.crt',
-  tokenExpirationSeconds: 86400,
-  podCertificateSigner: 'meshid.io/workload-identity',
-  nativeSidecar: false,
-  excludeNamespaces: ['legacy'],
-  resources: { cpuRequest: '100m', memoryRequest: '96Mi', memoryLimit: '256Mi' },
-};
+const OPTIONS: InjectorOptions = { ...INJECTOR_OPTIONS, excludeNamespaces: ['legacy'] };
 const BUNDLE = '-----BEGIN CERTIFICATE-----\nMIIB…(only hashed here)\n-----END CERTIFICATE-----\n';
 
 /** Sends a review through the handler and the response encoding, as the API server would see it. */
