@@ -50,26 +50,6 @@ import { MAX_DETECT_BYTES, forwardOpaque } from './inbound-opaque.js';
 import { InboundHttp1ToH2, refuseHttp1Busy, startHttp1Relay } from './inbound-http1.js';
 import { AppSessions, InboundHttp2 } from './inbound-http2.js';
 
-export { InboundPolicy } from './policy.js';
-export type { InboundPolicyOptions, PolicyDecision } from './policy.js';
-export type { DetectedProtocol } from './detect.js';
-export { AppProtocolDetector, parseAppProtocols } from './app-protocol.js';
-export type { AppPorts, AppProtocol, ResolvedAppProtocol } from './app-protocol.js';
-export {
-  TRANSPORT_HEADER_ALPN,
-  TransportHeaderError,
-  decodeTransportHeaderMessage,
-  encodeTransportHeader,
-} from './l5d-transport.js';
-export type { TransportHeader } from './l5d-transport.js';
-export { PROXY_ERROR_HEADER } from './inbound-events.js';
-export type { HandshakeFailureReason, InboundEvent } from './inbound-events.js';
-export { DEFAULT_INBOUND_LIMITS } from './inbound-accept.js';
-export type { InboundLimits } from './inbound-accept.js';
-
-// Defined beside the HTTP/2 relay, which drops every copy a client sends.
-export { CLIENT_ID_HEADER } from './h2-relay.js';
-
 /** Settings of an {@link InboundProxy}. */
 export interface InboundOptions {
   /** Where to listen (the proxy's default is 127.0.0.1:4143 in config). Port 0 picks one. */

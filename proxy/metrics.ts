@@ -5,8 +5,8 @@
 import type { Metric } from 'prom-client';
 import type { Registry } from '../core/index.js';
 import { Counter, Gauge, formatAddress } from '../core/index.js';
-import type { InboundEvent } from './inbound.js';
-import type { OutboundEvent } from './outbound.js';
+import type { InboundEvent } from './inbound-events.js';
+import type { OutboundEvent } from './outbound-events.js';
 import type { TransparentInboundEvent } from './transparent/inbound.js';
 
 /** One label combination of a {@link LatencyHistogram}: plain counters, no lookups. */

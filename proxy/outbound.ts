@@ -48,19 +48,6 @@ import { acceptRouteConnection } from './outbound-tcp.js';
 import { TransparentOutbound } from './transparent/outbound.js';
 import type { TransparentOutboundOptions } from './transparent/outbound.js';
 
-// The route and destination vocabulary is part of the outbound surface.
-export {
-  StaticDestinationResolver,
-  normalizeAuthority,
-  parseDestination,
-  parseRoute,
-} from './routes.js';
-export type { Destination, DestinationResolver, Route } from './routes.js';
-export type { OutboundEvent, OutboundEventBase, OutboundFailureReason } from './outbound-events.js';
-export type { OutboundLimits } from './outbound-accept.js';
-export { PeerIdentityMismatchError } from './outbound-connect.js';
-export type { TransparentOutboundOptions } from './transparent/outbound.js';
-
 /** Options of {@link OutboundProxy}. */
 export interface OutboundOptions {
   /** One loopback listener per route. */

@@ -21,15 +21,14 @@ import WebSocket from 'ws';
 import { MeshidError } from '../../../core/index.js';
 import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
+import { InboundProxy } from '../../../proxy/inbound.js';
+import { AppProtocolDetector, parseAppProtocols } from '../../../proxy/app-protocol.js';
 import {
-  AppProtocolDetector,
-  InboundProxy,
   TRANSPORT_HEADER_ALPN,
   TransportHeaderError,
   decodeTransportHeaderMessage,
   encodeTransportHeader,
-  parseAppProtocols,
-} from '../../../proxy/inbound.js';
+} from '../../../proxy/l5d-transport.js';
 import type { InboundOptions } from '../../../proxy/inbound.js';
 import { InboundPolicy } from '../../../proxy/policy.js';
 import { MESH_H2_ALPN } from '../../../proxy/tls.js';

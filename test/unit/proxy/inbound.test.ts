@@ -23,7 +23,8 @@ import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { silentLogger } from '../../../core/logger.js';
 import type { Address } from '../../../core/index.js';
 import { InboundProxy } from '../../../proxy/inbound.js';
-import type { InboundEvent, InboundOptions } from '../../../proxy/inbound.js';
+import type { InboundOptions } from '../../../proxy/inbound.js';
+import type { InboundEvent } from '../../../proxy/inbound-events.js';
 import { InboundPolicy } from '../../../proxy/policy.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import {

@@ -22,7 +22,8 @@ import type { Address } from '../../../core/index.js';
 import { PROXY_TLS, verifiedPeerIdentity } from '../../../proxy/tls.js';
 import type { WorkloadCertificate } from '../../../proxy/index.js';
 import { OutboundProxy } from '../../../proxy/outbound.js';
-import type { OutboundEvent, OutboundOptions } from '../../../proxy/outbound.js';
+import type { OutboundOptions } from '../../../proxy/outbound.js';
+import type { OutboundEvent } from '../../../proxy/outbound-events.js';
 import type { Route } from '../../../proxy/routes.js';
 import {
   freePort,
