@@ -112,17 +112,7 @@ export class InboundHttp1ToH2 {
   #request(conn: Conn, req: IncomingMessage, res: Response): void {
     const started = performance.now();
     let status = 0;
-    res.once('close', () =>
-      this.#ctx.emit({
-        type: 'http-request',
-        peer: conn.peer,
-        protocol: 'http1',
-        method: req.method ?? 'GET',
-        status,
-        authorized: true,
-        durationMs: performance.now() - started,
-      }),
-    );
+    res.once('close', () => this.#emitRequest(conn, req, status, started));
     if (this.#ctx.closing()) res.setHeader('connection', 'close');
     http1ToH2(
       req,
@@ -160,16 +150,19 @@ export class InboundHttp1ToH2 {
       where: `the application at ${formatAddress(app)}`,
       errorHeader: PROXY_ERROR_HEADER,
       logger: this.#ctx.log,
-      onStatus: (status) =>
-        this.#ctx.emit({
-          type: 'http-request',
-          peer: conn.peer,
-          protocol: 'http1',
-          method: req.method ?? 'GET',
-          status,
-          authorized: true,
-          durationMs: performance.now() - started,
-        }),
+      onStatus: (status) => this.#emitRequest(conn, req, status, started),
+    });
+  }
+
+  #emitRequest(conn: Conn, req: IncomingMessage, status: number, started: number): void {
+    this.#ctx.emit({
+      type: 'http-request',
+      peer: conn.peer,
+      protocol: 'http1',
+      method: req.method ?? 'GET',
+      status,
+      authorized: true,
+      durationMs: performance.now() - started,
     });
   }
 

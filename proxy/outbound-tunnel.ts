@@ -8,7 +8,7 @@ import { ServerResponse as HttpServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { LogKey, formatAddress } from '../core/index.js';
-import type { DestinationResolver } from './routes.js';
+import type { Destination, DestinationResolver } from './routes.js';
 import { forwardUpgrade, upgradeRequestHead } from './upgrade.js';
 import type { OutboundContext } from './outbound-accept.js';
 import { splice } from './outbound-accept.js';
@@ -61,14 +61,8 @@ export async function upgrade(
     refuse,
   );
   if (dest === undefined) return;
-  let up: TLSSocket;
-  try {
-    up = ctx.connector.originate(listener, dest);
-  } catch (err) {
-    const reason = ctx.connector.failureOf(err as Error)?.reason ?? 'tls-failed';
-    refuse(statusOf(reason), reason, messageOf(err));
-    return;
-  }
+  const up = originate(ctx, listener, dest, refuse);
+  if (up === undefined) return;
   up.once('secureConnect', () =>
     ctx.connector.reportEstablished(listener, dest, up, () => ({
       sent: up.bytesWritten,
@@ -100,14 +94,8 @@ export async function tunnel(ctx: OutboundContext, r: RawRequest): Promise<void>
   const required = req.headers['l5d-require-id'];
   const dest = await destinationFor(ctx.emit, { required, authority, listener }, r.resolver, fail);
   if (dest === undefined) return;
-  let up: TLSSocket;
-  try {
-    up = ctx.connector.originate(listener, dest);
-  } catch (err) {
-    const reason = ctx.connector.failureOf(err as Error)?.reason ?? 'tls-failed';
-    fail(statusOf(reason), reason, messageOf(err));
-    return;
-  }
+  const up = originate(ctx, listener, dest, fail);
+  if (up === undefined) return;
   tracked.sockets.add(up);
   let established = false;
   app.once('close', () => {
@@ -132,4 +120,20 @@ export async function tunnel(ctx: OutboundContext, r: RawRequest): Promise<void>
     );
     splice(app, up);
   });
+}
+
+/** The mTLS connection to `dest`, or undefined when it cannot start (refused with the reason). */
+function originate(
+  ctx: OutboundContext,
+  listener: string,
+  dest: Destination,
+  refuse: Refuse,
+): TLSSocket | undefined {
+  try {
+    return ctx.connector.originate(listener, dest);
+  } catch (err) {
+    const reason = ctx.connector.failureOf(err as Error)?.reason ?? 'tls-failed';
+    refuse(statusOf(reason), reason, messageOf(err));
+    return undefined;
+  }
 }
