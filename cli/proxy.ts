@@ -185,6 +185,12 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
     }),
   };
   registerIdentityMetrics(deps);
+  // What every listener needs to speak mTLS as this workload.
+  const mesh = {
+    certificate: () => identity.current(),
+    anchorsPem: () => anchors.current().pem,
+    tls,
+  };
 
   let inbound: { close(graceMs: number): Promise<void> } | undefined;
   let inboundAddress: Address | undefined;
@@ -209,11 +215,9 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
         transparentListen,
         () =>
           startTransparentInbound(config, transparentListen, {
-            certificate: () => identity.current(),
-            anchorsPem: () => anchors.current().pem,
+            ...mesh,
             observe: (e) => traffic.inbound(e),
             observeTransparent: (e) => traffic.transparentInbound(e),
-            tls,
             logger,
           }),
       );
@@ -231,15 +235,13 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
           maxAppConnectionsPerPeer: config.inboundMaxAppConnectionsPerPeer,
           maxConnectionsPerPeer: config.inboundMaxConnectionsPerPeer,
         },
-        certificate: () => identity.current(),
-        anchorsPem: () => anchors.current().pem,
+        ...mesh,
         policy: new InboundPolicy({
           ...inboundPolicyLists(config),
           allowUnauthenticated: config.allowUnauthenticated,
         }),
         logger: logger.child({ component: 'inbound' }),
         observe: (e) => traffic.inbound(e),
-        tls,
       });
       inbound = listener;
       inboundAddress = await listenOrExplain('inbound listener', '--inbound', config.inbound, () =>
@@ -251,9 +253,7 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
       transparentListen === undefined
         ? undefined
         : transparentOutbound(config, transparentListen, {
-            certificate: () => identity.current(),
-            anchorsPem: () => anchors.current().pem,
-            tls,
+            ...mesh,
             registry,
             logger,
           });
@@ -270,11 +270,9 @@ export async function startProxy(config: ProxyConfig, logger: Logger): Promise<R
               },
             }),
         ...(transparent === undefined ? {} : { transparent: transparent.options }),
-        certificate: () => identity.current(),
-        anchorsPem: () => anchors.current().pem,
+        ...mesh,
         logger: logger.child({ component: 'outbound' }),
         observe: (e) => traffic.outbound(e),
-        tls,
       });
       const listener = outbound;
       outboundAddresses = await listenOrExplain(
