@@ -104,10 +104,28 @@ export interface FirstBytes {
  * caller unshifts it or writes it on, as its protocol needs). The first chunk usually decides,
  * so a client that speaks first waits for no extra round trip.
  */
-export function readFirstBytes(
+export async function readFirstBytes(
   socket: Socket,
   opts: { readonly timeoutMs: number; readonly maxBytes: number },
 ): Promise<FirstBytes> {
+  const read = await readUntil(
+    socket,
+    opts.timeoutMs,
+    (seen) => detectProtocol(seen).decided || seen.length >= opts.maxBytes,
+  );
+  return { ...read, detection: detectProtocol(read.bytes) };
+}
+
+/**
+ * Reads from `socket` until `enough` says what has arrived decides, the client ends, or
+ * `timeoutMs` passes; then pauses the socket and hands back what was read. The one reader of a
+ * connection's first bytes (protocol detection, the ClientHello peek, the outbound sniff).
+ */
+export function readUntil(
+  socket: Socket,
+  timeoutMs: number,
+  enough: (seen: Buffer) => boolean,
+): Promise<{ bytes: Buffer; ended: boolean; timedOut: boolean }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
@@ -119,22 +137,20 @@ export function readFirstBytes(
       // Paused synchronously, in the same tick as the deciding chunk, so that an EOF right
       // behind it cannot emit 'end' before the caller has put the bytes back.
       socket.pause();
-      const bytes = Buffer.concat(chunks, length);
-      resolve({ bytes, detection: detectProtocol(bytes), ended, timedOut });
+      resolve({ bytes: Buffer.concat(chunks, length), ended, timedOut });
     };
     const onData = (chunk: Buffer): void => {
       chunks.push(chunk);
       length += chunk.length;
-      const d = detectProtocol(Buffer.concat(chunks, length));
-      if (d.decided || length >= opts.maxBytes) finish(false, false);
+      if (enough(Buffer.concat(chunks, length))) finish(false, false);
     };
     const onEnd = (): void => finish(true, false);
-    const timer = setTimeout(() => finish(false, true), opts.timeoutMs);
+    const timer = setTimeout(() => finish(false, true), timeoutMs);
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('close', onEnd);
-    // A socket paused by an earlier look (transparent mode's ClientHello peek) does not flow
-    // again for a new 'data' listener alone.
+    // A socket paused by an earlier look (transparent mode's ClientHello peek, pauseOnConnect)
+    // does not flow again for a new 'data' listener alone.
     socket.resume();
   });
 }

@@ -3,7 +3,7 @@
  * prior-knowledge client from everything else. The bytes read are handed on, never lost.
  */
 import type { Socket } from 'node:net';
-import { HTTP2_PREFACE as H2_PREFACE } from './detect.js';
+import { HTTP2_PREFACE as H2_PREFACE, readUntil } from './detect.js';
 
 /** What an app sent before the proxy chose how to carry its connection. */
 export interface FirstBytes {
@@ -28,33 +28,8 @@ export function opensWithH2Preface(bytes: Buffer): boolean {
  * paused when this resolves.
  */
 export function sniffFirstBytes(app: Socket, timeoutMs: number): Promise<FirstBytes> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const done = (ended: boolean): void => {
-      clearTimeout(timer);
-      app.off('data', onData);
-      app.off('end', onEnd);
-      app.off('close', onEnd);
-      app.pause();
-      resolve({ bytes: Buffer.concat(chunks, length), ended });
-    };
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      length += chunk.length;
-      const seen = Buffer.concat(chunks, length);
-      const n = Math.min(seen.length, H2_PREFACE.length);
-      if (n === H2_PREFACE.length || !seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
-        done(false);
-      }
-    };
-    const onEnd = (): void => done(true);
-    const timer = setTimeout(() => done(false), timeoutMs);
-    app.on('data', onData);
-    app.once('end', onEnd);
-    app.once('close', onEnd);
-    // pauseOnConnect left the socket explicitly paused, so a 'data' listener alone does not
-    // start the flow.
-    app.resume();
+  return readUntil(app, timeoutMs, (seen) => {
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    return n === H2_PREFACE.length || !seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
   });
 }

@@ -18,6 +18,7 @@ import { connect as netConnect, createServer as createNetServer } from 'node:net
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Address, InboundPolicyName, Logger } from '../../core/index.js';
 import { LogKey, formatAddress, isMeshidError, listenOn } from '../../core/index.js';
+import { readUntil } from '../detect.js';
 import type { InboundPolicy } from '../policy.js';
 import type { InboundProxy } from '../inbound.js';
 import type { OriginalDestinationReader } from './original-dst.js';
@@ -65,29 +66,11 @@ const DEFAULT_PEEK_TIMEOUT_MS = 1000;
 
 /** Reads until the first TLS record is complete, or it is clearly not TLS, or time runs out. */
 function peekFirst(socket: Socket, timeoutMs: number): Promise<{ bytes: Buffer; ended: boolean }> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const finish = (ended: boolean): void => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('close', onEnd);
-      socket.pause();
-      resolve({ bytes: Buffer.concat(chunks, length), ended });
-    };
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      length += chunk.length;
-      const peek = peekClientHello(Buffer.concat(chunks, length));
-      if (peek.kind !== 'need-more' || length >= MAX_RECORD) finish(false);
-    };
-    const onEnd = (): void => finish(true);
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.once('close', onEnd);
-  });
+  return readUntil(
+    socket,
+    timeoutMs,
+    (seen) => peekClientHello(seen).kind !== 'need-more' || seen.length >= MAX_RECORD,
+  );
 }
 
 /**
