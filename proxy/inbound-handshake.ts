@@ -18,16 +18,13 @@ import {
   fipsPeerProblem,
   verifiedPeerIdentity,
 } from './tls.js';
+import type { MeshCredentials } from './tls.js';
 import { TRANSPORT_HEADER_ALPN } from './l5d-transport.js';
 import type { Conn, InboundContext } from './inbound-accept.js';
 import { peerKey, refuseConn } from './inbound-accept.js';
 
 /** What the TLS stage needs besides the shared context. */
-export interface HandshakeOptions {
-  /** The current workload certificate; undefined before the first. */
-  readonly certificate: () => WorkloadCertificate | undefined;
-  /** The current trust anchors, PEM. */
-  readonly anchorsPem: () => string;
+export interface HandshakeOptions extends MeshCredentials {
   readonly tls: MeshTlsSettings;
   readonly handshakeTimeoutMs: number;
   /** Receives each connection whose peer verified, with its TLS socket. */

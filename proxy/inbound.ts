@@ -22,10 +22,10 @@
 import { performance } from 'node:perf_hooks';
 import { createServer as createNetServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
-import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
+import type { Address, Logger } from '../core/index.js';
 import { DEFAULTS, LogKey, formatAddress, listenOn } from '../core/index.js';
-import type { WorkloadCertificate } from './identity/client.js';
 import { PROXY_TLS } from './tls.js';
+import type { MeshCredentials } from './tls.js';
 import { detectProtocol, readFirstBytes } from './detect.js';
 import type { DetectedProtocol, FirstBytes } from './detect.js';
 import { AppProtocolDetector } from './app-protocol.js';
@@ -51,15 +51,11 @@ import { InboundHttp1ToH2, refuseHttp1Busy, startHttp1Relay } from './inbound-ht
 import { AppSessions, InboundHttp2 } from './inbound-http2.js';
 
 /** Settings of an {@link InboundProxy}. */
-export interface InboundOptions {
+export interface InboundOptions extends MeshCredentials {
   /** Where to listen (the proxy's default is 127.0.0.1:4143 in config). Port 0 picks one. */
   readonly listen: Address;
   /** Where the application listens (plain TCP; HTTP/1.1 or h2c for HTTP). */
   readonly app: Address;
-  /** The current workload certificate (renewed by the identity client); undefined before the first. */
-  readonly certificate: () => WorkloadCertificate | undefined;
-  /** The current trust anchors, PEM (hot-reloaded by their owner). */
-  readonly anchorsPem: () => string;
   readonly policy: InboundPolicy;
   readonly logger: Logger;
   /** Receives an event per handshake, connection and HTTP request (for metrics). */
@@ -71,11 +67,6 @@ export interface InboundOptions {
   readonly detectTimeoutMs?: number;
   /** Bound on the TLS handshake, and on the wait for a first byte. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
-  /**
-   * TLS settings (core's meshTlsSettings); default {@link PROXY_TLS}. With FIPS_TLS, peers
-   * whose certificates are outside the FIPS policy are also refused.
-   */
-  readonly tls?: MeshTlsSettings;
   /**
    * The app's ports and what each speaks (`--app-protocol`); default: the `app` port, `detect`.
    * Linkerd's transport header may route only to these ports.

@@ -9,7 +9,7 @@
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions, PeerCertificate, TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { Logger, MeshTlsSettings } from '../core/index.js';
+import type { Logger } from '../core/index.js';
 import {
   FIPS_TLS,
   LogKey,
@@ -18,9 +18,9 @@ import {
   negotiatedAlgorithms,
   printable,
 } from '../core/index.js';
-import type { WorkloadCertificate } from './identity/client.js';
 import type { Destination } from './routes.js';
 import { ContextCache, fipsPeerProblem, identityOfCertificate } from './tls.js';
+import type { MeshCredentials } from './tls.js';
 import type { OutboundEvent, OutboundFailureReason } from './outbound-events.js';
 
 /** The error `checkServerIdentity` returns: it names both identities. */
@@ -83,12 +83,7 @@ const VERIFY_CODES = new Set([
 ]);
 
 /** What the connect stage needs from the proxy. */
-export interface ConnectorOptions {
-  /** The workload certificate in force now, or undefined before the first one. */
-  readonly certificate: () => WorkloadCertificate | undefined;
-  /** The trust anchors in force now (PEM bundle). */
-  readonly anchorsPem: () => string;
-  readonly tls?: MeshTlsSettings | undefined;
+export interface ConnectorOptions extends MeshCredentials {
   readonly connectTimeoutMs: number;
   readonly now: () => number;
   readonly emit: (e: OutboundEvent) => void;

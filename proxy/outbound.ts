@@ -25,7 +25,7 @@
  */
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import type { Address, Logger, MeshTlsSettings } from '../core/index.js';
+import type { Address, Logger } from '../core/index.js';
 import {
   LISTENER_LIMITS,
   LogKey,
@@ -34,7 +34,7 @@ import {
   limitConnections,
 } from '../core/index.js';
 import type { PeerBudget } from '../core/index.js';
-import type { WorkloadCertificate } from './identity/client.js';
+import type { MeshCredentials } from './tls.js';
 import type { DestinationResolver, Route } from './routes.js';
 import { isLoopback } from './routes.js';
 import type { OutboundContext, OutboundLimits } from './outbound-accept.js';
@@ -49,7 +49,7 @@ import { TransparentOutbound } from './transparent/outbound.js';
 import type { TransparentOutboundOptions } from './transparent/outbound.js';
 
 /** Options of {@link OutboundProxy}. */
-export interface OutboundOptions {
+export interface OutboundOptions extends MeshCredentials {
   /** One loopback listener per route. */
   readonly routes: readonly Route[];
   /** The HTTP/1.1 forward-proxy listener (4140), routing each request through `resolver`. */
@@ -59,10 +59,6 @@ export interface OutboundOptions {
    * where the app dialled, meshed when the resolver says so.
    */
   readonly transparent?: TransparentOutboundOptions;
-  /** The workload certificate in force now, or undefined before the first one. */
-  readonly certificate: () => WorkloadCertificate | undefined;
-  /** The trust anchors in force now (PEM bundle). */
-  readonly anchorsPem: () => string;
   readonly logger: Logger;
   readonly observe?: (e: OutboundEvent) => void;
   /** Bound on TCP connect plus TLS handshake; default 10 s. */
@@ -74,11 +70,6 @@ export interface OutboundOptions {
   readonly protocolDetectTimeoutMs?: number;
   /** Monotonic-enough milliseconds for durations; default `Date.now`. */
   readonly now?: () => number;
-  /**
-   * TLS settings (core's meshTlsSettings); default PROXY_TLS. With FIPS_TLS, peers whose
-   * certificates are outside the FIPS policy are also refused.
-   */
-  readonly tls?: MeshTlsSettings;
   /**
    * Carry the HTTP listener's requests to peers that are meshid proxies over one multiplexed
    * HTTP/2 connection per destination (ALPN {@link MESH_H2_ALPN}); default true. Peers that do

@@ -17,6 +17,19 @@ import type { WorkloadCertificate } from './identity/client.js';
  */
 export const PROXY_TLS: MeshTlsSettings = MESH_TLS;
 
+/** What a proxy listener or connector speaks mTLS with. */
+export interface MeshCredentials {
+  /** The workload certificate in force now (renewed by the identity client); undefined before the first. */
+  readonly certificate: () => WorkloadCertificate | undefined;
+  /** The trust anchors in force now, PEM (hot-reloaded by their owner). */
+  readonly anchorsPem: () => string;
+  /**
+   * TLS settings (core's meshTlsSettings); default {@link PROXY_TLS}. With FIPS_TLS, peers
+   * whose certificates are outside the FIPS policy are also refused.
+   */
+  readonly tls?: MeshTlsSettings | undefined;
+}
+
 /**
  * No TLS session resumption on mesh connections (core's {@link NO_RESUMPTION}, which the CA and
  * the destination service use too): every connection is a full handshake verified now. The cost
