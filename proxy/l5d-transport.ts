@@ -56,7 +56,8 @@ export function encodeTransportHeader(h: TransportHeader): Buffer {
   return Buffer.concat([PREFACE, length, message]);
 }
 
-function varint(n: number): Buffer {
+/** A protobuf base-128 varint (also the fuzzers' field encoder, test/support/fuzz.ts). */
+export function varint(n: number): Buffer {
   const out: number[] = [];
   let v = n;
   while (v > 0x7f) {

@@ -6,6 +6,7 @@
  * wire type, unknown, overlong varints, lengths past the end) and the gRPC frame (compressed
  * flag, wrong length prefix, several messages, truncation).
  */
+import { varint } from '../../proxy/l5d-transport.js';
 
 /** A seeded PRNG (mulberry32): the same seed gives the same cases, so a failure can be replayed. */
 export class Rng {
@@ -277,17 +278,6 @@ export function mutateCsr(csr: Buffer, rng: Rng, identity: string): Buffer {
 }
 
 /** Protobuf field helpers (Certify's request: 1 identity, 2 token, 3 CSR; all length-delimited). */
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  let v = n;
-  while (v > 0x7f) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
-
 function field(num: number, bytes: Buffer): Buffer {
   return Buffer.concat([varint(num * 8 + 2), varint(bytes.length), bytes]);
 }
