@@ -222,7 +222,7 @@ function commaList(value: string | undefined, name: string): string[] {
 type PodParts = Exclude<ReturnType<typeof podToInject>, string>;
 
 /** Everything the later stages build from: the pod, the proxy's settings and ports, the inputs. */
-export type Injection = PodParts &
+type Injection = PodParts &
   ReturnType<typeof proxySettings> &
   Exclude<ReturnType<typeof proxyPorts>, 'port-conflict'> & {
     readonly context: InjectionContext;

@@ -7,9 +7,10 @@ import {
   destinationIdentityName,
   destinationServiceAddress,
 } from '../core/index.js';
+import type { IdentityNaming } from '../core/index.js';
 import { POD_CERTIFICATE_MOUNT, podCertificateEnv } from './identity-source.js';
+import type { TransparentSettings } from './transparent.js';
 import type { JsonObject } from './admission.js';
-import type { Injection } from './inject.js';
 
 /** The injected container's name; its presence is what "already injected" means. */
 export const PROXY_CONTAINER = 'meshid-proxy';
@@ -26,8 +27,32 @@ const PROXY_MOUNTS = Object.freeze({
 /** The proxy's user in explicit mode: the image's non-root user (distroless "nonroot"). */
 const PROXY_UID = 65532;
 
+/** What the proxy container is built from; planInjection's stages decide it. */
+interface ProxySpec {
+  readonly serviceAccount: string;
+  readonly context: { readonly namespace: string };
+  readonly options: {
+    readonly naming: IdentityNaming;
+    readonly proxyImage: string;
+    readonly identityAddr: string;
+    readonly identityName: string;
+    readonly trustAnchorsKey: string;
+    readonly resources: { cpuRequest: string; memoryRequest: string; memoryLimit: string };
+  };
+  readonly podCertificate: boolean;
+  readonly native: boolean;
+  readonly transparent: TransparentSettings | undefined;
+  /** Whether it listens inbound, and the app port it forwards to. */
+  readonly inbound: boolean;
+  readonly appPort: number | undefined;
+  readonly destinations: readonly string[];
+  readonly routes: readonly string[];
+  /** The volumes' names in the pod. */
+  readonly names: { readonly token: string; readonly anchors: string };
+}
+
 /** The proxy's environment: its identity, where it gets it, and its listeners. */
-function proxyEnv(i: Injection): { name: string; value: string }[] {
+function proxyEnv(i: ProxySpec): { name: string; value: string }[] {
   const { transparent, destinations, routes, context, options } = i;
   const identity = `${i.serviceAccount}.${context.namespace}.serviceaccount.identity.${options.naming.controlPlaneNamespace}.${options.naming.trustDomain}`;
   const naming = [
@@ -77,7 +102,7 @@ function proxyEnv(i: Injection): { name: string; value: string }[] {
 }
 
 /** The proxy container (a native sidecar or a plain container). */
-export function proxyContainer(i: Injection): JsonObject {
+export function proxyContainer(i: ProxySpec): JsonObject {
   const { native, transparent, options, names } = i;
   const probe = (path: string, extra: JsonObject): JsonObject => ({
     httpGet: { path, port: PROXY_PORTS.admin, scheme: 'HTTP' },
