@@ -64,6 +64,11 @@ function counter<L extends string>(
   return new Counter({ name, help, labelNames, registers: [registry] });
 }
 
+/** A method counting one more under the label values it is given, in `labelNames` order. */
+function incrementer<L extends string>(metric: Counter<L>): (...values: string[]) => void {
+  return (...values) => metric.labels(...values).inc();
+}
+
 /** A gauge read when scraped; `min` is the aggregate across workers (the worst case). */
 function gauge(
   registry: Registry,
@@ -83,6 +88,16 @@ function gauge(
       else this.set(v);
     },
   });
+}
+
+/** Gauges of one load source, when there is one: name, help, the field each reads. */
+function loadGauges<K extends string>(
+  registry: Registry,
+  load: (() => Record<K, number>) | undefined,
+  defs: readonly [string, string, K][],
+): void {
+  if (load === undefined) return;
+  for (const [name, help, key] of defs) gauge(registry, name, help, () => load()[key]);
 }
 
 /** Certify calls: answered, refused by admission control, dropped; the admission load. */
@@ -115,21 +130,10 @@ function callMetrics(
     'Certify calls dropped unanswered or answered DEADLINE_EXCEEDED/CANCELLED because the caller had gone, by reason (deadline, gone) and stage (queue, start, token, sign); none of them was signed.',
     ['reason', 'stage'],
   );
-  const load = deps.admissionLoad;
-  if (load !== undefined) {
-    gauge(
-      registry,
-      'meshid_certify_in_flight',
-      'Certify calls admitted and being decided now.',
-      () => load().inFlight,
-    );
-    gauge(
-      registry,
-      'meshid_certify_queued',
-      'Certify calls waiting for admission now.',
-      () => load().queued,
-    );
-  }
+  loadGauges(registry, deps.admissionLoad, [
+    ['meshid_certify_in_flight', 'Certify calls admitted and being decided now.', 'inFlight'],
+    ['meshid_certify_queued', 'Certify calls waiting for admission now.', 'queued'],
+  ]);
   const byStatus = new Map<
     number,
     { count: ReturnType<typeof requests.labels>; latency: ReturnType<typeof latency.labels> }
@@ -155,12 +159,8 @@ function callMetrics(
       child.count.inc();
       child.latency.observe(durationSeconds);
     },
-    admissionRefused(why) {
-      admissionRefused.inc({ reason: why });
-    },
-    callDropped(why, stage) {
-      dropped.inc({ reason: why, stage });
-    },
+    admissionRefused: incrementer(admissionRefused),
+    callDropped: incrementer(dropped),
   };
 }
 
@@ -187,31 +187,24 @@ function handshakeMetrics(
     buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
-  const handshakes = deps.handshakeLoad;
-  if (handshakes !== undefined) {
-    gauge(
-      registry,
+  loadGauges(registry, deps.handshakeLoad, [
+    [
       'meshid_certify_handshakes_in_progress',
       'TLS handshakes of Certify connections in progress now.',
-      () => handshakes().handshaking,
-    );
-    gauge(
-      registry,
+      'handshaking',
+    ],
+    [
       'meshid_certify_connections_waiting',
       'Connections waiting for a TLS handshake slot now.',
-      () => handshakes().waiting,
-    );
-  }
+      'waiting',
+    ],
+  ]);
   return {
-    connectionRefused(why) {
-      connectionsRefused.inc({ reason: why });
-    },
+    connectionRefused: incrementer(connectionsRefused),
     handshakeWaited(seconds) {
       handshakeWait.observe(seconds);
     },
-    handshake({ group, cipher }) {
-      tlsHandshakes.inc({ group, cipher });
-    },
+    handshake: ({ group, cipher }) => tlsHandshakes.labels(group, cipher).inc(),
   };
 }
 
@@ -269,9 +262,7 @@ function issuerMetrics(
     aggregator: 'min',
   });
   return {
-    issuerUpdate(result) {
-      issuerUpdates.inc({ result });
-    },
+    issuerUpdate: incrementer(issuerUpdates),
     servingCertificate(notAfter) {
       serving.set(notAfter / 1000);
     },
@@ -293,11 +284,7 @@ function kubernetesMetrics(registry: Registry): Pick<CaMetrics, 'eventDropped' |
     ['outcome', 'reason'],
   );
   return {
-    eventDropped(why) {
-      eventsDropped.inc({ reason: why });
-    },
-    podCertificate(outcome, reason) {
-      podCertificates.inc({ outcome, reason });
-    },
+    eventDropped: incrementer(eventsDropped),
+    podCertificate: incrementer(podCertificates),
   };
 }
