@@ -39,8 +39,9 @@ function sources(): string[] {
 
 /**
  * Metric names the code registers: `name:` of prom-client constructors and any string literal
- * shaped like a Prometheus metric name with a unit or kind suffix (the CA's gauge helper and
- * the proxy's latency histogram take the name as their first argument).
+ * shaped like a Prometheus metric name with a unit or kind suffix (the proxy's latency histogram
+ * takes the name as its first argument), and the name argument of the CA's gauge and counter
+ * helpers.
  */
 function registeredMetrics(): Set<string> {
   const names = new Set<string>();
@@ -53,6 +54,9 @@ function registeredMetrics(): Set<string> {
     for (const m of text.matchAll(
       /'([a-z][a-z0-9_]*_(?:total|seconds|enabled|bytes|ratio|count|info))'/g,
     ))
+      names.add(m[1]!);
+    // The CA's `gauge(registry, name, …)` and `counter(registry, name, …)` helpers.
+    for (const m of text.matchAll(/\b(?:gauge|counter)\(\s*\w+,\s*'([a-z_:][a-z0-9_:]*)'/g))
       names.add(m[1]!);
   }
   return names;
