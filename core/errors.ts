@@ -35,260 +35,180 @@ interface ErrorCodeInfo {
   readonly description: string;
 }
 
+/** An entry's wire statuses, for a code a caller may retry and for one it may not. */
+const retry = (grpc: GrpcStatusName, http: number) => ({ grpc, http, retryable: true });
+const final = (grpc: GrpcStatusName, http: number) => ({ grpc, http, retryable: false });
+
 /**
  * The code table. Status beside code; see docs/errors.md for why each Certify refusal has the
  * status it has (Linkerd's mapping, with the documented deviations).
  */
 export const ERROR_CODES = {
   ERR_REQUEST_INVALID: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'a Certify field is empty, too large, or not well-formed',
   },
   ERR_IDENTITY_INVALID: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'the requested identity is not a workload identity name of this trust domain',
   },
   ERR_CSR_MALFORMED: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'the CSR is not a DER-encoded PKCS#10 certification request',
   },
   ERR_CSR_POLICY: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 400,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 400),
     description: 'the CSR breaks a rule: key type, SANs, subject or proof of possession',
   },
   ERR_TOKEN_MALFORMED: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'the token is not a well-formed JWT, or its subject is not a service account',
   },
   ERR_TOKEN_UNAUTHENTICATED: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 401,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 401),
     description: 'the token did not authenticate: signature, issuer, audience, expiry or binding',
   },
   ERR_TOKEN_VALIDATOR_UNAVAILABLE: {
-    grpc: 'UNAVAILABLE',
-    http: 503,
-    retryable: true,
+    ...retry('UNAVAILABLE', 503),
     description: 'the token could not be checked now (keys or API server unreachable)',
   },
   ERR_IDENTITY_MISMATCH: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 403,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 403),
     description: "the requested identity is not the token's identity",
   },
-  ERR_ISSUER_NOT_LOADED: {
-    grpc: 'UNAVAILABLE',
-    http: 503,
-    retryable: true,
-    description: 'no issuer is loaded',
-  },
+  ERR_ISSUER_NOT_LOADED: { ...retry('UNAVAILABLE', 503), description: 'no issuer is loaded' },
   ERR_ISSUER_NOT_VALID_NOW: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 503,
-    retryable: true,
+    ...retry('FAILED_PRECONDITION', 503),
     description: 'the loaded issuer or its chain is not valid at this time',
   },
-  ERR_SIGNING_FAILED: {
-    grpc: 'INTERNAL',
-    http: 500,
-    retryable: true,
-    description: 'the leaf could not be signed',
-  },
+  ERR_SIGNING_FAILED: { ...retry('INTERNAL', 500), description: 'the leaf could not be signed' },
   ERR_CERTIFY_RATE_LIMITED: {
-    grpc: 'RESOURCE_EXHAUSTED',
-    http: 429,
-    retryable: true,
+    ...retry('RESOURCE_EXHAUSTED', 429),
     description:
       'too many Certify calls from this source or for this identity; retry after the hint',
   },
   ERR_CERTIFY_OVERLOADED: {
-    grpc: 'RESOURCE_EXHAUSTED',
-    http: 429,
-    retryable: true,
+    ...retry('RESOURCE_EXHAUSTED', 429),
     description: 'the CA has as many Certify calls waiting as it admits; retry after the hint',
   },
   ERR_CERTIFY_DEADLINE_EXCEEDED: {
-    grpc: 'DEADLINE_EXCEEDED',
-    http: 504,
-    retryable: true,
+    ...retry('DEADLINE_EXCEEDED', 504),
     description:
       "the caller's deadline (grpc-timeout) passed before the CA got to the call; nothing was issued",
   },
   ERR_CERTIFY_CALLER_GONE: {
-    grpc: 'CANCELLED',
-    http: 499,
-    retryable: true,
+    ...retry('CANCELLED', 499),
     description:
       'the caller cancelled or its connection closed before the call was decided; nothing was issued',
   },
   ERR_ISSUER_INVALID: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description: 'issuer material was refused: not a CA, key mismatch, not chaining, or expired',
   },
   ERR_ANCHORS_INVALID: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       'a trust-anchor bundle was refused: unparseable, empty, a certificate that is not a root CA with a supported key, or no anchor valid now (docs/rotation.md)',
   },
   ERR_POD_CERTIFICATE_INVALID: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       "a proxy's pod certificate credential bundle was refused: not one key then a chain, not this workload's identity, not for the key, not valid now, or not chaining to the anchors (docs/pod-certificates.md)",
   },
   ERR_ROTATION_STATE: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description: 'the persisted trust-anchor rotation state is unreadable or invalid',
   },
   ERR_ROTATION_REFUSED: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 409,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 409),
     description:
       'a rotation step or bundle update was refused: it would leave the issuer unanchored, or the phase does not allow it',
   },
   ERR_ROTATION_CONFLICT: {
-    grpc: 'ABORTED',
-    http: 409,
-    retryable: true,
+    ...retry('ABORTED', 409),
     description:
       'another controller changed the anchors or rotation state first (resourceVersion conflict)',
   },
   ERR_TRUST_API: {
-    grpc: 'UNAVAILABLE',
-    http: 503,
-    retryable: true,
+    ...retry('UNAVAILABLE', 503),
     description: 'a Kubernetes API call of the trust-bundle controllers failed',
   },
   ERR_CONFIG_INVALID: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'the configuration is invalid (every bad field is named)',
   },
   ERR_LOCAL_STATE: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       'the local state folder is missing material, would be overwritten, or others could change it (writable by group or others, a link inside, a key readable by others)',
   },
   ERR_WEBHOOK_REVIEW_INVALID: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description: 'a webhook request is not an admission.k8s.io/v1 AdmissionReview with a request',
   },
   ERR_JSON_TOO_DEEP: {
-    grpc: 'INVALID_ARGUMENT',
-    http: 400,
-    retryable: false,
+    ...final('INVALID_ARGUMENT', 400),
     description:
       'a JSON document from a peer nests deeper than the bound (64 levels); refused before parsing',
   },
   ERR_WEBHOOK_REVIEW_TOO_LARGE: {
-    grpc: 'RESOURCE_EXHAUSTED',
-    http: 413,
-    retryable: false,
+    ...final('RESOURCE_EXHAUSTED', 413),
     description: 'a webhook request body is larger than the bound',
   },
   ERR_WEBHOOK_TLS_INVALID: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: true,
+    ...retry('FAILED_PRECONDITION', 500),
     description:
       "the webhooks' serving certificate or key is missing, unparseable or not a pair (the last good pair stays in use)",
   },
   ERR_LISTEN_FAILED: {
-    grpc: 'UNAVAILABLE',
-    http: 500,
-    retryable: false,
+    ...final('UNAVAILABLE', 500),
     description:
       'a listener could not bind its address (taken, not local, or not allowed); the message names the address and the flag',
   },
   ERR_INSPECT_TARGET: {
-    grpc: 'NOT_FOUND',
-    http: 404,
-    retryable: false,
+    ...final('NOT_FOUND', 404),
     description:
       'meshid identity: the certificate to inspect cannot be read (file, Secret or proxy) or is not one',
   },
   ERR_FIPS_UNAVAILABLE: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description: 'FIPS mode was requested but Node.js cannot run its crypto on a FIPS provider',
   },
   ERR_TLS_GROUPS_UNAVAILABLE: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       'tlsGroups is hybrid-required but X25519MLKEM768 cannot be negotiated here (FIPS mode, or an OpenSSL without ML-KEM)',
   },
   ERR_FIPS_CSR_REFUSED: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 400,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 400),
     description: 'FIPS mode refused the CSR: its key or signature is outside the FIPS policy',
   },
   ERR_FIPS_MATERIAL_REFUSED: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       'FIPS mode refused a trust anchor, issuer or webhooks serving certificate outside the FIPS policy',
   },
   ERR_FIPS_PEER_REFUSED: {
-    grpc: 'PERMISSION_DENIED',
-    http: 403,
-    retryable: false,
+    ...final('PERMISSION_DENIED', 403),
     description:
       "FIPS mode refused a TLS peer: its certificate's key or signature is outside the FIPS policy",
   },
   ERR_TRANSPARENT_UNAVAILABLE: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       "the proxy's transparent mode cannot run here: the original-dst addon is not built or does not load, or this is not Linux",
   },
   ERR_ORIGINAL_DST: {
-    grpc: 'INTERNAL',
-    http: 500,
-    retryable: false,
+    ...final('INTERNAL', 500),
     description: 'the original destination of a redirected connection could not be read',
   },
   ERR_PROXY_INIT: {
-    grpc: 'FAILED_PRECONDITION',
-    http: 500,
-    retryable: false,
+    ...final('FAILED_PRECONDITION', 500),
     description:
       'meshid proxy-init could not write the nat rules: a capability (NET_ADMIN, NET_RAW) or the iptables binary is missing, or iptables failed',
   },
   ERR_INTERNAL: {
-    grpc: 'INTERNAL',
-    http: 500,
-    retryable: false,
+    ...final('INTERNAL', 500),
     description: 'an unexpected failure; details are in the log, not in the response',
   },
 } as const satisfies Record<string, ErrorCodeInfo>;

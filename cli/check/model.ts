@@ -22,138 +22,76 @@ const cluster: readonly CheckMode[] = ['cluster'];
 const pre: readonly CheckMode[] = ['pre'];
 const local: readonly CheckMode[] = ['local'];
 
+/** Every check by group, groups and checks in the order they are printed: id, title, modes. */
+const CATALOG = {
+  'Before install': [
+    ['pre-api', 'the API server answers', pre],
+    ['pre-rbac', 'these credentials may create what the install holds', pre],
+    ['pre-cert-manager', "cert-manager's API is served", pre],
+    ['pre-existing', 'what already runs in the namespace (Linkerd, meshid)', pre],
+  ],
+  'State folder': [
+    ['state-dir', 'the state folder exists and only this user can change it', local],
+    [
+      'token-signing',
+      'the token-signing key parses, is private, and is in the JWKS the CA uses',
+      local,
+    ],
+  ],
+  'Trust anchors': [
+    ['anchors-valid', 'trust anchors parse and are CA certificates', both],
+    ['anchors-expiry', 'trust anchors are within their validity', both],
+  ],
+  Issuer: [
+    ['issuer-valid', 'issuer certificate and key parse', both],
+    ['issuer-is-ca', 'issuer is a CA', both],
+    ['issuer-key', 'issuer key matches its certificate', both],
+    ['issuer-chain', 'issuer chains to the trust anchors', both],
+    ['issuer-expiry', 'issuer is within its validity', both],
+  ],
+  'cert-manager': [
+    ['cert-manager-ready', 'issuer Certificate is Ready', cluster],
+    ['cert-manager-renewal', 'issuer Certificate renews before it expires', cluster],
+  ],
+  'Identity CA': [
+    ['ca-reachable', 'the CA is reachable', both],
+    ['ca-certificate', 'the CA serves a certificate for its name', both],
+    ['ca-ready', 'the CA answers /ready', both],
+    ['ca-rbac', "the CA's RBAC allows what it needs", cluster],
+  ],
+  Webhooks: [
+    ['webhook-injector', 'proxy injector webhook', cluster],
+    ['webhook-trust-guard', 'trust guard webhook', cluster],
+  ],
+  'Data plane': [
+    ['proxies-trust-root', 'injected pods carry the current trust bundle', cluster],
+    ['anchors-namespaces', 'namespaces of injected pods hold the anchors ConfigMap', cluster],
+    [
+      'proxies-transparent',
+      "injected pods' traffic goes through their proxies (transparent mode)",
+      cluster,
+    ],
+    ['destination-ready', 'the destination service is ready for transparent proxies', cluster],
+    ['cluster-trust-bundles', "meshid's ClusterTrustBundles hold the current anchors", cluster],
+    ['proxies-certificates', "proxies' certificates chain to the current anchors", both],
+    ['proxies-key-exchange', "proxies' connections use the post-quantum hybrid key exchange", both],
+    [
+      'pod-certificates',
+      "PodCertificateRequests of meshid's signer are answered and refreshed",
+      cluster,
+    ],
+  ],
+  Rotation: [['rotation-state', 'trust-anchor rotation', both]],
+  FIPS: [['fips-status', 'FIPS status', both]],
+} as const satisfies Record<string, readonly (readonly [string, string, readonly CheckMode[]])[]>;
+
 /** Every check, in the order they are printed. */
-export const CHECKS = [
-  { id: 'pre-api', group: 'Before install', title: 'the API server answers', modes: pre },
-  {
-    id: 'pre-rbac',
-    group: 'Before install',
-    title: 'these credentials may create what the install holds',
-    modes: pre,
-  },
-  {
-    id: 'pre-cert-manager',
-    group: 'Before install',
-    title: "cert-manager's API is served",
-    modes: pre,
-  },
-  {
-    id: 'pre-existing',
-    group: 'Before install',
-    title: 'what already runs in the namespace (Linkerd, meshid)',
-    modes: pre,
-  },
-  {
-    id: 'state-dir',
-    group: 'State folder',
-    title: 'the state folder exists and only this user can change it',
-    modes: local,
-  },
-  {
-    id: 'token-signing',
-    group: 'State folder',
-    title: 'the token-signing key parses, is private, and is in the JWKS the CA uses',
-    modes: local,
-  },
-  {
-    id: 'anchors-valid',
-    group: 'Trust anchors',
-    title: 'trust anchors parse and are CA certificates',
-    modes: both,
-  },
-  {
-    id: 'anchors-expiry',
-    group: 'Trust anchors',
-    title: 'trust anchors are within their validity',
-    modes: both,
-  },
-  { id: 'issuer-valid', group: 'Issuer', title: 'issuer certificate and key parse', modes: both },
-  { id: 'issuer-is-ca', group: 'Issuer', title: 'issuer is a CA', modes: both },
-  { id: 'issuer-key', group: 'Issuer', title: 'issuer key matches its certificate', modes: both },
-  { id: 'issuer-chain', group: 'Issuer', title: 'issuer chains to the trust anchors', modes: both },
-  { id: 'issuer-expiry', group: 'Issuer', title: 'issuer is within its validity', modes: both },
-  {
-    id: 'cert-manager-ready',
-    group: 'cert-manager',
-    title: 'issuer Certificate is Ready',
-    modes: cluster,
-  },
-  {
-    id: 'cert-manager-renewal',
-    group: 'cert-manager',
-    title: 'issuer Certificate renews before it expires',
-    modes: cluster,
-  },
-  { id: 'ca-reachable', group: 'Identity CA', title: 'the CA is reachable', modes: both },
-  {
-    id: 'ca-certificate',
-    group: 'Identity CA',
-    title: 'the CA serves a certificate for its name',
-    modes: both,
-  },
-  { id: 'ca-ready', group: 'Identity CA', title: 'the CA answers /ready', modes: both },
-  {
-    id: 'ca-rbac',
-    group: 'Identity CA',
-    title: "the CA's RBAC allows what it needs",
-    modes: cluster,
-  },
-  { id: 'webhook-injector', group: 'Webhooks', title: 'proxy injector webhook', modes: cluster },
-  { id: 'webhook-trust-guard', group: 'Webhooks', title: 'trust guard webhook', modes: cluster },
-  {
-    id: 'proxies-trust-root',
-    group: 'Data plane',
-    title: 'injected pods carry the current trust bundle',
-    modes: cluster,
-  },
-  {
-    id: 'anchors-namespaces',
-    group: 'Data plane',
-    title: 'namespaces of injected pods hold the anchors ConfigMap',
-    modes: cluster,
-  },
-  {
-    id: 'proxies-transparent',
-    group: 'Data plane',
-    title: "injected pods' traffic goes through their proxies (transparent mode)",
-    modes: cluster,
-  },
-  {
-    id: 'destination-ready',
-    group: 'Data plane',
-    title: 'the destination service is ready for transparent proxies',
-    modes: cluster,
-  },
-  {
-    id: 'cluster-trust-bundles',
-    group: 'Data plane',
-    title: "meshid's ClusterTrustBundles hold the current anchors",
-    modes: cluster,
-  },
-  {
-    id: 'proxies-certificates',
-    group: 'Data plane',
-    title: "proxies' certificates chain to the current anchors",
-    modes: both,
-  },
-  {
-    id: 'proxies-key-exchange',
-    group: 'Data plane',
-    title: "proxies' connections use the post-quantum hybrid key exchange",
-    modes: both,
-  },
-  {
-    id: 'pod-certificates',
-    group: 'Data plane',
-    title: "PodCertificateRequests of meshid's signer are answered and refreshed",
-    modes: cluster,
-  },
-  { id: 'rotation-state', group: 'Rotation', title: 'trust-anchor rotation', modes: both },
-  { id: 'fips-status', group: 'FIPS', title: 'FIPS status', modes: both },
-] as const satisfies readonly CheckSpec[];
+export const CHECKS = Object.entries(CATALOG).flatMap(([group, checks]) =>
+  checks.map(([id, title, modes]) => ({ id, group, title, modes })),
+);
 
 /** A check id. */
-export type CheckId = (typeof CHECKS)[number]['id'];
+export type CheckId = (typeof CATALOG)[keyof typeof CATALOG][number][0];
 
 /** One line of the report. */
 export interface CheckResult {

@@ -55,13 +55,15 @@ export function registerCaMetrics(registry: Registry, deps: CaMetricsDeps): CaMe
   };
 }
 
-function counter<L extends string>(
+/** A counter only ever incremented: a method adding one under its label values, in order. */
+function counting(
   registry: Registry,
   name: string,
   help: string,
-  labelNames: readonly L[],
-): Counter<L> {
-  return new Counter({ name, help, labelNames, registers: [registry] });
+  labelNames: readonly string[],
+): (...values: string[]) => void {
+  const metric = new Counter({ name, help, labelNames, registers: [registry] });
+  return (...values) => metric.labels(...values).inc();
 }
 
 /** A gauge read when scraped; `min` is the aggregate across workers (the worst case). */
@@ -85,17 +87,27 @@ function gauge(
   });
 }
 
+/** Gauges of one load source, when there is one: name, help, the field each reads. */
+function loadGauges<K extends string>(
+  registry: Registry,
+  load: (() => Record<K, number>) | undefined,
+  defs: readonly [string, string, K][],
+): void {
+  if (load === undefined) return;
+  for (const [name, help, key] of defs) gauge(registry, name, help, () => load()[key]);
+}
+
 /** Certify calls: answered, refused by admission control, dropped; the admission load. */
 function callMetrics(
   registry: Registry,
   deps: CaMetricsDeps,
 ): Pick<CaMetrics, 'observeCall' | 'admissionRefused' | 'callDropped'> {
-  const requests = counter(
-    registry,
-    'meshid_certify_requests_total',
-    'Certify calls by outcome (issued, refused, error) and gRPC status code.',
-    ['outcome', 'code'],
-  );
+  const requests = new Counter({
+    name: 'meshid_certify_requests_total',
+    help: 'Certify calls by outcome (issued, refused, error) and gRPC status code.',
+    labelNames: ['outcome', 'code'] as const,
+    registers: [registry],
+  });
   const latency = new Histogram({
     name: 'meshid_certify_duration_seconds',
     help: 'Time to answer a Certify call, from request decoded to response ready.',
@@ -103,33 +115,22 @@ function callMetrics(
     buckets: [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
-  const admissionRefused = counter(
+  const admissionRefused = counting(
     registry,
     'meshid_certify_admission_refused_total',
     'Certify calls refused with RESOURCE_EXHAUSTED by admission control, by reason (source-rate, identity-rate, queue-full, displaced).',
     ['reason'],
   );
-  const dropped = counter(
+  const callDropped = counting(
     registry,
     'meshid_certify_dropped_total',
     'Certify calls dropped unanswered or answered DEADLINE_EXCEEDED/CANCELLED because the caller had gone, by reason (deadline, gone) and stage (queue, start, token, sign); none of them was signed.',
     ['reason', 'stage'],
   );
-  const load = deps.admissionLoad;
-  if (load !== undefined) {
-    gauge(
-      registry,
-      'meshid_certify_in_flight',
-      'Certify calls admitted and being decided now.',
-      () => load().inFlight,
-    );
-    gauge(
-      registry,
-      'meshid_certify_queued',
-      'Certify calls waiting for admission now.',
-      () => load().queued,
-    );
-  }
+  loadGauges(registry, deps.admissionLoad, [
+    ['meshid_certify_in_flight', 'Certify calls admitted and being decided now.', 'inFlight'],
+    ['meshid_certify_queued', 'Certify calls waiting for admission now.', 'queued'],
+  ]);
   const byStatus = new Map<
     number,
     { count: ReturnType<typeof requests.labels>; latency: ReturnType<typeof latency.labels> }
@@ -155,12 +156,8 @@ function callMetrics(
       child.count.inc();
       child.latency.observe(durationSeconds);
     },
-    admissionRefused(why) {
-      admissionRefused.inc({ reason: why });
-    },
-    callDropped(why, stage) {
-      dropped.inc({ reason: why, stage });
-    },
+    admissionRefused,
+    callDropped,
   };
 }
 
@@ -169,13 +166,13 @@ function handshakeMetrics(
   registry: Registry,
   deps: CaMetricsDeps,
 ): Pick<CaMetrics, 'connectionRefused' | 'handshakeWaited' | 'handshake'> {
-  const connectionsRefused = counter(
+  const connectionsRefused = counting(
     registry,
     'meshid_certify_connections_refused_total',
     'Connections closed by the handshake limit, by reason (wait-timeout, queue-full, hello-timeout, handshake-stalled), or right after their handshake because the client address held its share of connections (per-peer).',
     ['reason'],
   );
-  const tlsHandshakes = counter(
+  const tlsHandshakes = counting(
     registry,
     'meshid_certify_tls_handshakes_total',
     'Finished TLS handshakes with Certify clients, by key-exchange group (X25519MLKEM768 is the post-quantum hybrid) and cipher suite.',
@@ -187,31 +184,22 @@ function handshakeMetrics(
     buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
-  const handshakes = deps.handshakeLoad;
-  if (handshakes !== undefined) {
-    gauge(
-      registry,
+  loadGauges(registry, deps.handshakeLoad, [
+    [
       'meshid_certify_handshakes_in_progress',
       'TLS handshakes of Certify connections in progress now.',
-      () => handshakes().handshaking,
-    );
-    gauge(
-      registry,
+      'handshaking',
+    ],
+    [
       'meshid_certify_connections_waiting',
       'Connections waiting for a TLS handshake slot now.',
-      () => handshakes().waiting,
-    );
-  }
+      'waiting',
+    ],
+  ]);
   return {
-    connectionRefused(why) {
-      connectionsRefused.inc({ reason: why });
-    },
-    handshakeWaited(seconds) {
-      handshakeWait.observe(seconds);
-    },
-    handshake({ group, cipher }) {
-      tlsHandshakes.inc({ group, cipher });
-    },
+    connectionRefused: connectionsRefused,
+    handshakeWaited: (seconds) => handshakeWait.observe(seconds),
+    handshake: ({ group, cipher }) => tlsHandshakes(group, cipher),
   };
 }
 
@@ -249,7 +237,7 @@ function issuerMetrics(
   registry: Registry,
   deps: CaMetricsDeps,
 ): Pick<CaMetrics, 'issuerUpdate' | 'servingCertificate'> {
-  const issuerUpdates = counter(
+  const issuerUpdates = counting(
     registry,
     'meshid_issuer_updates_total',
     'Issuer or trust-anchor changes seen, by result.',
@@ -269,35 +257,24 @@ function issuerMetrics(
     aggregator: 'min',
   });
   return {
-    issuerUpdate(result) {
-      issuerUpdates.inc({ result });
-    },
-    servingCertificate(notAfter) {
-      serving.set(notAfter / 1000);
-    },
+    issuerUpdate: issuerUpdates,
+    servingCertificate: (notAfter) => serving.set(notAfter / 1000),
   };
 }
 
 /** Kubernetes work: Events not written, PodCertificateRequests answered. */
 function kubernetesMetrics(registry: Registry): Pick<CaMetrics, 'eventDropped' | 'podCertificate'> {
-  const eventsDropped = counter(
+  const eventDropped = counting(
     registry,
     'meshid_kubernetes_events_dropped_total',
     'Kubernetes Events not written, by reason (rate-limited, queue-full, error).',
     ['reason'],
   );
-  const podCertificates = counter(
+  const podCertificate = counting(
     registry,
     'meshid_podcert_requests_total',
     'PodCertificateRequests handled by the pod certificate signer, by outcome (issued, denied, failed; conflict: another replica answered first; error: the API failed, retried) and reason.',
     ['outcome', 'reason'],
   );
-  return {
-    eventDropped(why) {
-      eventsDropped.inc({ reason: why });
-    },
-    podCertificate(outcome, reason) {
-      podCertificates.inc({ outcome, reason });
-    },
-  };
+  return { eventDropped, podCertificate };
 }

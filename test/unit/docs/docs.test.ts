@@ -41,7 +41,7 @@ function sources(): string[] {
  * Metric names the code registers: `name:` of prom-client constructors and any string literal
  * shaped like a Prometheus metric name with a unit or kind suffix (the proxy's latency histogram
  * takes the name as its first argument), and the name argument of the CA's gauge and counter
- * helpers.
+ * helpers and the first column of its gauge tables.
  */
 function registeredMetrics(): Set<string> {
   const names = new Set<string>();
@@ -55,9 +55,11 @@ function registeredMetrics(): Set<string> {
       /'([a-z][a-z0-9_]*_(?:total|seconds|enabled|bytes|ratio|count|info))'/g,
     ))
       names.add(m[1]!);
-    // The CA's `gauge(registry, name, …)` and `counter(registry, name, …)` helpers.
-    for (const m of text.matchAll(/\b(?:gauge|counter)\(\s*\w+,\s*'([a-z_:][a-z0-9_:]*)'/g))
+    // The CA's `gauge(registry, name, …)` and `counting(registry, name, …)` helpers, and the
+    // `[name, help, …]` rows of its gauge tables.
+    for (const m of text.matchAll(/\b(?:gauge|counting)\(\s*\w+,\s*'([a-z_:][a-z0-9_:]*)'/g))
       names.add(m[1]!);
+    for (const m of text.matchAll(/\[\s*'(meshid_[a-z0-9_:]*)',/g)) names.add(m[1]!);
   }
   return names;
 }
