@@ -4,11 +4,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import {
   FIPS_TLS,
   MESH_TLS,
-  createLogger,
   cryptoStatus,
   enforceFips,
   fipsCertificateProblem,
@@ -19,6 +17,7 @@ import {
 } from '../../../core/index.js';
 import type { FipsCrypto } from '../../../core/fips.js';
 import { inTempDir } from './fixtures/csr-makers.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 /** A stand-in for node:crypto in each state the enforcement must tell apart. */
 function fakeCrypto(o: {
@@ -50,28 +49,6 @@ function fakeCrypto(o: {
   return fake;
 }
 
-function capture(): {
-  logger: ReturnType<typeof createLogger>;
-  lines: () => Record<string, unknown>[];
-} {
-  const chunks: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk.toString());
-      cb();
-    },
-  });
-  return {
-    logger: createLogger({ level: 'info', destination }),
-    lines: () =>
-      chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
-
 function refusal(f: () => unknown): Error & { code: string } {
   try {
     f();
@@ -93,7 +70,7 @@ describe('FIPS mode: status and start-up enforcement', () => {
 
   it('changes nothing and logs one status line when FIPS is not requested', () => {
     const crypto = fakeCrypto({ fips: false });
-    const { logger, lines } = capture();
+    const { logger, lines } = captureLogs('info');
     const s = enforceFips(false, logger, crypto);
     assert.equal(s.fipsProviderActive, false);
     assert.equal(crypto.setCalls, 0);
@@ -104,7 +81,7 @@ describe('FIPS mode: status and start-up enforcement', () => {
 
   it('turns FIPS mode on with setFips(true) when a provider can serve it', () => {
     const crypto = fakeCrypto({ fips: false });
-    const { logger, lines } = capture();
+    const { logger, lines } = captureLogs('info');
     const s = enforceFips(true, logger, crypto);
     assert.equal(crypto.setCalls, 1);
     assert.equal(s.fipsProviderActive, true);
@@ -114,13 +91,13 @@ describe('FIPS mode: status and start-up enforcement', () => {
 
   it('does not call setFips when FIPS mode is already on (--enable-fips, --force-fips)', () => {
     const crypto = fakeCrypto({ fips: true, setFips: 'throws' });
-    assert.equal(enforceFips(true, capture().logger, crypto).fipsProviderActive, true);
+    assert.equal(enforceFips(true, captureLogs('info').logger, crypto).fipsProviderActive, true);
     assert.equal(crypto.setCalls, 0);
   });
 
   it('refuses to start when setFips(true) throws, saying why and how to run Node with a provider', () => {
     const err = refusal(() =>
-      enforceFips(true, capture().logger, fakeCrypto({ fips: false, setFips: 'throws' })),
+      enforceFips(true, captureLogs('info').logger, fakeCrypto({ fips: false, setFips: 'throws' })),
     );
     assert.match(err.message, /FIPS mode was requested .*MESHID_FIPS=1/);
     assert.match(
@@ -135,14 +112,18 @@ describe('FIPS mode: status and start-up enforcement', () => {
 
   it('refuses to start when FIPS mode is on but no FIPS provider is loaded (nothing can hash)', () => {
     const err = refusal(() =>
-      enforceFips(true, capture().logger, fakeCrypto({ fips: false, sha256: false, md5: false })),
+      enforceFips(
+        true,
+        captureLogs('info').logger,
+        fakeCrypto({ fips: false, sha256: false, md5: false }),
+      ),
     );
     assert.match(err.message, /no FIPS provider is loaded: SHA-256 is unavailable/);
   });
 
   it('refuses to start when MD5 is still served: a non-FIPS provider answers default fetches', () => {
     const err = refusal(() =>
-      enforceFips(true, capture().logger, fakeCrypto({ fips: true, md5: true })),
+      enforceFips(true, captureLogs('info').logger, fakeCrypto({ fips: true, md5: true })),
     );
     assert.match(err.message, /MD5 is still available/);
   });

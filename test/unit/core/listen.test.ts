@@ -6,29 +6,8 @@
 import { strict as assert } from 'node:assert';
 import { connect, createServer } from 'node:net';
 import type { ListenOptions, Server, Socket } from 'node:net';
-import { Writable } from 'node:stream';
-import { createLogger, listenOn } from '../../../core/index.js';
-import type { Logger } from '../../../core/index.js';
-
-/** A logger whose JSON lines the test reads. */
-function capture(): { logger: Logger; lines: () => Record<string, unknown>[] } {
-  const chunks: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk.toString());
-      cb();
-    },
-  });
-  return {
-    logger: createLogger({ level: 'debug', destination }),
-    lines: () =>
-      chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
+import { listenOn } from '../../../core/index.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 /** Connects to `host:port`; resolves with what the server said, or the connect error's code. */
 function dial(host: string, port: number): Promise<string> {
@@ -99,7 +78,7 @@ describe('listenOn: one meaning of "all addresses" for every listener', function
 
   for (const code of ['EAFNOSUPPORT', 'EADDRNOTAVAIL']) {
     it(`a kernel without IPv6 (${code} for [::]): binds 0.0.0.0 and says so in one warning naming the listener`, async () => {
-      const { logger, lines } = capture();
+      const { logger, lines } = captureLogs();
       const server = track(withoutIpv6(echoLocal(), code));
       const bound = await listenOn(server, { host: '::', port: 0 }, { logger, name: 'admin' });
       assert.equal(bound.host, '0.0.0.0');
@@ -118,7 +97,7 @@ describe('listenOn: one meaning of "all addresses" for every listener', function
   it('a busy port on [::] is the caller’s error (EADDRINUSE, syscall listen), never a silent IPv4 fallback', async () => {
     const holder = track(echoLocal());
     const held = await listenOn(holder, { host: '::', port: 0 });
-    const { logger, lines } = capture();
+    const { logger, lines } = captureLogs();
     const second = track(createServer());
     await assert.rejects(
       listenOn(second, { host: '::', port: held.port }, { logger, name: 'inbound' }),
